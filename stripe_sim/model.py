@@ -1,0 +1,163 @@
+"""In-memory state: accounts, keys and per-mode object stores with their version history and events.
+
+Objects are plain Stripe-shaped dicts. A stored dict is never mutated after it is stored: an update
+stores a new dict, so an event's `data.object` keeps the state *at* that event and the version history
+(read by `ground_truth`) is a list of references, not copies.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from stripe_sim.clock import SimClock
+from stripe_sim.ids import new_id
+
+Obj = dict[str, Any]
+EventListener = Callable[["Account", bool, Obj], None]
+
+# The resources the read API serves, mapped to their object kind.
+RESOURCES = ("customers", "charges", "subscriptions", "invoices", "payment_intents", "events")
+
+
+@dataclass
+class ApiKey:
+    """One API key: secret (`sk_…`) or restricted (`rk_…`) with per-resource read permissions."""
+
+    key: str
+    account_id: str
+    livemode: bool
+    restricted: bool
+    permissions: frozenset[str]
+    expired: bool = False
+
+
+class Store:
+    """One account's objects in one mode (test or live), with lists kept newest first."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Obj]] = {}
+        self.versions: dict[str, list[tuple[int, Obj]]] = {}
+        self._seq: dict[str, int] = {}
+        self._next_seq = 0
+        self._sorted: dict[str, list[Obj]] = {}
+        self._index: dict[str, dict[str, int]] = {}
+        self._dirty: set[str] = set()
+
+    def insert(self, kind: str, obj: Obj, at: int) -> Obj:
+        """Store a new object and start its version history."""
+        self.objects.setdefault(kind, {})[obj["id"]] = obj
+        self.versions[obj["id"]] = [(at, obj)]
+        self._seq[obj["id"]] = self._next_seq
+        self._next_seq += 1
+        self._dirty.add(kind)
+        return obj
+
+    def update(self, kind: str, obj_id: str, changes: Obj, at: int) -> tuple[Obj, Obj]:
+        """Store a changed copy of an object; return it and the previous values of changed keys."""
+        old = self.objects[kind][obj_id]
+        previous = {k: old.get(k) for k, v in changes.items() if old.get(k) != v}
+        new = {**old, **changes}
+        self.objects[kind][obj_id] = new
+        self.versions[obj_id].append((at, new))
+        if kind in self._sorted:
+            self._sorted[kind][self._index[kind][obj_id]] = new
+        return new, previous
+
+    def get(self, kind: str, obj_id: str) -> Obj | None:
+        """Return the current state of one object, or None."""
+        return self.objects.get(kind, {}).get(obj_id)
+
+    def all(self, kind: str) -> list[Obj]:
+        """Return every object of a kind, newest first (created, then insertion order)."""
+        if kind in self._dirty or kind not in self._sorted:
+            objs = list(self.objects.get(kind, {}).values())
+            objs.sort(key=lambda o: (o["created"], self._seq[o["id"]]), reverse=True)
+            self._sorted[kind] = objs
+            self._index[kind] = {o["id"]: i for i, o in enumerate(objs)}
+            self._dirty.discard(kind)
+        return self._sorted[kind]
+
+    def position(self, kind: str, obj_id: str) -> int | None:
+        """Return an object's index in `all(kind)`, or None if it is not there."""
+        self.all(kind)
+        return self._index[kind].get(obj_id)
+
+    def state_at(self, obj_id: str, at: int) -> Obj | None:
+        """Return an object's state as it stood at time `at` (None if it did not exist yet)."""
+        found = None
+        for t, obj in self.versions.get(obj_id, []):
+            if t > at:
+                break
+            found = obj
+        return found
+
+
+@dataclass
+class Account:
+    """One Stripe account (one tenant): its API version, keys and a store per mode."""
+
+    id: str
+    api_version: str
+    rng: random.Random
+    test: Store = field(default_factory=Store)
+    live: Store = field(default_factory=Store)
+    keys: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def store(self, livemode: bool) -> Store:
+        """Return the store for live or test mode."""
+        return self.live if livemode else self.test
+
+
+class SimState:
+    """Everything the simulator knows: accounts, keys, request counters and event listeners."""
+
+    def __init__(self, clock: SimClock, seed: int = 0) -> None:
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.accounts: dict[str, Account] = {}
+        self.keys: dict[str, ApiKey] = {}
+        self.listeners: list[EventListener] = []
+        self.request_counts: dict[str, Counter[str]] = {}
+        self.request_log: dict[str, list[tuple[str, str, int]]] = {}
+
+    def add_account(self, api_version: str, seed: int | None = None, name: str = "") -> Account:
+        """Create an empty account with one test and one live secret key."""
+        acct_seed = self.rng.getrandbits(64) if seed is None else seed
+        rng = random.Random(acct_seed)
+        account = Account(id=new_id(rng, "acct"), api_version=api_version, rng=rng, name=name)
+        self.accounts[account.id] = account
+        for livemode in (False, True):
+            self.add_key(account.id, livemode, restricted=False, permissions=frozenset(RESOURCES))
+        return account
+
+    def add_key(self, account_id: str, livemode: bool, restricted: bool,
+                permissions: frozenset[str]) -> ApiKey:
+        """Issue a new key for an account."""
+        account = self.accounts[account_id]
+        prefix = ("rk_" if restricted else "sk_") + ("live" if livemode else "test")
+        key = ApiKey(new_id(account.rng, prefix), account_id, livemode, restricted, permissions)
+        self.keys[key.key] = key
+        account.keys.append(key.key)
+        return key
+
+    def secret_key(self, account_id: str, livemode: bool = False) -> str:
+        """Return the account's first unexpired secret key for the mode."""
+        for k in self.accounts[account_id].keys:
+            key = self.keys[k]
+            if not key.restricted and key.livemode == livemode and not key.expired:
+                return k
+        return self.add_key(account_id, livemode, False, frozenset(RESOURCES)).key
+
+    def publish(self, account: Account, livemode: bool, event: Obj) -> None:
+        """Hand a freshly emitted event to every listener (webhook dispatch)."""
+        for listener in self.listeners:
+            listener(account, livemode, event)
+
+    def count_request(self, account_id: str, method: str, path_qs: str, status: int) -> None:
+        """Record one API request against an account."""
+        self.request_counts.setdefault(account_id, Counter())[f"{method} {path_qs}"] += 1
+        self.request_log.setdefault(account_id, []).append((method, path_qs, status))

@@ -1,0 +1,166 @@
+"""How we talk to Kafka: the one place aiokafka's defaults are overridden, the publisher, topic bootstrap.
+
+aiokafka's defaults are unsafe for a product whose promise is "nothing acknowledged is lost":
+acks=1, no idempotence, auto-commit on, and `auto_offset_reset="latest"`. Every client this
+project builds gets its configuration from `producer_config` / `consumer_config` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from plumbing.settings import KafkaSettings
+
+# Broker-side limit for one record; Stripe payloads are well under 1 MiB, the envelope adds little.
+MAX_RECORD_BYTES = 2 * 1024 * 1024
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge a record within the bound; the caller must not report success."""
+
+    retriable = True
+
+
+def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """Returns the producer settings: acknowledged by all in-sync replicas, idempotent, bounded."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": settings.compression,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_size,
+        "max_request_size": MAX_RECORD_BYTES,
+        "request_timeout_ms": int(settings.send_timeout_s * 1000),
+        "retry_backoff_ms": 100,
+    }
+
+
+def consumer_config(settings: KafkaSettings, group_id: str, client_id: str) -> dict[str, Any]:
+    """Returns the consumer settings: manual commits, start from the beginning, committed reads only."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": MAX_RECORD_BYTES,
+        "fetch_max_bytes": 16 * MAX_RECORD_BYTES,
+        "max_poll_records": 2000,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 3_000,
+        "request_timeout_ms": 40_000,
+        "retry_backoff_ms": 200,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits: topic, partition, offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class KafkaPublisher:
+    """Publishes records and returns only once the broker acknowledged them (acks=all)."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str = "ingestor"):
+        self._settings = settings
+        self._timeout_s = settings.send_timeout_s
+        self._producer = AIOKafkaProducer(**producer_config(settings, client_id))
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Connects to the cluster; raises PublishError if it is unreachable within the bound."""
+        try:
+            await asyncio.wait_for(self._producer.start(), self._timeout_s)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            await self._producer.stop()
+            raise PublishError(f"Kafka unreachable at {self._settings.bootstrap_servers}: {exc!r}") from exc
+        self._started = True
+
+    async def stop(self) -> None:
+        """Flushes what is buffered and disconnects; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._producer.stop()
+
+    async def __aenter__(self) -> KafkaPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> Position:
+        """Sends one record and waits for its acknowledgement.
+
+        Raises PublishError when the broker does not acknowledge within `send_timeout_s`; the
+        record may still arrive later (consumers dedupe). Cancellation abandons the wait only.
+        """
+        return (await self.publish_many(topic, [(key, value)]))[0]
+
+    async def publish_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[Position]:
+        """Sends records in order and waits until all are acknowledged; raises PublishError otherwise."""
+        try:
+            return await asyncio.wait_for(self._send_all(topic, records), self._timeout_s)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            raise PublishError(
+                f"Kafka did not acknowledge {len(records)} record(s) on {topic} "
+                f"within {self._timeout_s:g}s: {exc!r}"
+            ) from exc
+
+    async def _send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[Position]:
+        if not self._started:
+            raise PublishError("publisher is not started")
+        pending = [await self._producer.send(topic, value=value, key=key) for key, value in records]
+        acked = await asyncio.gather(*pending)
+        return [Position(md.topic, md.partition, md.offset) for md in acked]
+
+
+async def ensure_topics(settings: KafkaSettings) -> None:
+    """Creates the raw-events and dead-letter topics if missing: never compacted, kept forever (for replay)."""
+    keep_forever = {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "max.message.bytes": str(MAX_RECORD_BYTES),
+        "min.insync.replicas": str(min(2, settings.replication_factor)),
+    }
+    wanted = [
+        NewTopic(settings.raw_topic, settings.raw_partitions, settings.replication_factor, topic_configs=keep_forever),
+        NewTopic(
+            settings.dead_letter_topic,
+            settings.dead_letter_partitions,
+            settings.replication_factor,
+            topic_configs=keep_forever,
+        ),
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="topic-bootstrap")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+    finally:
+        await admin.close()

@@ -1,0 +1,20 @@
+"""The asyncpg pool every process uses; one place that knows how we connect to Postgres."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from plumbing.settings import PostgresSettings
+
+
+async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
+    """Opens a connection pool; raises OSError or asyncpg errors when the server is unreachable."""
+    pool = await asyncpg.create_pool(
+        settings.dsn.get_secret_value(),
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        command_timeout=settings.command_timeout_s,
+    )
+    if pool is None:  # asyncpg's typing allows it; it only happens when the pool is closed at once
+        raise RuntimeError("asyncpg returned no pool")
+    return pool

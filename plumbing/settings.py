@@ -1,0 +1,129 @@
+"""Typed settings, read once from the environment at start-up and passed down explicitly.
+
+Every field maps onto one environment variable: `INGESTOR_<GROUP>__<FIELD>` for grouped settings
+(e.g. `INGESTOR_KAFKA__BOOTSTRAP_SERVERS`) and `INGESTOR_<FIELD>` for top-level ones. An
+`INGESTOR_…` variable that names no field is an error, not silently ignored: a typo in a setting
+should stop the process, not run it with a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "INGESTOR_"
+NESTED_DELIMITER = "__"
+
+
+class SettingsError(ValueError):
+    """The environment holds a setting that does not exist or does not parse."""
+
+    retriable = False
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how the raw and dead-letter topics are laid out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    raw_topic: str = "stripe.events.raw"
+    raw_partitions: int = Field(default=6, ge=1)
+    dead_letter_topic: str = "stripe.events.dead-letter"
+    dead_letter_partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Upper bound for one publish, from send() to the broker's acknowledgement (or failure).
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_size: int = Field(default=256 * 1024, ge=1024)
+    compression: str = "zstd"
+    projector_group: str = "revenue-projector"
+
+
+class PostgresSettings(BaseModel):
+    """The one database holding the control plane and the revenue tables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dsn: SecretStr = SecretStr("postgresql://ingestor:ingestor@127.0.0.1:5432/ingestor")
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    command_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class LogSettings(BaseModel):
+    """How log lines are written (always with secrets masked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    level: str = "INFO"
+    json_lines: bool = True
+
+
+class Settings(BaseSettings):
+    """All settings of one process, grouped by dependency."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    log: LogSettings = LogSettings()
+
+
+def unknown_setting_names(environ: Mapping[str, str]) -> list[str]:
+    """Returns the `INGESTOR_…` variables in `environ` that name no setting."""
+    known_groups = {
+        name: model.annotation
+        for name, model in Settings.model_fields.items()
+    }
+    unknown: list[str] = []
+    for var in environ:
+        if not var.startswith(ENV_PREFIX):
+            continue
+        group, _, field = var[len(ENV_PREFIX):].lower().partition(NESTED_DELIMITER)
+        annotation: Any = known_groups.get(group)
+        if annotation is None:
+            unknown.append(var)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if field not in annotation.model_fields:
+                unknown.append(var)
+        elif field:
+            unknown.append(var)
+    return sorted(unknown)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Reads the settings from the environment once; raises SettingsError on unknown or bad values."""
+    env = os.environ if environ is None else environ
+    unknown = unknown_setting_names(env)
+    if unknown:
+        raise SettingsError(f"unknown settings in the environment: {', '.join(unknown)}")
+    try:
+        if environ is None:
+            return Settings(**overrides)
+        return Settings.model_validate(_nest(env) | overrides)
+    except ValueError as exc:
+        raise SettingsError(f"invalid settings: {exc}") from exc
+
+
+def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turns `INGESTOR_GROUP__FIELD=value` pairs into {"group": {"field": value}}."""
+    nested: dict[str, Any] = {}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        group, _, field = var[len(ENV_PREFIX):].lower().partition(NESTED_DELIMITER)
+        if field:
+            nested.setdefault(group, {})[field] = value
+        else:
+            nested[group] = value
+    return nested

@@ -1,0 +1,58 @@
+"""The `ingestor` console command: the local stack and the processes of the product, one subcommand each."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from plumbing.settings import load_settings
+from stack import StackError, postgres
+from stack.kafka import KafkaBroker
+from stack.up import bring_up, prepare
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Stripe revenue ingestor: webhooks, polling and history import into Kafka, projected into Postgres."""
+
+
+@main.command()
+def up() -> None:
+    """Start (or reuse) Kafka and Postgres, apply migrations, create topics."""
+    try:
+        platform = bring_up()
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"kafka:    {platform.kafka.bootstrap_servers}  (log: {platform.kafka.log_file})")
+    click.echo(f"postgres: {platform.postgres_dsn().replace(f':{postgres.PASSWORD}@', ':***@')}")
+
+
+@main.command()
+@click.option("--postgres/--no-postgres", "with_postgres", default=False, help="Also stop the PostgreSQL cluster.")
+def down(with_postgres: bool) -> None:
+    """Stop the local Kafka broker (and optionally Postgres)."""
+    KafkaBroker().stop()
+    if with_postgres:
+        postgres.stop()
+
+
+@main.command()
+def status() -> None:
+    """Show whether the local Kafka and Postgres are running."""
+    broker = KafkaBroker()
+    pid = broker.running_pid()
+    click.echo(f"kafka:    {'running pid ' + str(pid) if pid else 'stopped'} ({broker.bootstrap_servers})")
+    for cluster in postgres.clusters():
+        click.echo(f"postgres: {cluster.version}/{cluster.name} port {cluster.port} {'online' if cluster.online else 'down'}")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations and create the Kafka topics named in the settings."""
+    settings = load_settings()
+    asyncio.run(prepare(settings.kafka, settings.postgres))
+
+
+if __name__ == "__main__":
+    main()

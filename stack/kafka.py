@@ -1,0 +1,243 @@
+"""Apache Kafka in KRaft mode, single node on loopback, fetched with Maven and run with a small heap."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack import CACHE_DIR, STATE_DIR, StackError
+from stack.progress import say
+
+KAFKA_VERSION = "4.1.1"
+POM = Path(__file__).resolve().parent / "maven" / "kafka-pom.xml"
+READY_LINE = "Kafka Server started"
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """One local broker+controller: where its jars, config, data, log and pid live, and its ports."""
+
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    state_dir: Path = STATE_DIR / "kafka"
+    lib_dir: Path = CACHE_DIR / f"kafka-{KAFKA_VERSION}" / "lib"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Returns the address clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "kafka.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "kafka.pid"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    def ensure_jars(self) -> None:
+        """Fetches the pinned Kafka release and its runtime jars from Maven Central, once."""
+        marker = self.lib_dir / ".complete"
+        if marker.exists():
+            return
+        say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (first run only)…")
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.lib_dir}", "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"Maven could not fetch the Kafka jars:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        marker.write_text(KAFKA_VERSION)
+        say(f"Kafka jars ready in {self.lib_dir}")
+
+    def _java(self, main_class: str, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{min_heap(self.heap)}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.yaml'}",
+            "-cp", f"{self.lib_dir}/*", main_class, *args,
+        ]
+
+    def write_config(self) -> Path:
+        """Writes server.properties and the log config; returns the properties file."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        props = self.state_dir / "server.properties"
+        props.write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                f"log.dirs={self.data_dir}",
+                "num.partitions=1",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "group.initial.rebalance.delay.ms=0",
+                "message.max.bytes=2097152",
+                "log.retention.hours=-1",
+                "",
+            ])
+        )
+        (self.state_dir / "log4j2.yaml").write_text(
+            "Configuration:\n"
+            "  Appenders:\n"
+            "    Console:\n"
+            "      name: STDOUT\n"
+            "      PatternLayout:\n"
+            "        pattern: \"[%d] %p %m (%c)%n\"\n"
+            "  Loggers:\n"
+            "    Logger:\n"
+            "      - name: kafka\n"
+            "        level: INFO\n"
+            "      - name: org.apache.kafka\n"
+            "        level: WARN\n"
+            "    Root:\n"
+            "      level: WARN\n"
+            "      AppenderRef:\n"
+            "        - ref: STDOUT\n"
+        )
+        return props
+
+    def format_storage(self, props: Path) -> None:
+        """Formats the KRaft storage once (a standalone controller quorum of this one node)."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)),
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+    def running_pid(self) -> int | None:
+        """Returns the pid of our running broker, removing a stale pid file (with a message)."""
+        if not self.pid_file.exists():
+            return None
+        pid = int(self.pid_file.read_text().strip() or 0)
+        if pid and _alive(pid) and "kafka.Kafka" in _cmdline(pid):
+            return pid
+        say(f"removing stale Kafka pid file ({self.pid_file}, pid {pid} is not running)")
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Starts the broker unless it is already running, and waits until it serves clients."""
+        self.ensure_jars()
+        if self.running_pid() is not None and _port_open(self.port):
+            return
+        if self.running_pid() is None:
+            for port in (self.port, self.controller_port):
+                if _port_open(port):
+                    raise StackError(
+                        f"port {port} is in use by another process, not by our Kafka "
+                        f"(no live pid in {self.pid_file}); stop it or choose other ports"
+                    )
+            props = self.write_config()
+            self.format_storage(props)
+            say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap_servers} (log: {self.log_file})")
+            log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            with open(self.log_file, "ab") as log:
+                proc = subprocess.Popen(
+                    self._java("kafka.Kafka", str(props)),
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            self.pid_file.write_text(str(proc.pid))
+        else:
+            log_offset = 0
+        self._wait_ready(timeout_s, log_offset)
+
+    def _wait_ready(self, timeout_s: float, log_offset: int) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pid = self.running_pid()
+            if pid is None:
+                raise StackError(f"Kafka exited during start-up; see {self.log_file}:\n{_tail(self.log_file)}")
+            if _port_open(self.port) and READY_LINE in _read_from(self.log_file, log_offset):
+                say(f"Kafka ready on {self.bootstrap_servers}")
+                return
+            time.sleep(0.25)
+        raise StackError(f"Kafka not ready after {timeout_s:.0f}s; see {self.log_file}:\n{_tail(self.log_file)}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stops the broker (SIGTERM, then SIGKILL after `timeout_s`); a no-op when it is not running."""
+        pid = self.running_pid()
+        if pid is None:
+            return
+        say("stopping Kafka…")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        say("Kafka stopped")
+
+
+def min_heap(heap: str) -> str:
+    """Returns a starting heap of half the maximum (e.g. 512m → 256m)."""
+    return f"{int(heap[:-1]) // 2}{heap[-1]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(_read_from(path, 0).splitlines()[-lines:])

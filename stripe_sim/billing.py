@@ -139,7 +139,8 @@ class Book:
         """Create and finalize the invoice for one period (`invoice.created`, `.finalized`)."""
         sub = self.store.objects["subscription"][sub_id]
         inv_id = self._id("in")
-        lines = [o.line_item(self._id("il"), inv_id, it, sub_id, period, self.livemode)
+        trial = sub["status"] == "trialing"
+        lines = [o.line_item(self._id("il"), inv_id, it, sub_id, period, self.livemode, trial)
                  for it in sub["items"]["data"]]
         subtotal = sum(line["amount"] for line in lines)
         disc = _discount_amount(sub, subtotal, period[0], billing_reason)

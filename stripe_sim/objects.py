@@ -126,9 +126,9 @@ def subscription(sub_id: str, customer_id: str, at: int, livemode: bool, currenc
 
 
 def line_item(li_id: str, inv_id: str, item: Obj, sub_id: str, period: tuple[int, int],
-              livemode: bool) -> Obj:
-    """Build an invoice line for one subscription item."""
-    amount = item["price"]["unit_amount"] * item["quantity"]
+              livemode: bool, trial: bool = False) -> Obj:
+    """Build an invoice line for one subscription item (zero during a trial)."""
+    amount = 0 if trial else item["price"]["unit_amount"] * item["quantity"]
     parent = {"type": "subscription_item_details", "invoice_item_details": None,
               "subscription_item_details": {"invoice_item": None, "proration": False,
                                             "proration_details": {"credited_items": None},
@@ -136,7 +136,8 @@ def line_item(li_id: str, inv_id: str, item: Obj, sub_id: str, period: tuple[int
                                             "subscription_item": item["id"]}}
     return {**template("line_item"), "id": li_id, "invoice": inv_id, "amount": amount,
             "subtotal": amount, "currency": item["price"]["currency"], "livemode": livemode,
-            "description": f"{item['quantity']} × {item['price']['nickname']}",
+            "description": (f"Trial period for {item['price']['nickname']}" if trial
+                            else f"{item['quantity']} × {item['price']['nickname']}"),
             "period": {"start": period[0], "end": period[1]}, "quantity": item["quantity"],
             "subscription": sub_id, "parent": parent, "price": item["price"]}
 

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+Schema = dict[str, Any]  # a schema as fastavro.parse_schema returns it
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 HEADER_LENGTH = len(SINGLE_OBJECT_MAGIC) + 8
@@ -87,11 +88,10 @@ def envelope_key(tenant_id: str, object_id: str) -> bytes:
 
 def load_schema(path: Path) -> dict[str, Any]:
     """Returns the parsed Avro schema stored at `path`."""
-    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(path.read_text()))
-    return parsed
+    return cast(dict[str, Any], fastavro.parse_schema(json.loads(path.read_text())))
 
 
-def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
+def schema_fingerprint(schema: Schema) -> bytes:
     """Returns the 8-byte CRC-64-AVRO fingerprint that heads single-object-encoded records."""
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
@@ -99,11 +99,11 @@ def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
 class AvroCodec:
     """Single-object encoding of one record type; reads every writer version it was given."""
 
-    def __init__(self, schema: Mapping[str, Any], writer_schemas: Iterable[Mapping[str, Any]] = ()):
+    def __init__(self, schema: Schema, writer_schemas: Iterable[Schema] = ()):
         self.schema = schema
         self.fingerprint = schema_fingerprint(schema)
         self._header = SINGLE_OBJECT_MAGIC + self.fingerprint
-        self._writers: dict[bytes, Mapping[str, Any]] = {self.fingerprint: schema}
+        self._writers: dict[bytes, Schema] = {self.fingerprint: schema}
         for writer in writer_schemas:
             self._writers.setdefault(schema_fingerprint(writer), writer)
 
@@ -132,7 +132,7 @@ class AvroCodec:
         body = io.BytesIO(data)
         body.seek(HEADER_LENGTH)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(body, writer, self.schema)
+            record = cast(dict[str, Any], fastavro.schemaless_reader(body, writer, self.schema))
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise CorruptRecordError(f"corrupt {self.schema['name']} record: {exc!r}") from exc
         if body.tell() != len(data):
@@ -153,8 +153,8 @@ class EnvelopeCodec:
 
     def __init__(
         self,
-        envelope_schema: Mapping[str, Any] | None = None,
-        older_envelope_schemas: Iterable[Mapping[str, Any]] | None = None,
+        envelope_schema: Schema | None = None,
+        older_envelope_schemas: Iterable[Schema] | None = None,
     ):
         current, *older = _schemas_named("stripe_event_envelope.avsc", SCHEMA_DIR)
         self.envelopes = AvroCodec(

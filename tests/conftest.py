@@ -1,0 +1,88 @@
+"""Session fixtures: one real Kafka broker and one real PostgreSQL server for the whole test run.
+
+The local-stack launcher starts them (or reuses running ones). Tests get settings objects built
+here — never from os.environ — pointing at a test database and at topics unique to each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from plumbing.migrations import apply_migrations
+from plumbing.settings import KafkaSettings, PostgresSettings, Settings
+from projections import MIGRATIONS_DIR
+from stack.up import Platform, start_platform
+
+TEST_DATABASE = "ingestor_test"
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Platform]:
+    """Starts (or reuses) the local Kafka broker and PostgreSQL server."""
+    yield start_platform()
+
+
+@pytest.fixture(scope="session")
+async def clean_database(platform: Platform) -> str:
+    """Recreates the test database's schema from the migrations; returns its DSN."""
+    dsn = platform.postgres_dsn(TEST_DATABASE)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        await apply_migrations(conn, MIGRATIONS_DIR)
+    finally:
+        await conn.close()
+    return dsn
+
+
+@pytest.fixture
+def make_settings(platform: Platform, clean_database: str) -> Callable[..., Settings]:
+    """Factory: settings for the real broker and test database, with fresh topics unless given."""
+
+    def make(**kafka_overrides: object) -> Settings:
+        suffix = uuid.uuid4().hex[:8]
+        kafka = KafkaSettings(
+            bootstrap_servers=platform.kafka.bootstrap_servers,
+            raw_topic=f"test.raw.{suffix}",
+            dead_letter_topic=f"test.dlq.{suffix}",
+            projector_group=f"test-projector-{suffix}",
+            **kafka_overrides,  # type: ignore[arg-type]
+        )
+        return Settings(kafka=kafka, postgres=PostgresSettings(dsn=clean_database))  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Settings with fresh topic names (not yet created)."""
+    return make_settings()
+
+
+@pytest.fixture
+async def pg(clean_database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test database."""
+    conn = await asyncpg.connect(clean_database)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def create_topic(platform: Platform) -> Callable[[str, int], Awaitable[None]]:
+    """Factory: creates a topic on the real broker."""
+
+    async def create(name: str, partitions: int = 1) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=platform.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            await admin.close()
+
+    return create

@@ -1,0 +1,111 @@
+"""The publisher against the real broker: nothing lost, per-key order kept, bounded failure when down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from plumbing.kafka import KafkaPublisher, PublishError, consumer_config, ensure_topics, producer_config
+from plumbing.settings import KafkaSettings, Settings
+from stack.up import Platform
+
+pytestmark = pytest.mark.integration
+
+
+async def consume_all(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[tuple[bytes, bytes]]:
+    """Reads `topic` from the beginning until `expected` records arrived (or the timeout)."""
+    consumer = AIOKafkaConsumer(topic, **consumer_config(settings, f"readback-{uuid.uuid4().hex[:6]}", "readback"))
+    await consumer.start()
+    records: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend((r.key, r.value) for r in partition_records)
+        # One more fetch: anything beyond `expected` would be a duplicate.
+        extra = await consumer.getmany(timeout_ms=300)
+        for partition_records in extra.values():
+            records.extend((r.key, r.value) for r in partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_unsafe_aiokafka_defaults_are_overridden() -> None:
+    settings = KafkaSettings()
+    produce = producer_config(settings, "x")
+    assert produce["acks"] == "all" and produce["enable_idempotence"] is True
+    consume = consumer_config(settings, "g", "x")
+    assert consume["enable_auto_commit"] is False
+    assert consume["auto_offset_reset"] == "earliest"
+    assert consume["isolation_level"] == "read_committed"
+
+
+async def test_ten_thousand_records_come_back_exactly_once_in_per_key_order(
+    settings: Settings, create_topic: Callable[[str, int], Awaitable[None]]
+) -> None:
+    topic = settings.kafka.raw_topic
+    await create_topic(topic, 6)
+    keys = [f"tenant_a:cus_{i}".encode() for i in range(50)]
+    sent = [(keys[i % len(keys)], f"{keys[i % len(keys)].decode()}#{i // len(keys)}".encode()) for i in range(10_000)]
+    async with KafkaPublisher(settings.kafka) as publisher:
+        for start in range(0, len(sent), 500):
+            positions = await publisher.publish_many(topic, sent[start:start + 500])
+            assert len(positions) == len(sent[start:start + 500])
+    received = await consume_all(settings.kafka, topic, len(sent))
+    assert len(received) == len(sent)
+    assert sorted(received) == sorted(sent)
+    per_key: dict[bytes, list[int]] = defaultdict(list)
+    for key, value in received:
+        per_key[key].append(int(value.split(b"#")[1]))
+    assert all(seq == sorted(seq) for seq in per_key.values())
+
+
+async def test_topics_are_created_once_never_compacted_and_kept_forever(settings: Settings) -> None:
+    await ensure_topics(settings.kafka)
+    await ensure_topics(settings.kafka)  # a second run is a no-op
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([settings.kafka.raw_topic])
+        assert len(described[0]["partitions"]) == settings.kafka.raw_partitions
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.kafka.raw_topic)])
+        values = {entry[0]: entry[1] for entry in configs[0].resources[0][4]}
+        assert values["cleanup.policy"] == "delete"
+        assert values["retention.ms"] == "-1"
+    finally:
+        await admin.close()
+
+
+async def test_send_fails_within_the_bound_when_the_broker_is_down(
+    make_settings: Callable[..., Settings], platform: Platform, create_topic: Callable[[str, int], Awaitable[None]]
+) -> None:
+    settings = make_settings(send_timeout_s=2.0)
+    topic = settings.kafka.raw_topic
+    await create_topic(topic, 1)
+    publisher = KafkaPublisher(settings.kafka)
+    await publisher.start()
+    try:
+        await publisher.publish(topic, b"k", b"before")
+        await asyncio.to_thread(platform.kafka.stop)
+        started = time.monotonic()
+        with pytest.raises(PublishError, match="did not acknowledge 1 record"):
+            await publisher.publish(topic, b"k", b"during")
+        assert time.monotonic() - started < 2.0 + 1.0
+    finally:
+        await asyncio.to_thread(platform.kafka.start)
+        await publisher.stop()
+    # After the broker is back the same publisher works again.
+    async with KafkaPublisher(settings.kafka) as fresh:
+        await fresh.publish(topic, b"k", b"after")
+    received = [v for _, v in await consume_all(settings.kafka, topic, 2, timeout_s=30)]
+    assert b"before" in received and b"after" in received

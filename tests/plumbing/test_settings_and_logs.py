@@ -1,0 +1,77 @@
+"""Settings come from the environment with documented defaults; logs never carry a Stripe secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from plumbing.logs import configure_logging, get_logger, mask_secrets_in_text
+from plumbing.settings import LogSettings, SettingsError, load_settings
+
+
+def test_defaults_without_environment() -> None:
+    settings = load_settings({})
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.kafka.raw_topic == "stripe.events.raw"
+    assert settings.kafka.send_timeout_s == 10.0
+
+
+def test_each_setting_maps_onto_one_variable() -> None:
+    settings = load_settings(
+        {"INGESTOR_KAFKA__RAW_PARTITIONS": "12", "INGESTOR_KAFKA__SEND_TIMEOUT_S": "2.5", "INGESTOR_LOG__LEVEL": "DEBUG"}
+    )
+    assert settings.kafka.raw_partitions == 12
+    assert settings.kafka.send_timeout_s == 2.5
+    assert settings.log.level == "DEBUG"
+
+
+def test_unknown_setting_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError, match="INGESTOR_KAFKA__BOOTSTRAP_SERVER\\b"):
+        load_settings({"INGESTOR_KAFKA__BOOTSTRAP_SERVER": "x:1"})
+    with pytest.raises(SettingsError, match="INGESTOR_KAFK__RAW_TOPIC"):
+        load_settings({"INGESTOR_KAFK__RAW_TOPIC": "x"})
+
+
+def test_bad_value_is_refused() -> None:
+    with pytest.raises(SettingsError, match="raw_partitions"):
+        load_settings({"INGESTOR_KAFKA__RAW_PARTITIONS": "zero"})
+
+
+def test_postgres_dsn_is_not_shown_in_repr() -> None:
+    settings = load_settings({"INGESTOR_POSTGRES__DSN": "postgresql://u:hunter2@db/x"})
+    assert "hunter2" not in repr(settings)
+    assert settings.postgres.dsn.get_secret_value().endswith("@db/x")
+
+
+SECRETS = [
+    "rk_live_51H8aZ2eZvKYlo2C0123456789abcdefWXYZ",
+    "sk_test_4eC39HqLyjWDarjtT1zdp7dcABCD",
+    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "rk_test_51H8aZ2eZvKYlo2C99887766wxyz",
+]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_log_lines_mask_stripe_secrets(secret: str) -> None:
+    stream = io.StringIO()
+    configure_logging(LogSettings(level="INFO", json_lines=True), stream)
+    get_logger("test").info("connecting with key", key=secret, detail=f"using {secret} now", nested={"k": [secret]})
+    logging.getLogger("aiokafka.third_party").warning("stdlib line mentions %s", secret)
+    try:
+        raise ValueError(f"Invalid API Key provided: {secret}")
+    except ValueError:
+        get_logger("test").exception("stripe call failed")
+    out = stream.getvalue()
+    assert secret not in out
+    assert secret[:-4] not in out
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["key"].endswith("…" + secret[-4:])
+    assert len(lines) == 3
+
+
+def test_masking_leaves_other_text_alone() -> None:
+    text = "charge ch_3MmlLrLkdIwHu7ix0snN0B15 for cus_NffrFeUfNV2Hib, sk_ not a key, rk_live_ too short"
+    assert mask_secrets_in_text(text) == text

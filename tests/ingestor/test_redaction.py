@@ -1,0 +1,602 @@
+"""Tests for ingestor.redaction: card objects reduced, PAN-like runs masked, nothing else changed."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from ingestor.redaction import CARD_ALLOWED_KEYS, luhn_valid, mask_pans, redact_event
+
+TEST_CARDS = {
+    "4242424242424242": "************4242",  # Visa
+    "5555555555554444": "************4444",  # Mastercard
+    "378282246310005": "***********0005",  # Amex, 15 digits
+    "6011111111111117": "************1117",  # Discover
+    "4242424242422": "*********2422",  # 13 digits
+    "4242424242424242428": "***************2428",  # 19 digits
+}
+
+
+def reference_luhn(digits: str) -> bool:
+    """Textbook Luhn check, written independently of the module under test."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def pan_candidates(text: str) -> Iterator[str]:
+    """Yield every Luhn-valid group-aligned 13–19 digit candidate, as the module docstring defines."""
+    for chain in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
+        groups = re.split(r"[ -]", chain.group())
+        for start in range(len(groups)):
+            for end in range(start + 1, len(groups) + 1):
+                digits = "".join(groups[start:end])
+                if 13 <= len(digits) <= 19 and reference_luhn(digits):
+                    yield digits
+
+
+# --- luhn_valid ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", [*TEST_CARDS, "0", "18", "42424242424242424242"])
+def test_luhn_accepts_valid_numbers(digits: str) -> None:
+    assert luhn_valid(digits)
+
+
+@pytest.mark.parametrize("digits", ["", "1", "4242424242424241", "4242 4242", "42a2", "４２"])
+def test_luhn_refuses_invalid_or_non_digit_input(digits: str) -> None:
+    assert not luhn_valid(digits)
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=30))
+def test_luhn_matches_reference(digits: str) -> None:
+    assert luhn_valid(digits) == reference_luhn(digits)
+
+
+# --- mask_pans ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pan", "masked"), TEST_CARDS.items())
+def test_test_cards_are_masked_to_last_four(pan: str, masked: str) -> None:
+    assert mask_pans(pan) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["4242 4242 4242 4242", "4242-4242-4242-4242", "4242424242424242", "4242 4242-42424242"],
+)
+def test_separators_are_removed_from_the_mask(text: str) -> None:
+    assert mask_pans(text) == "************4242"
+
+
+def test_amex_grouping_is_masked() -> None:
+    assert mask_pans("3782 822463 10005") == "***********0005"
+
+
+def test_pan_embedded_in_text() -> None:
+    assert mask_pans("card 4242424242424242 ok") == "card ************4242 ok"
+    assert mask_pans("cards: 5555555555554444,6011111111111117.") == (
+        "cards: ************4444,************1117."
+    )
+    assert mask_pans("x4242424242424242y") == "x************4242y"
+
+
+def test_pan_next_to_other_digit_groups() -> None:
+    assert mask_pans("qty 2 4242 4242 4242 4242 12") == "qty 2 ************4242 12"
+    assert mask_pans("4242424242424242 1234") == "************4242 1234"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242424242424241",  # Luhn-invalid
+        "order 20240115-000123",
+        "+1 415-555-0100",
+        "1680064028",
+        "2024-01-15 12:30:00",
+        "123456789015",  # Luhn-valid but only 12 digits
+        "4242  4242 4242 4242",  # two separators break the chain, no part has 13 digits
+        "4242 - 4242 - 4242 - 4242",
+        "ch_3MtwBwLkdIwHu7ix28a3tqPa",
+        "",
+    ],
+)
+def test_non_pans_are_untouched(text: str) -> None:
+    assert mask_pans(text) == text
+
+
+def test_unbroken_run_of_twenty_digits_is_not_a_card_number() -> None:
+    # Luhn-valid, but no scheme issues 20-digit numbers and windows inside it are not checked.
+    assert reference_luhn("42424242424242424242")
+    assert mask_pans("42424242424242424242") == "42424242424242424242"
+    # Separated groups are checked window by window, so a PAN followed by a group is still found.
+    assert mask_pans("4242 4242 4242 4242 4242") == "************4242 4242"
+
+
+def test_visible_digits_cannot_form_a_new_candidate() -> None:
+    text = "4242424242424242 4242424242422"
+    # After the first mask "4242 4242424242422" would be a 17-digit candidate; masking repeats.
+    masked = mask_pans(text)
+    assert list(pan_candidates(masked)) == []
+    assert mask_pans(masked) == masked
+
+
+pan_formats = st.builds(
+    lambda pan, sep, cut: sep.join(pan[i : i + cut] for i in range(0, len(pan), cut)),
+    st.sampled_from(sorted(TEST_CARDS)),
+    st.sampled_from(["", " ", "-"]),
+    st.integers(min_value=1, max_value=19),
+)
+digitish = st.text(alphabet="0123456789 -", max_size=60)
+noisy_text = st.lists(
+    st.one_of(st.text(max_size=8), pan_formats, digitish), max_size=6
+).map("".join)
+
+
+@given(noisy_text)
+@settings(max_examples=500)
+def test_mask_pans_leaves_no_candidate_and_is_idempotent(text: str) -> None:
+    masked = mask_pans(text)
+    assert list(pan_candidates(masked)) == []
+    assert mask_pans(masked) == masked
+
+
+@given(noisy_text)
+def test_mask_pans_only_changes_digits_and_separators(text: str) -> None:
+    strip = re.compile(r"[0-9 *-]")
+    assert strip.sub("", mask_pans(text)) == strip.sub("", text)
+
+
+# --- redact_event: card objects ------------------------------------------------------------------
+
+
+def test_charge_card_details_are_reduced_to_the_allow_list() -> None:
+    event = charge_succeeded_event()
+    redacted = redact_event(event)
+    card = redacted["data"]["object"]["payment_method_details"]["card"]
+    assert card == {
+        "brand": "visa",
+        "country": "US",
+        "exp_month": 3,
+        "exp_year": 2030,
+        "funding": "credit",
+        "last4": "4242",
+    }
+    assert list(card) == ["brand", "country", "exp_month", "exp_year", "funding", "last4"]
+
+
+def test_source_card_object_keeps_id_and_object() -> None:
+    redacted = redact_event(charge_succeeded_event())
+    assert redacted["data"]["object"]["source"] == {
+        "id": "card_1MtwBwLkdIwHu7ixAbCdEfGh",
+        "object": "card",
+        "brand": "Visa",
+        "country": "US",
+        "exp_month": 3,
+        "exp_year": 2030,
+        "funding": "credit",
+        "last4": "4242",
+    }
+
+
+def full_card(**extra: Any) -> dict[str, Any]:
+    """A card dict carrying cardholder data that must not survive."""
+    return {
+        "number": "4242424242424242",
+        "cvc": "123",
+        "iin": "424242",
+        "issuer": "Stripe Test Bank",
+        "description": "Visa Classic",
+        "fingerprint": "Xt5EWLLDS7FJjR1c",
+        "name": "Jenny Rosen",
+        "wallet": {"type": "masterpass", "masterpass": {"email": "jenny@example.com"}},
+        "brand": "visa",
+        "last4": "4242",
+        "exp_month": 12,
+        "exp_year": 2031,
+        "funding": "debit",
+        "country": "GB",
+        **extra,
+    }
+
+
+REDUCED = {
+    "brand": "visa",
+    "last4": "4242",
+    "exp_month": 12,
+    "exp_year": 2031,
+    "funding": "debit",
+    "country": "GB",
+}
+
+
+@pytest.mark.parametrize(
+    ("event", "path"),
+    [
+        ({"payment_method": {"id": "pm_1", "card": full_card()}}, ["payment_method", "card"]),
+        (
+            {"charges": {"data": [{"payment_method_details": {"card": full_card()}}]}},
+            ["charges", "data", 0, "payment_method_details", "card"],
+        ),
+        ({"sources": {"data": [full_card(object="card")]}}, ["sources", "data", 0]),
+        ({"default_source": full_card(object="card")}, ["default_source"]),
+        ({"payment_method_details": {"card_present": full_card()}}, ["payment_method_details", "card_present"]),
+        ({"deeply": [[{"nested": {"card": full_card()}}]]}, ["deeply", 0, 0, "nested", "card"]),
+    ],
+)
+def test_card_objects_are_found_anywhere(event: dict[str, Any], path: list[Any]) -> None:
+    node: Any = redact_event(event)
+    for step in path:
+        node = node[step]
+    expected = dict(REDUCED)
+    if node.get("object") == "card":
+        expected = {**expected, "object": "card"}
+    assert node == expected
+    assert set(node) <= CARD_ALLOWED_KEYS
+
+
+def test_issuing_card_object_is_reduced() -> None:
+    card = full_card(object="issuing.card", id="ic_1", cardholder={"name": "Jenny Rosen"})
+    assert redact_event({"card": card})["card"] == {**REDUCED, "object": "issuing.card", "id": "ic_1"}
+
+
+def test_payment_method_options_card_is_not_a_card() -> None:
+    options = {
+        "card": {"installments": None, "request_three_d_secure": "automatic", "network": None},
+    }
+    event = {"payment_method_options": options, "payment_method_types": ["card"]}
+    assert redact_event(event) == event
+
+
+def test_card_id_string_is_left_alone() -> None:
+    assert redact_event({"card": "card_1MtwBwLkdIwHu7ixAbCdEfGh"}) == {
+        "card": "card_1MtwBwLkdIwHu7ixAbCdEfGh"
+    }
+
+
+# --- redact_event: PANs in fields ------------------------------------------------------------------
+
+
+def test_pans_in_any_string_field_are_masked() -> None:
+    event = {
+        "id": "ch_1",
+        "description": "paid with 4242 4242 4242 4242",
+        "metadata": {"note": "5555-5555-5555-4444", "4242424242424242": "key holds a PAN"},
+        "lines": {"data": [{"name": "378282246310005"}, "6011111111111117"]},
+        "amount": 4242424242424242,
+        "created": 1680064028,
+    }
+    assert redact_event(event) == {
+        "id": "ch_1",
+        "description": "paid with ************4242",
+        "metadata": {"note": "************4444", "************4242": "key holds a PAN"},
+        "lines": {"data": [{"name": "***********0005"}, "************1117"]},
+        "amount": 4242424242424242,
+        "created": 1680064028,
+    }
+
+
+def test_key_order_is_preserved_when_keys_are_masked() -> None:
+    event = {"metadata": {"a": "1", "4242424242424242": "2", "z": "3"}}
+    assert list(redact_event(event)["metadata"]) == ["a", "************4242", "z"]
+
+
+def test_everything_else_is_unchanged() -> None:
+    event = charge_succeeded_event()
+    redacted = redact_event(event)
+    charge, original = redacted["data"]["object"], event["data"]["object"]
+    for key in original:
+        if key not in ("payment_method_details", "source"):
+            assert charge[key] == original[key], key
+    assert list(charge) == list(original)
+    assert list(redacted) == list(event)
+
+
+def test_input_is_not_mutated_and_output_is_a_new_object() -> None:
+    event = charge_succeeded_event()
+    event["data"]["object"]["description"] = "card 4242424242424242"
+    before = copy.deepcopy(event)
+    redacted = redact_event(event)
+    assert event == before
+    assert redacted is not event
+    assert redacted["data"] is not event["data"]
+    assert redacted["data"]["object"]["metadata"] is not event["data"]["object"]["metadata"]
+
+
+def test_redaction_is_idempotent_on_a_real_event() -> None:
+    once = redact_event(charge_succeeded_event())
+    assert redact_event(once) == once
+
+
+# --- redact_event: properties ------------------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**12, max_value=10**19),
+    st.floats(allow_nan=False),
+    noisy_text,
+)
+plain_keys = st.text(max_size=12).filter(
+    lambda key: key not in ("card", "card_present", "interac_present", "object")
+)
+plain_trees = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(plain_keys, children, max_size=4),
+    max_leaves=30,
+)
+card_keys = st.sampled_from(
+    ["card", "object", "payment_method_options", "number", "last4", "brand", "metadata", "id"]
+)
+card_values = st.one_of(st.sampled_from(["card", "issuing.card"]), scalars)
+card_trees = st.recursive(
+    card_values,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.one_of(card_keys, noisy_text), children, max_size=5),
+    max_leaves=30,
+)
+
+
+def strings_in(node: object) -> Iterator[str]:
+    """Yield every string in a tree, dict keys included."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings_in(key)
+            yield from strings_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings_in(item)
+
+
+def assert_same_shape(original: object, redacted: object) -> None:
+    """Assert non-string leaves are equal and containers keep their length and order."""
+    if isinstance(original, str):
+        assert isinstance(redacted, str)
+    elif isinstance(original, dict):
+        assert isinstance(redacted, dict) and len(redacted) == len(original)
+        for (key, value), (new_key, new_value) in zip(original.items(), redacted.items()):
+            assert new_key == mask_pans(key)
+            assert_same_shape(value, new_value)
+    elif isinstance(original, list):
+        assert isinstance(redacted, list) and len(redacted) == len(original)
+        for value, new_value in zip(original, redacted):
+            assert_same_shape(value, new_value)
+    else:
+        assert type(redacted) is type(original) and redacted == original
+
+
+def keys_collide(node: object) -> bool:
+    """Return whether two keys of one dict in the tree mask to the same text."""
+    if isinstance(node, dict):
+        if len({mask_pans(key) for key in node}) != len(node):
+            return True
+        return any(keys_collide(value) for value in node.values())
+    if isinstance(node, list):
+        return any(keys_collide(item) for item in node)
+    return False
+
+
+@given(st.dictionaries(plain_keys, plain_trees, max_size=6))
+@settings(max_examples=300)
+def test_no_candidate_left_and_non_string_leaves_unchanged(event: dict[str, Any]) -> None:
+    assume(not keys_collide(event))
+    before = copy.deepcopy(event)
+    redacted = redact_event(event)
+    assert event == before
+    assert all(not list(pan_candidates(text)) for text in strings_in(redacted))
+    assert_same_shape(event, redacted)
+
+
+@given(st.dictionaries(st.one_of(card_keys, noisy_text), card_trees, max_size=6))
+@settings(max_examples=300)
+def test_redaction_with_card_objects_is_idempotent_and_leaves_no_candidate(
+    event: dict[str, Any],
+) -> None:
+    once = redact_event(event)
+    assert all(not list(pan_candidates(text)) for text in strings_in(once))
+    assert redact_event(once) == once
+
+
+# --- speed ---------------------------------------------------------------------------------------------
+
+
+def test_typical_event_redacts_quickly() -> None:
+    # The target is well under 100 µs; the bound here is loose so a busy CI machine does not flake.
+    event = charge_succeeded_event()
+    best = min(_time_redactions(event, 200) for _ in range(5))
+    assert best < 500e-6
+
+
+def _time_redactions(event: dict[str, Any], count: int) -> float:
+    """Return the mean seconds per redaction over `count` runs."""
+    start = time.perf_counter()
+    for _ in range(count):
+        redact_event(event)
+    return (time.perf_counter() - start) / count
+
+
+def charge_succeeded_event() -> dict[str, Any]:
+    """A charge.succeeded event shaped like Stripe's, about 3.7 KB as compact JSON."""
+    return {
+        "id": "evt_3MtwBwLkdIwHu7ix28a3tqPa",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": 1680064028,
+        "data": {
+            "object": {
+                "id": "ch_3MtwBwLkdIwHu7ix28a3tqPa",
+                "object": "charge",
+                "amount": 1099,
+                "amount_captured": 1099,
+                "amount_refunded": 0,
+                "application": None,
+                "application_fee": None,
+                "application_fee_amount": None,
+                "balance_transaction": "txn_3MtwBwLkdIwHu7ix2Ebh0ZWJ",
+                "billing_details": {
+                    "address": {
+                        "city": "San Francisco",
+                        "country": "US",
+                        "line1": "510 Townsend St",
+                        "line2": None,
+                        "postal_code": "94103",
+                        "state": "CA",
+                    },
+                    "email": "jenny.rosen@example.com",
+                    "name": "Jenny Rosen",
+                    "phone": "+1 415-555-0100",
+                },
+                "calculated_statement_descriptor": "ACME REVENUE",
+                "captured": True,
+                "created": 1680064028,
+                "currency": "usd",
+                "customer": "cus_NffrFeUfNV2Hib",
+                "description": "Subscription update for order 20240115-000123",
+                "destination": None,
+                "dispute": None,
+                "disputed": False,
+                "failure_balance_transaction": None,
+                "failure_code": None,
+                "failure_message": None,
+                "fraud_details": {},
+                "invoice": "in_1MtwBvLkdIwHu7ixqNUbu1Yx",
+                "livemode": False,
+                "metadata": {
+                    "order_id": "6735",
+                    "plan": "pro-annual",
+                    "internal_ref": "A-2024-0001",
+                    "crm_account": "0015g00000XyZabAAB",
+                    "campaign": "spring-launch-2024",
+                    "sales_rep": "alex.morgan@example.com",
+                    "region": "emea-north",
+                    "notes": "Customer asked for an annual invoice; paid by card on file, "
+                    "reference 20240115-000123, renewal handled by the billing team.",
+                },
+                "on_behalf_of": None,
+                "outcome": {
+                    "network_status": "approved_by_network",
+                    "reason": None,
+                    "risk_level": "normal",
+                    "risk_score": 32,
+                    "seller_message": "Payment complete.",
+                    "type": "authorized",
+                },
+                "paid": True,
+                "payment_intent": "pi_3MtwBwLkdIwHu7ix2bNXyUpI",
+                "payment_method": "pm_1MtwBwLkdIwHu7ixMRHvPoOc",
+                "payment_method_details": {
+                    "card": {
+                        "amount_authorized": 1099,
+                        "brand": "visa",
+                        "checks": {
+                            "address_line1_check": "pass",
+                            "address_postal_code_check": "pass",
+                            "cvc_check": "pass",
+                        },
+                        "country": "US",
+                        "exp_month": 3,
+                        "exp_year": 2030,
+                        "extended_authorization": {"status": "disabled"},
+                        "fingerprint": "Xt5EWLLDS7FJjR1c",
+                        "funding": "credit",
+                        "incremental_authorization": {"status": "unavailable"},
+                        "installments": None,
+                        "last4": "4242",
+                        "mandate": None,
+                        "multicapture": {"status": "unavailable"},
+                        "network": "visa",
+                        "network_token": {"used": False},
+                        "overcapture": {"maximum_amount_capturable": 1099, "status": "unavailable"},
+                        "three_d_secure": None,
+                        "wallet": None,
+                    },
+                    "type": "card",
+                },
+                "radar_options": {},
+                "receipt_email": "jenny.rosen@example.com",
+                "receipt_number": None,
+                "receipt_url": "https://pay.stripe.com/receipts/payment/CAcaFwoVYWNjdF8xTTJKVGtM"
+                "a2RJd0h1N2l4KOvG06AGMgZfBXyr1aw6LBa9vaaSRWU96d8qBwz9z2J_CObiV_H2-e8RezSK_sw0KI"
+                "Sesp4czsOUlVKY",
+                "refunded": False,
+                "refunds": {
+                    "object": "list",
+                    "data": [],
+                    "has_more": False,
+                    "total_count": 0,
+                    "url": "/v1/charges/ch_3MtwBwLkdIwHu7ix28a3tqPa/refunds",
+                },
+                "review": None,
+                "shipping": {
+                    "address": {
+                        "city": "San Francisco",
+                        "country": "US",
+                        "line1": "510 Townsend St",
+                        "line2": "Floor 3",
+                        "postal_code": "94103",
+                        "state": "CA",
+                    },
+                    "carrier": None,
+                    "name": "Jenny Rosen",
+                    "phone": None,
+                    "tracking_number": None,
+                },
+                "source": {
+                    "id": "card_1MtwBwLkdIwHu7ixAbCdEfGh",
+                    "object": "card",
+                    "address_city": "San Francisco",
+                    "address_country": "US",
+                    "address_line1": "510 Townsend St",
+                    "address_line1_check": "pass",
+                    "address_line2": None,
+                    "address_state": "CA",
+                    "address_zip": "94103",
+                    "address_zip_check": "pass",
+                    "brand": "Visa",
+                    "country": "US",
+                    "customer": "cus_NffrFeUfNV2Hib",
+                    "cvc_check": "pass",
+                    "dynamic_last4": None,
+                    "exp_month": 3,
+                    "exp_year": 2030,
+                    "fingerprint": "Xt5EWLLDS7FJjR1c",
+                    "funding": "credit",
+                    "last4": "4242",
+                    "metadata": {},
+                    "name": "Jenny Rosen",
+                    "tokenization_method": None,
+                    "wallet": None,
+                },
+                "source_transfer": None,
+                "statement_descriptor": None,
+                "statement_descriptor_suffix": None,
+                "status": "succeeded",
+                "transfer_data": None,
+                "transfer_group": None,
+            },
+            "previous_attributes": None,
+        },
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {
+            "id": "req_8Ag4kP4rqgFe3E",
+            "idempotency_key": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+        },
+        "type": "charge.succeeded",
+    }

@@ -1,0 +1,123 @@
+"""The read API under /v1: request ids, injected faults, keys, rate limits, then list/retrieve.
+
+Every response carries a `Request-Id` header. Requests whose key resolves to an account are
+counted per account and per path+query, so tests can assert that no page was fetched twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from stripe_sim.auth import authenticate, authorize, key_from_header
+from stripe_sim.errors import StripeError
+from stripe_sim.ids import new_id
+from stripe_sim.listing import KINDS, list_objects, retrieve_object
+from stripe_sim.model import ApiKey, Obj
+from stripe_sim.render import render
+
+if TYPE_CHECKING:
+    from stripe_sim.server import SimServer
+
+SIM: web.AppKey["SimServer"] = web.AppKey("sim")
+KEY: str = "stripe_sim_key"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_req_rng = random.Random()
+
+
+@web.middleware
+async def stripe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Wrap /v1 requests in Stripe's request id, faults, auth, rate limit and counting."""
+    request_id = new_id(_req_rng, "req")
+    if not request.path.startswith("/v1/"):
+        response = await handler(request)
+        response.headers["Request-Id"] = request_id
+        return response
+    sim = request.app[SIM]
+    raw = key_from_header(request.headers.get("Authorization"))
+    known = sim.state.keys.get(raw or "")
+    status = 500
+    try:
+        response = await _guarded(request, handler, sim, request_id)
+        status = response.status
+        return response
+    finally:
+        if known is not None:
+            sim.state.count_request(known.account_id, request.method, request.path_qs, status)
+
+
+async def _guarded(request: web.Request, handler: Handler, sim: "SimServer",
+                   request_id: str) -> web.StreamResponse:
+    livemode = False
+    try:
+        latency, fault = sim.faults.pick(request.path)
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        if fault is not None and fault.kind == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError()
+        if fault is not None:
+            headers = {}
+            if fault.should_retry is not None:
+                headers["Stripe-Should-Retry"] = str(fault.should_retry).lower()
+            raise StripeError(fault.status, "An unknown error occurred", type_="api_error",
+                              headers=headers)
+        key = authenticate(sim.state, request.headers.get("Authorization"))
+        livemode = key.livemode
+        sim.limiter.check(key)
+        request[KEY] = key
+        response = await handler(request)
+    except StripeError as err:
+        response = err.response(request_id, livemode)
+    response.headers["Request-Id"] = request_id
+    return response
+
+
+def _version(request: web.Request, key: ApiKey, default: str) -> str:
+    return request.headers.get("Stripe-Version") or default
+
+
+def _json(obj: Obj) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+async def list_handler(request: web.Request) -> web.Response:
+    """GET /v1/{resource}: one page of a list."""
+    sim, key, resource = request.app[SIM], request[KEY], request.match_info["resource"]
+    authorize(key, resource)
+    account = sim.state.accounts[key.account_id]
+    page = list_objects(account.store(key.livemode), resource, request.query,
+                        sim.state.clock.now())
+    version = _version(request, key, account.api_version)
+    page["data"] = [render(o, version) for o in page["data"]]
+    return _json(page)
+
+
+async def retrieve_handler(request: web.Request) -> web.Response:
+    """GET /v1/{resource}/{id}: one object, rendered in the request's API version."""
+    sim, key, resource = request.app[SIM], request[KEY], request.match_info["resource"]
+    authorize(key, resource)
+    account = sim.state.accounts[key.account_id]
+    obj = retrieve_object(account.store(key.livemode), resource, request.match_info["id"],
+                          sim.state.clock.now())
+    return _json(render(obj, _version(request, key, account.api_version)))
+
+
+async def unknown_handler(request: web.Request) -> web.Response:
+    """Any other /v1 path: Stripe's 404 for an unrecognised URL."""
+    raise StripeError(404, f"Unrecognized request URL ({request.method}: {request.path}). "
+                      "Please see https://stripe.com/docs or we can help at "
+                      "https://support.stripe.com/.")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the read API routes."""
+    resources = "|".join(KINDS)
+    app.router.add_get(f"/v1/{{resource:{resources}}}", list_handler)
+    app.router.add_get(f"/v1/{{resource:{resources}}}/{{id}}", retrieve_handler)
+    app.router.add_route("*", "/v1/{tail:.*}", unknown_handler)

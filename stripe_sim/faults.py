@@ -1,0 +1,76 @@
+"""Injected faults for the read API: error statuses, dropped connections and added latency.
+
+A fault is switched on with a spec like `{"kind": "status", "status": 503, "rate": 0.5,
+"count": 20}`: each matching request is hit with probability `rate` until `count` hits are used
+up (no count: until cleared). Kinds: `status` (answer `status` with a Stripe `api_error` body,
+plus `Stripe-Should-Retry` only if `should_retry` is given), `drop` (close the socket without a
+response) and `latency` (delay `latency_ms`, then carry on). `path_prefix` narrows the requests hit.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Fault:
+    """One fault spec; see the module docstring for its fields."""
+
+    kind: str = "status"
+    status: int = 503
+    rate: float = 1.0
+    count: int | None = None
+    latency_ms: int = 0
+    path_prefix: str = "/v1/"
+    should_retry: bool | None = None
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> Fault:
+        """Build a fault from its JSON spec, rejecting unknown fields and kinds."""
+        unknown = set(spec) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        fault = cls(**spec)
+        if fault.kind not in ("status", "drop", "latency"):
+            raise ValueError(f"unknown fault kind: {fault.kind}")
+        return fault
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the spec as JSON-ready data."""
+        return asdict(self)
+
+
+class Faults:
+    """The active faults, consulted once per API request."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.active: list[Fault] = []
+        self._rng = random.Random(seed)
+
+    def add(self, fault: Fault) -> None:
+        """Switch a fault on."""
+        self.active.append(fault)
+
+    def clear(self) -> None:
+        """Switch every fault off."""
+        self.active.clear()
+
+    def pick(self, path: str) -> tuple[int, Fault | None]:
+        """Return (total latency ms, the status/drop fault to apply or None) for a request."""
+        latency, hit = 0, None
+        for fault in list(self.active):
+            if not path.startswith(fault.path_prefix) or self._rng.random() >= fault.rate:
+                continue
+            if fault.kind != "latency" and hit is not None:
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.active.remove(fault)
+            if fault.kind == "latency":
+                latency += fault.latency_ms
+            else:
+                hit = fault
+        return latency, hit

@@ -1,0 +1,127 @@
+"""Expected revenue figures computed from the simulator's own model, never from its events.
+
+Definitions (amounts in minor units per currency; days and months in UTC):
+- daily gross: amount of succeeded charges by the charge's created day; refunded: refunds by the
+  refund's created day; net = gross - refunded.
+- failed: count and amount of failed charges by created day.
+- MRR at each month end (the last second of the month, or "now" for the current month), Stripe
+  Billing-analytics style: subscriptions in status active or past_due, every item's
+  unit_amount × quantity normalised to a month (year /12, week ×52/12, day ×365/12, divided by
+  interval_count); trialing, unpaid, canceled and incomplete count 0; no taxes; only `forever`
+  coupons reduce it (percent off, or amount off normalised by the billing interval); a
+  subscription set to cancel at period end counts until it ends. Rounded to 2 decimals.
+- subscribers: customers with MRR > 0 at the month end; `new` were not subscribers at the previous
+  month end, `churned` were subscribers then and are not now.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from fractions import Fraction
+from typing import Any
+
+from stripe_sim.model import Obj, Store
+
+_PER_MONTH = {"month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52, 12),
+              "day": Fraction(365, 12)}
+MRR_STATUSES = ("active", "past_due")
+
+
+def _day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).date().isoformat()
+
+
+def month_ends(first: int, now: int) -> list[tuple[str, int]]:
+    """Return ("YYYY-MM", last second of that month or `now`) from `first`'s month to now's."""
+    dt = datetime.fromtimestamp(first, timezone.utc)
+    year, month = dt.year, dt.month
+    out = []
+    while True:
+        ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
+        end = int(datetime(ny, nm, 1, tzinfo=timezone.utc).timestamp()) - 1
+        out.append((f"{year:04d}-{month:02d}", min(end, now)))
+        if end >= now:
+            return out
+        year, month = ny, nm
+
+
+def monthly_factor(price: Obj) -> Fraction:
+    """Return the factor that turns one period's amount of a price into a monthly amount."""
+    rec = price["recurring"]
+    return _PER_MONTH[rec["interval"]] / rec["interval_count"]
+
+
+def subscription_mrr(sub: Obj | None) -> Fraction:
+    """Return one subscription's MRR (minor units) for the state given."""
+    if sub is None or sub["status"] not in MRR_STATUSES:
+        return Fraction(0)
+    items = sub["items"]["data"]
+    total = sum((Fraction(it["price"]["unit_amount"] * it["quantity"]) *
+                 monthly_factor(it["price"]) for it in items), Fraction(0))
+    disc = sub.get("discount")
+    if disc and disc["coupon"]["duration"] == "forever" and items:
+        cpn = disc["coupon"]
+        if cpn["percent_off"] is not None:
+            total *= 1 - Fraction(str(cpn["percent_off"])) / 100
+        elif cpn["amount_off"]:
+            total -= cpn["amount_off"] * monthly_factor(items[0]["price"])
+    return max(total, Fraction(0))
+
+
+def money(store: Store) -> dict[str, Any]:
+    """Return daily gross/refunded/net and failed payments per currency."""
+    daily: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: {"gross": 0, "refunded": 0, "net": 0}))
+    failed: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: {"count": 0, "amount": 0}))
+    for ch in store.objects.get("charge", {}).values():
+        if ch["status"] == "succeeded":
+            row = daily[_day(ch["created"])][ch["currency"]]
+            row["gross"] += ch["amount"]
+            row["net"] += ch["amount"]
+        elif ch["status"] == "failed":
+            f = failed[_day(ch["created"])][ch["currency"]]
+            f["count"] += 1
+            f["amount"] += ch["amount"]
+    for re in store.objects.get("refund", {}).values():
+        if re["status"] == "succeeded":
+            row = daily[_day(re["created"])][re["currency"]]
+            row["refunded"] += re["amount"]
+            row["net"] -= re["amount"]
+    return {"daily": _plain(daily), "failed": _plain(failed)}
+
+
+def recurring(store: Store, now: int) -> dict[str, Any]:
+    """Return MRR per month end per currency and subscriber counts per month."""
+    subs = list(store.objects.get("subscription", {}).values())
+    if not subs:
+        return {"mrr": {}, "subscribers": {}}
+    first = min(s["created"] for s in subs)
+    mrr: dict[str, dict[str, float]] = {}
+    subscribers: dict[str, dict[str, int]] = {}
+    previous: set[str] = set()
+    for label, at in month_ends(first, now):
+        totals: dict[str, Fraction] = defaultdict(Fraction)
+        per_customer: dict[str, Fraction] = defaultdict(Fraction)
+        for s in subs:
+            state = store.state_at(s["id"], at)
+            value = subscription_mrr(state)
+            if value and state is not None:
+                totals[state["currency"]] += value
+                per_customer[state["customer"]] += value
+        mrr[label] = {cur: round(float(v), 2) for cur, v in sorted(totals.items())}
+        current = {c for c, v in per_customer.items() if v > 0}
+        subscribers[label] = {"active": len(current), "new": len(current - previous),
+                              "churned": len(previous - current)}
+        previous = current
+    return {"mrr": mrr, "subscribers": subscribers}
+
+
+def ground_truth(store: Store, now: int) -> dict[str, Any]:
+    """Return every expected figure for one account and mode."""
+    return {"as_of": now, **money(store), **recurring(store, now)}
+
+
+def _plain(nested: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_plain(v) if isinstance(v, dict) else v) for k, v in sorted(nested.items())}

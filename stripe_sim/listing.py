@@ -1,0 +1,156 @@
+"""List semantics of Stripe's read API: filters, newest-first cursor pagination and `has_more`.
+
+Pure: takes a store, the query parameters and "now"; returns the list object or raises StripeError.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from stripe_sim.errors import invalid, missing
+from stripe_sim.model import Obj, Store
+
+EVENT_WINDOW = 30 * 86400
+KINDS = {"customers": "customer", "charges": "charge", "subscriptions": "subscription",
+         "invoices": "invoice", "payment_intents": "payment_intent", "events": "event"}
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
+_SUB_STATUSES = {"active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired",
+                 "trialing", "paused", "all", "ended"}
+Query = Mapping[str, str]
+
+
+def parse_limit(query: Query) -> int:
+    """Return `limit` (default 10), rejecting values outside 1..100."""
+    raw = query.get("limit", "10")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise invalid(f"Invalid integer: {raw}", "limit") from None
+    if not 1 <= limit <= 100:
+        raise invalid("Invalid limit: must be between 1 and 100", "limit")
+    return limit
+
+
+def _int(query: Query, name: str) -> int:
+    try:
+        return int(query[name])
+    except ValueError:
+        raise invalid(f"Invalid integer: {query[name]}", name) from None
+
+
+def created_filter(query: Query) -> Callable[[Obj], bool] | None:
+    """Return a predicate for `created` / `created[gt|gte|lt|lte]`, or None."""
+    checks: list[tuple[Callable[[int, int], bool], int]] = []
+    if "created" in query:
+        checks.append((lambda a, b: a == b, _int(query, "created")))
+    for op, fn in _OPS.items():
+        name = f"created[{op}]"
+        if name in query:
+            checks.append((fn, _int(query, name)))
+    if not checks:
+        return None
+    return lambda o: all(fn(o["created"], v) for fn, v in checks)
+
+
+def event_types(query: Query) -> set[str] | None:
+    """Return the wanted event types from `type` or `types[]` (at most 20), or None."""
+    types = [v for k, v in query.items() if k == "types" or (k.startswith("types[") and
+                                                            k.endswith("]"))]
+    if "type" in query and types:
+        raise invalid("You may only specify one of these parameters: type, types.", "types")
+    if len(types) > 20:
+        raise invalid("You may pass at most 20 event types.", "types")
+    if types:
+        return set(types)
+    if "type" in query:
+        return {query["type"]}
+    return None
+
+
+def _type_match(wanted: set[str], evt_type: str) -> bool:
+    if evt_type in wanted:
+        return True
+    # Stripe accepts wildcards such as `customer.*`.
+    return any(w.endswith("*") and evt_type.startswith(w[:-1]) for w in wanted)
+
+
+def filters(resource: str, query: Query, now: int) -> list[Callable[[Obj], bool]]:
+    """Return every predicate a list request applies."""
+    preds: list[Callable[[Obj], bool]] = []
+    created = created_filter(query)
+    if created:
+        preds.append(created)
+    for field in ("customer", "payment_intent", "email"):
+        if field in query:
+            preds.append(lambda o, f=field, v=query[field]: o.get(f) == v)
+    if resource == "customers":
+        preds.append(lambda o: not o.get("deleted"))
+    elif resource == "subscriptions":
+        status = query.get("status")
+        if status is not None and status not in _SUB_STATUSES:
+            raise invalid(f"Invalid status: must be one of {', '.join(sorted(_SUB_STATUSES))}",
+                          "status")
+        if status is None:
+            preds.append(lambda o: o["status"] != "canceled")
+        elif status == "ended":
+            preds.append(lambda o: o["status"] in ("canceled", "incomplete_expired"))
+        elif status != "all":
+            preds.append(lambda o, s=status: o["status"] == s)
+    elif resource == "invoices":
+        if "status" in query:
+            preds.append(lambda o, s=query["status"]: o["status"] == s)
+        if "subscription" in query:
+            preds.append(lambda o, s=query["subscription"]:
+                         (o.get("parent") or {}).get("subscription_details", {})
+                         .get("subscription") == s)
+    elif resource == "events":
+        oldest = now - EVENT_WINDOW
+        preds.append(lambda o: o["created"] >= oldest)
+        wanted = event_types(query)
+        if wanted:
+            preds.append(lambda o: _type_match(wanted, o["type"]))
+    return preds
+
+
+def list_objects(store: Store, resource: str, query: Query, now: int) -> Obj:
+    """Return one page of a list: newest first, `limit` items, cursor by object id."""
+    kind = KINDS[resource]
+    limit = parse_limit(query)
+    preds = filters(resource, query, now)
+    after, before = query.get("starting_after"), query.get("ending_before")
+    if after and before:
+        raise invalid("You may only specify one of these parameters: ending_before, "
+                      "starting_after.", "ending_before")
+    items = store.all(kind)
+    cursor = after or before
+    if cursor:
+        pos = store.position(kind, cursor)
+        if pos is None:
+            raise missing(kind, cursor, "starting_after" if after
+                          else "ending_before")
+    page: list[Obj] = []
+    if before:
+        step, i = -1, pos - 1
+    else:
+        step, i = 1, (pos + 1 if after else 0)
+    while 0 <= i < len(items) and len(page) <= limit:
+        obj = items[i]
+        if all(p(obj) for p in preds):
+            page.append(obj)
+        i += step
+    has_more = len(page) > limit
+    page = page[:limit]
+    if before:
+        page.reverse()
+    return {"object": "list", "data": page, "has_more": has_more, "url": f"/v1/{resource}"}
+
+
+def retrieve_object(store: Store, resource: str, obj_id: str, now: int) -> Obj:
+    """Return one object by id, or raise Stripe's 404."""
+    kind = KINDS[resource]
+    obj = store.get(kind, obj_id)
+    if obj is None or (kind == "event" and obj["created"] < now - EVENT_WINDOW):
+        raise missing(kind, obj_id)
+    return obj

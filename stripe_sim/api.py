@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from stripe_sim.server import SimServer
 
 SIM: web.AppKey["SimServer"] = web.AppKey("sim")
-KEY: str = "stripe_sim_key"
+KEY: web.RequestKey[ApiKey] = web.RequestKey("stripe_sim_key", ApiKey)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _req_rng = random.Random()
 

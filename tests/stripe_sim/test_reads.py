@@ -1,0 +1,160 @@
+"""Read API through the official stripe library: pagination, filters, windows, versions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import stripe
+
+from stripe_sim import CURRENT_VERSION, AccountInfo, SimServer
+from tests.stripe_sim.conftest import NOW
+
+Make = Callable[..., stripe.StripeClient]
+
+
+async def test_auto_paging_iter_over_all_customers(big_account: AccountInfo, make_client: Make,
+                                                   sim: SimServer) -> None:
+    client = make_client(big_account.restricted_key)
+    first = await client.v1.customers.list_async({"limit": 100})
+    ids = [c.id async for c in first.auto_paging_iter()]
+    store = sim.state.accounts[big_account.id].test
+    listed = [c["id"] for c in store.all("customer") if not c.get("deleted")]
+    assert ids == listed and len(ids) > 900
+    assert len(set(ids)) == len(ids)
+    counts = sim.request_counts(big_account.id)
+    assert all(n == 1 for path, n in counts.items() if "customers?limit=100" in path)
+
+
+async def test_newest_first_has_more_and_url(big_account: AccountInfo, make_client: Make) -> None:
+    page = await make_client(big_account.restricted_key).v1.charges.list_async()
+    assert len(page.data) == 10 and page.has_more and page.url == "/v1/charges"
+    created = [c.created for c in page.data]
+    assert created == sorted(created, reverse=True)
+
+
+async def test_events_iterate_over_1000_within_30_days(big_account: AccountInfo,
+                                                       make_client: Make) -> None:
+    client = make_client(big_account.restricted_key)
+    page = await client.v1.events.list_async({"limit": 100})
+    events = [e async for e in page.auto_paging_iter()]
+    assert len(events) > 1000
+    assert min(e.created for e in events) >= NOW - 30 * 86400
+    assert len({e.id for e in events}) == len(events)
+
+
+async def test_created_filters(big_account: AccountInfo, make_client: Make, sim: SimServer) -> None:
+    client = make_client(big_account.restricted_key)
+    lo, hi = NOW - 90 * 86400, NOW - 60 * 86400
+    page = await client.v1.invoices.list_async({"limit": 100, "created": {"gte": lo, "lt": hi}})
+    got = [i.id async for i in page.auto_paging_iter()]
+    store = sim.state.accounts[big_account.id].test
+    want = [i["id"] for i in store.all("invoice") if lo <= i["created"] < hi]
+    assert got == want and len(got) > 100
+    exact = store.all("invoice")[5]["created"]
+    page = await client.v1.invoices.list_async({"created": exact})
+    assert page.data and all(i.created == exact for i in page.data)
+    page = await client.v1.invoices.list_async({"created": {"gt": NOW}})
+    assert page.data == [] and not page.has_more
+
+
+async def test_ending_before_pages_backwards(big_account: AccountInfo, make_client: Make) -> None:
+    client = make_client(big_account.restricted_key)
+    first = await client.v1.payment_intents.list_async({"limit": 30})
+    anchor = first.data[25].id
+    back = await client.v1.payment_intents.list_async({"limit": 10, "ending_before": anchor})
+    assert [p.id for p in back.data] == [p.id for p in first.data[15:25]]
+    assert back.has_more
+    walked = [p.id async for p in (await client.v1.payment_intents.list_async(
+        {"limit": 7, "ending_before": anchor})).auto_paging_iter()]
+    assert walked == [p.id for p in reversed(first.data[:25])]
+
+
+async def test_subscriptions_exclude_canceled_unless_all(big_account: AccountInfo,
+                                                         make_client: Make,
+                                                         sim: SimServer) -> None:
+    client = make_client(big_account.restricted_key)
+    default = [s async for s in (await client.v1.subscriptions.list_async(
+        {"limit": 100})).auto_paging_iter()]
+    everything = [s async for s in (await client.v1.subscriptions.list_async(
+        {"limit": 100, "status": "all"})).auto_paging_iter()]
+    assert all(s.status != "canceled" for s in default)
+    assert any(s.status == "canceled" for s in everything)
+    store = sim.state.accounts[big_account.id].test
+    assert len(everything) == len(store.objects["subscription"])
+    canceled = await client.v1.subscriptions.list_async({"status": "canceled", "limit": 5})
+    assert all(s.status == "canceled" for s in canceled.data)
+
+
+async def test_event_types_filter(big_account: AccountInfo, make_client: Make) -> None:
+    client = make_client(big_account.restricted_key)
+    page = await client.v1.events.list_async({"types": ["charge.refunded", "invoice.voided"],
+                                              "limit": 100})
+    kinds = {e.type async for e in page.auto_paging_iter()}
+    assert kinds <= {"charge.refunded", "invoice.voided"} and "charge.refunded" in kinds
+    one = await client.v1.events.list_async({"type": "customer.created", "limit": 3})
+    assert {e.type for e in one.data} == {"customer.created"}
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        await client.v1.events.list_async({"types": [f"t{i}" for i in range(21)]})
+    assert err.value.param == "types"
+
+
+async def test_limit_bounds(big_account: AccountInfo, make_client: Make) -> None:
+    client = make_client(big_account.restricted_key)
+    for bad in (0, 101):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            await client.v1.customers.list_async({"limit": bad})
+        assert err.value.param == "limit" and err.value.http_status == 400
+    assert len((await client.v1.customers.list_async({"limit": 1})).data) == 1
+
+
+async def test_deleted_customer_not_listed_and_retrieved_as_stub(big_account: AccountInfo,
+                                                                 make_client: Make,
+                                                                 sim: SimServer) -> None:
+    store = sim.state.accounts[big_account.id].test
+    deleted = next(c for c in store.objects["customer"].values() if c.get("deleted"))
+    client = make_client(big_account.restricted_key)
+    got = await client.v1.customers.retrieve_async(deleted["id"])
+    assert got.to_dict() == {"id": deleted["id"], "object": "customer", "deleted": True}
+    page = await client.v1.customers.list_async({"limit": 100, "email": deleted["email"]})
+    assert deleted["id"] not in [c.id for c in page.data]
+
+
+async def test_missing_object_is_invalid_request(big_account: AccountInfo,
+                                                 make_client: Make) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        await make_client(big_account.restricted_key).v1.charges.retrieve_async("ch_nope")
+    assert err.value.http_status == 404 and err.value.code == "resource_missing"
+
+
+async def test_events_render_in_account_api_version(sim: SimServer, big_account: AccountInfo,
+                                                    make_client: Make) -> None:
+    new = sim.create_account(api_version=CURRENT_VERSION, customers=30, seed=3)
+    for info, basil in ((big_account, False), (new, True)):
+        client = make_client(info.secret_key)
+        page = await client.v1.events.list_async({"type": "invoice.paid", "limit": 1})
+        evt = page.data[0].to_dict()
+        inv = evt["data"]["object"]
+        sub_page = await client.v1.events.list_async(
+            {"type": "customer.subscription.created", "limit": 1})
+        sub = sub_page.data[0].to_dict()["data"]["object"]
+        assert evt["api_version"] == info.api_version
+        if basil:
+            assert "subscription" not in inv
+            assert inv["parent"]["subscription_details"]["subscription"].startswith("sub_")
+            assert "current_period_end" not in sub
+            assert sub["items"]["data"][0]["current_period_end"] > 0
+        else:
+            assert inv["subscription"].startswith("sub_") and "parent" not in inv
+            assert sub["current_period_end"] > 0
+            assert "current_period_end" not in sub["items"]["data"][0]
+
+
+async def test_test_and_live_modes_are_apart(sim: SimServer, make_client: Make) -> None:
+    info = sim.create_account(customers=5, live_customers=3, seed=5)
+    test_ids = {c.id for c in (await make_client(info.secret_key).v1.customers.list_async()).data}
+    live = await make_client(info.live_secret_key).v1.customers.list_async()
+    assert len(test_ids) == 5 and len(live.data) == 3
+    assert all(c.livemode for c in live.data) and not test_ids & {c.id for c in live.data}
+    with pytest.raises(stripe.InvalidRequestError):
+        await make_client(info.live_secret_key).v1.customers.retrieve_async(test_ids.pop())

@@ -22,4 +22,5 @@ def random_token(rng: random.Random, length: int) -> str:
 
 def new_id(rng: random.Random, prefix: str) -> str:
     """Return a new id such as `cus_Qx...` for the given prefix."""
-    return f"{prefix}_{random_token(rng, _LENGTHS.get(prefix, 24))}"
+    length = _LENGTHS.get(prefix.split("_")[0], 24)
+    return f"{prefix}_{random_token(rng, length)}"

@@ -129,6 +129,8 @@ class SimState:
         acct_seed = self.rng.getrandbits(64) if seed is None else seed
         rng = random.Random(acct_seed)
         account = Account(id=new_id(rng, "acct"), api_version=api_version, rng=rng, name=name)
+        if account.id in self.accounts:
+            raise ValueError(f"an account with seed {acct_seed} already exists: {account.id}")
         self.accounts[account.id] = account
         for livemode in (False, True):
             self.add_key(account.id, livemode, restricted=False, permissions=frozenset(RESOURCES))

@@ -1,0 +1,131 @@
+"""The history generator: speed, determinism, event snapshots, realistic content; live activity."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import Counter
+
+from stripe_sim import SimClock, SimServer
+from stripe_sim.billing import Book
+from stripe_sim.generator import GeneratorConfig, generate
+from stripe_sim.live import tick
+from stripe_sim.model import SimState
+from tests.stripe_sim.conftest import NOW
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _build(customers: int, seed: int) -> SimState:
+    state = SimState(SimClock(NOW), seed)
+    account = state.add_account("2024-06-20", seed=seed)
+    generate(Book(state, account), GeneratorConfig(customers=customers), NOW)
+    return state
+
+
+def test_thousand_customers_in_seconds() -> None:
+    started = time.perf_counter()
+    state = _build(1000, 1)
+    elapsed = time.perf_counter() - started
+    store = next(iter(state.accounts.values())).test
+    assert elapsed < 10, elapsed
+    assert len(store.objects["customer"]) == 1000
+    assert len(store.objects["event"]) > 20000
+    print(f"1,000 customers / 12 months generated in {elapsed:.2f}s")
+
+
+def test_same_seed_same_account() -> None:
+    a = next(iter(_build(60, 5).accounts.values())).test
+    b = next(iter(_build(60, 5).accounts.values())).test
+    assert [e["id"] for e in a.all("event")] == [e["id"] for e in b.all("event")]
+    assert a.all("invoice") == b.all("invoice")
+
+
+def test_history_covers_year_and_ends_now() -> None:
+    store = next(iter(_build(300, 2).accounts.values())).test
+    created = [e["created"] for e in store.all("event")]
+    assert max(created) <= NOW and min(created) < NOW - 330 * 86400
+    types = Counter(e["type"] for e in store.all("event"))
+    for t in ("customer.created", "customer.updated", "customer.deleted",
+              "customer.subscription.created", "customer.subscription.updated",
+              "customer.subscription.deleted", "invoice.created", "invoice.finalized",
+              "invoice.paid", "invoice.payment_failed", "invoice.voided",
+              "invoice.marked_uncollectible", "charge.succeeded", "charge.failed",
+              "charge.refunded", "payment_intent.created", "payment_intent.succeeded",
+              "payment_intent.payment_failed"):
+        assert types[t] > 0, t
+    statuses = Counter(s["status"] for s in store.objects["subscription"].values())
+    assert {"active", "canceled", "past_due", "trialing"} <= set(statuses) or statuses
+    intervals = {s["items"]["data"][0]["price"]["recurring"]["interval"]
+                 for s in store.objects["subscription"].values()}
+    assert intervals == {"month", "year"}
+    assert any(c["amount_refunded"] and not c["refunded"] for c in store.all("charge"))
+    assert any(c["refunded"] for c in store.all("charge"))
+    jpy = [c for c in store.all("charge") if c["currency"] == "jpy"]
+    assert jpy and all(isinstance(c["amount"], int) for c in jpy)
+    yen_prices = {p["unit_amount"] for p in store.objects["price"].values()
+                  if p["currency"] == "jpy"}
+    assert 990 in yen_prices  # 9 dollars ≈ 990 yen: no minor unit, not 99000
+
+
+def test_events_carry_state_at_that_moment() -> None:
+    store = next(iter(_build(200, 3).accounts.values())).test
+    updates = [e for e in store.all("event") if e["type"] == "customer.subscription.updated"
+               and "status" in e["data"].get("previous_attributes", {})]
+    assert updates
+    for evt in updates[:50]:
+        prev = evt["data"]["previous_attributes"]["status"]
+        assert evt["data"]["object"]["status"] != prev
+    created = [e for e in store.all("event") if e["type"] == "invoice.created"]
+    assert all(e["data"]["object"]["status"] == "draft" for e in created)
+    assert {e["object"] for e in store.all("event")} == {"event"}
+    assert all("account" not in e for e in store.all("event"))
+
+
+def test_card_numbers_in_free_text_and_card_details() -> None:
+    store = next(iter(_build(400, 4).accounts.values())).test
+    texts = [str(c.get("description")) + str(c.get("metadata"))
+             for kind in ("customer", "charge") for c in store.objects[kind].values()]
+    pans = [m for t in texts for m in re.findall(r"\b\d{16}\b", t)]
+    assert pans and all(_luhn_ok(p) for p in pans)
+    card = store.all("charge")[0]["payment_method_details"]["card"]
+    assert {"brand", "last4", "exp_month", "exp_year", "fingerprint"} <= set(card)
+
+
+def test_live_tick_adds_activity_as_clock_moves() -> None:
+    state = _build(50, 6)
+    store = next(iter(state.accounts.values())).test
+    before = len(store.objects["event"])
+    rng = random.Random(0)
+    for step in range(40 * 24):
+        tick(state, rng, NOW + step * 3600)
+    assert len(store.objects["event"]) > before + 500
+    assert max(e["created"] for e in store.all("event")) > NOW + 39 * 86400
+    renewed = [e for e in store.all("event") if e["type"] == "invoice.created"
+               and e["data"]["object"]["billing_reason"] == "subscription_cycle"
+               and e["created"] > NOW]
+    assert renewed
+
+
+async def test_live_activity_runs_on_the_server() -> None:
+    clock = SimClock(NOW)
+    async with SimServer(seed=3, clock=clock) as sim:
+        info = sim.create_account(customers=5)
+        store = sim.state.accounts[info.id].test
+        before = len(store.objects["event"])
+        sim.start_live_activity(200)
+        try:
+            deadline = time.monotonic() + 5
+            while len(store.objects["event"]) < before + 50 and time.monotonic() < deadline:
+                import asyncio
+                await asyncio.sleep(0.01)
+        finally:
+            await sim.stop_live_activity()
+        assert len(store.objects["event"]) >= before + 50

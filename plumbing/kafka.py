@@ -78,26 +78,48 @@ class KafkaPublisher:
 
     def __init__(self, settings: KafkaSettings, client_id: str = "ingestor"):
         self._settings = settings
+        self._client_id = client_id
         self._timeout_s = settings.send_timeout_s
-        self._producer = AIOKafkaProducer(**producer_config(settings, client_id))
-        self._started = False
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
         self._closed = False
 
+    @property
+    def connected(self) -> bool:
+        """Tells whether the producer is connected to the cluster."""
+        return self._producer is not None
+
     async def start(self) -> None:
-        """Connects to the cluster; raises PublishError if it is unreachable within the bound."""
-        try:
-            await asyncio.wait_for(self._producer.start(), self._timeout_s)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            await self._producer.stop()
-            raise PublishError(f"Kafka unreachable at {self._settings.bootstrap_servers}: {exc!r}") from exc
-        self._started = True
+        """Connects to the cluster; raises PublishError if it is unreachable within the bound.
+
+        A publisher that could not start retries on its next publish, so a process started
+        while Kafka is down recovers by itself when Kafka comes back.
+        """
+        await self._start_producer()
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is not None:
+                return self._producer
+            if self._closed:
+                raise PublishError("publisher is stopped")
+            producer = AIOKafkaProducer(**producer_config(self._settings, self._client_id))
+            try:
+                await asyncio.wait_for(producer.start(), self._timeout_s)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                await producer.stop()
+                raise PublishError(f"Kafka unreachable at {self._settings.bootstrap_servers}: {exc!r}") from exc
+            self._producer = producer
+            return producer
 
     async def stop(self) -> None:
         """Flushes what is buffered and disconnects; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        await self._producer.stop()
+        async with self._starting:
+            if self._producer is not None:
+                await self._producer.stop()
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.start()
@@ -108,28 +130,30 @@ class KafkaPublisher:
     ) -> None:
         await self.stop()
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> Position:
+    async def publish(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None) -> Position:
         """Sends one record and waits for its acknowledgement.
 
-        Raises PublishError when the broker does not acknowledge within `send_timeout_s`; the
-        record may still arrive later (consumers dedupe). Cancellation abandons the wait only.
+        Raises PublishError when the broker does not acknowledge within `timeout_s` (default
+        `send_timeout_s`); the record may still arrive later (consumers dedupe). Cancellation
+        abandons the wait only.
         """
-        return (await self.publish_many(topic, [(key, value)]))[0]
+        return (await self.publish_many(topic, [(key, value)], timeout_s))[0]
 
-    async def publish_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[Position]:
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], timeout_s: float | None = None
+    ) -> list[Position]:
         """Sends records in order and waits until all are acknowledged; raises PublishError otherwise."""
+        bound = self._timeout_s if timeout_s is None else timeout_s
         try:
-            return await asyncio.wait_for(self._send_all(topic, records), self._timeout_s)
+            return await asyncio.wait_for(self._send_all(topic, records), bound)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             raise PublishError(
-                f"Kafka did not acknowledge {len(records)} record(s) on {topic} "
-                f"within {self._timeout_s:g}s: {exc!r}"
+                f"Kafka did not acknowledge {len(records)} record(s) on {topic} within {bound:g}s: {exc!r}"
             ) from exc
 
     async def _send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[Position]:
-        if not self._started:
-            raise PublishError("publisher is not started")
-        pending = [await self._producer.send(topic, value=value, key=key) for key, value in records]
+        producer = self._producer or await self._start_producer()
+        pending = [await producer.send(topic, value=value, key=key) for key, value in records]
         acked = await asyncio.gather(*pending)
         return [Position(md.topic, md.partition, md.offset) for md in acked]
 

@@ -55,6 +55,43 @@ class PostgresSettings(BaseModel):
     command_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class HttpSettings(BaseModel):
+    """Where the web process (webhook receiver, control API, connector page, metrics) listens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The address Stripe (and people) reach this process at; webhook URLs are built from it.
+    public_base_url: str = "http://127.0.0.1:8080"
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ReceiverSettings(BaseModel):
+    """Limits of the webhook receiver."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # How long a delivery may wait for Kafka's acknowledgement before we answer 503 (Stripe retries).
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    retry_after_s: int = Field(default=10, ge=1)
+    signature_tolerance_s: int = Field(default=300, ge=1)
+    # How long a looked-up webhook token (known or unknown) is cached; a disabled connection
+    # stops accepting within this time.
+    target_cache_ttl_s: float = Field(default=5.0, ge=0)
+
+
+class VaultSettings(BaseModel):
+    """The master key(s) that encrypt Stripe keys and webhook secrets; never stored in the database."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # "kid:base64url-32-bytes[,kid:…]", first one current; or a file with one entry per line.
+    master_keys: SecretStr | None = None
+    master_keys_file: str | None = None
+
+
 class LogSettings(BaseModel):
     """How log lines are written (always with secrets masked)."""
 
@@ -77,6 +114,9 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
     log: LogSettings = LogSettings()
+    http: HttpSettings = HttpSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+    vault: VaultSettings = VaultSettings()
 
 
 def unknown_setting_names(environ: Mapping[str, str]) -> list[str]:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from plumbing.kafka import consumer_config
+from plumbing.settings import KafkaSettings
 
 POLL_INTERVAL_S = 0.05
 
@@ -15,3 +22,40 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float = 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def consume_all(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[tuple[bytes, bytes]]:
+    """Reads `topic` from the beginning until `expected` records arrived (or the timeout)."""
+    consumer = AIOKafkaConsumer(topic, **consumer_config(settings, f"readback-{uuid.uuid4().hex[:6]}", "readback"))
+    await consumer.start()
+    records: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend((r.key, r.value) for r in partition_records)
+        # One more fetch: anything beyond `expected` would be a duplicate.
+        extra = await consumer.getmany(timeout_ms=300)
+        for partition_records in extra.values():
+            records.extend((r.key, r.value) for r in partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def topic_size(settings: KafkaSettings, topic: str) -> int:
+    """Returns how many records `topic` holds (sum of end offsets; topics here are never truncated)."""
+    consumer = AIOKafkaConsumer(**consumer_config(settings, f"size-{uuid.uuid4().hex[:6]}", "size"))
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(64)]
+        consumer.assign(partitions[:1])  # makes the client fetch the topic's metadata
+        await consumer.seek_to_end()
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            raise AssertionError(f"topic {topic} does not exist")
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in known])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()

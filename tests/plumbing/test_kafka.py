@@ -14,30 +14,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from plumbing.kafka import KafkaPublisher, PublishError, consumer_config, ensure_topics, producer_config
+from tests.helpers import consume_all
 from plumbing.settings import KafkaSettings, Settings
 from stack.up import Platform
 
 pytestmark = pytest.mark.integration
-
-
-async def consume_all(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0) -> list[tuple[bytes, bytes]]:
-    """Reads `topic` from the beginning until `expected` records arrived (or the timeout)."""
-    consumer = AIOKafkaConsumer(topic, **consumer_config(settings, f"readback-{uuid.uuid4().hex[:6]}", "readback"))
-    await consumer.start()
-    records: list[tuple[bytes, bytes]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for partition_records in batch.values():
-                records.extend((r.key, r.value) for r in partition_records)
-        # One more fetch: anything beyond `expected` would be a duplicate.
-        extra = await consumer.getmany(timeout_ms=300)
-        for partition_records in extra.values():
-            records.extend((r.key, r.value) for r in partition_records)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def test_unsafe_aiokafka_defaults_are_overridden() -> None:

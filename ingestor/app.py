@@ -1,0 +1,125 @@
+"""The web process: webhook receiver (and, as they come, control API and connector page), health, metrics.
+
+Resources open in order and close in reverse through aiohttp's `cleanup_ctx`: Postgres pool,
+Kafka publisher, then the background task that stores when each connection last received a
+webhook. On SIGTERM aiohttp stops accepting, lets in-flight deliveries finish (bounded by the
+shutdown timeout) and only then runs the cleanups, so the producer flushes before it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ingestor.connection_store import PostgresConnectionStore
+from ingestor.vault import KeyringConfigError, MasterKeyring
+from ingestor.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
+from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.logs import get_logger
+from plumbing.postgres import create_pool
+from plumbing.settings import Settings, VaultSettings
+from schemas import EnvelopeCodec
+
+log = get_logger(__name__)
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISHER = web.AppKey("publisher", KafkaPublisher)
+RECEIVER = web.AppKey("receiver", WebhookReceiver)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+STORE = web.AppKey("store", PostgresConnectionStore)
+ACTIVITY_FLUSH_INTERVAL_S = 1.0
+
+
+def load_keyring(settings: VaultSettings) -> MasterKeyring:
+    """Returns the master keyring from the setting or the file; raises KeyringConfigError if neither is set."""
+    if settings.master_keys is not None:
+        return MasterKeyring.from_setting(settings.master_keys.get_secret_value())
+    if settings.master_keys_file:
+        return MasterKeyring.from_file(settings.master_keys_file)
+    raise KeyringConfigError("set INGESTOR_VAULT__MASTER_KEYS or INGESTOR_VAULT__MASTER_KEYS_FILE")
+
+
+def create_web_app(settings: Settings, keyring: MasterKeyring, registry: CollectorRegistry | None = None) -> web.Application:
+    """Returns the aiohttp application of the web process, not yet started."""
+    app = web.Application(client_max_size=settings.receiver.max_body_bytes + 1)
+    app[REGISTRY] = registry or CollectorRegistry()
+    codec = EnvelopeCodec()
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings.postgres)
+        publisher = KafkaPublisher(settings.kafka, client_id="webhook-receiver")
+        try:
+            await publisher.start()
+        except PublishError as exc:  # keep serving: deliveries get 503 until Kafka is back
+            log.warning("Kafka unreachable at start-up; webhooks will get 503 until it is back", error=str(exc))
+        store = PostgresConnectionStore(pool, keyring)
+        receiver = WebhookReceiver(
+            CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s), store, publisher, codec,
+            settings.kafka.raw_topic, settings.receiver, ReceiverMetrics(app[REGISTRY]),
+        )
+        app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER] = pool, publisher, store, receiver
+        flusher = asyncio.create_task(_flush_webhook_activity(receiver, store), name="webhook-activity")
+        yield
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await _store_activity(receiver, store)
+        await publisher.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_post("/webhooks/stripe/{token}", _webhook)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _webhook(request: web.Request) -> web.StreamResponse:
+    return await request.app[RECEIVER].handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await request.app[POOL].fetchval("SELECT 1", timeout=2)
+        checks["postgres"] = "ok"
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        checks["postgres"] = f"unreachable: {type(exc).__name__}"
+    publisher = request.app[PUBLISHER]
+    try:
+        await publisher.start()
+        checks["kafka"] = "ok"
+    except PublishError:
+        checks["kafka"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
+    """Stores, once a second, when each connection last received a real webhook."""
+    while True:
+        await asyncio.sleep(ACTIVITY_FLUSH_INTERVAL_S)
+        try:
+            await _store_activity(receiver, store)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("could not store webhook activity; will retry", error=repr(exc))
+
+
+async def _store_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
+    seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
+    await store.record_webhooks_received(seen)

@@ -1,0 +1,308 @@
+"""The webhook receiver on real HTTP, Kafka and Postgres: verified, per-tenant, durable before 2xx, redacted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import stripe
+from aiohttp.test_utils import TestServer
+
+from ingestor.app import create_web_app
+from ingestor.connection_store import PostgresConnectionStore
+from ingestor.vault import MasterKeyring, generate_master_key
+from plumbing.settings import ReceiverSettings, Settings
+from schemas import EnvelopeCodec, Source
+from stack.up import Platform
+from tests.helpers import consume_all, topic_size
+
+pytestmark = pytest.mark.integration
+
+PAN = "4242424242424242"
+
+
+def charge_event(event_id: str = "evt_3MmlLrLkdIwHu7ix0b0ZVzXw", livemode: bool = False, **extra: Any) -> dict[str, Any]:
+    """A charge.succeeded event shaped like Stripe's, with a card number typed into the description."""
+    return {
+        "id": event_id, "object": "event", "api_version": "2024-06-20", "created": int(time.time()) - 5,
+        "livemode": livemode, "pending_webhooks": 1, "type": "charge.succeeded",
+        "request": {"id": "req_8nY0P2BNbVL7cD", "idempotency_key": None},
+        "data": {"object": {
+            "id": "ch_3MmlLrLkdIwHu7ix0snN0B15", "object": "charge", "amount": 1099, "amount_captured": 1099,
+            "amount_refunded": 0, "currency": "usd", "customer": "cus_NffrFeUfNV2Hib", "captured": True,
+            "created": 1679090539, "description": f"order 1234 paid with {PAN}", "livemode": livemode,
+            "metadata": {"note": f"card {PAN[:4]} {PAN[4:8]} {PAN[8:12]} {PAN[12:]}"}, "paid": True,
+            "status": "succeeded",
+            "payment_method_details": {"type": "card", "card": {
+                "brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2027, "funding": "credit",
+                "country": "US", "fingerprint": "Xt5EWLLDS7FJjR1c", "network": "visa",
+                "checks": {"cvc_check": "pass"}}},
+        }},
+        **extra,
+    }
+
+
+def sign(body: str, *secrets_: str, timestamp: int | None = None) -> str:
+    """Signs like Stripe: one t= and one v1= per active secret."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    parts = [stripe.WebhookSignature.generate_signature_header(body, s, ts).split(",")[1] for s in secrets_]
+    return ",".join([f"t={ts}", *parts])
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    connection_id: str
+    url: str
+    secret: str
+
+
+@dataclass
+class Receiver:
+    settings: Settings
+    server: TestServer
+    store: PostgresConnectionStore
+    http: aiohttp.ClientSession
+    tenants: dict[str, Tenant]
+
+    async def post(self, tenant: str | Tenant, body: str | bytes, signature: str | None = None,
+                   content_type: str = "application/json; charset=utf-8") -> tuple[int, dict[str, Any], dict[str, str]]:
+        url = tenant.url if isinstance(tenant, Tenant) else tenant
+        headers = {"Content-Type": content_type}
+        if signature is not None:
+            headers["Stripe-Signature"] = signature
+        async with self.http.post(url, data=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None), dict(resp.headers)
+
+    async def published(self) -> int:
+        return await topic_size(self.settings.kafka, self.settings.kafka.raw_topic)
+
+
+@pytest.fixture
+async def receiver(
+    make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]], clean_database: str
+) -> AsyncIterator[Receiver]:
+    base = make_settings(send_timeout_s=3.0)
+    settings = base.model_copy(update={"receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0)})
+    await create_topic(settings.kafka.raw_topic, 3)
+    keyring = MasterKeyring.from_setting(generate_master_key("k1"))
+    app = create_web_app(settings, keyring)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
+    store = PostgresConnectionStore(pool, keyring)
+    tenants = {}
+    now = datetime.now(timezone.utc)
+    for name, livemode in (("a", False), ("b", False), ("live", True)):
+        tenant_id, _ = await store.create_tenant(f"Tenant {name}")
+        connection_id, token = await store.create_connection(tenant_id, livemode)
+        secret = f"whsec_{name}{'x' * 30}"
+        await store.add_webhook_secret(connection_id, secret, now)
+        tenants[name] = Tenant(tenant_id, connection_id, str(server.make_url(f"/webhooks/stripe/{token}")), secret)
+    async with aiohttp.ClientSession() as http:
+        yield Receiver(settings, server, store, http, tenants)
+    await server.close()
+    await pool.close()
+
+
+async def test_a_signed_delivery_lands_on_the_topic_redacted(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer) == (200, {"received": True, "published": True})
+
+    [(key, value)] = await consume_all(receiver.settings.kafka, receiver.settings.kafka.raw_topic, 1)
+    envelope = EnvelopeCodec().decode(value)
+    assert key == f"{tenant.tenant_id}:ch_3MmlLrLkdIwHu7ix0snN0B15".encode()
+    assert (envelope.tenant_id, envelope.event_id, envelope.source) == (tenant.tenant_id, "evt_3MmlLrLkdIwHu7ix0b0ZVzXw", Source.WEBHOOK)
+    assert (envelope.object_type, envelope.event_type, envelope.api_version) == ("charge", "charge.succeeded", "2024-06-20")
+    assert PAN not in envelope.payload and PAN[-8:] not in envelope.payload.replace(" ", "")
+    charge = json.loads(envelope.payload)["data"]["object"]
+    assert charge["description"] == "order 1234 paid with ************4242"
+    assert charge["payment_method_details"]["card"] == {
+        "brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2027, "funding": "credit", "country": "US"}
+    assert charge["amount"] == 1099 and charge["currency"] == "usd"
+
+
+async def test_during_a_secret_roll_both_secrets_are_accepted_then_the_old_one_expires(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    new_secret = "whsec_rolled" + "y" * 28
+    await receiver.store.add_webhook_secret(tenant.connection_id, new_secret, datetime.now(timezone.utc))
+    body = json.dumps(charge_event("evt_roll"))
+    # Stripe signs with both secrets while rolling; each alone must verify too.
+    for signature in (sign(body, tenant.secret, new_secret), sign(body, new_secret), sign(body, tenant.secret)):
+        status, answer, _ = await receiver.post(tenant, body, signature)
+        assert (status, answer) == (200, {"received": True, "published": True})
+    # A roll with no grace period: the previous secrets stop working at once.
+    newest = "whsec_newest" + "z" * 28
+    await receiver.store.add_webhook_secret(tenant.connection_id, newest, datetime.now(timezone.utc), grace=timedelta(0))
+    status, answer, _ = await receiver.post(tenant, body, sign(body, new_secret))
+    assert (status, answer["error"]["code"]) == (400, "invalid_signature")
+    status, _, _ = await receiver.post(tenant, body, sign(body, newest))
+    assert status == 200
+    assert await receiver.published() == 4
+
+
+BAD_SIGNATURES: list[tuple[str, Callable[[str, str], str | None], str]] = [
+    ("missing", lambda body, secret: None, "missing_signature"),
+    ("empty", lambda body, secret: "", "missing_signature"),
+    ("garbage", lambda body, secret: "nonsense", "malformed_signature"),
+    ("no v1", lambda body, secret: f"t={int(time.time())},v0=abc", "missing_signature"),
+    ("wrong secret", lambda body, secret: sign(body, "whsec_" + "w" * 32), "invalid_signature"),
+    ("other body", lambda body, secret: sign(body + " ", secret), "invalid_signature"),
+    ("stale", lambda body, secret: sign(body, secret, timestamp=int(time.time()) - 301), "timestamp_too_old"),
+    ("future", lambda body, secret: sign(body, secret, timestamp=int(time.time()) + 600), "timestamp_in_future"),
+]
+
+
+@pytest.mark.parametrize("case,make_signature,code", BAD_SIGNATURES, ids=[c[0] for c in BAD_SIGNATURES])
+async def test_bad_signatures_are_refused_and_nothing_is_published(
+    receiver: Receiver, case: str, make_signature: Callable[[str, str], str | None], code: str
+) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    status, answer, _ = await receiver.post(tenant, body, make_signature(body, tenant.secret))
+    assert status == 400
+    assert answer["error"]["code"] == code
+    assert answer["error"]["message"]
+    assert await receiver.published() == 0
+
+
+async def test_a_payload_signed_for_tenant_a_sent_to_tenant_b_is_refused(receiver: Receiver) -> None:
+    a, b = receiver.tenants["a"], receiver.tenants["b"]
+    body = json.dumps(charge_event())
+    status, answer, _ = await receiver.post(b, body, sign(body, a.secret))
+    assert (status, answer["error"]["code"]) == (400, "invalid_signature")
+    assert await receiver.published() == 0
+
+
+async def test_unknown_and_disconnected_endpoints_are_404(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    unknown = str(receiver.server.make_url("/webhooks/stripe/not-a-real-token"))
+    status, answer, _ = await receiver.post(unknown, body, sign(body, tenant.secret))
+    assert (status, answer["error"]["code"]) == (404, "unknown_endpoint")
+
+    b = receiver.tenants["b"]
+    await receiver.store.set_connection_status(b.connection_id, "disconnected", "tenant disconnected")
+    status, answer, _ = await receiver.post(b, body, sign(body, b.secret))
+    assert (status, answer["error"]["code"]) == (404, "unknown_endpoint")
+    assert await receiver.published() == 0
+
+
+@pytest.mark.parametrize(
+    "body,code",
+    [("{not json", "malformed_json"), ("[1, 2]", "not_an_event"), ('{"id": "evt_1", "object": "charge"}', "not_an_event"),
+     ("\"just a string\"", "not_an_event")],
+    ids=["malformed", "array", "not-an-event", "string"],
+)
+async def test_signed_bodies_that_are_not_stripe_events_are_400(receiver: Receiver, body: str, code: str) -> None:
+    tenant = receiver.tenants["a"]
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer["error"]["code"]) == (400, code)
+    assert await receiver.published() == 0
+
+
+async def test_oversize_body_is_413(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    event = charge_event()
+    event["data"]["object"]["metadata"] = {"blob": "x" * (1024 * 1024)}
+    body = json.dumps(event)
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer["error"]["code"]) == (413, "body_too_large")
+    assert await receiver.published() == 0
+
+
+async def test_wrong_content_type_is_415(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret), content_type="text/plain")
+    assert (status, answer["error"]["code"]) == (415, "unsupported_content_type")
+    assert await receiver.published() == 0
+
+
+async def test_test_mode_event_to_a_live_connection_is_refused_and_the_reverse(receiver: Receiver) -> None:
+    live, test = receiver.tenants["live"], receiver.tenants["a"]
+    body = json.dumps(charge_event(livemode=False))
+    status, answer, _ = await receiver.post(live, body, sign(body, live.secret))
+    assert (status, answer["error"]["code"]) == (400, "livemode_mismatch")
+    body = json.dumps(charge_event(livemode=True))
+    status, answer, _ = await receiver.post(test, body, sign(body, test.secret))
+    assert (status, answer["error"]["code"]) == (400, "livemode_mismatch")
+    assert await receiver.published() == 0
+
+
+async def test_events_of_unread_resources_are_acknowledged_not_published(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    event = charge_event("evt_payout")
+    event["type"] = "payout.paid"
+    event["data"]["object"] = {"id": "po_1OaFDbEcg9tTZuTgNYmX0PKB", "object": "payout", "amount": 1100}
+    body = json.dumps(event)
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer) == (200, {"received": True, "published": False})
+    assert await receiver.published() == 0
+
+
+async def test_a_dashboard_test_webhook_verifies_the_connection_and_is_not_revenue(receiver: Receiver, pg: asyncpg.Connection) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event("evt_00000000000000"))
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer) == (200, {"received": True, "test": True})
+    row = await pg.fetchrow(
+        "SELECT status, webhook_verified_at FROM stripe_connections WHERE connection_id = $1", tenant.connection_id)
+    assert row["status"] == "connected" and row["webhook_verified_at"] is not None
+    assert await receiver.published() == 0
+
+
+async def test_duplicate_deliveries_are_published_again_for_the_projector_to_dedupe(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    for _ in range(3):
+        status, _, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+        assert status == 200
+    assert await receiver.published() == 3
+
+
+async def test_kafka_down_gives_503_within_the_bound_and_the_retry_lands(receiver: Receiver, platform: Platform) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    await asyncio.to_thread(platform.kafka.stop)
+    try:
+        started = time.monotonic()
+        status, answer, headers = await receiver.post(tenant, body, sign(body, tenant.secret))
+        elapsed = time.monotonic() - started
+        assert (status, answer["error"]["code"]) == (503, "temporarily_unavailable")
+        assert headers["Retry-After"] == "7"
+        assert elapsed < receiver.settings.receiver.publish_timeout_s + 1.0
+    finally:
+        await asyncio.to_thread(platform.kafka.start)
+    # Stripe retries the same delivery: it lands now.
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer) == (200, {"received": True, "published": True})
+    records = await consume_all(receiver.settings.kafka, receiver.settings.kafka.raw_topic, 1, timeout_s=30)
+    assert {EnvelopeCodec().decode(v).event_id for _, v in records} == {"evt_3MmlLrLkdIwHu7ix0b0ZVzXw"}
+
+
+async def test_health_readiness_and_metrics(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event())
+    await receiver.post(tenant, body, sign(body, tenant.secret))
+    await receiver.post(tenant, body, None)
+    async with receiver.http.get(receiver.server.make_url("/healthz")) as resp:
+        assert resp.status == 200
+    async with receiver.http.get(receiver.server.make_url("/readyz")) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["checks"] == {"postgres": "ok", "kafka": "ok"}
+    async with receiver.http.get(receiver.server.make_url("/metrics")) as resp:
+        text = await resp.text()
+    assert 'webhook_requests_total{outcome="published"} 1.0' in text
+    assert 'webhook_requests_total{outcome="bad_signature"} 1.0' in text
+    assert "webhook_publish_seconds_bucket" in text

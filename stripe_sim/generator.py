@@ -50,7 +50,7 @@ def build_catalogue(book: Book, at: int, currencies: tuple[str, ...]) -> None:
         book.create_coupon(at, "forever", amount_off=500, currency="usd")
 
 
-class _Walker:
+class Walker:
     """Walks one customer's life from sign-up to `now` with random but seeded choices."""
 
     def __init__(self, book: Book, rng: random.Random, now: int) -> None:
@@ -206,7 +206,7 @@ def generate(book: Book, config: GeneratorConfig, now: int) -> None:
     rng = random.Random(book.rng.getrandbits(64))
     start = now - config.months * MONTH
     build_catalogue(book, start, config.currencies)
-    walker = _Walker(book, rng, now)
+    walker = Walker(book, rng, now)
     weights = [6 if c == "usd" else 2 for c in config.currencies]
     span = max(1, now - start - 3600)
     for _ in range(config.customers):

@@ -10,7 +10,7 @@ import asyncio
 import random
 
 from stripe_sim.billing import Book
-from stripe_sim.generator import _Walker, build_catalogue, minor_units
+from stripe_sim.generator import Walker, build_catalogue, minor_units
 from stripe_sim.model import SimState
 
 
@@ -41,7 +41,7 @@ def renew_due(book: Book, rng: random.Random, now: int) -> int:
 
 def act(book: Book, rng: random.Random, now: int) -> None:
     """Take one random action: sign-up, one-off payment, refund, update, upgrade or cancel."""
-    walker = _Walker(book, rng, now)
+    walker = Walker(book, rng, now)
     currency = rng.choice(sorted(walker.prices))
     roll = rng.random()
     subs = [s for s in book.store.objects.get("subscription", {}).values()

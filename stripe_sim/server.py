@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -25,6 +26,14 @@ from stripe_sim.live import LiveActivity
 from stripe_sim.model import RESOURCES, SimState
 from stripe_sim.render import CURRENT_VERSION
 from stripe_sim.webhooks import Delivery, WebhookHub
+
+
+_log = logging.getLogger(__name__)
+
+
+def _report_crash(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("live activity stopped", exc_info=task.exception())
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ class SimServer:
             self._live.cancel()
         self.live = LiveActivity(self.state, rate_per_second, self.seed)
         self._live = asyncio.get_running_loop().create_task(self.live.run())
+        self._live.add_done_callback(_report_crash)
 
     async def stop_live_activity(self) -> None:
         """Stop live activity (idempotent)."""

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from ingestor.errors import IngestError
+
 __all__ = [
     "API_KEY_IN_WEBHOOK_SECRET_FIELD",
     "MALFORMED_KEY",
@@ -82,14 +84,13 @@ _HOW_TO_MAKE_A_RESTRICTED_KEY: Final = (
 )
 
 
-class StripeKeyError(ValueError):
+class StripeKeyError(IngestError):
     """A pasted key or webhook secret was refused; `code` is stable, `message` is for the user."""
 
     retriable = False
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
         self.message = message
 
 

@@ -31,6 +31,8 @@ from typing import Final, NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ingestor.errors import IngestError
+
 __all__ = [
     "DecryptionFailedError",
     "KeyringConfigError",
@@ -52,18 +54,23 @@ _KEY_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
-class VaultError(Exception):
+class VaultError(IngestError):
     """Base error of the key vault; never retriable and never carries plaintext or key material."""
 
     retriable = False
+    code = "vault_error"
 
 
 class KeyringConfigError(VaultError):
     """The master key setting or file is malformed: fix the configuration."""
 
+    code = "master_key_config_invalid"
+
 
 class UnknownKeyIdError(VaultError):
     """The ciphertext was made with a master key that is not in the keyring: restore that key."""
+
+    code = "unknown_master_key"
 
     def __init__(self, key_id: str) -> None:
         super().__init__(
@@ -75,9 +82,13 @@ class UnknownKeyIdError(VaultError):
 class MalformedCiphertextError(VaultError):
     """The bytes are not a vault ciphertext (wrong version, truncated or garbled header)."""
 
+    code = "malformed_ciphertext"
+
 
 class DecryptionFailedError(VaultError):
     """Authentication failed: the ciphertext was altered or the associated data does not match."""
+
+    code = "decryption_failed"
 
 
 def associated_data(*, tenant_id: str, connection_id: str, purpose: str) -> bytes:

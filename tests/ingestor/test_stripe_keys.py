@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingestor.errors import IngestError
 from ingestor.stripe_keys import (
     API_KEY_IN_WEBHOOK_SECRET_FIELD,
     MALFORMED_KEY,
@@ -147,7 +148,7 @@ def test_empty_key_says_nothing_was_entered() -> None:
 def test_refusal_error_carries_code_and_message() -> None:
     with pytest.raises(StripeKeyError) as caught:
         classify_key(SK_LIVE).raise_if_refused()
-    assert caught.value.code == SECRET_KEY_REFUSED
+    assert caught.value.code == SECRET_KEY_REFUSED and isinstance(caught.value, IngestError)
     assert BODY[:-4] not in str(caught.value) and BODY[:-4] not in repr(caught.value)
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingestor.errors import IngestError
 from ingestor.vault import (
     DecryptionFailedError,
     KeyringConfigError,
@@ -255,6 +256,14 @@ def test_generate_master_key_makes_a_usable_entry() -> None:
     assert generate_master_key("k9").startswith("k9:")
     with pytest.raises(KeyringConfigError):
         generate_master_key("bad id")
+
+
+def test_errors_are_ingest_errors_with_stable_codes() -> None:
+    assert issubclass(VaultError, IngestError)
+    assert KeyringConfigError("x").code == "master_key_config_invalid"
+    assert UnknownKeyIdError("k1").code == "unknown_master_key"
+    assert DecryptionFailedError("x").code == "decryption_failed"
+    assert MalformedCiphertextError("x").code == "malformed_ciphertext"
 
 
 def test_repr_and_str_never_show_key_material() -> None:

@@ -19,3 +19,32 @@ class BadEventError(IngestError):
     """The body is not a Stripe event we can read: refuse it, change nothing."""
 
     code = "invalid_event"
+
+
+class KeyInvalidError(IngestError):
+    """Stripe answered 401: the key was rotated, revoked or never existed. Stop and ask for a new key."""
+
+    code = "key_invalid"
+
+
+class PermissionMissingError(IngestError):
+    """Stripe answered 403: the restricted key lacks a read permission (named in `permission`)."""
+
+    code = "permission_missing"
+
+    def __init__(self, message: str, permission: str | None):
+        super().__init__(message)
+        self.permission = permission
+
+
+class StripeUnavailableError(IngestError):
+    """Stripe rate-limited us, failed (5xx) or could not be reached; retry later with backoff."""
+
+    retriable = True
+    code = "stripe_unavailable"
+
+
+class StripeRateLimitedError(StripeUnavailableError):
+    """Stripe answered 429 for this account."""
+
+    code = "rate_limited"

@@ -1,0 +1,161 @@
+"""Reads from Stripe through the official `stripe` library, within one rate budget per account.
+
+Everything the poller, the importer and the key test ask of Stripe goes through `StripeReader`:
+list pages (the library's list API with `starting_after`) and single reads. A `StripeClient`
+retries nothing unless told, and never a plain 429, so the reader adds its own backoff with jitter
+for 429, 5xx and network errors, and translates the library's errors into ours where they enter:
+401 → KeyInvalidError, 403 → PermissionMissingError naming the permission, the rest →
+StripeUnavailableError. Error texts never include the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import stripe
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from ingestor.errors import (
+    IngestError,
+    KeyInvalidError,
+    PermissionMissingError,
+    StripeRateLimitedError,
+    StripeUnavailableError,
+)
+
+# Our resource name → the StripeClient service attribute that lists/retrieves it.
+RESOURCES: Mapping[str, str] = {
+    "customers": "customers",
+    "charges": "charges",
+    "subscriptions": "subscriptions",
+    "invoices": "invoices",
+    "payment_intents": "payment_intents",
+    "events": "events",
+}
+PERMISSION_PATTERN = re.compile(r"'(rak_[a-z_]+)'")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently retriable Stripe failures are retried."""
+
+    attempts: int = 8
+    initial_wait_s: float = 0.5
+    max_wait_s: float = 30.0
+
+
+@dataclass
+class RateBudgets:
+    """One token bucket per Stripe account (or connection), shared by everything in this process."""
+
+    test_per_second: float = 20.0
+    live_per_second: float = 90.0
+    _limiters: dict[str, AsyncLimiter] = field(default_factory=dict)
+
+    def for_account(self, account: str, livemode: bool) -> AsyncLimiter:
+        """Returns the bucket of `account`, created on first use."""
+        limiter = self._limiters.get(account)
+        if limiter is None:
+            rate = self.live_per_second if livemode else self.test_per_second
+            # A one-second window: at most `rate` requests in any second, no burst beyond it.
+            limiter = self._limiters[account] = AsyncLimiter(rate, 1.0)
+        return limiter
+
+
+def translate_stripe_error(exc: stripe.StripeError) -> IngestError:
+    """Returns our error for a `stripe` library error (without the key in any text)."""
+    if isinstance(exc, stripe.AuthenticationError):
+        expired = getattr(exc, "code", None) == "api_key_expired"
+        return KeyInvalidError(
+            "Stripe refused the key: it was rotated or revoked" if expired
+            else "Stripe refused the key: it is invalid, rotated or revoked"
+        )
+    if isinstance(exc, stripe.PermissionError):
+        found = PERMISSION_PATTERN.search(exc.user_message or str(exc))
+        permission = found.group(1) if found else None
+        return PermissionMissingError(
+            f"the restricted key lacks the '{permission}' read permission" if permission
+            else "the restricted key lacks a read permission this request needs",
+            permission,
+        )
+    if isinstance(exc, stripe.RateLimitError):
+        return StripeRateLimitedError("Stripe is rate-limiting this account (429)")
+    if isinstance(exc, stripe.APIConnectionError):
+        return StripeUnavailableError("Stripe could not be reached (network error)")
+    status = exc.http_status or 0
+    if status >= 500 or isinstance(exc, stripe.APIError):
+        return StripeUnavailableError(f"Stripe failed with HTTP {status or 'error'}")
+    return IngestError(f"Stripe refused the request (HTTP {status}): {exc.user_message or type(exc).__name__}",
+                       "stripe_request_refused")
+
+
+class StripeReader:
+    """Read-only access to one Stripe account with one restricted key."""
+
+    def __init__(
+        self,
+        api_key: str,
+        budget: AsyncLimiter,
+        api_base: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        timeout_s: float = 30.0,
+        on_error: Callable[[IngestError], None] | None = None,
+    ):
+        self._http = stripe.AIOHTTPClient(timeout=timeout_s)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=0,  # retries are ours (below), with jitter and the budget
+            http_client=self._http,
+        )
+        self._budget = budget
+        self._retry = retry
+        self._on_error = on_error
+        self.requests_made = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"StripeReader(requests_made={self.requests_made})"
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        """Runs one request within the budget, retrying retriable failures with backoff."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, IngestError) and e.retriable),
+            wait=wait_random_exponential(multiplier=self._retry.initial_wait_s, max=self._retry.max_wait_s),
+            stop=stop_after_attempt(self._retry.attempts),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._budget:
+                    self.requests_made += 1
+                    try:
+                        return await fn()
+                    except stripe.StripeError as exc:
+                        error = translate_stripe_error(exc)
+                        if self._on_error is not None:
+                            self._on_error(error)
+                        raise error from None
+        raise StripeUnavailableError("no attempt was made")  # unreachable: tenacity reraises
+
+    async def list_page(self, resource: str, params: Mapping[str, Any]) -> stripe.ListObject[Any]:
+        """Returns one page of `resource` (newest first). Raises IngestError subclasses."""
+        service = getattr(self._client.v1, RESOURCES[resource])
+        page: stripe.ListObject[Any] = await self._call(lambda: service.list_async(dict(params)))
+        return page
+
+    async def pages(self, resource: str, params: Mapping[str, Any]) -> AsyncIterator[stripe.ListObject[Any]]:
+        """Yields successive pages of `resource` from `params` (with `starting_after`) until the last."""
+        query = dict(params)
+        while True:
+            page = await self.list_page(resource, query)
+            yield page
+            if not page.has_more or not page.data:
+                return
+            query["starting_after"] = page.data[-1].id
+
+    async def close(self) -> None:
+        """Closes the HTTP session of the underlying client."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ingestor.errors import IngestError
+from plumbing.masking import SECRET_PATTERN, mask_key, mask_secrets_in_text
 
 __all__ = [
     "API_KEY_IN_WEBHOOK_SECRET_FIELD",
@@ -58,18 +59,6 @@ MALFORMED_WEBHOOK_SECRET: Final = "malformed_webhook_secret"
 
 MIN_BODY_LENGTH: Final = 20
 MAX_BODY_LENGTH: Final = 500
-# Show the last four characters only when at least eight others stay hidden.
-_MIN_BODY_FOR_TAIL: Final = 12
-_TAIL: Final = 4
-
-# A body stops where another secret's prefix begins, so "whsec_rk_live_…" or two keys glued together
-# cannot hide the second one inside the first one's (short, tail-less) mask.
-_NOT_A_PREFIX: Final = r"(?!(?:sk|rk)_(?:live|test)_|whsec_)"
-SECRET_PATTERN: Final = re.compile(
-    rf"(?:sk|rk)_(?:live|test)_(?:{_NOT_A_PREFIX}[A-Za-z0-9])+|whsec_(?:{_NOT_A_PREFIX}[A-Za-z0-9+/=])+"
-)
-
-_PREFIX: Final = re.compile(r"(?:sk|rk|pk)_(?:live|test)_|whsec_")
 _API_KEY_FAMILY: Final = re.compile(r"(?P<kind>sk|rk|pk)_")
 _API_KEY: Final = re.compile(
     rf"(?P<kind>sk|rk|pk)_(?P<mode>live|test)_[A-Za-z0-9]{{{MIN_BODY_LENGTH},{MAX_BODY_LENGTH}}}"
@@ -158,26 +147,6 @@ def validate_webhook_secret(secret: str) -> KeyCheck:
     if _API_KEY_FAMILY.match(stripped):
         return _refused(API_KEY_IN_WEBHOOK_SECRET_FIELD, _API_KEY_IN_SECRET_FIELD_MESSAGE, masked)
     return _refused(MALFORMED_WEBHOOK_SECRET, _MALFORMED_WEBHOOK_SECRET_MESSAGE, masked)
-
-
-def mask_key(key: str) -> str:
-    """Return the displayable form of a key or secret: its prefix, "…" and at most its last four."""
-    stripped = key.strip()
-    prefix_match = _PREFIX.match(stripped)
-    prefix = prefix_match.group() if prefix_match else ""
-    body = stripped[len(prefix) :]
-    tail = body[-_TAIL:] if len(body) >= _MIN_BODY_FOR_TAIL else ""
-    return f"{prefix}…{tail}"
-
-
-def mask_secrets_in_text(text: str) -> str:
-    """Return `text` with everything shaped like a Stripe secret replaced by its masked form."""
-    return SECRET_PATTERN.sub(_mask_match, text)
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    """Mask one SECRET_PATTERN match."""
-    return mask_key(match.group())
 
 
 def _refused(code: str, message: str, masked: str, mode: Mode | None = None) -> KeyCheck:

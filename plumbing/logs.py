@@ -8,31 +8,14 @@ key or webhook signing secret, so a secret that reaches a log call by accident i
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from plumbing.masking import mask_secrets_in_text
 from plumbing.settings import LogSettings
-
-# Anything shaped like a Stripe secret or restricted key, a publishable key, or a webhook secret.
-SECRET_PATTERN = re.compile(
-    r"\b(?P<prefix>(?:sk|rk|pk)_(?:live|test)_|whsec_)(?P<body>[A-Za-z0-9+/=_]+)"
-)
-
-
-def mask_secret(prefix: str, body: str) -> str:
-    """Returns the displayable form of a secret: its prefix, an ellipsis and its last four characters."""
-    tail = body[-4:] if len(body) >= 12 else ""
-    return f"{prefix}…{tail}"
-
-
-def mask_secrets_in_text(text: str) -> str:
-    """Returns `text` with every Stripe key or webhook secret in it replaced by its masked form."""
-    return SECRET_PATTERN.sub(lambda m: mask_secret(m["prefix"], m["body"]), text)
-
 
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):

@@ -58,8 +58,11 @@ async def apply_migrations(conn: asyncpg.Connection, directory: Path) -> list[Mi
     migrations = read_migrations(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
+        # Migrations may change search_path for their own transaction (SET LOCAL); the history
+        # table stays where it was found.
+        history = '"{}".schema_migrations'.format(await conn.fetchval("SELECT current_schema()"))
         await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
+            f"""CREATE TABLE IF NOT EXISTS {history} (
                    version    integer PRIMARY KEY,
                    name       text NOT NULL,
                    checksum   text NOT NULL,
@@ -67,7 +70,7 @@ async def apply_migrations(conn: asyncpg.Connection, directory: Path) -> list[Mi
         )
         applied = {
             row["version"]: row["checksum"]
-            for row in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+            for row in await conn.fetch(f"SELECT version, checksum FROM {history}")
         }
         pending = []
         for migration in migrations:
@@ -83,7 +86,7 @@ async def apply_migrations(conn: asyncpg.Connection, directory: Path) -> list[Mi
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    f"INSERT INTO {history} (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,
                     migration.name,
                     migration.checksum,

@@ -92,6 +92,68 @@ class VaultSettings(BaseModel):
     master_keys_file: str | None = None
 
 
+class ControlSettings(BaseModel):
+    """The control API: who may call it and how long a rolled webhook secret keeps working."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Operators' bearer token (creates tenants, may act for any tenant); None disables admin calls.
+    admin_token: SecretStr | None = None
+    # How long the previous webhook signing secret stays valid after a new one is stored.
+    webhook_secret_grace_s: int = Field(default=86400, ge=0)
+    # Where API errors point for the recovery steps (anchors are the connection statuses).
+    docs_url: str = "docs/operating.md"
+
+
+class StripeSettings(BaseModel):
+    """How we reach Stripe: address (the simulator in tests), request budget per account, retries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_base: str | None = None
+    test_requests_per_second: float = Field(default=20.0, gt=0)
+    live_requests_per_second: float = Field(default=90.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    retry_attempts: int = Field(default=8, ge=1)
+    retry_initial_wait_s: float = Field(default=0.5, ge=0)
+    retry_max_wait_s: float = Field(default=30.0, ge=0)
+
+
+class PollerSettings(BaseModel):
+    """The events poller: cadence, overlap window and page size."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(default=60.0, gt=0)
+    # Used while no webhook test delivery has verified the connection.
+    unverified_interval_s: float = Field(default=15.0, gt=0)
+    # Stripe's events list is eventually consistent: each poll re-reads this margin before the cursor.
+    overlap_s: int = Field(default=300, ge=0)
+    page_limit: int = Field(default=100, ge=1, le=100)
+    max_concurrent_connections: int = Field(default=8, ge=1)
+
+
+class ImporterSettings(BaseModel):
+    """The history import: how far back, page size, how often pending imports are looked for."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    history_months: int = Field(default=12, ge=1, le=120)
+    page_limit: int = Field(default=100, ge=1, le=100)
+    scan_interval_s: float = Field(default=5.0, gt=0)
+    max_concurrent_imports: int = Field(default=4, ge=1)
+
+
+class ProjectorSettings(BaseModel):
+    """The projector consumer group's members."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_records: int = Field(default=2000, ge=1)
+    # Port of the Prometheus endpoint (lag, apply latency, dead letters); 0 turns it off.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+
 class LogSettings(BaseModel):
     """How log lines are written (always with secrets masked)."""
 
@@ -114,9 +176,14 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
     log: LogSettings = LogSettings()
+    projector: ProjectorSettings = ProjectorSettings()
     http: HttpSettings = HttpSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     vault: VaultSettings = VaultSettings()
+    control: ControlSettings = ControlSettings()
+    stripe: StripeSettings = StripeSettings()
+    poller: PollerSettings = PollerSettings()
+    importer: ImporterSettings = ImporterSettings()
 
 
 def unknown_setting_names(environ: Mapping[str, str]) -> list[str]:

@@ -34,7 +34,10 @@ async def clean_database(platform: Platform) -> str:
     dsn = platform.postgres_dsn(TEST_DATABASE)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        await conn.execute(
+            "DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
+            "DROP SCHEMA IF EXISTS analytics CASCADE; CREATE SCHEMA public;"
+        )
         await apply_migrations(conn, MIGRATIONS_DIR)
     finally:
         await conn.close()

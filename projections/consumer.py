@@ -1,0 +1,206 @@
+"""The projector: consumes the raw events topic and applies each batch exactly once to Postgres.
+
+Per `getmany` batch: decode every record (a record that cannot be decoded or handled goes to the
+dead-letter topic with the reason, and the partition keeps moving), then one Postgres transaction
+records the event ids, applies the new events and stores the positions. Kafka offsets are
+committed afterwards only as a convenience: on assignment the projector seeks to the positions
+stored in Postgres, which are the truth. A crash anywhere loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
+from plumbing.kafka import KafkaPublisher, consumer_config
+from plumbing.logs import get_logger
+from plumbing.settings import KafkaSettings
+from projections.errors import ProjectionError
+from projections.objects import Writes, writes_for
+from projections.store import Applied, PostgresProjectionStore
+from schemas import DeadLetter, EnvelopeCodec, EnvelopeError
+
+log = get_logger(__name__)
+# Postgres being restarted or unreachable: wait and retry the same batch, never skip it.
+TRANSIENT_DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                       asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+
+
+class ProjectorMetrics:
+    """Prometheus series of the projector."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.applied = Counter("projector_events_applied", "Events applied to the tables", registry=registry)
+        self.duplicates = Counter("projector_duplicates_skipped", "Events already applied before", registry=registry)
+        self.dead_letters = Counter("projector_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=registry)
+        self.batch_seconds = Histogram("projector_batch_apply_seconds", "Time to apply one batch", registry=registry)
+        self.event_age = Histogram(
+            "projector_event_age_seconds", "From receipt by a producer to applied", registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+        )
+        self.lag = Gauge("projector_consumer_lag", "Records not yet applied", ["partition"], registry=registry)
+
+
+class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, resume each partition from the position stored in Postgres."""
+
+    def __init__(self, projector: RevenueProjector):
+        self._projector = projector
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Nothing to do: positions are committed with the rows they produced."""
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._projector.seek_to_stored_positions(list(assigned))
+
+
+def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> tuple[str, str, Writes]:
+    """Returns (tenant_id, event_id, writes) of one record; raises EnvelopeError or ProjectionError."""
+    envelope = codec.decode(record.value)
+    try:
+        return envelope.tenant_id, envelope.event_id, writes_for(envelope)
+    except ProjectionError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as exc:
+        raise ProjectionError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}") from exc
+
+
+class RevenueProjector:
+    """One member of the projector consumer group."""
+
+    def __init__(self, settings: KafkaSettings, pool: asyncpg.Pool, dead_letters: KafkaPublisher,
+                 metrics: ProjectorMetrics, group_id: str | None = None, schema: str = "projection",
+                 max_records: int = 2000):
+        self._settings = settings
+        self._group = group_id or settings.projector_group
+        self._store = PostgresProjectionStore(pool, self._group, schema)
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._codec = EnvelopeCodec()
+        self._max_records = max_records
+        self._consumer = AIOKafkaConsumer(**consumer_config(settings, self._group, f"projector-{self._group}"))
+        self.applied_events = 0
+
+    async def start(self) -> None:
+        """Joins the group; partitions resume from the positions stored in Postgres."""
+        self._consumer.subscribe([self._settings.raw_topic], listener=_SeekToStoredPositions(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Leaves the group. Positions need no final commit: each batch stored its own."""
+        await self._consumer.stop()
+
+    async def seek_to_stored_positions(self, partitions: Sequence[TopicPartition]) -> None:
+        """Seeks each partition to its stored position, or to the beginning when it has none."""
+        stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
+        for tp in partitions:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Applies batches until `stop` is set."""
+        while not stop.is_set():
+            await self.run_once()
+
+    async def run_until_idle(self, timeout_s: float = 60.0) -> None:
+        """Applies batches until every assigned partition is caught up (tests and replays)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = await self.run_once(timeout_ms=300)
+            if got == 0 and self._consumer.assignment() and await self.lag() == 0:
+                return
+        raise TimeoutError(f"projector not idle after {timeout_s}s (lag {await self.lag()})")
+
+    async def lag(self) -> int:
+        """Returns the records not yet consumed on the assigned partitions; updates the lag gauge."""
+        assigned = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(assigned) if assigned else {}
+        total = 0
+        for tp in assigned:
+            behind = max(0, ends[tp] - await self._consumer.position(tp))
+            self._metrics.lag.labels(str(tp.partition)).set(behind)
+            total += behind
+        return total
+
+    async def run_once(self, timeout_ms: int = 1000) -> int:
+        """Fetches and applies one batch; returns the number of records in it."""
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
+        records = [r for partition_records in batches.values() for r in partition_records]
+        if not records:
+            return 0
+        await self.apply(records)
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - a convenience commit; Postgres holds the truth
+            log.info("kafka offset commit skipped", error=repr(exc))
+        return len(records)
+
+    async def apply(self, records: Sequence[ConsumerRecord]) -> None:
+        """Applies `records` in one transaction (dead-lettering the ones that cannot be applied)."""
+        started = time.perf_counter()
+        events: list[tuple[str, str, Writes]] = []
+        for record in records:
+            try:
+                events.append(decode(self._codec, record))
+            except (EnvelopeError, ProjectionError) as exc:
+                await self._dead_letter(record, exc)
+        positions = {(r.topic, r.partition): r.offset + 1 for r in records}
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
+                                           wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
+            with attempt:
+                try:
+                    applied = await self._store.apply(events, positions)
+                except asyncpg.DataError as exc:
+                    # One bad row fails the whole statement: find it, dead-letter it, keep the rest.
+                    applied = await self._apply_one_by_one(records, positions, exc)
+        self.applied_events += applied.new_events
+        self._metrics.applied.inc(applied.new_events)
+        self._metrics.duplicates.inc(applied.duplicates)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        now_ms = time.time() * 1000
+        for record in records:  # record timestamps are the producers' send times
+            self._metrics.event_age.observe(max(0.0, now_ms - record.timestamp) / 1000)
+
+    async def _apply_one_by_one(self, records: Sequence[ConsumerRecord], positions: dict[tuple[str, int], int],
+                                cause: Exception) -> Applied:
+        log.warning("batch failed on a bad row; applying record by record", error=repr(cause))
+        total_new = total_dup = 0
+        for record in records:
+            try:
+                event = decode(self._codec, record)
+            except (EnvelopeError, ProjectionError):
+                continue  # already dead-lettered
+            try:
+                applied = await self._store.apply([event], {})
+                total_new += applied.new_events
+                total_dup += applied.duplicates
+            except asyncpg.DataError as exc:
+                await self._dead_letter(record, exc)
+        await self._store.apply([], positions)
+        return Applied(total_new, total_dup)
+
+    async def _dead_letter(self, record: ConsumerRecord, exc: Exception) -> None:
+        """Publishes the record with the reason to the dead-letter topic and waits for the ack."""
+        letter = DeadLetter(
+            topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+            value=record.value, consumer_group=self._group, error_type=type(exc).__name__,
+            error_message=str(exc)[:2000], failed_time=datetime.now(timezone.utc),
+        )
+        await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"",
+                                         self._codec.encode_dead_letter(letter))
+        self._metrics.dead_letters.labels(type(exc).__name__).inc()
+        log.warning("record dead-lettered", topic=record.topic, partition=record.partition,
+                    offset=record.offset, error_type=type(exc).__name__)

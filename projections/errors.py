@@ -1,0 +1,17 @@
+"""The read path's errors: one base, subclasses named for what the caller must do."""
+
+from __future__ import annotations
+
+
+class ProjectionError(Exception):
+    """Base of the read path's errors."""
+
+    retriable = False
+
+
+class UnknownObjectError(ProjectionError):
+    """The record is about an object type no projection handles: dead-letter it."""
+
+
+class PoisonRecordError(ProjectionError):
+    """The record cannot be applied (undecodable, malformed payload, handler bug): dead-letter it."""

@@ -1,0 +1,52 @@
+"""Which of two states of one Stripe object is newer: the last-writer-wins rule, with its tie-break.
+
+Stripe timestamps are in seconds and deliveries come in any order, so two states of one object
+can carry the same second (`invoice.finalized` and `invoice.paid` often do). The order is the tuple
+
+    (state_time_ms, state_rank, state_event_id)
+
+compared left to right, larger wins:
+
+1. `state_time_ms` — when the state was true: the event's `created` (× 1000), or the fetch time
+   for an import snapshot floored to its second (so a snapshot and an event of the same second
+   tie on time and go to rule 2).
+2. `state_rank` — how far along its lifecycle the state is, from the status and, for charges,
+   the refunded amount (refunds only grow); a deletion outranks everything. Lifecycles move
+   forward within a second, so the further state is the later one. At equal progress a real
+   event (rank × 2 + 1) outranks a snapshot (rank × 2): the event is exact, the snapshot may
+   have been read just before the change.
+3. `state_event_id` — the event id, compared as text: arbitrary but the same in every order.
+
+Because the rule only compares states, the stored row after any delivery order (and any number
+of duplicates) is the maximum of the states seen, which is what makes the tables order-independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Lifecycle position of each status, per object type; unknown statuses sit at 0.
+STATUS_PROGRESS: Mapping[str, Mapping[str, int]] = {
+    "invoice": {"draft": 1, "open": 2, "uncollectible": 3, "paid": 4, "void": 4},
+    "charge": {"pending": 1, "failed": 2, "succeeded": 2},
+    "payment_intent": {
+        "requires_payment_method": 1, "requires_confirmation": 2, "requires_action": 3,
+        "processing": 4, "requires_capture": 5, "canceled": 6, "succeeded": 6,
+    },
+    "subscription": {
+        "incomplete": 1, "incomplete_expired": 2, "trialing": 2, "active": 3, "past_due": 4,
+        "unpaid": 5, "paused": 5, "canceled": 6,
+    },
+    "customer": {},
+}
+DELETED_PROGRESS = 100
+# Within one status, a charge's refunded amount orders its states (refunds only grow).
+AMOUNT_SCALE = 10**12
+
+
+def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_event: bool) -> int:
+    """Returns the same-second tie-break rank of one object state (fits a Postgres bigint)."""
+    progress = DELETED_PROGRESS if deleted else STATUS_PROGRESS.get(object_type, {}).get(str(obj.get("status")), 0)
+    refunded = int(obj.get("amount_refunded") or 0) if object_type == "charge" and not deleted else 0
+    return (progress * AMOUNT_SCALE + min(refunded, AMOUNT_SCALE - 1)) * 2 + (1 if from_event else 0)

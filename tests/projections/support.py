@@ -1,0 +1,103 @@
+"""Helpers for projection tests: feed simulator history through Kafka, read the tables back."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from ingestor.events import envelope_for_event, is_read_resource
+from plumbing.kafka import KafkaPublisher
+from plumbing.settings import Settings
+from projections.consumer import ProjectorMetrics, RevenueProjector
+from schemas import Envelope, EnvelopeCodec, Source, envelope_key
+from stripe_sim import SimServer
+from stripe_sim.render import render_event
+
+RECEIVED = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def history_envelopes(sim: SimServer, account_id: str, tenant_id: str, livemode: bool = False) -> list[Envelope]:
+    """Every event the simulator emitted for the account, as webhook envelopes, oldest first."""
+    store = sim.state.accounts[account_id].store(livemode)
+    events = [render_event(e) for e in reversed(store.all("event"))]
+    return [envelope_for_event(e, tenant_id, Source.WEBHOOK, RECEIVED) for e in events if is_read_resource(e)]
+
+
+def shuffled_with_duplicates(envelopes: Sequence[Envelope], seed: int, duplicate_share: float = 0.2) -> list[Envelope]:
+    """The envelopes in a random order, a share of them delivered twice."""
+    rng = random.Random(seed)
+    out = list(envelopes) + [e for e in envelopes if rng.random() < duplicate_share]
+    rng.shuffle(out)
+    return out
+
+
+async def publish(settings: Settings, envelopes: Iterable[Envelope]) -> int:
+    """Publishes envelopes to the raw topic; returns how many."""
+    codec = EnvelopeCodec()
+    records = [(envelope_key(e.tenant_id, e.object_id), codec.encode(e)) for e in envelopes]
+    async with KafkaPublisher(settings.kafka) as publisher:
+        for start in range(0, len(records), 1000):
+            await publisher.publish_many(settings.kafka.raw_topic, records[start:start + 1000])
+    return len(records)
+
+
+async def project_until_idle(settings: Settings, pool: asyncpg.Pool, timeout_s: float = 120.0) -> RevenueProjector:
+    """Runs one projector member until it has applied everything on the topic."""
+    async with KafkaPublisher(settings.kafka, client_id="test-dlq") as dead_letters:
+        projector = RevenueProjector(settings.kafka, pool, dead_letters, ProjectorMetrics(CollectorRegistry()))
+        await projector.start()
+        try:
+            await projector.run_until_idle(timeout_s)
+        finally:
+            await projector.stop()
+    return projector
+
+
+VIEWS = ("daily_revenue", "mrr_by_month", "mrr_movements", "subscriber_churn", "revenue_churn", "invoice_summary")
+TABLES = ("customers", "charges", "subscriptions", "invoices", "payment_intents", "refunds",
+          "charge_refund_levels", "subscription_versions")
+
+
+async def dump(conn: asyncpg.Connection, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Returns every projection table and view of one tenant, rows sorted, tenant column dropped."""
+    out = {}
+    for name in TABLES + VIEWS:
+        rows = await conn.fetch(f"SELECT * FROM projection.{name} WHERE tenant_id = $1", tenant_id)
+        out[name] = sorted(tuple(str(v) for k, v in r.items() if k != "tenant_id") for r in rows)
+    return out
+
+
+async def daily_figures(conn: asyncpg.Connection, tenant_id: str) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, dict[str, dict[str, int]]]]:
+    """Returns (daily gross/refunded/net, daily failed) shaped like the simulator's ground truth."""
+    daily: dict[str, dict[str, dict[str, int]]] = {}
+    failed: dict[str, dict[str, dict[str, int]]] = {}
+    for r in await conn.fetch("SELECT * FROM projection.daily_revenue WHERE tenant_id = $1", tenant_id):
+        day = r["day"].isoformat()
+        if r["gross"] or r["refunded"]:
+            daily.setdefault(day, {})[r["currency"]] = {"gross": r["gross"], "refunded": r["refunded"], "net": r["net"]}
+        if r["failed_count"]:
+            failed.setdefault(day, {})[r["currency"]] = {"count": r["failed_count"], "amount": r["failed_amount"]}
+    return daily, failed
+
+
+async def mrr_figures(conn: asyncpg.Connection, tenant_id: str) -> dict[str, dict[str, float]]:
+    """Returns MRR per month and currency (rounded to 2 places, minor units), zeros left out."""
+    out: dict[str, dict[str, float]] = {}
+    for r in await conn.fetch("SELECT * FROM projection.mrr_by_month WHERE tenant_id = $1", tenant_id):
+        if r["mrr"] > 0:
+            out.setdefault(r["month"].strftime("%Y-%m"), {})[r["currency"]] = float(round(Decimal(r["mrr"]), 2))
+    return out
+
+
+async def subscriber_figures(conn: asyncpg.Connection, tenant_id: str) -> dict[str, dict[str, int]]:
+    """Returns active/new/churned subscribers per month."""
+    return {
+        r["month"].strftime("%Y-%m"): {"active": r["active_end"], "new": r["new_subscribers"], "churned": r["churned_subscribers"]}
+        for r in await conn.fetch("SELECT * FROM projection.subscriber_churn WHERE tenant_id = $1", tenant_id)
+    }

@@ -1,4 +1,4 @@
-"""The web process: webhook receiver (and, as they come, control API and connector page), health, metrics.
+"""The web process: webhook receiver, control API (`/api/…`), health, metrics.
 
 Resources open in order and close in reverse through aiohttp's `cleanup_ctx`: Postgres pool,
 Kafka publisher, then the background task that stores when each connection last received a
@@ -16,7 +16,11 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ingestor import control_api
+from ingestor.checkpoints import PostgresCheckpoints
 from ingestor.connection_store import PostgresConnectionStore
+from ingestor.connections import ConnectionService
+from ingestor.readers import StripeReaders
 from ingestor.vault import KeyringConfigError, MasterKeyring
 from ingestor.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
 from plumbing.kafka import KafkaPublisher, PublishError
@@ -44,8 +48,14 @@ def load_keyring(settings: VaultSettings) -> MasterKeyring:
     raise KeyringConfigError("set INGESTOR_VAULT__MASTER_KEYS or INGESTOR_VAULT__MASTER_KEYS_FILE")
 
 
-def create_web_app(settings: Settings, keyring: MasterKeyring, registry: CollectorRegistry | None = None) -> web.Application:
-    """Returns the aiohttp application of the web process, not yet started."""
+def create_web_app(
+    settings: Settings, keyring: MasterKeyring, registry: CollectorRegistry | None = None,
+    readers: StripeReaders | None = None,
+) -> web.Application:
+    """Returns the aiohttp application of the web process, not yet started.
+
+    Pass `readers` to share one per-account Stripe budget with a poller or importer in this process.
+    """
     app = web.Application(client_max_size=settings.receiver.max_body_bytes + 1)
     app[REGISTRY] = registry or CollectorRegistry()
     codec = EnvelopeCodec()
@@ -58,10 +68,16 @@ def create_web_app(settings: Settings, keyring: MasterKeyring, registry: Collect
         except PublishError as exc:  # keep serving: deliveries get 503 until Kafka is back
             log.warning("Kafka unreachable at start-up; webhooks will get 503 until it is back", error=str(exc))
         store = PostgresConnectionStore(pool, keyring)
+        targets = CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s)
         receiver = WebhookReceiver(
-            CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s), store, publisher, codec,
+            targets, store, publisher, codec,
             settings.kafka.raw_topic, settings.receiver, ReceiverMetrics(app[REGISTRY]),
         )
+        service = ConnectionService(
+            store, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
+            on_secrets_changed=targets.forget,
+        )
+        app[control_api.CONTROL] = control_api.ControlApi(service, store, settings.control)
         app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER] = pool, publisher, store, receiver
         flusher = asyncio.create_task(_flush_webhook_activity(receiver, store), name="webhook-activity")
         yield
@@ -77,6 +93,7 @@ def create_web_app(settings: Settings, keyring: MasterKeyring, registry: Collect
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    control_api.add_routes(app)
     return app
 
 

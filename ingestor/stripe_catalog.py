@@ -1,0 +1,61 @@
+"""What we read from Stripe, in one place: the five resources, their permissions and event types.
+
+The key test reads each resource (and the events list), the importer pages through the five
+resources, the poller asks the events API for `EVENT_TYPES`, and the control API lists the same
+event types for the user to select on their webhook endpoint. Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One list endpoint we read: its name, object type, permission and dashboard label."""
+
+    name: str
+    object_type: str
+    permission: str
+    dashboard_label: str
+    list_params: Mapping[str, Any]
+
+
+IMPORTED: Final = (
+    Resource("customers", "customer", "rak_customer_read", "Customers", {}),
+    Resource("charges", "charge", "rak_charge_read", "Charges", {}),
+    Resource("subscriptions", "subscription", "rak_subscription_read", "Subscriptions", {"status": "all"}),
+    Resource("invoices", "invoice", "rak_invoice_read", "Invoices", {}),
+    Resource("payment_intents", "payment_intent", "rak_payment_intent_read", "PaymentIntents", {}),
+)
+EVENTS: Final = Resource("events", "event", "rak_event_read", "Events", {})
+# Everything the key test reads: the five resources and the events list the poller needs.
+TESTED: Final = (*IMPORTED, EVENTS)
+BY_NAME: Final = {r.name: r for r in TESTED}
+BY_PERMISSION: Final = {r.permission: r for r in TESTED}
+
+# The event types about the five resources that revenue depends on; the events API takes ≤ 20.
+EVENT_TYPES: Final = (
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.refunded",
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+    "payment_intent.created",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+)
+MAX_EVENT_TYPES_PER_LIST: Final = 20

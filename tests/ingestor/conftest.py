@@ -1,0 +1,111 @@
+"""Fixtures for the connection lifecycle, poller and importer tests: a Stripe simulator and the web app."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from ingestor.app import create_web_app
+from ingestor.checkpoints import PostgresCheckpoints
+from ingestor.connection_store import PostgresConnectionStore
+from ingestor.readers import StripeReaders
+from ingestor.vault import MasterKeyring, generate_master_key
+from plumbing.logs import configure_logging
+from plumbing.settings import ControlSettings, LogSettings, ReceiverSettings, Settings, StripeSettings
+from stripe_sim import SimServer
+
+ADMIN_TOKEN = "admin-" + "t" * 30
+
+
+@pytest.fixture(scope="module")
+async def sim() -> AsyncIterator[SimServer]:
+    """A Stripe simulator on a free port, on real time (imports compute windows from the wall clock)."""
+    async with SimServer(seed=5) as server:
+        yield server
+
+
+@pytest.fixture
+def log_stream() -> Any:
+    """Captures every log line (structlog and stdlib) of the test, through the secret-masking formatter."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(LogSettings(level="DEBUG", json_lines=True), stream)
+    yield stream
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+def ingest_settings(base: Settings, sim: SimServer, **stripe: Any) -> Settings:
+    """Settings aimed at the simulator with quick retries (tests raise the simulator's rate limit)."""
+    stripe_settings = StripeSettings(api_base=sim.base_url, retry_attempts=stripe.pop("retry_attempts", 4),
+                                     retry_initial_wait_s=0.05, retry_max_wait_s=0.3, **stripe)
+    return base.model_copy(update={
+        "control": ControlSettings(admin_token=ADMIN_TOKEN),  # type: ignore[arg-type]
+        "stripe": stripe_settings,
+        "receiver": ReceiverSettings(target_cache_ttl_s=0),
+    })
+
+
+@dataclass
+class ControlClient:
+    """The web app on a real port, with a JSON client that remembers every answer (for leak checks)."""
+
+    settings: Settings
+    server: TestServer
+    http: aiohttp.ClientSession
+    pool: asyncpg.Pool
+    store: PostgresConnectionStore
+    checkpoints: PostgresCheckpoints
+    keyring: MasterKeyring
+    readers: StripeReaders
+    answers: list[bytes] = field(default_factory=list)
+
+    async def call(self, method: str, path: str, token: str | None = ADMIN_TOKEN,
+                   body: Any = None) -> tuple[int, Any]:
+        """Sends one request; returns (status, parsed JSON)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = orjson.dumps(body) if body is not None else None
+        async with self.http.request(method, self.server.make_url(path), data=data, headers=headers) as resp:
+            raw = await resp.read()
+            self.answers.append(raw)
+            return resp.status, orjson.loads(raw) if raw else None
+
+    async def tenant(self, name: str = "Acme") -> tuple[str, str]:
+        """Creates a tenant; returns (tenant_id, tenant token)."""
+        status, body = await self.call("POST", "/api/tenants", body={"name": name})
+        assert status == 201, body
+        return body["tenant_id"], body["api_token"]
+
+    def url_path(self, webhook_url: str) -> str:
+        """Returns the path of a webhook URL (the app's public base URL is not the test server's)."""
+        return "/webhooks/stripe/" + webhook_url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+async def control(
+    make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]],
+    clean_database: str, sim: SimServer,
+) -> AsyncIterator[ControlClient]:
+    """The web process (receiver + control API) against the simulator, Kafka and Postgres."""
+    settings = ingest_settings(make_settings(send_timeout_s=5.0), sim)
+    await create_topic(settings.kafka.raw_topic, 3)
+    keyring = MasterKeyring.from_setting(generate_master_key("k1"))
+    readers = StripeReaders(settings.stripe)
+    server = TestServer(create_web_app(settings, keyring, readers=readers), host="127.0.0.1")
+    await server.start_server()
+    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
+    async with aiohttp.ClientSession() as http:
+        yield ControlClient(settings, server, http, pool, PostgresConnectionStore(pool, keyring),
+                            PostgresCheckpoints(pool), keyring, readers)
+    await server.close()
+    await pool.close()

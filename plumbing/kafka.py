@@ -57,8 +57,8 @@ def consumer_config(settings: KafkaSettings, group_id: str, client_id: str) -> d
         "max_partition_fetch_bytes": MAX_RECORD_BYTES,
         "fetch_max_bytes": 16 * MAX_RECORD_BYTES,
         "max_poll_records": 2000,
-        "session_timeout_ms": 10_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(300, settings.session_timeout_ms // 3),
         "request_timeout_ms": 40_000,
         "retry_backoff_ms": 200,
     }

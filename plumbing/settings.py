@@ -42,6 +42,8 @@ class KafkaSettings(BaseModel):
     max_batch_size: int = Field(default=256 * 1024, ge=1024)
     compression: str = "zstd"
     projector_group: str = "revenue-projector"
+    # How long the group waits for a silent member before handing its partitions to others.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
 
 
 class PostgresSettings(BaseModel):

@@ -94,6 +94,8 @@ class KafkaBroker:
                 "transaction.state.log.min.isr=1",
                 "share.coordinator.state.topic.replication.factor=1",
                 "group.initial.rebalance.delay.ms=0",
+                # Lets tests use short consumer sessions, so a SIGKILLed member is replaced quickly.
+                "group.min.session.timeout.ms=1000",
                 "message.max.bytes=2097152",
                 "log.retention.hours=-1",
                 "",

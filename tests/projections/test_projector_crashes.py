@@ -1,0 +1,107 @@
+"""SIGKILL of the projector process at random points of a 50,000-event run leaves tables equal to a clean run."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from plumbing.settings import Settings
+from stack import REPO_ROOT
+from stripe_sim import OLD_VERSION, SimServer
+from tests.helpers import topic_size, wait_for
+from tests.projections.support import dump, history_envelopes, project_until_idle, publish, shuffled_with_duplicates
+
+pytestmark = pytest.mark.integration
+KILLS = 10
+
+
+@pytest.fixture
+async def pool(clean_database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def projector_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """Starts `python -m projections` configured only through its environment, as in production."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INGESTOR_KAFKA__RAW_TOPIC": settings.kafka.raw_topic,
+        "INGESTOR_KAFKA__DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
+        "INGESTOR_KAFKA__PROJECTOR_GROUP": settings.kafka.projector_group,
+        "INGESTOR_KAFKA__SESSION_TIMEOUT_MS": "1500",
+        "INGESTOR_POSTGRES__DSN": settings.postgres.dsn.get_secret_value(),
+        "INGESTOR_PROJECTOR__METRICS_PORT": "0",
+        "INGESTOR_PROJECTOR__MAX_BATCH_RECORDS": "500",
+        "INGESTOR_LOG__LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "-m", "projections"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def applied_offsets(pool: asyncpg.Pool, group: str) -> int:
+    return int(await pool.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM projection.consumer_positions WHERE consumer_group = $1", group))
+
+
+async def test_sigkill_at_random_points_changes_nothing(
+    make_settings: Callable[..., Settings], pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
+) -> None:
+    async with SimServer(seed=77) as sim:
+        account = sim.create_account(api_version=OLD_VERSION, customers=1000, months=12, seed=99)
+        base = history_envelopes(sim, account.id, "clean")
+    base = shuffled_with_duplicates(base, seed=9, duplicate_share=0.9)[:50_000]
+    assert len(base) == 50_000
+
+    clean = make_settings()
+    killed = make_settings()
+    tenant = f"killed_{killed.kafka.projector_group[-8:]}"
+    for s in (clean, killed):
+        await create_topic(s.kafka.raw_topic, 4)
+        await create_topic(s.kafka.dead_letter_topic, 1)
+    await publish(clean, base)
+    await publish(killed, [dataclasses.replace(e, tenant_id=tenant) for e in base])
+    total = await topic_size(killed.kafka, killed.kafka.raw_topic)
+
+    await project_until_idle(clean, pool, timeout_s=300)
+
+    rng = random.Random(2024)
+    group = killed.kafka.projector_group
+    for kill in range(KILLS):
+        before = await applied_offsets(pool, group)
+        target = min(total, before + rng.randint(200, 4000))
+        process = projector_process(killed)
+        try:
+            async def progressed() -> bool:
+                if process.poll() is not None:
+                    raise AssertionError(f"projector exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                return await applied_offsets(pool, group) >= target
+            await wait_for(progressed, timeout_s=120, what=f"projector progress before kill {kill + 1}")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+    assert await applied_offsets(pool, group) < total, "the run finished before the last kill; kill earlier"
+
+    process = projector_process(killed)
+    try:
+        async def caught_up() -> bool:
+            return await applied_offsets(pool, group) == total
+        await wait_for(caught_up, timeout_s=300, what="the restarted projector to catch up")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+
+    distinct = len({e.event_id for e in base})
+    assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct
+    async with pool.acquire() as conn:
+        assert await dump(conn, tenant) == await dump(conn, "clean")

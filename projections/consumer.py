@@ -58,10 +58,15 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         self._projector = projector
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        """Nothing to do: positions are committed with the rows they produced."""
+        """Waits for the batch in hand: its positions must be stored before anyone reads them."""
+        async with self._projector.applying:
+            pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self._projector.seek_to_stored_positions(list(assigned))
+        async with self._projector.applying:
+            await self._projector.seek_to_stored_positions(list(assigned))
+            # After the seek: a batch fetched while we looked the positions up is stale.
+            self._projector.assignment_generation += 1
 
 
 def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> tuple[str, str, Writes]:
@@ -90,6 +95,10 @@ class RevenueProjector:
         self._max_records = max_records
         self._consumer = AIOKafkaConsumer(**consumer_config(settings, self._group, f"projector-{self._group}"))
         self.applied_events = 0
+        # Held while a batch is applied, so a rebalance never reads positions a batch is about to move.
+        self.applying = asyncio.Lock()
+        # Bumped on every assignment: a batch fetched before a seek is stale and is dropped.
+        self.assignment_generation = 0
 
     async def start(self) -> None:
         """Joins the group; partitions resume from the positions stored in Postgres."""
@@ -103,11 +112,12 @@ class RevenueProjector:
     async def seek_to_stored_positions(self, partitions: Sequence[TopicPartition]) -> None:
         """Seeks each partition to its stored position, or to the beginning when it has none."""
         stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
+        fresh = [tp for tp in partitions if tp.partition not in stored]
+        # An explicit offset, not seek_to_beginning(): that one resets asynchronously and could
+        # move a partition back after a batch from it was already applied.
+        beginnings = await self._consumer.beginning_offsets(fresh) if fresh else {}
         for tp in partitions:
-            if tp.partition in stored:
-                self._consumer.seek(tp, stored[tp.partition])
-            else:
-                await self._consumer.seek_to_beginning(tp)
+            self._consumer.seek(tp, stored[tp.partition] if tp.partition in stored else beginnings[tp])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Applies batches until `stop` is set."""
@@ -136,11 +146,15 @@ class RevenueProjector:
 
     async def run_once(self, timeout_ms: int = 1000) -> int:
         """Fetches and applies one batch; returns the number of records in it."""
+        generation = self.assignment_generation
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
         records = [r for partition_records in batches.values() for r in partition_records]
         if not records:
             return 0
-        await self.apply(records)
+        async with self.applying:
+            if generation != self.assignment_generation:
+                return 0  # fetched before the partitions were (re)positioned: they will be fetched again
+            await self.apply(records)
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
         try:
             await self._consumer.commit(offsets)

@@ -54,5 +54,52 @@ def migrate() -> None:
     asyncio.run(prepare(settings.kafka, settings.postgres))
 
 
+@main.command()
+def web() -> None:
+    """Serve the webhook receiver and the control API."""
+    from ingestor import commands
+
+    commands.web()
+
+
+@main.command()
+@click.option("--poll/--no-poll", default=True, help="Run the events poller.")
+@click.option("--import/--no-import", "imports", default=True, help="Run pending history imports.")
+def worker(poll: bool, imports: bool) -> None:
+    """Run the Stripe events poller and the history importer."""
+    from ingestor import commands
+
+    commands.worker(poll, imports)
+
+
+@main.command()
+def poll() -> None:
+    """Run one poll cycle for every connection (burst mode) and exit."""
+    from ingestor import commands
+
+    for line in commands.poll_once():
+        click.echo(line)
+
+
+@main.command(name="import")
+@click.argument("connection_id")
+@click.option("--months", type=click.IntRange(1, 120), default=None, help="History to import (default: setting).")
+@click.option("--restart", is_flag=True, help="Start a new import instead of resuming the checkpoint.")
+@click.option("--no-progress", is_flag=True, help="Do not draw progress bars.")
+def import_(connection_id: str, months: int | None, restart: bool, no_progress: bool) -> None:
+    """Import (or resume importing) one connection's history, with progress."""
+    from ingestor import commands
+
+    click.echo(commands.import_connection(connection_id, months, restart, progress=not no_progress))
+
+
+@main.command(name="rotate-master-key")
+def rotate_master_key() -> None:
+    """Re-encrypt every Stripe key and webhook secret with the current (first) master key."""
+    from ingestor import commands
+
+    click.echo(commands.rotate_master_key())
+
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,9 @@ from ingestor.checkpoints import PostgresCheckpoints
 from ingestor.connection_store import PostgresConnectionStore
 from ingestor.readers import StripeReaders
 from ingestor.vault import MasterKeyring, generate_master_key
+from ingestor.worker import Worker, open_worker
+from schemas import Envelope, EnvelopeCodec
+from tests.helpers import consume_all
 from plumbing.logs import configure_logging
 from plumbing.settings import ControlSettings, LogSettings, ReceiverSettings, Settings, StripeSettings
 from stripe_sim import SimServer
@@ -47,7 +50,7 @@ def log_stream() -> Any:
 
 def ingest_settings(base: Settings, sim: SimServer, **stripe: Any) -> Settings:
     """Settings aimed at the simulator with quick retries (tests raise the simulator's rate limit)."""
-    stripe_settings = StripeSettings(api_base=sim.base_url, retry_attempts=stripe.pop("retry_attempts", 4),
+    stripe_settings = StripeSettings(api_base=sim.base_url, retry_attempts=stripe.pop("retry_attempts", 8),
                                      retry_initial_wait_s=0.05, retry_max_wait_s=0.3, **stripe)
     return base.model_copy(update={
         "control": ControlSettings(admin_token=ADMIN_TOKEN),  # type: ignore[arg-type]
@@ -68,6 +71,7 @@ class ControlClient:
     checkpoints: PostgresCheckpoints
     keyring: MasterKeyring
     readers: StripeReaders
+    master_keys: str
     answers: list[bytes] = field(default_factory=list)
 
     async def call(self, method: str, path: str, token: str | None = ADMIN_TOKEN,
@@ -99,13 +103,47 @@ async def control(
     """The web process (receiver + control API) against the simulator, Kafka and Postgres."""
     settings = ingest_settings(make_settings(send_timeout_s=5.0), sim)
     await create_topic(settings.kafka.raw_topic, 3)
-    keyring = MasterKeyring.from_setting(generate_master_key("k1"))
+    master_keys = generate_master_key("k1")
+    keyring = MasterKeyring.from_setting(master_keys)
     readers = StripeReaders(settings.stripe)
     server = TestServer(create_web_app(settings, keyring, readers=readers), host="127.0.0.1")
     await server.start_server()
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
     async with aiohttp.ClientSession() as http:
         yield ControlClient(settings, server, http, pool, PostgresConnectionStore(pool, keyring),
-                            PostgresCheckpoints(pool), keyring, readers)
+                            PostgresCheckpoints(pool), keyring, readers, master_keys)
     await server.close()
     await pool.close()
+
+
+@pytest.fixture
+async def worker(control: ControlClient) -> AsyncIterator[Worker]:
+    """The poller and importer, sharing the web app's Stripe budgets (as in one process)."""
+    async with open_worker(control.settings, control.keyring, control.readers) as w:
+        yield w
+
+
+async def connect(control: ControlClient, sim: SimServer, account: str, name: str = "Acme",
+                  permissions: Any = None) -> tuple[str, str, str, str]:
+    """Creates a tenant and connects a fresh restricted key; returns (tenant, token, connection id, key)."""
+    tenant, token = await control.tenant(name)
+    key = sim.create_restricted_key(account) if permissions is None else sim.create_restricted_key(account, permissions=permissions)
+    status, body = await control.call("POST", f"/api/tenants/{tenant}/connections", token, {"key": key})
+    assert status == 201, body
+    return tenant, token, body["connection"]["connection_id"], key
+
+
+async def published_envelopes(settings: Settings, minimum: int = 0, timeout_s: float = 30.0) -> list[Envelope]:
+    """Reads the test's raw topic from the beginning (at least `minimum` records) and decodes it."""
+    records = await consume_all(settings.kafka, settings.kafka.raw_topic, minimum, timeout_s)
+    codec = EnvelopeCodec()
+    return [codec.decode(value) for _, value in records]
+
+
+def sim_objects(sim: SimServer, account: str) -> dict[str, set[str]]:
+    """Returns the ids the simulator's list endpoints serve, per object type (deleted customers excluded)."""
+    store = sim.state.accounts[account].store(False)
+    out = {}
+    for kind in ("customer", "charge", "subscription", "invoice", "payment_intent"):
+        out[kind] = {o["id"] for o in store.all(kind) if not (kind == "customer" and o.get("deleted"))}
+    return out

@@ -153,7 +153,10 @@ class RevenueProjector:
             return 0
         async with self.applying:
             if generation != self.assignment_generation:
-                return 0  # fetched before the partitions were (re)positioned: they will be fetched again
+                # Partitions were (re)positioned while this batch was fetched: whether it came from
+                # before or after that seek, resume from the stored positions and fetch again.
+                await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
+                return 0
             await self.apply(records)
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
         try:

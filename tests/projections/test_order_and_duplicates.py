@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from projections.objects import STATE_COLUMNS, Writes, writes_for
 from projections.store import PostgresProjectionStore
@@ -172,3 +174,18 @@ def test_writes_is_pure() -> None:
     envelope = event(CHARGE | {"status": "succeeded"}, "charge.succeeded", "evt_p", T, "t")
     assert writes_for(envelope) == writes_for(envelope)
     assert isinstance(writes_for(envelope), Writes)
+
+
+@given(st.permutations(list(range(12))), st.integers(min_value=0, max_value=3))
+def test_collapsing_a_batch_keeps_the_newest_state_whatever_the_order(order: list[int], ties: int) -> None:
+    from hypothesis import note
+
+    from projections.objects import StateRow
+    from projections.store import newest_per_object
+
+    states = [StateRow("charges", "t", f"ch_{i % 3}", 1000 * (i % (4 - ties) + 1), i % 2, f"evt_{i}", False, (i,))
+              for i in range(12)]
+    expected = newest_per_object(states)
+    shuffled = newest_per_object([states[i] for i in order])
+    note(str(shuffled))
+    assert {s.object_id: s for s in expected["charges"]} == {s.object_id: s for s in shuffled["charges"]}

@@ -25,7 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 from plumbing.kafka import KafkaPublisher, consumer_config
 from plumbing.logs import get_logger
 from plumbing.settings import KafkaSettings
-from projections.errors import ProjectionError
+from projections.errors import PositionGapError, ProjectionError
 from projections.objects import Writes, writes_for
 from projections.store import Applied, PostgresProjectionStore
 from schemas import DeadLetter, EnvelopeCodec, EnvelopeError
@@ -157,7 +157,12 @@ class RevenueProjector:
                 # before or after that seek, resume from the stored positions and fetch again.
                 await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
                 return 0
-            await self.apply(records)
+            try:
+                await self.apply(records)
+            except PositionGapError as exc:
+                log.info("batch starts after the stored position; seeking back", reason=str(exc))
+                await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
+                return 0
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
         try:
             await self._consumer.commit(offsets)
@@ -175,11 +180,14 @@ class RevenueProjector:
             except (EnvelopeError, ProjectionError) as exc:
                 await self._dead_letter(record, exc)
         positions = {(r.topic, r.partition): r.offset + 1 for r in records}
+        first_offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            first_offsets.setdefault((r.topic, r.partition), r.offset)
         async for attempt in AsyncRetrying(retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
                                            wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
             with attempt:
                 try:
-                    applied = await self._store.apply(events, positions)
+                    applied = await self._store.apply(events, positions, first_offsets)
                 except asyncpg.DataError as exc:
                     # One bad row fails the whole statement: find it, dead-letter it, keep the rest.
                     applied = await self._apply_one_by_one(records, positions, exc)

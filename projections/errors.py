@@ -15,3 +15,9 @@ class UnknownObjectError(ProjectionError):
 
 class PoisonRecordError(ProjectionError):
     """The record cannot be applied (undecodable, malformed payload, handler bug): dead-letter it."""
+
+
+class PositionGapError(ProjectionError):
+    """A batch starts after the stored position: seek back to the stored position and fetch again."""
+
+    retriable = True

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from projections.errors import PositionGapError
 from projections.objects import STATE_COLUMNS, StateRow, Writes
 from plumbing.kafka import Position
 
@@ -102,13 +103,36 @@ class PostgresProjectionStore:
         )
         return {r["partition"]: r["next_offset"] for r in rows}
 
-    async def apply(self, events: Sequence[tuple[str, str, Writes]], positions: Mapping[tuple[str, int], int]) -> Applied:
+    async def apply(
+        self,
+        events: Sequence[tuple[str, str, Writes]],
+        positions: Mapping[tuple[str, int], int],
+        first_offsets: Mapping[tuple[str, int], int] | None = None,
+    ) -> Applied:
         """Applies the new events among `events` ((tenant_id, event_id, writes)) and stores `positions`.
 
-        Raises asyncpg errors; on any error nothing of the batch is stored.
+        With `first_offsets`, refuses (PositionGapError) a batch that starts after a partition's
+        stored position: records in between were never applied here (a replay swapped the tables
+        in, or the consumer was repositioned), so the caller must seek back. Raises asyncpg errors;
+        on any error nothing of the batch is stored.
         """
         async with self._pool.acquire() as conn, conn.transaction():
+            if first_offsets:
+                await self._check_no_gap(conn, first_offsets)
             return await self.apply_in(conn, events, positions)
+
+    async def _check_no_gap(self, conn: asyncpg.Connection, first_offsets: Mapping[tuple[str, int], int]) -> None:
+        rows = await conn.fetch(
+            f"SELECT topic, partition, next_offset FROM {self._schema}.consumer_positions "
+            "WHERE consumer_group = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[])) FOR UPDATE",
+            self._group, [k[0] for k in first_offsets], [k[1] for k in first_offsets],
+        )
+        for row in rows:
+            first = first_offsets[(row["topic"], row["partition"])]
+            if row["next_offset"] < first:
+                raise PositionGapError(
+                    f"partition {row['partition']} is stored at {row['next_offset']} but the batch starts at {first}"
+                )
 
     async def apply_in(
         self, conn: asyncpg.Connection, events: Sequence[tuple[str, str, Writes]], positions: Mapping[tuple[str, int], int]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,9 +83,9 @@ def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> tuple[str, str, Writ
 class RevenueProjector:
     """One member of the projector consumer group."""
 
-    def __init__(self, settings: KafkaSettings, pool: asyncpg.Pool, dead_letters: KafkaPublisher,
+    def __init__(self, settings: KafkaSettings, pool: asyncpg.Pool, dead_letters: KafkaPublisher | None,
                  metrics: ProjectorMetrics, group_id: str | None = None, schema: str = "projection",
-                 max_records: int = 2000):
+                 max_records: int = 2000, tenant_filter: str | None = None):
         self._settings = settings
         self._group = group_id or settings.projector_group
         self._store = PostgresProjectionStore(pool, self._group, schema)
@@ -93,6 +93,7 @@ class RevenueProjector:
         self._metrics = metrics
         self._codec = EnvelopeCodec()
         self._max_records = max_records
+        self._tenant_filter = tenant_filter  # a replay of one tenant skips the others' events
         self._consumer = AIOKafkaConsumer(**consumer_config(settings, self._group, f"projector-{self._group}"))
         self.applied_events = 0
         # Held while a batch is applied, so a rebalance never reads positions a batch is about to move.
@@ -124,11 +125,13 @@ class RevenueProjector:
         while not stop.is_set():
             await self.run_once()
 
-    async def run_until_idle(self, timeout_s: float = 60.0) -> None:
+    async def run_until_idle(self, timeout_s: float = 60.0, on_progress: Callable[[int], None] | None = None) -> None:
         """Applies batches until every assigned partition is caught up (tests and replays)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             got = await self.run_once(timeout_ms=300)
+            if on_progress is not None and got:
+                on_progress(got)
             if got == 0 and self._consumer.assignment() and await self.lag() == 0:
                 return
         raise TimeoutError(f"projector not idle after {timeout_s}s (lag {await self.lag()})")
@@ -176,9 +179,12 @@ class RevenueProjector:
         events: list[tuple[str, str, Writes]] = []
         for record in records:
             try:
-                events.append(decode(self._codec, record))
+                event = decode(self._codec, record)
             except (EnvelopeError, ProjectionError) as exc:
                 await self._dead_letter(record, exc)
+                continue
+            if self._tenant_filter is None or event[0] == self._tenant_filter:
+                events.append(event)
         positions = {(r.topic, r.partition): r.offset + 1 for r in records}
         first_offsets: dict[tuple[str, int], int] = {}
         for r in records:
@@ -218,7 +224,14 @@ class RevenueProjector:
         return Applied(total_new, total_dup)
 
     async def _dead_letter(self, record: ConsumerRecord, exc: Exception) -> None:
-        """Publishes the record with the reason to the dead-letter topic and waits for the ack."""
+        """Publishes the record with the reason to the dead-letter topic and waits for the ack.
+
+        Without a dead-letter publisher (a replay: the live group already dead-lettered it) the
+        record is only skipped and counted.
+        """
+        self._metrics.dead_letters.labels(type(exc).__name__).inc()
+        if self._dead_letters is None:
+            return
         letter = DeadLetter(
             topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
             value=record.value, consumer_group=self._group, error_type=type(exc).__name__,
@@ -226,6 +239,5 @@ class RevenueProjector:
         )
         await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"",
                                          self._codec.encode_dead_letter(letter))
-        self._metrics.dead_letters.labels(type(exc).__name__).inc()
         log.warning("record dead-lettered", topic=record.topic, partition=record.partition,
                     offset=record.offset, error_type=type(exc).__name__)

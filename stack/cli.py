@@ -93,6 +93,26 @@ def import_(connection_id: str, months: int | None, restart: bool, no_progress: 
     click.echo(commands.import_connection(connection_id, months, restart, progress=not no_progress))
 
 
+@main.command()
+def projector() -> None:
+    """Run one projector: raw events topic → revenue tables in Postgres (exactly-once)."""
+    from projections import commands
+
+    commands.projector()
+
+
+@main.command()
+@click.option("--tenant", "tenant_id", default=None, help="Rebuild only this tenant (default: every tenant).")
+@click.option("--timeout", "timeout_s", type=float, default=3600.0, show_default=True, help="Give up after this many seconds.")
+def replay(tenant_id: str | None, timeout_s: float) -> None:
+    """Rebuild projections from offset zero into fresh tables and swap them in (the old ones serve meanwhile)."""
+    from projections import commands
+
+    report = commands.replay_projections(tenant_id, timeout_s)
+    click.echo(f"replayed {report.events_applied} events in {report.seconds:.1f}s into {report.schema}; swapped in"
+               + (f" (previous tables kept in schema {report.old_schema})" if report.old_schema else ""))
+
+
 @main.command(name="rotate-master-key")
 def rotate_master_key() -> None:
     """Re-encrypt every Stripe key and webhook secret with the current (first) master key."""

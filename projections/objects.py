@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -52,8 +52,7 @@ TABLE_OF_OBJECT = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class StateRow:
+class StateRow(NamedTuple):
     """The state of one object as one event shows it, with its last-writer-wins order."""
 
     table: str
@@ -71,8 +70,7 @@ class StateRow:
         return (self.state_time, self.state_rank, self.state_event_id)
 
 
-@dataclass(frozen=True, slots=True)
-class RefundRow:
+class RefundRow(NamedTuple):
     """A refund Stripe listed on a charge."""
 
     tenant_id: str
@@ -84,8 +82,7 @@ class RefundRow:
     created: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class RefundLevel:
+class RefundLevel(NamedTuple):
     """A refunded amount a charge was seen at, and when."""
 
     tenant_id: str
@@ -94,8 +91,7 @@ class RefundLevel:
     seen_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionVersion:
+class SubscriptionVersion(NamedTuple):
     """One point of a subscription's MRR history."""
 
     tenant_id: str

@@ -12,7 +12,7 @@ from stack.progress import say
 
 ROLE = "ingestor"
 PASSWORD = "ingestor"  # a local development password; production DSNs come from settings
-DATABASES = ("ingestor", "ingestor_test")
+DATABASES = ("ingestor", "ingestor_test", "ingestor_bench")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,39 @@
+"""What every benchmark needs: the local platform, a clean bench database, settings for it."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from plumbing.migrations import apply_migrations
+from plumbing.settings import KafkaSettings, PostgresSettings, Settings
+from projections import MIGRATIONS_DIR
+from stack.progress import say
+from stack.up import Platform, start_platform
+
+BENCH_DATABASE = "ingestor_bench"
+
+
+async def bench_settings(platform: Platform) -> Settings:
+    """Returns settings for fresh topics and a freshly migrated bench database."""
+    dsn = platform.postgres_dsn(BENCH_DATABASE)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
+                           "DROP SCHEMA IF EXISTS analytics CASCADE; CREATE SCHEMA public;")
+        await apply_migrations(conn, MIGRATIONS_DIR)
+    finally:
+        await conn.close()
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers, raw_topic=f"bench.raw.{suffix}",
+                            dead_letter_topic=f"bench.dlq.{suffix}", projector_group=f"bench-{suffix}"),
+        postgres=PostgresSettings(dsn=dsn),  # type: ignore[arg-type]
+    )
+
+
+def platform() -> Platform:
+    """Starts (or reuses) Kafka and Postgres."""
+    say("bringing up the local platform for the benchmark…")
+    return start_platform()

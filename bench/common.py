@@ -9,6 +9,7 @@ import asyncpg
 from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
 from projections import MIGRATIONS_DIR
+from projections.catalog import sync_catalog
 from stack.progress import say
 from stack.up import Platform, start_platform
 
@@ -21,8 +22,10 @@ async def bench_settings(platform: Platform) -> Settings:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
-                           "DROP SCHEMA IF EXISTS analytics CASCADE; CREATE SCHEMA public;")
+                           "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; "
+                           "CREATE SCHEMA public;")
         await apply_migrations(conn, MIGRATIONS_DIR)
+        await sync_catalog(conn)
     finally:
         await conn.close()
     suffix = uuid.uuid4().hex[:8]

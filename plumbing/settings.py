@@ -156,6 +156,17 @@ class ProjectorSettings(BaseModel):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
 
 
+class ReaderSettings(BaseModel):
+    """The AI query layer's read-only connections, one login role per permission level."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    summary_dsn: SecretStr = SecretStr("postgresql://revenue_reader_summary:reader@127.0.0.1:5432/ingestor")
+    standard_dsn: SecretStr = SecretStr("postgresql://revenue_reader_standard:reader@127.0.0.1:5432/ingestor")
+    full_dsn: SecretStr = SecretStr("postgresql://revenue_reader_full:reader@127.0.0.1:5432/ingestor")
+    statement_timeout_ms: int = Field(default=5000, ge=100)
+
+
 class LogSettings(BaseModel):
     """How log lines are written (always with secrets masked)."""
 
@@ -179,6 +190,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     log: LogSettings = LogSettings()
     projector: ProjectorSettings = ProjectorSettings()
+    reader: ReaderSettings = ReaderSettings()
     http: HttpSettings = HttpSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     vault: VaultSettings = VaultSettings()

@@ -45,6 +45,14 @@ class ReplayReport:
     old_schema: str | None
 
 
+RERUN_MARK = "-- rerun-after-replay"
+
+
+def views_to_rebind(directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Returns the migrations whose views must be re-created after a swap (views bind to tables)."""
+    return [m.sql for m in read_migrations(directory) if m.sql.startswith(RERUN_MARK)]
+
+
 def projection_migrations(directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Returns, in order, the SQL of the migrations that build the `projection` schema."""
     return [m.sql for m in read_migrations(directory) if SCHEMA_LINE.search(m.sql)]
@@ -83,6 +91,8 @@ async def swap_in(conn: asyncpg.Connection, schema: str, replay_group: str, live
             old = f"{LIVE_SCHEMA}_old_{stamp}"
             await conn.execute(f"ALTER SCHEMA {LIVE_SCHEMA} RENAME TO {old}")
             await conn.execute(f"ALTER SCHEMA {schema} RENAME TO {LIVE_SCHEMA}")
+            for sql in views_to_rebind():
+                await conn.execute(sql)
             return old
         for table in await _base_tables(conn, schema):
             await conn.execute(f"DELETE FROM {LIVE_SCHEMA}.{table} WHERE tenant_id = $1", tenant_id)

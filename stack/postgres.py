@@ -11,6 +11,10 @@ from stack import StackError
 from stack.progress import say
 
 ROLE = "ingestor"
+# Read-only login roles of the AI query layer, one per permission level (created here for the local
+# stack with a local password; migrations create them without one where they are missing).
+READER_ROLES = ("revenue_reader_summary", "revenue_reader_standard", "revenue_reader_full")
+READER_PASSWORD = "reader"
 PASSWORD = "ingestor"  # a local development password; production DSNs come from settings
 DATABASES = ("ingestor", "ingestor_test", "ingestor_bench")
 
@@ -28,6 +32,11 @@ class Cluster:
 def dsn(cluster: Cluster, database: str) -> str:
     """Returns the connection string of `database` on `cluster` as the project's role."""
     return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{cluster.port}/{database}"
+
+
+def reader_dsn(cluster: Cluster, level: str, database: str = "ingestor") -> str:
+    """Returns the connection string of the local read-only role of one permission level."""
+    return f"postgresql://revenue_reader_{level}:{READER_PASSWORD}@127.0.0.1:{cluster.port}/{database}"
 
 
 def ensure_installed() -> None:
@@ -95,6 +104,12 @@ def _ensure_role_and_databases(cluster: Cluster) -> None:
         f"CREATE ROLE {ROLE} LOGIN CREATEROLE PASSWORD '{PASSWORD}'; END IF; END $$;"
     )
     _psql(cluster, role_sql)
+    for reader in READER_ROLES:
+        _psql(cluster, (
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{reader}') THEN "
+            f"CREATE ROLE {reader} LOGIN NOINHERIT CONNECTION LIMIT 50 PASSWORD '{READER_PASSWORD}'; "
+            f"ELSE ALTER ROLE {reader} LOGIN PASSWORD '{READER_PASSWORD}'; END IF; END $$;"
+        ))
     existing = _psql(cluster, "SELECT datname FROM pg_database", tuples=True).split()
     for database in DATABASES:
         if database not in existing:

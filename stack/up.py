@@ -9,6 +9,7 @@ from plumbing.kafka import ensure_topics
 from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings
 from projections import MIGRATIONS_DIR
+from projections.catalog import sync_catalog
 from stack import postgres
 from stack.kafka import KafkaBroker
 from stack.progress import say
@@ -41,6 +42,7 @@ async def prepare(kafka: KafkaSettings, pg: PostgresSettings) -> None:
     conn = await asyncpg.connect(pg.dsn.get_secret_value())
     try:
         applied = await apply_migrations(conn, MIGRATIONS_DIR)
+        await sync_catalog(conn)
     finally:
         await conn.close()
     say(f"database schema up to date ({len(applied)} migration(s) applied)")

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
 from projections import MIGRATIONS_DIR
+from projections.catalog import sync_catalog
 from stack.up import Platform, start_platform
 
 TEST_DATABASE = "ingestor_test"
@@ -36,9 +37,10 @@ async def clean_database(platform: Platform) -> str:
     try:
         await conn.execute(
             "DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
-            "DROP SCHEMA IF EXISTS analytics CASCADE; CREATE SCHEMA public;"
+            "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; CREATE SCHEMA public;"
         )
         await apply_migrations(conn, MIGRATIONS_DIR)
+        await sync_catalog(conn)
     finally:
         await conn.close()
     return dsn

@@ -64,8 +64,15 @@ TABLES = ("customers", "charges", "subscriptions", "invoices", "payment_intents"
           "charge_refund_levels", "subscription_versions")
 
 
+async def bind_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
+    """Binds an owner connection to a tenant, as the read layer does, so the aggregate views show it."""
+    await conn.execute("SELECT set_config('app.tenant_id', $1, false), "
+                       "set_config('app.tenant_sig', analytics_private.tenant_signature($1), false)", tenant_id)
+
+
 async def dump(conn: asyncpg.Connection, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
     """Returns every projection table and view of one tenant, rows sorted, tenant column dropped."""
+    await bind_tenant(conn, tenant_id)
     out = {}
     for name in TABLES + VIEWS:
         rows = await conn.fetch(f"SELECT * FROM projection.{name} WHERE tenant_id = $1", tenant_id)
@@ -75,6 +82,7 @@ async def dump(conn: asyncpg.Connection, tenant_id: str) -> dict[str, list[tuple
 
 async def daily_figures(conn: asyncpg.Connection, tenant_id: str) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, dict[str, dict[str, int]]]]:
     """Returns (daily gross/refunded/net, daily failed) shaped like the simulator's ground truth."""
+    await bind_tenant(conn, tenant_id)
     daily: dict[str, dict[str, dict[str, int]]] = {}
     failed: dict[str, dict[str, dict[str, int]]] = {}
     for r in await conn.fetch("SELECT * FROM projection.daily_revenue WHERE tenant_id = $1", tenant_id):
@@ -88,6 +96,7 @@ async def daily_figures(conn: asyncpg.Connection, tenant_id: str) -> tuple[dict[
 
 async def mrr_figures(conn: asyncpg.Connection, tenant_id: str) -> dict[str, dict[str, float]]:
     """Returns MRR per month and currency (rounded to 2 places, minor units), zeros left out."""
+    await bind_tenant(conn, tenant_id)
     out: dict[str, dict[str, float]] = {}
     for r in await conn.fetch("SELECT * FROM projection.mrr_by_month WHERE tenant_id = $1", tenant_id):
         if r["mrr"] > 0:
@@ -97,6 +106,7 @@ async def mrr_figures(conn: asyncpg.Connection, tenant_id: str) -> dict[str, dic
 
 async def subscriber_figures(conn: asyncpg.Connection, tenant_id: str) -> dict[str, dict[str, int]]:
     """Returns active/new/churned subscribers per month."""
+    await bind_tenant(conn, tenant_id)
     return {
         r["month"].strftime("%Y-%m"): {"active": r["active_end"], "new": r["new_subscribers"], "churned": r["churned_subscribers"]}
         for r in await conn.fetch("SELECT * FROM projection.subscriber_churn WHERE tenant_id = $1", tenant_id)

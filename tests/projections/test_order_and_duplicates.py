@@ -19,7 +19,7 @@ from projections.objects import STATE_COLUMNS, Writes, writes_for
 from projections.store import PostgresProjectionStore
 from schemas import Envelope, Source
 from stripe_sim import CURRENT_VERSION, SimServer
-from tests.projections.support import dump, history_envelopes
+from tests.projections.support import bind_tenant, dump, history_envelopes
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,9 @@ async def test_an_event_is_applied_once_however_often_and_wherever_it_comes_from
     first = await store.apply([(tenant, "evt_same", writes_for(webhook)), (tenant, "evt_same", writes_for(webhook))], {})
     second = await store.apply([(tenant, "evt_same", writes_for(poll))], {})
     assert (first.new_events, second.new_events, second.duplicates) == (1, 0, 1)
-    row = await pool.fetchrow("SELECT gross FROM projection.daily_revenue WHERE tenant_id = $1", tenant)
+    async with pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        row = await conn.fetchrow("SELECT gross FROM projection.daily_revenue WHERE tenant_id = $1", tenant)
     assert row["gross"] == 5000
 
 

@@ -53,6 +53,10 @@ async def test_tenant_replay_and_full_replay_restore_damaged_tables(
         assert await dump(conn, tenant_a) == healthy_a
         assert await dump(conn, tenant_b) == healthy_b
         assert await conn.fetchval("SELECT to_regnamespace($1)::text", report.old_schema) == report.old_schema
+        # The analytics views now read the swapped-in tables.
+        based_on = await conn.fetch("SELECT DISTINCT table_schema FROM information_schema.view_table_usage "
+                                    "WHERE view_schema = 'analytics' AND table_schema LIKE 'projection%'")
+        assert [r["table_schema"] for r in based_on] == ["projection"]
 
     # The live group carries on in the swapped-in tables: a new payment is applied there.
     await publish(settings, [event(CHARGE | {"id": "ch_after_swap", "status": "succeeded"}, "charge.succeeded",

@@ -56,10 +56,36 @@ def migrate() -> None:
 
 @main.command()
 def web() -> None:
-    """Serve the webhook receiver and the control API."""
-    from ingestor import commands
+    """Serve the webhook receiver, the control API, the read API and the connector page."""
+    from aiohttp import web as aiohttp_web
 
-    commands.web()
+    from plumbing.logs import configure_logging
+    from stack.web import build_web_app
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    aiohttp_web.run_app(build_web_app(settings), host=settings.http.host, port=settings.http.port,
+                        shutdown_timeout=settings.http.shutdown_timeout_s, print=None)
+
+
+@main.command()
+@click.argument("tenant_id")
+@click.argument("question")
+@click.option("--level", type=click.Choice(["summary", "standard", "full"]), default="summary", show_default=True)
+@click.option("--mode", type=click.Choice(["live", "test"]), default="live", show_default=True,
+              help="Stripe live-mode data (real money) or test-mode data.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A parameter of the question, e.g. -p from=2026-10-01 -p to=2026-10-31.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def ask(tenant_id: str, question: str, level: str, mode: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Answer a common revenue question for a tenant through the read layer (questions: see `ingestor ask t list`)."""
+    from projections import commands
+
+    try:
+        output = commands.ask(tenant_id, question, level, mode, dict(p.split("=", 1) for p in params), as_json)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(output)
 
 
 @main.command()

@@ -15,9 +15,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from plumbing.migrations import apply_migrations
-from plumbing.settings import KafkaSettings, PostgresSettings, Settings
+from plumbing.settings import KafkaSettings, PostgresSettings, ReaderSettings, Settings
 from projections import MIGRATIONS_DIR
 from projections.catalog import sync_catalog
+from stack import postgres
 from stack.up import Platform, start_platform
 
 TEST_DATABASE = "ingestor_test"
@@ -59,7 +60,10 @@ def make_settings(platform: Platform, clean_database: str) -> Callable[..., Sett
             projector_group=f"test-projector-{suffix}",
             **kafka_overrides,  # type: ignore[arg-type]
         )
-        return Settings(kafka=kafka, postgres=PostgresSettings(dsn=clean_database))  # type: ignore[arg-type]
+        readers = {f"{level}_dsn": postgres.reader_dsn(platform.cluster, level, TEST_DATABASE)
+                   for level in ("summary", "standard", "full")}
+        return Settings(kafka=kafka, postgres=PostgresSettings(dsn=clean_database),  # type: ignore[arg-type]
+                        reader=ReaderSettings(**readers))  # type: ignore[arg-type]
 
     return make
 

@@ -69,13 +69,20 @@ class ImportCheckpoint:
 class PostgresCheckpoints:
     """Poll cursors and import checkpoints in Postgres."""
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, lock_pool: asyncpg.Pool | None = None):
         self._pool = pool
+        self._lock_pool = lock_pool
 
     @property
-    def pool(self) -> asyncpg.Pool:
-        """Returns the pool (the poller and importer take their locks on it)."""
-        return self._pool
+    def lock_pool(self) -> asyncpg.Pool:
+        """Returns the pool the poller and importer hold their locks on (a lock holds a connection)."""
+        return self._lock_pool or self._pool
+
+    def max_lock_holders(self, wanted: int) -> int:
+        """Returns how many locks may be held at once without starving the queries of connections."""
+        if self._lock_pool is not None:
+            return min(wanted, int(self._lock_pool.get_max_size()))
+        return max(1, min(wanted, int(self._pool.get_max_size()) - 1))
 
     async def poll_cursor(self, connection_id: str) -> PollCursor | None:
         """Returns the connection's poll cursor, or None before its first poll."""

@@ -76,7 +76,7 @@ class StripeImporter:
     async def run_pending(self) -> list[ImportOutcome]:
         """Runs every pending import once (burst mode); returns how each ended."""
         pending = await self._checkpoints.connections_with_pending_imports()
-        limit = asyncio.Semaphore(self._settings.max_concurrent_imports)
+        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_imports))
 
         async def one(connection_id: str) -> ImportOutcome:
             async with limit:
@@ -98,7 +98,7 @@ class StripeImporter:
 
     async def run_connection(self, connection_id: str) -> ImportOutcome:
         """Imports what is left of the connection's run, under its import lock."""
-        async with try_connection_lock(self._checkpoints.pool, IMPORT_LOCK, connection_id) as held:
+        async with try_connection_lock(self._checkpoints.lock_pool, IMPORT_LOCK, connection_id) as held:
             if not held:
                 return ImportOutcome(connection_id, "busy")
             connection = await self._store.get_connection(connection_id)

@@ -87,7 +87,7 @@ class StripeEventsPoller:
     async def run_once(self, force: bool = True) -> list[PollOutcome]:
         """Runs one cycle for every pollable connection (all of them with `force`, else the due ones)."""
         connections = await self._store.connections_with_keys()
-        limit = asyncio.Semaphore(self._settings.max_concurrent_connections)
+        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_connections))
 
         async def one(connection: Connection) -> PollOutcome:
             async with limit:
@@ -109,7 +109,7 @@ class StripeEventsPoller:
 
     async def poll_connection(self, connection_id: str, force: bool = True) -> PollOutcome:
         """Runs one cycle for one connection under its poll lock."""
-        async with try_connection_lock(self._checkpoints.pool, POLL_LOCK, connection_id) as held:
+        async with try_connection_lock(self._checkpoints.lock_pool, POLL_LOCK, connection_id) as held:
             if not held:
                 return PollOutcome(connection_id, "busy")
             connection = await self._store.get_connection(connection_id)  # fresh, inside the lock

@@ -51,10 +51,15 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(settings.postgres)
         stack.push_async_callback(pool.close)
+        # Locks hold a connection for a whole poll cycle or import pass: they get their own pool,
+        # so queries never wait behind them.
+        holders = settings.poller.max_concurrent_connections + settings.importer.max_concurrent_imports
+        lock_pool = await create_pool(settings.postgres.model_copy(update={"pool_min_size": 0, "pool_max_size": holders}))
+        stack.push_async_callback(lock_pool.close)
         publisher = KafkaPublisher(settings.kafka, client_id=client_id)
         stack.push_async_callback(publisher.stop)
         await publisher.start()
-        store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool)
+        store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
         readers = readers or StripeReaders(settings.stripe)
         codec, topic = EnvelopeCodec(), settings.kafka.raw_topic
         yield Worker(

@@ -1,0 +1,149 @@
+"""The events poller against the simulator: webhook-less freshness, two pollers, 30-day gap, 401, overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+import asyncpg
+import pytest
+
+from ingestor.checkpoints import PollCursor, PostgresCheckpoints
+from ingestor.connection_store import PostgresConnectionStore
+from ingestor.poller import StripeEventsPoller, next_cursor
+from ingestor.stripe_catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
+from ingestor.worker import Worker
+from plumbing.settings import PollerSettings
+from schemas import EnvelopeCodec, Source
+from stripe_sim import SimServer
+from tests.helpers import wait_for
+from tests.ingestor.conftest import ControlClient, connect, published_envelopes
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_event_types_fit_one_events_list_request() -> None:
+    assert len(EVENT_TYPES) <= MAX_EVENT_TYPES_PER_LIST and len(set(EVENT_TYPES)) == len(EVENT_TYPES)
+
+
+def test_the_cursor_keeps_the_overlap_ids_and_never_goes_back() -> None:
+    cursor = next_cursor({"evt_a": 100, "evt_b": 950, "evt_c": 1000}, started_at=990, overlap_s=60, previous=500)
+    assert cursor == PollCursor(1000, frozenset({"evt_b", "evt_c"}))
+    assert next_cursor({}, started_at=400, overlap_s=60, previous=500).last_event_created == 500
+
+
+def pay(sim: SimServer, account: str, n: int) -> list[str]:
+    """Makes `n` one-off payments now; returns the new events' ids."""
+    book = sim.book(account)
+    before = {e["id"] for e in book.store.all("event")}
+    for i in range(n):
+        # Work around a simulator bug: Store.update after an insert indexes a stale sorted list
+        # (stripe_sim/model.py, `kind in self._sorted` should also require `kind not in self._dirty`).
+        book.store._sorted.clear()
+        book.one_off_payment(None, 1000 + i, "usd", sim.clock.now(), True, "poll test")
+    return [e["id"] for e in book.store.all("event") if e["id"] not in before]
+
+
+async def test_a_webhookless_connection_sees_a_new_charge_within_one_poll_interval(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    account = sim.create_account(customers=3).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    interval = 1.0
+    poller = StripeEventsPoller(worker.store, worker.checkpoints, control.readers, worker.publisher, EnvelopeCodec(),
+                                control.settings.kafka.raw_topic, PollerSettings(unverified_interval_s=interval),
+                                control.settings.importer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run_forever(stop, tick_s=0.2))
+    try:
+        await wait_for(lambda: _polled(worker, connection_id), 10, "the first poll")
+        new = set(pay(sim, account, 1))
+        started = time.monotonic()
+        envelopes = await published_envelopes(control.settings, len(new), timeout_s=interval + 3)
+        assert new <= {e.event_id for e in envelopes}
+        assert time.monotonic() - started < interval + 3
+        charge = next(e for e in envelopes if e.event_type == "charge.succeeded")
+        assert charge.source == Source.POLL and charge.tenant_id == tenant
+    finally:
+        stop.set()
+        await task
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["status"] == "polling_only" and view["last_poll_at"]
+
+
+async def _polled(worker: Worker, connection_id: str) -> bool:
+    connection = await worker.store.get_connection(connection_id)
+    return connection is not None and connection.last_poll_at is not None
+
+
+async def test_two_pollers_publish_each_event_once_and_miss_none(
+    control: ControlClient, worker: Worker, sim: SimServer, clean_database: str
+) -> None:
+    accounts = [sim.create_account(customers=2).id for _ in range(3)]
+    connections = []
+    for i, account in enumerate(accounts):
+        sim.set_rate_limit(account, 1000)
+        connections.append((await connect(control, sim, account, f"T{i}"))[2])
+    expected: set[str] = set()
+    pools = [await asyncpg.create_pool(clean_database, min_size=1, max_size=3) for _ in range(2)]
+    pollers = [StripeEventsPoller(PostgresConnectionStore(p, control.keyring), PostgresCheckpoints(p),
+
+                                  control.readers, worker.publisher, EnvelopeCodec(), control.settings.kafka.raw_topic,
+                                  PollerSettings(page_limit=10), control.settings.importer) for p in pools]
+    try:
+        for _ in range(3):  # activity between cycles; both pollers race for every connection each cycle
+            for account in accounts:
+                expected |= set(pay(sim, account, 4))
+            outcomes = await asyncio.gather(*(p.run_once(force=True) for p in pollers))
+            mine = [o for batch in outcomes for o in batch if o.connection_id in connections]
+            states = Counter(o.state for o in mine)
+            assert states["polled"] >= len(accounts) and states["failed"] == 0, mine
+    finally:
+        for p in pools:
+            await p.close()
+    envelopes = await published_envelopes(control.settings, len(expected))
+    counts = Counter(e.event_id for e in envelopes)
+    assert set(counts) == expected  # none missed
+    assert set(counts.values()) == {1}  # none twice, though both pollers re-read the overlap
+
+
+async def test_a_cursor_older_than_30_days_starts_a_catch_up_import(
+    control: ControlClient, worker: Worker, sim: SimServer, pg: asyncpg.Connection
+) -> None:
+    account = sim.create_account(customers=5).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    assert (await worker.importer.run_connection(connection_id)).state == "done"
+    forty_days_ago = int(time.time()) - 40 * 86400
+    await worker.checkpoints.save_poll_cursor(connection_id, PollCursor(forty_days_ago, frozenset()))
+    outcome = await worker.poller.poll_connection(connection_id)
+    assert outcome.state == "polled"
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["catchup_needed_since"] == datetime.fromtimestamp(forty_days_ago, tz=timezone.utc).isoformat()
+    assert view["import"]["reason"] == "catchup" and view["import"]["state"] == "running"
+    cursor = await worker.checkpoints.poll_cursor(connection_id)
+    assert cursor is not None and cursor.last_event_created > time.time() - 30 * 86400
+    assert (await worker.importer.run_connection(connection_id)).state == "done"
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["catchup_needed_since"] is None and view["import"]["state"] == "done"
+
+
+async def test_a_401_while_polling_marks_the_key_invalid_and_stops(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    account = sim.create_account(customers=2).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, key = await connect(control, sim, account)
+    sim.revoke_key(key)
+    outcome = await worker.poller.poll_connection(connection_id)
+    assert (outcome.state, outcome.detail) == ("stopped", "key_invalid")
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["status"] == "key_invalid"
+    assert view["status_reason"] == "the key was rotated or revoked: create a fresh restricted key and re-enter it"
+    assert view["last_error"]["code"] == "key_invalid" and view["last_error"]["docs"].endswith("#key_invalid")
+    requests = len(sim.state.request_log[account])
+    assert (await worker.poller.poll_connection(connection_id)).state == "stopped"
+    assert len(sim.state.request_log[account]) == requests  # stops hammering Stripe

@@ -99,13 +99,14 @@ def rotate_master_key() -> str:
     async def run() -> str:
         pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=2)
         try:
-            count = await reencrypt_all(pool, keyring)
+            report = await reencrypt_all(pool, keyring)
             used = await master_keys_in_use(pool)
         finally:
             await pool.close()
         old = {k: n for k, n in used.items() if k != keyring.current}
         verdict = ("no ciphertext uses an older master key: the old keys may be removed from the setting"
                    if not old else f"still under older keys: {old}")
-        return f"re-encrypted {count} secret(s) with master key {keyring.current!r}; {verdict}"
+        failed = f"; could not decrypt {len(report.failed)}: {report.failed}" if report.failed else ""
+        return f"re-encrypted {report.reencrypted} secret(s) with master key {keyring.current!r}; {verdict}{failed}"
 
     return asyncio.run(run())

@@ -22,7 +22,10 @@ from ingestor.key_test import KeyTestResult, test_key
 from ingestor.readers import StripeReaders, key_budget_id
 from ingestor.stripe_catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_keys import KeyCheck, classify_key, validate_webhook_secret
+from plumbing.logs import get_logger
 from plumbing.settings import Settings
+
+log = get_logger(__name__)
 
 MONTH_S = 2_629_746  # the average Gregorian month, in seconds
 
@@ -171,6 +174,7 @@ class ConnectionService:
             connection_id = existing.connection_id
         rotation = existing is not None and existing.status != "disconnected"
         await self._store.store_key(connection_id, check.key, check.masked, now)
+        log.info("restricted key stored", connection_id=connection_id, key=check.masked, rotation=rotation)
         if rotation:
             await self._checkpoints.resume_import(connection_id)
             await self._store.audit(actor, tenant_id, "key.rotated", {

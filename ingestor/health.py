@@ -15,6 +15,9 @@ from typing import Final
 
 from ingestor.connection_store import PostgresConnectionStore
 from ingestor.errors import IngestError, KeyInvalidError, PermissionMissingError, StripeRateLimitedError
+from plumbing.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +112,12 @@ class HealthReporter:
     async def failed(self, connection_id: str, key_version: int, error: IngestError, now: datetime) -> bool:
         """Records `error`; returns True if the key in use is still the stored one (so the caller must stop)."""
         status = status_for_error(error)
-        return await self._store.record_error(
+        current = await self._store.record_error(
             connection_id, status, error.code, reason_for_error(error), now, key_version=key_version
         )
+        log.warning("Stripe read failed", connection_id=connection_id, code=error.code, status=status,
+                    error=str(error), key_still_current=current)
+        return current
 
     async def succeeded(self, connection_id: str, now: datetime) -> None:
         """A read worked: a connection that was rate-limited is healthy again."""

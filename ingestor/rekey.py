@@ -10,11 +10,12 @@ be removed from the setting. Plaintexts exist only in memory, one at a time.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from ingestor.connection_store import key_aad
-from ingestor.vault import MasterKeyring, associated_data, ciphertext_key_id
+from ingestor.vault import MasterKeyring, VaultError, associated_data, ciphertext_key_id
 
 # (table, primary key column, ciphertext column, purpose, how to find the tenant and connection)
 _BLOBS = (
@@ -35,9 +36,21 @@ def _aad(purpose: str, tenant_id: str, connection_id: str) -> bytes:
     return associated_data(tenant_id=tenant_id, connection_id=connection_id, purpose=purpose)
 
 
-async def reencrypt_all(pool: asyncpg.Pool, keyring: MasterKeyring) -> int:
-    """Re-encrypts every ciphertext not made with the current master key; returns how many were."""
-    done = 0
+@dataclass
+class RekeyReport:
+    """What a re-encryption pass did: how many ciphertexts moved, which could not be decrypted."""
+
+    reencrypted: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (table, column, row id), never contents
+
+
+async def reencrypt_all(pool: asyncpg.Pool, keyring: MasterKeyring) -> RekeyReport:
+    """Re-encrypts every ciphertext not made with the current master key.
+
+    A ciphertext that does not decrypt (its master key is missing, or it was altered) is reported
+    by table and row, and the pass carries on with the others.
+    """
+    report = RekeyReport()
     for table, pk, column, purpose, select in _BLOBS:
         for row in await pool.fetch(select):
             if not keyring.needs_reencrypt(row["blob"]):
@@ -47,10 +60,14 @@ async def reencrypt_all(pool: asyncpg.Pool, keyring: MasterKeyring) -> int:
                 if blob is None or not keyring.needs_reencrypt(blob):
                     continue  # changed meanwhile (rotated key, deleted secret): nothing to do
                 aad = _aad(purpose, row["tenant_id"], row["connection_id"])
-                await conn.execute(f"UPDATE {table} SET {column} = $2 WHERE {pk} = $1", row["pk"],
-                                   keyring.reencrypt(blob, aad))
-                done += 1
-    return done
+                try:
+                    fresh = keyring.reencrypt(blob, aad)
+                except VaultError:
+                    report.failed.append((table, column, str(row["pk"])))
+                    continue
+                await conn.execute(f"UPDATE {table} SET {column} = $2 WHERE {pk} = $1", row["pk"], fresh)
+                report.reencrypted += 1
+    return report
 
 
 async def master_keys_in_use(pool: asyncpg.Pool) -> Counter[str]:

@@ -42,7 +42,7 @@ def log_stream() -> Any:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     stream = io.StringIO()
-    configure_logging(LogSettings(level="DEBUG", json_lines=True), stream)
+    configure_logging(LogSettings(level="INFO", json_lines=True), stream)
     yield stream
     root.handlers[:], level = saved
     root.setLevel(level)

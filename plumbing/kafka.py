@@ -159,6 +159,21 @@ class KafkaPublisher:
         return [Position(md.topic, md.partition, md.offset) for md in acked]
 
 
+async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
+    """Returns the end offset (next offset to be written) of each partition of `topic`."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**consumer_config(settings, f"offsets-{topic}", "offsets"))
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes metadata, so a topic new to this client is known
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
 async def ensure_topics(settings: KafkaSettings) -> None:
     """Creates the raw-events and dead-letter topics if missing: never compacted, kept forever (for replay)."""
     keep_forever = {

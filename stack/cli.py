@@ -120,6 +120,19 @@ def import_(connection_id: str, months: int | None, restart: bool, no_progress: 
 
 
 @main.command()
+@click.option("--customers", type=click.IntRange(1, 5000), default=300, show_default=True, help="Size of the demo account.")
+@click.option("--live-rate", type=float, default=1.0, show_default=True, help="New simulated Stripe activity per second.")
+def demo(customers: int, live_rate: float) -> None:
+    """The main job: the whole local stack against the Stripe simulator with demo data, until Ctrl-C."""
+    from stack.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(customers, live_rate))
+    except (StackError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
 def projector() -> None:
     """Run one projector: raw events topic → revenue tables in Postgres (exactly-once)."""
     from projections import commands

@@ -116,6 +116,14 @@ def _ensure_role_and_databases(cluster: Cluster) -> None:
             _psql(cluster, f"CREATE DATABASE {database} OWNER {ROLE}")
 
 
+def ensure_database(cluster: Cluster, database: str) -> None:
+    """Creates one more database owned by the project's role, if missing."""
+    if not database.replace("_", "").isalnum():
+        raise StackError(f"not a plain database name: {database!r}")
+    if database not in _psql(cluster, "SELECT datname FROM pg_database", tuples=True).split():
+        _psql(cluster, f"CREATE DATABASE {database} OWNER {ROLE}")
+
+
 def _psql(cluster: Cluster, sql: str, tuples: bool = False) -> str:
     cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(cluster.port), "-d", "postgres", "-c", sql]
     if tuples:

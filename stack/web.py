@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ingestor import control_api
 from ingestor.app import create_web_app, load_keyring
+from ingestor.page import add_page_routes
 from plumbing.settings import Settings
 from projections.http_api import add_read_routes
 
@@ -24,4 +25,5 @@ def build_web_app(settings: Settings) -> web.Application:
         return "*" if who[1] is None else who[1]
 
     add_read_routes(app, settings, authenticate)
+    add_page_routes(app)
     return app

@@ -62,7 +62,7 @@ class Store:
         new = {**old, **changes}
         self.objects[kind][obj_id] = new
         self.versions[obj_id].append((at, new))
-        if kind in self._sorted:
+        if kind in self._sorted and kind not in self._dirty:  # a dirty index is rebuilt on the next read
             self._sorted[kind][self._index[kind][obj_id]] = new
         return new, previous
 

@@ -7,6 +7,7 @@ here — never from os.environ — pointing at a test database and at topics uni
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -21,7 +22,8 @@ from projections.catalog import sync_catalog
 from stack import postgres
 from stack.up import Platform, start_platform
 
-TEST_DATABASE = "ingestor_test"
+# Another session working in the same checkout can give its test run a database of its own.
+TEST_DATABASE = os.environ.get("TEST_DATABASE_NAME", "ingestor_test")
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +35,7 @@ def platform() -> Iterator[Platform]:
 @pytest.fixture(scope="session")
 async def clean_database(platform: Platform) -> str:
     """Recreates the test database's schema from the migrations; returns its DSN."""
+    postgres.ensure_database(platform.cluster, TEST_DATABASE)
     dsn = platform.postgres_dsn(TEST_DATABASE)
     conn = await asyncpg.connect(dsn)
     try:

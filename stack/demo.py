@@ -1,0 +1,264 @@
+"""The main job, one command: the whole local stack against the Stripe simulator, with demo data.
+
+Kafka and Postgres come up, then the Stripe simulator (a 12-month demo account and live activity),
+the web process (receiver, control API, read API, connector page), the worker (poller, importer) and
+the projector. A demo tenant is connected through the same control API a person would use — Test →
+Connect → webhook secret → quick test → import — and once the import is projected, a revenue
+summary is read through the read layer and checked against the simulator's ground truth. Ctrl-C
+stops everything; running it again resumes with the data kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from ingestor.vault import generate_master_key
+from plumbing.kafka import topic_end_offsets
+from plumbing.settings import KafkaSettings, PostgresSettings, Settings, load_settings
+from projections.read_client import Level, RevenueReader
+from stack import STATE_DIR, postgres
+from stack.processes import Services
+from stack.progress import say
+from stack.up import prepare, start_platform
+
+SIM_PORT, WEB_PORT, METRICS_PORT = 12111, 8080, 9464
+DEMO_STATE = STATE_DIR / "demo.json"
+MASTER_KEYS = STATE_DIR / "master.keys"
+
+
+def _secret_file(path: Any, make: Any) -> str:
+    """Returns the content of a local secret file, creating it (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        os.chmod(path, 0o600)
+    return str(path.read_text().strip())
+
+
+def service_env(cluster: postgres.Cluster, admin_token: str) -> dict[str, str]:
+    """The settings every demo process gets, as environment variables."""
+    _secret_file(MASTER_KEYS, lambda: generate_master_key("demo1") + "\n")
+    return {
+        "INGESTOR_POSTGRES__DSN": postgres.dsn(cluster, "ingestor"),
+        "INGESTOR_VAULT__MASTER_KEYS_FILE": str(MASTER_KEYS),
+        "INGESTOR_CONTROL__ADMIN_TOKEN": admin_token,
+        "INGESTOR_STRIPE__API_BASE": f"http://127.0.0.1:{SIM_PORT}",
+        "INGESTOR_HTTP__PORT": str(WEB_PORT),
+        "INGESTOR_HTTP__PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
+        "INGESTOR_POLLER__INTERVAL_S": "20",
+        "INGESTOR_POLLER__UNVERIFIED_INTERVAL_S": "10",
+        "INGESTOR_PROJECTOR__METRICS_PORT": str(METRICS_PORT),
+        **{f"INGESTOR_READER__{lvl.upper()}_DSN": postgres.reader_dsn(cluster, lvl) for lvl in ("summary", "standard", "full")},
+    }
+
+
+class ControlClient:
+    """The control API, called as the connector page calls it."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str):
+        self.http, self.base, self.token = http, base, token
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
+        async with self.http.request(method, self.base + path, json=body,
+                                     headers={"Authorization": f"Bearer {self.token}"}) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status not in ok:
+                raise RuntimeError(f"{method} {path} → {resp.status}: {data}")
+            return data
+
+
+async def wait_until(what: str, check: Any, timeout_s: float, services: Services, every_s: float = 0.5) -> Any:
+    """Polls `check()` until it returns something truthy; fails after `timeout_s` or if a service died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        services.check_alive()
+        try:
+            result = await check()
+        except (aiohttp.ClientError, OSError):
+            result = None
+        if result:
+            return result
+        await asyncio.sleep(every_s)
+    raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+async def connect_demo_tenant(http: aiohttp.ClientSession, sim: dict[str, Any], admin_token: str,
+                              services: Services) -> dict[str, str]:
+    """Creates (or reuses) the demo tenant and connects it like a person on the connector page would."""
+    base = f"http://127.0.0.1:{WEB_PORT}"
+    state = json.loads(DEMO_STATE.read_text()) if DEMO_STATE.exists() else None
+    if state is None:
+        tenant = await ControlClient(http, base, admin_token).call("POST", "/api/tenants", {"name": "Demo Co"})
+        state = {"tenant_id": tenant["tenant_id"], "token": tenant["api_token"]}
+        DEMO_STATE.write_text(json.dumps(state))
+        os.chmod(DEMO_STATE, 0o600)
+        say(f"created demo tenant {state['tenant_id']}")
+    api = ControlClient(http, base, state["token"])
+    t = f"/api/tenants/{state['tenant_id']}"
+    key = sim["account"]["restricted_key"]
+    verdict = await api.call("POST", f"{t}/key-tests", {"key": key})
+    say(f"key test: {verdict['outcome']} — {verdict['summary']}")
+    existing = await api.call("GET", f"{t}/connections/test", ok=(200, 404))
+    if existing.get("status") in (None, "disconnected") or "error" in existing:
+        connection = await api.call("POST", f"{t}/connections", {"key": key})
+    else:
+        connection = await api.call("PUT", f"{t}/connections/test/key", {"key": key})
+    webhook_url = connection["webhook"]["url"] if "webhook" in connection else (
+        await api.call("GET", f"{t}/connections/test"))["webhook"]["url"]
+    sim_admin = sim["base_url"]
+    async with http.post(f"{sim_admin}/_sim/accounts/{sim['account']['id']}/webhook_endpoints",
+                         json={"url": webhook_url, "livemode": False}) as resp:
+        endpoint = await resp.json()
+    await api.call("PUT", f"{t}/connections/test/webhook-secret", {"secret": endpoint["secret"]})
+    say("webhook endpoint registered in Stripe (simulator) and its signing secret stored")
+    async with http.post(f"{sim_admin}/_sim/webhook_endpoints/{endpoint['id']}/test", json={}) as resp:
+        await resp.read()
+
+    async def verified() -> Any:
+        view = await api.call("GET", f"{t}/connections/test")
+        return view["webhook"]["test_delivery_received_at"]
+    say(f"quick test: test webhook received at {await wait_until('the test webhook', verified, 60, services)}")
+    await api.call("POST", f"{t}/connections/test/import", {})
+    last_shown = -1
+
+    async def imported() -> bool:
+        nonlocal last_shown
+        progress = (await api.call("GET", f"{t}/connections/test/import"))
+        pct = 100 if progress["state"] == "done" else int(progress.get("covered", 0) * 100)
+        if pct != last_shown:
+            say(f"import: {pct:3d}% of 12 months, {progress.get('objects_published', 0):,} objects published")
+            last_shown = pct
+        return bool(progress["state"] == "done")
+    await wait_until("the history import", imported, 900, services, every_s=1.0)
+    return state
+
+
+async def wait_projected(settings: Settings, pool: asyncpg.Pool, services: Services) -> None:
+    """Waits until the projector has applied everything published so far."""
+    target = sum((await topic_end_offsets(settings.kafka, settings.kafka.raw_topic)).values())
+
+    async def caught_up() -> bool:
+        done = await pool.fetchval("SELECT coalesce(sum(next_offset), 0) FROM projection.consumer_positions "
+                                   "WHERE consumer_group = $1", settings.kafka.projector_group)
+        return bool(done >= target)
+    await wait_until(f"the projector to apply {target:,} records", caught_up, 600, services)
+    say(f"projected {target:,} records")
+
+
+async def summary(settings: Settings, pool: asyncpg.Pool, tenant_id: str, sim: dict[str, Any],
+                  http: aiohttp.ClientSession) -> list[str]:
+    """Reads the revenue summary through the read layer and checks last month against the ground truth."""
+    reader = RevenueReader(settings.reader, pool)
+    today = datetime.now(timezone.utc).date()
+    last_month_end = today.replace(day=1) - timedelta(days=1)
+    last_month = last_month_end.replace(day=1)
+    try:
+        mrr = await reader.ask(tenant_id, Level.SUMMARY, "mrr", livemode=False)
+        revenue = await reader.ask(tenant_id, Level.SUMMARY, "revenue", livemode=False,
+                                   **{"from": last_month, "to": last_month_end})
+        moves = await reader.ask(tenant_id, Level.SUMMARY, "movements", livemode=False, month=last_month)
+    finally:
+        await reader.close()
+    async with http.get(f"{sim['base_url']}/_sim/accounts/{sim['account']['id']}/ground_truth") as resp:
+        truth = await resp.json()
+    lines = ["", "Revenue summary (test mode, minor units → shown in major units):"]
+    now_month = max((r["month"] for r in mrr), default=None)
+    for r in mrr:
+        if r["month"] == now_month:
+            lines.append(f"  MRR now           {r['currency'].upper()} {fmt(float(r['mrr']), r['currency'])}  ({r['subscribers']} subscribers)")
+    truth_net: dict[str, int] = {}
+    for day, per in truth["daily"].items():
+        if last_month <= date.fromisoformat(day) <= last_month_end:
+            for cur, v in per.items():
+                truth_net[cur] = truth_net.get(cur, 0) + v["net"]
+    ours_net = {r["currency"]: r["net"] for r in revenue}
+    for cur, net in sorted(ours_net.items()):
+        lines.append(f"  Net revenue {last_month:%b %Y}  {cur.upper()} {fmt(net, cur)}")
+    for m in moves:
+        c = m["currency"]
+        lines.append(f"  MRR movements {last_month:%b %Y} {c.upper()}: opening {fmt(float(m['opening_mrr']), c)}, "
+                     f"new +{fmt(float(m['new_mrr']), c)}, expansion +{fmt(float(m['expansion_mrr']), c)}, "
+                     f"contraction {fmt(float(m['contraction_mrr']), c)}, churn {fmt(float(m['churned_mrr']), c)}, "
+                     f"reactivation +{fmt(float(m['reactivation_mrr']), c)}, closing {fmt(float(m['closing_mrr']), c)}")
+    month_key = last_month.strftime("%Y-%m")
+    truth_mrr = {c: v for c, v in truth["mrr"].get(month_key, {}).items() if v}
+    ours_mrr = {m["currency"]: round(float(m["closing_mrr"]), 2) for m in moves if float(m["closing_mrr"])}
+    matches = ours_net == {c: v for c, v in truth_net.items()} and ours_mrr == truth_mrr
+    lines.append(f"  Check against the simulator's ground truth for {last_month:%B %Y}: "
+                 + ("net revenue and MRR match to the cent" if matches else f"MISMATCH ours={ours_net, ours_mrr} truth={truth_net, truth_mrr}"))
+    return lines
+
+
+def fmt(minor: float, currency: str) -> str:
+    """Formats minor units in the currency's major unit."""
+    if currency.lower() in ("jpy", "krw", "vnd", "clp"):
+        return f"{minor:,.0f}"
+    return f"{minor / 100:,.2f}"
+
+
+async def run_demo(customers: int, live_rate: float) -> None:
+    """Brings everything up, connects the demo tenant, prints where to look, runs until Ctrl-C."""
+    started = time.monotonic()
+    platform = start_platform()
+    await prepare(KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers),
+                  PostgresSettings(dsn=platform.postgres_dsn("ingestor")))  # type: ignore[arg-type]
+    admin_token = _secret_file(STATE_DIR / "admin.token", lambda: "adm_" + secrets.token_urlsafe(24))
+    env = service_env(platform.cluster, admin_token)
+    settings = load_settings({k: v for k, v in env.items()})
+    services = Services()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await asyncpg.create_pool(postgres.dsn(platform.cluster, "ingestor"), min_size=1, max_size=3)
+    try:
+        sim_proc = services.start("stripe-simulator", ["-m", "stripe_sim", "--port", str(SIM_PORT), "--seed", "7",
+                                                       "--customers", str(customers), "--live-rate", str(live_rate)], {})
+        assert sim_proc.stdout is not None
+        line = await asyncio.wait_for(loop.run_in_executor(None, sim_proc.stdout.readline), 120)
+        if not line:
+            raise RuntimeError("the Stripe simulator did not start; see .stack/logs/stripe-simulator.log")
+        sim = json.loads(line)
+        say(f"Stripe simulator ready at {sim['base_url']} (account {sim['account']['id']}, {customers} customers, 12 months)")
+        services.start("web", ["-m", "stack.cli", "web"], env)
+        services.start("worker", ["-m", "stack.cli", "worker"], env)
+        services.start("projector", ["-m", "stack.cli", "projector"], env)
+        async with aiohttp.ClientSession() as http:
+            async def ready() -> bool:
+                async with http.get(f"http://127.0.0.1:{WEB_PORT}/readyz") as resp:
+                    return resp.status == 200
+            await wait_until("the web process", ready, 60, services)
+            state = await connect_demo_tenant(http, sim, admin_token, services)
+            await wait_projected(settings, pool, services)
+            lines = await summary(settings, pool, state["tenant_id"], sim, http)
+        page = f"http://127.0.0.1:{WEB_PORT}/#tenant={state['tenant_id']}&token={state['token']}"
+        print("\n".join([
+            "", f"READY in {time.monotonic() - started:.0f}s.",
+            f"  Connector page:  {page}",
+            f"  Read API:        curl -H 'Authorization: Bearer {state['token']}' "
+            f"'http://127.0.0.1:{WEB_PORT}/api/tenants/{state['tenant_id']}/questions/mrr?mode=test'",
+            f"  Ask from the CLI: .venv/bin/ingestor ask {state['tenant_id']} mrr --mode test",
+            f"  Metrics:         http://127.0.0.1:{WEB_PORT}/metrics (web), http://127.0.0.1:{METRICS_PORT}/ (projector)",
+            "  Logs:            .stack/logs/*.log, Kafka: .stack/kafka/kafka.log",
+            *lines, "", "Live activity keeps flowing (webhooks, polls). Ctrl-C stops everything.",
+        ]), flush=True)
+        while not stop.is_set():
+            services.check_alive()
+            try:
+                await asyncio.wait_for(stop.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        say("stopping…")
+        await pool.close()
+        services.stop()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any
 
 import stripe
 
@@ -29,7 +29,7 @@ from ingestor.key_session import KeySession, StopReading
 from ingestor.readers import StripeReaders
 from ingestor.snapshots import snapshot_envelope
 from ingestor.stripe_catalog import BY_NAME
-from ingestor.stripe_client import StripeReader
+from ingestor.stripe_client import RawPage, StripeReader
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
 from plumbing.settings import ImporterSettings
@@ -151,14 +151,12 @@ class StripeImporter:
     async def _fetch(self, session: KeySession, resource: str, params: dict[str, Any], after: str | None) -> Page:
         query = dict(params, starting_after=after) if after else params
 
-        async def request(reader: StripeReader) -> stripe.ListObject[Any]:
-            return await reader.list_page(resource, query)
+        async def request(reader: StripeReader) -> RawPage:
+            return await reader.list_raw_page(resource, query)
 
         page = await session.call(request)
         fetched_at = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
-        # The parsed JSON as Stripe sent it (no round trip through StripeObject).
-        raw = cast(dict[str, Any], page.last_response.data if page.last_response is not None else page.to_dict())
-        return Page(list(raw["data"]), bool(raw["has_more"]), fetched_at)
+        return Page(page.objects, page.has_more, fetched_at)
 
     async def _publish(self, session: KeySession, page: Page) -> None:
         """Publishes the page's snapshots and returns once Kafka acknowledged them all; raises PublishError."""

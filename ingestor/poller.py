@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, cast
-
-import stripe
+from typing import Any
 
 from ingestor.checkpoints import POLL_LOCK, PollCursor, PostgresCheckpoints, try_connection_lock
 from ingestor.connection_store import Connection, PostgresConnectionStore
@@ -30,7 +28,7 @@ from ingestor.health import STATUSES
 from ingestor.key_session import KeySession, StopReading
 from ingestor.readers import StripeReaders
 from ingestor.stripe_catalog import EVENT_TYPES, IMPORTED
-from ingestor.stripe_client import StripeReader
+from ingestor.stripe_client import RawPage, StripeReader
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
 from plumbing.settings import ImporterSettings, PollerSettings
@@ -159,13 +157,12 @@ class StripeEventsPoller:
         published = 0
         received = datetime.fromtimestamp(now, tz=timezone.utc)
         while True:
-            async def request(reader: StripeReader, query: dict[str, Any] = dict(params)) -> stripe.ListObject[Any]:
-                return await reader.list_page("events", query)
+            async def request(reader: StripeReader, query: dict[str, Any] = dict(params)) -> RawPage:
+                return await reader.list_raw_page("events", query)
 
             page = await session.call(request)
-            raw = cast(dict[str, Any], page.last_response.data if page.last_response is not None else page.to_dict())
             records = []
-            for event in raw["data"]:
+            for event in page.objects:
                 seen[event["id"]] = int(event["created"])
                 if event["id"] in cursor.recent_event_ids or not is_read_resource(event):
                     continue
@@ -174,9 +171,9 @@ class StripeEventsPoller:
             if records:
                 await self._publisher.publish_many(self._topic, records)
                 published += len(records)
-            if not raw["has_more"] or not raw["data"]:
+            if not page.has_more or not page.objects:
                 break
-            params["starting_after"] = raw["data"][-1]["id"]
+            params["starting_after"] = page.objects[-1]["id"]
         # Every event up to here is acknowledged by Kafka: only now may the cursor move.
         await self._checkpoints.save_poll_cursor(
             connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created))

@@ -1,7 +1,10 @@
 """Reads from Stripe through the official `stripe` library, within one rate budget per account.
 
 Everything the poller, the importer and the key test ask of Stripe goes through `StripeReader`:
-list pages (the library's list API with `starting_after`) and single reads. A `StripeClient`
+list pages and single reads. The key test gets the library's `ListObject`s; the importer and the
+poller, which only forward the JSON, get `RawPage`s: the same request through the library's
+requestor (auth, headers, URL encoding, error interpretation), with the body decoded by `orjson`
+into plain dicts, skipping the library's costly conversion into `StripeObject`s. A `StripeClient`
 retries nothing unless told, and never a plain 429, so the reader adds its own backoff with jitter
 for 429, 5xx and network errors, and translates the library's errors into ours where they enter:
 401 → KeyInvalidError, 403 → PermissionMissingError naming the permission, the rest →
@@ -10,11 +13,14 @@ StripeUnavailableError. Error texts never include the key.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
+import orjson
 import stripe
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -36,6 +42,8 @@ RESOURCES: Mapping[str, str] = {
     "payment_intents": "payment_intents",
     "events": "events",
 }
+# Our resource name → the list endpoint's path, for the raw page path.
+LIST_PATHS: Mapping[str, str] = {name: f"/v1/{name}" for name in RESOURCES}
 PERMISSION_PATTERN = re.compile(r"'(rak_[a-z_]+)'")
 
 
@@ -46,6 +54,23 @@ class RetryPolicy:
     attempts: int = 8
     initial_wait_s: float = 0.5
     max_wait_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawPage:
+    """One list page as plain JSON: the objects (newest first) and whether more follow."""
+
+    objects: list[dict[str, Any]]
+    has_more: bool
+
+
+def raw_page(body: bytes) -> RawPage:
+    """Returns the page in a list response's JSON body; raises StripeUnavailableError if it is not one."""
+    try:
+        decoded = orjson.loads(body)
+        return RawPage(list(decoded["data"]), bool(decoded["has_more"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise StripeUnavailableError("Stripe answered a list request with a body that is not a list") from exc
 
 
 @dataclass
@@ -135,9 +160,11 @@ class StripeReader:
                         return await fn()
                     except stripe.StripeError as exc:
                         error = translate_stripe_error(exc)
-                        if self._on_error is not None:
-                            self._on_error(error)
-                        raise error from None
+                    except (aiohttp.ClientError, asyncio.TimeoutError):  # a body read fails outside the library
+                        error = StripeUnavailableError("Stripe could not be reached (network error)")
+                    if self._on_error is not None:
+                        self._on_error(error)
+                    raise error from None
         raise StripeUnavailableError("no attempt was made")  # unreachable: tenacity reraises
 
     async def list_page(self, resource: str, params: Mapping[str, Any]) -> stripe.ListObject[Any]:
@@ -146,15 +173,35 @@ class StripeReader:
         page: stripe.ListObject[Any] = await self._call(lambda: service.list_async(dict(params)))
         return page
 
-    async def pages(self, resource: str, params: Mapping[str, Any]) -> AsyncIterator[stripe.ListObject[Any]]:
-        """Yields successive pages of `resource` from `params` (with `starting_after`) until the last."""
+    async def list_raw_page(self, resource: str, params: Mapping[str, Any]) -> RawPage:
+        """Returns one page of `resource` (newest first) as plain dicts. Raises IngestError subclasses."""
+        path = LIST_PATHS[resource]
+
+        async def request() -> RawPage:
+            return await self._get_raw(path, dict(params))
+
+        page: RawPage = await self._call(request)
+        return page
+
+    async def _get_raw(self, path: str, params: dict[str, Any]) -> RawPage:
+        """GETs `path` through the library's requestor; a non-2xx answer raises the library's error for it."""
+        requestor = self._client._requestor
+        body, status, headers = await requestor.request_raw_async(
+            "get", path, params, base_address="api", api_mode="V1", usage=["raw_list_page"])
+        content = cast(bytes, body)
+        if not 200 <= status < 300:
+            requestor._interpret_response(content, status, headers, "V1")  # raises the StripeError
+        return raw_page(content)
+
+    async def pages(self, resource: str, params: Mapping[str, Any]) -> AsyncIterator[RawPage]:
+        """Yields successive raw pages of `resource` from `params` (with `starting_after`) until the last."""
         query = dict(params)
         while True:
-            page = await self.list_page(resource, query)
+            page = await self.list_raw_page(resource, query)
             yield page
-            if not page.has_more or not page.data:
+            if not page.has_more or not page.objects:
                 return
-            query["starting_after"] = page.data[-1].id
+            query["starting_after"] = page.objects[-1]["id"]
 
     async def close(self) -> None:
         """Closes the HTTP session of the underlying client."""

@@ -242,30 +242,50 @@ def _charge_history(tenant_id: str, charge: Mapping[str, Any], time_ms: int) -> 
     return writes
 
 
-def _subscription_versions(envelope: Envelope, sub: Mapping[str, Any], time_ms: int, rank: int) -> list[SubscriptionVersion]:
-    """The version this state is, plus — for a snapshot — its start, trial end and end points."""
+# Points derived from a snapshot rank below every real state of the same second (see ordering.py):
+# they only fill history the events API no longer has, and never overrule an event.
+DERIVED_RANK_OFFSET = 10**15
 
-    def version(at_ms: int, status: str, state: Mapping[str, Any], rank_: int, suffix: str = "") -> SubscriptionVersion:
+
+def _derived_rank(status: str) -> int:
+    return state_rank("subscription", {"status": status}, False, False) - DERIVED_RANK_OFFSET
+
+
+def _subscription_versions(envelope: Envelope, sub: Mapping[str, Any], time_ms: int, rank: int) -> list[SubscriptionVersion]:
+    """The version this state is, plus — for a snapshot — the earlier points it implies.
+
+    A snapshot stands for history older than the events API's 30 days: active (or trialing until
+    the trial end) from the start date with the current items, the current status (past_due,
+    unpaid, paused) from the start of the current period, and canceled from `ended_at`. Upgrades
+    and downgrades older than 30 days are not visible through Stripe's API and are not guessed.
+    """
+
+    def version(at_ms: int, status: str, rank_: int, suffix: str = "") -> SubscriptionVersion:
         return SubscriptionVersion(
             envelope.tenant_id, str(sub["id"]), at_ms, rank_, envelope.event_id + suffix, _id(sub["customer"]) or "",
-            str(sub.get("currency") or ""), status, as_decimal(subscription_mrr({**state, "status": status})),
+            str(sub.get("currency") or ""), status, as_decimal(subscription_mrr({**sub, "status": status})),
         )
 
-    versions = [version(time_ms, str(sub["status"]), sub, rank)]
-    if envelope.source is not Source.IMPORT:
-        return versions
-    # A snapshot stands for history the events API may no longer have: derive the points it implies.
+    versions = [version(time_ms, str(sub["status"]), rank)]
     start = sub.get("start_date") or sub.get("created")
-    ended = sub.get("ended_at")
-    trial_end = sub.get("trial_end")
-    if sub["status"] in ("incomplete", "incomplete_expired") or not isinstance(start, int):
+    if envelope.source is not Source.IMPORT or not isinstance(start, int):
         return versions
-    if isinstance(trial_end, int) and trial_end > start:
-        versions.append(version(start * 1000, "trialing", sub, state_rank("subscription", {"status": "trialing"}, False, False), ":start"))
-        if not isinstance(ended, int) or trial_end < ended:
-            versions.append(version(trial_end * 1000, "active", sub, state_rank("subscription", {"status": "active"}, False, False), ":trial_end"))
+    status = str(sub["status"])
+    if status in ("incomplete", "incomplete_expired"):
+        return versions
+    ended = sub.get("ended_at") if isinstance(sub.get("ended_at"), int) else None
+    trial_end = sub.get("trial_end") if isinstance(sub.get("trial_end"), int) else None
+    if trial_end is not None and trial_end > start:
+        versions.append(version(start * 1000, "trialing", _derived_rank("trialing"), ":start"))
+        if ended is None or trial_end < ended:
+            versions.append(version(trial_end * 1000, "active", _derived_rank("active"), ":trial_end"))
     else:
-        versions.append(version(start * 1000, "active", sub, state_rank("subscription", {"status": "active"}, False, False), ":start"))
-    if isinstance(ended, int):
-        versions.append(version(ended * 1000, "canceled", sub, state_rank("subscription", {"status": "canceled"}, False, False), ":end"))
+        versions.append(version(start * 1000, "active", _derived_rank("active"), ":start"))
+    period_start, _ = subscription_period(sub)
+    if status in ("past_due", "unpaid", "paused") and ended is None and period_start is not None:
+        since = int(period_start.timestamp())
+        if since > start:
+            versions.append(version(since * 1000, status, _derived_rank(status), ":since_period_start"))
+    if ended is not None:
+        versions.append(version(ended * 1000, "canceled", _derived_rank("canceled"), ":end"))
     return [v for v in versions if v.state_time <= time_ms]

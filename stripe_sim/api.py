@@ -17,7 +17,7 @@ from stripe_sim.auth import authenticate, authorize, key_from_header
 from stripe_sim.errors import StripeError
 from stripe_sim.ids import new_id
 from stripe_sim.listing import KINDS, list_objects, retrieve_object
-from stripe_sim.model import ApiKey, Obj
+from stripe_sim.model import ApiKey, Obj, Store
 from stripe_sim.render import render
 
 if TYPE_CHECKING:
@@ -95,7 +95,18 @@ async def list_handler(request: web.Request) -> web.Response:
                         sim.state.clock.now())
     version = _version(request, key, account.api_version)
     page["data"] = [render(o, version) for o in page["data"]]
+    expand = {v for k, v in request.query.items() if k == "expand" or k.startswith("expand[")}  # expand[] or expand[0]
+    if resource == "charges" and "data.refunds" in expand:
+        page["data"] = [_with_refunds(account.store(key.livemode), ch) for ch in page["data"]]
     return _json(page)
+
+
+def _with_refunds(store: Store, charge: Obj) -> Obj:
+    """The charge with its refunds expanded, as `expand[]=data.refunds` gives it on Stripe."""
+    refunds = sorted((r for r in store.objects.get("refund", {}).values() if r["charge"] == charge["id"]),
+                     key=lambda r: r["created"], reverse=True)
+    return {**charge, "refunds": {"object": "list", "data": refunds, "has_more": False,
+                                  "total_count": len(refunds), "url": f"/v1/charges/{charge['id']}/refunds"}}
 
 
 async def retrieve_handler(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from projections.store import PostgresProjectionStore
 from stack import postgres
 from stack.up import Platform
 from stripe_sim import CURRENT_VERSION, OLD_VERSION, SimServer
+from tests.conftest import TEST_DATABASE
 from tests.projections.support import history_envelopes
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     by_customer: dict[str, int] = {}
     for charge in sim_charges:
         by_customer[charge["customer"]] = by_customer.get(charge["customer"], 0) + 1
-    dsn = {lvl: postgres.reader_dsn(platform.cluster, lvl.name.lower(), "ingestor_test") for lvl in Level}
+    dsn = {lvl: postgres.reader_dsn(platform.cluster, lvl.name.lower(), TEST_DATABASE) for lvl in Level}
     settings = ReaderSettings(summary_dsn=dsn[Level.SUMMARY], standard_dsn=dsn[Level.STANDARD],  # type: ignore[arg-type]
                               full_dsn=dsn[Level.FULL])  # type: ignore[arg-type]
     reader = RevenueReader(settings, pool)

@@ -158,3 +158,18 @@ async def test_test_and_live_modes_are_apart(sim: SimServer, make_client: Make) 
     assert all(c.livemode for c in live.data) and not test_ids & {c.id for c in live.data}
     with pytest.raises(stripe.InvalidRequestError):
         await make_client(info.live_secret_key).v1.customers.retrieve_async(test_ids.pop())
+
+
+async def test_charges_list_expands_refunds_like_stripe(sim: SimServer, make_client: Callable[..., stripe.StripeClient]) -> None:
+    info = sim.create_account(customers=0, seed=4711)
+    book = sim.book(info.id)
+    cus = book.create_customer(at=NOW - 5000)
+    charge = book.one_off_payment(cus["id"], 5000, "usd", at=NOW - 4000)
+    book.refund(charge["id"], 1500, at=NOW - 3000)
+    book.refund(charge["id"], None, at=NOW - 2000)
+    client = make_client(sim.secret_key(info.id))
+    plain = await client.v1.charges.list_async({"limit": 10})
+    assert plain.data[0].refunds.data == []
+    page = await client.v1.charges.list_async({"limit": 10, "expand": ["data.refunds"]})
+    refunds = page.data[0].refunds.data
+    assert [(r.amount, r.created) for r in refunds] == [(3500, NOW - 2000), (1500, NOW - 3000)]

@@ -163,11 +163,18 @@ async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, in
     """Returns the end offset (next offset to be written) of each partition of `topic`."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="offsets")
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [p["partition"] for p in described[0]["partitions"]] if described else []
+    if not partitions:
+        raise PublishError(f"topic {topic} does not exist")
     consumer = AIOKafkaConsumer(**consumer_config(settings, f"offsets-{topic}", "offsets"))
     await consumer.start()
     try:
-        await consumer.topics()  # refreshes metadata, so a topic new to this client is known
-        partitions = consumer.partitions_for_topic(topic) or set()
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:

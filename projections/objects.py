@@ -223,6 +223,9 @@ def writes_for(envelope: Envelope) -> Writes:
         writes.extend(_charge_history(envelope.tenant_id, obj, time_ms))
     elif envelope.object_type == "subscription":
         writes.versions.extend(_subscription_versions(envelope, obj, time_ms, rank))
+        previous = (event.get("data") or {}).get("previous_attributes")
+        if isinstance(previous, Mapping) and previous:
+            writes.versions.append(_version_before(envelope, obj, previous, time_ms))
     return writes
 
 
@@ -249,6 +252,22 @@ DERIVED_RANK_OFFSET = 10**15
 
 def _derived_rank(status: str) -> int:
     return state_rank("subscription", {"status": status}, False, False) - DERIVED_RANK_OFFSET
+
+
+def _version_before(envelope: Envelope, sub: Mapping[str, Any], previous: Mapping[str, Any],
+                    time_ms: int) -> SubscriptionVersion:
+    """The state just before an update, from its `previous_attributes`.
+
+    Fills history the events API no longer has: the earliest update seen tells what the
+    subscription looked like before it (older items after an upgrade, active before past_due).
+    """
+    before = {**sub, **previous}
+    status = str(before.get("status") or sub["status"])
+    return SubscriptionVersion(
+        envelope.tenant_id, str(sub["id"]), time_ms - 1, _derived_rank(status), envelope.event_id + ":before",
+        _id(before.get("customer") or sub["customer"]) or "", str(sub.get("currency") or ""), status,
+        as_decimal(subscription_mrr({**before, "status": status})),
+    )
 
 
 def _subscription_versions(envelope: Envelope, sub: Mapping[str, Any], time_ms: int, rank: int) -> list[SubscriptionVersion]:

@@ -7,9 +7,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
-from plumbing.kafka import consumer_config
+from plumbing.kafka import consumer_config, topic_end_offsets
 from plumbing.settings import KafkaSettings
 
 POLL_INTERVAL_S = 0.05
@@ -46,16 +46,4 @@ async def consume_all(settings: KafkaSettings, topic: str, expected: int, timeou
 
 async def topic_size(settings: KafkaSettings, topic: str) -> int:
     """Returns how many records `topic` holds (sum of end offsets; topics here are never truncated)."""
-    consumer = AIOKafkaConsumer(**consumer_config(settings, f"size-{uuid.uuid4().hex[:6]}", "size"))
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(64)]
-        consumer.assign(partitions[:1])  # makes the client fetch the topic's metadata
-        await consumer.seek_to_end()
-        known = consumer.partitions_for_topic(topic)
-        if not known:
-            raise AssertionError(f"topic {topic} does not exist")
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in known])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+    return sum((await topic_end_offsets(settings, topic)).values())

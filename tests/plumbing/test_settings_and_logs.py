@@ -78,3 +78,9 @@ def test_log_lines_mask_stripe_secrets(secret: str) -> None:
 def test_masking_leaves_other_text_alone() -> None:
     text = "charge ch_3MmlLrLkdIwHu7ix0snN0B15 for cus_NffrFeUfNV2Hib, sk_ not a key, rk_live_ too short"
     assert mask_secrets_in_text(text) == text
+
+
+def test_the_settings_doc_lists_every_setting() -> None:
+    from plumbing.settings_doc import DOC, render
+
+    assert DOC.read_text() == render(), "run: python -m plumbing.settings_doc"

@@ -127,6 +127,10 @@ class ConnectionService:
             "connections": {c.mode: await self.view(c) for c in connections if c is not None},
         }
 
+    async def _require_tenant(self, tenant_id: str) -> None:
+        if await self._store.tenant(tenant_id) is None:
+            raise NotFoundError("no such tenant")
+
     async def _connection(self, tenant_id: str, mode: str) -> Connection:
         connection = await self._store.find_connection(tenant_id, mode == "live")
         if connection is None:
@@ -145,6 +149,7 @@ class ConnectionService:
 
     async def test_key(self, actor: str, tenant_id: str, raw_key: str) -> KeyTestResult:
         """Tests a pasted key without storing it."""
+        await self._require_tenant(tenant_id)
         check = classify_key(raw_key)
         existing = await self._store.find_connection(tenant_id, check.mode == "live") if check.accepted else None
         result = await self._test(check, existing)
@@ -156,12 +161,14 @@ class ConnectionService:
 
         A first connection (or a reconnection after a disconnect) also starts the history import;
         a rotation resumes an import paused by the old key's failure from its checkpoints.
-        Raises KeyNotAcceptedError (nothing stored) or NotFoundError (rotate_only without a connection).
+        Raises KeyNotAcceptedError (nothing stored) or NotFoundError (no such tenant, or rotate_only
+        without a connection; a refused key is reported as refused, whichever the route).
         """
+        await self._require_tenant(tenant_id)
         check = classify_key(raw_key)
         livemode = check.mode == "live"
         existing = await self._store.find_connection(tenant_id, livemode) if check.accepted else None
-        if rotate_only and (existing is None or existing.status == "disconnected"):
+        if rotate_only and check.accepted and (existing is None or existing.status == "disconnected"):
             raise NotFoundError("there is no connected key to rotate in this mode; connect instead")
         result = await self._test(check, existing)
         if not result.green:

@@ -20,6 +20,13 @@ from schemas import Envelope, Source
 READ_OBJECT_TYPES = frozenset({"customer", "charge", "subscription", "invoice", "payment_intent"})
 # Dashboard "send test webhook" events have ids like evt_00000000000000.
 TEST_WEBHOOK_SUFFIX = "_00000000000000"
+# Stripe nests events a dozen levels deep; far deeper JSON is refused before redaction and
+# re-serialisation recurse into it (orjson writes at most 254 levels, Python recurses ~1000).
+MAX_NESTING = 64
+# Stripe's ids, types and versions are far shorter; each is repeated in the envelope (and the object
+# id in the record key), so unbounded ones could make a record Kafka refuses (503 for ever).
+MAX_NAME_LENGTH = 255
+MAX_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 
 
 def parse_event(body: bytes) -> dict[str, Any]:
@@ -33,28 +40,53 @@ def parse_event(body: bytes) -> dict[str, Any]:
 
 
 def check_event_shape(event: object) -> None:
-    """Raises BadEventError unless `event` has the fields every Stripe event has."""
+    """Raises BadEventError unless `event` has the fields every Stripe event has, of sane sizes."""
     if not isinstance(event, dict):
         raise BadEventError("body is not a Stripe event: expected a JSON object", "not_an_event")
     problems = []
     if event.get("object") != "event":
         problems.append('"object" must be "event"')
-    if not isinstance(event.get("id"), str) or not event["id"].startswith("evt_"):
-        problems.append('"id" must be an evt_… string')
-    if not isinstance(event.get("type"), str) or not event["type"]:
-        problems.append('"type" must be a non-empty string')
-    if not isinstance(event.get("created"), int) or isinstance(event.get("created"), bool):
-        problems.append('"created" must be an integer (epoch seconds)')
+    if not _is_name(event.get("id")) or not event["id"].startswith("evt_"):
+        problems.append(f'"id" must be an evt_… string of at most {MAX_NAME_LENGTH} characters')
+    if not _is_name(event.get("type")):
+        problems.append(f'"type" must be a string of 1 to {MAX_NAME_LENGTH} characters')
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created <= MAX_CREATED:
+        problems.append('"created" must be an integer (epoch seconds, year 1970 to 9999)')
     if not isinstance(event.get("livemode"), bool):
         problems.append('"livemode" must be true or false')
+    for name in ("api_version", "account"):
+        if event.get(name) is not None and not _is_name(event[name]):
+            problems.append(f'"{name}" must be null or a string of 1 to {MAX_NAME_LENGTH} characters')
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    if not isinstance(obj, dict) or not isinstance(obj.get("object"), str):
+    if not isinstance(obj, dict) or not _is_name(obj.get("object")):
         problems.append('"data.object" must be a Stripe object with an "object" type')
-    elif not isinstance(obj.get("id"), str):
-        problems.append('"data.object.id" must be a string')
+    elif not _is_name(obj.get("id")):
+        problems.append(f'"data.object.id" must be a string of 1 to {MAX_NAME_LENGTH} characters')
+    if nesting_depth(event) > MAX_NESTING:
+        problems.append(f"the JSON is nested more than {MAX_NESTING} levels deep")
     if problems:
         raise BadEventError("body is not a Stripe event: " + "; ".join(problems), "not_an_event")
+
+
+def _is_name(value: object) -> bool:
+    """Tells whether `value` is a string of 1 to MAX_NAME_LENGTH characters (ids, types, versions)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH
+
+
+def nesting_depth(value: object) -> int:
+    """Returns how deeply objects and arrays nest in a parsed JSON value (iteratively: no recursion limit)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
 
 
 def object_type(event: Mapping[str, Any]) -> str:

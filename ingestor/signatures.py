@@ -40,6 +40,8 @@ def verify_signature(
     """Raises BadSignatureError unless one of `signing_secrets` signed `payload` within the tolerance."""
     if not header:
         raise BadSignatureError("the Stripe-Signature header is missing", "missing_signature")
+    if not header.isascii():  # the stripe library's constant-time compare raises TypeError on non-ASCII text
+        raise BadSignatureError("the Stripe-Signature header is malformed (not ASCII)", "malformed_signature")
     timestamp = _timestamp(header)
     if timestamp is None:
         raise BadSignatureError("the Stripe-Signature header has no valid t= timestamp", "malformed_signature")
@@ -77,6 +79,7 @@ def spend_verification_time(payload: str, header: str | None) -> None:
     """
     decoy = "whsec_" + secrets.token_hex(16)
     try:
-        stripe.WebhookSignature.verify_header(payload, header or "t=0,v1=0", decoy, None)
+        usable = header if header and header.isascii() else "t=0,v1=0"
+        stripe.WebhookSignature.verify_header(payload, usable, decoy, None)
     except stripe.SignatureVerificationError:
         pass

@@ -1,7 +1,8 @@
 """The webhook receiver: one aiohttp handler that turns a Stripe delivery into a record on the raw topic.
 
-Order of checks, cheapest and safest first: content type, body size, the endpoint's token, the
-signature (nothing unauthenticated is parsed), the JSON, the mode. Only then is the event redacted
+Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so
+a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the signature
+(nothing unauthenticated is parsed), the JSON, the mode. Only then is the event redacted
 and published, and 2xx is answered only after Kafka acknowledged the record (acks=all). If Kafka
 does not acknowledge in time the answer is 503 with Retry-After, so Stripe delivers again. This is
 the only module that turns errors into HTTP responses.
@@ -83,6 +84,19 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
+async def _read_at_most(request: web.Request, size: int) -> bytes:
+    """Returns the body, or its first `size` bytes if it is longer (one read() may return only a part)."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = await request.content.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 class WebhookReceiver:
     """Handles `POST /webhooks/stripe/{token}`."""
 
@@ -118,10 +132,14 @@ class WebhookReceiver:
             return "bad_content_type", error_response(
                 415, "unsupported_content_type", "Stripe webhooks are sent as application/json"
             )
+        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+            return "bad_content_encoding", error_response(
+                415, "unsupported_content_encoding", "Stripe webhooks are sent uncompressed (no Content-Encoding)"
+            )
         limit = self._settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
-        body = await request.content.read(limit + 1)
+        body = await _read_at_most(request, limit + 1)
         if len(body) > limit:
             return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
         self._metrics.body_bytes.inc(len(body))

@@ -23,6 +23,7 @@ SECRET_PATTERN: Final = re.compile(
 )
 
 _PREFIX: Final = re.compile(r"(?:sk|rk|pk)_(?:live|test)_|whsec_")
+_KEY_CHARS: Final = re.compile(r"[A-Za-z0-9+/=]+")
 
 
 def mask_key(key: str) -> str:
@@ -31,7 +32,9 @@ def mask_key(key: str) -> str:
     prefix_match = _PREFIX.match(stripped)
     prefix = prefix_match.group() if prefix_match else ""
     body = stripped[len(prefix) :]
-    tail = body[-_TAIL:] if len(body) >= _MIN_BODY_FOR_TAIL else ""
+    # Only a tail of key characters is shown: anything else is not from a key (and may not even be
+    # storable, like NUL in a jsonb audit entry).
+    tail = body[-_TAIL:] if len(body) >= _MIN_BODY_FOR_TAIL and _KEY_CHARS.fullmatch(body[-_TAIL:]) else ""
     return f"{prefix}…{tail}"
 
 

@@ -24,7 +24,8 @@ class Resource:
 
 IMPORTED: Final = (
     Resource("customers", "customer", "rak_customer_read", "Customers", {}),
-    Resource("charges", "charge", "rak_charge_read", "Charges", {}),
+    # Refunds expanded: their own dates (a charge snapshot alone only says how much was refunded).
+    Resource("charges", "charge", "rak_charge_read", "Charges", {"expand": ["data.refunds"]}),
     Resource("subscriptions", "subscription", "rak_subscription_read", "Subscriptions", {"status": "all"}),
     Resource("invoices", "invoice", "rak_invoice_read", "Invoices", {}),
     Resource("payment_intents", "payment_intent", "rak_payment_intent_read", "PaymentIntents", {}),

@@ -62,10 +62,13 @@ def web() -> None:
     from plumbing.logs import configure_logging
     from stack.web import build_web_app
 
+    import uvloop
+
     settings = load_settings()
     configure_logging(settings.log)
+    uvloop.install()  # the receiver's hot path is the event loop: uvloop makes it markedly cheaper
     aiohttp_web.run_app(build_web_app(settings), host=settings.http.host, port=settings.http.port,
-                        shutdown_timeout=settings.http.shutdown_timeout_s, print=None)
+                        shutdown_timeout=settings.http.shutdown_timeout_s, print=None, access_log=None)
 
 
 @main.command()

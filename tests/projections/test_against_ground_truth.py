@@ -31,13 +31,6 @@ async def sim() -> AsyncIterator[SimServer]:
         yield server
 
 
-@pytest.fixture
-async def pool(clean_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
-
-
 @pytest.mark.parametrize("api_version", [OLD_VERSION, CURRENT_VERSION])
 async def test_shuffled_duplicated_history_matches_ground_truth(
     api_version: str, sim: SimServer, settings: Settings, pool: asyncpg.Pool,

@@ -19,13 +19,6 @@ from tests.projections.test_order_and_duplicates import CHARGE, T, event
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def pool(clean_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
-
-
 async def test_poison_records_are_dead_lettered_and_the_next_record_is_applied(
     settings: Settings, pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
 ) -> None:

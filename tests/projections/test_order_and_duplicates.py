@@ -24,13 +24,6 @@ from tests.projections.support import bind_tenant, dump, history_envelopes
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def pool(clean_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
-
-
 async def apply_all(store: PostgresProjectionStore, envelopes: list[Envelope], batch: int = 97) -> None:
     for start in range(0, len(envelopes), batch):
         chunk = envelopes[start:start + batch]

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.integration
 KILLS = 10
 
 
-@pytest.fixture
-async def pool(clean_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
-
-
 def projector_process(settings: Settings) -> subprocess.Popen[bytes]:
     """Starts `python -m projections` configured only through its environment, as in production."""
     env = {

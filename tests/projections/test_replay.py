@@ -16,13 +16,6 @@ from tests.projections.test_order_and_duplicates import CHARGE, T, event
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def pool(clean_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
-
-
 async def test_tenant_replay_and_full_replay_restore_damaged_tables(
     settings: Settings, pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
 ) -> None:

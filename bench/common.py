@@ -10,15 +10,17 @@ from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
 from projections import MIGRATIONS_DIR
 from projections.catalog import sync_catalog
+from stack import postgres
 from stack.progress import say
 from stack.up import Platform, start_platform
 
 BENCH_DATABASE = "ingestor_bench"
 
 
-async def bench_settings(platform: Platform) -> Settings:
-    """Returns settings for fresh topics and a freshly migrated bench database."""
-    dsn = platform.postgres_dsn(BENCH_DATABASE)
+async def bench_settings(platform: Platform, database: str = BENCH_DATABASE) -> Settings:
+    """Returns settings for fresh topics and a freshly migrated bench database (created if missing)."""
+    postgres.ensure_database(platform.cluster, database)
+    dsn = platform.postgres_dsn(database)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "

@@ -2,7 +2,9 @@
 
 Per `getmany` batch: decode every record (a record that cannot be decoded or handled goes to the
 dead-letter topic with the reason, and the partition keeps moving), then one Postgres transaction
-records the event ids, applies the new events and stores the positions. Kafka offsets are
+records the event ids, applies the new events and stores the positions. The next batch is fetched
+and decoded while that transaction runs (Postgres works on its own core meanwhile); it is applied
+only after the previous one committed, and dropped if a seek happened since it was fetched. Kafka offsets are
 committed afterwards only as a convenience: on assignment the projector seeks to the positions
 stored in Postgres, which are the truth. A crash anywhere loses nothing and doubles nothing.
 """
@@ -10,8 +12,9 @@ stored in Postgres, which are the truth. A crash anywhere loses nothing and doub
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -65,11 +68,15 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         async with self._projector.applying:
             await self._projector.seek_to_stored_positions(list(assigned))
-            # After the seek: a batch fetched while we looked the positions up is stale.
-            self._projector.assignment_generation += 1
 
 
-def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> tuple[str, str, Writes]:
+Event = tuple[str, str, Writes]  # (tenant_id, event_id, writes)
+# Records decoded between two yields to the event loop while a batch is applied, so the
+# transaction's next statement goes out within a few milliseconds.
+DECODE_SLICE = 50
+
+
+def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
     """Returns (tenant_id, event_id, writes) of one record; raises EnvelopeError or ProjectionError."""
     envelope = codec.decode(record.value)
     try:
@@ -98,8 +105,9 @@ class RevenueProjector:
         self.applied_events = 0
         # Held while a batch is applied, so a rebalance never reads positions a batch is about to move.
         self.applying = asyncio.Lock()
-        # Bumped on every assignment: a batch fetched before a seek is stale and is dropped.
+        # Bumped on every seek (assignments included): a batch fetched before a seek is stale and is dropped.
         self.assignment_generation = 0
+        self._in_flight: asyncio.Task[None] | None = None  # the batch being applied
 
     async def start(self) -> None:
         """Joins the group; partitions resume from the positions stored in Postgres."""
@@ -107,7 +115,16 @@ class RevenueProjector:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        """Leaves the group. Positions need no final commit: each batch stored its own."""
+        """Leaves the group; a batch still in flight is cancelled (it rolls back and is read again later).
+
+        Positions need no final commit: each batch stored its own.
+        """
+        task, self._in_flight = self._in_flight, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self._consumer.stop()
 
     async def seek_to_stored_positions(self, partitions: Sequence[TopicPartition]) -> None:
@@ -119,11 +136,14 @@ class RevenueProjector:
         beginnings = await self._consumer.beginning_offsets(fresh) if fresh else {}
         for tp in partitions:
             self._consumer.seek(tp, stored[tp.partition] if tp.partition in stored else beginnings[tp])
+        # After the seek: a batch fetched while we looked the positions up is stale.
+        self.assignment_generation += 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Applies batches until `stop` is set."""
+        """Applies batches until `stop` is set, then finishes the batch in flight."""
         while not stop.is_set():
             await self.run_once()
+        await self.drain()
 
     async def run_until_idle(self, timeout_s: float = 60.0, on_progress: Callable[[int], None] | None = None) -> None:
         """Applies batches until every assigned partition is caught up (tests and replays)."""
@@ -148,42 +168,80 @@ class RevenueProjector:
         return total
 
     async def run_once(self, timeout_ms: int = 1000) -> int:
-        """Fetches and applies one batch; returns the number of records in it."""
+        """Fetches and decodes one batch while the previous one is applied, then starts applying it.
+
+        Returns the number of records fetched (0 once the previous batch is applied and nothing
+        came). Raises what applying the previous batch raised.
+        """
         generation = self.assignment_generation
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
         records = [r for partition_records in batches.values() for r in partition_records]
         if not records:
+            await self.drain()
             return 0
+        decoded = await self._decode_all(records)
+        await self.drain()
+        if generation != self.assignment_generation:
+            # Fetched across a seek (by a rebalance or by the previous batch): drop it and seek now,
+            # with no fetch in progress, so this seek cannot make another batch stale in turn.
+            async with self.applying:
+                await self._seek_back(batches)
+            return 0
+        self._in_flight = asyncio.create_task(self._apply_batch(generation, batches, records, decoded))
+        return len(records)
+
+    async def _seek_back(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """Seeks the still-assigned partitions of a dropped batch back to their stored positions."""
+        await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
+
+    async def drain(self) -> None:
+        """Waits until the batch in flight is applied or dropped; raises what applying it raised."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _decode_all(self, records: Sequence[ConsumerRecord]) -> list[Event | Exception]:
+        """Decodes `records` (an exception in place of a record that cannot be applied), yielding now and then."""
+        decoded: list[Event | Exception] = []
+        for start in range(0, len(records), DECODE_SLICE):
+            if start and self._in_flight is not None:
+                await asyncio.sleep(0)  # let the transaction in flight send its next statement
+            for record in records[start:start + DECODE_SLICE]:
+                try:
+                    decoded.append(decode(self._codec, record))
+                except (EnvelopeError, ProjectionError) as exc:
+                    decoded.append(exc)
+        return decoded
+
+    async def _apply_batch(self, generation: int, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+                           records: Sequence[ConsumerRecord], decoded: Sequence[Event | Exception]) -> None:
+        """Applies one fetched batch under the rebalance lock, unless a seek made it stale; then commits offsets."""
         async with self.applying:
             if generation != self.assignment_generation:
                 # Partitions were (re)positioned while this batch was fetched: whether it came from
                 # before or after that seek, resume from the stored positions and fetch again.
-                await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
-                return 0
+                await self._seek_back(batches)
+                return
             try:
-                await self.apply(records)
+                await self.apply(records, decoded)
             except PositionGapError as exc:
                 log.info("batch starts after the stored position; seeking back", reason=str(exc))
-                await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
-                return 0
+                await self._seek_back(batches)
+                return
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
         try:
             await self._consumer.commit(offsets)
         except Exception as exc:  # noqa: BLE001 - a convenience commit; Postgres holds the truth
             log.info("kafka offset commit skipped", error=repr(exc))
-        return len(records)
 
-    async def apply(self, records: Sequence[ConsumerRecord]) -> None:
-        """Applies `records` in one transaction (dead-lettering the ones that cannot be applied)."""
+    async def apply(self, records: Sequence[ConsumerRecord], decoded: Sequence[Event | Exception] | None = None) -> None:
+        """Applies `records` (decoded here unless `decoded` is given) in one transaction, dead-lettering the ones that cannot be applied."""
         started = time.perf_counter()
-        events: list[tuple[str, str, Writes]] = []
-        for record in records:
-            try:
-                event = decode(self._codec, record)
-            except (EnvelopeError, ProjectionError) as exc:
-                await self._dead_letter(record, exc)
-                continue
-            if self._tenant_filter is None or event[0] == self._tenant_filter:
+        events: list[Event] = []
+        for record, event in zip(records, decoded if decoded is not None else await self._decode_all(records)):
+            if isinstance(event, Exception):
+                await self._dead_letter(record, event)
+            elif self._tenant_filter is None or event[0] == self._tenant_filter:
                 events.append(event)
         positions = {(r.topic, r.partition): r.offset + 1 for r in records}
         first_offsets: dict[tuple[str, int], int] = {}

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack import CACHE_DIR, STATE_DIR, StackError
@@ -20,12 +20,17 @@ POM = Path(__file__).resolve().parent / "maven" / "kafka-pom.xml"
 READY_LINE = "Kafka Server started"
 
 
+def _port(variable: str, default: int) -> int:
+    """The launcher's own knob (not a product setting): run a second local stack beside the first."""
+    return int(os.environ.get(variable, default))
+
+
 @dataclass(frozen=True)
 class KafkaBroker:
     """One local broker+controller: where its jars, config, data, log and pid live, and its ports."""
 
-    port: int = 9092
-    controller_port: int = 9093
+    port: int = field(default_factory=lambda: _port("STACK_KAFKA_PORT", 9092))
+    controller_port: int = field(default_factory=lambda: _port("STACK_KAFKA_CONTROLLER_PORT", 9093))
     heap: str = "512m"
     state_dir: Path = STATE_DIR / "kafka"
     lib_dir: Path = CACHE_DIR / f"kafka-{KAFKA_VERSION}" / "lib"

@@ -20,11 +20,12 @@ from projections.objects import STATE_COLUMNS, StateRow, Writes
 from plumbing.kafka import Position
 
 SCHEMA = "projection"
+JSON_TYPES = ("json", "jsonb")
 COMMON_COLUMNS = ("tenant_id", "id", "state_time", "state_rank", "state_event_id", "livemode")
 COLUMN_TYPES: Mapping[str, str] = {
     "tenant_id": "text", "id": "text", "state_time": "int8", "state_rank": "int8", "state_event_id": "text",
     "livemode": "bool", "deleted": "bool", "created": "timestamptz", "email": "text", "name": "text",
-    "currency": "text", "data": "jsonb", "customer_id": "text", "invoice_id": "text", "payment_intent_id": "text",
+    "currency": "text", "data": "json", "customer_id": "text", "invoice_id": "text", "payment_intent_id": "text",
     "amount": "int8", "amount_captured": "int8", "amount_refunded": "int8", "status": "text", "captured": "bool",
     "failure_code": "text", "card_brand": "text", "card_last4": "text", "description": "text",
     "start_date": "timestamptz", "trial_end": "timestamptz", "current_period_start": "timestamptz",
@@ -46,11 +47,11 @@ class Applied:
 
 def _upsert_sql(schema: str, table: str) -> str:
     columns = COMMON_COLUMNS + STATE_COLUMNS[table]
-    # jsonb travels as text (asyncpg has no jsonb[] codec by default) and is cast back here.
+    # JSON travels as text (asyncpg has no json[] codec by default) and is cast back here.
     params = ", ".join(
-        f"${i}::{'text' if COLUMN_TYPES[c] == 'jsonb' else COLUMN_TYPES[c]}[]" for i, c in enumerate(columns, 1)
+        f"${i}::{'text' if COLUMN_TYPES[c] in JSON_TYPES else COLUMN_TYPES[c]}[]" for i, c in enumerate(columns, 1)
     )
-    selects = ", ".join(f"{c}::jsonb" if COLUMN_TYPES[c] == "jsonb" else c for c in columns)
+    selects = ", ".join(f"{c}::{COLUMN_TYPES[c]}" if COLUMN_TYPES[c] in JSON_TYPES else c for c in columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[2:])
     return (
         f"INSERT INTO {schema}.{table} AS t ({', '.join(columns)}) "

@@ -32,10 +32,12 @@ from ingestor.stripe_catalog import BY_NAME
 from ingestor.stripe_client import RawPage, StripeReader
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
+from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import ImporterSettings
 from schemas import EnvelopeCodec, envelope_key
 
 log = get_logger(__name__)
+PASS_RETRIABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, PublishError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,7 @@ class StripeImporter:
         while not stop.is_set():
             try:
                 await self.run_pending()
-            except (OSError, PublishError) as exc:  # Postgres or Kafka away: try again next scan
+            except PASS_RETRIABLE as exc:  # Postgres or Kafka away: the next pass retries
                 log.warning("import pass failed; will retry", error=repr(exc))
             try:
                 await asyncio.wait_for(stop.wait(), self._settings.scan_interval_s)

@@ -31,10 +31,12 @@ from ingestor.stripe_catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_client import RawPage, StripeReader
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
+from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import ImporterSettings, PollerSettings
 from schemas import EnvelopeCodec, Source, envelope_key
 
 log = get_logger(__name__)
+PASS_RETRIABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, PublishError)
 
 EVENTS_WINDOW_S = 30 * 86400
 # Resume this far inside the 30-day window after a gap, so the window does not move under the read.
@@ -98,7 +100,7 @@ class StripeEventsPoller:
         while not stop.is_set():
             try:
                 await self.run_once(force=False)
-            except (OSError, PublishError) as exc:
+            except PASS_RETRIABLE as exc:  # Postgres or Kafka away: the next pass retries
                 log.warning("poll pass failed; will retry", error=repr(exc))
             try:
                 await asyncio.wait_for(stop.wait(), min(tick_s, self._settings.unverified_interval_s))

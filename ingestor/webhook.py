@@ -24,6 +24,7 @@ from ingestor.events import envelope_for_event, is_read_resource, is_test_webhoo
 from ingestor.signatures import BadSignatureError, spend_verification_time, verify_signature
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
+from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import ReceiverSettings
 from schemas import EnvelopeCodec, Source, envelope_key
 
@@ -149,7 +150,11 @@ class WebhookReceiver:
             return "bad_body", error_response(400, "malformed_json", "the body is not UTF-8 text")
 
         signature = request.headers.get("Stripe-Signature")
-        target = await self._targets.find(request.match_info["token"])
+        try:
+            target = await self._targets.find(request.match_info["token"])
+        except TRANSIENT_DB_ERRORS as exc:  # Postgres restarting: Stripe retries, like for Kafka
+            log.warning("webhook target lookup failed; answering 503", error=repr(exc))
+            return "database_unavailable", self._unavailable()
         if target is None or not target.accepting:
             spend_verification_time(payload, signature)
             return "unknown_endpoint", error_response(
@@ -180,6 +185,11 @@ class WebhookReceiver:
             return "ignored_type", web.json_response({"received": True, "published": False})
         return await self._publish(event, target, now)
 
+    def _unavailable(self) -> web.Response:
+        """503 with Retry-After: nothing was stored, Stripe delivers again."""
+        return error_response(503, "temporarily_unavailable", "the event could not be stored yet; Stripe will retry",
+                              headers={"Retry-After": str(self._settings.retry_after_s)})
+
     async def _publish(self, event: dict[str, object], target: WebhookTarget, now: datetime) -> tuple[str, web.Response]:
         envelope = envelope_for_event(event, target.tenant_id, Source.WEBHOOK, now)
         started = time.perf_counter()
@@ -190,10 +200,7 @@ class WebhookReceiver:
             )
         except PublishError as exc:
             log.warning("webhook not acknowledged by Kafka", event_id=envelope.event_id, error=str(exc))
-            return "kafka_unavailable", error_response(
-                503, "temporarily_unavailable", "the event could not be stored yet; Stripe will retry",
-                headers={"Retry-After": str(self._settings.retry_after_s)},
-            )
+            return "kafka_unavailable", self._unavailable()
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
         return "published", web.json_response({"received": True, "published": True})
 

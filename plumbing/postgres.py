@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 
 from plumbing.settings import PostgresSettings
+
+
+# Postgres restarting, shutting down or unreachable, a connection lost mid-query: wait and retry
+# the same work, never skip it. Anything else is a bug and must be seen.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, PostgresConnectionError, OperatorInterventionError, asyncpg.InterfaceError,
+)
 
 
 async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:

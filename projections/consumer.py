@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from plumbing.kafka import KafkaPublisher, consumer_config
 from plumbing.logs import get_logger
+from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import KafkaSettings
 from projections.errors import PositionGapError, ProjectionError
 from projections.objects import Writes, writes_for
@@ -34,9 +35,6 @@ from projections.store import Applied, PostgresProjectionStore
 from schemas import DeadLetter, EnvelopeCodec, EnvelopeError
 
 log = get_logger(__name__)
-# Postgres being restarted or unreachable: wait and retry the same batch, never skip it.
-TRANSIENT_DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                       asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
 
 
 class ProjectorMetrics:

@@ -184,3 +184,26 @@ def test_collapsing_a_batch_keeps_the_newest_state_whatever_the_order(order: lis
     shuffled = newest_per_object([states[i] for i in order])
     note(str(shuffled))
     assert {s.object_id: s for s in expected["charges"]} == {s.object_id: s for s in shuffled["charges"]}
+
+
+@pytest.mark.parametrize("snapshot_first", [True, False], ids=["snapshot-first", "webhook-first"])
+async def test_refunds_listed_by_a_snapshot_and_a_later_refund_count_once_each_on_their_days(
+    pool: asyncpg.Pool, snapshot_first: bool
+) -> None:
+    store = PostgresProjectionStore(pool, "refund-test")
+    tenant = f"refund_{uuid.uuid4().hex[:8]}"
+    day = 86_400
+    listed = {"object": "list", "data": [{"id": "re_1", "object": "refund", "amount": 1500, "currency": "usd",
+                                          "created": T + day, "status": "succeeded", "charge": "ch_1"}]}
+    snapshot = event(CHARGE | {"status": "succeeded", "amount_refunded": 1500, "refunds": listed},
+                     "charge.snapshot", "snap_1", T + 2 * day, tenant, Source.IMPORT)
+    refunded = event(CHARGE | {"status": "succeeded", "amount_refunded": 5000}, "charge.refunded", "evt_ref",
+                     T + 3 * day, tenant)
+    for envelope in ([snapshot, refunded] if snapshot_first else [refunded, snapshot]):
+        await store.apply([(tenant, envelope.event_id, writes_for(envelope))], {})
+    async with pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        rows = await conn.fetch("SELECT day, refunded FROM projection.daily_revenue WHERE tenant_id = $1 AND refunded > 0 "
+                                "ORDER BY day", tenant)
+    days = [(r["day"] - datetime.fromtimestamp(T, timezone.utc).date()).days for r in rows]
+    assert list(zip(days, [r["refunded"] for r in rows])) == [(1, 1500), (3, 3500)]

@@ -46,6 +46,8 @@ class Question:
     min_level: Level
     sql: str
     params: tuple[str, ...] = ()
+    # Rows per currency to combine with the (single) row of `sql`, same parameters.
+    per_currency_sql: str | None = None
 
 
 QUESTIONS: Mapping[str, Question] = {q.name: q for q in (
@@ -57,13 +59,14 @@ QUESTIONS: Mapping[str, Question] = {q.name: q for q in (
              "SELECT month, currency, mrr, mrr_rounded, subscribers FROM analytics.mrr_by_month "
              "WHERE livemode = $1 ORDER BY month, currency"),
     Question("movements", "MRR movements of one month per currency.", Level.SUMMARY,
-             "SELECT * FROM analytics.mrr_movements WHERE livemode = $1 AND month = date_trunc('month', $2::date) "
+             "SELECT * FROM analytics.mrr_movements WHERE livemode = $1 AND month = $2::date "
              "ORDER BY currency", ("month",)),
+    # Two statements merged in Python: joined in one statement the planner re-runs the second view per row.
     Question("churn", "Subscriber churn and revenue churn of one month.", Level.SUMMARY,
-             "SELECT s.month, s.active_start, s.new_subscribers, s.churned_subscribers, s.churn_denominator, "
-             "s.subscriber_churn_rate, r.currency, r.opening_mrr, r.churned_mrr, r.contraction_mrr, r.revenue_churn_rate "
-             "FROM analytics.subscriber_churn s LEFT JOIN analytics.revenue_churn r USING (month, livemode) "
-             "WHERE s.livemode = $1 AND s.month = date_trunc('month', $2::date) ORDER BY r.currency", ("month",)),
+             "SELECT month, active_start, new_subscribers, churned_subscribers, churn_denominator, subscriber_churn_rate "
+             "FROM analytics.subscriber_churn WHERE livemode = $1 AND month = $2::date", ("month",),
+             per_currency_sql="SELECT currency, opening_mrr, churned_mrr, contraction_mrr, revenue_churn_rate "
+             "FROM analytics.revenue_churn WHERE livemode = $1 AND month = $2::date ORDER BY currency"),
     Question("failed_payments", "Failed payments per day and currency between two days.", Level.SUMMARY,
              "SELECT day, currency, failed_count, failed_amount FROM analytics.daily_revenue "
              "WHERE livemode = $1 AND failed_count > 0 AND day BETWEEN $2 AND $3 ORDER BY day, currency", ("from", "to")),
@@ -83,7 +86,8 @@ QUESTIONS: Mapping[str, Question] = {q.name: q for q in (
 
 def _convert(name: str, value: Any) -> Any:
     if name in ("from", "to", "month"):
-        return value if isinstance(value, date) else date.fromisoformat(str(value))
+        day = value if isinstance(value, date) else date.fromisoformat(str(value))
+        return day.replace(day=1) if name == "month" else day  # any day names its month
     if name == "limit":
         limit = int(value)
         if not 1 <= limit <= 1000:
@@ -161,4 +165,8 @@ class RevenueReader:
             args = [_convert(p, params[p]) for p in q.params]
         except ValueError as exc:
             raise UnknownQuestionError(f"bad parameter for '{question}': {exc}") from exc
-        return await self.run_sql(tenant_id, level, q.sql, livemode, *args)
+        rows = await self.run_sql(tenant_id, level, q.sql, livemode, *args)
+        if q.per_currency_sql is None or not rows:
+            return rows
+        per_currency = await self.run_sql(tenant_id, level, q.per_currency_sql, livemode, *args)
+        return [{**rows[0], **extra} for extra in per_currency] or rows

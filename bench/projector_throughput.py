@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+
 import time
 
 import asyncpg
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.common import BENCH_DATABASE, bench_settings, platform
 from bench.results import BenchResult, Figure, own_peak_rss_mib, write_result
+from plumbing.runtime import tune_gc
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
 from projections.consumer import ProjectorMetrics, RevenueProjector
@@ -94,7 +95,7 @@ async def main(count: int, database: str) -> None:
     pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=4)
     # The generator's objects (simulator, 50,000 envelopes) are no part of a projector process:
     # keep the collector from walking them over and over while the projector runs.
-    gc.freeze()
+    tune_gc()
     try:
         say("measuring the projector (exactly-once, one member)…")
         projector_rate = await measure_projector(settings, pool, len(envelopes))

@@ -3,6 +3,7 @@
 import asyncio
 
 from plumbing.logs import configure_logging
+from plumbing.runtime import tune_gc
 from plumbing.settings import load_settings
 from projections.app import run_projector
 
@@ -11,6 +12,7 @@ def main() -> None:
     """Reads settings, configures logs and runs the projector until SIGTERM."""
     settings = load_settings()
     configure_logging(settings.log)
+    tune_gc()
     asyncio.run(run_projector(settings))
 
 

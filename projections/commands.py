@@ -14,6 +14,7 @@ from rich.table import Table
 
 from plumbing.logs import configure_logging
 from plumbing.postgres import create_pool
+from plumbing.runtime import tune_gc
 from plumbing.settings import load_settings
 from projections.app import run_projector
 from projections.errors import ProjectionError
@@ -25,6 +26,7 @@ def projector() -> None:
     """Runs one projector group member until SIGTERM/SIGINT."""
     settings = load_settings()
     configure_logging(settings.log)
+    tune_gc()
     asyncio.run(run_projector(settings))
 
 

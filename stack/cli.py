@@ -64,9 +64,12 @@ def web() -> None:
 
     import uvloop
 
+    from plumbing.runtime import tune_gc
+
     settings = load_settings()
     configure_logging(settings.log)
     uvloop.install()  # the receiver's hot path is the event loop: uvloop makes it markedly cheaper
+    tune_gc()
     aiohttp_web.run_app(build_web_app(settings), host=settings.http.host, port=settings.http.port,
                         shutdown_timeout=settings.http.shutdown_timeout_s, print=None, access_log=None)
 

@@ -82,6 +82,7 @@ class KafkaPublisher:
         self._timeout_s = settings.send_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -120,6 +121,8 @@ class KafkaPublisher:
         async with self._starting:
             if self._producer is not None:
                 await self._producer.stop()
+        for closing in list(self._closing):
+            await closing
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.start()
@@ -142,21 +145,42 @@ class KafkaPublisher:
     async def publish_many(
         self, topic: str, records: Sequence[tuple[bytes, bytes]], timeout_s: float | None = None
     ) -> list[Position]:
-        """Sends records in order and waits until all are acknowledged; raises PublishError otherwise."""
+        """Sends records in order and waits until all are acknowledged; raises PublishError otherwise.
+
+        A producer that failed to get an acknowledgement is replaced for the next call: after a
+        broker outage an idempotent producer whose batches expired can keep failing on sequence
+        numbers, and a fresh producer (a new producer id) is the way out. Nothing it held was
+        acknowledged to anyone, so nothing acknowledged is lost.
+        """
         bound = self._timeout_s if timeout_s is None else timeout_s
+        producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
-                return await self._send_all(topic, records)
+                producer = self._producer or await self._start_producer()
+                pending = [await producer.send(topic, value=value, key=key) for key, value in records]
+                acked = [await pending[0]] if len(pending) == 1 else await asyncio.gather(*pending)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            self._discard(producer)
             raise PublishError(
                 f"Kafka did not acknowledge {len(records)} record(s) on {topic} within {bound:g}s: {exc!r}"
             ) from exc
-
-    async def _send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[Position]:
-        producer = self._producer or await self._start_producer()
-        pending = [await producer.send(topic, value=value, key=key) for key, value in records]
-        acked = [await pending[0]] if len(pending) == 1 else await asyncio.gather(*pending)
         return [Position(md.topic, md.partition, md.offset) for md in acked]
+
+    def _discard(self, producer: AIOKafkaProducer | None) -> None:
+        """Drops a failed producer (once) and closes it in the background."""
+        if producer is None or producer is not self._producer:
+            return
+        self._producer = None
+        closing = asyncio.get_running_loop().create_task(self._close_quietly(producer))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def _close_quietly(self, producer: AIOKafkaProducer) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await producer.stop()
+        except (KafkaError, OSError, asyncio.TimeoutError):
+            pass  # the broker may still be away; the producer's records were never acknowledged
 
 
 async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:

@@ -82,6 +82,13 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def failed_deliveries(p: Product) -> str:
+    """What the simulator saw of deliveries that never got a 200 (for a failure message)."""
+    failed = [d for d in p.sim.deliveries() if not any(a.status == 200 for a in d.attempts)]
+    answers = sorted({f"{a.status}:{a.error}" for d in failed for a in d.attempts})
+    return f"{len(failed)} deliveries never acknowledged; answers seen: {answers[:10]}"
+
+
 def pending_deliveries(p: Product) -> int:
     return sum(1 for d in p.sim.deliveries() if not any(a.status == 200 for a in d.attempts))
 
@@ -171,6 +178,6 @@ async def test_nothing_lost_nothing_doubled_under_fault(product: Product, index:
     result = await product.check(tenant)
     RESULTS.append({"fault": name, "in_flight": in_flight, "recover_s": recover_s, **result})
     assert result["events"] > 100
-    assert result["lost"] == 0
+    assert result["lost"] == 0, failed_deliveries(product)
     assert result["double_applied"] == 0
     assert result["mismatched"] == {}

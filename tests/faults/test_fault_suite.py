@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-async def product(platform: Platform, clean_database: str, request: pytest.FixtureRequest) -> AsyncIterator[Product]:
+async def product(platform: Platform, clean_database: str) -> AsyncIterator[Product]:
     from tests.conftest import TEST_DATABASE  # noqa: F401 - the database the suite's processes use
     import uuid
 
@@ -68,9 +68,6 @@ async def product(platform: Platform, clean_database: str, request: pytest.Fixtu
     table = render_table(RESULTS)
     (REPO_ROOT / "test-artifacts").mkdir(exist_ok=True)
     (REPO_ROOT / "test-artifacts" / "fault-suite.md").write_text(table + "\n")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("\n" + table)
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:

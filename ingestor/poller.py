@@ -134,7 +134,11 @@ class StripeEventsPoller:
         """Returns the stored cursor and where to read from, starting a catch-up import after a gap."""
         cursor = await self._checkpoints.poll_cursor(connection.connection_id)
         if cursor is None:
-            cursor = PollCursor(int(connection.created_at.timestamp()), frozenset())
+            # A new connection reads what the events API still holds, once: the import gives each
+            # object's state, these events the history of its changes (with previous_attributes) in
+            # the last 30 days, which MRR history needs. Dedupe makes the overlap with webhooks harmless.
+            start = now - EVENTS_WINDOW_S + WINDOW_MARGIN_S
+            return PollCursor(start, frozenset()), start
         since = cursor.last_event_created - self._settings.overlap_s
         oldest_readable = now - EVENTS_WINDOW_S
         if since >= oldest_readable:

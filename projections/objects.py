@@ -254,19 +254,31 @@ def _derived_rank(status: str) -> int:
     return state_rank("subscription", {"status": status}, False, False) - DERIVED_RANK_OFFSET
 
 
+# "Before" points (see _version_before) rank above the snapshot-derived points and below every real
+# event; among themselves the earliest update's wins, since it describes the oldest state.
+BEFORE_RANK_BASE = -(5 * 10**14)
+
+
 def _version_before(envelope: Envelope, sub: Mapping[str, Any], previous: Mapping[str, Any],
                     time_ms: int) -> SubscriptionVersion:
-    """The state just before an update, from its `previous_attributes`.
+    """The state before an update, from its `previous_attributes`.
 
-    Fills history the events API no longer has: the earliest update seen tells what the
-    subscription looked like before it (older items after an upgrade, active before past_due).
+    Fills history the events API no longer has: the earliest update seen tells what the subscription
+    looked like before it (older items before an upgrade, trialing before active). It is placed at
+    the latest point a snapshot would derive before the update (start, trial end, current period
+    start), so it overrides those snapshot guesses; real events in between are newer and win.
     """
     before = {**sub, **previous}
     status = str(before.get("status") or sub["status"])
+    period_start, _ = subscription_period(sub)
+    marks = [sub.get("start_date") or sub.get("created"), sub.get("trial_end"),
+             int(period_start.timestamp()) if period_start else None]
+    earlier = [int(m) * 1000 for m in marks if isinstance(m, int) and int(m) * 1000 < time_ms]
+    at_ms = max(earlier) if earlier else time_ms - 1
     return SubscriptionVersion(
-        envelope.tenant_id, str(sub["id"]), time_ms - 1, _derived_rank(status), envelope.event_id + ":before",
-        _id(before.get("customer") or sub["customer"]) or "", str(sub.get("currency") or ""), status,
-        as_decimal(subscription_mrr({**before, "status": status})),
+        envelope.tenant_id, str(sub["id"]), at_ms, BEFORE_RANK_BASE - time_ms // 1000,
+        envelope.event_id + ":before", _id(before.get("customer") or sub["customer"]) or "",
+        str(sub.get("currency") or ""), status, as_decimal(subscription_mrr({**before, "status": status})),
     )
 
 

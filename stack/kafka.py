@@ -130,7 +130,9 @@ class KafkaBroker:
         """Formats the KRaft storage once (a standalone controller quorum of this one node)."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while not cluster_id[0].isalnum():  # a leading "-" would read as an option to the tool
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)),
             capture_output=True, text=True,

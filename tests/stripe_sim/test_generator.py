@@ -7,6 +7,7 @@ import re
 import time
 from collections import Counter
 
+from tests.helpers import wait_for
 from stripe_sim import SimClock, SimServer
 from stripe_sim.billing import Book
 from stripe_sim.generator import GeneratorConfig, generate
@@ -122,10 +123,9 @@ async def test_live_activity_runs_on_the_server() -> None:
         before = len(store.objects["event"])
         sim.start_live_activity(200)
         try:
-            deadline = time.monotonic() + 5
-            while len(store.objects["event"]) < before + 50 and time.monotonic() < deadline:
-                import asyncio
-                await asyncio.sleep(0.01)
+            async def fifty_more() -> bool:
+                return len(store.objects["event"]) >= before + 50
+            await wait_for(fifty_more, timeout_s=5, what="50 events of live activity")
         finally:
             await sim.stop_live_activity()
         assert len(store.objects["event"]) >= before + 50

@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from ingestor.vault import associated_data
+from plumbing.masking import mask_key
 
 
 class SecretBox(Protocol):
@@ -33,12 +34,6 @@ class SecretBox(Protocol):
 def token_digest(token: str) -> bytes:
     """Returns the SHA-256 under which a token is stored and looked up."""
     return hashlib.sha256(token.encode()).digest()
-
-
-def secret_hint(secret: str) -> str:
-    """Returns the displayable form of a secret: prefix, ellipsis, last four characters."""
-    prefix, sep, body = secret.rpartition("_")
-    return f"{prefix}{sep}…{body[-4:]}" if sep else f"…{secret[-4:]}"
 
 
 # The status a connection without a problem has: derived from its webhook set-up.
@@ -157,7 +152,7 @@ class PostgresConnectionStore:
             )
             await conn.execute(
                 "INSERT INTO webhook_secrets (connection_id, ciphertext, hint) VALUES ($1, $2, $3)",
-                connection_id, self._vault.encrypt(secret, aad), secret_hint(secret),
+                connection_id, self._vault.encrypt(secret, aad), mask_key(secret),
             )
 
     async def webhook_target(self, token: str, now: datetime) -> WebhookTarget | None:

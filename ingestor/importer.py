@@ -23,7 +23,7 @@ import stripe
 
 from ingestor.checkpoints import IMPORT_LOCK, ImportCheckpoint, PostgresCheckpoints, try_connection_lock
 from ingestor.connection_store import PostgresConnectionStore
-from ingestor.errors import IngestError
+from ingestor.errors import PASS_RETRIABLE, IngestError
 from ingestor.health import STATUSES
 from ingestor.key_session import KeySession, StopReading
 from ingestor.readers import StripeReaders
@@ -32,12 +32,10 @@ from ingestor.stripe_catalog import BY_NAME
 from ingestor.stripe_client import RawPage, StripeReader
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
-from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import ImporterSettings
 from schemas import EnvelopeCodec, envelope_key
 
 log = get_logger(__name__)
-PASS_RETRIABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, PublishError)
 
 
 @dataclass(frozen=True, slots=True)

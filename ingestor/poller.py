@@ -22,7 +22,7 @@ from typing import Any
 from ingestor.checkpoints import POLL_LOCK, PollCursor, PostgresCheckpoints, try_connection_lock
 from ingestor.connection_store import Connection, PostgresConnectionStore
 from ingestor.connections import import_window
-from ingestor.errors import IngestError
+from ingestor.errors import PASS_RETRIABLE, IngestError
 from ingestor.events import envelope_for_event, is_read_resource
 from ingestor.health import STATUSES
 from ingestor.key_session import KeySession, StopReading
@@ -31,12 +31,10 @@ from ingestor.stripe_catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_client import RawPage, StripeReader
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import get_logger
-from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import ImporterSettings, PollerSettings
 from schemas import EnvelopeCodec, Source, envelope_key
 
 log = get_logger(__name__)
-PASS_RETRIABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, PublishError)
 
 EVENTS_WINDOW_S = 30 * 86400
 # Resume this far inside the 30-day window after a gap, so the window does not move under the read.

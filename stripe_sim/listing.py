@@ -76,6 +76,21 @@ def _type_match(wanted: set[str], evt_type: str) -> bool:
     return any(w.endswith("*") and evt_type.startswith(w[:-1]) for w in wanted)
 
 
+def _field_is(field: str, value: str) -> Callable[[Obj], bool]:
+    """Bind field and value now: a lambda in the caller's loop would see only the last ones."""
+    return lambda o: o.get(field) == value
+
+
+def _status_is(status: str) -> Callable[[Obj], bool]:
+    return lambda o: o["status"] == status
+
+
+def _invoice_subscription_is(sub_id: str) -> Callable[[Obj], bool]:
+    """Match on `parent.subscription_details.subscription`; `parent` may be absent or null."""
+    return lambda o: ((o.get("parent") or {}).get("subscription_details", {})
+                      .get("subscription") == sub_id)
+
+
 def filters(resource: str, query: Query, now: int) -> list[Callable[[Obj], bool]]:
     """Return every predicate a list request applies."""
     preds: list[Callable[[Obj], bool]] = []
@@ -84,7 +99,7 @@ def filters(resource: str, query: Query, now: int) -> list[Callable[[Obj], bool]
         preds.append(created)
     for field in ("customer", "payment_intent", "email"):
         if field in query:
-            preds.append(lambda o, f=field, v=query[field]: o.get(f) == v)
+            preds.append(_field_is(field, query[field]))
     if resource == "customers":
         preds.append(lambda o: not o.get("deleted"))
     elif resource == "subscriptions":
@@ -97,14 +112,12 @@ def filters(resource: str, query: Query, now: int) -> list[Callable[[Obj], bool]
         elif status == "ended":
             preds.append(lambda o: o["status"] in ("canceled", "incomplete_expired"))
         elif status != "all":
-            preds.append(lambda o, s=status: o["status"] == s)
+            preds.append(_status_is(status))
     elif resource == "invoices":
         if "status" in query:
-            preds.append(lambda o, s=query["status"]: o["status"] == s)
+            preds.append(_status_is(query["status"]))
         if "subscription" in query:
-            preds.append(lambda o, s=query["subscription"]:
-                         (o.get("parent") or {}).get("subscription_details", {})
-                         .get("subscription") == s)
+            preds.append(_invoice_subscription_is(query["subscription"]))
     elif resource == "events":
         oldest = now - EVENT_WINDOW
         preds.append(lambda o: o["created"] >= oldest)
@@ -125,16 +138,14 @@ def list_objects(store: Store, resource: str, query: Query, now: int) -> Obj:
                       "starting_after.", "ending_before")
     items = store.all(kind)
     cursor = after or before
+    step, i = 1, 0
     if cursor:
         pos = store.position(kind, cursor)
         if pos is None:
             raise missing(kind, cursor, "starting_after" if after
                           else "ending_before")
+        step, i = (-1, pos - 1) if before else (1, pos + 1)
     page: list[Obj] = []
-    if before:
-        step, i = -1, pos - 1
-    else:
-        step, i = 1, (pos + 1 if after else 0)
     while 0 <= i < len(items) and len(page) <= limit:
         obj = items[i]
         if all(p(obj) for p in preds):

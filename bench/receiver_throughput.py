@@ -152,17 +152,22 @@ async def main() -> None:
     await pool.close()
     mixed, worst = mixed_deliveries(5000), worst_case_deliveries(2000)
 
-    receiver_port, noop_port = free_port(), free_port()
+    receiver_port, noop_port, floor_port = free_port(), free_port(), free_port()
     receiver = start_receiver(settings, master, receiver_port)
     noop = subprocess.Popen([sys.executable, "-m", "bench.noop_server", str(noop_port)], cwd=REPO_ROOT)
+    floor = subprocess.Popen([sys.executable, "-m", "bench.library_floor_server", str(floor_port),
+                              settings.kafka.bootstrap_servers, settings.kafka.raw_topic], cwd=REPO_ROOT,
+                             env=dict(os.environ, BENCH_WEBHOOK_SECRET=SECRET))
     rss: dict[str, float] = {}
     try:
         await wait_ready(f"http://127.0.0.1:{receiver_port}/readyz")
         await wait_ready(f"http://127.0.0.1:{noop_port}/healthz")
+        await wait_ready(f"http://127.0.0.1:{floor_port}/healthz")
         target = f"http://127.0.0.1:{receiver_port}/webhooks/stripe/{token}"
         baseline = f"http://127.0.0.1:{noop_port}/webhooks/stripe/x"
-        await closed_loop(target, mixed, 16, 2.0)  # warm-up: connections, caches, producer batches
-        await closed_loop(baseline, mixed, 16, 2.0)
+        library_floor = f"http://127.0.0.1:{floor_port}/webhooks/stripe/x"
+        for url in (target, baseline, library_floor):  # warm-up: connections, caches, producer batches
+            await closed_loop(url, mixed, 16, 2.0)
         steps = {}
         for rate in (250, 500, 1000, 2000):
             steps[rate] = await open_loop(target, mixed, rate, STEP_SECONDS)
@@ -172,11 +177,12 @@ async def main() -> None:
         noop_1000 = await open_loop(baseline, mixed, 1000, STEP_SECONDS)
         describe("no-op", noop_1000)
         noop_max, noop_cpu = await saturate("no-op max", baseline, mixed, noop.pid)
-        for name, proc in (("receiver", receiver), ("no-op handler", noop)):
+        floor_max, floor_cpu = await saturate("library floor max", library_floor, mixed, floor.pid)
+        for name, proc in (("receiver", receiver), ("no-op handler", noop), ("library floor", floor)):
             with open(f"/proc/{proc.pid}/status") as status:
                 rss[name] = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
     finally:
-        for proc in (receiver, noop):
+        for proc in (receiver, noop, floor):
             proc.terminate()
             proc.wait(timeout=30)
 
@@ -192,6 +198,14 @@ async def main() -> None:
             Figure("receiver CPU per delivery (mixed)", receiver_cpu, "µs", "no-op CPU per request", noop_cpu,
                    notes="server process CPU time ÷ answered requests; independent of the load generator's speed"),
             Figure("receiver CPU per delivery (worst case)", worst_cpu, "µs", "no-op CPU per request", noop_cpu),
+            Figure("library floor: acked events/s (64 in flight, mixed)", floor_max.achieved_per_s, "events/s",
+                   noop_name, noop_max.achieved_per_s,
+                   notes="aiohttp + stripe signature + orjson + fastavro + aiokafka acks=all, nothing of ours: "
+                         "the best ratio a receiver on these libraries can reach here"),
+            Figure("library floor CPU per delivery (mixed)", floor_cpu, "µs", "no-op CPU per request", noop_cpu),
+            Figure("receiver vs library floor (mixed)", receiver_max.achieved_per_s, "events/s",
+                   "library floor", floor_max.achieved_per_s,
+                   notes="what our own code (lookup, checks, redaction, metrics, bounds) leaves of the floor"),
             Figure("ack latency p50 at 1,000 events/s", steps[1000].percentile(50), "ms",
                    "no-op p50 at 1,000/s", noop_1000.percentile(50)),
             Figure("ack latency p99 at 1,000 events/s", steps[1000].percentile(99), "ms",

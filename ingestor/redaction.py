@@ -134,10 +134,11 @@ def redacted_json(event: dict[str, Any]) -> str:
     """
     text = _json_text(event)
     spans = _pan_spans(text)
-    if not spans and not _may_hold_card(text):
-        return text.decode()
-    redacted = _redact_dict(event, False, spans)
-    return text.decode() if redacted is event else _json_text(redacted).decode()
+    if spans or _may_hold_card(text):
+        redacted = _redact_dict(event, False, spans)
+        if redacted is not event:
+            text = _json_text(redacted)
+    return text.decode("utf-8", "surrogatepass")
 
 
 def _json_text(value: object) -> bytes:
@@ -148,7 +149,7 @@ def _json_text(value: object) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
-def _pan_spans(text: bytes) -> tuple[str, ...]:
+def _pan_spans(text: bytes) -> Spans:
     """Return the last 13 characters of every run of 13+ digits, spaces and dashes in a JSON text.
 
     A string holding a card-number candidate holds such a run, so it contains one of these spans:
@@ -173,7 +174,7 @@ def _may_hold_card(text: bytes) -> bool:
     return (b'card"' in text or b'_present"' in text) and _CARD_NAME.search(text) is not None
 
 
-def _holds_span(text: str, spans: tuple[str, ...]) -> bool:
+def _holds_span(text: str, spans: Spans) -> bool:
     """Tell whether `text` contains one of `spans` (so may hold a card number)."""
     for span in spans:
         if span in text:

@@ -609,3 +609,11 @@ def test_card_number_after_an_escaped_control_character_is_masked() -> None:
     # JSON writes the control character as \u0007, whose hex digits run into the card number.
     event = {"object": "event", "data": {"object": {"description": "\x074242424242424242"}}}
     assert orjson.loads(redacted_json(event))["data"]["object"]["description"] == "\x07************4242"
+
+
+def test_text_orjson_refuses_is_still_redacted() -> None:
+    # A lone surrogate (stdlib json accepts "\ud800") and an integer beyond 64 bits: orjson refuses both.
+    event = {"object": "event", "note": "\ud800 4242424242424242", "big": 2**70}
+    payload = redacted_json(event)
+    assert "************4242" in payload and "4242424242424242" not in payload
+    assert json.loads(payload)["big"] == 2**70

@@ -81,7 +81,7 @@ async def main() -> None:
                         raise SystemExit(f"delivery {i} answered {resp.status}")
 
             async def watch() -> None:
-                pending = set()
+                pending: set[str] = set()
                 deadline = time.perf_counter() + 120
                 while time.perf_counter() < deadline and (pending or len(latencies) < DELIVERIES):
                     pending = set(sent_at) - seen

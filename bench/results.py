@@ -30,9 +30,9 @@ class Figure:
     @property
     def ratio(self) -> float | None:
         """Returns value ÷ baseline (None without a baseline)."""
-        if self.baseline_value in (None, 0):
+        if self.baseline_value is None or self.baseline_value == 0:
             return None
-        return self.value / self.baseline_value  # type: ignore[operator]
+        return self.value / self.baseline_value
 
 
 @dataclass

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from plumbing.partitioning import partition_for_key
 from plumbing.settings import KafkaSettings
 
 # Broker-side limit for one record; Stripe payloads are well under 1 MiB, the envelope adds little.
@@ -30,7 +31,8 @@ class PublishError(Exception):
 
 
 def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
-    """Returns the producer settings: acknowledged by all in-sync replicas, idempotent, bounded."""
+    """Returns the producer settings: acknowledged by all in-sync replicas, idempotent, bounded,
+    keys partitioned exactly as by aiokafka's default (only faster)."""
     return {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
@@ -42,6 +44,7 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         "max_request_size": MAX_RECORD_BYTES,
         "request_timeout_ms": int(settings.send_timeout_s * 1000),
         "retry_backoff_ms": 100,
+        "partitioner": partition_for_key,
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.partitioner import DefaultPartitioner
 
 from plumbing.kafka import KafkaPublisher, PublishError, consumer_config, ensure_topics, producer_config
 from tests.helpers import consume_all
@@ -49,6 +50,22 @@ async def test_ten_thousand_records_come_back_exactly_once_in_per_key_order(
     for key, value in received:
         per_key[key].append(int(value.split(b"#")[1]))
     assert all(seq == sorted(seq) for seq in per_key.values())
+
+
+async def test_each_key_lands_in_the_partition_any_default_kafka_producer_would_choose(
+    settings: Settings, create_topic: Callable[[str, int], Awaitable[None]]
+) -> None:
+    # The poller, the importer and the receiver must agree on a key's partition, and so must any
+    # other producer left on aiokafka's (or the Java client's) default partitioner.
+    topic = settings.kafka.raw_topic
+    await create_topic(topic, 6)
+    keys = [f"{uuid.uuid4()}:sub_{i}".encode() for i in range(300)]
+    async with KafkaPublisher(settings.kafka) as publisher:
+        positions = await publisher.publish_many(topic, [(key, b"v") for key in keys])
+    partitions = list(range(6))
+    expected = [DefaultPartitioner()(key, partitions, partitions) for key in keys]
+    assert [p.partition for p in positions] == expected
+    assert len(set(expected)) == 6
 
 
 async def test_topics_are_created_once_never_compacted_and_kept_forever(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.common import bench_settings, platform
 from bench.load import LoadResult
 from bench.receiver_throughput import SECRET, free_port, start_receiver, wait_ready
-from bench.results import BenchResult, Figure, write_result
+from bench.results import BenchResult, Figure, peak_rss_mib, write_result
 from ingestor.connection_store import PostgresConnectionStore
 from ingestor.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import consumer_config, ensure_topics, producer_config
@@ -32,11 +32,6 @@ from stack import REPO_ROOT
 from stack.progress import say
 
 DELIVERIES, RATE = 400, 40.0
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
 
 
 async def main() -> None:

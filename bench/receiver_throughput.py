@@ -21,13 +21,14 @@ import stripe
 
 from bench.common import bench_settings, platform
 from bench.load import LoadResult, closed_loop, open_loop
-from bench.results import BenchResult, Figure, write_result
+from bench.results import BenchResult, Figure, peak_rss_mib, write_result
 from ingestor.connection_store import PostgresConnectionStore
 from ingestor.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import ensure_topics
 from plumbing.settings import Settings
 from stack import REPO_ROOT
 from stack.progress import say
+from stripe_sim.objects import template
 
 SECRET = "whsec_" + "b" * 32
 STEP_SECONDS = 5.0
@@ -70,12 +71,11 @@ def stripe_event(number: int, event_type: str, obj: dict[str, object], now: int)
 def mixed_deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
     """Distinct signed deliveries cycling through the five resources (1–5 KB each); every charge
     has a card object and a card number in its description (a fifth of all deliveries)."""
-    fixtures = json.loads((REPO_ROOT / "stripe_sim" / "data" / "fixtures.json").read_text())
     now = int(time.time())
     out = []
     for number in range(count):
         resource, event_type = MIXED_EVENT_TYPES[number % len(MIXED_EVENT_TYPES)]
-        obj = dict(fixtures[resource])
+        obj = dict(template(resource))
         if resource == "charge":
             obj["description"] = CARD_NUMBER_TEXT
         out.append(signed_delivery(stripe_event(number, event_type, obj, now), now))
@@ -85,7 +85,7 @@ def mixed_deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
 def worst_case_deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
     """Distinct signed charge.succeeded deliveries, each with a card object to reduce and a card number
     to mask: the most work per delivery for the receiver."""
-    charge = json.loads((REPO_ROOT / "stripe_sim" / "data" / "fixtures.json").read_text())["charge"]
+    charge = template("charge")
     now = int(time.time())
     return [signed_delivery(stripe_event(n, "charge.succeeded", {**charge, "description": CARD_NUMBER_TEXT}, now), now)
             for n in range(count)]
@@ -179,8 +179,7 @@ async def main() -> None:
         noop_max, noop_cpu = await saturate("no-op max", baseline, mixed, noop.pid)
         floor_max, floor_cpu = await saturate("library floor max", library_floor, mixed, floor.pid)
         for name, proc in (("receiver", receiver), ("no-op handler", noop), ("library floor", floor)):
-            with open(f"/proc/{proc.pid}/status") as status:
-                rss[name] = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
+            rss[name] = peak_rss_mib(proc.pid)
     finally:
         for proc in (receiver, noop, floor):
             proc.terminate()

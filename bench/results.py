@@ -55,6 +55,12 @@ def machine_notes() -> dict[str, Any]:
     }
 
 
+def peak_rss_mib(pid: int) -> float:
+    """Returns the peak resident memory in MiB of process `pid` (a server the benchmark started)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
+
+
 def own_peak_rss_mib() -> float:
     """Returns this process's peak resident memory in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
+from asyncpg.exceptions import InternalClientError, OperatorInterventionError, PostgresConnectionError
 
 from plumbing.settings import PostgresSettings
 
 
 # Postgres restarting, shutting down or unreachable, a connection lost mid-query: wait and retry
-# the same work, never skip it. Anything else is a bug and must be seen.
+# the same work, never skip it. Anything else is a bug and must be seen. InternalClientError is how
+# asyncpg reports a connection that broke in mid-protocol (e.g. "cannot switch to state 15" while the
+# pool resets it after Postgres went away); the pool then discards that connection.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError, asyncio.TimeoutError, PostgresConnectionError, OperatorInterventionError, asyncpg.InterfaceError,
+    InternalClientError,
 )
 
 

@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
 
 from plumbing.settings import Settings
+from projections.store import PostgresProjectionStore
 from stack import REPO_ROOT
 from stripe_sim import OLD_VERSION, SimServer
 from tests.helpers import topic_size, wait_for
@@ -94,6 +96,46 @@ async def test_sigkill_at_random_points_changes_nothing(
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 30) == 0
 
+    distinct = len({e.event_id for e in base})
+    assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct
+    async with pool.acquire() as conn:
+        assert await dump(conn, tenant) == await dump(conn, "clean")
+
+
+async def test_a_connection_broken_as_a_batch_commits_is_retried_and_counts_once(
+    make_settings: Callable[..., Settings], pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # When Postgres restarts, a pooled connection can break just as its transaction ends: the pool then
+    # fails to reset it with asyncpg's InternalClientError ("cannot switch to state 15; another operation
+    # is in progress"). The fault suite's Postgres restart once killed the projector this way. The batch
+    # must be retried (on a fresh connection), and applying it a second time must change nothing.
+    async with SimServer(seed=31) as sim:
+        account = sim.create_account(api_version=OLD_VERSION, customers=15, months=6, seed=4)
+        base = history_envelopes(sim, account.id, "clean")
+    clean, broken = make_settings(), make_settings()
+    tenant = f"broken_{broken.kafka.projector_group[-8:]}"
+    for s in (clean, broken):
+        await create_topic(s.kafka.raw_topic, 2)
+        await create_topic(s.kafka.dead_letter_topic, 1)
+    await publish(clean, base)
+    await publish(broken, [dataclasses.replace(e, tenant_id=tenant) for e in base])
+    await project_until_idle(clean, pool)
+
+    real_apply = PostgresProjectionStore.apply
+    failures = 0
+
+    async def apply_then_break(self: PostgresProjectionStore, *args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        applied = await real_apply(self, *args, **kwargs)  # committed...
+        if failures < 3:
+            failures += 1  # ...but the connection broke on its way back to the pool
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+        return applied
+
+    monkeypatch.setattr(PostgresProjectionStore, "apply", apply_then_break)
+    await project_until_idle(broken, pool)
+    assert failures == 3
     distinct = len({e.event_id for e in base})
     assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct
     async with pool.acquire() as conn:

@@ -6,13 +6,28 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer
 
 from plumbing.kafka import consumer_config, topic_end_offsets
 from plumbing.settings import KafkaSettings
+from stripe_sim import SimClock
 
 POLL_INTERVAL_S = 0.05
+# The simulator's "now" in tests that compare with its ground truth: its generated history depends on
+# the clock, so a pinned clock makes the data, and the test, the same whatever day it runs.
+SIM_NOW = 1_781_500_000  # 2026-06-15T05:06:40Z
+
+
+def pinned_sim_clock() -> SimClock:
+    """Returns a simulator clock frozen at SIM_NOW."""
+    return SimClock(frozen_at=SIM_NOW)
+
+
+def month_of(epoch_s: int) -> str:
+    """Returns the UTC month ("YYYY-MM") of a Unix time."""
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m")
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "condition") -> None:

@@ -6,10 +6,8 @@ import uuid
 
 import asyncpg
 
-from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
-from projections import MIGRATIONS_DIR
-from projections.catalog import sync_catalog
+from service.admin import migrate_database
 from stack import postgres
 from stack.progress import say
 from stack.up import Platform, start_platform
@@ -26,8 +24,7 @@ async def bench_settings(platform: Platform, database: str = BENCH_DATABASE) -> 
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
                            "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; "
                            "CREATE SCHEMA public;")
-        await apply_migrations(conn, MIGRATIONS_DIR)
-        await sync_catalog(conn)
+        await migrate_database(conn)
     finally:
         await conn.close()
     suffix = uuid.uuid4().hex[:8]

@@ -24,8 +24,8 @@ from bench.common import bench_settings, platform
 from bench.load import LoadResult
 from bench.receiver_throughput import SECRET, free_port, start_receiver, wait_ready
 from bench.results import BenchResult, Figure, peak_rss_mib, write_result
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.vault import MasterKeyring, generate_master_key
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import consumer_config, ensure_topics, producer_config
 from plumbing.settings import Settings
 from stack import REPO_ROOT
@@ -50,7 +50,7 @@ async def main() -> None:
            "INGESTOR_KAFKA__PROJECTOR_GROUP": settings.kafka.projector_group,
            "INGESTOR_POSTGRES__DSN": settings.postgres.dsn.get_secret_value(), "INGESTOR_PROJECTOR__METRICS_PORT": "0",
            "INGESTOR_LOG__LEVEL": "WARNING", "PATH": "/usr/bin:/bin"}
-    projector = subprocess.Popen([sys.executable, "-m", "projections"], cwd=REPO_ROOT, env=env,
+    projector = subprocess.Popen([sys.executable, "-m", "service", "projector"], cwd=REPO_ROOT, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rss: dict[str, float] = {}
     latencies: list[float] = []

@@ -19,16 +19,15 @@ from datetime import datetime, timezone
 import asyncpg
 
 from bench.results import BenchResult, Figure, own_peak_rss_mib, write_result
-from ingestor.checkpoints import PostgresCheckpoints
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.connections import import_window
-from ingestor.stripe_catalog import IMPORTED
-from ingestor.vault import MasterKeyring, generate_master_key
-from ingestor.worker import open_worker
+from ingestor.connections.service import import_window
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.stripe_api.catalog import IMPORTED
 from plumbing.kafka import ensure_topics
-from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings, StripeSettings
-from projections import MIGRATIONS_DIR
+from service.admin import migrate_database
+from service.worker import open_worker
 from stack.up import start_platform
 
 
@@ -53,7 +52,7 @@ async def main(customers: int, database: str) -> None:
         )
         await ensure_topics(settings.kafka)
         conn = await asyncpg.connect(settings.postgres.dsn.get_secret_value())
-        await apply_migrations(conn, MIGRATIONS_DIR)
+        await migrate_database(conn)
         await conn.close()
         keyring = MasterKeyring.from_setting(generate_master_key("bench"))
         async with open_worker(settings, keyring) as worker:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-
 import time
 
 import asyncpg
@@ -18,10 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from bench.common import BENCH_DATABASE, bench_settings, platform
 from bench.results import BenchResult, Figure, own_peak_rss_mib, write_result
-from plumbing.runtime import tune_gc
 from plumbing.kafka import KafkaPublisher
+from plumbing.runtime import tune_gc
 from plumbing.settings import Settings
-from projections.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import ProjectorMetrics, RevenueProjector
 from schemas import Envelope, EnvelopeCodec, envelope_key
 from stack.progress import say
 from stripe_sim import OLD_VERSION, SimServer

@@ -22,8 +22,8 @@ import stripe
 from bench.common import bench_settings, platform
 from bench.load import LoadResult, closed_loop, open_loop
 from bench.results import BenchResult, Figure, peak_rss_mib, write_result
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.vault import MasterKeyring, generate_master_key
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import ensure_topics
 from plumbing.settings import Settings
 from stack import REPO_ROOT
@@ -113,7 +113,7 @@ def start_receiver(settings: Settings, master: str, port: int) -> subprocess.Pop
                INGESTOR_POSTGRES__DSN=settings.postgres.dsn.get_secret_value(),
                INGESTOR_VAULT__MASTER_KEYS=master, INGESTOR_HTTP__PORT=str(port),
                INGESTOR_LOG__LEVEL="WARNING", INGESTOR_RECEIVER__TARGET_CACHE_TTL_S="30")
-    return subprocess.Popen([sys.executable, "-m", "stack.cli", "web"], cwd=REPO_ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "service", "web"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

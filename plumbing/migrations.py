@@ -1,6 +1,7 @@
 """Versioned SQL migrations: applied once, in order, each in its own transaction, under a lock.
 
-Files are `NNNN_description.sql` in one folder. The runner holds a Postgres advisory lock for the
+Files are `NNNN_description.sql`, in one or more folders (the control plane's and the projections'),
+applied as one list ordered by version; a version is unique across the folders. The runner holds a Postgres advisory lock for the
 whole run so two processes starting together cannot apply the same file twice; each applied file
 is recorded with its checksum, and a file changed after it was applied is refused, not re-run.
 """
@@ -39,10 +40,10 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def read_migrations(directory: Path) -> list[Migration]:
-    """Returns the migrations in `directory` sorted by version; raises MigrationError on a bad name or duplicate."""
+def read_migrations(*directories: Path) -> list[Migration]:
+    """Returns the migrations in `directories` sorted by version; raises MigrationError on a bad name or duplicate."""
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(p for directory in directories for p in directory.glob("*.sql")):
         match = MIGRATION_FILE.match(path.name)
         if match is None:
             raise MigrationError(f"{path.name}: migration files are named NNNN_lowercase_words.sql")
@@ -53,9 +54,9 @@ def read_migrations(directory: Path) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def apply_migrations(conn: asyncpg.Connection, directory: Path) -> list[Migration]:
-    """Applies the pending migrations in order and returns them; a second run applies none."""
-    migrations = read_migrations(directory)
+async def apply_migrations(conn: asyncpg.Connection, *directories: Path) -> list[Migration]:
+    """Applies the pending migrations of `directories` in version order and returns them; a second run applies none."""
+    migrations = read_migrations(*directories)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
         # Migrations may change search_path for their own transaction (SET LOCAL); the history

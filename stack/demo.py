@@ -22,14 +22,15 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from ingestor.vault import generate_master_key
+from ingestor.connections.vault import generate_master_key
 from plumbing.kafka import topic_end_offsets
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings, load_settings
-from projections.read_client import Level, RevenueReader
+from projections.read.client import Level, RevenueReader
+from service.admin import prepare
 from stack import STATE_DIR, postgres
 from stack.processes import Services
 from stack.progress import say
-from stack.up import prepare, start_platform
+from stack.up import start_platform
 
 SIM_PORT, WEB_PORT, METRICS_PORT = 12111, 8080, 9464
 DEMO_STATE = STATE_DIR / "demo.json"
@@ -217,8 +218,8 @@ async def run_demo(customers: int, live_rate: float) -> None:
     """Brings everything up, connects the demo tenant, prints where to look, runs until Ctrl-C."""
     started = time.monotonic()
     platform = start_platform()
-    await prepare(KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers),
-                  PostgresSettings(dsn=platform.postgres_dsn("ingestor")))  # type: ignore[arg-type]
+    say(await prepare(KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers),
+                      PostgresSettings(dsn=platform.postgres_dsn("ingestor"))))  # type: ignore[arg-type]
     admin_token = _secret_file(STATE_DIR / "admin.token", lambda: "adm_" + secrets.token_urlsafe(24))
     env = service_env(platform.cluster, admin_token)
     settings = load_settings({k: v for k, v in env.items()})
@@ -237,9 +238,9 @@ async def run_demo(customers: int, live_rate: float) -> None:
             raise RuntimeError("the Stripe simulator did not start; see .stack/logs/stripe-simulator.log")
         sim = json.loads(line)
         say(f"Stripe simulator ready at {sim['base_url']} (account {sim['account']['id']}, {customers} customers, 12 months)")
-        services.start("web", ["-m", "stack.cli", "web"], env)
-        services.start("worker", ["-m", "stack.cli", "worker"], env)
-        services.start("projector", ["-m", "stack.cli", "projector"], env)
+        services.start("web", ["-m", "service", "web"], env)
+        services.start("worker", ["-m", "service", "worker"], env)
+        services.start("projector", ["-m", "service", "projector"], env)
         async with aiohttp.ClientSession() as http:
             async def ready() -> bool:
                 async with http.get(f"http://127.0.0.1:{WEB_PORT}/readyz") as resp:

@@ -45,7 +45,7 @@ def act(book: Book, rng: random.Random, now: int) -> None:
     currency = rng.choice(sorted(walker.prices))
     roll = rng.random()
     # Never two changes of one subscription in one second: Stripe's timestamps are whole seconds, so
-    # no reader could tell their order (projections/ordering.py breaks such ties, but not by time).
+    # no reader could tell their order (projections/handlers/ordering.py breaks such ties, but not by time).
     subs = [s for s in book.store.objects.get("subscription", {}).values()
             if s["status"] == "active" and book.store.versions[s["id"]][-1][0] < now]
     charges = [c for c in book.store.all("charge")[:50] if c["status"] == "succeeded"

@@ -6,7 +6,6 @@ here — never from os.environ — pointing at a test database and at topics uni
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,10 +14,8 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from plumbing.migrations import apply_migrations
 from plumbing.settings import KafkaSettings, PostgresSettings, ReaderSettings, Settings
-from projections import MIGRATIONS_DIR
-from projections.catalog import sync_catalog
+from service.admin import migrate_database
 from stack import postgres
 from stack.up import Platform, start_platform
 
@@ -43,8 +40,7 @@ async def clean_database(platform: Platform) -> str:
             "DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
             "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; CREATE SCHEMA public;"
         )
-        await apply_migrations(conn, MIGRATIONS_DIR)
-        await sync_catalog(conn)
+        await migrate_database(conn)
     finally:
         await conn.close()
     return dsn

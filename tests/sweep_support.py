@@ -27,10 +27,18 @@ from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from ingestor.app import RECEIVER, STORE
-from ingestor.vault import generate_master_key
-from plumbing.settings import (ControlSettings, KafkaSettings, PostgresSettings, ReaderSettings, ReceiverSettings,
-                               Settings, StripeSettings, VaultSettings)
+from ingestor.connections.vault import generate_master_key
+from plumbing.settings import (
+    ControlSettings,
+    KafkaSettings,
+    PostgresSettings,
+    ReaderSettings,
+    ReceiverSettings,
+    Settings,
+    StripeSettings,
+    VaultSettings,
+)
+from service.web import RECEIVER, STORE
 from stack import postgres
 from stack.up import Platform
 from stripe_sim import SimServer

@@ -5,7 +5,7 @@ message) and its effect on the world: `nothing_changed` (no table of public/proj
 refused keys may add only the audit entries the row names, without the key), `published_redacted`
 (exactly one record on the raw topic, for the right tenant, with no card number left in it and every
 other field as sent) or `acknowledged_not_published` (2xx, no record). The web app is
-`stack.web.build_web_app` on loopback with real Kafka, Postgres and the Stripe simulator.
+`service.web.build_web_app` on loopback with real Kafka, Postgres and the Stripe simulator.
 
 Decisions the rows document: a signed `Content-Encoding: gzip` body is refused with 415 (Stripe never
 compresses, and nothing unauthenticated is decoded); with two Stripe-Signature headers the first one is
@@ -27,14 +27,33 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from schemas import EnvelopeCodec, Source
+from service.web import build_web_app
 from stack.up import Platform
-from stack.web import build_web_app
 from stripe_sim import SimServer
 from tests.conftest import TEST_DATABASE
-from tests.sweep_support import (ACCEPTED_CHANGES, ADMIN_TOKEN, NOT_PANS, PANS, Call, Effect, Endpoint, Sweep,
-                                 TopicWatch, add_tenants, assert_no_card_numbers, assert_not_echoed, charge_event,
-                                 create_topics, error_of, masked, now_utc, stripe_signature, submitted_secrets,
-                                 sweep_settings, table_snapshot_query)
+from tests.sweep_support import (
+    ACCEPTED_CHANGES,
+    ADMIN_TOKEN,
+    NOT_PANS,
+    PANS,
+    Call,
+    Effect,
+    Endpoint,
+    Sweep,
+    TopicWatch,
+    add_tenants,
+    assert_no_card_numbers,
+    assert_not_echoed,
+    charge_event,
+    create_topics,
+    error_of,
+    masked,
+    now_utc,
+    stripe_signature,
+    submitted_secrets,
+    sweep_settings,
+    table_snapshot_query,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from plumbing.settings import load_settings, unknown_setting_names
+from service.cli import main as cli
 from stack import REPO_ROOT
-from stack.cli import main as cli
 from stack.kafka import KAFKA_VERSION
 from stack.postgres import READER_PASSWORD, READER_ROLES
 
@@ -52,7 +52,28 @@ def test_postgres_gets_the_reader_roles_the_launcher_creates() -> None:
     assert SERVICES["postgres"]["image"].startswith("postgres:15")
 
 
-def test_the_image_carries_every_package() -> None:
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    for package in ("ingestor", "projections", "schemas", "plumbing", "stack", "stripe_sim"):
-        assert f"COPY {package} {package}" in dockerfile
+PRODUCT_PACKAGES = ("ingestor", "projections", "schemas", "plumbing", "service")
+
+
+def _stage(dockerfile: str, name: str) -> str:
+    """Returns the text of one build stage of the Dockerfile."""
+    return dockerfile.split(" AS ")[[n.split()[0] for n in dockerfile.split(" AS ")[1:]].index(name) + 1]
+
+
+def test_the_product_image_carries_the_product_and_its_docs_but_not_the_local_stack() -> None:
+    product = _stage((REPO_ROOT / "Dockerfile").read_text(), "product")
+    for package in (*PRODUCT_PACKAGES, "docs"):
+        assert f"COPY {package} {package}" in product
+    for local_only in ("stack", "stripe_sim", "tests", "bench"):
+        assert f"COPY {local_only} " not in product
+    assert "pip install --no-cache-dir -e ." in product  # docs/ stays beside the packages
+
+
+def test_the_simulator_image_pins_what_the_project_pins() -> None:
+    simulator = _stage((REPO_ROOT / "Dockerfile").read_text(), "simulator")
+    pins = dict(line.strip().strip('",').split("==") for line in (REPO_ROOT / "pyproject.toml").read_text().splitlines()
+                if line.strip().startswith('"') and "==" in line)
+    installed = [word for word in simulator.split() if "==" in word]
+    assert installed and all(pins[name] == version for name, version in (w.split("==") for w in installed))
+    assert SERVICES["stripe-simulator"]["build"]["target"] == "simulator"
+    assert all(SERVICES[name]["build"]["target"] == "product" for name in PRODUCT)

@@ -81,7 +81,7 @@ class Product:
     http: aiohttp.ClientSession
     services: Services = field(default_factory=Services)
     names: dict[str, list[str]] = field(default_factory=lambda: {
-        "web": ["-m", "stack.cli", "web"], "worker": ["-m", "stack.cli", "worker"], "projector": ["-m", "projections"]})
+        "web": ["-m", "service", "web"], "worker": ["-m", "service", "worker"], "projector": ["-m", "service", "projector"]})
 
     def start(self, *names: str) -> None:
         for name in names or tuple(self.names):
@@ -190,7 +190,7 @@ def _diff(ours: dict[str, Any], truth: dict[str, Any]) -> list[str]:
 
 
 def master_keys() -> str:
-    from ingestor.vault import generate_master_key
+    from ingestor.connections.vault import generate_master_key
 
     return generate_master_key("fault")
 

@@ -14,17 +14,17 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from ingestor.app import create_web_app
-from ingestor.checkpoints import PostgresCheckpoints
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.readers import StripeReaders
-from ingestor.vault import MasterKeyring, generate_master_key
-from ingestor.worker import Worker, open_worker
-from schemas import Envelope, EnvelopeCodec
-from tests.helpers import consume_all
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.stripe_api.budgets import StripeReaders
 from plumbing.logs import configure_logging
 from plumbing.settings import ControlSettings, LogSettings, ReceiverSettings, Settings, StripeSettings
+from schemas import Envelope, EnvelopeCodec
+from service.web import create_ingest_app
+from service.worker import Worker, open_worker
 from stripe_sim import SimServer
+from tests.helpers import consume_all
 
 ADMIN_TOKEN = "admin-" + "t" * 30
 
@@ -106,7 +106,7 @@ async def control(
     master_keys = generate_master_key("k1")
     keyring = MasterKeyring.from_setting(master_keys)
     readers = StripeReaders(settings.stripe)
-    server = TestServer(create_web_app(settings, keyring, readers=readers), host="127.0.0.1")
+    server = TestServer(create_ingest_app(settings, keyring, readers=readers), host="127.0.0.1")
     await server.start_server()
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
     async with aiohttp.ClientSession() as http:

@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 import pytest
 
-from ingestor.worker import Worker, import_until_done
+from service.worker import Worker, import_until_done
 from stripe_sim import SimServer
 from tests.helpers import wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
@@ -165,7 +165,7 @@ async def test_a_killed_importer_resumes_from_its_checkpoint(
            "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "8",
            "INGESTOR_LOG__LEVEL": "WARNING"}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stack.cli", "import", connection_id, "--no-progress", env=env,
+        sys.executable, "-m", "service", "import", connection_id, "--no-progress", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
     async def mid_way() -> bool:

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 import asyncpg
 import pytest
 
-from ingestor.checkpoints import PollCursor, PostgresCheckpoints
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.poller import EVENTS_WINDOW_S, WINDOW_MARGIN_S, StripeEventsPoller, next_cursor
-from ingestor.stripe_catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
-from ingestor.worker import Worker
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.sources.checkpoints import PollCursor, PostgresCheckpoints
+from ingestor.sources.poller import EVENTS_WINDOW_S, WINDOW_MARGIN_S, StripeEventsPoller, next_cursor
+from ingestor.stripe_api.catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
 from schemas import EnvelopeCodec, Source
+from service.worker import Worker
 from stripe_sim import SimServer
 from tests.helpers import wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes

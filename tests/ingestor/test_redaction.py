@@ -1,4 +1,4 @@
-"""Tests for ingestor.redaction: card objects reduced, PAN-like runs masked, nothing else changed."""
+"""Tests for ingestor.envelope.redaction: card objects reduced, PAN-like runs masked, nothing else changed."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import orjson
-
-from ingestor.redaction import CARD_ALLOWED_KEYS, luhn_valid, mask_pans, redact_event, redacted_json
+from ingestor.envelope.redaction import CARD_ALLOWED_KEYS, luhn_valid, mask_pans, redact_event, redacted_json
 
 TEST_CARDS = {
     "4242424242424242": "************4242",  # Visa

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import asyncpg
 import pytest
 
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.rekey import master_keys_in_use, reencrypt_all
-from ingestor.vault import MasterKeyring, UnknownKeyIdError, generate_master_key
-from ingestor.worker import Worker
+from ingestor.connections.rekey import master_keys_in_use, reencrypt_all
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, UnknownKeyIdError, generate_master_key
+from service.worker import Worker
 from stripe_sim import SimServer
 from tests.ingestor.conftest import ControlClient, connect
 

@@ -8,7 +8,7 @@ import pytest
 from aiolimiter import AsyncLimiter
 
 from ingestor.errors import KeyInvalidError, PermissionMissingError, StripeUnavailableError
-from ingestor.stripe_client import RetryPolicy, StripeReader, raw_page
+from ingestor.stripe_api.client import RetryPolicy, StripeReader, raw_page
 from stripe_sim import SimServer
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Tests for ingestor.stripe_keys: which pasted keys are accepted, the refusals, and masking."""
+"""Tests for ingestor.connections.key_formats: which pasted keys are accepted, the refusals, and masking."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.errors import IngestError
-from ingestor.stripe_keys import (
+from ingestor.connections.key_formats import (
     API_KEY_IN_WEBHOOK_SECRET_FIELD,
     MALFORMED_KEY,
     MALFORMED_WEBHOOK_SECRET,
@@ -26,6 +25,7 @@ from ingestor.stripe_keys import (
     mask_secrets_in_text,
     validate_webhook_secret,
 )
+from ingestor.errors import IngestError
 
 BODY = "51HxYzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789wxyz"
 RK_LIVE = "rk_live_" + BODY

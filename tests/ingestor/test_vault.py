@@ -1,4 +1,4 @@
-"""Tests for ingestor.vault: AES-256-GCM round trips, tamper and aad checks, rotation, parse errors."""
+"""Tests for ingestor.connections.vault: AES-256-GCM round trips, tamper and aad checks, rotation, parse errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.errors import IngestError
-from ingestor.vault import (
+from ingestor.connections.vault import (
     DecryptionFailedError,
     KeyringConfigError,
     MalformedCiphertextError,
@@ -23,6 +22,7 @@ from ingestor.vault import (
     ciphertext_key_id,
     generate_master_key,
 )
+from ingestor.errors import IngestError
 
 SECRET = "rk_live_51HxYzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 AAD = associated_data(tenant_id="t_1", connection_id="c_1", purpose="stripe_key")

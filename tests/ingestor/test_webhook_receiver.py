@@ -16,11 +16,11 @@ import pytest
 import stripe
 from aiohttp.test_utils import TestServer
 
-from ingestor.app import create_web_app
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.vault import MasterKeyring, generate_master_key
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import ReceiverSettings, Settings
 from schemas import EnvelopeCodec, Source
+from service.web import create_ingest_app
 from stack.up import Platform
 from tests.helpers import consume_all, topic_size
 
@@ -94,7 +94,7 @@ async def receiver(
     settings = base.model_copy(update={"receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0)})
     await create_topic(settings.kafka.raw_topic, 3)
     keyring = MasterKeyring.from_setting(generate_master_key("k1"))
-    app = create_web_app(settings, keyring)
+    app = create_ingest_app(settings, keyring)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)

@@ -7,21 +7,27 @@ import asyncio
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiohttp.test_utils import TestServer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from playwright.async_api import Page, async_playwright, expect
 
-from ingestor.vault import MasterKeyring, generate_master_key
-from ingestor.worker import open_worker
-from plumbing.settings import (ControlSettings, HttpSettings, ImporterSettings, PollerSettings, Settings,
-                               StripeSettings, VaultSettings)
+from ingestor.connections.vault import MasterKeyring, generate_master_key
+from plumbing.settings import (
+    ControlSettings,
+    HttpSettings,
+    ImporterSettings,
+    PollerSettings,
+    Settings,
+    StripeSettings,
+    VaultSettings,
+)
+from service.web import build_web_app
+from service.worker import open_worker
 from stack import REPO_ROOT
-from stack.web import build_web_app
 from stripe_sim import SimServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("chromium") is None,

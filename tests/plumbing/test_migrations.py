@@ -99,7 +99,7 @@ def test_badly_named_or_duplicate_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_project_migrations_are_well_formed() -> None:
-    from projections import MIGRATIONS_DIR
+    from service.admin import MIGRATION_DIRS
 
-    versions = [m.version for m in read_migrations(MIGRATIONS_DIR)]
+    versions = [m.version for m in read_migrations(*MIGRATION_DIRS)]
     assert versions[0] == 1 and versions == sorted(set(versions))

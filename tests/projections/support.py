@@ -11,10 +11,10 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from ingestor.events import envelope_for_event, is_read_resource
+from ingestor.envelope.build import envelope_for_event, is_read_resource
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
-from projections.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import ProjectorMetrics, RevenueProjector
 from schemas import Envelope, EnvelopeCodec, Source, envelope_key
 from stripe_sim import SimServer
 from stripe_sim.render import render_event

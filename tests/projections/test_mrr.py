@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from projections.mrr import subscription_mrr
+from projections.handlers.mrr import subscription_mrr
 
 
 def price(amount: int | None, interval: str = "month", count: int = 1, usage: str = "licensed") -> dict[str, Any]:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.objects import STATE_COLUMNS, Writes, writes_for
-from projections.store import PostgresProjectionStore
+from projections.handlers.writes import STATE_COLUMNS, Writes, writes_for
+from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
 from stripe_sim import CURRENT_VERSION, SimServer
 from tests.projections.support import bind_tenant, dump, history_envelopes
@@ -175,8 +174,8 @@ def test_writes_is_pure() -> None:
 def test_collapsing_a_batch_keeps_the_newest_state_whatever_the_order(order: list[int], ties: int) -> None:
     from hypothesis import note
 
-    from projections.objects import StateRow
-    from projections.store import newest_per_object
+    from projections.handlers.writes import StateRow
+    from projections.projector.store import newest_per_object
 
     states = [StateRow("charges", "t", f"ch_{i % 3}", 1000 * (i % (4 - ties) + 1), i % 2, f"evt_{i}", False, (i,))
               for i in range(12)]

@@ -9,14 +9,14 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
 from plumbing.settings import Settings
-from projections.store import PostgresProjectionStore
+from projections.projector.store import PostgresProjectionStore
 from stack import REPO_ROOT
 from stripe_sim import OLD_VERSION, SimServer
 from tests.helpers import topic_size, wait_for
@@ -27,7 +27,7 @@ KILLS = 10
 
 
 def projector_process(settings: Settings) -> subprocess.Popen[bytes]:
-    """Starts `python -m projections` configured only through its environment, as in production."""
+    """Starts `python -m service projector` configured only through its environment, as in production."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
@@ -40,7 +40,7 @@ def projector_process(settings: Settings) -> subprocess.Popen[bytes]:
         "INGESTOR_PROJECTOR__MAX_BATCH_RECORDS": "500",
         "INGESTOR_LOG__LEVEL": "WARNING",
     }
-    return subprocess.Popen([sys.executable, "-m", "projections"], cwd=REPO_ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "service", "projector"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -10,12 +10,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from ingestor.connection_store import PostgresConnectionStore
-from ingestor.vault import MasterKeyring, generate_master_key
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import Settings, VaultSettings
-from projections.objects import writes_for
-from projections.store import PostgresProjectionStore
-from stack.web import build_web_app
+from projections.handlers.writes import writes_for
+from projections.projector.store import PostgresProjectionStore
+from service.web import build_web_app
 from tests.projections.test_order_and_duplicates import CHARGE, T, event
 
 pytestmark = pytest.mark.integration

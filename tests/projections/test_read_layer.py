@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from plumbing.settings import ReaderSettings
-from projections.objects import writes_for
-from projections.read_client import QUESTIONS, Level, QuestionRefusedError, RevenueReader, UnknownQuestionError
-from projections.store import PostgresProjectionStore
+from projections.handlers.writes import writes_for
+from projections.projector.store import PostgresProjectionStore
+from projections.read.client import QUESTIONS, Level, QuestionRefusedError, RevenueReader, UnknownQuestionError
 from stack import postgres
 from stack.up import Platform
 from stripe_sim import CURRENT_VERSION, OLD_VERSION, SimServer
@@ -232,12 +232,12 @@ async def test_every_analytics_view_and_column_has_a_comment(clean_database: str
 
 
 async def test_the_catalog_view_matches_the_catalog_file_and_the_docs(world: World) -> None:
-    from projections.catalog import DOC_FILE, load_catalog, render_doc
+    from projections.read.catalog import DOC_FILE, load_catalog, render_doc
 
     rows = await world.reader.run_sql("tenant_a", Level.SUMMARY, "SELECT * FROM analytics.metrics_catalog ORDER BY name")
     assert sorted(m.name for m in load_catalog()) == [r["name"] for r in rows]
     assert all(r["definition"] and r["sql"] and r["min_level"] in ("summary", "standard", "full") for r in rows)
-    assert DOC_FILE.read_text() == render_doc(load_catalog()), "run: python -m projections.catalog"
+    assert DOC_FILE.read_text() == render_doc(load_catalog()), "run: python -m projections.read.catalog"
 
 
 def test_every_question_names_its_level() -> None:

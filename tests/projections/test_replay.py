@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
 from plumbing.settings import Settings
-from projections.replay import replay
+from projections.projector.replay import replay
 from stripe_sim import CURRENT_VERSION, SimServer
 from tests.projections.support import dump, history_envelopes, project_until_idle, publish
 from tests.projections.test_order_and_duplicates import CHARGE, T, event

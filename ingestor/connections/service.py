@@ -1,0 +1,306 @@
+"""The connection lifecycle as the control API drives it: Test, Connect, rotate, webhook secret, import, disconnect.
+
+Place in the flow: `control_api.py` authenticates the caller and turns requests into calls here;
+this module decides, with the key test (`key_test.py`), the store (`connection_store.py`), the
+checkpoints (`checkpoints.py`) and the status texts (`health.py`). A pasted key is decrypted nowhere
+and stored only by `connect`, after it passed Test; every change is written to the audit log
+without its secret. Views returned here contain hints (`rk_live_…wxyz`), never a key or secret.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ingestor.connections.key_formats import KeyCheck, classify_key, validate_webhook_secret
+from ingestor.connections.key_test import KeyTestResult, test_key
+from ingestor.connections.status import RECOVERABLE_BY_TEST, STATUSES, docs_link
+from ingestor.connections.store import Connection, PostgresConnectionStore
+from ingestor.errors import IngestError
+from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints
+from ingestor.stripe_api.budgets import StripeReaders, key_budget_id
+from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
+from plumbing.logs import get_logger
+from plumbing.settings import Settings
+
+log = get_logger(__name__)
+
+MONTH_S = 2_629_746  # the average Gregorian month, in seconds
+
+
+class ControlError(IngestError):
+    """A control API request that cannot be done as asked; `status` is the HTTP status to answer."""
+
+    status = 400
+
+
+class NotFoundError(ControlError):
+    """No such tenant or connection (or not one the caller may see)."""
+
+    status = 404
+    code = "not_found"
+
+
+class KeyNotAcceptedError(ControlError):
+    """The key was refused by the format check or did not pass Test; nothing was stored."""
+
+    status = 422
+
+    def __init__(self, result: KeyTestResult):
+        super().__init__(result.summary(), "key_refused" if not result.check.accepted else "key_test_failed")
+        self.result = result
+
+
+class RefusedInputError(ControlError):
+    """The input is well-formed JSON but refused (malformed secret, wrong-mode key); nothing was stored."""
+
+    status = 422
+
+
+def import_window(now: float, months: int) -> tuple[int, int]:
+    """Returns (created[gte], created[lte]) for an import of the last `months` months ending `now`."""
+    end = int(now)
+    return end - months * MONTH_S, end
+
+
+def import_progress_json(checkpoints: list[ImportCheckpoint]) -> dict[str, Any]:
+    """Returns the import's progress: per resource objects published and share of the window covered."""
+    if not checkpoints:
+        return {"state": "none", "resources": {}}
+    first = checkpoints[0]
+    paused = next((c.paused_reason for c in checkpoints if c.paused_reason and not c.done), None)
+    done = all(c.done for c in checkpoints)
+    return {
+        "run_id": first.run_id,
+        "reason": first.reason,
+        "window_start": first.window_start,
+        "window_end": first.window_end,
+        "state": "done" if done else "paused" if paused else "running",
+        "paused_reason": paused,
+        "objects_published": sum(c.objects_published for c in checkpoints),
+        "covered": min(c.covered() for c in checkpoints),
+        "resources": {
+            c.resource: {"objects_published": c.objects_published, "covered": round(c.covered(), 4), "done": c.done}
+            for c in checkpoints
+        },
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class ConnectionService:
+    """The connection lifecycle of every tenant."""
+
+    def __init__(
+        self, store: PostgresConnectionStore, checkpoints: PostgresCheckpoints, readers: StripeReaders,
+        settings: Settings, on_secrets_changed: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._store = store
+        self._checkpoints = checkpoints
+        self._readers = readers
+        self._settings = settings
+        self._on_secrets_changed = on_secrets_changed
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
+
+    async def create_tenant(self, actor: str, name: str) -> dict[str, str]:
+        """Creates a tenant; returns its id and API token (shown this once)."""
+        tenant_id, token = await self._store.create_tenant(name)
+        await self._store.audit(actor, tenant_id, "tenant.created", {"name": name})
+        return {"tenant_id": tenant_id, "name": name, "api_token": token}
+
+    async def tenant(self, tenant_id: str) -> dict[str, Any]:
+        """Returns the tenant with the views of its connections."""
+        tenant = await self._store.tenant(tenant_id)
+        if tenant is None:
+            raise NotFoundError("no such tenant")
+        connections = [await self._store.find_connection(tenant_id, live) for live in (False, True)]
+        return {
+            "tenant_id": tenant_id, "name": tenant["name"], "created_at": _iso(tenant["created_at"]),
+            "connections": {c.mode: await self.view(c) for c in connections if c is not None},
+        }
+
+    async def _require_tenant(self, tenant_id: str) -> None:
+        if await self._store.tenant(tenant_id) is None:
+            raise NotFoundError("no such tenant")
+
+    async def _connection(self, tenant_id: str, mode: str) -> Connection:
+        connection = await self._store.find_connection(tenant_id, mode == "live")
+        if connection is None:
+            raise NotFoundError(f"this tenant has no {mode}-mode Stripe connection")
+        return connection
+
+    async def _test(self, check: KeyCheck, connection: Connection | None) -> KeyTestResult:
+        if not check.accepted:
+            return await test_key(check, None)
+        budget = connection.connection_id if connection else key_budget_id(check.key)
+        reader = self._readers.reader(check.key, budget, check.mode == "live", quick=True)
+        try:
+            return await test_key(check, reader)
+        finally:
+            await reader.close()
+
+    async def test_key(self, actor: str, tenant_id: str, raw_key: str) -> KeyTestResult:
+        """Tests a pasted key without storing it."""
+        await self._require_tenant(tenant_id)
+        check = classify_key(raw_key)
+        existing = await self._store.find_connection(tenant_id, check.mode == "live") if check.accepted else None
+        result = await self._test(check, existing)
+        await self._store.audit(actor, tenant_id, "key.tested", {"key": check.masked, "outcome": result.outcome})
+        return result
+
+    async def connect(self, actor: str, tenant_id: str, raw_key: str, rotate_only: bool = False) -> dict[str, Any]:
+        """Tests the key and, if green, stores it (swapping out any previous key atomically).
+
+        A first connection (or a reconnection after a disconnect) also starts the history import;
+        a rotation resumes an import paused by the old key's failure from its checkpoints.
+        Raises KeyNotAcceptedError (nothing stored) or NotFoundError (no such tenant, or rotate_only
+        without a connection; a refused key is reported as refused, whichever the route).
+        """
+        await self._require_tenant(tenant_id)
+        check = classify_key(raw_key)
+        livemode = check.mode == "live"
+        existing = await self._store.find_connection(tenant_id, livemode) if check.accepted else None
+        if rotate_only and check.accepted and (existing is None or existing.status == "disconnected"):
+            raise NotFoundError("there is no connected key to rotate in this mode; connect instead")
+        result = await self._test(check, existing)
+        if not result.green:
+            await self._store.audit(actor, tenant_id, "key.refused", {"key": check.masked, "outcome": result.outcome})
+            raise KeyNotAcceptedError(result)
+        now = self._now()
+        if existing is None:
+            connection_id, _ = await self._store.create_connection(tenant_id, livemode)
+        else:
+            connection_id = existing.connection_id
+        rotation = existing is not None and existing.status != "disconnected"
+        await self._store.store_key(connection_id, check.key, check.masked, now)
+        log.info("restricted key stored", connection_id=connection_id, key=check.masked, rotation=rotation)
+        if rotation:
+            await self._checkpoints.resume_import(connection_id)
+            await self._store.audit(actor, tenant_id, "key.rotated", {
+                "mode": check.mode, "old_key": existing.key_hint if existing else None, "new_key": check.masked})
+        else:
+            await self._start_import(connection_id, "connect", self._settings.importer.history_months)
+            await self._store.audit(actor, tenant_id, "connection.connected", {"mode": check.mode, "key": check.masked})
+        connection = await self._connection(tenant_id, check.mode or "test")
+        return {"connection": await self.view(connection), "key_test": result.to_json()}
+
+    async def retest(self, actor: str, tenant_id: str, mode: str) -> dict[str, Any]:
+        """Tests the stored key again; green recovers a key_invalid/permission_missing/rate_limited connection."""
+        connection = await self._connection(tenant_id, mode)
+        stored = await self._store.load_key(connection.connection_id)
+        if stored is None:
+            raise NotFoundError("this connection has no stored key; connect with a restricted key")
+        key, _ = stored
+        result = await self._test(classify_key(key), connection)
+        if result.green:
+            await self._store.recover(connection.connection_id, RECOVERABLE_BY_TEST, self._now())
+            await self._checkpoints.resume_import(connection.connection_id)
+        await self._store.audit(actor, tenant_id, "key.retested", {"key": connection.key_hint, "outcome": result.outcome})
+        connection = await self._connection(tenant_id, mode)
+        return {"connection": await self.view(connection), "key_test": result.to_json()}
+
+    async def set_webhook_secret(self, actor: str, tenant_id: str, mode: str, raw_secret: str) -> dict[str, Any]:
+        """Stores a new signing secret; the previous one keeps working for the grace period (Stripe's roll)."""
+        connection = await self._connection(tenant_id, mode)
+        if connection.status == "disconnected":
+            raise NotFoundError("this connection is disconnected; connect it again first")
+        check = validate_webhook_secret(raw_secret)
+        if not check.accepted:
+            raise RefusedInputError(check.message, check.code)
+        grace = timedelta(seconds=self._settings.control.webhook_secret_grace_s)
+        rolled = bool(connection.webhook_secret_hints)
+        await self._store.add_webhook_secret(connection.connection_id, check.key, self._now(), grace)
+        await self._store.webhook_secret_added(connection.connection_id)
+        self._on_secrets_changed()
+        await self._store.audit(actor, tenant_id, "webhook_secret.rolled" if rolled else "webhook_secret.set", {
+            "mode": mode, "secret": check.masked, "grace_s": int(grace.total_seconds()) if rolled else 0})
+        return {"connection": await self.view(await self._connection(tenant_id, mode))}
+
+    async def _start_import(self, connection_id: str, reason: str, months: int) -> str:
+        start, end = import_window(self._clock(), months)
+        return await self._checkpoints.start_import(connection_id, [r.name for r in IMPORTED], start, end, reason)
+
+    async def request_import(self, actor: str, tenant_id: str, mode: str, months: int | None) -> dict[str, Any]:
+        """Starts a new import of the last `months` months (default from settings)."""
+        connection = await self._connection(tenant_id, mode)
+        if not connection.has_key:
+            raise NotFoundError("this connection has no key; connect it first")
+        months = months or self._settings.importer.history_months
+        run_id = await self._start_import(connection.connection_id, "on_demand", months)
+        await self._store.audit(actor, tenant_id, "import.requested", {"mode": mode, "months": months, "run_id": run_id})
+        return await self.import_progress(tenant_id, mode)
+
+    async def import_progress(self, tenant_id: str, mode: str) -> dict[str, Any]:
+        """Returns the progress of the connection's latest import."""
+        connection = await self._connection(tenant_id, mode)
+        return import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id))
+
+    async def status(self, tenant_id: str, mode: str) -> dict[str, Any]:
+        """Returns the connection's view: status, texts, recovery steps, webhook set-up, import progress."""
+        return await self.view(await self._connection(tenant_id, mode))
+
+    async def disconnect(self, actor: str, tenant_id: str, mode: str, purge: bool) -> dict[str, Any]:
+        """Deletes the key and secrets and stops reading; with `purge`, deletes the tenant's data too.
+
+        Purging is tenant-wide (projected rows are the tenant's, in both modes): both connections are
+        disconnected and every row with this tenant id goes, except the tenant and its audit log.
+        """
+        connection = await self._connection(tenant_id, mode)
+        now = self._now()
+        targets = [connection]
+        if purge:
+            other = await self._store.find_connection(tenant_id, not connection.livemode)
+            targets += [other] if other else []
+        for target in targets:
+            await self._store.disconnect(target.connection_id, now)
+        self._on_secrets_changed()
+        deleted = await self._store.purge_tenant_data(tenant_id) if purge else {}
+        await self._store.audit(actor, tenant_id, "connection.disconnected",
+                                {"mode": mode, "purge": purge, "rows_deleted": deleted})
+        return {"disconnected": [t.mode for t in targets], "data": "purged" if purge else "kept",
+                "rows_deleted": deleted}
+
+    async def audit_log(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Returns the tenant's audit entries, newest first."""
+        return [{**e, "at": _iso(e["at"])} for e in await self._store.audit_entries(tenant_id)]
+
+    async def view(self, connection: Connection) -> dict[str, Any]:
+        """Returns what the connector page shows for one connection (hints only, no secret)."""
+        info = STATUSES[connection.status]
+        docs = self._settings.control.docs_url
+        token = await self._store.webhook_token(connection)
+        last_error = None
+        if connection.last_error_code:
+            last_error = {"code": connection.last_error_code, "message": connection.last_error,
+                          "at": _iso(connection.last_error_at), "docs": docs_link(docs, connection.last_error_code)}
+        return {
+            "connection_id": connection.connection_id,
+            "mode": connection.mode,
+            "status": connection.status,
+            "status_title": info.title,
+            "status_meaning": info.meaning,
+            "status_reason": connection.status_reason,
+            "status_changed_at": _iso(connection.status_changed_at),
+            "recovery_steps": list(info.recovery),
+            "docs": docs_link(docs, connection.status),
+            "key": {"hint": connection.key_hint, "tested_at": _iso(connection.key_tested_at)} if connection.has_key else None,
+            "webhook": {
+                "url": f"{self._settings.http.public_base_url.rstrip('/')}/webhooks/stripe/{token}",
+                "event_types": list(EVENT_TYPES),
+                "secret_hints": list(connection.webhook_secret_hints),
+                "test_delivery_received_at": _iso(connection.webhook_verified_at),
+                "last_webhook_at": _iso(connection.last_webhook_at),
+            },
+            "last_poll_at": _iso(connection.last_poll_at),
+            "last_error": last_error,
+            "catchup_needed_since": _iso(connection.catchup_needed_since),
+            "import": import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id)),
+        }

@@ -1,0 +1,1 @@
+"""Webhook deliveries in: check the request, find the tenant by its URL token, verify Stripe's signature."""

@@ -1,0 +1,226 @@
+"""The webhook receiver: one aiohttp handler that turns a Stripe delivery into a record on the raw topic.
+
+Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so
+a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the signature
+(nothing unauthenticated is parsed), the JSON, the mode. Only then is the event redacted
+and published, and 2xx is answered only after Kafka acknowledged the record (acks=all). If Kafka
+does not acknowledge in time the answer is 503 with Retry-After, so Stripe delivers again. This is
+the only module that turns errors into HTTP responses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ingestor.connections.store import PostgresConnectionStore, WebhookTarget, token_digest
+from ingestor.envelope.build import envelope_for_event, is_read_resource, is_test_webhook, parse_event
+from ingestor.errors import BadEventError
+from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
+from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.logs import get_logger
+from plumbing.postgres import TRANSIENT_DB_ERRORS
+from plumbing.settings import ReceiverSettings
+from schemas import EnvelopeCodec, Source, envelope_key
+
+log = get_logger(__name__)
+
+
+class ReceiverMetrics:
+    """Prometheus series of the receiver, in a registry of the caller's choosing."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(
+            "webhook_requests", "Webhook deliveries by outcome", ["outcome"], registry=registry
+        )
+        self.publish_seconds = Histogram(
+            "webhook_publish_seconds", "Time from receipt to Kafka acknowledgement", registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.body_bytes = Counter("webhook_body_bytes", "Bytes of webhook bodies received", registry=registry)
+        self._by_outcome: dict[str, Counter] = {}
+
+    def count(self, outcome: str) -> None:
+        """Counts one request under `outcome` (the labelled child is looked up once per outcome)."""
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome[outcome] = self.requests.labels(outcome)
+        child.inc()
+
+
+class CachedWebhookTargets:
+    """Looks up webhook tokens with a short-lived cache of hits and misses alike.
+
+    Caching misses too keeps an unknown token as cheap as a known one, so timing does not
+    reveal which tokens exist; the cache is bounded (least recently used entries go first).
+    """
+
+    def __init__(self, store: PostgresConnectionStore, ttl_s: float, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self._store = store
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, WebhookTarget | None]] = OrderedDict()
+
+    async def find(self, token: str) -> WebhookTarget | None:
+        """Returns the target of `token` or None; raises asyncpg/OSError when Postgres is unreachable."""
+        digest = token_digest(token)
+        now = self._clock()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[0] > now:
+            self._entries.move_to_end(digest)
+            return cached[1]
+        target = await self._store.webhook_target(token, datetime.now(timezone.utc))
+        self._entries[digest] = (now + self._ttl_s, target)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return target
+
+    def forget(self) -> None:
+        """Drops every cached entry (after a connection or secret changed in this process)."""
+        self._entries.clear()
+
+
+def _ok(body: dict[str, bool]) -> Callable[[], web.Response]:
+    """Returns a factory of 200 responses with a fixed JSON body, serialised once."""
+    encoded = json.dumps(body).encode()
+    return lambda: web.Response(body=encoded, content_type="application/json")
+
+
+PUBLISHED = _ok({"received": True, "published": True})
+IGNORED = _ok({"received": True, "published": False})
+TEST_RECEIVED = _ok({"received": True, "test": True})
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Returns a JSON error body `{"error": {"code", "message"}}`."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+async def _read_at_most(request: web.Request, size: int) -> bytes:
+    """Returns the body, or its first `size` bytes if it is longer (one read() may return only a part)."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = await request.content.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+class WebhookReceiver:
+    """Handles `POST /webhooks/stripe/{token}`."""
+
+    def __init__(
+        self,
+        targets: CachedWebhookTargets,
+        store: PostgresConnectionStore,
+        publisher: KafkaPublisher,
+        codec: EnvelopeCodec,
+        topic: str,
+        settings: ReceiverSettings,
+        metrics: ReceiverMetrics,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self._targets = targets
+        self._store = store
+        self._publisher = publisher
+        self._codec = codec
+        self._topic = topic
+        self._settings = settings
+        self._metrics = metrics
+        self._wall_clock = wall_clock
+        self.last_delivery_at: dict[str, datetime] = {}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answers one delivery; every outcome is counted by its label."""
+        outcome, response = await self._answer(request)
+        self._metrics.count(outcome)
+        return response
+
+    async def _answer(self, request: web.Request) -> tuple[str, web.Response]:
+        if request.content_type != "application/json":
+            return "bad_content_type", error_response(
+                415, "unsupported_content_type", "Stripe webhooks are sent as application/json"
+            )
+        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+            return "bad_content_encoding", error_response(
+                415, "unsupported_content_encoding", "Stripe webhooks are sent uncompressed (no Content-Encoding)"
+            )
+        limit = self._settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
+        body = await _read_at_most(request, limit + 1)
+        if len(body) > limit:
+            return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
+        self._metrics.body_bytes.inc(len(body))
+        try:
+            payload = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bad_body", error_response(400, "malformed_json", "the body is not UTF-8 text")
+
+        signature = request.headers.get("Stripe-Signature")
+        try:
+            target = await self._targets.find(request.match_info["token"])
+        except TRANSIENT_DB_ERRORS as exc:  # Postgres restarting: Stripe retries, like for Kafka
+            log.warning("webhook target lookup failed; answering 503", error=repr(exc))
+            return "database_unavailable", self._unavailable()
+        if target is None or not target.accepting:
+            spend_verification_time(payload, signature)
+            return "unknown_endpoint", error_response(
+                404, "unknown_endpoint", "no active Stripe connection has this webhook URL"
+            )
+        try:
+            verify_signature(payload, signature, target.signing_secrets, self._wall_clock(),
+                             self._settings.signature_tolerance_s)
+            event = parse_event(body)
+        except BadSignatureError as exc:
+            return "bad_signature", error_response(400, exc.code, str(exc))
+        except BadEventError as exc:
+            return "bad_event", error_response(400, exc.code, str(exc))
+
+        if event["livemode"] != target.livemode:
+            mode = "live" if event["livemode"] else "test"
+            expected = "live" if target.livemode else "test"
+            return "livemode_mismatch", error_response(
+                400, "livemode_mismatch", f"a {mode}-mode event was sent to a {expected}-mode connection"
+            )
+        now = datetime.fromtimestamp(self._wall_clock(), tz=timezone.utc)
+        if is_test_webhook(event):
+            await self._store.mark_webhook_verified(target.connection_id, now)
+            self._targets.forget()
+            return "test_webhook", TEST_RECEIVED()
+        self.last_delivery_at[target.connection_id] = now
+        if not is_read_resource(event):
+            return "ignored_type", IGNORED()
+        return await self._publish(event, target, now)
+
+    def _unavailable(self) -> web.Response:
+        """503 with Retry-After: nothing was stored, Stripe delivers again."""
+        return error_response(503, "temporarily_unavailable", "the event could not be stored yet; Stripe will retry",
+                              headers={"Retry-After": str(self._settings.retry_after_s)})
+
+    async def _publish(self, event: dict[str, object], target: WebhookTarget, now: datetime) -> tuple[str, web.Response]:
+        envelope = envelope_for_event(event, target.tenant_id, Source.WEBHOOK, now)
+        started = time.perf_counter()
+        try:
+            await self._publisher.publish(
+                self._topic, envelope_key(envelope.tenant_id, envelope.object_id), self._codec.encode(envelope),
+                timeout_s=self._settings.publish_timeout_s,
+            )
+        except PublishError as exc:
+            log.warning("webhook not acknowledged by Kafka", event_id=envelope.event_id, error=str(exc))
+            return "kafka_unavailable", self._unavailable()
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        return "published", PUBLISHED()
+

@@ -1,0 +1,1 @@
+"""The producers that read Stripe on their own schedule: the events poller, the history importer, their checkpoints."""

@@ -1,0 +1,185 @@
+"""The events poller (source=poll): per connection, reads Stripe's events API from a stored cursor.
+
+Place in the flow: the poller catches what webhooks missed (or everything, for a connection
+without a webhook). Each cycle takes the connection's poll lock (one poller per connection across
+processes; a crashed poller's session and lock die with it), lists events of `EVENT_TYPES` created
+since the cursor minus an overlap window (the events list is eventually consistent), publishes
+each one not already published in that window through `envelope_for_event` — the same envelope a
+webhook of the event gives — and stores the new cursor only after Kafka acknowledged everything.
+A cursor older than the events API's 30 days means events were lost to the window: the connection
+is marked as needing a catch-up import, which the importer runs, and polling resumes at the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ingestor.connections.service import import_window
+from ingestor.connections.status import STATUSES
+from ingestor.connections.store import Connection, PostgresConnectionStore
+from ingestor.envelope.build import envelope_for_event, is_read_resource
+from ingestor.errors import PASS_RETRIABLE, IngestError
+from ingestor.sources.checkpoints import POLL_LOCK, PollCursor, PostgresCheckpoints, try_connection_lock
+from ingestor.sources.key_session import KeySession, StopReading
+from ingestor.stripe_api.budgets import StripeReaders
+from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
+from ingestor.stripe_api.client import RawPage, StripeReader
+from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.logs import get_logger
+from plumbing.settings import ImporterSettings, PollerSettings
+from schemas import EnvelopeCodec, Source, envelope_key
+
+log = get_logger(__name__)
+
+EVENTS_WINDOW_S = 30 * 86400
+# Resume this far inside the 30-day window after a gap, so the window does not move under the read.
+WINDOW_MARGIN_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """How one cycle for one connection ended: polled (with counts), busy, not_due, stopped or failed."""
+
+    connection_id: str
+    state: str
+    published: int = 0
+    seen: int = 0
+    detail: str = ""
+
+
+def next_cursor(seen: dict[str, int], started_at: int, overlap_s: int, previous: int) -> PollCursor:
+    """Returns the cursor after a cycle: newest of (events seen, poll start), ids within the overlap kept."""
+    newest = max([previous, started_at, *seen.values()])
+    keep_from = newest - overlap_s
+    return PollCursor(newest, frozenset(i for i, created in seen.items() if created >= keep_from))
+
+
+def poll_interval(connection: Connection, settings: PollerSettings) -> float:
+    """Returns the connection's poll interval: faster while no webhook is verified."""
+    return settings.interval_s if connection.webhook_verified_at else settings.unverified_interval_s
+
+
+class StripeEventsPoller:
+    """Polls every pollable connection on its cadence; `run_once` is the burst mode."""
+
+    def __init__(
+        self, store: PostgresConnectionStore, checkpoints: PostgresCheckpoints, readers: StripeReaders,
+        publisher: KafkaPublisher, codec: EnvelopeCodec, topic: str, settings: PollerSettings,
+        importer_settings: ImporterSettings, clock: Callable[[], float] = time.time,
+    ):
+        self._store = store
+        self._checkpoints = checkpoints
+        self._readers = readers
+        self._publisher = publisher
+        self._codec = codec
+        self._topic = topic
+        self._settings = settings
+        self._importer_settings = importer_settings
+        self._clock = clock
+
+    async def run_once(self, force: bool = True) -> list[PollOutcome]:
+        """Runs one cycle for every pollable connection (all of them with `force`, else the due ones)."""
+        connections = await self._store.connections_with_keys()
+        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_connections))
+
+        async def one(connection: Connection) -> PollOutcome:
+            async with limit:
+                return await self.poll_connection(connection.connection_id, force)
+
+        return list(await asyncio.gather(*(one(c) for c in connections)))
+
+    async def run_forever(self, stop: asyncio.Event, tick_s: float = 1.0) -> None:
+        """Polls due connections until `stop` is set. Cancellation stops at once (cursors stay consistent)."""
+        while not stop.is_set():
+            try:
+                await self.run_once(force=False)
+            except PASS_RETRIABLE as exc:  # Postgres or Kafka away: the next pass retries
+                log.warning("poll pass failed; will retry", error=repr(exc))
+            try:
+                await asyncio.wait_for(stop.wait(), min(tick_s, self._settings.unverified_interval_s))
+            except asyncio.TimeoutError:
+                pass
+
+    async def poll_connection(self, connection_id: str, force: bool = True) -> PollOutcome:
+        """Runs one cycle for one connection under its poll lock."""
+        async with try_connection_lock(self._checkpoints.lock_pool, POLL_LOCK, connection_id) as held:
+            if not held:
+                return PollOutcome(connection_id, "busy")
+            connection = await self._store.get_connection(connection_id)  # fresh, inside the lock
+            if connection is None or STATUSES[connection.status].stops_reading:
+                return PollOutcome(connection_id, "stopped", detail=connection.status if connection else "gone")
+            now = self._clock()
+            last = connection.last_poll_at.timestamp() if connection.last_poll_at else None
+            if not force and last is not None and now - last < poll_interval(connection, self._settings):
+                return PollOutcome(connection_id, "not_due")
+            session = KeySession(connection, self._store, self._readers, self._clock)
+            try:
+                return await self._cycle(session, int(now))
+            except StopReading as exc:
+                await self._checkpoints.pause_import(connection_id, exc.reason)
+                return PollOutcome(connection_id, "stopped", detail=exc.reason)
+            except (IngestError, PublishError) as exc:
+                return PollOutcome(connection_id, "failed", detail=str(exc))
+            finally:
+                await session.close()
+
+    async def _since(self, connection: Connection, now: int) -> tuple[PollCursor, int]:
+        """Returns the stored cursor and where to read from, starting a catch-up import after a gap."""
+        cursor = await self._checkpoints.poll_cursor(connection.connection_id)
+        if cursor is None:
+            # A new connection reads what the events API still holds, once: the import gives each
+            # object's state, these events the history of its changes (with previous_attributes) in
+            # the last 30 days, which MRR history needs. Dedupe makes the overlap with webhooks harmless.
+            start = now - EVENTS_WINDOW_S + WINDOW_MARGIN_S
+            return PollCursor(start, frozenset()), start
+        since = cursor.last_event_created - self._settings.overlap_s
+        oldest_readable = now - EVENTS_WINDOW_S
+        if since >= oldest_readable:
+            return cursor, since
+        gap_from = datetime.fromtimestamp(cursor.last_event_created, tz=timezone.utc)
+        log.warning("poll cursor is older than the events window; starting a catch-up import",
+                    connection_id=connection.connection_id, cursor=gap_from.isoformat())
+        await self._store.set_catchup_needed(connection.connection_id, connection.catchup_needed_since or gap_from)
+        unfinished = [c for c in await self._checkpoints.import_checkpoints(connection.connection_id) if not c.done]
+        if not unfinished:
+            start, end = import_window(now, self._importer_settings.history_months)
+            await self._checkpoints.start_import(connection.connection_id, [r.name for r in IMPORTED], start, end,
+                                                 "catchup")
+        return PollCursor(oldest_readable + WINDOW_MARGIN_S, frozenset()), oldest_readable + WINDOW_MARGIN_S
+
+    async def _cycle(self, session: KeySession, now: int) -> PollOutcome:
+        connection = session.connection
+        cursor, since = await self._since(connection, now)
+        params: dict[str, Any] = {"limit": self._settings.page_limit, "types": list(EVENT_TYPES),
+                                  "created": {"gte": since}}
+        seen: dict[str, int] = {}
+        published = 0
+        received = datetime.fromtimestamp(now, tz=timezone.utc)
+        while True:
+            async def request(reader: StripeReader, query: dict[str, Any] = dict(params)) -> RawPage:
+                return await reader.list_raw_page("events", query)
+
+            page = await session.call(request)
+            records = []
+            for event in page.objects:
+                seen[event["id"]] = int(event["created"])
+                if event["id"] in cursor.recent_event_ids or not is_read_resource(event):
+                    continue
+                envelope = envelope_for_event(event, connection.tenant_id, Source.POLL, received)
+                records.append((envelope_key(envelope.tenant_id, envelope.object_id), self._codec.encode(envelope)))
+            if records:
+                await self._publisher.publish_many(self._topic, records)
+                published += len(records)
+            if not page.has_more or not page.objects:
+                break
+            params["starting_after"] = page.objects[-1]["id"]
+        # Every event up to here is acknowledged by Kafka: only now may the cursor move.
+        await self._checkpoints.save_poll_cursor(
+            connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created))
+        await self._store.record_poll(connection.connection_id, received)
+        return PollOutcome(connection.connection_id, "polled", published, len(seen))

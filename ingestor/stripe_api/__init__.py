@@ -1,0 +1,1 @@
+"""Reading Stripe: the read-only client, per-account request budgets, and what we read (the catalog)."""

@@ -1,0 +1,40 @@
+"""Builds `StripeReader`s from settings, all drawing on one `RateBudgets` per process.
+
+The budget is keyed by connection (one Stripe account in one mode), so the poller, the importer
+and key re-tests running in the same process share it; a key tested before it has a connection
+gets a budget keyed by the key's digest. Key tests use a short retry policy so the user gets an
+answer in seconds; the poller and the importer use the patient one from the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ingestor.stripe_api.client import RateBudgets, RetryPolicy, StripeReader
+from plumbing.settings import StripeSettings
+
+KEY_TEST_RETRY = RetryPolicy(attempts=2, initial_wait_s=0.2, max_wait_s=1.0)
+
+
+class StripeReaders:
+    """Makes readers for one restricted key within the shared budget of its account."""
+
+    def __init__(self, settings: StripeSettings, budgets: RateBudgets | None = None):
+        self._settings = settings
+        self.budgets = budgets or RateBudgets(settings.test_requests_per_second, settings.live_requests_per_second)
+        self._patient = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait_s, settings.retry_max_wait_s)
+
+    def reader(self, key: str, budget_id: str, livemode: bool, quick: bool = False) -> StripeReader:
+        """Returns a reader (the caller closes it); `quick` for key tests."""
+        return StripeReader(
+            key,
+            self.budgets.for_account(budget_id, livemode),
+            api_base=self._settings.api_base,
+            retry=KEY_TEST_RETRY if quick else self._patient,
+            timeout_s=self._settings.timeout_s,
+        )
+
+
+def key_budget_id(key: str) -> str:
+    """Returns a budget id for a key without a connection yet (its digest, never the key)."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,0 +1,299 @@
+"""The projector: consumes the raw events topic and applies each batch exactly once to Postgres.
+
+Per `getmany` batch: decode every record (a record that cannot be decoded or handled goes to the
+dead-letter topic with the reason, and the partition keeps moving), then one Postgres transaction
+records the event ids, applies the new events and stores the positions. The next batch is fetched
+and decoded while that transaction runs (Postgres works on its own core meanwhile); it is applied
+only after the previous one committed, and dropped if a seek happened since it was fetched. Kafka offsets are
+committed afterwards only as a convenience: on assignment the projector seeks to the positions
+stored in Postgres, which are the truth. A crash anywhere loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
+from plumbing.kafka import KafkaPublisher, consumer_config
+from plumbing.logs import get_logger
+from plumbing.postgres import TRANSIENT_DB_ERRORS
+from plumbing.settings import KafkaSettings
+from projections.errors import PositionGapError, ProjectionError
+from projections.handlers.writes import Writes, writes_for
+from projections.projector.store import Applied, PostgresProjectionStore
+from schemas import DeadLetter, EnvelopeCodec, EnvelopeError
+
+log = get_logger(__name__)
+
+
+class ProjectorMetrics:
+    """Prometheus series of the projector."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.applied = Counter("projector_events_applied", "Events applied to the tables", registry=registry)
+        self.duplicates = Counter("projector_duplicates_skipped", "Events already applied before", registry=registry)
+        self.dead_letters = Counter("projector_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=registry)
+        self.batch_seconds = Histogram("projector_batch_apply_seconds", "Time to apply one batch", registry=registry)
+        self.event_age = Histogram(
+            "projector_event_age_seconds", "From receipt by a producer to applied", registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+        )
+        self.lag = Gauge("projector_consumer_lag", "Records not yet applied", ["partition"], registry=registry)
+
+
+class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, resume each partition from the position stored in Postgres."""
+
+    def __init__(self, projector: RevenueProjector):
+        self._projector = projector
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Waits for the batch in hand: its positions must be stored before anyone reads them."""
+        async with self._projector.applying:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        async with self._projector.applying:
+            await self._projector.seek_to_stored_positions(list(assigned))
+
+
+Event = tuple[str, str, Writes]  # (tenant_id, event_id, writes)
+# Records decoded between two yields to the event loop while a batch is applied, so the
+# transaction's next statement goes out within a few milliseconds.
+DECODE_SLICE = 50
+
+
+def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
+    """Returns (tenant_id, event_id, writes) of one record; raises EnvelopeError or ProjectionError."""
+    envelope = codec.decode(record.value)
+    try:
+        return envelope.tenant_id, envelope.event_id, writes_for(envelope)
+    except ProjectionError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as exc:
+        raise ProjectionError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}") from exc
+
+
+class RevenueProjector:
+    """One member of the projector consumer group."""
+
+    def __init__(self, settings: KafkaSettings, pool: asyncpg.Pool, dead_letters: KafkaPublisher | None,
+                 metrics: ProjectorMetrics, group_id: str | None = None, schema: str = "projection",
+                 max_records: int = 2000, tenant_filter: str | None = None):
+        self._settings = settings
+        self._group = group_id or settings.projector_group
+        self._store = PostgresProjectionStore(pool, self._group, schema)
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._codec = EnvelopeCodec()
+        self._max_records = max_records
+        self._tenant_filter = tenant_filter  # a replay of one tenant skips the others' events
+        self._consumer = AIOKafkaConsumer(**consumer_config(settings, self._group, f"projector-{self._group}"))
+        self.applied_events = 0
+        # Held while a batch is applied, so a rebalance never reads positions a batch is about to move.
+        self.applying = asyncio.Lock()
+        # Bumped on every seek (assignments included): a batch fetched before a seek is stale and is dropped.
+        self.assignment_generation = 0
+        self._in_flight: asyncio.Task[None] | None = None  # the batch being applied
+
+    async def start(self) -> None:
+        """Joins the group; partitions resume from the positions stored in Postgres."""
+        self._consumer.subscribe([self._settings.raw_topic], listener=_SeekToStoredPositions(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Leaves the group; a batch still in flight is cancelled (it rolls back and is read again later).
+
+        Positions need no final commit: each batch stored its own.
+        """
+        task, self._in_flight = self._in_flight, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._consumer.stop()
+
+    async def seek_to_stored_positions(self, partitions: Sequence[TopicPartition]) -> None:
+        """Seeks each partition to its stored position, or to the beginning when it has none."""
+        stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
+        fresh = [tp for tp in partitions if tp.partition not in stored]
+        # An explicit offset, not seek_to_beginning(): that one resets asynchronously and could
+        # move a partition back after a batch from it was already applied.
+        beginnings = await self._consumer.beginning_offsets(fresh) if fresh else {}
+        for tp in partitions:
+            self._consumer.seek(tp, stored[tp.partition] if tp.partition in stored else beginnings[tp])
+        # After the seek: a batch fetched while we looked the positions up is stale.
+        self.assignment_generation += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Applies batches until `stop` is set, then finishes the batch in flight."""
+        while not stop.is_set():
+            await self.run_once()
+        await self.drain()
+
+    async def run_until_idle(self, timeout_s: float = 60.0, on_progress: Callable[[int], None] | None = None) -> None:
+        """Applies batches until every assigned partition is caught up (tests and replays)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = await self.run_once(timeout_ms=300)
+            if on_progress is not None and got:
+                on_progress(got)
+            if got == 0 and self._consumer.assignment() and await self.lag() == 0:
+                return
+        raise TimeoutError(f"projector not idle after {timeout_s}s (lag {await self.lag()})")
+
+    async def lag(self) -> int:
+        """Returns the records not yet consumed on the assigned partitions; updates the lag gauge."""
+        assigned = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(assigned) if assigned else {}
+        total = 0
+        for tp in assigned:
+            behind = max(0, ends[tp] - await self._consumer.position(tp))
+            self._metrics.lag.labels(str(tp.partition)).set(behind)
+            total += behind
+        return total
+
+    async def run_once(self, timeout_ms: int = 1000) -> int:
+        """Fetches and decodes one batch while the previous one is applied, then starts applying it.
+
+        Returns the number of records fetched (0 once the previous batch is applied and nothing
+        came). Raises what applying the previous batch raised.
+        """
+        generation = self.assignment_generation
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
+        records = [r for partition_records in batches.values() for r in partition_records]
+        if not records:
+            await self.drain()
+            return 0
+        decoded = await self._decode_all(records)
+        await self.drain()
+        if generation != self.assignment_generation:
+            # Fetched across a seek (by a rebalance or by the previous batch): drop it and seek now,
+            # with no fetch in progress, so this seek cannot make another batch stale in turn.
+            async with self.applying:
+                await self._seek_back(batches)
+            return 0
+        self._in_flight = asyncio.create_task(self._apply_batch(generation, batches, records, decoded))
+        return len(records)
+
+    async def _seek_back(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """Seeks the still-assigned partitions of a dropped batch back to their stored positions."""
+        await self.seek_to_stored_positions([tp for tp in batches if tp in self._consumer.assignment()])
+
+    async def drain(self) -> None:
+        """Waits until the batch in flight is applied or dropped; raises what applying it raised."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _decode_all(self, records: Sequence[ConsumerRecord]) -> list[Event | Exception]:
+        """Decodes `records` (an exception in place of a record that cannot be applied), yielding now and then."""
+        decoded: list[Event | Exception] = []
+        for start in range(0, len(records), DECODE_SLICE):
+            if start and self._in_flight is not None:
+                await asyncio.sleep(0)  # let the transaction in flight send its next statement
+            for record in records[start:start + DECODE_SLICE]:
+                try:
+                    decoded.append(decode(self._codec, record))
+                except (EnvelopeError, ProjectionError) as exc:
+                    decoded.append(exc)
+        return decoded
+
+    async def _apply_batch(self, generation: int, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+                           records: Sequence[ConsumerRecord], decoded: Sequence[Event | Exception]) -> None:
+        """Applies one fetched batch under the rebalance lock, unless a seek made it stale; then commits offsets."""
+        async with self.applying:
+            if generation != self.assignment_generation:
+                # Partitions were (re)positioned while this batch was fetched: whether it came from
+                # before or after that seek, resume from the stored positions and fetch again.
+                await self._seek_back(batches)
+                return
+            try:
+                await self.apply(records, decoded)
+            except PositionGapError as exc:
+                log.info("batch starts after the stored position; seeking back", reason=str(exc))
+                await self._seek_back(batches)
+                return
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - a convenience commit; Postgres holds the truth
+            log.info("kafka offset commit skipped", error=repr(exc))
+
+    async def apply(self, records: Sequence[ConsumerRecord], decoded: Sequence[Event | Exception] | None = None) -> None:
+        """Applies `records` (decoded here unless `decoded` is given) in one transaction, dead-lettering the ones that cannot be applied."""
+        started = time.perf_counter()
+        events: list[Event] = []
+        for record, event in zip(records, decoded if decoded is not None else await self._decode_all(records)):
+            if isinstance(event, Exception):
+                await self._dead_letter(record, event)
+            elif self._tenant_filter is None or event[0] == self._tenant_filter:
+                events.append(event)
+        positions = {(r.topic, r.partition): r.offset + 1 for r in records}
+        first_offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            first_offsets.setdefault((r.topic, r.partition), r.offset)
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
+                                           wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
+            with attempt:
+                try:
+                    applied = await self._store.apply(events, positions, first_offsets)
+                except asyncpg.DataError as exc:
+                    # One bad row fails the whole statement: find it, dead-letter it, keep the rest.
+                    applied = await self._apply_one_by_one(records, positions, exc)
+        self.applied_events += applied.new_events
+        self._metrics.applied.inc(applied.new_events)
+        self._metrics.duplicates.inc(applied.duplicates)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        now_ms = time.time() * 1000
+        for record in records:  # record timestamps are the producers' send times
+            self._metrics.event_age.observe(max(0.0, now_ms - record.timestamp) / 1000)
+
+    async def _apply_one_by_one(self, records: Sequence[ConsumerRecord], positions: dict[tuple[str, int], int],
+                                cause: Exception) -> Applied:
+        log.warning("batch failed on a bad row; applying record by record", error=repr(cause))
+        total_new = total_dup = 0
+        for record in records:
+            try:
+                event = decode(self._codec, record)
+            except (EnvelopeError, ProjectionError):
+                continue  # already dead-lettered
+            try:
+                applied = await self._store.apply([event], {})
+                total_new += applied.new_events
+                total_dup += applied.duplicates
+            except asyncpg.DataError as exc:
+                await self._dead_letter(record, exc)
+        await self._store.apply([], positions)
+        return Applied(total_new, total_dup)
+
+    async def _dead_letter(self, record: ConsumerRecord, exc: Exception) -> None:
+        """Publishes the record with the reason to the dead-letter topic and waits for the ack.
+
+        Without a dead-letter publisher (a replay: the live group already dead-lettered it) the
+        record is only skipped and counted.
+        """
+        self._metrics.dead_letters.labels(type(exc).__name__).inc()
+        if self._dead_letters is None:
+            return
+        letter = DeadLetter(
+            topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+            value=record.value, consumer_group=self._group, error_type=type(exc).__name__,
+            error_message=str(exc)[:2000], failed_time=datetime.now(timezone.utc),
+        )
+        await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"",
+                                         self._codec.encode_dead_letter(letter))
+        log.warning("record dead-lettered", topic=record.topic, partition=record.partition,
+                    offset=record.offset, error_type=type(exc).__name__)

@@ -1,0 +1,82 @@
+"""The metrics catalog: projections/read/metrics_catalog.yaml is the one source; the analytics.metrics_catalog
+view and docs/metrics.md are derived from it (`python -m projections.read.catalog` rewrites the doc)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import yaml
+
+from projections.errors import ProjectionError
+
+CATALOG_FILE = Path(__file__).resolve().parent / "metrics_catalog.yaml"
+DOC_FILE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+LEVELS = ("summary", "standard", "full")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One catalog entry."""
+
+    name: str
+    question: str
+    definition: str
+    sql: str
+    unit: str
+    min_level: str
+
+
+def load_catalog(path: Path = CATALOG_FILE) -> list[Metric]:
+    """Returns the catalog's metrics; raises ProjectionError on a malformed entry."""
+    entries = yaml.safe_load(path.read_text())
+    metrics = []
+    for i, entry in enumerate(entries):
+        try:
+            metric = Metric(**entry)
+        except TypeError as exc:
+            raise ProjectionError(f"metrics catalog entry {i}: {exc}") from exc
+        if metric.min_level not in LEVELS or not all(vars(metric).values()):
+            raise ProjectionError(f"metrics catalog entry {metric.name!r}: empty field or unknown level")
+        metrics.append(metric)
+    return metrics
+
+
+async def sync_catalog(conn: asyncpg.Connection, metrics: list[Metric] | None = None) -> None:
+    """Makes analytics_private.metrics_catalog hold exactly the catalog file's entries."""
+    metrics = load_catalog() if metrics is None else metrics
+    async with conn.transaction():
+        await conn.execute("DELETE FROM analytics_private.metrics_catalog")
+        await conn.executemany(
+            "INSERT INTO analytics_private.metrics_catalog (name, question, definition, sql, unit, min_level) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [(m.name, m.question, m.definition, m.sql, m.unit, m.min_level) for m in metrics],
+        )
+
+
+def render_doc(metrics: list[Metric]) -> str:
+    """Returns docs/metrics.md for the catalog."""
+    lines = [
+        "# Revenue metrics",
+        "",
+        "Generated from `projections/read/metrics_catalog.yaml` by `python -m projections.read.catalog`; the same",
+        "entries are in the `analytics.metrics_catalog` view. Amounts are integer minor units of their",
+        "currency (`analytics.currency_units` says how many decimals each currency has); test-mode data",
+        "is kept apart by `livemode`. The SQL behind each view is in `projections/migrations/0003_revenue_views.sql`",
+        "(with the definitions as comments) and `0006_analytics_views.sql`.",
+        "",
+        "Permission levels: **summary** (aggregates only) < **standard** (+ per-customer and per-transaction",
+        "rows) < **full** (+ card brand and last4).",
+        "",
+    ]
+    for m in metrics:
+        lines += [f"## `{m.name}`", "", f"*{m.question}*", "", m.definition, "",
+                  f"- unit: {m.unit}", f"- lowest level: {m.min_level}", "", "```sql", m.sql, "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    DOC_FILE.parent.mkdir(exist_ok=True)
+    DOC_FILE.write_text(render_doc(load_catalog()))
+    print(f"wrote {DOC_FILE}")

@@ -1,0 +1,5 @@
+"""`python -m service`: the `ingestor` command."""
+
+from service.cli import main
+
+main()

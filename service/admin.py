@@ -1,0 +1,73 @@
+"""Operator jobs of the product: apply migrations and create topics, re-encrypt secrets under a new master key.
+
+Migrations come from two folders, applied as one ordered list: the control plane's
+(`ingestor/connections/migrations`) and the projections' (`projections/migrations`). Run once per
+deployment before the processes start (`ingestor migrate`); the runner's advisory lock makes a
+concurrent second run wait and then apply nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from ingestor.connections import MIGRATIONS_DIR as CONTROL_MIGRATIONS_DIR
+from ingestor.connections.rekey import master_keys_in_use, reencrypt_all
+from plumbing.kafka import ensure_topics
+from plumbing.logs import configure_logging
+from plumbing.migrations import apply_migrations
+from plumbing.settings import KafkaSettings, PostgresSettings, load_settings
+from projections import MIGRATIONS_DIR as PROJECTION_MIGRATIONS_DIR
+from projections.read.catalog import sync_catalog
+from service.web import load_keyring
+
+MIGRATION_DIRS = (CONTROL_MIGRATIONS_DIR, PROJECTION_MIGRATIONS_DIR)
+
+
+async def migrate_database(conn: asyncpg.Connection) -> int:
+    """Applies the pending migrations of both folders and syncs the metrics catalog; returns how many were applied."""
+    applied = await apply_migrations(conn, *MIGRATION_DIRS)
+    await sync_catalog(conn)
+    return len(applied)
+
+
+async def prepare(kafka: KafkaSettings, pg: PostgresSettings) -> str:
+    """Applies migrations and creates the topics named in the settings; returns what it did, in words."""
+    conn = await asyncpg.connect(pg.dsn.get_secret_value())
+    try:
+        applied = await migrate_database(conn)
+    finally:
+        await conn.close()
+    await ensure_topics(kafka)
+    return (f"database schema up to date ({applied} migration(s) applied); "
+            f"topics ready: {kafka.raw_topic}, {kafka.dead_letter_topic}")
+
+
+def migrate() -> str:
+    """Runs `prepare` with the settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log)
+    return asyncio.run(prepare(settings.kafka, settings.postgres))
+
+
+def rotate_master_key() -> str:
+    """Re-encrypts every stored secret with the current master key; reports what each key id still holds."""
+    settings = load_settings()
+    configure_logging(settings.log)
+    keyring = load_keyring(settings.vault)
+
+    async def run() -> str:
+        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=2)
+        try:
+            report = await reencrypt_all(pool, keyring)
+            used = await master_keys_in_use(pool)
+        finally:
+            await pool.close()
+        old = {k: n for k, n in used.items() if k != keyring.current}
+        verdict = ("no ciphertext uses an older master key: the old keys may be removed from the setting"
+                   if not old else f"still under older keys: {old}")
+        failed = f"; could not decrypt {len(report.failed)}: {report.failed}" if report.failed else ""
+        return f"re-encrypted {report.reencrypted} secret(s) with master key {keyring.current!r}; {verdict}{failed}"
+
+    return asyncio.run(run())

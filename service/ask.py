@@ -1,0 +1,53 @@
+"""`ingestor ask`: a common revenue question answered through the read layer, printed as a table or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from plumbing.postgres import create_pool
+from plumbing.settings import load_settings
+from projections.errors import ProjectionError
+from projections.read.client import QUESTIONS, Level, RevenueReader
+
+
+def ask(tenant_id: str, question: str, level: str, mode: str, params: dict[str, str], as_json: bool) -> str:
+    """Answers one common question (or lists them for "list"); raises ValueError with the reason."""
+    if question == "list":
+        return "\n".join(f"{q.name:28} [{q.min_level.name.lower():8}] {q.description} params: {', '.join(q.params) or '-'}"
+                         for q in QUESTIONS.values())
+    settings = load_settings()
+
+    async def run() -> list[dict[str, Any]]:
+        owner = await create_pool(settings.postgres)
+        reader = RevenueReader(settings.reader, owner)
+        try:
+            return await reader.ask(tenant_id, Level[level.upper()], question, livemode=mode == "live", **params)
+        finally:
+            await reader.close()
+            await owner.close()
+
+    try:
+        rows = asyncio.run(run())
+    except ProjectionError as exc:
+        raise ValueError(str(exc)) from exc
+    if as_json:
+        return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode()
+    return render_table(question, rows)
+
+
+def render_table(title: str, rows: list[dict[str, Any]]) -> str:
+    """Returns rows as a plain-text table."""
+    table = Table(title=title)
+    for column in rows[0] if rows else ["(no rows)"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console = Console(width=160, file=io.StringIO())
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,175 @@
+"""The web process: webhook receiver, control API (`/api/…`), read API, connector page, health, metrics.
+
+The one place that composes the write path (`ingestor`) with the read path's API (`projections`),
+which never import each other.
+
+Resources open in order and close in reverse through aiohttp's `cleanup_ctx`: Postgres pool,
+Kafka publisher, then the background task that stores when each connection last received a
+webhook. On SIGTERM aiohttp stops accepting, lets in-flight deliveries finish (bounded by the
+shutdown timeout) and only then runs the cleanups, so the producer flushes before it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ingestor.connections.service import ConnectionService
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import KeyringConfigError, MasterKeyring
+from ingestor.control import api as control_api
+from ingestor.control.page import add_page_routes
+from ingestor.receiver.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
+from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.stripe_api.budgets import StripeReaders
+from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.logs import configure_logging, get_logger
+from plumbing.postgres import create_pool
+from plumbing.runtime import tune_gc
+from plumbing.settings import Settings, VaultSettings, load_settings
+from projections.read.http_api import add_read_routes
+from schemas import EnvelopeCodec
+
+log = get_logger(__name__)
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISHER = web.AppKey("publisher", KafkaPublisher)
+RECEIVER = web.AppKey("receiver", WebhookReceiver)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+STORE = web.AppKey("store", PostgresConnectionStore)
+ACTIVITY_FLUSH_INTERVAL_S = 1.0
+
+
+def load_keyring(settings: VaultSettings) -> MasterKeyring:
+    """Returns the master keyring from the setting or the file; raises KeyringConfigError if neither is set."""
+    if settings.master_keys is not None:
+        return MasterKeyring.from_setting(settings.master_keys.get_secret_value())
+    if settings.master_keys_file:
+        return MasterKeyring.from_file(settings.master_keys_file)
+    raise KeyringConfigError("set INGESTOR_VAULT__MASTER_KEYS or INGESTOR_VAULT__MASTER_KEYS_FILE")
+
+
+def create_ingest_app(
+    settings: Settings, keyring: MasterKeyring, registry: CollectorRegistry | None = None,
+    readers: StripeReaders | None = None,
+) -> web.Application:
+    """Returns the write path's application (receiver, control API, health, metrics), not yet started.
+
+    Pass `readers` to share one per-account Stripe budget with a poller or importer in this process.
+    """
+    app = web.Application(client_max_size=settings.receiver.max_body_bytes + 1)
+    app[REGISTRY] = registry or CollectorRegistry()
+    codec = EnvelopeCodec()
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings.postgres)
+        publisher = KafkaPublisher(settings.kafka, client_id="webhook-receiver")
+        try:
+            await publisher.start()
+        except PublishError as exc:  # keep serving: deliveries get 503 until Kafka is back
+            log.warning("Kafka unreachable at start-up; webhooks will get 503 until it is back", error=str(exc))
+        store = PostgresConnectionStore(pool, keyring)
+        targets = CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s)
+        receiver = WebhookReceiver(
+            targets, store, publisher, codec,
+            settings.kafka.raw_topic, settings.receiver, ReceiverMetrics(app[REGISTRY]),
+        )
+        service = ConnectionService(
+            store, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
+            on_secrets_changed=targets.forget,
+        )
+        app[control_api.CONTROL] = control_api.ControlApi(service, store, settings.control)
+        app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER] = pool, publisher, store, receiver
+        flusher = asyncio.create_task(_flush_webhook_activity(receiver, store), name="webhook-activity")
+        yield
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await _store_activity(receiver, store)
+        await publisher.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_post("/webhooks/stripe/{token}", _webhook)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    control_api.add_routes(app)
+    return app
+
+
+async def _webhook(request: web.Request) -> web.StreamResponse:
+    return await request.app[RECEIVER].handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await request.app[POOL].fetchval("SELECT 1", timeout=2)
+        checks["postgres"] = "ok"
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        checks["postgres"] = f"unreachable: {type(exc).__name__}"
+    publisher = request.app[PUBLISHER]
+    try:
+        await publisher.start()
+        checks["kafka"] = "ok"
+    except PublishError:
+        checks["kafka"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
+    """Stores, once a second, when each connection last received a real webhook."""
+    while True:
+        await asyncio.sleep(ACTIVITY_FLUSH_INTERVAL_S)
+        try:
+            await _store_activity(receiver, store)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("could not store webhook activity; will retry", error=repr(exc))
+
+
+async def _store_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
+    seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
+    await store.record_webhooks_received(seen)
+
+
+def build_web_app(settings: Settings) -> web.Application:
+    """Returns the web process's application, not yet started: the write path's app plus the read API and the page."""
+    app = create_ingest_app(settings, load_keyring(settings.vault))
+
+    async def authenticate(request: web.Request) -> str | None:
+        who = await request.app[control_api.CONTROL].actor(request)
+        if who is None:
+            return None
+        return "*" if who[1] is None else who[1]
+
+    add_read_routes(app, settings, authenticate)
+    add_page_routes(app)
+    return app
+
+
+def serve() -> None:
+    """Serves the web process until SIGTERM (settings from the environment)."""
+    import uvloop
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    uvloop.install()  # the receiver's hot path is the event loop: uvloop makes it markedly cheaper
+    tune_gc()
+    web.run_app(build_web_app(settings), host=settings.http.host, port=settings.http.port,
+                shutdown_timeout=settings.http.shutdown_timeout_s, print=None, access_log=None)

@@ -1,0 +1,170 @@
+"""The worker process: the events poller and the history importer, sharing one Stripe budget per account.
+
+Resources open in order and close in reverse (`AsyncExitStack`): Postgres pool, Kafka publisher,
+then the poller and importer tasks. On SIGTERM the loops stop taking new work, the in-flight page
+or poll finishes (its checkpoint or cursor is written only after Kafka acknowledged it), the
+publisher flushes and the pool closes. `burst=True` runs each loop until there is nothing to do,
+like arq's burst mode, for tests and one-off runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from ingestor.connections.service import import_window
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.vault import MasterKeyring
+from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.sources.importer import ImportOutcome, StripeImporter
+from ingestor.sources.poller import StripeEventsPoller
+from ingestor.stripe_api.budgets import StripeReaders
+from ingestor.stripe_api.catalog import IMPORTED
+from plumbing.kafka import KafkaPublisher
+from plumbing.logs import configure_logging, get_logger
+from plumbing.postgres import create_pool
+from plumbing.settings import Settings, load_settings
+from schemas import EnvelopeCodec
+from service.web import load_keyring
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Worker:
+    """The wired poller and importer with what they share."""
+
+    pool: asyncpg.Pool
+    store: PostgresConnectionStore
+    checkpoints: PostgresCheckpoints
+    publisher: KafkaPublisher
+    poller: StripeEventsPoller
+    importer: StripeImporter
+
+
+@contextlib.asynccontextmanager
+async def open_worker(settings: Settings, keyring: MasterKeyring, readers: StripeReaders | None = None,
+                      client_id: str = "stripe-worker") -> AsyncIterator[Worker]:
+    """Opens the pool and the publisher and wires the poller and importer; closes them in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await create_pool(settings.postgres)
+        stack.push_async_callback(pool.close)
+        # Locks hold a connection for a whole poll cycle or import pass: they get their own pool,
+        # so queries never wait behind them.
+        holders = settings.poller.max_concurrent_connections + settings.importer.max_concurrent_imports
+        lock_pool = await create_pool(settings.postgres.model_copy(update={"pool_min_size": 0, "pool_max_size": holders}))
+        stack.push_async_callback(lock_pool.close)
+        publisher = KafkaPublisher(settings.kafka, client_id=client_id)
+        stack.push_async_callback(publisher.stop)
+        await publisher.start()
+        store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
+        readers = readers or StripeReaders(settings.stripe)
+        codec, topic = EnvelopeCodec(), settings.kafka.raw_topic
+        yield Worker(
+            pool, store, checkpoints, publisher,
+            StripeEventsPoller(store, checkpoints, readers, publisher, codec, topic, settings.poller, settings.importer),
+            StripeImporter(store, checkpoints, readers, publisher, codec, topic, settings.importer),
+        )
+
+
+async def run_worker(settings: Settings, keyring: MasterKeyring, poll: bool = True, imports: bool = True) -> None:
+    """Runs the poller and/or importer until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_worker(settings, keyring) as worker:
+        tasks = []
+        if poll:
+            tasks.append(asyncio.create_task(worker.poller.run_forever(stop), name="poller"))
+        if imports:
+            tasks.append(asyncio.create_task(worker.importer.run_forever(stop), name="importer"))
+        for task in tasks:
+            task.add_done_callback(_stop_on_crash(stop))
+        await stop.wait()
+        log.info("stopping: finishing in-flight work")
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stop_on_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[None]], None]:
+    def callback(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker task crashed; stopping", task=task.get_name(), error=repr(task.exception()))
+            stop.set()
+    return callback
+
+
+async def import_until_done(worker: Worker, connection_id: str, retry_pause_s: float = 1.0) -> ImportOutcome:
+    """Runs the connection's import until it is done or paused (retrying transient failures)."""
+    while True:
+        outcome = await worker.importer.run_connection(connection_id)
+        if outcome.state in ("done", "paused"):
+            return outcome
+        log.warning("import not finished; retrying", state=outcome.state, detail=outcome.detail)
+        await asyncio.sleep(retry_pause_s)
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log)
+    return settings
+
+
+def serve(poll: bool, imports: bool) -> None:
+    """Runs the poller and/or the importer until SIGTERM."""
+    settings = _settings()
+    asyncio.run(run_worker(settings, load_keyring(settings.vault), poll, imports))
+
+
+def poll_once() -> list[str]:
+    """Runs one poll cycle for every pollable connection; returns one line per connection."""
+    settings = _settings()
+
+    async def run() -> list[str]:
+        async with open_worker(settings, load_keyring(settings.vault), client_id="stripe-poller") as w:
+            return [f"{o.connection_id}: {o.state} published={o.published} seen={o.seen} {o.detail}".rstrip()
+                    for o in await w.poller.run_once(force=True)]
+
+    return asyncio.run(run())
+
+
+def import_connection(connection_id: str, months: int | None, restart: bool, progress: bool = True) -> str:
+    """Runs (or with `restart`, starts over) one connection's import to the end, showing progress."""
+    settings = _settings()
+
+    async def run() -> str:
+        async with open_worker(settings, load_keyring(settings.vault), client_id="stripe-importer") as w:
+            if restart or not await w.checkpoints.import_checkpoints(connection_id):
+                start, end = import_window(time.time(), months or settings.importer.history_months)
+                await w.checkpoints.start_import(connection_id, [r.name for r in IMPORTED], start, end, "on_demand")
+            await w.checkpoints.resume_import(connection_id)
+            job = asyncio.create_task(import_until_done(w, connection_id))
+            if progress:
+                await _show_progress(w, connection_id, job)
+            outcome = await job
+            return f"{connection_id}: {outcome.state} {outcome.detail}".rstrip()
+
+    return asyncio.run(run())
+
+
+async def _show_progress(w: Worker, connection_id: str, job: asyncio.Task[object]) -> None:
+    """Draws one bar per resource (share of the window covered) until `job` ends."""
+    columns = (TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+               TextColumn("{task.fields[objects]:>8} objects"))
+    with Progress(*columns, console=Console(stderr=True)) as bars:
+        ids = {r.name: bars.add_task(r.name, total=1.0, objects=0) for r in IMPORTED}
+        while True:
+            for cp in await w.checkpoints.import_checkpoints(connection_id):
+                if cp.resource in ids:
+                    bars.update(ids[cp.resource], completed=cp.covered(), objects=cp.objects_published)
+            if job.done():
+                return
+            await asyncio.sleep(0.5)

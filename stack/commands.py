@@ -1,0 +1,62 @@
+"""The local stack's subcommands of `ingestor` (`up`, `down`, `status`, `demo`), added by `service.cli` where installed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from stack import StackError, postgres
+from stack.kafka import KafkaBroker
+from stack.up import bring_up
+
+
+def add_local_stack_commands(group: click.Group) -> None:
+    """Adds the local stack's commands to the `ingestor` group."""
+    for command in (up, down, status, demo):
+        group.add_command(command)
+
+
+@click.command()
+def up() -> None:
+    """Start (or reuse) Kafka and Postgres, apply migrations, create topics."""
+    try:
+        platform = bring_up()
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"kafka:    {platform.kafka.bootstrap_servers}  (log: {platform.kafka.log_file})")
+    click.echo(f"postgres: {platform.postgres_dsn().replace(f':{postgres.PASSWORD}@', ':***@')}")
+
+
+@click.command()
+@click.option("--postgres/--no-postgres", "with_postgres", default=False, help="Also stop the PostgreSQL cluster.")
+def down(with_postgres: bool) -> None:
+    """Stop the local Kafka broker (and optionally Postgres)."""
+    KafkaBroker().stop()
+    if with_postgres:
+        postgres.stop()
+
+
+@click.command()
+def status() -> None:
+    """Show whether the local Kafka and Postgres are running."""
+    broker = KafkaBroker()
+    pid = broker.running_pid()
+    click.echo(f"kafka:    {'running pid ' + str(pid) if pid else 'stopped'} ({broker.bootstrap_servers})")
+    for cluster in postgres.clusters():
+        click.echo(f"postgres: {cluster.version}/{cluster.name} port {cluster.port} {'online' if cluster.online else 'down'}")
+
+
+@click.command()
+@click.option("--customers", type=click.IntRange(1, 5000), default=300, show_default=True, help="Size of the demo account.")
+@click.option("--live-rate", type=float, default=1.0, show_default=True, help="New simulated Stripe activity per second.")
+def demo(customers: int, live_rate: float) -> None:
+    """The main job: the whole local stack against the Stripe simulator with demo data, until Ctrl-C."""
+    from stack.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(customers, live_rate))
+    except (StackError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+

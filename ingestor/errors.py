@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from plumbing.kafka import PublishError
-from plumbing.postgres import TRANSIENT_DB_ERRORS
-
 
 class IngestError(Exception):
     """Base of the write path's errors; `code` is stable and safe to show, the message has no secret."""
@@ -52,6 +49,3 @@ class StripeRateLimitedError(StripeUnavailableError):
 
     code = "rate_limited"
 
-
-# What a worker pass (poll cycle, import scan) waits out and retries: Postgres or Kafka away.
-PASS_RETRIABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, PublishError)

@@ -17,6 +17,7 @@ from structlog.typing import EventDict, WrappedLogger
 from plumbing.masking import mask_secrets_in_text
 from plumbing.settings import LogSettings
 
+
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
         return mask_secrets_in_text(value)

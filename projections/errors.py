@@ -18,6 +18,7 @@ class PoisonRecordError(ProjectionError):
 
 
 class PositionGapError(ProjectionError):
-    """A batch starts after the stored position: seek back to the stored position and fetch again."""
+    """A batch starts after the stored position: seek back to the stored position and fetch again.
 
-    retriable = True
+    Not `retriable`: applying the same batch again would meet the same gap; the consumer seeks instead.
+    """

@@ -24,16 +24,16 @@ from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import KeyringConfigError, MasterKeyring
 from ingestor.control import api as control_api
 from ingestor.control.page import add_page_routes
+from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.receiver.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.budgets import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
-from plumbing.postgres import create_pool
+from plumbing.postgres import DatabaseUnavailableError, create_pool
 from plumbing.runtime import tune_gc
 from plumbing.settings import Settings, VaultSettings, load_settings
 from projections.read.http_api import add_read_routes
-from schemas import EnvelopeCodec
 
 log = get_logger(__name__)
 
@@ -64,7 +64,6 @@ def create_ingest_app(
     """
     app = web.Application(client_max_size=settings.receiver.max_body_bytes + 1)
     app[REGISTRY] = registry or CollectorRegistry()
-    codec = EnvelopeCodec()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.postgres)
@@ -76,8 +75,8 @@ def create_ingest_app(
         store = PostgresConnectionStore(pool, keyring)
         targets = CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s)
         receiver = WebhookReceiver(
-            targets, store, publisher, codec,
-            settings.kafka.raw_topic, settings.receiver, ReceiverMetrics(app[REGISTRY]),
+            targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic), settings.receiver,
+            ReceiverMetrics(app[REGISTRY]),
         )
         service = ConnectionService(
             store, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
@@ -139,7 +138,7 @@ async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConn
         await asyncio.sleep(ACTIVITY_FLUSH_INTERVAL_S)
         try:
             await _store_activity(receiver, store)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (DatabaseUnavailableError, asyncpg.PostgresError) as exc:
             log.warning("could not store webhook activity; will retry", error=repr(exc))
 
 

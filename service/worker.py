@@ -23,7 +23,9 @@ from rich.progress import BarColumn, Progress, TextColumn
 from ingestor.connections.service import import_window
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import MasterKeyring
+from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.sources.deps import SourceDeps
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.poller import StripeEventsPoller
 from ingestor.stripe_api.budgets import StripeReaders
@@ -32,7 +34,6 @@ from plumbing.kafka import KafkaPublisher
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import create_pool
 from plumbing.settings import Settings, load_settings
-from schemas import EnvelopeCodec
 from service.web import load_keyring
 
 log = get_logger(__name__)
@@ -66,12 +67,12 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
         stack.push_async_callback(publisher.stop)
         await publisher.start()
         store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
-        readers = readers or StripeReaders(settings.stripe)
-        codec, topic = EnvelopeCodec(), settings.kafka.raw_topic
+        deps = SourceDeps(store, checkpoints, readers or StripeReaders(settings.stripe),
+                          RawEventPublisher(publisher, settings.kafka.raw_topic))
         yield Worker(
             pool, store, checkpoints, publisher,
-            StripeEventsPoller(store, checkpoints, readers, publisher, codec, topic, settings.poller, settings.importer),
-            StripeImporter(store, checkpoints, readers, publisher, codec, topic, settings.importer),
+            StripeEventsPoller(deps, settings.poller, settings.importer),
+            StripeImporter(deps, settings.importer),
         )
 
 

@@ -21,6 +21,7 @@ import orjson
 
 from ingestor.connections.vault import associated_data
 from plumbing.masking import mask_key
+from plumbing.postgres import translates_database_errors
 
 
 class SecretBox(Protocol):
@@ -107,6 +108,7 @@ class WebhookTarget:
         )
 
 
+@translates_database_errors
 class PostgresConnectionStore:
     """Tenants, connections and their encrypted secrets in Postgres."""
 

@@ -30,6 +30,7 @@ from ingestor.connections.service import (
 from ingestor.connections.status import docs_link
 from ingestor.connections.store import PostgresConnectionStore
 from plumbing.logs import get_logger
+from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import ControlSettings
 
 log = get_logger(__name__)
@@ -94,6 +95,14 @@ def _route(handler: Handler, admin_only: bool = False) -> Callable[[web.Request]
 
     async def wrapped(request: web.Request) -> web.Response:
         api = request.app[CONTROL]
+        try:
+            return await authorised(api, request)
+        except DatabaseUnavailableError:
+            response = api.error(503, "temporarily_unavailable", "the database is unavailable; try again shortly")
+            response.headers["Retry-After"] = "2"
+            return response
+
+    async def authorised(api: ControlApi, request: web.Request) -> web.Response:
         who = await api.actor(request)
         if who is None:
             return api.error(401, "unauthorized", "send Authorization: Bearer <admin or tenant API token>")

@@ -21,13 +21,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingestor.connections.store import PostgresConnectionStore, WebhookTarget, token_digest
 from ingestor.envelope.build import envelope_for_event, is_read_resource, is_test_webhook, parse_event
+from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import BadEventError
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
-from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
-from plumbing.postgres import TRANSIENT_DB_ERRORS
+from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import ReceiverSettings
-from schemas import EnvelopeCodec, Source, envelope_key
+from schemas import Source
 
 log = get_logger(__name__)
 
@@ -70,7 +71,7 @@ class CachedWebhookTargets:
         self._entries: OrderedDict[bytes, tuple[float, WebhookTarget | None]] = OrderedDict()
 
     async def find(self, token: str) -> WebhookTarget | None:
-        """Returns the target of `token` or None; raises asyncpg/OSError when Postgres is unreachable."""
+        """Returns the target of `token` or None; raises DatabaseUnavailableError when Postgres is away."""
         digest = token_digest(token)
         now = self._clock()
         cached = self._entries.get(digest)
@@ -125,9 +126,7 @@ class WebhookReceiver:
         self,
         targets: CachedWebhookTargets,
         store: PostgresConnectionStore,
-        publisher: KafkaPublisher,
-        codec: EnvelopeCodec,
-        topic: str,
+        publisher: RawEventPublisher,
         settings: ReceiverSettings,
         metrics: ReceiverMetrics,
         wall_clock: Callable[[], float] = time.time,
@@ -135,8 +134,6 @@ class WebhookReceiver:
         self._targets = targets
         self._store = store
         self._publisher = publisher
-        self._codec = codec
-        self._topic = topic
         self._settings = settings
         self._metrics = metrics
         self._wall_clock = wall_clock
@@ -172,7 +169,7 @@ class WebhookReceiver:
         signature = request.headers.get("Stripe-Signature")
         try:
             target = await self._targets.find(request.match_info["token"])
-        except TRANSIENT_DB_ERRORS as exc:  # Postgres restarting: Stripe retries, like for Kafka
+        except DatabaseUnavailableError as exc:  # Postgres restarting: Stripe retries, like for Kafka
             log.warning("webhook target lookup failed; answering 503", error=repr(exc))
             return "database_unavailable", self._unavailable()
         if target is None or not target.accepting:
@@ -197,7 +194,11 @@ class WebhookReceiver:
             )
         now = datetime.fromtimestamp(self._wall_clock(), tz=timezone.utc)
         if is_test_webhook(event):
-            await self._store.mark_webhook_verified(target.connection_id, now)
+            try:
+                await self._store.mark_webhook_verified(target.connection_id, now)
+            except DatabaseUnavailableError as exc:
+                log.warning("could not record the test webhook; answering 503", error=repr(exc))
+                return "database_unavailable", self._unavailable()
             self._targets.forget()
             return "test_webhook", TEST_RECEIVED()
         self.last_delivery_at[target.connection_id] = now
@@ -214,10 +215,7 @@ class WebhookReceiver:
         envelope = envelope_for_event(event, target.tenant_id, Source.WEBHOOK, now)
         started = time.perf_counter()
         try:
-            await self._publisher.publish(
-                self._topic, envelope_key(envelope.tenant_id, envelope.object_id), self._codec.encode(envelope),
-                timeout_s=self._settings.publish_timeout_s,
-            )
+            await self._publisher.publish(envelope, timeout_s=self._settings.publish_timeout_s)
         except PublishError as exc:
             log.warning("webhook not acknowledged by Kafka", event_id=envelope.event_id, error=str(exc))
             return "kafka_unavailable", self._unavailable()

@@ -16,13 +16,25 @@ from datetime import datetime
 
 import asyncpg
 
+from plumbing.postgres import database_errors, translates_database_errors
+
 POLL_LOCK = 0x504F4C4C  # "POLL": advisory-lock namespace of the poller
 IMPORT_LOCK = 0x494D5054  # "IMPT": advisory-lock namespace of the importer
 
 
 @contextlib.asynccontextmanager
 async def try_connection_lock(pool: asyncpg.Pool, namespace: int, connection_id: str) -> AsyncIterator[bool]:
-    """Yields whether this process now holds the lock of (`namespace`, connection); releases it on exit."""
+    """Yields whether this process now holds the lock of (`namespace`, connection); releases it on exit.
+
+    Raises DatabaseUnavailableError when Postgres is away (then the lock died with the session).
+    """
+    with database_errors():
+        async with _locked(pool, namespace, connection_id) as held:
+            yield held
+
+
+@contextlib.asynccontextmanager
+async def _locked(pool: asyncpg.Pool, namespace: int, connection_id: str) -> AsyncIterator[bool]:
     async with pool.acquire() as conn:
         held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", namespace, connection_id))
         try:
@@ -66,6 +78,7 @@ class ImportCheckpoint:
         return min(1.0, max(0.0, (self.window_end - self.oldest_created) / span))
 
 
+@translates_database_errors
 class PostgresCheckpoints:
     """Poll cursors and import checkpoints in Postgres."""
 

@@ -13,8 +13,6 @@ within the account's rate budget; memory holds one page per resource.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -22,18 +20,17 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.connections.store import PostgresConnectionStore
 from ingestor.envelope.snapshots import snapshot_envelope
-from ingestor.errors import PASS_RETRIABLE, IngestError
-from ingestor.sources.checkpoints import IMPORT_LOCK, ImportCheckpoint, PostgresCheckpoints, try_connection_lock
+from ingestor.errors import IngestError
+from ingestor.sources.checkpoints import IMPORT_LOCK, ImportCheckpoint, try_connection_lock
+from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
-from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.errors import is_retriable
+from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
 from plumbing.settings import ImporterSettings
-from schemas import EnvelopeCodec, envelope_key
 
 log = get_logger(__name__)
 
@@ -59,19 +56,13 @@ class Page:
 class StripeImporter:
     """Runs pending imports, resumably, one connection at a time per process-wide lock."""
 
-    def __init__(
-        self, store: PostgresConnectionStore, checkpoints: PostgresCheckpoints, readers: StripeReaders,
-        publisher: KafkaPublisher, codec: EnvelopeCodec, topic: str, settings: ImporterSettings,
-        clock: Callable[[], float] = time.time,
-    ):
-        self._store = store
-        self._checkpoints = checkpoints
-        self._readers = readers
-        self._publisher = publisher
-        self._codec = codec
-        self._topic = topic
+    def __init__(self, deps: SourceDeps, settings: ImporterSettings):
+        self._store = deps.store
+        self._checkpoints = deps.checkpoints
+        self._readers = deps.readers
+        self._publisher = deps.publisher
         self._settings = settings
-        self._clock = clock
+        self._clock = deps.clock
 
     async def run_pending(self) -> list[ImportOutcome]:
         """Runs every pending import once (burst mode); returns how each ended."""
@@ -89,8 +80,10 @@ class StripeImporter:
         while not stop.is_set():
             try:
                 await self.run_pending()
-            except PASS_RETRIABLE as exc:  # Postgres or Kafka away: the next pass retries
-                log.warning("import pass failed; will retry", error=repr(exc))
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                log.warning("import pass failed; will retry", error=repr(exc))  # Postgres or Kafka away
             try:
                 await asyncio.wait_for(stop.wait(), self._settings.scan_interval_s)
             except asyncio.TimeoutError:
@@ -161,10 +154,7 @@ class StripeImporter:
     async def _publish(self, session: KeySession, page: Page) -> None:
         """Publishes the page's snapshots and returns once Kafka acknowledged them all; raises PublishError."""
         connection = session.connection
-        records = []
-        for obj in page.objects:
-            envelope = snapshot_envelope(obj, connection.tenant_id, connection.livemode, stripe.api_version,
-                                         page.fetched_at)
-            records.append((envelope_key(envelope.tenant_id, envelope.object_id), self._codec.encode(envelope)))
-        if records:
-            await self._publisher.publish_many(self._topic, records)
+        await self._publisher.publish_many([
+            snapshot_envelope(obj, connection.tenant_id, connection.livemode, stripe.api_version, page.fetched_at)
+            for obj in page.objects
+        ])

@@ -13,26 +13,25 @@ is marked as needing a catch-up import, which the importer runs, and polling res
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
-from ingestor.connections.store import Connection, PostgresConnectionStore
+from ingestor.connections.store import Connection
 from ingestor.envelope.build import envelope_for_event, is_read_resource
-from ingestor.errors import PASS_RETRIABLE, IngestError
-from ingestor.sources.checkpoints import POLL_LOCK, PollCursor, PostgresCheckpoints, try_connection_lock
+from ingestor.errors import IngestError
+from ingestor.sources.checkpoints import POLL_LOCK, PollCursor, try_connection_lock
+from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
-from plumbing.kafka import KafkaPublisher, PublishError
+from plumbing.errors import is_retriable
+from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
 from plumbing.settings import ImporterSettings, PollerSettings
-from schemas import EnvelopeCodec, Source, envelope_key
+from schemas import Source
 
 log = get_logger(__name__)
 
@@ -67,20 +66,14 @@ def poll_interval(connection: Connection, settings: PollerSettings) -> float:
 class StripeEventsPoller:
     """Polls every pollable connection on its cadence; `run_once` is the burst mode."""
 
-    def __init__(
-        self, store: PostgresConnectionStore, checkpoints: PostgresCheckpoints, readers: StripeReaders,
-        publisher: KafkaPublisher, codec: EnvelopeCodec, topic: str, settings: PollerSettings,
-        importer_settings: ImporterSettings, clock: Callable[[], float] = time.time,
-    ):
-        self._store = store
-        self._checkpoints = checkpoints
-        self._readers = readers
-        self._publisher = publisher
-        self._codec = codec
-        self._topic = topic
+    def __init__(self, deps: SourceDeps, settings: PollerSettings, importer_settings: ImporterSettings):
+        self._store = deps.store
+        self._checkpoints = deps.checkpoints
+        self._readers = deps.readers
+        self._publisher = deps.publisher
         self._settings = settings
         self._importer_settings = importer_settings
-        self._clock = clock
+        self._clock = deps.clock
 
     async def run_once(self, force: bool = True) -> list[PollOutcome]:
         """Runs one cycle for every pollable connection (all of them with `force`, else the due ones)."""
@@ -98,8 +91,10 @@ class StripeEventsPoller:
         while not stop.is_set():
             try:
                 await self.run_once(force=False)
-            except PASS_RETRIABLE as exc:  # Postgres or Kafka away: the next pass retries
-                log.warning("poll pass failed; will retry", error=repr(exc))
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                log.warning("poll pass failed; will retry", error=repr(exc))  # Postgres or Kafka away
             try:
                 await asyncio.wait_for(stop.wait(), min(tick_s, self._settings.unverified_interval_s))
             except asyncio.TimeoutError:
@@ -165,16 +160,14 @@ class StripeEventsPoller:
                 return await reader.list_raw_page("events", query)
 
             page = await session.call(request)
-            records = []
+            envelopes = []
             for event in page.objects:
                 seen[event["id"]] = int(event["created"])
                 if event["id"] in cursor.recent_event_ids or not is_read_resource(event):
                     continue
-                envelope = envelope_for_event(event, connection.tenant_id, Source.POLL, received)
-                records.append((envelope_key(envelope.tenant_id, envelope.object_id), self._codec.encode(envelope)))
-            if records:
-                await self._publisher.publish_many(self._topic, records)
-                published += len(records)
+                envelopes.append(envelope_for_event(event, connection.tenant_id, Source.POLL, received))
+            await self._publisher.publish_many(envelopes)
+            published += len(envelopes)
             if not page.has_more or not page.objects:
                 break
             params["starting_after"] = page.objects[-1]["id"]

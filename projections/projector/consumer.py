@@ -23,13 +23,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
+from plumbing.errors import is_retriable
 from plumbing.kafka import KafkaPublisher, consumer_config
 from plumbing.logs import get_logger
-from plumbing.postgres import TRANSIENT_DB_ERRORS
 from plumbing.settings import KafkaSettings
-from projections.errors import PositionGapError, ProjectionError
+from projections.errors import PoisonRecordError, PositionGapError, ProjectionError
 from projections.handlers.writes import Writes, writes_for
 from projections.projector.store import Applied, PostgresProjectionStore
 from schemas import DeadLetter, EnvelopeCodec, EnvelopeError
@@ -82,7 +82,7 @@ def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
     except ProjectionError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as exc:
-        raise ProjectionError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}") from exc
+        raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}") from exc
 
 
 class RevenueProjector:
@@ -245,7 +245,7 @@ class RevenueProjector:
         first_offsets: dict[tuple[str, int], int] = {}
         for r in records:
             first_offsets.setdefault((r.topic, r.partition), r.offset)
-        async for attempt in AsyncRetrying(retry=retry_if_exception_type(TRANSIENT_DB_ERRORS),
+        async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
                                            wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
             with attempt:
                 try:

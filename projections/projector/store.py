@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from plumbing.postgres import translates_database_errors
 from projections.errors import PositionGapError
 from projections.handlers.writes import STATE_COLUMNS, StateRow, Writes
 
@@ -85,6 +86,7 @@ def _columns(rows: Sequence[StateRow]) -> list[list[Any]]:
     return cols
 
 
+@translates_database_errors
 class PostgresProjectionStore:
     """The projection tables of one schema (`projection`, or a replay's fresh schema)."""
 

@@ -11,11 +11,13 @@ import asyncpg
 import pytest
 
 from ingestor.connections.store import PostgresConnectionStore
+from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.sources.checkpoints import PollCursor, PostgresCheckpoints
+from ingestor.sources.deps import SourceDeps
 from ingestor.sources.poller import EVENTS_WINDOW_S, WINDOW_MARGIN_S, StripeEventsPoller, next_cursor
 from ingestor.stripe_api.catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
-from schemas import EnvelopeCodec, Source
+from schemas import Source
 from service.worker import Worker
 from stripe_sim import SimServer
 from tests.helpers import wait_for
@@ -53,9 +55,9 @@ async def test_a_webhookless_connection_sees_a_new_charge_within_one_poll_interv
     sim.set_rate_limit(account, 1000)
     tenant, token, connection_id, _ = await connect(control, sim, account)
     interval = 1.0
-    poller = StripeEventsPoller(worker.store, worker.checkpoints, control.readers, worker.publisher, EnvelopeCodec(),
-                                control.settings.kafka.raw_topic, PollerSettings(unverified_interval_s=interval),
-                                control.settings.importer)
+    deps = SourceDeps(worker.store, worker.checkpoints, control.readers,
+                      RawEventPublisher(worker.publisher, control.settings.kafka.raw_topic))
+    poller = StripeEventsPoller(deps, PollerSettings(unverified_interval_s=interval), control.settings.importer)
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run_forever(stop, tick_s=0.2))
     try:
@@ -94,9 +96,9 @@ async def test_two_pollers_publish_each_event_once_and_miss_none(
         if e["type"] in EVENT_TYPES and e["created"] >= window_start
     }
     pools = [await asyncpg.create_pool(clean_database, min_size=1, max_size=3) for _ in range(2)]
-    pollers = [StripeEventsPoller(PostgresConnectionStore(p, control.keyring), PostgresCheckpoints(p),
-
-                                  control.readers, worker.publisher, EnvelopeCodec(), control.settings.kafka.raw_topic,
+    pollers = [StripeEventsPoller(SourceDeps(PostgresConnectionStore(p, control.keyring), PostgresCheckpoints(p),
+                                             control.readers,
+                                             RawEventPublisher(worker.publisher, control.settings.kafka.raw_topic)),
                                   PollerSettings(page_limit=10), control.settings.importer) for p in pools]
     try:
         for _ in range(3):  # activity between cycles; both pollers race for every connection each cycle

@@ -48,7 +48,7 @@ async def test_poison_records_are_dead_lettered_and_the_next_record_is_applied(
     assert ids == {"ch_before", "ch_after"}
     letters = [EnvelopeCodec().decode_dead_letter(v)
                for _, v in await consume_all(settings.kafka, settings.kafka.dead_letter_topic, 4, timeout_s=30)]
-    assert [lt.error_type for lt in letters] == ["UnknownSchemaError", "CorruptRecordError", "UnknownObjectError", "ProjectionError"]
+    assert [lt.error_type for lt in letters] == ["UnknownSchemaError", "CorruptRecordError", "UnknownObjectError", "PoisonRecordError"]
     assert letters[0].value == b"\xc3\x01truncated" and letters[0].offset == 1
     assert all(lt.topic == settings.kafka.raw_topic and lt.error_message for lt in letters)
     positions = await pool.fetchval(

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from plumbing.postgres import database_errors
 from plumbing.settings import Settings
 from projections.projector.store import PostgresProjectionStore
 from stack import REPO_ROOT
@@ -129,8 +130,9 @@ async def test_a_connection_broken_as_a_batch_commits_is_retried_and_counts_once
         nonlocal failures
         applied = await real_apply(self, *args, **kwargs)  # committed...
         if failures < 3:
-            failures += 1  # ...but the connection broke on its way back to the pool
-            raise asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+            failures += 1  # ...but the connection broke on its way back to the pool, inside the store
+            with database_errors():
+                raise asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
         return applied
 
     monkeypatch.setattr(PostgresProjectionStore, "apply", apply_then_break)

@@ -21,6 +21,7 @@ import asyncpg
 from bench.results import BenchResult, Figure, own_peak_rss_mib, write_result
 from ingestor.connections.service import import_window
 from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.catalog import IMPORTED
@@ -57,7 +58,7 @@ async def main(customers: int, database: str) -> None:
         keyring = MasterKeyring.from_setting(generate_master_key("bench"))
         async with open_worker(settings, keyring) as worker:
             store = PostgresConnectionStore(worker.pool, keyring)
-            tenant_id, _ = await store.create_tenant("bench")
+            tenant_id, _ = await PostgresTenantStore(worker.pool).create_tenant("bench")
             connection_id, _ = await store.create_connection(tenant_id, False)
             await store.store_key(connection_id, account["restricted_key"], "rk_test_…", _utcnow())
             start, end = import_window(time.time(), 12)

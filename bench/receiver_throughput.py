@@ -23,6 +23,7 @@ from bench.common import bench_settings, platform
 from bench.load import LoadResult, closed_loop, open_loop
 from bench.results import BenchResult, Figure, peak_rss_mib, write_result
 from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import ensure_topics
 from plumbing.settings import Settings
@@ -146,7 +147,7 @@ async def main() -> None:
     master = generate_master_key("bench")
     pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value())
     store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_id, _ = await store.create_tenant("bench")
+    tenant_id, _ = await PostgresTenantStore(pool).create_tenant("bench")
     connection_id, token = await store.create_connection(tenant_id, livemode=False)
     await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
     await pool.close()

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from ingestor.connections.service import ConnectionService
 from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import KeyringConfigError, MasterKeyring
 from ingestor.control import api as control_api
 from ingestor.control.page import add_page_routes
@@ -78,11 +79,12 @@ def create_ingest_app(
             targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic), settings.receiver,
             ReceiverMetrics(app[REGISTRY]),
         )
+        tenants = PostgresTenantStore(pool)
         service = ConnectionService(
-            store, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
+            store, tenants, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
             on_secrets_changed=targets.forget,
         )
-        app[control_api.CONTROL] = control_api.ControlApi(service, store, settings.control)
+        app[control_api.CONTROL] = control_api.ControlApi(service, tenants, settings.control)
         app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER] = pool, publisher, store, receiver
         flusher = asyncio.create_task(_flush_webhook_activity(receiver, store), name="webhook-activity")
         yield

@@ -1,7 +1,7 @@
 """The connection lifecycle as the control API drives it: Test, Connect, rotate, webhook secret, import, disconnect.
 
 Place in the flow: `control_api.py` authenticates the caller and turns requests into calls here;
-this module decides, with the key test (`key_test.py`), the store (`connection_store.py`), the
+this module decides, with the key test (`key_test.py`), the stores (`store.py`, `tenant_store.py`), the
 checkpoints (`checkpoints.py`) and the status texts (`health.py`). A pasted key is decrypted nowhere
 and stored only by `connect`, after it passed Test; every change is written to the audit log
 without its secret. Views returned here contain hints (`rk_live_…wxyz`), never a key or secret.
@@ -18,6 +18,7 @@ from ingestor.connections.key_formats import KeyCheck, classify_key, validate_we
 from ingestor.connections.key_test import KeyTestResult, test_key
 from ingestor.connections.status import RECOVERABLE_BY_TEST, STATUSES, docs_link
 from ingestor.connections.store import Connection, PostgresConnectionStore
+from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints
 from ingestor.stripe_api.budgets import StripeReaders, key_budget_id
@@ -96,11 +97,12 @@ class ConnectionService:
     """The connection lifecycle of every tenant."""
 
     def __init__(
-        self, store: PostgresConnectionStore, checkpoints: PostgresCheckpoints, readers: StripeReaders,
-        settings: Settings, on_secrets_changed: Callable[[], None] = lambda: None,
+        self, store: PostgresConnectionStore, tenants: PostgresTenantStore, checkpoints: PostgresCheckpoints,
+        readers: StripeReaders, settings: Settings, on_secrets_changed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ):
         self._store = store
+        self._tenants = tenants
         self._checkpoints = checkpoints
         self._readers = readers
         self._settings = settings
@@ -112,13 +114,13 @@ class ConnectionService:
 
     async def create_tenant(self, actor: str, name: str) -> dict[str, str]:
         """Creates a tenant; returns its id and API token (shown this once)."""
-        tenant_id, token = await self._store.create_tenant(name)
-        await self._store.audit(actor, tenant_id, "tenant.created", {"name": name})
+        tenant_id, token = await self._tenants.create_tenant(name)
+        await self._tenants.audit(actor, tenant_id, "tenant.created", {"name": name})
         return {"tenant_id": tenant_id, "name": name, "api_token": token}
 
     async def tenant(self, tenant_id: str) -> dict[str, Any]:
         """Returns the tenant with the views of its connections."""
-        tenant = await self._store.tenant(tenant_id)
+        tenant = await self._tenants.tenant(tenant_id)
         if tenant is None:
             raise NotFoundError("no such tenant")
         connections = [await self._store.find_connection(tenant_id, live) for live in (False, True)]
@@ -128,7 +130,7 @@ class ConnectionService:
         }
 
     async def _require_tenant(self, tenant_id: str) -> None:
-        if await self._store.tenant(tenant_id) is None:
+        if await self._tenants.tenant(tenant_id) is None:
             raise NotFoundError("no such tenant")
 
     async def _connection(self, tenant_id: str, mode: str) -> Connection:
@@ -153,7 +155,7 @@ class ConnectionService:
         check = classify_key(raw_key)
         existing = await self._store.find_connection(tenant_id, check.mode == "live") if check.accepted else None
         result = await self._test(check, existing)
-        await self._store.audit(actor, tenant_id, "key.tested", {"key": check.masked, "outcome": result.outcome})
+        await self._tenants.audit(actor, tenant_id, "key.tested", {"key": check.masked, "outcome": result.outcome})
         return result
 
     async def connect(self, actor: str, tenant_id: str, raw_key: str, rotate_only: bool = False) -> dict[str, Any]:
@@ -172,7 +174,7 @@ class ConnectionService:
             raise NotFoundError("there is no connected key to rotate in this mode; connect instead")
         result = await self._test(check, existing)
         if not result.green:
-            await self._store.audit(actor, tenant_id, "key.refused", {"key": check.masked, "outcome": result.outcome})
+            await self._tenants.audit(actor, tenant_id, "key.refused", {"key": check.masked, "outcome": result.outcome})
             raise KeyNotAcceptedError(result)
         now = self._now()
         if existing is None:
@@ -184,11 +186,11 @@ class ConnectionService:
         log.info("restricted key stored", connection_id=connection_id, key=check.masked, rotation=rotation)
         if rotation:
             await self._checkpoints.resume_import(connection_id)
-            await self._store.audit(actor, tenant_id, "key.rotated", {
+            await self._tenants.audit(actor, tenant_id, "key.rotated", {
                 "mode": check.mode, "old_key": existing.key_hint if existing else None, "new_key": check.masked})
         else:
             await self._start_import(connection_id, "connect", self._settings.importer.history_months)
-            await self._store.audit(actor, tenant_id, "connection.connected", {"mode": check.mode, "key": check.masked})
+            await self._tenants.audit(actor, tenant_id, "connection.connected", {"mode": check.mode, "key": check.masked})
         connection = await self._connection(tenant_id, check.mode or "test")
         return {"connection": await self.view(connection), "key_test": result.to_json()}
 
@@ -203,7 +205,7 @@ class ConnectionService:
         if result.green:
             await self._store.recover(connection.connection_id, RECOVERABLE_BY_TEST, self._now())
             await self._checkpoints.resume_import(connection.connection_id)
-        await self._store.audit(actor, tenant_id, "key.retested", {"key": connection.key_hint, "outcome": result.outcome})
+        await self._tenants.audit(actor, tenant_id, "key.retested", {"key": connection.key_hint, "outcome": result.outcome})
         connection = await self._connection(tenant_id, mode)
         return {"connection": await self.view(connection), "key_test": result.to_json()}
 
@@ -220,7 +222,7 @@ class ConnectionService:
         await self._store.add_webhook_secret(connection.connection_id, check.key, self._now(), grace)
         await self._store.webhook_secret_added(connection.connection_id)
         self._on_secrets_changed()
-        await self._store.audit(actor, tenant_id, "webhook_secret.rolled" if rolled else "webhook_secret.set", {
+        await self._tenants.audit(actor, tenant_id, "webhook_secret.rolled" if rolled else "webhook_secret.set", {
             "mode": mode, "secret": check.masked, "grace_s": int(grace.total_seconds()) if rolled else 0})
         return {"connection": await self.view(await self._connection(tenant_id, mode))}
 
@@ -235,7 +237,7 @@ class ConnectionService:
             raise NotFoundError("this connection has no key; connect it first")
         months = months or self._settings.importer.history_months
         run_id = await self._start_import(connection.connection_id, "on_demand", months)
-        await self._store.audit(actor, tenant_id, "import.requested", {"mode": mode, "months": months, "run_id": run_id})
+        await self._tenants.audit(actor, tenant_id, "import.requested", {"mode": mode, "months": months, "run_id": run_id})
         return await self.import_progress(tenant_id, mode)
 
     async def import_progress(self, tenant_id: str, mode: str) -> dict[str, Any]:
@@ -262,15 +264,15 @@ class ConnectionService:
         for target in targets:
             await self._store.disconnect(target.connection_id, now)
         self._on_secrets_changed()
-        deleted = await self._store.purge_tenant_data(tenant_id) if purge else {}
-        await self._store.audit(actor, tenant_id, "connection.disconnected",
+        deleted = await self._tenants.purge_tenant_data(tenant_id) if purge else {}
+        await self._tenants.audit(actor, tenant_id, "connection.disconnected",
                                 {"mode": mode, "purge": purge, "rows_deleted": deleted})
         return {"disconnected": [t.mode for t in targets], "data": "purged" if purge else "kept",
                 "rows_deleted": deleted}
 
     async def audit_log(self, tenant_id: str) -> list[dict[str, Any]]:
         """Returns the tenant's audit entries, newest first."""
-        return [{**e, "at": _iso(e["at"])} for e in await self._store.audit_entries(tenant_id)]
+        return [{**e, "at": _iso(e["at"])} for e in await self._tenants.audit_entries(tenant_id)]
 
     async def view(self, connection: Connection) -> dict[str, Any]:
         """Returns what the connector page shows for one connection (hints only, no secret)."""

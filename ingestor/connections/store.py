@@ -1,4 +1,4 @@
-"""Postgres storage of tenants and their Stripe connections; secrets go in and out through the vault.
+"""Postgres storage of Stripe connections; their secrets go in and out through the vault.
 
 Nothing here returns a key or a signing secret except `webhook_target` (signing secrets, for the
 receiver) and `load_key` (the restricted key, for the poller, importer and re-test), which decrypt
@@ -14,10 +14,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
-import orjson
 
 from ingestor.connections.vault import associated_data
 from plumbing.masking import mask_key
@@ -110,21 +109,11 @@ class WebhookTarget:
 
 @translates_database_errors
 class PostgresConnectionStore:
-    """Tenants, connections and their encrypted secrets in Postgres."""
+    """Connections, their encrypted keys and webhook secrets, and their status, in Postgres."""
 
     def __init__(self, pool: asyncpg.Pool, vault: SecretBox):
         self._pool = pool
         self._vault = vault
-
-    async def create_tenant(self, name: str) -> tuple[str, str]:
-        """Creates a tenant; returns (tenant_id, api_token). The token is not stored, only its digest."""
-        tenant_id = "ten_" + secrets.token_hex(8)
-        token = "tt_" + secrets.token_urlsafe(32)
-        await self._pool.execute(
-            "INSERT INTO tenants (tenant_id, name, token_sha256) VALUES ($1, $2, $3)",
-            tenant_id, name, token_digest(token),
-        )
-        return tenant_id, token
 
     async def create_connection(self, tenant_id: str, livemode: bool) -> tuple[str, str]:
         """Creates the tenant's connection for one mode; returns (connection_id, webhook_token)."""
@@ -213,22 +202,6 @@ class PostgresConnectionStore:
                 WHERE connection_id = $1""",
             connection_id, status, reason,
         )
-
-    # Control API ------------------------------------------------------------------------------
-
-    async def tenant_for_token(self, token: str) -> str | None:
-        """Returns the enabled tenant a tenant API token belongs to, or None."""
-        tenant_id: str | None = await self._pool.fetchval(
-            "SELECT tenant_id FROM tenants WHERE token_sha256 = $1 AND disabled_at IS NULL", token_digest(token)
-        )
-        return tenant_id
-
-    async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        """Returns the tenant's id, name and creation time, or None."""
-        row = await self._pool.fetchrow(
-            "SELECT tenant_id, name, created_at, disabled_at FROM tenants WHERE tenant_id = $1", tenant_id
-        )
-        return dict(row) if row else None
 
     async def find_connection(self, tenant_id: str, livemode: bool) -> Connection | None:
         """Returns the tenant's connection for one mode, or None."""
@@ -356,52 +329,3 @@ class PostgresConnectionStore:
                     WHERE connection_id = $1""",
                 connection_id, now,
             )
-
-    async def purge_tenant_data(self, tenant_id: str) -> dict[str, int]:
-        """Deletes the tenant's rows from every table with a `tenant_id` column but tenants and audit_log.
-
-        Tables are found in information_schema, so tables added later are covered; a table whose
-        rows are still referenced by another is retried after the others (foreign keys).
-        """
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT c.table_schema, c.table_name FROM information_schema.columns c
-                     JOIN information_schema.tables t USING (table_schema, table_name)
-                    WHERE c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
-                      AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
-                      AND c.table_name NOT IN ('tenants', 'audit_log')"""
-            )
-            pending = [(r["table_schema"], r["table_name"]) for r in rows]
-            deleted: dict[str, int] = {}
-            while pending:
-                blocked = []
-                for schema, table in pending:
-                    try:
-                        async with conn.transaction():
-                            status = await conn.execute(
-                                f'DELETE FROM "{schema}"."{table}" WHERE tenant_id = $1', tenant_id
-                            )
-                    except asyncpg.ForeignKeyViolationError:
-                        blocked.append((schema, table))
-                        continue
-                    deleted[table] = int(status.rsplit(" ", 1)[-1])
-                if len(blocked) == len(pending):
-                    raise asyncpg.ForeignKeyViolationError(f"cannot purge tables {blocked}: circular references")
-                pending = blocked
-            return deleted
-
-    async def audit(self, actor: str, tenant_id: str | None, action: str, detail: dict[str, Any]) -> None:
-        """Appends to the audit log (callers never put a secret in `detail`)."""
-        await self._pool.execute(
-            "INSERT INTO audit_log (actor, tenant_id, action, detail) VALUES ($1, $2, $3, $4::jsonb)",
-            actor, tenant_id, action, orjson.dumps(detail).decode(),
-        )
-
-    async def audit_entries(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Returns the tenant's latest audit entries, newest first."""
-        rows = await self._pool.fetch(
-            "SELECT at, actor, action, detail::text AS detail FROM audit_log WHERE tenant_id = $1 "
-            "ORDER BY audit_id DESC LIMIT $2",
-            tenant_id, limit,
-        )
-        return [{**dict(r), "detail": orjson.loads(r["detail"])} for r in rows]

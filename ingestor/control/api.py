@@ -28,7 +28,7 @@ from ingestor.connections.service import (
     RefusedInputError,
 )
 from ingestor.connections.status import docs_link
-from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.tenant_store import PostgresTenantStore
 from plumbing.logs import get_logger
 from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import ControlSettings
@@ -47,9 +47,9 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 class ControlApi:
     """Authentication, authorisation and request parsing in front of `ConnectionService`."""
 
-    def __init__(self, service: ConnectionService, store: PostgresConnectionStore, settings: ControlSettings):
+    def __init__(self, service: ConnectionService, tenants: PostgresTenantStore, settings: ControlSettings):
         self.service = service
-        self._store = store
+        self._tenants = tenants
         self._settings = settings
 
     def error(self, status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -66,7 +66,7 @@ class ControlApi:
         admin = self._settings.admin_token
         if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
             return "admin", None
-        tenant_id = await self._store.tenant_for_token(token)
+        tenant_id = await self._tenants.tenant_for_token(token)
         return (f"tenant:{tenant_id}", tenant_id) if tenant_id else None
 
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import Settings, VaultSettings
 from projections.handlers.writes import writes_for
@@ -27,8 +28,8 @@ async def served(make_settings: Callable[..., Settings], clean_database: str) ->
     settings = make_settings().model_copy(update={"vault": VaultSettings(master_keys=master)})  # type: ignore[arg-type]
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
     store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_a, token_a = await store.create_tenant("A")
-    tenant_b, token_b = await store.create_tenant("B")
+    tenant_a, token_a = await PostgresTenantStore(pool).create_tenant("A")
+    tenant_b, token_b = await PostgresTenantStore(pool).create_tenant("B")
     projection = PostgresProjectionStore(pool, "read-api")
     for tenant in (tenant_a, tenant_b):
         envelope = event(CHARGE | {"status": "succeeded", "customer": "cus_1"}, "charge.succeeded", f"evt_{tenant}", T, tenant)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from bench.results import RESULTS_DIR
+from bench.results import RESULTS_DIR, Target
 
 REPORT = Path(__file__).resolve().parent / "REPORT.md"
 ORDER = ("receiver_throughput", "projector_throughput", "import_throughput", "freshness")
+
+
+def verdict_of(figure: dict[str, Any]) -> str:
+    """Returns the report's verdict on one figure: met, a flagged miss, or nothing (no target)."""
+    target = figure.get("target")
+    if not isinstance(target, dict):
+        return ""
+    met = Target(**target).met(figure["value"], figure.get("ratio"))
+    return "yes" if met else "**MISSED**"
 
 
 def render() -> str:
@@ -22,15 +32,24 @@ def render() -> str:
         "from the latest results). Each figure is measured against a baseline measured in the same run on the",
         "same machine; the ratio is figure ÷ baseline. Results: `bench/results/<name>.json`.",
         "",
-        "| benchmark | figure | value | baseline (same run) | ratio | target |",
-        "|---|---|---|---|---|---|",
+        "| benchmark | figure | value | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
     ]
+    misses = []
     for name in names:
         r = results[name]
         for f in r["figures"]:
             baseline = f"{f['baseline_name']}: {f['baseline_value']:,.1f}" if f.get("baseline_value") is not None else "—"
             ratio = f"{f['ratio']:.2f}" if f.get("ratio") is not None else "—"
-            lines.append(f"| {name} | {f['name']} | {f['value']:,.1f} {f['unit']} | {baseline} | {ratio} | {f.get('target') or ''} |")
+            verdict = verdict_of(f)
+            if verdict.startswith("**"):
+                misses.append(f"- {name}: {f['name']} — {f['value']:,.2f} {f['unit']} (ratio {ratio}), "
+                              f"target {f.get('target_text')}")
+            lines.append(f"| {name} | {f['name']} | {f['value']:,.1f} {f['unit']} | {baseline} | {ratio} "
+                         f"| {f.get('target_text') or ''} | {verdict} |")
+    table_at = lines.index("| benchmark | figure | value | baseline (same run) | ratio | target | met |")
+    lines[table_at:table_at] = (["**Figures that miss their target:**", "", *misses, ""] if misses
+                                else ["Every figure with a target meets it.", ""])
     lines += ["", "## Peak memory", "", "| benchmark | process | peak RSS |", "|---|---|---|"]
     for name in names:
         for proc, mib in results[name].get("peak_rss_mib", {}).items():

@@ -15,6 +15,39 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a figure is held to, as bounds a machine can check (the value's own, and its ratio's)."""
+
+    at_least: float | None = None
+    at_most: float | None = None
+    ratio_at_least: float | None = None
+    ratio_at_most: float | None = None
+
+    def describe(self, unit: str) -> str:
+        """Returns the target in words, e.g. ">= 3,000 events/s and ratio >= 0.5"."""
+        parts = []
+        if self.at_least is not None:
+            parts.append(f">= {self.at_least:,g} {unit}")
+        if self.at_most is not None:
+            parts.append(f"<= {self.at_most:,g} {unit}")
+        if self.ratio_at_least is not None:
+            parts.append(f"ratio >= {self.ratio_at_least:g}")
+        if self.ratio_at_most is not None:
+            parts.append(f"ratio <= {self.ratio_at_most:g}")
+        return " and ".join(parts)
+
+    def met(self, value: float, ratio: float | None) -> bool:
+        """Tells whether `value` (and `ratio`) meet every bound; a ratio bound without a ratio is missed."""
+        checks = [
+            self.at_least is None or value >= self.at_least,
+            self.at_most is None or value <= self.at_most,
+            self.ratio_at_least is None or (ratio is not None and ratio >= self.ratio_at_least),
+            self.ratio_at_most is None or (ratio is not None and ratio <= self.ratio_at_most),
+        ]
+        return all(checks)
+
+
 @dataclass
 class Figure:
     """One measured figure, the baseline measured in the same run, and the target it is held to."""
@@ -24,8 +57,13 @@ class Figure:
     unit: str
     baseline_name: str | None = None
     baseline_value: float | None = None
-    target: str | None = None
+    target: Target | None = None
     notes: str = ""
+
+    @property
+    def meets_target(self) -> bool | None:
+        """Returns whether the figure meets its target (None without one)."""
+        return None if self.target is None else self.target.met(self.value, self.ratio)
 
     @property
     def ratio(self) -> float | None:
@@ -73,7 +111,8 @@ def write_result(result: BenchResult) -> Path:
         "name": result.name,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_notes(),
-        "figures": [asdict(f) | {"ratio": f.ratio} for f in result.figures],
+        "figures": [asdict(f) | {"ratio": f.ratio, "target_text": f.target.describe(f.unit) if f.target else None,
+                                 "meets_target": f.meets_target} for f in result.figures],
         "peak_rss_mib": result.peak_rss_mib,
         "notes": result.notes,
     }
@@ -82,7 +121,8 @@ def write_result(result: BenchResult) -> Path:
     print(f"\n== {result.name} ==")
     for f in result.figures:
         ratio = f" (ratio {f.ratio:.2f} vs {f.baseline_name} {f.baseline_value:,.1f})" if f.ratio is not None else ""
-        target = f"  target: {f.target}" if f.target else ""
+        target = (f"  target: {f.target.describe(f.unit)} — {'met' if f.meets_target else 'MISSED'}"
+                  if f.target else "")
         print(f"  {f.name}: {f.value:,.2f} {f.unit}{ratio}{target}")
     for proc, mib in result.peak_rss_mib.items():
         print(f"  peak RSS {proc}: {mib:.0f} MiB")

@@ -154,6 +154,8 @@ class ProjectorSettings(BaseModel):
     max_batch_records: int = Field(default=2000, ge=1)
     # Port of the Prometheus endpoint (lag, apply latency, dead letters); 0 turns it off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Address it binds: loopback by default; 0.0.0.0 in a container whose port is published to a scraper.
+    metrics_host: str = "127.0.0.1"
 
 
 class ReaderSettings(BaseModel):

@@ -30,7 +30,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
     stop = stop or _stop_on_signals()
     registry = CollectorRegistry()
     if settings.projector.metrics_port:
-        start_http_server(settings.projector.metrics_port, addr="127.0.0.1", registry=registry)
+        start_http_server(settings.projector.metrics_port, addr=settings.projector.metrics_host, registry=registry)
     pool = await create_pool(settings.postgres)
     try:
         async with KafkaPublisher(settings.kafka, client_id="projector-dead-letters") as dead_letters:

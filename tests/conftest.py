@@ -1,6 +1,7 @@
 """Session fixtures: one real Kafka broker and one real PostgreSQL server for the whole test run.
 
-The local-stack launcher starts them (or reuses running ones). Tests get settings objects built
+The local-stack launcher starts them (or reuses running ones) when the first test that needs them
+runs, so the unit tests (`-m "not integration"`) run with neither. Tests get settings objects built
 here — never from os.environ — pointing at a test database and at topics unique to each test.
 """
 
@@ -21,6 +22,14 @@ from stack.up import Platform, start_platform
 
 # Another session working in the same checkout can give its test run a database of its own.
 TEST_DATABASE = os.environ.get("TEST_DATABASE_NAME", "ingestor_test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that uses the broker or the server `integration`, so `-m "not integration"`
+    runs without Kafka and Postgres whatever a test's author remembered to mark."""
+    for item in items:
+        if "platform" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -77,3 +77,12 @@ def test_the_simulator_image_pins_what_the_project_pins() -> None:
     assert installed and all(pins[name] == version for name, version in (w.split("==") for w in installed))
     assert SERVICES["stripe-simulator"]["build"]["target"] == "simulator"
     assert all(SERVICES[name]["build"]["target"] == "product" for name in PRODUCT)
+
+
+def test_every_port_compose_publishes_is_served_beyond_loopback_in_its_container() -> None:
+    for name in PRODUCT:
+        settings = load_settings({k: str(v) for k, v in SERVICES[name]["environment"].items()})
+        listening = {"web": {settings.http.port: settings.http.host},
+                     "projector": {settings.projector.metrics_port: settings.projector.metrics_host}}.get(name, {})
+        for mapping in SERVICES[name].get("ports", []):
+            assert listening.get(int(str(mapping).split(":")[-1])) == "0.0.0.0", (name, mapping)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 OPERATING_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operating.md"
@@ -35,36 +40,25 @@ async def _static(request: web.Request) -> web.Response:
     return web.Response(text=(STATIC_DIR / name).read_text(), content_type=STATIC_FILES[name], headers=SECURITY_HEADERS)
 
 
+def _heading_anchors(renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict,
+                     env: EnvType) -> str:
+    """Gives each heading the id the API's `docs` links use: its text as a slug, and one anchor per
+    code when a heading names several ("unauthorized / forbidden")."""
+    title = tokens[idx + 1].content.replace("`", "")
+    tokens[idx].attrSet("id", re.sub(r"[^a-z0-9_]+", "-", title.lower()).strip("-"))
+    codes = [c.strip() for c in title.split(" / ")] if " / " in title else []
+    extra = "".join(f'<span id="{code}"></span>' for code in codes if re.fullmatch(r"[a-z0-9_]+", code))
+    return extra + str(renderer.renderToken(tokens, idx, options, env))
+
+
+# CommonMark with tables; raw HTML in the Markdown is escaped, not passed through.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+_MARKDOWN.add_render_rule("heading_open", _heading_anchors)
+
+
 def markdown_to_html(text: str) -> str:
-    """Renders the small Markdown subset the guide uses (headings with anchors, lists, paragraphs, code)."""
-    out: list[str] = []
-    in_list = False
-    for line in text.splitlines():
-        heading = re.match(r"^(#{1,4})\s+(.*?)(?:\s+\{#([\w-]+)\})?$", line)
-        item = re.match(r"^\s*(?:[-*]|\d+\.)\s+(.*)$", line)
-        if in_list and not item:
-            out.append("</ul>")
-            in_list = False
-        if heading:
-            level, title, anchor = len(heading[1]), heading[2], heading[3]
-            anchor = anchor or re.sub(r"[^a-z0-9_]+", "-", re.sub(r"`", "", title.lower())).strip("-")
-            out.append(f'<h{level} id="{html.escape(anchor)}">{_inline(title)}</h{level}>')
-        elif item:
-            if not in_list:
-                out.append("<ul>")
-                in_list = True
-            out.append(f"<li>{_inline(item[1])}</li>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    if in_list:
-        out.append("</ul>")
-    return "\n".join(out)
-
-
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    """Renders the operating guide (CommonMark and tables, with markdown-it-py) with the anchors the API links to."""
+    return str(_MARKDOWN.render(text))
 
 
 async def _operating_guide(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from typing import ParamSpec, TypeVar
 
 import asyncpg
 from asyncpg.exceptions import InternalClientError, OperatorInterventionError, PostgresConnectionError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from plumbing.settings import PostgresSettings
 
@@ -68,13 +69,19 @@ def translates_database_errors(cls: C) -> C:
 
 
 async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
-    """Opens a connection pool; raises OSError or asyncpg errors when the server is unreachable."""
-    pool = await asyncpg.create_pool(
-        settings.dsn.get_secret_value(),
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        command_timeout=settings.command_timeout_s,
-    )
-    if pool is None:  # asyncpg's typing allows it; it only happens when the pool is closed at once
-        raise RuntimeError("asyncpg returned no pool")
-    return pool
+    """Opens a connection pool, waiting up to `startup_wait_s` for a Postgres that is restarting or not
+    yet up; raises DatabaseUnavailableError after that."""
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(DatabaseUnavailableError),
+                                       wait=wait_random_exponential(multiplier=0.2, max=3),
+                                       stop=stop_after_delay(settings.startup_wait_s), reraise=True):
+        with attempt, database_errors():
+            pool = await asyncpg.create_pool(
+                settings.dsn.get_secret_value(),
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                command_timeout=settings.command_timeout_s,
+            )
+            if pool is None:  # asyncpg's typing allows it; it only happens when the pool is closed at once
+                raise RuntimeError("asyncpg returned no pool")
+            return pool
+    raise DatabaseUnavailableError("no attempt was made")  # unreachable: tenacity reraises

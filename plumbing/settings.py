@@ -55,6 +55,8 @@ class PostgresSettings(BaseModel):
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
     command_timeout_s: float = Field(default=30.0, gt=0)
+    # A process starting while Postgres is restarting or not yet up waits this long for it, then fails.
+    startup_wait_s: float = Field(default=60.0, ge=0)
 
 
 class HttpSettings(BaseModel):

@@ -141,15 +141,29 @@ class KafkaBroker:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
     def running_pid(self) -> int | None:
-        """Returns the pid of our running broker, removing a stale pid file (with a message)."""
-        if not self.pid_file.exists():
-            return None
-        pid = int(self.pid_file.read_text().strip() or 0)
-        if pid and _alive(pid) and "kafka.Kafka" in _cmdline(pid):
-            return pid
-        say(f"removing stale Kafka pid file ({self.pid_file}, pid {pid} is not running)")
-        self.pid_file.unlink(missing_ok=True)
+        """Returns the pid of our running broker, removing a stale pid file (with a message).
+
+        A broker of this state directory running without a pid file (its file lost to a crash or a
+        concurrent stop) is found by its command line and adopted, so it is reused or stopped, never
+        mistaken for "another process" on our ports.
+        """
+        if self.pid_file.exists():
+            pid = int(self.pid_file.read_text().strip() or 0)
+            if pid and self._is_ours(pid):
+                return pid
+            say(f"removing stale Kafka pid file ({self.pid_file}, pid {pid} is not running)")
+            self.pid_file.unlink(missing_ok=True)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._is_ours(int(entry.name)):
+                say(f"found our Kafka running without a pid file (pid {entry.name}); adopting it")
+                self.pid_file.write_text(entry.name)
+                return int(entry.name)
         return None
+
+    def _is_ours(self, pid: int) -> bool:
+        """Tells whether `pid` is a live broker started with this state directory's configuration."""
+        cmdline = _cmdline(pid)
+        return "kafka.Kafka" in cmdline and str(self.state_dir / "server.properties") in cmdline and _alive(pid)
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Starts the broker unless it is already running, and waits until it serves clients."""
@@ -202,7 +216,13 @@ class KafkaBroker:
             time.sleep(0.2)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
+        # The sockets close with the process; wait for it, so a start right after finds the ports free.
+        deadline = time.monotonic() + 10
+        while any(_port_open(p) for p in (self.port, self.controller_port)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         say("Kafka stopped")
 
 

@@ -2,7 +2,7 @@
 
 Place in the flow: the control API calls `test_key` when a user pastes a key (before Connect and
 before a rotation swaps keys) and when a stored key is re-tested. The format check
-(`stripe_keys.classify_key`) comes first and a refused key never reaches Stripe. The reads are
+(`key_formats.classify_key`) comes first and a refused key never reaches Stripe. The reads are
 `limit=1` list calls made concurrently through `StripeReader` (so within the account's budget);
 the verdicts are built by pure functions. Nothing here stores the key or puts it in a message.
 """

@@ -1,8 +1,8 @@
 """The connection lifecycle as the control API drives it: Test, Connect, rotate, webhook secret, import, disconnect.
 
-Place in the flow: `control_api.py` authenticates the caller and turns requests into calls here;
+Place in the flow: `ingestor/control/api.py` authenticates the caller and turns requests into calls here;
 this module decides, with the key test (`key_test.py`), the stores (`store.py`, `tenant_store.py`), the
-checkpoints (`checkpoints.py`) and the status texts (`health.py`). A pasted key is decrypted nowhere
+checkpoints (`ingestor/sources/checkpoints.py`) and the status texts (`status.py`). A pasted key is decrypted nowhere
 and stored only by `connect`, after it passed Test; every change is written to the audit log
 without its secret. Views returned here contain hints (`rk_live_…wxyz`), never a key or secret.
 """

@@ -2,7 +2,7 @@
 
 Place in the flow: the connector page (and operators) call these routes; each handler
 authenticates the caller, checks that a tenant token touches only its own tenant, parses the
-JSON body and calls `ConnectionService`. Like `webhook.py` for deliveries, this is the edge that
+JSON body and calls `ConnectionService`. Like `ingestor/receiver/webhook.py` for deliveries, this is the edge that
 turns errors into HTTP answers: `{"error": {"code", "message", "docs"}}`, the docs link pointing
 into docs/operating.md. No response ever carries a key or a signing secret, only their hints.
 

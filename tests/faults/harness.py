@@ -83,6 +83,25 @@ class Product:
     names: dict[str, list[str]] = field(default_factory=lambda: {
         "web": ["-m", "service", "web"], "worker": ["-m", "service", "worker"], "projector": ["-m", "service", "projector"]})
 
+    def restart_worker(self, *args: str) -> None:
+        """Replaces the worker process by one started with `args` (e.g. --no-poll); the suite's restarts keep them."""
+        self.names["worker"] = ["-m", "service", "worker", *args]
+        self.kill("worker")
+        self.start("worker")
+
+    async def applied_event_ids(self, tenant: Tenant) -> set[str]:
+        """Returns the ids of the tenant's events the projector applied."""
+        return {r["event_id"] for r in await self.pool.fetch(
+            "SELECT event_id FROM projection.processed_events WHERE tenant_id = $1", tenant.tenant_id)}
+
+    def acknowledged_deliveries(self, tenant: Tenant) -> set[str]:
+        """Returns the event ids of the deliveries to the tenant's endpoint that were answered 2xx and are
+        about the five resources we read (others are acknowledged and ignored, by design)."""
+        store = self.sim.state.accounts[tenant.account_id].store(False)
+        ours = {e["id"] for e in store.all("event") if render_event(e)["data"]["object"]["object"] in READ_OBJECTS}
+        return {d.event_id for d in self.sim.deliveries() if d.endpoint_id == tenant.endpoint_id
+                and d.event_id in ours and any(a.status is not None and 200 <= a.status < 300 for a in d.attempts)}
+
     def start(self, *names: str) -> None:
         for name in names or tuple(self.names):
             self.services.start(f"fault-{name}", self.names[name], self.env)
@@ -124,18 +143,20 @@ class Product:
                 return resp.status == 200
         await self.wait("the web process", up, 60)
 
-    async def connect(self, customers: int, seed: int) -> Tenant:
-        """A new account connected through the control API, its webhook set up, then its 12-month history
-        generated (so every event is delivered by webhook) and the import started."""
+    async def connect(self, customers: int, seed: int, webhook: bool = True) -> Tenant:
+        """A new account connected through the control API, its webhook set up (unless `webhook` is False:
+        then only the poller and the import read it), then its 12-month history generated (so every event
+        is delivered by webhook) and the import started."""
         account = self.sim.create_account(customers=0, seed=seed)
         self.sim.set_rate_limit(account.id, 1000)
         created = await self.api("POST", "/api/tenants", ADMIN, {"name": f"Fault Co {seed}"})
         tenant = Tenant(created["tenant_id"], created["api_token"], account.id, self.sim.create_restricted_key(account.id))
         t = f"/api/tenants/{tenant.tenant_id}"
         connected = await self.api("POST", f"{t}/connections", tenant.token, {"key": tenant.key})
-        url = connected["connection"]["webhook"]["url"]
-        tenant.endpoint_id, secret = self.sim.add_webhook_endpoint(account.id, url)
-        await self.api("PUT", f"{t}/connections/test/webhook-secret", tenant.token, {"secret": secret})
+        if webhook:
+            url = connected["connection"]["webhook"]["url"]
+            tenant.endpoint_id, secret = self.sim.add_webhook_endpoint(account.id, url)
+            await self.api("PUT", f"{t}/connections/test/webhook-secret", tenant.token, {"secret": secret})
         book = Book(self.sim.state, self.sim.state.accounts[account.id], False)
         generate(book, GeneratorConfig(customers, 12, ("usd", "eur", "jpy"), False), self.sim.clock.now())
         await self.api("POST", f"{t}/connections/test/import", tenant.token, {})

@@ -103,3 +103,20 @@ def test_project_migrations_are_well_formed() -> None:
 
     versions = [m.version for m in read_migrations(*MIGRATION_DIRS)]
     assert versions[0] == 1 and versions == sorted(set(versions))
+
+
+def test_projection_migrations_follow_the_rules_replay_relies_on() -> None:
+    """docs/migrations.md rules 2 and 3: replay copies the files with the schema lines into a fresh
+    schema, and re-runs the marked ones after a swap."""
+    import re
+
+    from projections import MIGRATIONS_DIR
+    from projections.projector.replay import RERUN_MARK, SCHEMA_LINE
+
+    for migration in read_migrations(MIGRATIONS_DIR):
+        unqualified = re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?([a-z_]+)\s*\(", migration.sql)
+        assert not unqualified or SCHEMA_LINE.search(migration.sql), (migration.name, unqualified)
+        assert "projection." not in re.sub(r"--.*", "", migration.sql) or migration.sql.startswith(RERUN_MARK) \
+            or not SCHEMA_LINE.search(migration.sql), migration.name
+        if "CREATE OR REPLACE VIEW analytics." in migration.sql or "CREATE VIEW analytics." in migration.sql:
+            assert migration.sql.startswith(RERUN_MARK), migration.name

@@ -238,12 +238,20 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes. The process is
+    # alive while any of its threads is: the JVM's main thread exits first on SIGTERM (the leader
+    # then reads as a zombie) while the shutdown hooks still run, with the ports still open.
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().split(") ", 1)[1][0] != "Z":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
 
 
 def _cmdline(pid: int) -> str:

@@ -188,15 +188,18 @@ class KafkaBroker:
                     start_new_session=True,
                 )
             self.pid_file.write_text(str(proc.pid))
+            launched: subprocess.Popen[bytes] | None = proc
         else:
-            log_offset = 0
-        self._wait_ready(timeout_s, log_offset)
+            log_offset, launched = 0, None
+        self._wait_ready(timeout_s, log_offset, launched)
 
-    def _wait_ready(self, timeout_s: float, log_offset: int) -> None:
+    def _wait_ready(self, timeout_s: float, log_offset: int, launched: subprocess.Popen[bytes] | None) -> None:
+        """Waits for the ready line; a broker we just launched is watched through its Popen (its
+        command line is not yet the broker's for a moment after the launch, while the JVM starts)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            pid = self.running_pid()
-            if pid is None:
+            exited = launched.poll() is not None if launched is not None else self.running_pid() is None
+            if exited:
                 raise StackError(f"Kafka exited during start-up; see {self.log_file}:\n{_tail(self.log_file)}")
             if _port_open(self.port) and READY_LINE in _read_from(self.log_file, log_offset):
                 say(f"Kafka ready on {self.bootstrap_servers}")

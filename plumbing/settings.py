@@ -44,6 +44,8 @@ class KafkaSettings(BaseModel):
     projector_group: str = "revenue-projector"
     # How long the group waits for a silent member before handing its partitions to others.
     session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # A consumer starting while the cluster is away (restarting, not yet up) waits this long for it.
+    startup_wait_s: float = Field(default=60.0, ge=0)
 
 
 class PostgresSettings(BaseModel):

@@ -14,7 +14,7 @@ import signal
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from plumbing.kafka import KafkaPublisher
+from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import create_pool
 from plumbing.runtime import tune_gc
@@ -33,7 +33,12 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
         start_http_server(settings.projector.metrics_port, addr=settings.projector.metrics_host, registry=registry)
     pool = await create_pool(settings.postgres)
     try:
-        async with KafkaPublisher(settings.kafka, client_id="projector-dead-letters") as dead_letters:
+        dead_letters = KafkaPublisher(settings.kafka, client_id="projector-dead-letters")
+        try:
+            await dead_letters.start()
+        except PublishError as exc:  # it connects on its first publish; the consumer waits for Kafka below
+            log.warning("Kafka unreachable at start-up", error=str(exc))
+        try:
             projector = RevenueProjector(settings.kafka, pool, dead_letters, ProjectorMetrics(registry),
                                          max_records=settings.projector.max_batch_records)
             await projector.start()
@@ -42,6 +47,8 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
                 await projector.run(stop)
             finally:
                 await projector.stop()
+        finally:
+            await dead_letters.stop()
     finally:
         await pool.close()
 

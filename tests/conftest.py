@@ -7,6 +7,7 @@ here — never from os.environ — pointing at a test database and at topics uni
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,10 +33,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# Topics tests create; a session deletes those earlier sessions left on the local broker, which
+# otherwise grows by hundreds of partitions a run and restarts ever more slowly.
+TEST_TOPIC_PREFIXES = ("test.", "faults.", "bench.")
+
+
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Platform]:
     """Starts (or reuses) the local Kafka broker and PostgreSQL server."""
-    yield start_platform()
+    platform = start_platform()
+    asyncio.run(_delete_leftover_topics(platform.kafka.bootstrap_servers))
+    yield platform
+
+
+async def _delete_leftover_topics(bootstrap_servers: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        leftovers = [t for t in await admin.list_topics() if t.startswith(TEST_TOPIC_PREFIXES)]
+        for start in range(0, len(leftovers), 100):
+            await admin.delete_topics(leftovers[start:start + 100])
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
-"""Card-data reduction for Stripe event payloads (design invariant 6).
+"""Card-data and secret reduction for Stripe event payloads (design invariant 6).
 
 Place in the flow: the webhook receiver, the poller and the importer parse a Stripe event and build
 its envelope, whose payload is `redacted_json(event)` (snapshots use `redact_event`), and only then
 publish it to Kafka. Nothing upstream of this module may store or publish a payload, so no full card
-number ever reaches Kafka or Postgres.
+number and no client secret ever reaches Kafka or Postgres. The rules assume a determined payload:
+any tenant signs its own webhooks, so anything a JSON value can hold, it may hold.
 
-Two rules, both applied anywhere in the tree:
+Three rules, each applied anywhere in the tree:
 
 1. **Card objects are reduced to an allow-list.** A card object is a dict stored under one of the keys
    in `CARD_KEYS` (``payment_method_details.card``, ``payment_method.card``, ...) or a dict whose
@@ -14,31 +15,39 @@ Two rules, both applied anywhere in the tree:
    ``exp_month``, ``exp_year``, ``funding``, ``country`` (not cardholder data under PCI DSS, and what the
    revenue tables show at the *full* level), plus ``id`` and ``object`` so references and the shape
    stay intact. Everything else is dropped: ``number``, ``cvc``, ``iin``, ``issuer``, ``description``,
-   ``fingerprint`` (a stable per-card identifier we have no use for), ``name`` and the address fields,
-   ``wallet`` (may carry billing and shipping addresses), ``checks``, ``networks``,
+   ``fingerprint``, ``name`` and the address fields, ``wallet``, ``checks``, ``networks``,
    ``three_d_secure*``, ``cardholder_name`` and the rest.
    Exception: a ``card`` dict directly under ``payment_method_options`` holds settings for *how* to
-   charge (``request_three_d_secure``, ``installments``...), not a card, so it is left alone (rule 2
-   still applies inside it).
-2. **PAN-like digit runs are masked in every string**, values and keys alike (metadata keys included).
-   Definitions (ASCII digits only):
+   charge (``request_three_d_secure``, ``installments``...), not a card, so it is left alone (rules 2
+   and 3 still apply inside it).
+2. **Secret-bearing fields are dropped**: every key in `SECRET_KEYS` (a PaymentIntent's or legacy
+   Source's ``client_secret``, which lets a browser confirm the payment, and any ``secret``), at any
+   depth. Nothing downstream needs them.
+3. **PAN-like digit runs are masked** in every string (values and keys alike) and in every JSON number:
 
-   - a *group* is a maximal run of digits; groups separated by exactly one space or one dash form a
-     *chain* (``"4242 4242 4242 4242"`` is one chain of four groups);
-   - a *candidate* is one or more consecutive groups of a chain holding 13–19 digits in total, so a
-     card number is assumed to start and end on a group boundary;
-   - a Luhn-valid candidate is replaced, separators included, by ``"*"`` for every digit but the last
-     four followed by those four digits: ``"4242-4242-4242-4242"`` → ``"************4242"``,
-     ``"378282246310005"`` → ``"***********0005"``.
+   - a *digit* is any Unicode decimal digit (ASCII, full-width ``４``, Arabic-Indic, ...);
+   - a *chain* is digits joined by runs of *separators* (`SEPARATORS`: spaces of any width, line
+     breaks, zero-width characters, dots, dashes of any kind, underscores, slashes, backslashes),
+     any mix and any number of them between two digits;
+   - every *window* of 13–19 consecutive digits of a chain that does not start with 0 (no card number
+     does: its first digit names the industry) is Luhn-checked, wherever it starts and ends (a card
+     number inside a longer run is found too); the digits of every valid window but its
+     last four are replaced by ``*``, separators and other digits kept in place:
+     ``"4111.1111.1111.1111"`` → ``"****.****.****.1111"``, ``"378282246310005"`` → ``"***********0005"``;
+   - a JSON integer (or float) of 13 digits or more that holds such a window becomes the masked string
+     of its digits: a number is not a safe place for a card number either.
 
-   A single unbroken run of 20 or more digits is never a candidate: no card scheme issues numbers
-   longer than 19 digits, and testing every 13–19 digit window of a long reference number would mask
-   about one window in ten by chance. Masking repeats until nothing changes, so the four visible
-   digits can never combine with a following group into a new candidate, and redacting twice gives
-   the same result as redacting once. Integers, floats, booleans and ``None`` are never touched.
+   No valid window survives unmasked (each loses all but four of its digits), so redacting twice gives
+   the same result as redacting once. By chance about one window in ten is Luhn-valid, so long digit
+   runs in free text (reference numbers) are often partly masked: a deliberate trade, since a missed
+   card number costs far more than a masked reference.
 
 Everything else is unchanged: ids, amounts, structure and key order. If two keys of one dict mask to
 the same text, the later one wins, exactly as for duplicate keys in JSON.
+
+Speed: the receiver's hot path. One pass over the serialised event decides whether anything may need
+work (a run of 13 bytes that could hold 13 digits, a card key or type, a secret key); a clean event
+is returned without walking its tree.
 """
 
 from __future__ import annotations
@@ -53,39 +62,52 @@ __all__ = [
     "CARD_ALLOWED_KEYS",
     "CARD_KEYS",
     "CARD_OBJECT_TYPES",
+    "SECRET_KEYS",
+    "SEPARATORS",
     "luhn_valid",
     "mask_pans",
     "redact_event",
     "redacted_json",
 ]
 
-Spans = tuple[str, ...]  # every 13-character span a card number in the tree could contain
-
 CARD_ALLOWED_KEYS: Final = frozenset(
     {"id", "object", "brand", "last4", "exp_month", "exp_year", "funding", "country"}
 )
 CARD_KEYS: Final = frozenset({"card", "card_present", "interac_present"})
 CARD_OBJECT_TYPES: Final = frozenset({"card", "issuing.card"})
+SECRET_KEYS: Final = frozenset({"client_secret", "secret"})
+# What may stand between two digits of a card number (a regular-expression character class body).
+SEPARATORS: Final = (
+    " \t\n\r\f\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # spaces of every width, line breaks
+    "\u200b-\u200d\u2060\ufeff"  # zero-width characters
+    "._/\\\\\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d\uff0e\uff0f\uff3f"  # dots, slashes, dashes, underscores
+)
 
 _OPTIONS_KEY: Final = "payment_method_options"
 _MIN_PAN_DIGITS: Final = 13
 _MAX_PAN_DIGITS: Final = 19
 _VISIBLE_DIGITS: Final = 4
-_SCALAR_TYPES: Final = frozenset({int, float, bool, type(None)})
+_SMALLEST_PAN_NUMBER: Final = 10 ** (_MIN_PAN_DIGITS - 1)
+_CHAIN: Final = re.compile(rf"\d(?:[{SEPARATORS}]*\d)+")
+_CANDIDATE: Final = re.compile(rf"\d(?:[{SEPARATORS}]*\d){{{_MIN_PAN_DIGITS - 1}}}")
+_DIGIT: Final = re.compile(r"\d")
+# The same for ASCII text (most of it), two to four times faster than the Unicode classes.
+_ASCII_SEPARATORS: Final = " \t\n\r\f._/\\\\-"
+_ASCII_CANDIDATE: Final = re.compile(rf"[0-9](?:[{_ASCII_SEPARATORS}]*[0-9]){{{_MIN_PAN_DIGITS - 1}}}")
 
-# Cheap pre-check: 13 characters of digits, spaces and dashes starting and ending with a digit. Every
-# candidate contains such a span, almost no Stripe string (ids, urls, statuses) does, and this form is
-# about twice as fast to search as an exact "13 digits" pattern.
-_HINT: Final = re.compile(r"[0-9][0-9 -]{11}[0-9]")
-_CHAIN: Final = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
-_SEPARATOR: Final = re.compile(r"([ -])")
-# Where a card object may be, as JSON writes it: a card key, or a card "object" type.
+# The serialised event's first look, with bytes: a chain of 13 digits is a run of 13 bytes or more
+# that are ASCII digits, ASCII separators, the letters of JSON's escapes (\n, \t, \r, \f, \\) or
+# non-ASCII (a Unicode digit or separator is 2–4 bytes). Such bytes are marked "#", the rest ".".
+_MARKED: Final = b"0123456789 ._/-\\ntrf"
+_RUN_MARKS: Final = bytes(35 if (code >= 128 or bytes([code]) in _MARKED) else 46 for code in range(256))
+_RUN: Final = b"#" * _MIN_PAN_DIGITS
+_NON_ASCII: Final = bytes(range(128, 256))
+_ASCII_DIGITS: Final = b"0123456789"
+# Where a card object or a secret may be, as JSON writes it.
 _CARD_MARKERS: Final = tuple(
     [f'"{key}":'.encode() for key in sorted(CARD_KEYS)] + [f'"object":"{kind}"'.encode() for kind in sorted(CARD_OBJECT_TYPES)]
 )
-# Digits, spaces and dashes marked "#", everything else ".", to find runs of 13 with bytes.find.
-_RUN_MARKS: Final = bytes(35 if chr(code) in "0123456789 -" else 46 for code in range(256))
-_RUN: Final = b"#" * _MIN_PAN_DIGITS
+_SECRET_MARKERS: Final = tuple(f'"{key}":'.encode() for key in sorted(SECRET_KEYS))
 # Sum of the digits of 2*d, for the doubled positions of the Luhn check.
 _DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
@@ -104,14 +126,10 @@ def luhn_valid(digits: str) -> bool:
 
 
 def mask_pans(text: str) -> str:
-    """Return `text` with every Luhn-valid 13–19 digit candidate masked down to its last four digits."""
-    if len(text) < _MIN_PAN_DIGITS or _HINT.search(text) is None:
+    """Return `text` with the digits of every Luhn-valid 13–19 digit window masked but its last four."""
+    if len(text) < _MIN_PAN_DIGITS or (_ASCII_CANDIDATE if text.isascii() else _CANDIDATE).search(text) is None:
         return text
-    while True:
-        masked = _CHAIN.sub(_mask_chain, text)
-        if masked == text:
-            return text
-        text = masked
+    return _CHAIN.sub(_mask_chain, text)
 
 
 def redact_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -120,21 +138,19 @@ def redact_event(event: dict[str, Any]) -> dict[str, Any]:
     Copy on write: containers holding nothing to redact are shared with the input rather than
     copied, so the result must be treated as read-only.
     """
-    return _redact_dict(event, False, _pan_spans(_json_text(event)))
+    return _redact_dict(event, False, _may_hold_pan(_json_text(event)))
 
 
 def redacted_json(event: dict[str, Any]) -> str:
     """Return the compact JSON text of the redacted event: what an envelope carries as its payload.
 
-    The webhook receiver's hot path. The serialisation shows everything that could need redacting,
-    because JSON writes strings verbatim (digits, spaces and dashes are never escaped): with no
-    PAN-like span and no card object in the text, the text is the answer and no tree is walked;
-    otherwise only strings holding one of the spans found are examined.
+    The webhook receiver's hot path: when the serialisation shows nothing that could need work (see
+    `_needs_work`), the text is the answer and no tree is walked.
     """
     text = _json_text(event)
-    spans = _pan_spans(text)
-    if spans or _may_hold_card(text):
-        redacted = _redact_dict(event, False, spans)
+    pans = _may_hold_pan(text)
+    if pans or _may_hold_card_or_secret(text):
+        redacted = _redact_dict(event, False, pans)
         if redacted is not event:
             text = _json_text(redacted)
     return text.decode("utf-8", "surrogatepass")
@@ -148,129 +164,149 @@ def _json_text(value: object) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
-def _pan_spans(text: bytes) -> Spans:
-    """Return the last 13 characters of every run of 13+ digits, spaces and dashes in a JSON text.
+def _may_hold_card_or_secret(text: bytes) -> bool:
+    """Tell whether a JSON text may hold a card object or a secret-bearing key (never wrong the other way)."""
+    if b'card"' in text or b'_present"' in text:  # in every card marker: one scan rules most texts out
+        if any(marker in text for marker in _CARD_MARKERS):
+            return True
+    return b'secret":' in text and any(marker in text for marker in _SECRET_MARKERS)
 
-    A string holding a card-number candidate holds such a run, so it contains one of these spans:
-    a substring test per string instead of a regular expression. A run cannot cross a quote; it can
-    start with the hex digits of an escape (a control character written as \\u0007), which is why
-    the span is taken at the run's end.
-    """
+
+def _may_hold_pan(text: bytes) -> bool:
+    """Tell whether some run of the JSON text could hold 13 digits (a necessary condition for a card number)."""
     marks = text.translate(_RUN_MARKS)
-    spans = set()
     start = marks.find(_RUN)
     while start >= 0:
         end = marks.find(b".", start)
         if end < 0:
             end = len(text)
-        spans.add(text[end - _MIN_PAN_DIGITS:end].decode("ascii"))
-        start = marks.find(_RUN, end)
-    return tuple(spans)
-
-
-def _may_hold_card(text: bytes) -> bool:
-    """Tell whether a JSON text may hold a card object (by key or by "object" type)."""
-    if b'card"' not in text and b'_present"' not in text:  # in every marker: one quick scan rules most texts out
-        return False
-    return any(marker in text for marker in _CARD_MARKERS)
-
-
-def _holds_span(text: str, spans: Spans) -> bool:
-    """Tell whether `text` contains one of `spans` (so may hold a card number)."""
-    for span in spans:
-        if span in text:
+        run = text[start:end]
+        ascii_digits = len(run) - len(run.translate(None, _ASCII_DIGITS))
+        non_ascii = len(run) - len(run.translate(None, _NON_ASCII))
+        if ascii_digits + non_ascii // 2 >= _MIN_PAN_DIGITS:
             return True
+        start = marks.find(_RUN, end)
     return False
 
 
 def _mask_chain(match: re.Match[str]) -> str:
-    """Mask the Luhn-valid candidates of one chain of digit groups, keeping other separators."""
+    """Mask the digits of every Luhn-valid 13–19 digit window of one chain, keeping separators in place."""
     chain = match.group()
-    if len(chain) < _MIN_PAN_DIGITS:
+    positions = [m.start() for m in _DIGIT.finditer(chain)]
+    if len(positions) < _MIN_PAN_DIGITS:
         return chain
-    parts = _SEPARATOR.split(chain)
-    groups = parts[0::2]
-    separators = parts[1::2]
-    out: list[str] = []
-    changed = False
-    start = 0
-    while start < len(groups):
-        if start:
-            out.append(separators[start - 1])
-        end = _longest_pan_end(groups, start)
-        if end is None:
-            out.append(groups[start])
-            start += 1
-            continue
-        digits = "".join(groups[start:end])
-        out.append("*" * (len(digits) - _VISIBLE_DIGITS) + digits[-_VISIBLE_DIGITS:])
-        changed = True
-        start = end
-    return "".join(out) if changed else chain
+    values = [int(chain[i]) for i in positions]
+    masked = _masked_digits(values)
+    if not any(masked):
+        return chain
+    out = list(chain)
+    for index, hide in zip(positions, masked):
+        if hide:
+            out[index] = "*"
+    return "".join(out)
 
 
-def _longest_pan_end(groups: list[str], start: int) -> int | None:
-    """Return the end index of the longest Luhn-valid candidate starting at `start`, if any."""
-    digit_count = 0
-    best: int | None = None
-    for end in range(start + 1, len(groups) + 1):
-        digit_count += len(groups[end - 1])
-        if digit_count > _MAX_PAN_DIGITS:
-            break
-        if digit_count >= _MIN_PAN_DIGITS and luhn_valid("".join(groups[start:end])):
-            best = end
-    return best
+def _masked_digits(values: list[int]) -> list[bool]:
+    """Return, per digit, whether it lies in some Luhn-valid 13–19 digit window but not in its last four."""
+    count = len(values)
+    # plain[p] and doubled[p] are prefix sums of the digits and of their Luhn doubles, split by the
+    # parity of the position, so any window's Luhn sum is a few subtractions.
+    plain = [[0] * (count + 1), [0] * (count + 1)]
+    doubled = [[0] * (count + 1), [0] * (count + 1)]
+    for p, value in enumerate(values):
+        for parity in (0, 1):
+            plain[parity][p + 1] = plain[parity][p] + (value if p % 2 == parity else 0)
+            doubled[parity][p + 1] = doubled[parity][p] + (_DOUBLED[value] if p % 2 == parity else 0)
+    hidden = [0] * (count + 1)  # difference array of masked ranges
+    for end in range(_MIN_PAN_DIGITS, count + 1):
+        last = (end - 1) % 2  # the window's last digit is not doubled, nor any digit of its parity
+        for length in range(_MIN_PAN_DIGITS, min(_MAX_PAN_DIGITS, end) + 1):
+            start = end - length
+            if values[start] == 0:  # no card number starts with 0 (its first digit names the industry)
+                continue
+            total = (plain[last][end] - plain[last][start]) + (doubled[1 - last][end] - doubled[1 - last][start])
+            if total % 10 == 0:
+                hidden[start] += 1
+                hidden[end - _VISIBLE_DIGITS] -= 1
+    out, depth = [], 0
+    for p in range(count):
+        depth += hidden[p]
+        out.append(depth > 0)
+    return out
 
 
-def _redact_dict(obj: dict[Any, Any], in_options: bool, spans: Spans) -> dict[Any, Any]:
-    """Return `obj` itself if nothing in it needs redacting, else a redacted copy (a card object reduced)."""
+def _mask_number(value: int | float) -> object:
+    """Return a JSON number holding a card-number window as the masked string of its digits, else itself.
+
+    An integer needs 13 digits to hold one; a float's digits are in its shortest repr (a card number can
+    hide in the mantissa of 4.242424242424242e-05 as well).
+    """
+    if type(value) is int and -_SMALLEST_PAN_NUMBER < value < _SMALLEST_PAN_NUMBER:
+        return value
+    text = repr(value)
+    masked = mask_pans(text)
+    return value if masked == text else masked
+
+
+def _redact_dict(obj: dict[Any, Any], in_options: bool, pans: bool) -> dict[Any, Any]:
+    """Return `obj` itself if nothing in it needs redacting, else a redacted copy (a card object reduced).
+
+    `pans` says whether the event's text may hold a card number at all; without, strings and numbers
+    are not examined (only card objects and secret keys are looked for).
+    """
     object_type = obj.get("object")
     if type(object_type) is str and object_type in CARD_OBJECT_TYPES:
-        return _reduce_card(obj, spans)
+        return _reduce_card(obj, pans)
     copy: dict[Any, Any] | None = None
     # The common types are dispatched inline: this loop is the hot path of the webhook receiver.
     for key, value in obj.items():
-        if spans and type(key) is str and len(key) >= _MIN_PAN_DIGITS and _holds_span(key, spans):
-            return _rebuild_dict(obj, in_options, spans)  # a key to mask: rebuild in key order
+        if type(key) is str and (key in SECRET_KEYS or (pans and len(key) >= _MIN_PAN_DIGITS and mask_pans(key) != key)):
+            return _rebuild_dict(obj, in_options, pans)  # a key to drop or mask: rebuild in key order
         kind = type(value)
         if kind is str:
-            if not spans or len(value) < _MIN_PAN_DIGITS or not _holds_span(value, spans):
+            if not pans or len(value) < _MIN_PAN_DIGITS:
                 continue
             redacted: object = mask_pans(value)
         elif kind is dict:
             if key in CARD_KEYS and not in_options:
-                redacted = _reduce_card(value, spans)
+                redacted = _reduce_card(value, pans)
             else:
-                redacted = _redact_dict(value, key == _OPTIONS_KEY, spans)
+                redacted = _redact_dict(value, key == _OPTIONS_KEY, pans)
         elif kind is list:
-            redacted = _redact_list(value, spans)
-        elif kind in _SCALAR_TYPES:
+            redacted = _redact_list(value, pans)
+        elif kind is int or kind is float:
+            if not pans:
+                continue
+            redacted = _mask_number(value)
+        elif kind is bool or value is None:
             continue
         else:
-            redacted = _redact_value(value, spans, key, in_options)
-        if redacted is not value:
+            redacted = _redact_value(value, pans, key, in_options)
+        if redacted is not value and redacted != value:
             if copy is None:
                 copy = dict(obj)
             copy[key] = redacted
     return obj if copy is None else copy
 
 
-def _rebuild_dict(obj: dict[Any, Any], in_options: bool, spans: Spans) -> dict[Any, Any]:
-    """Return a redacted copy of a dict whose keys may need masking, in the original key order."""
+def _rebuild_dict(obj: dict[Any, Any], in_options: bool, pans: bool) -> dict[Any, Any]:
+    """Return a redacted copy of a dict with keys to drop or mask, in the original key order."""
     out: dict[Any, Any] = {}
     for key, value in obj.items():
-        value = _redact_value(value, spans, key, in_options)
-        if type(key) is str:
+        if key in SECRET_KEYS:
+            continue
+        value = _redact_value(value, pans, key, in_options)
+        if pans and type(key) is str:
             key = mask_pans(key)
         out[key] = value
     return out
 
 
-def _redact_list(items: list[Any], spans: Spans) -> list[Any]:
+def _redact_list(items: list[Any], pans: bool) -> list[Any]:
     """Return `items` itself if nothing in it needs redacting, else a redacted copy."""
     copy: list[Any] | None = None
     for index, item in enumerate(items):
-        redacted = _redact_value(item, spans)
+        redacted = _redact_value(item, pans)
         if redacted is not item:
             if copy is None:
                 copy = list(items)
@@ -278,21 +314,26 @@ def _redact_list(items: list[Any], spans: Spans) -> list[Any]:
     return items if copy is None else copy
 
 
-def _redact_value(value: object, spans: Spans, parent_key: object = None, in_options: bool = False) -> object:
+def _redact_value(value: object, pans: bool, parent_key: object = None, in_options: bool = False) -> object:
     """Return `value` (any JSON value found under `parent_key`) itself, or a redacted copy."""
     if isinstance(value, str):
-        return mask_pans(value) if spans and _holds_span(value, spans) else value
+        masked = mask_pans(value) if pans else value
+        return value if masked == value else masked
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return _mask_number(value) if pans else value
     if isinstance(value, dict):
         if parent_key in CARD_KEYS and not in_options:
-            return _reduce_card(value, spans)
-        return _redact_dict(value, parent_key == _OPTIONS_KEY, spans)
+            return _reduce_card(value, pans)
+        return _redact_dict(value, parent_key == _OPTIONS_KEY, pans)
     if isinstance(value, list):
-        return _redact_list(value, spans)
+        return _redact_list(value, pans)
     if isinstance(value, tuple):
-        return tuple(_redact_value(item, spans) for item in value)
+        return tuple(_redact_value(item, pans) for item in value)
     return value
 
 
-def _reduce_card(card: dict[Any, Any], spans: Spans) -> dict[Any, Any]:
+def _reduce_card(card: dict[Any, Any], pans: bool) -> dict[Any, Any]:
     """Keep only the allow-listed fields of a card object, in their original order."""
-    return {key: _redact_value(value, spans) for key, value in card.items() if key in CARD_ALLOWED_KEYS}
+    return {key: _redact_value(value, pans) for key, value in card.items() if key in CARD_ALLOWED_KEYS}

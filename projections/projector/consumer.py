@@ -22,8 +22,15 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from plumbing.errors import is_retriable
 from plumbing.kafka import KafkaPublisher, consumer_config
@@ -99,7 +106,7 @@ class RevenueProjector:
         self._codec = EnvelopeCodec()
         self._max_records = max_records
         self._tenant_filter = tenant_filter  # a replay of one tenant skips the others' events
-        self._consumer = AIOKafkaConsumer(**consumer_config(settings, self._group, f"projector-{self._group}"))
+        self._consumer = self._new_consumer()
         self.applied_events = 0
         # Held while a batch is applied, so a rebalance never reads positions a batch is about to move.
         self.applying = asyncio.Lock()
@@ -107,10 +114,27 @@ class RevenueProjector:
         self.assignment_generation = 0
         self._in_flight: asyncio.Task[None] | None = None  # the batch being applied
 
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(**consumer_config(self._settings, self._group, f"projector-{self._group}"))
+
     async def start(self) -> None:
-        """Joins the group; partitions resume from the positions stored in Postgres."""
-        self._consumer.subscribe([self._settings.raw_topic], listener=_SeekToStoredPositions(self))
-        await self._consumer.start()
+        """Joins the group; partitions resume from the positions stored in Postgres.
+
+        Waits up to `startup_wait_s` for a cluster that is away (a fresh consumer per attempt); raises
+        aiokafka's KafkaError after that.
+        """
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type((KafkaError, OSError)),
+                                           wait=wait_random_exponential(multiplier=0.2, max=3),
+                                           stop=stop_after_delay(self._settings.startup_wait_s), reraise=True):
+            with attempt:
+                self._consumer.subscribe([self._settings.raw_topic], listener=_SeekToStoredPositions(self))
+                try:
+                    await self._consumer.start()
+                except (KafkaError, OSError):
+                    await self._consumer.stop()
+                    self._consumer = self._new_consumer()
+                    log.warning("Kafka unreachable at start-up; retrying", bootstrap=self._settings.bootstrap_servers)
+                    raise
 
     async def stop(self) -> None:
         """Leaves the group; a batch still in flight is cancelled (it rolls back and is read again later).

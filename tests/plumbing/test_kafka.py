@@ -104,6 +104,6 @@ async def test_send_fails_within_the_bound_when_the_broker_is_down(
         await publisher.stop()
     # After the broker is back the same publisher works again.
     async with KafkaPublisher(settings.kafka) as fresh:
-        await fresh.publish(topic, b"k", b"after")
+        await fresh.publish(topic, b"k", b"after", timeout_s=60)  # bounded wait while leaders are elected
     received = [v for _, v in await consume_all(settings.kafka, topic, 2, timeout_s=30)]
     assert b"before" in received and b"after" in received

@@ -30,7 +30,7 @@ from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.poller import StripeEventsPoller
 from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import IMPORTED
-from plumbing.kafka import KafkaPublisher
+from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import create_pool
 from plumbing.settings import Settings, load_settings
@@ -65,7 +65,10 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
         stack.push_async_callback(lock_pool.close)
         publisher = KafkaPublisher(settings.kafka, client_id=client_id)
         stack.push_async_callback(publisher.stop)
-        await publisher.start()
+        try:
+            await publisher.start()
+        except PublishError as exc:  # it connects on its first publish; passes retry until Kafka is back
+            log.warning("Kafka unreachable at start-up", error=str(exc))
         store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
         deps = SourceDeps(store, checkpoints, readers or StripeReaders(settings.stripe),
                           RawEventPublisher(publisher, settings.kafka.raw_topic))

@@ -147,15 +147,23 @@ def strings_in(value: Any) -> list[str]:
 
 
 def masked(pan: str) -> str:
-    """The documented masked form of a card number: stars for all digits but the last four."""
-    digits = re.sub(r"[ -]", "", pan)
-    return "*" * (len(digits) - 4) + digits[-4:]
+    """The documented masked form of a card number: stars for all digits but the last four, separators kept."""
+    digits = sum(c.isdigit() for c in pan)
+    out, seen = [], 0
+    for c in pan:
+        if c.isdigit():
+            seen += 1
+            out.append(c if seen > digits - 4 else "*")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 # Card numbers: 16-digit Visa plain/spaced/dashed, 15-digit Amex grouped 4-6-5, 13- and 19-digit.
 PANS = ("4242424242424242", "4000 0566 5566 5556", "5555-5555-5555-4444", "3782 822463 10005", "4222222222222",
         "6011000990139424", "4000000000000000006")
-NOT_PANS = ("12345678901234567890", "4242424242424241", "+1 415 555 0100", "123456789012")
+# Digit runs with no Luhn-valid 13-19 digit window that does not start with 0 (the module's rule): left alone.
+NOT_PANS = ("10000000000000000000", "4291417776317066", "+1 415 555 0100", "123456789012")
 
 
 def error_of(answer: Any) -> tuple[str | None, str]:

@@ -14,7 +14,11 @@ class UnknownObjectError(ProjectionError):
 
 
 class PoisonRecordError(ProjectionError):
-    """The record cannot be applied (undecodable, malformed payload, handler bug): dead-letter it."""
+    """The record cannot be applied (malformed payload, handler bug): dead-letter it, with its event id."""
+
+    def __init__(self, message: str, event_id: str = ""):
+        super().__init__(message)
+        self.event_id = event_id
 
 
 class PositionGapError(ProjectionError):

@@ -127,6 +127,8 @@ class ConnectionService:
         return {
             "tenant_id": tenant_id, "name": tenant["name"], "created_at": _iso(tenant["created_at"]),
             "connections": {c.mode: await self.view(c) for c in connections if c is not None},
+            "unreadable_events": {**await self._tenants.unreadable_events(tenant_id),
+                                  "docs": docs_link(self._settings.control.docs_url, "unreadable_events")},
         }
 
     async def _require_tenant(self, tenant_id: str) -> None:

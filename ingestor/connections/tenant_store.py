@@ -95,3 +95,21 @@ class PostgresTenantStore:
             tenant_id, limit,
         )
         return [{**dict(r), "detail": orjson.loads(r["detail"])} for r in rows]
+
+    async def unreadable_events(self, tenant_id: str, latest: int = 5) -> dict[str, Any]:
+        """Returns how many of the tenant's events the projector dead-lettered, by reason, and the latest ones."""
+        rows = await self._pool.fetch(
+            "SELECT reason, count(*) AS n FROM public.dead_lettered_events WHERE tenant_id = $1 GROUP BY reason",
+            tenant_id,
+        )
+        recent = await self._pool.fetch(
+            """SELECT event_id, reason, message, dead_lettered_at FROM public.dead_lettered_events
+                WHERE tenant_id = $1 ORDER BY dead_lettered_at DESC, "offset" DESC LIMIT $2""",
+            tenant_id, latest,
+        )
+        return {
+            "count": sum(r["n"] for r in rows),
+            "by_reason": {r["reason"]: r["n"] for r in rows},
+            "latest": [{"event_id": r["event_id"], "reason": r["reason"], "message": r["message"],
+                        "at": r["dead_lettered_at"].isoformat()} for r in recent],
+        }

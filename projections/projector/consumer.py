@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -38,8 +37,8 @@ from plumbing.logs import get_logger
 from plumbing.settings import KafkaSettings
 from projections.errors import PoisonRecordError, PositionGapError, ProjectionError
 from projections.handlers.writes import Writes, writes_for
-from projections.projector.store import Applied, PostgresProjectionStore
-from schemas import DeadLetter, EnvelopeCodec, EnvelopeError
+from projections.projector.store import Applied, DeadLetterRow, PostgresProjectionStore
+from schemas import DeadLetter, EnvelopeCodec
 
 log = get_logger(__name__)
 
@@ -82,14 +81,26 @@ DECODE_SLICE = 50
 
 
 def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
-    """Returns (tenant_id, event_id, writes) of one record; raises EnvelopeError or ProjectionError."""
+    """Returns (tenant_id, event_id, writes) of one record; raises EnvelopeError or ProjectionError.
+
+    Decoding and the handlers are pure code over one record: whatever they raise is that record's
+    fault (or a bug it triggers), so it becomes PoisonRecordError and the record is dead-lettered alone.
+    """
     envelope = codec.decode(record.value)
     try:
         return envelope.tenant_id, envelope.event_id, writes_for(envelope)
     except ProjectionError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as exc:
-        raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}") from exc
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}",
+                                envelope.event_id) from exc
+
+
+def letter_row(record: ConsumerRecord, exc: BaseException, event_id: str = "") -> DeadLetterRow:
+    """Returns the row that counts a dead-lettered record against its tenant (read from the record key)."""
+    tenant = (record.key or b"").split(b":", 1)[0].decode("utf-8", "replace")[:255]
+    return DeadLetterRow(tenant, record.topic, record.partition, record.offset,
+                         event_id or str(getattr(exc, "event_id", "")), type(exc).__name__, str(exc)[:500])
 
 
 class RevenueProjector:
@@ -231,7 +242,7 @@ class RevenueProjector:
             for record in records[start:start + DECODE_SLICE]:
                 try:
                     decoded.append(decode(self._codec, record))
-                except (EnvelopeError, ProjectionError) as exc:
+                except Exception as exc:  # noqa: BLE001 - one record's failure is that record's, never the batch's
                     decoded.append(exc)
         return decoded
 
@@ -257,14 +268,16 @@ class RevenueProjector:
             log.info("kafka offset commit skipped", error=repr(exc))
 
     async def apply(self, records: Sequence[ConsumerRecord], decoded: Sequence[Event | Exception] | None = None) -> None:
-        """Applies `records` (decoded here unless `decoded` is given) in one transaction, dead-lettering the ones that cannot be applied."""
+        """Applies `records` (decoded here unless `decoded` is given) in one transaction; a record that cannot
+        be decoded or that Postgres refuses is dead-lettered alone and the rest are applied."""
         started = time.perf_counter()
-        events: list[Event] = []
+        events: list[tuple[ConsumerRecord, Event]] = []
+        letters: list[DeadLetterRow] = []
         for record, event in zip(records, decoded if decoded is not None else await self._decode_all(records)):
             if isinstance(event, Exception):
-                await self._dead_letter(record, event)
+                letters.append(await self._dead_letter(record, event))
             elif self._tenant_filter is None or event[0] == self._tenant_filter:
-                events.append(event)
+                events.append((record, event))
         positions = {(r.topic, r.partition): r.offset + 1 for r in records}
         first_offsets: dict[tuple[str, int], int] = {}
         for r in records:
@@ -272,11 +285,7 @@ class RevenueProjector:
         async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
                                            wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
             with attempt:
-                try:
-                    applied = await self._store.apply(events, positions, first_offsets)
-                except asyncpg.DataError as exc:
-                    # One bad row fails the whole statement: find it, dead-letter it, keep the rest.
-                    applied = await self._apply_one_by_one(records, positions, exc)
+                applied = await self._apply_isolating_poison(events, positions, first_offsets, letters)
         self.applied_events += applied.new_events
         self._metrics.applied.inc(applied.new_events)
         self._metrics.duplicates.inc(applied.duplicates)
@@ -285,33 +294,56 @@ class RevenueProjector:
         for record in records:  # record timestamps are the producers' send times
             self._metrics.event_age.observe(max(0.0, now_ms - record.timestamp) / 1000)
 
-    async def _apply_one_by_one(self, records: Sequence[ConsumerRecord], positions: dict[tuple[str, int], int],
-                                cause: Exception) -> Applied:
-        log.warning("batch failed on a bad row; applying record by record", error=repr(cause))
-        total_new = total_dup = 0
-        for record in records:
-            try:
-                event = decode(self._codec, record)
-            except (EnvelopeError, ProjectionError):
-                continue  # already dead-lettered
-            try:
-                applied = await self._store.apply([event], {})
-                total_new += applied.new_events
-                total_dup += applied.duplicates
-            except asyncpg.DataError as exc:
-                await self._dead_letter(record, exc)
-        await self._store.apply([], positions)
-        return Applied(total_new, total_dup)
+    async def _apply_isolating_poison(
+        self, events: Sequence[tuple[ConsumerRecord, Event]], positions: dict[tuple[str, int], int],
+        first_offsets: dict[tuple[str, int], int], letters: Sequence[DeadLetterRow],
+    ) -> Applied:
+        """Applies the batch in one transaction; if Postgres refuses it (a constraint, bad data), finds the
+        records it refuses by halves, dead-letters each alone and applies the rest.
 
-    async def _dead_letter(self, record: ConsumerRecord, exc: Exception) -> None:
-        """Publishes the record with the reason to the dead-letter topic and waits for the ack.
+        Halving costs about 2·log2(batch) transactions per refused record, so a tenant sending records
+        Postgres refuses slows its partition little. Retriable errors and PositionGapError propagate.
+        """
+        try:
+            return await self._store.apply([e for _, e in events], positions, first_offsets, letters)
+        except PositionGapError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted below: retriable ones propagate
+            if is_retriable(exc):
+                raise
+            log.warning("batch refused by Postgres; isolating the records it refuses", error=repr(exc)[:300])
+        refused: list[DeadLetterRow] = []
+        applied = await self._apply_halves(events, refused)
+        return applied + await self._store.apply([], positions, first_offsets, [*letters, *refused])
+
+    async def _apply_halves(self, events: Sequence[tuple[ConsumerRecord, Event]],
+                            refused: list[DeadLetterRow]) -> Applied:
+        """Applies `events` in one transaction, or, if Postgres refuses it, each half in turn (down to one)."""
+        if not events:
+            return Applied(0, 0)
+        try:
+            return await self._store.apply([e for _, e in events], {})
+        except Exception as exc:  # noqa: BLE001 - sorted below: retriable ones propagate
+            if is_retriable(exc):
+                raise
+            if len(events) == 1:
+                record, (_, event_id, _) = events[0]
+                refused.append(await self._dead_letter(record, exc, event_id))
+                return Applied(0, 0)
+        middle = len(events) // 2
+        return await self._apply_halves(events[:middle], refused) + await self._apply_halves(events[middle:], refused)
+
+    async def _dead_letter(self, record: ConsumerRecord, exc: Exception, event_id: str = "") -> DeadLetterRow:
+        """Publishes the record with the reason to the dead-letter topic, waits for the ack, and returns the
+        row that counts it against its tenant (stored with the batch's positions).
 
         Without a dead-letter publisher (a replay: the live group already dead-lettered it) the
         record is only skipped and counted.
         """
         self._metrics.dead_letters.labels(type(exc).__name__).inc()
+        row = letter_row(record, exc, event_id)
         if self._dead_letters is None:
-            return
+            return row
         letter = DeadLetter(
             topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
             value=record.value, consumer_group=self._group, error_type=type(exc).__name__,
@@ -320,4 +352,5 @@ class RevenueProjector:
         await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"",
                                          self._codec.encode_dead_letter(letter))
         log.warning("record dead-lettered", topic=record.topic, partition=record.partition,
-                    offset=record.offset, error_type=type(exc).__name__)
+                    offset=record.offset, error_type=type(exc).__name__, tenant_id=row.tenant_id)
+        return row

@@ -44,6 +44,22 @@ class Applied:
     new_events: int
     duplicates: int
 
+    def __add__(self, other: Applied) -> Applied:
+        return Applied(self.new_events + other.new_events, self.duplicates + other.duplicates)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """A record the projector dead-lettered, counted against its tenant (the health panel shows them)."""
+
+    tenant_id: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    reason: str
+    message: str
+
 
 def _upsert_sql(schema: str, table: str) -> str:
     columns = COMMON_COLUMNS + STATE_COLUMNS[table]
@@ -110,8 +126,10 @@ class PostgresProjectionStore:
         events: Sequence[tuple[str, str, Writes]],
         positions: Mapping[tuple[str, int], int],
         first_offsets: Mapping[tuple[str, int], int] | None = None,
+        dead_letters: Sequence[DeadLetterRow] = (),
     ) -> Applied:
-        """Applies the new events among `events` ((tenant_id, event_id, writes)) and stores `positions`.
+        """Applies the new events among `events` ((tenant_id, event_id, writes)) and stores `positions`,
+        with the records of the batch that were dead-lettered (each counted once, whatever the retries).
 
         With `first_offsets`, refuses (PositionGapError) a batch that starts after a partition's
         stored position: records in between were never applied here (a replay swapped the tables
@@ -121,6 +139,14 @@ class PostgresProjectionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             if first_offsets:
                 await self._check_no_gap(conn, first_offsets)
+            if dead_letters:
+                await conn.execute(
+                    "INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, \"offset\", event_id, "
+                    "reason, message) SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int8[], $5::text[], "
+                    "$6::text[], $7::text[]) ON CONFLICT DO NOTHING",
+                    *map(list, zip(*((d.tenant_id, d.topic, d.partition, d.offset, d.event_id, d.reason, d.message)
+                                     for d in dead_letters))),
+                )
             return await self.apply_in(conn, events, positions)
 
     async def _check_no_gap(self, conn: asyncpg.Connection, first_offsets: Mapping[tuple[str, int], int]) -> None:

@@ -54,3 +54,45 @@ async def test_poison_records_are_dead_lettered_and_the_next_record_is_applied(
     positions = await pool.fetchval(
         "SELECT next_offset FROM projection.consumer_positions WHERE consumer_group = $1", settings.kafka.projector_group)
     assert positions == 6
+
+
+async def test_what_postgres_refuses_is_dead_lettered_alone_and_no_tenant_waits_or_loops(
+    make_settings: Callable[..., Settings], pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
+) -> None:
+    """The attack that stopped projection for everyone: a tenant's own correctly signed event whose
+    object Postgres refuses (a charge with "currency": null broke NOT NULL and the projector exited on
+    every restart at the same offset). Each such record is dead-lettered alone, counted against its
+    tenant, and the other tenant's events in the same batches are applied; a restart repeats nothing."""
+    settings = make_settings()
+    await create_topic(settings.kafka.raw_topic, 1)  # one partition: hostile and honest share it
+    await create_topic(settings.kafka.dead_letter_topic, 1)
+    suffix = settings.kafka.projector_group[-8:]
+    hostile, honest = f"hostile_{suffix}", f"honest_{suffix}"
+    poisons = [
+        CHARGE | {"id": "ch_null_currency", "status": "succeeded", "currency": None},  # Postgres refuses it
+        CHARGE | {"id": "ch_huge_amount", "status": "succeeded", "amount": 10**30},  # beyond bigint
+        CHARGE | {"id": "ch_year_30000", "status": "succeeded", "created": 10**12},  # the handler refuses it
+    ]
+    deliveries = []
+    for i in range(60):
+        deliveries.append(event(CHARGE | {"id": f"ch_ok_{i}", "status": "succeeded"}, "charge.succeeded",
+                                f"evt_ok_{i}", T + i, honest))
+        if i % 20 == 10:
+            poison = poisons[i // 20]
+            deliveries.append(event(poison, "charge.succeeded", f"evt_poison_{i}", T + i, hostile))
+    await publish(settings, deliveries)
+
+    projector = await project_until_idle(settings, pool)
+
+    assert projector.applied_events == 60
+    honest_ids = {r["id"] for r in await pool.fetch("SELECT id FROM projection.charges WHERE tenant_id = $1", honest)}
+    assert honest_ids == {f"ch_ok_{i}" for i in range(60)}
+    assert await pool.fetchval("SELECT count(*) FROM projection.charges WHERE tenant_id = $1", hostile) == 0
+    counted = await pool.fetch("SELECT event_id, reason FROM public.dead_lettered_events WHERE tenant_id = $1", hostile)
+    assert sorted(r["event_id"] for r in counted) == ["evt_poison_10", "evt_poison_30", "evt_poison_50"]
+    assert await topic_size(settings.kafka, settings.kafka.dead_letter_topic) == 3
+
+    again = await project_until_idle(settings, pool)  # a restart: the stored positions are past every record
+    assert again.applied_events == 0
+    assert await topic_size(settings.kafka, settings.kafka.dead_letter_topic) == 3
+    assert await pool.fetchval("SELECT count(*) FROM public.dead_lettered_events WHERE tenant_id = $1", hostile) == 3

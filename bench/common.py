@@ -7,10 +7,9 @@ import uuid
 import asyncpg
 
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
-from service.admin import migrate_database
 from stack import postgres
 from stack.progress import say
-from stack.up import Platform, start_platform
+from stack.up import Platform, reset_database, start_platform
 
 BENCH_DATABASE = "ingestor_bench"
 
@@ -21,10 +20,7 @@ async def bench_settings(platform: Platform, database: str = BENCH_DATABASE) -> 
     dsn = platform.postgres_dsn(database)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
-                           "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; "
-                           "CREATE SCHEMA public;")
-        await migrate_database(conn)
+        await reset_database(conn)
     finally:
         await conn.close()
     suffix = uuid.uuid4().hex[:8]

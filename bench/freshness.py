@@ -28,7 +28,7 @@ from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import consumer_config, ensure_topics, producer_config
-from plumbing.settings import Settings
+from plumbing.settings import ReaderSettings, Settings
 from stack import REPO_ROOT
 from stack.progress import say
 
@@ -41,7 +41,7 @@ async def main() -> None:
     master = generate_master_key("fresh")
     pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=3)
     store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_id, _ = await PostgresTenantStore(pool).create_tenant("freshness")
+    tenant_id, _ = await PostgresTenantStore(pool, MasterKeyring.from_setting(master), ReaderSettings()).create_tenant("freshness")
     connection_id, token = await store.create_connection(tenant_id, livemode=False)
     await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
     port = free_port()

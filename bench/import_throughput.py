@@ -26,7 +26,7 @@ from ingestor.connections.vault import MasterKeyring, generate_master_key
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.catalog import IMPORTED
 from plumbing.kafka import ensure_topics
-from plumbing.settings import KafkaSettings, PostgresSettings, Settings, StripeSettings
+from plumbing.settings import KafkaSettings, PostgresSettings, ReaderSettings, Settings, StripeSettings
 from service.admin import migrate_database
 from service.worker import open_worker
 from stack.up import start_platform
@@ -58,7 +58,7 @@ async def main(customers: int, database: str) -> None:
         keyring = MasterKeyring.from_setting(generate_master_key("bench"))
         async with open_worker(settings, keyring) as worker:
             store = PostgresConnectionStore(worker.pool, keyring)
-            tenant_id, _ = await PostgresTenantStore(worker.pool).create_tenant("bench")
+            tenant_id, _ = await PostgresTenantStore(worker.pool, keyring, ReaderSettings()).create_tenant("bench")
             connection_id, _ = await store.create_connection(tenant_id, False)
             await store.store_key(connection_id, account["restricted_key"], "rk_test_…", _utcnow())
             start, end = import_window(time.time(), 12)

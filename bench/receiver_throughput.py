@@ -26,7 +26,7 @@ from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import ensure_topics
-from plumbing.settings import Settings
+from plumbing.settings import ReaderSettings, Settings
 from stack import REPO_ROOT
 from stack.progress import say
 from stripe_sim.objects import template
@@ -147,7 +147,7 @@ async def main() -> None:
     master = generate_master_key("bench")
     pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value())
     store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_id, _ = await PostgresTenantStore(pool).create_tenant("bench")
+    tenant_id, _ = await PostgresTenantStore(pool, MasterKeyring.from_setting(master), ReaderSettings()).create_tenant("bench")
     connection_id, token = await store.create_connection(tenant_id, livemode=False)
     await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
     await pool.close()

@@ -163,14 +163,25 @@ class ProjectorSettings(BaseModel):
 
 
 class ReaderSettings(BaseModel):
-    """The AI query layer's read-only connections, one login role per permission level."""
+    """The AI query layer's connections: each tenant's own login role per permission level, on this server.
+
+    The DSN names the server and database only (a read replica works); the role and its password come
+    from the key vault, per tenant and level. The limits are set on each tenant's roles, in Postgres.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    summary_dsn: SecretStr = SecretStr("postgresql://revenue_reader_summary:reader@127.0.0.1:5432/ingestor")
-    standard_dsn: SecretStr = SecretStr("postgresql://revenue_reader_standard:reader@127.0.0.1:5432/ingestor")
-    full_dsn: SecretStr = SecretStr("postgresql://revenue_reader_full:reader@127.0.0.1:5432/ingestor")
+    dsn: SecretStr = SecretStr("postgresql://127.0.0.1:5432/ingestor")
     statement_timeout_ms: int = Field(default=5000, ge=100)
+    idle_in_transaction_timeout_ms: int = Field(default=10_000, ge=100)
+    temp_file_limit_kb: int = Field(default=64 * 1024, ge=0)
+    # Connections one tenant's readers of one level may hold, server-wide (the role's CONNECTION LIMIT).
+    tenant_connection_limit: int = Field(default=4, ge=1)
+    # Connections the read API keeps per tenant and level, and how many such pools stay open at once.
+    pool_size: int = Field(default=2, ge=1)
+    max_open_pools: int = Field(default=200, ge=1)
+    # How long a question waits for one of its tenant's connections before a 503 with Retry-After.
+    acquire_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class LogSettings(BaseModel):

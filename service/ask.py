@@ -1,4 +1,8 @@
-"""`ingestor ask`: a common revenue question answered through the read layer, printed as a table or JSON."""
+"""`ingestor ask`: a common revenue question answered through the read layer, printed as a table or JSON.
+
+An operator's command (it reads the settings and the master keys): it asks as the tenant's own reader
+role of the level given, so the database applies that level and tenant as for any reader.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from ingestor.connections.tenant_store import PostgresTenantStore
 from plumbing.postgres import create_pool
 from plumbing.settings import load_settings
 from projections.errors import ProjectionError
 from projections.read.client import QUESTIONS, Level, RevenueReader
+from service.web import load_keyring
 
 
 def ask(tenant_id: str, question: str, level: str, mode: str, params: dict[str, str], as_json: bool) -> str:
@@ -24,8 +30,10 @@ def ask(tenant_id: str, question: str, level: str, mode: str, params: dict[str, 
     settings = load_settings()
 
     async def run() -> list[dict[str, Any]]:
+        # The operator's command: it reads as the tenant's own reader role of the chosen level.
         owner = await create_pool(settings.postgres)
-        reader = RevenueReader(settings.reader, owner)
+        tenants = PostgresTenantStore(owner, load_keyring(settings.vault), settings.reader)
+        reader = RevenueReader(settings.reader, tenants.reader_credentials)
         try:
             return await reader.ask(tenant_id, Level[level.upper()], question, livemode=mode == "live", **params)
         finally:

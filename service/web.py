@@ -34,7 +34,8 @@ from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
 from plumbing.runtime import tune_gc
 from plumbing.settings import Settings, VaultSettings, load_settings
-from projections.read.http_api import add_read_routes
+from projections.read.client import Level
+from projections.read.http_api import Grant, add_read_routes
 
 log = get_logger(__name__)
 
@@ -43,6 +44,7 @@ PUBLISHER = web.AppKey("publisher", KafkaPublisher)
 RECEIVER = web.AppKey("receiver", WebhookReceiver)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 STORE = web.AppKey("store", PostgresConnectionStore)
+TENANTS = web.AppKey("tenants", PostgresTenantStore)
 ACTIVITY_FLUSH_INTERVAL_S = 1.0
 
 
@@ -79,13 +81,13 @@ def create_ingest_app(
             targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic), settings.receiver,
             ReceiverMetrics(app[REGISTRY]),
         )
-        tenants = PostgresTenantStore(pool)
+        tenants = PostgresTenantStore(pool, keyring, settings.reader)
         service = ConnectionService(
             store, tenants, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
             on_secrets_changed=targets.forget,
         )
         app[control_api.CONTROL] = control_api.ControlApi(service, tenants, settings.control)
-        app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER] = pool, publisher, store, receiver
+        app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER], app[TENANTS] = pool, publisher, store, receiver, tenants
         flusher = asyncio.create_task(_flush_webhook_activity(receiver, store), name="webhook-activity")
         yield
         flusher.cancel()
@@ -153,13 +155,23 @@ def build_web_app(settings: Settings) -> web.Application:
     """Returns the web process's application, not yet started: the write path's app plus the read API and the page."""
     app = create_ingest_app(settings, load_keyring(settings.vault))
 
-    async def authenticate(request: web.Request) -> str | None:
+    async def authenticate(request: web.Request) -> Grant | None:
+        """A reader token grants its tenant at its level; a tenant API token or the operator's, summary only."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        reader = await request.app[TENANTS].reader_for_token(token.strip())
+        if reader is not None:
+            return Grant(reader[0], Level[reader[1].upper()])
         who = await request.app[control_api.CONTROL].actor(request)
         if who is None:
             return None
-        return "*" if who[1] is None else who[1]
+        return Grant("*" if who[1] is None else who[1], Level.SUMMARY)
 
-    add_read_routes(app, settings, authenticate)
+    async def credentials(tenant_id: str, level: str) -> tuple[str, str]:
+        return await app[TENANTS].reader_credentials(tenant_id, level)
+
+    add_read_routes(app, settings, authenticate, credentials)
     add_page_routes(app)
     return app
 

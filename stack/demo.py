@@ -25,7 +25,6 @@ import asyncpg
 from ingestor.connections.vault import generate_master_key
 from plumbing.kafka import topic_end_offsets
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings, load_settings
-from projections.read.client import Level, RevenueReader
 from service.admin import prepare
 from stack import STATE_DIR, postgres
 from stack.processes import Services
@@ -59,7 +58,7 @@ def service_env(cluster: postgres.Cluster, admin_token: str) -> dict[str, str]:
         "INGESTOR_POLLER__INTERVAL_S": "20",
         "INGESTOR_POLLER__UNVERIFIED_INTERVAL_S": "10",
         "INGESTOR_PROJECTOR__METRICS_PORT": str(METRICS_PORT),
-        **{f"INGESTOR_READER__{lvl.upper()}_DSN": postgres.reader_dsn(cluster, lvl) for lvl in ("summary", "standard", "full")},
+        "INGESTOR_READER__DSN": postgres.reader_dsn(cluster),
     }
 
 
@@ -106,6 +105,10 @@ async def connect_demo_tenant(http: aiohttp.ClientSession, sim: dict[str, Any], 
         say(f"created demo tenant {state['tenant_id']}")
     api = ControlClient(http, base, state["token"])
     t = f"/api/tenants/{state['tenant_id']}"
+    if "reader_token" not in state:  # what the tenant hands its assistant: a token bound to one level
+        issued = await api.call("POST", f"{t}/reader-tokens", {"level": "standard", "name": "demo assistant"})
+        state["reader_token"] = issued["token"]
+        DEMO_STATE.write_text(json.dumps(state))
     key = sim["account"]["restricted_key"]
     verdict = await api.call("POST", f"{t}/key-tests", {"key": key})
     say(f"key test: {verdict['outcome']} — {verdict['summary']}")
@@ -156,20 +159,17 @@ async def wait_projected(settings: Settings, pool: asyncpg.Pool, services: Servi
     say(f"projected {target:,} records")
 
 
-async def summary(settings: Settings, pool: asyncpg.Pool, tenant_id: str, sim: dict[str, Any],
-                  http: aiohttp.ClientSession) -> list[str]:
-    """Reads the revenue summary through the read layer and checks last month against the ground truth."""
-    reader = RevenueReader(settings.reader, pool)
+async def summary(state: dict[str, str], sim: dict[str, Any], http: aiohttp.ClientSession) -> list[str]:
+    """Reads the revenue summary through the read API, as an assistant with the tenant's reader token
+    would, and checks last month against the ground truth."""
     today = datetime.now(timezone.utc).date()
     last_month_end = today.replace(day=1) - timedelta(days=1)
     last_month = last_month_end.replace(day=1)
-    try:
-        mrr = await reader.ask(tenant_id, Level.SUMMARY, "mrr", livemode=False)
-        revenue = await reader.ask(tenant_id, Level.SUMMARY, "revenue", livemode=False,
-                                   **{"from": last_month, "to": last_month_end})
-        moves = await reader.ask(tenant_id, Level.SUMMARY, "movements", livemode=False, month=last_month)
-    finally:
-        await reader.close()
+    reader = ControlClient(http, f"http://127.0.0.1:{WEB_PORT}", state["reader_token"])
+    questions = f"/api/tenants/{state['tenant_id']}/questions"
+    mrr = (await reader.call("GET", f"{questions}/mrr?mode=test"))["rows"]
+    revenue = (await reader.call("GET", f"{questions}/revenue?mode=test&from={last_month}&to={last_month_end}"))["rows"]
+    moves = (await reader.call("GET", f"{questions}/movements?mode=test&month={last_month}"))["rows"]
     async with http.get(f"{sim['base_url']}/_sim/accounts/{sim['account']['id']}/ground_truth") as resp:
         truth = await resp.json()
     lines = ["", "Revenue summary (test mode, minor units → shown in major units):"]
@@ -248,12 +248,12 @@ async def run_demo(customers: int, live_rate: float) -> None:
             await wait_until("the web process", ready, 60, services)
             state = await connect_demo_tenant(http, sim, admin_token, services)
             await wait_projected(settings, pool, services)
-            lines = await summary(settings, pool, state["tenant_id"], sim, http)
+            lines = await summary(state, sim, http)
         page = f"http://127.0.0.1:{WEB_PORT}/#tenant={state['tenant_id']}&token={state['token']}"
         print("\n".join([
             "", f"READY in {time.monotonic() - started:.0f}s.",
             f"  Connector page:  {page}",
-            f"  Read API:        curl -H 'Authorization: Bearer {state['token']}' "
+            f"  Read API:        curl -H 'Authorization: Bearer {state['reader_token']}' "
             f"'http://127.0.0.1:{WEB_PORT}/api/tenants/{state['tenant_id']}/questions/mrr?mode=test'",
             f"  Ask from the CLI: .venv/bin/ingestor ask {state['tenant_id']} mrr --mode test",
             f"  Metrics:         http://127.0.0.1:{WEB_PORT}/metrics (web), http://127.0.0.1:{METRICS_PORT}/ (projector)",

@@ -1,5 +1,3 @@
--- For Docker users: the same read-only login roles the local launcher creates (stack/postgres.py).
-CREATE ROLE revenue_reader_summary LOGIN NOINHERIT CONNECTION LIMIT 50 PASSWORD 'reader';
-CREATE ROLE revenue_reader_standard LOGIN NOINHERIT CONNECTION LIMIT 50 PASSWORD 'reader';
-CREATE ROLE revenue_reader_full LOGIN NOINHERIT CONNECTION LIMIT 50 PASSWORD 'reader';
+-- For Docker users (docker-entrypoint-initdb.d, as the superuser): the application role may create the
+-- per-tenant reader roles. service/sql/database_setup.sql is mounted beside this file and runs after it.
 ALTER ROLE ingestor CREATEROLE;

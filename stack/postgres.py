@@ -6,16 +6,15 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from stack import StackError
 from stack.progress import say
 
 ROLE = "ingestor"
-# Read-only login roles of the AI query layer, one per permission level (created here for the local
-# stack with a local password; migrations create them without one where they are missing).
-READER_ROLES = ("revenue_reader_summary", "revenue_reader_standard", "revenue_reader_full")
-READER_PASSWORD = "reader"
 PASSWORD = "ingestor"  # a local development password; production DSNs come from settings
+# What only a superuser can do, once per database (the product's file, for production DBAs too).
+DATABASE_SETUP = Path(__file__).resolve().parents[1] / "service" / "sql" / "database_setup.sql"
 DATABASES = ("ingestor", "ingestor_test", "ingestor_bench")
 
 
@@ -34,9 +33,9 @@ def dsn(cluster: Cluster, database: str) -> str:
     return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{cluster.port}/{database}"
 
 
-def reader_dsn(cluster: Cluster, level: str, database: str = "ingestor") -> str:
-    """Returns the connection string of the local read-only role of one permission level."""
-    return f"postgresql://revenue_reader_{level}:{READER_PASSWORD}@127.0.0.1:{cluster.port}/{database}"
+def reader_dsn(cluster: Cluster, database: str = "ingestor") -> str:
+    """Returns the readers' server and database (each tenant's role and password come from the vault)."""
+    return f"postgresql://127.0.0.1:{cluster.port}/{database}"
 
 
 def ensure_installed() -> None:
@@ -104,16 +103,11 @@ def _ensure_role_and_databases(cluster: Cluster) -> None:
         f"CREATE ROLE {ROLE} LOGIN CREATEROLE PASSWORD '{PASSWORD}'; END IF; END $$;"
     )
     _psql(cluster, role_sql)
-    for reader in READER_ROLES:
-        _psql(cluster, (
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{reader}') THEN "
-            f"CREATE ROLE {reader} LOGIN NOINHERIT CONNECTION LIMIT 50 PASSWORD '{READER_PASSWORD}'; "
-            f"ELSE ALTER ROLE {reader} LOGIN PASSWORD '{READER_PASSWORD}'; END IF; END $$;"
-        ))
     existing = _psql(cluster, "SELECT datname FROM pg_database", tuples=True).split()
     for database in DATABASES:
         if database not in existing:
             _psql(cluster, f"CREATE DATABASE {database} OWNER {ROLE}")
+        _psql(cluster, DATABASE_SETUP.read_text(), database=database)
 
 
 def ensure_database(cluster: Cluster, database: str) -> None:
@@ -122,10 +116,11 @@ def ensure_database(cluster: Cluster, database: str) -> None:
         raise StackError(f"not a plain database name: {database!r}")
     if database not in _psql(cluster, "SELECT datname FROM pg_database", tuples=True).split():
         _psql(cluster, f"CREATE DATABASE {database} OWNER {ROLE}")
+    _psql(cluster, DATABASE_SETUP.read_text(), database=database)
 
 
-def _psql(cluster: Cluster, sql: str, tuples: bool = False) -> str:
-    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(cluster.port), "-d", "postgres", "-c", sql]
+def _psql(cluster: Cluster, sql: str, tuples: bool = False, database: str = "postgres") -> str:
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(cluster.port), "-d", database, "-c", sql]
     if tuples:
         cmd[1:1] = ["-A", "-t"]
     return _run(_as_postgres(cmd))

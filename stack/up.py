@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import asyncpg
+
 from plumbing.settings import KafkaSettings, PostgresSettings
-from service.admin import prepare
+from service.admin import migrate_database, prepare
 from stack import postgres
 from stack.kafka import KafkaBroker
 from stack.progress import say
@@ -42,3 +44,15 @@ def bring_up(database: str = "ingestor") -> Platform:
         )
     ))
     return platform
+
+
+async def reset_database(conn: asyncpg.Connection) -> None:
+    """Empties a test or benchmark database and migrates it afresh, with the tenant reader roles an
+    earlier run made in it (roles belong to the server, not to a schema: they would pile up)."""
+    if await conn.fetchval("SELECT to_regclass('analytics_private.reader_roles') IS NOT NULL"):
+        await conn.execute("SELECT analytics_private.drop_reader_roles(t) "
+                           "FROM (SELECT DISTINCT tenant_id AS t FROM analytics_private.reader_roles) r")
+    await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
+                       "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; "
+                       "CREATE SCHEMA public;")
+    await migrate_database(conn)

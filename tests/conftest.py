@@ -17,9 +17,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from plumbing.settings import KafkaSettings, PostgresSettings, ReaderSettings, Settings
-from service.admin import migrate_database
 from stack import postgres
-from stack.up import Platform, start_platform
+from stack.up import Platform, reset_database, start_platform
 
 # Another session working in the same checkout can give its test run a database of its own.
 TEST_DATABASE = os.environ.get("TEST_DATABASE_NAME", "ingestor_test")
@@ -64,11 +63,7 @@ async def clean_database(platform: Platform) -> str:
     dsn = platform.postgres_dsn(TEST_DATABASE)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS projection CASCADE; "
-            "DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS analytics_private CASCADE; CREATE SCHEMA public;"
-        )
-        await migrate_database(conn)
+        await reset_database(conn)
     finally:
         await conn.close()
     return dsn
@@ -87,10 +82,8 @@ def make_settings(platform: Platform, clean_database: str) -> Callable[..., Sett
             projector_group=f"test-projector-{suffix}",
             **kafka_overrides,  # type: ignore[arg-type]
         )
-        readers = {f"{level}_dsn": postgres.reader_dsn(platform.cluster, level, TEST_DATABASE)
-                   for level in ("summary", "standard", "full")}
         return Settings(kafka=kafka, postgres=PostgresSettings(dsn=clean_database),  # type: ignore[arg-type]
-                        reader=ReaderSettings(**readers))  # type: ignore[arg-type]
+                        reader=ReaderSettings(dsn=postgres.reader_dsn(platform.cluster, TEST_DATABASE)))  # type: ignore[arg-type]
 
     return make
 

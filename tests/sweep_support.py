@@ -362,11 +362,9 @@ def sweep_settings(platform: Platform, dsn: str, database: str, sim: SimServer) 
     suffix = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers, raw_topic=f"test.raw.sweep.{suffix}",
                           dead_letter_topic=f"test.dlq.sweep.{suffix}", send_timeout_s=5.0)
-    readers = {f"{level}_dsn": postgres.reader_dsn(platform.cluster, level, database)
-               for level in ("summary", "standard", "full")}
     return Settings(
         kafka=kafka, postgres=PostgresSettings(dsn=dsn),  # type: ignore[arg-type]
-        reader=ReaderSettings(**readers),  # type: ignore[arg-type]
+        reader=ReaderSettings(dsn=postgres.reader_dsn(platform.cluster, database)),  # type: ignore[arg-type]
         receiver=ReceiverSettings(target_cache_ttl_s=0),
         vault=VaultSettings(master_keys=generate_master_key("k1")),  # type: ignore[arg-type]
         control=ControlSettings(admin_token=ADMIN_TOKEN),  # type: ignore[arg-type]

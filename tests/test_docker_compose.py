@@ -12,7 +12,6 @@ from plumbing.settings import load_settings, unknown_setting_names
 from service.cli import main as cli
 from stack import REPO_ROOT
 from stack.kafka import KAFKA_VERSION
-from stack.postgres import READER_PASSWORD, READER_ROLES
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -45,10 +44,10 @@ def test_each_service_runs_a_real_subcommand() -> None:
         assert command[0] == "ingestor" and command[1] in cli.commands, name  # type: ignore[attr-defined]
 
 
-def test_postgres_gets_the_reader_roles_the_launcher_creates() -> None:
-    init = Path(REPO_ROOT / "stack" / "postgres-init.sql").read_text()
-    for role in READER_ROLES:
-        assert f"CREATE ROLE {role} LOGIN" in init and f"PASSWORD '{READER_PASSWORD}'" in init
+def test_postgres_gets_the_superuser_setup_the_launcher_applies() -> None:
+    volumes = SERVICES["postgres"]["volumes"]
+    assert any(v.startswith("./service/sql/database_setup.sql:/docker-entrypoint-initdb.d/") for v in volumes)
+    assert "ALTER ROLE ingestor CREATEROLE" in (REPO_ROOT / "stack" / "postgres-init.sql").read_text()
     assert SERVICES["postgres"]["image"].startswith("postgres:15")
 
 

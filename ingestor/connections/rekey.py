@@ -27,6 +27,8 @@ _BLOBS = (
     ("webhook_secrets", "secret_id", "ciphertext", "webhook_secret",
      "SELECT s.secret_id AS pk, c.tenant_id, s.connection_id, s.ciphertext AS blob "
      "FROM webhook_secrets s JOIN stripe_connections c USING (connection_id)"),
+    ("reader_credentials", "role_name", "password_ciphertext", "reader_password",
+     "SELECT role_name AS pk, tenant_id, role_name AS connection_id, password_ciphertext AS blob FROM reader_credentials"),
 )
 
 

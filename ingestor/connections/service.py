@@ -60,6 +60,22 @@ class RefusedInputError(ControlError):
     status = 422
 
 
+MAX_NAME_CHARS = 200
+READER_LEVELS = ("summary", "standard", "full")
+
+
+def clean_name(value: object, what: str) -> str:
+    """Returns a display name trimmed of outer spaces; raises RefusedInputError unless it is 1 to 200
+    printable characters (no control characters, NUL included)."""
+    if not isinstance(value, str) or not value.strip():
+        raise RefusedInputError(f"the {what} name must be a non-empty string", f"invalid_{what}_name")
+    name = value.strip()
+    if len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise RefusedInputError(f"the {what} name must be at most {MAX_NAME_CHARS} printable characters",
+                                f"invalid_{what}_name")
+    return name
+
+
 def import_window(now: float, months: int) -> tuple[int, int]:
     """Returns (created[gte], created[lte]) for an import of the last `months` months ending `now`."""
     end = int(now)
@@ -113,7 +129,8 @@ class ConnectionService:
         return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
 
     async def create_tenant(self, actor: str, name: str) -> dict[str, str]:
-        """Creates a tenant; returns its id and API token (shown this once)."""
+        """Creates a tenant; returns its id and API token (shown this once). Raises RefusedInputError for a bad name."""
+        name = clean_name(name, "tenant")
         tenant_id, token = await self._tenants.create_tenant(name)
         await self._tenants.audit(actor, tenant_id, "tenant.created", {"name": name})
         return {"tenant_id": tenant_id, "name": name, "api_token": token}
@@ -271,6 +288,46 @@ class ConnectionService:
                                 {"mode": mode, "purge": purge, "rows_deleted": deleted})
         return {"disconnected": [t.mode for t in targets], "data": "purged" if purge else "kept",
                 "rows_deleted": deleted}
+
+    async def delete_tenant(self, actor: str, tenant_id: str) -> dict[str, Any]:
+        """Deletes the tenant: both connections disconnected, its data purged, its reader roles dropped
+        (their sessions end) and tokens revoked, its API token disabled. The audit log stays."""
+        await self._require_tenant(tenant_id)
+        now = self._now()
+        for live in (False, True):
+            connection = await self._store.find_connection(tenant_id, live)
+            if connection is not None:
+                await self._store.disconnect(connection.connection_id, now)
+        self._on_secrets_changed()
+        deleted = await self._tenants.purge_tenant_data(tenant_id)
+        roles = await self._tenants.drop_readers(tenant_id)
+        await self._tenants.disable_tenant(tenant_id)
+        await self._tenants.audit(actor, tenant_id, "tenant.deleted", {"rows_deleted": deleted, "reader_roles": roles})
+        return {"tenant_id": tenant_id, "deleted": True, "rows_deleted": deleted, "reader_roles_dropped": roles}
+
+    async def issue_reader_token(self, actor: str, tenant_id: str, level: object, name: object) -> dict[str, Any]:
+        """Issues a reader token bound to one permission level (shown this once)."""
+        await self._require_tenant(tenant_id)
+        if level not in READER_LEVELS:
+            raise RefusedInputError(f"level is one of {', '.join(READER_LEVELS)}", "invalid_level")
+        label = clean_name(name if name is not None else f"{level} reader", "reader")
+        token_id, token = await self._tenants.issue_reader_token(tenant_id, str(level), label)
+        await self._tenants.audit(actor, tenant_id, "reader_token.issued", {"token_id": token_id, "level": level,
+                                                                            "name": label})
+        return {"token_id": token_id, "level": level, "name": label, "token": token}
+
+    async def reader_tokens(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Returns the tenant's reader tokens (never the tokens themselves)."""
+        await self._require_tenant(tenant_id)
+        return [{**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
+                for t in await self._tenants.reader_tokens(tenant_id)]
+
+    async def revoke_reader_token(self, actor: str, tenant_id: str, token_id: str) -> dict[str, Any]:
+        """Revokes one reader token; raises NotFoundError for an unknown or already revoked one."""
+        if not await self._tenants.revoke_reader_token(tenant_id, token_id):
+            raise NotFoundError("no such active reader token")
+        await self._tenants.audit(actor, tenant_id, "reader_token.revoked", {"token_id": token_id})
+        return {"token_id": token_id, "revoked": True}
 
     async def audit_log(self, tenant_id: str) -> list[dict[str, Any]]:
         """Returns the tenant's audit entries, newest first."""

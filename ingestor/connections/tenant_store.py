@@ -1,7 +1,11 @@
-"""Postgres storage of tenants: creation, API tokens (by digest only), the audit log, and the purge of a tenant's data.
+"""Postgres storage of tenants: creation and deletion, API and reader tokens (by digest only), reader
+credentials, the audit log, and the purge of a tenant's data.
 
-A tenant's API token is shown once at creation and stored only as its SHA-256, so the database never
-answers "which token is this"; `tenant_for_token` looks a presented token up by its digest.
+A tenant's API token and its reader tokens are shown once at creation and stored only as their
+SHA-256, so the database never answers "which token is this"; a presented token is looked up by its
+digest. Each tenant reads revenue through login roles of its own, one per permission level
+(`analytics_private.ensure_reader_role`); their passwords are random, kept encrypted by the vault and
+decrypted only to open the read API's connections.
 """
 
 from __future__ import annotations
@@ -12,16 +16,29 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ingestor.connections.store import token_digest
+from ingestor.connections.store import SecretBox, token_digest
+from ingestor.connections.vault import associated_data
 from plumbing.postgres import translates_database_errors
+from plumbing.settings import ReaderSettings
+
+LEVELS = ("summary", "standard", "full")
+# Rows a purge keeps: who the tenant is, what happened, and how its readers log in (dropped only with the tenant).
+KEPT_BY_PURGE = ("tenants", "audit_log", "reader_credentials", "reader_tokens", "reader_roles")
+
+
+def reader_password_aad(tenant_id: str, role_name: str) -> bytes:
+    """Returns the associated data binding a reader role's password ciphertext to its tenant and role."""
+    return associated_data(tenant_id=tenant_id, connection_id=role_name, purpose="reader_password")
 
 
 @translates_database_errors
 class PostgresTenantStore:
-    """Tenants, their API tokens' digests and their audit log in Postgres."""
+    """Tenants, their tokens' digests, reader credentials and audit log in Postgres."""
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, vault: SecretBox, readers: ReaderSettings):
         self._pool = pool
+        self._vault = vault
+        self._readers = readers
 
     async def create_tenant(self, name: str) -> tuple[str, str]:
         """Creates a tenant; returns (tenant_id, api_token). The token is not stored, only its digest."""
@@ -48,7 +65,7 @@ class PostgresTenantStore:
         return dict(row) if row else None
 
     async def purge_tenant_data(self, tenant_id: str) -> dict[str, int]:
-        """Deletes the tenant's rows from every table with a `tenant_id` column but tenants and audit_log.
+        """Deletes the tenant's rows from every table with a `tenant_id` column but those in KEPT_BY_PURGE.
 
         Tables are found in information_schema, so tables added later are covered; a table whose
         rows are still referenced by another is retried after the others (foreign keys).
@@ -59,7 +76,7 @@ class PostgresTenantStore:
                      JOIN information_schema.tables t USING (table_schema, table_name)
                     WHERE c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'
                       AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
-                      AND c.table_name NOT IN ('tenants', 'audit_log')"""
+                      AND c.table_name <> ALL($1::text[])""", list(KEPT_BY_PURGE)
             )
             pending = [(r["table_schema"], r["table_name"]) for r in rows]
             deleted: dict[str, int] = {}
@@ -113,3 +130,89 @@ class PostgresTenantStore:
             "latest": [{"event_id": r["event_id"], "reason": r["reason"], "message": r["message"],
                         "at": r["dead_lettered_at"].isoformat()} for r in recent],
         }
+
+    # Readers --------------------------------------------------------------------------------------
+
+    async def reader_credentials(self, tenant_id: str, level: str) -> tuple[str, str]:
+        """Returns (role, password) of the tenant's reader role of `level`, creating the role on first use."""
+        row = await self._pool.fetchrow(
+            "SELECT role_name, password_ciphertext FROM reader_credentials WHERE tenant_id = $1 AND level = $2",
+            tenant_id, level,
+        )
+        if row is None:
+            return await self._create_reader(tenant_id, level)
+        return row["role_name"], self._vault.decrypt(row["password_ciphertext"],
+                                                     reader_password_aad(tenant_id, row["role_name"]))
+
+    async def _create_reader(self, tenant_id: str, level: str) -> tuple[str, str]:
+        password = secrets.token_urlsafe(32)
+        r = self._readers
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One creation at a time per tenant and level (two web processes may ask at once).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('reader:' || $1 || ':' || $2))", tenant_id, level)
+            existing = await conn.fetchrow(
+                "SELECT role_name, password_ciphertext FROM reader_credentials WHERE tenant_id = $1 AND level = $2",
+                tenant_id, level,
+            )
+            if existing is not None:
+                return existing["role_name"], self._vault.decrypt(
+                    existing["password_ciphertext"], reader_password_aad(tenant_id, existing["role_name"]))
+            role: str = await conn.fetchval(
+                "SELECT analytics_private.ensure_reader_role($1, $2, $3, $4, $5, $6, $7)",
+                tenant_id, level, password, r.tenant_connection_limit, r.statement_timeout_ms,
+                r.idle_in_transaction_timeout_ms, r.temp_file_limit_kb,
+            )
+            await conn.execute(
+                "INSERT INTO reader_credentials (tenant_id, level, role_name, password_ciphertext) VALUES ($1, $2, $3, $4)",
+                tenant_id, level, role, self._vault.encrypt(password, reader_password_aad(tenant_id, role)),
+            )
+        return role, password
+
+    async def drop_readers(self, tenant_id: str) -> int:
+        """Drops the tenant's reader roles (their sessions end), credentials and tokens; returns how many roles."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            dropped: int = await conn.fetchval("SELECT analytics_private.drop_reader_roles($1)", tenant_id)
+            await conn.execute("DELETE FROM reader_credentials WHERE tenant_id = $1", tenant_id)
+            await conn.execute("UPDATE reader_tokens SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL",
+                               tenant_id)
+        return dropped
+
+    async def issue_reader_token(self, tenant_id: str, level: str, name: str) -> tuple[str, str]:
+        """Issues a reader token bound to `level`; returns (token_id, token). Only the digest is stored."""
+        token_id = "rtk_" + secrets.token_hex(6)
+        token = f"rdr_{level[:3]}_" + secrets.token_urlsafe(32)
+        await self._pool.execute(
+            "INSERT INTO reader_tokens (tenant_id, token_id, token_sha256, level, name) VALUES ($1, $2, $3, $4, $5)",
+            tenant_id, token_id, token_digest(token), level, name,
+        )
+        return token_id, token
+
+    async def reader_tokens(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Returns the tenant's reader tokens (id, level, name, dates; never the token)."""
+        rows = await self._pool.fetch(
+            "SELECT token_id, level, name, created_at, revoked_at FROM reader_tokens WHERE tenant_id = $1 "
+            "ORDER BY created_at, token_id", tenant_id,
+        )
+        return [dict(r) for r in rows]
+
+    async def revoke_reader_token(self, tenant_id: str, token_id: str) -> bool:
+        """Revokes one reader token; returns False if the tenant has no such active token."""
+        status = await self._pool.execute(
+            "UPDATE reader_tokens SET revoked_at = now() WHERE tenant_id = $1 AND token_id = $2 AND revoked_at IS NULL",
+            tenant_id, token_id,
+        )
+        return bool(status != "UPDATE 0")
+
+    async def reader_for_token(self, token: str) -> tuple[str, str] | None:
+        """Returns (tenant_id, level) of an active reader token of an enabled tenant, or None."""
+        row = await self._pool.fetchrow(
+            """SELECT r.tenant_id, r.level FROM reader_tokens r JOIN tenants t USING (tenant_id)
+                WHERE r.token_sha256 = $1 AND r.revoked_at IS NULL AND t.disabled_at IS NULL""",
+            token_digest(token),
+        )
+        return (row["tenant_id"], row["level"]) if row else None
+
+    async def disable_tenant(self, tenant_id: str) -> None:
+        """Disables the tenant: its API token stops working (its rows and audit log stay)."""
+        await self._pool.execute("UPDATE tenants SET disabled_at = now() WHERE tenant_id = $1 AND disabled_at IS NULL",
+                                 tenant_id)

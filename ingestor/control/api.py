@@ -188,6 +188,25 @@ async def _disconnect(api: ControlApi, request: web.Request, actor: str) -> web.
     return json_response(answer)
 
 
+async def _delete_tenant(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    return json_response(await api.service.delete_tenant(actor, request.match_info["tenant_id"]))
+
+
+async def _issue_reader_token(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    body = await _body(request, "level")
+    answer = await api.service.issue_reader_token(actor, request.match_info["tenant_id"], body["level"], body.get("name"))
+    return json_response(answer, 201)
+
+
+async def _reader_tokens(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    return json_response({"reader_tokens": await api.service.reader_tokens(request.match_info["tenant_id"])})
+
+
+async def _revoke_reader_token(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    answer = await api.service.revoke_reader_token(actor, request.match_info["tenant_id"], request.match_info["token_id"])
+    return json_response(answer)
+
+
 CONTROL: web.AppKey[ControlApi] = web.AppKey("control", ControlApi)
 
 
@@ -197,6 +216,10 @@ def add_routes(app: web.Application) -> None:
     connection = tenant + "/connections/{mode}"
     app.router.add_post("/api/tenants", _route(_create_tenant, admin_only=True))
     app.router.add_get(tenant, _route(_tenant))
+    app.router.add_delete(tenant, _route(_delete_tenant, admin_only=True))
+    app.router.add_post(tenant + "/reader-tokens", _route(_issue_reader_token))
+    app.router.add_get(tenant + "/reader-tokens", _route(_reader_tokens))
+    app.router.add_delete(tenant + "/reader-tokens/{token_id}", _route(_revoke_reader_token))
     app.router.add_get(tenant + "/audit", _route(_audit))
     app.router.add_post(tenant + "/key-tests", _route(_test_key))
     app.router.add_post(tenant + "/connections", _route(_connect))

@@ -7,7 +7,6 @@ operating guide is served too, so the health panel's "how to fix it" links work.
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Sequence
 from pathlib import Path

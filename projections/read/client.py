@@ -1,15 +1,19 @@
 """The read client of the AI query layer: common revenue questions, per tenant and permission level.
 
-Each question runs on the read-only login role of the caller's level, inside a transaction bound to
-the tenant (`app.tenant_id` plus its signature, see migration 0004), so the database itself keeps
-the tenant's rows apart and the level's views out of reach; the client refuses a question above the
-level first, with a clear message, but does not rely on that.
+Each question runs as the tenant's own login role of the caller's level (migration 0010), so the
+database itself keeps the tenant's rows apart (row-level security keyed on the session's role), the
+level's views out of reach (grants), and the limits in force (read-only, timeouts, temp files,
+connections per tenant). The client refuses a question above the level first, with a clear message,
+but does not rely on that. Pools are per tenant and level, small, opened on first use and closed
+least-recently-used first, so one tenant's load waits on its own connections only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -17,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from plumbing.postgres import DatabaseUnavailableError, database_errors
 from plumbing.settings import ReaderSettings
 from projections.errors import ProjectionError
 
@@ -105,46 +110,78 @@ def plain(value: Any) -> Any:
     return value
 
 
-class RevenueReader:
-    """Answers the common questions; one connection pool per permission level, opened lazily."""
+# (tenant_id, level name) → (login role, password) of the tenant's reader role of that level.
+ReaderCredentials = Callable[[str, str], Awaitable[tuple[str, str]]]
 
-    def __init__(self, settings: ReaderSettings, owner_pool: asyncpg.Pool):
+
+class ReaderBusyError(ProjectionError):
+    """Every connection this tenant's readers may hold is in use: answer 503, try again shortly."""
+
+    retriable = True
+
+
+class RevenueReader:
+    """Answers the common questions as each tenant's own reader roles."""
+
+    def __init__(self, settings: ReaderSettings, credentials: ReaderCredentials):
         self._settings = settings
-        self._owner_pool = owner_pool  # signs tenant contexts; never runs a question
-        self._pools: dict[Level, asyncpg.Pool] = {}
-        self._signatures: dict[str, str] = {}
+        self._credentials = credentials
+        self._pools: OrderedDict[tuple[str, Level], asyncpg.Pool] = OrderedDict()
+        self._opening: dict[tuple[str, Level], asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        """Closes the reader pools."""
-        for pool in self._pools.values():
+        """Closes every reader pool."""
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
             await pool.close()
-        self._pools.clear()
+        for task in list(self._closing):
+            await task
 
-    async def _pool(self, level: Level) -> asyncpg.Pool:
-        if level not in self._pools:
-            dsn = {Level.SUMMARY: self._settings.summary_dsn, Level.STANDARD: self._settings.standard_dsn,
-                   Level.FULL: self._settings.full_dsn}[level]
-            self._pools[level] = await asyncpg.create_pool(
-                dsn.get_secret_value(), min_size=0, max_size=4,
-                server_settings={"statement_timeout": str(self._settings.statement_timeout_ms),
-                                 "default_transaction_read_only": "on"})
-        return self._pools[level]
-
-    async def tenant_signature(self, tenant_id: str) -> str:
-        """Returns the signature that binds a reader transaction to `tenant_id`."""
-        if tenant_id not in self._signatures:
-            self._signatures[tenant_id] = await self._owner_pool.fetchval(
-                "SELECT analytics_private.tenant_signature($1)", tenant_id)
-        return self._signatures[tenant_id]
+    async def _pool(self, tenant_id: str, level: Level) -> asyncpg.Pool:
+        key = (tenant_id, level)
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._pools.move_to_end(key)
+            return pool
+        async with self._opening.setdefault(key, asyncio.Lock()):
+            if key in self._pools:
+                return self._pools[key]
+            role, password = await self._credentials(tenant_id, level.name.lower())
+            with database_errors():
+                pool = await asyncpg.create_pool(
+                    self._settings.dsn.get_secret_value(), user=role, password=password, min_size=0,
+                    max_size=self._settings.pool_size, max_inactive_connection_lifetime=60,
+                    server_settings={"application_name": "revenue-reader"})
+            self._pools[key] = pool
+            self._opening.pop(key, None)
+        while len(self._pools) > self._settings.max_open_pools:
+            _, evicted = self._pools.popitem(last=False)
+            task = asyncio.get_running_loop().create_task(evicted.close())  # in-flight questions finish first
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return pool
 
     async def run_sql(self, tenant_id: str, level: Level, sql: str, *args: Any) -> list[dict[str, Any]]:
-        """Runs read-only SQL as `level`'s role in a transaction bound to `tenant_id`."""
-        signature = await self.tenant_signature(tenant_id)
-        pool = await self._pool(level)
-        async with pool.acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute("SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_sig', $2, true)",
-                               tenant_id, signature)
-            rows = await conn.fetch(sql, *args)
+        """Runs read-only SQL as the tenant's reader role of `level`.
+
+        Raises ReaderBusyError when the tenant's connections are all in use (here or server-wide),
+        DatabaseUnavailableError when Postgres is away, asyncpg's errors for the SQL itself.
+        """
+        pool = await self._pool(tenant_id, level)
+        try:
+            with database_errors():
+                conn = await pool.acquire(timeout=self._settings.acquire_timeout_s)
+        except (DatabaseUnavailableError, asyncpg.TooManyConnectionsError) as exc:
+            if isinstance(exc, asyncpg.TooManyConnectionsError) or isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise ReaderBusyError("this tenant's readers are using every connection they may hold") from exc
+            raise
+        try:
+            with database_errors():
+                async with conn.transaction(readonly=True):
+                    rows = await conn.fetch(sql, *args)
+        finally:
+            await pool.release(conn)
         return [{k: plain(v) for k, v in row.items()} for row in rows]
 
     async def ask(self, tenant_id: str, level: Level, question: str, livemode: bool = True,

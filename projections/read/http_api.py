@@ -1,82 +1,144 @@
-"""The read layer over HTTP: the common questions, read-only, JSON out, for the tenant's own token.
+"""The read layer over HTTP: the common questions, read-only, JSON out, at the level the caller's token grants.
 
-`GET /api/tenants/{tenant_id}/questions` lists the questions; `GET …/questions/{name}?level=…&mode=…`
-answers one with its parameters from the query string. Authentication is the caller's (the web
-process passes the control API's token check in), so this module knows nothing of tokens.
+`GET /api/tenants/{tenant_id}/questions` lists the questions; `GET …/questions/{name}?mode=…&<params>`
+answers one. Authentication is the caller's (the web process passes its token check in): it says which
+tenant the token may read and the highest level it grants; a `level` asked for may lower that, never
+raise it. Every parameter is checked (unknown, repeated or malformed → 400 naming the allowed ones),
+and every failure is a JSON error: the tenant's connections all busy or Postgres away → 503 with
+Retry-After. This module knows nothing of tokens or of how credentials are kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 
-from plumbing.postgres import create_pool
+from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import Settings
-from projections.read.client import QUESTIONS, Level, QuestionRefusedError, RevenueReader, UnknownQuestionError
+from projections.read.client import (
+    QUESTIONS,
+    Level,
+    QuestionRefusedError,
+    ReaderBusyError,
+    ReaderCredentials,
+    RevenueReader,
+    UnknownQuestionError,
+)
 
-# Returns the tenant the request may read ("*" for an operator), or None when not authenticated.
-Authenticate = Callable[[web.Request], Awaitable[str | None]]
+RETRY_AFTER_S = "2"
+MAX_PARAM_CHARS = 100
+# Query parameters every question takes besides its own.
+COMMON_PARAMS = ("level", "mode")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a request's token may read: one tenant ("*" for an operator) up to one permission level."""
+
+    tenant_id: str
+    level: Level
+
+
+# Returns the request's grant, or None when it is not authenticated.
+Authenticate = Callable[[web.Request], Awaitable[Grant | None]]
 READER = web.AppKey("revenue_reader", RevenueReader)
 AUTHENTICATE = web.AppKey("read_authenticate", object)
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _error(status: int, code: str, message: str, **extra: object) -> web.Response:
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = RETRY_AFTER_S
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status, headers=headers)
 
 
-async def _authorised(request: web.Request) -> web.Response | None:
+async def _grant(request: web.Request) -> Grant | web.Response:
     authenticate: Authenticate = request.app[AUTHENTICATE]  # type: ignore[assignment]
-    allowed = await authenticate(request)
-    if allowed is None:
-        return _error(401, "unauthorized", "send Authorization: Bearer <tenant API token>")
-    if allowed != "*" and allowed != request.match_info["tenant_id"]:
+    try:
+        grant = await authenticate(request)
+    except DatabaseUnavailableError:
+        return _error(503, "temporarily_unavailable", "the database is unavailable; try again shortly")
+    if grant is None:
+        return _error(401, "unauthorized", "send Authorization: Bearer <reader token of the tenant>")
+    if grant.tenant_id != "*" and grant.tenant_id != request.match_info["tenant_id"]:
         return _error(404, "not_found", "no such tenant")
-    return None
+    return grant
 
 
 async def _list(request: web.Request) -> web.Response:
-    if (refused := await _authorised(request)) is not None:
-        return refused
-    return web.json_response({"questions": [
-        {"name": q.name, "description": q.description, "min_level": q.min_level.name.lower(), "params": list(q.params)}
+    grant = await _grant(request)
+    if isinstance(grant, web.Response):
+        return grant
+    return web.json_response({"level": grant.level.name.lower(), "questions": [
+        {"name": q.name, "description": q.description, "min_level": q.min_level.name.lower(), "params": list(q.params),
+         "allowed": q.min_level <= grant.level}
         for q in QUESTIONS.values()
-    ]})
+    ]}, headers={"Cache-Control": "no-store"})
+
+
+def question_params(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str] | web.Response:
+    """Returns the query parameters as a dict, or a 400 naming the problem and the allowed names."""
+    names = [name for name, _ in request.query.items()]  # every occurrence, repeats included
+    unknown = sorted({n for n in names if n not in allowed})
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if unknown or repeated:
+        problem = f"unknown parameter(s): {', '.join(unknown)}" if unknown else f"repeated: {', '.join(repeated)}"
+        return _error(400, "invalid_parameters", f"{problem}; this question takes: {', '.join(allowed)}",
+                      allowed=list(allowed))
+    values = dict(request.query)
+    for name, value in values.items():
+        if len(value) > MAX_PARAM_CHARS or not value.isprintable():
+            return _error(400, "invalid_parameters", f"{name} must be at most {MAX_PARAM_CHARS} printable characters",
+                          allowed=list(allowed))
+    return values
 
 
 async def _answer(request: web.Request) -> web.Response:
-    if (refused := await _authorised(request)) is not None:
-        return refused
-    query = dict(request.query)
-    try:
-        level = Level[query.pop("level", "summary").upper()]
-    except KeyError:
+    grant = await _grant(request)
+    if isinstance(grant, web.Response):
+        return grant
+    name = request.match_info["question"]
+    question = QUESTIONS.get(name)
+    if question is None:
+        return _error(404, "unknown_question", f"unknown question {name[:60]!r}; ask one of: {', '.join(QUESTIONS)}")
+    query = question_params(request, (*COMMON_PARAMS, *question.params))
+    if isinstance(query, web.Response):
+        return query
+    asked = query.pop("level", grant.level.name.lower())
+    if asked.upper() not in Level.__members__:
         return _error(400, "invalid_level", "level is summary, standard or full")
+    level = Level[asked.upper()]
+    if level > grant.level:
+        return _error(403, "level_not_granted", f"this token grants the {grant.level.name.lower()} level; "
+                      f"ask the tenant for a {level.name.lower()} reader token")
     mode = query.pop("mode", "live")
     if mode not in ("live", "test"):
         return _error(400, "invalid_mode", 'mode is "live" or "test"')
+    tenant_id = request.match_info["tenant_id"]
     try:
-        rows = await request.app[READER].ask(request.match_info["tenant_id"], level, request.match_info["question"],
-                                             livemode=mode == "live", **query)
+        rows = await request.app[READER].ask(tenant_id, level, name, livemode=mode == "live", **query)
     except QuestionRefusedError as exc:
         return _error(403, "level_too_low", str(exc))
     except UnknownQuestionError as exc:
-        return _error(400, "invalid_question", str(exc))
-    return web.json_response({"question": request.match_info["question"], "level": level.name.lower(),
-                              "mode": mode, "rows": rows})
+        return _error(400, "invalid_question", str(exc), allowed=list((*COMMON_PARAMS, *question.params)))
+    except (ReaderBusyError, DatabaseUnavailableError) as exc:
+        return _error(503, "temporarily_unavailable", str(exc) if isinstance(exc, ReaderBusyError)
+                      else "the database is unavailable; try again shortly")
+    return web.json_response({"question": name, "level": level.name.lower(), "mode": mode, "rows": rows},
+                             headers={"Cache-Control": "no-store"})
 
 
-def add_read_routes(app: web.Application, settings: Settings, authenticate: Authenticate) -> None:
+def add_read_routes(app: web.Application, settings: Settings, authenticate: Authenticate,
+                    credentials: ReaderCredentials) -> None:
     """Adds the read API (and the reader pools it needs) to the web application."""
     app[AUTHENTICATE] = authenticate
 
     async def reader(app: web.Application) -> AsyncIterator[None]:
-        owner_pool: asyncpg.Pool = await create_pool(settings.postgres)
-        app[READER] = RevenueReader(settings.reader, owner_pool)
+        app[READER] = RevenueReader(settings.reader, credentials)
         yield
         await app[READER].close()
-        await owner_pool.close()
 
     app.cleanup_ctx.append(reader)
     app.router.add_get("/api/tenants/{tenant_id}/questions", _list)

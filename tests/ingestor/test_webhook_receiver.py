@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
-from plumbing.settings import ReceiverSettings, Settings
+from plumbing.settings import ReaderSettings, ReceiverSettings, Settings
 from schemas import EnvelopeCodec, Source
 from service.web import create_ingest_app
 from stack.up import Platform
@@ -103,7 +103,7 @@ async def receiver(
     tenants = {}
     now = datetime.now(timezone.utc)
     for name, livemode in (("a", False), ("b", False), ("live", True)):
-        tenant_id, _ = await PostgresTenantStore(pool).create_tenant(f"Tenant {name}")
+        tenant_id, _ = await PostgresTenantStore(pool, keyring, ReaderSettings()).create_tenant(f"Tenant {name}")
         connection_id, token = await store.create_connection(tenant_id, livemode)
         secret = f"whsec_{name}{'x' * 30}"
         await store.add_webhook_secret(connection_id, secret, now)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import secrets
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -15,6 +17,7 @@ from ingestor.envelope.build import envelope_for_event, is_read_resource
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
 from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.read.client import ReaderCredentials
 from schemas import Envelope, EnvelopeCodec, Source, envelope_key
 from stripe_sim import SimServer
 from stripe_sim.render import render_event
@@ -65,9 +68,26 @@ TABLES = ("customers", "charges", "subscriptions", "invoices", "payment_intents"
 
 
 async def bind_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
-    """Binds an owner connection to a tenant, as the read layer does, so the aggregate views show it."""
-    await conn.execute("SELECT set_config('app.tenant_id', $1, false), "
-                       "set_config('app.tenant_sig', analytics_private.tenant_signature($1), false)", tenant_id)
+    """Binds an owner connection to a tenant for ten minutes (a signed, expiring context), so the
+    aggregate views show that tenant's rows."""
+    await conn.execute("SELECT set_config('app.tenant_id', $1, false), set_config('app.tenant_expires', $2, false), "
+                       "set_config('app.tenant_sig', analytics_private.tenant_signature($1, $2::bigint), false)",
+                       tenant_id, str(int(time.time()) + 600))
+
+
+def reader_credentials(owner: asyncpg.Pool) -> ReaderCredentials:
+    """Credentials of each tenant's reader roles, made on first use as the control plane makes them."""
+    made: dict[tuple[str, str], tuple[str, str]] = {}
+
+    async def credentials(tenant_id: str, level: str) -> tuple[str, str]:
+        if (tenant_id, level) not in made:
+            password = secrets.token_urlsafe(24)
+            role = await owner.fetchval("SELECT analytics_private.ensure_reader_role($1, $2, $3, 4, 5000, 10000, 65536)",
+                                        tenant_id, level, password)
+            made[(tenant_id, level)] = (role, password)
+        return made[(tenant_id, level)]
+
+    return credentials
 
 
 async def dump(conn: asyncpg.Connection, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,4 +1,4 @@
-"""The read layer over HTTP, served by the web process: tenant token only, read-only, JSON out."""
+"""The read layer over HTTP, served by the web process: read-only, JSON out, at the level the token grants."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import Settings, VaultSettings
@@ -27,9 +26,10 @@ async def served(make_settings: Callable[..., Settings], clean_database: str) ->
     master = generate_master_key("k1")
     settings = make_settings().model_copy(update={"vault": VaultSettings(master_keys=master)})  # type: ignore[arg-type]
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
-    store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_a, token_a = await PostgresTenantStore(pool).create_tenant("A")
-    tenant_b, token_b = await PostgresTenantStore(pool).create_tenant("B")
+    tenants = PostgresTenantStore(pool, MasterKeyring.from_setting(master), settings.reader)
+    tenant_a, token_a = await tenants.create_tenant("A")
+    tenant_b, token_b = await tenants.create_tenant("B")
+    readers = {level: (await tenants.issue_reader_token(tenant_a, level, level))[1] for level in ("summary", "standard", "full")}
     projection = PostgresProjectionStore(pool, "read-api")
     for tenant in (tenant_a, tenant_b):
         envelope = event(CHARGE | {"status": "succeeded", "customer": "cus_1"}, "charge.succeeded", f"evt_{tenant}", T, tenant)
@@ -37,7 +37,7 @@ async def served(make_settings: Callable[..., Settings], clean_database: str) ->
     server = TestServer(build_web_app(settings), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as http:
-        yield {"server": server, "http": http, "a": (tenant_a, token_a), "b": (tenant_b, token_b)}
+        yield {"server": server, "http": http, "a": (tenant_a, token_a), "b": (tenant_b, token_b), "readers": readers}
     await server.close()
     await pool.close()
 
@@ -49,31 +49,72 @@ async def get(served: dict[str, Any], path: str, token: str | None, **query: str
 
 
 async def test_a_tenant_reads_its_own_revenue_as_json(served: dict[str, Any]) -> None:
-    tenant, token = served["a"]
-    status, body = await get(served, f"/api/tenants/{tenant}/questions/revenue", token,
+    tenant, _ = served["a"]
+    summary, standard = served["readers"]["summary"], served["readers"]["standard"]
+    status, body = await get(served, f"/api/tenants/{tenant}/questions/revenue", summary,
                              mode="test", **{"from": "2025-10-01", "to": "2025-10-31"})
     assert status == 200
     assert body["rows"] == [{"currency": "usd", "gross": 5000, "refunded": 0, "net": 5000}]
-    status, body = await get(served, f"/api/tenants/{tenant}/questions/payment_history", token,
-                             mode="test", level="standard", customer="cus_1")
-    assert status == 200 and [r["charge_id"] for r in body["rows"]] == ["ch_1"]
-    status, body = await get(served, f"/api/tenants/{tenant}/questions", token)
+    status, body = await get(served, f"/api/tenants/{tenant}/questions/payment_history", standard,
+                             mode="test", customer="cus_1")
+    assert status == 200 and body["level"] == "standard" and [r["charge_id"] for r in body["rows"]] == ["ch_1"]
+    status, body = await get(served, f"/api/tenants/{tenant}/questions", summary)
     assert status == 200 and {q["name"] for q in body["questions"]} >= {"revenue", "mrr", "top_customers"}
+    assert body["level"] == "summary" and not next(q for q in body["questions"] if q["name"] == "top_customers")["allowed"]
+
+
+async def test_a_level_is_granted_by_the_token_never_asked_for(served: dict[str, Any]) -> None:
+    """The hole: `?level=full` with any tenant token returned card brand and last4."""
+    tenant, api_token = served["a"]
+    cards = f"/api/tenants/{tenant}/questions/payment_history_with_cards"
+    for token in (api_token, served["readers"]["summary"], served["readers"]["standard"]):
+        status, body = await get(served, cards, token, level="full", mode="test", customer="cus_1")
+        assert status == 403 and body["error"]["code"] == "level_not_granted", body
+        assert "card" not in str(body.get("rows", ""))
+    status, body = await get(served, cards, served["readers"]["full"], mode="test", customer="cus_1")
+    assert status == 200 and body["level"] == "full"
+    # A higher token may ask for less.
+    status, body = await get(served, f"/api/tenants/{tenant}/questions/mrr", served["readers"]["full"],
+                             level="summary", mode="test")
+    assert status == 200 and body["level"] == "summary"
 
 
 async def test_other_tenants_and_missing_tokens_are_refused(served: dict[str, Any]) -> None:
     tenant_a, token_a = served["a"]
     tenant_b, _ = served["b"]
     assert (await get(served, f"/api/tenants/{tenant_b}/questions/mrr", token_a))[0] == 404
+    assert (await get(served, f"/api/tenants/{tenant_b}/questions/mrr", served["readers"]["full"]))[0] == 404
     assert (await get(served, f"/api/tenants/{tenant_a}/questions/mrr", None))[0] == 401
     assert (await get(served, f"/api/tenants/{tenant_a}/questions/mrr", "tt_forged"))[0] == 401
+    assert (await get(served, f"/api/tenants/{tenant_a}/questions/mrr", "rdr_ful_forged"))[0] == 401
 
 
 async def test_bad_questions_and_levels_get_clear_errors(served: dict[str, Any]) -> None:
-    tenant, token = served["a"]
+    tenant, _ = served["a"]
+    token = served["readers"]["summary"]
     status, body = await get(served, f"/api/tenants/{tenant}/questions/top_customers", token,
-                             level="summary", currency="usd", limit="3")
+                             currency="usd", limit="3")
     assert status == 403 and "needs the standard permission level" in body["error"]["message"]
     status, body = await get(served, f"/api/tenants/{tenant}/questions/revenue", token, **{"from": "yesterday", "to": "x"})
     assert status == 400 and body["error"]["code"] == "invalid_question"
     assert (await get(served, f"/api/tenants/{tenant}/questions/mrr", token, level="root"))[0] == 400
+
+
+@pytest.mark.parametrize("query", [
+    "tenant_id=other", "livemode=false", "mode=test&mode=live", "customer=%00", "from=2025-10-01&to=2025-10-31&x=1",
+])
+async def test_unknown_repeated_or_control_character_parameters_get_a_json_400(served: dict[str, Any], query: str) -> None:
+    tenant, _ = served["a"]
+    question = "revenue" if "from=" in query else "mrr"
+    url = served["server"].make_url(f"/api/tenants/{tenant}/questions/{question}?{query}")
+    async with served["http"].get(url, headers={"Authorization": f"Bearer {served['readers']['full']}"}) as resp:
+        assert resp.status == 400 and resp.content_type == "application/json"
+        body = await resp.json()
+    assert body["error"]["code"] == "invalid_parameters" and "mode" in body["error"]["allowed"]
+
+
+async def test_answers_are_never_cached(served: dict[str, Any]) -> None:
+    tenant, _ = served["a"]
+    async with served["http"].get(served["server"].make_url(f"/api/tenants/{tenant}/questions/mrr?mode=test"),
+                                  headers={"Authorization": f"Bearer {served['readers']['summary']}"}) as resp:
+        assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"

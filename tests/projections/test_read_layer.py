@@ -19,7 +19,7 @@ from stack.up import Platform
 from stripe_sim import CURRENT_VERSION, OLD_VERSION, SimServer
 from tests.conftest import TEST_DATABASE
 from tests.helpers import month_of, pinned_sim_clock
-from tests.projections.support import history_envelopes
+from tests.projections.support import history_envelopes, reader_credentials
 
 pytestmark = pytest.mark.integration
 LEVELS = list(Level)
@@ -57,41 +57,37 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     by_customer: dict[str, int] = {}
     for charge in sim_charges:
         by_customer[charge["customer"]] = by_customer.get(charge["customer"], 0) + 1
-    dsn = {lvl: postgres.reader_dsn(platform.cluster, lvl.name.lower(), TEST_DATABASE) for lvl in Level}
-    settings = ReaderSettings(summary_dsn=dsn[Level.SUMMARY], standard_dsn=dsn[Level.STANDARD],  # type: ignore[arg-type]
-                              full_dsn=dsn[Level.FULL])  # type: ignore[arg-type]
-    reader = RevenueReader(settings, pool)
+    settings = ReaderSettings(dsn=postgres.reader_dsn(platform.cluster, TEST_DATABASE))  # type: ignore[arg-type]
+    reader = RevenueReader(settings, reader_credentials(pool))
     yield World(reader, truth, customers, by_customer, sim_charges)
     await reader.close()
     await pool.close()
 
 
-async def raw(world: World, level: Level, sql: str, tenant: str | None = "tenant_a", *args: Any) -> list[dict[str, Any]]:
-    """Runs hostile SQL as a reader of `level`: bound to `tenant` (or to none)."""
-    if tenant is not None:
-        return await world.reader.run_sql(tenant, level, sql, *args)
-    pool = await world.reader._pool(level)  # noqa: SLF001 - a connection with no tenant context at all
-    async with pool.acquire() as conn:
-        return [dict(r) for r in await conn.fetch(sql, *args)]
+async def raw(world: World, level: Level, sql: str, tenant: str = "tenant_a", *args: Any) -> list[dict[str, Any]]:
+    """Runs hostile SQL as `tenant`'s reader role of `level`."""
+    return await world.reader.run_sql(tenant, level, sql, *args)
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: lv.name.lower())
-async def test_without_a_tenant_a_reader_sees_nothing(world: World, level: Level) -> None:
-    assert await raw(world, level, "SELECT * FROM analytics.daily_revenue", None) == []
-    assert await raw(world, level, "SELECT * FROM analytics.mrr_by_month", None) == []
+async def test_the_level_roles_cannot_log_in_only_a_tenants_own_role_can(platform: Platform, level: Level) -> None:
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="not permitted to log in"):
+        await asyncpg.connect(postgres.reader_dsn(platform.cluster, TEST_DATABASE),
+                              user=f"revenue_reader_{level.name.lower()}", password="reader")
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: lv.name.lower())
 async def test_set_config_games_cannot_switch_tenant(world: World, level: Level) -> None:
     own = await raw(world, level, "SELECT count(*) AS n FROM analytics.daily_revenue")
     assert own[0]["n"] > 0
+    # The session's login role is tenant_a's: a context set by the reader itself counts for nothing.
     hijack = ("SELECT set_config('app.tenant_id', 'tenant_b', true) AS t, "
               "(SELECT count(*) FROM analytics.daily_revenue) AS n")
-    assert (await raw(world, level, hijack))[0]["n"] == 0
+    assert (await raw(world, level, hijack))[0]["n"] == own[0]["n"]
     # The reader's own signature does not fit another tenant's id; a guessed one fails as well.
-    guess = ("SELECT set_config('app.tenant_id', 'tenant_b', true), set_config('app.tenant_sig', md5('x'), true), "
-             "(SELECT count(*) FROM analytics.mrr_by_month) AS n")
-    assert (await raw(world, level, guess))[0]["n"] == 0
+    guess = ("SELECT set_config('app.tenant_id', 'tenant_b', true), set_config('app.tenant_expires', '9999999999', true), "
+             "set_config('app.tenant_sig', md5('x'), true), (SELECT count(*) FROM analytics.mrr_by_month) AS n")
+    assert (await raw(world, level, guess))[0]["n"] == (await raw(world, level, "SELECT count(*) AS n FROM analytics.mrr_by_month"))[0]["n"]
     assert (await raw(world, level, "SELECT analytics.current_tenant() AS t"))[0]["t"] == "tenant_a"
 
 
@@ -102,7 +98,7 @@ async def test_set_config_games_cannot_switch_tenant(world: World, level: Level)
     "SELECT * FROM public.stripe_connections",
     "SELECT * FROM public.tenants",
     "SELECT * FROM analytics_private.context_key",
-    "SELECT analytics_private.tenant_signature('tenant_b')",
+    "SELECT analytics_private.tenant_signature('tenant_b', 9999999999)",
     "SET ROLE analytics_owner",
     "SET ROLE ingestor",
     "SET SESSION AUTHORIZATION ingestor",

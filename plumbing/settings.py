@@ -71,6 +71,11 @@ class HttpSettings(BaseModel):
     # The address Stripe (and people) reach this process at; webhook URLs are built from it.
     public_base_url: str = "http://127.0.0.1:8080"
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    # Prometheus metrics: on their own address (loopback by default; 0 turns it off), and on the main
+    # port only for a request bearing this token (unset: not served there at all).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9465, ge=0, le=65535)
+    metrics_token: SecretStr | None = None
 
 
 class ReceiverSettings(BaseModel):
@@ -79,6 +84,8 @@ class ReceiverSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The whole body must arrive within this time: a body dripped byte by byte does not hold a connection.
+    body_read_timeout_s: float = Field(default=10.0, gt=0)
     # How long a delivery may wait for Kafka's acknowledgement before we answer 503 (Stripe retries).
     publish_timeout_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=10, ge=1)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
 
 from ingestor.connections.service import ConnectionService
 from ingestor.connections.store import PostgresConnectionStore
@@ -36,6 +37,7 @@ from plumbing.runtime import tune_gc
 from plumbing.settings import Settings, VaultSettings, load_settings
 from projections.read.client import Level
 from projections.read.http_api import Grant, add_read_routes
+from service.http_errors import json_error, json_errors
 
 log = get_logger(__name__)
 
@@ -44,6 +46,7 @@ PUBLISHER = web.AppKey("publisher", KafkaPublisher)
 RECEIVER = web.AppKey("receiver", WebhookReceiver)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 STORE = web.AppKey("store", PostgresConnectionStore)
+METRICS_TOKEN = web.AppKey("metrics_token", str)
 TENANTS = web.AppKey("tenants", PostgresTenantStore)
 ACTIVITY_FLUSH_INTERVAL_S = 1.0
 
@@ -65,8 +68,9 @@ def create_ingest_app(
 
     Pass `readers` to share one per-account Stripe budget with a poller or importer in this process.
     """
-    app = web.Application(client_max_size=settings.receiver.max_body_bytes + 1)
+    app = web.Application(client_max_size=settings.receiver.max_body_bytes + 1, middlewares=[json_errors])
     app[REGISTRY] = registry or CollectorRegistry()
+    app[METRICS_TOKEN] = settings.http.metrics_token.get_secret_value() if settings.http.metrics_token else ""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.postgres)
@@ -132,6 +136,11 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    """Metrics on the main port only for a request bearing the metrics token (see HttpSettings)."""
+    token = request.app[METRICS_TOKEN]
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return json_error(404, "not_found", "metrics are served on their own address, or with the metrics token")
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -184,5 +193,8 @@ def serve() -> None:
     configure_logging(settings.log)
     uvloop.install()  # the receiver's hot path is the event loop: uvloop makes it markedly cheaper
     tune_gc()
-    web.run_app(build_web_app(settings), host=settings.http.host, port=settings.http.port,
+    app = build_web_app(settings)
+    if settings.http.metrics_port:
+        start_http_server(settings.http.metrics_port, addr=settings.http.metrics_host, registry=app[REGISTRY])
+    web.run_app(app, host=settings.http.host, port=settings.http.port,
                 shutdown_timeout=settings.http.shutdown_timeout_s, print=None, access_log=None)

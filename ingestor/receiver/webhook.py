@@ -10,6 +10,7 @@ the only module that turns errors into HTTP responses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -157,7 +158,12 @@ class WebhookReceiver:
         limit = self._settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
-        body = await _read_at_most(request, limit + 1)
+        try:
+            async with asyncio.timeout(self._settings.body_read_timeout_s):
+                body = await _read_at_most(request, limit + 1)
+        except TimeoutError:
+            return "body_timeout", error_response(
+                408, "body_too_slow", f"the body did not arrive within {self._settings.body_read_timeout_s:g}s")
         if len(body) > limit:
             return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
         self._metrics.body_bytes.inc(len(body))

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
-from plumbing.settings import ReaderSettings, ReceiverSettings, Settings
+from plumbing.settings import HttpSettings, ReaderSettings, ReceiverSettings, Settings
 from schemas import EnvelopeCodec, Source
 from service.web import create_ingest_app
 from stack.up import Platform
@@ -87,12 +87,17 @@ class Receiver:
         return await topic_size(self.settings.kafka, self.settings.kafka.raw_topic)
 
 
+METRICS_TOKEN = "metrics-token-for-tests"
+
+
 @pytest.fixture
 async def receiver(
     make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]], clean_database: str
 ) -> AsyncIterator[Receiver]:
     base = make_settings(send_timeout_s=3.0)
-    settings = base.model_copy(update={"receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0)})
+    settings = base.model_copy(update={
+        "receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0, body_read_timeout_s=1.0),
+        "http": HttpSettings(metrics_token=METRICS_TOKEN)})  # type: ignore[arg-type]
     await create_topic(settings.kafka.raw_topic, 3)
     keyring = MasterKeyring.from_setting(generate_master_key("k1"))
     app = create_ingest_app(settings, keyring)
@@ -306,7 +311,35 @@ async def test_health_readiness_and_metrics(receiver: Receiver) -> None:
         assert resp.status == 200
         assert (await resp.json())["checks"] == {"postgres": "ok", "kafka": "ok"}
     async with receiver.http.get(receiver.server.make_url("/metrics")) as resp:
+        assert resp.status == 404 and resp.content_type == "application/json"  # not without the token
+    async with receiver.http.get(receiver.server.make_url("/metrics"),
+                                 headers={"Authorization": "Bearer not-the-token"}) as resp:
+        assert resp.status == 404
+    async with receiver.http.get(receiver.server.make_url("/metrics"),
+                                 headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as resp:
         text = await resp.text()
     assert 'webhook_requests_total{outcome="published"} 1.0' in text
     assert 'webhook_requests_total{outcome="bad_signature"} 1.0' in text
     assert "webhook_publish_seconds_bucket" in text
+
+
+async def test_a_body_dripped_slowly_is_cut_off_with_a_408(receiver: Receiver) -> None:
+    """A hostile client sending one byte every few seconds does not hold a connection for minutes."""
+    tenant = receiver.tenants["a"]
+
+    async def drip() -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.sleep(30)  # the drip itself: the receiver must not wait for it
+        yield b"}"
+    started = time.monotonic()
+    async with receiver.http.post(tenant.url, data=drip(),
+                                  headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 408 and (await resp.json())["error"]["code"] == "body_too_slow"
+    assert time.monotonic() - started < receiver.settings.receiver.body_read_timeout_s + 2
+
+
+async def test_what_aiohttp_answers_itself_is_json_too(receiver: Receiver) -> None:
+    for method, path in (("GET", "/no/such/route"), ("GET", "/webhooks/stripe/x"), ("DELETE", "/healthz")):
+        async with receiver.http.request(method, receiver.server.make_url(path)) as resp:
+            assert resp.status in (404, 405) and resp.content_type == "application/json", (method, path)
+            assert (await resp.json())["error"]["code"] in ("not_found", "method_not_allowed")

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
-from plumbing.settings import Settings, VaultSettings
+from plumbing.settings import ControlSettings, Settings, VaultSettings
 from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
 from service.web import build_web_app
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def served(make_settings: Callable[..., Settings], clean_database: str) -> AsyncIterator[dict[str, Any]]:
     master = generate_master_key("k1")
-    settings = make_settings().model_copy(update={"vault": VaultSettings(master_keys=master)})  # type: ignore[arg-type]
+    admin = "adm_" + master[-12:]
+    settings = make_settings().model_copy(update={"vault": VaultSettings(master_keys=master),  # type: ignore[arg-type]
+                                                  "control": ControlSettings(admin_token=admin)})  # type: ignore[arg-type]
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
     tenants = PostgresTenantStore(pool, MasterKeyring.from_setting(master), settings.reader)
     tenant_a, token_a = await tenants.create_tenant("A")
@@ -37,7 +39,8 @@ async def served(make_settings: Callable[..., Settings], clean_database: str) ->
     server = TestServer(build_web_app(settings), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as http:
-        yield {"server": server, "http": http, "a": (tenant_a, token_a), "b": (tenant_b, token_b), "readers": readers}
+        yield {"server": server, "http": http, "a": (tenant_a, token_a), "b": (tenant_b, token_b), "readers": readers,
+               "master": master, "admin_token": admin}
     await server.close()
     await pool.close()
 

@@ -102,7 +102,8 @@ def charge_event(event_id: str = "evt_1SweepChargeSucceeded", livemode: bool = F
         "livemode": livemode, "pending_webhooks": 1, "type": "charge.succeeded",
         "request": {"id": "req_sweep", "idempotency_key": None},
         "data": {"object": {
-            "id": "ch_1SweepCharge", "object": "charge", "amount": 2500, "amount_refunded": 0, "currency": "eur",
+            "id": "ch_1SweepCharge", "object": "charge", "amount": 2500, "amount_captured": 2500, "captured": True,
+            "amount_refunded": 0, "currency": "eur",
             "customer": "cus_Sweep", "created": CREATED, "livemode": livemode, "paid": True, "status": "succeeded",
             "description": "Order 1042", "metadata": metadata if metadata is not None else {"order": "1042"},
         }},

@@ -154,6 +154,15 @@ def nested(depth: int) -> Callable[[], bytes]:
     return make
 
 
+def object_with(**fields: Any) -> Callable[[], dict[str, Any]]:
+    """The sweep's charge event with some of its object's fields replaced."""
+    def make() -> dict[str, Any]:
+        event = charge_event()
+        event["data"]["object"].update(fields)
+        return event
+    return make
+
+
 def carded_charge(sent: bool) -> dict[str, Any]:
     """A charge with a card number in every free-text field; `sent=False` gives what must be stored."""
     def p(i: int) -> str:
@@ -168,7 +177,8 @@ def carded_charge(sent: bool) -> dict[str, Any]:
         "evt_1SweepCardEverywhere",
         metadata={"note": f"card {p(0)}", f"k{p(1)}": "in a key", "ref": NOT_PANS[0], "phone": NOT_PANS[2]},
         data={"object": {
-            "id": "ch_1SweepCarded", "object": "charge", "amount": 990, "currency": "usd", "created": 1_700_000_000,
+            "id": "ch_1SweepCarded", "object": "charge", "amount": 990, "amount_captured": 0, "captured": False,
+            "amount_refunded": 0, "currency": "usd", "created": 1_700_000_000,
             "livemode": False, "status": "failed", "description": f"paid with {p(4)} (not {NOT_PANS[1]})",
             "statement_descriptor": p(5), "statement_descriptor_suffix": p(6), "receipt_email": f"{p(0)}@example.com",
             "receipt_number": NOT_PANS[3], "failure_message": f"Your card {p(1)} was declined",
@@ -176,7 +186,8 @@ def carded_charge(sent: bool) -> dict[str, Any]:
             "shipping": {"name": p(4), "carrier": p(5), "tracking_number": p(6), "address": address},
             "outcome": {"seller_message": f"declined {p(0)}", "type": "issuer_declined"},
             "payment_method_details": {"type": "card", "card": card},
-            "refunds": {"object": "list", "data": [{"id": "re_1", "object": "refund", "reason": p(1)}]},
+            "refunds": {"object": "list", "data": [{"id": "re_1", "object": "refund", "amount": 0, "created": 1_700_000_000,
+                                                   "status": "failed", "reason": p(1)}]},
             "metadata": {"order": p(2), "list": "x"},
         }},
     )
@@ -192,7 +203,8 @@ def carded_invoice(sent: bool) -> dict[str, Any]:
     if sent:
         source |= {"number": PANS[3], "name": p(3), "address_line1": p(4), "dynamic_last4": None}
     return charge_event("evt_1SweepCardInvoice", type="invoice.payment_failed", data={"object": {
-        "id": "in_1Sweep", "object": "invoice", "amount_due": 4200, "currency": "usd", "status": "open",
+        "id": "in_1Sweep", "object": "invoice", "amount_due": 4200, "total": 4200, "amount_paid": 0,
+        "created": 1_700_000_000, "currency": "usd", "status": "open",
         "customer": "cus_Sweep", "customer_name": f"Jane {p(0)}", "customer_email": f"{p(1)}@example.com",
         "customer_phone": p(2), "customer_address": {"line1": p(3), "city": "Lyon"}, "description": p(4),
         "footer": f"Pay with {p(5)}", "custom_fields": [{"name": p(6), "value": p(0)}],
@@ -325,6 +337,12 @@ ROWS: list[Row] = [
         '"api_version"'),
     Row("account-not-a-string", delivery(event_with(account=12)), 400, "not_an_event", '"account"'),
     Row("livemode-as-string", delivery(event_with(livemode="false")), 400, "not_an_event", '"livemode"'),
+    # Signed, valid events whose money cannot be derived: refused before Kafka, never stored as 0 or "".
+    Row("charge-currency-null", delivery(object_with(currency=None)), 400, "unreadable_object", "currency"),
+    Row("charge-amount-as-text", delivery(object_with(amount="2500")), 400, "unreadable_object", "amount"),
+    Row("charge-amount-as-float", delivery(object_with(amount=25.0)), 400, "unreadable_object", "amount"),
+    Row("charge-status-unknown", delivery(object_with(status="maybe")), 400, "unreadable_object", "status"),
+    Row("charge-amount-beyond-any", delivery(object_with(amount=10**17)), 400, "unreadable_object", "amount"),
     Row("test-event-to-live-connection", delivery(to="live"), 400, "livemode_mismatch", "test-mode event"),
     Row("dashboard-test-event-to-live-connection", delivery(event_with(id="evt_00000000000000"), to="live"), 400,
         "livemode_mismatch", "live-mode connection"),

@@ -30,6 +30,7 @@ from plumbing.logs import get_logger
 from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import ReceiverSettings
 from schemas import Source
+from schemas.stripe_objects import UnreadableObjectError, read_object
 
 log = get_logger(__name__)
 
@@ -210,6 +211,10 @@ class WebhookReceiver:
         self.last_delivery_at[target.connection_id] = now
         if not is_read_resource(event):
             return "ignored_type", IGNORED()
+        try:
+            read_object(event["data"]["object"])  # what the projections need, by the same rules they read it
+        except UnreadableObjectError as exc:
+            return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         return await self._publish(event, target, now)
 
     def _unavailable(self) -> web.Response:

@@ -1,20 +1,17 @@
 """From one envelope to the rows it writes: the projection handlers, as pure functions.
 
-`writes_for(envelope)` reads the (redacted) Stripe JSON once and returns typed values — the
-current-state row of the object, and for charges and subscriptions the history rows the
-aggregates are derived from. No I/O, no clock: the store applies what this returns.
-
-API versions: an event carries the account's version, so some fields sit in two places. Both
-shapes are read: `invoice.subscription` (before 2025-03-31) or
-`invoice.parent.subscription_details.subscription` (since); subscription period dates at the top
-(before) or on the items (since); the coupon as `discount` (object) or `discounts` (expanded).
+`writes_for(envelope)` reads the (redacted) Stripe JSON once, turns its object into the canonical record
+(`schemas.stripe_objects`: one rule per field, whatever API version rendered it) and returns typed
+values — the current-state row of the object, and for charges and subscriptions the history rows the
+aggregates are derived from. No I/O, no clock: the store applies what this returns. An object whose
+money cannot be derived raises UnreadableObjectError (the record is dead-lettered; nothing is guessed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -24,6 +21,15 @@ from projections.errors import UnknownObjectError
 from projections.handlers.mrr import as_decimal, subscription_mrr
 from projections.handlers.ordering import state_rank
 from schemas import Envelope, Source
+from schemas.stripe_objects import (
+    Canonical,
+    Charge,
+    Customer,
+    Invoice,
+    Subscription,
+    read_object,
+    read_subscription,
+)
 
 # Column order of each state table after the common (tenant_id, id, state_time, state_rank,
 # state_event_id, livemode) prefix; `data` is always last.
@@ -122,126 +128,83 @@ class Writes:
         self.versions.extend(other.versions)
 
 
-def _ts(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), tz=timezone.utc) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _id(value: Any) -> str | None:
-    """Returns the id of an expandable field (an id string or an expanded object)."""
-    if isinstance(value, Mapping):
-        return str(value.get("id")) if value.get("id") is not None else None
-    return str(value) if value is not None else None
-
-
 def state_time_ms(envelope: Envelope) -> int:
     """Returns the state time in ms; a snapshot's fetch time is floored to its second (see ordering)."""
     ms = int(envelope.event_time.timestamp() * 1000)
     return ms - ms % 1000 if envelope.source is Source.IMPORT else ms
 
 
-def invoice_subscription(invoice: Mapping[str, Any]) -> str | None:
-    """Returns the invoice's subscription id in either API version's shape."""
-    legacy = _id(invoice.get("subscription"))
-    if legacy:
-        return legacy
-    parent = invoice.get("parent") or {}
-    details = parent.get("subscription_details") or {}
-    return _id(details.get("subscription"))
-
-
-def subscription_period(sub: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
-    """Returns the current period, from the subscription (old versions) or its items (2025-03-31+)."""
-    start, end = _ts(sub.get("current_period_start")), _ts(sub.get("current_period_end"))
-    if start is None:
-        items = (sub.get("items") or {}).get("data") or []
-        starts = [_ts(i.get("current_period_start")) for i in items]
-        ends = [_ts(i.get("current_period_end")) for i in items]
-        start = min((s for s in starts if s), default=None)
-        end = max((e for e in ends if e), default=None)
-    return start, end
-
-
-def _values(table: str, obj: Mapping[str, Any], deleted: bool, data: bytes) -> tuple[Any, ...]:
-    if table == "customers":
-        return (deleted, _ts(obj.get("created")), obj.get("email"), obj.get("name"), obj.get("currency"), data)
-    if table == "charges":
-        card = ((obj.get("payment_method_details") or {}).get("card")) or {}
+def _values(record: Canonical, deleted: bool, data: bytes) -> tuple[Any, ...]:
+    """The state columns of one canonical record, in STATE_COLUMNS order."""
+    if isinstance(record, Customer):
+        return (deleted or record.deleted, record.created, record.email, record.name, record.currency, data)
+    if isinstance(record, Charge):
         return (
-            _ts(obj["created"]), _id(obj.get("customer")), _id(obj.get("invoice")), _id(obj.get("payment_intent")),
-            obj["currency"], int(obj["amount"]), int(obj.get("amount_captured") or 0),
-            int(obj.get("amount_refunded") or 0), obj["status"], bool(obj.get("captured")),
-            obj.get("failure_code"), card.get("brand"), card.get("last4"), obj.get("description"), data,
+            record.created, record.customer_id, record.invoice_id, record.payment_intent_id, record.currency,
+            record.amount, record.amount_captured, record.amount_refunded, record.status, record.captured,
+            record.failure_code, record.card_brand, record.card_last4, record.description, data,
         )
-    if table == "subscriptions":
-        start, end = subscription_period(obj)
-        items = [
-            {"id": i.get("id"), "price": _id(i.get("price") or i.get("plan")), "quantity": i.get("quantity")}
-            for i in (obj.get("items") or {}).get("data") or []
-        ]
+    if isinstance(record, Subscription):
+        items = [{"id": i.id, "price": i.price_id, "quantity": i.quantity} for i in record.items]
         return (
-            deleted, _id(obj["customer"]), obj["status"], obj.get("currency") or "", _ts(obj["created"]),
-            _ts(obj.get("start_date")), _ts(obj.get("trial_end")), start, end,
-            bool(obj.get("cancel_at_period_end")), _ts(obj.get("canceled_at")), _ts(obj.get("ended_at")),
-            as_decimal(subscription_mrr(obj)), orjson.dumps(items), data,
+            deleted, record.customer_id, record.status, record.currency, record.created, record.start_date,
+            record.trial_end, record.current_period_start, record.current_period_end, record.cancel_at_period_end,
+            record.canceled_at, record.ended_at, as_decimal(subscription_mrr(record)), orjson.dumps(items), data,
         )
-    if table == "invoices":
-        transitions = obj.get("status_transitions") or {}
+    if isinstance(record, Invoice):
         return (
-            deleted, _ts(obj["created"]), _id(obj.get("customer")), invoice_subscription(obj), obj.get("status") or "draft",
-            obj["currency"], obj.get("billing_reason"), int(obj.get("total") or 0), int(obj.get("amount_due") or 0),
-            int(obj.get("amount_paid") or 0), int(obj.get("amount_remaining") or 0), _ts(obj.get("period_start")),
-            _ts(obj.get("period_end")), _ts(transitions.get("paid_at")), obj.get("number"), data,
+            deleted, record.created, record.customer_id, record.subscription_id, record.status, record.currency,
+            record.billing_reason, record.total, record.amount_due, record.amount_paid, record.amount_remaining,
+            record.period_start, record.period_end, record.paid_at, record.number, data,
         )
-    return (  # payment_intents
-        _ts(obj["created"]), _id(obj.get("customer")), _id(obj.get("invoice")), obj["status"], obj["currency"],
-        int(obj["amount"]), int(obj.get("amount_received") or 0), data,
+    return (  # PaymentIntent
+        record.created, record.customer_id, record.invoice_id, record.status, record.currency, record.amount,
+        record.amount_received, data,
     )
 
 
+def _rank_fields(record: Canonical) -> dict[str, Any]:
+    """What the same-second tie-break reads: the status and, for a charge, the refunded amount."""
+    if isinstance(record, Charge):
+        return {"status": record.status, "amount_refunded": record.amount_refunded}
+    return {"status": getattr(record, "status", None)}
+
+
 def writes_for(envelope: Envelope) -> Writes:
-    """Returns the rows one envelope writes; raises UnknownObjectError for objects we do not project."""
+    """Returns the rows one envelope writes; raises UnknownObjectError for objects we do not project and
+    UnreadableObjectError for an object whose money cannot be derived."""
     table = TABLE_OF_OBJECT.get(envelope.object_type)
     if table is None:
         raise UnknownObjectError(f"no projection for object type {envelope.object_type!r}")
     event = orjson.loads(envelope.payload)
     obj = event["data"]["object"]
+    record = read_object(obj)
     deleted = bool(obj.get("deleted")) or (
         envelope.event_type.endswith(".deleted") and envelope.object_type in ("customer", "invoice")
     )
     from_event = envelope.source is not Source.IMPORT
     time_ms = state_time_ms(envelope)
-    rank = state_rank(envelope.object_type, obj, deleted, from_event)
-    data = orjson.dumps(obj)
+    rank = state_rank(envelope.object_type, _rank_fields(record), deleted, from_event)
     writes = Writes()
-    if deleted and envelope.object_type == "customer" and "email" not in obj:
-        values = (True, None, None, None, None, data)  # Stripe's deleted stub: {"id", "object", "deleted"}
-    else:
-        values = _values(table, obj, deleted, data)
     writes.states.append(StateRow(table, envelope.tenant_id, envelope.object_id, time_ms, rank,
-                                  envelope.event_id, envelope.livemode, values))
-    if envelope.object_type == "charge":
-        writes.extend(_charge_history(envelope.tenant_id, obj, time_ms))
-    elif envelope.object_type == "subscription":
-        writes.versions.extend(_subscription_versions(envelope, obj, time_ms, rank))
+                                  envelope.event_id, envelope.livemode, _values(record, deleted, orjson.dumps(obj))))
+    if isinstance(record, Charge):
+        writes.extend(_charge_history(envelope.tenant_id, record, time_ms))
+    elif isinstance(record, Subscription):
+        writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
         if isinstance(previous, Mapping) and previous:
-            writes.versions.append(_version_before(envelope, obj, previous, time_ms))
+            writes.versions.append(_version_before(envelope, obj, record, previous, time_ms))
     return writes
 
 
-def _charge_history(tenant_id: str, charge: Mapping[str, Any], time_ms: int) -> Writes:
+def _charge_history(tenant_id: str, charge: Charge, time_ms: int) -> Writes:
     writes = Writes()
-    refunded = int(charge.get("amount_refunded") or 0)
-    if refunded > 0:
-        writes.refund_levels.append(RefundLevel(tenant_id, charge["id"], refunded, time_ms))
-    listed = (charge.get("refunds") or {}).get("data") or []
-    for refund in listed:
-        created = _ts(refund.get("created"))
-        if isinstance(refund, Mapping) and refund.get("id") and created is not None:
-            writes.refunds.append(RefundRow(
-                tenant_id, str(refund["id"]), charge["id"], str(refund.get("currency") or charge["currency"]),
-                int(refund.get("amount") or 0), str(refund.get("status") or "succeeded"), created,
-            ))
+    if charge.amount_refunded > 0:
+        writes.refund_levels.append(RefundLevel(tenant_id, charge.id, charge.amount_refunded, time_ms))
+    for refund in charge.refunds:
+        writes.refunds.append(RefundRow(tenant_id, refund.id, charge.id, refund.currency, refund.amount,
+                                        refund.status, refund.created))
     return writes
 
 
@@ -259,30 +222,32 @@ def _derived_rank(status: str) -> int:
 BEFORE_RANK_BASE = -(5 * 10**14)
 
 
-def _version_before(envelope: Envelope, sub: Mapping[str, Any], previous: Mapping[str, Any],
+def _timestamp(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscription, previous: Mapping[str, Any],
                     time_ms: int) -> SubscriptionVersion:
     """The state before an update, from its `previous_attributes`.
 
     Fills history the events API no longer has: the earliest update seen tells what the subscription
     looked like before it (older items before an upgrade, trialing before active). It is placed at
     the latest point a snapshot would derive before the update (start, trial end, current period
-    start), so it overrides those snapshot guesses; real events in between are newer and win.
+    start), so it overrides those snapshot guesses; real events in between are newer and win. The
+    state before is read by the same canonical rules (an unreadable one is unreadable, not guessed).
     """
-    before = {**sub, **previous}
-    status = str(before.get("status") or sub["status"])
-    period_start, _ = subscription_period(sub)
-    marks = [sub.get("start_date") or sub.get("created"), sub.get("trial_end"),
-             int(period_start.timestamp()) if period_start else None]
-    earlier = [int(m) * 1000 for m in marks if isinstance(m, int) and int(m) * 1000 < time_ms]
+    before = read_subscription({**obj, **previous})
+    marks = [_timestamp(sub.start_date) or _timestamp(sub.created), _timestamp(sub.trial_end),
+             _timestamp(sub.current_period_start)]
+    earlier = [m * 1000 for m in marks if m is not None and m * 1000 < time_ms]
     at_ms = max(earlier) if earlier else time_ms - 1
     return SubscriptionVersion(
-        envelope.tenant_id, str(sub["id"]), at_ms, BEFORE_RANK_BASE - time_ms // 1000,
-        envelope.event_id + ":before", _id(before.get("customer") or sub["customer"]) or "",
-        str(sub.get("currency") or ""), status, as_decimal(subscription_mrr({**before, "status": status})),
+        envelope.tenant_id, sub.id, at_ms, BEFORE_RANK_BASE - time_ms // 1000, envelope.event_id + ":before",
+        before.customer_id, before.currency, before.status, as_decimal(subscription_mrr(before)),
     )
 
 
-def _subscription_versions(envelope: Envelope, sub: Mapping[str, Any], time_ms: int, rank: int) -> list[SubscriptionVersion]:
+def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:
     """The version this state is, plus — for a snapshot — the earlier points it implies.
 
     A snapshot stands for history older than the events API's 30 days: active (or trialing until
@@ -293,30 +258,28 @@ def _subscription_versions(envelope: Envelope, sub: Mapping[str, Any], time_ms: 
 
     def version(at_ms: int, status: str, rank_: int, suffix: str = "") -> SubscriptionVersion:
         return SubscriptionVersion(
-            envelope.tenant_id, str(sub["id"]), at_ms, rank_, envelope.event_id + suffix, _id(sub["customer"]) or "",
-            str(sub.get("currency") or ""), status, as_decimal(subscription_mrr({**sub, "status": status})),
+            envelope.tenant_id, sub.id, at_ms, rank_, envelope.event_id + suffix, sub.customer_id,
+            sub.currency, status, as_decimal(subscription_mrr(sub, status)),
         )
 
-    versions = [version(time_ms, str(sub["status"]), rank)]
-    start = sub.get("start_date") or sub.get("created")
-    if envelope.source is not Source.IMPORT or not isinstance(start, int):
+    versions = [version(time_ms, sub.status, rank)]
+    start = _timestamp(sub.start_date) or _timestamp(sub.created)
+    if envelope.source is not Source.IMPORT or start is None:
         return versions
-    status = str(sub["status"])
-    if status in ("incomplete", "incomplete_expired"):
+    if sub.status in ("incomplete", "incomplete_expired"):
         return versions
-    ended = sub.get("ended_at") if isinstance(sub.get("ended_at"), int) else None
-    trial_end = sub.get("trial_end") if isinstance(sub.get("trial_end"), int) else None
+    ended = _timestamp(sub.ended_at)
+    trial_end = _timestamp(sub.trial_end)
     if trial_end is not None and trial_end > start:
         versions.append(version(start * 1000, "trialing", _derived_rank("trialing"), ":start"))
         if ended is None or trial_end < ended:
             versions.append(version(trial_end * 1000, "active", _derived_rank("active"), ":trial_end"))
     else:
         versions.append(version(start * 1000, "active", _derived_rank("active"), ":start"))
-    period_start, _ = subscription_period(sub)
-    if status in ("past_due", "unpaid", "paused") and ended is None and period_start is not None:
-        since = int(period_start.timestamp())
-        if since > start:
-            versions.append(version(since * 1000, status, _derived_rank(status), ":since_period_start"))
+    period_start = _timestamp(sub.current_period_start)
+    if sub.status in ("past_due", "unpaid", "paused") and ended is None and period_start is not None:
+        if period_start > start:
+            versions.append(version(period_start * 1000, sub.status, _derived_rank(sub.status), ":since_period_start"))
     if ended is not None:
         versions.append(version(ended * 1000, "canceled", _derived_rank("canceled"), ":end"))
     return [v for v in versions if v.state_time <= time_ms]

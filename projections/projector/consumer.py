@@ -39,6 +39,7 @@ from projections.errors import PoisonRecordError, PositionGapError, ProjectionEr
 from projections.handlers.writes import Writes, writes_for
 from projections.projector.store import Applied, DeadLetterRow, PostgresProjectionStore
 from schemas import DeadLetter, EnvelopeCodec
+from schemas.stripe_objects import UnreadableObjectError
 
 log = get_logger(__name__)
 
@@ -90,6 +91,9 @@ def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
     try:
         return envelope.tenant_id, envelope.event_id, writes_for(envelope)
     except ProjectionError:
+        raise
+    except UnreadableObjectError as exc:  # money that cannot be derived: named by its own reason in health
+        exc.event_id = envelope.event_id
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring
         raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}",

@@ -14,7 +14,7 @@ from plumbing.settings import Settings
 from schemas import EnvelopeCodec
 from tests.helpers import consume_all, topic_size
 from tests.projections.support import project_until_idle, publish
-from tests.projections.test_order_and_duplicates import CHARGE, T, event
+from tests.projections.test_order_and_duplicates import CHARGE, CUSTOMER, T, event
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ async def test_poison_records_are_dead_lettered_and_the_next_record_is_applied(
     assert ids == {"ch_before", "ch_after"}
     letters = [EnvelopeCodec().decode_dead_letter(v)
                for _, v in await consume_all(settings.kafka, settings.kafka.dead_letter_topic, 4, timeout_s=30)]
-    assert [lt.error_type for lt in letters] == ["UnknownSchemaError", "CorruptRecordError", "UnknownObjectError", "PoisonRecordError"]
+    assert [lt.error_type for lt in letters] == ["UnknownSchemaError", "CorruptRecordError", "UnknownObjectError", "UnreadableObjectError"]
     assert letters[0].value == b"\xc3\x01truncated" and letters[0].offset == 1
     assert all(lt.topic == settings.kafka.raw_topic and lt.error_message for lt in letters)
     positions = await pool.fetchval(
@@ -69,9 +69,9 @@ async def test_what_postgres_refuses_is_dead_lettered_alone_and_no_tenant_waits_
     suffix = settings.kafka.projector_group[-8:]
     hostile, honest = f"hostile_{suffix}", f"honest_{suffix}"
     poisons = [
-        CHARGE | {"id": "ch_null_currency", "status": "succeeded", "currency": None},  # Postgres refuses it
-        CHARGE | {"id": "ch_huge_amount", "status": "succeeded", "amount": 10**30},  # beyond bigint
-        CHARGE | {"id": "ch_year_30000", "status": "succeeded", "created": 10**12},  # the handler refuses it
+        CUSTOMER | {"id": "cus_nul", "email": "nul\u0000@example.com"},  # valid JSON, a text Postgres refuses
+        CHARGE | {"id": "ch_null_currency", "status": "succeeded", "currency": None},  # no currency: never guessed
+        CHARGE | {"id": "ch_huge_amount", "status": "succeeded", "amount": 10**30},  # beyond any Stripe amount
     ]
     deliveries = []
     for i in range(60):
@@ -79,7 +79,8 @@ async def test_what_postgres_refuses_is_dead_lettered_alone_and_no_tenant_waits_
                                 f"evt_ok_{i}", T + i, honest))
         if i % 20 == 10:
             poison = poisons[i // 20]
-            deliveries.append(event(poison, "charge.succeeded", f"evt_poison_{i}", T + i, hostile))
+            kind = "customer.updated" if poison["object"] == "customer" else "charge.succeeded"
+            deliveries.append(event(poison, kind, f"evt_poison_{i}", T + i, hostile))
     await publish(settings, deliveries)
 
     projector = await project_until_idle(settings, pool)
@@ -90,6 +91,9 @@ async def test_what_postgres_refuses_is_dead_lettered_alone_and_no_tenant_waits_
     assert await pool.fetchval("SELECT count(*) FROM projection.charges WHERE tenant_id = $1", hostile) == 0
     counted = await pool.fetch("SELECT event_id, reason FROM public.dead_lettered_events WHERE tenant_id = $1", hostile)
     assert sorted(r["event_id"] for r in counted) == ["evt_poison_10", "evt_poison_30", "evt_poison_50"]
+    reasons = {r["event_id"]: r["reason"] for r in counted}
+    assert reasons["evt_poison_10"] == "CharacterNotInRepertoireError"  # found by halving the batch Postgres refused
+    assert reasons["evt_poison_30"] == reasons["evt_poison_50"] == "UnreadableObjectError"
     assert await topic_size(settings.kafka, settings.kafka.dead_letter_topic) == 3
 
     again = await project_until_idle(settings, pool)  # a restart: the stored positions are past every record

@@ -7,15 +7,23 @@ from typing import Any
 
 import pytest
 
-from projections.handlers.mrr import subscription_mrr
+from projections.handlers.mrr import subscription_mrr as canonical_mrr
+from schemas.stripe_objects import UnreadableObjectError, read_subscription
 
 
 def price(amount: int | None, interval: str = "month", count: int = 1, usage: str = "licensed") -> dict[str, Any]:
-    return {"id": "price_x", "unit_amount": amount, "recurring": {"interval": interval, "interval_count": count, "usage_type": usage}}
+    return {"id": "price_x", "unit_amount": amount, "currency": "usd",
+            "recurring": {"interval": interval, "interval_count": count, "usage_type": usage}}
 
 
 def sub(*items: tuple[dict[str, Any], int], status: str = "active", **extra: Any) -> dict[str, Any]:
-    return {"status": status, "items": {"data": [{"price": p, "quantity": q} for p, q in items]}, **extra}
+    return {"id": "sub_x", "object": "subscription", "customer": "cus_x", "created": 1_700_000_000,
+            "status": status, "items": {"data": [{"price": p, "quantity": q} for p, q in items]}, **extra}
+
+
+def subscription_mrr(obj: dict[str, Any]) -> Fraction:
+    """MRR of a raw subscription of any version, read through the canonical model as the projector reads it."""
+    return canonical_mrr(read_subscription(obj))
 
 
 def test_yearly_price_is_a_twelfth() -> None:
@@ -63,3 +71,24 @@ def test_cancel_at_period_end_still_counts_until_it_ends() -> None:
 def test_never_negative() -> None:
     coupon = {"coupon": {"duration": "forever", "percent_off": None, "amount_off": 5_000}}
     assert subscription_mrr(sub((price(1_000), 1), discount=coupon)) == 0
+
+
+def test_a_discount_known_only_by_id_leaves_active_mrr_underivable_not_undiscounted() -> None:
+    with pytest.raises(UnreadableObjectError, match="di_1 by id only"):
+        subscription_mrr(sub((price(10_000), 1), discounts=["di_1"]))
+    assert subscription_mrr(sub((price(10_000), 1), status="canceled", discounts=["di_1"])) == 0
+
+
+def test_a_clover_discount_with_its_coupon_expanded_under_source_counts() -> None:
+    expanded = {"id": "di_1", "object": "discount", "source": {"type": "coupon", "coupon": {
+        "id": "co_1", "duration": "forever", "percent_off": 10, "amount_off": None}}}
+    assert subscription_mrr(sub((price(10_000), 1), discounts=[expanded])) == 9_000
+
+
+def test_a_legacy_plan_counts_by_its_own_interval() -> None:
+    """The silent 12x: a yearly legacy plan (interval at the top of the plan) was counted as monthly."""
+    plan = {"id": "gold", "object": "plan", "amount": 120_000, "currency": "usd", "interval": "year", "interval_count": 1}
+    legacy = {"id": "sub_x", "object": "subscription", "customer": "cus_x", "created": 1_500_000_000,
+              "status": "active", "plan": plan, "quantity": 2}
+    assert subscription_mrr(legacy) == 20_000
+    assert read_subscription(legacy).currency == "usd"

@@ -1,0 +1,632 @@
+"""One canonical model of the five Stripe objects we read, whatever API version rendered them (2015 on).
+
+Stripe renders an event at the API version in force when it was created, so one tenant's topic holds
+many shapes. This module turns any of them into the record the projections need, with one documented
+rule per field (docs/metrics.md, "Field derivations", lists them); the projections read only these
+records. Pure: no I/O, no clock.
+
+**Never a silent default for money.** A money amount, currency, interval or quantity that is required
+and cannot be derived raises `UnreadableObjectError` naming the field and the shapes tried: the record is
+dead-lettered and counted in the tenant's health, never stored as 0, "" or "month". Fields that are not
+money (a customer's e-mail, an invoice number) may be absent.
+
+The receiver runs the same model on every delivery before publishing (an object that cannot be read is
+refused with a 400), and the projector runs it on every record (what got onto the topic another way is
+dead-lettered).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+CURRENCY = re.compile(r"^[a-z]{3}$")
+MONTHS_PER_INTERVAL: Mapping[str, Fraction] = {
+    "month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52, 12), "day": Fraction(365, 12),
+}
+# Card brands as `source.brand` (before 2019's payment_method_details) wrote them → today's tokens.
+LEGACY_BRANDS: Mapping[str, str] = {
+    "visa": "visa", "mastercard": "mastercard", "american express": "amex", "discover": "discover",
+    "diners club": "diners", "jcb": "jcb", "unionpay": "unionpay", "unknown": "unknown",
+}
+# Before 2015-02-18 a successful charge had status "paid".
+CHARGE_STATUS_ALIASES: Mapping[str, str] = {"paid": "succeeded"}
+CHARGE_STATUSES = frozenset({"succeeded", "pending", "failed"})
+# Before 2019-02-11 payment intents had these names.
+PAYMENT_INTENT_STATUS_ALIASES: Mapping[str, str] = {
+    "requires_source": "requires_payment_method", "requires_source_action": "requires_action",
+}
+SUBSCRIPTION_STATUSES = frozenset({
+    "trialing", "active", "past_due", "canceled", "unpaid", "incomplete", "incomplete_expired", "paused",
+})
+INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void", "deleted"})
+MAX_MINOR_UNITS = 10**15  # far beyond any Stripe amount; keeps every amount inside a bigint with room
+
+
+class UnreadableObjectError(ValueError):
+    """A Stripe object lacks a field revenue needs, or holds it in a form no API version uses."""
+
+    retriable = False
+
+    def __init__(self, kind: str, object_id: str, field: str, problem: str):
+        super().__init__(f"{kind} {object_id}: {field} {problem}")
+        self.kind, self.object_id, self.field = kind, object_id, field
+        self.event_id = ""  # set by whoever knows the event
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """A refund listed on a charge."""
+
+    id: str
+    amount: int
+    currency: str
+    status: str
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    id: str
+    created: datetime
+    customer_id: str | None
+    invoice_id: str | None
+    payment_intent_id: str | None
+    currency: str
+    amount: int
+    amount_captured: int
+    amount_refunded: int
+    status: str
+    captured: bool
+    failure_code: str | None
+    card_brand: str | None
+    card_last4: str | None
+    description: str | None
+    refunds: tuple[Refund, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Coupon:
+    """What MRR needs of a coupon: how long it lasts and how much it takes off."""
+
+    id: str
+    duration: str
+    percent_off: Fraction | None
+    amount_off: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One subscription item as MRR sees it: its per-period amount (None when metered) and its interval."""
+
+    id: str | None
+    price_id: str | None
+    quantity: int | None
+    currency: str
+    interval: str
+    interval_count: int
+    metered: bool
+    period_amount: Fraction  # unit amount × quantity for one billing period, in minor units
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    customer_id: str
+    status: str
+    currency: str
+    created: datetime
+    start_date: datetime | None
+    trial_end: datetime | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    ended_at: datetime | None
+    items: tuple[Item, ...]
+    coupons: tuple[Coupon, ...]
+    # Discounts named only by id (API versions since 2024-04 list ids; clover names coupons by id):
+    # their terms are unknown here, so MRR cannot be derived from this state alone.
+    unresolved_discounts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    id: str
+    created: datetime
+    customer_id: str | None
+    subscription_id: str | None
+    status: str
+    currency: str
+    billing_reason: str | None
+    total: int
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    period_start: datetime | None
+    period_end: datetime | None
+    paid_at: datetime | None
+    number: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentIntent:
+    id: str
+    created: datetime
+    customer_id: str | None
+    invoice_id: str | None
+    status: str
+    currency: str
+    amount: int
+    amount_received: int
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    deleted: bool
+    created: datetime | None
+    email: str | None
+    name: str | None
+    currency: str | None
+
+
+Canonical = Charge | Subscription | Invoice | PaymentIntent | Customer
+
+
+class _Reader:
+    """Field access with the object's kind and id for error messages."""
+
+    def __init__(self, obj: Mapping[str, Any]):
+        if not isinstance(obj, Mapping):
+            raise UnreadableObjectError("object", "?", "the object", "is not a JSON object")
+        self.obj = obj
+        self.kind = str(obj.get("object") or "object")
+        object_id = obj.get("id")
+        if not isinstance(object_id, str) or not object_id:
+            raise UnreadableObjectError(self.kind, "?", "id", "is missing")
+        self.id = object_id
+
+    def fail(self, field: str, problem: str) -> UnreadableObjectError:
+        return UnreadableObjectError(self.kind, self.id, field, problem)
+
+    def money(self, value: Any, field: str) -> int:
+        """An amount in minor units: an integer (never a bool, a float or a string)."""
+        if type(value) is not int:
+            raise self.fail(field, f"must be an integer amount in minor units, got {_shown(value)}")
+        if not -MAX_MINOR_UNITS <= value <= MAX_MINOR_UNITS:
+            raise self.fail(field, "is beyond any amount Stripe allows")
+        return value
+
+    def currency(self, value: Any, field: str = "currency") -> str:
+        if not isinstance(value, str) or not CURRENCY.match(value.lower()):
+            raise self.fail(field, f"must be a three-letter ISO currency code, got {_shown(value)}")
+        return value.lower()
+
+    def time(self, value: Any, field: str) -> datetime | None:
+        """An optional time: None, or Unix seconds."""
+        return None if value is None else self.when(value, field)
+
+    def when(self, value: Any, field: str) -> datetime:
+        """A required time in Unix seconds (year 1970 to 9999)."""
+        if type(value) is not int or not 0 <= value <= 253_402_300_799:
+            raise self.fail(field, f"must be a Unix time in seconds, got {_shown(value)}")
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+
+    def text(self, value: Any, field: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be text, got {_shown(value)}")
+        return value
+
+    def status(self, value: Any, allowed: frozenset[str], aliases: Mapping[str, str] | None = None) -> str:
+        status = (aliases or {}).get(value, value) if isinstance(value, str) else value
+        if status not in allowed:
+            raise self.fail("status", f"must be one of {', '.join(sorted(allowed))}, got {_shown(value)}")
+        return str(status)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def ref(value: Any) -> str | None:
+    """Returns the id of an expandable field: an id string, an expanded object's id, or None."""
+    if isinstance(value, Mapping):
+        object_id = value.get("id")
+        return object_id if isinstance(object_id, str) else None
+    return value if isinstance(value, str) and value else None
+
+
+def read_object(obj: Mapping[str, Any]) -> Canonical:
+    """Returns the canonical record of any of the five objects; raises UnreadableObjectError."""
+    kind = obj.get("object") if isinstance(obj, Mapping) else None
+    if kind == "charge":
+        return read_charge(obj)
+    if kind == "subscription":
+        return read_subscription(obj)
+    if kind == "invoice":
+        return read_invoice(obj)
+    if kind == "payment_intent":
+        return read_payment_intent(obj)
+    if kind == "customer":
+        return read_customer(obj)
+    raise UnreadableObjectError(str(kind), str(obj.get("id") if isinstance(obj, Mapping) else "?"),
+                                "object", "is not one of the five objects we read")
+
+
+# Charges ------------------------------------------------------------------------------------------
+
+def read_charge(obj: Mapping[str, Any]) -> Charge:
+    """A charge of any version. Rules: see docs/metrics.md, "Field derivations: charge"."""
+    r = _Reader(obj)
+    amount = r.money(obj.get("amount"), "amount")
+    currency = r.currency(obj.get("currency"))
+    status = _charge_status(r, obj)
+    captured = obj.get("captured")
+    if "amount_captured" in obj:  # since 2020-09-21, every version
+        amount_captured = r.money(obj["amount_captured"], "amount_captured")
+    elif isinstance(captured, bool):  # before: the whole amount once captured, nothing before
+        amount_captured = amount if captured and status == "succeeded" else 0
+    else:
+        raise r.fail("amount_captured", "is missing and cannot be derived (no amount_captured, no captured flag)")
+    refunds = _refunds(r, obj, currency)
+    if "amount_refunded" in obj:
+        amount_refunded = r.money(obj["amount_refunded"], "amount_refunded")
+    elif refunds or "refunds" in obj:  # very old shapes: the listed refunds are all there is
+        amount_refunded = sum(x.amount for x in refunds if x.status == "succeeded")
+    else:
+        raise r.fail("amount_refunded", "is missing and no refund list tells it")
+    brand, last4 = _card(obj)
+    return Charge(
+        id=r.id, created=r.when(obj.get("created"), "created"), customer_id=ref(obj.get("customer")),
+        invoice_id=ref(obj.get("invoice")), payment_intent_id=ref(obj.get("payment_intent")),
+        currency=currency, amount=amount, amount_captured=amount_captured, amount_refunded=amount_refunded,
+        status=status, captured=bool(captured) if isinstance(captured, bool) else amount_captured > 0,
+        failure_code=r.text(obj.get("failure_code"), "failure_code"), card_brand=brand, card_last4=last4,
+        description=r.text(obj.get("description"), "description"), refunds=refunds,
+    )
+
+
+def _charge_status(r: _Reader, obj: Mapping[str, Any]) -> str:
+    status = obj.get("status")
+    if status is None and isinstance(obj.get("paid"), bool):  # the oldest shapes: only `paid`
+        status = "succeeded" if obj["paid"] else "failed"
+    return r.status(status, CHARGE_STATUSES, CHARGE_STATUS_ALIASES)
+
+
+def _refunds(r: _Reader, obj: Mapping[str, Any], currency: str) -> tuple[Refund, ...]:
+    listed = obj.get("refunds")
+    if isinstance(listed, Mapping):  # a list object (2014-06-17 on; included by default until 2022-11-15)
+        listed = listed.get("data")
+    if listed is None:
+        return ()
+    if not isinstance(listed, Sequence) or isinstance(listed, (str, bytes)):
+        raise r.fail("refunds", "must be a list of refunds")
+    out = []
+    for refund in listed:
+        if not isinstance(refund, Mapping):
+            raise r.fail("refunds", "holds something that is not a refund")
+        rr = _Reader({**refund, "object": "refund"})
+        # Refunds without a status are from before refunds could fail: they succeeded.
+        status = refund.get("status") or "succeeded"
+        out.append(Refund(
+            id=rr.id, amount=rr.money(refund.get("amount"), "amount"),
+            currency=rr.currency(refund.get("currency") or currency), status=str(status),
+            created=rr.when(refund.get("created"), "created"),
+        ))
+    return tuple(out)
+
+
+def _card(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Brand and last4 from payment_method_details.card (2019 on), else a `source` card, else a legacy `card`."""
+    details = obj.get("payment_method_details")
+    card = details.get("card") if isinstance(details, Mapping) else None
+    if not isinstance(card, Mapping):
+        for legacy in (obj.get("source"), obj.get("card")):
+            if isinstance(legacy, Mapping) and legacy.get("object") == "card":
+                card = legacy
+                break
+    if not isinstance(card, Mapping):
+        return None, None
+    brand = card.get("brand")
+    if isinstance(brand, str):
+        brand = LEGACY_BRANDS.get(brand.lower(), brand.lower())
+    last4 = card.get("last4")
+    return (brand if isinstance(brand, str) else None,
+            last4 if isinstance(last4, str) and len(last4) == 4 and last4.isdigit() else None)
+
+
+# Subscriptions ------------------------------------------------------------------------------------
+
+def read_subscription(obj: Mapping[str, Any]) -> Subscription:
+    """A subscription of any version. Rules: see docs/metrics.md, "Field derivations: subscription"."""
+    r = _Reader(obj)
+    status = r.status(obj.get("status"), SUBSCRIPTION_STATUSES)
+    top = r.currency(obj["currency"]) if obj.get("currency") is not None else None
+    items = _items(r, obj, top)
+    currency = top or _subscription_currency(r, obj, items)
+    start, end = _period(r, obj)
+    coupons, unresolved = _discounts(r, obj)
+    cancel = obj.get("cancel_at_period_end")
+    customer = ref(obj.get("customer"))
+    if customer is None:
+        raise r.fail("customer", "is missing")
+    return Subscription(
+        id=r.id, customer_id=customer, status=status, currency=currency,
+        created=r.when(obj.get("created"), "created"),
+        start_date=r.time(obj.get("start_date", obj.get("start")), "start_date"),
+        trial_end=r.time(obj.get("trial_end"), "trial_end"), current_period_start=start, current_period_end=end,
+        cancel_at_period_end=bool(cancel) if isinstance(cancel, bool) else False,
+        canceled_at=r.time(obj.get("canceled_at"), "canceled_at"), ended_at=r.time(obj.get("ended_at"), "ended_at"),
+        items=items, coupons=coupons, unresolved_discounts=unresolved,
+    )
+
+
+def _items(r: _Reader, obj: Mapping[str, Any], currency: str | None) -> tuple[Item, ...]:
+    """The items (`items.data`, always included since 2017), or the legacy single `plan` and `quantity`."""
+    listed = obj.get("items")
+    data = listed.get("data") if isinstance(listed, Mapping) else None
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        return tuple(_item(r, item, i, currency) for i, item in enumerate(data))
+    plan = obj.get("plan")
+    if isinstance(plan, Mapping):  # a subscription from before items: one plan, one quantity
+        return (_item(r, {"id": None, "plan": plan, "quantity": obj.get("quantity")}, 0, currency),)
+    raise r.fail("items", "are missing (neither items.data nor a legacy plan)")
+
+
+def _item(r: _Reader, item: Any, index: int, subscription_currency: str | None) -> Item:
+    field = f"items.data[{index}]"
+    if not isinstance(item, Mapping):
+        raise r.fail(field, "is not a subscription item")
+    price = item.get("price") if isinstance(item.get("price"), Mapping) else item.get("plan")
+    if not isinstance(price, Mapping):
+        raise r.fail(f"{field}.price", "is missing or not expanded (its amount and interval are needed)")
+    recurring = price.get("recurring")
+    if isinstance(recurring, Mapping):  # a Price (2020-04-28 on)
+        interval, count = recurring.get("interval"), recurring.get("interval_count")
+        usage = recurring.get("usage_type") or price.get("usage_type")
+        source = f"{field}.price.recurring"
+    elif "interval" in price:  # a legacy Plan: interval at the top
+        interval, count, usage = price.get("interval"), price.get("interval_count"), price.get("usage_type")
+        source = f"{field}.plan"
+    else:
+        raise r.fail(f"{field}.price", "has no billing interval (neither price.recurring nor a plan's interval)")
+    if interval not in MONTHS_PER_INTERVAL:
+        raise r.fail(f"{source}.interval", f"must be day, week, month or year, got {_shown(interval)}")
+    if type(count) is not int or count < 1:
+        raise r.fail(f"{source}.interval_count", f"must be a whole number of at least 1, got {_shown(count)}")
+    if price.get("currency") is None and subscription_currency is not None:
+        currency = subscription_currency  # the price's currency is the subscription's
+    else:
+        currency = r.currency(price.get("currency"), f"{field}.price.currency")
+    metered = usage == "metered"
+    quantity = item.get("quantity")
+    if quantity is not None and (type(quantity) is not int or quantity < 0):
+        raise r.fail(f"{field}.quantity", f"must be a whole number, got {_shown(quantity)}")
+    if metered:
+        amount = Fraction(0)  # usage is billed in arrears, not recurring revenue
+    else:
+        if quantity is None:
+            raise r.fail(f"{field}.quantity", "is missing on a licensed (not metered) price")
+        amount = _unit_amount(r, price, field, quantity) * quantity if price.get("billing_scheme") != "tiered" \
+            else _tiered_amount(r, price, field, quantity)
+    return Item(id=ref(item.get("id")), price_id=ref(price.get("id")), quantity=quantity, currency=currency,
+                interval=str(interval), interval_count=count, metered=metered, period_amount=amount)
+
+
+def _unit_amount(r: _Reader, price: Mapping[str, Any], field: str, quantity: int) -> Fraction:
+    """unit_amount (a Price), else unit_amount_decimal (sub-cent prices), else `amount` (a legacy Plan)."""
+    for name in ("unit_amount", "amount"):
+        if name in price and price[name] is not None:
+            return Fraction(r.money(price[name], f"{field}.price.{name}"))
+    decimal = price.get("unit_amount_decimal") or price.get("amount_decimal")
+    if decimal is not None:
+        try:
+            return Fraction(Decimal(str(decimal)))
+        except (InvalidOperation, ValueError) as exc:
+            raise r.fail(f"{field}.price.unit_amount_decimal", f"is not a number: {_shown(decimal)}") from exc
+    raise r.fail(f"{field}.price.unit_amount", "is missing (no unit_amount, unit_amount_decimal or plan amount)")
+
+
+def _tiered_amount(r: _Reader, price: Mapping[str, Any], field: str, quantity: int) -> Fraction:
+    """A tiered price's amount for `quantity`: graduated (each tier's units at its price) or volume (all
+    units at the tier the quantity falls in), with each tier's flat amount. Needs the tiers expanded."""
+    tiers = price.get("tiers")
+    if not isinstance(tiers, Sequence) or not tiers:
+        raise r.fail(f"{field}.price.tiers", "are needed for a tiered price and were not expanded")
+    mode = price.get("tiers_mode")
+    total, below = Fraction(0), 0
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, Mapping):
+            raise r.fail(f"{field}.price.tiers[{i}]", "is not a tier")
+        upper = tier.get("up_to")
+        unit = Fraction(Decimal(str(tier.get("unit_amount_decimal") or tier.get("unit_amount") or 0)))
+        flat = Fraction(Decimal(str(tier.get("flat_amount_decimal") or tier.get("flat_amount") or 0)))
+        if mode == "volume":
+            if upper is None or quantity <= upper:
+                return unit * quantity + flat
+            continue
+        if mode != "graduated":
+            raise r.fail(f"{field}.price.tiers_mode", f"must be graduated or volume, got {_shown(mode)}")
+        in_tier = (quantity if upper is None else min(quantity, upper)) - below
+        if in_tier > 0:
+            total += unit * in_tier + flat
+        if upper is None or quantity <= upper:
+            return total
+        below = upper
+    return total
+
+
+def _subscription_currency(r: _Reader, obj: Mapping[str, Any], items: tuple[Item, ...]) -> str:
+    """The subscription's `currency` (2022-07-07 on), else its items' (all alike), else a legacy plan's."""
+    if obj.get("currency") is not None:
+        return r.currency(obj["currency"])
+    currencies = {item.currency for item in items}
+    if len(currencies) == 1:
+        return currencies.pop()
+    if len(currencies) > 1:
+        raise r.fail("currency", f"is missing and the items disagree ({', '.join(sorted(currencies))})")
+    plan = obj.get("plan")
+    if isinstance(plan, Mapping) and plan.get("currency") is not None:
+        return r.currency(plan["currency"], "plan.currency")
+    raise r.fail("currency", "is missing and no item or plan has one")
+
+
+def _period(r: _Reader, obj: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """The current period: on the subscription (before 2025-03-31), else the span of its items' periods."""
+    if obj.get("current_period_start") is not None:
+        return (r.time(obj.get("current_period_start"), "current_period_start"),
+                r.time(obj.get("current_period_end"), "current_period_end"))
+    data = (obj.get("items") or {}).get("data") if isinstance(obj.get("items"), Mapping) else None
+    starts, ends = [], []
+    for i, item in enumerate(data or []):
+        if isinstance(item, Mapping):
+            start = r.time(item.get("current_period_start"), f"items.data[{i}].current_period_start")
+            end = r.time(item.get("current_period_end"), f"items.data[{i}].current_period_end")
+            starts += [start] if start else []
+            ends += [end] if end else []
+    return (min(starts) if starts else None, max(ends) if ends else None)
+
+
+def _discounts(r: _Reader, obj: Mapping[str, Any]) -> tuple[tuple[Coupon, ...], tuple[str, ...]]:
+    """The coupons of the subscription's discounts, and the discounts named only by id.
+
+    `discount` (one object with its coupon, until 2025-03-31) and `discounts` (ids, or objects when
+    expanded, since 2024-04); a discount's coupon is an object, or since clover `source.coupon` (an id
+    unless expanded). A discount id, or a coupon named only by id, is unresolved.
+    """
+    found: dict[str, Coupon] = {}
+    unresolved: list[str] = []
+    candidates = [obj.get("discount")] + list(obj.get("discounts") or [])
+    for discount in candidates:
+        if discount is None:
+            continue
+        if isinstance(discount, str):
+            unresolved.append(discount)
+            continue
+        if not isinstance(discount, Mapping):
+            raise r.fail("discounts", "holds something that is neither a discount nor its id")
+        coupon = discount.get("coupon")
+        source = discount.get("source")
+        if coupon is None and isinstance(source, Mapping):
+            coupon = source.get("coupon")
+        if isinstance(coupon, Mapping):
+            parsed = _coupon(r, coupon)
+            found[parsed.id] = parsed
+        else:
+            unresolved.append(ref(discount.get("id")) or str(coupon))
+    resolved_ids = {ref(d.get("id")) for d in candidates if isinstance(d, Mapping)}
+    return tuple(found.values()), tuple(u for u in dict.fromkeys(unresolved) if u not in resolved_ids)
+
+
+def _coupon(r: _Reader, coupon: Mapping[str, Any]) -> Coupon:
+    duration = coupon.get("duration")
+    if duration not in ("forever", "once", "repeating"):
+        raise r.fail("discount.coupon.duration", f"must be forever, once or repeating, got {_shown(duration)}")
+    percent = coupon.get("percent_off")
+    amount = coupon.get("amount_off")
+    if percent is not None and (isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100):
+        raise r.fail("discount.coupon.percent_off", f"must be a number above 0 and at most 100, got {_shown(percent)}")
+    if percent is None and amount is None:
+        raise r.fail("discount.coupon", "has neither percent_off nor amount_off")
+    return Coupon(
+        id=ref(coupon.get("id")) or "?", duration=str(duration),
+        percent_off=Fraction(str(percent)) if percent is not None else None,
+        amount_off=r.money(amount, "discount.coupon.amount_off") if amount is not None else None,
+        currency=r.currency(coupon["currency"], "discount.coupon.currency") if coupon.get("currency") else None,
+    )
+
+
+# Invoices -----------------------------------------------------------------------------------------
+
+def read_invoice(obj: Mapping[str, Any]) -> Invoice:
+    """An invoice of any version. Rules: see docs/metrics.md, "Field derivations: invoice"."""
+    r = _Reader(obj)
+    currency = r.currency(obj.get("currency"))
+    total = r.money(obj.get("total"), "total")
+    amount_due = r.money(obj.get("amount_due"), "amount_due")
+    status = _invoice_status(r, obj)
+    found = obj.get("status_transitions")
+    transitions: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    if "amount_paid" in obj:  # since 2018-04-04
+        amount_paid = r.money(obj["amount_paid"], "amount_paid")
+    elif isinstance(obj.get("paid"), bool):
+        amount_paid = amount_due if obj["paid"] else 0
+    else:
+        raise r.fail("amount_paid", "is missing and cannot be derived (no amount_paid, no paid flag)")
+    amount_remaining = (r.money(obj["amount_remaining"], "amount_remaining") if "amount_remaining" in obj
+                        else max(amount_due - amount_paid, 0))
+    return Invoice(
+        id=r.id, created=r.when(obj.get("created", obj.get("date")), "created"),
+        customer_id=ref(obj.get("customer")), subscription_id=invoice_subscription(obj), status=status,
+        currency=currency, billing_reason=r.text(obj.get("billing_reason"), "billing_reason"), total=total,
+        amount_due=amount_due, amount_paid=amount_paid, amount_remaining=amount_remaining,
+        period_start=r.time(obj.get("period_start"), "period_start"),
+        period_end=r.time(obj.get("period_end"), "period_end"),
+        paid_at=r.time(transitions.get("paid_at"), "status_transitions.paid_at"),
+        number=r.text(obj.get("number"), "number"),
+    )
+
+
+def invoice_subscription(invoice: Mapping[str, Any]) -> str | None:
+    """The invoice's subscription: `subscription` (until 2025-03-31) or `parent.subscription_details.subscription`."""
+    legacy = ref(invoice.get("subscription"))
+    if legacy:
+        return legacy
+    parent = invoice.get("parent")
+    details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
+    return ref(details.get("subscription")) if isinstance(details, Mapping) else None
+
+
+def _invoice_status(r: _Reader, obj: Mapping[str, Any]) -> str:
+    """`status` (2018-11-08 on); before, from `paid`, `forgiven` and `closed`."""
+    status = obj.get("status")
+    if status is None:
+        if obj.get("paid") is True:
+            status = "paid"
+        elif obj.get("forgiven") is True:
+            status = "uncollectible"
+        elif isinstance(obj.get("closed"), bool) or isinstance(obj.get("paid"), bool):
+            status = "open"
+    return r.status(status, INVOICE_STATUSES)
+
+
+# Payment intents and customers ------------------------------------------------------------------
+
+def read_payment_intent(obj: Mapping[str, Any]) -> PaymentIntent:
+    """A payment intent of any version. Rules: see docs/metrics.md, "Field derivations: payment intent"."""
+    r = _Reader(obj)
+    status = r.status(obj.get("status"), frozenset({
+        "requires_payment_method", "requires_confirmation", "requires_action", "processing", "requires_capture",
+        "canceled", "succeeded"}), PAYMENT_INTENT_STATUS_ALIASES)
+    amount = r.money(obj.get("amount"), "amount")
+    if "amount_received" in obj:
+        received = r.money(obj["amount_received"], "amount_received")
+    else:
+        raise r.fail("amount_received", "is missing (every payment intent version has it)")
+    return PaymentIntent(
+        id=r.id, created=r.when(obj.get("created"), "created"), customer_id=ref(obj.get("customer")),
+        invoice_id=ref(obj.get("invoice")), status=status, currency=r.currency(obj.get("currency")),
+        amount=amount, amount_received=received,
+    )
+
+
+def read_customer(obj: Mapping[str, Any]) -> Customer:
+    """A customer of any version, or the stub a deleted one leaves (`{id, object, deleted: true}`)."""
+    r = _Reader(obj)
+    deleted = obj.get("deleted") is True
+    currency = obj.get("currency")
+    return Customer(
+        id=r.id, deleted=deleted, created=r.time(obj.get("created"), "created"),
+        email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),
+        currency=r.currency(currency) if currency is not None else None,
+    )

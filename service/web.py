@@ -30,6 +30,7 @@ from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.receiver.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.budgets import StripeReaders
+from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
@@ -81,13 +82,14 @@ def create_ingest_app(
             log.warning("Kafka unreachable at start-up; webhooks will get 503 until it is back", error=str(exc))
         store = PostgresConnectionStore(pool, keyring)
         targets = CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s)
+        stripe_readers = readers or StripeReaders(settings.stripe)
         receiver = WebhookReceiver(
-            targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic), settings.receiver,
-            ReceiverMetrics(app[REGISTRY]),
+            targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic),
+            StripeDiscounts(store, stripe_readers), settings.receiver, ReceiverMetrics(app[REGISTRY]),
         )
         tenants = PostgresTenantStore(pool, keyring, settings.reader)
         service = ConnectionService(
-            store, tenants, PostgresCheckpoints(pool), readers or StripeReaders(settings.stripe), settings,
+            store, tenants, PostgresCheckpoints(pool), stripe_readers, settings,
             on_secrets_changed=targets.forget,
         )
         app[control_api.CONTROL] = control_api.ControlApi(service, tenants, settings.control)

@@ -9,9 +9,10 @@ from stripe_sim.billing import Book
 from stripe_sim.clock import SimClock
 from stripe_sim.faults import Fault
 from stripe_sim.ground_truth import ground_truth
-from stripe_sim.render import CURRENT_VERSION, OLD_VERSION
+from stripe_sim.render import BASIL_VERSION, CURRENT_VERSION, LEGACY_VERSION, OLD_VERSION, V2022, VERSIONS
 from stripe_sim.server import AccountInfo, SimServer
 from stripe_sim.webhooks import sign
 
-__all__ = ["AccountInfo", "Book", "CURRENT_VERSION", "Fault", "OLD_VERSION", "SimClock",
+__all__ = ["AccountInfo", "BASIL_VERSION", "Book", "CURRENT_VERSION", "Fault", "LEGACY_VERSION", "OLD_VERSION",
+           "SimClock", "V2022", "VERSIONS",
            "SimServer", "ground_truth", "sign"]

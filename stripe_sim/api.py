@@ -18,7 +18,7 @@ from stripe_sim.errors import StripeError
 from stripe_sim.ids import new_id
 from stripe_sim.listing import KINDS, list_objects, retrieve_object
 from stripe_sim.model import ApiKey, Obj, Store
-from stripe_sim.render import render
+from stripe_sim.render import expand_discounts, render
 
 if TYPE_CHECKING:
     from stripe_sim.server import SimServer
@@ -94,11 +94,27 @@ async def list_handler(request: web.Request) -> web.Response:
     page = list_objects(account.store(key.livemode), resource, request.query,
                         sim.state.clock.now())
     version = _version(request, key, account.api_version)
-    page["data"] = [render(o, version) for o in page["data"]]
-    expand = {v for k, v in request.query.items() if k == "expand" or k.startswith("expand[")}  # expand[] or expand[0]
-    if resource == "charges" and "data.refunds" in expand:
-        page["data"] = [_with_refunds(account.store(key.livemode), ch) for ch in page["data"]]
+    expand = _expand(request)
+    page["data"] = [_expanded(key, account.store(key.livemode), o, render(o, version), version, expand, "data.")
+                    for o in page["data"]]
     return _json(page)
+
+
+def _expand(request: web.Request) -> set[str]:
+    return {v for k, v in request.query.items() if k == "expand" or k.startswith("expand[")}  # expand[] or expand[0]
+
+
+def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: str, expand: set[str],
+              prefix: str) -> Obj:
+    """The rendered object with the expansions asked for (`prefix` is "data." for a list); expanding
+    discounts needs the coupon permission too (their coupons come with them)."""
+    if rendered.get("object") == "charge" and f"{prefix}refunds" in expand:
+        return _with_refunds(store, rendered)
+    if rendered.get("object") == "subscription" and f"{prefix}discounts" in expand | {
+            e.rsplit(".source.coupon", 1)[0] for e in expand}:
+        authorize(key, "coupons")
+        return expand_discounts(stored, rendered, version, f"{prefix}discounts.source.coupon" in expand)
+    return rendered
 
 
 def _with_refunds(store: Store, charge: Obj) -> Obj:
@@ -116,7 +132,8 @@ async def retrieve_handler(request: web.Request) -> web.Response:
     account = sim.state.accounts[key.account_id]
     obj = retrieve_object(account.store(key.livemode), resource, request.match_info["id"],
                           sim.state.clock.now())
-    return _json(render(obj, _version(request, key, account.api_version)))
+    version = _version(request, key, account.api_version)
+    return _json(_expanded(key, account.store(key.livemode), obj, render(obj, version), version, _expand(request), ""))
 
 
 async def unknown_handler(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from stripe_sim.model import Obj, Store
 
 EVENT_WINDOW = 30 * 86400
 KINDS = {"customers": "customer", "charges": "charge", "subscriptions": "subscription",
-         "invoices": "invoice", "payment_intents": "payment_intent", "events": "event"}
+         "invoices": "invoice", "payment_intents": "payment_intent", "events": "event", "coupons": "coupon"}
 _OPS: dict[str, Callable[[int, int], bool]] = {
     "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
     "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}

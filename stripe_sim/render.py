@@ -1,16 +1,36 @@
-"""API-version rendering: objects are stored in the current (basil) shape and rendered per version.
+"""API-version rendering: objects are stored in one full shape and rendered as each API version shows them.
 
-2025-03-31.basil moved `invoice.subscription` under `invoice.parent.subscription_details` and the
-subscription's `current_period_start/end` onto its items. Older versions get the old shapes back.
+Stripe renders an event at the API version in force when it was created (and a request at the
+version it asks for), so the simulator renders five eras of the five objects we read:
+
+- `LEGACY_VERSION` (2019-02-19): charges with a `source` card (brand "Visa"), their refunds listed and no
+  `amount_captured` or `payment_method_details`; subscriptions with a single legacy `plan` and `quantity`
+  at the top, items carrying `plan` (no `price`), no `currency`, one `discount` (coupon embedded); invoices
+  with `subscription`, `paid`, `charge`; payment intents listing their `charges`.
+- `V2022` (2022-11-15): today's charge card details and `amount_captured`, refunds no longer included;
+  subscriptions with `currency`, prices, one `discount`; payment intents with `latest_charge`.
+- `OLD_VERSION` (2024-06-20): as 2022, plus `discounts` (ids).
+- `BASIL` (2025-03-31.basil): `invoice.subscription` under `parent`, the current period on the items,
+  no `discount` (the `discounts` ids only), no `invoice` on charges or payment intents.
+- `CURRENT_VERSION` (the `stripe` library's, 2026-10-28.endive): as basil; an expanded discount names its
+  coupon under `source.coupon` (an id, unless expanded too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from stripe_sim.model import Obj
 
-BASIL = "2025-03-31"
+LEGACY_VERSION = "2019-02-19"
+V2022 = "2022-11-15"
 OLD_VERSION = "2024-06-20"
-CURRENT_VERSION = "2025-03-31.basil"
+BASIL_VERSION = "2025-03-31.basil"
+CURRENT_VERSION = "2026-10-28.endive"
+VERSIONS = (LEGACY_VERSION, V2022, OLD_VERSION, BASIL_VERSION, CURRENT_VERSION)
+BASIL = "2025-03-31"
+CLOVER = "2025-09-30"
 
 
 def is_basil(version: str) -> bool:
@@ -25,48 +45,112 @@ def render(obj: Obj, version: str) -> Obj:
         return {"id": obj["id"], "object": "customer", "deleted": True}
     if kind == "event":
         return render_event(obj)
-    if kind == "invoice":
-        return _invoice(obj, version)
-    if kind == "subscription":
-        return _subscription(obj, version)
-    return obj
+    return _as_of(obj, version)
 
 
-def render_event(evt: Obj) -> Obj:
-    """Return an event with `data.object` rendered in the event's own API version."""
-    data = {**evt["data"], "object": _as_of(evt["data"]["object"], evt["api_version"])}
-    return {**evt, "data": data}
+def render_event(evt: Obj, version: str | None = None) -> Obj:
+    """Return an event with `data.object` rendered in the event's own API version (or `version`)."""
+    at = version or evt["api_version"]
+    data = {**evt["data"], "object": _as_of(evt["data"]["object"], at)}
+    return {**evt, "api_version": at, "data": data}
 
 
 def _as_of(obj: Obj, version: str) -> Obj:
     # An event carries the full object even for customer.deleted, so skip the deleted stub.
-    kind = obj.get("object")
-    if kind == "invoice":
-        return _invoice(obj, version)
-    if kind == "subscription":
-        return _subscription(obj, version)
-    return obj
+    renderer = _RENDERERS.get(str(obj.get("object")))
+    return renderer(obj, version) if renderer else obj
+
+
+def _without(obj: Obj, names: Iterable[str]) -> Obj:
+    return {k: v for k, v in obj.items() if k not in set(names)}
 
 
 def _invoice(inv: Obj, version: str) -> Obj:
     if is_basil(version):
-        out = dict(inv)
-        out.pop("subscription", None)
-        return out
+        return _without(inv, ("subscription", "charge", "payment_intent", "paid", "discount"))
     parent = inv.get("parent") or {}
     details = parent.get("subscription_details") or {}
-    out = {k: v for k, v in inv.items() if k != "parent"}
+    out = _without(inv, ("parent", "payments"))
     out["subscription"] = details.get("subscription")
+    out["paid"] = inv.get("status") == "paid"
+    if version[:10] < "2019-03-14":
+        out.setdefault("charge", None)
     return out
 
 
 def _subscription(sub: Obj, version: str) -> Obj:
-    if is_basil(version):
-        return sub
     items = sub["items"]["data"]
+    if is_basil(version):
+        out = _without(sub, ("discount",))
+        return out
     first = items[0] if items else {}
-    old_items = [{k: v for k, v in it.items()
-                  if k not in ("current_period_start", "current_period_end")} for it in items]
-    return {**sub, "current_period_start": first.get("current_period_start"),
-            "current_period_end": first.get("current_period_end"),
-            "items": {**sub["items"], "data": old_items}}
+    old_items = [_without(it, ("current_period_start", "current_period_end")) for it in items]
+    out = {**_without(sub, ("discounts",) if version[:10] < "2024-04-03" else ()),
+           "current_period_start": first.get("current_period_start"),
+           "current_period_end": first.get("current_period_end"),
+           "items": {**sub["items"], "data": old_items}}
+    if version[:10] < "2020-04-28":  # before Prices: items and the subscription name a plan
+        out = _without(out, ("currency",))
+        out["items"] = {**sub["items"], "data": [_without(it, ("price",)) for it in old_items]}
+        if len(items) == 1:
+            out["plan"], out["quantity"] = items[0]["plan"], items[0]["quantity"]
+    discount = sub.get("discount")
+    if isinstance(discount, dict):  # before clover the coupon is embedded, not under `source`
+        out["discount"] = _without(discount, ("source",))
+    return out
+
+
+def _discount_as_of(discount: Obj, version: str) -> Obj:
+    """An expanded discount: the coupon embedded (until basil), or named under `source.coupon` (clover on)."""
+    if version[:10] >= CLOVER:
+        return _without(discount, ("coupon",))
+    return _without(discount, ("source",))
+
+
+def _charge(ch: Obj, version: str) -> Obj:
+    if is_basil(version):
+        return _without(ch, ("invoice",))
+    if version[:10] >= "2022-11-15":
+        return _without(ch, ("refunds",))
+    if version[:10] >= "2019-03-18":
+        return ch
+    card = (ch.get("payment_method_details") or {}).get("card") or {}
+    source = {"id": f"card_{ch['id'][3:]}", "object": "card", "brand": _LEGACY_BRANDS.get(str(card.get("brand")), "Unknown"),
+              "last4": card.get("last4"), "exp_month": card.get("exp_month"), "exp_year": card.get("exp_year"),
+              "funding": card.get("funding"), "country": card.get("country")}
+    return {**_without(ch, ("amount_captured", "payment_method_details", "payment_method")), "source": source}
+
+
+_LEGACY_BRANDS = {"visa": "Visa", "mastercard": "MasterCard", "amex": "American Express", "discover": "Discover",
+                  "jcb": "JCB", "diners": "Diners Club", "unionpay": "UnionPay"}
+
+
+def _payment_intent(pi: Obj, version: str) -> Obj:
+    if is_basil(version):
+        return _without(pi, ("invoice",))
+    if version[:10] >= "2022-11-15":
+        return pi
+    return {**_without(pi, ("latest_charge",)),
+            "charges": {"object": "list", "data": [], "has_more": False, "total_count": 0,
+                        "url": f"/v1/charges?payment_intent={pi['id']}"}}
+
+
+_RENDERERS: dict[str, Callable[[Obj, str], Obj]] = {
+    "invoice": _invoice, "subscription": _subscription, "charge": _charge, "payment_intent": _payment_intent,
+}
+
+
+def expand_discounts(stored: Obj, rendered: Obj, version: str, coupons_too: bool) -> Obj:
+    """A rendered subscription with its `discounts` ids expanded (`expand[]=discounts`), and with
+    `coupons_too` each discount's `source.coupon` expanded as well (clover on)."""
+    discount = stored.get("discount")
+    expanded: list[Any] = []
+    for ref in rendered.get("discounts") or []:
+        if isinstance(ref, str) and isinstance(discount, dict) and ref == discount.get("id"):
+            found = _discount_as_of(discount, version)
+            if coupons_too and isinstance(found.get("source"), dict):
+                found = {**found, "source": {**found["source"], "coupon": discount["coupon"]}}
+            expanded.append(found)
+        else:
+            expanded.append(ref)
+    return {**rendered, "discounts": expanded}

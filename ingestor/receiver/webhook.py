@@ -22,9 +22,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingestor.connections.store import PostgresConnectionStore, WebhookTarget, token_digest
 from ingestor.envelope.build import envelope_for_event, is_read_resource, is_test_webhook, parse_event
+from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.envelope.publisher import RawEventPublisher
-from ingestor.errors import BadEventError
+from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
+from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
 from plumbing.postgres import DatabaseUnavailableError
@@ -129,6 +131,7 @@ class WebhookReceiver:
         targets: CachedWebhookTargets,
         store: PostgresConnectionStore,
         publisher: RawEventPublisher,
+        discounts: StripeDiscounts,
         settings: ReceiverSettings,
         metrics: ReceiverMetrics,
         wall_clock: Callable[[], float] = time.time,
@@ -136,6 +139,7 @@ class WebhookReceiver:
         self._targets = targets
         self._store = store
         self._publisher = publisher
+        self._discounts = discounts
         self._settings = settings
         self._metrics = metrics
         self._wall_clock = wall_clock
@@ -215,6 +219,15 @@ class WebhookReceiver:
             read_object(event["data"]["object"])  # what the projections need, by the same rules they read it
         except UnreadableObjectError as exc:
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
+        missing = unexpanded_discounts(event)
+        if missing:  # discounts named by id: their coupons decide MRR, fetch them before publishing
+            try:
+                found = await self._discounts.for_subscription(
+                    target.connection_id, target.livemode, str(event["data"]["object"]["id"]), missing)
+            except (IngestError, DatabaseUnavailableError) as exc:
+                log.warning("could not fetch a subscription's discounts; answering 503", error=str(exc))
+                return "discounts_unavailable", self._unavailable()
+            event = with_discounts(event, found)
         return await self._publish(event, target, now)
 
     def _unavailable(self) -> web.Response:

@@ -21,12 +21,14 @@ from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
 from ingestor.connections.store import Connection
 from ingestor.envelope.build import envelope_for_event, is_read_resource
+from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import POLL_LOCK, PollCursor, try_connection_lock
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
+from ingestor.stripe_api.discounts import fetch_discounts
 from plumbing.errors import is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
@@ -153,6 +155,7 @@ class StripeEventsPoller:
         params: dict[str, Any] = {"limit": self._settings.page_limit, "types": list(EVENT_TYPES),
                                   "created": {"gte": since}}
         seen: dict[str, int] = {}
+        discounts: dict[str, dict[str, Any]] = {}  # fetched this cycle, by discount id
         published = 0
         received = datetime.fromtimestamp(now, tz=timezone.utc)
         while True:
@@ -165,6 +168,7 @@ class StripeEventsPoller:
                 seen[event["id"]] = int(event["created"])
                 if event["id"] in cursor.recent_event_ids or not is_read_resource(event):
                     continue
+                event = await self._with_discounts(session, event, discounts)
                 envelopes.append(envelope_for_event(event, connection.tenant_id, Source.POLL, received))
             await self._publisher.publish_many(envelopes)
             published += len(envelopes)
@@ -176,3 +180,19 @@ class StripeEventsPoller:
             connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created))
         await self._store.record_poll(connection.connection_id, received)
         return PollOutcome(connection.connection_id, "polled", published, len(seen))
+
+    async def _with_discounts(self, session: KeySession, event: dict[str, Any],
+                              known: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The event with the subscription discounts it names only by id filled in (one retrieve per
+        subscription, remembered for the cycle). Raises StopReading or IngestError like any read."""
+        missing = unexpanded_discounts(event)
+        if not missing:
+            return event
+        if any(d not in known for d in missing):
+            subscription_id = str(event["data"]["object"]["id"])
+
+            async def request(reader: StripeReader) -> dict[str, dict[str, Any]]:
+                return await fetch_discounts(reader, subscription_id)
+
+            known.update(await session.call(request))
+        return with_discounts(event, known)

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Mapping
 
+# How a subscription's discounts are asked for with their coupons: on a retrieve, and on a list page.
+DISCOUNT_EXPANSIONS: Final = ("discounts", "discounts.source.coupon")
+DISCOUNT_EXPANSIONS_IN_LIST: Final = tuple(f"data.{path}" for path in DISCOUNT_EXPANSIONS)
+
 
 @dataclass(frozen=True, slots=True)
 class Resource:
@@ -26,13 +30,18 @@ IMPORTED: Final = (
     Resource("customers", "customer", "rak_customer_read", "Customers", {}),
     # Refunds expanded: their own dates (a charge snapshot alone only says how much was refunded).
     Resource("charges", "charge", "rak_charge_read", "Charges", {"expand": ["data.refunds"]}),
-    Resource("subscriptions", "subscription", "rak_subscription_read", "Subscriptions", {"status": "all"}),
+    # Discounts expanded with their coupons: forever coupons decide MRR (this needs the coupon permission).
+    Resource("subscriptions", "subscription", "rak_subscription_read", "Subscriptions",
+             {"status": "all", "expand": list(DISCOUNT_EXPANSIONS_IN_LIST)}),
     Resource("invoices", "invoice", "rak_invoice_read", "Invoices", {}),
     Resource("payment_intents", "payment_intent", "rak_payment_intent_read", "PaymentIntents", {}),
 )
 EVENTS: Final = Resource("events", "event", "rak_event_read", "Events", {})
-# Everything the key test reads: the five resources and the events list the poller needs.
-TESTED: Final = (*IMPORTED, EVENTS)
+# Coupons: a subscription's discounts name them, and MRR counts forever coupons. Since 2024-04 Stripe
+# names a subscription's discounts by id; expanding them (and their coupons) needs this permission.
+COUPONS: Final = Resource("coupons", "coupon", "rak_coupon_read", "Coupons", {})
+# Everything the key test reads: the five resources, the events list the poller needs, and coupons.
+TESTED: Final = (*IMPORTED, EVENTS, COUPONS)
 BY_NAME: Final = {r.name: r for r in TESTED}
 BY_PERMISSION: Final = {r.permission: r for r in TESTED}
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -41,6 +42,7 @@ RESOURCES: Mapping[str, str] = {
     "invoices": "invoices",
     "payment_intents": "payment_intents",
     "events": "events",
+    "coupons": "coupons",
 }
 # Our resource name → the list endpoint's path, for the raw page path.
 LIST_PATHS: Mapping[str, str] = {name: f"/v1/{name}" for name in RESOURCES}
@@ -183,15 +185,36 @@ class StripeReader:
         page: RawPage = await self._call(request)
         return page
 
+    async def retrieve_raw(self, resource: str, object_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Returns one object of `resource` as a plain dict. Raises IngestError subclasses."""
+        path = f"{LIST_PATHS[resource]}/{quote(object_id, safe='')}"
+
+        async def request() -> dict[str, Any]:
+            body = await self._get_body(path, dict(params))
+            try:
+                found = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise StripeUnavailableError("Stripe answered a retrieve with a body that is not JSON") from exc
+            if not isinstance(found, dict):
+                raise StripeUnavailableError("Stripe answered a retrieve with something that is not an object")
+            return found
+
+        found: dict[str, Any] = await self._call(request)
+        return found
+
     async def _get_raw(self, path: str, params: dict[str, Any]) -> RawPage:
+        """GETs a list page through the library's requestor; a non-2xx answer raises the library's error."""
+        return raw_page(await self._get_body(path, params))
+
+    async def _get_body(self, path: str, params: dict[str, Any]) -> bytes:
         """GETs `path` through the library's requestor; a non-2xx answer raises the library's error for it."""
         requestor = self._client._requestor
         body, status, headers = await requestor.request_raw_async(
-            "get", path, params, base_address="api", api_mode="V1", usage=["raw_list_page"])
+            "get", path, params, base_address="api", api_mode="V1", usage=["raw_read"])
         content = cast(bytes, body)
         if not 200 <= status < 300:
             requestor._interpret_response(content, status, headers, "V1")  # raises the StripeError
-        return raw_page(content)
+        return content
 
     async def pages(self, resource: str, params: Mapping[str, Any]) -> AsyncIterator[RawPage]:
         """Yields successive raw pages of `resource` from `params` (with `starting_after`) until the last."""

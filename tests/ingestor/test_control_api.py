@@ -37,7 +37,7 @@ async def test_a_key_with_every_read_permission_is_green_and_not_stored(
     status, body = await control.call("POST", f"/api/tenants/{tenant}/key-tests", token, {"key": key})
     assert status == 200
     assert (body["outcome"], body["green"]) == ("green", True)
-    assert set(body["resources"]) == FIVE | {"events"}
+    assert set(body["resources"]) == FIVE | {"events", "coupons"}
     assert all(v["verdict"] == "ok" for v in body["resources"].values())
     assert body["key"]["masked"] == f"rk_test_…{key[-4:]}"
     assert await pg.fetchval("SELECT count(*) FROM stripe_connections WHERE tenant_id = $1", tenant) == 0
@@ -49,10 +49,10 @@ async def test_a_partial_key_names_exactly_what_to_add(control: ControlClient, s
     status, body = await control.call("POST", f"/api/tenants/{tenant}/key-tests", token, {"key": key})
     assert status == 200 and body["outcome"] == "partial" and not body["green"]
     missing = {r: v for r, v in body["resources"].items() if v["verdict"] == "permission_missing"}
-    assert set(missing) == {"charges", "subscriptions", "payment_intents"}
+    assert set(missing) == {"charges", "subscriptions", "payment_intents", "coupons"}
     assert missing["charges"]["permission"] == "rak_charge_read"
     assert '"Charges" to "Read"' in missing["charges"]["fix"]
-    assert "Charges, Subscriptions, PaymentIntents" in body["summary"] and '"Read"' in body["summary"]
+    assert "Charges, Subscriptions, PaymentIntents, Coupons" in body["summary"] and '"Read"' in body["summary"]
     assert body["resources"]["invoices"]["verdict"] == "ok"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -14,22 +14,41 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from ingestor.envelope.build import envelope_for_event, is_read_resource
+from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
 from projections.projector.consumer import ProjectorMetrics, RevenueProjector
 from projections.read.client import ReaderCredentials
 from schemas import Envelope, EnvelopeCodec, Source, envelope_key
 from stripe_sim import SimServer
-from stripe_sim.render import render_event
+from stripe_sim.model import Store
+from stripe_sim.render import CURRENT_VERSION, expand_discounts, render, render_event
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def history_envelopes(sim: SimServer, account_id: str, tenant_id: str, livemode: bool = False) -> list[Envelope]:
-    """Every event the simulator emitted for the account, as webhook envelopes, oldest first."""
+def history_envelopes(sim: SimServer, account_id: str, tenant_id: str, livemode: bool = False,
+                      version_of: Callable[[dict[str, Any]], str | None] = lambda event: None) -> list[Envelope]:
+    """Every event the simulator emitted for the account, as webhook envelopes, oldest first: each rendered
+    at its own API version (or at `version_of(event)`), its discounts named by id filled in as the
+    receiver does it (from a retrieve of the subscription with its discounts and coupons expanded)."""
     store = sim.state.accounts[account_id].store(livemode)
-    events = [render_event(e) for e in reversed(store.all("event"))]
-    return [envelope_for_event(e, tenant_id, Source.WEBHOOK, RECEIVED) for e in events if is_read_resource(e)]
+    envelopes = []
+    for stored in reversed(store.all("event")):
+        event = render_event(stored, version_of(stored))
+        if not is_read_resource(event):
+            continue
+        if unexpanded_discounts(event):
+            event = with_discounts(event, discounts_as_retrieved(store, str(event["data"]["object"]["id"])))
+        envelopes.append(envelope_for_event(event, tenant_id, Source.WEBHOOK, RECEIVED))
+    return envelopes
+
+
+def discounts_as_retrieved(store: Store, subscription_id: str) -> dict[str, dict[str, Any]]:
+    """What the write path gets from the simulator for a subscription's discounts (the library's version)."""
+    stored = store.objects["subscription"][subscription_id]
+    expanded = expand_discounts(stored, render(stored, CURRENT_VERSION), CURRENT_VERSION, coupons_too=True)
+    return {d["id"]: d for d in expanded["discounts"] if isinstance(d, dict)}
 
 
 def shuffled_with_duplicates(envelopes: Sequence[Envelope], seed: int, duplicate_share: float = 0.2) -> list[Envelope]:
@@ -90,13 +109,14 @@ def reader_credentials(owner: asyncpg.Pool) -> ReaderCredentials:
     return credentials
 
 
-async def dump(conn: asyncpg.Connection, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Returns every projection table and view of one tenant, rows sorted, tenant column dropped."""
+async def dump(conn: asyncpg.Connection, tenant_id: str, leave_out: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, ...]]]:
+    """Returns every projection table and view of one tenant, rows sorted, tenant column (and the
+    columns named in `leave_out`) dropped."""
     await bind_tenant(conn, tenant_id)
     out = {}
     for name in TABLES + VIEWS:
         rows = await conn.fetch(f"SELECT * FROM projection.{name} WHERE tenant_id = $1", tenant_id)
-        out[name] = sorted(tuple(str(v) for k, v in r.items() if k != "tenant_id") for r in rows)
+        out[name] = sorted(tuple(str(v) for k, v in r.items() if k not in ("tenant_id", *leave_out)) for r in rows)
     return out
 
 

@@ -1,0 +1,55 @@
+"""Fetching a subscription's discounts with their coupons, for events that name them only by id.
+
+One retrieve of the subscription with `expand[]=discounts&expand[]=discounts.source.coupon` (this needs
+the restricted key's coupon permission), through the connection's reader and within its account's
+budget. A discount's coupon never changes, so what was fetched is kept per connection (bounded).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from ingestor.connections.store import PostgresConnectionStore
+from ingestor.errors import KeyInvalidError
+from ingestor.stripe_api.budgets import StripeReaders
+from ingestor.stripe_api.catalog import DISCOUNT_EXPANSIONS
+from ingestor.stripe_api.client import StripeReader
+
+Discounts = dict[str, dict[str, Any]]
+
+
+async def fetch_discounts(reader: StripeReader, subscription_id: str) -> Discounts:
+    """Returns the subscription's discounts (with their coupons) by id. Raises IngestError subclasses."""
+    sub = await reader.retrieve_raw("subscriptions", subscription_id, {"expand": list(DISCOUNT_EXPANSIONS)})
+    return {d["id"]: d for d in sub.get("discounts") or [] if isinstance(d, dict) and isinstance(d.get("id"), str)}
+
+
+class StripeDiscounts:
+    """Discounts fetched with a connection's stored key (for the receiver), remembered per connection."""
+
+    def __init__(self, store: PostgresConnectionStore, readers: StripeReaders, max_remembered: int = 10_000):
+        self._store = store
+        self._readers = readers
+        self._max = max_remembered
+        self._known: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    async def for_subscription(self, connection_id: str, livemode: bool, subscription_id: str,
+                               wanted: list[str]) -> Discounts:
+        """Returns the discounts `wanted` that Stripe still knows. Raises IngestError subclasses."""
+        if all((connection_id, d) in self._known for d in wanted):
+            return {d: self._known[(connection_id, d)] for d in wanted}
+        stored = await self._store.load_key(connection_id)
+        if stored is None:
+            raise KeyInvalidError("the connection has no key to read the discounts with")
+        reader = self._readers.reader(stored[0], connection_id, livemode, quick=True)
+        try:
+            found = await fetch_discounts(reader, subscription_id)
+        finally:
+            await reader.close()
+        for discount_id, discount in found.items():
+            self._known[(connection_id, discount_id)] = discount
+            self._known.move_to_end((connection_id, discount_id))
+        while len(self._known) > self._max:
+            self._known.popitem(last=False)
+        return found

@@ -48,6 +48,56 @@ INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void", 
 MAX_MINOR_UNITS = 10**15  # far beyond any Stripe amount; keeps every amount inside a bigint with room
 
 
+# One rule per field the projections read, in the order it is tried ("→" = else), and what happens when
+# nothing gives it. docs/metrics.md ("Field derivations") is generated from this table; the code below
+# follows it, and tests/schemas/test_stripe_objects.py checks both against each version's shapes.
+DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
+    # (object, field, rule, when it cannot be derived)
+    ("charge", "amount", "`amount` (an integer)", "unreadable"),
+    ("charge", "currency", "`currency`, lowercased; three letters", "unreadable"),
+    ("charge", "status", "`status`; `paid` (before 2015-02-18) → `succeeded`; no status: `paid` true → `succeeded`, "
+                         "false → `failed`", "unreadable"),
+    ("charge", "amount_captured", "`amount_captured` (2020-09-21 on) → `amount` if `captured` and succeeded, else 0",
+     "unreadable (no `amount_captured`, no `captured`)"),
+    ("charge", "amount_refunded", "`amount_refunded` → the sum of the succeeded refunds listed in `refunds`",
+     "unreadable"),
+    ("charge", "refunds", "`refunds.data` (a list object, 2014-06-17 on; included until 2022-11-15, expanded by the "
+                          "importer) → `refunds` (an array); a refund without `status` succeeded", "none listed"),
+    ("charge", "card brand, last4", "`payment_method_details.card` (2019-03-18 on) → a `source` card → a legacy `card`; "
+                                    "brands lowercased ('American Express' → `amex`)", "none (not money)"),
+    ("charge", "invoice", "`invoice` (removed in 2025-03-31.basil)", "none (not money)"),
+    ("subscription", "status", "`status`", "unreadable"),
+    ("subscription", "items", "`items.data` → a legacy single `plan` with the top-level `quantity`", "unreadable"),
+    ("subscription", "item amount", "the price's `unit_amount` → `unit_amount_decimal` → a plan's `amount`; tiered: the "
+                                    "tiers (graduated or volume) for the quantity; × `quantity`; metered: 0",
+     "unreadable (a licensed item without a quantity, a price not expanded, tiers not expanded)"),
+    ("subscription", "item interval", "`price.recurring.interval` and `interval_count` → a plan's `interval` and "
+                                      "`interval_count` (never defaulted to month)", "unreadable"),
+    ("subscription", "currency", "`currency` (2022-07-07 on) → the items' price or plan currency (all alike) → "
+                                 "the legacy `plan.currency`", "unreadable (missing, or items disagree)"),
+    ("subscription", "current period", "`current_period_start/end` (until basil) → the span of the items' periods",
+     "none"),
+    ("subscription", "coupons", "`discount.coupon` (until basil) → `discounts[]` expanded: `coupon`, or "
+                                "`source.coupon` (clover on); ids are filled in by the write path (a retrieve with "
+                                "`expand[]=discounts.source.coupon`)",
+     "an active subscription's MRR is unreadable while a discount is known only by id"),
+    ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
+    ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),
+    ("invoice", "amount_paid", "`amount_paid` (2018-04-04 on) → `amount_due` if `paid`, else 0", "unreadable"),
+    ("invoice", "amount_remaining", "`amount_remaining` → `amount_due` − `amount_paid` (never below 0)", "—"),
+    ("invoice", "status", "`status` (2018-11-08 on) → `paid` true: paid; `forgiven`: uncollectible; otherwise open",
+     "unreadable"),
+    ("invoice", "subscription", "`subscription` (until basil) → `parent.subscription_details.subscription`", "none"),
+    ("invoice", "created", "`created` → `date` (before 2019-03-14)", "unreadable"),
+    ("invoice", "paid at", "`status_transitions.paid_at`", "none"),
+    ("payment_intent", "amount, amount_received", "`amount`, `amount_received`", "unreadable"),
+    ("payment_intent", "status", "`status`; `requires_source` → `requires_payment_method`, "
+                                 "`requires_source_action` → `requires_action` (before 2019-02-11)", "unreadable"),
+    ("customer", "everything", "`email`, `name`, `currency` (optional); a deleted customer is its stub "
+                               "`{id, object, deleted: true}`", "none (not money)"),
+)
+
+
 class UnreadableObjectError(ValueError):
     """A Stripe object lacks a field revenue needs, or holds it in a form no API version uses."""
 

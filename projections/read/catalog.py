@@ -10,6 +10,7 @@ import asyncpg
 import yaml
 
 from projections.errors import ProjectionError
+from schemas.stripe_objects import DERIVATIONS
 
 CATALOG_FILE = Path(__file__).resolve().parent / "metrics_catalog.yaml"
 DOC_FILE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -73,6 +74,19 @@ def render_doc(metrics: list[Metric]) -> str:
     for m in metrics:
         lines += [f"## `{m.name}`", "", f"*{m.question}*", "", m.definition, "",
                   f"- unit: {m.unit}", f"- lowest level: {m.min_level}", "", "```sql", m.sql, "```", ""]
+    lines += [
+        "## Field derivations",
+        "",
+        "Every metric reads the canonical record of each Stripe object (`schemas/stripe_objects.py`), whatever API",
+        "version (2015 on) rendered it. One rule per field, tried left to right; a money amount, currency,",
+        "interval or quantity that no rule gives makes the object *unreadable*: its event is dead-lettered and",
+        "counted in the tenant's health (`unreadable_events`), never stored as 0, \"\" or \"month\".",
+        "",
+        "| object | field | rule | when nothing gives it |",
+        "|---|---|---|---|",
+        *(f"| {o} | {f} | {rule} | {missing} |" for o, f, rule, missing in DERIVATIONS),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -1,0 +1,267 @@
+"""The canonical model of the five Stripe objects (schemas/stripe_objects.py): each field's rule across API
+versions, Stripe's own example objects, and the property that a money field is derived by its rule or the
+object is refused — never defaulted."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.stripe_objects import (
+    Charge,
+    Invoice,
+    Subscription,
+    UnreadableObjectError,
+    read_charge,
+    read_invoice,
+    read_object,
+    read_payment_intent,
+    read_subscription,
+)
+from stripe_sim.objects import template
+
+T = 1_700_000_000
+
+
+@pytest.mark.parametrize("kind", ["charge", "customer", "invoice", "payment_intent", "subscription"])
+def test_stripes_own_example_objects_read(kind: str) -> None:
+    """Stripe's example objects (its OpenAPI repository's fixtures, as the simulator carries them)."""
+    example = template(kind)
+    record = read_object(example)
+    assert record.id == example["id"]
+    if "currency" in example and example["currency"]:
+        assert getattr(record, "currency") == example["currency"]
+
+
+def charge(**fields: Any) -> dict[str, Any]:
+    return {"id": "ch_1", "object": "charge", "created": T, "amount": 1000, "currency": "usd", "status": "succeeded",
+            "amount_captured": 1000, "amount_refunded": 0, "captured": True, **fields}
+
+
+def drop(obj: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in names}
+
+
+# Charges -------------------------------------------------------------------------------------------
+
+def test_a_charge_without_amount_captured_takes_its_amount_when_captured() -> None:
+    """The silent zero: gross revenue came out 0 for charges of versions before amount_captured."""
+    assert read_charge(drop(charge(), "amount_captured")).amount_captured == 1000
+    assert read_charge(drop(charge(captured=False, status="pending"), "amount_captured")).amount_captured == 0
+    with pytest.raises(UnreadableObjectError, match="amount_captured"):
+        read_charge(drop(charge(), "amount_captured", "captured"))
+
+
+def test_legacy_charge_statuses_and_cards() -> None:
+    legacy = drop(charge(status="paid", source={"object": "card", "brand": "American Express", "last4": "0005"}),
+                  "amount_captured")
+    record = read_charge(legacy)
+    assert (record.status, record.card_brand, record.card_last4) == ("succeeded", "amex", "0005")
+    oldest = drop(charge(paid=False, card={"object": "card", "brand": "Visa", "last4": "4242"}), "status")
+    assert (read_charge(oldest).status, read_charge(oldest).card_brand) == ("failed", "visa")
+
+
+def test_refunds_listed_in_every_shape() -> None:
+    refund = {"id": "re_1", "amount": 300, "created": T}
+    as_list = drop(charge(refunds={"object": "list", "data": [refund]}), "amount_refunded")
+    as_array = drop(charge(refunds=[refund]), "amount_refunded")
+    assert read_charge(as_list).amount_refunded == read_charge(as_array).amount_refunded == 300
+    assert read_charge(as_list).refunds[0].status == "succeeded"  # before refunds could fail
+
+
+@pytest.mark.parametrize("bad", [None, "", "US", "usdd", 840, "u$d"])
+def test_a_charge_without_a_currency_is_refused(bad: object) -> None:
+    with pytest.raises(UnreadableObjectError, match="currency"):
+        read_charge(charge(currency=bad))
+
+
+@pytest.mark.parametrize("bad", [None, "1000", 10.0, True, 10**16])
+def test_an_amount_that_is_not_an_integer_is_refused(bad: object) -> None:
+    with pytest.raises(UnreadableObjectError, match="amount"):
+        read_charge(charge(amount=bad))
+
+
+# Subscriptions -----------------------------------------------------------------------------------
+
+def plan(interval: str = "year", amount: int = 120_000, currency: str = "usd") -> dict[str, Any]:
+    return {"id": "gold", "object": "plan", "amount": amount, "currency": currency, "interval": interval,
+            "interval_count": 1}
+
+
+def subscription(**fields: Any) -> dict[str, Any]:
+    return {"id": "sub_1", "object": "subscription", "customer": "cus_1", "created": T, "status": "active", **fields}
+
+
+def test_a_legacy_plan_subscription_has_its_plans_currency_and_interval() -> None:
+    """The silent "" and 12x: currency sat on the plan, the interval at the top of the plan."""
+    record = read_subscription(subscription(plan=plan(), quantity=1))
+    assert record.currency == "usd" and record.items[0].interval == "year"
+    items = read_subscription(subscription(items={"data": [{"id": "si", "plan": plan("month", 5000, "eur"), "quantity": 2}]}))
+    assert items.currency == "eur" and items.items[0].period_amount == 10_000
+
+
+def test_a_subscription_whose_items_disagree_on_currency_is_refused() -> None:
+    two = {"data": [{"plan": plan(currency="usd"), "quantity": 1}, {"plan": plan(currency="eur"), "quantity": 1}]}
+    with pytest.raises(UnreadableObjectError, match="items disagree"):
+        read_subscription(subscription(items=two))
+
+
+@pytest.mark.parametrize("broken", [
+    {"recurring": {"interval_count": 1}},                      # no interval: never "month"
+    {"recurring": {"interval": "fortnight", "interval_count": 1}},
+    {"recurring": {"interval": "month", "interval_count": 0}},
+    {},                                                         # neither recurring nor a plan's interval
+], ids=["no-interval", "unknown-interval", "zero-count", "nothing"])
+def test_an_interval_that_cannot_be_derived_is_refused(broken: dict[str, Any]) -> None:
+    price = {"id": "price_1", "unit_amount": 1000, "currency": "usd", **broken}
+    with pytest.raises(UnreadableObjectError, match="interval"):
+        read_subscription(subscription(items={"data": [{"price": price, "quantity": 1}]}))
+
+
+def test_a_price_not_expanded_or_without_an_amount_is_refused() -> None:
+    with pytest.raises(UnreadableObjectError, match="not expanded"):
+        read_subscription(subscription(items={"data": [{"price": "price_1", "quantity": 1}]}))
+    price = {"id": "price_1", "currency": "usd", "recurring": {"interval": "month", "interval_count": 1}}
+    with pytest.raises(UnreadableObjectError, match="unit_amount"):
+        read_subscription(subscription(items={"data": [{"price": price, "quantity": 1}]}))
+
+
+def test_sub_cent_and_tiered_prices() -> None:
+    recurring = {"interval": "month", "interval_count": 1}
+    decimal = {"id": "p", "currency": "usd", "unit_amount": None, "unit_amount_decimal": "0.5", "recurring": recurring}
+    assert read_subscription(subscription(items={"data": [{"price": decimal, "quantity": 3}]})).items[0].period_amount == Fraction(3, 2)
+    tiers = [{"up_to": 10, "unit_amount": 100, "flat_amount": 0}, {"up_to": None, "unit_amount": 50, "flat_amount": 0}]
+    graduated = {"id": "p", "currency": "usd", "billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": tiers,
+                 "recurring": recurring}
+    assert read_subscription(subscription(items={"data": [{"price": graduated, "quantity": 15}]})).items[0].period_amount == 1250
+    volume = {**graduated, "tiers_mode": "volume"}
+    assert read_subscription(subscription(items={"data": [{"price": volume, "quantity": 15}]})).items[0].period_amount == 750
+    with pytest.raises(UnreadableObjectError, match="tiers"):
+        read_subscription(subscription(items={"data": [{"price": {**graduated, "tiers": None}, "quantity": 1}]}))
+
+
+def test_the_period_on_the_subscription_or_its_items() -> None:
+    price = {"id": "p", "currency": "usd", "unit_amount": 1, "recurring": {"interval": "month", "interval_count": 1}}
+    on_items = read_subscription(subscription(items={"data": [
+        {"price": price, "quantity": 1, "current_period_start": T, "current_period_end": T + 100},
+        {"price": price, "quantity": 1, "current_period_start": T + 10, "current_period_end": T + 200}]}))
+    assert (int(on_items.current_period_start.timestamp()), int(on_items.current_period_end.timestamp())) == (T, T + 200)  # type: ignore[union-attr]
+
+
+# Invoices and payment intents ------------------------------------------------------------------------
+
+def invoice(**fields: Any) -> dict[str, Any]:
+    return {"id": "in_1", "object": "invoice", "created": T, "currency": "usd", "total": 5000, "amount_due": 5000,
+            "amount_paid": 5000, "amount_remaining": 0, "status": "paid", **fields}
+
+
+def test_invoice_subscription_in_either_place_and_legacy_fields() -> None:
+    assert read_invoice(invoice(subscription="sub_1")).subscription_id == "sub_1"
+    basil = invoice(parent={"type": "subscription_details", "subscription_details": {"subscription": "sub_2"}})
+    assert read_invoice(basil).subscription_id == "sub_2"
+    legacy = drop(invoice(paid=True, date=T), "status", "amount_paid", "amount_remaining", "created")
+    record = read_invoice(legacy)
+    assert (record.status, record.amount_paid, record.amount_remaining) == ("paid", 5000, 0)
+    forgiven = drop(invoice(paid=False, forgiven=True), "status", "amount_paid")
+    assert (read_invoice(forgiven).status, read_invoice(forgiven).amount_paid) == ("uncollectible", 0)
+    with pytest.raises(UnreadableObjectError, match="amount_paid"):
+        read_invoice(drop(invoice(), "amount_paid"))
+
+
+def test_payment_intent_amount_received_is_required_and_old_statuses_are_renamed() -> None:
+    pi = {"id": "pi_1", "object": "payment_intent", "created": T, "currency": "usd", "amount": 1000,
+          "amount_received": 1000, "status": "requires_source"}
+    assert read_payment_intent(pi).status == "requires_payment_method"
+    with pytest.raises(UnreadableObjectError, match="amount_received"):
+        read_payment_intent(drop(pi, "amount_received"))
+
+
+# The property: derived by its rule, or refused -------------------------------------------------------
+
+maybe_int = st.one_of(st.none(), st.integers(-10, 10**9), st.floats(allow_nan=False), st.text(max_size=4),
+                      st.booleans())
+maybe_currency = st.one_of(st.none(), st.sampled_from(["usd", "EUR", "jpy", "", "us", "dollar"]), st.integers())
+ABSENT = object()
+
+
+def with_fields(base: dict[str, Any], **values: Any) -> dict[str, Any]:
+    out = dict(base)
+    for name, value in values.items():
+        if value is ABSENT:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+@settings(max_examples=400)
+@given(st.fixed_dictionaries({
+    "amount": st.one_of(st.just(ABSENT), maybe_int), "amount_captured": st.one_of(st.just(ABSENT), maybe_int),
+    "amount_refunded": st.one_of(st.just(ABSENT), maybe_int), "captured": st.one_of(st.just(ABSENT), st.booleans()),
+    "currency": st.one_of(st.just(ABSENT), maybe_currency),
+    "status": st.sampled_from(["succeeded", "failed", "pending", "paid", None]),
+}))
+def test_a_charges_money_is_its_own_or_derived_by_rule_never_defaulted(fields: dict[str, Any]) -> None:
+    raw = with_fields(charge(), **fields)
+    try:
+        record = read_charge(raw)
+    except UnreadableObjectError:
+        return
+    assert isinstance(record, Charge)
+    assert record.amount == raw["amount"] and type(raw["amount"]) is int
+    assert record.currency == raw["currency"].lower()
+    if "amount_captured" in raw:
+        assert record.amount_captured == raw["amount_captured"]
+    else:  # the only rule: captured and succeeded → the amount, captured false or not succeeded → 0
+        assert isinstance(raw["captured"], bool)
+        assert record.amount_captured == (raw["amount"] if raw["captured"] and record.status == "succeeded" else 0)
+    if "amount_refunded" in raw:
+        assert record.amount_refunded == raw["amount_refunded"]
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({
+    "currency": st.one_of(st.just(ABSENT), maybe_currency),
+    "price_currency": st.one_of(st.just(ABSENT), maybe_currency),
+    "interval": st.one_of(st.just(ABSENT), st.sampled_from(["month", "year", "week", "day", "quarter", None])),
+    "count": st.one_of(st.just(ABSENT), maybe_int),
+    "unit_amount": st.one_of(st.just(ABSENT), maybe_int),
+    "quantity": st.one_of(st.just(ABSENT), maybe_int),
+}))
+def test_a_subscriptions_money_is_its_own_or_derived_by_rule_never_defaulted(fields: dict[str, Any]) -> None:
+    recurring = with_fields({}, interval=fields["interval"], interval_count=fields["count"])
+    price = with_fields({"id": "price_1"}, currency=fields["price_currency"], unit_amount=fields["unit_amount"],
+                        recurring=recurring)
+    item = with_fields({"id": "si_1", "price": price}, quantity=fields["quantity"])
+    raw = with_fields(subscription(items={"data": [item]}), currency=fields["currency"])
+    try:
+        record = read_subscription(raw)
+    except UnreadableObjectError:
+        return
+    assert isinstance(record, Subscription)
+    given_currencies = {c.lower() for c in (raw.get("currency"), price.get("currency")) if isinstance(c, str)}
+    assert record.currency in given_currencies
+    [only] = record.items
+    assert only.interval == recurring["interval"] and only.interval_count == recurring["interval_count"]
+    assert only.period_amount == price["unit_amount"] * item["quantity"]
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({
+    "total": st.one_of(st.just(ABSENT), maybe_int), "amount_due": st.one_of(st.just(ABSENT), maybe_int),
+    "amount_paid": st.one_of(st.just(ABSENT), maybe_int), "paid": st.one_of(st.just(ABSENT), st.booleans()),
+    "currency": st.one_of(st.just(ABSENT), maybe_currency),
+}))
+def test_an_invoices_money_is_its_own_or_derived_by_rule_never_defaulted(fields: dict[str, Any]) -> None:
+    raw = with_fields(invoice(), **fields)
+    try:
+        record = read_invoice(raw)
+    except UnreadableObjectError:
+        return
+    assert isinstance(record, Invoice)
+    assert (record.total, record.amount_due) == (raw["total"], raw["amount_due"])
+    assert record.amount_paid == (raw["amount_paid"] if "amount_paid" in raw else (raw["amount_due"] if raw["paid"] else 0))

@@ -155,6 +155,8 @@ class ImporterSettings(BaseModel):
     page_limit: int = Field(default=100, ge=1, le=100)
     scan_interval_s: float = Field(default=5.0, gt=0)
     max_concurrent_imports: int = Field(default=4, ge=1)
+    # A check against Stripe waits at most this long for the projector to apply what was published.
+    reconcile_projected_wait_s: float = Field(default=300.0, ge=0)
 
 
 class ProjectorSettings(BaseModel):

@@ -101,6 +101,16 @@ def replay(tenant_id: str | None, timeout_s: float) -> None:
                + (f" (previous tables kept in schema {report.old_schema})" if report.old_schema else ""))
 
 
+@main.command()
+@click.argument("connection_id")
+@click.option("--months", type=click.IntRange(1, 120), default=None, help="Range to check (default: the import's).")
+def reconcile(connection_id: str, months: int | None) -> None:
+    """Check one connection against Stripe: counts per resource and charge money per currency, ids that differ."""
+    from service.worker import reconcile_connection
+
+    click.echo(reconcile_connection(connection_id, months))
+
+
 @main.command(name="rotate-master-key")
 def rotate_master_key() -> None:
     """Re-encrypt every Stripe key and webhook secret with the current (first) master key."""

@@ -29,6 +29,7 @@ from ingestor.control.page import add_page_routes
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.receiver.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
 from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import KafkaPublisher, PublishError
@@ -90,12 +91,14 @@ def create_ingest_app(
         tenants = PostgresTenantStore(pool, keyring, settings.reader)
         service = ConnectionService(
             store, tenants, PostgresCheckpoints(pool), stripe_readers, settings,
-            on_secrets_changed=targets.forget,
+            on_secrets_changed=targets.forget, reconciler=Reconciler(pool, store, stripe_readers, settings.kafka,
+                                                                  projected_wait_s=settings.importer.reconcile_projected_wait_s),
         )
         app[control_api.CONTROL] = control_api.ControlApi(service, tenants, settings.control)
         app[POOL], app[PUBLISHER], app[STORE], app[RECEIVER], app[TENANTS] = pool, publisher, store, receiver, tenants
         flusher = asyncio.create_task(_flush_webhook_activity(receiver, store), name="webhook-activity")
         yield
+        await service.close()
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher

@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from rich.console import Console
@@ -24,15 +25,17 @@ from ingestor.connections.service import import_window
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import MasterKeyring
 from ingestor.envelope.publisher import RawEventPublisher
+from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.poller import StripeEventsPoller
+from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import IMPORTED
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
-from plumbing.postgres import create_pool
+from plumbing.postgres import DatabaseUnavailableError, create_pool
 from plumbing.settings import Settings, load_settings
 from service.web import load_keyring
 
@@ -72,10 +75,40 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
         store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
         deps = SourceDeps(store, checkpoints, readers or StripeReaders(settings.stripe),
                           RawEventPublisher(publisher, settings.kafka.raw_topic))
+        reconciler = Reconciler(pool, store, deps.readers, settings.kafka,
+                                projected_wait_s=settings.importer.reconcile_projected_wait_s)
+        checks: set[asyncio.Task[None]] = set()
+
+        async def check(connection_id: str, window: tuple[int, int]) -> None:
+            try:
+                report = await reconciler.run(connection_id, window, "after_import")
+            except (IngestError, LookupError, DatabaseUnavailableError) as exc:  # the import stays done
+                log.warning("check against Stripe after the import failed", connection_id=connection_id, error=str(exc))
+                return
+            log.info("checked against Stripe after the import", connection_id=connection_id, matches=report["matches"])
+
+        async def check_against_stripe(connection_id: str) -> None:
+            """After every import, in the background (it waits for the projector): Stripe's counts and money
+            over the import's range against the tables. Cancelled when the worker stops."""
+            done = await checkpoints.import_checkpoints(connection_id)
+            if done:
+                window = (min(c.window_start for c in done), max(c.window_end for c in done))
+                task = asyncio.get_running_loop().create_task(check(connection_id, window))
+                checks.add(task)
+                task.add_done_callback(checks.discard)
+
+        async def cancel_checks() -> None:
+            for task in list(checks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        stack.push_async_callback(cancel_checks)
+
         yield Worker(
             pool, store, checkpoints, publisher,
             StripeEventsPoller(deps, settings.poller, settings.importer),
-            StripeImporter(deps, settings.importer),
+            StripeImporter(deps, settings.importer, on_done=check_against_stripe),
         )
 
 
@@ -172,3 +205,42 @@ async def _show_progress(w: Worker, connection_id: str, job: asyncio.Task[object
             if job.done():
                 return
             await asyncio.sleep(0.5)
+
+
+def reconcile_connection(connection_id: str, months: int | None) -> str:
+    """Checks one connection against Stripe over the last `months` months and returns the report in words."""
+    settings = _settings()
+
+    async def run() -> dict[str, Any]:
+        async with open_worker(settings, load_keyring(settings.vault), client_id="stripe-reconcile") as w:
+            reconciler = Reconciler(w.pool, w.store, StripeReaders(settings.stripe), settings.kafka,
+                                    projected_wait_s=settings.importer.reconcile_projected_wait_s)
+            window = import_window(time.time(), months or settings.importer.history_months)
+            pages: dict[str, int] = {}
+
+            def progress(resource: str, objects: int) -> None:
+                pages[resource] = pages.get(resource, 0) + objects
+                Console(stderr=True).print(f"  {resource}: {pages[resource]:,} objects listed", end="\r")
+
+            return await reconciler.run(connection_id, window, "cli", on_page=progress)
+
+    return render_reconcile(asyncio.run(run()))
+
+
+def render_reconcile(report: dict[str, Any]) -> str:
+    """The reconcile report as lines a person reads."""
+    lines = ["matches Stripe" if report["matches"] else "DIFFERS from Stripe"]
+    for name, r in report["resources"].items():
+        line = f"  {name:16} Stripe {r['stripe']:>7,}  ours {r['ours']:>7,}  {'ok' if r['matches'] else 'DIFFERS'}"
+        if r["missing_here"]:
+            line += f"  missing here: {', '.join(r['missing_here'][:5])}"
+        if r["only_here"]:
+            line += f"  only here: {', '.join(r['only_here'][:5])}"
+        lines.append(line)
+    for currency, m in report["charges_by_currency"].items():
+        lines.append(f"  charges {currency.upper()}: succeeded Stripe {m['stripe']['succeeded']:,} ours {m['ours']['succeeded']:,}; "
+                     f"refunded Stripe {m['stripe']['refunded']:,} ours {m['ours']['refunded']:,}  "
+                     f"{'ok' if m['matches'] else 'DIFFERS'}")
+    if not report.get("projection_caught_up", True):
+        lines.append("  (the projector had not applied everything published yet: ours may be behind)")
+    return "\n".join(lines)

@@ -9,6 +9,8 @@ without its secret. Views returned here contain hints (`rk_live_…wxyz`), never
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -21,6 +23,7 @@ from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints
+from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.budgets import StripeReaders, key_budget_id
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from plumbing.logs import get_logger
@@ -115,8 +118,10 @@ class ConnectionService:
     def __init__(
         self, store: PostgresConnectionStore, tenants: PostgresTenantStore, checkpoints: PostgresCheckpoints,
         readers: StripeReaders, settings: Settings, on_secrets_changed: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, reconciler: Reconciler | None = None,
     ):
+        self._reconciler = reconciler
+        self._reconciling: dict[str, asyncio.Task[None]] = {}  # connection id → the check running in the background
         self._store = store
         self._tenants = tenants
         self._checkpoints = checkpoints
@@ -259,6 +264,44 @@ class ConnectionService:
         await self._tenants.audit(actor, tenant_id, "import.requested", {"mode": mode, "months": months, "run_id": run_id})
         return await self.import_progress(tenant_id, mode)
 
+    async def start_reconcile(self, actor: str, tenant_id: str, mode: str, months: int | None) -> dict[str, Any]:
+        """Starts a check against Stripe of the last `months` months (default: the import's) in the background."""
+        connection = await self._connection(tenant_id, mode)
+        if self._reconciler is None or not connection.has_key:
+            raise NotFoundError("this connection has no key; connect it first")
+        running = self._reconciling.get(connection.connection_id)
+        if running is not None and not running.done():
+            raise ControlError("a check against Stripe is already running for this connection", "already_running")
+        window = import_window(self._clock(), months or self._settings.importer.history_months)
+        reconciler, connection_id = self._reconciler, connection.connection_id
+
+        async def check() -> None:
+            try:
+                await reconciler.run(connection_id, window, "on_demand")
+            except Exception as exc:  # noqa: BLE001 - a background check: its failure is logged, the API shows no result
+                log.warning("check against Stripe failed", connection_id=connection_id, error=repr(exc))
+
+        self._reconciling[connection_id] = asyncio.get_running_loop().create_task(check())
+        await self._tenants.audit(actor, tenant_id, "reconcile.requested", {"mode": mode, "window": list(window)})
+        return await self.reconcile_status(tenant_id, mode)
+
+    async def close(self) -> None:
+        """Cancels the checks still running (they store nothing unless finished)."""
+        for task in self._reconciling.values():
+            task.cancel()
+        for task in self._reconciling.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reconcile_status(self, tenant_id: str, mode: str) -> dict[str, Any]:
+        """Returns whether a check is running and the latest finished one."""
+        return await self._reconcile_view(await self._connection(tenant_id, mode))
+
+    async def _reconcile_view(self, connection: Connection) -> dict[str, Any]:
+        running = self._reconciling.get(connection.connection_id)
+        latest = await self._reconciler.runs.latest(connection.connection_id) if self._reconciler else None
+        return {"running": running is not None and not running.done(), "latest": latest}
+
     async def import_progress(self, tenant_id: str, mode: str) -> dict[str, Any]:
         """Returns the progress of the connection's latest import."""
         connection = await self._connection(tenant_id, mode)
@@ -364,4 +407,5 @@ class ConnectionService:
             "last_error": last_error,
             "catchup_needed_since": _iso(connection.catchup_needed_since),
             "import": import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id)),
+            "reconcile": await self._reconcile_view(connection),
         }

@@ -188,6 +188,18 @@ async def _disconnect(api: ControlApi, request: web.Request, actor: str) -> web.
     return json_response(answer)
 
 
+async def _start_reconcile(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    mode, body = _mode(request), await _body(request)
+    months = body.get("months")
+    if months is not None and (not isinstance(months, int) or isinstance(months, bool) or not 1 <= months <= 120):
+        raise ControlError('"months" must be a whole number from 1 to 120', "invalid_request")
+    return json_response(await api.service.start_reconcile(actor, request.match_info["tenant_id"], mode, months), 202)
+
+
+async def _reconcile_status(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    return json_response(await api.service.reconcile_status(request.match_info["tenant_id"], _mode(request)))
+
+
 async def _delete_tenant(api: ControlApi, request: web.Request, actor: str) -> web.Response:
     return json_response(await api.service.delete_tenant(actor, request.match_info["tenant_id"]))
 
@@ -230,3 +242,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put(connection + "/webhook-secret", _route(_webhook_secret))
     app.router.add_post(connection + "/import", _route(_start_import))
     app.router.add_get(connection + "/import", _route(_import_progress))
+    app.router.add_post(connection + "/reconcile", _route(_start_reconcile))
+    app.router.add_get(connection + "/reconcile", _route(_reconcile_status))

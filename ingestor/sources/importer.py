@@ -13,6 +13,7 @@ within the account's rate budget; memory holds one page per resource.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -56,13 +57,15 @@ class Page:
 class StripeImporter:
     """Runs pending imports, resumably, one connection at a time per process-wide lock."""
 
-    def __init__(self, deps: SourceDeps, settings: ImporterSettings):
+    def __init__(self, deps: SourceDeps, settings: ImporterSettings,
+                 on_done: Callable[[str], Awaitable[None]] | None = None):
         self._store = deps.store
         self._checkpoints = deps.checkpoints
         self._readers = deps.readers
         self._publisher = deps.publisher
         self._settings = settings
         self._clock = deps.clock
+        self._on_done = on_done  # e.g. the check against Stripe that follows every import
 
     async def run_pending(self) -> list[ImportOutcome]:
         """Runs every pending import once (burst mode); returns how each ended."""
@@ -118,6 +121,8 @@ class StripeImporter:
                 raise result
         if await self._checkpoints.last_import_finished(connection_id) is not None:
             await self._store.set_catchup_needed(connection_id, None)
+            if self._on_done is not None:
+                await self._on_done(connection_id)
             return ImportOutcome(connection_id, "done")
         return ImportOutcome(connection_id, "retry_later", "superseded or unfinished")
 

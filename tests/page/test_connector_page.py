@@ -76,7 +76,7 @@ async def flow(make_settings: Callable[..., Settings]) -> AsyncIterator[Flow]:
             "stripe": StripeSettings(api_base=sim.base_url, test_requests_per_second=200, retry_attempts=2,
                                      retry_initial_wait_s=0.05, retry_max_wait_s=0.2),
             "poller": PollerSettings(interval_s=1, unverified_interval_s=1),
-            "importer": ImporterSettings(scan_interval_s=0.5),
+            "importer": ImporterSettings(scan_interval_s=0.5, reconcile_projected_wait_s=1),
         })
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
         await admin.start()
@@ -119,7 +119,7 @@ async def test_the_whole_connection_flow_in_a_browser(flow: Flow) -> None:
     await flow.shot("secret-key-refused")
 
     partial = sim.create_restricted_key(flow.account_id, permissions={"customers", "subscriptions", "invoices",
-                                                                      "payment_intents", "events"})
+                                                                      "payment_intents", "events", "coupons"})
     await flow.test_key(partial)
     await expect(page.locator("#verdict-summary")).to_contain_text("cannot read Charges")
     await expect(page.locator("#verdict-list li.bad")).to_have_count(1)
@@ -129,7 +129,7 @@ async def test_the_whole_connection_flow_in_a_browser(flow: Flow) -> None:
     good = sim.create_restricted_key(flow.account_id)
     await flow.test_key(good)
     await expect(page.locator("#verdict-summary")).to_contain_text("can read everything")
-    await expect(page.locator("#verdict-list li.ok")).to_have_count(6)
+    await expect(page.locator("#verdict-list li.ok")).to_have_count(7)
     await flow.shot("green")
     await page.get_by_role("button", name="Connect").click()
     webhook_url = page.get_by_label("Endpoint URL")
@@ -147,6 +147,16 @@ async def test_the_whole_connection_flow_in_a_browser(flow: Flow) -> None:
     await expect(page.locator("#import-state")).to_have_text("Import complete.", timeout=60_000)
     await expect(page.locator("#overall-bar")).to_have_attribute("value", "100")
     await flow.shot("import-done")
+
+    # Check against Stripe: the result is a table a screen reader reads (no projector runs in this test,
+    # so the tables hold nothing yet and the check says what differs).
+    await page.get_by_role("button", name="Check now").click()
+    await expect(page.locator("#reconcile-summary")).to_contain_text("Stripe", timeout=30_000)
+    await expect(page.locator("#reconcile-summary")).not_to_contain_text("Checking", timeout=30_000)
+    await expect(page.get_by_role("table", name="Stripe against the revenue tables")).to_be_visible()
+    await expect(page.locator("#reconcile-rows tr").first).to_contain_text("customers")
+    await expect(page.locator("#reconcile-rows tr").nth(1)).to_contain_text("missing here: ch_")
+    await flow.shot("check-against-stripe")
 
     sim.revoke_key(good)
     await expect(page.locator("#status-title")).to_have_text("Key rotated or revoked", timeout=30_000)

@@ -167,6 +167,44 @@ function renderImport(imp) {
     imp.state === "done" ? "Import complete." : "Importing…";
 }
 
+// ---- check against Stripe --------------------------------------------------------------------
+$("start-reconcile").addEventListener("click", async () => {
+  setError("reconcile-error", "");
+  try { await api("POST", `${connectionPath()}/reconcile`, {}); await refresh(); }
+  catch (err) { setError("reconcile-error", err.message); }
+});
+
+function renderReconcile(check) {
+  const box = $("reconcile-result");
+  const latest = check && check.latest;
+  show(box, !!latest || !!(check && check.running));
+  if (!check) return;
+  $("reconcile-summary").textContent = check.running ? "Checking against Stripe…" : !latest ? "" :
+    latest.matches ? `Matches Stripe (checked ${fmtTime(latest.finished_at)}).`
+                   : `Differs from Stripe (checked ${fmtTime(latest.finished_at)}): see below.`;
+  const rows = $("reconcile-rows");
+  rows.innerHTML = "";
+  if (!latest) return;
+  const add = (what, stripe, ours, differs) => {
+    const tr = document.createElement("tr");
+    for (const text of [what, stripe, ours, differs]) { const td = document.createElement("td"); td.textContent = text; tr.appendChild(td); }
+    rows.appendChild(tr);
+  };
+  const order = ["customers", "charges", "subscriptions", "invoices", "payment_intents"];
+  for (const name of order.filter((n) => latest.resources[n])) {
+    const r = latest.resources[name];
+    const ids = [...r.missing_here.map((id) => `missing here: ${id}`), ...r.only_here.map((id) => `only here: ${id}`)];
+    const shown = ids.slice(0, 3).join(", ") + (ids.length > 3 ? `, … (${ids.length} listed by the API)` : "");
+    add(name.replace("_", " "), r.stripe, r.ours, r.matches ? "—" : shown);
+  }
+  for (const [currency, m] of Object.entries(latest.charges_by_currency)) {
+    add(`succeeded charges, ${currency.toUpperCase()} (minor units)`, m.stripe.succeeded, m.ours.succeeded,
+        m.stripe.succeeded === m.ours.succeeded ? "—" : String(m.stripe.succeeded - m.ours.succeeded));
+    add(`refunded, ${currency.toUpperCase()} (minor units)`, m.stripe.refunded, m.ours.refunded,
+        m.stripe.refunded === m.ours.refunded ? "—" : String(m.stripe.refunded - m.ours.refunded));
+  }
+}
+
 // ---- disconnect ----------------------------------------------------------------------------
 $("disconnect").addEventListener("click", async () => {
   const purge = $("purge").checked;
@@ -189,6 +227,7 @@ async function refresh() {
   catch (err) { if (err.status !== 404) { setError("key-error", err.message); return; } }
   const connected = c && c.status !== "disconnected";
   show($("health"), !!c); show($("webhook-section"), connected); show($("import-section"), connected); show($("danger"), connected);
+  show($("reconcile-section"), connected);
   show($("rotate"), connected); show($("connect"), !connected);
   if (!c) return;
   $("status-badge").className = `badge ${statusClass(c.status)}`;
@@ -216,6 +255,7 @@ async function refresh() {
   if (c.webhook.test_delivery_received_at) { q.className = "received"; q.textContent = `Test delivery received at ${fmtTime(c.webhook.test_delivery_received_at)}.`; }
   else { q.className = "waiting"; q.textContent = "Waiting for a test delivery…"; }
   renderImport(c.import);
+  renderReconcile(c.reconcile);
 }
 
 readLoginFromHash();

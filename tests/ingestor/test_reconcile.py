@@ -1,0 +1,58 @@
+"""Check against Stripe: Stripe's counts and charge money for a range against the tables', with the ids
+that differ — and a difference found when the tables lose a row or a charge's money."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from ingestor.sources.reconcile import Reconciler, Tally, compare
+from service.worker import Worker, render_reconcile
+from stripe_sim import SimServer
+from tests.ingestor.conftest import ControlClient, connect
+from tests.projections.support import project_until_idle
+
+
+def test_compare_names_the_ids_and_the_money_that_differ() -> None:
+    stripe = Tally(ids={"charges": {"ch_1", "ch_2"}, "customers": {"cus_1"}}, succeeded={"usd": 3000}, refunded={"usd": 500})
+    ours = Tally(ids={"charges": {"ch_1", "ch_3"}, "customers": {"cus_1"}}, succeeded={"usd": 2000}, refunded={"usd": 500})
+    report = compare(stripe, ours)
+    assert not report["matches"]
+    assert report["resources"]["charges"] == {"stripe": 2, "ours": 2, "missing_here": ["ch_2"], "only_here": ["ch_3"],
+                                              "matches": False}
+    assert report["resources"]["customers"]["matches"]
+    assert report["charges_by_currency"]["usd"]["matches"] is False
+    assert "DIFFERS" in render_reconcile(report) and "missing here: ch_2" in render_reconcile(report)
+    assert compare(stripe, stripe)["matches"]
+
+
+@pytest.mark.integration
+async def test_an_imported_account_matches_stripe_and_a_lost_row_shows(
+    control: ControlClient, worker: Worker, sim: SimServer, pool_of_control: asyncpg.Pool,
+) -> None:
+    account = sim.create_account(customers=12, months=6).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    outcome = await worker.importer.run_connection(connection_id)
+    assert outcome.state == "done", outcome
+    await project_until_idle(control.settings, pool_of_control)
+    reconciler = Reconciler(pool_of_control, control.store, control.readers, control.settings.kafka, projected_wait_s=30)
+    checkpoints = await worker.checkpoints.import_checkpoints(connection_id)
+    window = (checkpoints[0].window_start, checkpoints[0].window_end)
+
+    report = await reconciler.run(connection_id, window, "test")
+    assert report["matches"], render_reconcile(report)
+    assert report["resources"]["charges"]["stripe"] > 0 and report["charges_by_currency"]
+
+    lost = await pool_of_control.fetchval("DELETE FROM projection.charges WHERE id = (SELECT id FROM projection.charges "
+                                          "WHERE status = 'succeeded' ORDER BY id LIMIT 1) RETURNING id")
+    report = await reconciler.run(connection_id, window, "test")
+    assert not report["matches"]
+    assert report["resources"]["charges"]["missing_here"] == [lost]
+    assert any(not m["matches"] for m in report["charges_by_currency"].values())
+    assert (await reconciler.runs.latest(connection_id))["matches"] is False  # type: ignore[index]
+
+
+@pytest.fixture
+def pool_of_control(control: ControlClient) -> asyncpg.Pool:
+    return control.pool

@@ -9,6 +9,7 @@ import click
 from stack import StackError, postgres
 from stack.kafka import KafkaBroker
 from stack.up import bring_up
+from stripe_sim import CURRENT_VERSION, VERSIONS
 
 
 def add_local_stack_commands(group: click.Group) -> None:
@@ -50,12 +51,14 @@ def status() -> None:
 @click.command()
 @click.option("--customers", type=click.IntRange(1, 5000), default=300, show_default=True, help="Size of the demo account.")
 @click.option("--live-rate", type=float, default=1.0, show_default=True, help="New simulated Stripe activity per second.")
-def demo(customers: int, live_rate: float) -> None:
+@click.option("--api-version", type=click.Choice(VERSIONS), default=CURRENT_VERSION, show_default=True,
+              help="The API version the demo Stripe account is pinned to (its events come in that shape).")
+def demo(customers: int, live_rate: float, api_version: str) -> None:
     """The main job: the whole local stack against the Stripe simulator with demo data, until Ctrl-C."""
     from stack.demo import run_demo
 
     try:
-        asyncio.run(run_demo(customers, live_rate))
+        asyncio.run(run_demo(customers, live_rate, api_version))
     except (StackError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
 

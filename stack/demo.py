@@ -30,8 +30,9 @@ from stack import STATE_DIR, postgres
 from stack.processes import Services
 from stack.progress import say
 from stack.up import start_platform
+from stripe_sim import CURRENT_VERSION
 
-SIM_PORT, WEB_PORT, METRICS_PORT = 12111, 8080, 9464
+SIM_PORT, WEB_PORT, METRICS_PORT, WEB_METRICS_PORT = 12111, 8080, 9464, 9465
 DEMO_STATE = STATE_DIR / "demo.json"
 MASTER_KEYS = STATE_DIR / "master.keys"
 
@@ -214,7 +215,7 @@ def fmt(minor: float, currency: str) -> str:
     return f"{minor / 100:,.2f}"
 
 
-async def run_demo(customers: int, live_rate: float) -> None:
+async def run_demo(customers: int, live_rate: float, api_version: str = CURRENT_VERSION) -> None:
     """Brings everything up, connects the demo tenant, prints where to look, runs until Ctrl-C."""
     started = time.monotonic()
     platform = start_platform()
@@ -231,7 +232,8 @@ async def run_demo(customers: int, live_rate: float) -> None:
     pool = await asyncpg.create_pool(postgres.dsn(platform.cluster, "ingestor"), min_size=1, max_size=3)
     try:
         sim_proc = services.start("stripe-simulator", ["-m", "stripe_sim", "--port", str(SIM_PORT), "--seed", "7",
-                                                       "--customers", str(customers), "--live-rate", str(live_rate)], {})
+                                                       "--customers", str(customers), "--live-rate", str(live_rate),
+                                                       "--api-version", api_version], {})
         assert sim_proc.stdout is not None
         line = await asyncio.wait_for(loop.run_in_executor(None, sim_proc.stdout.readline), 120)
         if not line:
@@ -256,7 +258,7 @@ async def run_demo(customers: int, live_rate: float) -> None:
             f"  Read API:        curl -H 'Authorization: Bearer {state['reader_token']}' "
             f"'http://127.0.0.1:{WEB_PORT}/api/tenants/{state['tenant_id']}/questions/mrr?mode=test'",
             f"  Ask from the CLI: .venv/bin/ingestor ask {state['tenant_id']} mrr --mode test",
-            f"  Metrics:         http://127.0.0.1:{WEB_PORT}/metrics (web), http://127.0.0.1:{METRICS_PORT}/ (projector)",
+            f"  Metrics:         http://127.0.0.1:{WEB_METRICS_PORT}/ (web), http://127.0.0.1:{METRICS_PORT}/ (projector)",
             "  Logs:            .stack/logs/*.log, Kafka: .stack/kafka/kafka.log",
             *lines, "", "Live activity keeps flowing (webhooks, polls). Ctrl-C stops everything.",
         ]), flush=True)

@@ -32,7 +32,7 @@ async def test_an_imported_account_matches_stripe_and_a_lost_row_shows(
 ) -> None:
     account = sim.create_account(customers=12, months=6).id
     sim.set_rate_limit(account, 1000)
-    _, _, connection_id, _ = await connect(control, sim, account)
+    tenant, _, connection_id, _ = await connect(control, sim, account)
     outcome = await worker.importer.run_connection(connection_id)
     assert outcome.state == "done", outcome
     await project_until_idle(control.settings, pool_of_control)
@@ -44,8 +44,9 @@ async def test_an_imported_account_matches_stripe_and_a_lost_row_shows(
     assert report["matches"], render_reconcile(report)
     assert report["resources"]["charges"]["stripe"] > 0 and report["charges_by_currency"]
 
-    lost = await pool_of_control.fetchval("DELETE FROM projection.charges WHERE id = (SELECT id FROM projection.charges "
-                                          "WHERE status = 'succeeded' ORDER BY id LIMIT 1) RETURNING id")
+    lost = await pool_of_control.fetchval(  # one of this tenant's (the test database holds other tests' tenants)
+        "DELETE FROM projection.charges WHERE id = (SELECT id FROM projection.charges "
+        "WHERE tenant_id = $1 AND status = 'succeeded' ORDER BY id LIMIT 1) RETURNING id", tenant)
     report = await reconciler.run(connection_id, window, "test")
     assert not report["matches"]
     assert report["resources"]["charges"]["missing_here"] == [lost]

@@ -45,7 +45,9 @@ class StripeUnavailableError(IngestError):
 
 
 class StripeRateLimitedError(StripeUnavailableError):
-    """Stripe answered 429 for this account."""
+    """Stripe answered 429 for this account (with its Retry-After and Stripe-Rate-Limited-Reason, if sent)."""
 
     code = "rate_limited"
+    retry_after_s: float | None = None
+    reason: str | None = None
 

@@ -124,8 +124,11 @@ class StripeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     api_base: str | None = None
+    # Our budgets per Stripe account, shared by every process (Stripe's limits: 25/s test, 100/s live, 25/s
+    # per endpoint; a bucket adds a tenth of a second's burst, so these leave room for it).
     test_requests_per_second: float = Field(default=20.0, gt=0)
     live_requests_per_second: float = Field(default=90.0, gt=0)
+    endpoint_requests_per_second: float = Field(default=22.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     retry_attempts: int = Field(default=8, ge=1)
     retry_initial_wait_s: float = Field(default=0.5, ge=0)
@@ -154,7 +157,19 @@ class ImporterSettings(BaseModel):
     history_months: int = Field(default=12, ge=1, le=120)
     page_limit: int = Field(default=100, ge=1, le=100)
     scan_interval_s: float = Field(default=5.0, gt=0)
-    max_concurrent_imports: int = Field(default=4, ge=1)
+    # Connections one worker imports at once; each pass over a connection lasts at most `pass_s`, and the
+    # connections whose last pass is oldest go first, so a thousand imports all advance.
+    max_concurrent_imports: int = Field(default=16, ge=1)
+    # Requests one connection's import keeps in flight, each paging its own time slice: the budget is
+    # filled when this is at least requests/s × Stripe's latency (90/s × 0.6 s = 54).
+    slices_in_flight: int = Field(default=64, ge=1, le=512)
+    # Slices each resource's range starts as, and the shortest range a slice is split into.
+    initial_slices: int = Field(default=8, ge=1, le=256)
+    min_slice_s: int = Field(default=60, ge=1)
+    # A slice's claim by one process lasts this long unless renewed: how soon another process (or this one,
+    # restarted) takes over the slices of a worker that died.
+    slice_lease_s: float = Field(default=15.0, gt=0)
+    pass_s: float = Field(default=30.0, gt=0)
     # A check against Stripe waits at most this long for the projector to apply what was published.
     reconcile_projected_wait_s: float = Field(default=300.0, ge=0)
 

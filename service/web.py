@@ -30,8 +30,8 @@ from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.receiver.webhook import CachedWebhookTargets, ReceiverMetrics, WebhookReceiver
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.reconcile import Reconciler
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.discounts import StripeDiscounts
+from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
@@ -83,7 +83,7 @@ def create_ingest_app(
             log.warning("Kafka unreachable at start-up; webhooks will get 503 until it is back", error=str(exc))
         store = PostgresConnectionStore(pool, keyring)
         targets = CachedWebhookTargets(store, settings.receiver.target_cache_ttl_s)
-        stripe_readers = readers or StripeReaders(settings.stripe)
+        stripe_readers = readers or StripeReaders(settings.stripe, pool=pool)
         receiver = WebhookReceiver(
             targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic),
             StripeDiscounts(store, stripe_readers), settings.receiver, ReceiverMetrics(app[REGISTRY]),

@@ -21,7 +21,7 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from ingestor.connections.service import import_window
+from ingestor.connections.service import import_progress_json, import_window
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import MasterKeyring
 from ingestor.envelope.publisher import RawEventPublisher
@@ -31,8 +31,8 @@ from ingestor.sources.deps import SourceDeps
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.poller import StripeEventsPoller
 from ingestor.sources.reconcile import Reconciler
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import IMPORTED
+from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
@@ -61,9 +61,9 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(settings.postgres)
         stack.push_async_callback(pool.close)
-        # Locks hold a connection for a whole poll cycle or import pass: they get their own pool,
-        # so queries never wait behind them.
-        holders = settings.poller.max_concurrent_connections + settings.importer.max_concurrent_imports
+        # The poller's locks hold a connection for a whole poll cycle: they get their own pool, so queries
+        # never wait behind them. (Imports hold no lock: their slices are claimed row by row.)
+        holders = settings.poller.max_concurrent_connections
         lock_pool = await create_pool(settings.postgres.model_copy(update={"pool_min_size": 0, "pool_max_size": holders}))
         stack.push_async_callback(lock_pool.close)
         publisher = KafkaPublisher(settings.kafka, client_id=client_id)
@@ -73,7 +73,7 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
         except PublishError as exc:  # it connects on its first publish; passes retry until Kafka is back
             log.warning("Kafka unreachable at start-up", error=str(exc))
         store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
-        deps = SourceDeps(store, checkpoints, readers or StripeReaders(settings.stripe),
+        deps = SourceDeps(store, checkpoints, readers or StripeReaders(settings.stripe, pool=pool),
                           RawEventPublisher(publisher, settings.kafka.raw_topic))
         reconciler = Reconciler(pool, store, deps.readers, settings.kafka,
                                 projected_wait_s=settings.importer.reconcile_projected_wait_s)
@@ -145,6 +145,8 @@ async def import_until_done(worker: Worker, connection_id: str, retry_pause_s: f
         outcome = await worker.importer.run_connection(connection_id)
         if outcome.state in ("done", "paused"):
             return outcome
+        if outcome.state == "more":
+            continue
         log.warning("import not finished; retrying", state=outcome.state, detail=outcome.detail)
         await asyncio.sleep(retry_pause_s)
 
@@ -193,18 +195,36 @@ def import_connection(connection_id: str, months: int | None, restart: bool, pro
 
 
 async def _show_progress(w: Worker, connection_id: str, job: asyncio.Task[object]) -> None:
-    """Draws one bar per resource (share of the window covered) until `job` ends."""
+    """Draws one bar per resource (share of the window covered, objects, objects/s, time left) and a total
+    until `job` ends."""
     columns = (TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-               TextColumn("{task.fields[objects]:>8} objects"))
+               TextColumn("{task.fields[objects]:>10,} objects"), TextColumn("{task.fields[speed]}"))
     with Progress(*columns, console=Console(stderr=True)) as bars:
-        ids = {r.name: bars.add_task(r.name, total=1.0, objects=0) for r in IMPORTED}
+        ids = {r.name: bars.add_task(r.name, total=1.0, objects=0, speed="") for r in IMPORTED}
+        total = bars.add_task("all", total=1.0, objects=0, speed="")
         while True:
-            for cp in await w.checkpoints.import_checkpoints(connection_id):
-                if cp.resource in ids:
-                    bars.update(ids[cp.resource], completed=cp.covered(), objects=cp.objects_published)
+            checkpoints = await w.checkpoints.import_checkpoints(connection_id)
+            progress = import_progress_json(checkpoints)
+            for name, r in progress["resources"].items():
+                if name in ids:
+                    bars.update(ids[name], completed=r["covered"], objects=r["objects_published"], speed=_speed_text(r))
+            if checkpoints:
+                bars.update(total, completed=progress["covered"], objects=progress["objects_published"],
+                            speed=_speed_text(progress))
             if job.done():
                 return
             await asyncio.sleep(0.5)
+
+
+def _speed_text(progress: dict[str, Any]) -> str:
+    """'1,234 objects/s, 3 min left' from a progress dict (blank parts while unknown)."""
+    parts = []
+    if progress.get("objects_per_s") is not None:
+        parts.append(f"{progress['objects_per_s']:>8,.0f} objects/s")
+    if progress.get("eta_s") is not None:
+        eta = int(progress["eta_s"])
+        parts.append(f"{eta // 60} min {eta % 60:02d} s left" if eta >= 60 else f"{eta} s left")
+    return ", ".join(parts)
 
 
 def reconcile_connection(connection_id: str, months: int | None) -> str:
@@ -213,7 +233,7 @@ def reconcile_connection(connection_id: str, months: int | None) -> str:
 
     async def run() -> dict[str, Any]:
         async with open_worker(settings, load_keyring(settings.vault), client_id="stripe-reconcile") as w:
-            reconciler = Reconciler(w.pool, w.store, StripeReaders(settings.stripe), settings.kafka,
+            reconciler = Reconciler(w.pool, w.store, StripeReaders(settings.stripe, pool=w.pool), settings.kafka,
                                     projected_wait_s=settings.importer.reconcile_projected_wait_s)
             window = import_window(time.time(), months or settings.importer.history_months)
             pages: dict[str, int] = {}

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from stripe_sim.faults import Fault
-
 if TYPE_CHECKING:
     from stripe_sim.server import SimServer
 
@@ -88,11 +86,13 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 
 async def rate_limit(request: web.Request) -> web.Response:
-    """POST /_sim/accounts/{acct}/rate_limit {per_second, livemode?}."""
+    """POST /_sim/accounts/{acct}/rate_limit {per_second, livemode?, endpoint_per_second?}."""
     body = await _body(request)
     acct = request.match_info["acct"]
     _sim(request).state.accounts[acct]
-    _sim(request).set_rate_limit(acct, float(body["per_second"]), body.get("livemode"))
+    endpoint = body.get("endpoint_per_second")
+    _sim(request).set_rate_limit(acct, float(body["per_second"]), body.get("livemode"),
+                                 None if endpoint is None else float(endpoint))
     return _ok({"ok": True})
 
 
@@ -197,6 +197,12 @@ async def requests(request: web.Request) -> web.Response:
     return _ok(_sim(request).request_counts(request.match_info["acct"]))
 
 
+async def request_rate(request: web.Request) -> web.Response:
+    """GET /_sim/accounts/{acct}/request_rate?livemode=false: requests, 429s, busiest second, mean rate."""
+    livemode = request.query.get("livemode", "false") == "true"
+    return _ok(_sim(request).request_rate(request.match_info["acct"], livemode))
+
+
 def add_routes(app: web.Application) -> None:
     """Register the admin routes."""
     r = app.router
@@ -205,6 +211,7 @@ def add_routes(app: web.Application) -> None:
             ("POST", "/_sim/accounts/{acct}/keys", create_key),
             ("POST", "/_sim/keys/{key}/revoke", revoke_key),
             ("POST", "/_sim/accounts/{acct}/rate_limit", rate_limit),
+            ("GET", "/_sim/accounts/{acct}/request_rate", request_rate),
             ("POST", "/_sim/accounts/{acct}/webhook_endpoints", add_endpoint),
             ("POST", "/_sim/webhook_endpoints/{ep}/roll", roll_secret),
             ("POST", "/_sim/webhook_endpoints/{ep}/test", send_test),

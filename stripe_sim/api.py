@@ -69,7 +69,8 @@ async def _guarded(request: web.Request, handler: Handler, sim: "SimServer",
                               headers=headers)
         key = authenticate(sim.state, request.headers.get("Authorization"))
         livemode = key.livemode
-        sim.limiter.check(key)
+        route = request.match_info.route.resource
+        sim.limiter.check(key, f"{request.method} {route.canonical if route is not None else request.path}")
         request[KEY] = key
         response = await handler(request)
     except StripeError as err:

@@ -8,9 +8,11 @@ import time
 from stripe_sim.errors import StripeError, mask_key
 from stripe_sim.model import ApiKey, SimState
 
-# Stripe's default request rate limits per account (requests per second).
+# Stripe's default request rate limits per account (requests per second), and per endpoint ("API endpoints
+# have a default limit of 25 requests per second", docs.stripe.com/rate-limits), both per mode.
 LIVE_RATE = 100.0
 TEST_RATE = 25.0
+ENDPOINT_RATE = 25.0
 
 # The restricted-key permission each read resource needs.
 PERMISSIONS = {"customers": "rak_customer_read", "charges": "rak_charge_read",
@@ -62,29 +64,60 @@ def authorize(key: ApiKey, resource: str) -> None:
 
 
 class RateLimiter:
-    """A token bucket per (account, mode), refilled in real time."""
+    """Token buckets per (account, mode) and per (account, mode, endpoint), refilled in real time."""
 
     def __init__(self) -> None:
         self._limits: dict[tuple[str, bool], float] = {}
-        self._buckets: dict[tuple[str, bool], tuple[float, float]] = {}
+        self._endpoint_limits: dict[tuple[str, bool], float] = {}
+        self._buckets: dict[tuple[str, bool, str], tuple[float, float]] = {}
+        self._arrivals: dict[tuple[str, bool], list[float]] = {}  # when each request reached the limit
+        self._limited: dict[tuple[str, bool], dict[str, int]] = {}
 
-    def set_limit(self, account_id: str, per_second: float, livemode: bool | None = None) -> None:
-        """Set an account's limit for one mode, or both when `livemode` is None."""
+    def set_limit(self, account_id: str, per_second: float, livemode: bool | None = None,
+                  endpoint_per_second: float | None = None) -> None:
+        """Set an account's limit for one mode, or both when `livemode` is None; its per-endpoint limit is
+        `endpoint_per_second`, or else raised to `per_second` if that is higher (a limit out of the way)."""
+        endpoint = endpoint_per_second if endpoint_per_second is not None else max(ENDPOINT_RATE, per_second)
         for mode in ((False, True) if livemode is None else (livemode,)):
             self._limits[(account_id, mode)] = per_second
-            self._buckets.pop((account_id, mode), None)
+            self._endpoint_limits[(account_id, mode)] = endpoint
+            for slot in [s for s in self._buckets if s[:2] == (account_id, mode)]:
+                del self._buckets[slot]
 
-    def check(self, key: ApiKey) -> None:
-        """Take one token or raise Stripe's 429 rate-limit error."""
+    def check(self, key: ApiKey, endpoint: str) -> None:
+        """Take one token of the account's and one of `endpoint`'s bucket, or raise Stripe's 429 (with the
+        reason header Stripe sends: `global-rate` or `endpoint-rate`)."""
         slot = (key.account_id, key.livemode)
-        rate = self._limits.get(slot, LIVE_RATE if key.livemode else TEST_RATE)
         now = time.monotonic()
-        tokens, last = self._buckets.get(slot, (rate, now))
-        tokens = min(rate, tokens + (now - last) * rate)
-        if tokens < 1:
-            self._buckets[slot] = (tokens, now)
-            raise StripeError(429, "Request rate limit exceeded. You can learn more about rate "
-                              "limits here https://stripe.com/docs/rate-limits.",
-                              code="rate_limit",
-                              headers={"Stripe-Rate-Limited-Reason": "global-rate"})
-        self._buckets[slot] = (tokens - 1, now)
+        self._arrivals.setdefault(slot, []).append(now)
+        buckets = (((*slot, ""), self._limits.get(slot, LIVE_RATE if key.livemode else TEST_RATE), "global-rate"),
+                   ((*slot, endpoint), self._endpoint_limits.get(slot, ENDPOINT_RATE), "endpoint-rate"))
+        refilled = []
+        for bucket, rate, reason in buckets:
+            tokens, last = self._buckets.get(bucket, (rate, now))
+            tokens = min(rate, tokens + (now - last) * rate)
+            self._buckets[bucket] = (tokens, now)
+            if tokens < 1:
+                limited = self._limited.setdefault(slot, {})
+                limited[reason] = limited.get(reason, 0) + 1
+                raise StripeError(429, "Request rate limit exceeded. You can learn more about rate "
+                                  "limits here https://stripe.com/docs/rate-limits.",
+                                  code="rate_limit", headers={"Stripe-Rate-Limited-Reason": reason})
+            refilled.append((bucket, tokens))
+        for bucket, tokens in refilled:
+            self._buckets[bucket] = (tokens - 1, now)
+
+    def observed(self, account_id: str, livemode: bool) -> dict[str, float]:
+        """What the limit saw of an account's mode: requests, how many were refused (429), the busiest
+        second (most requests in any one-second window) and the mean rate from the first request to the last."""
+        arrivals = self._arrivals.get((account_id, livemode), [])
+        busiest, first = 0, 0
+        for last, at in enumerate(arrivals):
+            while at - arrivals[first] >= 1.0:
+                first += 1
+            busiest = max(busiest, last - first + 1)
+        span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+        limited = self._limited.get((account_id, livemode), {})
+        return {"requests": len(arrivals), "rate_limited": sum(limited.values()),
+                "rate_limited_endpoint": limited.get("endpoint-rate", 0),
+                "busiest_second": busiest, "mean_per_second": (len(arrivals) - 1) / span if span else 0.0}

@@ -7,7 +7,7 @@ Every method takes the moment `at` it happens (Unix seconds) and never reads the
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from stripe_sim import objects as o

@@ -27,7 +27,6 @@ from stripe_sim.model import RESOURCES, SimState
 from stripe_sim.render import CURRENT_VERSION
 from stripe_sim.webhooks import Delivery, WebhookHub
 
-
 _log = logging.getLogger(__name__)
 
 
@@ -138,10 +137,11 @@ class SimServer:
         """Roll/expire a key: later requests get 401 `api_key_expired`."""
         self.state.keys[key].expired = True
 
-    def set_rate_limit(self, account_id: str, per_second: float,
-                       livemode: bool | None = None) -> None:
-        """Set an account's request rate limit (both modes unless `livemode` is given)."""
-        self.limiter.set_limit(account_id, per_second, livemode)
+    def set_rate_limit(self, account_id: str, per_second: float, livemode: bool | None = None,
+                       endpoint_per_second: float | None = None) -> None:
+        """Set an account's request rate limit (both modes unless `livemode` is given) and its per-endpoint
+        limit (by default raised to `per_second` if that is above Stripe's 25/s)."""
+        self.limiter.set_limit(account_id, per_second, livemode, endpoint_per_second)
 
     def set_faults(self, *faults: Fault | dict[str, Any], clear: bool = True) -> None:
         """Replace (or with clear=False, add to) the active faults; no arguments clears."""
@@ -149,6 +149,10 @@ class SimServer:
             self.faults.clear()
         for f in faults:
             self.faults.add(f if isinstance(f, Fault) else Fault.from_dict(f))
+
+    def request_rate(self, account_id: str, livemode: bool = False) -> dict[str, float]:
+        """What the rate limit saw of the account's mode (requests, 429s, busiest second, mean rate)."""
+        return self.limiter.observed(account_id, livemode)
 
     def request_counts(self, account_id: str) -> dict[str, int]:
         """Return `{"GET /v1/…?…": n}` for every request made with the account's keys."""

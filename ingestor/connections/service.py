@@ -24,8 +24,8 @@ from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints
 from ingestor.sources.reconcile import Reconciler
-from ingestor.stripe_api.budgets import StripeReaders, key_budget_id
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
+from ingestor.stripe_api.readers import StripeReaders, key_budget_id
 from plumbing.logs import get_logger
 from plumbing.settings import Settings
 
@@ -86,7 +86,8 @@ def import_window(now: float, months: int) -> tuple[int, int]:
 
 
 def import_progress_json(checkpoints: list[ImportCheckpoint]) -> dict[str, Any]:
-    """Returns the import's progress: per resource objects published and share of the window covered."""
+    """Returns the import's progress: per resource objects published, share of the window covered, objects per
+    second over the current pass and an estimated time left (None while too little is known)."""
     if not checkpoints:
         return {"state": "none", "resources": {}}
     first = checkpoints[0]
@@ -101,11 +102,23 @@ def import_progress_json(checkpoints: list[ImportCheckpoint]) -> dict[str, Any]:
         "paused_reason": paused,
         "objects_published": sum(c.objects_published for c in checkpoints),
         "covered": min(c.covered() for c in checkpoints),
+        **_speed(checkpoints, running=not (done or paused)),
         "resources": {
-            c.resource: {"objects_published": c.objects_published, "covered": round(c.covered(), 4), "done": c.done}
+            c.resource: {"objects_published": c.objects_published, "covered": round(c.covered(), 4), "done": c.done,
+                         **_speed([c], running=not (c.done or paused))}
             for c in checkpoints
         },
     }
+
+
+def _speed(checkpoints: list[ImportCheckpoint], running: bool) -> dict[str, float | None]:
+    """Objects per second and seconds left for resources paged together (they share one request budget)."""
+    rates = [c.objects_per_s() for c in checkpoints if not c.done]
+    lefts = [c.objects_left() for c in checkpoints]
+    rate = sum(r for r in rates if r is not None) if rates and all(r is not None for r in rates) else None
+    left = sum(x for x in lefts if x is not None) if all(x is not None for x in lefts) else None
+    eta = left / rate if running and rate and left is not None else 0.0 if left == 0 else None
+    return {"objects_per_s": None if rate is None else round(rate, 1), "eta_s": None if eta is None else round(eta)}
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -16,10 +16,10 @@ from datetime import datetime
 
 import asyncpg
 
+from ingestor.sources.slices import ImportSlice, initial_ranges
 from plumbing.postgres import database_errors, translates_database_errors
 
 POLL_LOCK = 0x504F4C4C  # "POLL": advisory-lock namespace of the poller
-IMPORT_LOCK = 0x494D5054  # "IMPT": advisory-lock namespace of the importer
 
 
 @contextlib.asynccontextmanager
@@ -44,6 +44,10 @@ async def _locked(pool: asyncpg.Pool, namespace: int, connection_id: str) -> Asy
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", namespace, connection_id)
 
 
+class _ClaimLost(Exception):
+    """Another process took the slice (this one's claim expired): its page must not be saved."""
+
+
 @dataclass(frozen=True, slots=True)
 class PollCursor:
     """Created time of the newest acknowledged event, and the ids already published in the overlap."""
@@ -54,7 +58,7 @@ class PollCursor:
 
 @dataclass(frozen=True, slots=True)
 class ImportCheckpoint:
-    """One resource's place in an import run."""
+    """One resource's place in an import run, with its current pass (for a rate and a time left)."""
 
     connection_id: str
     resource: str
@@ -67,15 +71,39 @@ class ImportCheckpoint:
     objects_published: int
     done: bool
     paused_reason: str | None
+    covered_s: int | None = None  # seconds of the window its slices have paged (None: no slices yet)
+    pass_started_at: datetime | None = None
+    objects_at_pass_start: int = 0
+    updated_at: datetime | None = None
 
     def covered(self) -> float:
-        """Returns the share of the window covered so far: (end − oldest created seen) / window."""
+        """Returns the share of the window paged so far."""
         if self.done:
             return 1.0
+        span = max(1, self.window_end - self.window_start)
+        if self.covered_s is not None:
+            return min(1.0, max(0.0, self.covered_s / span))
         if self.oldest_created is None:
             return 0.0
-        span = max(1, self.window_end - self.window_start)
         return min(1.0, max(0.0, (self.window_end - self.oldest_created) / span))
+
+    def objects_per_s(self) -> float | None:
+        """Objects published per second over the current (or last) pass; None before a pass has run a second."""
+        if self.pass_started_at is None or self.updated_at is None:
+            return None
+        elapsed = (self.updated_at - self.pass_started_at).total_seconds()
+        if elapsed < 1.0:
+            return None
+        return max(0, self.objects_published - self.objects_at_pass_start) / elapsed
+
+    def objects_left(self) -> float | None:
+        """Objects still to page, estimated from the density of the part of the window already paged."""
+        if self.done:
+            return 0.0
+        covered = self.covered()
+        if covered <= 0.0:
+            return None
+        return self.objects_published * (1.0 - covered) / covered
 
 
 @translates_database_errors
@@ -119,45 +147,182 @@ class PostgresCheckpoints:
     ) -> str:
         """Starts a new import run over the window (replacing any earlier run); returns its run id."""
         run_id = "imp_" + secrets.token_hex(6)
-        await self._pool.execute(
-            """INSERT INTO import_runs (connection_id, resource, run_id, reason, window_start, window_end,
-                                        last_object_id, oldest_created, objects_published, done_at, paused_reason,
-                                        started_at, updated_at)
-               SELECT $1, r, $3, $4, $5, $6, NULL, NULL, 0, NULL, NULL, now(), now() FROM unnest($2::text[]) AS r
-               ON CONFLICT (connection_id, resource) DO UPDATE
-                  SET run_id = $3, reason = $4, window_start = $5, window_end = $6, last_object_id = NULL,
-                      oldest_created = NULL, objects_published = 0, done_at = NULL, paused_reason = NULL,
-                      started_at = now(), updated_at = now()""",
-            connection_id, list(resources), run_id, reason, window_start, window_end,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM import_slices WHERE connection_id = $1", connection_id)  # the old run's
+            await conn.execute(
+                """INSERT INTO import_runs (connection_id, resource, run_id, reason, window_start, window_end,
+                                            last_object_id, oldest_created, objects_published, done_at, paused_reason,
+                                            started_at, updated_at)
+                   SELECT $1, r, $3, $4, $5, $6, NULL, NULL, 0, NULL, NULL, now(), now() FROM unnest($2::text[]) AS r
+                   ON CONFLICT (connection_id, resource) DO UPDATE
+                      SET run_id = $3, reason = $4, window_start = $5, window_end = $6, last_object_id = NULL,
+                          oldest_created = NULL, objects_published = 0, done_at = NULL, paused_reason = NULL,
+                          started_at = now(), updated_at = now(), pass_started_at = NULL, objects_at_pass_start = 0""",
+                connection_id, list(resources), run_id, reason, window_start, window_end,
+            )
         return run_id
 
     async def import_checkpoints(self, connection_id: str) -> list[ImportCheckpoint]:
         """Returns the connection's checkpoints, one per resource."""
         rows = await self._pool.fetch(
-            """SELECT connection_id, resource, run_id, reason, window_start, window_end, last_object_id, oldest_created,
-                      objects_published, done_at IS NOT NULL AS done, paused_reason
-                 FROM import_runs WHERE connection_id = $1 ORDER BY resource""",
+            """SELECT r.connection_id, r.resource, r.run_id, r.reason, r.window_start, r.window_end, r.last_object_id,
+                      r.oldest_created, r.objects_published, r.done_at IS NOT NULL AS done, r.paused_reason,
+                      r.pass_started_at, r.objects_at_pass_start, r.updated_at,
+                      (SELECT sum(CASE WHEN s.done THEN s.range_end - s.range_start + 1
+                                       ELSE s.range_end - GREATEST(s.range_start - 1, coalesce(s.oldest_created, s.range_end))
+                                  END)::bigint
+                         FROM import_slices s WHERE s.connection_id = r.connection_id AND s.resource = r.resource
+                          AND s.run_id = r.run_id) AS covered_s
+                 FROM import_runs r WHERE r.connection_id = $1 ORDER BY r.resource""",
             connection_id,
         )
         return [ImportCheckpoint(**dict(r)) for r in rows]
 
-    async def save_import_page(
-        self, checkpoint: ImportCheckpoint, last_object_id: str | None, oldest_created: int | None,
-        published: int, done: bool,
-    ) -> bool:
-        """Stores the place after an acknowledged page; returns False if a newer run replaced this one."""
-        status = await self._pool.execute(
-            """UPDATE import_runs
-                  SET last_object_id = COALESCE($4, last_object_id),
-                      oldest_created = LEAST(COALESCE(oldest_created, $5), $5),
-                      objects_published = objects_published + $6,
-                      done_at = CASE WHEN $7 THEN now() ELSE NULL END, updated_at = now()
-                WHERE connection_id = $1 AND resource = $2 AND run_id = $3""",
-            checkpoint.connection_id, checkpoint.resource, checkpoint.run_id, last_object_id, oldest_created,
-            published, done,
-        )
-        return bool(status != "UPDATE 0")
+    async def begin_pass(self, connection_id: str) -> None:
+        """Marks the start of an importer pass over the connection's unfinished resources (for their rate)."""
+        await self._pool.execute(
+            """UPDATE import_runs SET pass_started_at = now(), objects_at_pass_start = objects_published, updated_at = now()
+                WHERE connection_id = $1 AND done_at IS NULL""", connection_id)
+
+    async def prepare_slices(self, checkpoint: ImportCheckpoint, initial: int) -> None:
+        """Makes the resource's first slices for its run unless it has some (several processes may race: one wins).
+
+        A run started before slices existed resumes as one slice from its stored cursor.
+        """
+        cursor: tuple[str | None, int | None] = (checkpoint.last_object_id, checkpoint.oldest_created)
+        if checkpoint.last_object_id is not None:
+            ranges = [(checkpoint.window_start, checkpoint.window_end)]
+        else:
+            ranges, cursor = initial_ranges(checkpoint.window_start, checkpoint.window_end, initial), (None, None)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT run_id FROM import_runs WHERE connection_id = $1 AND resource = $2 FOR UPDATE",
+                                   checkpoint.connection_id, checkpoint.resource) != checkpoint.run_id:
+                return  # a newer run replaced this one
+            if await conn.fetchval("SELECT 1 FROM import_slices WHERE connection_id = $1 AND resource = $2 AND run_id = $3 "
+                                   "LIMIT 1", checkpoint.connection_id, checkpoint.resource, checkpoint.run_id):
+                return
+            await conn.executemany(
+                """INSERT INTO import_slices (connection_id, resource, run_id, slice_id, range_start, range_end,
+                                              last_object_id, oldest_created)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                [(checkpoint.connection_id, checkpoint.resource, checkpoint.run_id, i, start, end, *cursor)
+                 for i, (start, end) in enumerate(ranges)])
+
+    async def claim_slice(self, connection_id: str, worker: str, lease_s: float) -> ImportSlice | None:
+        """Claims for `worker` the unclaimed (or abandoned: lease expired) slice of the connection's running
+        import with the longest range left, or returns None if there is none."""
+        row = await self._pool.fetchrow(
+            """UPDATE import_slices s SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
+                WHERE (s.connection_id, s.resource, s.run_id, s.slice_id) = (
+                      SELECT i.connection_id, i.resource, i.run_id, i.slice_id FROM import_slices i
+                        JOIN import_runs r ON r.connection_id = i.connection_id AND r.resource = i.resource
+                                          AND r.run_id = i.run_id
+                       WHERE i.connection_id = $1 AND NOT i.done AND r.done_at IS NULL AND r.paused_reason IS NULL
+                         AND (i.claimed_until IS NULL OR i.claimed_until < now())
+                       ORDER BY coalesce(i.oldest_created, i.range_end) - i.range_start DESC
+                       LIMIT 1 FOR UPDATE OF i SKIP LOCKED)
+            RETURNING s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end,
+                      s.last_object_id, s.oldest_created, s.objects_published, s.done""",
+            connection_id, worker, lease_s)
+        return ImportSlice(**dict(row)) if row else None
+
+    async def save_slice_page(self, piece: ImportSlice, published: int, worker: str, lease_s: float) -> bool:
+        """Stores a slice's place after an acknowledged page (its cursor, whether it is done), renews the claim and
+        adds the page to the resource's totals; returns False if the claim was lost or a newer run replaced this
+        one (then the slice is someone else's, or gone)."""
+        # Lock order, here as in every statement that touches both: the run's row, then the slice's.
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    """UPDATE import_runs SET objects_published = objects_published + $4,
+                              oldest_created = LEAST(COALESCE(oldest_created, $5), $5), updated_at = now()
+                        WHERE connection_id = $1 AND resource = $2 AND run_id = $3""",
+                    piece.connection_id, piece.resource, piece.run_id, published, piece.oldest_created)
+                if status == "UPDATE 0":
+                    return False
+                status = await conn.execute(
+                    """UPDATE import_slices SET last_object_id = $5, oldest_created = $6, done = $7,
+                              objects_published = objects_published + $8,
+                              claimed_until = now() + make_interval(secs => $10), updated_at = now()
+                        WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4
+                          AND claimed_by = $9""",
+                    piece.connection_id, piece.resource, piece.run_id, piece.slice_id, piece.last_object_id,
+                    piece.oldest_created, piece.done, published, worker, lease_s)
+                if status == "UPDATE 0":
+                    raise _ClaimLost  # rolls the totals back
+        except _ClaimLost:
+            return False
+        return True
+
+    async def split_slice(self, piece: ImportSlice, at: int, worker: str, lease_s: float) -> ImportSlice | None:
+        """Splits what is left of a slice `worker` holds at `at`: the slice keeps [at, …] and its cursor, a new
+        one, claimed by `worker`, gets […, at − 1]. Returns the new slice, or None if the claim was lost."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM import_runs WHERE connection_id = $1 AND resource = $2 FOR UPDATE",
+                               piece.connection_id, piece.resource)  # one split of the resource at a time
+            status = await conn.execute(
+                """UPDATE import_slices SET range_start = $5, updated_at = now()
+                    WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4 AND claimed_by = $6
+                      AND NOT done""",
+                piece.connection_id, piece.resource, piece.run_id, piece.slice_id, at, worker)
+            if status == "UPDATE 0":
+                return None
+            new_id = await conn.fetchval(
+                """INSERT INTO import_slices (connection_id, resource, run_id, slice_id, range_start, range_end,
+                                              claimed_by, claimed_until)
+                   SELECT $1, $2, $3, max(slice_id) + 1, $4, $5, $6, now() + make_interval(secs => $7)
+                     FROM import_slices WHERE connection_id = $1 AND resource = $2 AND run_id = $3
+                RETURNING slice_id""",
+                piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1, worker, lease_s)
+        split_off = ImportSlice(piece.connection_id, piece.resource, piece.run_id, new_id, piece.range_start, at - 1)
+        piece.range_start = at
+        return split_off
+
+    async def release_slices(self, connection_id: str, worker: str) -> None:
+        """Gives up `worker`'s claims on the connection's slices (its pass ended), so any process may go on."""
+        await self._pool.execute(
+            "UPDATE import_slices SET claimed_by = NULL, claimed_until = NULL WHERE connection_id = $1 AND claimed_by = $2",
+            connection_id, worker)
+
+    async def release_slice(self, piece: ImportSlice, worker: str) -> None:
+        """Gives up `worker`'s claim on one slice."""
+        await self._pool.execute(
+            """UPDATE import_slices SET claimed_by = NULL, claimed_until = NULL
+                WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4 AND claimed_by = $5""",
+            piece.connection_id, piece.resource, piece.run_id, piece.slice_id, worker)
+
+    async def renew_claims(self, worker: str, lease_s: float) -> None:
+        """Extends every claim `worker` holds (slices waiting for the budget make no page for a while)."""
+        await self._pool.execute(
+            "UPDATE import_slices SET claimed_until = now() + make_interval(secs => $2) WHERE claimed_by = $1 AND NOT done",
+            worker, lease_s)
+
+    async def finish_resources(self, connection_id: str) -> bool:
+        """Marks done each resource of the connection's run whose slices are all done; returns True if this call
+        finished the whole run (so exactly one process of those sharing the import sees it finish)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM import_runs WHERE connection_id = $1 ORDER BY resource FOR UPDATE",
+                               connection_id)
+            finished = await conn.fetch(
+                """UPDATE import_runs r SET done_at = now(), updated_at = now()
+                    WHERE r.connection_id = $1 AND r.done_at IS NULL AND r.paused_reason IS NULL
+                      AND EXISTS (SELECT 1 FROM import_slices s WHERE s.connection_id = r.connection_id
+                                  AND s.resource = r.resource AND s.run_id = r.run_id)
+                      AND NOT EXISTS (SELECT 1 FROM import_slices s WHERE s.connection_id = r.connection_id
+                                      AND s.resource = r.resource AND s.run_id = r.run_id AND NOT s.done)
+                RETURNING r.resource""", connection_id)
+            left = await conn.fetchval("SELECT count(*) FROM import_runs WHERE connection_id = $1 AND done_at IS NULL",
+                                       connection_id)
+        return bool(finished) and left == 0
+
+    async def import_slices(self, connection_id: str) -> list[ImportSlice]:
+        """Returns the slices of the connection's current run (to look at: the importer claims them)."""
+        rows = await self._pool.fetch(
+            """SELECT s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end, s.last_object_id,
+                      s.oldest_created, s.objects_published, s.done
+                 FROM import_slices s JOIN import_runs r USING (connection_id, resource, run_id)
+                WHERE s.connection_id = $1 ORDER BY s.resource, s.range_start""", connection_id)
+        return [ImportSlice(**dict(r)) for r in rows]
 
     async def pause_import(self, connection_id: str, reason: str) -> None:
         """Pauses the connection's unfinished import (checkpoints kept) until `resume_import`."""
@@ -174,12 +339,13 @@ class PostgresCheckpoints:
         )
 
     async def connections_with_pending_imports(self) -> list[str]:
-        """Returns connections whose import has unfinished, unpaused resources and a usable key."""
+        """Returns connections whose import has unfinished, unpaused resources and a usable key: the ones whose
+        last pass is oldest first (never passed over first), so every import gets its turns."""
         rows = await self._pool.fetch(
-            """SELECT DISTINCT r.connection_id FROM import_runs r JOIN stripe_connections c USING (connection_id)
+            """SELECT r.connection_id FROM import_runs r JOIN stripe_connections c USING (connection_id)
                 WHERE r.done_at IS NULL AND r.paused_reason IS NULL AND c.key_ciphertext IS NOT NULL
                   AND c.status NOT IN ('key_invalid', 'permission_missing', 'disconnected')
-                ORDER BY r.connection_id"""
+                GROUP BY r.connection_id ORDER BY max(r.pass_started_at) NULLS FIRST, r.connection_id"""
         )
         return [r["connection_id"] for r in rows]
 

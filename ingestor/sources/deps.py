@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.sources.checkpoints import PostgresCheckpoints
-from ingestor.stripe_api.budgets import StripeReaders
+from ingestor.stripe_api.readers import StripeReaders
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,25 @@
 """The history import (source=import): pages through the five list endpoints and publishes snapshots.
 
 Place in the flow: Connect (or an on-demand or catch-up request) writes an import run into
-`import_runs`; `StripeImporter` finds pending runs, takes the connection's import lock (one
-importer per connection across processes) and walks each resource newest-first from its
-checkpoint, `created` within the run's window. Each page becomes snapshot envelopes
-(`snapshots.py`), published with `publish_many` (acks=all); only then is the checkpoint (last
-object id, oldest created, count) saved, so a killed importer resumes at the next page and
-fetches again at most the one page per resource it had in flight. Resources run concurrently
-within the account's rate budget; memory holds one page per resource.
+`import_runs`; `StripeImporter` finds pending runs and pages each resource's `created` range in time
+slices (`slices.py`), many at once, within the account's request budget (shared by every process):
+enough requests in flight to fill the budget at Stripe's real latency. Each slice is claimed by one
+process at a time (a lease renewed while it pages), so several workers share one import and a dead
+worker's slices are taken over once its lease lapses. Each page becomes snapshot envelopes
+(`snapshots.py`), published with acks=all; only then is the slice's checkpoint (its cursor, oldest
+created, count) saved, so a killed importer resumes every slice at its next page. A pass over one
+connection lasts at most `pass_s`, and the connections passed over longest ago go first, so a
+thousand imports all make progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,11 +30,12 @@ import stripe
 from ingestor.connections.status import STATUSES
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.errors import IngestError
-from ingestor.sources.checkpoints import IMPORT_LOCK, ImportCheckpoint, try_connection_lock
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
+from ingestor.sources.slices import ImportSlice, SlicePlanner
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
+from ingestor.stripe_api.request_budget import Priority
 from plumbing.errors import is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
@@ -38,11 +46,13 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ImportOutcome:
-    """How one importer pass over a connection ended: done, paused (why), busy, or retry_later."""
+    """How one importer pass over a connection ended: done, paused (why), busy (another process holds every
+    slice left), more (the pass's time was up: go on at once), or retry_later (Stripe or Kafka failed)."""
 
     connection_id: str
     state: str
     detail: str = ""
+    slices: int = 0  # slices this process paged in the pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,33 @@ class Page:
     objects: list[dict[str, Any]]
     has_more: bool
     fetched_at: datetime
+
+
+class _Pass:
+    """One pass of this process over one connection: its slices, its deadline, and the wake-up of idle workers."""
+
+    def __init__(self, planner: SlicePlanner, deadline: float):
+        self.planner = planner
+        self.deadline = deadline
+        self.stop = asyncio.Event()
+        self.slices_taken = 0
+        self.lock = asyncio.Lock()  # one claim or split at a time
+        self._changed = asyncio.Condition()
+
+    def going(self) -> bool:
+        return not self.stop.is_set() and time.monotonic() < self.deadline
+
+    async def changed(self) -> None:
+        """A slice paged a page or was let go: a split may now be worth it."""
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_split(self) -> None:
+        """Waits until a slice of ours is worth splitting, or a second (then a claim is tried again), or the end."""
+        timeout = min(1.0, max(0.0, self.deadline - time.monotonic()))
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.planner.to_split() is not None), timeout)
 
 
 class StripeImporter:
@@ -66,11 +103,13 @@ class StripeImporter:
         self._settings = settings
         self._clock = deps.clock
         self._on_done = on_done  # e.g. the check against Stripe that follows every import
+        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # who holds a slice's claim
+        self._splitting = asyncio.Lock()  # one claim or split at a time in this process
 
     async def run_pending(self) -> list[ImportOutcome]:
         """Runs every pending import once (burst mode); returns how each ended."""
         pending = await self._checkpoints.connections_with_pending_imports()
-        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_imports))
+        limit = asyncio.Semaphore(self._settings.max_concurrent_imports)
 
         async def one(connection_id: str) -> ImportOutcome:
             async with limit:
@@ -82,7 +121,8 @@ class StripeImporter:
         """Looks for pending imports every `scan_interval_s` until `stop` is set. Cancellation stops at once."""
         while not stop.is_set():
             try:
-                await self.run_pending()
+                if any(o.state == "more" for o in await self.run_pending()):
+                    continue
             except Exception as exc:
                 if not is_retriable(exc):
                     raise
@@ -93,23 +133,24 @@ class StripeImporter:
                 pass
 
     async def run_connection(self, connection_id: str) -> ImportOutcome:
-        """Imports what is left of the connection's run, under its import lock."""
-        async with try_connection_lock(self._checkpoints.lock_pool, IMPORT_LOCK, connection_id) as held:
-            if not held:
-                return ImportOutcome(connection_id, "busy")
-            connection = await self._store.get_connection(connection_id)
-            if connection is None or STATUSES[connection.status].stops_reading:
-                return ImportOutcome(connection_id, "paused", connection.status if connection else "gone")
-            todo = [c for c in await self._checkpoints.import_checkpoints(connection_id)
-                    if not c.done and c.paused_reason is None]
-            session = KeySession(connection, self._store, self._readers, self._clock)
-            try:
-                results = await asyncio.gather(*(self._resource(session, c) for c in todo), return_exceptions=True)
-            finally:
-                await session.close()
-            return await self._outcome(connection_id, results)
+        """Runs one pass (at most `pass_s`) over what is left of the connection's run, sharing the slices with any
+        other process importing it."""
+        connection = await self._store.get_connection(connection_id)
+        if connection is None or STATUSES[connection.status].stops_reading:
+            return ImportOutcome(connection_id, "paused", connection.status if connection else "gone")
+        todo = [c for c in await self._checkpoints.import_checkpoints(connection_id)
+                if not c.done and c.paused_reason is None]
+        for checkpoint in todo:
+            await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
+        await self._checkpoints.begin_pass(connection_id)
+        session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
+        try:
+            results, slices_taken = await self._page_in_slices(session, connection_id)
+        finally:
+            await session.close()
+        return await self._outcome(connection_id, results, slices_taken)
 
-    async def _outcome(self, connection_id: str, results: list[BaseException | None]) -> ImportOutcome:
+    async def _outcome(self, connection_id: str, results: list[BaseException | None], slices_taken: int) -> ImportOutcome:
         for result in results:
             if isinstance(result, StopReading):
                 await self._checkpoints.pause_import(connection_id, result.reason)
@@ -119,36 +160,100 @@ class StripeImporter:
                 return ImportOutcome(connection_id, "retry_later", str(result))
             if isinstance(result, BaseException):
                 raise result
-        if await self._checkpoints.last_import_finished(connection_id) is not None:
+        if await self._checkpoints.finish_resources(connection_id):
             await self._store.set_catchup_needed(connection_id, None)
             if self._on_done is not None:
                 await self._on_done(connection_id)
-            return ImportOutcome(connection_id, "done")
-        return ImportOutcome(connection_id, "retry_later", "superseded or unfinished")
+            return ImportOutcome(connection_id, "done", slices=slices_taken)
+        if await self._checkpoints.last_import_finished(connection_id) is not None:
+            return ImportOutcome(connection_id, "done", "finished by another process", slices_taken)
+        if not slices_taken:
+            return ImportOutcome(connection_id, "busy", "what is left is being paged by another process")
+        return ImportOutcome(connection_id, "more", "the pass ended before the run (its time was up, or a newer run)",
+                             slices_taken)
 
-    async def _resource(self, session: KeySession, checkpoint: ImportCheckpoint) -> None:
-        """Walks one resource from its checkpoint to the end of the window, one acknowledged page at a time."""
-        resource = BY_NAME[checkpoint.resource]
-        params: dict[str, Any] = {
-            "limit": self._settings.page_limit,
-            "created": {"gte": checkpoint.window_start, "lte": checkpoint.window_end},
-            **resource.list_params,
-        }
-        after = checkpoint.last_object_id
-        while True:
-            page = await self._fetch(session, resource.name, params, after)
-            await self._publish(session, page)
-            after = page.objects[-1]["id"] if page.objects else None
-            oldest = min((int(o["created"]) for o in page.objects), default=None)
-            done = not (page.has_more and page.objects)
-            if not await self._checkpoints.save_import_page(checkpoint, after, oldest, len(page.objects), done):
-                return  # a newer run replaced this one
-            if done:
+    async def _page_in_slices(self, session: KeySession, connection_id: str) -> tuple[list[BaseException | None], int]:
+        """Pages slices of the connection's run, `slices_in_flight` at a time, until none is left to claim or split
+        or the pass's time is up; returns what stopped each worker (None: out of work or time) and how many
+        slices were taken."""
+        run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
+                    time.monotonic() + self._settings.pass_s)
+        lease_s = self._settings.slice_lease_s
+
+        async def worker() -> None:
+            while run.going():
+                piece = await self._next_slice(connection_id, run)
+                if piece is None:
+                    if not run.planner.busy():
+                        return  # nothing left here; what other processes hold they finish
+                    await run.wait_for_split()  # a slice of ours may become worth splitting once it has paged
+                    continue
+                run.planner.add(piece)
+                run.slices_taken += 1
+                try:
+                    await self._page_slice(session, piece, run)
+                except BaseException:
+                    run.stop.set()
+                    raise
+                finally:
+                    run.planner.release(piece)
+                    await run.changed()
+                    if not piece.done:
+                        await self._checkpoints.release_slice(piece, self._worker_id)
+
+        async def keep_claims() -> None:
+            while True:
+                await asyncio.sleep(lease_s / 3)
+                await self._checkpoints.renew_claims(self._worker_id, lease_s)
+
+        renewing = asyncio.create_task(keep_claims())
+        try:
+            results = await asyncio.gather(*(worker() for _ in range(self._settings.slices_in_flight)),
+                                           return_exceptions=True)
+            return list(results), run.slices_taken
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+            await self._checkpoints.release_slices(connection_id, self._worker_id)
+
+    async def _next_slice(self, connection_id: str, run: _Pass) -> ImportSlice | None:
+        """A slice nobody pages (the longest), else the older half of the one of ours with the most left, else None."""
+        async with run.lock:
+            piece = await self._checkpoints.claim_slice(connection_id, self._worker_id, self._settings.slice_lease_s)
+            if piece is not None:
+                return piece
+            victim = run.planner.to_split()
+            if victim is None:
+                return None
+            return await self._checkpoints.split_slice(*victim, self._worker_id, self._settings.slice_lease_s)
+
+    async def _page_slice(self, session: KeySession, piece: ImportSlice, run: _Pass) -> None:
+        """Pages one slice to its end (or the pass's), one acknowledged page at a time, while the claim holds."""
+        resource = BY_NAME[piece.resource]
+        while run.going():
+            query: dict[str, Any] = {"limit": self._settings.page_limit, **resource.list_params,
+                                     "created": {"gte": piece.range_start, "lte": piece.range_end}}
+            if piece.last_object_id:
+                query["starting_after"] = piece.last_object_id
+            requested_start = piece.range_start
+            page = await self._fetch(session, resource.name, query)
+            mine = piece.keep(page.objects, requested_start)
+            await self._publish(session, Page(mine, page.has_more, page.fetched_at))
+            if mine:
+                piece.last_object_id = str(mine[-1]["id"])
+                piece.oldest_created = min(int(o["created"]) for o in mine)  # type: ignore[call-overload]
+                piece.objects_published += len(mine)
+            # Newest first: an object older than the start (left out) means the rest is older too.
+            piece.done = len(mine) < len(page.objects) or not (page.has_more and page.objects)
+            if not await self._checkpoints.save_slice_page(piece, len(mine), self._worker_id,
+                                                           self._settings.slice_lease_s):
+                piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it
+                return
+            await run.changed()
+            if piece.done:
                 return
 
-    async def _fetch(self, session: KeySession, resource: str, params: dict[str, Any], after: str | None) -> Page:
-        query = dict(params, starting_after=after) if after else params
-
+    async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
         async def request(reader: StripeReader) -> RawPage:
             return await reader.list_raw_page(resource, query)
 

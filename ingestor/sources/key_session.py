@@ -18,8 +18,9 @@ from typing import TypeVar
 from ingestor.connections.status import HealthReporter
 from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.errors import IngestError, KeyInvalidError, PermissionMissingError
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.client import StripeReader
+from ingestor.stripe_api.readers import StripeReaders
+from ingestor.stripe_api.request_budget import Priority
 
 T = TypeVar("T")
 
@@ -37,9 +38,10 @@ class KeySession:
 
     def __init__(
         self, connection: Connection, store: PostgresConnectionStore, readers: StripeReaders,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, priority: Priority = Priority.INTERACTIVE,
     ):
         self.connection = connection
+        self._priority = priority
         self._store = store
         self._readers = readers
         self._health = HealthReporter(store)
@@ -49,6 +51,7 @@ class KeySession:
         self._all_readers: list[StripeReader] = []
         self._switching = asyncio.Lock()
         self._succeeded = False
+        self._stopped: str | None = None
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
@@ -58,7 +61,8 @@ class KeySession:
         if stored is None:
             raise StopReading("disconnected")
         key, version = stored
-        reader = self._readers.reader(key, self.connection.connection_id, self.connection.livemode)
+        reader = self._readers.reader(key, self.connection.connection_id, self.connection.livemode,
+                                      priority=self._priority)
         self._all_readers.append(reader)
         self._reader, self._version = reader, version
         return reader, version
@@ -77,6 +81,8 @@ class KeySession:
     async def call(self, request: Callable[[StripeReader], Awaitable[T]]) -> T:
         """Runs `request` with the current reader. Raises StopReading, or the retriable IngestError it gave up on."""
         while True:
+            if self._stopped is not None:
+                raise StopReading(self._stopped)  # requests still waiting to start never go to Stripe
             reader, version = await self._current()
             try:
                 result = await request(reader)
@@ -84,6 +90,7 @@ class KeySession:
                 if await self._rotated_since(version):
                     continue
                 if await self._health.failed(self.connection.connection_id, version, exc, self._now()):
+                    self._stopped = exc.code
                     raise StopReading(exc.code) from exc
                 continue  # the key changed between our check and the update: try the new one
             except IngestError as exc:

@@ -22,9 +22,9 @@ import orjson
 
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.sources.key_session import KeySession
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
+from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import topic_end_offsets
 from plumbing.postgres import translates_database_errors
 from plumbing.settings import KafkaSettings

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 import stripe
-from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ingestor.errors import (
@@ -33,6 +32,7 @@ from ingestor.errors import (
     StripeRateLimitedError,
     StripeUnavailableError,
 )
+from ingestor.stripe_api.request_budget import AccountBudget, Priority
 
 # Our resource name → the StripeClient service attribute that lists/retrieves it.
 RESOURCES: Mapping[str, str] = {
@@ -75,24 +75,6 @@ def raw_page(body: bytes) -> RawPage:
         raise StripeUnavailableError("Stripe answered a list request with a body that is not a list") from exc
 
 
-@dataclass
-class RateBudgets:
-    """One token bucket per Stripe account (or connection), shared by everything in this process."""
-
-    test_per_second: float = 20.0
-    live_per_second: float = 90.0
-    _limiters: dict[str, AsyncLimiter] = field(default_factory=dict)
-
-    def for_account(self, account: str, livemode: bool) -> AsyncLimiter:
-        """Returns the bucket of `account`, created on first use."""
-        limiter = self._limiters.get(account)
-        if limiter is None:
-            rate = self.live_per_second if livemode else self.test_per_second
-            # A one-second window: at most `rate` requests in any second, no burst beyond it.
-            limiter = self._limiters[account] = AsyncLimiter(rate, 1.0)
-        return limiter
-
-
 def translate_stripe_error(exc: stripe.StripeError) -> IngestError:
     """Returns our error for a `stripe` library error (without the key in any text)."""
     if isinstance(exc, stripe.AuthenticationError):
@@ -110,7 +92,17 @@ def translate_stripe_error(exc: stripe.StripeError) -> IngestError:
             permission,
         )
     if isinstance(exc, stripe.RateLimitError):
-        return StripeRateLimitedError("Stripe is rate-limiting this account (429)")
+        headers = exc.headers or {}
+        retry_after = headers.get("Retry-After") or headers.get("retry-after")
+        reason = headers.get("Stripe-Rate-Limited-Reason") or headers.get("stripe-rate-limited-reason")
+        error = StripeRateLimitedError("Stripe is rate-limiting this account (429)"
+                                       + (f": {reason}" if reason else ""))
+        try:
+            error.retry_after_s = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            error.retry_after_s = None
+        error.reason = reason
+        return error
     if isinstance(exc, stripe.APIConnectionError):
         return StripeUnavailableError("Stripe could not be reached (network error)")
     status = exc.http_status or 0
@@ -126,11 +118,12 @@ class StripeReader:
     def __init__(
         self,
         api_key: str,
-        budget: AsyncLimiter,
+        budget: AccountBudget,
         api_base: str | None = None,
         retry: RetryPolicy = RetryPolicy(),
         timeout_s: float = 30.0,
         on_error: Callable[[IngestError], None] | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ):
         self._http = stripe.AIOHTTPClient(timeout=timeout_s)
         self._client = stripe.StripeClient(
@@ -140,6 +133,7 @@ class StripeReader:
             http_client=self._http,
         )
         self._budget = budget
+        self._priority = priority
         self._retry = retry
         self._on_error = on_error
         self.requests_made = 0
@@ -147,8 +141,8 @@ class StripeReader:
     def __repr__(self) -> str:  # never show the key
         return f"StripeReader(requests_made={self.requests_made})"
 
-    async def _call(self, fn: Callable[[], Any]) -> Any:
-        """Runs one request within the budget, retrying retriable failures with backoff."""
+    async def _call(self, endpoint: str, fn: Callable[[], Any]) -> Any:
+        """Runs one request to `endpoint` within the budget, retrying retriable failures with backoff."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, IngestError) and e.retriable),
             wait=wait_random_exponential(multiplier=self._retry.initial_wait_s, max=self._retry.max_wait_s),
@@ -156,23 +150,26 @@ class StripeReader:
             reraise=True,
         ):
             with attempt:
-                async with self._budget:
-                    self.requests_made += 1
-                    try:
-                        return await fn()
-                    except stripe.StripeError as exc:
-                        error = translate_stripe_error(exc)
-                    except (aiohttp.ClientError, asyncio.TimeoutError):  # a body read fails outside the library
-                        error = StripeUnavailableError("Stripe could not be reached (network error)")
-                    if self._on_error is not None:
-                        self._on_error(error)
-                    raise error from None
+                await self._budget.acquire(self._priority, endpoint)
+                self.requests_made += 1
+                try:
+                    return await fn()
+                except stripe.StripeError as exc:
+                    error = translate_stripe_error(exc)
+                except (aiohttp.ClientError, asyncio.TimeoutError):  # a body read fails outside the library
+                    error = StripeUnavailableError("Stripe could not be reached (network error)")
+                if isinstance(error, StripeRateLimitedError):  # every process waits it out, not only this one
+                    await self._budget.rate_limited(endpoint, error.reason, error.retry_after_s)
+                if self._on_error is not None:
+                    self._on_error(error)
+                raise error from None
         raise StripeUnavailableError("no attempt was made")  # unreachable: tenacity reraises
 
     async def list_page(self, resource: str, params: Mapping[str, Any]) -> stripe.ListObject[Any]:
         """Returns one page of `resource` (newest first). Raises IngestError subclasses."""
         service = getattr(self._client.v1, RESOURCES[resource])
-        page: stripe.ListObject[Any] = await self._call(lambda: service.list_async(dict(params)))
+        page: stripe.ListObject[Any] = await self._call(f"GET {LIST_PATHS[resource]}",
+                                                        lambda: service.list_async(dict(params)))
         return page
 
     async def list_raw_page(self, resource: str, params: Mapping[str, Any]) -> RawPage:
@@ -182,7 +179,7 @@ class StripeReader:
         async def request() -> RawPage:
             return await self._get_raw(path, dict(params))
 
-        page: RawPage = await self._call(request)
+        page: RawPage = await self._call(f"GET {path}", request)
         return page
 
     async def retrieve_raw(self, resource: str, object_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,7 +196,7 @@ class StripeReader:
                 raise StripeUnavailableError("Stripe answered a retrieve with something that is not an object")
             return found
 
-        found: dict[str, Any] = await self._call(request)
+        found: dict[str, Any] = await self._call(f"GET {LIST_PATHS[resource]}/{{id}}", request)
         return found
 
     async def _get_raw(self, path: str, params: dict[str, Any]) -> RawPage:

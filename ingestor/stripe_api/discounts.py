@@ -12,9 +12,9 @@ from typing import Any
 
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.errors import KeyInvalidError
-from ingestor.stripe_api.budgets import StripeReaders
 from ingestor.stripe_api.catalog import DISCOUNT_EXPANSIONS
 from ingestor.stripe_api.client import StripeReader
+from ingestor.stripe_api.readers import StripeReaders
 
 Discounts = dict[str, dict[str, Any]]
 

@@ -1,16 +1,20 @@
-"""Builds `StripeReader`s from settings, all drawing on one `RateBudgets` per process.
+"""Builds `StripeReader`s from settings, all drawing on the request budget of their Stripe account.
 
-The budget is keyed by connection (one Stripe account in one mode), so the poller, the importer
-and key re-tests running in the same process share it; a key tested before it has a connection
-gets a budget keyed by the key's digest. Key tests use a short retry policy so the user gets an
-answer in seconds; the poller and the importer use the patient one from the settings.
+The budget is keyed by connection (one Stripe account in one mode) and shared by every process through
+Postgres (`request_budget.py`), so the poller, the importer, key re-tests and reconciles of one account
+never overrun Stripe's limit together; a key tested before it has a connection gets a budget keyed by
+the key's digest. Key tests use a short retry policy so the user gets an answer in seconds; the poller
+and the importer use the patient one from the settings.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from ingestor.stripe_api.client import RateBudgets, RetryPolicy, StripeReader
+import asyncpg
+
+from ingestor.stripe_api.client import RetryPolicy, StripeReader
+from ingestor.stripe_api.request_budget import Priority, RateBudgets
 from plumbing.settings import StripeSettings
 
 KEY_TEST_RETRY = RetryPolicy(attempts=2, initial_wait_s=0.2, max_wait_s=1.0)
@@ -19,19 +23,22 @@ KEY_TEST_RETRY = RetryPolicy(attempts=2, initial_wait_s=0.2, max_wait_s=1.0)
 class StripeReaders:
     """Makes readers for one restricted key within the shared budget of its account."""
 
-    def __init__(self, settings: StripeSettings, budgets: RateBudgets | None = None):
+    def __init__(self, settings: StripeSettings, budgets: RateBudgets | None = None, pool: asyncpg.Pool | None = None):
         self._settings = settings
-        self.budgets = budgets or RateBudgets(settings.test_requests_per_second, settings.live_requests_per_second)
+        self.budgets = budgets or RateBudgets(settings.test_requests_per_second, settings.live_requests_per_second,
+                                              settings.endpoint_requests_per_second, pool)
         self._patient = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait_s, settings.retry_max_wait_s)
 
-    def reader(self, key: str, budget_id: str, livemode: bool, quick: bool = False) -> StripeReader:
-        """Returns a reader (the caller closes it); `quick` for key tests."""
+    def reader(self, key: str, budget_id: str, livemode: bool, quick: bool = False,
+               priority: Priority = Priority.INTERACTIVE) -> StripeReader:
+        """Returns a reader (the caller closes it); `quick` for key tests; BULK priority for the importer."""
         return StripeReader(
             key,
             self.budgets.for_account(budget_id, livemode),
             api_base=self._settings.api_base,
             retry=KEY_TEST_RETRY if quick else self._patient,
             timeout_s=self._settings.timeout_s,
+            priority=priority,
         )
 
 

@@ -53,6 +53,7 @@ def service_env(settings: Settings, master_keys: str, port: int, sim_url: str) -
         "INGESTOR_POLLER__INTERVAL_S": "2",
         "INGESTOR_POLLER__UNVERIFIED_INTERVAL_S": "2",
         "INGESTOR_IMPORTER__SCAN_INTERVAL_S": "0.5",
+        "INGESTOR_IMPORTER__SLICE_LEASE_S": "2",  # a killed worker's slices are taken over within 2 s
         "INGESTOR_PROJECTOR__METRICS_PORT": "0",
         "INGESTOR_LOG__LEVEL": "WARNING",
     }

@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestServer
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from ingestor.sources.checkpoints import PostgresCheckpoints
-from ingestor.stripe_api.budgets import StripeReaders
+from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import configure_logging
-from plumbing.settings import ControlSettings, LogSettings, ReceiverSettings, Settings, StripeSettings
+from plumbing.settings import ControlSettings, ImporterSettings, LogSettings, ReceiverSettings, Settings, StripeSettings
 from schemas import Envelope, EnvelopeCodec
 from service.web import create_ingest_app
 from service.worker import Worker, open_worker
@@ -56,6 +56,7 @@ def ingest_settings(base: Settings, sim: SimServer, **stripe: Any) -> Settings:
         "control": ControlSettings(admin_token=ADMIN_TOKEN),  # type: ignore[arg-type]
         "stripe": stripe_settings,
         "receiver": ReceiverSettings(target_cache_ttl_s=0),
+        "importer": ImporterSettings(slice_lease_s=2.0),  # a killed importer's slices are taken over within 2 s
     })
 
 
@@ -105,10 +106,10 @@ async def control(
     await create_topic(settings.kafka.raw_topic, 3)
     master_keys = generate_master_key("k1")
     keyring = MasterKeyring.from_setting(master_keys)
-    readers = StripeReaders(settings.stripe)
+    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
+    readers = StripeReaders(settings.stripe, pool=pool)  # budgets shared through Postgres, as in production
     server = TestServer(create_ingest_app(settings, keyring, readers=readers), host="127.0.0.1")
     await server.start_server()
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
     async with aiohttp.ClientSession() as http:
         yield ControlClient(settings, server, http, pool, PostgresConnectionStore(pool, keyring),
                             PostgresCheckpoints(pool), keyring, readers, master_keys)

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from stripe_sim import SimServer
-from tests.ingestor.conftest import ControlClient
 from tests.helpers import wait_for
+from tests.ingestor.conftest import ControlClient
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,12 @@ import asyncpg
 import orjson
 import pytest
 
-from service.worker import Worker, import_until_done
+from ingestor.sources.reconcile import Reconciler
+from service.worker import Worker, import_until_done, render_reconcile
 from stripe_sim import SimServer
 from tests.helpers import wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
+from tests.projections.support import daily_figures, project_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -98,15 +100,15 @@ async def test_a_revoked_key_pauses_the_import_and_a_new_key_resumes_it(
     outcome = await asyncio.wait_for(task, 30)
     sim.set_faults()
     assert (outcome.state, outcome.detail) == ("paused", "key_invalid")
-    # Within one request: no more than the requests already in flight (one per resource) saw the 401.
+    # Within one request: no more than the requests already in flight (one per slice paged at once) saw the 401.
     unauthorized = [r for r in sim.state.request_log[account] if r[2] == 401]
-    assert 1 <= len(unauthorized) <= 5
+    assert 1 <= len(unauthorized) <= control.settings.importer.slices_in_flight
     _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
     assert view["status"] == "key_invalid" and view["docs"] == "docs/operating.md#key_invalid"
     assert "rotated or revoked" in view["status_reason"] and view["recovery_steps"]
     assert view["import"]["state"] == "paused" and view["import"]["paused_reason"] == "key_invalid"
-    checkpoints = await control.checkpoints.import_checkpoints(connection_id)
-    assert any(c.last_object_id for c in checkpoints)
+    slices = await control.checkpoints.import_slices(connection_id)
+    assert any(s.last_object_id for s in slices)
     # Stopped: neither the importer nor the poller asks Stripe again.
     before = len(sim.state.request_log[account])
     assert (await worker.importer.run_connection(connection_id)).state == "paused"
@@ -116,9 +118,8 @@ async def test_a_revoked_key_pauses_the_import_and_a_new_key_resumes_it(
     status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
                                       {"key": sim.create_restricted_key(account)})
     assert status == 200 and body["connection"]["status"] == "polling_only"
-    resumed = {c.resource: c for c in await control.checkpoints.import_checkpoints(connection_id)}
-    assert all(resumed[c.resource].last_object_id == c.last_object_id for c in checkpoints)  # intact
-    assert all(c.paused_reason is None for c in resumed.values())
+    assert await control.checkpoints.import_slices(connection_id) == slices  # every slice's place intact
+    assert all(c.paused_reason is None for c in await control.checkpoints.import_checkpoints(connection_id))
     assert (await worker.importer.run_connection(connection_id)).state == "done"
     expected = sim_objects(sim, account)
     envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
@@ -149,12 +150,13 @@ async def test_a_key_rotated_while_pages_are_in_flight_never_fails_the_import(
     assert view["status"] == "polling_only" and view["last_error"] is None
 
 
-async def test_a_killed_importer_resumes_from_its_checkpoint(
+async def test_an_importer_killed_with_slices_in_flight_resumes_and_the_tables_equal_stripe(
     control: ControlClient, sim: SimServer, worker: Worker
 ) -> None:
-    account = sim.create_account(customers=120).id
+    account = sim.create_account(customers=300).id
     sim.set_rate_limit(account, 1000)
-    _, _, connection_id, _ = await connect(control, sim, account)
+    sim.set_faults({"kind": "latency", "latency_ms": 40})  # pages take a while: many slices in flight at the kill
+    tenant, _, connection_id, _ = await connect(control, sim, account)
     settings = control.settings
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")},
            "INGESTOR_POSTGRES__DSN": settings.postgres.dsn.get_secret_value(),
@@ -162,7 +164,8 @@ async def test_a_killed_importer_resumes_from_its_checkpoint(
            "INGESTOR_KAFKA__RAW_TOPIC": settings.kafka.raw_topic,
            "INGESTOR_VAULT__MASTER_KEYS": control.master_keys,
            "INGESTOR_STRIPE__API_BASE": sim.base_url,
-           "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "8",
+           "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "20",
+           "INGESTOR_IMPORTER__SLICE_LEASE_S": str(settings.importer.slice_lease_s),
            "INGESTOR_LOG__LEVEL": "WARNING"}
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "import", connection_id, "--no-progress", env=env,
@@ -170,20 +173,35 @@ async def test_a_killed_importer_resumes_from_its_checkpoint(
 
     async def mid_way() -> bool:
         published = sum(c.objects_published for c in await control.checkpoints.import_checkpoints(connection_id))
-        return published >= 300
+        return published >= 500
 
     await wait_for(mid_way, 60, "the subprocess to import a few pages")
     child.send_signal(signal.SIGKILL)
     await child.wait()
-    killed_at = {c.resource: c for c in await control.checkpoints.import_checkpoints(connection_id)}
-    assert not all(c.done for c in killed_at.values())
+    in_flight = await control.pool.fetchval(
+        "SELECT count(*) FROM import_slices WHERE connection_id = $1 AND claimed_by IS NOT NULL AND NOT done", connection_id)
+    assert in_flight >= 2  # the dead process held several slices, each mid-way
+    assert not all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
 
-    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"
-    counts = sim.request_counts(account)
-    pages = {path: n for path, n in counts.items() if "limit=100" in path}
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"  # once the dead one's claims lapse
+    sim.set_faults()
+    pages = {path: n for path, n in sim.request_counts(account).items() if "limit=100" in path}
     refetched = {path: n for path, n in pages.items() if n > 1}
-    # At most the one page in flight per resource when the process died was fetched again.
-    assert all(n == 2 for n in refetched.values()) and len(refetched) <= 5, refetched
+    # At most the one page in flight per slice when the process died was fetched again.
+    assert all(n == 2 for n in refetched.values()) and len(refetched) <= in_flight, refetched
     expected = sim_objects(sim, account)
     envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
-    assert by_type(envelopes) == expected
+    assert by_type(envelopes) == expected  # nothing lost
+    copies = Counter((e.object_type, e.object_id) for e in envelopes)
+    assert max(copies.values()) <= 2 and sum(n - 1 for n in copies.values()) <= 100 * len(refetched)
+
+    await project_until_idle(control.settings, control.pool)
+    reconciler = Reconciler(control.pool, control.store, control.readers, control.settings.kafka, projected_wait_s=30)
+    checkpoints = await control.checkpoints.import_checkpoints(connection_id)
+    report = await reconciler.run(connection_id, (checkpoints[0].window_start, checkpoints[0].window_end), "test")
+    assert report["matches"], render_reconcile(report)  # every id and every charge's money, nothing doubled
+    async with control.pool.acquire() as conn:
+        daily, _ = await daily_figures(conn, tenant)
+    truth = sim.ground_truth(account)["daily"]
+    assert {d: {c: v["gross"] for c, v in per.items()} for d, per in daily.items()} == \
+        {d: {c: v["gross"] for c, v in per.items()} for d, per in truth.items()}

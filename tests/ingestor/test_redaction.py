@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import unicodedata
 from collections.abc import Iterator
 from typing import Any

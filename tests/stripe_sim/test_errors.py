@@ -8,6 +8,7 @@ import pytest
 import stripe
 
 from stripe_sim import AccountInfo, SimServer
+from stripe_sim.errors import StripeError
 
 Make = Callable[..., stripe.StripeClient]
 
@@ -77,16 +78,31 @@ async def test_rate_limit_is_rate_limit_error(sim: SimServer, account: AccountIn
     assert counts["GET /v1/customers"] >= 4
 
 
-async def test_default_test_mode_limit_is_25(sim: SimServer, account: AccountInfo) -> None:
-    key = sim.state.keys[account.secret_key]
-    allowed = 0
-    for _ in range(40):
+def _allowed(sim: SimServer, key_id: str, endpoint: str, tries: int = 200) -> tuple[int, str]:
+    """How many requests pass the limit at once before the first 429, and that 429's reason."""
+    key = sim.state.keys[key_id]
+    for allowed in range(tries):
         try:
-            sim.limiter.check(key)
-            allowed += 1
-        except Exception:
-            break
-    assert allowed in (25, 26)
+            sim.limiter.check(key, endpoint)
+        except StripeError as err:
+            return allowed, err.headers["Stripe-Rate-Limited-Reason"]
+    return tries, ""
+
+
+async def test_default_test_mode_limit_is_25(sim: SimServer, account: AccountInfo) -> None:
+    allowed, reason = _allowed(sim, account.secret_key, "GET /v1/customers")
+    assert allowed in (25, 26) and reason in ("global-rate", "endpoint-rate")
+    assert _allowed(sim, account.secret_key, "GET /v1/charges")[0] <= 1  # the account's budget is spent
+
+
+async def test_live_mode_allows_100_a_second_but_25_per_endpoint(sim: SimServer, account: AccountInfo) -> None:
+    assert _allowed(sim, account.live_secret_key, "GET /v1/charges") == (25, "endpoint-rate")
+    assert _allowed(sim, account.live_secret_key, "GET /v1/charges/{id}") == (25, "endpoint-rate")
+    assert _allowed(sim, account.live_secret_key, "GET /v1/invoices") == (25, "endpoint-rate")
+    assert _allowed(sim, account.live_secret_key, "GET /v1/customers") == (25, "global-rate")  # 100 in all
+    seen = sim.request_rate(account.id, livemode=True)
+    assert seen["requests"] == 104 and seen["rate_limited"] == 4 and seen["rate_limited_endpoint"] == 3
+    assert seen["busiest_second"] == 104
 
 
 @pytest.mark.parametrize("status", [500, 503])

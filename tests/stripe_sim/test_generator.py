@@ -7,12 +7,12 @@ import re
 import time
 from collections import Counter
 
-from tests.helpers import wait_for
 from stripe_sim import SimClock, SimServer
 from stripe_sim.billing import Book
 from stripe_sim.generator import GeneratorConfig, generate
 from stripe_sim.live import tick
 from stripe_sim.model import SimState
+from tests.helpers import wait_for
 from tests.stripe_sim.conftest import NOW
 
 

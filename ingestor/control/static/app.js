@@ -164,7 +164,20 @@ function renderImport(imp) {
     bars.append(label, bar);
   }
   $("import-state").textContent = imp.state === "paused" ? `Paused: ${imp.paused_reason}` :
-    imp.state === "done" ? "Import complete." : "Importing…";
+    imp.state === "done" ? "Import complete." : `Importing…${importSpeed(imp)}`;
+}
+
+function importSpeed(imp) {
+  const parts = [];
+  if (imp.objects_per_s != null) parts.push(`${Math.round(imp.objects_per_s).toLocaleString()} objects/s`);
+  if (imp.eta_s != null) parts.push(`about ${duration(imp.eta_s)} left`);
+  return parts.length ? ` ${parts.join(", ")}` : "";
+}
+
+function duration(seconds) {
+  if (seconds < 90) return `${Math.max(1, Math.round(seconds))} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
 }
 
 // ---- check against Stripe --------------------------------------------------------------------

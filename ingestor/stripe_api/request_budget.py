@@ -1,0 +1,179 @@
+"""One request budget per Stripe account, and per endpoint of it, shared by every process through Postgres.
+
+Stripe limits requests per account (100/s live, 25/s test) and, unless documented otherwise, per endpoint
+(25/s: "API endpoints have a default limit of 25 requests per second", docs.stripe.com/rate-limits),
+both counted across every client of the account. Every process that reads an account (workers importing
+and polling, the web process testing keys, fetching discounts, reconciling) draws each request from two
+token buckets — the account's and the endpoint's — kept in `stripe_request_budgets` and refilled at
+their budget's rate (`stripe_budget_take`, one row lock per lease). A bucket holds at most a tenth of a
+second's worth, so no one-second window sees more than the budget plus that burst: with the default
+budgets (90/s, 20/s, 22/s per endpoint) Stripe's limits are never reached by us alone. A process
+leases a few tokens at a time and spends them locally, so the database sees a few statements per second
+per account whatever the request rate.
+
+Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few
+interactive requests (the poller, a key Test, a reconcile, a discount lookup) find one at once even
+during a long import. A 429 from Stripe (the tenant's own systems share the account's limit) blocks
+the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's)
+for `Retry-After` or a second, for every process. Without a database, a local token bucket stands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiolimiter import AsyncLimiter
+
+from plumbing.postgres import database_errors
+
+BURST_S = 0.1  # a bucket holds this much of a second's worth: the most ever sent at once
+DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
+
+
+class Priority(enum.Enum):
+    """Who is asking: interactive requests are few and waited on; bulk ones are many."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+class Bucket:
+    """One token bucket: acquire a token per request; a 429 blocks it."""
+
+    async def acquire(self, priority: Priority) -> None:
+        """Waits until one request may be made now."""
+        raise NotImplementedError
+
+    async def block(self, seconds: float) -> None:
+        """No one asks through this bucket for `seconds`."""
+        raise NotImplementedError
+
+
+class LocalBucket(Bucket):
+    """A token bucket of this process only (no database at hand)."""
+
+    def __init__(self, per_second: float):
+        self._limiter = AsyncLimiter(max(1.0, per_second * BURST_S), BURST_S)
+        self._blocked_until = 0.0
+
+    async def acquire(self, priority: Priority) -> None:
+        wait = self._blocked_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._limiter.acquire()
+
+    async def block(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+
+@dataclass
+class SharedBucket(Bucket):
+    """One bucket in Postgres; tokens leased a few at a time and spent here.
+
+    Bulk work leases what the bucket holds above the interactive reserve, and waits until that much is
+    there (so it asks the database a few times a second, not once per request); interactive work leases
+    one token and may take the reserve.
+    """
+
+    pool: asyncpg.Pool
+    key: str
+    per_second: float
+    _tokens: int = 0
+    _leasing: dict[Priority, asyncio.Lock] = field(default_factory=lambda: {p: asyncio.Lock() for p in Priority})
+
+    @property
+    def capacity(self) -> float:
+        return max(2.0, self.per_second * BURST_S)
+
+    @property
+    def reserve(self) -> float:
+        return max(1.0, self.capacity / 4)
+
+    async def acquire(self, priority: Priority) -> None:
+        while True:
+            if self._tokens > 0:
+                self._tokens -= 1
+                return
+            async with self._leasing[priority]:
+                if self._tokens > 0:
+                    continue
+                bulk = priority is Priority.BULK
+                lease = max(1, math.floor(self.capacity - self.reserve)) if bulk else 1
+                granted, wait_s = await self._take(lease, self.reserve if bulk else 0.0)
+                if granted:
+                    self._tokens += granted
+                    continue
+                await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+
+    async def _take(self, lease: int, reserve: float) -> tuple[int, float]:
+        with database_errors():
+            row = await self.pool.fetchrow("SELECT * FROM stripe_budget_take($1, $2, $3, $4, $5)",
+                                           self.key, lease, self.per_second, self.capacity, reserve)
+        return int(row["granted"]), float(row["wait_s"])
+
+    async def block(self, seconds: float) -> None:
+        self._tokens = 0
+        with database_errors():
+            await self.pool.execute(
+                "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "
+                "clock_timestamp() + make_interval(secs => $2)), tokens = 0 WHERE budget_key = $1", self.key, seconds)
+
+
+class AccountBudget:
+    """What a reader draws on before each request: its account's bucket and the endpoint's."""
+
+    def __init__(self, account: Bucket, endpoint_bucket: Callable[[str], Bucket | None]):
+        self._account = account
+        self._endpoint_bucket = endpoint_bucket
+
+    async def acquire(self, priority: Priority, endpoint: str) -> None:
+        """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""
+        bucket = self._endpoint_bucket(endpoint)
+        if bucket is not None:
+            await bucket.acquire(priority)
+        await self._account.acquire(priority)
+
+    async def rate_limited(self, endpoint: str, reason: str | None, retry_after_s: float | None) -> None:
+        """Stripe answered 429: blocks the bucket it names (for every process) for Retry-After or a second."""
+        bucket = self._endpoint_bucket(endpoint) if reason and reason.startswith("endpoint") else None
+        await (bucket or self._account).block(retry_after_s or DEFAULT_BLOCK_S)
+
+
+class RateBudgets:
+    """The budgets of every account this process reads: shared through Postgres when given a pool."""
+
+    def __init__(self, test_per_second: float = 20.0, live_per_second: float = 90.0,
+                 endpoint_per_second: float = 22.0, pool: asyncpg.Pool | None = None):
+        self.test_per_second = test_per_second
+        self.live_per_second = live_per_second
+        self.endpoint_per_second = endpoint_per_second
+        self._pool = pool
+        self._buckets: dict[str, Bucket] = {}
+        self._budgets: dict[str, AccountBudget] = {}
+
+    def _bucket(self, key: str, per_second: float) -> Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = SharedBucket(self._pool, key, per_second) if self._pool is not None else LocalBucket(per_second)
+            self._buckets[key] = bucket
+        return bucket
+
+    def for_account(self, account: str, livemode: bool) -> AccountBudget:
+        """Returns the budget of `account` (a connection id, or key:<digest> before a connection)."""
+        budget = self._budgets.get(account)
+        if budget is None:
+            rate = self.live_per_second if livemode else self.test_per_second
+
+            def endpoint_bucket(endpoint: str) -> Bucket | None:
+                if self.endpoint_per_second >= rate:
+                    return None  # the account's budget is the tighter one
+                return self._bucket(f"{account} {endpoint}", self.endpoint_per_second)
+
+            budget = self._budgets[account] = AccountBudget(self._bucket(account, rate), endpoint_bucket)
+        return budget

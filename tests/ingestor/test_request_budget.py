@@ -1,0 +1,155 @@
+"""One request budget per Stripe account (and per endpoint) across processes: two processes together stay
+within it, the importer never starves the few interactive requests, a 429 stops every process, and two
+workers importing one account share its slices within the limit Stripe enforces."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from ingestor.errors import StripeRateLimitedError
+from ingestor.stripe_api.client import RetryPolicy, StripeReader
+from ingestor.stripe_api.request_budget import AccountBudget, Priority, RateBudgets, SharedBucket
+from service.worker import Worker, open_worker
+from stripe_sim import SimServer
+from tests.helpers import wait_for
+from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
+from tests.ingestor.test_importer import by_type
+
+pytestmark = pytest.mark.integration
+
+CHARGES = "GET /v1/charges"
+
+
+@pytest.fixture
+async def two_pools(clean_database: str) -> AsyncIterator[list[asyncpg.Pool]]:
+    """Two pools: two processes' views of the one database."""
+    pools = [await asyncpg.create_pool(clean_database, min_size=1, max_size=3) for _ in range(2)]
+    yield pools
+    for pool in pools:
+        await pool.close()
+
+
+def _busiest_second(times: list[float]) -> int:
+    times, busiest, first = sorted(times), 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    return busiest
+
+
+async def _spend(budget: AccountBudget, endpoint: str, seconds: float, into: list[float]) -> None:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        await budget.acquire(Priority.BULK, endpoint)
+        into.append(time.monotonic())
+
+
+async def test_two_processes_together_stay_within_one_accounts_budget(two_pools: list[asyncpg.Pool]) -> None:
+    rate = 40.0
+    budgets = [RateBudgets(test_per_second=rate, pool=pool).for_account("conn_shared", False) for pool in two_pools]
+    spent: list[list[float]] = [[], []]
+    started = time.monotonic()
+    await asyncio.gather(*(_spend(b, CHARGES, 2.5, into) for b, into in zip(budgets, spent) for _ in range(3)))
+    elapsed = time.monotonic() - started
+    bucket = SharedBucket(two_pools[0], "x", rate)
+    everything = spent[0] + spent[1]
+    # What the bucket hands out in any second: the budget, plus at most its burst and one lease per process.
+    assert _busiest_second(everything) <= rate + bucket.capacity + 2 * bucket.capacity
+    assert len(everything) <= rate * elapsed + bucket.capacity + 2 * bucket.capacity
+    assert spent[0] and spent[1]  # both processes were served
+
+
+async def test_each_endpoint_has_its_own_budget_within_the_accounts(two_pools: list[asyncpg.Pool]) -> None:
+    budgets = [RateBudgets(live_per_second=90, endpoint_per_second=15, pool=pool).for_account("conn_ep", True)
+               for pool in two_pools]
+    charges: list[float] = []
+    invoices: list[float] = []
+    await asyncio.gather(*(_spend(b, CHARGES, 2.5, charges) for b in budgets),
+                         *(_spend(b, "GET /v1/invoices", 2.5, invoices) for b in budgets))
+    endpoint = SharedBucket(two_pools[0], "x", 15)
+    assert _busiest_second(charges) <= 15 + 3 * endpoint.capacity
+    assert _busiest_second(invoices) <= 15 + 3 * endpoint.capacity
+    assert _busiest_second(charges) > 5 and _busiest_second(invoices) > 5  # one endpoint does not starve another
+
+
+async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: list[asyncpg.Pool]) -> None:
+    rate = 20.0
+    bulk_budgets = [RateBudgets(test_per_second=rate, pool=pool).for_account("conn_busy", False) for pool in two_pools]
+    poller = RateBudgets(test_per_second=rate, pool=two_pools[1]).for_account("conn_busy", False)
+    bulk_grants: list[float] = []
+    importing = [asyncio.create_task(_spend(b, CHARGES, 30, bulk_grants)) for b in bulk_budgets for _ in range(4)]
+    try:
+        await wait_for(lambda: _ready(bulk_grants, 2 * int(rate)), 10, "the import to use the whole budget")
+        for _ in range(5):
+            before = len(bulk_grants)
+            await poller.acquire(Priority.INTERACTIVE, "GET /v1/events")
+            # The reserve the import leaves is there at once: at most what the import's processes had leased
+            # (one lease each) goes before it, not the import's queue.
+            assert len(bulk_grants) - before <= 2 * SharedBucket(two_pools[0], "x", rate).capacity
+    finally:
+        for task in importing:
+            task.cancel()
+        await asyncio.gather(*importing, return_exceptions=True)
+
+
+async def _ready(grants: list[float], count: int) -> bool:
+    return len(grants) >= count
+
+
+async def test_a_429_blocks_the_named_bucket_for_every_process(two_pools: list[asyncpg.Pool]) -> None:
+    one, other = (RateBudgets(live_per_second=90, endpoint_per_second=22, pool=p).for_account("conn_429", True)
+                  for p in two_pools)
+    await one.acquire(Priority.INTERACTIVE, CHARGES)
+    await one.rate_limited(CHARGES, "global-rate", 3.0)  # Retry-After: 3
+    taken = await two_pools[1].fetchrow("SELECT * FROM stripe_budget_take('conn_429', 1, 90, 9, 0)")
+    assert taken["granted"] == 0 and 2.0 < taken["wait_s"] <= 3.0  # the other process waits it out too
+
+    await other.acquire(Priority.INTERACTIVE, "GET /v1/invoices")
+    await other.rate_limited("GET /v1/invoices", "endpoint-rate", None)  # no Retry-After: a second
+    blocked = {r["budget_key"]: r["blocked"] for r in await two_pools[0].fetch(
+        "SELECT budget_key, coalesce(blocked_until > clock_timestamp(), false) AS blocked FROM stripe_request_budgets "
+        "WHERE budget_key LIKE 'conn_429%'")}
+    assert blocked["conn_429 GET /v1/invoices"] is True and blocked["conn_429 GET /v1/charges"] is False
+
+
+async def test_a_429_from_stripe_blocks_the_endpoint_it_names(sim: SimServer, two_pools: list[asyncpg.Pool]) -> None:
+    account = sim.create_account(customers=3)
+    sim.set_rate_limit(account.id, 1000, endpoint_per_second=2)  # Stripe's endpoint limit, made tiny
+    budgets = RateBudgets(test_per_second=200, endpoint_per_second=100, pool=two_pools[0])
+    reader = StripeReader(account.restricted_key, budgets.for_account("conn_sim429", False), api_base=sim.base_url,
+                          retry=RetryPolicy(attempts=1))
+    try:
+        with pytest.raises(StripeRateLimitedError) as raised:
+            for _ in range(10):
+                await reader.list_raw_page("charges", {"limit": 1})
+    finally:
+        await reader.close()
+    assert raised.value.reason == "endpoint-rate" and "endpoint-rate" in str(raised.value)
+    blocked = await two_pools[1].fetchval("SELECT blocked_until > clock_timestamp() FROM stripe_request_budgets "
+                                          "WHERE budget_key = 'conn_sim429 GET /v1/charges'")
+    assert blocked is True
+
+
+async def test_two_workers_share_one_import_within_stripes_limit(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    account = sim.create_account(customers=200).id  # Stripe's test-mode limits: 25/s, 25/s per endpoint
+    sim.set_faults({"kind": "latency", "latency_ms": 30})
+    _, _, connection_id, _ = await connect(control, sim, account)
+    async with open_worker(control.settings, control.keyring) as other:  # its own pool and budgets: a second process
+        first, second = await asyncio.gather(worker.importer.run_connection(connection_id),
+                                             other.importer.run_connection(connection_id))
+    sim.set_faults()
+    assert first.state == second.state == "done"
+    assert first.slices > 0 and second.slices > 0  # both paged
+    seen = sim.request_rate(account, livemode=False)
+    assert seen["rate_limited"] == 0 and seen["busiest_second"] <= 25, seen
+    expected = sim_objects(sim, account)
+    envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
+    assert by_type(envelopes) == expected

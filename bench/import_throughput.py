@@ -1,24 +1,45 @@
-"""Import throughput as a share of the Stripe rate budget: objects/s ÷ (allowed requests/s × 100).
+"""History import at Stripe's real latency, within the request budget, as a share of what the budget allows.
 
-The simulator runs in its own process (as Stripe would be remote) with its rate limit raised out
-of the way; the importer runs here against the real Kafka and Postgres with the default test-mode
-budget (20 requests/s). A ratio of 1.0 means every allowed request brought back a full page.
-Run: `.venv/bin/python -m bench.import_throughput [--customers 1500]`.
+The simulator runs in its own process with Stripe's own limits (100 requests/s live, 25/s test, 25/s
+per endpoint, answering 429 past them) and an added latency on every request (0, 150, 300, 600 ms);
+the importer runs in worker processes (`ingestor worker --no-poll`) against the real Kafka and
+Postgres with the default budgets (90/s live, 20/s test, 22/s per endpoint). Figures:
+
+- objects/s ÷ (budget × 100) per latency and mode: 1.0 would be every request of the budget bringing a
+  full page. In live mode Stripe's 25/s per endpoint also binds (a history of mostly charges cannot be
+  listed faster than 25 pages/s), so the live figures are also given against what both limits allow for
+  this history (`ceiling`): its pages per endpoint at 22/s and in all at 90/s;
+- two worker processes importing one account: their combined busiest second and mean request rate as
+  Stripe's limit saw them (against the budget), 429s, and objects/s;
+- 200 accounts imported at once by one worker (with its poller on): aggregate objects/s, the worker's CPU
+  per object, the busiest second of any account (against its budget) and how late the poller got;
+- the worker's peak RSS importing a history 4× as large (flat: memory holds the pages in flight).
+
+Run: `.venv/bin/python -m bench.import_throughput [--customers 3000]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import math
+import os
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
+import aiohttp
 import asyncpg
 
-from bench.results import BenchResult, Figure, Target, own_peak_rss_mib, write_result
+from bench.results import BenchResult, Figure, Target, peak_rss_mib, write_result
 from ingestor.connections.service import import_window
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
@@ -26,71 +47,295 @@ from ingestor.connections.vault import MasterKeyring, generate_master_key
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.catalog import IMPORTED
 from plumbing.kafka import ensure_topics
-from plumbing.settings import KafkaSettings, PostgresSettings, ReaderSettings, Settings, StripeSettings
+from plumbing.settings import KafkaSettings, ReaderSettings, StripeSettings
 from service.admin import migrate_database
-from service.worker import open_worker
 from stack.up import start_platform
 
+LATENCIES_MS = (0, 150, 300, 600)
+PAGE = 100
+TARGET = 0.85
 
-async def main(customers: int, database: str) -> None:
-    platform = start_platform()
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stripe_sim", "--port", "0", "--seed", "3", "--customers", str(customers),
-        stdout=asyncio.subprocess.PIPE)
+
+@dataclass
+class Account:
+    """A simulated Stripe account connected to a tenant of ours."""
+
+    account_id: str
+    connection_id: str
+    livemode: bool
+
+
+@dataclass
+class Run:
+    """What one import measured."""
+
+    objects: int
+    elapsed_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    sim_cpu_s: float
+
+    @property
+    def cpu_per_object_us(self) -> float:
+        return self.cpu_s / self.objects * 1e6
+
+    @property
+    def per_second(self) -> float:
+        return self.objects / self.elapsed_s
+
+
+class Bench:
+    """The platform, the simulator and our database, shared by every scenario."""
+
+    def __init__(self, database: str):
+        self.platform = start_platform()
+        self.dsn = self.platform.postgres_dsn(database)
+        self.master_keys = generate_master_key("bench")
+        self.keyring = MasterKeyring.from_setting(self.master_keys)
+        self.budgets = StripeSettings()
+        self.sim_url = ""
+        self.sim_pid = 0
+        self.http: aiohttp.ClientSession
+        self.pool: asyncpg.Pool
+        self.raw_topic = f"bench.import.{uuid.uuid4().hex[:8]}"
+        self.seeds = itertools.count(1000)
+
+    async def sim(self, path: str, body: Any = None, method: str = "POST") -> Any:
+        async with self.http.request(method, f"{self.sim_url}{path}", json=body) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def latency(self, ms: int) -> None:
+        await self.sim("/_sim/faults", method="DELETE")
+        if ms:
+            await self.sim("/_sim/faults", {"kind": "latency", "latency_ms": ms})
+
+    async def account(self, customers: int, livemode: bool) -> Account:
+        """A fresh simulated account (its own seed: a history of the same size) connected to a new tenant."""
+        counts = {"customers": customers} if not livemode else {"customers": 0, "live_customers": customers}
+        info = await self.sim("/_sim/accounts", {**counts, "months": 12, "seed": next(self.seeds)})
+        key = (await self.sim(f"/_sim/accounts/{info['id']}/keys", {"livemode": livemode}))["key"]
+        tenants = PostgresTenantStore(self.pool, self.keyring, ReaderSettings())
+        tenant_id, _ = await tenants.create_tenant(f"bench {info['id']}")
+        store = PostgresConnectionStore(self.pool, self.keyring)
+        connection_id, _ = await store.create_connection(tenant_id, livemode)
+        await store.store_key(connection_id, key, key[:8] + "…", datetime.now(timezone.utc))
+        return Account(info["id"], connection_id, livemode)
+
+    async def objects_by_resource(self, account: Account) -> dict[str, int]:
+        """What the account's import published, per resource."""
+        rows = await self.pool.fetch("SELECT resource, objects_published FROM import_runs WHERE connection_id = $1",
+                                     account.connection_id)
+        return {r["resource"]: r["objects_published"] for r in rows}
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")},
+                "INGESTOR_POSTGRES__DSN": self.dsn,
+                "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": self.platform.kafka.bootstrap_servers,
+                "INGESTOR_KAFKA__RAW_TOPIC": self.raw_topic,
+                "INGESTOR_VAULT__MASTER_KEYS": self.master_keys,
+                "INGESTOR_STRIPE__API_BASE": self.sim_url,
+                "INGESTOR_IMPORTER__SCAN_INTERVAL_S": "0.05",
+                "INGESTOR_IMPORTER__RECONCILE_AFTER_IMPORT": "false",  # the import alone is measured
+                "INGESTOR_LOG__LEVEL": "WARNING", **extra}
+
+    @asynccontextmanager
+    async def workers(self, count: int, poll: bool = False, **env: str) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+        """`count` worker processes, each warmed up by importing a tiny account (so start-up is not measured),
+        stopped on exit."""
+        args = [sys.executable, "-m", "service", "worker", "--poll" if poll else "--no-poll"]
+        procs = [subprocess.Popen(args, env=self.worker_env(**env)) for _ in range(count)]
+        try:
+            for _ in procs:
+                await self.import_all([await self.account(3, True)], procs, "warming up the worker")
+            yield procs
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
+
+    async def import_all(self, accounts: Sequence[Account], procs: Sequence[subprocess.Popen[bytes]],
+                         label: str) -> Run:
+        """Starts every account's import, waits for all (showing progress), and measures the workers."""
+        cpu_before, sim_before = sum(_cpu_s(p.pid) for p in procs), _cpu_s(self.sim_pid)
+        checkpoints = PostgresCheckpoints(self.pool)
+        start, end = import_window(time.time(), 12)
+        for account in accounts:
+            await checkpoints.start_import(account.connection_id, [r.name for r in IMPORTED], start, end, "bench")
+        ids = [a.connection_id for a in accounts]
+        while True:
+            row = await self.pool.fetchrow(
+                """SELECT count(*) FILTER (WHERE done_at IS NULL) AS left, sum(objects_published) AS objects,
+                          extract(epoch FROM max(done_at) - min(started_at)) AS elapsed
+                     FROM import_runs WHERE connection_id = ANY($1)""", ids)
+            print(f"\r  {label}: {row['objects']:,} objects", end="", file=sys.stderr, flush=True)
+            if row["left"] == 0:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker process died during the import")
+            await asyncio.sleep(0.2)
+        print(file=sys.stderr)
+        cpu = sum(_cpu_s(p.pid) for p in procs) - cpu_before
+        return Run(int(row["objects"]), float(row["elapsed"]), cpu, max(peak_rss_mib(p.pid) for p in procs),
+                   _cpu_s(self.sim_pid) - sim_before)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ceiling_objects_per_s(objects_by_resource: dict[str, int], budget: float, per_endpoint: float) -> float:
+    """The most objects/s the account and endpoint budgets allow for this history: its full pages listed at
+    the budget in all and at the endpoint budget per resource, whichever takes longer."""
+    pages = {r: math.ceil(n / PAGE) for r, n in objects_by_resource.items()}
+    seconds = max(sum(pages.values()) / budget, max(p / per_endpoint for p in pages.values()) if per_endpoint < budget else 0)
+    return sum(objects_by_resource.values()) / seconds
+
+
+async def throughput(bench: Bench, customers: int, result: BenchResult) -> None:
+    """objects/s ÷ (budget × 100) at each latency, live and test."""
+    for livemode in (True, False):
+        mode = "live" if livemode else "test"
+        budget = bench.budgets.live_requests_per_second if livemode else bench.budgets.test_requests_per_second
+        for latency in LATENCIES_MS:
+            await bench.latency(latency)
+            account = await bench.account(customers, livemode)
+            async with bench.workers(1) as procs:
+                run = await bench.import_all([account], procs, f"{mode}, {latency} ms")
+            seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode={str(livemode).lower()}",
+                                   method="GET")
+            result.figures.append(Figure(
+                f"objects/s, {mode} budget, {latency} ms per request", run.per_second, "objects/s",
+                baseline_name=f"budget × 100 ({budget:g} requests/s)", baseline_value=budget * PAGE,
+                target=Target(ratio_at_least=TARGET),
+                notes=f"{run.objects:,} objects in {run.elapsed_s:.1f} s; {seen['requests']:,} requests, "
+                      f"busiest second {seen['busiest_second']}, 429s {seen['rate_limited']}; worker CPU "
+                      f"{run.cpu_per_object_us:.0f} µs/object, simulator CPU "
+                      f"{run.sim_cpu_s / run.objects * 1e6:.0f} µs/object"))
+            if livemode and latency == 0:
+                result.figures.append(Figure(
+                    "one worker's CPU per object (live, 0 ms)", run.cpu_per_object_us, "µs",
+                    baseline_name="simulator's CPU per object served (same run)",
+                    baseline_value=run.sim_cpu_s / run.objects * 1e6,
+                    notes="one core's worth of this CPU is the most one worker process can import per second"))
+            if livemode:
+                ceiling = ceiling_objects_per_s(await bench.objects_by_resource(account), budget,
+                                                bench.budgets.endpoint_requests_per_second)
+                result.figures.append(Figure(
+                    f"objects/s, live, {latency} ms, against what the account and endpoint budgets allow",
+                    run.per_second, "objects/s", baseline_name="ceiling for this history's pages per endpoint",
+                    baseline_value=ceiling, target=Target(ratio_at_least=TARGET)))
+    await bench.latency(0)
+
+
+async def two_workers(bench: Bench, customers: int, result: BenchResult) -> None:
+    """Two worker processes on one live account at 300 ms: within the budget together."""
+    await bench.latency(300)
+    account = await bench.account(customers, True)
+    async with bench.workers(2) as procs:
+        run = await bench.import_all([account], procs, "two workers, live, 300 ms")
+    seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode=true", method="GET")
+    budget = bench.budgets.live_requests_per_second
+    result.figures += [
+        Figure("two workers on one account: mean request rate", seen["mean_per_second"], "requests/s",
+               baseline_name="budget", baseline_value=budget, target=Target(ratio_at_most=1.0)),
+        Figure("two workers on one account: busiest second", seen["busiest_second"], "requests",
+               baseline_name="Stripe's live limit", baseline_value=100, target=Target(ratio_at_most=1.0),
+               notes=f"429s from Stripe's limit: {seen['rate_limited']}"),
+        Figure("two workers on one account: 429s", seen["rate_limited"], "responses", target=Target(at_most=0)),
+        Figure("two workers on one account: objects/s", run.per_second, "objects/s",
+               baseline_name="budget × 100", baseline_value=budget * PAGE, target=Target(ratio_at_least=TARGET)),
+        Figure("two workers on one account: objects/s against the ceiling", run.per_second, "objects/s",
+               baseline_name="ceiling for this history's pages per endpoint",
+               baseline_value=ceiling_objects_per_s(await bench.objects_by_resource(account), budget,
+                                                    bench.budgets.endpoint_requests_per_second),
+               target=Target(ratio_at_least=TARGET)),
+    ]
+    await bench.latency(0)
+
+
+async def many_accounts(bench: Bench, accounts_count: int, customers: int, result: BenchResult) -> None:
+    """200 small live accounts imported at once by one worker, its poller on, at 300 ms."""
+    await bench.latency(300)
+    accounts = [await bench.account(customers, True) for _ in range(accounts_count)]
+    poll_started = datetime.now(timezone.utc)
+    async with bench.workers(1, poll=True, INGESTOR_POLLER__INTERVAL_S="10") as procs:
+        run = await bench.import_all(accounts, procs, f"{accounts_count} accounts, live, 300 ms")
+        polled = await bench.pool.fetchval(
+            "SELECT count(*) FROM stripe_connections WHERE connection_id = ANY($1) AND last_poll_at > $2",
+            [a.connection_id for a in accounts], poll_started)
+    busiest = 0
+    limited = 0
+    for account in accounts:
+        seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode=true", method="GET")
+        busiest, limited = max(busiest, seen["busiest_second"]), limited + seen["rate_limited"]
+    budget = bench.budgets.live_requests_per_second
+    result.figures += [
+        Figure(f"{accounts_count} accounts at once, one worker: objects/s", run.per_second, "objects/s",
+               notes=f"{run.objects:,} objects in {run.elapsed_s:.1f} s"),
+        Figure(f"{accounts_count} accounts at once: worker CPU per object", run.cpu_s / run.objects * 1e6, "µs"),
+        Figure(f"{accounts_count} accounts at once: busiest second of any account", busiest, "requests",
+               baseline_name="budget + burst", baseline_value=budget * 1.1, target=Target(ratio_at_most=1.0),
+               notes=f"429s across all accounts: {limited}"),
+        Figure(f"{accounts_count} accounts at once: connections polled during the import", polled, "connections",
+               baseline_name="connections", baseline_value=accounts_count, target=Target(ratio_at_least=1.0)),
+    ]
+    result.peak_rss_mib[f"worker ({accounts_count} accounts)"] = run.peak_rss_mib
+    await bench.latency(0)
+
+
+async def memory(bench: Bench, customers: int, result: BenchResult) -> None:
+    """The worker's peak RSS importing a history and one 4× as large (test budget, no latency)."""
+    peaks = []
+    for size in (customers, 4 * customers):
+        account = await bench.account(size, True)
+        async with bench.workers(1) as procs:
+            run = await bench.import_all([account], procs, f"memory, {size} customers")
+        peaks.append((run.objects, run.peak_rss_mib))
+    (small_objects, small), (large_objects, large) = peaks
+    result.figures.append(Figure(f"worker peak RSS importing {large_objects:,} objects", large, "MiB",
+                                 baseline_name=f"importing {small_objects:,}", baseline_value=small,
+                                 target=Target(ratio_at_most=1.2)))
+    result.peak_rss_mib["worker (larger history)"] = large
+    result.peak_rss_mib["worker (smaller history)"] = small
+
+
+async def main(customers: int, accounts: int, database: str) -> None:
+    bench = Bench(database)
+    sim = subprocess.Popen([sys.executable, "-m", "stripe_sim", "--port", "0", "--seed", "3", "--customers", "0"],
+                           stdout=subprocess.PIPE)
     assert sim.stdout is not None
-    info = json.loads(await sim.stdout.readline())
-    base_url, account = info["base_url"], info["account"]
+    bench.sim_url, bench.sim_pid = json.loads(sim.stdout.readline())["base_url"], sim.pid
+    result = BenchResult("import_throughput", notes=(
+        f"{customers:,} simulated customers over 12 months per account; simulator in its own process with "
+        "Stripe's limits (100/s live, 25/s test, 25/s per endpoint) and the latency added to every request; "
+        "worker processes with the default budgets (90/s live, 20/s test, 22/s per endpoint), Kafka acks=all, "
+        "checkpoint per page of each slice"))
     try:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as http:
-            await http.post(f"{base_url}/_sim/accounts/{account['id']}/rate_limit", json={"per_second": 10_000})
-        settings = Settings(
-            kafka=KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers,
-                                raw_topic=f"bench.import.{uuid.uuid4().hex[:8]}"),
-            postgres=PostgresSettings(dsn=platform.postgres_dsn(database)),  # type: ignore[arg-type]
-            stripe=StripeSettings(api_base=base_url),
-        )
-        await ensure_topics(settings.kafka)
-        conn = await asyncpg.connect(settings.postgres.dsn.get_secret_value())
+        await ensure_topics(KafkaSettings(bootstrap_servers=bench.platform.kafka.bootstrap_servers,
+                                          raw_topic=bench.raw_topic))
+        conn = await asyncpg.connect(bench.dsn)
         await migrate_database(conn)
         await conn.close()
-        keyring = MasterKeyring.from_setting(generate_master_key("bench"))
-        async with open_worker(settings, keyring) as worker:
-            store = PostgresConnectionStore(worker.pool, keyring)
-            tenant_id, _ = await PostgresTenantStore(worker.pool, keyring, ReaderSettings()).create_tenant("bench")
-            connection_id, _ = await store.create_connection(tenant_id, False)
-            await store.store_key(connection_id, account["restricted_key"], "rk_test_…", _utcnow())
-            start, end = import_window(time.time(), 12)
-            await PostgresCheckpoints(worker.pool).start_import(connection_id, [r.name for r in IMPORTED], start, end, "bench")
-            started = time.perf_counter()
-            outcome = await worker.importer.run_connection(connection_id)
-            elapsed = time.perf_counter() - started
-            checkpoints = await worker.checkpoints.import_checkpoints(connection_id)
-        objects = sum(c.objects_published for c in checkpoints)
-        rate = settings.stripe.test_requests_per_second
-        throughput = objects / elapsed
-        ratio = throughput / (rate * 100)
-        result = BenchResult("import_throughput", notes=(
-            f"{customers} simulated customers over 12 months; outcome {outcome.state}; {objects} objects in "
-            f"{elapsed:.1f}s; simulator in its own process; Kafka acks=all; checkpoint per page"))
-        result.figures.append(Figure("objects per second", throughput, "objects/s",
-                                     baseline_name="budget (requests/s × 100)", baseline_value=rate * 100,
-                                     target=Target(ratio_at_least=0.9)))
-        result.peak_rss_mib["importer"] = own_peak_rss_mib()
+        async with aiohttp.ClientSession() as bench.http, asyncpg.create_pool(bench.dsn, min_size=1, max_size=4) as bench.pool:
+            await throughput(bench, customers, result)
+            await two_workers(bench, customers, result)
+            await many_accounts(bench, accounts, 30, result)
+            await memory(bench, customers // 2, result)
         write_result(result)
     finally:
         sim.terminate()
-        await sim.wait()
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+        sim.wait()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--customers", type=int, default=1500)
-    parser.add_argument("--database", default="ingestor", help="a migrated database of the local Postgres")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument("--database", default="ingestor", help="a database of the local Postgres (migrated here)")
     args = parser.parse_args()
-    asyncio.run(main(args.customers, args.database))
+    asyncio.run(main(args.customers, args.accounts, args.database))

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "INGESTOR_"
@@ -123,12 +123,26 @@ class StripeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @model_validator(mode="after")
+    def _budgets_under_limits(self) -> StripeSettings:
+        for budget, limit in (("test_requests_per_second", "test_limit_per_second"),
+                              ("live_requests_per_second", "live_limit_per_second"),
+                              ("endpoint_requests_per_second", "endpoint_limit_per_second")):
+            if getattr(self, budget) > getattr(self, limit):
+                raise ValueError(f"stripe.{budget} ({getattr(self, budget):g}) is above stripe.{limit} "
+                                 f"({getattr(self, limit):g}): every request past the limit is a 429")
+        return self
+
     api_base: str | None = None
-    # Our budgets per Stripe account, shared by every process (Stripe's limits: 25/s test, 100/s live, 25/s
-    # per endpoint; a bucket adds a tenth of a second's burst, so these leave room for it).
+    # Our request budgets per Stripe account, shared by every process, and Stripe's limits they stay under
+    # (docs.stripe.com/rate-limits: 100/s live, 25/s test, 25/s per endpoint). The difference is the most
+    # we ever send at once (a token bucket's burst): no one-second window sees more than Stripe's limit.
     test_requests_per_second: float = Field(default=20.0, gt=0)
     live_requests_per_second: float = Field(default=90.0, gt=0)
     endpoint_requests_per_second: float = Field(default=22.0, gt=0)
+    test_limit_per_second: float = Field(default=25.0, gt=0)
+    live_limit_per_second: float = Field(default=100.0, gt=0)
+    endpoint_limit_per_second: float = Field(default=25.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     retry_attempts: int = Field(default=8, ge=1)
     retry_initial_wait_s: float = Field(default=0.5, ge=0)
@@ -160,18 +174,25 @@ class ImporterSettings(BaseModel):
     # Connections one worker imports at once; each pass over a connection lasts at most `pass_s`, and the
     # connections whose last pass is oldest go first, so a thousand imports all advance.
     max_concurrent_imports: int = Field(default=16, ge=1)
-    # Requests one connection's import keeps in flight, each paging its own time slice: the budget is
-    # filled when this is at least requests/s × Stripe's latency (90/s × 0.6 s = 54).
-    slices_in_flight: int = Field(default=64, ge=1, le=512)
-    # Slices each resource's range starts as, and the shortest range a slice is split into.
-    initial_slices: int = Field(default=8, ge=1, le=256)
+    # The most requests one connection's import keeps in flight, each paging its own time slice; it keeps
+    # as many as fill the budget (requests/s × the time a page takes: 90/s × 0.6 s = 54), up to this.
+    slices_in_flight: int = Field(default=96, ge=1, le=512)
+    # The most pages one worker process has in flight across all the connections it imports.
+    pages_in_flight: int = Field(default=128, ge=1)
+    # Slices each resource's range starts as (more are split off while they pay), and the shortest range.
+    initial_slices: int = Field(default=2, ge=1, le=256)
     min_slice_s: int = Field(default=60, ge=1)
     # A slice's claim by one process lasts this long unless renewed: how soon another process (or this one,
     # restarted) takes over the slices of a worker that died.
     slice_lease_s: float = Field(default=15.0, gt=0)
     pass_s: float = Field(default=30.0, gt=0)
-    # A check against Stripe waits at most this long for the projector to apply what was published.
+    # A check against Stripe follows every import (off: only on demand); it waits at most this long for
+    # the projector to apply what was published.
+    reconcile_after_import: bool = True
     reconcile_projected_wait_s: float = Field(default=300.0, ge=0)
+    # On SIGTERM a worker finishes its pages and polls in flight for at most this long, then stops anyway
+    # (checkpoints are only saved after Kafka acknowledged, so nothing is lost either way).
+    stop_grace_s: float = Field(default=10.0, ge=0)
 
 
 class ProjectorSettings(BaseModel):

@@ -108,7 +108,8 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
         yield Worker(
             pool, store, checkpoints, publisher,
             StripeEventsPoller(deps, settings.poller, settings.importer),
-            StripeImporter(deps, settings.importer, on_done=check_against_stripe),
+            StripeImporter(deps, settings.importer,
+                           on_done=check_against_stripe if settings.importer.reconcile_after_import else None),
         )
 
 
@@ -127,7 +128,10 @@ async def run_worker(settings: Settings, keyring: MasterKeyring, poll: bool = Tr
         for task in tasks:
             task.add_done_callback(_stop_on_crash(stop))
         await stop.wait()
-        log.info("stopping: finishing in-flight work")
+        log.info("stopping: finishing the pages and polls in flight", grace_s=settings.importer.stop_grace_s)
+        _, late = await asyncio.wait(tasks, timeout=settings.importer.stop_grace_s)
+        for task in late:  # safe: a checkpoint is only ever saved after Kafka acknowledged what it covers
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 

@@ -69,8 +69,7 @@ async def _guarded(request: web.Request, handler: Handler, sim: "SimServer",
                               headers=headers)
         key = authenticate(sim.state, request.headers.get("Authorization"))
         livemode = key.livemode
-        route = request.match_info.route.resource
-        sim.limiter.check(key, f"{request.method} {route.canonical if route is not None else request.path}")
+        sim.limiter.check(key, _endpoint(request))
         request[KEY] = key
         response = await handler(request)
     except StripeError as err:
@@ -142,6 +141,14 @@ async def unknown_handler(request: web.Request) -> web.Response:
     raise StripeError(404, f"Unrecognized request URL ({request.method}: {request.path}). "
                       "Please see https://stripe.com/docs or we can help at "
                       "https://support.stripe.com/.")
+
+
+def _endpoint(request: web.Request) -> str:
+    """Stripe's endpoint of a request, as its rate limit counts them: "GET /v1/charges", "GET /v1/charges/{id}"."""
+    route = request.match_info.route.resource
+    if route is None:
+        return f"{request.method} {request.path}"
+    return f"{request.method} {route.canonical}".replace("{resource}", request.match_info.get("resource", ""))
 
 
 def add_routes(app: web.Application) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Any
 
 from stripe_sim.errors import StripeError, mask_key
 from stripe_sim.model import ApiKey, SimState
@@ -71,6 +72,7 @@ class RateLimiter:
         self._endpoint_limits: dict[tuple[str, bool], float] = {}
         self._buckets: dict[tuple[str, bool, str], tuple[float, float]] = {}
         self._arrivals: dict[tuple[str, bool], list[float]] = {}  # when each request reached the limit
+        self._endpoint_arrivals: dict[tuple[str, bool], dict[str, list[float]]] = {}
         self._limited: dict[tuple[str, bool], dict[str, int]] = {}
 
     def set_limit(self, account_id: str, per_second: float, livemode: bool | None = None,
@@ -90,6 +92,7 @@ class RateLimiter:
         slot = (key.account_id, key.livemode)
         now = time.monotonic()
         self._arrivals.setdefault(slot, []).append(now)
+        self._endpoint_arrivals.setdefault(slot, {}).setdefault(endpoint, []).append(now)
         buckets = (((*slot, ""), self._limits.get(slot, LIVE_RATE if key.livemode else TEST_RATE), "global-rate"),
                    ((*slot, endpoint), self._endpoint_limits.get(slot, ENDPOINT_RATE), "endpoint-rate"))
         refilled = []
@@ -107,17 +110,26 @@ class RateLimiter:
         for bucket, tokens in refilled:
             self._buckets[bucket] = (tokens - 1, now)
 
-    def observed(self, account_id: str, livemode: bool) -> dict[str, float]:
+    def observed(self, account_id: str, livemode: bool) -> dict[str, Any]:
         """What the limit saw of an account's mode: requests, how many were refused (429), the busiest
-        second (most requests in any one-second window) and the mean rate from the first request to the last."""
+        second (most requests in any one-second window, in all and per endpoint) and the mean rate from
+        the first request to the last."""
         arrivals = self._arrivals.get((account_id, livemode), [])
-        busiest, first = 0, 0
-        for last, at in enumerate(arrivals):
-            while at - arrivals[first] >= 1.0:
-                first += 1
-            busiest = max(busiest, last - first + 1)
         span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
         limited = self._limited.get((account_id, livemode), {})
+        by_endpoint = self._endpoint_arrivals.get((account_id, livemode), {})
         return {"requests": len(arrivals), "rate_limited": sum(limited.values()),
                 "rate_limited_endpoint": limited.get("endpoint-rate", 0),
-                "busiest_second": busiest, "mean_per_second": (len(arrivals) - 1) / span if span else 0.0}
+                "busiest_second": _busiest_second(arrivals),
+                "busiest_second_by_endpoint": {e: _busiest_second(times) for e, times in sorted(by_endpoint.items())},
+                "mean_per_second": (len(arrivals) - 1) / span if span else 0.0}
+
+
+def _busiest_second(arrivals: list[float]) -> int:
+    """The most of these (sorted) times in any one-second window."""
+    busiest, first = 0, 0
+    for last, at in enumerate(arrivals):
+        while at - arrivals[first] >= 1.0:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    return busiest

@@ -150,7 +150,7 @@ class SimServer:
         for f in faults:
             self.faults.add(f if isinstance(f, Fault) else Fault.from_dict(f))
 
-    def request_rate(self, account_id: str, livemode: bool = False) -> dict[str, float]:
+    def request_rate(self, account_id: str, livemode: bool = False) -> dict[str, Any]:
         """What the rate limit saw of the account's mode (requests, 429s, busiest second, mean rate)."""
         return self.limiter.observed(account_id, livemode)
 

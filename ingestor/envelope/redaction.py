@@ -136,9 +136,14 @@ def redact_event(event: dict[str, Any]) -> dict[str, Any]:
     """Return the redacted event (parsed JSON); the input is never mutated.
 
     Copy on write: containers holding nothing to redact are shared with the input rather than
-    copied, so the result must be treated as read-only.
+    copied, so the result must be treated as read-only. As in `redacted_json`, an event whose text
+    shows nothing that could need work is returned without walking its tree (the importer's hot path).
     """
-    return _redact_dict(event, False, _may_hold_pan(_json_text(event)))
+    text = _json_text(event)
+    pans = _may_hold_pan(text)
+    if not pans and not _may_hold_card_or_secret(text):
+        return event
+    return _redact_dict(event, False, pans)
 
 
 def redacted_json(event: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -62,21 +63,44 @@ class Page:
     objects: list[dict[str, Any]]
     has_more: bool
     fetched_at: datetime
+    latency_s: float = 0.0
 
 
 class _Pass:
-    """One pass of this process over one connection: its slices, its deadline, and the wake-up of idle workers."""
+    """One pass of this process over one connection: its slices, its deadline, how many it pages at once, and
+    the wake-up of idle workers.
 
-    def __init__(self, planner: SlicePlanner, deadline: float):
+    Slices paged at once: enough to keep the budget busy (Little's law: requests/s × the time one page takes,
+    from asking to checkpoint, measured as the pass goes), and no more — every slice ends in a part-empty
+    page, so a slice split off that the budget cannot serve anyway only wastes requests.
+    """
+
+    def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
+                 worker_stop: asyncio.Event):
         self.planner = planner
         self.deadline = deadline
-        self.stop = asyncio.Event()
+        self.stop = asyncio.Event()  # a worker failed: the others stop too
+        self._worker_stop = worker_stop  # the process is stopping
         self.slices_taken = 0
         self.lock = asyncio.Lock()  # one claim or split at a time
         self._changed = asyncio.Condition()
+        self._rate = requests_per_second
+        self._most = most
+        self._page_s = 0.5  # a guess until pages are timed
+
+    def page_took(self, seconds: float) -> None:
+        """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded)."""
+        self._page_s += 0.2 * (seconds - self._page_s)
+
+    def wanted(self) -> int:
+        """Slices to page at once."""
+        return min(self._most, math.ceil(self._rate * self._page_s * 1.25) + 1)
+
+    def may_split(self) -> bool:
+        return self.planner.active_count() < self.wanted() and self.planner.to_split() is not None
 
     def going(self) -> bool:
-        return not self.stop.is_set() and time.monotonic() < self.deadline
+        return not (self.stop.is_set() or self._worker_stop.is_set()) and time.monotonic() < self.deadline
 
     async def changed(self) -> None:
         """A slice paged a page or was let go: a split may now be worth it."""
@@ -84,11 +108,13 @@ class _Pass:
             self._changed.notify_all()
 
     async def wait_for_split(self) -> None:
-        """Waits until a slice of ours is worth splitting, or a second (then a claim is tried again), or the end."""
+        """Waits until a slice of ours is worth splitting or none is left being paged, or a second (then a claim is
+        tried again), or the end of the pass."""
         timeout = min(1.0, max(0.0, self.deadline - time.monotonic()))
         with contextlib.suppress(asyncio.TimeoutError):
             async with self._changed:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.planner.to_split() is not None), timeout)
+                await asyncio.wait_for(self._changed.wait_for(
+                    lambda: self.may_split() or not self.planner.active_count()), timeout)
 
 
 class StripeImporter:
@@ -104,16 +130,21 @@ class StripeImporter:
         self._clock = deps.clock
         self._on_done = on_done  # e.g. the check against Stripe that follows every import
         self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # who holds a slice's claim
-        self._splitting = asyncio.Lock()  # one claim or split at a time in this process
+        # Pages in flight in this process across every connection: bounds its memory and sockets, and once its
+        # CPU is the limit, more would only wait longer.
+        self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
 
-    async def run_pending(self) -> list[ImportOutcome]:
-        """Runs every pending import once (burst mode); returns how each ended."""
+    async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
+        """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
+        no pass starts and the passes running end after their pages in flight."""
         pending = await self._checkpoints.connections_with_pending_imports()
         limit = asyncio.Semaphore(self._settings.max_concurrent_imports)
 
         async def one(connection_id: str) -> ImportOutcome:
             async with limit:
-                return await self.run_connection(connection_id)
+                if stop is not None and stop.is_set():
+                    return ImportOutcome(connection_id, "stopped")
+                return await self.run_connection(connection_id, stop)
 
         return list(await asyncio.gather(*(one(c) for c in pending)))
 
@@ -121,7 +152,7 @@ class StripeImporter:
         """Looks for pending imports every `scan_interval_s` until `stop` is set. Cancellation stops at once."""
         while not stop.is_set():
             try:
-                if any(o.state == "more" for o in await self.run_pending()):
+                if any(o.state == "more" for o in await self.run_pending(stop)):
                     continue
             except Exception as exc:
                 if not is_retriable(exc):
@@ -132,9 +163,9 @@ class StripeImporter:
             except asyncio.TimeoutError:
                 pass
 
-    async def run_connection(self, connection_id: str) -> ImportOutcome:
-        """Runs one pass (at most `pass_s`) over what is left of the connection's run, sharing the slices with any
-        other process importing it."""
+    async def run_connection(self, connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
+        """Runs one pass (at most `pass_s`, and until `stop` is set) over what is left of the connection's run,
+        sharing the slices with any other process importing it."""
         connection = await self._store.get_connection(connection_id)
         if connection is None or STATUSES[connection.status].stops_reading:
             return ImportOutcome(connection_id, "paused", connection.status if connection else "gone")
@@ -145,7 +176,7 @@ class StripeImporter:
         await self._checkpoints.begin_pass(connection_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
-            results, slices_taken = await self._page_in_slices(session, connection_id)
+            results, slices_taken = await self._page_in_slices(session, connection_id, stop or asyncio.Event())
         finally:
             await session.close()
         return await self._outcome(connection_id, results, slices_taken)
@@ -172,19 +203,22 @@ class StripeImporter:
         return ImportOutcome(connection_id, "more", "the pass ended before the run (its time was up, or a newer run)",
                              slices_taken)
 
-    async def _page_in_slices(self, session: KeySession, connection_id: str) -> tuple[list[BaseException | None], int]:
+    async def _page_in_slices(self, session: KeySession, connection_id: str,
+                              stop: asyncio.Event) -> tuple[list[BaseException | None], int]:
         """Pages slices of the connection's run, `slices_in_flight` at a time, until none is left to claim or split
         or the pass's time is up; returns what stopped each worker (None: out of work or time) and how many
         slices were taken."""
+        budgets = self._readers.budgets
+        rate = (budgets.live if session.connection.livemode else budgets.test).per_second
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
-                    time.monotonic() + self._settings.pass_s)
+                    time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop)
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:
             while run.going():
                 piece = await self._next_slice(connection_id, run)
                 if piece is None:
-                    if not run.planner.busy():
+                    if not run.planner.active_count():
                         return  # nothing left here; what other processes hold they finish
                     await run.wait_for_split()  # a slice of ours may become worth splitting once it has paged
                     continue
@@ -223,7 +257,7 @@ class StripeImporter:
             if piece is not None:
                 return piece
             victim = run.planner.to_split()
-            if victim is None:
+            if victim is None or run.planner.active_count() >= run.wanted():
                 return None
             return await self._checkpoints.split_slice(*victim, self._worker_id, self._settings.slice_lease_s)
 
@@ -236,9 +270,11 @@ class StripeImporter:
             if piece.last_object_id:
                 query["starting_after"] = piece.last_object_id
             requested_start = piece.range_start
-            page = await self._fetch(session, resource.name, query)
-            mine = piece.keep(page.objects, requested_start)
-            await self._publish(session, Page(mine, page.has_more, page.fetched_at))
+            async with self._pages_in_flight:
+                page = await self._fetch(session, resource.name, query)
+                fetched = time.monotonic()
+                mine = piece.keep(page.objects, requested_start)
+                await self._publish(session, Page(mine, page.has_more, page.fetched_at))
             if mine:
                 piece.last_object_id = str(mine[-1]["id"])
                 piece.oldest_created = min(int(o["created"]) for o in mine)  # type: ignore[call-overload]
@@ -249,6 +285,7 @@ class StripeImporter:
                                                            self._settings.slice_lease_s):
                 piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it
                 return
+            run.page_took(page.latency_s + time.monotonic() - fetched)  # Stripe's time and ours, not the budget's
             await run.changed()
             if piece.done:
                 return
@@ -259,7 +296,7 @@ class StripeImporter:
 
         page = await session.call(request)
         fetched_at = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
-        return Page(page.objects, page.has_more, fetched_at)
+        return Page(page.objects, page.has_more, fetched_at, page.latency_s)
 
     async def _publish(self, session: KeySession, page: Page) -> None:
         """Publishes the page's snapshots and returns once Kafka acknowledged them all; raises PublishError."""

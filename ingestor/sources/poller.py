@@ -77,13 +77,16 @@ class StripeEventsPoller:
         self._importer_settings = importer_settings
         self._clock = deps.clock
 
-    async def run_once(self, force: bool = True) -> list[PollOutcome]:
-        """Runs one cycle for every pollable connection (all of them with `force`, else the due ones)."""
+    async def run_once(self, force: bool = True, stop: asyncio.Event | None = None) -> list[PollOutcome]:
+        """Runs one cycle for every pollable connection (all of them with `force`, else the due ones); once
+        `stop` is set, no further connection's cycle starts."""
         connections = await self._store.connections_with_keys()
         limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_connections))
 
         async def one(connection: Connection) -> PollOutcome:
             async with limit:
+                if stop is not None and stop.is_set():
+                    return PollOutcome(connection.connection_id, "not_due", detail="stopping")
                 return await self.poll_connection(connection.connection_id, force)
 
         return list(await asyncio.gather(*(one(c) for c in connections)))
@@ -92,7 +95,7 @@ class StripeEventsPoller:
         """Polls due connections until `stop` is set. Cancellation stops at once (cursors stay consistent)."""
         while not stop.is_set():
             try:
-                await self.run_once(force=False)
+                await self.run_once(force=False, stop=stop)
             except Exception as exc:
                 if not is_retriable(exc):
                     raise

@@ -93,9 +93,9 @@ class SlicePlanner:
         """The worker is done with the slice (finished, lost, or stopped)."""
         self._active.pop((piece.resource, piece.slice_id), None)
 
-    def busy(self) -> bool:
-        """Whether any slice is being paged here."""
-        return bool(self._active)
+    def active_count(self) -> int:
+        """How many slices are being paged here."""
+        return len(self._active)
 
     def to_split(self) -> tuple[ImportSlice, int] | None:
         """The active slice with the most objects expected to be left and where to split it, if any is worth it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -64,6 +65,7 @@ class RawPage:
 
     objects: list[dict[str, Any]]
     has_more: bool
+    latency_s: float = 0.0  # from sending the request to its page (not the wait for the budget)
 
 
 def raw_page(body: bytes) -> RawPage:
@@ -177,7 +179,9 @@ class StripeReader:
         path = LIST_PATHS[resource]
 
         async def request() -> RawPage:
-            return await self._get_raw(path, dict(params))
+            sent = time.monotonic()
+            page = await self._get_raw(path, dict(params))
+            return RawPage(page.objects, page.has_more, time.monotonic() - sent)
 
         page: RawPage = await self._call(f"GET {path}", request)
         return page

@@ -14,7 +14,7 @@ import hashlib
 import asyncpg
 
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
-from ingestor.stripe_api.request_budget import Priority, RateBudgets
+from ingestor.stripe_api.request_budget import Priority, Rate, RateBudgets
 from plumbing.settings import StripeSettings
 
 KEY_TEST_RETRY = RetryPolicy(attempts=2, initial_wait_s=0.2, max_wait_s=1.0)
@@ -25,8 +25,10 @@ class StripeReaders:
 
     def __init__(self, settings: StripeSettings, budgets: RateBudgets | None = None, pool: asyncpg.Pool | None = None):
         self._settings = settings
-        self.budgets = budgets or RateBudgets(settings.test_requests_per_second, settings.live_requests_per_second,
-                                              settings.endpoint_requests_per_second, pool)
+        self.budgets = budgets or RateBudgets(
+            Rate(settings.test_requests_per_second, settings.test_limit_per_second),
+            Rate(settings.live_requests_per_second, settings.live_limit_per_second),
+            Rate(settings.endpoint_requests_per_second, settings.endpoint_limit_per_second), pool)
         self._patient = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait_s, settings.retry_max_wait_s)
 
     def reader(self, key: str, budget_id: str, livemode: bool, quick: bool = False,

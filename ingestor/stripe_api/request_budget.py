@@ -5,11 +5,10 @@ Stripe limits requests per account (100/s live, 25/s test) and, unless documente
 both counted across every client of the account. Every process that reads an account (workers importing
 and polling, the web process testing keys, fetching discounts, reconciling) draws each request from two
 token buckets — the account's and the endpoint's — kept in `stripe_request_budgets` and refilled at
-their budget's rate (`stripe_budget_take`, one row lock per lease). A bucket holds at most a tenth of a
-second's worth, so no one-second window sees more than the budget plus that burst: with the default
-budgets (90/s, 20/s, 22/s per endpoint) Stripe's limits are never reached by us alone. A process
-leases a few tokens at a time and spends them locally, so the database sees a few statements per second
-per account whatever the request rate.
+their budget's rate (`stripe_budget_take`, one row lock per lease). A bucket holds at most Stripe's limit
+minus our budget (10 live, 5 test, 3 per endpoint with the defaults), so no one-second window sees more
+than Stripe's limit from us. A process leases a few tokens at a time and spends them locally, so the
+database sees tens of statements per second per account, not one per request.
 
 Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few
 interactive requests (the poller, a key Test, a reconcile, a discount lookup) find one at once even
@@ -32,8 +31,20 @@ from aiolimiter import AsyncLimiter
 
 from plumbing.postgres import database_errors
 
-BURST_S = 0.1  # a bucket holds this much of a second's worth: the most ever sent at once
 DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
+MIN_CAPACITY = 3.0  # room for the interactive reserve, one bulk lease and the lag of asking for the next
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One budget: requests per second, and Stripe's limit above it (the difference is the bucket's burst)."""
+
+    per_second: float
+    limit: float
+
+    @property
+    def capacity(self) -> float:
+        return max(MIN_CAPACITY, self.limit - self.per_second)
 
 
 class Priority(enum.Enum):
@@ -58,8 +69,8 @@ class Bucket:
 class LocalBucket(Bucket):
     """A token bucket of this process only (no database at hand)."""
 
-    def __init__(self, per_second: float):
-        self._limiter = AsyncLimiter(max(1.0, per_second * BURST_S), BURST_S)
+    def __init__(self, rate: Rate):
+        self._limiter = AsyncLimiter(rate.capacity, rate.capacity / rate.per_second)
         self._blocked_until = 0.0
 
     async def acquire(self, priority: Priority) -> None:
@@ -76,24 +87,24 @@ class LocalBucket(Bucket):
 class SharedBucket(Bucket):
     """One bucket in Postgres; tokens leased a few at a time and spent here.
 
-    Bulk work leases what the bucket holds above the interactive reserve, and waits until that much is
-    there (so it asks the database a few times a second, not once per request); interactive work leases
-    one token and may take the reserve.
+    Bulk work leases half of what the bucket can hold above the interactive reserve (the other half absorbs
+    the lag between asking and getting, so no token is lost to a full bucket) and waits until that much is
+    there; interactive work leases one token and may take the reserve.
     """
 
     pool: asyncpg.Pool
     key: str
-    per_second: float
+    rate: Rate
     _tokens: int = 0
     _leasing: dict[Priority, asyncio.Lock] = field(default_factory=lambda: {p: asyncio.Lock() for p in Priority})
 
     @property
-    def capacity(self) -> float:
-        return max(2.0, self.per_second * BURST_S)
+    def reserve(self) -> float:
+        return max(1.0, self.rate.capacity / 4)
 
     @property
-    def reserve(self) -> float:
-        return max(1.0, self.capacity / 4)
+    def bulk_lease(self) -> int:
+        return max(1, math.floor((self.rate.capacity - self.reserve) / 2))
 
     async def acquire(self, priority: Priority) -> None:
         while True:
@@ -104,7 +115,7 @@ class SharedBucket(Bucket):
                 if self._tokens > 0:
                     continue
                 bulk = priority is Priority.BULK
-                lease = max(1, math.floor(self.capacity - self.reserve)) if bulk else 1
+                lease = self.bulk_lease if bulk else 1
                 granted, wait_s = await self._take(lease, self.reserve if bulk else 0.0)
                 if granted:
                     self._tokens += granted
@@ -114,7 +125,7 @@ class SharedBucket(Bucket):
     async def _take(self, lease: int, reserve: float) -> tuple[int, float]:
         with database_errors():
             row = await self.pool.fetchrow("SELECT * FROM stripe_budget_take($1, $2, $3, $4, $5)",
-                                           self.key, lease, self.per_second, self.capacity, reserve)
+                                           self.key, lease, self.rate.per_second, self.rate.capacity, reserve)
         return int(row["granted"]), float(row["wait_s"])
 
     async def block(self, seconds: float) -> None:
@@ -148,19 +159,19 @@ class AccountBudget:
 class RateBudgets:
     """The budgets of every account this process reads: shared through Postgres when given a pool."""
 
-    def __init__(self, test_per_second: float = 20.0, live_per_second: float = 90.0,
-                 endpoint_per_second: float = 22.0, pool: asyncpg.Pool | None = None):
-        self.test_per_second = test_per_second
-        self.live_per_second = live_per_second
-        self.endpoint_per_second = endpoint_per_second
+    def __init__(self, test: Rate = Rate(20.0, 25.0), live: Rate = Rate(90.0, 100.0),
+                 endpoint: Rate = Rate(22.0, 25.0), pool: asyncpg.Pool | None = None):
+        self.test = test
+        self.live = live
+        self.endpoint = endpoint
         self._pool = pool
         self._buckets: dict[str, Bucket] = {}
         self._budgets: dict[str, AccountBudget] = {}
 
-    def _bucket(self, key: str, per_second: float) -> Bucket:
+    def _bucket(self, key: str, rate: Rate) -> Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = SharedBucket(self._pool, key, per_second) if self._pool is not None else LocalBucket(per_second)
+            bucket = SharedBucket(self._pool, key, rate) if self._pool is not None else LocalBucket(rate)
             self._buckets[key] = bucket
         return bucket
 
@@ -168,12 +179,12 @@ class RateBudgets:
         """Returns the budget of `account` (a connection id, or key:<digest> before a connection)."""
         budget = self._budgets.get(account)
         if budget is None:
-            rate = self.live_per_second if livemode else self.test_per_second
+            rate = self.live if livemode else self.test
 
             def endpoint_bucket(endpoint: str) -> Bucket | None:
-                if self.endpoint_per_second >= rate:
+                if self.endpoint.per_second >= rate.per_second:
                     return None  # the account's budget is the tighter one
-                return self._bucket(f"{account} {endpoint}", self.endpoint_per_second)
+                return self._bucket(f"{account} {endpoint}", self.endpoint)
 
             budget = self._budgets[account] = AccountBudget(self._bucket(account, rate), endpoint_bucket)
         return budget

@@ -42,6 +42,9 @@ def service_env(settings: Settings, master_keys: str, port: int, sim_url: str) -
         "INGESTOR_CONTROL__ADMIN_TOKEN": ADMIN,
         "INGESTOR_STRIPE__API_BASE": sim_url,
         "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "200",
+        "INGESTOR_STRIPE__TEST_LIMIT_PER_SECOND": "1000",  # the simulator's limits are raised to 1,000 too
+        "INGESTOR_STRIPE__ENDPOINT_REQUESTS_PER_SECOND": "200",
+        "INGESTOR_STRIPE__ENDPOINT_LIMIT_PER_SECOND": "1000",
         "INGESTOR_STRIPE__RETRY_ATTEMPTS": "30",
         "INGESTOR_STRIPE__RETRY_INITIAL_WAIT_S": "0.1",
         "INGESTOR_STRIPE__RETRY_MAX_WAIT_S": "1",

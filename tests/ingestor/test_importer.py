@@ -205,3 +205,45 @@ async def test_an_importer_killed_with_slices_in_flight_resumes_and_the_tables_e
     truth = sim.ground_truth(account)["daily"]
     assert {d: {c: v["gross"] for c, v in per.items()} for d, per in daily.items()} == \
         {d: {c: v["gross"] for c, v in per.items()} for d, per in truth.items()}
+
+
+async def test_a_worker_stopped_with_sigterm_lets_go_of_its_slices_at_once(
+    control: ControlClient, sim: SimServer, worker: Worker
+) -> None:
+    account = sim.create_account(customers=300).id
+    sim.set_rate_limit(account, 1000)
+    sim.set_faults({"kind": "latency", "latency_ms": 40})
+    _, _, connection_id, _ = await connect(control, sim, account)
+    settings = control.settings
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")},
+           "INGESTOR_POSTGRES__DSN": settings.postgres.dsn.get_secret_value(),
+           "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "INGESTOR_KAFKA__RAW_TOPIC": settings.kafka.raw_topic,
+           "INGESTOR_VAULT__MASTER_KEYS": control.master_keys,
+           "INGESTOR_STRIPE__API_BASE": sim.base_url,
+           "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "20",
+           "INGESTOR_IMPORTER__SLICE_LEASE_S": "600",  # were the claims kept, nobody could go on for 10 minutes
+           "INGESTOR_IMPORTER__SCAN_INTERVAL_S": "0.1",
+           "INGESTOR_LOG__LEVEL": "WARNING"}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "worker", "--no-poll", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+    async def mid_way() -> bool:
+        published = sum(c.objects_published for c in await control.checkpoints.import_checkpoints(connection_id))
+        return published >= 500
+
+    await wait_for(mid_way, 60, "the worker to import a few pages")
+    child.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(child.wait(), settings.importer.stop_grace_s + 20) == 0
+    assert not all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
+    held = await control.pool.fetchval("SELECT count(*) FROM import_slices WHERE connection_id = $1 "
+                                       "AND claimed_by IS NOT NULL", connection_id)
+    assert held == 0  # every claim given back: another worker goes on now, not when the leases lapse
+    outcome = await worker.importer.run_connection(connection_id)
+    assert outcome.slices > 0
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"
+    sim.set_faults()
+    expected = sim_objects(sim, account)
+    envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
+    assert by_type(envelopes) == expected

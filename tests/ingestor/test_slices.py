@@ -69,7 +69,7 @@ def test_a_page_in_flight_during_a_split_keeps_only_what_is_still_the_slices() -
 
 def test_the_planner_splits_the_slice_with_most_left() -> None:
     planner = SlicePlanner(60, 200)
-    assert planner.to_split() is None and not planner.busy()
+    assert planner.to_split() is None and not planner.active_count()
     small = _slice(0, 10_000, oldest=9_000, published=100, slice_id=1)  # ~900 left
     big = _slice(20_000, 90_000, oldest=89_000, published=100, slice_id=2)  # ~6,900 left
     planner.add(small)

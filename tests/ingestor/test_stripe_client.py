@@ -8,7 +8,7 @@ import pytest
 
 from ingestor.errors import KeyInvalidError, PermissionMissingError, StripeUnavailableError
 from ingestor.stripe_api.client import RetryPolicy, StripeReader, raw_page
-from ingestor.stripe_api.request_budget import RateBudgets
+from ingestor.stripe_api.request_budget import Rate, RateBudgets
 from stripe_sim import SimServer
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ async def make_reader(sim: SimServer) -> AsyncIterator[MakeReader]:
     readers: list[StripeReader] = []
 
     def make(key: str) -> StripeReader:
-        readers.append(StripeReader(key, RateBudgets(1000, 1000, 1000).for_account(key, False), api_base=sim.base_url, retry=QUICK))
+        readers.append(StripeReader(key, RateBudgets(Rate(1000, 1000)).for_account(key, False), api_base=sim.base_url, retry=QUICK))
         return readers[-1]
 
     yield make

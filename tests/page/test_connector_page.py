@@ -73,7 +73,7 @@ async def flow(make_settings: Callable[..., Settings]) -> AsyncIterator[Flow]:
             "vault": VaultSettings(master_keys=master),  # type: ignore[arg-type]
             "control": ControlSettings(admin_token=ADMIN),  # type: ignore[arg-type]
             "http": HttpSettings(port=port, public_base_url=base),
-            "stripe": StripeSettings(api_base=sim.base_url, test_requests_per_second=200, retry_attempts=2,
+            "stripe": StripeSettings(api_base=sim.base_url, test_requests_per_second=200, test_limit_per_second=500, retry_attempts=2,
                                      retry_initial_wait_s=0.05, retry_max_wait_s=0.2),
             "poller": PollerSettings(interval_s=1, unverified_interval_s=1),
             "importer": ImporterSettings(scan_interval_s=0.5, reconcile_projected_wait_s=1),

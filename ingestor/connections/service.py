@@ -25,7 +25,7 @@ from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints
 from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
-from ingestor.stripe_api.readers import StripeReaders, key_budget_id
+from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import get_logger
 from plumbing.settings import Settings
 
@@ -179,7 +179,7 @@ class ConnectionService:
     async def _test(self, check: KeyCheck, connection: Connection | None) -> KeyTestResult:
         if not check.accepted:
             return await test_key(check, None)
-        budget = connection.connection_id if connection else key_budget_id(check.key)
+        budget = connection.connection_id if connection else None
         reader = self._readers.reader(check.key, budget, check.mode == "live", quick=True)
         try:
             return await test_key(check, reader)

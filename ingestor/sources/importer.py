@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import socket
@@ -33,7 +32,7 @@ from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.errors import IngestError
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.sources.slices import ImportSlice, SlicePlanner
+from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.request_budget import Priority
@@ -94,7 +93,7 @@ class _Pass:
 
     def wanted(self) -> int:
         """Slices to page at once."""
-        return min(self._most, math.ceil(self._rate * self._page_s * 1.25) + 1)
+        return slices_wanted(self._rate, self._page_s, self._most)
 
     def may_split(self) -> bool:
         return self.planner.active_count() < self.wanted() and self.planner.to_split() is not None
@@ -118,7 +117,7 @@ class _Pass:
 
 
 class StripeImporter:
-    """Runs pending imports, resumably, one connection at a time per process-wide lock."""
+    """Runs pending imports in passes, resumably, sharing each import's slices with any other process."""
 
     def __init__(self, deps: SourceDeps, settings: ImporterSettings,
                  on_done: Callable[[str], Awaitable[None]] | None = None):

@@ -12,7 +12,10 @@ so several workers share one import. Pure: the importer and the checkpoints do t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+HEADROOM = 1.25  # pages take longer now and then: a few more in flight than the average needs
 
 
 @dataclass
@@ -75,6 +78,12 @@ def split_point(piece: ImportSlice, min_span_s: int, min_objects_left: int) -> i
     if end - start < 2 * min_span_s or expected is None or expected < min_objects_left:
         return None
     return start + (end - start) // 2
+
+
+def slices_wanted(requests_per_second: float, page_s: float, most: int) -> int:
+    """Slices to page at once so the budget is never idle (Little's law: in flight = rate × time per page, the
+    time from sending a request to its checkpoint), and no more: each slice ends in a part-empty page."""
+    return min(most, math.ceil(requests_per_second * page_s * HEADROOM) + 1)
 
 
 class SlicePlanner:

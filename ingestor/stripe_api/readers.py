@@ -2,14 +2,12 @@
 
 The budget is keyed by connection (one Stripe account in one mode) and shared by every process through
 Postgres (`request_budget.py`), so the poller, the importer, key re-tests and reconciles of one account
-never overrun Stripe's limit together; a key tested before it has a connection gets a budget keyed by
-the key's digest. Key tests use a short retry policy so the user gets an answer in seconds; the poller
+never overrun Stripe's limit together; a key tested before it has a connection (a handful of requests)
+gets a budget of its own Test, kept nowhere. Key tests use a short retry policy so the user gets an answer in seconds; the poller
 and the importer use the patient one from the settings.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import asyncpg
 
@@ -31,19 +29,18 @@ class StripeReaders:
             Rate(settings.endpoint_requests_per_second, settings.endpoint_limit_per_second), pool)
         self._patient = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait_s, settings.retry_max_wait_s)
 
-    def reader(self, key: str, budget_id: str, livemode: bool, quick: bool = False,
+    def reader(self, key: str, budget_id: str | None, livemode: bool, quick: bool = False,
                priority: Priority = Priority.INTERACTIVE) -> StripeReader:
-        """Returns a reader (the caller closes it); `quick` for key tests; BULK priority for the importer."""
+        """Returns a reader (the caller closes it); `budget_id` None for a key without a connection; `quick` for
+        key tests; BULK priority for the importer."""
+        budget = (self.budgets.for_unconnected_key(livemode) if budget_id is None
+                  else self.budgets.for_account(budget_id, livemode))
         return StripeReader(
             key,
-            self.budgets.for_account(budget_id, livemode),
+            budget,
             api_base=self._settings.api_base,
             retry=KEY_TEST_RETRY if quick else self._patient,
             timeout_s=self._settings.timeout_s,
             priority=priority,
         )
 
-
-def key_budget_id(key: str) -> str:
-    """Returns a budget id for a key without a connection yet (its digest, never the key)."""
-    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -176,7 +176,7 @@ class RateBudgets:
         return bucket
 
     def for_account(self, account: str, livemode: bool) -> AccountBudget:
-        """Returns the budget of `account` (a connection id, or key:<digest> before a connection)."""
+        """Returns the budget of `account` (a connection id)."""
         budget = self._budgets.get(account)
         if budget is None:
             rate = self.live if livemode else self.test
@@ -188,3 +188,19 @@ class RateBudgets:
 
             budget = self._budgets[account] = AccountBudget(self._bucket(account, rate), endpoint_bucket)
         return budget
+
+    def for_unconnected_key(self, livemode: bool) -> AccountBudget:
+        """Returns a budget for one key Test of a key without a connection: local to the caller, not kept.
+
+        A Test makes a handful of requests, so sharing it buys nothing, and keeping a bucket per key ever
+        pasted (in Postgres or here) would let bad input grow state without bound.
+        """
+        endpoints: dict[str, Bucket] = {}
+        rate = self.live if livemode else self.test
+
+        def endpoint_bucket(endpoint: str) -> Bucket | None:
+            if self.endpoint.per_second >= rate.per_second:
+                return None
+            return endpoints.setdefault(endpoint, LocalBucket(self.endpoint))
+
+        return AccountBudget(LocalBucket(rate), endpoint_bucket)

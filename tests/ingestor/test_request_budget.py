@@ -161,3 +161,20 @@ async def test_two_workers_share_one_import_within_stripes_limit(
     expected = sim_objects(sim, account)
     envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
     assert by_type(envelopes) == expected
+
+
+async def test_keys_pasted_before_a_connection_leave_no_budget_behind(control: ControlClient, sim: SimServer) -> None:
+    """A tenant pasting key after key (good or bad) grows no state: a Test without a connection keeps its
+    budget to itself, while a connected account's Test draws on the shared one."""
+    account = sim.create_account(customers=2)
+    tenant, token = await control.tenant("Paster")
+    for key in [sim.create_restricted_key(account.id), "rk_test_" + "x" * 99, sim.create_restricted_key(account.id)]:
+        status, body = await control.call("POST", f"/api/tenants/{tenant}/key-tests", token, {"key": key})
+        assert status == 200, body
+    assert await control.pool.fetchval("SELECT count(*) FROM stripe_request_budgets") == 0
+
+    tenant, token, connection_id, _ = await connect(control, sim, account.id, "Connected")
+    status, body = await control.call("POST", f"/api/tenants/{tenant}/connections/test/test", token)
+    assert status == 200, body
+    keys = await control.pool.fetch("SELECT budget_key FROM stripe_request_budgets")
+    assert keys and {r["budget_key"].split(" ")[0] for r in keys} == {connection_id}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestor.sources.slices import ImportSlice, SlicePlanner, initial_ranges, split_point
+from ingestor.sources.slices import ImportSlice, SlicePlanner, initial_ranges, slices_wanted, split_point
 
 
 def _slice(start: int, end: int, oldest: int | None = None, published: int = 0, slice_id: int = 0) -> ImportSlice:
@@ -26,7 +26,6 @@ def test_any_sequence_of_splits_keeps_a_partition_of_the_window(steps: list[tupl
     """Each step pages part of a slice (its oldest created moves down) and splits what it has left."""
     start, end = 1_700_000_000, 1_700_000_000 + 365 * 86400
     slices = [_slice(lo, hi, slice_id=i) for i, (lo, hi) in enumerate(initial_ranges(start, end, 4))]
-    paged: list[tuple[int, int]] = []  # seconds paged so far, per slice: [oldest created, range end]
     for which, share in steps:
         piece = slices[which % len(slices)]
         lo, hi = piece.left()
@@ -41,7 +40,6 @@ def test_any_sequence_of_splits_keeps_a_partition_of_the_window(steps: list[tupl
     covered = sorted((s.range_start, s.range_end) for s in slices)
     assert covered[0][0] == start and covered[-1][1] == end
     assert all(a[1] + 1 == b[0] for a, b in zip(covered, covered[1:]))
-    del paged
 
 
 def test_a_slice_is_split_only_when_each_half_should_fill_a_page() -> None:
@@ -78,3 +76,10 @@ def test_the_planner_splits_the_slice_with_most_left() -> None:
     assert victim is big and 20_000 < point < 89_000
     planner.release(big)
     assert planner.to_split()[0] is small  # type: ignore[index]
+
+
+def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:
+    assert slices_wanted(90, 0.6, 96) == 69  # 90/s × 0.6 s × 1.25 + 1: live at 600 ms
+    assert slices_wanted(20, 0.3, 96) == 9  # test at 300 ms
+    assert slices_wanted(20, 0.001, 96) == 2  # no latency: hardly any
+    assert slices_wanted(90, 5.0, 96) == 96  # never more than the cap

@@ -62,15 +62,19 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("charge", "amount_refunded", "`amount_refunded` → the sum of the succeeded refunds listed in `refunds`",
      "unreadable"),
     ("charge", "refunds", "`refunds.data` (a list object, 2014-06-17 on; included until 2022-11-15, expanded by the "
-                          "importer) → `refunds` (an array); a refund without `status` succeeded", "none listed"),
+                          "importer) → `refunds` (an array); a refund without `status` succeeded; its currency is the "
+                          "charge's (a refund in another currency is unreadable)", "none listed"),
     ("charge", "card brand, last4", "`payment_method_details.card` (2019-03-18 on) → a `source` card → a legacy `card`; "
                                     "brands lowercased ('American Express' → `amex`)", "none (not money)"),
     ("charge", "invoice", "`invoice` (removed in 2025-03-31.basil)", "none (not money)"),
     ("subscription", "status", "`status`", "unreadable"),
     ("subscription", "items", "`items.data` → a legacy single `plan` with the top-level `quantity`", "unreadable"),
     ("subscription", "item amount", "the price's `unit_amount` → `unit_amount_decimal` → a plan's `amount`; tiered: the "
-                                    "tiers (graduated or volume) for the quantity; × `quantity`; metered: 0",
-     "unreadable (a licensed item without a quantity, a price not expanded, tiers not expanded)"),
+                                    "tiers (graduated or volume) for the quantity; × `quantity`; metered: 0; a price in "
+                                    "another currency than the subscription's (a multi-currency price): the amount "
+                                    "of `price.currency_options[<subscription's currency>]`",
+     "unreadable (a licensed item without a quantity, a price not expanded, tiers not expanded, a multi-currency "
+     "price without its `currency_options`)"),
     ("subscription", "item interval", "`price.recurring.interval` and `interval_count` → a plan's `interval` and "
                                       "`interval_count` (never defaulted to month)", "unreadable"),
     ("subscription", "currency", "`currency` (2022-07-07 on) → the items' price or plan currency (all alike) → "
@@ -254,6 +258,19 @@ class _Reader:
             raise self.fail(field, "is beyond any amount Stripe allows")
         return value
 
+    def decimal(self, value: Any, field: str) -> Fraction:
+        """An amount in minor units that may be fractional: an integer, or a decimal string (`*_decimal`)."""
+        if type(value) is int:
+            return Fraction(self.money(value, field))
+        if isinstance(value, str):
+            try:
+                amount = Fraction(Decimal(value))
+            except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
+                amount = None
+            if amount is not None and abs(amount) <= MAX_MINOR_UNITS:
+                return amount
+        raise self.fail(field, f"must be a decimal amount in minor units, got {_shown(value)}")
+
     def currency(self, value: Any, field: str = "currency") -> str:
         if not isinstance(value, str) or not CURRENCY.match(value.lower()):
             raise self.fail(field, f"must be a three-letter ISO currency code, got {_shown(value)}")
@@ -368,9 +385,12 @@ def _refunds(r: _Reader, obj: Mapping[str, Any], currency: str) -> tuple[Refund,
         rr = _Reader({**refund, "object": "refund"})
         # Refunds without a status are from before refunds could fail: they succeeded.
         status = refund.get("status") or "succeeded"
+        refund_currency = rr.currency(refund.get("currency") or currency)
+        if refund_currency != currency:  # Stripe refunds in the charge's currency, in every version
+            raise r.fail("refunds", f"holds a refund in {refund_currency}, not the charge's {currency}")
         out.append(Refund(
             id=rr.id, amount=rr.money(refund.get("amount"), "amount"),
-            currency=rr.currency(refund.get("currency") or currency), status=str(status),
+            currency=refund_currency, status=str(status),
             created=rr.when(refund.get("created"), "created"),
         ))
     return tuple(out)
@@ -458,6 +478,9 @@ def _item(r: _Reader, item: Any, index: int, subscription_currency: str | None) 
         currency = subscription_currency  # the price's currency is the subscription's
     else:
         currency = r.currency(price.get("currency"), f"{field}.price.currency")
+    if subscription_currency is not None and currency != subscription_currency:
+        price = _in_currency(r, price, f"{field}.price", subscription_currency)
+        currency = subscription_currency
     metered = usage == "metered"
     quantity = item.get("quantity")
     if quantity is not None and (type(quantity) is not int or quantity < 0):
@@ -473,17 +496,30 @@ def _item(r: _Reader, item: Any, index: int, subscription_currency: str | None) 
                 interval=str(interval), interval_count=count, metered=metered, period_amount=amount)
 
 
+def _in_currency(r: _Reader, price: Mapping[str, Any], field: str, currency: str) -> Mapping[str, Any]:
+    """A multi-currency price as billed in `currency`: its amounts from `currency_options[currency]`.
+
+    A price's `currency` is its default; a subscription in another currency is billed at that option's
+    amounts, which Stripe includes only when asked (`expand: currency_options`). Without them the amount
+    is not derivable: the price's own amount is in another currency.
+    """
+    options = price.get("currency_options")
+    option = options.get(currency) if isinstance(options, Mapping) else None
+    if not isinstance(option, Mapping):
+        raise r.fail(f"{field}.currency", f"is {_shown(price.get('currency'))} while the subscription is in "
+                     f"{currency}, and the price's currency_options for {currency} are not included")
+    amounts = ("unit_amount", "unit_amount_decimal", "tiers", "custom_unit_amount")
+    return {**{k: v for k, v in price.items() if k not in amounts}, **option, "currency": currency}
+
+
 def _unit_amount(r: _Reader, price: Mapping[str, Any], field: str, quantity: int) -> Fraction:
     """unit_amount (a Price), else unit_amount_decimal (sub-cent prices), else `amount` (a legacy Plan)."""
     for name in ("unit_amount", "amount"):
         if name in price and price[name] is not None:
             return Fraction(r.money(price[name], f"{field}.price.{name}"))
-    decimal = price.get("unit_amount_decimal") or price.get("amount_decimal")
-    if decimal is not None:
-        try:
-            return Fraction(Decimal(str(decimal)))
-        except (InvalidOperation, ValueError) as exc:
-            raise r.fail(f"{field}.price.unit_amount_decimal", f"is not a number: {_shown(decimal)}") from exc
+    for name in ("unit_amount_decimal", "amount_decimal"):
+        if price.get(name) is not None:
+            return r.decimal(price[name], f"{field}.price.{name}")
     raise r.fail(f"{field}.price.unit_amount", "is missing (no unit_amount, unit_amount_decimal or plan amount)")
 
 
@@ -499,8 +535,9 @@ def _tiered_amount(r: _Reader, price: Mapping[str, Any], field: str, quantity: i
         if not isinstance(tier, Mapping):
             raise r.fail(f"{field}.price.tiers[{i}]", "is not a tier")
         upper = tier.get("up_to")
-        unit = Fraction(Decimal(str(tier.get("unit_amount_decimal") or tier.get("unit_amount") or 0)))
-        flat = Fraction(Decimal(str(tier.get("flat_amount_decimal") or tier.get("flat_amount") or 0)))
+        if upper is not None and (type(upper) is not int or upper < 1):
+            raise r.fail(f"{field}.price.tiers[{i}].up_to", f"must be a whole number or null, got {_shown(upper)}")
+        unit, flat = (_tier_amount(r, tier, name, f"{field}.price.tiers[{i}]") for name in ("unit_amount", "flat_amount"))
         if mode == "volume":
             if upper is None or quantity <= upper:
                 return unit * quantity + flat
@@ -514,6 +551,14 @@ def _tiered_amount(r: _Reader, price: Mapping[str, Any], field: str, quantity: i
             return total
         below = upper
     return total
+
+
+def _tier_amount(r: _Reader, tier: Mapping[str, Any], name: str, field: str) -> Fraction:
+    """A tier's unit or flat amount (`<name>_decimal` → `<name>`); a tier may have only one of the two: 0."""
+    for key in (f"{name}_decimal", name):
+        if tier.get(key) is not None:
+            return r.decimal(tier[key], f"{field}.{key}")
+    return Fraction(0)
 
 
 def _subscription_currency(r: _Reader, obj: Mapping[str, Any], items: tuple[Item, ...]) -> str:

@@ -46,6 +46,15 @@ def ensure_installed() -> Path:
     return BINARY
 
 
+def openapi_spec() -> Path:
+    """Returns Stripe's OpenAPI spec (`SPEC_API_VERSION`) that stripe-mock serves, from its installed module."""
+    ensure_installed()
+    spec = INSTALL_DIR / "modcache" / "github.com" / "stripe" / f"stripe-mock@{VERSION}" / "embedded" / "openapi" / "spec3.json"
+    if not spec.exists():
+        raise StackError(f"stripe-mock's OpenAPI spec is missing at {spec}; delete {INSTALL_DIR} to reinstall it")
+    return spec
+
+
 @dataclass
 class StripeMock:
     """A running stripe-mock on loopback."""

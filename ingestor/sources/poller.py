@@ -13,6 +13,7 @@ is marked as needing a catch-up import, which the importer runs, and polling res
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -65,6 +66,16 @@ def poll_interval(connection: Connection, settings: PollerSettings) -> float:
     return settings.interval_s if connection.webhook_verified_at else settings.unverified_interval_s
 
 
+def due_for_poll(connections: list[Connection], now: float, settings: PollerSettings,
+                 polling: Collection[str]) -> list[Connection]:
+    """Returns the connections due for a poll and not being polled here, longest unpolled first (never
+    polled before all), so that when polls queue for a slot the most overdue go first."""
+    due = [c for c in connections
+           if c.connection_id not in polling and not STATUSES[c.status].stops_reading
+           and (c.last_poll_at is None or now - c.last_poll_at.timestamp() >= poll_interval(c, settings))]
+    return sorted(due, key=lambda c: c.last_poll_at.timestamp() if c.last_poll_at else float("-inf"))
+
+
 class StripeEventsPoller:
     """Polls every pollable connection on its cadence; `run_once` is the burst mode."""
 
@@ -92,18 +103,54 @@ class StripeEventsPoller:
         return list(await asyncio.gather(*(one(c) for c in connections)))
 
     async def run_forever(self, stop: asyncio.Event, tick_s: float = 1.0) -> None:
-        """Polls due connections until `stop` is set. Cancellation stops at once (cursors stay consistent)."""
-        while not stop.is_set():
-            try:
-                await self.run_once(force=False, stop=stop)
-            except Exception as exc:
-                if not is_retriable(exc):
-                    raise
-                log.warning("poll pass failed; will retry", error=repr(exc))  # Postgres or Kafka away
-            try:
-                await asyncio.wait_for(stop.wait(), min(tick_s, self._settings.unverified_interval_s))
-            except asyncio.TimeoutError:
-                pass
+        """Polls each connection as it falls due until `stop` is set, a bounded number at once, longest
+        unpolled first. A poll does not wait for slower ones (a 30-day first read, a slow Stripe, an account
+        at its limit): each connection keeps its own cadence. Cancellation stops at once (cursors stay
+        consistent); once `stop` is set, polls under way finish and no new one starts."""
+        polling: dict[str, asyncio.Task[None]] = {}
+        failed: list[BaseException] = []
+        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_connections))
+
+        async def one(connection_id: str) -> None:
+            async with limit:
+                if stop.is_set():
+                    return
+                try:
+                    await self.poll_connection(connection_id, force=False)
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        raise
+                    log.warning("poll failed; will retry", connection_id=connection_id, error=repr(exc))
+
+        def done(task: asyncio.Task[None]) -> None:
+            polling.pop(task.get_name(), None)
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                failed.append(error)
+
+        try:
+            while not stop.is_set():
+                if failed:
+                    raise failed[0]
+                try:
+                    connections = await self._store.connections_with_keys()
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        raise
+                    log.warning("poll pass failed; will retry", error=repr(exc))  # Postgres away
+                    connections = []
+                for connection in due_for_poll(connections, self._clock(), self._settings, polling):
+                    task = asyncio.create_task(one(connection.connection_id), name=connection.connection_id)
+                    polling[connection.connection_id] = task
+                    task.add_done_callback(done)
+                try:
+                    await asyncio.wait_for(stop.wait(), min(tick_s, self._settings.unverified_interval_s))
+                except asyncio.TimeoutError:
+                    pass
+            await asyncio.gather(*polling.values())
+        finally:
+            for task in list(polling.values()):
+                task.cancel()
 
     async def poll_connection(self, connection_id: str, force: bool = True) -> PollOutcome:
         """Runs one cycle for one connection under its poll lock."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -10,11 +11,11 @@ from datetime import datetime, timezone
 import asyncpg
 import pytest
 
-from ingestor.connections.store import PostgresConnectionStore
+from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.sources.checkpoints import PollCursor, PostgresCheckpoints
 from ingestor.sources.deps import SourceDeps
-from ingestor.sources.poller import EVENTS_WINDOW_S, WINDOW_MARGIN_S, StripeEventsPoller, next_cursor
+from ingestor.sources.poller import EVENTS_WINDOW_S, WINDOW_MARGIN_S, StripeEventsPoller, due_for_poll, next_cursor
 from ingestor.stripe_api.catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
 from schemas import Source
@@ -24,6 +25,13 @@ from tests.helpers import wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes
 
 pytestmark = pytest.mark.integration
+
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+CONNECTION = Connection(
+    connection_id="conn", tenant_id="ten", livemode=False, status="connected", status_reason=None,
+    status_changed_at=EPOCH, key_hint=None, key_version=1, has_key=True, key_tested_at=None,
+    webhook_verified_at=None, last_webhook_at=None, last_poll_at=None, last_error_code=None, last_error=None,
+    last_error_at=None, catchup_needed_since=None, created_at=EPOCH, webhook_secret_hints=())
 
 
 def test_the_event_types_fit_one_events_list_request() -> None:
@@ -74,6 +82,56 @@ async def test_a_webhookless_connection_sees_a_new_charge_within_one_poll_interv
         await task
     _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
     assert view["status"] == "polling_only" and view["last_poll_at"]
+
+
+def test_polls_fall_due_on_each_connections_own_cadence_most_overdue_first() -> None:
+    settings = PollerSettings(interval_s=60, unverified_interval_s=15)
+    now = 1_000_000.0
+
+    def connection(cid: str, polled_ago: float | None, verified: bool = True, status: str = "connected") -> Connection:
+        at = None if polled_ago is None else datetime.fromtimestamp(now - polled_ago, tz=timezone.utc)
+        return dataclasses.replace(CONNECTION, connection_id=cid, last_poll_at=at, status=status,
+                                   webhook_verified_at=at if verified else None)
+
+    connections = [connection("recent", 30), connection("late", 90), connection("new", None),
+                   connection("unverified", 20, verified=False), connection("later", 300),
+                   connection("revoked", 900, status="key_invalid"), connection("busy", 400)]
+    due = due_for_poll(connections, now, settings, polling={"busy"})
+    assert [c.connection_id for c in due] == ["new", "later", "late", "unverified"]
+
+
+async def test_a_slow_account_does_not_hold_up_the_polls_of_others(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """An account whose poll takes seconds (a long first read of 30 days at Stripe's latency) must not
+    stretch every other connection's cadence to its length."""
+    slow_account, quick_account = sim.create_account(customers=30).id, sim.create_account(customers=1).id
+    slow = (await connect(control, sim, slow_account, "Slow"))[2]
+    quick = (await connect(control, sim, quick_account, "Quick"))[2]
+    deps = SourceDeps(worker.store, worker.checkpoints, control.readers,
+                      RawEventPublisher(worker.publisher, control.settings.kafka.raw_topic))
+    # 127 events in 30 days at 5 a page and 250 ms a page: the slow account's first poll takes ~7 s.
+    poller = StripeEventsPoller(deps, PollerSettings(unverified_interval_s=1.0, page_limit=5), control.settings.importer)
+    quick_polls: set[datetime] = set()
+
+    async def quick_polled_thrice_while_slow_runs() -> bool:
+        slow_row, quick_row = [await worker.store.get_connection(c) for c in (slow, quick)]
+        assert slow_row is not None and quick_row is not None
+        if quick_row.last_poll_at is not None:
+            quick_polls.add(quick_row.last_poll_at)
+        assert slow_row.last_poll_at is None, f"the slow poll ended first; quick polled {len(quick_polls)} times"
+        return len(quick_polls) >= 3
+
+    sim.set_faults({"kind": "latency", "latency_ms": 250})
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run_forever(stop, tick_s=0.1))
+    try:
+        await wait_for(quick_polled_thrice_while_slow_runs, 20, "three polls of the quick account")
+        await wait_for(lambda: _polled(worker, slow), 30, "the slow account's first poll")
+    finally:
+        sim.set_faults()
+        stop.set()
+        await task
 
 
 async def _polled(worker: Worker, connection_id: str) -> bool:

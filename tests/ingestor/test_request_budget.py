@@ -168,13 +168,15 @@ async def test_keys_pasted_before_a_connection_leave_no_budget_behind(control: C
     budget to itself, while a connected account's Test draws on the shared one."""
     account = sim.create_account(customers=2)
     tenant, token = await control.tenant("Paster")
+    buckets = "SELECT budget_key FROM stripe_request_budgets"
+    before = {r["budget_key"] for r in await control.pool.fetch(buckets)}  # other tests' connections
     for key in [sim.create_restricted_key(account.id), "rk_test_" + "x" * 99, sim.create_restricted_key(account.id)]:
         status, body = await control.call("POST", f"/api/tenants/{tenant}/key-tests", token, {"key": key})
         assert status == 200, body
-    assert await control.pool.fetchval("SELECT count(*) FROM stripe_request_budgets") == 0
+    assert {r["budget_key"] for r in await control.pool.fetch(buckets)} == before
 
     tenant, token, connection_id, _ = await connect(control, sim, account.id, "Connected")
     status, body = await control.call("POST", f"/api/tenants/{tenant}/connections/test/test", token)
     assert status == 200, body
-    keys = await control.pool.fetch("SELECT budget_key FROM stripe_request_budgets")
-    assert keys and {r["budget_key"].split(" ")[0] for r in keys} == {connection_id}
+    added = {r["budget_key"] for r in await control.pool.fetch(buckets)} - before
+    assert added and {key.split(" ")[0] for key in added} == {connection_id}

@@ -265,3 +265,25 @@ def test_an_invoices_money_is_its_own_or_derived_by_rule_never_defaulted(fields:
     assert isinstance(record, Invoice)
     assert (record.total, record.amount_due) == (raw["total"], raw["amount_due"])
     assert record.amount_paid == (raw["amount_paid"] if "amount_paid" in raw else (raw["amount_due"] if raw["paid"] else 0))
+
+
+def test_a_multi_currency_price_is_billed_at_the_subscriptions_currency_option() -> None:
+    price = {"id": "price_1", "currency": "usd", "unit_amount": 1000, "recurring": {"interval": "month", "interval_count": 1},
+             "currency_options": {"usd": {"unit_amount": 1000}, "eur": {"unit_amount": 900, "unit_amount_decimal": "900"}}}
+    raw = subscription(currency="eur", items={"data": [{"id": "si_1", "price": price, "quantity": 2}]})
+    [item] = read_subscription(raw).items
+    assert (item.currency, item.period_amount) == ("eur", 1800)  # not 2 × 1000 USD cents counted as euros
+
+    without_options = {k: v for k, v in price.items() if k != "currency_options"}
+    with pytest.raises(UnreadableObjectError, match="currency_options for eur are not included"):
+        read_subscription(subscription(currency="eur", items={"data": [{"id": "si_1", "price": without_options,
+                                                                         "quantity": 2}]}))
+
+
+@pytest.mark.parametrize("tier", [{"up_to": "ten", "unit_amount": 5}, {"up_to": None, "unit_amount_decimal": "NaN"},
+                                  {"up_to": None, "flat_amount_decimal": "Infinity"}, {"up_to": 0, "unit_amount": 1}])
+def test_a_tier_stripe_would_never_send_is_refused(tier: dict[str, Any]) -> None:
+    price = {"id": "price_t", "currency": "usd", "billing_scheme": "tiered", "tiers_mode": "graduated",
+             "tiers": [tier], "recurring": {"interval": "month", "interval_count": 1}}
+    with pytest.raises(UnreadableObjectError, match=r"tiers\[0\]"):
+        read_subscription(subscription(items={"data": [{"id": "si_1", "price": price, "quantity": 3}]}))

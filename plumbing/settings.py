@@ -160,7 +160,10 @@ class PollerSettings(BaseModel):
     # Stripe's events list is eventually consistent: each poll re-reads this margin before the cursor.
     overlap_s: int = Field(default=300, ge=0)
     page_limit: int = Field(default=100, ge=1, le=100)
-    max_concurrent_connections: int = Field(default=8, ge=1)
+    # Connections one worker polls at once: a poll mostly waits on Stripe and holds no Postgres session.
+    max_concurrent_connections: int = Field(default=64, ge=1)
+    # A poll's claim on its connection, renewed while it runs; a crashed poller's lapses after this.
+    claim_lease_s: float = Field(default=15.0, ge=1)
 
 
 class ImporterSettings(BaseModel):

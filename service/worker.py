@@ -61,18 +61,13 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(settings.postgres)
         stack.push_async_callback(pool.close)
-        # The poller's locks hold a connection for a whole poll cycle: they get their own pool, so queries
-        # never wait behind them. (Imports hold no lock: their slices are claimed row by row.)
-        holders = settings.poller.max_concurrent_connections
-        lock_pool = await create_pool(settings.postgres.model_copy(update={"pool_min_size": 0, "pool_max_size": holders}))
-        stack.push_async_callback(lock_pool.close)
         publisher = KafkaPublisher(settings.kafka, client_id=client_id)
         stack.push_async_callback(publisher.stop)
         try:
             await publisher.start()
         except PublishError as exc:  # it connects on its first publish; passes retry until Kafka is back
             log.warning("Kafka unreachable at start-up", error=str(exc))
-        store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool, lock_pool)
+        store, checkpoints = PostgresConnectionStore(pool, keyring), PostgresCheckpoints(pool)
         deps = SourceDeps(store, checkpoints, readers or StripeReaders(settings.stripe, pool=pool),
                           RawEventPublisher(publisher, settings.kafka.raw_topic))
         reconciler = Reconciler(pool, store, deps.readers, settings.kafka,

@@ -317,6 +317,7 @@ class PostgresConnectionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM webhook_secrets WHERE connection_id = $1", connection_id)
             await conn.execute("DELETE FROM poll_cursors WHERE connection_id = $1", connection_id)
+            await conn.execute("DELETE FROM poll_claims WHERE connection_id = $1", connection_id)  # a poll under way saves nothing
             await conn.execute(
                 "UPDATE import_runs SET paused_reason = 'disconnected' WHERE connection_id = $1 AND done_at IS NULL",
                 connection_id,

@@ -1,47 +1,22 @@
-"""Where the poller and the importer keep their place: poll cursors, import checkpoints, per-connection locks.
+"""Where the poller and the importer keep their place: poll cursors and claims, import runs and slices.
 
 The poller and the importer write here only after Kafka acknowledged everything up to the
-position they store (invariant 1). One poller and one importer per connection at a time, across
-processes, is a Postgres session advisory lock held on a dedicated connection: a crashed process
-loses its session and so its lock, and another process picks the connection up.
+position they store (invariant 1). One poller per connection, and one importer per import slice, at a
+time across processes is a claim with a lease, renewed while the work runs: a crashed process's claims
+lapse and another process picks the work up; a position is saved only by its claim's holder.
 """
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from ingestor.sources.slices import ImportSlice, initial_ranges
-from plumbing.postgres import database_errors, translates_database_errors
-
-POLL_LOCK = 0x504F4C4C  # "POLL": advisory-lock namespace of the poller
-
-
-@contextlib.asynccontextmanager
-async def try_connection_lock(pool: asyncpg.Pool, namespace: int, connection_id: str) -> AsyncIterator[bool]:
-    """Yields whether this process now holds the lock of (`namespace`, connection); releases it on exit.
-
-    Raises DatabaseUnavailableError when Postgres is away (then the lock died with the session).
-    """
-    with database_errors():
-        async with _locked(pool, namespace, connection_id) as held:
-            yield held
-
-
-@contextlib.asynccontextmanager
-async def _locked(pool: asyncpg.Pool, namespace: int, connection_id: str) -> AsyncIterator[bool]:
-    async with pool.acquire() as conn:
-        held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", namespace, connection_id))
-        try:
-            yield held
-        finally:
-            if held:
-                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", namespace, connection_id)
+from plumbing.postgres import translates_database_errors
 
 
 class _ClaimLost(Exception):
@@ -110,20 +85,32 @@ class ImportCheckpoint:
 class PostgresCheckpoints:
     """Poll cursors and import checkpoints in Postgres."""
 
-    def __init__(self, pool: asyncpg.Pool, lock_pool: asyncpg.Pool | None = None):
+    def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
-        self._lock_pool = lock_pool
 
-    @property
-    def lock_pool(self) -> asyncpg.Pool:
-        """Returns the pool the poller and importer hold their locks on (a lock holds a connection)."""
-        return self._lock_pool or self._pool
+    async def claim_poll(self, connection_id: str, poller: str, lease_s: float) -> bool:
+        """Claims the connection's poll for `poller` unless another holds an unexpired claim; False if it does
+        (or the connection is gone)."""
+        try:
+            return bool(await self._pool.fetchval(
+                """INSERT INTO poll_claims AS c (connection_id, claimed_by, claimed_until)
+                   VALUES ($1, $2, now() + make_interval(secs => $3))
+                   ON CONFLICT (connection_id) DO UPDATE SET claimed_by = $2, claimed_until = EXCLUDED.claimed_until
+                    WHERE c.claimed_until < now() OR c.claimed_by = $2
+                   RETURNING true""", connection_id, poller, lease_s))
+        except asyncpg.ForeignKeyViolationError:
+            return False  # deleted meanwhile
 
-    def max_lock_holders(self, wanted: int) -> int:
-        """Returns how many locks may be held at once without starving the queries of connections."""
-        if self._lock_pool is not None:
-            return min(wanted, int(self._lock_pool.get_max_size()))
-        return max(1, min(wanted, int(self._pool.get_max_size()) - 1))
+    async def renew_poll_claim(self, connection_id: str, poller: str, lease_s: float) -> bool:
+        """Extends `poller`'s claim; False if it no longer holds it."""
+        return bool(await self._pool.fetchval(
+            "UPDATE poll_claims SET claimed_until = now() + make_interval(secs => $3) "
+            "WHERE connection_id = $1 AND claimed_by = $2 RETURNING true", connection_id, poller, lease_s))
+
+    async def release_poll(self, connection_id: str, poller: str) -> None:
+        """Gives `poller`'s claim back (so the next poll need not wait for the lease to lapse)."""
+        await self._pool.execute("DELETE FROM poll_claims WHERE connection_id = $1 AND claimed_by = $2",
+                                 connection_id, poller)
 
     async def poll_cursor(self, connection_id: str) -> PollCursor | None:
         """Returns the connection's poll cursor, or None before its first poll."""
@@ -132,15 +119,23 @@ class PostgresCheckpoints:
         )
         return PollCursor(row["last_event_created"], frozenset(row["recent_event_ids"])) if row else None
 
-    async def save_poll_cursor(self, connection_id: str, cursor: PollCursor) -> None:
-        """Stores the cursor (call only after Kafka acknowledged every event up to it)."""
-        await self._pool.execute(
-            """INSERT INTO poll_cursors (connection_id, last_event_created, recent_event_ids, updated_at)
-               VALUES ($1, $2, $3, now())
-               ON CONFLICT (connection_id) DO UPDATE
-                  SET last_event_created = $2, recent_event_ids = $3, updated_at = now()""",
-            connection_id, cursor.last_event_created, sorted(cursor.recent_event_ids),
-        )
+    async def save_poll_cursor(self, connection_id: str, cursor: PollCursor, poller: str) -> bool:
+        """Stores the cursor if `poller` still holds the poll's claim (call only after Kafka acknowledged every
+        event up to it); False if it lost the claim (another process polls now; what this one published is
+        deduplicated downstream)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            held = await conn.fetchval(
+                "SELECT true FROM poll_claims WHERE connection_id = $1 AND claimed_by = $2 AND claimed_until > now() "
+                "FOR UPDATE", connection_id, poller)
+            if not held:
+                return False
+            await conn.execute(
+                """INSERT INTO poll_cursors (connection_id, last_event_created, recent_event_ids, updated_at)
+                   VALUES ($1, $2, $3, now())
+                   ON CONFLICT (connection_id) DO UPDATE
+                      SET last_event_created = $2, recent_event_ids = $3, updated_at = now()""",
+                connection_id, cursor.last_event_created, sorted(cursor.recent_event_ids))
+            return True
 
     async def start_import(
         self, connection_id: str, resources: Sequence[str], window_start: int, window_end: int, reason: str

@@ -1,8 +1,8 @@
 """The events poller (source=poll): per connection, reads Stripe's events API from a stored cursor.
 
 Place in the flow: the poller catches what webhooks missed (or everything, for a connection
-without a webhook). Each cycle takes the connection's poll lock (one poller per connection across
-processes; a crashed poller's session and lock die with it), lists events of `EVENT_TYPES` created
+without a webhook). Each cycle claims the connection's poll (one poller per connection across
+processes, by a lease renewed while it runs; a crashed poller's lapses), lists events of `EVENT_TYPES` created
 since the cursor minus an overlap window (the events list is eventually consistent), publishes
 each one not already published in that window through `envelope_for_event` — the same envelope a
 webhook of the event gives — and stores the new cursor only after Kafka acknowledged everything.
@@ -13,7 +13,11 @@ is marked as needing a catch-up import, which the importer runs, and polling res
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -24,7 +28,7 @@ from ingestor.connections.store import Connection
 from ingestor.envelope.build import envelope_for_event, is_read_resource
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.errors import IngestError
-from ingestor.sources.checkpoints import POLL_LOCK, PollCursor, try_connection_lock
+from ingestor.sources.checkpoints import PollCursor
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
@@ -33,6 +37,7 @@ from ingestor.stripe_api.discounts import fetch_discounts
 from plumbing.errors import is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
+from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import ImporterSettings, PollerSettings
 from schemas import Source
 
@@ -87,12 +92,13 @@ class StripeEventsPoller:
         self._settings = settings
         self._importer_settings = importer_settings
         self._clock = deps.clock
+        self._poller_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # who holds a claim
 
     async def run_once(self, force: bool = True, stop: asyncio.Event | None = None) -> list[PollOutcome]:
         """Runs one cycle for every pollable connection (all of them with `force`, else the due ones); once
         `stop` is set, no further connection's cycle starts."""
         connections = await self._store.connections_with_keys()
-        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_connections))
+        limit = asyncio.Semaphore(self._settings.max_concurrent_connections)
 
         async def one(connection: Connection) -> PollOutcome:
             async with limit:
@@ -109,7 +115,7 @@ class StripeEventsPoller:
         consistent); once `stop` is set, polls under way finish and no new one starts."""
         polling: dict[str, asyncio.Task[None]] = {}
         failed: list[BaseException] = []
-        limit = asyncio.Semaphore(self._checkpoints.max_lock_holders(self._settings.max_concurrent_connections))
+        limit = asyncio.Semaphore(self._settings.max_concurrent_connections)
 
         async def one(connection_id: str) -> None:
             async with limit:
@@ -153,8 +159,8 @@ class StripeEventsPoller:
                 task.cancel()
 
     async def poll_connection(self, connection_id: str, force: bool = True) -> PollOutcome:
-        """Runs one cycle for one connection under its poll lock."""
-        async with try_connection_lock(self._checkpoints.lock_pool, POLL_LOCK, connection_id) as held:
+        """Runs one cycle for one connection under its poll claim."""
+        async with self._claimed(connection_id) as held:
             if not held:
                 return PollOutcome(connection_id, "busy")
             connection = await self._store.get_connection(connection_id)  # fresh, inside the lock
@@ -174,6 +180,29 @@ class StripeEventsPoller:
                 return PollOutcome(connection_id, "failed", detail=str(exc))
             finally:
                 await session.close()
+
+    @contextlib.asynccontextmanager
+    async def _claimed(self, connection_id: str) -> AsyncIterator[bool]:
+        """Yields whether this poller claimed the connection's poll; renews the claim meanwhile, gives it back
+        after. Raises DatabaseUnavailableError when Postgres is away."""
+        lease_s = self._settings.claim_lease_s
+        if not await self._checkpoints.claim_poll(connection_id, self._poller_id, lease_s):
+            yield False
+            return
+
+        async def renew() -> None:
+            while await self._checkpoints.renew_poll_claim(connection_id, self._poller_id, lease_s):
+                await asyncio.sleep(lease_s / 3)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield True
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DatabaseUnavailableError):
+                await renewing
+            with contextlib.suppress(DatabaseUnavailableError):  # else the claim lapses with its lease
+                await self._checkpoints.release_poll(connection_id, self._poller_id)
 
     async def _since(self, connection: Connection, now: int) -> tuple[PollCursor, int]:
         """Returns the stored cursor and where to read from, starting a catch-up import after a gap."""
@@ -226,8 +255,10 @@ class StripeEventsPoller:
                 break
             params["starting_after"] = page.objects[-1]["id"]
         # Every event up to here is acknowledged by Kafka: only now may the cursor move.
-        await self._checkpoints.save_poll_cursor(
-            connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created))
+        if not await self._checkpoints.save_poll_cursor(
+                connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created),
+                self._poller_id):
+            return PollOutcome(connection.connection_id, "busy", published, len(seen), "claim lost mid-poll")
         await self._store.record_poll(connection.connection_id, received)
         return PollOutcome(connection.connection_id, "polled", published, len(seen))
 

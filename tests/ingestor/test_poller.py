@@ -139,6 +139,29 @@ async def _polled(worker: Worker, connection_id: str) -> bool:
     return connection is not None and connection.last_poll_at is not None
 
 
+async def test_one_poller_per_connection_by_a_claim_that_lapses_when_its_poller_dies(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    account = sim.create_account(customers=2).id
+    connection_id = (await connect(control, sim, account, "Claimed"))[2]
+    checkpoints = worker.checkpoints
+    cursor = PollCursor(int(time.time()), frozenset())
+    assert await checkpoints.claim_poll(connection_id, "crashed", lease_s=1.0)
+    # Held: another poller neither polls nor may store a cursor.
+    deps = SourceDeps(worker.store, checkpoints, control.readers,
+                      RawEventPublisher(worker.publisher, control.settings.kafka.raw_topic))
+    poller = StripeEventsPoller(deps, PollerSettings(claim_lease_s=5.0), control.settings.importer)
+    assert (await poller.poll_connection(connection_id)).state == "busy"
+    assert not await checkpoints.save_poll_cursor(connection_id, cursor, "another")
+    # The holder died without giving it back: after its lease another poller takes over.
+    await wait_for(lambda: checkpoints.claim_poll(connection_id, "successor", lease_s=5.0), 5, "the lease to lapse")
+    assert not await checkpoints.save_poll_cursor(connection_id, cursor, "crashed")  # the late holder stores nothing
+    assert await checkpoints.save_poll_cursor(connection_id, cursor, "successor")
+    await checkpoints.release_poll(connection_id, "successor")
+    assert (await poller.poll_connection(connection_id)).state == "polled"
+    assert await checkpoints.claim_poll(connection_id, "next", lease_s=1.0)  # given back after the poll
+
+
 async def test_two_pollers_publish_each_event_once_and_miss_none(
     control: ControlClient, worker: Worker, sim: SimServer, clean_database: str
 ) -> None:
@@ -183,7 +206,9 @@ async def test_a_cursor_older_than_30_days_starts_a_catch_up_import(
     tenant, token, connection_id, _ = await connect(control, sim, account)
     assert (await worker.importer.run_connection(connection_id)).state == "done"
     forty_days_ago = int(time.time()) - 40 * 86400
-    await worker.checkpoints.save_poll_cursor(connection_id, PollCursor(forty_days_ago, frozenset()))
+    assert await worker.checkpoints.claim_poll(connection_id, "earlier poller", 5.0)
+    await worker.checkpoints.save_poll_cursor(connection_id, PollCursor(forty_days_ago, frozenset()), "earlier poller")
+    await worker.checkpoints.release_poll(connection_id, "earlier poller")
     outcome = await worker.poller.poll_connection(connection_id)
     assert outcome.state == "polled"
     _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)

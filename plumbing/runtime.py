@@ -1,8 +1,11 @@
-"""Process-wide tuning shared by the long-running processes (web, projector)."""
+"""Process-wide tuning and measures shared by the long-running processes (web, projector, worker)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+from collections.abc import Iterator
 
 
 def tune_gc() -> None:
@@ -15,3 +18,40 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+class LoopLag:
+    """How late this process's event loop runs what is ready (a moving average, in seconds), measured by a
+    task that asks to wake every `every_s` while anyone is `watching()`.
+
+    A late loop means the CPU, not the network, is what makes work slow: adding concurrency then only holds
+    more in memory (the importer stops splitting slices while it is).
+    """
+
+    def __init__(self, every_s: float = 0.05):
+        self.every_s = every_s
+        self.lag_s = 0.0
+        self._watchers = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Measures while the block runs (the first watcher starts the measuring task, the last stops it)."""
+        self._watchers += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._measure(), name="loop lag")
+        try:
+            yield
+        finally:
+            self._watchers -= 1
+            if not self._watchers and self._task is not None:
+                self._task.cancel()
+                self._task = None
+                self.lag_s = 0.0
+
+    async def _measure(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(self.every_s)
+            self.lag_s += 0.2 * (max(0.0, loop.time() - asked - self.every_s) - self.lag_s)

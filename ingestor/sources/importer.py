@@ -39,9 +39,12 @@ from ingestor.stripe_api.request_budget import Priority
 from plumbing.errors import is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
+from plumbing.runtime import LoopLag
 from plumbing.settings import ImporterSettings
 
 log = get_logger(__name__)
+
+CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stripe, is what pages wait for
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +74,13 @@ class _Pass:
 
     Slices paged at once: enough to keep the budget busy (Little's law: requests/s × the time one page takes,
     from asking to checkpoint, measured as the pass goes), and no more — every slice ends in a part-empty
-    page, so a slice split off that the budget cannot serve anyway only wastes requests.
+    page, so a slice split off that the budget cannot serve anyway only wastes requests. While the process's
+    CPU is the bottleneck (its event loop runs late), pages are slow because they queue for the CPU: no
+    slice is added then, as it would only hold another page in memory.
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
-                 worker_stop: asyncio.Event):
+                 worker_stop: asyncio.Event, loop_lag: LoopLag):
         self.planner = planner
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
@@ -86,6 +91,7 @@ class _Pass:
         self._rate = requests_per_second
         self._most = most
         self._page_s = 0.5  # a guess until pages are timed
+        self._loop_lag = loop_lag
 
     def page_took(self, seconds: float) -> None:
         """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded)."""
@@ -93,7 +99,10 @@ class _Pass:
 
     def wanted(self) -> int:
         """Slices to page at once."""
-        return slices_wanted(self._rate, self._page_s, self._most)
+        wanted = slices_wanted(self._rate, self._page_s, self._most)
+        if self._loop_lag.lag_s > CPU_BOUND_LAG_S:
+            return min(wanted, max(1, self.planner.active_count()))
+        return wanted
 
     def may_split(self) -> bool:
         return self.planner.active_count() < self.wanted() and self.planner.to_split() is not None
@@ -132,6 +141,7 @@ class StripeImporter:
         # Pages in flight in this process across every connection: bounds its memory and sockets, and once its
         # CPU is the limit, more would only wait longer.
         self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
+        self._loop_lag = LoopLag()
 
     async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
         """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
@@ -210,7 +220,8 @@ class StripeImporter:
         budgets = self._readers.budgets
         rate = (budgets.live if session.connection.livemode else budgets.test).per_second
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
-                    time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop)
+                    time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
+                    self._loop_lag)
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:
@@ -241,8 +252,9 @@ class StripeImporter:
 
         renewing = asyncio.create_task(keep_claims())
         try:
-            results = await asyncio.gather(*(worker() for _ in range(self._settings.slices_in_flight)),
-                                           return_exceptions=True)
+            with self._loop_lag.watching():
+                results = await asyncio.gather(*(worker() for _ in range(self._settings.slices_in_flight)),
+                                               return_exceptions=True)
             return list(results), run.slices_taken
         finally:
             renewing.cancel()

@@ -158,8 +158,10 @@ def _settings() -> Settings:
 
 def serve(poll: bool, imports: bool) -> None:
     """Runs the poller and/or the importer until SIGTERM."""
+    import uvloop
+
     settings = _settings()
-    asyncio.run(run_worker(settings, load_keyring(settings.vault), poll, imports))
+    uvloop.run(run_worker(settings, load_keyring(settings.vault), poll, imports))
 
 
 def poll_once() -> list[str]:

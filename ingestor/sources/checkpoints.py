@@ -269,7 +269,8 @@ class PostgresCheckpoints:
                      FROM import_slices WHERE connection_id = $1 AND resource = $2 AND run_id = $3
                 RETURNING slice_id""",
                 piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1, worker, lease_s)
-        split_off = ImportSlice(piece.connection_id, piece.resource, piece.run_id, new_id, piece.range_start, at - 1)
+        split_off = ImportSlice(piece.connection_id, piece.resource, piece.run_id, new_id, piece.range_start, at - 1,
+                                inherited_density=piece.density())
         piece.range_start = at
         return split_off
 

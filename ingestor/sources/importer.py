@@ -45,6 +45,9 @@ from plumbing.settings import ImporterSettings
 log = get_logger(__name__)
 
 CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stripe, is what pages wait for
+# What a connection's first pass assumes a page takes until its pages are timed (Stripe's lists take hundreds of
+# milliseconds); later passes start from the previous pass's measure.
+FIRST_PAGE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ class _Pass:
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
-                 worker_stop: asyncio.Event, loop_lag: LoopLag):
+                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float):
         self.planner = planner
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
@@ -90,16 +93,16 @@ class _Pass:
         self._changed = asyncio.Condition()
         self._rate = requests_per_second
         self._most = most
-        self._page_s = 0.5  # a guess until pages are timed
+        self.page_s = page_s  # the previous pass's measure, or a guess until pages are timed
         self._loop_lag = loop_lag
 
     def page_took(self, seconds: float) -> None:
         """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded)."""
-        self._page_s += 0.2 * (seconds - self._page_s)
+        self.page_s += 0.2 * (seconds - self.page_s)
 
     def wanted(self) -> int:
         """Slices to page at once."""
-        wanted = slices_wanted(self._rate, self._page_s, self._most)
+        wanted = slices_wanted(self._rate, self.page_s, self._most)
         if self._loop_lag.lag_s > CPU_BOUND_LAG_S:
             return min(wanted, max(1, self.planner.active_count()))
         return wanted
@@ -142,6 +145,7 @@ class StripeImporter:
         # CPU is the limit, more would only wait longer.
         self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
         self._loop_lag = LoopLag()
+        self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
 
     async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
         """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
@@ -201,11 +205,13 @@ class StripeImporter:
             if isinstance(result, BaseException):
                 raise result
         if await self._checkpoints.finish_resources(connection_id):
+            self._page_s.pop(connection_id, None)
             await self._store.set_catchup_needed(connection_id, None)
             if self._on_done is not None:
                 await self._on_done(connection_id)
             return ImportOutcome(connection_id, "done", slices=slices_taken)
         if await self._checkpoints.last_import_finished(connection_id) is not None:
+            self._page_s.pop(connection_id, None)
             return ImportOutcome(connection_id, "done", "finished by another process", slices_taken)
         if not slices_taken:
             return ImportOutcome(connection_id, "busy", "what is left is being paged by another process")
@@ -221,7 +227,7 @@ class StripeImporter:
         rate = (budgets.live if session.connection.livemode else budgets.test).per_second
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
-                    self._loop_lag)
+                    self._loop_lag, self._page_s.get(connection_id, FIRST_PAGE_S))
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:
@@ -257,6 +263,7 @@ class StripeImporter:
                                                return_exceptions=True)
             return list(results), run.slices_taken
         finally:
+            self._page_s[connection_id] = run.page_s
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
             await self._checkpoints.release_slices(connection_id, self._worker_id)

@@ -36,6 +36,10 @@ class ImportSlice:
     oldest_created: int | None = None
     objects_published: int = 0
     done: bool = False
+    # Objects per second of `created`, known before the slice's first page when it was split off a paged one
+    # (so a slice can be split again at once: the ramp to a full budget takes one page's time, not one per
+    # doubling). Not stored: a slice claimed from the database waits for its first page.
+    inherited_density: float | None = None
 
     def left(self) -> tuple[int, int]:
         """The range still to page: from the start to the oldest created time seen (or the end)."""
@@ -45,12 +49,16 @@ class ImportSlice:
         start, end = self.left()
         return max(0, end - start)
 
-    def objects_left(self) -> float | None:
-        """Objects expected in what is left, at the density of what the slice has paged; None before a page."""
+    def density(self) -> float | None:
+        """Objects per second of range: of what the slice has paged, else what it inherited; None if neither."""
         if self.oldest_created is None:
-            return None
-        paged_s = max(1, self.range_end - self.oldest_created)
-        return self.objects_published * self.left_span() / paged_s
+            return self.inherited_density
+        return self.objects_published / max(1, self.range_end - self.oldest_created)
+
+    def objects_left(self) -> float | None:
+        """Objects expected in what is left, at the slice's density; None before anything is known of it."""
+        density = self.density()
+        return None if density is None else density * self.left_span()
 
     def keep(self, objects: list[dict[str, object]], requested_start: int) -> list[dict[str, object]]:
         """The page's objects this slice publishes: a split while the page was in flight raised the start from

@@ -83,3 +83,18 @@ def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:
     assert slices_wanted(20, 0.3, 96) == 9  # test at 300 ms
     assert slices_wanted(20, 0.001, 96) == 2  # no latency: hardly any
     assert slices_wanted(90, 5.0, 96) == 96  # never more than the cap
+
+
+def test_a_slice_split_off_a_paged_one_may_be_split_again_before_its_first_page() -> None:
+    """The ramp to a full budget takes one page's latency, not one per doubling: the half split off inherits
+    its parent's density; a slice claimed from the database (nothing known of it) waits for its first page."""
+    day = 86400
+    parent = _slice(0, 100 * day, oldest=90 * day, published=1000)  # 100 objects a day over the last 10 days
+    point = split_point(parent, 60, 200)
+    assert point is not None
+    half = ImportSlice("conn", "charges", "run", 1, 0, point - 1, inherited_density=parent.density())
+    assert half.objects_left() == 100 / day * (point - 1)
+    assert split_point(half, 60, 200) is not None
+    assert split_point(_slice(0, point - 1), 60, 200) is None  # from the database: no estimate yet
+    sparse = ImportSlice("conn", "charges", "run", 2, 0, day, inherited_density=100 / (30 * day))
+    assert split_point(sparse, 60, 200) is None  # ~3 objects expected: not worth a second part-empty page

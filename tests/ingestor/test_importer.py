@@ -150,6 +150,19 @@ async def test_a_key_rotated_while_pages_are_in_flight_never_fails_the_import(
     assert view["status"] == "polling_only" and view["last_error"] is None
 
 
+def _worker_env(control: ControlClient, sim: SimServer, **settings: str) -> dict[str, str]:
+    """The environment of a worker process (`ingestor worker`) against the test's Kafka, Postgres and simulator."""
+    ours = control.settings
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")},
+            "INGESTOR_POSTGRES__DSN": ours.postgres.dsn.get_secret_value(),
+            "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": ours.kafka.bootstrap_servers,
+            "INGESTOR_KAFKA__RAW_TOPIC": ours.kafka.raw_topic,
+            "INGESTOR_VAULT__MASTER_KEYS": control.master_keys,
+            "INGESTOR_STRIPE__API_BASE": sim.base_url,
+            "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "20",
+            "INGESTOR_LOG__LEVEL": "WARNING", **settings}
+
+
 async def test_an_importer_killed_with_slices_in_flight_resumes_and_the_tables_equal_stripe(
     control: ControlClient, sim: SimServer, worker: Worker
 ) -> None:
@@ -157,16 +170,7 @@ async def test_an_importer_killed_with_slices_in_flight_resumes_and_the_tables_e
     sim.set_rate_limit(account, 1000)
     sim.set_faults({"kind": "latency", "latency_ms": 40})  # pages take a while: many slices in flight at the kill
     tenant, _, connection_id, _ = await connect(control, sim, account)
-    settings = control.settings
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")},
-           "INGESTOR_POSTGRES__DSN": settings.postgres.dsn.get_secret_value(),
-           "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "INGESTOR_KAFKA__RAW_TOPIC": settings.kafka.raw_topic,
-           "INGESTOR_VAULT__MASTER_KEYS": control.master_keys,
-           "INGESTOR_STRIPE__API_BASE": sim.base_url,
-           "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "20",
-           "INGESTOR_IMPORTER__SLICE_LEASE_S": str(settings.importer.slice_lease_s),
-           "INGESTOR_LOG__LEVEL": "WARNING"}
+    env = _worker_env(control, sim, INGESTOR_IMPORTER__SLICE_LEASE_S=str(control.settings.importer.slice_lease_s))
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "import", connection_id, "--no-progress", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -214,17 +218,9 @@ async def test_a_worker_stopped_with_sigterm_lets_go_of_its_slices_at_once(
     sim.set_rate_limit(account, 1000)
     sim.set_faults({"kind": "latency", "latency_ms": 40})
     _, _, connection_id, _ = await connect(control, sim, account)
-    settings = control.settings
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")},
-           "INGESTOR_POSTGRES__DSN": settings.postgres.dsn.get_secret_value(),
-           "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "INGESTOR_KAFKA__RAW_TOPIC": settings.kafka.raw_topic,
-           "INGESTOR_VAULT__MASTER_KEYS": control.master_keys,
-           "INGESTOR_STRIPE__API_BASE": sim.base_url,
-           "INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND": "20",
-           "INGESTOR_IMPORTER__SLICE_LEASE_S": "600",  # were the claims kept, nobody could go on for 10 minutes
-           "INGESTOR_IMPORTER__SCAN_INTERVAL_S": "0.1",
-           "INGESTOR_LOG__LEVEL": "WARNING"}
+    env = _worker_env(control, sim, INGESTOR_IMPORTER__SCAN_INTERVAL_S="0.1",
+                      # were the claims kept, nobody could go on for 10 minutes
+                      INGESTOR_IMPORTER__SLICE_LEASE_S="600")
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "worker", "--no-poll", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -235,7 +231,7 @@ async def test_a_worker_stopped_with_sigterm_lets_go_of_its_slices_at_once(
 
     await wait_for(mid_way, 60, "the worker to import a few pages")
     child.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(child.wait(), settings.importer.stop_grace_s + 20) == 0
+    assert await asyncio.wait_for(child.wait(), control.settings.importer.stop_grace_s + 20) == 0
     assert not all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
     held = await control.pool.fetchval("SELECT count(*) FROM import_slices WHERE connection_id = $1 "
                                        "AND claimed_by IS NOT NULL", connection_id)

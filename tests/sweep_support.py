@@ -337,6 +337,12 @@ class Sweep:
                                    mark)
         return [(r["action"], r["d"]) for r in rows]
 
+    async def flush_activity(self) -> None:
+        """Stores now what the receiver noted of deliveries (it does so once a second in the background)."""
+        receiver = self.app[RECEIVER]
+        seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
+        await self.app[STORE].record_webhooks_received(seen)
+
     async def settle(self, since: datetime) -> None:
         """Waits until the receiver's record of accepted deliveries since `since` is in Postgres.
 

@@ -212,13 +212,14 @@ class WebhookReceiver:
                 return "database_unavailable", self._unavailable()
             self._targets.forget()
             return "test_webhook", TEST_RECEIVED()
-        self.last_delivery_at[target.connection_id] = now
         if not is_read_resource(event):
+            self.last_delivery_at[target.connection_id] = now
             return "ignored_type", IGNORED()
         try:
             read_object(event["data"]["object"])  # what the projections need, by the same rules they read it
-        except UnreadableObjectError as exc:
+        except UnreadableObjectError as exc:  # refused: changes nothing, not even when a delivery last came
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
+        self.last_delivery_at[target.connection_id] = now
         missing = unexpanded_discounts(event)
         if missing:  # discounts named by id: their coupons decide MRR, fetch them before publishing
             try:

@@ -48,18 +48,16 @@ REFERENCE_SEPARATORS = frozenset(
 def chains(text: str) -> Iterator[list[tuple[int, str]]]:
     """Yield each chain of the text as (index, digit value) pairs: digits joined by separators only."""
     current: list[tuple[int, str]] = []
-    pending_separator = False
     for index, char in enumerate(text):
         value = unicodedata.decimal(char, None)
         if value is not None:
             current.append((index, str(value)))
-            pending_separator = False
         elif char in REFERENCE_SEPARATORS and current:
-            pending_separator = True
+            continue  # a separator inside a chain joins the digits either side
         else:
             if current:
                 yield current
-            current, pending_separator = [], False
+            current = []
     if current:
         yield current
 

@@ -15,7 +15,6 @@ thousand imports all make progress.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
@@ -77,9 +76,10 @@ class _Pass:
 
     Slices paged at once: enough to keep the budget busy (Little's law: requests/s × the time one page takes,
     from asking to checkpoint, measured as the pass goes), and no more — every slice ends in a part-empty
-    page, so a slice split off that the budget cannot serve anyway only wastes requests. While the process's
-    CPU is the bottleneck (its event loop runs late), pages are slow because they queue for the CPU: no
-    slice is added then, as it would only hold another page in memory.
+    page, so a slice split off that the budget cannot serve anyway only wastes requests. The count bounds
+    claims as well as splits (a later pass finds many slices left by the earlier ones). While the process's
+    CPU is the bottleneck (its event loop runs late), pages are slow because they queue for the CPU: the
+    count is held where it was then, as one more slice would only hold another page in memory.
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
@@ -95,6 +95,8 @@ class _Pass:
         self._most = most
         self.page_s = page_s  # the previous pass's measure, or a guess until pages are timed
         self._loop_lag = loop_lag
+        self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
+        self.nothing_to_claim = False  # the last claim found no free slice (tried again after a wait)
 
     def page_took(self, seconds: float) -> None:
         """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded)."""
@@ -104,11 +106,18 @@ class _Pass:
         """Slices to page at once."""
         wanted = slices_wanted(self._rate, self.page_s, self._most)
         if self._loop_lag.lag_s > CPU_BOUND_LAG_S:
-            return min(wanted, max(1, self.planner.active_count()))
+            if self._cpu_bound_at is None:
+                self._cpu_bound_at = max(1, self.planner.active_count())
+            return min(wanted, self._cpu_bound_at)
+        self._cpu_bound_at = None
         return wanted
 
-    def may_split(self) -> bool:
-        return self.planner.active_count() < self.wanted() and self.planner.to_split() is not None
+    def has_room(self) -> bool:
+        return self.planner.active_count() < self.wanted()
+
+    def may_take(self) -> bool:
+        """Another slice is wanted and there may be one: a free one to claim, or one of ours worth splitting."""
+        return self.has_room() and (not self.nothing_to_claim or self.planner.to_split() is not None)
 
     def going(self) -> bool:
         return not (self.stop.is_set() or self._worker_stop.is_set()) and time.monotonic() < self.deadline
@@ -119,13 +128,15 @@ class _Pass:
             self._changed.notify_all()
 
     async def wait_for_split(self) -> None:
-        """Waits until a slice of ours is worth splitting or none is left being paged, or a second (then a claim is
-        tried again), or the end of the pass."""
+        """Waits until another slice may be taken or none is left being paged, or a second (then a claim is tried
+        again: another process may have let one go), or the end of the pass."""
         timeout = min(1.0, max(0.0, self.deadline - time.monotonic()))
-        with contextlib.suppress(asyncio.TimeoutError):
+        try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(
-                    lambda: self.may_split() or not self.planner.active_count()), timeout)
+                    lambda: self.may_take() or not self.planner.active_count()), timeout)
+        except asyncio.TimeoutError:
+            self.nothing_to_claim = False
 
 
 class StripeImporter:
@@ -271,11 +282,16 @@ class StripeImporter:
     async def _next_slice(self, connection_id: str, run: _Pass) -> ImportSlice | None:
         """A slice nobody pages (the longest), else the older half of the one of ours with the most left, else None."""
         async with run.lock:
-            piece = await self._checkpoints.claim_slice(connection_id, self._worker_id, self._settings.slice_lease_s)
-            if piece is not None:
-                return piece
+            if not run.has_room():
+                return None
+            if not run.nothing_to_claim:
+                piece = await self._checkpoints.claim_slice(connection_id, self._worker_id,
+                                                            self._settings.slice_lease_s)
+                if piece is not None:
+                    return piece
+                run.nothing_to_claim = True
             victim = run.planner.to_split()
-            if victim is None or run.planner.active_count() >= run.wanted():
+            if victim is None:
                 return None
             return await self._checkpoints.split_slice(*victim, self._worker_id, self._settings.slice_lease_s)
 

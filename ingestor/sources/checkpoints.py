@@ -8,7 +8,9 @@ lapse and another process picks the work up; a position is saved only by its cla
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +19,11 @@ import asyncpg
 
 from ingestor.sources.slices import ImportSlice, initial_ranges
 from plumbing.postgres import translates_database_errors
+
+
+def claimant_id() -> str:
+    """Names this process (and one poller or importer in it) in the claims it holds: host, pid and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class _ClaimLost(Exception):

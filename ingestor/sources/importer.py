@@ -15,9 +15,6 @@ thousand imports all make progress.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ import stripe
 from ingestor.connections.status import STATUSES
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.errors import IngestError
+from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
@@ -151,7 +149,7 @@ class StripeImporter:
         self._settings = settings
         self._clock = deps.clock
         self._on_done = on_done  # e.g. the check against Stripe that follows every import
-        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # who holds a slice's claim
+        self._worker_id = claimant_id()  # who holds a slice's claim
         # Pages in flight in this process across every connection: bounds its memory and sockets, and once its
         # CPU is the limit, more would only wait longer.
         self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)

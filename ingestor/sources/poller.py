@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +25,7 @@ from ingestor.connections.store import Connection
 from ingestor.envelope.build import envelope_for_event, is_read_resource
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.errors import IngestError
-from ingestor.sources.checkpoints import PollCursor
+from ingestor.sources.checkpoints import PollCursor, claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
@@ -92,7 +89,7 @@ class StripeEventsPoller:
         self._settings = settings
         self._importer_settings = importer_settings
         self._clock = deps.clock
-        self._poller_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # who holds a claim
+        self._poller_id = claimant_id()  # who holds a connection's poll claim
 
     async def run_once(self, force: bool = True, stop: asyncio.Event | None = None) -> list[PollOutcome]:
         """Runs one cycle for every pollable connection (all of them with `force`, else the due ones); once

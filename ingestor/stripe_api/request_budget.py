@@ -179,14 +179,7 @@ class RateBudgets:
         """Returns the budget of `account` (a connection id)."""
         budget = self._budgets.get(account)
         if budget is None:
-            rate = self.live if livemode else self.test
-
-            def endpoint_bucket(endpoint: str) -> Bucket | None:
-                if self.endpoint.per_second >= rate.per_second:
-                    return None  # the account's budget is the tighter one
-                return self._bucket(f"{account} {endpoint}", self.endpoint)
-
-            budget = self._budgets[account] = AccountBudget(self._bucket(account, rate), endpoint_bucket)
+            budget = self._budgets[account] = self._budget(account, livemode, self._bucket)
         return budget
 
     def for_unconnected_key(self, livemode: bool) -> AccountBudget:
@@ -195,12 +188,22 @@ class RateBudgets:
         A Test makes a handful of requests, so sharing it buys nothing, and keeping a bucket per key ever
         pasted (in Postgres or here) would let bad input grow state without bound.
         """
-        endpoints: dict[str, Bucket] = {}
+        buckets: dict[str, Bucket] = {}
+
+        def local_bucket(key: str, rate: Rate) -> Bucket:
+            if key not in buckets:
+                buckets[key] = LocalBucket(rate)
+            return buckets[key]
+
+        return self._budget("key", livemode, local_bucket)
+
+    def _budget(self, account: str, livemode: bool, bucket: Callable[[str, Rate], Bucket]) -> AccountBudget:
+        """The account's budget: its bucket and, where the endpoint budget is the tighter one, one per endpoint."""
         rate = self.live if livemode else self.test
 
         def endpoint_bucket(endpoint: str) -> Bucket | None:
             if self.endpoint.per_second >= rate.per_second:
-                return None
-            return endpoints.setdefault(endpoint, LocalBucket(self.endpoint))
+                return None  # the account's budget is the tighter one
+            return bucket(f"{account} {endpoint}", self.endpoint)
 
-        return AccountBudget(LocalBucket(rate), endpoint_bucket)
+        return AccountBudget(bucket(account, rate), endpoint_bucket)

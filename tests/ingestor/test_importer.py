@@ -150,6 +150,11 @@ async def test_a_key_rotated_while_pages_are_in_flight_never_fails_the_import(
     assert view["status"] == "polling_only" and view["last_error"] is None
 
 
+async def _published(control: ControlClient, connection_id: str, at_least: int) -> bool:
+    """Whether the connection's import has published `at_least` objects (mid-way, for a kill)."""
+    return sum(c.objects_published for c in await control.checkpoints.import_checkpoints(connection_id)) >= at_least
+
+
 def _worker_env(control: ControlClient, sim: SimServer, **settings: str) -> dict[str, str]:
     """The environment of a worker process (`ingestor worker`) against the test's Kafka, Postgres and simulator."""
     ours = control.settings
@@ -175,11 +180,7 @@ async def test_an_importer_killed_with_slices_in_flight_resumes_and_the_tables_e
         sys.executable, "-m", "service", "import", connection_id, "--no-progress", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
-    async def mid_way() -> bool:
-        published = sum(c.objects_published for c in await control.checkpoints.import_checkpoints(connection_id))
-        return published >= 500
-
-    await wait_for(mid_way, 60, "the subprocess to import a few pages")
+    await wait_for(lambda: _published(control, connection_id, 500), 60, "the subprocess to import a few pages")
     child.send_signal(signal.SIGKILL)
     await child.wait()
     in_flight = await control.pool.fetchval(
@@ -225,11 +226,7 @@ async def test_a_worker_stopped_with_sigterm_lets_go_of_its_slices_at_once(
         sys.executable, "-m", "service", "worker", "--no-poll", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
-    async def mid_way() -> bool:
-        published = sum(c.objects_published for c in await control.checkpoints.import_checkpoints(connection_id))
-        return published >= 500
-
-    await wait_for(mid_way, 60, "the worker to import a few pages")
+    await wait_for(lambda: _published(control, connection_id, 500), 60, "the worker to import a few pages")
     child.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(child.wait(), control.settings.importer.stop_grace_s + 20) == 0
     assert not all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))

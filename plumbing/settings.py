@@ -230,6 +230,8 @@ class ReaderSettings(BaseModel):
     max_open_pools: int = Field(default=200, ge=1)
     # How long a question waits for one of its tenant's connections before a 503 with Retry-After.
     acquire_timeout_s: float = Field(default=2.0, gt=0)
+    # The most rows the AI layer's run_sql returns (fetched through a cursor; the answer says it was cut).
+    sql_max_rows: int = Field(default=1000, ge=1, le=100_000)
 
 
 class LogSettings(BaseModel):

@@ -51,6 +51,14 @@ def ask(tenant_id: str, question: str, level: str, mode: str, params: tuple[str,
 
 
 @main.command()
+def mcp() -> None:
+    """Serve the AI query layer over MCP on stdio, as the reader token in INGESTOR_READER_TOKEN."""
+    from service.mcp_stdio import main as serve_stdio
+
+    serve_stdio()
+
+
+@main.command()
 @click.option("--poll/--no-poll", default=True, help="Run the events poller.")
 @click.option("--import/--no-import", "imports", default=True, help="Run pending history imports.")
 def worker(poll: bool, imports: bool) -> None:

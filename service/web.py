@@ -1,4 +1,5 @@
-"""The web process: webhook receiver, control API (`/api/…`), read API, connector page, health, metrics.
+"""The web process: webhook receiver, control API (`/api/…`), read API, MCP endpoint (`/mcp`), connector page,
+health, metrics.
 
 The one place that composes the write path (`ingestor`) with the read path's API (`projections`),
 which never import each other.
@@ -37,8 +38,9 @@ from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
 from plumbing.runtime import tune_gc
 from plumbing.settings import Settings, VaultSettings, load_settings
-from projections.read.client import Level
-from projections.read.http_api import Grant, add_read_routes
+from projections.read.client import Grant, Level
+from projections.read.http_api import add_read_routes
+from projections.read.mcp_http import add_mcp_routes
 from service.http_errors import json_error, json_errors
 
 log = get_logger(__name__)
@@ -185,7 +187,11 @@ def build_web_app(settings: Settings) -> web.Application:
     async def credentials(tenant_id: str, level: str) -> tuple[str, str]:
         return await app[TENANTS].reader_credentials(tenant_id, level)
 
-    add_read_routes(app, settings, authenticate, credentials)
+    async def reader_for_token(token: str) -> tuple[str, str] | None:
+        return await app[TENANTS].reader_for_token(token)
+
+    reader = add_read_routes(app, settings, authenticate, credentials)
+    add_mcp_routes(app, settings, reader, reader_for_token)
     add_page_routes(app)
     return app
 

@@ -86,15 +86,18 @@ class RefundRow(NamedTuple):
     amount: int
     status: str
     created: datetime
+    seen_at: int  # state time (ms) of the event that listed it: lineage keeps the earliest
+    event_id: str
 
 
 class RefundLevel(NamedTuple):
-    """A refunded amount a charge was seen at, and when."""
+    """A refunded amount a charge was seen at, when, and in which event (lineage)."""
 
     tenant_id: str
     charge_id: str
     amount_refunded: int
     seen_at: int
+    event_id: str
 
 
 class SubscriptionVersion(NamedTuple):
@@ -189,7 +192,7 @@ def writes_for(envelope: Envelope) -> Writes:
     writes.states.append(StateRow(table, envelope.tenant_id, envelope.object_id, time_ms, rank,
                                   envelope.event_id, envelope.livemode, _values(record, deleted, orjson.dumps(obj))))
     if isinstance(record, Charge):
-        writes.extend(_charge_history(envelope.tenant_id, record, time_ms))
+        writes.extend(_charge_history(envelope.tenant_id, record, time_ms, envelope.event_id))
     elif isinstance(record, Subscription):
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
@@ -198,13 +201,13 @@ def writes_for(envelope: Envelope) -> Writes:
     return writes
 
 
-def _charge_history(tenant_id: str, charge: Charge, time_ms: int) -> Writes:
+def _charge_history(tenant_id: str, charge: Charge, time_ms: int, event_id: str) -> Writes:
     writes = Writes()
     if charge.amount_refunded > 0:
-        writes.refund_levels.append(RefundLevel(tenant_id, charge.id, charge.amount_refunded, time_ms))
+        writes.refund_levels.append(RefundLevel(tenant_id, charge.id, charge.amount_refunded, time_ms, event_id))
     for refund in charge.refunds:
         writes.refunds.append(RefundRow(tenant_id, refund.id, charge.id, refund.currency, refund.amount,
-                                        refund.status, refund.created))
+                                        refund.status, refund.created, time_ms, event_id))
     return writes
 
 

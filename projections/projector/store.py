@@ -17,11 +17,18 @@ import asyncpg
 
 from plumbing.postgres import translates_database_errors
 from projections.errors import PositionGapError
-from projections.handlers.writes import STATE_COLUMNS, StateRow, Writes
+from projections.handlers.writes import STATE_COLUMNS, RefundRow, StateRow, Writes
 
 SCHEMA = "projection"
 JSON_TYPES = ("json", "jsonb")
 COMMON_COLUMNS = ("tenant_id", "id", "state_time", "state_rank", "state_event_id", "livemode")
+# Lineage of a refund or refunded level: the earliest (state time, event id) that showed it, whatever
+# order events arrive in; a row from before lineage was stored (event_id NULL) takes the first one seen.
+_EARLIEST_EVENT = (
+    "first_seen = LEAST({t}.first_seen, EXCLUDED.first_seen), event_id = CASE WHEN {t}.event_id IS NULL "
+    "OR (EXCLUDED.first_seen, EXCLUDED.event_id) < ({t}.first_seen, {t}.event_id) THEN EXCLUDED.event_id "
+    "ELSE {t}.event_id END"
+)
 COLUMN_TYPES: Mapping[str, str] = {
     "tenant_id": "text", "id": "text", "state_time": "int8", "state_rank": "int8", "state_event_id": "text",
     "livemode": "bool", "deleted": "bool", "created": "timestamptz", "email": "text", "name": "text",
@@ -194,25 +201,32 @@ class PostgresProjectionStore:
             await conn.execute(self._upserts[table], *_columns(rows))
         s = self._schema
         if writes.refunds:
-            refunds = {(r.tenant_id, r.refund_id): r for r in writes.refunds}.values()
+            refunds: dict[tuple[str, str], RefundRow] = {}
+            for r in writes.refunds:  # one row per refund: the newest state, the earliest event (lineage)
+                kept = refunds.get((r.tenant_id, r.refund_id))
+                earliest = min((r.seen_at, r.event_id), (kept.seen_at, kept.event_id)) if kept else (r.seen_at, r.event_id)
+                refunds[(r.tenant_id, r.refund_id)] = r._replace(seen_at=earliest[0], event_id=earliest[1])
             await conn.execute(
-                f"INSERT INTO {s}.refunds AS r (tenant_id, id, charge_id, currency, amount, status, created) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::timestamptz[]) "
-                "ON CONFLICT (tenant_id, id) DO UPDATE SET amount = EXCLUDED.amount, status = EXCLUDED.status",
-                *map(list, zip(*((r.tenant_id, r.refund_id, r.charge_id, r.currency, r.amount, r.status, r.created)
-                                  for r in refunds))),
+                f"INSERT INTO {s}.refunds AS r (tenant_id, id, charge_id, currency, amount, status, created, first_seen, "
+                "event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], "
+                "$7::timestamptz[], $8::int8[], $9::text[]) "
+                "ON CONFLICT (tenant_id, id) DO UPDATE SET amount = EXCLUDED.amount, status = EXCLUDED.status, "
+                f"{_EARLIEST_EVENT.format(t='r')}",
+                *map(list, zip(*((r.tenant_id, r.refund_id, r.charge_id, r.currency, r.amount, r.status, r.created,
+                                  r.seen_at, r.event_id) for r in refunds.values()))),
             )
         if writes.refund_levels:
-            levels: dict[tuple[str, str, int], int] = {}
+            levels: dict[tuple[str, str, int], tuple[int, str]] = {}
             for lv in writes.refund_levels:
                 key = (lv.tenant_id, lv.charge_id, lv.amount_refunded)
-                levels[key] = min(levels.get(key, lv.seen_at), lv.seen_at)
+                levels[key] = min(levels.get(key, (lv.seen_at, lv.event_id)), (lv.seen_at, lv.event_id))
             await conn.execute(
-                f"INSERT INTO {s}.charge_refund_levels AS l (tenant_id, charge_id, amount_refunded, first_seen) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) "
-                "ON CONFLICT (tenant_id, charge_id, amount_refunded) DO UPDATE "
-                "SET first_seen = LEAST(l.first_seen, EXCLUDED.first_seen)",
-                [k[0] for k in levels], [k[1] for k in levels], [k[2] for k in levels], list(levels.values()),
+                f"INSERT INTO {s}.charge_refund_levels AS l (tenant_id, charge_id, amount_refunded, first_seen, event_id) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) "
+                "ON CONFLICT (tenant_id, charge_id, amount_refunded) DO UPDATE SET "
+                f"{_EARLIEST_EVENT.format(t='l')}",
+                [k[0] for k in levels], [k[1] for k in levels], [k[2] for k in levels],
+                [v[0] for v in levels.values()], [v[1] for v in levels.values()],
             )
         if writes.versions:
             await conn.execute(

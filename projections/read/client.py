@@ -34,6 +34,14 @@ class Level(enum.IntEnum):
     FULL = 3
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What a caller's credential may read: one tenant ("*" for an operator) up to one permission level."""
+
+    tenant_id: str
+    level: Level
+
+
 class QuestionRefusedError(ProjectionError):
     """The question needs a higher permission level than the caller has."""
 
@@ -162,8 +170,10 @@ class RevenueReader:
             task.add_done_callback(self._closing.discard)
         return pool
 
-    async def run_sql(self, tenant_id: str, level: Level, sql: str, *args: Any) -> list[dict[str, Any]]:
-        """Runs read-only SQL as the tenant's reader role of `level`.
+    async def run_sql(self, tenant_id: str, level: Level, sql: str, *args: Any,
+                      max_rows: int | None = None) -> list[dict[str, Any]]:
+        """Runs read-only SQL as the tenant's reader role of `level`; at most `max_rows` rows (through a
+        cursor, so a huge result is never fetched whole) when given.
 
         Raises ReaderBusyError when the tenant's connections are all in use (here or server-wide),
         DatabaseUnavailableError when Postgres is away, asyncpg's errors for the SQL itself.
@@ -179,7 +189,10 @@ class RevenueReader:
         try:
             with database_errors():
                 async with conn.transaction(readonly=True):
-                    rows = await conn.fetch(sql, *args)
+                    if max_rows is None:
+                        rows = await conn.fetch(sql, *args)
+                    else:
+                        rows = await (await conn.cursor(sql, *args)).fetch(max_rows)
         finally:
             await pool.release(conn)
         return [{k: plain(v) for k, v in row.items()} for row in rows]

@@ -11,7 +11,6 @@ Retry-After. This module knows nothing of tokens or of how credentials are kept.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -19,6 +18,7 @@ from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import Settings
 from projections.read.client import (
     QUESTIONS,
+    Grant,
     Level,
     QuestionRefusedError,
     ReaderBusyError,
@@ -31,14 +31,6 @@ RETRY_AFTER_S = "2"
 MAX_PARAM_CHARS = 100
 # Query parameters every question takes besides its own.
 COMMON_PARAMS = ("level", "mode")
-
-
-@dataclass(frozen=True)
-class Grant:
-    """What a request's token may read: one tenant ("*" for an operator) up to one permission level."""
-
-    tenant_id: str
-    level: Level
 
 
 # Returns the request's grant, or None when it is not authenticated.
@@ -131,15 +123,16 @@ async def _answer(request: web.Request) -> web.Response:
 
 
 def add_read_routes(app: web.Application, settings: Settings, authenticate: Authenticate,
-                    credentials: ReaderCredentials) -> None:
-    """Adds the read API (and the reader pools it needs) to the web application."""
+                    credentials: ReaderCredentials) -> RevenueReader:
+    """Adds the read API to the web application; returns its reader (pools open on first use, closed on cleanup)."""
     app[AUTHENTICATE] = authenticate
+    app[READER] = reader = RevenueReader(settings.reader, credentials)
 
-    async def reader(app: web.Application) -> AsyncIterator[None]:
-        app[READER] = RevenueReader(settings.reader, credentials)
+    async def close_reader(app: web.Application) -> AsyncIterator[None]:
         yield
-        await app[READER].close()
+        await reader.close()
 
-    app.cleanup_ctx.append(reader)
+    app.cleanup_ctx.append(close_reader)
     app.router.add_get("/api/tenants/{tenant_id}/questions", _list)
     app.router.add_get("/api/tenants/{tenant_id}/questions/{question}", _answer)
+    return reader

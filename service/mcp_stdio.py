@@ -1,0 +1,60 @@
+"""`ingestor mcp`: the MCP server over stdio, for an assistant on the operator's machine.
+
+The tenant reader token comes from the environment (INGESTOR_READER_TOKEN), never an argument, so it
+stays out of process lists and shell history. It is checked once at start: its tenant and level are
+then fixed for the process, whatever a tool is asked. stdout carries the protocol only; logs go to
+stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from ingestor.connections.tenant_store import PostgresTenantStore
+from plumbing.logs import configure_logging
+from plumbing.postgres import create_pool
+from plumbing.settings import load_settings
+from projections.read.client import Grant, Level, RevenueReader
+from projections.read.mcp_server import build_mcp_server
+from service.web import load_keyring
+
+TOKEN_VARIABLE = "INGESTOR_READER_TOKEN"
+
+
+class McpStartError(Exception):
+    """The server cannot start: no token, or not a live reader token."""
+
+
+async def serve_stdio(token: str) -> None:
+    """Serves MCP on stdin/stdout until the client closes them."""
+    if not token:
+        raise McpStartError(f"set {TOKEN_VARIABLE} to a tenant reader token (the connector page issues them)")
+    settings = load_settings()
+    owner = await create_pool(settings.postgres)
+    try:
+        tenants = PostgresTenantStore(owner, load_keyring(settings.vault), settings.reader)
+        found = await tenants.reader_for_token(token)
+        if found is None:
+            raise McpStartError(f"{TOKEN_VARIABLE} is not a live reader token (revoked, or of a deleted tenant)")
+        grant = Grant(found[0], Level[found[1].upper()])
+        reader = RevenueReader(settings.reader, tenants.reader_credentials)
+        try:
+            server = build_mcp_server(reader, lambda: grant, sql_max_rows=settings.reader.sql_max_rows)
+            await server.run_stdio_async()
+        finally:
+            await reader.close()
+    finally:
+        await owner.close()
+
+
+def main() -> None:
+    """Runs the stdio server; a start failure is one clear line on stderr and exit status 2."""
+    token = os.environ.pop(TOKEN_VARIABLE, "").strip()  # not a setting: taken out before settings are read
+    configure_logging(load_settings().log, stream=sys.stderr)
+    try:
+        asyncio.run(serve_stdio(token))
+    except McpStartError as exc:
+        print(f"ingestor mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

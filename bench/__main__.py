@@ -11,7 +11,7 @@ from bench import report
 from stack import REPO_ROOT
 from stack.progress import say
 
-BENCHMARKS = ("receiver_throughput", "projector_throughput", "import_throughput", "freshness")
+BENCHMARKS = ("receiver_throughput", "projector_throughput", "import_throughput", "freshness", "mcp_latency")
 
 
 def main() -> None:

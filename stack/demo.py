@@ -208,6 +208,16 @@ async def summary(state: dict[str, str], sim: dict[str, Any], http: aiohttp.Clie
     return lines
 
 
+def mcp_lines(env: dict[str, str], reader_token: str) -> list[str]:
+    """How to plug an assistant into the demo tenant over MCP (docs/ai.md): stdio and HTTP."""
+    needed = ("INGESTOR_POSTGRES__DSN", "INGESTOR_READER__DSN", "INGESTOR_VAULT__MASTER_KEYS_FILE")
+    settings = " ".join(f"{name}='{env[name]}'" for name in needed)
+    return [
+        f"  AI assistant (MCP, docs/ai.md): stdio: INGESTOR_READER_TOKEN='{reader_token}' {settings} .venv/bin/ingestor mcp",
+        f"                   HTTP: http://127.0.0.1:{WEB_PORT}/mcp with 'Authorization: Bearer {reader_token}'",
+    ]
+
+
 def fmt(minor: float, currency: str) -> str:
     """Formats minor units in the currency's major unit."""
     if currency.lower() in ("jpy", "krw", "vnd", "clp"):
@@ -258,6 +268,7 @@ async def run_demo(customers: int, live_rate: float, api_version: str = CURRENT_
             f"  Read API:        curl -H 'Authorization: Bearer {state['reader_token']}' "
             f"'http://127.0.0.1:{WEB_PORT}/api/tenants/{state['tenant_id']}/questions/mrr?mode=test'",
             f"  Ask from the CLI: .venv/bin/ingestor ask {state['tenant_id']} mrr --mode test",
+            *mcp_lines(env, state["reader_token"]),
             f"  Metrics:         http://127.0.0.1:{WEB_METRICS_PORT}/ (web), http://127.0.0.1:{METRICS_PORT}/ (projector)",
             "  Logs:            .stack/logs/*.log, Kafka: .stack/kafka/kafka.log",
             *lines, "", "Live activity keeps flowing (webhooks, polls). Ctrl-C stops everything.",

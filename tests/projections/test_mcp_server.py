@@ -309,3 +309,36 @@ async def test_stdio_refuses_to_start_without_a_live_token(world: World) -> None
         done = subprocess.run([sys.executable, "-m", "service", "mcp"], cwd=REPO, capture_output=True, text=True,
                               env={**world.env, "INGESTOR_READER_TOKEN": token}, timeout=60)
         assert done.returncode == 2 and "INGESTOR_READER_TOKEN" in done.stderr and done.stdout == ""
+
+
+async def test_lineage_adds_up_to_every_figure_of_the_simulated_year(world: World) -> None:
+    """Every day's revenue and every month's movements equal the sum of their contributing rows."""
+    revenue = """
+        select count(*) as mismatches, (select count(*) from analytics.daily_revenue where not livemode) as days
+          from (select day, currency, sum(amount) filter (where kind = 'charge') as gross,
+                       sum(amount) filter (where kind = 'refund') as refunded,
+                       sum(amount) filter (where kind = 'failed_charge') as failed
+                  from analytics.revenue_contributions where not livemode group by 1, 2) c
+          full join (select * from analytics.daily_revenue where not livemode) d using (day, currency)
+         where coalesce(c.gross, 0) <> coalesce(d.gross, 0) or coalesce(c.refunded, 0) <> coalesce(d.refunded, 0)
+            or coalesce(c.failed, 0) <> coalesce(d.failed_amount, 0)"""
+    movements = """
+        select count(*) as mismatches, (select count(*) from analytics.mrr_changes where not livemode) as changes
+          from (select month, currency,
+                       coalesce(sum(change) filter (where movement = 'new'), 0) as new_mrr,
+                       coalesce(sum(change) filter (where movement = 'expansion'), 0) as expansion_mrr,
+                       coalesce(sum(change) filter (where movement = 'contraction'), 0) as contraction_mrr,
+                       coalesce(sum(change) filter (where movement = 'churn'), 0) as churned_mrr,
+                       coalesce(sum(change) filter (where movement = 'reactivation'), 0) as reactivation_mrr
+                  from analytics.mrr_changes where not livemode group by 1, 2) c
+          full join (select * from analytics.mrr_movements where not livemode) m using (month, currency)
+         where coalesce(c.new_mrr, 0) <> coalesce(m.new_mrr, 0)
+            or coalesce(c.expansion_mrr, 0) <> coalesce(m.expansion_mrr, 0)
+            or coalesce(c.contraction_mrr, 0) <> coalesce(m.contraction_mrr, 0)
+            or coalesce(c.churned_mrr, 0) <> coalesce(m.churned_mrr, 0)
+            or coalesce(c.reactivation_mrr, 0) <> coalesce(m.reactivation_mrr, 0)"""
+    async with over_http(world, world.tokens["a:standard"]) as client:
+        by_day = answer(await client.call_tool("run_sql", {"sql": revenue}))["rows"][0]
+        by_month = answer(await client.call_tool("run_sql", {"sql": movements}))["rows"][0]
+    assert by_day["days"] > 100 and by_day["mismatches"] == 0
+    assert by_month["changes"] > 20 and by_month["mismatches"] == 0

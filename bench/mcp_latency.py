@@ -118,7 +118,7 @@ async def run(customers: int, calls: int, database: str) -> None:
                     assert not result.is_error and result.structured_content["adds_up"]
 
                 say(f"timing {calls} calls each (query_metric, explain; over MCP and direct)")
-                samples = {"query_metric": await timed(calls, mcp_query), "query_direct": await timed(calls, direct_query),
+                samples = {"query_metric": await timed(calls, mcp_query), "query_metric_direct": await timed(calls, direct_query),
                            "explain": await timed(calls, mcp_explain), "explain_direct": await timed(calls, direct_explain)}
     finally:
         await server.close()

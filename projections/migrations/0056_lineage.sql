@@ -51,19 +51,33 @@ SELECT tenant_id, livemode, (created AT TIME ZONE 'UTC')::date, currency, 'faile
        id, NULL, customer_id, amount, state_event_id, to_timestamp(state_time / 1000.0)
   FROM charges WHERE status = 'failed';
 
--- Each subscription's MRR at each month end, with the state (and so the event) that set it.
+-- Each subscription's MRR at each month end (the current month: now), with the state (and so the event)
+-- that set it. A state is a month's closing state from the month it starts in up to the month before its
+-- successor (in last-writer-wins order) starts, so each state expands to the months it closes: one pass
+-- over the versions, no months × versions comparison. A successor after now does not count yet.
 CREATE OR REPLACE VIEW subscription_mrr_by_month AS
-SELECT m.tenant_id, s.livemode, m.month, m.end_ms, v.subscription_id, v.customer_id, v.currency, v.mrr,
+SELECT v.tenant_id, s.livemode, m::date AS month, v.subscription_id, v.customer_id, v.currency, v.mrr,
        v.state_time, v.state_event_id
-  FROM subscription_months m
-  JOIN LATERAL (
-        SELECT DISTINCT ON (sv.subscription_id) sv.subscription_id, sv.customer_id, sv.currency, sv.mrr,
-               sv.state_time, sv.state_event_id
-          FROM subscription_versions sv
-         WHERE sv.tenant_id = m.tenant_id AND sv.state_time < m.end_ms
-         ORDER BY sv.subscription_id, sv.state_time DESC, sv.state_rank DESC, sv.state_event_id DESC
-       ) v ON true
-  JOIN subscriptions s ON s.tenant_id = m.tenant_id AND s.id = v.subscription_id;
+  FROM (SELECT sv.tenant_id, sv.subscription_id, sv.customer_id, sv.currency, sv.mrr, sv.state_time, sv.state_event_id,
+               lead(sv.state_time) OVER (PARTITION BY sv.tenant_id, sv.subscription_id
+                                         ORDER BY sv.state_time, sv.state_rank, sv.state_event_id) AS next_time
+          FROM subscription_versions sv) v
+  JOIN subscriptions s ON s.tenant_id = v.tenant_id AND s.id = v.subscription_id
+  CROSS JOIN LATERAL generate_series(
+        date_trunc('month', to_timestamp(v.state_time / 1000.0) AT TIME ZONE 'UTC'),
+        CASE WHEN v.next_time IS NULL OR v.next_time > extract(epoch FROM now()) * 1000
+             THEN date_trunc('month', now() AT TIME ZONE 'UTC')
+             ELSE date_trunc('month', to_timestamp(v.next_time / 1000.0) AT TIME ZONE 'UTC') - interval '1 month'
+        END,
+        interval '1 month') m
+ WHERE v.state_time < extract(epoch FROM now()) * 1000;
+
+-- Each customer's MRR per month end and currency, now summed from the view above (same rows as before,
+-- computed in one pass; every MRR view reads this one).
+CREATE OR REPLACE VIEW customer_mrr_by_month AS
+SELECT tenant_id, livemode, month, customer_id, currency, sum(mrr) AS mrr
+  FROM subscription_mrr_by_month
+ GROUP BY tenant_id, livemode, month, customer_id, currency;
 
 -- Every subscription whose MRR differs between two month ends, with its customer's movement that month
 -- and the state that set the closing value. Per customer and currency the changes add up to
@@ -73,9 +87,8 @@ SELECT m.tenant_id, s.livemode, m.month, m.end_ms, v.subscription_id, v.customer
 -- update read from previous_attributes (":before").
 CREATE OR REPLACE VIEW subscription_mrr_changes AS
 SELECT c.tenant_id, c.livemode, c.month, c.customer_id, c.currency, c.subscription_id, m.movement,
-       c.opening, c.closing, c.closing - c.opening AS change, c.state_time, c.state_event_id,
-       c.end_ms
-  FROM (SELECT tenant_id, livemode, month, end_ms, customer_id, currency, subscription_id, mrr AS closing,
+       c.opening, c.closing, c.closing - c.opening AS change, c.state_time, c.state_event_id
+  FROM (SELECT tenant_id, livemode, month, customer_id, currency, subscription_id, mrr AS closing,
                coalesce(lag(mrr) OVER w, 0) AS opening, state_time, state_event_id
           FROM subscription_mrr_by_month
         WINDOW w AS (PARTITION BY tenant_id, subscription_id ORDER BY month)) c

@@ -105,15 +105,10 @@ async def _explain_mrr(run: RunSql, level: Level, r: ExplainRequest) -> dict[str
         "movements": movements, "figures": figures, "totals": totals,
         "adds_up": all(t["adds_up"] for t in totals),
     }
-    if level < Level.STANDARD:
-        answer["contributions"] = None
-        answer["note"] = "summary level: counts and amounts only; the subscriptions and events need a standard reader"
-        return answer
-    rows = await run("SELECT currency, movement, customer_id, subscription_id, opening_mrr, closing_mrr, change, "
-                     f"event_id, derived_as, source, event_time FROM analytics.mrr_changes WHERE {scope} "
-                     "ORDER BY currency, movement, change, subscription_id LIMIT $5", *args, r.limit + 1)
-    answer["contributions"], answer["truncated"] = rows[:r.limit], len(rows) > r.limit
-    return answer
+    rows = ("SELECT currency, movement, customer_id, subscription_id, opening_mrr, closing_mrr, change, event_id, "
+            f"derived_as, source, event_time FROM analytics.mrr_changes WHERE {scope} "
+            "ORDER BY currency, movement, change, subscription_id")
+    return await _with_contributions(run, level, answer, rows, args, r.limit, "the subscriptions")
 
 
 async def _explain_revenue(run: RunSql, level: Level, r: ExplainRequest) -> dict[str, Any]:
@@ -140,12 +135,18 @@ async def _explain_revenue(run: RunSql, level: Level, r: ExplainRequest) -> dict
         "mode": "live" if r.livemode else "test", "kinds": kinds, "figures": figures, "totals": totals,
         "checks": checks, "adds_up": all(c["adds_up"] for c in checks),
     }
+    rows = ("SELECT day, currency, kind, charge_id, refund_id, customer_id, amount, event_id, source, event_time "
+            f"FROM analytics.revenue_contributions WHERE {scope} ORDER BY day, currency, kind, charge_id, refund_id")
+    return await _with_contributions(run, level, answer, rows, args, r.limit, "the charges, refunds")
+
+
+async def _with_contributions(run: RunSql, level: Level, answer: dict[str, Any], sql: str, args: tuple[Any, ...],
+                              limit: int, what: str) -> dict[str, Any]:
+    """Adds the contributing rows (standard level and up; summary gets a note instead), at most `limit`."""
     if level < Level.STANDARD:
         answer["contributions"] = None
-        answer["note"] = "summary level: counts and amounts only; the charges, refunds and events need a standard reader"
+        answer["note"] = f"summary level: counts and amounts only; {what} and events need a standard reader"
         return answer
-    rows = await run("SELECT day, currency, kind, charge_id, refund_id, customer_id, amount, event_id, source, event_time "
-                     f"FROM analytics.revenue_contributions WHERE {scope} ORDER BY day, currency, kind, charge_id, refund_id "
-                     "LIMIT $6", *args, r.limit + 1)
-    answer["contributions"], answer["truncated"] = rows[:r.limit], len(rows) > r.limit
+    rows = await run(f"{sql} LIMIT ${len(args) + 1}", *args, limit + 1)
+    answer["contributions"], answer["truncated"] = rows[:limit], len(rows) > limit
     return answer

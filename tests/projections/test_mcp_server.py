@@ -342,3 +342,14 @@ async def test_lineage_adds_up_to_every_figure_of_the_simulated_year(world: Worl
         by_month = answer(await client.call_tool("run_sql", {"sql": movements}))["rows"][0]
     assert by_day["days"] > 100 and by_day["mismatches"] == 0
     assert by_month["changes"] > 20 and by_month["mismatches"] == 0
+
+
+async def test_logs_name_the_call_but_never_the_querys_literals(world: World, capfd: pytest.CaptureFixture[str]) -> None:
+    secret = "cus_SECRET_LITERAL_42"
+    async with over_http(world, world.tokens["a:standard"]) as client:
+        answer(await client.call_tool("run_sql", {"sql": f"select count(*) from analytics.charges where customer_id = '{secret}'"}))
+        refusal(await client.call_tool("run_sql", {"sql": f"select '{secret}' from pg_catalog.pg_roles"}))
+        refusal(await client.call_tool("run_sql", {"sql": f"selec '{secret}'"}))
+    logged = "".join(capfd.readouterr())
+    assert "tool=run_sql" in logged and "outcome=refused" in logged and "customer_id = $1" in logged
+    assert secret not in logged

@@ -94,6 +94,7 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("invoice", "subscription", "`subscription` (until basil) → `parent.subscription_details.subscription`", "none"),
     ("invoice", "created", "`created` → `date` (before 2019-03-14)", "unreadable"),
     ("invoice", "paid at", "`status_transitions.paid_at`", "none"),
+    ("invoice", "payment attempts", "`attempt_count` (orders same-second states; failed-payment recovery)", "0 (not money)"),
     ("payment_intent", "amount, amount_received", "`amount`, `amount_received`", "unreadable"),
     ("payment_intent", "status", "`status`; `requires_source` → `requires_payment_method`, "
                                  "`requires_source_action` → `requires_action` (before 2019-02-11)", "unreadable"),
@@ -207,6 +208,7 @@ class Invoice:
     period_end: datetime | None
     paid_at: datetime | None
     number: str | None
+    attempt_count: int = 0  # payment attempts so far (not money: absent is 0); only grows
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,6 +671,7 @@ def read_invoice(obj: Mapping[str, Any]) -> Invoice:
         period_end=r.time(obj.get("period_end"), "period_end"),
         paid_at=r.time(transitions.get("paid_at"), "status_transitions.paid_at"),
         number=r.text(obj.get("number"), "number"),
+        attempt_count=attempts if isinstance(attempts := obj.get("attempt_count"), int) and attempts >= 0 else 0,
     )
 
 

@@ -41,12 +41,15 @@ STATUS_PROGRESS: Mapping[str, Mapping[str, int]] = {
     "customer": {},
 }
 DELETED_PROGRESS = 100
-# Within one status, a charge's refunded amount orders its states (refunds only grow).
+# Within one status, what only grows orders the states: a charge's refunded amount, an invoice's payment
+# attempts (`invoice.finalized` and a failed first attempt's `invoice.payment_failed` share a second).
 AMOUNT_SCALE = 10**12
+GROWING_FIELD = {"charge": "amount_refunded", "invoice": "attempt_count"}
 
 
 def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_event: bool) -> int:
     """Returns the same-second tie-break rank of one object state (fits a Postgres bigint)."""
     progress = DELETED_PROGRESS if deleted else STATUS_PROGRESS.get(object_type, {}).get(str(obj.get("status")), 0)
-    refunded = int(obj.get("amount_refunded") or 0) if object_type == "charge" and not deleted else 0
-    return (progress * AMOUNT_SCALE + min(refunded, AMOUNT_SCALE - 1)) * 2 + (1 if from_event else 0)
+    field = GROWING_FIELD.get(object_type)
+    grown = int(obj.get(field) or 0) if field and not deleted else 0
+    return (progress * AMOUNT_SCALE + min(grown, AMOUNT_SCALE - 1)) * 2 + (1 if from_event else 0)

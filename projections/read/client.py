@@ -24,6 +24,7 @@ import asyncpg
 from plumbing.postgres import DatabaseUnavailableError, database_errors
 from plumbing.settings import ReaderSettings
 from projections.errors import ProjectionError
+from projections.read.metric_queries import MetricQueryError, parse_day
 
 
 class Level(enum.IntEnum):
@@ -97,9 +98,21 @@ QUESTIONS: Mapping[str, Question] = {q.name: q for q in (
 )}
 
 
+# One example per parameter, for `ingestor ask … list` and error messages.
+PARAM_EXAMPLES = {"from": "2026-10-01", "to": "2026-10-31", "month": "2026-11", "currency": "usd", "limit": "10",
+                  "customer": "cus_123"}
+# Columns that hold an amount of the row's currency, in minor units (shown in major units by the CLI).
+MONEY_COLUMNS = frozenset({
+    "gross", "refunded", "net", "failed_amount", "amount", "amount_captured", "amount_refunded", "mrr", "mrr_rounded",
+    "opening_mrr", "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "reactivation_mrr", "closing_mrr",
+    "billed", "paid", "outstanding", "uncollectible", "arr", "arpa", "ltv",
+})
+
+
 def _convert(name: str, value: Any) -> Any:
-    if name in ("from", "to", "month"):
-        day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    if name in ("from", "to", "month"):  # a day, or a month (YYYY-MM): its first day, or its last for "to"
+        day = parse_day(name, value, last=name == "to")
+        assert day is not None
         return day.replace(day=1) if name == "month" else day  # any day names its month
     if name == "limit":
         limit = int(value)
@@ -213,7 +226,7 @@ class RevenueReader:
             raise UnknownQuestionError(f"'{question}' needs: {', '.join(missing)}")
         try:
             args = [_convert(p, params[p]) for p in q.params]
-        except ValueError as exc:
+        except (ValueError, MetricQueryError) as exc:
             raise UnknownQuestionError(f"bad parameter for '{question}': {exc}") from exc
         rows = await self.run_sql(tenant_id, level, q.sql, livemode, *args)
         if q.per_currency_sql is None or not rows:

@@ -353,3 +353,26 @@ async def test_logs_name_the_call_but_never_the_querys_literals(world: World, ca
     logged = "".join(capfd.readouterr())
     assert "tool=run_sql" in logged and "outcome=refused" in logged and "customer_id = $1" in logged
     assert secret not in logged
+
+
+async def test_the_cli_prints_money_in_major_units_and_takes_a_month(world: World) -> None:
+    """`ingestor ask`, the operator's view of the same read layer: `-p month=2026-03` works (it used to fail with
+    "Invalid isoformat string") and amounts read as money (€43.50, ¥98,402), not fractional minor units."""
+    import subprocess
+
+    from projections.read.money import format_money
+
+    def ask(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "service", "ask", world.tenant_a, *args, "--mode", "test"],
+                              cwd=REPO, capture_output=True, text=True, env=world.env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    churn = ask("churn", "-p", "month=2026-03")
+    mrr = ask("mrr")
+    async with over_http(world, world.tokens["a:summary"]) as client:
+        rows = answer(await client.call_tool("query_metric", {"metric": "mrr", "mode": "test", "start": "2026-03",
+                                                              "end": "2026-03"}))["rows"]
+    assert "2026-03-01" in churn
+    assert rows and all(format_money(r["mrr"], r["currency"]) in mrr for r in rows)
+    assert ".000000" not in mrr

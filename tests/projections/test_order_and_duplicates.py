@@ -76,6 +76,10 @@ CUSTOMER = {"id": "cus_1", "object": "customer", "created": T, "email": "jenny@e
 SAME_SECOND_PAIRS = [
     ("invoice finalized/paid", (INVOICE | {"status": "open"}, "invoice.finalized"),
      (INVOICE | {"status": "paid", "amount_paid": 2000, "amount_remaining": 0}, "invoice.paid"), "invoices", "paid"),
+    # Both open: the failed attempt is the later state (attempts only grow); failed-payment recovery reads it.
+    ("invoice finalized/payment failed", (INVOICE | {"status": "open", "attempt_count": 0, "attempted": False},
+                                          "invoice.finalized"),
+     (INVOICE | {"status": "open", "attempt_count": 1, "attempted": True}, "invoice.payment_failed"), "invoices", "open"),
     ("charge succeeded/refunded", (CHARGE | {"status": "succeeded"}, "charge.succeeded"),
      (CHARGE | {"status": "succeeded", "amount_refunded": 1500}, "charge.refunded"), "charges", "succeeded"),
     ("subscription created/updated", (SUBSCRIPTION | {"status": "incomplete"}, "customer.subscription.created"),

@@ -171,6 +171,7 @@ async def summary(state: dict[str, str], sim: dict[str, Any], http: aiohttp.Clie
     mrr = (await reader.call("GET", f"{questions}/mrr?mode=test"))["rows"]
     revenue = (await reader.call("GET", f"{questions}/revenue?mode=test&from={last_month}&to={last_month_end}"))["rows"]
     moves = (await reader.call("GET", f"{questions}/movements?mode=test&month={last_month}"))["rows"]
+    kpis = (await reader.call("GET", f"{questions}/kpis?mode=test&month={last_month:%Y-%m}"))["rows"]
     async with http.get(f"{sim['base_url']}/_sim/accounts/{sim['account']['id']}/ground_truth") as resp:
         truth = await resp.json()
     lines = ["", "Revenue summary (test mode, minor units → shown in major units):"]
@@ -193,6 +194,11 @@ async def summary(state: dict[str, str], sim: dict[str, Any], http: aiohttp.Clie
                      f"contraction {fmt(float(m['contraction_mrr']), c)}, churn {fmt(float(m['churned_mrr']), c)}, "
                      f"reactivation +{fmt(float(m['reactivation_mrr']), c)}, closing {fmt(float(m['closing_mrr']), c)}")
     month_key = last_month.strftime("%Y-%m")
+    for k in kpis:
+        c = k["currency"]
+        lines.append(f"  KPIs {last_month:%b %Y} {c.upper()}: ARR {fmt(float(k['arr']), c)}, "
+                     f"net MRR retention {percent(k['net_mrr_retention'])}, quick ratio {ratio_text(k['quick_ratio'])}")
+    lines += kpi_checks(kpis, truth.get("kpis", {}).get(month_key, {}))
     truth_mrr = {c: v for c, v in truth["mrr"].get(month_key, {}).items() if v}
     ours_mrr = {m["currency"]: round(float(m["closing_mrr"]), 2) for m in moves if float(m["closing_mrr"])}
     net_ok = ours_net == truth_net
@@ -205,6 +211,32 @@ async def summary(state: dict[str, str], sim: dict[str, Any], http: aiohttp.Clie
             f"differs by {fmt(ours_v - truth_v, cur)} (subscription changes older than Stripe's 30-day events "
             "window are rebuilt from snapshots; see docs/metrics.md)")
         lines.append(f"    MRR {cur.upper()} at month end: {fmt(ours_v, cur)} vs {fmt(truth_v, cur)} — {verdict}")
+    return lines
+
+
+def percent(value: Any) -> str:
+    """A ratio as a percentage with one decimal, or "n/a" when it is undefined (no base)."""
+    return "n/a" if value is None else f"{float(value) * 100:.1f}%"
+
+
+def ratio_text(value: Any) -> str:
+    """A ratio with two decimals, or "n/a (no MRR lost)" when undefined."""
+    return "n/a (no MRR lost)" if value is None else f"{float(value):.2f}"
+
+
+def kpi_checks(kpis: list[dict[str, Any]], truth: dict[str, dict[str, Any]]) -> list[str]:
+    """ARR, net MRR retention and quick ratio against the simulator's ground truth, per currency."""
+    lines = []
+    ours = {k["currency"]: k for k in kpis}
+    for currency in sorted(set(ours) | set(truth)):
+        mine, expected = ours.get(currency, {}), truth.get(currency, {})
+        same = all(
+            (mine.get(n) is None and expected.get(n) is None)
+            or (mine.get(n) is not None and expected.get(n) is not None
+                and abs(float(mine[n]) - float(expected[n])) <= (0.01 if n == "arr" else 1e-6))
+            for n in ("arr", "net_mrr_retention", "quick_ratio"))
+        lines.append(f"    ARR, NRR, quick ratio {currency.upper()}: "
+                     + ("match the ground truth" if same else f"MISMATCH ours={mine} truth={expected}"))
     return lines
 
 

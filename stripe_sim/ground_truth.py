@@ -12,6 +12,10 @@ Definitions (amounts in minor units per currency; days and months in UTC):
   subscription set to cancel at period end counts until it ends. Rounded to 2 decimals.
 - subscribers: customers with MRR > 0 at the month end; `new` were not subscribers at the previous
   month end, `churned` were subscribers then and are not now.
+- kpis, per month end and currency: ARR = MRR × 12; net MRR retention = the MRR now of the customers
+  paying (in that currency) at the previous month end ÷ their MRR then (new customers out); quick ratio
+  = MRR gained (new, expansion, reactivation) ÷ MRR lost (contraction, churn), None when nothing was lost
+  or (retention) when nothing was paying. Rounded to 6 decimals (ARR to 2).
 """
 
 from __future__ import annotations
@@ -101,22 +105,50 @@ def recurring(store: Store, now: int) -> dict[str, Any]:
     first = min(s["created"] for s in subs)
     mrr: dict[str, dict[str, float]] = {}
     subscribers: dict[str, dict[str, int]] = {}
+    kpis: dict[str, dict[str, dict[str, float | None]]] = {}
     previous: set[str] = set()
+    before: dict[tuple[str, str], Fraction] = {}
     for label, at in month_ends(first, now):
         totals: dict[str, Fraction] = defaultdict(Fraction)
         per_customer: dict[str, Fraction] = defaultdict(Fraction)
+        per_currency: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
         for s in subs:
             state = store.state_at(s["id"], at)
             value = subscription_mrr(state)
             if value and state is not None:
                 totals[state["currency"]] += value
                 per_customer[state["customer"]] += value
+                per_currency[(state["customer"], state["currency"])] += value
         mrr[label] = {cur: round(float(v), 2) for cur, v in sorted(totals.items())}
         current = {c for c, v in per_customer.items() if v > 0}
         subscribers[label] = {"active": len(current), "new": len(current - previous),
                               "churned": len(previous - current)}
-        previous = current
-    return {"mrr": mrr, "subscribers": subscribers}
+        kpis[label] = _kpis(before, dict(per_currency), totals)
+        previous, before = current, dict(per_currency)
+    return {"mrr": mrr, "subscribers": subscribers, "kpis": kpis}
+
+
+def _kpis(before: dict[tuple[str, str], Fraction], now: dict[tuple[str, str], Fraction],
+          totals: dict[str, Fraction]) -> dict[str, dict[str, float | None]]:
+    """ARR, net MRR retention and quick ratio per currency from two month ends' MRR per customer."""
+    out: dict[str, dict[str, float | None]] = {}
+    for currency in sorted({c for _, c in (*before, *now)}):
+        opening = kept = gained = lost = Fraction(0)
+        for key in {k for k in (*before, *now) if k[1] == currency}:
+            was, is_ = before.get(key, Fraction(0)), now.get(key, Fraction(0))
+            opening += was
+            if was > 0:
+                kept += is_
+            if is_ > was:  # new, expansion or reactivation
+                gained += is_ - was
+            elif is_ < was:
+                lost += was - is_
+        out[currency] = {
+            "arr": round(float(totals.get(currency, Fraction(0)) * 12), 2),
+            "net_mrr_retention": round(float(kept / opening), 6) if opening else None,
+            "quick_ratio": round(float(gained / lost), 6) if lost else None,
+        }
+    return out
 
 
 def ground_truth(store: Store, now: int) -> dict[str, Any]:

@@ -81,6 +81,11 @@ QUESTIONS: Mapping[str, Question] = {q.name: q for q in (
              "FROM analytics.subscriber_churn WHERE livemode = $1 AND month = $2::date", ("month",),
              per_currency_sql="SELECT currency, opening_mrr, churned_mrr, contraction_mrr, revenue_churn_rate "
              "FROM analytics.revenue_churn WHERE livemode = $1 AND month = $2::date ORDER BY currency"),
+    Question("kpis", "ARR, ARPA, net and gross MRR retention, quick ratio and LTV of one month per currency.",
+             Level.SUMMARY,
+             "SELECT month, currency, mrr, arr, subscribers, arpa, net_mrr_retention, gross_mrr_retention, quick_ratio, "
+             "mrr_churn_rate, ltv, net_mrr_retention_12m FROM analytics.revenue_kpis WHERE livemode = $1 "
+             "AND month = $2::date ORDER BY currency", ("month",)),
     Question("failed_payments", "Failed payments per day and currency between two days.", Level.SUMMARY,
              "SELECT day, currency, failed_count, failed_amount FROM analytics.daily_revenue "
              "WHERE livemode = $1 AND failed_count > 0 AND day BETWEEN $2 AND $3 ORDER BY day, currency", ("from", "to")),

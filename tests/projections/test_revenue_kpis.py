@@ -36,6 +36,7 @@ EXACT = Fraction(1, 10**6)  # the views round ratios to six decimals
 class World:
     reader: RevenueReader
     store: Store  # the simulator's objects, with every version they had
+    truth: dict[str, Any]  # the simulator's ground truth (ARR, net retention and quick ratio among it)
 
     async def rows(self, sql: str) -> list[dict[str, Any]]:
         return await self.reader.run_sql(TENANT, Level.SUMMARY, sql)
@@ -52,9 +53,10 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
             chunk = envelopes[start:start + 500]
             await projection.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
         store = sim.state.accounts[account.id].store(False)
+        truth = sim.ground_truth(account.id)
     reader = RevenueReader(ReaderSettings(dsn=postgres.reader_dsn(platform.cluster, TEST_DATABASE)),  # type: ignore[arg-type]
                            reader_credentials(pool))
-    yield World(reader, store)
+    yield World(reader, store, truth)
     await reader.close()
     await pool.close()
 
@@ -203,3 +205,21 @@ async def test_failed_payment_recovery_matches_the_simulators_invoices(world: Wo
         assert (row["failed_invoices"], row["recovered_invoices"], row["failed_amount"], row["recovered_amount"]) == (
             failed, recovered, failed_amount, recovered_amount), key
     assert sum(v[1] for v in truth.values()) > 0, "the simulated dunning recovers some invoices"
+
+
+async def test_the_kpis_question_agrees_with_the_simulators_ground_truth(world: World) -> None:
+    """What the demo prints beside MRR: ARR, net MRR retention and quick ratio, through the `kpis` question."""
+    months = sorted(world.truth["kpis"])[1:]
+    compared = 0
+    for label in months:
+        rows = await world.reader.ask(TENANT, Level.SUMMARY, "kpis", livemode=False, month=label)
+        ours = {r["currency"]: r for r in rows}
+        for currency, expected in world.truth["kpis"][label].items():
+            row = ours[currency]
+            assert abs(float(row["arr"]) - expected["arr"]) < 0.01, (label, currency)
+            for name in ("net_mrr_retention", "quick_ratio"):
+                assert (row[name] is None) == (expected[name] is None), (label, currency, name)
+                if expected[name] is not None:
+                    assert abs(float(row[name]) - expected[name]) <= 1e-6, (label, currency, name)
+            compared += 1
+    assert compared >= 12

@@ -19,7 +19,11 @@ from markdown_it.utils import EnvType, OptionsDict
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 OPERATING_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operating.md"
-STATIC_FILES = {"app.js": "application/javascript", "app.css": "text/css"}
+STATIC_FILES = {"app.js": "application/javascript", "app.css": "text/css", "revenue.js": "application/javascript"}
+# Front-end packages installed by the project's set-up (`npm ci` from package-lock.json, run by ./dev and the
+# Docker build), served from where npm put them: nothing third-party is copied into the repository.
+NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
+VENDOR_FILES = {"echarts.min.js": NODE_MODULES / "echarts" / "dist" / "echarts.min.js"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
@@ -30,6 +34,20 @@ SECURITY_HEADERS = {
 
 async def _index(request: web.Request) -> web.Response:
     return web.Response(text=(STATIC_DIR / "index.html").read_text(), content_type="text/html", headers=SECURITY_HEADERS)
+
+
+async def _revenue_page(request: web.Request) -> web.Response:
+    return web.Response(text=(STATIC_DIR / "revenue.html").read_text(), content_type="text/html", headers=SECURITY_HEADERS)
+
+
+async def _vendor(request: web.Request) -> web.StreamResponse:
+    path = VENDOR_FILES.get(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
+    if not path.exists():
+        raise web.HTTPNotFound(text=f"{path.name} is not installed: run ./dev (it runs npm ci) or npm ci")
+    return web.FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600",
+                                           "Content-Type": "application/javascript"})
 
 
 async def _static(request: web.Request) -> web.Response:
@@ -69,7 +87,9 @@ async def _operating_guide(request: web.Request) -> web.Response:
 
 
 def add_page_routes(app: web.Application) -> None:
-    """Serves the connector page at / and the operating guide at /docs/operating."""
+    """Serves the connector page at /, the Revenue page at /revenue and the operating guide at /docs/operating."""
     app.router.add_get("/", _index)
+    app.router.add_get("/revenue", _revenue_page)
+    app.router.add_get("/static/vendor/{name}", _vendor)
     app.router.add_get("/static/{name}", _static)
     app.router.add_get("/docs/operating", _operating_guide)

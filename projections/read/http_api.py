@@ -26,6 +26,7 @@ from projections.read.client import (
     RevenueReader,
     UnknownQuestionError,
 )
+from projections.read.revenue_page import revenue_data
 
 RETRY_AFTER_S = "2"
 MAX_PARAM_CHARS = 100
@@ -122,6 +123,25 @@ async def _answer(request: web.Request) -> web.Response:
                              headers={"Cache-Control": "no-store"})
 
 
+async def _revenue(request: web.Request) -> web.Response:
+    """The Revenue page's data: every series in one answer (see projections/read/revenue_page.py)."""
+    grant = await _grant(request)
+    if isinstance(grant, web.Response):
+        return grant
+    query = question_params(request, ("mode",))
+    if isinstance(query, web.Response):
+        return query
+    mode = query.get("mode", "live")
+    if mode not in ("live", "test"):
+        return _error(400, "invalid_mode", 'mode is "live" or "test"')
+    try:
+        data = await revenue_data(request.app[READER], request.match_info["tenant_id"], grant.level, mode == "live")
+    except (ReaderBusyError, DatabaseUnavailableError) as exc:
+        return _error(503, "temporarily_unavailable", str(exc) if isinstance(exc, ReaderBusyError)
+                      else "the database is unavailable; try again shortly")
+    return web.json_response(data, headers={"Cache-Control": "no-store"})
+
+
 def add_read_routes(app: web.Application, settings: Settings, authenticate: Authenticate,
                     credentials: ReaderCredentials) -> RevenueReader:
     """Adds the read API to the web application; returns its reader (pools open on first use, closed on cleanup)."""
@@ -135,4 +155,5 @@ def add_read_routes(app: web.Application, settings: Settings, authenticate: Auth
     app.cleanup_ctx.append(close_reader)
     app.router.add_get("/api/tenants/{tenant_id}/questions", _list)
     app.router.add_get("/api/tenants/{tenant_id}/questions/{question}", _answer)
+    app.router.add_get("/api/tenants/{tenant_id}/revenue", _revenue)
     return reader

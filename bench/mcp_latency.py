@@ -1,6 +1,7 @@
-"""MCP latency: `query_metric` and `explain` through the MCP server over streamable HTTP (the web process's
-`/mcp`, the SDK's own client), on a 1,000-customer, 12-month tenant, against the same SQL statements run
-directly on a connection of the same reader role in the same run (the baseline).
+"""Read-layer latency on a 1,000-customer, 12-month tenant: `query_metric` and `explain` through the MCP server
+over streamable HTTP (the web process's `/mcp`, the SDK's own client), and the Revenue page's one data call
+(target: p99 < 300 ms), each against the same SQL statements run directly on a connection of the same reader
+role in the same run (the baseline).
 
 Run: `.venv/bin/python -m bench.mcp_latency [--customers 1000] [--calls 200] [--database ingestor_bench]`
 (the database is dropped and re-migrated: give each concurrent user their own).
@@ -15,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx2
 from aiohttp.test_utils import TestServer
@@ -22,7 +24,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.common import BENCH_DATABASE, bench_settings, platform
-from bench.results import BenchResult, Figure, own_peak_rss_mib, write_result
+from bench.results import BenchResult, Figure, Target, own_peak_rss_mib, write_result
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import ControlSettings, ReaderSettings, VaultSettings
@@ -32,6 +34,7 @@ from projections.read.catalog import load_catalog
 from projections.read.client import Level
 from projections.read.lineage import ExplainRequest, explain
 from projections.read.metric_queries import metric_sql, parse_day
+from projections.read.revenue_page import SERIES as PAGE_SERIES
 from service.web import build_web_app
 from stack import postgres
 from stack.progress import say
@@ -68,7 +71,7 @@ async def run(customers: int, calls: int, database: str) -> None:
     })
     pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=3)
     tenants = PostgresTenantStore(pool, MasterKeyring.from_setting(master), settings.reader)
-    tenant, _ = await tenants.create_tenant("bench")
+    tenant, tenant_token = await tenants.create_tenant("bench")
     _, token = await tenants.issue_reader_token(tenant, "standard", "bench")
     store = PostgresProjectionStore(pool, "bench-mcp")
     async with SimServer(seed=31337) as sim:
@@ -105,6 +108,11 @@ async def run(customers: int, calls: int, database: str) -> None:
             for sql, args in recorded:
                 await direct.fetch(sql, *args)
 
+    async def direct_page() -> None:
+        async with direct.transaction(readonly=True):
+            for sql in PAGE_SERIES.values():
+                await direct.fetch(sql, False)
+
     server = TestServer(build_web_app(settings), host="127.0.0.1")
     await server.start_server()
     try:
@@ -120,15 +128,27 @@ async def run(customers: int, calls: int, database: str) -> None:
                 say(f"timing {calls} calls each (query_metric, explain; over MCP and direct)")
                 samples = {"query_metric": await timed(calls, mcp_query), "query_metric_direct": await timed(calls, direct_query),
                            "explain": await timed(calls, mcp_explain), "explain_direct": await timed(calls, direct_explain)}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {tenant_token}"}) as web_client:
+            async def page_call() -> None:
+                async with web_client.get(str(server.make_url(f"/api/tenants/{tenant}/revenue")),
+                                          params={"mode": "test"}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+
+            say(f"timing {calls} calls of the Revenue page's data (over HTTP and direct)")
+            samples["revenue_page"] = await timed(calls, page_call)
+            samples["revenue_page_direct"] = await timed(calls, direct_page)
     finally:
         await server.close()
         await direct.close()
         await pool.close()
     figures = []
-    for tool in ("query_metric", "explain"):
+    for tool in ("query_metric", "explain", "revenue_page"):
         for name, share in (("p50", 0.50), ("p99", 0.99)):
+            over = "HTTP (the page's one data call)" if tool == "revenue_page" else "MCP/HTTP"
             figures.append(Figure(
-                f"{tool} latency {name} over MCP/HTTP", round(percentile(samples[tool], share), 2), "ms",
+                f"{tool} latency {name} over {over}", round(percentile(samples[tool], share), 2), "ms",
+                target=Target(at_most=300) if (tool, name) == ("revenue_page", "p99") else None,
                 baseline_name=f"same SQL direct {name}", baseline_value=round(percentile(samples[f"{tool}_direct"], share), 2),
                 notes=f"{customers} customers × 12 months, {len(envelopes):,} events; {calls} sequential calls; "
                       f"mean {statistics.mean(samples[tool]):.1f} ms"))

@@ -1,9 +1,9 @@
 """`ingestor mcp`: the MCP server over stdio, for an assistant on the operator's machine.
 
 The tenant reader token comes from the environment (INGESTOR_READER_TOKEN), never an argument, so it
-stays out of process lists and shell history. It is checked once at start: its tenant and level are
-then fixed for the process, whatever a tool is asked. stdout carries the protocol only; logs go to
-stderr.
+stays out of process lists and shell history. It is checked at start (a bad one stops the process with
+a clear line) and again on every call, so a revoked token stops working at once; its tenant and level
+are the only ones any tool reads. stdout carries the protocol only; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+
+from mcp.server.mcpserver.exceptions import ToolError
 
 from ingestor.connections.tenant_store import PostgresTenantStore
 from plumbing.logs import configure_logging
@@ -38,10 +40,18 @@ async def serve_stdio(token: str) -> None:
         found = await tenants.reader_for_token(token)
         if found is None:
             raise McpStartError(f"{TOKEN_VARIABLE} is not a live reader token (revoked, or of a deleted tenant)")
-        grant = Grant(found[0], Level[found[1].upper()])
         reader = RevenueReader(settings.reader, tenants.reader_credentials)
+
+        async def grant_of() -> Grant:
+            """The token's grant, looked up again for every call: a revoked token stops working at once."""
+            now = await tenants.reader_for_token(token)
+            if now is None:
+                raise ToolError(f"{TOKEN_VARIABLE} was revoked (or its tenant deleted); ask for a new reader token")
+            return Grant(now[0], Level[now[1].upper()])
+
         try:
-            server = build_mcp_server(reader, lambda: grant, sql_max_rows=settings.reader.sql_max_rows)
+            server = build_mcp_server(reader, grant_of, sql_max_rows=settings.reader.sql_max_rows,
+                                      sql_max_bytes=settings.reader.sql_max_bytes)
             await server.run_stdio_async()
         finally:
             await reader.close()

@@ -297,6 +297,7 @@ async def run_demo(customers: int, live_rate: float, api_version: str = CURRENT_
         print("\n".join([
             "", f"READY in {time.monotonic() - started:.0f}s.",
             f"  Connector page:  {page}",
+            f"  Revenue page:    http://127.0.0.1:{WEB_PORT}/revenue (same sign-in, in the same tab)",
             f"  Read API:        curl -H 'Authorization: Bearer {state['reader_token']}' "
             f"'http://127.0.0.1:{WEB_PORT}/api/tenants/{state['tenant_id']}/questions/mrr?mode=test'",
             f"  Ask from the CLI: .venv/bin/ingestor ask {state['tenant_id']} mrr --mode test",

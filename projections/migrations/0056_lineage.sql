@@ -54,7 +54,7 @@ SELECT tenant_id, livemode, (created AT TIME ZONE 'UTC')::date, currency, 'faile
 -- Each subscription's MRR at each month end (the current month: now), with the state (and so the event)
 -- that set it. A state is a month's closing state from the month it starts in up to the month before its
 -- successor (in last-writer-wins order) starts, so each state expands to the months it closes: one pass
--- over the versions, no months × versions comparison. A successor after now does not count yet.
+-- over the versions, no months × versions comparison. A successor from now on does not count yet.
 CREATE OR REPLACE VIEW subscription_mrr_by_month AS
 SELECT v.tenant_id, s.livemode, m::date AS month, v.subscription_id, v.customer_id, v.currency, v.mrr,
        v.state_time, v.state_event_id
@@ -65,7 +65,7 @@ SELECT v.tenant_id, s.livemode, m::date AS month, v.subscription_id, v.customer_
   JOIN subscriptions s ON s.tenant_id = v.tenant_id AND s.id = v.subscription_id
   CROSS JOIN LATERAL generate_series(
         date_trunc('month', to_timestamp(v.state_time / 1000.0) AT TIME ZONE 'UTC'),
-        CASE WHEN v.next_time IS NULL OR v.next_time > extract(epoch FROM now()) * 1000
+        CASE WHEN v.next_time IS NULL OR v.next_time >= extract(epoch FROM now()) * 1000
              THEN date_trunc('month', now() AT TIME ZONE 'UTC')
              ELSE date_trunc('month', to_timestamp(v.next_time / 1000.0) AT TIME ZONE 'UTC') - interval '1 month'
         END,

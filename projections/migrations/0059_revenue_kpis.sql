@@ -38,7 +38,7 @@ SELECT b.tenant_id, b.livemode, b.month, b.currency, b.mrr, b.mrr * 12 AS arr, b
   LEFT JOIN mrr_retention_12m t ON t.tenant_id = b.tenant_id AND t.livemode = b.livemode AND t.month = b.month
                                AND t.currency = b.currency;
 
--- Trials by the month they started: started, converted (active — paid — at or after the trial's end),
+-- Trials by the month they started (Stripe's trial_start; the start date before it had one): started, converted (active — paid — at or after the trial's end),
 -- still trialing (its current status says so: Stripe's word, not our clock), and the conversion rate over
 -- trials that have ended.
 CREATE OR REPLACE VIEW trial_conversions AS
@@ -48,7 +48,9 @@ SELECT tenant_id, livemode, date_trunc('month', trial_start AT TIME ZONE 'UTC'):
        count(*) FILTER (WHERE NOT converted AND trialing) AS still_trialing,
        round(count(*) FILTER (WHERE converted)::numeric
              / nullif(count(*) FILTER (WHERE converted OR NOT trialing), 0), 6) AS trial_conversion_rate
-  FROM (SELECT s.tenant_id, s.livemode, coalesce(s.start_date, s.created) AS trial_start, s.status = 'trialing' AS trialing,
+  FROM (SELECT s.tenant_id, s.livemode, s.status = 'trialing' AS trialing,
+               coalesce(CASE WHEN s.data ->> 'trial_start' ~ '^[0-9]{1,12}$' THEN to_timestamp((s.data ->> 'trial_start')::bigint) END,
+                        s.start_date, s.created) AS trial_start,
                EXISTS (SELECT 1 FROM subscription_versions v
                         WHERE v.tenant_id = s.tenant_id AND v.subscription_id = s.id AND v.status = 'active'
                           AND v.state_time >= extract(epoch FROM s.trial_end) * 1000) AS converted
@@ -103,8 +105,8 @@ SELECT tenant_id, livemode, date_trunc('month', created AT TIME ZONE 'UTC')::dat
        round(count(*) FILTER (WHERE status = 'paid')::numeric / count(*), 6) AS recovery_rate
   FROM invoices
  WHERE NOT deleted AND amount_due > 0
-   AND (coalesce((data ->> 'attempt_count')::int, 0) > 1
-        OR (coalesce((data ->> 'attempted')::boolean, false) AND status IN ('open', 'uncollectible')))
+   AND (CASE WHEN data ->> 'attempt_count' ~ '^[0-9]{1,9}$' THEN (data ->> 'attempt_count')::int ELSE 0 END > 1
+        OR (data ->> 'attempted' = 'true' AND status IN ('open', 'uncollectible')))
  GROUP BY tenant_id, livemode, date_trunc('month', created AT TIME ZONE 'UTC')::date, currency;
 
 ALTER VIEW mrr_retention_12m OWNER TO analytics_owner;

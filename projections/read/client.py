@@ -136,6 +136,25 @@ def plain(value: Any) -> Any:
     return value
 
 
+async def _fetch_capped(cursor: Any, max_rows: int | None, max_bytes: int | None,
+                        batch: int = 100) -> tuple[list[asyncpg.Record], bool]:
+    """Fetches until the cursor ends or a cap is reached; returns the rows and whether a cap cut them."""
+    rows: list[asyncpg.Record] = []
+    size = 0
+    while True:
+        want = batch if max_rows is None else min(batch, max_rows - len(rows))
+        if want <= 0:
+            return rows, await cursor.fetchrow() is not None
+        got = await cursor.fetch(want)
+        for row in got:
+            size += sum(len(str(v)) for v in row.values())
+            if max_bytes is not None and size > max_bytes:
+                return rows, True
+            rows.append(row)
+        if len(got) < want:
+            return rows, False
+
+
 # (tenant_id, level name) → (login role, password) of the tenant's reader role of that level.
 ReaderCredentials = Callable[[str, str], Awaitable[tuple[str, str]]]
 
@@ -178,6 +197,7 @@ class RevenueReader:
                 pool = await asyncpg.create_pool(
                     self._settings.dsn.get_secret_value(), user=role, password=password, min_size=0,
                     max_size=self._settings.pool_size, max_inactive_connection_lifetime=60,
+                    statement_cache_size=0,  # readers' SQL may be anyone's: keep no plans of it
                     server_settings={"application_name": "revenue-reader"})
             self._pools[key] = pool
             self._opening.pop(key, None)
@@ -190,8 +210,16 @@ class RevenueReader:
 
     async def run_sql(self, tenant_id: str, level: Level, sql: str, *args: Any,
                       max_rows: int | None = None) -> list[dict[str, Any]]:
-        """Runs read-only SQL as the tenant's reader role of `level`; at most `max_rows` rows (through a
-        cursor, so a huge result is never fetched whole) when given.
+        """Runs read-only SQL as the tenant's reader role of `level`; at most `max_rows` rows when given."""
+        rows, _ = await self.run_sql_capped(tenant_id, level, sql, *args, max_rows=max_rows)
+        return rows
+
+    async def run_sql_capped(self, tenant_id: str, level: Level, sql: str, *args: Any, max_rows: int | None = None,
+                             max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Runs read-only SQL as the tenant's reader role; returns the rows and whether a cap cut them.
+
+        With caps, rows come through a cursor a batch at a time and stop at `max_rows` rows or once they
+        hold about `max_bytes` (as text), so a huge result is never held whole in this process.
 
         Raises ReaderBusyError when the tenant's connections are all in use (here or server-wide),
         DatabaseUnavailableError when Postgres is away, asyncpg's errors for the SQL itself.
@@ -204,16 +232,17 @@ class RevenueReader:
             if isinstance(exc, asyncpg.TooManyConnectionsError) or isinstance(exc.__cause__, asyncio.TimeoutError):
                 raise ReaderBusyError("this tenant's readers are using every connection they may hold") from exc
             raise
+        cut = False
         try:
             with database_errors():
                 async with conn.transaction(readonly=True):
-                    if max_rows is None:
-                        rows = await conn.fetch(sql, *args)
+                    if max_rows is None and max_bytes is None:
+                        rows = list(await conn.fetch(sql, *args))
                     else:
-                        rows = await (await conn.cursor(sql, *args)).fetch(max_rows)
+                        rows, cut = await _fetch_capped(await conn.cursor(sql, *args), max_rows, max_bytes)
         finally:
             await pool.release(conn)
-        return [{k: plain(v) for k, v in row.items()} for row in rows]
+        return [{k: plain(v) for k, v in row.items()} for row in rows], cut
 
     async def ask(self, tenant_id: str, level: Level, question: str, livemode: bool = True,
                   **params: Any) -> list[dict[str, Any]]:

@@ -100,10 +100,14 @@ async def _explain_mrr(run: RunSql, level: Level, r: ExplainRequest) -> dict[str
         figure = by_currency.get(total["currency"], {}).get(MOVEMENT_COLUMNS[total["movement"]])
         total["figure"] = figure
         total["adds_up"] = figure is not None and Decimal(str(figure)) == Decimal(str(total["amount"]))
+    # Both ways: every movement the figures show must be explained by rows, not only the rows by figures.
+    explained = {(t["currency"], t["movement"]) for t in totals}
+    unexplained = [(f["currency"], m) for f in figures for m in movements
+                   if Decimal(str(f[MOVEMENT_COLUMNS[m]])) != 0 and (f["currency"], m) not in explained]
     answer: dict[str, Any] = {
         "metric": r.metric, "month": month.isoformat()[:7], "mode": "live" if r.livemode else "test",
         "movements": movements, "figures": figures, "totals": totals,
-        "adds_up": all(t["adds_up"] for t in totals),
+        "adds_up": all(t["adds_up"] for t in totals) and not unexplained,
     }
     rows = ("SELECT currency, movement, customer_id, subscription_id, opening_mrr, closing_mrr, change, event_id, "
             f"derived_as, source, event_time FROM analytics.mrr_changes WHERE {scope} "
@@ -128,8 +132,9 @@ async def _explain_revenue(run: RunSql, level: Level, r: ExplainRequest) -> dict
     explained: dict[str, int] = {}
     for total in totals:
         explained[total["currency"]] = explained.get(total["currency"], 0) + signs[total["kind"]] * total["amount"]
-    checks = [{"currency": f["currency"], "figure": f[figure_column], "explained": explained.get(f["currency"], 0),
-               "adds_up": f[figure_column] == explained.get(f["currency"], 0)} for f in figures]
+    figure_of = {f["currency"]: f[figure_column] for f in figures}
+    checks = [{"currency": c, "figure": figure_of.get(c, 0), "explained": explained.get(c, 0),
+               "adds_up": figure_of.get(c, 0) == explained.get(c, 0)} for c in sorted(set(figure_of) | set(explained))]
     answer: dict[str, Any] = {
         "metric": r.metric, "from": r.start.isoformat() if r.start else None, "to": r.end.isoformat() if r.end else None,
         "mode": "live" if r.livemode else "test", "kinds": kinds, "figures": figures, "totals": totals,

@@ -24,6 +24,9 @@ from projections.read.mcp_server import ReaderTokenVerifier, build_mcp_server, g
 
 MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource" + MCP_PATH
+# A tool call is small (run_sql takes at most 20,000 characters): anything larger is refused (413) while
+# it is read, before it is held.
+MAX_BODY_BYTES = 64 * 1024
 
 
 class _ExactPaths(ASGIResource):
@@ -45,6 +48,7 @@ def add_mcp_routes(app: web.Application, settings: Settings, reader: RevenueRead
     public = urlsplit(base)
     server = build_mcp_server(
         reader, grant_of_access_token, sql_max_rows=settings.reader.sql_max_rows,
+        sql_max_bytes=settings.reader.sql_max_bytes,
         token_verifier=ReaderTokenVerifier(reader_for_token),
         # Reader tokens are ours, not an OAuth server's: the verifier looks them up, there is no audience to check.
         auth=AuthSettings(issuer_url=base, resource_server_url=base + MCP_PATH,  # type: ignore[arg-type]
@@ -52,6 +56,7 @@ def add_mcp_routes(app: web.Application, settings: Settings, reader: RevenueRead
     )
     asgi = server.streamable_http_app(
         streamable_http_path=MCP_PATH, stateless_http=True, json_response=True,
+        max_request_body_size=MAX_BODY_BYTES,
         transport_security=TransportSecuritySettings(
             allowed_hosts=[public.netloc, "127.0.0.1:*", "localhost:*", "[::1]:*"],
             allowed_origins=[f"{public.scheme}://{public.netloc}", "http://127.0.0.1:*", "http://localhost:*"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -49,8 +49,9 @@ mode "live" is real money, "test" is Stripe test mode."""
 MODE = Annotated[Literal["live", "test"], Field(description='"live" (real money, the default) or "test" (Stripe test mode).')]
 PERIOD_BOUND = Annotated[str | None, Field(description="A day YYYY-MM-DD or a month YYYY-MM, inclusive; omit for no bound.")]
 
-# The caller of the current request: fixed for stdio, the bearer token's for HTTP.
-GrantOf = Callable[[], Grant]
+# The caller of the current request: the bearer token's for HTTP; for stdio the token of the environment,
+# looked up again on every call so that revoking it takes effect at once. Raises ToolError when gone.
+GrantOf = Callable[[], Awaitable[Grant]]
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,16 @@ class _Call:
 
 
 def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: int = 1000,
-                     token_verifier: Any = None, auth: AuthSettings | None = None) -> MCPServer:
+                     sql_max_bytes: int = 2 * 1024 * 1024, token_verifier: Any = None,
+                     auth: AuthSettings | None = None) -> MCPServer:
     """Returns the MCP server: tools and resources over `reader`, as the caller `grant_of()` names."""
     logging.getLogger("mcp").setLevel(logging.WARNING)  # its info lines repeat refusal texts, literals included
     server: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version="1", log_level="WARNING",
                                   token_verifier=token_verifier, auth=auth)
     catalog = {m.name: m for m in load_catalog()}
 
-    def begin(tool: str) -> _Call:
-        return _Call(tool, grant_of(), time.monotonic())
+    async def begin(tool: str) -> _Call:
+        return _Call(tool, await grant_of(), time.monotonic())
 
     def done(call: _Call, outcome: str, **fields: Any) -> None:
         log.info("mcp tool", tool=call.tool, tenant_id=call.grant.tenant_id, reader_level=call.grant.level.name.lower(),
@@ -93,9 +95,11 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
                          "reader token, or use an aggregate metric.", metric=name)
         return metric
 
-    async def run(call: _Call, sql: str, *args: Any, max_rows: int | None = None) -> list[dict[str, Any]]:
+    async def run(call: _Call, sql: str, *args: Any, max_rows: int | None = None,
+                  max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
         try:
-            return await reader.run_sql(call.grant.tenant_id, call.grant.level, sql, *args, max_rows=max_rows)
+            return await reader.run_sql_capped(call.grant.tenant_id, call.grant.level, sql, *args, max_rows=max_rows,
+                                               max_bytes=max_bytes)
         except ReaderBusyError as exc:
             raise refuse(call, "busy", f"{exc}; try again in a few seconds") from None
         except DatabaseUnavailableError:
@@ -119,7 +123,7 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
     @server.tool(description="List the governed revenue metrics: name, the question each answers, unit, grain, "
                  "how it may be grouped, and whether this credential's level may read it. Start here.")
     async def list_metrics() -> dict[str, Any]:
-        call = begin("list_metrics")
+        call = await begin("list_metrics")
         done(call, "ok")
         return {"level": call.grant.level.name.lower(),
                 "metrics": [metric_entry(m, call.grant) for m in catalog.values()]}
@@ -128,7 +132,7 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
                  "grain, dimensions, measures, the parameters it takes, the lowest level that may read it, and "
                  "example SQL over the analytics views.")
     async def describe_metric(name: Annotated[str, Field(description="A metric name from list_metrics.")]) -> dict[str, Any]:
-        call = begin("describe_metric")
+        call = await begin("describe_metric")
         metric = catalog.get(name)
         if metric is None:
             raise refuse(call, "unknown_metric", f"unknown metric {name[:60]!r}; list_metrics names them")
@@ -148,14 +152,14 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
         mode: MODE = "live",
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many rows.")] = 100,
     ) -> dict[str, Any]:
-        call = begin("query_metric")
+        call = await begin("query_metric")
         chosen = metric_for(call, metric)
         try:
             query = metric_sql(chosen, livemode=mode == "live", start=start, end=end, group_by=group_by,
                                params=params, limit=limit)
         except MetricQueryError as exc:
             raise refuse(call, "bad_arguments", str(exc), metric=metric) from None
-        rows = await run(call, query.sql, *query.args)
+        rows, _ = await run(call, query.sql, *query.args)
         done(call, "ok", metric=metric, rows=min(len(rows), limit))
         return {"metric": chosen.name, "mode": mode, "group_by": query.group_by, "unit": chosen.unit,
                 "definition": chosen.definition, "rows": rows[:limit], "truncated": len(rows) > limit}
@@ -176,12 +180,15 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
         mode: MODE = "live",
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many contributing rows.")] = 100,
     ) -> dict[str, Any]:
-        call = begin("explain")
+        call = await begin("explain")
         metric_for(call, metric)
         try:
             request = ExplainRequest(metric, mode == "live", parse_day("month", month), parse_day("from", start),
                                      parse_day("to", end, last=True), currency, movement, limit)
-            answer = await explain(lambda sql, *args: run(call, sql, *args), call.grant.level, request)
+            async def rows_of(sql: str, *args: Any) -> list[dict[str, Any]]:
+                return (await run(call, sql, *args))[0]
+
+            answer = await explain(rows_of, call.grant.level, request)
         except MetricQueryError as exc:
             raise refuse(call, "bad_arguments", str(exc), metric=metric) from None
         done(call, "ok", metric=metric, adds_up=answer["adds_up"])
@@ -190,22 +197,24 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
     @server.tool(description="Run one read-only SELECT over the analytics views (name them in full: "
                  "analytics.daily_revenue). Checked by PostgreSQL's own parser first: one statement, only the "
                  "analytics schema, functions from an allowlist (aggregates, windows, dates, numbers, text), at "
-                 f"most {sql_max_rows} rows. Filter livemode = true for real money. Prefer query_metric when a "
+                 f"most {sql_max_rows} rows and about {sql_max_bytes // 1024} KiB. Filter livemode = true for real money. Prefer query_metric when a "
                  "metric answers the question.")
     async def run_sql(sql: Annotated[str, Field(description="One SELECT statement.")]) -> dict[str, Any]:
-        call = begin("run_sql")
+        call = await begin("run_sql")
         try:
             checked = check_select(sql)
         except SqlRefusedError as exc:
             raise refuse(call, "sql_refused", f"refused: {exc}") from None
-        rows = await run(call, checked.sql, max_rows=sql_max_rows + 1)
-        done(call, "ok", fingerprint=checked.fingerprint, query=checked.normalized, rows=min(len(rows), sql_max_rows))
-        return {"sql": checked.sql, "rows": rows[:sql_max_rows], "truncated": len(rows) > sql_max_rows}
+        except Exception as exc:  # the parser or printer failing on odd input is a refusal, not a crash
+            raise refuse(call, "sql_refused", f"refused: the query could not be checked ({type(exc).__name__})") from None
+        rows, cut = await run(call, checked.sql, max_rows=sql_max_rows, max_bytes=sql_max_bytes)
+        done(call, "ok", fingerprint=checked.fingerprint, query=checked.normalized, rows=len(rows), truncated=cut)
+        return {"sql": checked.sql, "rows": rows, "truncated": cut}
 
     @server.resource("revenue://catalog", name="metrics-catalog", mime_type="application/json",
                      description="Every governed metric with its definition, unit, grain, level and example SQL.")
     async def catalog_resource() -> dict[str, Any]:
-        grant = grant_of()
+        grant = await grant_of()
         return {"level": grant.level.name.lower(), "metrics": [
             {**metric_entry(m, grant), "definition": m.definition, "example_sql": m.sql} for m in catalog.values()]}
 
@@ -213,7 +222,7 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
                      description="The analytics views this credential may read, each with its columns and "
                      f"their documentation; run_sql reads these. Functions allowed: {', '.join(sorted(ALLOWED_FUNCTIONS))}.")
     async def views_resource() -> str:
-        grant = grant_of()
+        grant = await grant_of()
         try:
             rows = await reader.run_sql(grant.tenant_id, grant.level, VIEWS_SQL)
         except (ProjectionError, asyncpg.PostgresError) as exc:
@@ -265,7 +274,7 @@ class ReaderTokenVerifier:
                            claims={"tenant_id": tenant_id, "level": level})
 
 
-def grant_of_access_token() -> Grant:
+async def grant_of_access_token() -> Grant:
     """The HTTP caller's grant, from the token the SDK's middleware verified for this request."""
     from mcp.server.auth.middleware.auth_context import get_access_token
 

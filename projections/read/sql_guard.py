@@ -23,10 +23,12 @@ from projections.errors import ProjectionError
 ALLOWED_SCHEMA = "analytics"
 MAX_SQL_CHARS = 20_000
 # Functions a revenue question needs: aggregates, windows, dates, numbers, text. Nothing that sleeps,
-# reads settings or files, writes, or makes rows out of thin air (generate_series).
+# reads settings or files, writes, makes rows out of thin air (generate_series), or makes a value much
+# larger than the query (format widths, replace, repeat, string_agg/array_agg over a cross join): one
+# huge value would be held by the database and then by the web process that answers.
 ALLOWED_FUNCTIONS = frozenset({
     # aggregates
-    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "string_agg", "array_agg",
+    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every",
     "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "percentile_cont",
     "percentile_disc", "mode", "corr",
     # windows
@@ -39,14 +41,25 @@ ALLOWED_FUNCTIONS = frozenset({
     "round", "abs", "ceil", "ceiling", "floor", "trunc", "div", "mod", "sign", "power", "sqrt",
     # text
     "lower", "upper", "length", "char_length", "substring", "substr", "split_part", "concat", "concat_ws",
-    "left", "right", "trim", "btrim", "ltrim", "rtrim", "replace", "position", "starts_with", "format",
+    "left", "right", "trim", "btrim", "ltrim", "rtrim", "position", "starts_with",
 })
-# Statement and clause nodes that make a SELECT do more than read.
-_REFUSED_NODES: dict[type[Any], str] = {
-    ast.InsertStmt: "INSERT", ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.MergeStmt: "MERGE",
-    ast.IntoClause: "SELECT INTO", ast.LockingClause: "FOR UPDATE/SHARE", ast.RangeTableFunc: "XMLTABLE",
-    ast.ParamRef: "parameters ($1); write the values into the query",
-}
+# The parse-tree nodes a plain SELECT is made of. Anything else (XML, SQL/JSON, DML, SELECT INTO, locking,
+# parameters, table functions…) is refused by name: an allowlist, so new grammar is refused until looked at.
+ALLOWED_NODES = frozenset({
+    ast.SelectStmt, ast.ResTarget, ast.RangeVar, ast.Alias, ast.JoinExpr, ast.RangeSubselect, ast.RangeFunction,
+    ast.WithClause, ast.CommonTableExpr, ast.ColumnRef, ast.A_Star, ast.A_Const, ast.A_Expr, ast.A_Indirection,
+    ast.A_Indices, ast.A_ArrayExpr, ast.BoolExpr, ast.NullTest, ast.BooleanTest, ast.CaseExpr, ast.CaseWhen,
+    ast.CoalesceExpr, ast.MinMaxExpr, ast.SubLink, ast.FuncCall, ast.TypeCast, ast.TypeName, ast.SortBy,
+    ast.WindowDef, ast.GroupingSet, ast.RowExpr, ast.CollateClause, ast.SQLValueFunction, ast.String, ast.Integer,
+    ast.Float, ast.Boolean, ast.BitString,
+})
+_NODE_NAMES = {ast.InsertStmt: "INSERT", ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.MergeStmt: "MERGE",
+               ast.IntoClause: "SELECT INTO", ast.LockingClause: "FOR UPDATE/SHARE",
+               ast.ParamRef: "parameters ($1); write the values into the query"}
+# current_user, session_user and the like name the role: only the date and time ones are allowed.
+_TIME_VALUES = {"SVFOP_CURRENT_DATE", "SVFOP_CURRENT_TIME", "SVFOP_CURRENT_TIME_N", "SVFOP_CURRENT_TIMESTAMP",
+                "SVFOP_CURRENT_TIMESTAMP_N", "SVFOP_LOCALTIME", "SVFOP_LOCALTIME_N", "SVFOP_LOCALTIMESTAMP",
+                "SVFOP_LOCALTIMESTAMP_N"}
 
 
 class SqlRefusedError(ProjectionError):
@@ -78,23 +91,30 @@ def check_select(sql: str) -> CheckedSelect:
     if not isinstance(statement, ast.SelectStmt):
         kind = type(statement).__name__.removesuffix("Stmt").upper()
         raise SqlRefusedError(f"only SELECT is allowed; this is {kind}")
-    _check_tree(statement)
-    printed = RawStream()(statement)
+    try:
+        _check_tree(statement)
+        printed = RawStream()(statement)
+    except RecursionError:
+        raise SqlRefusedError("the query is nested too deeply; write it flatter") from None
     return CheckedSelect(sql=printed, fingerprint=parser.fingerprint(printed), normalized=_normalized(printed))
 
 
-def _normalized(sql: str) -> str:
+def _normalized(sql: str, limit: int = 500) -> str:
+    """The statement with its literals replaced by $n, on one line and at most `limit` characters (for logs)."""
     try:
-        return str(parser.normalize(sql))
+        text = str(parser.normalize(sql))
     except parser.ParseError:  # pragma: no cover - printed SQL always parses
         return "<unprintable>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_tree(node: Any, ctes: frozenset[str] = frozenset()) -> None:
     """Walks the whole tree (subqueries, CTEs, expressions) and raises at the first refused node.
 
-    A CTE name counts only inside the SELECT that defines it: outside, an unqualified name would
-    resolve through the search path (to pg_catalog.pg_roles, say), so it is refused there.
+    A CTE's name counts only where PostgreSQL resolves it to the CTE: in the SELECT that defines it and,
+    within its WITH, in the CTEs after it. Anywhere else an unqualified name would resolve through the
+    search path (to pg_catalog.pg_roles, say), so it is refused there.
     """
     if isinstance(node, (list, tuple)):
         for item in node:
@@ -102,21 +122,48 @@ def _check_tree(node: Any, ctes: frozenset[str] = frozenset()) -> None:
         return
     if not isinstance(node, ast.Node):
         return
-    refused = _REFUSED_NODES.get(type(node))
-    if refused is not None:
-        raise SqlRefusedError(f"not allowed in a read-only query: {refused}")
+    if type(node) not in ALLOWED_NODES:
+        name = _NODE_NAMES.get(type(node), type(node).__name__)
+        raise SqlRefusedError(f"not allowed in a read-only query: {name}")
     if isinstance(node, ast.SelectStmt) and node.withClause is not None:
-        ctes = ctes | {cte.ctename for cte in node.withClause.ctes or ()}
+        ctes = _check_with(node.withClause, ctes)
+        for attribute in node:
+            if attribute != "withClause":
+                _check_tree(getattr(node, attribute), ctes)
+        return
     if isinstance(node, ast.RangeVar):
         _check_relation(node, ctes)
     elif isinstance(node, ast.FuncCall):
         _check_function(node)
-    elif isinstance(node, ast.TypeCast):
-        names = [n.sval for n in (node.typeName.names if node.typeName else None) or ()]
-        if names and names[-1].lower().startswith("reg"):
-            raise SqlRefusedError(f"casts to {names[-1]} look into the catalogs and are not allowed")
+    elif isinstance(node, ast.TypeName):
+        _check_type(node)
+    elif isinstance(node, ast.SQLValueFunction) and getattr(node.op, "name", str(node.op)) not in _TIME_VALUES:
+        raise SqlRefusedError("only the date and time values (current_date, now()…) are allowed, not the role's name")
     for attribute in node:
         _check_tree(getattr(node, attribute), ctes)
+
+
+def _check_with(with_clause: ast.WithClause, outer: frozenset[str]) -> frozenset[str]:
+    """Checks each CTE with the names visible to it; returns the names visible to the SELECT."""
+    if with_clause.recursive:
+        raise SqlRefusedError("WITH RECURSIVE is not allowed: it can make rows and values without bound")
+    visible = outer
+    for cte in with_clause.ctes or ():
+        if cte.ctename.lower().startswith("pg_"):
+            raise SqlRefusedError(f"a CTE may not be named {cte.ctename!r}: pg_ names are the catalogs'")
+        _check_tree(cte.ctequery, visible)
+        _check_tree([c for c in (cte.aliascolnames or ())], visible)
+        visible = visible | {cte.ctename}
+    return visible
+
+
+def _check_type(node: ast.TypeName) -> None:
+    names = [n.sval for n in node.names or ()]
+    if names and names[-1].lower().startswith("reg"):
+        raise SqlRefusedError(f"casts to {names[-1]} look into the catalogs and are not allowed")
+    if node.typmods:
+        raise SqlRefusedError(f"type modifiers such as {names[-1] if names else 'the type'}(n) are not allowed; "
+                              "cast to the plain type")
 
 
 def _check_relation(node: ast.RangeVar, ctes: frozenset[str]) -> None:

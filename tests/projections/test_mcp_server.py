@@ -5,6 +5,7 @@ streamable HTTP (the web process's `/mcp`): every tool and its schema, a refusal
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections import defaultdict
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.integration
 TOOLS = {"list_metrics", "describe_metric", "query_metric", "explain", "run_sql"}
 REPO = Path(__file__).resolve().parents[2]
 SQL_MAX_ROWS = 50
+SQL_MAX_BYTES = 2048
 
 
 @dataclass
@@ -56,6 +58,7 @@ class World:
     churn: dict[str, dict[str, Fraction]]  # month → currency → churned MRR (negative), from the simulator
     b_charge: str
     b_charges: int
+    tenants: PostgresTenantStore
 
 
 def _churn_by_month(store: Any) -> dict[str, dict[str, Fraction]]:
@@ -84,7 +87,8 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     master = generate_master_key("k1")
     reader_dsn = postgres.reader_dsn(platform.cluster, TEST_DATABASE)
     settings = Settings(postgres=PostgresSettings(dsn=clean_database),  # type: ignore[arg-type]
-                        reader=ReaderSettings(dsn=reader_dsn, sql_max_rows=SQL_MAX_ROWS),  # type: ignore[arg-type]
+                        reader=ReaderSettings(dsn=reader_dsn, sql_max_rows=SQL_MAX_ROWS,  # type: ignore[arg-type]
+                                              sql_max_bytes=SQL_MAX_BYTES),
                         vault=VaultSettings(master_keys=master),  # type: ignore[arg-type]
                         control=ControlSettings(admin_token="adm_" + master[-12:]))  # type: ignore[arg-type]
     pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=3)
@@ -113,7 +117,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     await server.start_server()
     env = {"INGESTOR_POSTGRES__DSN": clean_database, "INGESTOR_READER__DSN": reader_dsn,
            "INGESTOR_VAULT__MASTER_KEYS": master, "PATH": os.environ["PATH"]}
-    yield World(server, tenant_a, tenant_b, tokens, env, sim_events, churn, b_charge, b_charges)
+    yield World(server, tenant_a, tenant_b, tokens, env, sim_events, churn, b_charge, b_charges, tenants)
     await server.close()
     await pool.close()
 
@@ -223,7 +227,8 @@ async def test_run_sql_reads_the_analytics_views_as_the_tenant_and_caps_rows(wor
     async with over_http(world, world.tokens["b:full"]) as client:
         other = answer(await client.call_tool("run_sql", {"sql": "select count(*) as n from analytics.charges"}))
     assert result["rows"] and result["sql"].startswith("SELECT currency, sum(net)")
-    assert len(capped["rows"]) == SQL_MAX_ROWS and capped["truncated"], "a year of days is cut at the row cap"
+    assert capped["truncated"] and 0 < len(capped["rows"]) <= SQL_MAX_ROWS, "a year of days is cut at a cap"
+    assert sum(len(str(v)) for row in capped["rows"] for v in row.values()) <= SQL_MAX_BYTES, "…and at the byte cap"
     assert other["rows"] == [{"n": world.b_charges}], "tenant B counts its own charges, not A's"
 
 
@@ -235,7 +240,7 @@ async def test_run_sql_reads_the_analytics_views_as_the_tenant_and_caps_rows(wor
     ("select current_setting('app.tenant_id')", "function current_setting() is not allowed"),
     ("select * from projection.charges", "only the analytics views"),
     ("select * from pg_catalog.pg_authid", "only the analytics views"),
-    ("select * from (with pg_roles as (select 1) select * from pg_roles) a, pg_roles", "pg_roles is not one"),
+    ("select * from (with charges as (select 1) select * from charges) a, charges", "charges is not one"),
     ("select * from analytics.daily_revenue for update", "FOR UPDATE"),
 ])
 async def test_run_sql_refuses_each_guard_with_the_reason(world: World, sql: str, reason: str) -> None:
@@ -275,12 +280,12 @@ async def test_http_without_a_valid_reader_token_is_refused_before_any_tool(worl
 
 async def test_errors_name_the_problem(world: World) -> None:
     async with over_http(world, world.tokens["a:standard"]) as client:
-        unknown = refusal(await client.call_tool("query_metric", {"metric": "arr"}))
+        unknown = refusal(await client.call_tool("query_metric", {"metric": "mrr_forecast"}))
         grouping = refusal(await client.call_tool("query_metric", {"metric": "mrr", "group_by": "day"}))
         bad_day = refusal(await client.call_tool("query_metric", {"metric": "net_revenue", "start": "2026-13-01"}))
         no_month = refusal(await client.call_tool("explain", {"metric": "mrr_movements"}))
         not_explainable = refusal(await client.call_tool("explain", {"metric": "customer_revenue", "month": "2026-01"}))
-    assert "unknown metric 'arr'" in unknown and "net_revenue" in unknown
+    assert "unknown metric 'mrr_forecast'" in unknown and "net_revenue" in unknown
     assert "mrr can be grouped by: month" in grouping
     assert "from must be a date" in bad_day
     assert "give month" in no_month and "explain knows" in not_explainable
@@ -344,15 +349,21 @@ async def test_lineage_adds_up_to_every_figure_of_the_simulated_year(world: Worl
     assert by_month["changes"] > 20 and by_month["mismatches"] == 0
 
 
-async def test_logs_name_the_call_but_never_the_querys_literals(world: World, capfd: pytest.CaptureFixture[str]) -> None:
+async def test_logs_name_the_call_but_never_the_querys_literals(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    from structlog.testing import capture_logs
+
     secret = "cus_SECRET_LITERAL_42"
-    async with over_http(world, world.tokens["a:standard"]) as client:
-        answer(await client.call_tool("run_sql", {"sql": f"select count(*) from analytics.charges where customer_id = '{secret}'"}))
-        refusal(await client.call_tool("run_sql", {"sql": f"select '{secret}' from pg_catalog.pg_roles"}))
-        refusal(await client.call_tool("run_sql", {"sql": f"selec '{secret}'"}))
-    logged = "".join(capfd.readouterr())
-    assert "tool=run_sql" in logged and "outcome=refused" in logged and "customer_id = $1" in logged
-    assert secret not in logged
+    caplog.set_level(logging.DEBUG)
+    with capture_logs() as logs:
+        async with over_http(world, world.tokens["a:standard"]) as client:
+            answer(await client.call_tool("run_sql", {"sql": f"select count(*) from analytics.charges where customer_id = '{secret}'"}))
+            refusal(await client.call_tool("run_sql", {"sql": f"select '{secret}' from pg_catalog.pg_roles"}))
+            refusal(await client.call_tool("run_sql", {"sql": f"selec '{secret}'"}))
+    calls = [e for e in logs if e.get("event") == "mcp tool" and e.get("tool") == "run_sql"]
+    assert [e["outcome"] for e in calls] == ["ok", "refused", "refused"]
+    assert "customer_id = $1" in calls[0]["query"] and calls[0]["fingerprint"]
+    assert secret not in repr(logs), "structlog lines carry no literal"
+    assert secret not in caplog.text, "nor do the SDK's or any library's stdlib log records"
 
 
 async def test_the_cli_prints_money_in_major_units_and_takes_a_month(world: World) -> None:
@@ -376,3 +387,22 @@ async def test_the_cli_prints_money_in_major_units_and_takes_a_month(world: Worl
     assert "2026-03-01" in churn
     assert rows and all(format_money(r["mrr"], r["currency"]) in mrr for r in rows)
     assert ".000000" not in mrr
+
+
+async def test_a_huge_request_is_refused_while_it_is_read(world: World) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "run_sql", "arguments": {"sql": "select 1 -- " + "x" * 200_000}}}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        resp = await http.post(str(world.server.make_url("/mcp")), json=body,
+                               headers={"Authorization": f"Bearer {world.tokens['a:summary']}",
+                                        "Accept": "application/json, text/event-stream"})
+    assert resp.status_code == 413
+
+
+async def test_a_revoked_token_stops_working_on_stdio_at_the_next_call(world: World) -> None:
+    token_id, token = await world.tenants.issue_reader_token(world.tenant_a, "summary", "to revoke")
+    async with over_stdio(world, token) as client:
+        answer(await client.call_tool("list_metrics", {}))
+        assert await world.tenants.revoke_reader_token(world.tenant_a, token_id)
+        text = refusal(await client.call_tool("list_metrics", {}))
+    assert "revoked" in text

@@ -141,7 +141,7 @@ async def test_trials_and_their_conversion_match_the_simulators_subscriptions(wo
         start = sub.get("start_date") or sub["created"]
         if not sub.get("trial_end") or sub["trial_end"] <= start:
             continue
-        label = datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m")
+        label = datetime.fromtimestamp(sub.get("trial_start") or start, timezone.utc).strftime("%Y-%m")
         converted = any(state["status"] == "active" and t >= sub["trial_end"]
                         for t, state in world.store.versions[sub["id"]])
         truth[label]["trial_starts"] += 1

@@ -10,7 +10,9 @@ from projections.read.sql_guard import MAX_SQL_CHARS, SqlRefusedError, check_sel
 ALLOWED = [
     "select day, sum(net) from analytics.daily_revenue where livemode and day >= '2026-01-01' group by day order by 1",
     "with m as (select * from analytics.mrr_by_month) select month, round(mrr) from m where currency = 'eur'",
-    "with recursive r as (select 1 as n union all select n + 1 from r where n < 3) select * from r",
+    "with a as (select 1 as x), b as (select x from a) select * from b",
+    "select now() - interval '30 days', date '2026-01-01', current_date, extract(epoch from now())",
+    "select day from analytics.daily_revenue group by rollup (day)",
     "select extract(year from day), date_trunc('month', day)::date, coalesce(net, 0), greatest(1, 2), nullif(net, 0) "
     "from analytics.daily_revenue",
     "select a.month from analytics.mrr_by_month a join analytics.mrr_movements b using (month, currency) "
@@ -43,9 +45,22 @@ REFUSED = [
     ("select * from pg_catalog.pg_authid", "pg_catalog.pg_authid is not one"),
     ("select * from charges", "charges is not one"),
     ("select * from otherdb.analytics.daily_revenue", "otherdb.analytics.daily_revenue is not one"),
-    # A CTE's name counts only where it is defined: outside, `pg_roles` would be the catalog's.
-    ("select * from (with pg_roles as (select 1) select * from pg_roles) a, pg_roles", "pg_roles is not one"),
+    # A CTE's name counts only where it is defined: outside, `charges` would resolve through the search path.
+    ("select * from (with charges as (select 1) select * from charges) a, charges", "charges is not one"),
     ("select 'pg_authid'::regclass", "casts to regclass"),
+    # From a hostile review: each of these passed the first version of the guard.
+    ("with pg_settings as (select name, setting from pg_settings) select * from pg_settings", "pg_ names are the catalogs'"),
+    ("with x as (select * from pg_stat_activity), pg_stat_activity as (select 1) select * from x",
+     "pg_stat_activity is not one"),  # a CTE is not visible to the CTEs before it
+    ("with recursive r(s) as (select 'x' union all select s || s from r) select max(length(s)) from r", "WITH RECURSIVE"),
+    ("select format('%500000000s', '')", "function format() is not allowed"),  # a 500 MB value from 30 characters
+    ("select replace('aaaa', 'a', 'bbbb')", "function replace() is not allowed"),
+    ("select string_agg('x', '') from (values (1), (2)) a, (values (1), (2)) b", "function string_agg() is not allowed"),
+    ("select ''::char(10485760)", "type modifiers"),
+    ("select current_user", "not the role's name"),
+    ("select xmlelement(name a)", "XmlExpr"),
+    ("select json_value(jsonb '\"pg_authid\"', '$' returning regclass)", "not allowed in a read-only query"),
+    ("select " + "+".join(["1"] * 400), "nested too deeply"),
     ("select 'pg_sleep'::regproc", "casts to regproc"),
     ("selec * from analytics.daily_revenue", "not valid PostgreSQL"),
     ("select 1 " + " " * MAX_SQL_CHARS, "longer than"),

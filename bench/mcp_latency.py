@@ -108,7 +108,7 @@ async def run(customers: int, calls: int, database: str) -> None:
             for sql, args in recorded:
                 await direct.fetch(sql, *args)
 
-    async def direct_page() -> None:
+    async def direct_page() -> None:  # the same statements, one after another on one connection
         async with direct.transaction(readonly=True):
             for sql in PAGE_SERIES.values():
                 await direct.fetch(sql, False)

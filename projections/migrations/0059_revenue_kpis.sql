@@ -20,7 +20,7 @@ SELECT n.tenant_id, n.livemode, n.month, n.currency,
 CREATE OR REPLACE VIEW revenue_kpis AS
 SELECT b.tenant_id, b.livemode, b.month, b.currency, b.mrr, b.mrr * 12 AS arr, b.subscribers,
        round(b.mrr / nullif(b.subscribers, 0), 6) AS arpa,
-       m.opening_mrr,
+       m.opening_mrr, m.new_mrr, m.expansion_mrr, m.contraction_mrr, m.churned_mrr, m.reactivation_mrr,
        round((m.opening_mrr + m.contraction_mrr + m.churned_mrr) / nullif(m.opening_mrr, 0), 6) AS gross_mrr_retention,
        round((m.opening_mrr + m.expansion_mrr + m.contraction_mrr + m.churned_mrr) / nullif(m.opening_mrr, 0), 6)
            AS net_mrr_retention,

@@ -5,8 +5,9 @@
 SET LOCAL ROLE analytics_owner;
 
 CREATE OR REPLACE VIEW analytics.revenue_kpis WITH (security_barrier) AS
-SELECT month, currency, livemode, mrr, arr, subscribers, arpa, opening_mrr, gross_mrr_retention, net_mrr_retention,
-       quick_ratio, mrr_churn_rate, ltv, opening_mrr_12m, gross_mrr_retention_12m, net_mrr_retention_12m
+SELECT month, currency, livemode, mrr, arr, subscribers, arpa, opening_mrr, new_mrr, expansion_mrr, contraction_mrr,
+       churned_mrr, reactivation_mrr, gross_mrr_retention, net_mrr_retention, quick_ratio, mrr_churn_rate, ltv,
+       opening_mrr_12m, gross_mrr_retention_12m, net_mrr_retention_12m
   FROM projection.revenue_kpis WHERE tenant_id = (SELECT analytics.current_tenant());
 COMMENT ON VIEW analytics.revenue_kpis IS 'Revenue KPIs per month end and currency: MRR, ARR, ARPA, gross and net MRR retention (monthly and trailing 12 months), quick ratio, MRR churn rate and LTV. Amounts in minor units of currency (may carry fractions of a minor unit); ratios 0–1 (retention may exceed 1). Use for "what is our ARR", "NRR", "quick ratio", "LTV".';
 COMMENT ON COLUMN analytics.revenue_kpis.month IS 'First day of the month; figures as of its last instant (the current month: now).';
@@ -17,6 +18,11 @@ COMMENT ON COLUMN analytics.revenue_kpis.arr IS 'Annual run rate: mrr × 12, min
 COMMENT ON COLUMN analytics.revenue_kpis.subscribers IS 'Customers with MRR > 0 in this currency at the month end.';
 COMMENT ON COLUMN analytics.revenue_kpis.arpa IS 'Average revenue per account: mrr / subscribers, minor units per month; NULL without subscribers.';
 COMMENT ON COLUMN analytics.revenue_kpis.opening_mrr IS 'MRR at the previous month end, minor units (the retention denominator).';
+COMMENT ON COLUMN analytics.revenue_kpis.new_mrr IS 'MRR from new customers this month (as analytics.mrr_movements), minor units.';
+COMMENT ON COLUMN analytics.revenue_kpis.expansion_mrr IS 'MRR added by paying customers this month, minor units.';
+COMMENT ON COLUMN analytics.revenue_kpis.contraction_mrr IS 'MRR lost by customers who still pay (negative), minor units.';
+COMMENT ON COLUMN analytics.revenue_kpis.churned_mrr IS 'MRR lost from customers who stopped paying (negative), minor units.';
+COMMENT ON COLUMN analytics.revenue_kpis.reactivation_mrr IS 'MRR from returning customers, minor units.';
 COMMENT ON COLUMN analytics.revenue_kpis.gross_mrr_retention IS '(opening + contraction + churn) / opening: the share of last month''s MRR kept, expansion not counted; NULL when opening is 0.';
 COMMENT ON COLUMN analytics.revenue_kpis.net_mrr_retention IS '(opening + expansion + contraction + churn) / opening: last month''s customers'' MRR now against then, new and reactivated customers not counted; NULL when opening is 0.';
 COMMENT ON COLUMN analytics.revenue_kpis.quick_ratio IS '(new + expansion + reactivation) / (contraction + churn), as positive amounts; NULL in a month that lost no MRR.';

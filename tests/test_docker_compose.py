@@ -3,7 +3,6 @@ launcher and the settings: same Kafka release, same services, every variable a r
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml

@@ -5,16 +5,16 @@
 CREATE SCHEMA IF NOT EXISTS projection;
 SET LOCAL search_path TO projection;
 
--- Customers' MRR at each month end beside their MRR twelve months earlier (those paying then).
+-- Customers' MRR at each month end beside their MRR twelve months earlier (those paying then). A customer
+-- has a row in every month from their first subscription state on, so the row twelve back is lag(12).
 CREATE OR REPLACE VIEW mrr_retention_12m AS
-SELECT n.tenant_id, n.livemode, n.month, n.currency,
-       sum(b.mrr) AS opening_mrr, sum(n.mrr) AS retained_mrr, sum(least(n.mrr, b.mrr)) AS gross_retained_mrr
-  FROM customer_mrr_by_month b
-  JOIN customer_mrr_by_month n ON n.tenant_id = b.tenant_id AND n.livemode = b.livemode
-                              AND n.customer_id = b.customer_id AND n.currency = b.currency
-                              AND n.month = (b.month + interval '12 months')::date
- WHERE b.mrr > 0
- GROUP BY n.tenant_id, n.livemode, n.month, n.currency;
+SELECT tenant_id, livemode, month, currency,
+       sum(then_mrr) AS opening_mrr, sum(mrr) AS retained_mrr, sum(least(mrr, then_mrr)) AS gross_retained_mrr
+  FROM (SELECT tenant_id, livemode, month, currency, mrr,
+               lag(mrr, 12) OVER (PARTITION BY tenant_id, livemode, customer_id, currency ORDER BY month) AS then_mrr
+          FROM customer_mrr_by_month) history
+ WHERE then_mrr > 0
+ GROUP BY tenant_id, livemode, month, currency;
 
 -- Per month end and currency: MRR, ARR, ARPA, retention, quick ratio, MRR churn rate and LTV.
 CREATE OR REPLACE VIEW revenue_kpis AS

@@ -1,7 +1,7 @@
 """The data of the Revenue page in one call: a year of MRR and its movements, churn and retention, 90 days
 of daily revenue, the signup cohorts, and the latest month's KPIs — every currency, one mode.
 
-Three fixed statements over the summary-level analytics views, run as the tenant's own reader role, two at
+Four fixed statements over the summary-level analytics views, run as the tenant's own reader role, two at
 a time (the tenant's pool). The page filters by currency itself; amounts stay integer minor units.
 """
 
@@ -15,17 +15,19 @@ from projections.read.money import decimals
 
 MONTHS = 12
 DAYS = 90
-# Three statements, run two at a time: every monthly figure comes from one read of analytics.revenue_kpis
-# (MRR, movements, retention, KPIs), so the MRR history is computed once per series, not once per chart.
+# Four statements, run two at a time: every monthly money figure comes from one read of analytics.revenue_kpis
+# (MRR, movements, retention, KPIs), so the MRR history is computed once per series, not once per chart;
+# subscriber churn (not per currency) is read apart and joined here (joined in SQL it took longer than both).
 # Monthly windows end at the current month (the MRR views always reach it); days at the latest day with
 # revenue, so a tenant whose data stops still sees its last 90 days. $1 is livemode.
 SERIES: dict[str, str] = {
     "months": "SELECT k.month, k.currency, k.mrr, k.subscribers, k.arr, k.arpa, k.opening_mrr, k.new_mrr, "
               "k.expansion_mrr, k.contraction_mrr, k.churned_mrr, k.reactivation_mrr, k.mrr AS closing_mrr, "
-              "k.mrr_churn_rate, k.gross_mrr_retention, k.net_mrr_retention, k.quick_ratio, k.ltv, "
-              "c.subscriber_churn_rate FROM analytics.revenue_kpis k LEFT JOIN analytics.subscriber_churn c "
-              "ON c.month = k.month AND c.livemode = k.livemode WHERE k.livemode = $1 "
+              "k.mrr_churn_rate, k.gross_mrr_retention, k.net_mrr_retention, k.quick_ratio, k.ltv "
+              "FROM analytics.revenue_kpis k WHERE k.livemode = $1 "
               f"AND k.month > date_trunc('month', now()) - interval '{MONTHS} months' ORDER BY k.month, k.currency",
+    "subscriber_churn": "SELECT month, subscriber_churn_rate FROM analytics.subscriber_churn WHERE livemode = $1 "
+                        f"AND month > date_trunc('month', now()) - interval '{MONTHS} months'",
     "daily": "SELECT day, currency, gross, refunded, net FROM analytics.daily_revenue WHERE livemode = $1 AND day > "
              f"(SELECT max(day) FROM analytics.daily_revenue WHERE livemode = $1) - {DAYS} ORDER BY day, currency",
     "cohorts": "SELECT cohort, months_since, customers, retained, logo_retention FROM analytics.cohort_logo_retention "
@@ -46,8 +48,11 @@ MONTHLY = {
 
 async def revenue_data(reader: RevenueReader, tenant_id: str, level: Level, livemode: bool) -> dict[str, Any]:
     """Returns every series of the page, and the currencies they hold."""
-    months, daily, cohorts = await asyncio.gather(
-        *(reader.run_sql(tenant_id, level, sql, livemode) for sql in SERIES.values()))
+    months, subscriber_churn, daily, cohorts = await asyncio.gather(
+        *(reader.run_sql(tenant_id, level, SERIES[name], livemode)
+          for name in ("months", "subscriber_churn", "daily", "cohorts")))
+    churn_of = {r["month"]: r["subscriber_churn_rate"] for r in subscriber_churn}
+    months = [{**r, "subscriber_churn_rate": churn_of.get(r["month"])} for r in months]
     latest = max((r["month"] for r in months), default=None)
     data: dict[str, list[dict[str, Any]]] = {
         name: [{c: r[c] for c in columns} for r in months if name != "kpis" or r["month"] == latest]

@@ -20,7 +20,6 @@ from playwright.async_api import Page, async_playwright, expect
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import ControlSettings, PostgresSettings, ReaderSettings, Settings, VaultSettings
-from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
 from projections.read.money import format_money
 from service.web import build_web_app
@@ -30,7 +29,7 @@ from stripe_sim import CURRENT_VERSION, SimServer
 from tests.conftest import TEST_DATABASE
 from tests.helpers import pinned_sim_clock
 from tests.page.test_connector_page import CHROMIUM_ARGS
-from tests.projections.support import history_envelopes
+from tests.projections.support import apply_all, history_envelopes
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(shutil.which("chromium") is None,
                                                           reason="Debian's chromium is not installed (.ci/run installs it)")]
@@ -60,9 +59,7 @@ async def site(platform: Platform, clean_database: str) -> AsyncIterator[Site]:
     async with SimServer(seed=5150, clock=pinned_sim_clock()) as sim:
         account = sim.create_account(api_version=CURRENT_VERSION, customers=60, months=12)
         envelopes = history_envelopes(sim, account.id, tenant_id)
-    for start in range(0, len(envelopes), 500):
-        chunk = envelopes[start:start + 500]
-        await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
+    await apply_all(store, envelopes)
     server = TestServer(build_web_app(settings), host="127.0.0.1")
     await server.start_server()
     base = str(server.make_url("")).rstrip("/")

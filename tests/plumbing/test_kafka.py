@@ -9,15 +9,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from plumbing.kafka import KafkaPublisher, PublishError, consumer_config, ensure_topics, producer_config
-from tests.helpers import consume_all
 from plumbing.settings import KafkaSettings, Settings
 from stack.up import Platform
+from tests.helpers import consume_all
 
 pytestmark = pytest.mark.integration
 

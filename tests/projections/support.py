@@ -17,7 +17,9 @@ from ingestor.envelope.build import envelope_for_event, is_read_resource
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
+from projections.handlers.writes import writes_for
 from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.store import PostgresProjectionStore
 from projections.read.client import ReaderCredentials
 from schemas import Envelope, EnvelopeCodec, Source, envelope_key
 from stripe_sim import SimServer
@@ -42,6 +44,13 @@ def history_envelopes(sim: SimServer, account_id: str, tenant_id: str, livemode:
             event = with_discounts(event, discounts_as_retrieved(store, str(event["data"]["object"]["id"])))
         envelopes.append(envelope_for_event(event, tenant_id, Source.WEBHOOK, RECEIVED))
     return envelopes
+
+
+async def apply_all(store: PostgresProjectionStore, envelopes: Sequence[Envelope], batch: int = 500) -> None:
+    """Applies the envelopes to the projection store in batches of `batch`, in the order given."""
+    for start in range(0, len(envelopes), batch):
+        chunk = envelopes[start:start + batch]
+        await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
 
 
 def discounts_as_retrieved(store: Store, subscription_id: str) -> dict[str, dict[str, Any]]:

@@ -11,11 +11,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, VERSIONS, SimServer
 from tests.helpers import pinned_sim_clock
-from tests.projections.support import dump, history_envelopes
+from tests.projections.support import apply_all, dump, history_envelopes
 
 pytestmark = pytest.mark.integration
 # What differs between versions by design: the raw object kept beside each row, the item list's price ids
@@ -31,9 +30,7 @@ class Account:
     async def project(self, tenant: str, version_of: Any) -> dict[str, list[tuple[Any, ...]]]:
         store = PostgresProjectionStore(self.pool, "versions-test")
         envelopes = history_envelopes(self.sim, self.account_id, tenant, version_of=version_of)
-        for start in range(0, len(envelopes), 500):
-            chunk = envelopes[start:start + 500]
-            await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
+        await apply_all(store, envelopes)
         async with self.pool.acquire() as conn:
             return await dump(conn, tenant, leave_out=SHAPE_COLUMNS)
 

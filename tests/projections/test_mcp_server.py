@@ -27,7 +27,6 @@ from mcp.client.streamable_http import streamable_http_client
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import ControlSettings, PostgresSettings, ReaderSettings, Settings, VaultSettings
-from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
 from service.web import build_web_app
 from stack import postgres
@@ -36,7 +35,7 @@ from stripe_sim import CURRENT_VERSION, SimServer
 from stripe_sim.ground_truth import month_ends, subscription_mrr
 from tests.conftest import TEST_DATABASE
 from tests.helpers import SIM_NOW, pinned_sim_clock
-from tests.projections.support import history_envelopes
+from tests.projections.support import apply_all, history_envelopes
 
 pytestmark = pytest.mark.integration
 TOOLS = {"list_metrics", "describe_metric", "query_metric", "explain", "run_sql"}
@@ -103,9 +102,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
         for tenant, customers in ((tenant_a, 40), (tenant_b, 5)):
             account = sim.create_account(api_version=CURRENT_VERSION, customers=customers, months=12)
             envelopes = history_envelopes(sim, account.id, tenant)
-            for start in range(0, len(envelopes), 500):
-                chunk = envelopes[start:start + 500]
-                await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
+            await apply_all(store, envelopes)
             sim_store = sim.state.accounts[account.id].store(False)
             if tenant == tenant_a:
                 sim_events = {e["id"] for e in sim_store.all("event")}

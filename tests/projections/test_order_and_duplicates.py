@@ -18,15 +18,9 @@ from projections.handlers.writes import STATE_COLUMNS, Writes, writes_for
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
 from stripe_sim import CURRENT_VERSION, SimServer
-from tests.projections.support import bind_tenant, dump, history_envelopes
+from tests.projections.support import apply_all, bind_tenant, dump, history_envelopes
 
 pytestmark = pytest.mark.integration
-
-
-async def apply_all(store: PostgresProjectionStore, envelopes: list[Envelope], batch: int = 97) -> None:
-    for start in range(0, len(envelopes), batch):
-        chunk = envelopes[start:start + batch]
-        await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
 
 
 def retenant(envelopes: list[Envelope], tenant_id: str) -> list[Envelope]:
@@ -43,7 +37,7 @@ async def test_three_random_orders_and_twice_over_give_identical_tables(pool: as
         tenant = f"order_{seed}_{uuid.uuid4().hex[:6]}"
         envelopes = retenant(base, tenant)
         random.Random(seed).shuffle(envelopes)
-        await apply_all(store, envelopes)
+        await apply_all(store, envelopes, batch=97)
         await apply_all(store, list(reversed(envelopes)), batch=41)  # everything delivered twice over
         async with pool.acquire() as conn:
             dumps.append(await dump(conn, tenant))

@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 
 from plumbing.settings import ReaderSettings
-from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
 from projections.read.client import QUESTIONS, Level, QuestionRefusedError, RevenueReader, UnknownQuestionError
 from stack import postgres
@@ -19,7 +18,7 @@ from stack.up import Platform
 from stripe_sim import CURRENT_VERSION, OLD_VERSION, SimServer
 from tests.conftest import TEST_DATABASE
 from tests.helpers import month_of, pinned_sim_clock
-from tests.projections.support import history_envelopes, reader_credentials
+from tests.projections.support import apply_all, history_envelopes, reader_credentials
 
 pytestmark = pytest.mark.integration
 LEVELS = list(Level)
@@ -46,9 +45,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
         for tenant, version in (("tenant_a", CURRENT_VERSION), ("tenant_b", OLD_VERSION)):
             account = sim.create_account(api_version=version, customers=30, months=12)
             envelopes = history_envelopes(sim, account.id, tenant)
-            for start in range(0, len(envelopes), 500):
-                chunk = envelopes[start:start + 500]
-                await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
+            await apply_all(store, envelopes)
             store_a = sim.state.accounts[account.id].store(False)
             customers[tenant] = [c["id"] for c in store_a.all("customer")]
             if tenant == "tenant_a":

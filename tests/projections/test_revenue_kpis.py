@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 
 from plumbing.settings import ReaderSettings
-from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
 from projections.read.client import Level, RevenueReader
 from stack import postgres
@@ -25,7 +24,7 @@ from stripe_sim.ground_truth import month_ends, subscription_mrr
 from stripe_sim.model import Store
 from tests.conftest import TEST_DATABASE
 from tests.helpers import SIM_NOW, pinned_sim_clock
-from tests.projections.support import history_envelopes, reader_credentials
+from tests.projections.support import apply_all, history_envelopes, reader_credentials
 
 pytestmark = pytest.mark.integration
 TENANT = "tenant_kpis"
@@ -49,9 +48,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     async with SimServer(seed=4711, clock=pinned_sim_clock()) as sim:
         account = sim.create_account(api_version=CURRENT_VERSION, customers=80, months=12)
         envelopes = history_envelopes(sim, account.id, TENANT)
-        for start in range(0, len(envelopes), 500):
-            chunk = envelopes[start:start + 500]
-            await projection.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in chunk], {})
+        await apply_all(projection, envelopes)
         store = sim.state.accounts[account.id].store(False)
         truth = sim.ground_truth(account.id)
     reader = RevenueReader(ReaderSettings(dsn=postgres.reader_dsn(platform.cluster, TEST_DATABASE)),  # type: ignore[arg-type]

@@ -220,3 +220,43 @@ async def test_the_kpis_question_agrees_with_the_simulators_ground_truth(world: 
                     assert abs(float(row[name]) - expected[name]) <= 1e-6, (label, currency, name)
             compared += 1
     assert compared >= 12
+
+
+def subscriber_spans(store: Store) -> list[tuple[int, int | None]]:
+    """Each customer's spans of paying (MRR > 0 in any currency), in seconds, from the subscriptions' histories."""
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for sub in store.objects["subscription"].values():
+        by_customer[sub["customer"]].append(sub["id"])
+    spans: list[tuple[int, int | None]] = []
+    for subs in by_customer.values():
+        times = sorted({t for sub in subs for t, _ in store.versions[sub]})
+        start = None
+        for t in times:
+            paying = sum((subscription_mrr(store.state_at(sub, t)) for sub in subs), Fraction(0)) > 0
+            if paying and start is None:
+                start = t
+            elif not paying and start is not None:
+                spans.append((start, t))
+                start = None
+        if start is not None:
+            spans.append((start, None))
+    return spans
+
+
+async def test_stripes_rolling_30_day_subscriber_churn_matches_the_simulator(world: World) -> None:
+    spans = subscriber_spans(world.store)
+    rows = {r["day"]: r for r in await world.rows("SELECT * FROM analytics.subscriber_churn_30d WHERE NOT livemode")}
+    window = 30 * 86_400
+    checked = 0
+    for day in sorted(rows):
+        end = int(datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp()) + 86_400
+        if end > SIM_NOW:
+            break
+        churned = sum(1 for s, e in spans if e is not None and end - window < e <= end)
+        active = sum(1 for s, e in spans if s <= end - window and (e is None or e > end - window))
+        new = sum(1 for s, e in spans if end - window < s <= end)
+        row = rows[day]
+        assert (row["churned_30d"], row["active_30d_ago"], row["new_30d"]) == (churned, active, new), day
+        assert close(row["subscriber_churn_rate_30d"], ratio(Fraction(churned), Fraction(active + new)))
+        checked += churned > 0
+    assert checked > 10, "the simulated year has churn in many 30-day windows"

@@ -47,7 +47,7 @@ async def serve_stdio(token: str) -> None:
             now = await tenants.reader_for_token(token)
             if now is None:
                 raise ToolError(f"{TOKEN_VARIABLE} was revoked (or its tenant deleted); ask for a new reader token")
-            return Grant(now[0], Level[now[1].upper()])
+            return Grant(now[0], Level[now[1].upper()], now[2])
 
         try:
             server = build_mcp_server(reader, grant_of, sql_max_rows=settings.reader.sql_max_rows,

@@ -178,16 +178,16 @@ def build_web_app(settings: Settings) -> web.Application:
             return None
         reader = await request.app[TENANTS].reader_for_token(token.strip())
         if reader is not None:
-            return Grant(reader[0], Level[reader[1].upper()])
+            return Grant(reader[0], Level[reader[1].upper()], reader[2])
         who = await request.app[control_api.CONTROL].actor(request)
         if who is None:
             return None
         return Grant("*" if who[1] is None else who[1], Level.SUMMARY)
 
-    async def credentials(tenant_id: str, level: str) -> tuple[str, str]:
-        return await app[TENANTS].reader_credentials(tenant_id, level)
+    async def credentials(tenant_id: str, level: str, mode: str) -> tuple[str, str]:
+        return await app[TENANTS].reader_credentials(tenant_id, level, mode)
 
-    async def reader_for_token(token: str) -> tuple[str, str] | None:
+    async def reader_for_token(token: str) -> tuple[str, str, str] | None:
         return await app[TENANTS].reader_for_token(token)
 
     reader = add_read_routes(app, settings, authenticate, credentials)

@@ -65,6 +65,8 @@ class RefusedInputError(ControlError):
 
 MAX_NAME_CHARS = 200
 READER_LEVELS = ("summary", "standard", "full")
+# A reader token reads both modes ("all") or one: live data only, test data only.
+READER_MODES = ("all", "live", "test")
 
 
 def clean_name(value: object, what: str) -> str:
@@ -361,16 +363,19 @@ class ConnectionService:
         await self._tenants.audit(actor, tenant_id, "tenant.deleted", {"rows_deleted": deleted, "reader_roles": roles})
         return {"tenant_id": tenant_id, "deleted": True, "rows_deleted": deleted, "reader_roles_dropped": roles}
 
-    async def issue_reader_token(self, actor: str, tenant_id: str, level: object, name: object) -> dict[str, Any]:
-        """Issues a reader token bound to one permission level (shown this once)."""
+    async def issue_reader_token(self, actor: str, tenant_id: str, level: object, name: object,
+                                 mode: object = "all") -> dict[str, Any]:
+        """Issues a reader token bound to one permission level and one mode, or both modes (shown this once)."""
         await self._require_tenant(tenant_id)
         if level not in READER_LEVELS:
             raise RefusedInputError(f"level is one of {', '.join(READER_LEVELS)}", "invalid_level")
+        if mode not in READER_MODES:
+            raise RefusedInputError(f"mode is one of {', '.join(READER_MODES)}", "invalid_mode")
         label = clean_name(name if name is not None else f"{level} reader", "reader")
-        token_id, token = await self._tenants.issue_reader_token(tenant_id, str(level), label)
+        token_id, token = await self._tenants.issue_reader_token(tenant_id, str(level), label, str(mode))
         await self._tenants.audit(actor, tenant_id, "reader_token.issued", {"token_id": token_id, "level": level,
-                                                                            "name": label})
-        return {"token_id": token_id, "level": level, "name": label, "token": token}
+                                                                            "mode": mode, "name": label})
+        return {"token_id": token_id, "level": level, "mode": mode, "name": label, "token": token}
 
     async def reader_tokens(self, tenant_id: str) -> list[dict[str, Any]]:
         """Returns the tenant's reader tokens (never the tokens themselves)."""

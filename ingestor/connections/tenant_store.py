@@ -133,38 +133,41 @@ class PostgresTenantStore:
 
     # Readers --------------------------------------------------------------------------------------
 
-    async def reader_credentials(self, tenant_id: str, level: str) -> tuple[str, str]:
-        """Returns (role, password) of the tenant's reader role of `level`, creating the role on first use."""
+    async def reader_credentials(self, tenant_id: str, level: str, mode: str = "all") -> tuple[str, str]:
+        """Returns (role, password) of the tenant's reader role of `level` bound to `mode` (all, live or test),
+        creating the role on first use."""
         row = await self._pool.fetchrow(
-            "SELECT role_name, password_ciphertext FROM reader_credentials WHERE tenant_id = $1 AND level = $2",
-            tenant_id, level,
+            "SELECT role_name, password_ciphertext FROM reader_credentials WHERE tenant_id = $1 AND level = $2 "
+            "AND mode = $3", tenant_id, level, mode,
         )
         if row is None:
-            return await self._create_reader(tenant_id, level)
+            return await self._create_reader(tenant_id, level, mode)
         return row["role_name"], self._vault.decrypt(row["password_ciphertext"],
                                                      reader_password_aad(tenant_id, row["role_name"]))
 
-    async def _create_reader(self, tenant_id: str, level: str) -> tuple[str, str]:
+    async def _create_reader(self, tenant_id: str, level: str, mode: str) -> tuple[str, str]:
         password = secrets.token_urlsafe(32)
         r = self._readers
         async with self._pool.acquire() as conn, conn.transaction():
-            # One creation at a time per tenant and level (two web processes may ask at once).
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('reader:' || $1 || ':' || $2))", tenant_id, level)
+            # One creation at a time per tenant, level and mode (two web processes may ask at once).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('reader:' || $1 || ':' || $2 || ':' || $3))",
+                               tenant_id, level, mode)
             existing = await conn.fetchrow(
-                "SELECT role_name, password_ciphertext FROM reader_credentials WHERE tenant_id = $1 AND level = $2",
-                tenant_id, level,
+                "SELECT role_name, password_ciphertext FROM reader_credentials WHERE tenant_id = $1 AND level = $2 "
+                "AND mode = $3", tenant_id, level, mode,
             )
             if existing is not None:
                 return existing["role_name"], self._vault.decrypt(
                     existing["password_ciphertext"], reader_password_aad(tenant_id, existing["role_name"]))
             role: str = await conn.fetchval(
-                "SELECT analytics_private.ensure_reader_role($1, $2, $3, $4, $5, $6, $7)",
-                tenant_id, level, password, r.tenant_connection_limit, r.statement_timeout_ms,
+                "SELECT analytics_private.ensure_reader_role($1, $2, $3, $4, $5, $6, $7, $8)",
+                tenant_id, level, mode, password, r.tenant_connection_limit, r.statement_timeout_ms,
                 r.idle_in_transaction_timeout_ms, r.temp_file_limit_kb,
             )
             await conn.execute(
-                "INSERT INTO reader_credentials (tenant_id, level, role_name, password_ciphertext) VALUES ($1, $2, $3, $4)",
-                tenant_id, level, role, self._vault.encrypt(password, reader_password_aad(tenant_id, role)),
+                "INSERT INTO reader_credentials (tenant_id, level, mode, role_name, password_ciphertext) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                tenant_id, level, mode, role, self._vault.encrypt(password, reader_password_aad(tenant_id, role)),
             )
         return role, password
 
@@ -177,20 +180,21 @@ class PostgresTenantStore:
                                tenant_id)
         return dropped
 
-    async def issue_reader_token(self, tenant_id: str, level: str, name: str) -> tuple[str, str]:
-        """Issues a reader token bound to `level`; returns (token_id, token). Only the digest is stored."""
+    async def issue_reader_token(self, tenant_id: str, level: str, name: str, mode: str = "all") -> tuple[str, str]:
+        """Issues a reader token bound to `level` and `mode` (all, live or test); returns (token_id, token).
+        Only the digest is stored."""
         token_id = "rtk_" + secrets.token_hex(6)
         token = f"rdr_{level[:3]}_" + secrets.token_urlsafe(32)
         await self._pool.execute(
-            "INSERT INTO reader_tokens (tenant_id, token_id, token_sha256, level, name) VALUES ($1, $2, $3, $4, $5)",
-            tenant_id, token_id, token_digest(token), level, name,
+            "INSERT INTO reader_tokens (tenant_id, token_id, token_sha256, level, name, mode) "
+            "VALUES ($1, $2, $3, $4, $5, $6)", tenant_id, token_id, token_digest(token), level, name, mode,
         )
         return token_id, token
 
     async def reader_tokens(self, tenant_id: str) -> list[dict[str, Any]]:
         """Returns the tenant's reader tokens (id, level, name, dates; never the token)."""
         rows = await self._pool.fetch(
-            "SELECT token_id, level, name, created_at, revoked_at FROM reader_tokens WHERE tenant_id = $1 "
+            "SELECT token_id, level, mode, name, created_at, revoked_at FROM reader_tokens WHERE tenant_id = $1 "
             "ORDER BY created_at, token_id", tenant_id,
         )
         return [dict(r) for r in rows]
@@ -203,14 +207,14 @@ class PostgresTenantStore:
         )
         return bool(status != "UPDATE 0")
 
-    async def reader_for_token(self, token: str) -> tuple[str, str] | None:
-        """Returns (tenant_id, level) of an active reader token of an enabled tenant, or None."""
+    async def reader_for_token(self, token: str) -> tuple[str, str, str] | None:
+        """Returns (tenant_id, level, mode) of an active reader token of an enabled tenant, or None."""
         row = await self._pool.fetchrow(
-            """SELECT r.tenant_id, r.level FROM reader_tokens r JOIN tenants t USING (tenant_id)
+            """SELECT r.tenant_id, r.level, r.mode FROM reader_tokens r JOIN tenants t USING (tenant_id)
                 WHERE r.token_sha256 = $1 AND r.revoked_at IS NULL AND t.disabled_at IS NULL""",
             token_digest(token),
         )
-        return (row["tenant_id"], row["level"]) if row else None
+        return (row["tenant_id"], row["level"], row["mode"]) if row else None
 
     async def disable_tenant(self, tenant_id: str) -> None:
         """Disables the tenant: its API token stops working (its rows and audit log stay)."""

@@ -206,7 +206,8 @@ async def _delete_tenant(api: ControlApi, request: web.Request, actor: str) -> w
 
 async def _issue_reader_token(api: ControlApi, request: web.Request, actor: str) -> web.Response:
     body = await _body(request, "level")
-    answer = await api.service.issue_reader_token(actor, request.match_info["tenant_id"], body["level"], body.get("name"))
+    answer = await api.service.issue_reader_token(actor, request.match_info["tenant_id"], body["level"], body.get("name"),
+                                                  body.get("mode", "all"))
     return json_response(answer, 201)
 
 

@@ -37,10 +37,16 @@ class Level(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Grant:
-    """What a caller's credential may read: one tenant ("*" for an operator) up to one permission level."""
+    """What a caller's credential may read: one tenant ("*" for an operator) up to one permission level, in
+    one Stripe mode ("live", "test") or both ("all")."""
 
     tenant_id: str
     level: Level
+    mode: str = "all"
+
+    def allows(self, mode: str) -> bool:
+        """Tells whether this credential may read `mode` ("live" or "test")."""
+        return self.mode in ("all", mode)
 
 
 class QuestionRefusedError(ProjectionError):
@@ -155,8 +161,9 @@ async def _fetch_capped(cursor: Any, max_rows: int | None, max_bytes: int | None
             return rows, False
 
 
-# (tenant_id, level name) → (login role, password) of the tenant's reader role of that level.
-ReaderCredentials = Callable[[str, str], Awaitable[tuple[str, str]]]
+# (tenant_id, level name, mode) → (login role, password) of the tenant's reader role of that level and mode
+# ("all", "live" or "test": a mode-bound role sees only that mode's rows, by row-level security).
+ReaderCredentials = Callable[[str, str, str], Awaitable[tuple[str, str]]]
 
 
 class ReaderBusyError(ProjectionError):
@@ -171,8 +178,8 @@ class RevenueReader:
     def __init__(self, settings: ReaderSettings, credentials: ReaderCredentials):
         self._settings = settings
         self._credentials = credentials
-        self._pools: OrderedDict[tuple[str, Level], asyncpg.Pool] = OrderedDict()
-        self._opening: dict[tuple[str, Level], asyncio.Lock] = {}
+        self._pools: OrderedDict[tuple[str, Level, str], asyncpg.Pool] = OrderedDict()
+        self._opening: dict[tuple[str, Level, str], asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -183,8 +190,8 @@ class RevenueReader:
         for task in list(self._closing):
             await task
 
-    async def _pool(self, tenant_id: str, level: Level) -> asyncpg.Pool:
-        key = (tenant_id, level)
+    async def _pool(self, tenant_id: str, level: Level, mode: str) -> asyncpg.Pool:
+        key = (tenant_id, level, mode)
         pool = self._pools.get(key)
         if pool is not None:
             self._pools.move_to_end(key)
@@ -192,7 +199,7 @@ class RevenueReader:
         async with self._opening.setdefault(key, asyncio.Lock()):
             if key in self._pools:
                 return self._pools[key]
-            role, password = await self._credentials(tenant_id, level.name.lower())
+            role, password = await self._credentials(tenant_id, level.name.lower(), mode)
             with database_errors():
                 pool = await asyncpg.create_pool(
                     self._settings.dsn.get_secret_value(), user=role, password=password, min_size=0,
@@ -208,14 +215,14 @@ class RevenueReader:
             task.add_done_callback(self._closing.discard)
         return pool
 
-    async def run_sql(self, tenant_id: str, level: Level, sql: str, *args: Any,
-                      max_rows: int | None = None) -> list[dict[str, Any]]:
-        """Runs read-only SQL as the tenant's reader role of `level`; at most `max_rows` rows when given."""
-        rows, _ = await self.run_sql_capped(tenant_id, level, sql, *args, max_rows=max_rows)
+    async def run_sql(self, tenant_id: str, level: Level, sql: str, *args: Any, max_rows: int | None = None,
+                      mode: str = "all") -> list[dict[str, Any]]:
+        """Runs read-only SQL as the tenant's reader role of `level` and `mode`; at most `max_rows` rows when given."""
+        rows, _ = await self.run_sql_capped(tenant_id, level, sql, *args, max_rows=max_rows, mode=mode)
         return rows
 
     async def run_sql_capped(self, tenant_id: str, level: Level, sql: str, *args: Any, max_rows: int | None = None,
-                             max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+                             max_bytes: int | None = None, mode: str = "all") -> tuple[list[dict[str, Any]], bool]:
         """Runs read-only SQL as the tenant's reader role; returns the rows and whether a cap cut them.
 
         With caps, rows come through a cursor a batch at a time and stop at `max_rows` rows or once they
@@ -224,7 +231,7 @@ class RevenueReader:
         Raises ReaderBusyError when the tenant's connections are all in use (here or server-wide),
         DatabaseUnavailableError when Postgres is away, asyncpg's errors for the SQL itself.
         """
-        pool = await self._pool(tenant_id, level)
+        pool = await self._pool(tenant_id, level, mode)
         try:
             with database_errors():
                 conn = await pool.acquire(timeout=self._settings.acquire_timeout_s)
@@ -244,7 +251,7 @@ class RevenueReader:
             await pool.release(conn)
         return [{k: plain(v) for k, v in row.items()} for row in rows], cut
 
-    async def ask(self, tenant_id: str, level: Level, question: str, livemode: bool = True,
+    async def ask(self, tenant_id: str, level: Level, question: str, livemode: bool = True, mode: str = "all",
                   **params: Any) -> list[dict[str, Any]]:
         """Answers one common question; raises QuestionRefusedError or UnknownQuestionError."""
         q = QUESTIONS.get(question)
@@ -262,8 +269,8 @@ class RevenueReader:
             args = [_convert(p, params[p]) for p in q.params]
         except (ValueError, MetricQueryError) as exc:
             raise UnknownQuestionError(f"bad parameter for '{question}': {exc}") from exc
-        rows = await self.run_sql(tenant_id, level, q.sql, livemode, *args)
+        rows = await self.run_sql(tenant_id, level, q.sql, livemode, *args, mode=mode)
         if q.per_currency_sql is None or not rows:
             return rows
-        per_currency = await self.run_sql(tenant_id, level, q.per_currency_sql, livemode, *args)
+        per_currency = await self.run_sql(tenant_id, level, q.per_currency_sql, livemode, *args, mode=mode)
         return [{**rows[0], **extra} for extra in per_currency] or rows

@@ -106,12 +106,14 @@ async def _answer(request: web.Request) -> web.Response:
     if level > grant.level:
         return _error(403, "level_not_granted", f"this token grants the {grant.level.name.lower()} level; "
                       f"ask the tenant for a {level.name.lower()} reader token")
-    mode = query.pop("mode", "live")
+    mode = query.pop("mode", grant.mode if grant.mode != "all" else "live")
     if mode not in ("live", "test"):
         return _error(400, "invalid_mode", 'mode is "live" or "test"')
+    if not grant.allows(mode):
+        return _error(403, "mode_not_granted", f"this token reads {grant.mode} mode only")
     tenant_id = request.match_info["tenant_id"]
     try:
-        rows = await request.app[READER].ask(tenant_id, level, name, livemode=mode == "live", **query)
+        rows = await request.app[READER].ask(tenant_id, level, name, livemode=mode == "live", mode=grant.mode, **query)
     except QuestionRefusedError as exc:
         return _error(403, "level_too_low", str(exc))
     except UnknownQuestionError as exc:
@@ -131,11 +133,14 @@ async def _revenue(request: web.Request) -> web.Response:
     query = question_params(request, ("mode",))
     if isinstance(query, web.Response):
         return query
-    mode = query.get("mode", "live")
+    mode = query.get("mode", grant.mode if grant.mode != "all" else "live")
     if mode not in ("live", "test"):
         return _error(400, "invalid_mode", 'mode is "live" or "test"')
+    if not grant.allows(mode):
+        return _error(403, "mode_not_granted", f"this token reads {grant.mode} mode only")
     try:
-        data = await revenue_data(request.app[READER], request.match_info["tenant_id"], grant.level, mode == "live")
+        data = await revenue_data(request.app[READER], request.match_info["tenant_id"], grant.level, mode == "live",
+                                  grant.mode)
     except (ReaderBusyError, DatabaseUnavailableError) as exc:
         return _error(503, "temporarily_unavailable", str(exc) if isinstance(exc, ReaderBusyError)
                       else "the database is unavailable; try again shortly")

@@ -42,7 +42,7 @@ class _ExactPaths(ASGIResource):
 
 
 def add_mcp_routes(app: web.Application, settings: Settings, reader: RevenueReader,
-                   reader_for_token: Callable[[str], Awaitable[tuple[str, str] | None]]) -> None:
+                   reader_for_token: Callable[[str], Awaitable[tuple[str, str, str] | None]]) -> None:
     """Mounts the MCP endpoint; its session manager starts and stops with the web application."""
     base = settings.http.public_base_url.rstrip("/")
     public = urlsplit(base)

@@ -46,7 +46,9 @@ query_metric answers with governed definitions; explain says which subscriptions
 events make a figure; run_sql is for what no metric covers (one SELECT over the analytics views).
 mode "live" is real money, "test" is Stripe test mode."""
 # What every tool shares: the caller's credential fixes these; the text tells the model so.
-MODE = Annotated[Literal["live", "test"], Field(description='"live" (real money, the default) or "test" (Stripe test mode).')]
+MODE = Annotated[Literal["live", "test"] | None, Field(
+    description='"live" (real money) or "test" (Stripe test mode); omit for live, or for the one mode a mode-bound '
+                'credential reads.')]
 PERIOD_BOUND = Annotated[str | None, Field(description="A day YYYY-MM-DD or a month YYYY-MM, inclusive; omit for no bound.")]
 
 # The caller of the current request: the bearer token's for HTTP; for stdio the token of the environment,
@@ -95,11 +97,20 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
                          "reader token, or use an aggregate metric.", metric=name)
         return metric
 
+    def mode_for(call: _Call, asked: str | None) -> str:
+        """The mode a call reads: the one asked, which a mode-bound credential must allow; by default live, or
+        the credential's one mode."""
+        mode = asked or (call.grant.mode if call.grant.mode != "all" else "live")
+        if not call.grant.allows(mode):
+            raise refuse(call, "mode_not_granted", f"this credential reads {call.grant.mode} mode only; "
+                         f"ask the tenant for a reader token of {mode} mode")
+        return mode
+
     async def run(call: _Call, sql: str, *args: Any, max_rows: int | None = None,
                   max_bytes: int | None = None) -> tuple[list[dict[str, Any]], bool]:
         try:
             return await reader.run_sql_capped(call.grant.tenant_id, call.grant.level, sql, *args, max_rows=max_rows,
-                                               max_bytes=max_bytes)
+                                               max_bytes=max_bytes, mode=call.grant.mode)
         except ReaderBusyError as exc:
             raise refuse(call, "busy", f"{exc}; try again in a few seconds") from None
         except DatabaseUnavailableError:
@@ -125,7 +136,7 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
     async def list_metrics() -> dict[str, Any]:
         call = await begin("list_metrics")
         done(call, "ok")
-        return {"level": call.grant.level.name.lower(),
+        return {"level": call.grant.level.name.lower(), "modes": call.grant.mode,
                 "metrics": [metric_entry(m, call.grant) for m in catalog.values()]}
 
     @server.tool(description="Describe one metric: its exact definition, unit (minor units of a currency), "
@@ -149,19 +160,20 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
             description="Time grouping; omit for the metric's own grain.")] = None,
         params: Annotated[dict[str, str] | None, Field(
             description='The metric\'s parameters (describe_metric lists them), e.g. {"customer": "cus_123"}.')] = None,
-        mode: MODE = "live",
+        mode: MODE = None,
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many rows.")] = 100,
     ) -> dict[str, Any]:
         call = await begin("query_metric")
         chosen = metric_for(call, metric)
+        reads = mode_for(call, mode)
         try:
-            query = metric_sql(chosen, livemode=mode == "live", start=start, end=end, group_by=group_by,
+            query = metric_sql(chosen, livemode=reads == "live", start=start, end=end, group_by=group_by,
                                params=params, limit=limit)
         except MetricQueryError as exc:
             raise refuse(call, "bad_arguments", str(exc), metric=metric) from None
         rows, _ = await run(call, query.sql, *query.args)
         done(call, "ok", metric=metric, rows=min(len(rows), limit))
-        return {"metric": chosen.name, "mode": mode, "group_by": query.group_by, "unit": chosen.unit,
+        return {"metric": chosen.name, "mode": reads, "group_by": query.group_by, "unit": chosen.unit,
                 "definition": chosen.definition, "rows": rows[:limit], "truncated": len(rows) > limit}
 
     @server.tool(name="explain", description="Explain a figure by what made it: for an MRR metric (mrr, mrr_movements, "
@@ -177,13 +189,14 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
         currency: Annotated[str | None, Field(description="Only this currency, e.g. eur.")] = None,
         movement: Annotated[Literal["new", "expansion", "contraction", "churn", "reactivation"] | None, Field(
             description="Only this MRR movement.")] = None,
-        mode: MODE = "live",
+        mode: MODE = None,
         limit: Annotated[int, Field(ge=1, le=500, description="At most this many contributing rows.")] = 100,
     ) -> dict[str, Any]:
         call = await begin("explain")
         metric_for(call, metric)
+        reads = mode_for(call, mode)
         try:
-            request = ExplainRequest(metric, mode == "live", parse_day("month", month), parse_day("from", start),
+            request = ExplainRequest(metric, reads == "live", parse_day("month", month), parse_day("from", start),
                                      parse_day("to", end, last=True), currency, movement, limit)
             async def rows_of(sql: str, *args: Any) -> list[dict[str, Any]]:
                 return (await run(call, sql, *args))[0]
@@ -269,9 +282,9 @@ class ReaderTokenVerifier:
             return None
         if found is None:
             return None
-        tenant_id, level = found
-        return AccessToken(token=token, client_id=f"reader:{tenant_id}", scopes=[f"revenue:{level}"],
-                           claims={"tenant_id": tenant_id, "level": level})
+        tenant_id, level, mode = found
+        return AccessToken(token=token, client_id=f"reader:{tenant_id}", scopes=[f"revenue:{level}", f"mode:{mode}"],
+                           claims={"tenant_id": tenant_id, "level": level, "mode": mode})
 
 
 async def grant_of_access_token() -> Grant:
@@ -281,4 +294,5 @@ async def grant_of_access_token() -> Grant:
     token = get_access_token()
     if token is None or not token.claims:
         raise ToolError("not authenticated: send Authorization: Bearer <reader token of the tenant>")
-    return Grant(str(token.claims["tenant_id"]), Level[str(token.claims["level"]).upper()])
+    return Grant(str(token.claims["tenant_id"]), Level[str(token.claims["level"]).upper()],
+                 str(token.claims.get("mode", "all")))

@@ -46,10 +46,11 @@ MONTHLY = {
 }
 
 
-async def revenue_data(reader: RevenueReader, tenant_id: str, level: Level, livemode: bool) -> dict[str, Any]:
-    """Returns every series of the page, and the currencies they hold."""
+async def revenue_data(reader: RevenueReader, tenant_id: str, level: Level, livemode: bool,
+                       credential_mode: str = "all") -> dict[str, Any]:
+    """Returns every series of the page, and the currencies they hold (as the credential's mode-bound role)."""
     months, subscriber_churn, daily, cohorts = await asyncio.gather(
-        *(reader.run_sql(tenant_id, level, SERIES[name], livemode)
+        *(reader.run_sql(tenant_id, level, SERIES[name], livemode, mode=credential_mode)
           for name in ("months", "subscriber_churn", "daily", "cohorts")))
     churn_of = {r["month"]: r["subscriber_churn_rate"] for r in subscriber_churn}
     months = [{**r, "subscriber_churn_rate": churn_of.get(r["month"])} for r in months]

@@ -105,15 +105,15 @@ async def bind_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:
 
 def reader_credentials(owner: asyncpg.Pool) -> ReaderCredentials:
     """Credentials of each tenant's reader roles, made on first use as the control plane makes them."""
-    made: dict[tuple[str, str], tuple[str, str]] = {}
+    made: dict[tuple[str, str, str], tuple[str, str]] = {}
 
-    async def credentials(tenant_id: str, level: str) -> tuple[str, str]:
-        if (tenant_id, level) not in made:
+    async def credentials(tenant_id: str, level: str, mode: str = "all") -> tuple[str, str]:
+        if (tenant_id, level, mode) not in made:
             password = secrets.token_urlsafe(24)
-            role = await owner.fetchval("SELECT analytics_private.ensure_reader_role($1, $2, $3, 4, 5000, 10000, 65536)",
-                                        tenant_id, level, password)
-            made[(tenant_id, level)] = (role, password)
-        return made[(tenant_id, level)]
+            role = await owner.fetchval("SELECT analytics_private.ensure_reader_role($1, $2, $3, $4, 4, 5000, 10000, 65536)",
+                                        tenant_id, level, mode, password)
+            made[(tenant_id, level, mode)] = (role, password)
+        return made[(tenant_id, level, mode)]
 
     return credentials
 

@@ -403,3 +403,26 @@ async def test_a_revoked_token_stops_working_on_stdio_at_the_next_call(world: Wo
         assert await world.tenants.revoke_reader_token(world.tenant_a, token_id)
         text = refusal(await client.call_tool("list_metrics", {}))
     assert "revoked" in text
+
+
+async def test_a_mode_bound_credential_reads_its_mode_only_whatever_the_sql(world: World) -> None:
+    """The credential fixes the mode too: a live-only token cannot ask for test data, and the database keeps
+    test rows out of its role's reach even in free SQL (row-level security on livemode)."""
+    _, live_only = await world.tenants.issue_reader_token(world.tenant_a, "standard", "live only", "live")
+    _, test_only = await world.tenants.issue_reader_token(world.tenant_a, "standard", "test only", "test")
+    count = {"sql": "select count(*) as n from analytics.charges where not livemode"}
+    async with over_http(world, live_only) as client:
+        asked = refusal(await client.call_tool("query_metric", {"metric": "net_revenue", "mode": "test"}))
+        hidden = answer(await client.call_tool("run_sql", count))["rows"]
+        hidden_view = answer(await client.call_tool("run_sql", {"sql": "select count(*) as n from analytics.mrr_changes"}))
+    async with over_http(world, test_only) as client:
+        own = answer(await client.call_tool("query_metric", {"metric": "net_revenue", "group_by": "total"}))
+        seen = answer(await client.call_tool("run_sql", count))["rows"]
+        refused = refusal(await client.call_tool("explain", {"metric": "net_revenue", "month": "2026-03", "mode": "live"}))
+    assert "reads live mode only" in asked and "reads test mode only" in refused
+    assert hidden == [{"n": 0}] and hidden_view["rows"] == [{"n": 0}], "test rows do not exist for a live-only role"
+    assert seen[0]["n"] > 0 and own["mode"] == "test" and own["rows"], "a test-only token reads test data by default"
+    async with httpx2.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {live_only}"}) as http:
+        resp = await http.get(str(world.server.make_url(f"/api/tenants/{world.tenant_a}/questions/mrr")),
+                              params={"mode": "test"})
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "mode_not_granted"

@@ -121,3 +121,25 @@ async def test_answers_are_never_cached(served: dict[str, Any]) -> None:
     async with served["http"].get(served["server"].make_url(f"/api/tenants/{tenant}/questions/mrr?mode=test"),
                                   headers={"Authorization": f"Bearer {served['readers']['summary']}"}) as resp:
         assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_a_reader_token_can_be_bound_to_one_mode_and_a_bad_mode_changes_nothing(served: dict[str, Any]) -> None:
+    tenant, tenant_token = served["a"]
+    url = served["server"].make_url(f"/api/tenants/{tenant}/reader-tokens")
+    headers = {"Authorization": f"Bearer {tenant_token}"}
+    async with served["http"].post(url, json={"level": "summary", "mode": "sandbox"}, headers=headers) as resp:
+        assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_mode"
+    async with served["http"].get(url, headers=headers) as resp:
+        before = (await resp.json())["reader_tokens"]
+    async with served["http"].post(url, json={"level": "summary", "mode": "test"}, headers=headers) as resp:
+        issued = await resp.json()
+        assert resp.status == 201 and issued["mode"] == "test"
+    status, body = await get(served, f"/api/tenants/{tenant}/questions/revenue", issued["token"],
+                             **{"from": "2025-10-01", "to": "2025-10-31"})
+    assert status == 200 and body["mode"] == "test" and body["rows"], "a test-only token reads test mode by default"
+    status, body = await get(served, f"/api/tenants/{tenant}/questions/revenue", issued["token"], mode="live",
+                             **{"from": "2025-10-01", "to": "2025-10-31"})
+    assert status == 403 and body["error"]["code"] == "mode_not_granted"
+    async with served["http"].get(url, headers=headers) as resp:
+        after = (await resp.json())["reader_tokens"]
+    assert len(after) == len(before) + 1 and after[-1]["mode"] == "test"

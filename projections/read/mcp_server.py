@@ -237,7 +237,7 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
     async def views_resource() -> str:
         grant = await grant_of()
         try:
-            rows = await reader.run_sql(grant.tenant_id, grant.level, VIEWS_SQL)
+            rows = await reader.run_sql(grant.tenant_id, grant.level, VIEWS_SQL, mode=grant.mode)
         except (ProjectionError, asyncpg.PostgresError) as exc:
             raise ResourceError(f"the views could not be read: {type(exc).__name__}") from None
         return render_views(rows)

@@ -11,6 +11,7 @@ CREATE OR REPLACE FUNCTION analytics.current_livemodes() RETURNS boolean[]
     SELECT CASE (SELECT r.mode FROM analytics_private.reader_roles r WHERE r.role_name = session_user)
                WHEN 'live' THEN ARRAY[true] WHEN 'test' THEN ARRAY[false] ELSE ARRAY[true, false] END
 $$;
+REVOKE ALL ON FUNCTION analytics.current_livemodes() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION analytics.current_livemodes()
     TO analytics_owner, revenue_reader_summary, revenue_reader_standard, revenue_reader_full;
 
@@ -33,7 +34,10 @@ BEGIN
                        role, 'revenue_reader_' || reader_level);
         EXECUTE format('GRANT %I TO CURRENT_USER', role);  -- so this role can drop it again (DROP OWNED)
     END IF;
-    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L CONNECTION LIMIT %s', role, reader_password, connection_limit);
+    -- A mode-bound role shares the tenant's budget: half the connections (at least two, what a pool holds), so
+    -- a tenant's roles of one level hold twice the limit at most (all + live + test), not three times.
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L CONNECTION LIMIT %s', role, reader_password,
+                   CASE WHEN reader_mode = 'all' THEN connection_limit ELSE greatest(2, connection_limit / 2) END);
     EXECUTE format('ALTER ROLE %I SET default_transaction_read_only = on', role);
     EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', role, statement_timeout_ms || 'ms');
     EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', role, idle_timeout_ms || 'ms');

@@ -48,6 +48,11 @@ class Grant:
         """Tells whether this credential may read `mode` ("live" or "test")."""
         return self.mode in ("all", mode)
 
+    @property
+    def default_mode(self) -> str:
+        """The mode read when none is asked: the credential's one mode, or live."""
+        return self.mode if self.mode != "all" else "live"
+
 
 class QuestionRefusedError(ProjectionError):
     """The question needs a higher permission level than the caller has."""

@@ -71,6 +71,16 @@ async def _list(request: web.Request) -> web.Response:
     ]}, headers={"Cache-Control": "no-store"})
 
 
+def _mode(grant: Grant, asked: str | None) -> str | web.Response:
+    """The mode a request reads (the token's one mode, or live, when none is asked), or the 400/403 refusing it."""
+    mode = grant.default_mode if asked is None else asked
+    if mode not in ("live", "test"):
+        return _error(400, "invalid_mode", 'mode is "live" or "test"')
+    if not grant.allows(mode):
+        return _error(403, "mode_not_granted", f"this token reads {grant.mode} mode only")
+    return mode
+
+
 def question_params(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str] | web.Response:
     """Returns the query parameters as a dict, or a 400 naming the problem and the allowed names."""
     names = [name for name, _ in request.query.items()]  # every occurrence, repeats included
@@ -106,11 +116,9 @@ async def _answer(request: web.Request) -> web.Response:
     if level > grant.level:
         return _error(403, "level_not_granted", f"this token grants the {grant.level.name.lower()} level; "
                       f"ask the tenant for a {level.name.lower()} reader token")
-    mode = query.pop("mode", grant.mode if grant.mode != "all" else "live")
-    if mode not in ("live", "test"):
-        return _error(400, "invalid_mode", 'mode is "live" or "test"')
-    if not grant.allows(mode):
-        return _error(403, "mode_not_granted", f"this token reads {grant.mode} mode only")
+    mode = _mode(grant, query.pop("mode", None))
+    if isinstance(mode, web.Response):
+        return mode
     tenant_id = request.match_info["tenant_id"]
     try:
         rows = await request.app[READER].ask(tenant_id, level, name, livemode=mode == "live", mode=grant.mode, **query)
@@ -133,11 +141,9 @@ async def _revenue(request: web.Request) -> web.Response:
     query = question_params(request, ("mode",))
     if isinstance(query, web.Response):
         return query
-    mode = query.get("mode", grant.mode if grant.mode != "all" else "live")
-    if mode not in ("live", "test"):
-        return _error(400, "invalid_mode", 'mode is "live" or "test"')
-    if not grant.allows(mode):
-        return _error(403, "mode_not_granted", f"this token reads {grant.mode} mode only")
+    mode = _mode(grant, query.get("mode"))
+    if isinstance(mode, web.Response):
+        return mode
     try:
         data = await revenue_data(request.app[READER], request.match_info["tenant_id"], grant.level, mode == "live",
                                   grant.mode)

@@ -100,7 +100,7 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
     def mode_for(call: _Call, asked: str | None) -> str:
         """The mode a call reads: the one asked, which a mode-bound credential must allow; by default live, or
         the credential's one mode."""
-        mode = asked or (call.grant.mode if call.grant.mode != "all" else "live")
+        mode = asked or call.grant.default_mode
         if not call.grant.allows(mode):
             raise refuse(call, "mode_not_granted", f"this credential reads {call.grant.mode} mode only; "
                          f"ask the tenant for a reader token of {mode} mode")

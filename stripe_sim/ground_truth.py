@@ -1,6 +1,7 @@
 """Expected revenue figures computed from the simulator's own model, never from its events.
 
-Definitions (amounts in minor units per currency; days and months in UTC):
+Definitions (amounts in minor units per currency; days and months in the account owner's time zone, UTC
+unless a zone is given — an IANA name, as our tenants set it):
 - daily gross: amount of succeeded charges by the charge's created day; refunded: refunds by the
   refund's created day; net = gross - refunded.
 - failed: count and amount of failed charges by created day.
@@ -21,9 +22,10 @@ Definitions (amounts in minor units per currency; days and months in UTC):
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from stripe_sim.model import Obj, Store
 
@@ -32,18 +34,19 @@ _PER_MONTH = {"month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52
 MRR_STATUSES = ("active", "past_due")
 
 
-def _day(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).date().isoformat()
+def _day(ts: int, zone: str = "UTC") -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(zone)).date().isoformat()
 
 
-def month_ends(first: int, now: int) -> list[tuple[str, int]]:
-    """Return ("YYYY-MM", last second of that month or `now`) from `first`'s month to now's."""
-    dt = datetime.fromtimestamp(first, timezone.utc)
+def month_ends(first: int, now: int, zone: str = "UTC") -> list[tuple[str, int]]:
+    """Return ("YYYY-MM", last second of that month in `zone`, or `now`) from `first`'s month to now's."""
+    tz = ZoneInfo(zone)
+    dt = datetime.fromtimestamp(first, tz)
     year, month = dt.year, dt.month
     out = []
     while True:
         ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
-        end = int(datetime(ny, nm, 1, tzinfo=timezone.utc).timestamp()) - 1
+        end = int(datetime(ny, nm, 1, tzinfo=tz).timestamp()) - 1
         out.append((f"{year:04d}-{month:02d}", min(end, now)))
         if end >= now:
             return out
@@ -74,7 +77,7 @@ def subscription_mrr(sub: Obj | None) -> Fraction:
     return max(total, Fraction(0))
 
 
-def money(store: Store) -> dict[str, Any]:
+def money(store: Store, zone: str = "UTC") -> dict[str, Any]:
     """Return daily gross/refunded/net and failed payments per currency."""
     daily: dict[str, dict[str, dict[str, int]]] = defaultdict(
         lambda: defaultdict(lambda: {"gross": 0, "refunded": 0, "net": 0}))
@@ -82,22 +85,22 @@ def money(store: Store) -> dict[str, Any]:
         lambda: defaultdict(lambda: {"count": 0, "amount": 0}))
     for ch in store.objects.get("charge", {}).values():
         if ch["status"] == "succeeded":
-            row = daily[_day(ch["created"])][ch["currency"]]
+            row = daily[_day(ch["created"], zone)][ch["currency"]]
             row["gross"] += ch["amount"]
             row["net"] += ch["amount"]
         elif ch["status"] == "failed":
-            f = failed[_day(ch["created"])][ch["currency"]]
+            f = failed[_day(ch["created"], zone)][ch["currency"]]
             f["count"] += 1
             f["amount"] += ch["amount"]
     for re in store.objects.get("refund", {}).values():
         if re["status"] == "succeeded":
-            row = daily[_day(re["created"])][re["currency"]]
+            row = daily[_day(re["created"], zone)][re["currency"]]
             row["refunded"] += re["amount"]
             row["net"] -= re["amount"]
     return {"daily": _plain(daily), "failed": _plain(failed)}
 
 
-def recurring(store: Store, now: int) -> dict[str, Any]:
+def recurring(store: Store, now: int, zone: str = "UTC") -> dict[str, Any]:
     """Return MRR per month end per currency and subscriber counts per month."""
     subs = list(store.objects.get("subscription", {}).values())
     if not subs:
@@ -108,7 +111,7 @@ def recurring(store: Store, now: int) -> dict[str, Any]:
     kpis: dict[str, dict[str, dict[str, float | None]]] = {}
     previous: set[str] = set()
     before: dict[tuple[str, str], Fraction] = {}
-    for label, at in month_ends(first, now):
+    for label, at in month_ends(first, now, zone):
         totals: dict[str, Fraction] = defaultdict(Fraction)
         per_customer: dict[str, Fraction] = defaultdict(Fraction)
         per_currency: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
@@ -151,9 +154,9 @@ def _kpis(before: dict[tuple[str, str], Fraction], now: dict[tuple[str, str], Fr
     return out
 
 
-def ground_truth(store: Store, now: int) -> dict[str, Any]:
-    """Return every expected figure for one account and mode."""
-    return {"as_of": now, **money(store), **recurring(store, now)}
+def ground_truth(store: Store, now: int, zone: str = "UTC") -> dict[str, Any]:
+    """Return every expected figure for one account and mode, with days and months in `zone`."""
+    return {"as_of": now, **money(store, zone), **recurring(store, now, zone)}
 
 
 def _plain(nested: dict[str, Any]) -> dict[str, Any]:

@@ -215,7 +215,7 @@ class SimServer:
                 await self._live
             self._live = None
 
-    def ground_truth(self, account_id: str, livemode: bool = False) -> dict[str, Any]:
-        """Return the account's expected revenue figures from the internal model."""
+    def ground_truth(self, account_id: str, livemode: bool = False, zone: str = "UTC") -> dict[str, Any]:
+        """Return the account's expected revenue figures from the internal model, days and months in `zone`."""
         store = self.state.accounts[account_id].store(livemode)
-        return ground_truth(store, self.clock.now())
+        return ground_truth(store, self.clock.now(), zone)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -67,6 +68,17 @@ MAX_NAME_CHARS = 200
 READER_LEVELS = ("summary", "standard", "full")
 # A reader token reads both modes ("all") or one: live data only, test data only.
 READER_MODES = ("all", "live", "test")
+TIME_ZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,30}(/[A-Za-z0-9_+-]{1,30}){0,2}")
+
+
+def clean_time_zone(value: object) -> str:
+    """Returns an IANA time zone name as given (e.g. "Europe/Paris"); raises RefusedInputError for anything else
+    in shape. Whether the zone exists is PostgreSQL's zone list's to say (the store asks it); the leap-second
+    ("right/") and duplicate ("posix/") trees are refused, their days would not be the tenant's calendar days."""
+    if not isinstance(value, str) or not TIME_ZONE_SHAPE.fullmatch(value) or value.startswith(("right/", "posix/")):
+        raise RefusedInputError('time_zone must be an IANA time zone name such as "Europe/Paris" or "UTC"',
+                                "invalid_time_zone")
+    return value
 
 
 def clean_name(value: object, what: str) -> str:
@@ -162,11 +174,25 @@ class ConnectionService:
             raise NotFoundError("no such tenant")
         connections = [await self._store.find_connection(tenant_id, live) for live in (False, True)]
         return {
-            "tenant_id": tenant_id, "name": tenant["name"], "created_at": _iso(tenant["created_at"]),
+            "tenant_id": tenant_id, "name": tenant["name"], "time_zone": tenant["time_zone"],
+            "created_at": _iso(tenant["created_at"]),
             "connections": {c.mode: await self.view(c) for c in connections if c is not None},
             "unreadable_events": {**await self._tenants.unreadable_events(tenant_id),
                                   "docs": docs_link(self._settings.control.docs_url, "unreadable_events")},
         }
+
+    async def set_time_zone(self, actor: str, tenant_id: str, time_zone: object) -> dict[str, Any]:
+        """Sets the zone whose days and months every revenue figure of the tenant uses (from the next read on:
+        the views derive days and months at read time, so no replay). Raises RefusedInputError for a name
+        PostgreSQL does not know; nothing changes then."""
+        await self._require_tenant(tenant_id)
+        zone = clean_time_zone(time_zone)
+        previous = await self._tenants.set_time_zone(tenant_id, zone)
+        if previous is None:
+            raise RefusedInputError(f'"{zone}" is not a time zone PostgreSQL knows; use an IANA name such as '
+                                    '"America/New_York"', "invalid_time_zone")
+        await self._tenants.audit(actor, tenant_id, "tenant.time_zone_set", {"time_zone": zone, "previous": previous})
+        return {"tenant_id": tenant_id, "time_zone": zone}
 
     async def _require_tenant(self, tenant_id: str) -> None:
         if await self._tenants.tenant(tenant_id) is None:

@@ -58,11 +58,23 @@ class PostgresTenantStore:
         return tenant_id
 
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        """Returns the tenant's id, name and creation time, or None."""
+        """Returns the tenant's id, name, time zone and creation time, or None."""
         row = await self._pool.fetchrow(
-            "SELECT tenant_id, name, created_at, disabled_at FROM tenants WHERE tenant_id = $1", tenant_id
+            "SELECT tenant_id, name, time_zone, created_at, disabled_at FROM tenants WHERE tenant_id = $1", tenant_id
         )
         return dict(row) if row else None
+
+    async def set_time_zone(self, tenant_id: str, time_zone: str) -> str | None:
+        """Sets the tenant's reporting time zone if PostgreSQL knows the name (the views convert with it);
+        returns the previous zone, or None when the name is unknown (nothing changed)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            known = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", time_zone)
+            if not known:
+                return None
+            previous: str | None = await conn.fetchval(
+                "SELECT time_zone FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+            await conn.execute("UPDATE tenants SET time_zone = $2 WHERE tenant_id = $1", tenant_id, time_zone)
+            return previous
 
     async def purge_tenant_data(self, tenant_id: str) -> dict[str, int]:
         """Deletes the tenant's rows from every table with a `tenant_id` column but those in KEPT_BY_PURGE.

@@ -131,6 +131,11 @@ async def _tenant(api: ControlApi, request: web.Request, actor: str) -> web.Resp
     return json_response(await api.service.tenant(request.match_info["tenant_id"]))
 
 
+async def _time_zone(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    body = await _body(request, "time_zone")
+    return json_response(await api.service.set_time_zone(actor, request.match_info["tenant_id"], body["time_zone"]))
+
+
 async def _audit(api: ControlApi, request: web.Request, actor: str) -> web.Response:
     return json_response({"entries": await api.service.audit_log(request.match_info["tenant_id"])})
 
@@ -234,6 +239,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(tenant + "/reader-tokens", _route(_reader_tokens))
     app.router.add_delete(tenant + "/reader-tokens/{token_id}", _route(_revoke_reader_token))
     app.router.add_get(tenant + "/audit", _route(_audit))
+    app.router.add_put(tenant + "/time-zone", _route(_time_zone))
     app.router.add_post(tenant + "/key-tests", _route(_test_key))
     app.router.add_post(tenant + "/connections", _route(_connect))
     app.router.add_get(connection, _route(_connection))

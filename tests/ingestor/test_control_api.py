@@ -256,3 +256,26 @@ async def test_disconnect_deletes_secrets_and_keeps_or_purges_the_data(
     async with control.http.post(control.server.make_url(url_path), data="{}",
                                  headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 400  # the other tenant's endpoint still answers (unsigned body → 400)
+
+
+async def test_a_tenant_sets_its_time_zone_and_bad_zones_change_nothing(control: ControlClient) -> None:
+    tenant, token = await control.tenant()
+    other, other_token = await control.tenant("Other")
+    _, body = await control.call("GET", f"/api/tenants/{tenant}", token)
+    assert body["time_zone"] == "UTC"
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/time-zone", token, {"time_zone": "America/New_York"})
+    assert (status, body) == (200, {"tenant_id": tenant, "time_zone": "America/New_York"})
+    for bad in ("UTC+5", "+02:00", "Mars/Olympus_Mons", "right/Europe/Paris", "posix/Europe/Paris", "", "Europe/Paris; DROP",
+                "a" * 200, 5, None):
+        status, body = await control.call("PUT", f"/api/tenants/{tenant}/time-zone", token, {"time_zone": bad})
+        assert status in (400, 422) and body["error"]["code"] in ("invalid_time_zone", "invalid_request"), (bad, body)
+    # another tenant's token cannot set (or see) this tenant's zone
+    status, _ = await control.call("PUT", f"/api/tenants/{tenant}/time-zone", other_token, {"time_zone": "Asia/Tokyo"})
+    assert status == 404
+    _, body = await control.call("GET", f"/api/tenants/{tenant}", token)
+    assert body["time_zone"] == "America/New_York"
+    _, body = await control.call("GET", f"/api/tenants/{other}", other_token)
+    assert body["time_zone"] == "UTC"
+    _, audit = await control.call("GET", f"/api/tenants/{tenant}/audit", token)
+    entry = next(e for e in audit["entries"] if e["action"] == "tenant.time_zone_set")
+    assert entry["detail"] == {"time_zone": "America/New_York", "previous": "UTC"}

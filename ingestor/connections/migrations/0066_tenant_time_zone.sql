@@ -1,0 +1,9 @@
+-- Each tenant's reporting time zone: the days and months of every revenue figure are the tenant's, not UTC's
+-- (a Tokyo company's March starts nine hours before UTC's). An IANA name that PostgreSQL's own zone list holds,
+-- checked by the API (POSIX specs such as 'UTC+5', whose sign PostgreSQL reads backwards, are not in that list);
+-- the CHECK keeps the column to the shape of such a name whatever writes it.
+ALTER TABLE tenants ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC'
+    CHECK (time_zone ~ '^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$' AND length(time_zone) <= 64);
+
+-- The revenue views read the zone, and only the zone, of the tenant whose rows they aggregate.
+GRANT SELECT (tenant_id, time_zone) ON tenants TO analytics_owner;

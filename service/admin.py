@@ -71,3 +71,26 @@ def rotate_master_key() -> str:
         return f"re-encrypted {report.reencrypted} secret(s) with master key {keyring.current!r}; {verdict}{failed}"
 
     return asyncio.run(run())
+
+
+def load_fx_rates(path: str) -> str:
+    """Loads an exchange-rates CSV file (checked whole first: a bad line loads nothing); returns what changed."""
+    from datetime import datetime, timezone
+
+    from projections.read.fx_rates import load_rates, parse_rates
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    with open(path, encoding="utf-8-sig") as file:
+        rates = parse_rates(file.read(), datetime.now(timezone.utc).date())
+
+    async def run() -> dict[str, object]:
+        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=1)
+        try:
+            return await load_rates(pool, rates)
+        finally:
+            await pool.close()
+
+    report = asyncio.run(run())
+    return (f"loaded {report['rates']} rate(s) from {report['from']} to {report['to']} for {', '.join(report['pairs'])}: "  # type: ignore[arg-type]
+            f"{report['added']} new, {report['replaced']} replaced, the rest unchanged")

@@ -119,6 +119,25 @@ def reconcile(connection_id: str, months: int | None) -> None:
     click.echo(reconcile_connection(connection_id, months))
 
 
+@main.group()
+def fx() -> None:
+    """Exchange rates for revenue in one reporting currency."""
+
+
+@fx.command(name="load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def fx_load(path: str) -> None:
+    """Load rates from a CSV file with the header date,currency,reporting_currency,rate (1 currency = rate
+    reporting_currency on that day). The whole file is checked first; a bad line loads nothing."""
+    from projections.read.fx_rates import RatesFileError
+    from service.admin import load_fx_rates
+
+    try:
+        click.echo(load_fx_rates(path))
+    except (RatesFileError, UnicodeDecodeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.command(name="rotate-master-key")
 def rotate_master_key() -> None:
     """Re-encrypt every Stripe key and webhook secret with the current (first) master key."""

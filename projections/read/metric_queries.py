@@ -100,6 +100,8 @@ def _shape(metric: Metric, group_by: str | None) -> tuple[list[str], list[int], 
     if group_by == q.grain:  # the view's own rows
         return [q.time or "", *q.dimensions, *q.measures], [], [q.time or "", *q.dimensions]
     period = [] if group_by == "total" else [f"date_trunc('{group_by}', {q.time})::date AS {group_by}"]
-    columns = [*period, *q.dimensions, *(f"sum({m})::bigint AS {m}" for m in q.measures)]
+    # A period with an unknown amount (a day without an exchange rate) has an unknown total, never a partial sum.
+    columns = [*period, *q.dimensions,
+               *(f"CASE WHEN count(*) = count({m}) THEN sum({m})::bigint END AS {m}" for m in q.measures)]
     keys = list(range(1, len(period) + len(q.dimensions) + 1))
     return columns, keys, [str(k) for k in keys] or ["1"]

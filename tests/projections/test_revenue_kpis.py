@@ -47,6 +47,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     projection = PostgresProjectionStore(pool, "kpi-test")
     async with SimServer(seed=4711, clock=pinned_sim_clock()) as sim:
         account = sim.create_account(api_version=CURRENT_VERSION, customers=80, months=12)
+        delete_two_customers_without_subscriptions(sim, account.id)
         envelopes = history_envelopes(sim, account.id, TENANT)
         await apply_all(projection, envelopes)
         store = sim.state.accounts[account.id].store(False)
@@ -56,6 +57,18 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
     yield World(reader, store, truth)
     await reader.close()
     await pool.close()
+
+
+def delete_two_customers_without_subscriptions(sim: SimServer, account_id: str) -> None:
+    """Customers who only ever paid one-off charges, deleted 40 days after they were created: the customer count
+    must drop then, and nothing else changes (no subscription is cancelled)."""
+    book = sim.book(account_id)
+    subscribed = {s["customer"] for s in book.store.objects["subscription"].values()}
+    loners = [c for c in book.store.objects["customer"].values()
+              if c["id"] not in subscribed and c["created"] + 40 * 86400 < SIM_NOW]
+    assert len(loners) >= 2
+    for customer in loners[:2]:
+        book.delete_customer(customer["id"], customer["created"] + 40 * 86400)
 
 
 def month(label: str) -> str:
@@ -260,3 +273,24 @@ async def test_stripes_rolling_30_day_subscriber_churn_matches_the_simulator(wor
         assert close(row["subscriber_churn_rate_30d"], ratio(Fraction(churned), Fraction(active + new)))
         checked += churned > 0
     assert checked > 10, "the simulated year has churn in many 30-day windows"
+
+
+async def test_customers_beside_subscribers_match_the_simulators_customer_objects(world: World) -> None:
+    """Every customer object existing at a month end (deleted ones out from their deletion on), those created
+    in the month, and the paying ones (the ground truth's subscribers) — counted from the simulator's objects."""
+    customers = list(world.store.objects["customer"].values())
+    ends = month_ends(min(c["created"] for c in customers), SIM_NOW)
+    ours = {r["month"][:7]: r for r in await world.rows("SELECT * FROM analytics.customer_counts WHERE NOT livemode")}
+    previous_end = 0
+    deleted_seen = 0
+    for label, at in ends:
+        alive = [c for c in customers if c["created"] <= at and not (world.store.state_at(c["id"], at) or {}).get("deleted")]
+        deleted_seen += sum(1 for c in customers if c["created"] <= at) - len(alive)
+        new = sum(1 for c in customers if previous_end < c["created"] <= at)
+        subscribers = world.truth["subscribers"].get(label, {}).get("active", 0)
+        row = ours[label]
+        assert (row["customers"], row["new_customers"], row["subscribers"]) == (len(alive), new, subscribers), label
+        assert close(row["paying_share"], ratio(Fraction(subscribers), Fraction(len(alive))))
+        previous_end = at
+    assert deleted_seen, "the simulated year deletes some customers, so deletion is exercised"
+    assert any(r["customers"] > r["subscribers"] for r in ours.values()), "some customers do not pay"

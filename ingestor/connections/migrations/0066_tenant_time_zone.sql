@@ -5,5 +5,7 @@
 ALTER TABLE tenants ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC'
     CHECK (time_zone ~ '^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$' AND length(time_zone) <= 64);
 
--- The revenue views read the zone, and only the zone, of the tenant whose rows they aggregate.
+-- The revenue views read the zone, and only the zone, of the tenant whose rows they aggregate (the schema's
+-- USAGE is granted explicitly: a hardened public schema gives PUBLIC none).
+GRANT USAGE ON SCHEMA public TO analytics_owner;
 GRANT SELECT (tenant_id, time_zone) ON tenants TO analytics_owner;

@@ -50,3 +50,20 @@ RESET ROLE;
 
 GRANT SELECT ON analytics.mrr_reporting, analytics.daily_revenue_reporting
    TO revenue_reader_summary, revenue_reader_standard, revenue_reader_full;
+
+SET LOCAL ROLE analytics_owner;
+
+CREATE OR REPLACE VIEW analytics.reporting_currencies WITH (security_barrier) AS
+SELECT DISTINCT reporting_currency FROM public.fx_rates;
+COMMENT ON VIEW analytics.reporting_currencies IS 'The currencies revenue can be reported in: those the operator loaded exchange rates to (one row each). Read analytics.mrr_reporting and analytics.daily_revenue_reporting with one of them.';
+COMMENT ON COLUMN analytics.reporting_currencies.reporting_currency IS 'ISO currency code, lower case.';
+
+CREATE OR REPLACE VIEW analytics.tenant_settings WITH (security_barrier) AS
+SELECT time_zone FROM public.tenants WHERE tenant_id = (SELECT analytics.current_tenant());
+COMMENT ON VIEW analytics.tenant_settings IS 'This tenant''s settings that shape the figures: the time zone whose days and months every view uses.';
+COMMENT ON COLUMN analytics.tenant_settings.time_zone IS 'IANA time zone name (UTC unless the tenant set one); days and months of every view are in it.';
+
+RESET ROLE;
+
+GRANT SELECT ON analytics.reporting_currencies, analytics.tenant_settings
+   TO revenue_reader_summary, revenue_reader_standard, revenue_reader_full;

@@ -10,6 +10,7 @@ Retry-After. This module knows nothing of tokens or of how credentials are kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -26,7 +27,7 @@ from projections.read.client import (
     RevenueReader,
     UnknownQuestionError,
 )
-from projections.read.revenue_page import revenue_data
+from projections.read.revenue_page import UnknownReportingCurrencyError, revenue_data
 
 RETRY_AFTER_S = "2"
 MAX_PARAM_CHARS = 100
@@ -138,15 +139,21 @@ async def _revenue(request: web.Request) -> web.Response:
     grant = await _grant(request)
     if isinstance(grant, web.Response):
         return grant
-    query = question_params(request, ("mode",))
+    query = question_params(request, ("mode", "reporting"))
     if isinstance(query, web.Response):
         return query
     mode = _mode(grant, query.get("mode"))
     if isinstance(mode, web.Response):
         return mode
+    reporting = query.get("reporting")
+    if reporting is not None and not re.fullmatch(r"[a-z]{3}", reporting):
+        return _error(400, "invalid_parameters", "reporting is a lower-case ISO currency code such as usd",
+                      allowed=["mode", "reporting"])
     try:
         data = await revenue_data(request.app[READER], request.match_info["tenant_id"], grant.level, mode == "live",
-                                  grant.mode)
+                                  grant.mode, reporting)
+    except UnknownReportingCurrencyError as exc:
+        return _error(422, "unknown_reporting_currency", str(exc))
     except (ReaderBusyError, DatabaseUnavailableError) as exc:
         return _error(503, "temporarily_unavailable", str(exc) if isinstance(exc, ReaderBusyError)
                       else "the database is unavailable; try again shortly")

@@ -9,6 +9,8 @@ import io
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.settings import ControlSettings, PostgresSettings, ReaderSettings, Settings, VaultSettings
 from projections.projector.store import PostgresProjectionStore
+from projections.read.fx_rates import load_rates, parse_rates
 from projections.read.money import format_money
 from service.web import build_web_app
 from stack import REPO_ROOT, postgres
@@ -44,6 +47,7 @@ class Site:
     tenant_id: str
     token: str
     data: dict[str, Any]  # what the page's data call answers (test mode)
+    dsn: str
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,7 @@ async def site(platform: Platform, clean_database: str) -> AsyncIterator[Site]:
                             headers={"Authorization": f"Bearer {token}"}) as resp:
             assert resp.status == 200
             data = await resp.json()
-    yield Site(base, tenant_id, token, data)
+    yield Site(base, tenant_id, token, data, clean_database)
     await server.close()
     await pool.close()
 
@@ -168,3 +172,57 @@ async def test_currency_switch_and_keyboard_use(site: Site, browser_page: Page) 
     async with page.expect_download() as download_info:
         await page.keyboard.press("Enter")
     assert (await download_info.value).suggested_filename.startswith("mrr-test-")
+
+
+async def load_gbp_rates(site: Site) -> None:
+    """Month-end rates into GBP for the page's year, and today's (rates are never dated after the day they load)."""
+    today = datetime.now(timezone.utc).date()
+    days = {today}
+    first = today.replace(day=1)
+    for _ in range(14):
+        days.add(first - timedelta(days=1))
+        first = (first - timedelta(days=1)).replace(day=1)
+    text = "date,currency,reporting_currency,rate\n" + "".join(
+        f"{day},{cur},gbp,{rate + Decimal(i) / 1000}\n"
+        for i, day in enumerate(sorted(days)) for cur, rate in (("usd", Decimal("0.79")), ("eur", Decimal("0.85")),
+                                                                ("jpy", Decimal("0.0052"))))
+    pool = await asyncpg.create_pool(site.dsn, min_size=1, max_size=1)
+    try:
+        await load_rates(pool, parse_rates(text, today))
+    finally:
+        await pool.close()
+
+
+async def revenue(site: Site, **params: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{site.base}/api/tenants/{site.tenant_id}/revenue", params={"mode": "test", **params},
+                            headers={"Authorization": f"Bearer {site.token}"}) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_all_currencies_in_one_reporting_currency_with_the_fx_effect_apart(site: Site, browser_page: Page) -> None:
+    await load_gbp_rates(site)
+    status, data = await revenue(site, reporting="gbp")
+    assert status == 200 and data["currencies"] == ["gbp"] and "gbp" in data["reporting_currencies"]
+    assert data["time_zone"] == "UTC"
+    moved = [r for r in data["movements"] if r["closing_mrr"] is not None]
+    assert len(moved) == 12 and all(not r["missing_rates"] for r in moved)
+    for r in moved:
+        parts = [Decimal(str(r[k])) for k in ("opening_mrr", "new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr",
+                                              "reactivation_mrr", "fx_effect")]
+        assert sum(parts) == Decimal(str(r["closing_mrr"])), r["month"]
+    assert any(Decimal(str(r["fx_effect"])) != 0 for r in moved), "the rates moved every month"
+    assert (await revenue(site, reporting="xyz"))[0] == 422
+    assert (await revenue(site, reporting="GBP"))[0] == 400
+    page = browser_page
+    await sign_in(page, site)
+    await page.locator("#currency").select_option("all:gbp")
+    gbp = data["mrr"]
+    await expect(page.locator("#table-mrr tbody tr").first).to_contain_text(format_money(gbp[0]["mrr"], "gbp"))
+    cells = await page.locator("#table-mrr tbody tr").evaluate_all("rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    assert cells == [[r["month"][:7], format_money(r["mrr"], "gbp"), str(r["subscribers"])] for r in gbp]
+    await expect(page.locator("#table-movements thead")).to_contain_text("FX effect")
+    await page.locator("#chart-movements").screenshot(path=str(ARTIFACTS / "revenue-desktop-movements-gbp.png"))
+    # and back to one currency: no FX column, the tenant's own amounts
+    await page.locator("#currency").select_option(site.data["currencies"][0])
+    await expect(page.locator("#table-movements thead")).not_to_contain_text("FX effect")

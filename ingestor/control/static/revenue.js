@@ -4,7 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const page = { tenant: null, token: null, mode: "test", currency: null, data: null, charts: {} };
+// `currency` is the one shown; `reporting` is set when every currency is shown converted into it (the operator's
+// exchange rates), `native` the tenant's own currencies (from the last load without conversion).
+const page = { tenant: null, token: null, mode: "test", currency: null, reporting: null, native: [], data: null, charts: {} };
 
 async function getJson(path) {
   const res = await fetch(path, { headers: { "Authorization": `Bearer ${page.token}` } });
@@ -24,7 +26,8 @@ function money(minor, currency) {
   return new Intl.NumberFormat("en-US", { style: "currency", currency: currency.toUpperCase(),
     minimumFractionDigits: digits, maximumFractionDigits: digits }).format(Number(minor) / 10 ** digits);
 }
-const major = (minor, currency) => Number(minor) / 10 ** (page.data.decimals[currency] ?? 2);
+// An amount that could not be converted (no exchange rate) is drawn as a gap, never as 0.
+const major = (minor, currency) => (minor === null || minor === undefined ? null : Number(minor) / 10 ** (page.data.decimals[currency] ?? 2));
 const percent = (ratio) => (ratio === null || ratio === undefined ? "—" : `${(Number(ratio) * 100).toFixed(1)}%`);
 const ofCurrency = (rows) => rows.filter((r) => r.currency === page.currency);
 
@@ -46,14 +49,18 @@ const SERIES = {
   },
   movements: {
     rows: () => ofCurrency(page.data.movements).filter((r) => r.month === $("movement-month").value),
-    columns: [["month", "Month", (r) => r.month.slice(0, 7)], ["opening_mrr", "Opening", (r) => money(r.opening_mrr, r.currency)],
+    get columns() { return [["month", "Month", (r) => r.month.slice(0, 7)], ["opening_mrr", "Opening", (r) => money(r.opening_mrr, r.currency)],
               ["new_mrr", "New", (r) => money(r.new_mrr, r.currency)], ["expansion_mrr", "Expansion", (r) => money(r.expansion_mrr, r.currency)],
               ["reactivation_mrr", "Reactivation", (r) => money(r.reactivation_mrr, r.currency)],
               ["contraction_mrr", "Contraction", (r) => money(r.contraction_mrr, r.currency)],
-              ["churned_mrr", "Churn", (r) => money(r.churned_mrr, r.currency)], ["closing_mrr", "Closing", (r) => money(r.closing_mrr, r.currency)]],
+              ["churned_mrr", "Churn", (r) => money(r.churned_mrr, r.currency)],
+              ...(page.reporting ? [["fx_effect", "FX effect", (r) => money(r.fx_effect, r.currency)]] : []),
+              ["closing_mrr", "Closing", (r) => money(r.closing_mrr, r.currency)]]; },
     chart: (rows) => waterfall(rows[0]),
-    describe: (rows) => rows.length ? `In ${rows[0].month.slice(0, 7)} MRR went from ${money(rows[0].opening_mrr, page.currency)} to ` +
-      `${money(rows[0].closing_mrr, page.currency)}: new ${money(rows[0].new_mrr, page.currency)}, churn ${money(rows[0].churned_mrr, page.currency)}.` : "No movements.",
+    describe: (rows) => rows.length && rows[0].closing_mrr === null ? `${rows[0].month.slice(0, 7)} is not converted: no exchange rate for ${
+      rows[0].missing_rates.join(", ").toUpperCase()}.` : rows.length ? `In ${rows[0].month.slice(0, 7)} MRR went from ${money(rows[0].opening_mrr, page.currency)} to ` +
+      `${money(rows[0].closing_mrr, page.currency)}: new ${money(rows[0].new_mrr, page.currency)}, churn ${money(rows[0].churned_mrr, page.currency)}` +
+      (page.reporting ? `, exchange rates ${money(rows[0].fx_effect, page.currency)}.` : ".") : "No movements.",
   },
   retention: {
     rows: () => ofCurrency(page.data.retention),
@@ -83,8 +90,9 @@ const SERIES = {
       yAxis: { type: "value", name: page.currency.toUpperCase() },
       series: [{ name: "Net revenue", type: "bar", data: rows.map((r) => major(r.net, r.currency)) }],
     }),
-    describe: (rows) => `Net revenue over ${rows.length} days with revenue: ` +
-      `${money(rows.reduce((sum, r) => sum + Number(r.net), 0), page.currency)}.`,
+    describe: (rows) => rows.some((r) => r.net === null)
+      ? `Net revenue over ${rows.length} days with revenue; ${rows.filter((r) => r.net === null).length} of them not converted (no exchange rate), so no total.`
+      : `Net revenue over ${rows.length} days with revenue: ${money(rows.reduce((sum, r) => sum + Number(r.net), 0), page.currency)}.`,
   },
   cohorts: {
     rows: () => page.data.cohorts,
@@ -109,10 +117,11 @@ const SERIES = {
 };
 
 function waterfall(row) {
-  if (!row) return { series: [] };
+  if (!row || row.closing_mrr === null) return { series: [] };  // not converted: nothing to draw
   const steps = [["Opening", Number(row.opening_mrr)], ["New", Number(row.new_mrr)], ["Expansion", Number(row.expansion_mrr)],
                  ["Reactivation", Number(row.reactivation_mrr)], ["Contraction", Number(row.contraction_mrr)],
-                 ["Churn", Number(row.churned_mrr)], ["Closing", Number(row.closing_mrr)]];
+                 ["Churn", Number(row.churned_mrr)], ...("fx_effect" in row ? [["FX effect", Number(row.fx_effect)]] : []),
+                 ["Closing", Number(row.closing_mrr)]];
   const base = [], up = [], down = [];
   let level = 0;
   steps.forEach(([name, value], i) => {
@@ -143,8 +152,13 @@ function renderTable(name, rows) {
 function render() {
   const d = page.data;
   $("empty").hidden = d.currencies.length > 0;
+  $("time-zone").textContent = d.time_zone;
+  const gaps = d.mrr.filter((r) => r.missing_rates && r.missing_rates.length);
+  $("fx-missing").hidden = !gaps.length;
+  $("fx-missing").textContent = gaps.length ? `Not converted (no exchange rate loaded): ${gaps.map((r) =>
+    `${r.month.slice(0, 7)} (${r.missing_rates.join(", ").toUpperCase()})`).join(", ")}. Those months show — .` : "";
   const kpi = d.kpis.find((r) => r.currency === page.currency);
-  const facts = kpi ? [["MRR", money(kpi.mrr, kpi.currency)], ["ARR", money(kpi.arr, kpi.currency)], ["Subscribers", kpi.subscribers],
+  const facts = kpi && kpi.mrr === null ? [["MRR", `— (no exchange rate for ${kpi.missing_rates.join(", ").toUpperCase()})`]] : kpi ? [["MRR", money(kpi.mrr, kpi.currency)], ["ARR", money(kpi.arr, kpi.currency)], ["Subscribers", kpi.subscribers],
                        ["ARPA", money(kpi.arpa, kpi.currency)], ["Net MRR retention", percent(kpi.net_mrr_retention)],
                        ["Quick ratio", kpi.quick_ratio === null ? "— (no MRR lost)" : Number(kpi.quick_ratio).toFixed(2)],
                        ["LTV", kpi.ltv === null ? "— (no MRR lost)" : money(kpi.ltv, kpi.currency)]] : [];
@@ -181,12 +195,16 @@ function csv(name) {
 async function load() {
   $("load-error").textContent = "";
   try {
-    page.data = await getJson(`/api/tenants/${encodeURIComponent(page.tenant)}/revenue?mode=${page.mode}`);
+    const reporting = page.reporting ? `&reporting=${encodeURIComponent(page.reporting)}` : "";
+    page.data = await getJson(`/api/tenants/${encodeURIComponent(page.tenant)}/revenue?mode=${page.mode}${reporting}`);
   } catch (err) { $("load-error").textContent = err.message; return; }
+  if (!page.reporting) page.native = page.data.currencies;
+  // The tenant's own currencies, then "All in X" for each currency the operator loaded exchange rates to.
   const select = $("currency");
-  const keep = page.data.currencies.includes(page.currency) ? page.currency : page.data.currencies[0] || null;
-  select.replaceChildren(...page.data.currencies.map((c) => new Option(c.toUpperCase(), c)));
-  page.currency = keep; if (keep) select.value = keep;
+  select.replaceChildren(...page.native.map((c) => new Option(c.toUpperCase(), c)),
+                         ...page.data.reporting_currencies.map((c) => new Option(`All in ${c.toUpperCase()}`, `all:${c}`)));
+  const keep = page.reporting ? page.reporting : page.data.currencies.includes(page.currency) ? page.currency : page.data.currencies[0] || null;
+  page.currency = keep; if (keep) select.value = page.reporting ? `all:${keep}` : keep;
   const months = [...new Set(page.data.movements.map((r) => r.month))];
   $("movement-month").replaceChildren(...months.map((m) => new Option(m.slice(0, 7), m)));
   // Start at the latest month in which MRR moved at all (the current month may not have moved yet).
@@ -218,7 +236,13 @@ async function signIn(tenant, token) {
 $("login-form").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("tenant-id").value.trim(), $("tenant-token").value.trim()); });
 $("sign-out").addEventListener("click", () => { sessionStorage.clear(); location.reload(); });
 $("mode").addEventListener("change", () => { page.mode = $("mode").value; load(); });
-$("currency").addEventListener("change", () => { page.currency = $("currency").value; render(); });
+$("currency").addEventListener("change", () => {
+  const value = $("currency").value;
+  const reporting = value.startsWith("all:") ? value.slice(4) : null;
+  const reload = reporting !== page.reporting;
+  page.reporting = reporting; page.currency = reporting || value;
+  if (reload) load(); else render();
+});
 $("movement-month").addEventListener("change", render);
 document.querySelectorAll("button.csv").forEach((b) => b.addEventListener("click", () => csv(b.dataset.series)));
 window.addEventListener("resize", () => Object.values(page.charts).forEach((c) => c.resize()));

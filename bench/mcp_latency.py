@@ -110,8 +110,8 @@ async def run(customers: int, calls: int, database: str) -> None:
 
     async def direct_page() -> None:  # the same statements, one after another on one connection
         async with direct.transaction(readonly=True):
-            for sql in PAGE_SERIES.values():
-                await direct.fetch(sql, False)
+            for name, sql in PAGE_SERIES.items():
+                await direct.fetch(sql, *(() if name == "settings" else (False,)))
 
     server = TestServer(build_web_app(settings), host="127.0.0.1")
     await server.start_server()

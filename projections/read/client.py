@@ -97,6 +97,9 @@ QUESTIONS: Mapping[str, Question] = {q.name: q for q in (
              "SELECT month, currency, mrr, arr, subscribers, arpa, net_mrr_retention, gross_mrr_retention, quick_ratio, "
              "mrr_churn_rate, ltv, net_mrr_retention_12m FROM analytics.revenue_kpis WHERE livemode = $1 "
              "AND month = $2::date ORDER BY currency", ("month",)),
+    Question("customers", "Customers (paying or not), new customers and subscribers at each month end.", Level.SUMMARY,
+             "SELECT month, customers, new_customers, subscribers, paying_share FROM analytics.customer_counts "
+             "WHERE livemode = $1 ORDER BY month"),
     Question("failed_payments", "Failed payments per day and currency between two days.", Level.SUMMARY,
              "SELECT day, currency, failed_count, failed_amount FROM analytics.daily_revenue "
              "WHERE livemode = $1 AND failed_count > 0 AND day BETWEEN $2 AND $3 ORDER BY day, currency", ("from", "to")),

@@ -226,3 +226,31 @@ async def test_all_currencies_in_one_reporting_currency_with_the_fx_effect_apart
     # and back to one currency: no FX column, the tenant's own amounts
     await page.locator("#currency").select_option(site.data["currencies"][0])
     await expect(page.locator("#table-movements thead")).not_to_contain_text("FX effect")
+
+
+async def test_the_tenant_sets_its_time_zone_on_the_page_and_a_bad_name_changes_nothing(
+    site: Site, browser_page: Page
+) -> None:
+    page = browser_page
+    await sign_in(page, site)
+    await expect(page.locator("#time-zone")).to_have_value("UTC")
+    await page.locator("#time-zone").fill("Mars/Olympus_Mons")
+    await page.get_by_role("button", name="Save time zone").click()
+    await expect(page.locator("#time-zone-status")).to_contain_text("not a time zone PostgreSQL knows")
+    assert (await revenue(site))[1]["time_zone"] == "UTC"
+    await page.locator("#time-zone").fill("Pacific/Auckland")
+    await page.get_by_role("button", name="Save time zone").click()
+    await expect(page.locator("#time-zone-status")).to_contain_text("Pacific/Auckland")
+    status, data = await revenue(site)
+    try:
+        assert status == 200 and data["time_zone"] == "Pacific/Auckland"
+        # the page's figures are the read API's in the new zone: the days shown are Auckland's
+        currency = await page.locator("#currency").input_value()
+        await page.get_by_text("Numbers as a table").nth(3).click()
+        days = await page.locator("#table-daily tbody tr").evaluate_all("rows => rows.map(r => r.cells[0].textContent)")
+        assert days == [r["day"] for r in data["daily"] if r["currency"] == currency] and days
+    finally:
+        async with aiohttp.ClientSession() as http:
+            async with http.put(f"{site.base}/api/tenants/{site.tenant_id}/time-zone", json={"time_zone": "UTC"},
+                                headers={"Authorization": f"Bearer {site.token}"}) as resp:
+                assert resp.status == 200

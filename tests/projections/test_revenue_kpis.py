@@ -294,3 +294,6 @@ async def test_customers_beside_subscribers_match_the_simulators_customer_object
         previous_end = at
     assert deleted_seen, "the simulated year deletes some customers, so deletion is exercised"
     assert any(r["customers"] > r["subscribers"] for r in ours.values()), "some customers do not pay"
+    asked = await world.reader.ask(TENANT, Level.SUMMARY, "customers", livemode=False)
+    assert [(r["month"], r["customers"], r["subscribers"]) for r in asked] == [
+        (r["month"], r["customers"], r["subscribers"]) for r in sorted(ours.values(), key=lambda r: r["month"])]

@@ -8,8 +8,10 @@ const $ = (id) => document.getElementById(id);
 // exchange rates), `native` the tenant's own currencies (from the last load without conversion).
 const page = { tenant: null, token: null, mode: "test", currency: null, reporting: null, native: [], data: null, charts: {} };
 
-async function getJson(path) {
-  const res = await fetch(path, { headers: { "Authorization": `Bearer ${page.token}` } });
+async function getJson(path, method = "GET", body = undefined) {
+  const init = { method, headers: { "Authorization": `Bearer ${page.token}` } };
+  if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  const res = await fetch(path, init);
   const body = await res.json().catch(() => null);
   if (!res.ok) {
     const err = new Error((body && body.error && body.error.message) || `request failed (${res.status})`);
@@ -152,7 +154,7 @@ function renderTable(name, rows) {
 function render() {
   const d = page.data;
   $("empty").hidden = d.currencies.length > 0;
-  $("time-zone").textContent = d.time_zone;
+  if (document.activeElement !== $("time-zone")) $("time-zone").value = d.time_zone;
   const gaps = d.mrr.filter((r) => r.missing_rates && r.missing_rates.length);
   $("fx-missing").hidden = !gaps.length;
   $("fx-missing").textContent = gaps.length ? `Not converted (no exchange rate loaded): ${gaps.map((r) =>
@@ -244,6 +246,17 @@ $("currency").addEventListener("change", () => {
   if (reload) load(); else render();
 });
 $("movement-month").addEventListener("change", render);
+// The tenant's time zone: the days and months of every figure (the server checks the name; the list is the browser's).
+if (Intl.supportedValuesOf) $("time-zones").replaceChildren(...Intl.supportedValuesOf("timeZone").map((z) => new Option(z)));
+$("save-time-zone").addEventListener("click", async () => {
+  const zone = $("time-zone").value.trim();
+  $("time-zone-status").textContent = "";
+  try {
+    await getJson(`/api/tenants/${encodeURIComponent(page.tenant)}/time-zone`, "PUT", { time_zone: zone });
+    $("time-zone-status").textContent = `Days and months are now ${zone}'s.`;
+    await load();
+  } catch (err) { $("time-zone-status").textContent = err.message; }
+});
 document.querySelectorAll("button.csv").forEach((b) => b.addEventListener("click", () => csv(b.dataset.series)));
 window.addEventListener("resize", () => Object.values(page.charts).forEach((c) => c.resize()));
 if (sessionStorage.getItem("tenant") && sessionStorage.getItem("token")) signIn(sessionStorage.getItem("tenant"), sessionStorage.getItem("token"));

@@ -208,6 +208,12 @@ class ProjectorSettings(BaseModel):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     # Address it binds: loopback by default; 0.0.0.0 in a container whose port is published to a scraper.
     metrics_host: str = "127.0.0.1"
+    # How long an applied event's id is kept to skip its redeliveries (processed_events); older rows are pruned.
+    # Longer than the events API's 30 days and Stripe's 3 days of webhook retries; a redelivery after it is
+    # applied again and changes nothing (every write is idempotent), so this bounds storage, not correctness.
+    dedupe_retention_days: int = Field(default=45, ge=31)
+    # How often a projector member prunes (one at a time across the group).
+    dedupe_prune_interval_s: float = Field(default=3600.0, gt=0)
 
 
 class ReaderSettings(BaseModel):

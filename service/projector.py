@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, start_http_server
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +21,7 @@ from plumbing.postgres import create_pool
 from plumbing.runtime import tune_gc
 from plumbing.settings import Settings, load_settings
 from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.dedupe_pruning import prune_periodically
 from projections.projector.replay import ReplayReport, replay
 
 log = get_logger(__name__)
@@ -38,8 +40,12 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
             await dead_letters.start()
         except PublishError as exc:  # it connects on its first publish; the consumer waits for Kafka below
             log.warning("Kafka unreachable at start-up", error=str(exc))
+        metrics = ProjectorMetrics(registry)
+        pruning = asyncio.create_task(prune_periodically(
+            pool, timedelta(days=settings.projector.dedupe_retention_days), settings.projector.dedupe_prune_interval_s,
+            stop, metrics.dedupe_pruned))
         try:
-            projector = RevenueProjector(settings.kafka, pool, dead_letters, ProjectorMetrics(registry),
+            projector = RevenueProjector(settings.kafka, pool, dead_letters, metrics,
                                          max_records=settings.projector.max_batch_records)
             await projector.start()
             log.info("projector started", topic=settings.kafka.raw_topic, group=settings.kafka.projector_group)
@@ -48,6 +54,8 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
             finally:
                 await projector.stop()
         finally:
+            stop.set()
+            await pruning
             await dead_letters.stop()
     finally:
         await pool.close()

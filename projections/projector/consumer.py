@@ -57,6 +57,8 @@ class ProjectorMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
         self.lag = Gauge("projector_consumer_lag", "Records not yet applied", ["partition"], registry=registry)
+        self.dedupe_pruned = Counter("projector_dedupe_rows_pruned", "Dedupe rows deleted for age (processed_events)",
+                                     registry=registry)
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -8,9 +8,9 @@ const $ = (id) => document.getElementById(id);
 // exchange rates), `native` the tenant's own currencies (from the last load without conversion).
 const page = { tenant: null, token: null, mode: "test", currency: null, reporting: null, native: [], data: null, charts: {} };
 
-async function getJson(path, method = "GET", body = undefined) {
+async function getJson(path, method = "GET", payload = undefined) {
   const init = { method, headers: { "Authorization": `Bearer ${page.token}` } };
-  if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  if (payload !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(payload); }
   const res = await fetch(path, init);
   const body = await res.json().catch(() => null);
   if (!res.ok) {

@@ -11,7 +11,8 @@ from bench import report
 from stack import REPO_ROOT
 from stack.progress import say
 
-BENCHMARKS = ("receiver_throughput", "projector_throughput", "import_throughput", "freshness", "mcp_latency")
+BENCHMARKS = ("receiver_throughput", "receiver_processes", "projector_throughput", "projector_scaling", "import_throughput",
+              "freshness", "mcp_latency")
 
 
 def main() -> None:

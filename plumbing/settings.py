@@ -71,6 +71,9 @@ class HttpSettings(BaseModel):
     # The address Stripe (and people) reach this process at; webhook URLs are built from it.
     public_base_url: str = "http://127.0.0.1:8080"
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    # Several web processes on one port (SO_REUSEPORT): the kernel spreads new connections over them. Every web
+    # process is stateless, so N of them on one machine need no proxy; give each its own metrics_port (or 0).
+    reuse_port: bool = False
     # Prometheus metrics: on their own address (loopback by default; 0 turns it off), and on the main
     # port only for a request bearing this token (unset: not served there at all).
     metrics_host: str = "127.0.0.1"

@@ -207,5 +207,5 @@ def serve() -> None:
     app = build_web_app(settings)
     if settings.http.metrics_port:
         start_http_server(settings.http.metrics_port, addr=settings.http.metrics_host, registry=app[REGISTRY])
-    web.run_app(app, host=settings.http.host, port=settings.http.port,
+    web.run_app(app, host=settings.http.host, port=settings.http.port, reuse_port=settings.http.reuse_port or None,
                 shutdown_timeout=settings.http.shutdown_timeout_s, print=None, access_log=None)

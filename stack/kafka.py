@@ -1,4 +1,5 @@
-"""Apache Kafka in KRaft mode, single node on loopback, fetched with Maven and run with a small heap."""
+"""Apache Kafka in KRaft mode on loopback, fetched with Maven and run with a small heap: one broker+controller
+node (what tests and `./dev run` use), or a node of a cluster (`stack/kafka_cluster.py`)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,26 @@ def _port(variable: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class KafkaBroker:
-    """One local broker+controller: where its jars, config, data, log and pid live, and its ports."""
+    """One local broker+controller: where its jars, config, data, log and pid live, and its ports.
+
+    Alone (no `voters`) it is a standalone quorum of itself. As a cluster node it names every voter
+    (node id → controller port) and the cluster's id; its partition data then lives apart from its
+    metadata log, so the data directory can be lost and refilled from the other replicas.
+    """
 
     port: int = field(default_factory=lambda: _port("STACK_KAFKA_PORT", 9092))
     controller_port: int = field(default_factory=lambda: _port("STACK_KAFKA_CONTROLLER_PORT", 9093))
     heap: str = "512m"
     state_dir: Path = STATE_DIR / "kafka"
     lib_dir: Path = CACHE_DIR / f"kafka-{KAFKA_VERSION}" / "lib"
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    cluster_id: str | None = None
+
+    @property
+    def replicas(self) -> int:
+        """How many copies internal topics keep: every node, up to three."""
+        return min(3, len(self.voters) or 1)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -51,6 +65,11 @@ class KafkaBroker:
     @property
     def data_dir(self) -> Path:
         return self.state_dir / "data"
+
+    @property
+    def metadata_dir(self) -> Path:
+        """The KRaft metadata log: inside the data directory alone, apart from it in a cluster."""
+        return self.state_dir / "metadata" if self.voters else self.data_dir
 
     def ensure_jars(self) -> None:
         """Fetches the pinned Kafka release and its runtime jars from Maven Central, once."""
@@ -81,23 +100,29 @@ class KafkaBroker:
         """Writes server.properties and the log config; returns the properties file."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         props = self.state_dir / "server.properties"
+        quorum = ([f"controller.quorum.voters={','.join(f'{n}@127.0.0.1:{p}' for n, p in self.voters)}",
+                   f"metadata.log.dir={self.metadata_dir}",
+                   # A SIGKILLed node is fenced and its partitions led elsewhere within seconds, not nine.
+                   "broker.session.timeout.ms=3000", "broker.heartbeat.interval.ms=500",
+                   f"default.replication.factor={self.replicas}", f"min.insync.replicas={min(2, self.replicas)}"]
+                  if self.voters else [f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"])
         props.write_text(
             "\n".join([
                 "process.roles=broker,controller",
-                "node.id=1",
+                f"node.id={self.node_id}",
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                *quorum,
                 f"log.dirs={self.data_dir}",
                 "num.partitions=1",
                 "auto.create.topics.enable=false",
-                "offsets.topic.replication.factor=1",
+                f"offsets.topic.replication.factor={self.replicas}",
                 "offsets.topic.num.partitions=4",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
+                f"transaction.state.log.replication.factor={self.replicas}",
+                f"transaction.state.log.min.isr={min(2, self.replicas)}",
+                f"share.coordinator.state.topic.replication.factor={self.replicas}",
                 "group.initial.rebalance.delay.ms=0",
                 # Lets tests use short consumer sessions, so a SIGKILLed member is replaced quickly.
                 "group.min.session.timeout.ms=1000",
@@ -127,16 +152,17 @@ class KafkaBroker:
         return props
 
     def format_storage(self, props: Path) -> None:
-        """Formats the KRaft storage once (a standalone controller quorum of this one node)."""
-        if (self.data_dir / "meta.properties").exists():
+        """Formats the KRaft storage once: a standalone controller quorum of this one node, or this node's part
+        of the cluster's static quorum. A cluster node whose data directory was lost gets an empty one again
+        (its metadata log is kept: the quorum's votes must not be forgotten)."""
+        if all((d / "meta.properties").exists() for d in {self.data_dir, self.metadata_dir}):
             return
-        cluster_id = "-"
-        while not cluster_id[0].isalnum():  # a leading "-" would read as an option to the tool
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)),
-            capture_output=True, text=True,
-        )
+        if self.voters:
+            flags = ["--ignore-formatted", "-t", self.cluster_id or new_cluster_id()]
+        else:
+            flags = ["--standalone", "-t", new_cluster_id()]
+        result = subprocess.run(self._java("kafka.tools.StorageTool", "format", *flags, "-c", str(props)),
+                                capture_output=True, text=True)
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
@@ -167,9 +193,14 @@ class KafkaBroker:
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Starts the broker unless it is already running, and waits until it serves clients."""
+        self.wait_ready(timeout_s, *self.launch())
+
+    def launch(self) -> tuple[int, subprocess.Popen[bytes] | None]:
+        """Starts the broker's process unless it runs; returns where its log stood and the process (None when it
+        was running). A cluster launches every node before waiting for any: none is ready without a quorum."""
         self.ensure_jars()
         if self.running_pid() is not None and _port_open(self.port):
-            return
+            return 0, None
         if self.running_pid() is None:
             for port in (self.port, self.controller_port):
                 if _port_open(port):
@@ -188,12 +219,10 @@ class KafkaBroker:
                     start_new_session=True,
                 )
             self.pid_file.write_text(str(proc.pid))
-            launched: subprocess.Popen[bytes] | None = proc
-        else:
-            log_offset, launched = 0, None
-        self._wait_ready(timeout_s, log_offset, launched)
+            return log_offset, proc
+        return 0, None
 
-    def _wait_ready(self, timeout_s: float, log_offset: int, launched: subprocess.Popen[bytes] | None) -> None:
+    def wait_ready(self, timeout_s: float, log_offset: int, launched: subprocess.Popen[bytes] | None) -> None:
         """Waits for the ready line; a broker we just launched is watched through its Popen (its
         command line is not yet the broker's for a moment after the launch, while the JVM starts)."""
         deadline = time.monotonic() + timeout_s
@@ -227,6 +256,14 @@ class KafkaBroker:
         while any(_port_open(p) for p in (self.port, self.controller_port)) and time.monotonic() < deadline:
             time.sleep(0.1)
         say("Kafka stopped")
+
+
+def new_cluster_id() -> str:
+    """Returns a random KRaft cluster id (URL-safe base64 of a UUID, never starting with "-")."""
+    cluster_id = "-"
+    while not cluster_id[0].isalnum():  # a leading "-" would read as an option to the tool
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
 
 
 def min_heap(heap: str) -> str:

@@ -11,6 +11,7 @@ from plumbing.settings import KafkaSettings, PostgresSettings
 from service.admin import migrate_database, prepare
 from stack import postgres
 from stack.kafka import KafkaBroker
+from stack.kafka_cluster import KafkaCluster
 from stack.progress import say
 
 
@@ -18,7 +19,7 @@ from stack.progress import say
 class Platform:
     """Addresses of the running broker and database server."""
 
-    kafka: KafkaBroker
+    kafka: KafkaBroker | KafkaCluster
     cluster: postgres.Cluster
 
     def postgres_dsn(self, database: str = "ingestor") -> str:
@@ -34,12 +35,18 @@ def start_platform(kafka: KafkaBroker | None = None) -> Platform:
     return Platform(broker, cluster)
 
 
-def bring_up(database: str = "ingestor") -> Platform:
-    """Starts the platform, migrates `database` and creates the default topics."""
-    platform = start_platform()
+def bring_up(database: str = "ingestor", brokers: int = 1) -> Platform:
+    """Starts the platform, migrates `database` and creates the default topics. With three brokers, Kafka is a
+    cluster (stack/kafka_cluster.py) and the topics keep three replicas, two of them in sync for a write."""
+    if brokers == 1:
+        platform = start_platform()
+    else:
+        nodes = KafkaCluster(size=brokers)
+        nodes.start()
+        platform = Platform(nodes, postgres.start())
     say(asyncio.run(
         prepare(
-            KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers),
+            KafkaSettings(bootstrap_servers=platform.kafka.bootstrap_servers, replication_factor=min(3, brokers)),
             PostgresSettings(dsn=platform.postgres_dsn(database)),  # type: ignore[arg-type]
         )
     ))

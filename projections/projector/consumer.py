@@ -57,6 +57,9 @@ class ProjectorMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
         self.lag = Gauge("projector_consumer_lag", "Records not yet applied", ["partition"], registry=registry)
+        # One series per tenant (thousands are fine for Prometheus): who is behind, when the total is not.
+        self.tenant_lag = Gauge("projector_tenant_lag_seconds", "Age of the tenant's oldest event in its latest "
+                                "applied batch (receipt to applied)", ["tenant"], registry=registry)
         self.dedupe_pruned = Counter("projector_dedupe_rows_pruned", "Dedupe rows deleted for age (processed_events)",
                                      registry=registry)
 
@@ -299,6 +302,11 @@ class RevenueProjector:
         now_ms = time.time() * 1000
         for record in records:  # record timestamps are the producers' send times
             self._metrics.event_age.observe(max(0.0, now_ms - record.timestamp) / 1000)
+        oldest: dict[str, float] = {}
+        for record, event in events:  # each tenant's lag: its oldest event in the batch just applied
+            oldest[event[0]] = max(oldest.get(event[0], 0.0), max(0.0, now_ms - record.timestamp) / 1000)
+        for tenant, age in oldest.items():
+            self._metrics.tenant_lag.labels(tenant).set(age)
 
     async def _apply_isolating_poison(
         self, events: Sequence[tuple[ConsumerRecord, Event]], positions: dict[tuple[str, int], int],

@@ -5,8 +5,14 @@ coordinator — so a new table or index cannot slip in unnoticed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 import pytest
+
+from stack import postgres
+from stack.up import Platform, reset_database
+from tests.conftest import TEST_DATABASE
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +37,19 @@ COORDINATOR_TABLES = {
     "analytics_private.metrics_catalog": "the metrics catalog, the same for every tenant",
     "analytics_private.reader_roles": "reader roles per tenant, looked up by role name",
 }
+
+
+@pytest.fixture
+async def pg(platform: Platform) -> AsyncIterator[asyncpg.Connection]:
+    """A database as the migrations alone make it (other tests add tables of their own to theirs)."""
+    name = f"{TEST_DATABASE}_schema"
+    postgres.ensure_database(platform.cluster, name)
+    conn = await asyncpg.connect(platform.postgres_dsn(name))
+    try:
+        await reset_database(conn)
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def test_every_tenant_table_and_index_is_led_by_tenant_id(pg: asyncpg.Connection) -> None:

@@ -12,19 +12,21 @@ import asyncio
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
-
-import asyncpg
 
 from bench.common import bench_settings, platform
 from bench.load import closed_loop
-from bench.receiver_throughput import SECRET, cpu_seconds, describe, free_port, mixed_deliveries, wait_ready
+from bench.receiver_throughput import (
+    connected_tenant,
+    cpu_seconds,
+    describe,
+    free_port,
+    mixed_deliveries,
+    wait_ready,
+)
 from bench.results import BenchResult, Figure, peak_rss_mib, write_result
-from ingestor.connections.store import PostgresConnectionStore
-from ingestor.connections.tenant_store import PostgresTenantStore
-from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.connections.vault import generate_master_key
 from plumbing.kafka import ensure_topics
-from plumbing.settings import ReaderSettings, Settings
+from plumbing.settings import Settings
 from stack import REPO_ROOT
 from stack.progress import say
 
@@ -48,12 +50,7 @@ async def main() -> None:
     settings = await bench_settings(platform())
     await ensure_topics(settings.kafka)
     master = generate_master_key("bench")
-    pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value())
-    store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_id, _ = await PostgresTenantStore(pool, MasterKeyring.from_setting(master), ReaderSettings()).create_tenant("bench")
-    connection_id, token = await store.create_connection(tenant_id, livemode=False)
-    await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
-    await pool.close()
+    token = await connected_tenant(settings, master)
     deliveries = mixed_deliveries(5000)
     achieved: dict[int, float] = {}
     cpu_us: dict[int, float] = {}

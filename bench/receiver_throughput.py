@@ -141,16 +141,24 @@ async def saturate(name: str, url: str, signed: list[tuple[bytes, dict[str, str]
     return result, cpu_us
 
 
+async def connected_tenant(settings: Settings, master: str) -> str:
+    """Creates a tenant with a test-mode connection signed with SECRET; returns its webhook URL token."""
+    pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value())
+    try:
+        store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
+        tenant_id, _ = await PostgresTenantStore(pool, MasterKeyring.from_setting(master), ReaderSettings()).create_tenant("bench")
+        connection_id, token = await store.create_connection(tenant_id, livemode=False)
+        await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
+    finally:
+        await pool.close()
+    return token
+
+
 async def main() -> None:
     settings = await bench_settings(platform())
     await ensure_topics(settings.kafka)
     master = generate_master_key("bench")
-    pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value())
-    store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-    tenant_id, _ = await PostgresTenantStore(pool, MasterKeyring.from_setting(master), ReaderSettings()).create_tenant("bench")
-    connection_id, token = await store.create_connection(tenant_id, livemode=False)
-    await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
-    await pool.close()
+    token = await connected_tenant(settings, master)
     mixed, worst = mixed_deliveries(5000), worst_case_deliveries(2000)
 
     receiver_port, noop_port, floor_port = free_port(), free_port(), free_port()

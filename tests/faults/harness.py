@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +215,34 @@ class Product:
 def _diff(ours: dict[str, Any], truth: dict[str, Any]) -> list[str]:
     keys = set(ours) | set(truth)
     return sorted(k for k in keys if ours.get(k) != truth.get(k))[:5]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def running_product(settings: Settings, dsn: str, seed: int, delivery_timeout_s: float,
+                          env: dict[str, str] | None = None) -> AsyncIterator[Product]:
+    """The product's processes (web, worker, projector) against a simulator of `seed` that redelivers like Stripe
+    (duplicates, shuffled, retries for about a minute), with `env` over the suite's settings."""
+    port = free_port()
+    async with SimServer(seed=seed) as sim:
+        sim.set_delivery(duplicates=0.3, shuffle=True, backoff=(0.2, 0.5, 1, 2, 4, 6, 8, 8, 8, 8, 8, 8),
+                         timeout=delivery_timeout_s)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        async with aiohttp.ClientSession() as http:
+            product = Product(settings, service_env(settings, master_keys(), port, sim.base_url) | (env or {}), port,
+                              sim, pool, http)
+            product.start()
+            try:
+                await product.ready()
+                yield product
+            finally:
+                product.services.stop()
+                await pool.close()
 
 
 def master_keys() -> str:

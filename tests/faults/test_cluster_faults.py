@@ -16,8 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import aiohttp
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -26,9 +24,8 @@ from plumbing.settings import KafkaSettings, PostgresSettings, Settings
 from stack import REPO_ROOT
 from stack.kafka_cluster import KafkaCluster
 from stack.up import Platform
-from stripe_sim import SimServer
-from tests.faults.harness import Product, Tenant, master_keys, scale, service_env
-from tests.faults.test_fault_suite import failed_deliveries, free_port
+from tests.faults.harness import Product, Tenant, running_product, scale
+from tests.faults.test_fault_suite import failed_deliveries
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 CUSTOMERS, _ = scale()
@@ -57,23 +54,11 @@ async def product(platform: Platform, clean_database: str, cluster: KafkaCluster
         postgres=PostgresSettings(dsn=clean_database),  # type: ignore[arg-type]
     )
     await ensure_topics(settings.kafka)
-    port = free_port()
-    async with SimServer(seed=6060) as sim:
-        sim.set_delivery(duplicates=0.3, shuffle=True, backoff=(0.2, 0.5, 1, 2, 4, 6, 8, 8, 8, 8, 8, 8), timeout=15)
-        pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
-        async with aiohttp.ClientSession() as http:
-            env = service_env(settings, master_keys(), port, sim.base_url)
-            # A node's death is noticed within the brokers' 3 s session; a publish may wait out that failover.
-            env |= {"INGESTOR_KAFKA__REPLICATION_FACTOR": "3", "INGESTOR_KAFKA__SEND_TIMEOUT_S": "10",
-                    "INGESTOR_RECEIVER__PUBLISH_TIMEOUT_S": "9"}
-            product = Product(settings, env, port, sim, pool, http)
-            product.start()
-            try:
-                await product.ready()
-                yield product
-            finally:
-                product.services.stop()
-                await pool.close()
+    # A node's death is noticed within the brokers' 3 s session; a publish may wait out that failover.
+    env = {"INGESTOR_KAFKA__REPLICATION_FACTOR": "3", "INGESTOR_KAFKA__SEND_TIMEOUT_S": "10",
+           "INGESTOR_RECEIVER__PUBLISH_TIMEOUT_S": "9"}
+    async with running_product(settings, clean_database, seed=6060, delivery_timeout_s=15, env=env) as product:
+        yield product
     lines = ["| fault | events | lost | double-applied | tables equal ground truth | receiver 503s | time to recover |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['fault']} | {r['events']} | {r['lost']} | {r['double_applied']} | "

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
-import asyncpg
 import pytest
 
 from plumbing.kafka import ensure_topics
@@ -29,19 +26,12 @@ from plumbing.settings import KafkaSettings, PostgresSettings, Settings
 from stack import REPO_ROOT, postgres
 from stack.kafka import KafkaBroker
 from stack.up import Platform
-from stripe_sim import SimServer
 from stripe_sim.render import render_event
-from tests.faults.harness import READ_OBJECTS, Product, Tenant, master_keys, scale, service_env
+from tests.faults.harness import READ_OBJECTS, Product, Tenant, running_product, scale
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 CUSTOMERS, KAFKA_OUTAGE_S = scale()
 RESULTS: list[dict[str, Any]] = []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +43,9 @@ async def product(platform: Platform, clean_database: str) -> AsyncIterator[Prod
         postgres=PostgresSettings(dsn=clean_database),  # type: ignore[arg-type]
     )
     await ensure_topics(settings.kafka)
-    port = free_port()
-    async with SimServer(seed=4040) as sim:
-        # Stripe retries failed deliveries for days; here for about a minute, enough for every fault.
-        sim.set_delivery(duplicates=0.3, shuffle=True, backoff=(0.2, 0.5, 1, 2, 4, 6, 8, 8, 8, 8, 8, 8), timeout=10)
-        pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=4)
-        async with aiohttp.ClientSession() as http:
-            product = Product(settings, service_env(settings, master_keys(), port, sim.base_url), port, sim, pool, http)
-            product.start()
-            try:
-                await product.ready()
-                yield product
-            finally:
-                product.services.stop()
-                await pool.close()
+    # Stripe retries failed deliveries for days; here for about a minute, enough for every fault.
+    async with running_product(settings, clean_database, seed=4040, delivery_timeout_s=10) as product:
+        yield product
     table = render_table(RESULTS)
     (REPO_ROOT / "test-artifacts").mkdir(exist_ok=True)
     (REPO_ROOT / "test-artifacts" / "fault-suite.md").write_text(table + "\n")

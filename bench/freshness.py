@@ -33,7 +33,7 @@ from plumbing.settings import ReaderSettings, Settings
 from stack import REPO_ROOT
 from stack.progress import say
 
-DELIVERIES, RATE = 400, 40.0
+DELIVERIES, RATE = 1000, 40.0  # one delivery per tenant in the spread run
 SPREAD_TENANTS = 1000
 
 
@@ -119,8 +119,10 @@ async def main() -> None:
         await wait_ready(f"http://127.0.0.1:{port}/readyz")
         urls = [f"http://127.0.0.1:{port}/webhooks/stripe/{token}" for _, token in tenants]
         async with aiohttp.ClientSession() as http:
+            # the spread run between two one-tenant runs, so warm-up and drift do not favour either side
             one = await deliveries_seen(http, pool, urls[:1], "fresh")
             spread = await deliveries_seen(http, pool, urls, "spread")
+            one += await deliveries_seen(http, pool, urls[:1], "again")
         rss = {"receiver (web process)": peak_rss_mib(receiver.pid), "projector": peak_rss_mib(projector.pid)}
     finally:
         for proc in (receiver, projector):
@@ -129,7 +131,7 @@ async def main() -> None:
     say("measuring Kafka's own produce → consume latency…")
     baseline = await kafka_baseline(settings)
     await pool.close()
-    fresh = LoadResult(RATE, DELIVERIES, len(one), 0.0, one)
+    fresh = LoadResult(RATE, 2 * DELIVERIES, len(one), 0.0, one)
     wide = LoadResult(RATE, DELIVERIES, len(spread), 0.0, spread)
     write_result(BenchResult(
         name="freshness",
@@ -139,13 +141,14 @@ async def main() -> None:
             Figure("webhook received → visible in revenue tables, p99", fresh.percentile(99), "ms",
                    "Kafka produce→consume p99", baseline.percentile(99)),
             Figure(f"the same load spread over {SPREAD_TENANTS:,} tenants: visible p99", wide.percentile(99), "ms",
-                   "one tenant's p99 (same run)", fresh.percentile(99), Target(ratio_at_most=1.2),
+                   "one tenant's p99 (same run, before and after)", fresh.percentile(99), Target(ratio_at_most=1.2),
                    notes=f"p50 {wide.percentile(50):.1f} ms against {fresh.percentile(50):.1f} ms; every delivery to "
                          "another tenant's URL, so each is a webhook-target lookup the receiver's cache has not seen"),
         ],
         peak_rss_mib=rss,
-        notes=f"{DELIVERIES} signed charge.succeeded deliveries at {RATE:.0f}/s per run; visibility polled every 10 ms "
-              f"(adds up to 10 ms); {len(one)} and {len(spread)} of {DELIVERIES} seen.",
+        notes=f"{DELIVERIES} signed charge.succeeded deliveries at {RATE:.0f}/s per run (one tenant, then one to each of "
+              f"{SPREAD_TENANTS:,} tenants, then one tenant again); visibility polled every 10 ms (adds up to 10 ms); "
+              f"{len(one)} of {2 * DELIVERIES} and {len(spread)} of {DELIVERIES} seen.",
     ))
 
 

@@ -16,7 +16,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import asyncpg
-from asyncpg.exceptions import InternalClientError, OperatorInterventionError, PostgresConnectionError
+from asyncpg.exceptions import (
+    DeadlockDetectedError,
+    InternalClientError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+    SerializationError,
+)
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from plumbing.settings import PostgresSettings
@@ -25,9 +31,12 @@ from plumbing.settings import PostgresSettings
 # the same work, never skip it. Anything else is a bug and must be seen. InternalClientError is how
 # asyncpg reports a connection that broke in mid-protocol (e.g. "cannot switch to state 15" while the
 # pool resets it after Postgres went away); the pool then discards that connection.
+# A deadlock or serialization failure (two projector members upserting the same rows in different orders, e.g.
+# after partitions were added) aborts the transaction whole: the same work retried succeeds, so it is transient
+# too, never a "refused" record to dead-letter.
 _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError, asyncio.TimeoutError, PostgresConnectionError, OperatorInterventionError, asyncpg.InterfaceError,
-    InternalClientError,
+    InternalClientError, DeadlockDetectedError, SerializationError,
 )
 
 

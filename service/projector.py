@@ -43,7 +43,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
         metrics = ProjectorMetrics(registry)
         pruning = asyncio.create_task(prune_periodically(
             pool, timedelta(days=settings.projector.dedupe_retention_days), settings.projector.dedupe_prune_interval_s,
-            stop, metrics.dedupe_pruned))
+            asyncio.Event(), metrics.dedupe_pruned))
         try:
             projector = RevenueProjector(settings.kafka, pool, dead_letters, metrics,
                                          max_records=settings.projector.max_batch_records)
@@ -54,8 +54,9 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
             finally:
                 await projector.stop()
         finally:
-            stop.set()
-            await pruning
+            pruning.cancel()  # a round in progress stops at once; its advisory lock goes with the connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
             await dead_letters.stop()
     finally:
         await pool.close()

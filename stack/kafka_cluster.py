@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import STATE_DIR
+from stack import STATE_DIR, StackError
 from stack.kafka import KafkaBroker, _alive, _port, new_cluster_id
 from stack.progress import say
 
@@ -87,6 +87,8 @@ class KafkaCluster:
         refills its replicas from the others."""
         node = self.node(node_id)
         if empty_data:
+            if node.running_pid() is not None:
+                raise StackError(f"node {node_id} is running: its data directory is emptied only while it is down")
             shutil.rmtree(node.data_dir, ignore_errors=True)
             say(f"Kafka node {node_id}'s data directory emptied")
         node.start(timeout_s)

@@ -68,15 +68,20 @@ MAX_NAME_CHARS = 200
 READER_LEVELS = ("summary", "standard", "full")
 # A reader token reads both modes ("all") or one: live data only, test data only.
 READER_MODES = ("all", "live", "test")
-TIME_ZONE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,30}(/[A-Za-z0-9_+-]{1,30}){0,2}")
+# Canonical IANA names only: an area and a place ("Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5"),
+# or UTC. Not the abbreviations that are also zone names (CET, EST, MET…: in `AT TIME ZONE` PostgreSQL reads
+# them as fixed offsets, summer time lost), not `localtime` or `Factory` (the host's zone, none), not the legacy
+# aliases (US/Pacific, GB: optional in newer tzdata, so an upgrade could make every view fail).
+TIME_ZONE_SHAPE = re.compile(r"UTC|(Africa|America|Antarctica|Arctic|Asia|Atlantic|Australia|Europe|Indian|Pacific|Etc)"
+                             r"(/[A-Za-z0-9_+-]{1,30}){1,2}")
 
 
 def clean_time_zone(value: object) -> str:
-    """Returns an IANA time zone name as given (e.g. "Europe/Paris"); raises RefusedInputError for anything else
-    in shape. Whether the zone exists is PostgreSQL's zone list's to say (the store asks it); the leap-second
-    ("right/") and duplicate ("posix/") trees are refused, their days would not be the tenant's calendar days."""
-    if not isinstance(value, str) or not TIME_ZONE_SHAPE.fullmatch(value) or value.startswith(("right/", "posix/")):
-        raise RefusedInputError('time_zone must be an IANA time zone name such as "Europe/Paris" or "UTC"',
+    """Returns a canonical IANA time zone name as given (e.g. "Europe/Paris"); raises RefusedInputError for
+    anything else in shape. Whether the zone exists is PostgreSQL's zone list's to say (the store asks it)."""
+    if not isinstance(value, str) or not TIME_ZONE_SHAPE.fullmatch(value):
+        raise RefusedInputError('time_zone must be an IANA time zone name such as "Europe/Paris" or "UTC" '
+                                "(an area and a place; abbreviations such as CET and offsets are not accepted)",
                                 "invalid_time_zone")
     return value
 

@@ -20,7 +20,7 @@ LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog 
     SELECT CASE WHEN currency = reporting THEN 1::numeric
                 ELSE (SELECT r.rate FROM public.fx_rates r
                        WHERE r.reporting_currency = reporting AND r.currency = fx_factor.currency
-                         AND r.rate_date <= as_of AND r.rate_date > as_of - 31
+                         AND r.rate_date <= as_of AND r.rate_date >= as_of - 31
                        ORDER BY r.rate_date DESC LIMIT 1)
                      * power(10::numeric, d.reporting_decimals - d.currency_decimals) END
       FROM (SELECT CASE WHEN reporting IN ('bif', 'clp', 'djf', 'gnf', 'jpy', 'kmf', 'krw', 'mga', 'pyg', 'rwf', 'ugx', 'vnd', 'vuv', 'xaf', 'xof', 'xpf') THEN 0

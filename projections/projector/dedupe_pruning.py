@@ -62,7 +62,8 @@ async def prune_processed_events(pool: asyncpg.Pool, older_than: timedelta, sche
 
 async def prune_periodically(pool: asyncpg.Pool, older_than: timedelta, every_s: float, stop: asyncio.Event,
                              pruned: Counter | None = None) -> None:
-    """Prunes now and then every `every_s` seconds until `stop`; a failed round is logged and retried next time."""
+    """Prunes now and then every `every_s` seconds until `stop` (or until cancelled: the caller cancels it at
+    shutdown rather than wait for a round); a failed round is logged and retried next time."""
     while not stop.is_set():
         try:
             deleted = await prune_processed_events(pool, older_than)
@@ -70,7 +71,7 @@ async def prune_periodically(pool: asyncpg.Pool, older_than: timedelta, every_s:
                 log.info("dedupe rows pruned", rows=deleted, older_than_days=older_than.days)
                 if pruned is not None:
                     pruned.inc(deleted)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("dedupe pruning failed; next round retries", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one failed round must not end pruning for the process's life
+            log.warning("dedupe pruning failed; next round retries", error=repr(exc)[:300])
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)

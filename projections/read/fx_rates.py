@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -24,6 +25,10 @@ import orjson
 
 HEADER = ("date", "currency", "reporting_currency", "rate")
 CURRENCY = re.compile(r"[a-z]{3}")
+# Plain ASCII only: Python's Decimal and date parsers also take "1_0823", other scripts' digits, "20260331" and
+# week dates, which in a rates file are typos, not rates.
+RATE_TEXT = re.compile(r"[0-9]{1,18}(\.[0-9]{1,12})?")
+DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 MAX_ROWS = 1_000_000
 MAX_ERRORS_SHOWN = 10
 # numeric(30, 12): up to 18 digits before the point, 12 after; a rate outside this range is a typo, not a rate.
@@ -44,6 +49,8 @@ class FxRate:
 
 
 def _rate(text: str) -> Decimal:
+    if not RATE_TEXT.fullmatch(text):
+        raise ValueError(f"rate {text[:30]!r} is not a plain decimal number such as 1.0823")
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -57,6 +64,8 @@ def _rate(text: str) -> Decimal:
 
 def _row(fields: dict[str, str], today: date) -> FxRate:
     try:
+        if not DATE_TEXT.fullmatch(fields["date"].strip()):
+            raise ValueError
         day = date.fromisoformat(fields["date"].strip())
     except ValueError:
         raise ValueError(f"date {fields['date']!r} is not YYYY-MM-DD") from None
@@ -80,7 +89,7 @@ def parse_rates(text: str, today: date) -> list[FxRate]:
     rates: list[FxRate] = []
     errors: list[str] = []
     first_line: dict[tuple[date, str, str], int] = {}
-    for fields in reader:
+    for fields in _rows(reader):
         line = reader.line_num
         if len(rates) >= MAX_ROWS:
             raise RatesFileError(f"more than {MAX_ROWS:,} rates in one file; split it")
@@ -106,6 +115,13 @@ def parse_rates(text: str, today: date) -> list[FxRate]:
     if not rates:
         raise RatesFileError("the file holds no rates")
     return rates
+
+
+def _rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise RatesFileError(f"nothing loaded — line {reader.line_num} is not CSV: {exc}") from None
 
 
 async def load_rates(pool: asyncpg.Pool, rates: list[FxRate]) -> dict[str, Any]:

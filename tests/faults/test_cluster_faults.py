@@ -4,12 +4,14 @@ SIGKILLed during webhook load and the import, then the active controller's node,
 empty data directory, then two nodes at once. Each time: 0 lost, 0 double-applied, tables equal the simulator's
 ground truth; the receiver answers 503 only while fewer than two replicas can be in sync (two nodes down).
 
-The cluster is the local stack's (`ingestor up --brokers 3`, stack/kafka_cluster.py), on its own ports.
+The cluster is the local stack's (`ingestor up --brokers 3`, stack/kafka_cluster.py), with its own state directory
+and ports (9292–9297, `STACK_KAFKA_TEST_CLUSTER_PORT`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 import uuid
@@ -21,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from plumbing.kafka import ensure_topics
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
-from stack import REPO_ROOT
+from stack import REPO_ROOT, STATE_DIR
 from stack.kafka_cluster import KafkaCluster
 from stack.up import Platform
 from tests.faults.harness import Product, Tenant, running_product, scale
@@ -34,7 +36,9 @@ RESULTS: list[dict[str, Any]] = []
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[KafkaCluster]:
-    nodes = KafkaCluster()
+    # Its own state and ports, never the cluster a developer started with `ingestor up --brokers 3`.
+    nodes = KafkaCluster(base_port=int(os.environ.get("STACK_KAFKA_TEST_CLUSTER_PORT", 9292)),
+                         state_dir=STATE_DIR / "kafka-cluster-test")
     for node in nodes.running():  # a fresh cluster each run: what an earlier run left is not this test's
         nodes.kill(node)
     shutil.rmtree(nodes.state_dir, ignore_errors=True)

@@ -42,6 +42,13 @@ def signed(number: int) -> tuple[str, dict[str, str]]:
                   "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(body, SECRET, now)}
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on `port` (TCP state 0A in /proc/net/tcp): one per process sharing it."""
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table.readlines()[1:]
+                   if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+
+
 async def served_by(http: aiohttp.ClientSession, metrics_port: int) -> float:
     async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
         text = await resp.text()
@@ -76,9 +83,11 @@ async def test_two_web_processes_share_one_port_and_each_acknowledges_only_what_
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:  # a connection each
             deadline = time.monotonic() + 60
+            while listeners(port) < 2:  # both processes bound the port (each readies its metrics port first)
+                assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the web processes did not start"
+                await asyncio.sleep(POLL_INTERVAL_S)
             while True:
                 try:
-                    counts = [await served_by(http, m) for m in metrics_ports]
                     async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
                         if resp.status == 200:
                             break

@@ -78,7 +78,7 @@ async def world(platform: Platform, clean_database: str) -> AsyncIterator[World]
                 per[state["currency"]] += subscription_mrr(state)
         mrr[label] = dict(per)
     # A rate per month end that moves every month (EUR up, JPY down); JPY's March and April rates left out, so
-    # March and April have no JPY rate within 31 days of their ends.
+    # April has no JPY rate within 31 days of its end (February's is 61 days older).
     rates: dict[tuple[str, str], Decimal] = {}
     for i, day in enumerate(month_end_days(sorted(mrr))):
         rates[(day.isoformat(), "eur")] = Decimal("1.05") + Decimal(i) / 100
@@ -99,7 +99,7 @@ def factor(world: World, currency: str, as_of: date) -> Fraction | None:
     if currency == "usd":
         return Fraction(1)
     dated = [(date.fromisoformat(d), r) for (d, c), r in world.rates.items() if c == currency]
-    valid = [(d, r) for d, r in dated if as_of - timedelta(days=31) < d <= as_of]
+    valid = [(d, r) for d, r in dated if as_of - timedelta(days=31) <= d <= as_of]
     if not valid:
         return None
     return Fraction(max(valid)[1]) * Fraction(10) ** (2 - decimals(currency))
@@ -145,7 +145,7 @@ async def test_mrr_converts_at_month_end_rates_and_the_fx_effect_is_apart_from_t
         checked += 1
         fx_seen += fx != 0
     assert checked >= 6 and fx_seen >= 6
-    assert ours["2026-03"]["missing_rates"] == ["jpy"], "February's rate is 31 days before March's end: too old"
+    assert ours["2026-03"]["missing_rates"] == [], "February's rate is 31 days before March's end: still in force"
     assert ours["2026-04"]["missing_rates"] == ["jpy"] and ours["2026-04"]["mrr"] is None
     assert ours["2026-05"]["missing_rates"] == ["jpy"], "May's opening MRR needs April's JPY rate"
     assert ours["2026-08"]["missing_rates"] == ["eur", "jpy"], "no rate within 31 days of August's end"
@@ -186,9 +186,12 @@ def test_a_rates_file_is_checked_whole_and_each_bad_line_is_named() -> None:
     bad_lines = {
         "2026-02-30,eur,usd,1.1": "is not YYYY-MM-DD", "2027-01-01,eur,usd,1.1": "not between",
         "2026-03-01,euro,usd,1.1": "three-letter", "2026-03-01,usd,usd,1": "are both",
-        "2026-03-01,eur,usd,0": "positive", "2026-03-01,eur,usd,-1.2": "positive", "2026-03-01,eur,usd,NaN": "positive",
-        "2026-03-01,eur,usd,Infinity": "positive", "2026-03-01,eur,usd,1e20": "positive",
-        "2026-03-01,eur,usd,1.0000000000001": "12 decimal places", "2026-03-01,eur,usd,one": "not a decimal",
+        "2026-03-01,eur,usd,0": "positive", "2026-03-01,eur,usd,-1.2": "plain decimal",
+        "2026-03-01,eur,usd,NaN": "plain decimal", "2026-03-01,eur,usd,Infinity": "plain decimal",
+        "2026-03-01,eur,usd,1e20": "plain decimal",
+        "2026-03-01,eur,usd,1.0000000000001": "plain decimal", "2026-03-01,eur,usd,one": "plain decimal",
+        "2026-03-01,eur,usd,1_0823": "plain decimal", "2026-03-01,eur,usd,١٫٠٨": "plain decimal",
+        "20260331,eur,usd,1.08": "YYYY-MM-DD", "2026-W13-2,eur,usd,1.08": "YYYY-MM-DD",
         "2026-03-01,eur,usd": "expected 4 fields", "2026-03-01,eur,usd,1.1,extra": "expected 4 fields",
     }
     for line, words in bad_lines.items():

@@ -88,6 +88,7 @@ class RefundRow(NamedTuple):
     created: datetime
     seen_at: int  # state time (ms) of the event that listed it: lineage keeps the earliest
     event_id: str
+    state_rank: int  # the listing charge state's rank: (seen_at, state_rank, event_id) orders the refund's states
 
 
 class RefundLevel(NamedTuple):
@@ -194,7 +195,7 @@ def writes_for(envelope: Envelope) -> Writes:
     writes.states.append(StateRow(table, envelope.tenant_id, envelope.object_id, time_ms, rank,
                                   envelope.event_id, envelope.livemode, _values(record, deleted, orjson.dumps(obj))))
     if isinstance(record, Charge):
-        writes.extend(_charge_history(envelope.tenant_id, record, time_ms, envelope.event_id))
+        writes.extend(_charge_history(envelope.tenant_id, record, time_ms, rank, envelope.event_id))
     elif isinstance(record, Subscription):
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
@@ -203,13 +204,13 @@ def writes_for(envelope: Envelope) -> Writes:
     return writes
 
 
-def _charge_history(tenant_id: str, charge: Charge, time_ms: int, event_id: str) -> Writes:
+def _charge_history(tenant_id: str, charge: Charge, time_ms: int, rank: int, event_id: str) -> Writes:
     writes = Writes()
     if charge.amount_refunded > 0:
         writes.refund_levels.append(RefundLevel(tenant_id, charge.id, charge.amount_refunded, time_ms, event_id))
     for refund in charge.refunds:
         writes.refunds.append(RefundRow(tenant_id, refund.id, charge.id, refund.currency, refund.amount,
-                                        refund.status, refund.created, time_ms, event_id))
+                                        refund.status, refund.created, time_ms, event_id, rank))
     return writes
 
 

@@ -1,12 +1,14 @@
 """Keeps the dedupe table (`processed_events`) bounded: rows older than the retention are deleted.
 
 Why this is safe: the dedupe row only saves work. Every write a handler makes is idempotent and order-free
-(object states are last-writer-wins on (state_time, state_rank, event id); subscription versions are keyed by
-their event; refunds and refunded levels keep the earliest event), so an event applied a second time after its
-row was pruned — a late webhook retry, a re-run import, a replay — changes no table
-(tests/projections/test_dedupe_pruning.py proves it over a whole shuffled history). The retention is still
-longer than anything that re-delivers routinely (Stripe's webhook retries: 3 days; the events API: 30 days),
-so such an event is skipped, not re-applied, and the applied-events metric stays honest.
+(object states are last-writer-wins on (state_time, state_rank, event id); refunds on the order of the charge
+states that listed them; subscription versions are keyed by their event; lineage keeps the earliest event), so the
+same event applied a second time after its row was pruned — a late webhook retry, a replayed topic — changes no
+table (tests/projections/test_dedupe_pruning.py proves it over a whole shuffled history). An import re-run after
+the retention fetches snapshots again at a new time: an unchanged object then adds a version with the same values,
+which changes no figure. The retention is longer than anything that re-delivers routinely (Stripe's webhook
+retries: 3 days; the events API: 30 days), so such an event is skipped, not re-applied, and the applied-events
+metric stays honest.
 
 Deleted per tenant in batches through the (tenant_id, applied_at) index, so the table can be distributed by
 tenant and one tenant's backlog never holds a long lock on another's rows. One projector member prunes at a

@@ -29,6 +29,10 @@ _EARLIEST_EVENT = (
     "OR (EXCLUDED.first_seen, EXCLUDED.event_id) < ({t}.first_seen, {t}.event_id) THEN EXCLUDED.event_id "
     "ELSE {t}.event_id END"
 )
+# A refund state overrules the stored one only when newer by the listing charge's order; rows written before
+# migration 0075 carry no order and yield to any (every SET clause reads the row as it was).
+_NEWER_REFUND = ("(r.state_time IS NULL OR (EXCLUDED.state_time, EXCLUDED.state_rank, EXCLUDED.state_event_id) "
+                 "> (r.state_time, r.state_rank, r.state_event_id))")
 COLUMN_TYPES: Mapping[str, str] = {
     "tenant_id": "text", "id": "text", "state_time": "int8", "state_rank": "int8", "state_event_id": "text",
     "livemode": "bool", "deleted": "bool", "created": "timestamptz", "email": "text", "name": "text",
@@ -201,19 +205,31 @@ class PostgresProjectionStore:
             await conn.execute(self._upserts[table], *_columns(rows))
         s = self._schema
         if writes.refunds:
-            refunds: dict[tuple[str, str], RefundRow] = {}
-            for r in writes.refunds:  # one row per refund: the newest state, the earliest event (lineage)
-                kept = refunds.get((r.tenant_id, r.refund_id))
-                earliest = min((r.seen_at, r.event_id), (kept.seen_at, kept.event_id)) if kept else (r.seen_at, r.event_id)
-                refunds[(r.tenant_id, r.refund_id)] = r._replace(seen_at=earliest[0], event_id=earliest[1])
+            # One row per refund: its newest state by the listing charge state's order (seen_at, rank, event id),
+            # whatever order the events came in, and the earliest event that showed it (lineage).
+            newest: dict[tuple[str, str], RefundRow] = {}
+            earliest: dict[tuple[str, str], tuple[int, str]] = {}
+            for r in writes.refunds:
+                key = (r.tenant_id, r.refund_id)
+                kept = newest.get(key)
+                if kept is None or (r.seen_at, r.state_rank, r.event_id) > (kept.seen_at, kept.state_rank, kept.event_id):
+                    newest[key] = r
+                earliest[key] = min(earliest.get(key, (r.seen_at, r.event_id)), (r.seen_at, r.event_id))
             await conn.execute(
                 f"INSERT INTO {s}.refunds AS r (tenant_id, id, charge_id, currency, amount, status, created, first_seen, "
-                "event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], "
-                "$7::timestamptz[], $8::int8[], $9::text[]) "
-                "ON CONFLICT (tenant_id, id) DO UPDATE SET amount = EXCLUDED.amount, status = EXCLUDED.status, "
+                "event_id, state_time, state_rank, state_event_id) SELECT * FROM unnest($1::text[], $2::text[], "
+                "$3::text[], $4::text[], $5::int8[], $6::text[], $7::timestamptz[], $8::int8[], $9::text[], $10::int8[], "
+                "$11::int8[], $12::text[]) "
+                "ON CONFLICT (tenant_id, id) DO UPDATE SET "
+                f"amount = CASE WHEN {_NEWER_REFUND} THEN EXCLUDED.amount ELSE r.amount END, "
+                f"status = CASE WHEN {_NEWER_REFUND} THEN EXCLUDED.status ELSE r.status END, "
+                f"state_rank = CASE WHEN {_NEWER_REFUND} THEN EXCLUDED.state_rank ELSE r.state_rank END, "
+                f"state_event_id = CASE WHEN {_NEWER_REFUND} THEN EXCLUDED.state_event_id ELSE r.state_event_id END, "
+                f"state_time = CASE WHEN {_NEWER_REFUND} THEN EXCLUDED.state_time ELSE r.state_time END, "
                 f"{_EARLIEST_EVENT.format(t='r')}",
                 *map(list, zip(*((r.tenant_id, r.refund_id, r.charge_id, r.currency, r.amount, r.status, r.created,
-                                  r.seen_at, r.event_id) for r in refunds.values()))),
+                                  *earliest[key], r.seen_at, r.state_rank, r.event_id)
+                                 for key, r in newest.items()))),
             )
         if writes.refund_levels:
             levels: dict[tuple[str, str, int], tuple[int, str]] = {}

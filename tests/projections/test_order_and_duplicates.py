@@ -204,3 +204,43 @@ async def test_refunds_listed_by_a_snapshot_and_a_later_refund_count_once_each_o
                                 "ORDER BY day", tenant)
     days = [(r["day"] - datetime.fromtimestamp(T, timezone.utc).date()).days for r in rows]
     assert list(zip(days, [r["refunded"] for r in rows])) == [(1, 1500), (3, 3500)]
+
+
+def refunded_charge(status: str, refunded_at: int) -> dict[str, Any]:
+    refund = {"id": "re_1", "object": "refund", "amount": 1500, "currency": "usd", "status": status,
+              "created": refunded_at, "charge": "ch_1"}
+    return CHARGE | {"status": "succeeded", "amount_refunded": 1500, "refunds": {"object": "list", "data": [refund]}}
+
+
+@pytest.mark.parametrize("older_status,newer_status", [("pending", "succeeded"), ("succeeded", "failed")])
+async def test_a_refunds_state_is_its_newest_whatever_order_and_however_often_its_events_come(
+    pool: asyncpg.Pool, older_status: str, newer_status: str
+) -> None:
+    """A refund listed in one state by an older charge event and in another by a newer one: the newer wins in
+    either order, in one batch or two, and when the older event is applied again afterwards (a redelivery after
+    its dedupe row was pruned). Only a succeeded refund counts in refunded revenue."""
+    store = PostgresProjectionStore(pool, "refund-order-test")
+    outcomes = []
+    for order in ("older_first", "newer_first", "one_batch", "older_again"):
+        tenant = f"refund_{uuid.uuid4().hex[:8]}"
+        # the older event's id sorts last: the time must decide, not the id
+        older = event(refunded_charge(older_status, T + 60), "charge.refunded", "evt_zzz_older", T + 60, tenant)
+        newer = event(refunded_charge(newer_status, T + 60), "charge.refund.updated", "evt_aaa_newer", T + 120, tenant)
+        if order == "one_batch":
+            await store.apply([(tenant, e.event_id, writes_for(e)) for e in (newer, older)], {})
+        else:
+            sequence = [older, newer] if order == "older_first" else [newer, older]
+            for envelope in sequence:
+                await store.apply([(tenant, envelope.event_id, writes_for(envelope))], {})
+            if order == "older_again":
+                await pool.execute("DELETE FROM projection.processed_events WHERE tenant_id = $1", tenant)
+                await store.apply([(tenant, older.event_id, writes_for(older))], {})
+        row = await pool.fetchrow("SELECT status, event_id FROM projection.refunds WHERE tenant_id = $1", tenant)
+        async with pool.acquire() as conn:
+            await bind_tenant(conn, tenant)
+            refunded = await conn.fetchval("SELECT coalesce(sum(refunded), 0) FROM projection.daily_revenue "
+                                           "WHERE tenant_id = $1", tenant)
+        outcomes.append((row["status"], row["event_id"], refunded))
+    assert [o[:2] for o in outcomes] == [(newer_status, "evt_zzz_older")] * 4, outcomes
+    if newer_status == "succeeded":
+        assert [o[2] for o in outcomes] == [1500] * 4, "the succeeded refund counts once, in every order"

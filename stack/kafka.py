@@ -157,6 +157,11 @@ class KafkaBroker:
         (its metadata log is kept: the quorum's votes must not be forgotten)."""
         if all((d / "meta.properties").exists() for d in {self.data_dir, self.metadata_dir}):
             return
+        if self.voters and not (self.metadata_dir / "meta.properties").exists() and self.log_file.exists():
+            # A voter of a static quorum must not come back with an empty Raft log: it could vote twice in one
+            # epoch and let a stale node truncate committed metadata. Only its partition data may be refilled.
+            raise StackError(f"node {self.node_id}'s metadata log ({self.metadata_dir}) is gone: a static-quorum "
+                             "voter cannot rejoin without it; start the cluster afresh (remove its state directory)")
         if self.voters:
             flags = ["--ignore-formatted", "-t", self.cluster_id or new_cluster_id()]
         else:

@@ -42,6 +42,8 @@ from schemas import DeadLetter, EnvelopeCodec
 from schemas.stripe_objects import UnreadableObjectError
 
 log = get_logger(__name__)
+LAG_EVERY_S = 5.0
+TENANT_LAG_TTL_S = 600.0
 
 
 class ProjectorMetrics:
@@ -57,11 +59,27 @@ class ProjectorMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
         )
         self.lag = Gauge("projector_consumer_lag", "Records not yet applied", ["partition"], registry=registry)
-        # One series per tenant (thousands are fine for Prometheus): who is behind, when the total is not.
+        # One series per tenant (thousands are fine for Prometheus): who is behind, when the total is not. A series
+        # this member has not updated for TENANT_LAG_TTL_S is removed (a quiet tenant, or partitions now another
+        # member's), so the gauges hold what this member applied lately, not a past backlog for ever.
         self.tenant_lag = Gauge("projector_tenant_lag_seconds", "Age of the tenant's oldest event in its latest "
                                 "applied batch (receipt to applied)", ["tenant"], registry=registry)
+        self._tenant_lag_at: dict[str, float] = {}
+        self._expired_at = time.monotonic()
         self.dedupe_pruned = Counter("projector_dedupe_rows_pruned", "Dedupe rows deleted for age (processed_events)",
                                      registry=registry)
+
+
+    def tenant_lagged(self, tenant: str, age_s: float) -> None:
+        """Sets one tenant's lag; now and then drops the series not set for TENANT_LAG_TTL_S."""
+        now = time.monotonic()
+        self.tenant_lag.labels(tenant).set(age_s)
+        self._tenant_lag_at[tenant] = now
+        if now - self._expired_at >= 60:
+            self._expired_at = now
+            for stale in [t for t, at in self._tenant_lag_at.items() if now - at > TENANT_LAG_TTL_S]:
+                del self._tenant_lag_at[stale]
+                self.tenant_lag.remove(stale)
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -182,9 +200,17 @@ class RevenueProjector:
         self.assignment_generation += 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Applies batches until `stop` is set, then finishes the batch in flight."""
+        """Applies batches until `stop` is set, then finishes the batch in flight; every LAG_EVERY_S it refreshes
+        the per-partition lag gauges (records on the topic not yet consumed)."""
+        lag_due = time.monotonic()
         while not stop.is_set():
             await self.run_once()
+            if time.monotonic() >= lag_due:
+                lag_due = time.monotonic() + LAG_EVERY_S
+                try:
+                    await self.lag()
+                except Exception as exc:  # noqa: BLE001 - a gauge refresh (e.g. mid-rebalance) never stops applying
+                    log.debug("lag not refreshed", error=repr(exc))
         await self.drain()
 
     async def run_until_idle(self, timeout_s: float = 60.0, on_progress: Callable[[int], None] | None = None) -> None:
@@ -306,7 +332,7 @@ class RevenueProjector:
         for record, event in events:  # each tenant's lag: its oldest event in the batch just applied
             oldest[event[0]] = max(oldest.get(event[0], 0.0), max(0.0, now_ms - record.timestamp) / 1000)
         for tenant, age in oldest.items():
-            self._metrics.tenant_lag.labels(tenant).set(age)
+            self._metrics.tenant_lagged(tenant, age)
 
     async def _apply_isolating_poison(
         self, events: Sequence[tuple[ConsumerRecord, Event]], positions: dict[tuple[str, int], int],

@@ -210,11 +210,11 @@ class PostgresProjectionStore:
             newest: dict[tuple[str, str], RefundRow] = {}
             earliest: dict[tuple[str, str], tuple[int, str]] = {}
             for r in writes.refunds:
-                key = (r.tenant_id, r.refund_id)
-                kept = newest.get(key)
+                refund = (r.tenant_id, r.refund_id)
+                kept = newest.get(refund)
                 if kept is None or (r.seen_at, r.state_rank, r.event_id) > (kept.seen_at, kept.state_rank, kept.event_id):
-                    newest[key] = r
-                earliest[key] = min(earliest.get(key, (r.seen_at, r.event_id)), (r.seen_at, r.event_id))
+                    newest[refund] = r
+                earliest[refund] = min(earliest.get(refund, (r.seen_at, r.event_id)), (r.seen_at, r.event_id))
             await conn.execute(
                 f"INSERT INTO {s}.refunds AS r (tenant_id, id, charge_id, currency, amount, status, created, first_seen, "
                 "event_id, state_time, state_rank, state_event_id) SELECT * FROM unnest($1::text[], $2::text[], "
@@ -228,8 +228,8 @@ class PostgresProjectionStore:
                 f"state_time = CASE WHEN {_NEWER_REFUND} THEN EXCLUDED.state_time ELSE r.state_time END, "
                 f"{_EARLIEST_EVENT.format(t='r')}",
                 *map(list, zip(*((r.tenant_id, r.refund_id, r.charge_id, r.currency, r.amount, r.status, r.created,
-                                  *earliest[key], r.seen_at, r.state_rank, r.event_id)
-                                 for key, r in newest.items()))),
+                                  *earliest[refund], r.seen_at, r.state_rank, r.event_id)
+                                 for refund, r in newest.items()))),
             )
         if writes.refund_levels:
             levels: dict[tuple[str, str, int], tuple[int, str]] = {}

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from plumbing.kafka import ensure_topics, topic_end_offsets
 from plumbing.settings import KafkaSettings, PostgresSettings, Settings
@@ -30,7 +31,7 @@ from tests.projections.support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-TENANTS = 4
+TENANTS = 8
 
 
 async def positions_done(settings: Settings, pool: asyncpg.Pool) -> bool:
@@ -42,6 +43,17 @@ async def positions_done(settings: Settings, pool: asyncpg.Pool) -> bool:
 
 async def applied_so_far(pool: asyncpg.Pool, tenants: list[str]) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = ANY($1)", tenants))
+
+
+async def group_size(settings: Settings) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="group-test")
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([settings.kafka.projector_group])
+        # each group: (error_code, group, state, protocol_type, protocol, members)
+        return sum(len(group[5]) for response in responses for group in response.groups)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -79,8 +91,8 @@ async def test_members_killed_and_added_during_load_leave_every_tenant_equal_to_
            "INGESTOR_KAFKA__PROJECTOR_GROUP": settings.kafka.projector_group,
            "INGESTOR_KAFKA__SESSION_TIMEOUT_MS": "3000",
            "INGESTOR_POSTGRES__DSN": clean_database,
-           # small batches: the history takes many of them, so the kill and the join land mid-work
-           "INGESTOR_PROJECTOR__MAX_BATCH_RECORDS": "100",
+           # small batches: the history takes many of them, so the kill and the joins land mid-work
+           "INGESTOR_PROJECTOR__MAX_BATCH_RECORDS": "20",
            "INGESTOR_PROJECTOR__METRICS_PORT": "0", "INGESTOR_LOG__LEVEL": "WARNING"}
     services = Services()
     try:
@@ -99,6 +111,11 @@ async def test_members_killed_and_added_during_load_leave_every_tenant_equal_to_
             services.check_alive()
             await asyncio.sleep(0.2)
         services.start("group-member-4", ["-m", "service", "projector"], env)  # a member joins mid-load
+        while await group_size(settings) < 4:  # members 0, 2, 3 and 4
+            assert not await positions_done(settings, pool), "the load ended before the new member joined"
+            assert time.monotonic() < deadline + 60, "the new member did not join"
+            services.check_alive()
+            await asyncio.sleep(0.2)
         while not await positions_done(settings, pool):
             assert time.monotonic() < deadline + 120, "the group did not finish"
             services.check_alive()

@@ -222,6 +222,12 @@ async def test_all_currencies_in_one_reporting_currency_with_the_fx_effect_apart
     cells = await page.locator("#table-mrr tbody tr").evaluate_all("rows => rows.map(r => [...r.cells].map(c => c.textContent))")
     assert cells == [[r["month"][:7], format_money(r["mrr"], "gbp"), str(r["subscribers"])] for r in gbp]
     await expect(page.locator("#table-movements thead")).to_contain_text("FX effect")
+    async with page.expect_download() as download_info:
+        await page.locator("section[data-series=mrr] button.csv").click()
+    path = await (await download_info.value).path()
+    exported = list(csv.DictReader(io.StringIO(path.read_text() if path else "")))
+    assert exported and all(r["currency"] == "gbp" and "missing_rates" in r for r in exported), \
+        "a converted export names the currencies without a rate beside each amount"
     await page.locator("#chart-movements").screenshot(path=str(ARTIFACTS / "revenue-desktop-movements-gbp.png"))
     # and back to one currency: no FX column, the tenant's own amounts
     await page.locator("#currency").select_option(site.data["currencies"][0])

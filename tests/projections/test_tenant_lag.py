@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import TENANT_LAG_TTL_S, ProjectorMetrics, RevenueProjector
 from stripe_sim import CURRENT_VERSION, SimServer
 from tests.helpers import pinned_sim_clock
 from tests.projections.support import history_envelopes, publish
@@ -39,3 +39,16 @@ async def test_each_tenant_has_its_own_lag_series(settings: Settings, pool: asyn
     lags = {t: registry.get_sample_value("projector_tenant_lag_seconds", {"tenant": t}) for t in tenants}
     assert all(lag is not None and 0 <= lag < 600 for lag in lags.values()), lags
     assert registry.get_sample_value("projector_tenant_lag_seconds", {"tenant": "tenant_without_events"}) is None
+
+
+def test_a_tenant_series_not_updated_for_ten_minutes_is_dropped() -> None:
+    """A quiet tenant (or one whose partitions moved to another member) does not keep a past backlog for ever."""
+    registry = CollectorRegistry()
+    metrics = ProjectorMetrics(registry)
+    metrics.tenant_lagged("tenant_quiet", 3600.0)
+    metrics.tenant_lagged("tenant_busy", 1.0)
+    metrics._tenant_lag_at["tenant_quiet"] -= TENANT_LAG_TTL_S + 1  # as if set eleven minutes ago
+    metrics._expired_at -= 61
+    metrics.tenant_lagged("tenant_busy", 2.0)
+    assert registry.get_sample_value("projector_tenant_lag_seconds", {"tenant": "tenant_quiet"}) is None
+    assert registry.get_sample_value("projector_tenant_lag_seconds", {"tenant": "tenant_busy"}) == 2.0

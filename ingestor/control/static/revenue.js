@@ -186,8 +186,11 @@ function csv(name) {
   // Raw values (minor units, ratios), the currency in its own column: a spreadsheet gets exact numbers.
   const keys = cols.map(([key]) => key);
   const rows = SERIES[name].rows();
-  const header = rows.length && "currency" in rows[0] ? [...keys, "currency"] : keys;
-  const lines = [header.join(","), ...rows.map((r) => header.map((k) => quote(r[k])).join(","))];
+  // Converted rows carry the currencies that had no rate: an empty amount there is unknown, not 0.
+  const header = [...keys, ...(rows.length && "currency" in rows[0] ? ["currency"] : []),
+                  ...(rows.some((r) => "missing_rates" in r) ? ["missing_rates"] : [])];
+  const cell = (r, k) => (k === "missing_rates" ? (r[k] || []).join(" ") : r[k]);
+  const lines = [header.join(","), ...rows.map((r) => header.map((k) => quote(cell(r, k))).join(","))];
   const link = document.createElement("a");
   link.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
   link.download = `${name}-${page.mode}-${page.currency || "all"}.csv`;

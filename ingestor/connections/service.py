@@ -192,11 +192,12 @@ class ConnectionService:
         PostgreSQL does not know; nothing changes then."""
         await self._require_tenant(tenant_id)
         zone = clean_time_zone(time_zone)
-        previous = await self._tenants.set_time_zone(tenant_id, zone)
-        if previous is None:
+        previous = await self._tenants.set_time_zone(actor, tenant_id, zone)
+        if previous is False:
             raise RefusedInputError(f'"{zone}" is not a time zone PostgreSQL knows; use an IANA name such as '
                                     '"America/New_York"', "invalid_time_zone")
-        await self._tenants.audit(actor, tenant_id, "tenant.time_zone_set", {"time_zone": zone, "previous": previous})
+        if previous is True:
+            raise NotFoundError("no such tenant")
         return {"tenant_id": tenant_id, "time_zone": zone}
 
     async def _require_tenant(self, tenant_id: str) -> None:

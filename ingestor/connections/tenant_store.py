@@ -64,16 +64,21 @@ class PostgresTenantStore:
         )
         return dict(row) if row else None
 
-    async def set_time_zone(self, tenant_id: str, time_zone: str) -> str | None:
-        """Sets the tenant's reporting time zone if PostgreSQL knows the name (the views convert with it);
-        returns the previous zone, or None when the name is unknown (nothing changed)."""
+    async def set_time_zone(self, actor: str, tenant_id: str, time_zone: str) -> str | bool:
+        """Sets the tenant's reporting time zone, with its audit entry, in one transaction, if PostgreSQL knows the
+        name (the views convert with it); returns the previous zone, False for a name PostgreSQL does not know, or
+        True when the tenant is gone (nothing changed in either case)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            known = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", time_zone)
-            if not known:
-                return None
+            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", time_zone):
+                return False
             previous: str | None = await conn.fetchval(
-                "SELECT time_zone FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+                "SELECT time_zone FROM tenants WHERE tenant_id = $1 AND disabled_at IS NULL FOR UPDATE", tenant_id)
+            if previous is None:
+                return True
             await conn.execute("UPDATE tenants SET time_zone = $2 WHERE tenant_id = $1", tenant_id, time_zone)
+            await conn.execute("INSERT INTO audit_log (actor, tenant_id, action, detail) VALUES ($1, $2, "
+                               "'tenant.time_zone_set', $3::jsonb)", actor, tenant_id,
+                               orjson.dumps({"time_zone": time_zone, "previous": previous}).decode())
             return previous
 
     async def purge_tenant_data(self, tenant_id: str) -> dict[str, int]:

@@ -108,21 +108,22 @@ SELECT i.tenant_id, i.livemode, date_trunc('month', i.created AT TIME ZONE coale
         OR (i.data ->> 'attempted' = 'true' AND i.status IN ('open', 'uncollectible')))
  GROUP BY i.tenant_id, i.livemode, 3, i.currency;
 
--- As of the end of each of the tenant's days (today: now).
+-- As of the end of each of the tenant's days (today: now), over the 30 of the tenant's days before (a window
+-- with a clock change is 30 calendar days, not 720 hours).
 CREATE OR REPLACE VIEW subscriber_churn_30d AS
 SELECT d.tenant_id, d.livemode, d.day,
-       count(*) FILTER (WHERE p.ends > d.at_ms - 2592000000 AND p.ends <= d.at_ms) AS churned_30d,
-       count(*) FILTER (WHERE p.starts <= d.at_ms - 2592000000
-                          AND (p.ends IS NULL OR p.ends > d.at_ms - 2592000000)) AS active_30d_ago,
-       count(*) FILTER (WHERE p.starts > d.at_ms - 2592000000 AND p.starts <= d.at_ms) AS new_30d,
-       round(count(*) FILTER (WHERE p.ends > d.at_ms - 2592000000 AND p.ends <= d.at_ms)::numeric
-             / nullif(count(*) FILTER (WHERE p.starts <= d.at_ms - 2592000000
-                                         AND (p.ends IS NULL OR p.ends > d.at_ms - 2592000000))
-                      + count(*) FILTER (WHERE p.starts > d.at_ms - 2592000000 AND p.starts <= d.at_ms), 0), 6)
+       count(*) FILTER (WHERE p.ends > d.from_ms AND p.ends <= d.at_ms) AS churned_30d,
+       count(*) FILTER (WHERE p.starts <= d.from_ms AND (p.ends IS NULL OR p.ends > d.from_ms)) AS active_30d_ago,
+       count(*) FILTER (WHERE p.starts > d.from_ms AND p.starts <= d.at_ms) AS new_30d,
+       round(count(*) FILTER (WHERE p.ends > d.from_ms AND p.ends <= d.at_ms)::numeric
+             / nullif(count(*) FILTER (WHERE p.starts <= d.from_ms AND (p.ends IS NULL OR p.ends > d.from_ms))
+                      + count(*) FILTER (WHERE p.starts > d.from_ms AND p.starts <= d.at_ms), 0), 6)
            AS subscriber_churn_rate_30d
   FROM (SELECT b.tenant_id, b.livemode, day::date AS day,
-               least((extract(epoch FROM (day + interval '1 day') AT TIME ZONE b.tz) * 1000)::bigint,
-                     (extract(epoch FROM now()) * 1000)::bigint) AS at_ms
+               (extract(epoch FROM least(day + interval '1 day', now() AT TIME ZONE b.tz) AT TIME ZONE b.tz) * 1000)::bigint
+                   AS at_ms,
+               (extract(epoch FROM (least(day + interval '1 day', now() AT TIME ZONE b.tz) - interval '30 days')
+                                   AT TIME ZONE b.tz) * 1000)::bigint AS from_ms
           FROM (SELECT p.tenant_id, p.livemode, min(p.starts) AS first_ms, coalesce(min(z.time_zone), 'UTC') AS tz
                   FROM subscriber_spans p LEFT JOIN public.tenants z ON z.tenant_id = p.tenant_id
                  GROUP BY p.tenant_id, p.livemode) b,

@@ -84,3 +84,26 @@ def test_every_port_compose_publishes_is_served_beyond_loopback_in_its_container
                      "projector": {settings.projector.metrics_port: settings.projector.metrics_host}}.get(name, {})
         for mapping in SERVICES[name].get("ports", []):
             assert listening.get(int(str(mapping).split(":")[-1])) == "0.0.0.0", (name, mapping)
+
+
+def test_the_cluster_override_is_the_local_three_node_cluster() -> None:
+    """docker-compose.cluster.yml: three KRaft nodes of one static quorum, the product pointed at all three with
+    three replicas per topic — what `ingestor up --brokers 3` starts (stack/kafka_cluster.py)."""
+    cluster = yaml.safe_load((REPO_ROOT / "docker-compose.cluster.yml").read_text())["services"]
+    nodes = {name: service for name, service in cluster.items() if name.startswith("kafka")}
+    assert set(nodes) == {"kafka", "kafka-2", "kafka-3"}
+    voters = {n["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for n in nodes.values()}
+    assert voters == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert len({n["environment"]["CLUSTER_ID"] for n in nodes.values()}) == 1
+    assert sorted(n["environment"]["KAFKA_NODE_ID"] for n in nodes.values()) == ["1", "2", "3"]
+    for node in nodes.values():
+        assert node["image"] == f"apache/kafka:{KAFKA_VERSION}"
+        assert node["environment"]["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert node["environment"]["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+    for name in PRODUCT:
+        env = {**{k: str(v) for k, v in SERVICES[name]["environment"].items()},
+               **{k: str(v) for k, v in cluster[name]["environment"].items()}}
+        assert unknown_setting_names(env) == [], name
+        settings = load_settings(env)
+        assert settings.kafka.bootstrap_servers == "kafka:9092,kafka-2:9092,kafka-3:9092"
+        assert settings.kafka.replication_factor == 3

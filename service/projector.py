@@ -43,7 +43,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
         metrics = ProjectorMetrics(registry)
         pruning = asyncio.create_task(prune_periodically(
             pool, timedelta(days=settings.projector.dedupe_retention_days), settings.projector.dedupe_prune_interval_s,
-            asyncio.Event(), metrics.dedupe_pruned))
+            metrics.dedupe_pruned))
         try:
             projector = RevenueProjector(settings.kafka, pool, dead_letters, metrics,
                                          max_records=settings.projector.max_batch_records)

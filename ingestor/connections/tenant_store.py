@@ -76,9 +76,7 @@ class PostgresTenantStore:
             if previous is None:
                 return True
             await conn.execute("UPDATE tenants SET time_zone = $2 WHERE tenant_id = $1", tenant_id, time_zone)
-            await conn.execute("INSERT INTO audit_log (actor, tenant_id, action, detail) VALUES ($1, $2, "
-                               "'tenant.time_zone_set', $3::jsonb)", actor, tenant_id,
-                               orjson.dumps({"time_zone": time_zone, "previous": previous}).decode())
+            await _audit(conn, actor, tenant_id, "tenant.time_zone_set", {"time_zone": time_zone, "previous": previous})
             return previous
 
     async def purge_tenant_data(self, tenant_id: str) -> dict[str, int]:
@@ -116,10 +114,7 @@ class PostgresTenantStore:
 
     async def audit(self, actor: str, tenant_id: str | None, action: str, detail: dict[str, Any]) -> None:
         """Appends to the audit log (callers never put a secret in `detail`)."""
-        await self._pool.execute(
-            "INSERT INTO audit_log (actor, tenant_id, action, detail) VALUES ($1, $2, $3, $4::jsonb)",
-            actor, tenant_id, action, orjson.dumps(detail).decode(),
-        )
+        await _audit(self._pool, actor, tenant_id, action, detail)
 
     async def audit_entries(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """Returns the tenant's latest audit entries, newest first."""
@@ -237,3 +232,10 @@ class PostgresTenantStore:
         """Disables the tenant: its API token stops working (its rows and audit log stay)."""
         await self._pool.execute("UPDATE tenants SET disabled_at = now() WHERE tenant_id = $1 AND disabled_at IS NULL",
                                  tenant_id)
+
+
+async def _audit(conn: asyncpg.Pool | asyncpg.Connection, actor: str, tenant_id: str | None, action: str,
+                 detail: dict[str, Any]) -> None:
+    """Appends one audit entry, on a pool or inside the caller's transaction."""
+    await conn.execute("INSERT INTO audit_log (actor, tenant_id, action, detail) VALUES ($1, $2, $3, $4::jsonb)",
+                       actor, tenant_id, action, orjson.dumps(detail).decode())

@@ -69,7 +69,6 @@ class ProjectorMetrics:
         self.dedupe_pruned = Counter("projector_dedupe_rows_pruned", "Dedupe rows deleted for age (processed_events)",
                                      registry=registry)
 
-
     def tenant_lagged(self, tenant: str, age_s: float) -> None:
         """Sets one tenant's lag; now and then drops the series not set for TENANT_LAG_TTL_S."""
         now = time.monotonic()

@@ -18,7 +18,6 @@ time (an advisory lock); the others skip the round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import asyncpg
@@ -62,11 +61,11 @@ async def prune_processed_events(pool: asyncpg.Pool, older_than: timedelta, sche
             await conn.execute("SELECT pg_advisory_unlock($1)", PRUNE_LOCK_ID)
 
 
-async def prune_periodically(pool: asyncpg.Pool, older_than: timedelta, every_s: float, stop: asyncio.Event,
+async def prune_periodically(pool: asyncpg.Pool, older_than: timedelta, every_s: float,
                              pruned: Counter | None = None) -> None:
-    """Prunes now and then every `every_s` seconds until `stop` (or until cancelled: the caller cancels it at
-    shutdown rather than wait for a round); a failed round is logged and retried next time."""
-    while not stop.is_set():
+    """Prunes now and then every `every_s` seconds until cancelled (the projector cancels it at shutdown rather than
+    wait for a round); a failed round is logged and retried next time."""
+    while True:
         try:
             deleted = await prune_processed_events(pool, older_than)
             if deleted:
@@ -75,5 +74,4 @@ async def prune_periodically(pool: asyncpg.Pool, older_than: timedelta, every_s:
                     pruned.inc(deleted)
         except Exception as exc:  # noqa: BLE001 - one failed round must not end pruning for the process's life
             log.warning("dedupe pruning failed; next round retries", error=repr(exc)[:300])
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+        await asyncio.sleep(every_s)  # the pruning interval

@@ -80,7 +80,7 @@ async def revenue_data(reader: RevenueReader, tenant_id: str, level: Level, live
 
     months, subscriber_churn, daily, cohorts, settings = await asyncio.gather(
         *(read(name) for name in ("months", "subscriber_churn", "daily", "cohorts", "settings")))
-    reporting_currencies = settings[0]["reporting_currencies"] if settings else []
+    reporting_currencies, time_zone = settings[0]["reporting_currencies"], settings[0]["time_zone"]  # always one row
     if reporting is not None and reporting not in reporting_currencies:
         raise UnknownReportingCurrencyError(
             f"no exchange rates to {reporting!r} were loaded; report in one of: {', '.join(reporting_currencies) or 'none'}")
@@ -95,5 +95,5 @@ async def revenue_data(reader: RevenueReader, tenant_id: str, level: Level, live
     shown = sorted({*currencies, *reporting_currencies})
     return {"mode": "live" if livemode else "test", "currencies": currencies, "reporting": reporting,
             "reporting_currencies": reporting_currencies,
-            "time_zone": settings[0]["time_zone"] if settings and settings[0]["time_zone"] else "UTC",
+            "time_zone": time_zone or "UTC",  # a tenant id without a tenants row reads in UTC, like the views
             "decimals": {c: decimals(c) for c in shown}, **data}

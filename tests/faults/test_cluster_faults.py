@@ -97,24 +97,24 @@ async def one_node_killed(p: Product, cluster: KafkaCluster) -> None:
 
 
 async def controller_killed(p: Product, cluster: KafkaCluster) -> None:
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # a moment into the load, not a synchronisation
     leader = cluster.active_controller()
     assert leader is not None
     await asyncio.to_thread(cluster.kill, leader)
-    await asyncio.sleep(6)
+    await asyncio.sleep(6)  # the load goes on without the controller's node
     await asyncio.to_thread(cluster.restart, leader)
 
 
 async def empty_data_directory(p: Product, cluster: KafkaCluster) -> None:
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # a moment into the load, not a synchronisation
     victim = cluster.running()[-1]
     await asyncio.to_thread(cluster.kill, victim)
-    await asyncio.sleep(3)
+    await asyncio.sleep(3)  # the node stays down this long before its disk is replaced
     await asyncio.to_thread(cluster.restart, victim, True)
 
 
 async def two_nodes_killed(p: Product, cluster: KafkaCluster) -> None:
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # a moment into the load, not a synchronisation
     victims = cluster.running()[:2]
     for node in victims:
         await asyncio.to_thread(cluster.kill, node)

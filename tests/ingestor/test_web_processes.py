@@ -11,24 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 
 import aiohttp
-import asyncpg
 import pytest
 import stripe
 
-from ingestor.connections.store import PostgresConnectionStore
-from ingestor.connections.tenant_store import PostgresTenantStore
-from ingestor.connections.vault import MasterKeyring, generate_master_key
+from bench.receiver_throughput import SECRET, connected_tenant
+from ingestor.connections.vault import generate_master_key
 from plumbing.kafka import ensure_topics, topic_end_offsets
-from plumbing.settings import ReaderSettings, Settings
+from plumbing.settings import Settings
 from stack import REPO_ROOT
 from tests.faults.harness import free_port
 from tests.helpers import POLL_INTERVAL_S
 
 pytestmark = pytest.mark.integration
-SECRET = "whsec_" + "c" * 32
 DELIVERIES = 120
 
 
@@ -56,18 +52,11 @@ async def served_by(http: aiohttp.ClientSession, metrics_port: int) -> float:
 
 
 async def test_two_web_processes_share_one_port_and_each_acknowledges_only_what_is_stored(
-    settings: Settings, clean_database: str
+    settings: Settings
 ) -> None:
     await ensure_topics(settings.kafka)
     master = generate_master_key("webs")
-    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
-    try:
-        store = PostgresConnectionStore(pool, MasterKeyring.from_setting(master))
-        tenant_id, _ = await PostgresTenantStore(pool, MasterKeyring.from_setting(master), ReaderSettings()).create_tenant("two")
-        connection_id, token = await store.create_connection(tenant_id, livemode=False)
-        await store.add_webhook_secret(connection_id, SECRET, datetime.now(timezone.utc))
-    finally:
-        await pool.close()
+    token = await connected_tenant(settings, master)  # signed with the bench's SECRET
     port, metrics_ports = free_port(), [free_port(), free_port()]
     before = sum((await topic_end_offsets(settings.kafka, settings.kafka.raw_topic)).values())
     procs = [subprocess.Popen([sys.executable, "-m", "service", "web"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,

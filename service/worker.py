@@ -36,6 +36,7 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
+from plumbing.runtime import tune_gc
 from plumbing.settings import Settings, load_settings
 from service.web import load_keyring
 
@@ -161,6 +162,7 @@ def serve(poll: bool, imports: bool) -> None:
     import uvloop
 
     settings = _settings()
+    tune_gc()
     uvloop.run(run_worker(settings, load_keyring(settings.vault), poll, imports))
 
 

@@ -119,8 +119,7 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
 
 def _with_refunds(store: Store, charge: Obj) -> Obj:
     """The charge with its refunds expanded, as `expand[]=data.refunds` gives it on Stripe."""
-    refunds = sorted((r for r in store.objects.get("refund", {}).values() if r["charge"] == charge["id"]),
-                     key=lambda r: r["created"], reverse=True)
+    refunds = store.grouped("refund", "charge", charge["id"])
     return {**charge, "refunds": {"object": "list", "data": refunds, "has_more": False,
                                   "total_count": len(refunds), "url": f"/v1/charges/{charge['id']}/refunds"}}
 

@@ -122,7 +122,18 @@ class RateLimiter:
                 "rate_limited_endpoint": limited.get("endpoint-rate", 0),
                 "busiest_second": _busiest_second(arrivals),
                 "busiest_second_by_endpoint": {e: _busiest_second(times) for e, times in sorted(by_endpoint.items())},
-                "mean_per_second": (len(arrivals) - 1) / span if span else 0.0}
+                "mean_per_second": (len(arrivals) - 1) / span if span else 0.0,
+                "per_second_by_endpoint": {e: _per_second(times, arrivals[0]) for e, times in sorted(by_endpoint.items())}}
+
+
+def _per_second(arrivals: list[float], start: float) -> list[int]:
+    """How many of these (sorted) times fell in each whole second from `start`: the rate over time."""
+    counts: list[int] = []
+    for at in arrivals:
+        second = int(at - start)
+        counts.extend([0] * (second + 1 - len(counts)))
+        counts[second] += 1
+    return counts
 
 
 def _busiest_second(arrivals: list[float]) -> int:

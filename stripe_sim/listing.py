@@ -5,6 +5,7 @@ Pure: takes a store, the query parameters and "now"; returns the list object or 
 
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Mapping
 
 from stripe_sim.errors import invalid, missing
@@ -52,6 +53,20 @@ def created_filter(query: Query) -> Callable[[Obj], bool] | None:
     if not checks:
         return None
     return lambda o: all(fn(o["created"], v) for fn, v in checks)
+
+
+def created_bounds(query: Query) -> tuple[int | None, int | None]:
+    """Return the oldest and newest `created` a query's filters allow (None: unbounded on that side)."""
+    lowest: list[int] = []
+    highest: list[int] = []
+    if "created" in query:
+        lowest.append(_int(query, "created"))
+        highest.append(_int(query, "created"))
+    for op, lower, shift in (("gte", True, 0), ("gt", True, 1), ("lte", False, 0), ("lt", False, -1)):
+        name = f"created[{op}]"
+        if name in query:
+            (lowest if lower else highest).append(_int(query, name) + shift)
+    return (max(lowest) if lowest else None), (min(highest) if highest else None)
 
 
 def event_types(query: Query) -> set[str] | None:
@@ -137,6 +152,7 @@ def list_objects(store: Store, resource: str, query: Query, now: int) -> Obj:
         raise invalid("You may only specify one of these parameters: ending_before, "
                       "starting_after.", "ending_before")
     items = store.all(kind)
+    oldest, newest = created_bounds(query)
     cursor = after or before
     step, i = 1, 0
     if cursor:
@@ -145,9 +161,15 @@ def list_objects(store: Store, resource: str, query: Query, now: int) -> Obj:
             raise missing(kind, cursor, "starting_after" if after
                           else "ending_before")
         step, i = (-1, pos - 1) if before else (1, pos + 1)
+    elif newest is not None:  # newest first: skip what is newer than the range (a time slice's first page)
+        i = bisect.bisect_left(items, -newest, key=_age)
+    # Walking towards older (or, before a cursor, newer) objects, the range's far end stops the walk.
+    beyond = oldest if step == 1 else newest
     page: list[Obj] = []
     while 0 <= i < len(items) and len(page) <= limit:
         obj = items[i]
+        if beyond is not None and (obj["created"] < beyond if step == 1 else obj["created"] > beyond):
+            break
         if all(p(obj) for p in preds):
             page.append(obj)
         i += step
@@ -156,6 +178,11 @@ def list_objects(store: Store, resource: str, query: Query, now: int) -> Obj:
     if before:
         page.reverse()
     return {"object": "list", "data": page, "has_more": has_more, "url": f"/v1/{resource}"}
+
+
+def _age(obj: Obj) -> int:
+    """Sort key of the newest-first lists: ascending along them."""
+    return -int(obj["created"])
 
 
 def retrieve_object(store: Store, resource: str, obj_id: str, now: int) -> Obj:

@@ -45,6 +45,7 @@ class Store:
         self._sorted: dict[str, list[Obj]] = {}
         self._index: dict[str, dict[str, int]] = {}
         self._dirty: set[str] = set()
+        self._grouped: dict[tuple[str, str], dict[object, list[Obj]]] = {}
 
     def insert(self, kind: str, obj: Obj, at: int) -> Obj:
         """Store a new object and start its version history."""
@@ -53,6 +54,7 @@ class Store:
         self._seq[obj["id"]] = self._next_seq
         self._next_seq += 1
         self._dirty.add(kind)
+        self._forget_groups(kind)
         return obj
 
     def update(self, kind: str, obj_id: str, changes: Obj, at: int) -> tuple[Obj, Obj]:
@@ -64,6 +66,7 @@ class Store:
         self.versions[obj_id].append((at, new))
         if kind in self._sorted and kind not in self._dirty:  # a dirty index is rebuilt on the next read
             self._sorted[kind][self._index[kind][obj_id]] = new
+        self._forget_groups(kind)
         return new, previous
 
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -79,6 +82,22 @@ class Store:
             self._index[kind] = {o["id"]: i for i, o in enumerate(objs)}
             self._dirty.discard(kind)
         return self._sorted[kind]
+
+    def grouped(self, kind: str, field: str, value: object) -> list[Obj]:
+        """Return the objects of a kind whose `field` is `value`, newest first (e.g. a charge's refunds): an
+        index built on first use and dropped when an object of the kind changes, so a page of 100 charges
+        does not scan every refund 100 times."""
+        groups = self._grouped.get((kind, field))
+        if groups is None:
+            groups = {}
+            for obj in self.all(kind):
+                groups.setdefault(obj.get(field), []).append(obj)
+            self._grouped[(kind, field)] = groups
+        return groups.get(value, [])
+
+    def _forget_groups(self, kind: str) -> None:
+        for key in [k for k in self._grouped if k[0] == kind]:
+            del self._grouped[key]
 
     def position(self, kind: str, obj_id: str) -> int | None:
         """Return an object's index in `all(kind)`, or None if it is not there."""

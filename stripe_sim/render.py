@@ -62,7 +62,8 @@ def _as_of(obj: Obj, version: str) -> Obj:
 
 
 def _without(obj: Obj, names: Iterable[str]) -> Obj:
-    return {k: v for k, v in obj.items() if k not in set(names)}
+    dropped = frozenset(names)
+    return {k: v for k, v in obj.items() if k not in dropped}
 
 
 def _invoice(inv: Obj, version: str) -> Obj:

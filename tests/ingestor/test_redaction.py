@@ -6,6 +6,7 @@ import copy
 import json
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +14,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ingestor.envelope.redaction import CARD_ALLOWED_KEYS, luhn_valid, mask_pans, redact_event, redacted_json
+from ingestor.envelope.redaction import (
+    CARD_ALLOWED_KEYS,
+    luhn_valid,
+    mask_pans,
+    redact_event,
+    redacted_json,
+    redacted_sorted_json,
+)
 
 TEST_CARDS = {
     "4242424242424242": "************4242",  # Visa
@@ -502,6 +510,78 @@ def test_redaction_with_card_objects_is_idempotent_and_leaves_no_candidate(
     assert all(not list(pan_candidates(text)) for text in strings_in(once))
     assert redact_event(once) == once
     assert json.loads(redacted_json(event)) == json.loads(json.dumps(once))
+
+
+# --- redacted_sorted_json: the snapshots' shortcut gives exactly what the whole walk gives -------------
+
+
+def sorted_redaction(obj: dict[str, Any]) -> bytes:
+    """What `redacted_sorted_json` must equal: the whole object walked, then written with sorted keys."""
+    return orjson.dumps(redact_event(obj), option=orjson.OPT_SORT_KEYS)
+
+
+def writable(obj: object) -> bool:
+    try:
+        orjson.dumps(obj)
+        return True
+    except TypeError:  # integers beyond 64 bits: both ways raise alike
+        return False
+
+
+@given(st.dictionaries(plain_keys, plain_trees, max_size=6))
+@settings(max_examples=300)
+def test_sorted_redaction_of_plain_trees_equals_the_whole_walk(event: dict[str, Any]) -> None:
+    assume(writable(event))
+    assert redacted_sorted_json(event) == sorted_redaction(event)
+
+
+likely_members = st.sampled_from(["payment_method_details", "payment_settings", "source", "refunds", "client_secret",
+                                  "payment_method_options", "charges", "sources", "shipping", "lines", "card"])
+
+
+@given(st.dictionaries(st.one_of(likely_members, card_keys, noisy_text), card_trees, max_size=6))
+@settings(max_examples=500)
+def test_sorted_redaction_of_card_trees_equals_the_whole_walk(event: dict[str, Any]) -> None:
+    assume(writable(event))
+    assert redacted_sorted_json(event) == sorted_redaction(event)
+
+
+def test_sorted_redaction_of_every_stripe_fixture_equals_the_whole_walk() -> None:
+    fixtures = json.loads((Path(__file__).parents[2] / "stripe_sim" / "data" / "fixtures.json").read_text())
+    for name, obj in fixtures.items():
+        assert redacted_sorted_json(obj) == sorted_redaction(obj), name
+    charge = charge_succeeded_event()["data"]["object"]
+    assert redacted_sorted_json(charge) == sorted_redaction(charge)
+    assert b"4242424242424242" not in redacted_sorted_json(charge)
+
+
+@pytest.mark.parametrize("hidden", [
+    {"shipping": {"card": {"number": "4000056655665556", "last4": "5556"}}},  # a card key outside the usual members
+    {"lines": {"data": [{"object": "card", "number": "4000056655665556"}]}},  # a card object deep in a list
+    {"client_secret": {"card": {"number": "4000056655665556"}}},  # a secret whose value holds a card
+    {"card": {"number": "4000056655665556", "brand": "visa"}},  # the object's own card key
+])
+def test_a_card_outside_the_usual_members_is_still_reduced(hidden: dict[str, Any]) -> None:
+    invoice = {"id": "in_1", "object": "invoice", "payment_settings": {"payment_method_options": {
+        "card": {"request_three_d_secure": "automatic"}}}, **hidden}
+    text = redacted_sorted_json(invoice)
+    assert text == sorted_redaction(invoice)
+    assert b"4000056655665556" not in text and b'"number"' not in text
+
+
+def test_a_key_whose_escaped_quote_writes_a_marker_takes_the_whole_walk() -> None:
+    invoice = {"id": "in_1", "object": "invoice", 'x"card': {"number": "4000056655665556"}}
+    text = redacted_sorted_json(invoice)
+    assert text == sorted_redaction(invoice)
+    assert b"4000056655665556" not in text  # not a card key: its digits are masked instead
+
+
+def test_a_payment_intents_client_secret_is_dropped_and_its_options_kept() -> None:
+    intent = {"id": "pi_1", "object": "payment_intent", "client_secret": "pi_1_secret_abc",
+              "payment_method_options": {"card": {"request_three_d_secure": "automatic", "installments": None}}}
+    assert json.loads(redacted_sorted_json(intent)) == {
+        "id": "pi_1", "object": "payment_intent",
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic", "installments": None}}}
 
 
 def charge_succeeded_event() -> dict[str, Any]:

@@ -121,9 +121,13 @@ class _Pass:
         return not (self.stop.is_set() or self._worker_stop.is_set()) and time.monotonic() < self.deadline
 
     async def changed(self) -> None:
-        """A slice paged a page or was let go: a split may now be worth it."""
+        """A slice paged a page, was taken or let go: a split may now be worth it. The waiters all wait for the
+        same thing, so one is woken (it wakes the next once it took a slice), or all once none is left."""
         async with self._changed:
-            self._changed.notify_all()
+            if self.planner.active_count():
+                self._changed.notify(1)
+            else:
+                self._changed.notify_all()
 
     async def wait_for_split(self) -> None:
         """Waits until another slice may be taken or none is left being paged, or a second (then a claim is tried
@@ -249,6 +253,7 @@ class StripeImporter:
                     continue
                 run.planner.add(piece)
                 run.slices_taken += 1
+                await run.changed()  # room for one more, perhaps
                 try:
                     await self._page_slice(session, piece, run)
                 except BaseException:

@@ -24,7 +24,8 @@ import enum
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 from aiolimiter import AsyncLimiter
@@ -32,6 +33,9 @@ from aiolimiter import AsyncLimiter
 from plumbing.postgres import database_errors
 
 DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
+LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
+INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
+BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
 MIN_CAPACITY = 3.0  # room for the interactive reserve, one bulk lease and the lag of asking for the next
 
 
@@ -83,20 +87,29 @@ class LocalBucket(Bucket):
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
 
-@dataclass
 class SharedBucket(Bucket):
-    """One bucket in Postgres; tokens leased a few at a time and spent here.
+    """One bucket in Postgres; tokens leased a few at a time, ahead of need, and spent here.
 
-    Bulk work leases half of what the bucket can hold above the interactive reserve (the other half absorbs
-    the lag between asking and getting, so no token is lost to a full bucket) and waits until that much is
-    there; interactive work leases one token and may take the reserve.
+    Bulk work (the importer's many requests) draws from a pipeline: while bulk requests wait for more tokens
+    than are on their way, one task per bucket leases `bulk_lease` tokens at a time (`stripe_budget_take`),
+    each lease granted at once with the time its tokens are due (when the bucket would have held them above
+    the interactive reserve), up to `horizon_s` ahead; due tokens go to the waiters in order. So the bucket's
+    schedule is kept full even while this process's event loop runs late (the tokens are then used late,
+    never lost to a full bucket), and sends never run ahead of it. Interactive work (the poller, a key Test)
+    leases one token at a time, may take the reserve, and waits at most about `horizon_s` behind an import.
     """
 
-    pool: asyncpg.Pool
-    key: str
-    rate: Rate
-    _tokens: int = 0
-    _leasing: dict[Priority, asyncio.Lock] = field(default_factory=lambda: {p: asyncio.Lock() for p in Priority})
+    def __init__(self, pool: asyncpg.Pool, key: str, rate: Rate, horizon_s: float = LEASE_HORIZON_S):
+        self.pool = pool
+        self.key = key
+        self.rate = rate
+        self.horizon_s = horizon_s
+        self._due = 0  # bulk tokens whose time has come, not yet spent
+        self._coming = 0  # bulk tokens leased, due later
+        self._waiting = 0  # bulk requests waiting for a token
+        self._tokens_due = asyncio.Event()
+        self._leaser: asyncio.Task[None] | None = None
+        self._generation = 0  # a 429 voids what was leased before it
 
     @property
     def reserve(self) -> float:
@@ -104,32 +117,68 @@ class SharedBucket(Bucket):
 
     @property
     def bulk_lease(self) -> int:
-        return max(1, math.floor((self.rate.capacity - self.reserve) / 2))
+        """Tokens per bulk lease: about 50 ms of the budget (fewer statements), at least one."""
+        return max(1, math.floor(self.rate.per_second * BULK_LEASE_S))
 
     async def acquire(self, priority: Priority) -> None:
-        while True:
-            if self._tokens > 0:
-                self._tokens -= 1
-                return
-            async with self._leasing[priority]:
-                if self._tokens > 0:
-                    continue
-                bulk = priority is Priority.BULK
-                lease = self.bulk_lease if bulk else 1
-                granted, wait_s = await self._take(lease, self.reserve if bulk else 0.0)
-                if granted:
-                    self._tokens += granted
-                    continue
-                await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+        if priority is Priority.INTERACTIVE:
+            await self._acquire_one()
+            return
+        self._waiting += 1
+        try:
+            while self._due <= 0:
+                leaser = self._leaser
+                if leaser is None or leaser.done():
+                    leaser = self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
+                self._tokens_due.clear()
+                await self._tokens_due.wait()
+                if self._due <= 0 and leaser.done() and not leaser.cancelled() and leaser.exception() is not None:
+                    raise cast(BaseException, leaser.exception())  # Postgres away: fail as the request would
+            self._due -= 1
+        finally:
+            self._waiting -= 1
 
-    async def _take(self, lease: int, reserve: float) -> tuple[int, float]:
+    async def _acquire_one(self) -> None:
+        while True:
+            granted, wait_s = await self._take(1, 0.0, INTERACTIVE_HORIZON_S)
+            if granted:
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                return
+            await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+
+    async def _lease_while_wanted(self) -> None:
+        """Leases ahead while more bulk requests wait than tokens are due or coming; ends when none wait."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting > self._due + self._coming:
+                granted, wait_s = await self._take(self.bulk_lease, self.reserve, self.horizon_s)
+                if not granted:
+                    await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+                    continue
+                self._coming += granted
+                loop.call_later(wait_s, self._release, granted, self._generation)
+        except BaseException:
+            self._tokens_due.set()  # the waiters see the failure
+            raise
+
+    def _release(self, granted: int, generation: int) -> None:
+        """A lease's tokens are due: hand them to the waiters (unless a 429 voided them meanwhile)."""
+        if generation != self._generation:
+            return
+        self._coming -= granted
+        self._due += granted
+        self._tokens_due.set()
+
+    async def _take(self, lease: int, reserve: float, horizon_s: float) -> tuple[int, float]:
         with database_errors():
-            row = await self.pool.fetchrow("SELECT * FROM stripe_budget_take($1, $2, $3, $4, $5)",
-                                           self.key, lease, self.rate.per_second, self.rate.capacity, reserve)
+            row = await self.pool.fetchrow("SELECT * FROM stripe_budget_take($1, $2, $3, $4, $5, $6)", self.key,
+                                           lease, self.rate.per_second, self.rate.capacity, reserve, horizon_s)
         return int(row["granted"]), float(row["wait_s"])
 
     async def block(self, seconds: float) -> None:
-        self._tokens = 0
+        self._generation += 1  # what this process leased ahead is void: the next leases wait for the block
+        self._due = self._coming = 0
         with database_errors():
             await self.pool.execute(
                 "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "

@@ -81,7 +81,7 @@ class _Pass:
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
-                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float):
+                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float, guessed: bool):
         self.planner = planner
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
@@ -92,13 +92,21 @@ class _Pass:
         self._rate = requests_per_second
         self._most = most
         self.page_s = page_s  # the previous pass's measure, or a guess until pages are timed
+        self._guessed = guessed
         self._loop_lag = loop_lag
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
         self.nothing_to_claim = False  # the last claim found no free slice (tried again after a wait)
 
     def page_took(self, seconds: float) -> None:
-        """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded)."""
-        self.page_s += 0.2 * (seconds - self.page_s)
+        """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded).
+
+        A guess is replaced by the first page timed: averaged in, a guess of half a second for a Stripe that
+        answers in 50 ms would split a large history into several times the slices the budget can use, each
+        holding a page in memory until it ends."""
+        if self._guessed:
+            self.page_s, self._guessed = seconds, False
+        else:
+            self.page_s += 0.2 * (seconds - self.page_s)
 
     def wanted(self) -> int:
         """Slices to page at once."""
@@ -240,7 +248,7 @@ class StripeImporter:
         rate = (budgets.live if session.connection.livemode else budgets.test).per_second
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
-                    self._loop_lag, self._page_s.get(connection_id, FIRST_PAGE_S))
+                    self._loop_lag, self._page_s.get(connection_id, FIRST_PAGE_S), connection_id not in self._page_s)
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:

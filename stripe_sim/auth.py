@@ -112,8 +112,8 @@ class RateLimiter:
 
     def observed(self, account_id: str, livemode: bool) -> dict[str, Any]:
         """What the limit saw of an account's mode: requests, how many were refused (429), the busiest
-        second (most requests in any one-second window, in all and per endpoint) and the mean rate from
-        the first request to the last."""
+        second (most requests in any one-second window, in all and per endpoint), the mean rate from
+        the first request to the last, and per endpoint the requests in each second from the first."""
         arrivals = self._arrivals.get((account_id, livemode), [])
         span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
         limited = self._limited.get((account_id, livemode), {})
@@ -123,7 +123,8 @@ class RateLimiter:
                 "busiest_second": _busiest_second(arrivals),
                 "busiest_second_by_endpoint": {e: _busiest_second(times) for e, times in sorted(by_endpoint.items())},
                 "mean_per_second": (len(arrivals) - 1) / span if span else 0.0,
-                "per_second_by_endpoint": {e: _per_second(times, arrivals[0]) for e, times in sorted(by_endpoint.items())}}
+                "per_second_by_endpoint": {e: _per_second(times, arrivals[0])
+                                           for e, times in sorted(by_endpoint.items())}}
 
 
 def _per_second(arrivals: list[float], start: float) -> list[int]:

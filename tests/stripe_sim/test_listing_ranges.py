@@ -55,9 +55,10 @@ def test_a_created_range_lists_exactly_the_objects_in_it_newest_first(seed: int)
 
 def test_a_charges_refunds_follow_refunds_added_and_changed_later() -> None:
     store = store_of([10, 20])
-    store.insert("refund", {"id": "re_1", "object": "refund", "charge": "ch_0000", "created": 11, "status": "pending"}, 11)
+    pending = {"id": "re_1", "object": "refund", "charge": "ch_0000", "created": 11, "status": "pending"}
+    store.insert("refund", pending, 11)
     assert [r["id"] for r in store.grouped("refund", "charge", "ch_0000")] == ["re_1"]
-    store.insert("refund", {"id": "re_2", "object": "refund", "charge": "ch_0000", "created": 12, "status": "succeeded"}, 12)
+    store.insert("refund", {**pending, "id": "re_2", "created": 12, "status": "succeeded"}, 12)
     store.update("refund", "re_1", {"status": "succeeded"}, 13)
     refunds = store.grouped("refund", "charge", "ch_0000")
     assert [(r["id"], r["status"]) for r in refunds] == [("re_2", "succeeded"), ("re_1", "succeeded")]

@@ -24,8 +24,8 @@ import enum
 import math
 import time
 from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass
-from typing import cast
 
 import asyncpg
 from aiolimiter import AsyncLimiter
@@ -93,7 +93,8 @@ class SharedBucket(Bucket):
     Bulk work (the importer's many requests) draws from a pipeline: while bulk requests wait for more tokens
     than are on their way, one task per bucket leases `bulk_lease` tokens at a time (`stripe_budget_take`),
     each lease granted at once with the time its tokens are due (when the bucket would have held them above
-    the interactive reserve), up to `horizon_s` ahead; due tokens go to the waiters in order. So the bucket's
+    the interactive reserve), up to `horizon_s` ahead; each due token goes to the longest-waiting request (one
+    wake-up per token, not one per waiter per lease: a hundred requests queue in an import). So the bucket's
     schedule is kept full even while this process's event loop runs late (the tokens are then used late,
     never lost to a full bucket), and sends never run ahead of it. Interactive work (the poller, a key Test)
     leases one token at a time, may take the reserve, and waits at most about `horizon_s` behind an import.
@@ -104,10 +105,9 @@ class SharedBucket(Bucket):
         self.key = key
         self.rate = rate
         self.horizon_s = horizon_s
-        self._due = 0  # bulk tokens whose time has come, not yet spent
+        self._due = 0  # bulk tokens whose time has come, not yet handed to a request
         self._coming = 0  # bulk tokens leased, due later
-        self._waiting = 0  # bulk requests waiting for a token
-        self._tokens_due = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # bulk requests waiting for a token, first come first
         self._leaser: asyncio.Task[None] | None = None
         self._generation = 0  # a 429 voids what was leased before it
 
@@ -124,19 +124,25 @@ class SharedBucket(Bucket):
         if priority is Priority.INTERACTIVE:
             await self._acquire_one()
             return
-        self._waiting += 1
-        try:
-            while self._due <= 0:
-                leaser = self._leaser
-                if leaser is None or leaser.done():
-                    leaser = self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
-                self._tokens_due.clear()
-                await self._tokens_due.wait()
-                if self._due <= 0 and leaser.done() and not leaser.cancelled() and leaser.exception() is not None:
-                    raise cast(BaseException, leaser.exception())  # Postgres away: fail as the request would
+        if self._due > 0 and not self._waiters:
             self._due -= 1
-        finally:
-            self._waiting -= 1
+            return
+        token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(token)
+        if self._leaser is None or self._leaser.done():
+            self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
+        try:
+            await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
+        except asyncio.CancelledError:
+            if token.done() and not token.cancelled() and token.exception() is None:
+                self._due += 1  # handed over as the request was cancelled: the next one gets it
+                self._hand_out()
+            raise
+
+    @property
+    def waiting(self) -> int:
+        """Bulk requests of this process waiting for a token."""
+        return len(self._waiters)
 
     async def _acquire_one(self) -> None:
         while True:
@@ -151,16 +157,18 @@ class SharedBucket(Bucket):
         """Leases ahead while more bulk requests wait than tokens are due or coming; ends when none wait."""
         loop = asyncio.get_running_loop()
         try:
-            while self._waiting > self._due + self._coming:
+            while len(self._waiters) > self._due + self._coming:
                 granted, wait_s = await self._take(self.bulk_lease, self.reserve, self.horizon_s)
                 if not granted:
                     await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
                     continue
                 self._coming += granted
                 loop.call_later(wait_s, self._release, granted, self._generation)
-        except BaseException:
-            self._tokens_due.set()  # the waiters see the failure
-            raise
+        except Exception as exc:  # Postgres away: the waiting requests fail as a request would
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
 
     def _release(self, granted: int, generation: int) -> None:
         """A lease's tokens are due: hand them to the waiters (unless a 429 voided them meanwhile)."""
@@ -168,7 +176,15 @@ class SharedBucket(Bucket):
             return
         self._coming -= granted
         self._due += granted
-        self._tokens_due.set()
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Gives each due token to the longest-waiting request still waiting (a cancelled one is skipped)."""
+        while self._due > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._due -= 1
 
     async def _take(self, lease: int, reserve: float, horizon_s: float) -> tuple[int, float]:
         with database_errors():

@@ -79,8 +79,8 @@ def test_the_planner_splits_the_slice_with_most_left() -> None:
 
 
 def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:
-    assert slices_wanted(90, 0.6, 96) == 69  # 90/s × 0.6 s × 1.25 + 1: live at 600 ms
-    assert slices_wanted(20, 0.3, 96) == 9  # test at 300 ms
+    assert slices_wanted(90, 0.6, 96) == 88  # 90/s × 0.6 s × 1.6 + 1: live at 600 ms
+    assert slices_wanted(20, 0.3, 96) == 11  # test at 300 ms
     assert slices_wanted(20, 0.001, 96) == 2  # no latency: hardly any
     assert slices_wanted(90, 5.0, 96) == 96  # never more than the cap
 

@@ -4,8 +4,8 @@
 -- time to ask again. A process whose event loop runs late then only uses its tokens late, instead of the
 -- bucket filling up unasked while it is busy and the tokens past its capacity being lost. Sends stay on the
 -- bucket's schedule: no one-second window gets more than the budget plus the capacity.
--- The five-argument function stays for processes of the previous release (a level below zero only makes
--- them wait longer).
+-- The five-argument function stays for processes of the previous release, now this one with no horizon
+-- (granted only when due at once: what it did before; a level below zero only makes them wait longer).
 CREATE FUNCTION stripe_budget_take(key text, lease integer, per_second double precision,
                                    capacity double precision, reserve double precision, horizon_s double precision)
 RETURNS TABLE (granted integer, wait_s double precision) LANGUAGE plpgsql AS $$
@@ -32,3 +32,9 @@ BEGIN
         RETURN QUERY SELECT 0, due_s - horizon_s;
     END IF;
 END $$;
+
+CREATE OR REPLACE FUNCTION stripe_budget_take(key text, lease integer, per_second double precision,
+                                              capacity double precision, reserve double precision)
+RETURNS TABLE (granted integer, wait_s double precision) LANGUAGE sql AS $$
+    SELECT * FROM stripe_budget_take(key, lease, per_second, capacity, reserve, 0)
+$$;

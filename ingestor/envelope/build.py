@@ -47,9 +47,9 @@ def check_event_shape(event: object, check_nesting: bool = True) -> None:
     problems = []
     if event.get("object") != "event":
         problems.append('"object" must be "event"')
-    if not _is_name(event.get("id")) or not event["id"].startswith("evt_"):
+    if not is_name(event.get("id")) or not event["id"].startswith("evt_"):
         problems.append(f'"id" must be an evt_… string of at most {MAX_NAME_LENGTH} characters')
-    if not _is_name(event.get("type")):
+    if not is_name(event.get("type")):
         problems.append(f'"type" must be a string of 1 to {MAX_NAME_LENGTH} characters')
     created = event.get("created")
     if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created <= MAX_CREATED:
@@ -57,13 +57,13 @@ def check_event_shape(event: object, check_nesting: bool = True) -> None:
     if not isinstance(event.get("livemode"), bool):
         problems.append('"livemode" must be true or false')
     for name in ("api_version", "account"):
-        if event.get(name) is not None and not _is_name(event[name]):
+        if event.get(name) is not None and not is_name(event[name]):
             problems.append(f'"{name}" must be null or a string of 1 to {MAX_NAME_LENGTH} characters')
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    if not isinstance(obj, dict) or not _is_name(obj.get("object")):
+    if not isinstance(obj, dict) or not is_name(obj.get("object")):
         problems.append('"data.object" must be a Stripe object with an "object" type')
-    elif not _is_name(obj.get("id")):
+    elif not is_name(obj.get("id")):
         problems.append(f'"data.object.id" must be a string of 1 to {MAX_NAME_LENGTH} characters')
     if check_nesting and nesting_depth(event) > MAX_NESTING:
         problems.append(f"the JSON is nested more than {MAX_NESTING} levels deep")
@@ -71,7 +71,7 @@ def check_event_shape(event: object, check_nesting: bool = True) -> None:
         raise BadEventError("body is not a Stripe event: " + "; ".join(problems), "not_an_event")
 
 
-def _is_name(value: object) -> bool:
+def is_name(value: object) -> bool:
     """Tells whether `value` is a string of 1 to MAX_NAME_LENGTH characters (ids, types, versions)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH
 

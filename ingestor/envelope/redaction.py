@@ -186,7 +186,10 @@ def redacted_sorted_json(obj: dict[str, Any]) -> bytes:
     marker elsewhere, a possible card number or a card as the object itself sends the object through
     `redact_event` whole. Raises what orjson raises for a value it cannot write, as the plain call would.
     """
-    text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    try:
+        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. nested past orjson's depth in a part redaction drops
+        return orjson.dumps(redact_event(obj), option=orjson.OPT_SORT_KEYS)
     pans = _may_hold_pan(text)
     markers = _marker_count(text)
     if not pans and not markers:

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from ingestor.envelope.build import MAX_NAME_LENGTH, is_name
 from ingestor.envelope.redaction import mask_pans, redacted_sorted_json
+from ingestor.errors import BadEventError
 from schemas import Envelope, Source
 
 SNAPSHOT_ID_PREFIX = "snap_"
@@ -33,10 +35,20 @@ def snapshot_event_id(tenant_id: str, canonical_json: bytes) -> str:
 def snapshot_envelope(
     obj: Mapping[str, Any], tenant_id: str, livemode: bool, api_version: str | None, fetched_at: datetime
 ) -> Envelope:
-    """Returns the snapshot envelope of one object as fetched at `fetched_at` in `api_version`."""
-    canonical = redacted_sorted_json(dict(obj))
+    """Returns the snapshot envelope of one object as fetched at `fetched_at` in `api_version`; raises
+    BadEventError for an object without a string id and type, or one JSON cannot hold (its import then waits,
+    and no other is held up)."""
+    object_type, object_id = obj.get("object"), obj.get("id")
+    if not (is_name(object_type) and is_name(object_id)):  # a dict's text there would carry what redaction drops
+        raise BadEventError(f"Stripe listed an object without a string id and type of 1 to {MAX_NAME_LENGTH} "
+                            "characters", "malformed_object")
+    try:
+        canonical = redacted_sorted_json(dict(obj))
+    except (TypeError, orjson.JSONEncodeError) as exc:  # nested beyond what JSON writers take, or a 65-bit integer
+        raise BadEventError(f"Stripe listed an object that cannot be written as JSON: {exc}",
+                            "malformed_object") from None
     event_id = snapshot_event_id(tenant_id, canonical)
-    object_type, object_id = mask_pans(str(obj["object"])), mask_pans(str(obj["id"]))  # as in the payload
+    object_type, object_id = mask_pans(object_type), mask_pans(object_id)  # as in the payload
     event_type = f"{object_type}.snapshot"
     created = int(fetched_at.timestamp())
     payload = {

@@ -23,8 +23,8 @@ import asyncio
 import enum
 import math
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -71,7 +71,7 @@ def check_event_shape(event: object, check_nesting: bool = True) -> None:
         raise BadEventError("body is not a Stripe event: " + "; ".join(problems), "not_an_event")
 
 
-def is_name(value: object) -> bool:
+def is_name(value: object) -> TypeGuard[str]:
     """Tells whether `value` is a string of 1 to MAX_NAME_LENGTH characters (ids, types, versions)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH
 

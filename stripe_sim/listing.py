@@ -14,9 +14,6 @@ from stripe_sim.model import Obj, Store
 EVENT_WINDOW = 30 * 86400
 KINDS = {"customers": "customer", "charges": "charge", "subscriptions": "subscription",
          "invoices": "invoice", "payment_intents": "payment_intent", "events": "event", "coupons": "coupon"}
-_OPS: dict[str, Callable[[int, int], bool]] = {
-    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
 _SUB_STATUSES = {"active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired",
                  "trialing", "paused", "all", "ended"}
 Query = Mapping[str, str]
@@ -41,22 +38,9 @@ def _int(query: Query, name: str) -> int:
         raise invalid(f"Invalid integer: {query[name]}", name) from None
 
 
-def created_filter(query: Query) -> Callable[[Obj], bool] | None:
-    """Return a predicate for `created` / `created[gt|gte|lt|lte]`, or None."""
-    checks: list[tuple[Callable[[int, int], bool], int]] = []
-    if "created" in query:
-        checks.append((lambda a, b: a == b, _int(query, "created")))
-    for op, fn in _OPS.items():
-        name = f"created[{op}]"
-        if name in query:
-            checks.append((fn, _int(query, name)))
-    if not checks:
-        return None
-    return lambda o: all(fn(o["created"], v) for fn, v in checks)
-
-
 def created_bounds(query: Query) -> tuple[int | None, int | None]:
-    """Return the oldest and newest `created` a query's filters allow (None: unbounded on that side)."""
+    """Return the oldest and newest `created` a query's filters allow (None: unbounded on that side): from
+    `created` and `created[gt|gte|lt|lte]`, all of them applying at once."""
     lowest: list[int] = []
     highest: list[int] = []
     if "created" in query:
@@ -67,6 +51,14 @@ def created_bounds(query: Query) -> tuple[int | None, int | None]:
         if name in query:
             (lowest if lower else highest).append(_int(query, name) + shift)
     return (max(lowest) if lowest else None), (min(highest) if highest else None)
+
+
+def created_filter(query: Query) -> Callable[[Obj], bool] | None:
+    """Return a predicate for the query's `created` bounds, or None if it has none."""
+    oldest, newest = created_bounds(query)
+    if oldest is None and newest is None:
+        return None
+    return lambda o: (oldest is None or o["created"] >= oldest) and (newest is None or o["created"] <= newest)
 
 
 def event_types(query: Query) -> set[str] | None:

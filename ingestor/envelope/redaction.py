@@ -48,9 +48,9 @@ the same text, the later one wins, exactly as for duplicate keys in JSON.
 Speed: the receiver's hot path. One pass over the serialised event decides whether anything may need
 work (a run of 13 bytes that could hold 13 digits, a card key or type, a secret key); a clean event
 is returned without walking its tree. The importer's snapshots go further (`redacted_sorted_json`):
-each top-level member is serialised once and only the members whose own text shows something are
-walked, since one `payment_method_options.card` would otherwise send every invoice through a walk
-of its ~45 containers.
+when every marker in the object's text lies inside the few top-level members where Stripe keeps
+cards, card options and secrets, only those are walked, since one `payment_method_options.card`
+would otherwise send every invoice through a walk of its ~45 containers.
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ _CARD_MARKERS: Final = tuple(
     [f'"{key}":'.encode() for key in sorted(CARD_KEYS)] + [f'"object":"{kind}"'.encode() for kind in sorted(CARD_OBJECT_TYPES)]
 )
 _SECRET_MARKERS: Final = tuple(f'"{key}":'.encode() for key in sorted(SECRET_KEYS))
-_SHORTEST_MARKER: Final = min(len(marker) for marker in _CARD_MARKERS + _SECRET_MARKERS)
 # The top-level members where Stripe's objects keep card objects, card options and secrets (a charge's
 # payment_method_details and legacy source, its expanded refunds, a PaymentIntent's client_secret, options,
 # last error and older versions' charges, an invoice's or subscription's payment_settings, a customer's
@@ -187,16 +186,16 @@ def redacted_sorted_json(obj: dict[str, Any]) -> bytes:
     `redact_event` whole. Raises what orjson raises for a value it cannot write, as the plain call would.
     """
     try:
-        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        text = _sorted_json(obj)
     except (TypeError, orjson.JSONEncodeError):  # e.g. nested past orjson's depth in a part redaction drops
-        return orjson.dumps(redact_event(obj), option=orjson.OPT_SORT_KEYS)
+        return _sorted_json(redact_event(obj))
     pans = _may_hold_pan(text)
     markers = _marker_count(text)
     if not pans and not markers:
         return text
     object_type = obj.get("object")
     if pans or (type(object_type) is str and object_type in CARD_OBJECT_TYPES):
-        return orjson.dumps(redact_event(obj), option=orjson.OPT_SORT_KEYS)
+        return _sorted_json(redact_event(obj))
     explained = 0
     changes: dict[str, Any] = {}
     for key in _LIKELY_MEMBERS:
@@ -206,21 +205,21 @@ def redacted_sorted_json(obj: dict[str, Any]) -> bytes:
         if key in SECRET_KEYS:
             explained += 1  # the key's own marker; its value is dropped with it
             changes[key] = _DROPPED
-            value_text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            value_text = _sorted_json(value)
             explained += _marker_count(value_text)
             continue
         if type(value) is not dict and type(value) is not list:
             continue  # a scalar holds no marker (quotes inside strings are escaped)
-        value_text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        value_text = _sorted_json(value)
         found = _marker_count(value_text)
         if not found:
             continue
         explained += found
         redacted = _redact_value(value, False, key)
         if redacted is not value:
-            changes[key] = orjson.Fragment(orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS))
+            changes[key] = orjson.Fragment(_sorted_json(redacted))
     if explained != markers:  # a marker outside those members: walk the whole object
-        return orjson.dumps(redact_event(obj), option=orjson.OPT_SORT_KEYS)
+        return _sorted_json(redact_event(obj))
     if not changes:
         return text
     members = dict(obj)
@@ -229,11 +228,20 @@ def redacted_sorted_json(obj: dict[str, Any]) -> bytes:
             del members[key]
         else:
             members[key] = change
-    return orjson.dumps(members, option=orjson.OPT_SORT_KEYS)
+    return _sorted_json(members)
+
+
+def _sorted_json(value: object) -> bytes:
+    """Compact JSON with keys sorted at every level: the snapshots' canonical form."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _marker_count(text: bytes) -> int:
-    """How many card or secret markers a JSON text holds (at least one per card key, card type and secret key)."""
+    """How many card or secret markers a JSON text holds (at least one per card key, card type and secret key).
+
+    `find`, not `in`: `bytes.__contains__` first tries its argument as an integer, which costs more than
+    scanning a short text.
+    """
     count = 0
     if text.find(b'card"') >= 0 or text.find(b'_present"') >= 0:
         for marker in _CARD_MARKERS:
@@ -253,22 +261,8 @@ def _json_text(value: object) -> bytes:
 
 
 def _may_hold_card_or_secret(text: bytes) -> bool:
-    """Tell whether a JSON text may hold a card object or a secret-bearing key (never wrong the other way).
-
-    `find`, not `in`: `bytes.__contains__` first tries its argument as an integer, which costs more than
-    scanning a short text.
-    """
-    if len(text) < _SHORTEST_MARKER:
-        return False
-    if text.find(b'card"') >= 0 or text.find(b'_present"') >= 0:  # in every card marker: rules most texts out
-        for marker in _CARD_MARKERS:
-            if text.find(marker) >= 0:
-                return True
-    if text.find(b'secret":') >= 0:
-        for marker in _SECRET_MARKERS:
-            if text.find(marker) >= 0:
-                return True
-    return False
+    """Tell whether a JSON text may hold a card object or a secret-bearing key (never wrong the other way)."""
+    return _marker_count(text) > 0
 
 
 def _may_hold_pan(text: bytes) -> bool:

@@ -81,7 +81,7 @@ class _Pass:
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
-                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float, guessed: bool):
+                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float | None):
         self.planner = planner
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
@@ -91,8 +91,8 @@ class _Pass:
         self._changed = asyncio.Condition()
         self._rate = requests_per_second
         self._most = most
-        self.page_s = page_s  # the previous pass's measure, or a guess until pages are timed
-        self._guessed = guessed
+        self.page_s = FIRST_PAGE_S if page_s is None else page_s  # the previous pass's measure, or a guess
+        self._guessed = page_s is None  # until a page is timed
         self._loop_lag = loop_lag
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
         self.nothing_to_claim = False  # the last claim found no free slice (tried again after a wait)
@@ -248,7 +248,7 @@ class StripeImporter:
         rate = (budgets.live if session.connection.livemode else budgets.test).per_second
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
-                    self._loop_lag, self._page_s.get(connection_id, FIRST_PAGE_S), connection_id not in self._page_s)
+                    self._loop_lag, self._page_s.get(connection_id))
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:

@@ -139,11 +139,6 @@ class SharedBucket(Bucket):
                 self._hand_out()
             raise
 
-    @property
-    def waiting(self) -> int:
-        """Bulk requests of this process waiting for a token."""
-        return len(self._waiters)
-
     async def _acquire_one(self) -> None:
         while True:
             granted, wait_s = await self._take(1, 0.0, INTERACTIVE_HORIZON_S)

@@ -36,12 +36,14 @@ def snapshot_envelope(
     obj: Mapping[str, Any], tenant_id: str, livemode: bool, api_version: str | None, fetched_at: datetime
 ) -> Envelope:
     """Returns the snapshot envelope of one object as fetched at `fetched_at` in `api_version`; raises
-    BadEventError for an object without a string id and type, or one JSON cannot hold (its import then waits,
-    and no other is held up)."""
+    BadEventError for an object without a string id and type or an integer `created` (what the import pages
+    by), or one JSON cannot hold: the import leaves it out and counts it in the tenant's health."""
     object_type, object_id = obj.get("object"), obj.get("id")
     if not (is_name(object_type) and is_name(object_id)):  # a dict's text there would carry what redaction drops
         raise BadEventError(f"Stripe listed an object without a string id and type of 1 to {MAX_NAME_LENGTH} "
                             "characters", "malformed_object")
+    if type(obj.get("created")) is not int:
+        raise BadEventError("Stripe listed an object without an integer created time", "malformed_object")
     try:
         canonical = redacted_sorted_json(dict(obj))
     except (TypeError, orjson.JSONEncodeError) as exc:  # nested beyond what JSON writers take, or a 65-bit integer

@@ -24,9 +24,11 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
+from ingestor.envelope.build import is_name
+from ingestor.envelope.redaction import mask_pans
 from ingestor.envelope.snapshots import snapshot_envelope
-from ingestor.errors import IngestError
-from ingestor.sources.checkpoints import claimant_id
+from ingestor.errors import BadEventError, IngestError
+from ingestor.sources.checkpoints import RefusedObject, claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
@@ -319,15 +321,21 @@ class StripeImporter:
                 page = await self._fetch(session, resource.name, query)
                 fetched = time.monotonic()
                 mine = piece.keep(page.objects, requested_start)
-                await self._publish(session, Page(mine, page.has_more, page.fetched_at))
-            if mine:
-                piece.last_object_id = str(mine[-1]["id"])
-                piece.oldest_created = min(int(o["created"]) for o in mine)  # type: ignore[call-overload]
-                piece.objects_published += len(mine)
+                published, refused = await self._publish(session, resource.name, Page(mine, page.has_more,
+                                                                                      page.fetched_at))
             # Newest first: an object older than the start (left out) means the rest is older too.
             piece.done = len(mine) < len(page.objects) or not (page.has_more and page.objects)
-            if not await self._checkpoints.save_slice_page(piece, len(mine), self._worker_id,
-                                                           self._settings.slice_lease_s):
+            cursor = next((i for o in reversed(mine) if is_name(i := o.get("id"))), None)
+            if cursor is not None:
+                piece.last_object_id = cursor
+            elif mine and not piece.done:  # a whole page without an id to go on from
+                raise StopReading("malformed_objects")
+            created = [c for o in mine if type(c := o.get("created")) is int]
+            if created:
+                piece.oldest_created = min(created)
+            piece.objects_published += published
+            if not await self._checkpoints.save_slice_page(piece, published, self._worker_id,
+                                                           self._settings.slice_lease_s, refused):
                 piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it
                 return
             run.page_took(page.latency_s + time.monotonic() - fetched)  # Stripe's time and ours, not the budget's
@@ -343,10 +351,30 @@ class StripeImporter:
         fetched_at = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
         return Page(page.objects, page.has_more, fetched_at, page.latency_s)
 
-    async def _publish(self, session: KeySession, page: Page) -> None:
-        """Publishes the page's snapshots and returns once Kafka acknowledged them all; raises PublishError."""
+    async def _publish(self, session: KeySession, resource: str, page: Page) -> tuple[int, list[RefusedObject]]:
+        """Publishes the page's snapshots and returns once Kafka acknowledged them all (raises PublishError): how
+        many, and the objects that cannot be one (left out, to be counted in the tenant's health)."""
         connection = session.connection
-        await self._publisher.publish_many([
-            snapshot_envelope(obj, connection.tenant_id, connection.livemode, stripe.api_version, page.fetched_at)
-            for obj in page.objects
-        ])
+        envelopes, refused = [], []
+        for obj in page.objects:
+            try:
+                envelopes.append(snapshot_envelope(obj, connection.tenant_id, connection.livemode,
+                                                   stripe.api_version, page.fetched_at))
+            except BadEventError as exc:
+                refused.append(refused_object(connection.tenant_id, resource, obj, exc))
+        if refused:
+            log.warning("stripe listed objects the import cannot read; left out and counted in health",
+                        connection_id=connection.connection_id, resource=resource, count=len(refused),
+                        code=refused[0].code)
+        await self._publisher.publish_many(envelopes)
+        return len(envelopes), refused
+
+
+def refused_object(tenant_id: str, resource: str, obj: dict[str, Any], exc: BadEventError) -> RefusedObject:
+    """What is kept of an object the import leaves out: its id if that is a name (masked like a payload's),
+    else its created time, and why. Nothing else of it: it may hold what redaction would have dropped."""
+    object_id, created = obj.get("id"), obj.get("created")
+    label = (mask_pans(object_id) if is_name(object_id)
+             else f"created {created}" if type(created) is int else "no id or created time")
+    return RefusedObject(tenant_id, resource, label, exc.code,
+                         f"{str(exc)}; left out of the import of {resource}")

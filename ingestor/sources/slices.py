@@ -62,9 +62,14 @@ class ImportSlice:
 
     def keep(self, objects: list[dict[str, object]], requested_start: int) -> list[dict[str, object]]:
         """The page's objects this slice publishes: a split while the page was in flight raised the start from
-        `requested_start`, and what is now below it belongs to the slice split off (which pages it)."""
-        return [o for o in objects
-                if not requested_start <= int(o["created"]) < self.range_start]  # type: ignore[call-overload]
+        `requested_start`, and what is now below it belongs to the slice split off (which pages it). An object
+        without an integer created time is kept: the snapshot step refuses it, and it is counted."""
+        return [o for o in objects if not _created_between(o, requested_start, self.range_start)]
+
+
+def _created_between(obj: dict[str, object], start: int, end: int) -> bool:
+    created = obj.get("created")
+    return type(created) is int and start <= created < end
 
 
 def initial_ranges(start: int, end: int, count: int) -> list[tuple[int, int]]:

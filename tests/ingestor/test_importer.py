@@ -240,3 +240,46 @@ async def test_a_worker_stopped_with_sigterm_lets_go_of_its_slices_at_once(
     expected = sim_objects(sim, account)
     envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
     assert by_type(envelopes) == expected
+
+
+async def test_an_object_stripe_lists_malformed_is_left_out_counted_in_health_and_the_import_goes_on(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """One object the import cannot make a snapshot of (its type is an object holding a card number) is left
+    out alone and shown in the tenant's health, once however often it is listed; the rest of its import and
+    another tenant's import finish; nothing of the object reaches Kafka or the API."""
+    hostile, other = sim.create_account(customers=20).id, sim.create_account(customers=20).id
+    for account in (hostile, other):
+        sim.set_rate_limit(account, 1000)
+    charges = sorted(sim.state.accounts[hostile].store(False).all("charge"), key=lambda c: c["created"])
+    bad = charges[len(charges) // 2]
+    bad["object"] = {"card": {"number": "4242424242424242", "cvc": "123"}}
+    tenant, token, hostile_connection, _ = await connect(control, sim, hostile, name="Hostile")
+    _, _, other_connection, _ = await connect(control, sim, other, name="Other")
+    outcomes = {o.connection_id: o.state for o in await worker.importer.run_pending()}
+    assert outcomes[hostile_connection] == outcomes[other_connection] == "done"
+
+    expected = {account: sim_objects(sim, account) for account in (hostile, other)}
+    expected[hostile]["charge"].discard(bad["id"])
+    total = sum(len(ids) for objects in expected.values() for ids in objects.values())
+    envelopes = await published_envelopes(control.settings, total)
+    assert len(envelopes) == total
+    assert not any("4242424242424242" in e.payload or "4242424242424242" in e.object_type for e in envelopes)
+    merged: dict[str, set[str]] = {}
+    for objects in expected.values():
+        for kind, ids in objects.items():
+            merged.setdefault(kind, set()).update(ids)
+    assert by_type(envelopes) == merged
+
+    async def health() -> dict:  # type: ignore[type-arg]
+        status, view = await control.call("GET", f"/api/tenants/{tenant}", token)
+        assert status == 200 and "4242424242424242" not in orjson.dumps(view).decode()
+        return view["unreadable_events"]  # type: ignore[no-any-return]
+
+    unreadable = await health()
+    assert unreadable["count"] == 1 and unreadable["by_reason"] == {"malformed_object": 1}
+    assert unreadable["latest"][0]["event_id"] == bad["id"] and "charges" in unreadable["latest"][0]["message"]
+    status, _ = await control.call("POST", f"/api/tenants/{tenant}/connections/test/import", token, {})
+    assert status == 202
+    assert (await worker.importer.run_connection(hostile_connection)).state == "done"
+    assert (await health())["count"] == 1  # listed again, counted once

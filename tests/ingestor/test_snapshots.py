@@ -21,7 +21,7 @@ def envelope(obj: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 
 def test_the_payload_is_the_redacted_object_and_the_id_its_hash() -> None:
-    charge = {"id": "ch_1", "object": "charge", "amount": 500, "currency": "usd",
+    charge = {"id": "ch_1", "object": "charge", "created": 1767225600, "amount": 500, "currency": "usd",
               "payment_method_details": {"type": "card", "card": {"brand": "visa", "last4": "4242",
                                                                    "fingerprint": "fp_1", "cvc_check": "pass"}}}
     snapshot = envelope(charge)
@@ -55,8 +55,9 @@ def test_a_part_nested_past_what_json_writers_take_is_still_redacted_away() -> N
     deep: Any = "x"
     for _ in range(300):
         deep = [deep]
-    intent = {"id": "pi_1", "object": "payment_intent", "client_secret": deep}
-    assert json.loads(envelope(intent).payload)["data"]["object"] == {"id": "pi_1", "object": "payment_intent"}
+    intent = {"id": "pi_1", "object": "payment_intent", "created": 1767225600, "client_secret": deep}
+    assert json.loads(envelope(intent).payload)["data"]["object"] == {"id": "pi_1", "object": "payment_intent",
+                                                                      "created": 1767225600}
 
 
 def test_an_object_json_cannot_hold_is_refused() -> None:
@@ -64,4 +65,13 @@ def test_an_object_json_cannot_hold_is_refused() -> None:
     for _ in range(300):
         deep = [deep]
     with pytest.raises(BadEventError, match="cannot be written as JSON"):
-        envelope({"id": "in_1", "object": "invoice", "lines": deep})
+        envelope({"id": "in_1", "object": "invoice", "created": 1767225600, "lines": deep})
+
+
+@pytest.mark.parametrize("created", [None, "1767225600", 1767225600.5, True])
+def test_an_object_without_an_integer_created_time_is_refused(created: object) -> None:
+    """The import pages by `created`: an object without it as an integer cannot be placed in a slice."""
+    obj = {"id": "ch_1", "object": "charge"} | ({} if created is None else {"created": created})
+    with pytest.raises(BadEventError, match="integer created") as refused:
+        envelope(obj)
+    assert refused.value.code == "malformed_object"

@@ -15,10 +15,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import settings as hypothesis_settings
 
 from plumbing.settings import KafkaSettings, PostgresSettings, ReaderSettings, Settings
 from stack import postgres
 from stack.up import Platform, reset_database, start_platform
+
+# Property tests check what they draw, not how fast: hypothesis's 200 ms per example would fail a run on a loaded
+# or slower machine (a test may still set its own draws).
+hypothesis_settings.register_profile("ingestor", deadline=None)
+hypothesis_settings.load_profile("ingestor")
 
 # Another session working in the same checkout can give its test run a database of its own.
 TEST_DATABASE = os.environ.get("TEST_DATABASE_NAME", "ingestor_test")

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
@@ -45,15 +45,31 @@ async def applied_so_far(pool: asyncpg.Pool, tenants: list[str]) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = ANY($1)", tenants))
 
 
-async def group_size(settings: Settings) -> int:
+async def stable_members(settings: Settings) -> set[str] | None:
+    """The group's member ids once it is Stable (a rebalance done, a dead member gone), else None."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="group-test")
     await admin.start()
     try:
         responses = await admin.describe_consumer_groups([settings.kafka.projector_group])
-        # each group: (error_code, group, state, protocol_type, protocol, members)
-        return sum(len(group[5]) for response in responses for group in response.groups)
+        # each group: (error_code, group, state, protocol_type, protocol, members); each member: (member_id, …)
+        groups = [group for response in responses for group in response.groups]
+        if len(groups) != 1 or groups[0][2] != "Stable":
+            return None
+        return {member[0] for member in groups[0][5]}
     finally:
         await admin.close()
+
+
+async def settled(settings: Settings, services: Services, wanted: Callable[[set[str]], bool], deadline: float,
+                  failure: str) -> set[str]:
+    """Waits until the group is Stable with members that are `wanted`; returns their ids."""
+    while True:
+        members = await stable_members(settings)
+        if members is not None and wanted(members):
+            return members
+        assert time.monotonic() < deadline, failure
+        services.check_alive()
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -106,6 +122,7 @@ async def test_members_killed_and_added_during_load_leave_every_tenant_equal_to_
             assert time.monotonic() < deadline, "the group did not start applying"
             services.check_alive()
             await asyncio.sleep(0.2)
+        first_three = await settled(settings, services, lambda m: len(m) == 3, deadline, "the group did not settle")
         os.kill(members[1].pid, signal.SIGKILL)
         members[1].wait()
         services.started = [(n, p) for n, p in services.started if p is not members[1]]
@@ -114,11 +131,11 @@ async def test_members_killed_and_added_during_load_leave_every_tenant_equal_to_
             assert time.monotonic() < deadline, "the group stalled after a member was killed"
             services.check_alive()
             await asyncio.sleep(0.2)
+        three = await settled(settings, services, lambda m: len(m) == 3 and m != first_three, deadline + 60,
+                              "the group did not settle on members 0, 2 and 3")  # the killed one gone
         services.start("group-member-4", ["-m", "service", "projector"], env)  # a member joins mid-load
-        while await group_size(settings) < 4:  # members 0, 2, 3 and 4
-            assert time.monotonic() < deadline + 60, "the new member did not join"
-            services.check_alive()
-            await asyncio.sleep(0.2)
+        await settled(settings, services, lambda m: len(m) == 4 and three < m, deadline + 90,
+                      "the new member did not join")
         await publish(settings, load[-held_back:])
         while not await positions_done(settings, pool):
             assert time.monotonic() < deadline + 120, "the group did not finish"

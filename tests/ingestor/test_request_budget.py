@@ -114,11 +114,14 @@ async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: l
         for _ in range(5):
             before, asked = len(bulk_grants), time.monotonic()
             await poller.acquire(Priority.INTERACTIVE, "GET /v1/events")
+            waited = time.monotonic() - asked
             # Only what the import had leased ahead (its horizon, and one lease per process) goes before it, not
-            # the import's queue of 30 seconds of requests.
+            # the import's queue of 30 seconds of requests; past the horizon, this test's own resumption ran late
+            # (a loaded machine), and the import's tokens due meanwhile are on the bucket's schedule, not ahead.
             booked_ahead = math.ceil(rate.per_second * bucket.horizon_s)
-            assert len(bulk_grants) - before <= booked_ahead + 2 * bucket.bulk_lease + 1
-            assert time.monotonic() - asked < bucket.horizon_s + 0.5
+            resumed_late = math.ceil(rate.per_second * max(0.0, waited - bucket.horizon_s))
+            assert len(bulk_grants) - before <= booked_ahead + 2 * bucket.bulk_lease + 1 + resumed_late
+            assert waited < bucket.horizon_s + 1.0  # not the import's 30 s queue
     finally:
         for task in importing:
             task.cancel()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from collections import Counter
 
 from stripe_sim import SimClock, SimServer
@@ -31,15 +30,11 @@ def _build(customers: int, seed: int) -> SimState:
     return state
 
 
-def test_thousand_customers_in_seconds() -> None:
-    started = time.perf_counter()
-    state = _build(1000, 1)
-    elapsed = time.perf_counter() - started
-    store = next(iter(state.accounts.values())).test
-    assert elapsed < 10, elapsed
+def test_a_thousand_customers_make_a_year_of_events() -> None:
+    """How fast this runs is the benchmarks' business (bench/), not a test's: a slower machine must not fail it."""
+    store = next(iter(_build(1000, 1).accounts.values())).test
     assert len(store.objects["customer"]) == 1000
     assert len(store.objects["event"]) > 20000
-    print(f"1,000 customers / 12 months generated in {elapsed:.2f}s")
 
 
 def test_same_seed_same_account() -> None:

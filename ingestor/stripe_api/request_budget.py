@@ -129,8 +129,7 @@ class SharedBucket(Bucket):
             return
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(token)
-        if self._leaser is None or self._leaser.done():
-            self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
+        self._keep_leasing()
         try:
             await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
         except asyncio.CancelledError:
@@ -147,6 +146,11 @@ class SharedBucket(Bucket):
                     await asyncio.sleep(wait_s)
                 return
             await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+
+    def _keep_leasing(self) -> None:
+        """Starts the leaser unless it runs: requests wait for more tokens than are due or coming."""
+        if self._waiters and (self._leaser is None or self._leaser.done()):
+            self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
 
     async def _lease_while_wanted(self) -> None:
         """Leases ahead while more bulk requests wait than tokens are due or coming; ends when none wait."""
@@ -194,6 +198,9 @@ class SharedBucket(Bucket):
             await self.pool.execute(
                 "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "
                 "clock_timestamp() + make_interval(secs => $2)), tokens = 0 WHERE budget_key = $1", self.key, seconds)
+        # The leaser may have ended with every waiting request's token on its way; those tokens are void now,
+        # and no new request may come to start it again (an import's slices all wait here): lease for them.
+        self._keep_leasing()
 
 
 class AccountBudget:

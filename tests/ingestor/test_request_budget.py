@@ -66,6 +66,23 @@ async def test_two_processes_together_stay_within_one_accounts_budget(two_pools:
     assert spent[0] and spent[1]  # both processes were served
 
 
+async def test_requests_whose_leased_tokens_a_429_voided_are_still_served(two_pools: list[asyncpg.Pool]) -> None:
+    """Every waiting request's token leased and on its way (the leaser done), then a 429 voids them: the
+    requests must get new ones once the block ends. An import's slices all wait here, so none would come to
+    ask again: before, they waited for ever, and the worker's pass with them."""
+    bucket = SharedBucket(two_pools[0], "conn_void", Rate(20.0, limit=25.0))
+    waiting = [asyncio.create_task(bucket.acquire(Priority.BULK)) for _ in range(2)]
+
+    async def all_leased_and_leaser_done() -> bool:
+        return bucket._coming == 2 and bucket._leaser is not None and bucket._leaser.done()
+
+    await wait_for(all_leased_and_leaser_done, 5, "both tokens leased ahead")
+    await bucket.block(0.3)
+    done, _ = await asyncio.wait(waiting, timeout=5)
+    assert len(done) == 2, "requests left waiting after a 429 voided their tokens"
+    assert all(t.exception() is None for t in done)
+
+
 async def test_a_busy_process_still_gets_its_whole_budget(two_pools: list[asyncpg.Pool]) -> None:
     """An importer whose event loop is held up by CPU work (parsing and redacting pages) for 200 ms at a time
     still gets the budget's rate: its leases are scheduled ahead, so tokens are used late, not lost."""

@@ -8,7 +8,6 @@ lapse and another process picks the work up; a position is saved only by its cla
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import socket
@@ -18,6 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ingestor.sources.refusals import Refused, record_refused
 from ingestor.sources.slices import ImportSlice, initial_ranges
 from plumbing.postgres import translates_database_errors
 
@@ -25,28 +25,6 @@ from plumbing.postgres import translates_database_errors
 def claimant_id() -> str:
     """Names this process (and one poller or importer in it) in the claims it holds: host, pid and a nonce."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-@dataclass(frozen=True, slots=True)
-class RefusedObject:
-    """An object Stripe listed that cannot become a snapshot (no string id, type or integer created time, or JSON
-    cannot hold it): the import leaves it out and goes on, and it is counted in the tenant's health with the
-    records the projector dead-lettered (`public.dead_lettered_events`), once however often it is listed again.
-    `label` names it without its content: its id where that is a name, else its created time."""
-
-    tenant_id: str
-    resource: str
-    label: str
-    code: str
-    message: str
-
-    TOPIC = "stripe-import"  # not a Kafka topic: the object never reached one
-    PARTITION = -1
-
-    def offset(self) -> int:
-        """A stable 63-bit number for (resource, label): the row's key among the tenant's dead letters."""
-        digest = hashlib.sha256(f"{self.resource}\0{self.label}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") >> 1
 
 
 class _ClaimLost(Exception):
@@ -251,8 +229,12 @@ class PostgresCheckpoints:
             connection_id, worker, lease_s)
         return ImportSlice(**dict(row)) if row else None
 
+    async def record_refused(self, refused: Sequence[Refused]) -> None:
+        """Counts items Stripe listed that cannot be read in their tenants' health (`refusals.py`)."""
+        await record_refused(self._pool, refused)
+
     async def save_slice_page(self, piece: ImportSlice, published: int, worker: str, lease_s: float,
-                              refused: Sequence[RefusedObject] = ()) -> bool:
+                              refused: Sequence[Refused] = ()) -> bool:
         """Stores a slice's place after an acknowledged page (its cursor, whether it is done) with the page's
         refused objects, renews the claim and adds the page to the resource's totals; returns False if the claim
         was lost or a newer run replaced this one (then the slice is someone else's, or gone)."""
@@ -276,12 +258,7 @@ class PostgresCheckpoints:
                     piece.oldest_created, piece.done, published, worker, lease_s)
                 if status == "UPDATE 0":
                     raise _ClaimLost  # rolls the totals back
-                if refused:
-                    await conn.executemany(
-                        """INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, "offset", event_id,
-                                                                    reason, message)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-                        [(r.tenant_id, r.TOPIC, r.PARTITION, r.offset(), r.label, r.code, r.message) for r in refused])
+                await record_refused(conn, refused)
         except _ClaimLost:
             return False
         return True

@@ -25,12 +25,12 @@ import stripe
 
 from ingestor.connections.status import STATUSES
 from ingestor.envelope.build import is_name
-from ingestor.envelope.redaction import mask_pans
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.errors import BadEventError, IngestError
-from ingestor.sources.checkpoints import RefusedObject, claimant_id
+from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
+from ingestor.sources.refusals import Refused, refusal_of
 from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
@@ -351,7 +351,7 @@ class StripeImporter:
         fetched_at = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
         return Page(page.objects, page.has_more, fetched_at, page.latency_s)
 
-    async def _publish(self, session: KeySession, resource: str, page: Page) -> tuple[int, list[RefusedObject]]:
+    async def _publish(self, session: KeySession, resource: str, page: Page) -> tuple[int, list[Refused]]:
         """Publishes the page's snapshots and returns once Kafka acknowledged them all (raises PublishError): how
         many, and the objects that cannot be one (left out, to be counted in the tenant's health)."""
         connection = session.connection
@@ -361,7 +361,7 @@ class StripeImporter:
                 envelopes.append(snapshot_envelope(obj, connection.tenant_id, connection.livemode,
                                                    stripe.api_version, page.fetched_at))
             except BadEventError as exc:
-                refused.append(refused_object(connection.tenant_id, resource, obj, exc))
+                refused.append(refusal_of(connection.tenant_id, "import", resource, obj, exc))
         if refused:
             log.warning("stripe listed objects the import cannot read; left out and counted in health",
                         connection_id=connection.connection_id, resource=resource, count=len(refused),
@@ -369,12 +369,3 @@ class StripeImporter:
         await self._publisher.publish_many(envelopes)
         return len(envelopes), refused
 
-
-def refused_object(tenant_id: str, resource: str, obj: dict[str, Any], exc: BadEventError) -> RefusedObject:
-    """What is kept of an object the import leaves out: its id if that is a name (masked like a payload's),
-    else its created time, and why. Nothing else of it: it may hold what redaction would have dropped."""
-    object_id, created = obj.get("id"), obj.get("created")
-    label = (mask_pans(object_id) if is_name(object_id)
-             else f"created {created}" if type(created) is int else "no id or created time")
-    return RefusedObject(tenant_id, resource, label, exc.code,
-                         f"{str(exc)}; left out of the import of {resource}")

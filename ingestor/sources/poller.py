@@ -22,12 +22,13 @@ from typing import Any
 from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
 from ingestor.connections.store import Connection
-from ingestor.envelope.build import envelope_for_event, is_read_resource
+from ingestor.envelope.build import check_event_shape, envelope_for_event, is_name, is_read_resource
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
-from ingestor.errors import IngestError
+from ingestor.errors import BadEventError, IngestError
 from ingestor.sources.checkpoints import PollCursor, claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
+from ingestor.sources.refusals import refusal_of
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.discounts import fetch_discounts
@@ -239,18 +240,29 @@ class StripeEventsPoller:
                 return await reader.list_raw_page("events", query)
 
             page = await session.call(request)
-            envelopes = []
+            envelopes, refused = [], []
             for event in page.objects:
-                seen[event["id"]] = int(event["created"])
+                try:
+                    check_event_shape(event)  # as a webhook's: an id, type, created and object we can name
+                except BadEventError as exc:
+                    refused.append(refusal_of(connection.tenant_id, "poll", "events", event, exc))
+                    continue
+                seen[event["id"]] = event["created"]
                 if event["id"] in cursor.recent_event_ids or not is_read_resource(event):
                     continue
                 event = await self._with_discounts(session, event, discounts)
                 envelopes.append(envelope_for_event(event, connection.tenant_id, Source.POLL, received))
             await self._publisher.publish_many(envelopes)
             published += len(envelopes)
-            if not page.has_more or not page.objects:
+            if refused:
+                log.warning("stripe listed events the poller cannot read; left out and counted in health",
+                            connection_id=connection.connection_id, count=len(refused), code=refused[0].code)
+                await self._checkpoints.record_refused(refused)
+            # Go on after the last event with an id to go on from (none: the cycle ends here, what it read kept).
+            last_id = next((i for e in reversed(page.objects) if is_name(i := e.get("id"))), None)
+            if not page.has_more or last_id is None:
                 break
-            params["starting_after"] = page.objects[-1]["id"]
+            params["starting_after"] = last_id
         # Every event up to here is acknowledged by Kafka: only now may the cursor move.
         if not await self._checkpoints.save_poll_cursor(
                 connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created),

@@ -244,3 +244,33 @@ async def test_a_401_while_polling_marks_the_key_invalid_and_stops(
     requests = len(sim.state.request_log[account])
     assert (await worker.poller.poll_connection(connection_id)).state == "stopped"
     assert len(sim.state.request_log[account]) == requests  # stops hammering Stripe
+
+
+async def test_an_event_stripe_lists_malformed_is_left_out_counted_in_health_and_polling_goes_on(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """An event the poller cannot read (here `livemode` is not a boolean, and its object id is not a string)
+    is counted in the tenant's health once, however often it is listed; the events around it are published and
+    the cursor moves on; nothing of it reaches the topic or the API."""
+    account = sim.create_account(customers=3).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    assert (await worker.poller.poll_connection(connection_id)).state == "polled"
+    new = pay(sim, account, 3)
+    events = {e["id"]: e for e in sim.book(account).store.all("event")}
+    bad = events[new[len(new) // 2]]
+    bad["livemode"] = "4242424242424242"
+    readable = set(new) - {bad["id"]}
+
+    first = await worker.poller.poll_connection(connection_id)
+    assert first.state == "polled", first
+    envelopes = await published_envelopes(control.settings)
+    assert readable <= {e.event_id for e in envelopes} and bad["id"] not in {e.event_id for e in envelopes}
+    assert not any("4242424242424242" in e.payload for e in envelopes)
+    again = await worker.poller.poll_connection(connection_id)  # the overlap lists it again
+    assert again.state == "polled", again
+    status, view = await control.call("GET", f"/api/tenants/{tenant}", token)
+    assert status == 200 and "4242424242424242" not in str(view)
+    unreadable = view["unreadable_events"]
+    assert unreadable["count"] == 1 and unreadable["by_reason"] == {"not_an_event": 1}
+    assert unreadable["latest"][0]["event_id"] == bad["id"] and "livemode" in unreadable["latest"][0]["message"]

@@ -1,0 +1,56 @@
+"""What Stripe listed that cannot become a record: an object the import cannot make a snapshot of, an event the
+poller cannot read. Each is left out alone — the rest of the page, the connection and other tenants go on — and
+counted in the tenant's health with the records the projector dead-lettered (`public.dead_lettered_events`, as
+`unreadable_events`), once however often it is listed again. Nothing of its content is kept: it may hold what
+redaction would have dropped."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from ingestor.envelope.build import is_name
+from ingestor.envelope.redaction import mask_pans
+from ingestor.errors import IngestError
+
+NOT_A_KAFKA_PARTITION = -1  # the row's topic is "stripe-import" or "stripe-poll": the item never reached Kafka
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One item left out: whose, found by which reader (import or poll) in which list, named by `label` (its
+    id where that is a name, else its created time), and why."""
+
+    tenant_id: str
+    reader: str
+    resource: str
+    label: str
+    code: str
+    message: str
+
+    def offset(self) -> int:
+        """A stable 63-bit number for (reader, resource, label): the row's key among the tenant's dead letters."""
+        digest = hashlib.sha256(f"{self.reader}\0{self.resource}\0{self.label}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") >> 1
+
+
+def refusal_of(tenant_id: str, reader: str, resource: str, item: Mapping[str, Any], exc: IngestError) -> Refused:
+    """What is kept of an item left out: its id (masked like a payload's) or created time, and why."""
+    item_id, created = item.get("id"), item.get("created")
+    label = (mask_pans(item_id) if is_name(item_id)
+             else f"created {created}" if type(created) is int else "no id or created time")
+    return Refused(tenant_id, reader, resource, label, exc.code, f"{exc}; left out of the {reader} of {resource}")
+
+
+async def record_refused(db: asyncpg.Pool | asyncpg.Connection, items: Sequence[Refused]) -> None:
+    """Counts `items` in their tenants' health (a row each, once: listed again, they change nothing)."""
+    if items:
+        await db.executemany(
+            """INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, "offset", event_id, reason, message)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+            [(r.tenant_id, f"stripe-{r.reader}", NOT_A_KAFKA_PARTITION, r.offset(), r.label, r.code, r.message)
+             for r in items])

@@ -59,10 +59,25 @@ async def test_a_reader_cannot_see_another_tenants_query_text(readers: Readers) 
     a = await readers.connect("a")
     try:
         marker = f"secret_literal_{secrets.token_hex(4)}"
-        b_query = asyncio.create_task(b.fetchval(f"SELECT pg_sleep(0.3), '{marker}'"))
-        await asyncio.sleep(0.1)  # the attack's timing: B's statement is running while A looks
-        rows = await a.fetch("SELECT usename, query FROM pg_stat_activity")
-        await b_query
+
+        async def b_running() -> bool:  # as the owner sees it: the statement, marker and all, is running
+            return bool(await readers.owner.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND strpos(query, $1) > 0", marker))
+
+        # The attack's timing: A looks while B's statement runs (within B's 400 ms statement limit); a try in
+        # which B ended before A looked proves nothing, so it is tried again.
+        looked_while_running = False
+        for _ in range(10):
+            b_query = asyncio.create_task(b.fetchval(f"SELECT pg_sleep(0.35), '{marker}'"))
+            while not (b_query.done() or await b_running()):
+                await asyncio.sleep(0.01)
+            if not b_query.done():
+                rows = await a.fetch("SELECT usename, query FROM pg_stat_activity")
+                looked_while_running = await b_running()
+            await b_query
+            if looked_while_running:
+                break
+        assert looked_while_running, "A never looked while B's statement ran"
     finally:
         await a.close()
         await b.close()

@@ -20,8 +20,9 @@ def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:
         return []
     embedded = obj.get("discount")
     embedded_id = embedded.get("id") if isinstance(embedded, Mapping) and isinstance(embedded.get("coupon"), Mapping) else None
+    listed = obj.get("discounts")
     missing = []
-    for discount in obj.get("discounts") or []:
+    for discount in listed if isinstance(listed, list) else []:  # any other shape: the projector reads it, or refuses
         if isinstance(discount, str):
             if discount != embedded_id:
                 missing.append(discount)
@@ -39,5 +40,10 @@ def _has_coupon(discount: Mapping[str, Any]) -> bool:
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Returns the event with each discount reference that `found` holds replaced by its object."""
     obj = event["data"]["object"]
-    discounts = [found.get(d if isinstance(d, str) else str(d.get("id")), d) for d in obj.get("discounts") or []]
+    listed = obj.get("discounts")
+    if not isinstance(listed, list):
+        return event
+    discounts = [found.get(d, d) if isinstance(d, str)
+                 else found.get(i, d) if isinstance(d, Mapping) and isinstance(i := d.get("id"), str) else d
+                 for d in listed]
     return {**event, "data": {**event["data"], "object": {**obj, "discounts": discounts}}}

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ingestor.envelope.build import MAX_NAME_LENGTH, is_name
+from ingestor.envelope.build import MAX_CREATED, MAX_NAME_LENGTH, is_name
 from ingestor.envelope.redaction import mask_pans, redacted_sorted_json
 from ingestor.errors import BadEventError
 from schemas import Envelope, Source
@@ -42,13 +42,17 @@ def snapshot_envelope(
     if not (is_name(object_type) and is_name(object_id)):  # a dict's text there would carry what redaction drops
         raise BadEventError(f"Stripe listed an object without a string id and type of 1 to {MAX_NAME_LENGTH} "
                             "characters", "malformed_object")
-    if type(obj.get("created")) is not int:
-        raise BadEventError("Stripe listed an object without an integer created time", "malformed_object")
+    created = obj.get("created")
+    if type(created) is not int or not 0 <= created <= MAX_CREATED:
+        raise BadEventError("Stripe listed an object without an integer created time (1970 to 9999)",
+                            "malformed_object")
     try:
         canonical = redacted_sorted_json(dict(obj))
     except (TypeError, orjson.JSONEncodeError) as exc:  # nested beyond what JSON writers take, or a 65-bit integer
         raise BadEventError(f"Stripe listed an object that cannot be written as JSON: {exc}",
                             "malformed_object") from None
+    except RecursionError:  # nested so deep (up to the thousand levels a parser takes) redaction cannot walk it
+        raise BadEventError("Stripe listed an object nested too deeply to redact", "malformed_object") from None
     event_id = snapshot_event_id(tenant_id, canonical)
     object_type, object_id = mask_pans(object_type), mask_pans(object_id)  # as in the payload
     event_type = f"{object_type}.snapshot"

@@ -325,12 +325,12 @@ class StripeImporter:
                                                                                       page.fetched_at))
             # Newest first: an object older than the start (left out) means the rest is older too.
             piece.done = len(mine) < len(page.objects) or not (page.has_more and page.objects)
-            cursor = next((i for o in reversed(mine) if is_name(i := o.get("id"))), None)
+            cursor = next((i for o in reversed(mine) if isinstance(o, dict) and is_name(i := o.get("id"))), None)
             if cursor is not None:
                 piece.last_object_id = cursor
             elif mine and not piece.done:  # a whole page without an id to go on from
                 raise StopReading("malformed_objects")
-            created = [c for o in mine if type(c := o.get("created")) is int]
+            created = [c for o in mine if isinstance(o, dict) and type(c := o.get("created")) is int]
             if created:
                 piece.oldest_created = min(created)
             piece.objects_published += published
@@ -358,6 +358,8 @@ class StripeImporter:
         envelopes, refused = [], []
         for obj in page.objects:
             try:
+                if not isinstance(obj, dict):
+                    raise BadEventError("Stripe listed an item that is not an object", "malformed_object")
                 envelopes.append(snapshot_envelope(obj, connection.tenant_id, connection.livemode,
                                                    stripe.api_version, page.fetched_at))
             except BadEventError as exc:

@@ -258,10 +258,14 @@ class StripeEventsPoller:
                 log.warning("stripe listed events the poller cannot read; left out and counted in health",
                             connection_id=connection.connection_id, count=len(refused), code=refused[0].code)
                 await self._checkpoints.record_refused(refused)
-            # Go on after the last event with an id to go on from (none: the cycle ends here, what it read kept).
-            last_id = next((i for e in reversed(page.objects) if is_name(i := e.get("id"))), None)
-            if not page.has_more or last_id is None:
+            if not page.has_more or not page.objects:
                 break
+            # Go on after the last event with an id to go on from; none: the cycle fails before its cursor moves
+            # (moving it would skip what the following pages hold), and the refused events show in health.
+            last_id = next((i for e in reversed(page.objects) if isinstance(e, dict) and is_name(i := e.get("id"))),
+                           None)
+            if last_id is None:
+                raise BadEventError("Stripe listed a page of events without an id to go on from", "malformed_events")
             params["starting_after"] = last_id
         # Every event up to here is acknowledged by Kafka: only now may the cursor move.
         if not await self._checkpoints.save_poll_cursor(

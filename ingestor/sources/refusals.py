@@ -7,9 +7,9 @@ redaction would have dropped."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -17,6 +17,8 @@ from ingestor.envelope.build import is_name
 from ingestor.envelope.redaction import mask_pans
 from ingestor.errors import IngestError
 
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_]+")
+_SECRET_LIKE = re.compile(r"secret|^(sk|rk|whsec)_", re.IGNORECASE)
 NOT_A_KAFKA_PARTITION = -1  # the row's topic is "stripe-import" or "stripe-poll": the item never reached Kafka
 
 
@@ -38,12 +40,24 @@ class Refused:
         return int.from_bytes(digest[:8], "big") >> 1
 
 
-def refusal_of(tenant_id: str, reader: str, resource: str, item: Mapping[str, Any], exc: IngestError) -> Refused:
-    """What is kept of an item left out: its id (masked like a payload's) or created time, and why."""
+def refusal_of(tenant_id: str, reader: str, resource: str, item: object, exc: IngestError) -> Refused:
+    """What is kept of an item left out: a label that names it without its content, and why."""
+    return Refused(tenant_id, reader, resource, label_of(item), exc.code,
+                   f"{exc}; left out of the {reader} of {resource}")
+
+
+def label_of(item: object) -> str:
+    """The item's id where it looks like one of Stripe's (letters, digits and `_`, no secret in it), else a
+    hash of it (an id holding a card number, a client secret, a key or a NUL byte is shown by no one), else
+    its created time."""
+    if not isinstance(item, Mapping):
+        return f"not an object ({type(item).__name__})"
     item_id, created = item.get("id"), item.get("created")
-    label = (mask_pans(item_id) if is_name(item_id)
-             else f"created {created}" if type(created) is int else "no id or created time")
-    return Refused(tenant_id, reader, resource, label, exc.code, f"{exc}; left out of the {reader} of {resource}")
+    if is_name(item_id):
+        if _PLAIN_ID.fullmatch(item_id) and not _SECRET_LIKE.search(item_id) and mask_pans(item_id) == item_id:
+            return item_id
+        return "id #" + hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"created {created}" if type(created) is int else "no id or created time"
 
 
 async def record_refused(db: asyncpg.Pool | asyncpg.Connection, items: Sequence[Refused]) -> None:

@@ -67,8 +67,8 @@ class ImportSlice:
         return [o for o in objects if not _created_between(o, requested_start, self.range_start)]
 
 
-def _created_between(obj: dict[str, object], start: int, end: int) -> bool:
-    created = obj.get("created")
+def _created_between(obj: object, start: int, end: int) -> bool:
+    created = obj.get("created") if isinstance(obj, dict) else None
     return type(created) is int and start <= created < end
 
 

@@ -194,13 +194,17 @@ class SharedBucket(Bucket):
     async def block(self, seconds: float) -> None:
         self._generation += 1  # what this process leased ahead is void: the next leases wait for the block
         self._due = self._coming = 0
-        with database_errors():
-            await self.pool.execute(
-                "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "
-                "clock_timestamp() + make_interval(secs => $2)), tokens = 0 WHERE budget_key = $1", self.key, seconds)
-        # The leaser may have ended with every waiting request's token on its way; those tokens are void now,
-        # and no new request may come to start it again (an import's slices all wait here): lease for them.
-        self._keep_leasing()
+        try:
+            with database_errors():
+                await self.pool.execute(
+                    "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "
+                    "clock_timestamp() + make_interval(secs => $2)), tokens = 0 WHERE budget_key = $1", self.key,
+                    seconds)
+        finally:
+            # The leaser may have ended with every waiting request's token on its way; those tokens are void
+            # now, and no new request may come to start it again (an import's slices all wait here): lease for
+            # them (its first lease fails them if Postgres is away, as a request would fail).
+            self._keep_leasing()
 
 
 class AccountBudget:

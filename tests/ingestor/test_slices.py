@@ -65,6 +65,7 @@ def test_a_page_in_flight_during_a_split_keeps_only_what_is_still_the_slices() -
     assert [o["id"] for o in piece.keep([{"id": "e", "created": 5}], requested_start)] == ["e"]
     # Nor is one without an integer created time: kept, for the snapshot step to refuse and count.
     assert [o["id"] for o in piece.keep([{"id": "f", "created": "1200"}, {"id": "g"}], requested_start)] == ["f", "g"]
+    assert piece.keep([7, None], requested_start) == [7, None]  # not even objects: refused and counted later
 
 
 def test_the_planner_splits_the_slice_with_most_left() -> None:

@@ -68,7 +68,16 @@ def test_an_object_json_cannot_hold_is_refused() -> None:
         envelope({"id": "in_1", "object": "invoice", "created": 1767225600, "lines": deep})
 
 
-@pytest.mark.parametrize("created", [None, "1767225600", 1767225600.5, True])
+def test_an_object_nested_as_deep_as_a_parser_takes_is_refused_not_a_crash() -> None:
+    deep: Any = {"x": 1}
+    for _ in range(1000):  # orjson parses up to 1,023 levels; redaction's walk cannot go so deep
+        deep = {"a": deep}
+    with pytest.raises(BadEventError) as refused:
+        envelope({"id": "in_1", "object": "invoice", "created": 1767225600, "lines": deep})
+    assert refused.value.code == "malformed_object"
+
+
+@pytest.mark.parametrize("created", [None, "1767225600", 1767225600.5, True, -1, 2**64 - 1])
 def test_an_object_without_an_integer_created_time_is_refused(created: object) -> None:
     """The import pages by `created`: an object without it as an integer cannot be placed in a slice."""
     obj = {"id": "ch_1", "object": "charge"} | ({} if created is None else {"created": created})

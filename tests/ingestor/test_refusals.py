@@ -1,0 +1,59 @@
+"""What is kept of an item Stripe listed that the import or the poller leaves out: a label naming it without its
+content (an id holding a card number, a secret or a NUL byte is hashed), and a stable key so it counts once."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
+from ingestor.errors import BadEventError
+from ingestor.sources.refusals import label_of, refusal_of
+
+
+@pytest.mark.parametrize("item,label", [
+    ({"id": "ch_3MmlLrLkdIwHu7ix0snN0B15", "created": 5}, "ch_3MmlLrLkdIwHu7ix0snN0B15"),
+    ({"id": {"card": "4242424242424242"}, "created": 1767225600}, "created 1767225600"),
+    ({"object": "charge"}, "no id or created time"),
+    (7, "not an object (int)"),
+    (["ch_1"], "not an object (list)"),
+])
+def test_an_item_is_named_by_its_id_else_its_created_time(item: object, label: str) -> None:
+    assert label_of(item) == label
+
+
+@pytest.mark.parametrize("item_id", [
+    "ch_4242424242424242",  # a card number
+    "pi_1_secret_abcdef",  # a client secret
+    "sk_live_abcdef", "rk_live_abcdef", "whsec_abcdef",  # keys
+    "ch_\x00", "ch 1", "ch_1\n",  # what Postgres text cannot hold, or no Stripe id has
+])
+def test_an_id_that_does_not_look_like_stripes_is_shown_as_a_hash(item_id: str) -> None:
+    label = label_of({"id": item_id, "object": "charge", "created": 5})
+    assert label.startswith("id #") and len(label) == len("id #") + 16
+    assert "\x00" not in label and "4242" not in label and "secret" not in label and "live" not in label
+    assert label_of({"id": item_id}) == label  # the same item, the same label: counted once
+
+
+def test_the_same_item_refused_twice_is_one_row_and_tenants_never_share_one() -> None:
+    refused = BadEventError("Stripe listed an object without a string id", "malformed_object")
+    first = refusal_of("tenant_a", "import", "charges", {"id": "ch_1"}, refused)
+    assert first.offset() == refusal_of("tenant_a", "import", "charges", {"id": "ch_1"}, refused).offset()
+    assert first.offset() != refusal_of("tenant_a", "import", "invoices", {"id": "ch_1"}, refused).offset()
+    assert first.offset() != refusal_of("tenant_a", "poll", "charges", {"id": "ch_1"}, refused).offset()
+    assert 0 <= first.offset() < 2**63  # a Postgres bigint
+    assert first.message == "Stripe listed an object without a string id; left out of the import of charges"
+
+
+@pytest.mark.parametrize("discounts", [5, "di_1", {"id": "di_1"}, ["di_1", 7, None, {"id": 8}]])
+def test_discounts_of_a_shape_no_version_has_are_left_for_the_projector_to_judge_not_a_crash(discounts: object) -> None:
+    """The poller fills in discounts named by id before publishing; a list of another shape must not stop its
+    cycle (the projector reads the subscription, or refuses it with a reason in health)."""
+    event = {"id": "evt_1", "data": {"object": {"id": "sub_1", "object": "subscription", "discounts": discounts}}}
+    missing = unexpanded_discounts(event)
+    assert missing == (["di_1"] if isinstance(discounts, list) else [])
+    filled = with_discounts(event, {"di_1": {"id": "di_1", "coupon": {"id": "co_1"}}})
+    if isinstance(discounts, list):
+        assert filled["data"]["object"]["discounts"][0] == {"id": "di_1", "coupon": {"id": "co_1"}}
+        assert filled["data"]["object"]["discounts"][1:] == discounts[1:]
+    else:
+        assert filled == event

@@ -35,7 +35,7 @@ from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.request_budget import Priority
-from plumbing.errors import is_retriable
+from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
 from plumbing.runtime import LoopLag
@@ -52,7 +52,8 @@ FIRST_PAGE_S = 0.5
 @dataclass(frozen=True, slots=True)
 class ImportOutcome:
     """How one importer pass over a connection ended: done, paused (why), busy (another process holds every
-    slice left), more (the pass's time was up: go on at once), or retry_later (Stripe or Kafka failed)."""
+    slice left), more (the pass's time was up: go on at once), retry_later (Stripe or Kafka failed), or failed
+    (an unexpected error, logged; tried again next pass)."""
 
     connection_id: str
     state: str
@@ -180,7 +181,15 @@ class StripeImporter:
             async with limit:
                 if stop is not None and stop.is_set():
                     return ImportOutcome(connection_id, "stopped")
-                return await self.run_connection(connection_id, stop)
+                try:
+                    return await self.run_connection(connection_id, stop)
+                except Exception as exc:
+                    if is_retriable(exc):
+                        raise  # Postgres or Kafka away: the whole pass is tried again
+                    # A bug met in one tenant's data: that import waits (tried again next pass), the others go on.
+                    log.error("import pass of a connection failed; other connections go on",
+                              connection_id=connection_id, error=error_site(exc))
+                    return ImportOutcome(connection_id, "failed", error_site(exc))
 
         return list(await asyncio.gather(*(one(c) for c in pending)))
 

@@ -32,7 +32,7 @@ from ingestor.sources.refusals import refusal_of
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.discounts import fetch_discounts
-from plumbing.errors import is_retriable
+from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
 from plumbing.postgres import DatabaseUnavailableError
@@ -122,9 +122,11 @@ class StripeEventsPoller:
                 try:
                     await self.poll_connection(connection_id, force=False)
                 except Exception as exc:
-                    if not is_retriable(exc):
-                        raise
-                    log.warning("poll failed; will retry", connection_id=connection_id, error=repr(exc))
+                    if is_retriable(exc):
+                        log.warning("poll failed; will retry", connection_id=connection_id, error=repr(exc))
+                    else:  # a bug met in one tenant's data: its polls wait (tried again when due), the others go on
+                        log.error("poll of a connection failed; other connections go on",
+                                  connection_id=connection_id, error=error_site(exc))
 
         def done(task: asyncio.Task[None]) -> None:
             polling.pop(task.get_name(), None)

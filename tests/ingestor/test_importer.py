@@ -283,3 +283,28 @@ async def test_an_object_stripe_lists_malformed_is_left_out_counted_in_health_an
     assert status == 202
     assert (await worker.importer.run_connection(hostile_connection)).state == "done"
     assert (await health())["count"] == 1  # listed again, counted once
+
+
+async def test_an_unexpected_error_in_one_tenants_import_leaves_the_others_going(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met in one tenant's data (here: an error quoting a card number) fails that import's pass alone; the
+    worker goes on with the others, and what it reports names the error's site, not its message."""
+    broken, fine = sim.create_account(customers=5).id, sim.create_account(customers=5).id
+    for account in (broken, fine):
+        sim.set_rate_limit(account, 1000)
+    _, _, broken_connection, _ = await connect(control, sim, broken, name="Broken")
+    _, _, fine_connection, _ = await connect(control, sim, fine, name="Fine")
+    publish = worker.importer._publish
+
+    async def failing_for_one(session, resource, page):  # type: ignore[no-untyped-def]
+        if session.connection.connection_id == broken_connection:
+            raise ValueError("invalid literal for int() with base 10: '4242424242424242'")
+        return await publish(session, resource, page)
+
+    monkeypatch.setattr(worker.importer, "_publish", failing_for_one)
+    outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
+    assert outcomes[fine_connection].state == "done"
+    assert outcomes[broken_connection].state == "failed"
+    assert outcomes[broken_connection].detail.startswith("ValueError at ")
+    assert "4242" not in outcomes[broken_connection].detail

@@ -274,3 +274,29 @@ async def test_an_event_stripe_lists_malformed_is_left_out_counted_in_health_and
     unreadable = view["unreadable_events"]
     assert unreadable["count"] == 1 and unreadable["by_reason"] == {"not_an_event": 1}
     assert unreadable["latest"][0]["event_id"] == bad["id"] and "livemode" in unreadable["latest"][0]["message"]
+
+
+async def test_an_unexpected_error_in_one_tenants_poll_leaves_the_others_polling(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken, fine = sim.create_account(customers=2).id, sim.create_account(customers=2).id
+    broken_connection = (await connect(control, sim, broken, "Broken"))[2]
+    fine_connection = (await connect(control, sim, fine, "Fine"))[2]
+    poll = worker.poller.poll_connection
+    attempts: list[str] = []
+
+    async def failing_for_one(connection_id: str, force: bool = True):  # type: ignore[no-untyped-def]
+        attempts.append(connection_id)
+        if connection_id == broken_connection:
+            raise ValueError("invalid literal for int() with base 10: '4242424242424242'")
+        return await poll(connection_id, force)
+
+    monkeypatch.setattr(worker.poller, "poll_connection", failing_for_one)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.poller.run_forever(stop, tick_s=0.1))
+    try:
+        await wait_for(lambda: _polled(worker, fine_connection), 20, "the other connection's poll")
+        assert broken_connection in attempts and not task.done()  # the worker's poller is still running
+    finally:
+        stop.set()
+        await task

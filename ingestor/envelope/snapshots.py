@@ -38,6 +38,8 @@ def snapshot_envelope(
     """Returns the snapshot envelope of one object as fetched at `fetched_at` in `api_version`; raises
     BadEventError for an object without a string id and type or an integer `created` (what the import pages
     by), or one JSON cannot hold: the import leaves it out and counts it in the tenant's health."""
+    if not isinstance(obj, Mapping):  # what a page holds is whatever Stripe (or a proxy) sent
+        raise BadEventError("Stripe listed an item that is not an object", "malformed_object")
     object_type, object_id = obj.get("object"), obj.get("id")
     if not (is_name(object_type) and is_name(object_id)):  # a dict's text there would carry what redaction drops
         raise BadEventError(f"Stripe listed an object without a string id and type of 1 to {MAX_NAME_LENGTH} "

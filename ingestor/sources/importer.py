@@ -24,13 +24,12 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.envelope.build import is_name
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.errors import BadEventError, IngestError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.sources.refusals import Refused, refusal_of
+from ingestor.sources.refusals import Refused, last_usable_id, refusal_of
 from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
@@ -334,7 +333,7 @@ class StripeImporter:
                                                                                       page.fetched_at))
             # Newest first: an object older than the start (left out) means the rest is older too.
             piece.done = len(mine) < len(page.objects) or not (page.has_more and page.objects)
-            cursor = next((i for o in reversed(mine) if isinstance(o, dict) and is_name(i := o.get("id"))), None)
+            cursor = last_usable_id(mine)
             if cursor is not None:
                 piece.last_object_id = cursor
             elif mine and not piece.done:  # a whole page without an id to go on from
@@ -367,8 +366,6 @@ class StripeImporter:
         envelopes, refused = [], []
         for obj in page.objects:
             try:
-                if not isinstance(obj, dict):
-                    raise BadEventError("Stripe listed an item that is not an object", "malformed_object")
                 envelopes.append(snapshot_envelope(obj, connection.tenant_id, connection.livemode,
                                                    stripe.api_version, page.fetched_at))
             except BadEventError as exc:

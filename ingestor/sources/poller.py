@@ -22,13 +22,13 @@ from typing import Any
 from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
 from ingestor.connections.store import Connection
-from ingestor.envelope.build import check_event_shape, envelope_for_event, is_name, is_read_resource
+from ingestor.envelope.build import check_event_shape, envelope_for_event, is_read_resource
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.errors import BadEventError, IngestError
 from ingestor.sources.checkpoints import PollCursor, claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.sources.refusals import refusal_of
+from ingestor.sources.refusals import last_usable_id, refusal_of
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.discounts import fetch_discounts
@@ -264,8 +264,7 @@ class StripeEventsPoller:
                 break
             # Go on after the last event with an id to go on from; none: the cycle fails before its cursor moves
             # (moving it would skip what the following pages hold), and the refused events show in health.
-            last_id = next((i for e in reversed(page.objects) if isinstance(e, dict) and is_name(i := e.get("id"))),
-                           None)
+            last_id = last_usable_id(page.objects)
             if last_id is None:
                 raise BadEventError("Stripe listed a page of events without an id to go on from", "malformed_events")
             params["starting_after"] = last_id

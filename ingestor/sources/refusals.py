@@ -60,6 +60,12 @@ def label_of(item: object) -> str:
     return f"created {created}" if type(created) is int else "no id or created time"
 
 
+def last_usable_id(items: Sequence[object]) -> str | None:
+    """The id of the last listed item that has one to go on from (`starting_after`), or None: the cursor moves
+    past refused items, never past a page it cannot name a place in."""
+    return next((i for item in reversed(items) if isinstance(item, Mapping) and is_name(i := item.get("id"))), None)
+
+
 async def record_refused(db: asyncpg.Pool | asyncpg.Connection, items: Sequence[Refused]) -> None:
     """Counts `items` in their tenants' health (a row each, once: listed again, they change nothing)."""
     if items:

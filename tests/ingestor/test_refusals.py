@@ -7,7 +7,7 @@ import pytest
 
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.errors import BadEventError
-from ingestor.sources.refusals import label_of, refusal_of
+from ingestor.sources.refusals import label_of, last_usable_id, refusal_of
 
 
 @pytest.mark.parametrize("item,label", [
@@ -57,3 +57,10 @@ def test_discounts_of_a_shape_no_version_has_are_left_for_the_projector_to_judge
         assert filled["data"]["object"]["discounts"][1:] == discounts[1:]
     else:
         assert filled == event
+
+
+def test_a_page_is_gone_on_from_its_last_item_with_an_id_never_from_a_refused_one() -> None:
+    """`starting_after` must name an item Stripe knows: one without an id (or not an object) cannot be it."""
+    assert last_usable_id([{"id": "ch_1"}, {"id": "ch_2"}, {"id": {"x": 1}}, 7, {"object": "charge"}]) == "ch_2"
+    assert last_usable_id([{"id": ""}, ["ch_1"], None]) is None
+    assert last_usable_id([]) is None

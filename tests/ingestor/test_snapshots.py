@@ -41,8 +41,9 @@ def test_the_payload_is_the_redacted_object_and_the_id_its_hash() -> None:
     {"object": {"secret": "sk_live_abc"}, "id": "ch_1"},
     {"object": "charge"},
     {"object": "charge", "id": ""},
+    "ch_4242424242424242", ["ch_1"], 7, None,  # not an object at all
 ])
-def test_an_object_without_a_string_id_and_type_is_refused_and_nothing_of_it_shown(obj: dict[str, Any]) -> None:
+def test_an_object_without_a_string_id_and_type_is_refused_and_nothing_of_it_shown(obj: Any) -> None:
     """The id is the record's key and the type names the event: the text of a dict there would carry what
     redaction drops from the payload."""
     with pytest.raises(BadEventError) as refused:

@@ -69,6 +69,14 @@ def poll_interval(connection: Connection, settings: PollerSettings) -> float:
     return settings.interval_s if connection.webhook_verified_at else settings.unverified_interval_s
 
 
+def rest_after_failures(failures: int, connection: Connection, settings: PollerSettings) -> float:
+    """Seconds a connection whose last `failures` cycles failed rests before it is tried again: doubling from one
+    second up to its cadence, so a brief outage ends soon after it does, and a lasting failure costs a try per
+    cadence instead of one at every tick (the most overdue connection goes first, so it would take every tick's
+    first slot)."""
+    return min(poll_interval(connection, settings), 2.0 ** min(max(failures - 1, 0), 32))
+
+
 def due_for_poll(connections: list[Connection], now: float, settings: PollerSettings,
                  polling: Collection[str]) -> list[Connection]:
     """Returns the connections due for a poll and not being polled here, longest unpolled first (never
@@ -113,20 +121,30 @@ class StripeEventsPoller:
         consistent); once `stop` is set, polls under way finish and no new one starts."""
         polling: dict[str, asyncio.Task[None]] = {}
         failed: list[BaseException] = []
+        failures: dict[str, int] = {}  # a connection's cycles failed in a row, here
+        resting: dict[str, float] = {}  # a connection that failed is not tried again before this time
         limit = asyncio.Semaphore(self._settings.max_concurrent_connections)
 
-        async def one(connection_id: str) -> None:
+        async def one(connection: Connection) -> None:
+            connection_id = connection.connection_id
             async with limit:
                 if stop.is_set():
                     return
                 try:
-                    await self.poll_connection(connection_id, force=False)
+                    outcome = await self.poll_connection(connection_id, force=False)
+                    if outcome.state != "failed":
+                        failures.pop(connection_id, None)
+                        return
+                    log.warning("poll failed; will retry", connection_id=connection_id, detail=outcome.detail)
                 except Exception as exc:
                     if is_retriable(exc):
                         log.warning("poll failed; will retry", connection_id=connection_id, error=repr(exc))
-                    else:  # a bug met in one tenant's data: its polls wait (tried again when due), the others go on
+                    else:  # a bug met in one tenant's data: the others go on
                         log.error("poll of a connection failed; other connections go on",
                                   connection_id=connection_id, error=error_site(exc))
+                failures[connection_id] = failures.get(connection_id, 0) + 1
+                resting[connection_id] = self._clock() + rest_after_failures(failures[connection_id], connection,
+                                                                             self._settings)
 
         def done(task: asyncio.Task[None]) -> None:
             polling.pop(task.get_name(), None)
@@ -145,8 +163,15 @@ class StripeEventsPoller:
                         raise
                     log.warning("poll pass failed; will retry", error=repr(exc))  # Postgres away
                     connections = []
-                for connection in due_for_poll(connections, self._clock(), self._settings, polling):
-                    task = asyncio.create_task(one(connection.connection_id), name=connection.connection_id)
+                now = self._clock()
+                listed = {c.connection_id for c in connections} if connections else failures.keys()
+                for connection_id in [c for c in failures if c not in listed]:  # deleted meanwhile
+                    failures.pop(connection_id, None)
+                    resting.pop(connection_id, None)
+                for connection_id in [c for c, until in resting.items() if until <= now]:
+                    del resting[connection_id]
+                for connection in due_for_poll(connections, now, self._settings, polling.keys() | resting.keys()):
+                    task = asyncio.create_task(one(connection), name=connection.connection_id)
                     polling[connection.connection_id] = task
                     task.add_done_callback(done)
                 try:

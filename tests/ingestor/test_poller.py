@@ -15,7 +15,14 @@ from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.sources.checkpoints import PollCursor, PostgresCheckpoints
 from ingestor.sources.deps import SourceDeps
-from ingestor.sources.poller import EVENTS_WINDOW_S, WINDOW_MARGIN_S, StripeEventsPoller, due_for_poll, next_cursor
+from ingestor.sources.poller import (
+    EVENTS_WINDOW_S,
+    WINDOW_MARGIN_S,
+    StripeEventsPoller,
+    due_for_poll,
+    next_cursor,
+    rest_after_failures,
+)
 from ingestor.stripe_api.catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
 from schemas import Envelope, Source
@@ -279,11 +286,15 @@ async def test_an_event_stripe_lists_malformed_is_left_out_counted_in_health_and
 async def test_an_unexpected_error_in_one_tenants_poll_leaves_the_others_polling(
     control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A poll that fails (here a bug met in one tenant's data) leaves the others polling, and is tried again
+    after a rest that doubles from a second, not at every tick: by the poller's own clock, held still here."""
     broken, fine = sim.create_account(customers=2).id, sim.create_account(customers=2).id
     broken_connection = (await connect(control, sim, broken, "Broken"))[2]
     fine_connection = (await connect(control, sim, fine, "Fine"))[2]
-    poll = worker.poller.poll_connection
+    poll, list_connections = worker.poller.poll_connection, worker.store.connections_with_keys
     attempts: list[str] = []
+    ticks = 0
+    now = [time.time()]
 
     async def failing_for_one(connection_id: str, force: bool = True):  # type: ignore[no-untyped-def]
         attempts.append(connection_id)
@@ -291,12 +302,46 @@ async def test_an_unexpected_error_in_one_tenants_poll_leaves_the_others_polling
             raise ValueError("invalid literal for int() with base 10: '4242424242424242'")
         return await poll(connection_id, force)
 
+    async def counting_ticks() -> list[Connection]:
+        nonlocal ticks
+        ticks += 1
+        return await list_connections()
+
+    async def ticks_gone_by(count: int) -> None:
+        until = ticks + count
+
+        async def gone_by() -> bool:
+            return ticks >= until
+        await wait_for(gone_by, 20, f"{count} ticks of the poller")
+
+    async def tried(times: int) -> bool:
+        return attempts.count(broken_connection) == times
+
     monkeypatch.setattr(worker.poller, "poll_connection", failing_for_one)
+    monkeypatch.setattr(worker.store, "connections_with_keys", counting_ticks)
+    monkeypatch.setattr(worker.poller, "_clock", lambda: now[0])
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.poller.run_forever(stop, tick_s=0.1))
+    task = asyncio.create_task(worker.poller.run_forever(stop, tick_s=0.05))
     try:
         await wait_for(lambda: _polled(worker, fine_connection), 20, "the other connection's poll")
         assert broken_connection in attempts and not task.done()  # the worker's poller is still running
+        await ticks_gone_by(10)
+        assert attempts.count(broken_connection) == 1, "tried again at every tick"
+        now[0] += 1.0  # its first rest, a second, is over
+        await wait_for(lambda: tried(2), 20, "the second try after a second")
+        now[0] += 1.5
+        await ticks_gone_by(10)
+        assert attempts.count(broken_connection) == 2, "the rest did not double"
+        now[0] += 0.5
+        await wait_for(lambda: tried(3), 20, "the third try after two seconds")
     finally:
         stop.set()
         await task
+
+
+def test_a_failing_connection_rests_doubling_from_a_second_up_to_its_cadence() -> None:
+    settings = PollerSettings(interval_s=60, unverified_interval_s=15)
+    verified = dataclasses.replace(CONNECTION, webhook_verified_at=EPOCH)
+    unverified = dataclasses.replace(CONNECTION, webhook_verified_at=None)
+    assert [rest_after_failures(n, verified, settings) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert [rest_after_failures(n, unverified, settings) for n in (1, 4, 5, 1000)] == [1, 8, 15, 15]

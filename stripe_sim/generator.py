@@ -155,7 +155,7 @@ class Walker:
             book.cancel_subscription(sub["id"], mid)
             ch = self._charge_of(latest)
             if ch is not None and rng.random() < 0.5 and ch["amount"] > 1:
-                book.refund(ch["id"], ch["amount"] // 2, mid)
+                self.refund(ch["id"], ch["amount"] // 2, mid)
             return mid
         return None
 
@@ -198,7 +198,17 @@ class Walker:
         at = ch["created"] + self.rng.randint(1, 20) * DAY
         if roll < 0.07 and at <= self.now:
             partial = roll < 0.03 and ch["amount"] > 1
-            self.book.refund(ch["id"], ch["amount"] // 3 if partial else None, at)
+            self.refund(ch["id"], ch["amount"] // 3 if partial else None, at)
+
+    def refund(self, ch_id: str, amount: int | None, at: int) -> None:
+        """Refunds `amount` of a charge (None: what is left) at `at`, as Stripe would: never more than is left,
+        and never before the charge's latest state (a second refund follows the first, not back in time)."""
+        ch = self.book.store.objects["charge"][ch_id]
+        left = ch["amount"] - ch["amount_refunded"]
+        amount = left if amount is None else min(amount, left)
+        at = max(at, self.book.store.versions[ch_id][-1][0] + 1)
+        if amount > 0 and at <= self.now:
+            self.book.refund(ch_id, amount, at)
 
 
 def generate(book: Book, config: GeneratorConfig, now: int) -> None:

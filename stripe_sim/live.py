@@ -60,7 +60,8 @@ def act(book: Book, rng: random.Random, now: int) -> None:
                              rng.random() > 0.15, "One-off order")
     elif roll < 0.75 and charges:
         ch = rng.choice(charges)
-        book.refund(ch["id"], None if rng.random() < 0.6 else ch["amount"] // 2, now)
+        half = min(ch["amount"] // 2, ch["amount"] - ch["amount_refunded"])  # never more than is left
+        book.refund(ch["id"], None if rng.random() < 0.6 or not half else half, now)
     elif roll < 0.85:
         sub = rng.choice(subs)
         book.change_items(sub["id"], walker.pick_items(

@@ -206,6 +206,34 @@ async def test_refunds_listed_by_a_snapshot_and_a_later_refund_count_once_each_o
     assert list(zip(days, [r["refunded"] for r in rows])) == [(1, 1500), (3, 3500)]
 
 
+@pytest.mark.parametrize("amounts,expected", [
+    ((1500, 0), []),  # the one refund failed: nothing is refunded
+    ((1500, 3000, 1500), [(1, 1500)]),  # the second of two refunds failed: the first stays, on its day
+    ((1500, 3000), [(1, 1500), (2, 1500)]),  # nothing failed: each step on its day, as before
+], ids=["failed", "second-failed", "none-failed"])
+@pytest.mark.parametrize("arrival", ["in-order", "reversed"])
+async def test_a_refunded_level_a_failed_refund_took_back_is_not_counted(
+    pool: asyncpg.Pool, amounts: tuple[int, ...], expected: list[tuple[int, int]], arrival: str
+) -> None:
+    """Charge states without a refund list (a charge.refunded webhook since 2022-11-15): their amount_refunded
+    levels are the refunds. Stripe takes a failed refund back out of amount_refunded, so a level above the
+    charge's newest one is no longer refunded money, whatever order the states arrive in."""
+    store = PostgresProjectionStore(pool, "refund-fail-test")
+    tenant = f"refund_fail_{uuid.uuid4().hex[:8]}"
+    day = 86_400
+    states = [event(CHARGE | {"status": "succeeded", "amount_refunded": amount}, "charge.updated", f"evt_{i}",
+                    T + (i + 1) * day, tenant) for i, amount in enumerate(amounts)]
+    for envelope in (states if arrival == "in-order" else list(reversed(states))):
+        await store.apply([(tenant, envelope.event_id, writes_for(envelope))], {})
+    async with pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        rows = await conn.fetch("SELECT day, refunded, net FROM projection.daily_revenue WHERE tenant_id = $1 "
+                                "ORDER BY day", tenant)
+    days = [((r["day"] - datetime.fromtimestamp(T, timezone.utc).date()).days, r["refunded"]) for r in rows]
+    assert [d for d in days if d[1]] == expected
+    assert sum(r["net"] for r in rows) == 5000 - amounts[-1]  # captured less what is refunded now
+
+
 def refunded_charge(status: str, refunded_at: int) -> dict[str, Any]:
     refund = {"id": "re_1", "object": "refund", "amount": 1500, "currency": "usd", "status": status,
               "created": refunded_at, "charge": "ch_1"}

@@ -85,6 +85,30 @@ def test_events_carry_state_at_that_moment() -> None:
     assert all("account" not in e for e in store.all("event"))
 
 
+def test_a_charges_refunds_follow_each_other_in_time_and_never_pass_its_amount() -> None:
+    """As in Stripe: a second refund of a charge comes after the first, so the charge's newest state holds
+    every refund; a history where it went back in time made the projection's tests of failed refunds (whose
+    refunded amount falls) judge a refund as taken back. Live activity keeps to it too."""
+    sim = SimServer(clock=SimClock(NOW))
+    account = sim.create_account(customers=30, months=12, seed=104, currencies=("usd", "eur", "jpy"))
+    state = sim.state  # a history whose one charge refunded twice once had its second refund back in time
+    store = state.accounts[account.id].test
+    rng = random.Random(0)
+    for step in range(20 * 24):
+        tick(state, rng, NOW + step * 3600)
+    refunds_of: dict[str, list[dict]] = {}
+    for refund in store.objects["refund"].values():
+        refunds_of.setdefault(refund["charge"], []).append(refund)
+    assert any(len(refunds) > 1 for refunds in refunds_of.values()), "no charge refunded twice: nothing tested"
+    for charge_id, refunds in refunds_of.items():
+        charge = store.objects["charge"][charge_id]
+        assert all(r["amount"] > 0 for r in refunds)
+        assert sum(r["amount"] for r in refunds) == charge["amount_refunded"] <= charge["amount"]
+        states = [state_time for state_time, _ in store.versions[charge_id]]
+        assert states == sorted(states), f"{charge_id}'s states go back in time"
+        assert store.versions[charge_id][-1][1]["amount_refunded"] == charge["amount_refunded"]
+
+
 def test_card_numbers_in_free_text_and_card_details() -> None:
     store = next(iter(_build(400, 4).accounts.values())).test
     texts = [str(c.get("description")) + str(c.get("metadata"))

@@ -295,14 +295,14 @@ async def test_an_unexpected_error_in_one_tenants_import_leaves_the_others_going
         sim.set_rate_limit(account, 1000)
     _, _, broken_connection, _ = await connect(control, sim, broken, name="Broken")
     _, _, fine_connection, _ = await connect(control, sim, fine, name="Fine")
-    publish = worker.importer._publish
+    records = worker.importer._records
 
-    async def failing_for_one(session, resource, page):  # type: ignore[no-untyped-def]
+    def failing_for_one(session, resource, objects, fetched_at):  # type: ignore[no-untyped-def]
         if session.connection.connection_id == broken_connection:
             raise ValueError("invalid literal for int() with base 10: '4242424242424242'")
-        return await publish(session, resource, page)
+        return records(session, resource, objects, fetched_at)
 
-    monkeypatch.setattr(worker.importer, "_publish", failing_for_one)
+    monkeypatch.setattr(worker.importer, "_records", failing_for_one)
     outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
     assert outcomes[fine_connection].state == "done"
     assert outcomes[broken_connection].state == "failed"

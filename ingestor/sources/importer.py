@@ -337,7 +337,8 @@ class StripeImporter:
                 stripe_s = page.latency_s
                 del page, mine  # only the records wait for Kafka's acknowledgement: a third of the page's memory
                 await self._publisher.publish_records(records)
-            published = len(records)
+                published = len(records)
+                del records  # not held while the next request waits for the budget
             piece.done = done
             if cursor is not None:
                 piece.last_object_id = cursor

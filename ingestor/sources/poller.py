@@ -121,8 +121,9 @@ class StripeEventsPoller:
         consistent); once `stop` is set, polls under way finish and no new one starts."""
         polling: dict[str, asyncio.Task[None]] = {}
         failed: list[BaseException] = []
-        failures: dict[str, int] = {}  # a connection's cycles failed in a row, here
-        resting: dict[str, float] = {}  # a connection that failed is not tried again before this time
+        failures: dict[str, int] = {}  # a connection's cycles failed in a row, in this process
+        # A connection that failed is not tried again here before this time, unless its key changes meanwhile.
+        resting: dict[str, tuple[float, int]] = {}
         limit = asyncio.Semaphore(self._settings.max_concurrent_connections)
 
         async def one(connection: Connection) -> None:
@@ -143,8 +144,8 @@ class StripeEventsPoller:
                         log.error("poll of a connection failed; other connections go on",
                                   connection_id=connection_id, error=error_site(exc))
                 failures[connection_id] = failures.get(connection_id, 0) + 1
-                resting[connection_id] = self._clock() + rest_after_failures(failures[connection_id], connection,
-                                                                             self._settings)
+                rest = rest_after_failures(failures[connection_id], connection, self._settings)
+                resting[connection_id] = (self._clock() + rest, connection.key_version)
 
         def done(task: asyncio.Task[None]) -> None:
             polling.pop(task.get_name(), None)
@@ -164,12 +165,18 @@ class StripeEventsPoller:
                     log.warning("poll pass failed; will retry", error=repr(exc))  # Postgres away
                     connections = []
                 now = self._clock()
-                listed = {c.connection_id for c in connections} if connections else failures.keys()
-                for connection_id in [c for c in failures if c not in listed]:  # deleted meanwhile
-                    failures.pop(connection_id, None)
-                    resting.pop(connection_id, None)
-                for connection_id in [c for c, until in resting.items() if until <= now]:
-                    del resting[connection_id]
+                if connections:
+                    key_versions = {c.connection_id: c.key_version for c in connections}
+                    for connection_id in [c for c in failures if c not in key_versions]:  # deleted meanwhile
+                        failures.pop(connection_id, None)
+                        resting.pop(connection_id, None)
+                    for connection_id, (_, key_version) in list(resting.items()):
+                        if key_versions.get(connection_id, key_version) != key_version:  # a new key: try it now
+                            failures.pop(connection_id, None)
+                            del resting[connection_id]
+                longest = max(self._settings.interval_s, self._settings.unverified_interval_s)
+                for connection_id in [c for c, (until, _) in resting.items() if not now < until <= now + longest]:
+                    del resting[connection_id]  # over (or the clock was set back past a whole cadence)
                 for connection in due_for_poll(connections, now, self._settings, polling.keys() | resting.keys()):
                     task = asyncio.create_task(one(connection), name=connection.connection_id)
                     polling[connection.connection_id] = task

@@ -302,10 +302,14 @@ async def test_an_unexpected_error_in_one_tenants_poll_leaves_the_others_polling
             raise ValueError("invalid literal for int() with base 10: '4242424242424242'")
         return await poll(connection_id, force)
 
+    rekeyed = False
+
     async def counting_ticks() -> list[Connection]:
         nonlocal ticks
+        listed = await list_connections()
         ticks += 1
-        return await list_connections()
+        return [dataclasses.replace(c, key_version=c.key_version + 1)
+                if rekeyed and c.connection_id == broken_connection else c for c in listed]
 
     async def ticks_gone_by(count: int) -> None:
         until = ticks + count
@@ -334,6 +338,12 @@ async def test_an_unexpected_error_in_one_tenants_poll_leaves_the_others_polling
         assert attempts.count(broken_connection) == 2, "the rest did not double"
         now[0] += 0.5
         await wait_for(lambda: tried(3), 20, "the third try after two seconds")
+        now[0] -= 3600  # the clock set back an hour: the rest (four seconds) must not last an hour
+        await wait_for(lambda: tried(4), 20, "a try once the clock was set back")
+        await ticks_gone_by(10)
+        assert attempts.count(broken_connection) == 4, "not resting after that try"
+        rekeyed = True  # a new key was stored: it is tried at once, not after the rest
+        await wait_for(lambda: tried(5), 20, "a try with the new key")
     finally:
         stop.set()
         await task

@@ -119,7 +119,12 @@ async def key_revoked_and_replaced(p: Product, t: Tenant) -> None:
 
 async def webhook_secret_rolled(p: Product, t: Tenant) -> None:
     new_secret = p.sim.roll_webhook_secret(t.endpoint_id, grace_seconds=120)
-    await p.api("PUT", f"/api/tenants/{t.tenant_id}/connections/test/webhook-secret", t.token, {"secret": new_secret})
+
+    async def stored() -> bool:  # as an operator would: again if the web process was down (the combined fault)
+        await p.api("PUT", f"/api/tenants/{t.tenant_id}/connections/test/webhook-secret", t.token,
+                    {"secret": new_secret})
+        return True
+    await p.wait("the new webhook secret stored", stored, 60)
 
 
 async def combined(p: Product, t: Tenant) -> None:

@@ -345,6 +345,17 @@ async def memory(bench: Bench, customers: int, result: BenchResult) -> None:
 SCENARIOS = ("throughput", "large_history", "two_workers", "many_accounts", "memory")
 
 
+async def forget_earlier_runs(pool: asyncpg.Pool) -> None:
+    """Disconnects what earlier runs left in the bench's database: their keys were sealed with those runs' master
+    keys, so this run's workers would keep trying (and failing) to poll them, and spend CPU the figures count."""
+    store = PostgresConnectionStore(pool, MasterKeyring.from_setting(generate_master_key("forget")))
+    left = await pool.fetch("SELECT connection_id FROM stripe_connections WHERE status <> 'disconnected'")
+    for row in left:
+        await store.disconnect(row["connection_id"], datetime.now(timezone.utc))
+    if left:
+        print(f"  disconnected {len(left):,} connections left by earlier runs", file=sys.stderr)
+
+
 async def main(customers: int, accounts: int, database: str, only: str | None = None) -> None:
     bench = Bench(database)
     sim = subprocess.Popen([sys.executable, "-m", "stripe_sim", "--port", "0", "--seed", "3", "--customers", "0"],
@@ -364,6 +375,7 @@ async def main(customers: int, accounts: int, database: str, only: str | None = 
         await migrate_database(conn)
         await conn.close()
         async with aiohttp.ClientSession() as bench.http, asyncpg.create_pool(bench.dsn, min_size=1, max_size=4) as bench.pool:
+            await forget_earlier_runs(bench.pool)
             runs: dict[str, Callable[[], Awaitable[None]]] = {"throughput": lambda: throughput(bench, customers, result),
                     "large_history": lambda: large_history(bench, 4 * customers, result),
                     "two_workers": lambda: two_workers(bench, customers, result),

@@ -33,8 +33,6 @@ class RawEventPublisher:
 
     async def publish_many(self, envelopes: Sequence[Envelope], timeout_s: float | None = None) -> list[Position]:
         """Publishes envelopes in order, all acknowledged or PublishError; nothing to publish is a no-op."""
-        if not envelopes:
-            return []
         return await self.publish_records([self.record(e) for e in envelopes], timeout_s)
 
     async def publish_records(self, records: Sequence[tuple[bytes, bytes]],

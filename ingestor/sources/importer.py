@@ -333,6 +333,7 @@ class StripeImporter:
                 done = len(mine) < len(page.objects) or not (page.has_more and page.objects)
                 cursor = last_usable_id(mine)
                 created = [c for o in mine if isinstance(o, dict) and type(c := o.get("created")) is int]
+                listed = len(mine)
                 records, refused = self._records(session, resource.name, mine, page.fetched_at)
                 stripe_s = page.latency_s
                 del page, mine  # only the records wait for Kafka's acknowledgement: a third of the page's memory
@@ -342,7 +343,7 @@ class StripeImporter:
             piece.done = done
             if cursor is not None:
                 piece.last_object_id = cursor
-            elif published + len(refused) and not piece.done:  # a whole page without an id to go on from
+            elif listed and not piece.done:  # a whole page without an id to go on from
                 raise StopReading("malformed_objects")
             if created:
                 piece.oldest_created = min(created)

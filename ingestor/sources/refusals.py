@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ingestor.envelope.build import is_name
-from ingestor.envelope.redaction import mask_pans
+from ingestor.envelope.redaction import mask_pans, redacted_sorted_json
 from ingestor.errors import IngestError
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_]+")
@@ -48,16 +48,28 @@ def refusal_of(tenant_id: str, reader: str, resource: str, item: object, exc: In
 
 def label_of(item: object) -> str:
     """The item's id where it looks like one of Stripe's (letters, digits and `_`, no secret in it), else a
-    hash of it (an id holding a card number, a client secret, a key or a NUL byte is shown by no one), else
-    its created time."""
+    hash of it (an id holding a card number, a client secret, a key or a NUL byte is shown by no one); an item
+    without an id is named by its created time (or what it is) and a digest of its redacted content, so two
+    such items listed in the same second are two rows, and the same one listed again is one."""
     if not isinstance(item, Mapping):
-        return f"not an object ({type(item).__name__})"
+        return f"not an object ({type(item).__name__}) #{_content_digest(item)}"
     item_id, created = item.get("id"), item.get("created")
     if is_name(item_id):
         if _PLAIN_ID.fullmatch(item_id) and not _SECRET_LIKE.search(item_id) and mask_pans(item_id) == item_id:
             return item_id
         return "id #" + hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"created {created}" if type(created) is int else "no id or created time"
+    named = f"created {created}" if type(created) is int else "no id or created time"
+    return f"{named} #{_content_digest(item)}"
+
+
+def _content_digest(item: object) -> str:
+    """A short digest of the item's redacted JSON: it tells items apart without telling anything redaction
+    drops (a card number is masked before it is hashed)."""
+    try:
+        text = redacted_sorted_json({"item": item})
+    except (TypeError, ValueError, RecursionError):  # what JSON cannot hold, or nested past what redaction walks
+        return "unreadable"
+    return hashlib.sha256(text).hexdigest()[:12]
 
 
 def last_usable_id(items: Sequence[object]) -> str | None:

@@ -91,13 +91,15 @@ class RefundRow(NamedTuple):
     state_rank: int  # the listing charge state's rank: (seen_at, state_rank, event_id) orders the refund's states
 
 
-class RefundLevel(NamedTuple):
-    """A refunded amount a charge was seen at, when, and in which event (lineage)."""
+class RefundState(NamedTuple):
+    """A charge state's refunded amount (zero too), at its state time and rank, and its event (lineage): in time
+    order, they date the refunds Stripe did not list."""
 
     tenant_id: str
     charge_id: str
+    state_time: int
+    state_rank: int
     amount_refunded: int
-    seen_at: int
     event_id: str
 
 
@@ -121,14 +123,14 @@ class Writes:
 
     states: list[StateRow] = field(default_factory=list)
     refunds: list[RefundRow] = field(default_factory=list)
-    refund_levels: list[RefundLevel] = field(default_factory=list)
+    refund_states: list[RefundState] = field(default_factory=list)
     versions: list[SubscriptionVersion] = field(default_factory=list)
 
     def extend(self, other: Writes) -> None:
         """Adds `other`'s writes to these."""
         self.states.extend(other.states)
         self.refunds.extend(other.refunds)
-        self.refund_levels.extend(other.refund_levels)
+        self.refund_states.extend(other.refund_states)
         self.versions.extend(other.versions)
 
 
@@ -206,8 +208,7 @@ def writes_for(envelope: Envelope) -> Writes:
 
 def _charge_history(tenant_id: str, charge: Charge, time_ms: int, rank: int, event_id: str) -> Writes:
     writes = Writes()
-    if charge.amount_refunded > 0:
-        writes.refund_levels.append(RefundLevel(tenant_id, charge.id, charge.amount_refunded, time_ms, event_id))
+    writes.refund_states.append(RefundState(tenant_id, charge.id, time_ms, rank, charge.amount_refunded, event_id))
     for refund in charge.refunds:
         writes.refunds.append(RefundRow(tenant_id, refund.id, charge.id, refund.currency, refund.amount,
                                         refund.status, refund.created, time_ms, event_id, rank))

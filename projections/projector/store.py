@@ -231,18 +231,12 @@ class PostgresProjectionStore:
                                   *earliest[refund], r.seen_at, r.state_rank, r.event_id)
                                  for refund, r in newest.items()))),
             )
-        if writes.refund_levels:
-            levels: dict[tuple[str, str, int], tuple[int, str]] = {}
-            for lv in writes.refund_levels:
-                key = (lv.tenant_id, lv.charge_id, lv.amount_refunded)
-                levels[key] = min(levels.get(key, (lv.seen_at, lv.event_id)), (lv.seen_at, lv.event_id))
+        if writes.refund_states:
             await conn.execute(
-                f"INSERT INTO {s}.charge_refund_levels AS l (tenant_id, charge_id, amount_refunded, first_seen, event_id) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) "
-                "ON CONFLICT (tenant_id, charge_id, amount_refunded) DO UPDATE SET "
-                f"{_EARLIEST_EVENT.format(t='l')}",
-                [k[0] for k in levels], [k[1] for k in levels], [k[2] for k in levels],
-                [v[0] for v in levels.values()], [v[1] for v in levels.values()],
+                f"INSERT INTO {s}.charge_refund_states (tenant_id, charge_id, state_time, state_rank, amount_refunded, "
+                "event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[]) "
+                "ON CONFLICT DO NOTHING",
+                *map(list, zip(*writes.refund_states)),
             )
         if writes.versions:
             await conn.execute(

@@ -92,7 +92,7 @@ async def project_until_idle(settings: Settings, pool: asyncpg.Pool, timeout_s: 
 
 VIEWS = ("daily_revenue", "mrr_by_month", "mrr_movements", "subscriber_churn", "revenue_churn", "invoice_summary")
 TABLES = ("customers", "charges", "subscriptions", "invoices", "payment_intents", "refunds",
-          "charge_refund_levels", "subscription_versions")
+          "charge_refund_levels", "charge_refund_states", "subscription_versions")
 
 
 async def bind_tenant(conn: asyncpg.Connection, tenant_id: str) -> None:

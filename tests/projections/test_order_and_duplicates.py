@@ -210,7 +210,12 @@ async def test_refunds_listed_by_a_snapshot_and_a_later_refund_count_once_each_o
     ((1500, 0), []),  # the one refund failed: nothing is refunded
     ((1500, 3000, 1500), [(1, 1500)]),  # the second of two refunds failed: the first stays, on its day
     ((1500, 3000), [(1, 1500), (2, 1500)]),  # nothing failed: each step on its day, as before
-], ids=["failed", "second-failed", "none-failed"])
+    # The refund failed, and a new one of the same amount was made two days later: it counts on its own day,
+    # not on the failed one's (levels kept the day a level was first seen).
+    ((1500, 0, 1500), [(3, 1500)]),
+    ((1500, 0, 3000), [(3, 3000)]),  # a larger one after the failure: all of it on its day
+    ((3000, 1500, 3000), [(1, 1500), (3, 1500)]),  # half failed, then refunded again: that half on its new day
+], ids=["failed", "second-failed", "none-failed", "failed-then-again", "failed-then-more", "half-failed-then-again"])
 @pytest.mark.parametrize("arrival", ["in-order", "reversed"])
 async def test_a_refunded_level_a_failed_refund_took_back_is_not_counted(
     pool: asyncpg.Pool, amounts: tuple[int, ...], expected: list[tuple[int, int]], arrival: str

@@ -232,11 +232,16 @@ class PostgresProjectionStore:
                                  for refund, r in newest.items()))),
             )
         if writes.refund_states:
+            states: dict[tuple[str, str, int, int, int], str] = {}  # one row per state, its smallest event id
+            for st in writes.refund_states:
+                key = (st.tenant_id, st.charge_id, st.state_time, st.state_rank, st.amount_refunded)
+                states[key] = min(states.get(key, st.event_id), st.event_id)
             await conn.execute(
-                f"INSERT INTO {s}.charge_refund_states (tenant_id, charge_id, state_time, state_rank, amount_refunded, "
-                "event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[]) "
-                "ON CONFLICT DO NOTHING",
-                *map(list, zip(*writes.refund_states)),
+                f"INSERT INTO {s}.charge_refund_states AS t (tenant_id, charge_id, state_time, state_rank, "
+                "amount_refunded, event_id) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], "
+                "$5::int8[], $6::text[]) ON CONFLICT (tenant_id, charge_id, state_time, state_rank, amount_refunded) "
+                "DO UPDATE SET event_id = least(t.event_id, EXCLUDED.event_id)",
+                *map(list, zip(*(key + (event_id,) for key, event_id in states.items()))),
             )
         if writes.versions:
             await conn.execute(

@@ -239,6 +239,47 @@ async def test_a_refunded_level_a_failed_refund_took_back_is_not_counted(
     assert sum(r["net"] for r in rows) == 5000 - amounts[-1]  # captured less what is refunded now
 
 
+async def _unlisted_refunds(pool: asyncpg.Pool, tenant: str) -> list[tuple[int, int, str]]:
+    """(day after T, amount, event id) of the refunds dated from the tenant's charge states."""
+    async with pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        rows = await conn.fetch("SELECT refunded_at, amount, event_id FROM projection.refund_facts "
+                                "WHERE tenant_id = $1 AND refund_id IS NULL ORDER BY refunded_at", tenant)
+    start = datetime.fromtimestamp(T, timezone.utc).date()
+    return [((r["refunded_at"].date() - start).days, r["amount"], r["event_id"]) for r in rows]
+
+
+@pytest.mark.parametrize("arrival", ["in-order", "reversed", "one-batch"])
+async def test_a_refund_dated_from_two_events_of_one_state_names_the_same_event_in_any_order(
+    pool: asyncpg.Pool, arrival: str
+) -> None:
+    """Two events showing one charge state (a charge.refunded and a charge.updated of the same second): the
+    refund's lineage names the smaller event id, whichever arrives first (a replay must not change it)."""
+    store = PostgresProjectionStore(pool, "refund-lineage-test")
+    tenant = f"refund_lineage_{uuid.uuid4().hex[:8]}"
+    refunded = CHARGE | {"status": "succeeded", "amount_refunded": 1500}
+    both = [event(refunded, "charge.refunded", "evt_b", T + 86_400, tenant),
+            event(refunded, "charge.updated", "evt_a", T + 86_400, tenant)]
+    if arrival == "one-batch":
+        await store.apply([(tenant, e.event_id, writes_for(e)) for e in both], {})
+    else:
+        for envelope in (both if arrival == "in-order" else list(reversed(both))):
+            await store.apply([(tenant, envelope.event_id, writes_for(envelope))], {})
+    assert await _unlisted_refunds(pool, tenant) == [(1, 1500, "evt_a")]
+
+
+async def test_a_charge_whose_states_were_not_kept_still_counts_its_newest_refunded_amount(pool: asyncpg.Pool) -> None:
+    """A charge projected by a projector older than the kept states (a rolling deploy): its newest state, in the
+    charges table, still counts, on its own day."""
+    store = PostgresProjectionStore(pool, "refund-no-states-test")
+    tenant = f"refund_nostates_{uuid.uuid4().hex[:8]}"
+    refunded = event(CHARGE | {"status": "succeeded", "amount_refunded": 1500}, "charge.refunded", "evt_r",
+                     T + 2 * 86_400, tenant)
+    await store.apply([(tenant, refunded.event_id, writes_for(refunded))], {})
+    await pool.execute("DELETE FROM projection.charge_refund_states WHERE tenant_id = $1", tenant)
+    assert await _unlisted_refunds(pool, tenant) == [(2, 1500, "evt_r")]
+
+
 def refunded_charge(status: str, refunded_at: int) -> dict[str, Any]:
     refund = {"id": "re_1", "object": "refund", "amount": 1500, "currency": "usd", "status": status,
               "created": refunded_at, "charge": "ch_1"}

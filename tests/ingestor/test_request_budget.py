@@ -14,7 +14,7 @@ import pytest
 
 from ingestor.errors import StripeRateLimitedError
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
-from ingestor.stripe_api.request_budget import AccountBudget, Priority, Rate, RateBudgets, SharedBucket
+from ingestor.stripe_api.request_budget import LEASE_HORIZON_S, AccountBudget, Priority, Rate, RateBudgets, SharedBucket
 from service.worker import Worker, open_worker
 from stripe_sim import SimServer
 from tests.helpers import wait_for
@@ -97,12 +97,18 @@ async def test_a_busy_process_still_gets_its_whole_budget(two_pools: list[asyncp
             time.sleep(hog_s)  # the event loop is blocked, as by a page's synchronous work
             await asyncio.sleep(every_s - hog_s)
 
+    started = time.monotonic()
     await asyncio.gather(cpu_hog(), *(_spend(budget, CHARGES, run_s, spent) for _ in range(10)))
     steady = [t for t in spent if t >= spent[0] + 1.0]  # after the first second (a new bucket starts empty)
     achieved = (len(steady) - 1) / (steady[-1] - steady[0])
     assert achieved >= 0.9 * rate.per_second, f"{achieved:.1f} requests/s of {rate.per_second:g}"
-    # Tokens due while the loop was blocked go out together once it runs: on the bucket's schedule, late.
-    assert _busiest_second(spent) <= rate.limit + math.ceil(rate.per_second * hog_s)
+    # Never more in all than the bucket's schedule since it started: its rate, its burst and what was leased
+    # ahead. Tokens due while the loop was blocked are used late, not lost, so at the start (a blocked loop and
+    # the first round trips) they bunch: measured from the first token used, the rate looks higher than it is.
+    ahead = math.ceil(rate.per_second * LEASE_HORIZON_S)
+    assert len(spent) <= rate.per_second * (spent[-1] - started) + rate.capacity + ahead
+    # Once under way, tokens due during a block go out together when it ends: on the schedule, late.
+    assert _busiest_second(steady) <= rate.limit + math.ceil(rate.per_second * hog_s)
 
 
 async def test_each_endpoint_has_its_own_budget_within_the_accounts(two_pools: list[asyncpg.Pool]) -> None:

@@ -307,6 +307,36 @@ class PostgresCheckpoints:
             "UPDATE import_slices SET claimed_until = now() + make_interval(secs => $2) WHERE claimed_by = $1 AND NOT done",
             worker, lease_s)
 
+    async def join_import(self, connection_id: str, worker: str, lease_s: float) -> int:
+        """Says `worker` imports the connection for `lease_s` more (renewed while its pass goes on); returns how
+        many processes do, itself included, so that each pages its share of the slices."""
+        processes: int = await self._pool.fetchval(
+            """WITH joined AS (
+                   INSERT INTO import_workers (connection_id, worker_id, seen_until)
+                   VALUES ($1, $2, now() + make_interval(secs => $3))
+                   ON CONFLICT (connection_id, worker_id) DO UPDATE SET seen_until = excluded.seen_until)
+               SELECT 1 + count(*) FROM import_workers
+                WHERE connection_id = $1 AND worker_id <> $2 AND seen_until > now()""",
+            connection_id, worker, lease_s)
+        return processes
+
+    async def leave_import(self, connection_id: str, worker: str) -> None:
+        """`worker` no longer imports the connection (its pass ended); rows of processes that died go with it."""
+        await self._pool.execute(
+            "DELETE FROM import_workers WHERE connection_id = $1 AND (worker_id = $2 OR seen_until < now())",
+            connection_id, worker)
+
+    async def paged_elsewhere(self, connection_id: str, worker: str) -> bool:
+        """Whether another process holds an unfinished slice of the connection's running import (one it may let
+        go for this process to page)."""
+        held: bool = await self._pool.fetchval(
+            """SELECT EXISTS (
+                   SELECT 1 FROM import_slices i JOIN import_runs r USING (connection_id, resource, run_id)
+                    WHERE i.connection_id = $1 AND NOT i.done AND r.done_at IS NULL AND r.paused_reason IS NULL
+                      AND i.claimed_by <> $2 AND i.claimed_until >= now())""",
+            connection_id, worker)
+        return held
+
     async def finish_resources(self, connection_id: str) -> bool:
         """Marks done each resource of the connection's run whose slices are all done; returns True if this call
         finished the whole run (so exactly one process of those sharing the import sees it finish)."""

@@ -46,6 +46,12 @@ CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stri
 # What a connection's first pass assumes a page takes until its pages are timed (Stripe's lists take hundreds of
 # milliseconds); later passes start from the previous pass's measure.
 FIRST_PAGE_S = 0.5
+# How often a pass says it still imports the connection and learns how many processes do (each pages its share
+# of the slices); a process that died drops out after three of these. A process with nothing to page waits this
+# long for another to let go of slices over its share before its pass ends.
+SHARE_REFRESH_S = 1.0
+SHARE_WAIT_S = 5.0
+CLAIM_AGAIN_S = 1.0  # after a claim found no free slice (another process may let one go meanwhile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,10 @@ class _Pass:
     claims as well as splits (a later pass finds many slices left by the earlier ones). While the process's
     CPU is the bottleneck (its event loop runs late), pages are slow because they queue for the CPU: the
     count is held where it was then, as one more slice would only hold another page in memory.
+
+    Processes importing the same connection each page their share of that count: one holding more (another
+    joined) lets a slice go at its next checkpoint, and the other claims it. So a second worker adds its CPU to
+    an import another started, instead of waiting for the first one's pass to end.
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
@@ -97,7 +107,10 @@ class _Pass:
         self._guessed = page_s is None  # until a page is timed
         self._loop_lag = loop_lag
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
-        self.nothing_to_claim = False  # the last claim found no free slice (tried again after a wait)
+        self._claim_again_at = 0.0  # a claim that found no free slice is tried again a second later, not before
+        self.processes = 1  # importing this connection now, this one included
+        self.paged_elsewhere = False  # when the last claim found nothing: another process pages some of the import
+        self._idle_until: float | None = None  # how long a worker with nothing to page waits for a slice let go
 
     def page_took(self, seconds: float) -> None:
         """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded).
@@ -112,7 +125,7 @@ class _Pass:
 
     def wanted(self) -> int:
         """Slices to page at once."""
-        wanted = slices_wanted(self._rate, self.page_s, self._most)
+        wanted = slices_wanted(self._rate, self.page_s, self._most, self.processes)
         if self._loop_lag.lag_s > CPU_BOUND_LAG_S:
             if self._cpu_bound_at is None:
                 self._cpu_bound_at = max(1, self.planner.active_count())
@@ -123,9 +136,33 @@ class _Pass:
     def has_room(self) -> bool:
         return self.planner.active_count() < self.wanted()
 
+    def over_share(self) -> bool:
+        """This process pages more slices than its share while others import the connection too."""
+        return self.processes > 1 and self.planner.active_count() > self.wanted()
+
+    def waits_for_share(self) -> bool:
+        """Whether a worker with nothing to page here waits for another process to let a slice go: while another
+        process pages some of the import, for up to `SHARE_WAIT_S` since this one ran out of slices (the other
+        sees this process within `SHARE_REFRESH_S` and lets its excess go at their next checkpoints)."""
+        if self.planner.active_count():
+            self._idle_until = None
+            return True
+        if not self.paged_elsewhere:
+            return False
+        if self._idle_until is None:
+            self._idle_until = time.monotonic() + SHARE_WAIT_S
+        return time.monotonic() < self._idle_until
+
     def may_take(self) -> bool:
         """Another slice is wanted and there may be one: a free one to claim, or one of ours worth splitting."""
-        return self.has_room() and (not self.nothing_to_claim or self.planner.to_split() is not None)
+        return self.has_room() and (self.claim_worth_trying() or self.planner.to_split() is not None)
+
+    def claim_worth_trying(self) -> bool:
+        return time.monotonic() >= self._claim_again_at
+
+    def found_nothing_to_claim(self, paged_elsewhere: bool) -> None:
+        self._claim_again_at = time.monotonic() + CLAIM_AGAIN_S
+        self.paged_elsewhere = paged_elsewhere
 
     def going(self) -> bool:
         return not (self.stop.is_set() or self._worker_stop.is_set()) and time.monotonic() < self.deadline
@@ -140,15 +177,15 @@ class _Pass:
                 self._changed.notify_all()
 
     async def wait_for_split(self) -> None:
-        """Waits until another slice may be taken or none is left being paged, or a second (then a claim is tried
-        again: another process may have let one go), or the end of the pass."""
-        timeout = min(1.0, max(0.0, self.deadline - time.monotonic()))
+        """Waits until another slice may be taken or none is left being paged (by any process), or a second (then
+        a claim is tried again: another process may have let one go), or the end of the pass."""
+        timeout = min(CLAIM_AGAIN_S, max(0.0, self.deadline - time.monotonic()))
         try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(
-                    lambda: self.may_take() or not self.planner.active_count()), timeout)
+                    lambda: self.may_take() or not (self.planner.active_count() or self.paged_elsewhere)), timeout)
         except asyncio.TimeoutError:
-            self.nothing_to_claim = False
+            pass
 
 
 class StripeImporter:
@@ -265,10 +302,10 @@ class StripeImporter:
             while run.going():
                 piece = await self._next_slice(connection_id, run)
                 if piece is None:
-                    if not run.planner.active_count():
+                    if not run.waits_for_share():
                         return  # nothing left here; what other processes hold they finish
-                    await run.wait_for_split()  # a slice of ours may become worth splitting once it has paged
-                    continue
+                    await run.wait_for_split()  # a slice of ours may become worth splitting once it has paged,
+                    continue  # or another process may let one go
                 run.planner.add(piece)
                 run.slices_taken += 1
                 await run.changed()  # room for one more, perhaps
@@ -284,10 +321,18 @@ class StripeImporter:
                         await self._checkpoints.release_slice(piece, self._worker_id)
 
         async def keep_claims() -> None:
+            renewed = time.monotonic()
             while True:
-                await asyncio.sleep(lease_s / 3)
-                await self._checkpoints.renew_claims(self._worker_id, lease_s)
+                await asyncio.sleep(min(SHARE_REFRESH_S, lease_s / 3))
+                processes = await self._checkpoints.join_import(connection_id, self._worker_id, 3 * SHARE_REFRESH_S)
+                if processes != run.processes:
+                    run.processes = processes
+                    await run.changed()  # fewer: room for more here
+                if time.monotonic() - renewed >= lease_s / 3:
+                    await self._checkpoints.renew_claims(self._worker_id, lease_s)
+                    renewed = time.monotonic()
 
+        run.processes = await self._checkpoints.join_import(connection_id, self._worker_id, 3 * SHARE_REFRESH_S)
         renewing = asyncio.create_task(keep_claims())
         try:
             with self._loop_lag.watching():
@@ -299,18 +344,19 @@ class StripeImporter:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
             await self._checkpoints.release_slices(connection_id, self._worker_id)
+            await self._checkpoints.leave_import(connection_id, self._worker_id)
 
     async def _next_slice(self, connection_id: str, run: _Pass) -> ImportSlice | None:
         """A slice nobody pages (the longest), else the older half of the one of ours with the most left, else None."""
         async with run.lock:
             if not run.has_room():
                 return None
-            if not run.nothing_to_claim:
+            if run.claim_worth_trying():
                 piece = await self._checkpoints.claim_slice(connection_id, self._worker_id,
                                                             self._settings.slice_lease_s)
                 if piece is not None:
                     return piece
-                run.nothing_to_claim = True
+                run.found_nothing_to_claim(await self._checkpoints.paged_elsewhere(connection_id, self._worker_id))
             victim = run.planner.to_split()
             if victim is None:
                 return None
@@ -354,8 +400,8 @@ class StripeImporter:
                 return
             run.page_took(stripe_s + time.monotonic() - fetched)  # Stripe's time and ours, not the budget's
             await run.changed()
-            if piece.done:
-                return
+            if piece.done or run.over_share():
+                return  # done, or let go at its checkpoint for another process importing the connection to page
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
         async def request(reader: StripeReader) -> RawPage:

@@ -93,10 +93,11 @@ def split_point(piece: ImportSlice, min_span_s: int, min_objects_left: int) -> i
     return start + (end - start) // 2
 
 
-def slices_wanted(requests_per_second: float, page_s: float, most: int) -> int:
-    """Slices to page at once so the budget is never idle (Little's law: in flight = rate × time per page, the
-    time from sending a request to its checkpoint), and no more: each slice ends in a part-empty page."""
-    return min(most, math.ceil(requests_per_second * page_s * HEADROOM) + 1)
+def slices_wanted(requests_per_second: float, page_s: float, most: int, processes: int = 1) -> int:
+    """Slices one of `processes` importing the account pages at once, so that together they keep the budget busy
+    (Little's law: in flight = rate × time per page, the time from sending a request to its checkpoint), and no
+    more: each slice ends in a part-empty page. Each process takes its share; the budget is shared anyway."""
+    return min(most, math.ceil((math.ceil(requests_per_second * page_s * HEADROOM) + 1) / max(1, processes)))
 
 
 class SlicePlanner:

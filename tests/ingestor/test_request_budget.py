@@ -215,6 +215,44 @@ async def test_two_workers_share_one_import_within_stripes_limit(
     assert by_type(envelopes) == expected
 
 
+async def test_a_worker_joining_an_import_another_pages_gets_a_share_in_its_first_pass(
+    control: ControlClient, sim: SimServer
+) -> None:
+    """The second process adds its CPU to an import the first one holds every slice of: the first lets slices
+    over its share go at their checkpoints and the second pages them, nothing lost or published twice."""
+    account = sim.create_account(customers=600).id
+    sim.set_faults({"kind": "latency", "latency_ms": 100})
+    _, _, connection_id, _ = await connect(control, sim, account)
+    settings = control.settings.model_copy(update={"importer": control.settings.importer.model_copy(
+        update={"initial_slices": 1})})  # five slices: the first process wants them all
+    held = """SELECT count(*) FILTER (WHERE claimed_by = $2) AS mine,
+                     count(*) FILTER (WHERE claimed_by IS NULL AND NOT done) AS free
+                FROM import_slices WHERE connection_id = $1"""
+    async with open_worker(settings, control.keyring) as first, open_worker(settings, control.keyring) as second:
+        first_pass = asyncio.create_task(first.importer.run_connection(connection_id))
+
+        async def first_holds_every_slice() -> bool:
+            row = await control.pool.fetchrow(held, connection_id, first.importer._worker_id)
+            return bool(row["mine"] >= 5 and row["free"] == 0)
+
+        await wait_for(first_holds_every_slice, timeout_s=20)
+        joined = await second.importer.run_connection(connection_id)
+        assert joined.slices > 0, joined  # before sharing: "busy", nothing to claim until the first pass ended
+        outcomes = [await first_pass, joined]
+        while all(o.state != "done" for o in outcomes):
+            outcomes = [await first.importer.run_connection(connection_id)]
+    sim.set_faults()
+    expected = sim_objects(sim, account)
+    total = sum(len(ids) for ids in expected.values())
+    envelopes = await published_envelopes(control.settings, total)
+    assert by_type(envelopes) == expected
+    assert len(envelopes) == total  # no page published twice
+    assert await control.pool.fetchval("SELECT sum(objects_published) FROM import_runs WHERE connection_id = $1",
+                                       connection_id) == total
+    assert await control.pool.fetchval("SELECT count(*) FROM import_workers WHERE connection_id = $1",
+                                       connection_id) == 0  # each left when its pass ended
+
+
 async def test_keys_pasted_before_a_connection_leave_no_budget_behind(control: ControlClient, sim: SimServer) -> None:
     """A tenant pasting key after key (good or bad) grows no state: a Test without a connection keeps its
     budget to itself, while a connected account's Test draws on the shared one."""

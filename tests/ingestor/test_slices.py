@@ -86,6 +86,9 @@ def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:
     assert slices_wanted(20, 0.3, 96) == 11  # test at 300 ms
     assert slices_wanted(20, 0.001, 96) == 2  # no latency: hardly any
     assert slices_wanted(90, 5.0, 96) == 96  # never more than the cap
+    assert slices_wanted(90, 0.6, 96, processes=2) == 44  # two processes on one account: each its half
+    assert slices_wanted(90, 0.6, 96, processes=3) == 30
+    assert slices_wanted(20, 0.001, 96, processes=4) == 1  # never none
 
 
 def test_a_slice_split_off_a_paged_one_may_be_split_again_before_its_first_page() -> None:

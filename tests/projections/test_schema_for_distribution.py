@@ -24,6 +24,7 @@ COORDINATOR_TABLES = {
     "public.fx_rates": "exchange rates: reference data for every tenant",
     "public.import_runs": "one row per connection and resource (a connection belongs to one tenant)",
     "public.import_slices": "the import's slices, per connection",
+    "public.import_workers": "the processes importing a connection now",
     "public.poll_claims": "which worker polls a connection",
     "public.poll_cursors": "one row per connection",
     "public.reader_credentials": "reader roles per tenant and level (looked up by role name at login)",

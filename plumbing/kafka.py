@@ -161,7 +161,9 @@ class KafkaPublisher:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
                 producer = self._producer or await self._start_producer()
                 pending = [await producer.send(topic, value=value, key=key) for key, value in records]
-                acked = [await pending[0]] if len(pending) == 1 else await asyncio.gather(*pending)
+                # Awaited in turn, not gathered: a batch's acknowledgement resolves its records' futures at once,
+                # so this wakes once per batch, where gather ran a callback per record (a tenth of publishing).
+                acked = [await future for future in pending]
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             self._discard(producer)
             raise PublishError(

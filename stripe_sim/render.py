@@ -62,8 +62,12 @@ def _as_of(obj: Obj, version: str) -> Obj:
 
 
 def _without(obj: Obj, names: Iterable[str]) -> Obj:
-    dropped = frozenset(names)
-    return {k: v for k, v in obj.items() if k not in dropped}
+    """A copy of `obj` without `names`, in its key order (a C-level copy, then a few pops: the simulator's
+    hottest line when the importer lists, and its CPU competes with the worker's on a small machine)."""
+    copy = dict(obj)
+    for name in names:
+        copy.pop(name, None)
+    return copy
 
 
 def _invoice(inv: Obj, version: str) -> Obj:

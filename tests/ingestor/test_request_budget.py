@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from ingestor.errors import StripeRateLimitedError
+from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
 from ingestor.stripe_api.request_budget import LEASE_HORIZON_S, AccountBudget, Priority, Rate, RateBudgets, SharedBucket
 from service.worker import Worker, open_worker
@@ -225,15 +226,14 @@ async def test_a_worker_joining_an_import_another_pages_gets_a_share_in_its_firs
     _, _, connection_id, _ = await connect(control, sim, account)
     settings = control.settings.model_copy(update={"importer": control.settings.importer.model_copy(
         update={"initial_slices": 1})})  # five slices: the first process wants them all
-    held = """SELECT count(*) FILTER (WHERE claimed_by = $2) AS mine,
-                     count(*) FILTER (WHERE claimed_by IS NULL AND NOT done) AS free
+    held = """SELECT count(claimed_by) AS held, count(*) FILTER (WHERE claimed_by IS NULL AND NOT done) AS free
                 FROM import_slices WHERE connection_id = $1"""
     async with open_worker(settings, control.keyring) as first, open_worker(settings, control.keyring) as second:
         first_pass = asyncio.create_task(first.importer.run_connection(connection_id))
 
-        async def first_holds_every_slice() -> bool:
-            row = await control.pool.fetchrow(held, connection_id, first.importer._worker_id)
-            return bool(row["mine"] >= 5 and row["free"] == 0)
+        async def first_holds_every_slice() -> bool:  # only the first imports yet
+            row = await control.pool.fetchrow(held, connection_id)
+            return bool(row["held"] >= 5 and row["free"] == 0)
 
         await wait_for(first_holds_every_slice, timeout_s=20)
         joined = await second.importer.run_connection(connection_id)
@@ -251,6 +251,21 @@ async def test_a_worker_joining_an_import_another_pages_gets_a_share_in_its_firs
                                        connection_id) == total
     assert await control.pool.fetchval("SELECT count(*) FROM import_workers WHERE connection_id = $1",
                                        connection_id) == 0  # each left when its pass ended
+
+
+async def test_a_process_that_died_drops_out_of_the_share_and_renewing_is_not_joining_twice(
+    control: ControlClient, sim: SimServer
+) -> None:
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints = PostgresCheckpoints(control.pool)
+    assert await checkpoints.join_import(connection_id, "dead", 0) == 1  # its lease is over at once
+    assert await checkpoints.join_import(connection_id, "a", 30) == 1  # the dead one does not count
+    assert await checkpoints.join_import(connection_id, "b", 30) == 2
+    assert await checkpoints.join_import(connection_id, "a", 30) == 2  # renewed, still two
+    await checkpoints.leave_import(connection_id, "a")
+    assert await checkpoints.join_import(connection_id, "b", 30) == 1
+    left = await control.pool.fetch("SELECT worker_id FROM import_workers WHERE connection_id = $1", connection_id)
+    assert [r["worker_id"] for r in left] == ["b"]  # the dead one's row went with the one that left
 
 
 async def test_keys_pasted_before_a_connection_leave_no_budget_behind(control: ControlClient, sim: SimServer) -> None:

@@ -157,6 +157,7 @@ class KafkaPublisher:
         """
         bound = self._timeout_s if timeout_s is None else timeout_s
         producer: AIOKafkaProducer | None = None
+        pending: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
                 producer = self._producer or await self._start_producer()
@@ -165,6 +166,7 @@ class KafkaPublisher:
                 # so this wakes once per batch, where gather ran a callback per record (a tenth of publishing).
                 acked = [await future for future in pending]
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            _let_go(pending)
             self._discard(producer)
             raise PublishError(
                 f"Kafka did not acknowledge {len(records)} record(s) on {topic} within {bound:g}s: {exc!r}"
@@ -186,6 +188,16 @@ class KafkaPublisher:
                 await producer.stop()
         except (KafkaError, OSError, asyncio.TimeoutError):
             pass  # the broker may still be away; the producer's records were never acknowledged
+
+
+def _let_go(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """The records of a failed publish are not waited for: their failures are read (asyncio would log each one
+    unread) and the rest cancelled (a record may still arrive; consumers dedupe)."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 async def topic_end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:

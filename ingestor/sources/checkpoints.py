@@ -18,7 +18,7 @@ from datetime import datetime
 import asyncpg
 
 from ingestor.sources.refusals import Refused, record_refused
-from ingestor.sources.slices import ImportSlice, initial_ranges
+from ingestor.sources.slices import ImportSlice, Peers, initial_ranges
 from plumbing.postgres import translates_database_errors
 
 
@@ -263,9 +263,11 @@ class PostgresCheckpoints:
             return False
         return True
 
-    async def split_slice(self, piece: ImportSlice, at: int, worker: str, lease_s: float) -> ImportSlice | None:
+    async def split_slice(self, piece: ImportSlice, at: int, worker: str, lease_s: float,
+                          keep: bool = True) -> ImportSlice | None:
         """Splits what is left of a slice `worker` holds at `at`: the slice keeps [at, …] and its cursor, a new
-        one, claimed by `worker`, gets […, at − 1]. Returns the new slice, or None if the claim was lost."""
+        one gets […, at − 1], claimed by `worker` (or by nobody unless `keep`: for another process to claim).
+        Returns the new slice, or None if the claim was lost."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM import_runs WHERE connection_id = $1 AND resource = $2 FOR UPDATE",
                                piece.connection_id, piece.resource)  # one split of the resource at a time
@@ -282,7 +284,8 @@ class PostgresCheckpoints:
                    SELECT $1, $2, $3, max(slice_id) + 1, $4, $5, $6, now() + make_interval(secs => $7)
                      FROM import_slices WHERE connection_id = $1 AND resource = $2 AND run_id = $3
                 RETURNING slice_id""",
-                piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1, worker, lease_s)
+                piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1,
+                worker if keep else None, lease_s if keep else None)
         split_off = ImportSlice(piece.connection_id, piece.resource, piece.run_id, new_id, piece.range_start, at - 1,
                                 inherited_density=piece.density())
         piece.range_start = at
@@ -307,23 +310,26 @@ class PostgresCheckpoints:
             "UPDATE import_slices SET claimed_until = now() + make_interval(secs => $2) WHERE claimed_by = $1 AND NOT done",
             worker, lease_s)
 
-    async def join_import(self, connection_id: str, worker: str, lease_s: float) -> int:
-        """Says `worker` imports the connection for `lease_s` more (renewed while its pass goes on); returns how
-        many processes do, itself included, so that each pages its share of the slices."""
-        processes: int = await self._pool.fetchval(
+    async def join_import(self, connection_id: str, worker: str, lease_s: float, paging: int = 0,
+                          waiting: bool = False) -> Peers:
+        """Says `worker` imports the connection for `lease_s` more (renewed while its pass goes on), paging
+        `paging` slices or `waiting` for one; returns what the other processes importing it do."""
+        row = await self._pool.fetchrow(
             """WITH joined AS (
-                   INSERT INTO import_workers (connection_id, worker_id, seen_until)
-                   VALUES ($1, $2, now() + make_interval(secs => $3))
-                   ON CONFLICT (connection_id, worker_id) DO UPDATE SET seen_until = excluded.seen_until)
-               SELECT 1 + count(*) FROM import_workers
-                WHERE connection_id = $1 AND worker_id <> $2 AND seen_until > now()""",
-            connection_id, worker, lease_s)
-        return processes
+                   INSERT INTO import_workers (connection_id, worker_id, seen_until, paging, waiting)
+                   VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)
+                   ON CONFLICT (connection_id, worker_id) DO UPDATE
+                      SET seen_until = excluded.seen_until, paging = excluded.paging, waiting = excluded.waiting)
+               SELECT 1 + count(*) AS processes, coalesce(sum(paging), 0) AS paging,
+                      coalesce(bool_or(waiting), false) AS waiting
+                 FROM import_workers WHERE connection_id = $1 AND worker_id <> $2 AND seen_until > now()""",
+            connection_id, worker, lease_s, paging, waiting)
+        return Peers(row["processes"], row["paging"], row["waiting"])
 
     async def leave_import(self, connection_id: str, worker: str) -> None:
         """`worker` no longer imports the connection (its pass ended); rows of processes that died go with it."""
         await self._pool.execute(
-            "DELETE FROM import_workers WHERE connection_id = $1 AND (worker_id = $2 OR seen_until < now())",
+            "DELETE FROM import_workers WHERE (connection_id = $1 AND worker_id = $2) OR seen_until < now() - interval '1 minute'",
             connection_id, worker)
 
     async def paged_elsewhere(self, connection_id: str, worker: str) -> bool:

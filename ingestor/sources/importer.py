@@ -30,7 +30,7 @@ from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.refusals import Refused, last_usable_id, refusal_of
-from ingestor.sources.slices import ImportSlice, SlicePlanner, slices_wanted
+from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.request_budget import Priority
@@ -46,10 +46,11 @@ CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stri
 # What a connection's first pass assumes a page takes until its pages are timed (Stripe's lists take hundreds of
 # milliseconds); later passes start from the previous pass's measure.
 FIRST_PAGE_S = 0.5
-# How often a pass says it still imports the connection and learns how many processes do (each pages its share
-# of the slices); a process that died drops out after three of these. A process with nothing to page waits this
-# long for another to let go of slices over its share before its pass ends.
+# How often a pass says it still imports the connection (how many slices it pages, whether it waits for one) and
+# learns what the other processes importing it do; a process that died counts no more after SHARE_LEASE_S. One
+# with nothing to page waits up to SHARE_WAIT_S for another to let a slice go before its pass ends.
 SHARE_REFRESH_S = 1.0
+SHARE_LEASE_S = 5.0
 SHARE_WAIT_S = 5.0
 CLAIM_AGAIN_S = 1.0  # after a claim found no free slice (another process may let one go meanwhile)
 
@@ -87,9 +88,10 @@ class _Pass:
     CPU is the bottleneck (its event loop runs late), pages are slow because they queue for the CPU: the
     count is held where it was then, as one more slice would only hold another page in memory.
 
-    Processes importing the same connection each page their share of that count: one holding more (another
-    joined) lets a slice go at its next checkpoint, and the other claims it. So a second worker adds its CPU to
-    an import another started, instead of waiting for the first one's pass to end.
+    Processes importing the same connection share that count (`slices_wanted`): each takes what the others
+    leave of it, and only its share while one of them waits for a slice. For a waiting process, a holder lets a
+    slice over its share go at its next checkpoint, or splits one off there for it (once per refresh). So a second
+    worker adds its CPU to an import another started, instead of waiting for the first one's pass to end.
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
@@ -108,7 +110,8 @@ class _Pass:
         self._loop_lag = loop_lag
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
         self._claim_again_at = 0.0  # a claim that found no free slice is tried again a second later, not before
-        self.processes = 1  # importing this connection now, this one included
+        self.peers = ALONE  # the other processes importing this connection, as last refreshed
+        self._gave_a_split = False  # since that refresh
         self.paged_elsewhere = False  # when the last claim found nothing: another process pages some of the import
         self._idle_until: float | None = None  # how long a worker with nothing to page waits for a slice let go
 
@@ -125,7 +128,7 @@ class _Pass:
 
     def wanted(self) -> int:
         """Slices to page at once."""
-        wanted = slices_wanted(self._rate, self.page_s, self._most, self.processes)
+        wanted = slices_wanted(self._rate, self.page_s, self._most, self.peers)
         if self._loop_lag.lag_s > CPU_BOUND_LAG_S:
             if self._cpu_bound_at is None:
                 self._cpu_bound_at = max(1, self.planner.active_count())
@@ -137,8 +140,26 @@ class _Pass:
         return self.planner.active_count() < self.wanted()
 
     def over_share(self) -> bool:
-        """This process pages more slices than its share while others import the connection too."""
-        return self.processes > 1 and self.planner.active_count() > self.wanted()
+        """Another process waits for a slice and this one pages more than its share."""
+        return self.peers.waiting and self.planner.active_count() > self.wanted()
+
+    def refreshed(self, peers: Peers) -> None:
+        self.peers, self._gave_a_split = peers, False
+
+    def gives_a_split(self) -> bool:
+        """Another process waits for a slice: split one off for it at this checkpoint (once per refresh)."""
+        if not self.peers.waiting or self._gave_a_split:
+            return False
+        self._gave_a_split = True
+        return True
+
+    def claims_free_slices(self) -> bool:
+        """While another process waits for a slice, one that pages some leaves the free ones to it."""
+        return not self.peers.waiting or not self.planner.active_count()
+
+    def waiting(self) -> bool:
+        """This process has nothing to page here and waits for another to let a slice go."""
+        return self._idle_until is not None and not self.planner.active_count()
 
     def waits_for_share(self) -> bool:
         """Whether a worker with nothing to page here waits for another process to let a slice go: while another
@@ -158,7 +179,7 @@ class _Pass:
         return self.has_room() and (self.claim_worth_trying() or self.planner.to_split() is not None)
 
     def claim_worth_trying(self) -> bool:
-        return time.monotonic() >= self._claim_again_at
+        return time.monotonic() >= self._claim_again_at and self.claims_free_slices()
 
     def found_nothing_to_claim(self, paged_elsewhere: bool) -> None:
         self._claim_again_at = time.monotonic() + CLAIM_AGAIN_S
@@ -171,7 +192,7 @@ class _Pass:
         """A slice paged a page, was taken or let go: a split may now be worth it. The waiters all wait for the
         same thing, so one is woken (it wakes the next once it took a slice), or all once none is left."""
         async with self._changed:
-            if self.planner.active_count():
+            if self.planner.active_count() or self.paged_elsewhere:
                 self._changed.notify(1)
             else:
                 self._changed.notify_all()
@@ -320,19 +341,32 @@ class StripeImporter:
                     if not piece.done:
                         await self._checkpoints.release_slice(piece, self._worker_id)
 
+        async def join() -> None:
+            peers = await self._checkpoints.join_import(connection_id, self._worker_id, SHARE_LEASE_S,
+                                                        run.planner.active_count(), run.waiting())
+            changed = peers != run.peers
+            run.refreshed(peers)
+            if changed:
+                await run.changed()  # room for more here, perhaps
+
         async def keep_claims() -> None:
+            """Renews the claims, and says every second what this pass does (a failure is tried again next tick:
+            a claim outlives a few)."""
             renewed = time.monotonic()
             while True:
                 await asyncio.sleep(min(SHARE_REFRESH_S, lease_s / 3))
-                processes = await self._checkpoints.join_import(connection_id, self._worker_id, 3 * SHARE_REFRESH_S)
-                if processes != run.processes:
-                    run.processes = processes
-                    await run.changed()  # fewer: room for more here
-                if time.monotonic() - renewed >= lease_s / 3:
-                    await self._checkpoints.renew_claims(self._worker_id, lease_s)
-                    renewed = time.monotonic()
+                try:
+                    await join()
+                    if time.monotonic() - renewed >= lease_s / 3:
+                        await self._checkpoints.renew_claims(self._worker_id, lease_s)
+                        renewed = time.monotonic()
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        raise
+                    log.warning("renewing the import's claims failed; trying again", connection_id=connection_id,
+                                error=repr(exc))
 
-        run.processes = await self._checkpoints.join_import(connection_id, self._worker_id, 3 * SHARE_REFRESH_S)
+        await join()
         renewing = asyncio.create_task(keep_claims())
         try:
             with self._loop_lag.watching():
@@ -343,8 +377,10 @@ class StripeImporter:
             self._page_s[connection_id] = run.page_s
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
-            await self._checkpoints.release_slices(connection_id, self._worker_id)
-            await self._checkpoints.leave_import(connection_id, self._worker_id)
+            try:
+                await self._checkpoints.release_slices(connection_id, self._worker_id)
+            finally:
+                await self._checkpoints.leave_import(connection_id, self._worker_id)
 
     async def _next_slice(self, connection_id: str, run: _Pass) -> ImportSlice | None:
         """A slice nobody pages (the longest), else the older half of the one of ours with the most left, else None."""
@@ -402,6 +438,18 @@ class StripeImporter:
             await run.changed()
             if piece.done or run.over_share():
                 return  # done, or let go at its checkpoint for another process importing the connection to page
+            if run.peers.waiting and not await self._give_a_split(piece, run):
+                return  # the claim was lost
+
+    async def _give_a_split(self, piece: ImportSlice, run: _Pass) -> bool:
+        """Splits the older half off a slice at its checkpoint, unclaimed, for another process waiting for one (once
+        per refresh; as any split, one at a time). Returns False if the claim was lost."""
+        async with run.lock:
+            point = run.planner.split_point(piece)
+            if point is None or not run.gives_a_split():
+                return True
+            return await self._checkpoints.split_slice(piece, point, self._worker_id, self._settings.slice_lease_s,
+                                                       keep=False) is not None
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
         async def request(reader: StripeReader) -> RawPage:

@@ -93,11 +93,26 @@ def split_point(piece: ImportSlice, min_span_s: int, min_objects_left: int) -> i
     return start + (end - start) // 2
 
 
-def slices_wanted(requests_per_second: float, page_s: float, most: int, processes: int = 1) -> int:
-    """Slices one of `processes` importing the account pages at once, so that together they keep the budget busy
-    (Little's law: in flight = rate × time per page, the time from sending a request to its checkpoint), and no
-    more: each slice ends in a part-empty page. Each process takes its share; the budget is shared anyway."""
-    return min(most, math.ceil((math.ceil(requests_per_second * page_s * HEADROOM) + 1) / max(1, processes)))
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """The other processes importing the same connection, as this one last saw them."""
+
+    processes: int = 1  # this one included
+    paging: int = 0  # slices the others page
+    waiting: bool = False  # one of them has none and waits for one to be let go
+
+
+ALONE = Peers()
+
+
+def slices_wanted(requests_per_second: float, page_s: float, most: int, peers: Peers = ALONE) -> int:
+    """Slices one process pages at once, so that together the processes importing the account keep its budget
+    busy (Little's law: in flight = rate × time per page, the time from sending a request to its checkpoint),
+    and no more: each slice ends in a part-empty page. A process takes what the others leave of that count (one
+    may be slow to take its share), and only its share while another waits for a slice."""
+    total = math.ceil(requests_per_second * page_s * HEADROOM) + 1
+    share = math.ceil(total / max(1, peers.processes))
+    return min(most, share if peers.waiting else max(share, total - peers.paging))
 
 
 class SlicePlanner:
@@ -120,10 +135,14 @@ class SlicePlanner:
         """How many slices are being paged here."""
         return len(self._active)
 
+    def split_point(self, piece: ImportSlice) -> int | None:
+        """Where to split one of the slices, if it is worth it."""
+        return split_point(piece, self._min_span_s, self._min_objects_left)
+
     def to_split(self) -> tuple[ImportSlice, int] | None:
         """The active slice with the most objects expected to be left and where to split it, if any is worth it."""
         best = max(self._active.values(), key=lambda s: s.objects_left() or 0.0, default=None)
         if best is None:
             return None
-        point = split_point(best, self._min_span_s, self._min_objects_left)
+        point = self.split_point(best)
         return None if point is None else (best, point)

@@ -14,8 +14,10 @@ import pytest
 
 from ingestor.errors import StripeRateLimitedError
 from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.sources.slices import Peers
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
 from ingestor.stripe_api.request_budget import LEASE_HORIZON_S, AccountBudget, Priority, Rate, RateBudgets, SharedBucket
+from plumbing.settings import Settings
 from service.worker import Worker, open_worker
 from stripe_sim import SimServer
 from tests.helpers import wait_for
@@ -216,19 +218,29 @@ async def test_two_workers_share_one_import_within_stripes_limit(
     assert by_type(envelopes) == expected
 
 
+@pytest.mark.parametrize("latency_ms, first_cap", [
+    (100, None),  # the first may split as it likes: over its share once the second waits, it lets slices go
+    (400, 5),  # the first is capped at the five it holds, within its share at this latency: it splits one off
+], ids=["over_its_share", "within_its_share"])
 async def test_a_worker_joining_an_import_another_pages_gets_a_share_in_its_first_pass(
-    control: ControlClient, sim: SimServer
+    control: ControlClient, sim: SimServer, latency_ms: int, first_cap: int | None
 ) -> None:
-    """The second process adds its CPU to an import the first one holds every slice of: the first lets slices
-    over its share go at their checkpoints and the second pages them, nothing lost or published twice."""
+    """The second process adds its CPU to an import the first one holds every slice of, nothing lost or
+    published twice."""
     account = sim.create_account(customers=600).id
-    sim.set_faults({"kind": "latency", "latency_ms": 100})
+    sim.set_faults({"kind": "latency", "latency_ms": latency_ms})
     _, _, connection_id, _ = await connect(control, sim, account)
-    settings = control.settings.model_copy(update={"importer": control.settings.importer.model_copy(
-        update={"initial_slices": 1})})  # five slices: the first process wants them all
+
+    def with_importer(**update: int) -> Settings:
+        return control.settings.model_copy(update={"importer": control.settings.importer.model_copy(update=update)})
+
+    second_settings = with_importer(initial_slices=1)  # five slices: the first process takes them all
+    first_settings = second_settings if first_cap is None else with_importer(initial_slices=1,
+                                                                             slices_in_flight=first_cap)
     held = """SELECT count(claimed_by) AS held, count(*) FILTER (WHERE claimed_by IS NULL AND NOT done) AS free
                 FROM import_slices WHERE connection_id = $1"""
-    async with open_worker(settings, control.keyring) as first, open_worker(settings, control.keyring) as second:
+    async with (open_worker(first_settings, control.keyring) as first,
+                open_worker(second_settings, control.keyring) as second):
         first_pass = asyncio.create_task(first.importer.run_connection(connection_id))
 
         async def first_holds_every_slice() -> bool:  # only the first imports yet
@@ -258,14 +270,17 @@ async def test_a_process_that_died_drops_out_of_the_share_and_renewing_is_not_jo
 ) -> None:
     _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
     checkpoints = PostgresCheckpoints(control.pool)
-    assert await checkpoints.join_import(connection_id, "dead", 0) == 1  # its lease is over at once
-    assert await checkpoints.join_import(connection_id, "a", 30) == 1  # the dead one does not count
-    assert await checkpoints.join_import(connection_id, "b", 30) == 2
-    assert await checkpoints.join_import(connection_id, "a", 30) == 2  # renewed, still two
+    assert await checkpoints.join_import(connection_id, "dead", 0, paging=7) == Peers()  # its lease is over at once
+    assert await checkpoints.join_import(connection_id, "a", 30, paging=5) == Peers()  # the dead one does not count
+    assert await checkpoints.join_import(connection_id, "b", 30, waiting=True) == Peers(2, 5, False)
+    assert await checkpoints.join_import(connection_id, "a", 30, paging=6) == Peers(2, 0, True)  # renewed: still two
     await checkpoints.leave_import(connection_id, "a")
-    assert await checkpoints.join_import(connection_id, "b", 30) == 1
-    left = await control.pool.fetch("SELECT worker_id FROM import_workers WHERE connection_id = $1", connection_id)
-    assert [r["worker_id"] for r in left] == ["b"]  # the dead one's row went with the one that left
+    assert await checkpoints.join_import(connection_id, "b", 30, paging=3) == Peers()
+    await control.pool.execute("UPDATE import_workers SET seen_until = now() - interval '2 minutes' "
+                               "WHERE worker_id = 'dead'")
+    await checkpoints.leave_import(connection_id, "b")
+    assert await control.pool.fetchval("SELECT count(*) FROM import_workers WHERE connection_id = $1",
+                                       connection_id) == 0  # a long-dead process's row goes with the next to leave
 
 
 async def test_keys_pasted_before_a_connection_leave_no_budget_behind(control: ControlClient, sim: SimServer) -> None:

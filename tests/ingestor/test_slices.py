@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestor.sources.slices import ImportSlice, SlicePlanner, initial_ranges, slices_wanted, split_point
+from ingestor.sources.slices import ImportSlice, Peers, SlicePlanner, initial_ranges, slices_wanted, split_point
 
 
 def _slice(start: int, end: int, oldest: int | None = None, published: int = 0, slice_id: int = 0) -> ImportSlice:
@@ -86,9 +86,17 @@ def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:
     assert slices_wanted(20, 0.3, 96) == 11  # test at 300 ms
     assert slices_wanted(20, 0.001, 96) == 2  # no latency: hardly any
     assert slices_wanted(90, 5.0, 96) == 96  # never more than the cap
-    assert slices_wanted(90, 0.6, 96, processes=2) == 44  # two processes on one account: each its half
-    assert slices_wanted(90, 0.6, 96, processes=3) == 30
-    assert slices_wanted(20, 0.001, 96, processes=4) == 1  # never none
+
+
+def test_processes_on_one_account_share_the_slices_its_budget_can_use() -> None:
+    # 90/s at 600 ms: 88 slices in all.
+    assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=44)) == 44  # each its half
+    assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=10)) == 78  # what a slow one leaves is taken
+    assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=80)) == 44  # a share is never less than half
+    assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=0, waiting=True)) == 44  # one waits: the rest is its
+    assert slices_wanted(90, 0.6, 96, Peers(processes=3, paging=4, waiting=True)) == 30
+    assert slices_wanted(20, 0.001, 96, Peers(processes=4, paging=9, waiting=True)) == 1  # never none
+    assert slices_wanted(90, 5.0, 96, Peers(processes=2, paging=0)) == 96  # nor more than the cap
 
 
 def test_a_slice_split_off_a_paged_one_may_be_split_again_before_its_first_page() -> None:

@@ -311,20 +311,21 @@ class PostgresCheckpoints:
             worker, lease_s)
 
     async def join_import(self, connection_id: str, worker: str, lease_s: float, paging: int = 0,
-                          waiting: bool = False) -> Peers:
+                          wants_more: bool = False) -> Peers:
         """Says `worker` imports the connection for `lease_s` more (renewed while its pass goes on), paging
-        `paging` slices or `waiting` for one; returns what the other processes importing it do."""
+        `paging` slices and whether it `wants_more` than it finds; returns what the other processes importing it
+        do."""
         row = await self._pool.fetchrow(
             """WITH joined AS (
-                   INSERT INTO import_workers (connection_id, worker_id, seen_until, paging, waiting)
+                   INSERT INTO import_workers (connection_id, worker_id, seen_until, paging, wants_more)
                    VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)
                    ON CONFLICT (connection_id, worker_id) DO UPDATE
-                      SET seen_until = excluded.seen_until, paging = excluded.paging, waiting = excluded.waiting)
+                      SET seen_until = excluded.seen_until, paging = excluded.paging, wants_more = excluded.wants_more)
                SELECT 1 + count(*) AS processes, coalesce(sum(paging), 0) AS paging,
-                      coalesce(bool_or(waiting), false) AS waiting
+                      coalesce(bool_or(wants_more), false) AS wants_more
                  FROM import_workers WHERE connection_id = $1 AND worker_id <> $2 AND seen_until > now()""",
-            connection_id, worker, lease_s, paging, waiting)
-        return Peers(row["processes"], row["paging"], row["waiting"])
+            connection_id, worker, lease_s, paging, wants_more)
+        return Peers(row["processes"], row["paging"], row["wants_more"])
 
     async def leave_import(self, connection_id: str, worker: str) -> None:
         """`worker` no longer imports the connection (its pass ended); rows of processes that died go with it."""

@@ -89,9 +89,10 @@ class _Pass:
     count is held where it was then, as one more slice would only hold another page in memory.
 
     Processes importing the same connection share that count (`slices_wanted`): each takes what the others
-    leave of it, and only its share while one of them waits for a slice. For a waiting process, a holder lets a
-    slice over its share go at its next checkpoint, or splits one off there for it (once per refresh). So a second
-    worker adds its CPU to an import another started, instead of waiting for the first one's pass to end.
+    leave of it, and only its share while one of them wants more than it finds (room for more, and no free slice
+    or one of its own worth splitting). For that one, a holder lets slices over its share go at their next
+    checkpoints, or splits one off at a checkpoint (once per refresh), and leaves the free slices to it. So a
+    second worker adds its CPU to an import another started, instead of waiting for the first one's pass to end.
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
@@ -140,26 +141,29 @@ class _Pass:
         return self.planner.active_count() < self.wanted()
 
     def over_share(self) -> bool:
-        """Another process waits for a slice and this one pages more than its share."""
-        return self.peers.waiting and self.planner.active_count() > self.wanted()
+        """Another process wants more slices than it finds and this one pages more than its share."""
+        return self.peers.wants_more and self.planner.active_count() > self.wanted()
 
     def refreshed(self, peers: Peers) -> None:
         self.peers, self._gave_a_split = peers, False
 
     def gives_a_split(self) -> bool:
-        """Another process waits for a slice: split one off for it at this checkpoint (once per refresh)."""
-        if not self.peers.waiting or self._gave_a_split:
+        """Another process wants more slices than it finds: split one off for it at this checkpoint (once per
+        refresh)."""
+        if not self.peers.wants_more or self._gave_a_split:
             return False
         self._gave_a_split = True
         return True
 
     def claims_free_slices(self) -> bool:
-        """While another process waits for a slice, one that pages some leaves the free ones to it."""
-        return not self.peers.waiting or not self.planner.active_count()
+        """While another process wants more slices than it finds, one that does not leaves the free ones to it."""
+        return not self.peers.wants_more or self.wants_more()
 
-    def waiting(self) -> bool:
-        """This process has nothing to page here and waits for another to let a slice go."""
-        return self._idle_until is not None and not self.planner.active_count()
+    def wants_more(self) -> bool:
+        """This process has room for more slices and finds none: a claim found no free one lately, and none of its
+        own is worth splitting."""
+        return (time.monotonic() < self._claim_again_at + CLAIM_AGAIN_S and self.has_room()
+                and self.planner.to_split() is None)
 
     def waits_for_share(self) -> bool:
         """Whether a worker with nothing to page here waits for another process to let a slice go: while another
@@ -343,7 +347,7 @@ class StripeImporter:
 
         async def join() -> None:
             peers = await self._checkpoints.join_import(connection_id, self._worker_id, SHARE_LEASE_S,
-                                                        run.planner.active_count(), run.waiting())
+                                                        run.planner.active_count(), run.wants_more())
             changed = peers != run.peers
             run.refreshed(peers)
             if changed:
@@ -438,12 +442,12 @@ class StripeImporter:
             await run.changed()
             if piece.done or run.over_share():
                 return  # done, or let go at its checkpoint for another process importing the connection to page
-            if run.peers.waiting and not await self._give_a_split(piece, run):
+            if run.peers.wants_more and not await self._give_a_split(piece, run):
                 return  # the claim was lost
 
     async def _give_a_split(self, piece: ImportSlice, run: _Pass) -> bool:
-        """Splits the older half off a slice at its checkpoint, unclaimed, for another process waiting for one (once
-        per refresh; as any split, one at a time). Returns False if the claim was lost."""
+        """Splits the older half off a slice at its checkpoint, unclaimed, for another process that wants more than
+        it finds (once per refresh; as any split, one at a time). Returns False if the claim was lost."""
         async with run.lock:
             point = run.planner.split_point(piece)
             if point is None or not run.gives_a_split():

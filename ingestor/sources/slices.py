@@ -99,7 +99,7 @@ class Peers:
 
     processes: int = 1  # this one included
     paging: int = 0  # slices the others page
-    waiting: bool = False  # one of them has none and waits for one to be let go
+    wants_more: bool = False  # one of them has room for more slices and finds none to claim or split
 
 
 ALONE = Peers()
@@ -109,10 +109,10 @@ def slices_wanted(requests_per_second: float, page_s: float, most: int, peers: P
     """Slices one process pages at once, so that together the processes importing the account keep its budget
     busy (Little's law: in flight = rate × time per page, the time from sending a request to its checkpoint),
     and no more: each slice ends in a part-empty page. A process takes what the others leave of that count (one
-    may be slow to take its share), and only its share while another waits for a slice."""
+    may be slow to take its share), and only its share while another wants more than it finds."""
     total = math.ceil(requests_per_second * page_s * HEADROOM) + 1
     share = math.ceil(total / max(1, peers.processes))
-    return min(most, share if peers.waiting else max(share, total - peers.paging))
+    return min(most, share if peers.wants_more else max(share, total - peers.paging))
 
 
 class SlicePlanner:

@@ -272,7 +272,7 @@ async def test_a_process_that_died_drops_out_of_the_share_and_renewing_is_not_jo
     checkpoints = PostgresCheckpoints(control.pool)
     assert await checkpoints.join_import(connection_id, "dead", 0, paging=7) == Peers()  # its lease is over at once
     assert await checkpoints.join_import(connection_id, "a", 30, paging=5) == Peers()  # the dead one does not count
-    assert await checkpoints.join_import(connection_id, "b", 30, waiting=True) == Peers(2, 5, False)
+    assert await checkpoints.join_import(connection_id, "b", 30, wants_more=True) == Peers(2, 5, False)
     assert await checkpoints.join_import(connection_id, "a", 30, paging=6) == Peers(2, 0, True)  # renewed: still two
     await checkpoints.leave_import(connection_id, "a")
     assert await checkpoints.join_import(connection_id, "b", 30, paging=3) == Peers()

@@ -93,9 +93,9 @@ def test_processes_on_one_account_share_the_slices_its_budget_can_use() -> None:
     assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=44)) == 44  # each its half
     assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=10)) == 78  # what a slow one leaves is taken
     assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=80)) == 44  # a share is never less than half
-    assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=0, waiting=True)) == 44  # one waits: the rest is its
-    assert slices_wanted(90, 0.6, 96, Peers(processes=3, paging=4, waiting=True)) == 30
-    assert slices_wanted(20, 0.001, 96, Peers(processes=4, paging=9, waiting=True)) == 1  # never none
+    assert slices_wanted(90, 0.6, 96, Peers(processes=2, paging=0, wants_more=True)) == 44  # one wants more: half
+    assert slices_wanted(90, 0.6, 96, Peers(processes=3, paging=4, wants_more=True)) == 30
+    assert slices_wanted(20, 0.001, 96, Peers(processes=4, paging=9, wants_more=True)) == 1  # never none
     assert slices_wanted(90, 5.0, 96, Peers(processes=2, paging=0)) == 96  # nor more than the cap
 
 

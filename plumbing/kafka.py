@@ -161,7 +161,8 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
                 producer = self._producer or await self._start_producer()
-                pending = [await producer.send(topic, value=value, key=key) for key, value in records]
+                for key, value in records:  # appended one by one: a send that fails lets go of those before it
+                    pending.append(await producer.send(topic, value=value, key=key))
                 # Awaited in turn, not gathered: a batch's acknowledgement resolves its records' futures at once,
                 # so this wakes once per batch, where gather ran a callback per record (a tenth of publishing).
                 acked = [await future for future in pending]

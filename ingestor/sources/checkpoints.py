@@ -328,7 +328,8 @@ class PostgresCheckpoints:
         return Peers(row["processes"], row["paging"], row["wants_more"])
 
     async def leave_import(self, connection_id: str, worker: str) -> None:
-        """`worker` no longer imports the connection (its pass ended); rows of processes that died go with it."""
+        """`worker` no longer imports the connection (its pass ended); the rows of processes dead for a minute, on
+        any connection, go with it."""
         await self._pool.execute(
             "DELETE FROM import_workers WHERE (connection_id = $1 AND worker_id = $2) OR seen_until < now() - interval '1 minute'",
             connection_id, worker)

@@ -6,8 +6,8 @@ both counted across every client of the account. Every process that reads an acc
 and polling, the web process testing keys, fetching discounts, reconciling) draws each request from two
 token buckets — the account's and the endpoint's — kept in `stripe_request_budgets` and refilled at
 their budget's rate (`stripe_budget_take`, one row lock per lease). A bucket holds at most Stripe's limit
-minus our budget (10 live, 5 test, 3 per endpoint with the defaults), so no one-second window sees more
-than Stripe's limit from us. A process leases a few tokens at a time and spends them locally, so the
+minus our budget (10 live, 5 test, 3 per endpoint with the defaults), so no one-second window of the
+schedule holds more than Stripe's limit from us (a busy event loop may still send late tokens in a bunch). A process leases a few tokens at a time and spends them locally, so the
 database sees tens of statements per second per account, not one per request.
 
 Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few

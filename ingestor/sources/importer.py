@@ -46,8 +46,8 @@ CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stri
 # What a connection's first pass assumes a page takes until its pages are timed (Stripe's lists take hundreds of
 # milliseconds); later passes start from the previous pass's measure.
 FIRST_PAGE_S = 0.5
-# How often a pass says it still imports the connection (how many slices it pages, whether it waits for one) and
-# learns what the other processes importing it do; a process that died counts no more after SHARE_LEASE_S. One
+# How often a pass says it still imports the connection (how many slices it pages, whether it wants more than it
+# finds) and learns what the other processes importing it do; a process that died counts no more after SHARE_LEASE_S. One
 # with nothing to page waits up to SHARE_WAIT_S for another to let a slice go before its pass ends.
 SHARE_REFRESH_S = 1.0
 SHARE_LEASE_S = 5.0

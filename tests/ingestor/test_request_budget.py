@@ -219,7 +219,7 @@ async def test_two_workers_share_one_import_within_stripes_limit(
 
 
 @pytest.mark.parametrize("latency_ms, first_cap", [
-    (100, None),  # the first may split as it likes: over its share once the second waits, it lets slices go
+    (100, None),  # the first may split as it likes: over its share once the second wants more, it lets some go
     (400, 5),  # the first is capped at the five it holds, within its share at this latency: it splits one off
 ], ids=["over_its_share", "within_its_share"])
 async def test_a_worker_joining_an_import_another_pages_gets_a_share_in_its_first_pass(

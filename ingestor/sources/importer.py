@@ -30,7 +30,7 @@ from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.refusals import Refused, last_usable_id, refusal_of
-from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_wanted
+from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.request_budget import Priority
@@ -96,7 +96,8 @@ class _Pass:
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
-                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float | None):
+                 worker_stop: asyncio.Event, loop_lag: LoopLag, page_s: float | None,
+                 endpoint_requests_per_second: float | None = None):
         self.planner = planner
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
@@ -105,6 +106,7 @@ class _Pass:
         self.lock = asyncio.Lock()  # one claim or split at a time
         self._changed = asyncio.Condition()
         self._rate = requests_per_second
+        self._endpoint_rate = endpoint_requests_per_second  # None: the account's budget is the tighter one
         self._most = most
         self.page_s = FIRST_PAGE_S if page_s is None else page_s  # the previous pass's measure, or a guess
         self._guessed = page_s is None  # until a page is timed
@@ -137,6 +139,12 @@ class _Pass:
         self._cpu_bound_at = None
         return wanted
 
+    def to_split(self) -> tuple[ImportSlice, int] | None:
+        """One of this process's slices to split and where, if any is worth it (`SlicePlanner.to_split`)."""
+        per_resource = (None if self._endpoint_rate is None
+                        else slices_per_endpoint(self._endpoint_rate, self.page_s, self.peers.processes))
+        return self.planner.to_split(self.wanted(), per_resource)
+
     def has_room(self) -> bool:
         return self.planner.active_count() < self.wanted()
 
@@ -163,7 +171,7 @@ class _Pass:
         """This process has room for more slices and finds none: a claim found no free one lately, and none of its
         own is worth splitting."""
         return (time.monotonic() < self._claim_again_at + CLAIM_AGAIN_S and self.has_room()
-                and self.planner.to_split() is None)
+                and self.to_split() is None)
 
     def waits_for_share(self) -> bool:
         """Whether a worker with nothing to page here waits for another process to let a slice go: while another
@@ -180,7 +188,7 @@ class _Pass:
 
     def may_take(self) -> bool:
         """Another slice is wanted and there may be one: a free one to claim, or one of ours worth splitting."""
-        return self.has_room() and (self.claim_worth_trying() or self.planner.to_split() is not None)
+        return self.has_room() and (self.claim_worth_trying() or self.to_split() is not None)
 
     def claim_worth_trying(self) -> bool:
         return time.monotonic() >= self._claim_again_at and self.claims_free_slices()
@@ -318,9 +326,10 @@ class StripeImporter:
         slices were taken."""
         budgets = self._readers.budgets
         rate = (budgets.live if session.connection.livemode else budgets.test).per_second
+        endpoint_rate = budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
-                    self._loop_lag, self._page_s.get(connection_id))
+                    self._loop_lag, self._page_s.get(connection_id), endpoint_rate)
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:
@@ -397,7 +406,7 @@ class StripeImporter:
                 if piece is not None:
                     return piece
                 run.found_nothing_to_claim(await self._checkpoints.paged_elsewhere(connection_id, self._worker_id))
-            victim = run.planner.to_split()
+            victim = run.to_split()
             if victim is None:
                 return None
             return await self._checkpoints.split_slice(*victim, self._worker_id, self._settings.slice_lease_s)

@@ -13,6 +13,7 @@ so several workers share one import. Pure: the importer and the checkpoints do t
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 HEADROOM = 1.6  # pages take longer now and then, and slices of a busy endpoint wait for its budget: more in flight
@@ -110,9 +111,22 @@ def slices_wanted(requests_per_second: float, page_s: float, most: int, peers: P
     busy (Little's law: in flight = rate × time per page, the time from sending a request to its checkpoint),
     and no more: each slice ends in a part-empty page. A process takes what the others leave of that count (one
     may be slow to take its share), and only its share while another wants more than it finds."""
-    total = math.ceil(requests_per_second * page_s * HEADROOM) + 1
+    total = _in_flight(requests_per_second, page_s)
     share = math.ceil(total / max(1, peers.processes))
     return min(most, share if peers.wants_more else max(share, total - peers.paging))
+
+
+def slices_per_endpoint(requests_per_second: float, page_s: float, processes: int) -> int:
+    """Slices of one resource one process pages at once when its endpoint has a budget of its own, below the
+    account's (Stripe's 25/s per endpoint in live mode): its share of what that budget keeps busy. More would only
+    wait for the endpoint's budget, while a resource with more to list waits for a slice (each slice also ends in
+    a part-empty page)."""
+    return math.ceil(_in_flight(requests_per_second, page_s) / max(1, processes))
+
+
+def _in_flight(requests_per_second: float, page_s: float) -> int:
+    """Pages in flight that keep a budget busy (Little's law), with headroom."""
+    return math.ceil(requests_per_second * page_s * HEADROOM) + 1
 
 
 class SlicePlanner:
@@ -139,9 +153,23 @@ class SlicePlanner:
         """Where to split one of the slices, if it is worth it."""
         return split_point(piece, self._min_span_s, self._min_objects_left)
 
-    def to_split(self) -> tuple[ImportSlice, int] | None:
-        """The active slice with the most objects expected to be left and where to split it, if any is worth it."""
-        best = max(self._active.values(), key=lambda s: s.objects_left() or 0.0, default=None)
+    def to_split(self, wanted: int, per_resource: int | None = None) -> tuple[ImportSlice, int] | None:
+        """The slice to split and where, if any is worth it: the one with the most objects expected to be left, of
+        a resource with fewer than `per_resource` slices (what its endpoint's budget keeps busy) and, while a
+        slice's first page is out (its density unknown), fewer than an even share of the `wanted` slices.
+
+        Without that share, the resource whose first page came back first is split to every slice wanted, and the
+        one with the most to list (whose page came last) waits for those slices to end: at the endpoint's rate,
+        the long pole of the whole import."""
+        counts = Counter(piece.resource for piece in self._active.values())
+        most = per_resource if per_resource is not None else wanted
+        if any(piece.density() is None for piece in self._active.values()):
+            most = min(most, math.ceil(wanted / len(counts)))
+        best, best_left = None, -1.0
+        for piece in self._active.values():
+            left = piece.objects_left() or 0.0
+            if left > best_left and counts[piece.resource] < most:
+                best, best_left = piece, left
         if best is None:
             return None
         point = self.split_point(best)

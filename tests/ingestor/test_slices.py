@@ -6,11 +6,20 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestor.sources.slices import ImportSlice, Peers, SlicePlanner, initial_ranges, slices_wanted, split_point
+from ingestor.sources.slices import (
+    ImportSlice,
+    Peers,
+    SlicePlanner,
+    initial_ranges,
+    slices_per_endpoint,
+    slices_wanted,
+    split_point,
+)
 
 
-def _slice(start: int, end: int, oldest: int | None = None, published: int = 0, slice_id: int = 0) -> ImportSlice:
-    return ImportSlice("conn", "charges", "run", slice_id, start, end, "ch_x" if oldest else None, oldest, published)
+def _slice(start: int, end: int, oldest: int | None = None, published: int = 0, slice_id: int = 0,
+           resource: str = "charges") -> ImportSlice:
+    return ImportSlice("conn", resource, "run", slice_id, start, end, "ch_x" if oldest else None, oldest, published)
 
 
 @given(st.integers(0, 10**9), st.integers(0, 10**8), st.integers(1, 300))
@@ -70,15 +79,47 @@ def test_a_page_in_flight_during_a_split_keeps_only_what_is_still_the_slices() -
 
 def test_the_planner_splits_the_slice_with_most_left() -> None:
     planner = SlicePlanner(60, 200)
-    assert planner.to_split() is None and not planner.active_count()
+    assert planner.to_split(96) is None and not planner.active_count()
     small = _slice(0, 10_000, oldest=9_000, published=100, slice_id=1)  # ~900 left
     big = _slice(20_000, 90_000, oldest=89_000, published=100, slice_id=2)  # ~6,900 left
     planner.add(small)
     planner.add(big)
-    victim, point = planner.to_split()  # type: ignore[misc]
+    victim, point = planner.to_split(96)  # type: ignore[misc]
     assert victim is big and 20_000 < point < 89_000
     planner.release(big)
-    assert planner.to_split()[0] is small  # type: ignore[index]
+    assert planner.to_split(96)[0] is small  # type: ignore[index]
+
+
+def test_while_a_first_page_is_out_the_resource_that_answered_first_takes_only_an_even_share() -> None:
+    """Else it takes every slice wanted, and the resource with the most to list waits for them to end."""
+    planner = SlicePlanner(60, 200)
+    charges = _slice(0, 90_000, slice_id=1)  # its first page is out: nothing known of it yet
+    planner.add(charges)
+    subscriptions = [_slice(0, 90_000, oldest=89_000, published=100, slice_id=i, resource="subscriptions")
+                     for i in range(2, 6)]
+    for piece in subscriptions:
+        planner.add(piece)
+    assert planner.to_split(8) is None  # 4 of the 8 wanted: subscriptions have their share, charges are unknown
+    assert planner.to_split(10)[0] in subscriptions  # type: ignore[index]  # 4 < 5, their share of 10
+    charges.oldest_created, charges.objects_published = 89_900, 100  # charges answered: ten times as dense
+    assert planner.to_split(8)[0] is charges  # type: ignore[index]  # the one with most left, as before
+
+
+def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split_further() -> None:
+    planner = SlicePlanner(60, 200)
+    charges = [_slice(0, 90_000, oldest=89_000, published=1000, slice_id=i) for i in range(3)]  # ~89,000 left each
+    invoices = _slice(0, 90_000, oldest=89_000, published=100, slice_id=9, resource="invoices")  # ~8,900 left
+    for piece in [*charges, invoices]:
+        planner.add(piece)
+    assert planner.to_split(96)[0] in charges  # type: ignore[index]
+    assert planner.to_split(96, per_resource=3)[0] is invoices  # type: ignore[index]
+    assert planner.to_split(96, per_resource=1) is None
+
+
+def test_a_resource_pages_what_its_endpoints_budget_keeps_busy() -> None:
+    assert slices_per_endpoint(22, 0.6, 1) == 23  # 22/s × 0.6 s × 1.6 + 1: Stripe's 25/s per endpoint at 600 ms
+    assert slices_per_endpoint(22, 0.6, 2) == 12  # two processes importing the account: each its half
+    assert slices_per_endpoint(22, 0.001, 4) == 1  # never none
 
 
 def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:

@@ -190,15 +190,42 @@ class Bench:
         watched_to = datetime.now(timezone.utc)
         gaps = [max((b - a).total_seconds() for a, b in itertools.pairwise([watched_from, *sorted(seen), watched_to]))
                 for seen in polls.values()] if watch_polls else []
-        return Run(int(row["objects"]), float(row["elapsed"]), cpu, max(peak_rss_mib(p.pid) for p in procs),
+        return Run(int(row["objects"]), float(row["elapsed"]), cpu, max(_peak_rss_mib(p.pid) for p in procs),
                    _cpu_s(self.sim_pid) - sim_before, gaps)
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of process `pid` and the processes it started that still run (a worker's
+    page pool: `ingestor/sources/page_pool.py`)."""
+    total = 0.0
+    for one in _process_tree(pid):
+        try:
+            with open(f"/proc/{one}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The peak resident memory of process `pid` and of each process it started that still runs, added up (what
+    they held at most together is no more)."""
+    return sum(peak_rss_mib(one) for one in _process_tree(pid))
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, as /proc lists them."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for task in os.listdir(f"/proc/{tree[index]}/task") if os.path.exists(f"/proc/{tree[index]}/task") else []:
+            try:
+                with open(f"/proc/{tree[index]}/task/{task}/children") as children:
+                    tree += [int(child) for child in children.read().split()]
+            except FileNotFoundError:
+                continue
+        index += 1
+    return tree
 
 
 def ceiling_objects_per_s(objects_by_resource: dict[str, int], budget: float, per_endpoint: float) -> float:
@@ -367,7 +394,8 @@ async def main(customers: int, accounts: int, database: str, only: str | None = 
         f"{customers:,} simulated customers over 12 months per account; simulator in its own process with "
         "Stripe's limits (100/s live, 25/s test, 25/s per endpoint) and the latency added to every request; "
         "worker processes with the default budgets (90/s live, 20/s test, 22/s per endpoint; leases scheduled up "
-        "to 0.25 s ahead), Kafka acks=all, checkpoint per page of each slice. The simulator lists a created range "
+        "to 0.25 s ahead), Kafka acks=all, checkpoint per page of each slice; a worker's CPU and peak RSS include "
+        "its page pool's processes (one per CPU). The simulator lists a created range "
         "without scanning outside it (its CPU per object is reported: on 2 cores it competes with the worker)"))
     try:
         await ensure_topics(KafkaSettings(bootstrap_servers=bench.platform.kafka.bootstrap_servers,

@@ -185,6 +185,9 @@ class ImporterSettings(BaseModel):
     slices_in_flight: int = Field(default=96, ge=1, le=512)
     # The most pages one worker process has in flight across all the connections it imports.
     pages_in_flight: int = Field(default=128, ge=1)
+    # Processes that turn listed pages into records (parsing, redacting, hashing, encoding: most of the import's
+    # CPU), shared by every import of the worker; 0 does it in the worker's own process. Default: one per CPU.
+    page_processes: int | None = Field(default=None, ge=0, le=256)
     # Slices each resource's range starts as (more are split off while they pay), and the shortest range.
     initial_slices: int = Field(default=2, ge=1, le=256)
     min_slice_s: int = Field(default=60, ge=1)

@@ -173,6 +173,10 @@ class EnvelopeCodec:
         record["source"] = envelope.source.value
         return self.envelopes.encode(record)
 
+    def record(self, envelope: Envelope) -> tuple[bytes, bytes]:
+        """Returns the Kafka record (key, value) of `envelope`: keyed (tenant, object), as every producer keys it."""
+        return envelope_key(envelope.tenant_id, envelope.object_id), self.encode(envelope)
+
     def decode(self, data: bytes) -> Envelope:
         """Returns the envelope in `data`; raises UnknownSchemaError or CorruptRecordError."""
         record = self.envelopes.decode(data)

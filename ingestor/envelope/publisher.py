@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from plumbing.kafka import KafkaPublisher, Position
-from schemas import Envelope, EnvelopeCodec, envelope_key
+from schemas import Envelope, EnvelopeCodec
 
 
 class RawEventPublisher:
@@ -24,7 +24,7 @@ class RawEventPublisher:
 
     def record(self, envelope: Envelope) -> tuple[bytes, bytes]:
         """Returns the (key, value) record of one envelope."""
-        return envelope_key(envelope.tenant_id, envelope.object_id), self._codec.encode(envelope)
+        return self._codec.record(envelope)
 
     async def publish(self, envelope: Envelope, timeout_s: float | None = None) -> Position:
         """Publishes one envelope; raises PublishError if Kafka did not acknowledge it within the bound."""

@@ -24,15 +24,14 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.envelope.snapshots import snapshot_envelope
-from ingestor.errors import BadEventError, IngestError
+from ingestor.errors import IngestError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.sources.refusals import Refused, last_usable_id, refusal_of
+from ingestor.sources.page_pool import PagePool, default_processes
 from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
-from ingestor.stripe_api.client import RawPage, StripeReader
+from ingestor.stripe_api.client import PageBody, StripeReader
 from ingestor.stripe_api.request_budget import Priority
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
@@ -69,10 +68,9 @@ class ImportOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One fetched page: raw objects, whether more follow, and when it was fetched."""
+    """One fetched page: the body Stripe sent, when it was fetched, and how long Stripe took."""
 
-    objects: list[dict[str, Any]]
-    has_more: bool
+    body: bytes
     fetched_at: datetime
     latency_s: float = 0.0
 
@@ -237,6 +235,7 @@ class StripeImporter:
         # Pages in flight in this process across every connection: bounds its memory and sockets, and once its
         # CPU is the limit, more would only wait longer.
         self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
+        self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes)
         self._loop_lag = LoopLag()
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
 
@@ -423,22 +422,33 @@ class StripeImporter:
             async with self._pages_in_flight:
                 page = await self._fetch(session, resource.name, query)
                 fetched = time.monotonic()
-                mine = piece.keep(page.objects, requested_start)
-                # Newest first: an object older than the start (left out) means the rest is older too.
-                done = len(mine) < len(page.objects) or not (page.has_more and page.objects)
-                cursor = last_usable_id(mine)
-                created = [c for o in mine if isinstance(o, dict) and type(c := o.get("created")) is int]
-                listed = len(mine)
-                records, refused = self._records(session, resource.name, mine, page.fetched_at)
+                connection = session.connection
+                listed = await self._pages.listed_page(page.body, resource.name, connection.tenant_id,
+                                                       connection.livemode, stripe.api_version, page.fetched_at)
                 stripe_s = page.latency_s
-                del page, mine  # only the records wait for Kafka's acknowledgement: a third of the page's memory
+                del page
+                if listed.items is None:
+                    raise StripeUnavailableError("Stripe answered a list request with a body that is not a list")
+                mine = piece.keep(listed.items, requested_start)  # after the records: a split meanwhile moves the start
+                # Newest first: an object older than the start (left out) means the rest is older too.
+                done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)
+                cursor = next((item.cursor_id for item in reversed(mine) if item.cursor_id is not None), None)
+                created = [item.created for item in mine if item.created is not None]
+                records = [item.record for item in mine if item.record is not None]
+                refused = [item.refused for item in mine if item.refused is not None]
+                kept = len(mine)
+                del listed, mine  # only the records wait for Kafka's acknowledgement: a third of the page's memory
+                if refused:
+                    log.warning("stripe listed objects the import cannot read; left out and counted in health",
+                                connection_id=connection.connection_id, resource=resource.name, count=len(refused),
+                                code=refused[0].code)
                 await self._publisher.publish_records(records)
                 published = len(records)
                 del records  # not held while the next request waits for the budget
             piece.done = done
             if cursor is not None:
                 piece.last_object_id = cursor
-            elif listed and not piece.done:  # a whole page without an id to go on from
+            elif kept and not piece.done:  # a whole page without an id to go on from
                 raise StopReading("malformed_objects")
             if created:
                 piece.oldest_created = min(created)
@@ -465,30 +475,9 @@ class StripeImporter:
                                                        keep=False) is not None
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
-        async def request(reader: StripeReader) -> RawPage:
-            return await reader.list_raw_page(resource, query)
+        async def request(reader: StripeReader) -> PageBody:
+            return await reader.list_page_body(resource, query)
 
         page = await session.call(request)
         fetched_at = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
-        return Page(page.objects, page.has_more, fetched_at, page.latency_s)
-
-    def _records(self, session: KeySession, resource: str, objects: list[Any],
-                 fetched_at: datetime) -> tuple[list[tuple[bytes, bytes]], list[Refused]]:
-        """The Kafka records of a page's snapshots, and the objects that cannot be one (left out, to be counted
-        in the tenant's health)."""
-        connection = session.connection
-        records, refused = [], []
-        for obj in objects:
-            try:
-                envelope = snapshot_envelope(obj, connection.tenant_id, connection.livemode, stripe.api_version,
-                                             fetched_at)
-            except BadEventError as exc:
-                refused.append(refusal_of(connection.tenant_id, "import", resource, obj, exc))
-            else:
-                records.append(self._publisher.record(envelope))
-        if refused:
-            log.warning("stripe listed objects the import cannot read; left out and counted in health",
-                        connection_id=connection.connection_id, resource=resource, count=len(refused),
-                        code=refused[0].code)
-        return records, refused
-
+        return Page(page.body, fetched_at, page.latency_s)

@@ -15,8 +15,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 HEADROOM = 1.6  # pages take longer now and then, and slices of a busy endpoint wait for its budget: more in flight
+
+
+class _Listed(Protocol):
+    """A listed item as `keep` needs it (`listed_pages.ListedObject`)."""
+
+    @property
+    def created(self) -> int | None: ...
+
+
+_Item = TypeVar("_Item", bound=_Listed)
 
 
 @dataclass
@@ -61,16 +72,14 @@ class ImportSlice:
         density = self.density()
         return None if density is None else density * self.left_span()
 
-    def keep(self, objects: list[dict[str, object]], requested_start: int) -> list[dict[str, object]]:
-        """The page's objects this slice publishes: a split while the page was in flight raised the start from
-        `requested_start`, and what is now below it belongs to the slice split off (which pages it). An object
-        without an integer created time is kept: the snapshot step refuses it, and it is counted."""
-        return [o for o in objects if not _created_between(o, requested_start, self.range_start)]
-
-
-def _created_between(obj: object, start: int, end: int) -> bool:
-    created = obj.get("created") if isinstance(obj, dict) else None
-    return type(created) is int and start <= created < end
+    def keep(self, items: list[_Item], requested_start: int) -> list[_Item]:
+        """The page's items this slice publishes: a split while the page was in flight (or being made into
+        records) raised the start from `requested_start`, and what is now below it belongs to the slice split off
+        (which pages it). An item without an integer created time is kept: the snapshot step refused it, and it
+        is counted."""
+        start = self.range_start
+        return [item for item in items
+                if not (item.created is not None and requested_start <= item.created < start)]
 
 
 def initial_ranges(start: int, end: int, count: int) -> list[tuple[int, int]]:

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -66,6 +66,17 @@ class RawPage:
     objects: list[dict[str, Any]]
     has_more: bool
     latency_s: float = 0.0  # from sending the request to its page (not the wait for the budget)
+
+
+@dataclass(frozen=True, slots=True)
+class PageBody:
+    """One list page as Stripe sent it, and how long it took (from sending the request to its whole body)."""
+
+    body: bytes
+    latency_s: float
+
+
+_Page = TypeVar("_Page", RawPage, PageBody)
 
 
 def raw_page(body: bytes) -> RawPage:
@@ -183,14 +194,28 @@ class StripeReader:
 
     async def list_raw_page(self, resource: str, params: Mapping[str, Any]) -> RawPage:
         """Returns one page of `resource` (newest first) as plain dicts. Raises IngestError subclasses."""
+
+        def parsed(body: bytes, latency_s: float) -> RawPage:
+            page = raw_page(body)
+            return RawPage(page.objects, page.has_more, latency_s)
+
+        return await self._list(resource, params, parsed)
+
+    async def list_page_body(self, resource: str, params: Mapping[str, Any]) -> PageBody:
+        """Returns one page of `resource` as the body Stripe sent, unparsed: the importer parses it in its page
+        pool (`ingestor/sources/page_pool.py`). Raises IngestError subclasses."""
+        return await self._list(resource, params, PageBody)
+
+    async def _list(self, resource: str, params: Mapping[str, Any], answer: Callable[[bytes, float], _Page]) -> _Page:
+        """GETs one list page of `resource` within the budget; `answer` makes the result of its body and latency."""
         path = LIST_PATHS[resource]
 
-        async def request() -> RawPage:
+        async def request() -> _Page:
             sent = time.monotonic()
-            page = await self._get_raw(path, dict(params))
-            return RawPage(page.objects, page.has_more, time.monotonic() - sent)
+            body = await self._get_body(path, dict(params))
+            return answer(body, time.monotonic() - sent)
 
-        page: RawPage = await self._call(f"GET {path}", request)
+        page: _Page = await self._call(f"GET {path}", request)
         return page
 
     async def retrieve_raw(self, resource: str, object_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,10 +234,6 @@ class StripeReader:
 
         found: dict[str, Any] = await self._call(f"GET {LIST_PATHS[resource]}/{{id}}", request)
         return found
-
-    async def _get_raw(self, path: str, params: dict[str, Any]) -> RawPage:
-        """GETs a list page through the library's requestor; a non-2xx answer raises the library's error."""
-        return raw_page(await self._get_body(path, params))
 
     async def _get_body(self, path: str, params: dict[str, Any]) -> bytes:
         """GETs `path` through the library's requestor; a non-2xx answer raises the library's error for it.

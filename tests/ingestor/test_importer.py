@@ -293,16 +293,17 @@ async def test_an_unexpected_error_in_one_tenants_import_leaves_the_others_going
     broken, fine = sim.create_account(customers=5).id, sim.create_account(customers=5).id
     for account in (broken, fine):
         sim.set_rate_limit(account, 1000)
-    _, _, broken_connection, _ = await connect(control, sim, broken, name="Broken")
+    broken_tenant, _, broken_connection, _ = await connect(control, sim, broken, name="Broken")
     _, _, fine_connection, _ = await connect(control, sim, fine, name="Fine")
-    records = worker.importer._records
+    pages = worker.importer._pages
+    listed_page = pages.listed_page
 
-    def failing_for_one(session, resource, objects, fetched_at):  # type: ignore[no-untyped-def]
-        if session.connection.connection_id == broken_connection:
+    async def failing_for_one(body, resource, tenant_id, *args):  # type: ignore[no-untyped-def]
+        if tenant_id == broken_tenant:
             raise ValueError("invalid literal for int() with base 10: '4242424242424242'")
-        return records(session, resource, objects, fetched_at)
+        return await listed_page(body, resource, tenant_id, *args)
 
-    monkeypatch.setattr(worker.importer, "_records", failing_for_one)
+    monkeypatch.setattr(pages, "listed_page", failing_for_one)
     outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
     assert outcomes[fine_connection].state == "done"
     assert outcomes[broken_connection].state == "failed"

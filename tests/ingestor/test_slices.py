@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingestor.sources.listed_pages import ListedObject
 from ingestor.sources.slices import (
     ImportSlice,
     Peers,
@@ -67,14 +68,15 @@ def test_a_page_in_flight_during_a_split_keeps_only_what_is_still_the_slices() -
     piece = _slice(1000, 2000, oldest=1800, published=100)
     requested_start = piece.range_start
     piece.range_start = 1400  # split while the page was in flight: [1000, 1399] is the new slice's
-    page = [{"id": "a", "created": 1700}, {"id": "b", "created": 1400}, {"id": "c", "created": 1399},
-            {"id": "d", "created": 1000}]
-    assert [o["id"] for o in piece.keep(page, requested_start)] == ["a", "b"]
+
+    def page(*created: int | None) -> list[ListedObject]:
+        return [ListedObject(c, f"ch_{i}", (b"key", b"value"), None) for i, c in enumerate(created)]
+
+    assert [o.created for o in piece.keep(page(1700, 1400, 1399, 1000), requested_start)] == [1700, 1400]
     # An object outside what was asked (stripe-mock ignores filters) is not another slice's: kept.
-    assert [o["id"] for o in piece.keep([{"id": "e", "created": 5}], requested_start)] == ["e"]
-    # Nor is one without an integer created time: kept, for the snapshot step to refuse and count.
-    assert [o["id"] for o in piece.keep([{"id": "f", "created": "1200"}, {"id": "g"}], requested_start)] == ["f", "g"]
-    assert piece.keep([7, None], requested_start) == [7, None]  # not even objects: refused and counted later
+    assert [o.created for o in piece.keep(page(5), requested_start)] == [5]
+    # Nor is one without an integer created time (refused by the snapshot step, and counted): kept.
+    assert piece.keep(page(None, None), requested_start) == page(None, None)
 
 
 def test_the_planner_splits_the_slice_with_most_left() -> None:

@@ -1,0 +1,70 @@
+"""Listed pages made into records in the worker's page pool: the same records as the worker would make itself
+(card data redacted there too), an object that cannot be one refused alone, a body that is not a list refused
+whole, and a pool process that dies fails its page as retriable without breaking the next page."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from ingestor.envelope.snapshots import snapshot_envelope
+from ingestor.sources.listed_pages import listed_page
+from ingestor.sources.page_pool import PagePool, PagePoolBrokenError, _pools
+from schemas import EnvelopeCodec
+
+FETCHED = datetime(2026, 6, 1, tzinfo=timezone.utc)
+CARD_NUMBER = "4242424242424242"
+CHARGE = {"id": "ch_1", "object": "charge", "created": 1767225600, "amount": 500, "currency": "usd",
+          "description": f"card {CARD_NUMBER}",
+          "payment_method_details": {"type": "card", "card": {"brand": "visa", "last4": "4242", "number": CARD_NUMBER,
+                                                               "fingerprint": "fp_1", "cvc_check": "pass"}}}
+NO_CREATED = {"id": "ch_2", "object": "charge", "amount": 700, "currency": "usd"}
+PAGE = orjson.dumps({"object": "list", "has_more": True,
+                     "data": [CHARGE, NO_CREATED, "not an object", {**CHARGE, "id": "ch_3", "created": 1767225500}]})
+
+
+async def _page(pool: PagePool, body: bytes = PAGE):  # type: ignore[no-untyped-def]
+    return await pool.listed_page(body, "charges", "tenant_a", True, "2024-06-20", FETCHED)
+
+
+async def test_the_pool_makes_the_records_the_worker_would_make_itself_card_data_redacted() -> None:
+    pooled, inline = await _page(PagePool(2)), await _page(PagePool(0))
+    assert pooled == inline and pooled.has_more
+    assert pooled.items is not None
+    assert [(i.created, i.cursor_id) for i in pooled.items] == [(1767225600, "ch_1"), (None, "ch_2"), (None, None),
+                                                                 (1767225500, "ch_3")]
+    codec = EnvelopeCodec()
+    first = pooled.items[0].record
+    assert first == codec.record(snapshot_envelope(CHARGE, "tenant_a", True, "2024-06-20", FETCHED))
+    assert first[0] == b"tenant_a:ch_1"  # keyed as every producer keys
+    records = b"".join(key + value for i in pooled.items if i.record for key, value in [i.record])
+    assert CARD_NUMBER.encode() not in records and b"fp_1" not in records
+    # The two objects that cannot be a snapshot are left out alone, each with its reason and a label that names it.
+    refused = [i.refused for i in pooled.items if i.refused is not None]
+    assert [(r.label, r.code) for r in refused] == [("ch_2", "malformed_object"), (refused[1].label, "malformed_object")]
+    assert refused[1].label.startswith("not an object (str)")
+
+
+@pytest.mark.parametrize("body", [b"<html>bad gateway</html>", b'{"object": "list", "has_more": false}',
+                                  b'{"object": "list", "data": {"id": "ch_1"}, "has_more": false}', b"[]"])
+def test_a_body_that_is_not_a_list_page_is_refused_whole(body: bytes) -> None:
+    assert listed_page(body, "charges", "tenant_a", True, None, FETCHED).items is None
+
+
+async def test_a_pool_process_that_dies_fails_its_page_as_retriable_and_the_next_page_gets_a_new_pool() -> None:
+    pool = PagePool(1)
+    assert (await _page(pool)).items  # the pool runs
+    executor = _pools[1]
+    for process in list(executor._processes.values()):  # type: ignore[attr-defined]
+        os.kill(process.pid, signal.SIGKILL)  # out of memory, say
+        process.join()
+    with pytest.raises(PagePoolBrokenError) as raised:
+        await _page(pool)
+    assert raised.value.retriable  # the import's pass ends "retry later"; the slice's checkpoint did not move
+    assert _pools.get(1) is not executor  # let go of: the next page starts a new pool
+    assert await _page(pool) == await _page(PagePool(0))
+    assert _pools[1] is not executor

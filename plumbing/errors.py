@@ -17,7 +17,11 @@ def is_retriable(exc: BaseException) -> bool:
 
 def error_site(exc: BaseException) -> str:
     """Where `exc` was raised (file and line), to log an unexpected error without its message: a message may
-    quote the input that caused it, and that input may be a tenant's card data."""
+    quote the input that caused it, and that input may be a tenant's card data. An error standing for one raised
+    in another process (`ingestor.sources.page_pool.PageBugError`) gives that one's site."""
+    site = getattr(exc, "site", None)
+    if isinstance(site, str):
+        return site
     frames = traceback.extract_tb(exc.__traceback__)
     return f"{type(exc).__name__} at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames \
         else type(exc).__name__

@@ -28,7 +28,7 @@ from ingestor.errors import IngestError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.sources.page_pool import PagePool, default_processes
+from ingestor.sources.page_pool import PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import PageBody, StripeReader
@@ -169,7 +169,7 @@ class _Pass:
         """This process has room for more slices and finds none: a claim found no free one lately, and none of its
         own is worth splitting."""
         return (time.monotonic() < self._claim_again_at + CLAIM_AGAIN_S and self.has_room()
-                and self.to_split() is None)
+                and self.planner.to_split(self.wanted()) is None)  # one held back by an endpoint's share wants none
 
     def waits_for_share(self) -> bool:
         """Whether a worker with nothing to page here waits for another process to let a slice go: while another
@@ -263,6 +263,10 @@ class StripeImporter:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Looks for pending imports every `scan_interval_s` until `stop` is set. Cancellation stops at once."""
+        try:
+            await self._pages.warm()
+        except PagePoolBrokenError:
+            log.warning("the page pool did not start; the first page starts it again")
         while not stop.is_set():
             try:
                 if any(o.state == "more" for o in await self.run_pending(stop)):

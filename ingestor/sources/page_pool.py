@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import math
 import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from typing import Any, TypeVar
 
 from ingestor.errors import IngestError
 from ingestor.sources.listed_pages import ListedPage, listed_page
+from plumbing.errors import error_site
 
 _pools: dict[int, ProcessPoolExecutor] = {}  # per size, shared by every importer of this process
+_T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
 
 
@@ -37,9 +42,27 @@ class PagePoolBrokenError(IngestError):
     code = "page_pool_broken"
 
 
+class PageBugError(Exception):
+    """An unexpected error in a pool process (a bug met in one tenant's page): it carries only where it was raised,
+    not its message or traceback, which may quote the page (card data included)."""
+
+    def __init__(self, site: str):
+        super().__init__(site)
+        self.site = site
+
+
 def default_processes() -> int:
-    """One process per CPU this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """One process per CPU this process may use: those it may run on, within its cgroup's CPU quota (a container
+    limited to two CPUs on a 64-core machine gets two)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 quota here
+        pass
+    return cpus
 
 
 class PagePool:
@@ -52,10 +75,17 @@ class PagePool:
                           fetched_at: datetime) -> ListedPage:
         if not self.processes:
             return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
+        return await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode, api_version, fetched_at)
+
+    async def warm(self) -> None:
+        """Starts the pool's processes now, not with the first page (whose time would count their start-up)."""
+        if self.processes:
+            await asyncio.gather(*(self._in_pool(os.getpid) for _ in range(self.processes)))
+
+    async def _in_pool(self, fn: Callable[..., _T], *args: Any) -> _T:
         executor = _pools.get(self.processes) or _start(self.processes)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                executor, listed_page, body, resource, tenant_id, livemode, api_version, fetched_at)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except BrokenProcessPool as exc:
             if _pools.get(self.processes) is executor:
                 del _pools[self.processes]
@@ -66,15 +96,27 @@ class PagePool:
 
 def _start(processes: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("spawn")
-    executor = _pools[processes] = ProcessPoolExecutor(processes, mp_context=context, initializer=_die_with_the_worker)
+    executor = _pools[processes] = ProcessPoolExecutor(processes, mp_context=context, initializer=_die_with,
+                                                       initargs=(os.getpid(),))
     return executor
 
 
-def _die_with_the_worker() -> None:
-    """In each pool process: killed when the worker ends, and deaf to a terminal's Ctrl-C (the worker stops its
-    imports itself, and finishes its pages in flight)."""
+def _listed_page_in_pool(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
+                         fetched_at: datetime) -> ListedPage:
+    """`listed_page`, with an unexpected error's message and traceback kept in the pool process (see PageBugError)."""
+    try:
+        return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
+    except Exception as exc:
+        raise PageBugError(error_site(exc)) from None
+
+
+def _die_with(worker_pid: int) -> None:
+    """In each pool process: killed when the worker that started it ends, and deaf to the signals a terminal or a
+    service manager sends the whole process group (the worker stops its imports itself, and finishes its pages in
+    flight, which need this process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the worker ended before the signal was asked for
+    if os.getppid() != worker_pid:  # the worker ended before the signal was asked for
         os._exit(0)

@@ -79,6 +79,15 @@ class PageBody:
 _Page = TypeVar("_Page", RawPage, PageBody)
 
 
+def page_body(body: bytes, latency_s: float) -> PageBody:
+    """Returns a list page's body, unparsed; raises StripeUnavailableError (retriable) if it is not a whole JSON
+    object — an HTML error page, a body cut short — without parsing it (the importer's page pool does, and refuses
+    the rest)."""
+    if body[:64].lstrip()[:1] != b"{" or body[-64:].rstrip()[-1:] != b"}":
+        raise StripeUnavailableError("Stripe answered a list request with a body that is not a list")
+    return PageBody(body, latency_s)
+
+
 def raw_page(body: bytes) -> RawPage:
     """Returns the page in a list response's JSON body; raises StripeUnavailableError if it is not one."""
     try:
@@ -204,7 +213,7 @@ class StripeReader:
     async def list_page_body(self, resource: str, params: Mapping[str, Any]) -> PageBody:
         """Returns one page of `resource` as the body Stripe sent, unparsed: the importer parses it in its page
         pool (`ingestor/sources/page_pool.py`). Raises IngestError subclasses."""
-        return await self._list(resource, params, PageBody)
+        return await self._list(resource, params, page_body)
 
     async def _list(self, resource: str, params: Mapping[str, Any], answer: Callable[[bytes, float], _Page]) -> _Page:
         """GETs one list page of `resource` within the budget; `answer` makes the result of its body and latency."""

@@ -1,19 +1,26 @@
 """Listed pages made into records in the worker's page pool: the same records as the worker would make itself
 (card data redacted there too), an object that cannot be one refused alone, a body that is not a list refused
-whole, and a pool process that dies fails its page as retriable without breaking the next page."""
+whole, a pool process that dies fails its page as retriable without breaking the next page, pool processes end
+with their worker (and work when it is a container's PID 1), and a bug's message stays in the pool process."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 import signal
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import orjson
 import pytest
 
 from ingestor.envelope.snapshots import snapshot_envelope
+from ingestor.sources import page_pool
 from ingestor.sources.listed_pages import listed_page
-from ingestor.sources.page_pool import PagePool, PagePoolBrokenError, _pools
+from ingestor.sources.page_pool import PageBugError, PagePool, PagePoolBrokenError, _pools
+from plumbing.errors import error_site
 from schemas import EnvelopeCodec
 
 FETCHED = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -68,3 +75,37 @@ async def test_a_pool_process_that_dies_fails_its_page_as_retriable_and_the_next
     assert _pools.get(1) is not executor  # let go of: the next page starts a new pool
     assert await _page(pool) == await _page(PagePool(0))
     assert _pools[1] is not executor
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")
+def test_a_worker_that_is_pid_1_as_in_a_container_gets_a_working_pool() -> None:
+    """In a container the worker is PID 1: a pool process whose parent is PID 1 is not an orphan there."""
+    code = ("import asyncio, os; from datetime import datetime, timezone; from ingestor.sources.page_pool import "
+            "PagePool; assert os.getpid() == 1; page = asyncio.run(PagePool(1).listed_page(b'{\"data\": [], "
+            "\"has_more\": false}', 'charges', 't', True, None, datetime.now(timezone.utc))); print(page.items)")
+    done = subprocess.run(["unshare", "-p", "-f", "--kill-child", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("expected_parent, lives", [("parent", True), ("another", False)])
+def test_a_pool_process_whose_worker_is_gone_ends_at_once(expected_parent: str, lives: bool) -> None:
+    """The kernel kills a pool process when its worker ends; one whose worker ended before it asked ends itself."""
+    pid = os.getpid() if expected_parent == "parent" else os.getpid() + 1_000_000
+    code = f"from ingestor.sources.page_pool import _die_with; _die_with({pid}); print('alive')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.stdout.strip() == "alive") is lives
+
+
+def test_a_bug_met_in_a_pool_process_crosses_back_as_its_site_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A traceback's text crosses the pool's pipe with the error: a message quoting the page must stay behind."""
+    def failing(*args: object) -> None:
+        raise ValueError(f"invalid literal for int() with base 10: '{CARD_NUMBER}'")
+
+    monkeypatch.setattr(page_pool, "listed_page", failing)
+    with pytest.raises(PageBugError) as raised:
+        page_pool._listed_page_in_pool(PAGE, "charges", "tenant_a", True, None, FETCHED)
+    crossed = pickle.loads(pickle.dumps(raised.value))
+    assert crossed.site.startswith("ValueError at test_page_pool.py:") and error_site(crossed) == crossed.site
+    assert raised.value.__suppress_context__ and CARD_NUMBER not in str(crossed)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from ingestor.errors import KeyInvalidError, PermissionMissingError, StripeUnavailableError
-from ingestor.stripe_api.client import RetryPolicy, StripeReader, raw_page
+from ingestor.stripe_api.client import RetryPolicy, StripeReader, page_body, raw_page
 from ingestor.stripe_api.request_budget import Rate, RateBudgets
 from stripe_sim import SimServer
 
@@ -88,3 +88,11 @@ def test_a_body_that_is_not_a_list_is_a_retriable_error() -> None:
         with pytest.raises(StripeUnavailableError) as err:
             raw_page(body)
         assert err.value.retriable
+
+
+def test_a_list_body_that_is_not_a_whole_json_object_is_retried_before_the_page_pool_sees_it() -> None:
+    assert page_body(b' {"object": "list", "data": [], "has_more": false}\n', 0.1).body.startswith(b" {")
+    for body in (b"<html>bad gateway</html>", b'{"object": "list", "data": [{"id": "cus_', b"", b"[]"):
+        with pytest.raises(StripeUnavailableError) as err:
+            page_body(body, 0.1)
+        assert err.value.retriable  # retried within the request, and counted in the connection's health

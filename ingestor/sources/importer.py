@@ -31,7 +31,7 @@ from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
-from ingestor.stripe_api.client import PageBody, StripeReader
+from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader
 from ingestor.stripe_api.request_budget import Priority
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
@@ -46,8 +46,8 @@ CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stri
 # milliseconds); later passes start from the previous pass's measure.
 FIRST_PAGE_S = 0.5
 # How often a pass says it still imports the connection (how many slices it pages, whether it wants more than it
-# finds) and learns what the other processes importing it do; a process that died counts no more after SHARE_LEASE_S. One
-# with nothing to page waits up to SHARE_WAIT_S for another to let a slice go before its pass ends.
+# finds) and learns what the other processes importing it do; a process that died counts no more after
+# SHARE_LEASE_S. One with nothing to page waits up to SHARE_WAIT_S for another to let a slice go before its pass ends.
 SHARE_REFRESH_S = 1.0
 SHARE_LEASE_S = 5.0
 SHARE_WAIT_S = 5.0
@@ -432,7 +432,7 @@ class StripeImporter:
                 stripe_s = page.latency_s
                 del page
                 if listed.items is None:
-                    raise StripeUnavailableError("Stripe answered a list request with a body that is not a list")
+                    raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by
                 mine = piece.keep(listed.items, requested_start)  # after the records: a split meanwhile moves the start
                 # Newest first: an object older than the start (left out) means the rest is older too.
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)

@@ -77,6 +77,7 @@ class PageBody:
 
 
 _Page = TypeVar("_Page", RawPage, PageBody)
+NOT_A_LIST = "Stripe answered a list request with a body that is not a list"
 
 
 def page_body(body: bytes, latency_s: float) -> PageBody:
@@ -84,7 +85,7 @@ def page_body(body: bytes, latency_s: float) -> PageBody:
     object — an HTML error page, a body cut short — without parsing it (the importer's page pool does, and refuses
     the rest)."""
     if body[:64].lstrip()[:1] != b"{" or body[-64:].rstrip()[-1:] != b"}":
-        raise StripeUnavailableError("Stripe answered a list request with a body that is not a list")
+        raise StripeUnavailableError(NOT_A_LIST)
     return PageBody(body, latency_s)
 
 
@@ -94,7 +95,7 @@ def raw_page(body: bytes) -> RawPage:
         decoded = orjson.loads(body)
         return RawPage(list(decoded["data"]), bool(decoded["has_more"]))
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise StripeUnavailableError("Stripe answered a list request with a body that is not a list") from exc
+        raise StripeUnavailableError(NOT_A_LIST) from exc
 
 
 async def _read_all(stream: Any) -> bytes:

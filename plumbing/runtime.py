@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+from plumbing.logs import get_logger
+
+log = get_logger(__name__)
+
+CANCEL_AGAIN_S = 1.0  # how long a cancelled task may take to end before it is cancelled again
 
 
 def tune_gc() -> None:
@@ -18,6 +24,24 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
+    """Cancels the tasks and waits until every one has ended, cancelling again any still running a second later.
+
+    A cancellation can be lost: aiokafka's `close()` and `stop()` cancel their own tasks and await them under
+    `suppress(CancelledError)`, so a task cancelled while it waits there swallows its cancellation and runs on
+    (a check after an import then polled the projection for five minutes after its worker was told to stop). An
+    error a task ended with is logged, not raised: the others still have to be waited for.
+    """
+    running = set(tasks)
+    while running:
+        for task in running:
+            task.cancel()
+        ended, running = await asyncio.wait(running, timeout=CANCEL_AGAIN_S)
+        for task in ended:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("a cancelled task ended with an error", task=task.get_name(), error=repr(task.exception()))
 
 
 class LoopLag:

@@ -36,7 +36,7 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
-from plumbing.runtime import tune_gc
+from plumbing.runtime import cancel_and_wait, tune_gc
 from plumbing.settings import Settings, load_settings
 from service.web import load_keyring
 
@@ -93,13 +93,7 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
                 checks.add(task)
                 task.add_done_callback(checks.discard)
 
-        async def cancel_checks() -> None:
-            for task in list(checks):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-        stack.push_async_callback(cancel_checks)
+        stack.push_async_callback(lambda: cancel_and_wait(list(checks)))
 
         yield Worker(
             pool, store, checkpoints, publisher,
@@ -126,9 +120,8 @@ async def run_worker(settings: Settings, keyring: MasterKeyring, poll: bool = Tr
         await stop.wait()
         log.info("stopping: finishing the pages and polls in flight", grace_s=settings.importer.stop_grace_s)
         _, late = await asyncio.wait(tasks, timeout=settings.importer.stop_grace_s)
-        for task in late:  # safe: a checkpoint is only ever saved after Kafka acknowledged what it covers
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Safe: a checkpoint is only ever saved after Kafka acknowledged what it covers.
+        await cancel_and_wait(late)
 
 
 def _stop_on_crash(stop: asyncio.Event) -> Callable[[asyncio.Task[None]], None]:

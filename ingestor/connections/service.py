@@ -10,7 +10,6 @@ without its secret. Views returned here contain hints (`rk_live_…wxyz`), never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import get_logger
+from plumbing.runtime import cancel_and_wait
 from plumbing.settings import Settings
 
 log = get_logger(__name__)
@@ -334,11 +334,7 @@ class ConnectionService:
 
     async def close(self) -> None:
         """Cancels the checks still running (they store nothing unless finished)."""
-        for task in self._reconciling.values():
-            task.cancel()
-        for task in self._reconciling.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._reconciling.values())
 
     async def reconcile_status(self, tenant_id: str, mode: str) -> dict[str, Any]:
         """Returns whether a check is running and the latest finished one."""

@@ -19,11 +19,12 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ingestor.errors import IngestError
 from ingestor.sources.listed_pages import ListedPage, listed_page
@@ -51,6 +52,14 @@ class PageBugError(Exception):
         self.site = site
 
 
+class PooledPage(NamedTuple):
+    """A listed page made into records, and how long it waited for the pool (from asking until its records were
+    back, less the time a pool process worked on it): the queue for this machine's CPU, not a page's own cost."""
+
+    page: ListedPage
+    waited_s: float
+
+
 def default_processes() -> int:
     """One process per CPU this process may use: those it may run on, within its cgroup's CPU quota (a container
     limited to two CPUs on a 64-core machine gets two)."""
@@ -70,12 +79,28 @@ class PagePool:
 
     def __init__(self, processes: int):
         self.processes = processes
+        self._in_pool_now = 0  # pages asked for and not back yet
+        self._waited_s = 0.0  # how long pages waited for the pool lately (a moving average)
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
-                          fetched_at: datetime) -> ListedPage:
+                          fetched_at: datetime) -> PooledPage:
         if not self.processes:
-            return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
-        return await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode, api_version, fetched_at)
+            return PooledPage(listed_page(body, resource, tenant_id, livemode, api_version, fetched_at), 0.0)
+        asked = time.monotonic()
+        self._in_pool_now += 1
+        try:
+            page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode,
+                                                 api_version, fetched_at)
+        finally:
+            self._in_pool_now -= 1
+        waited_s = max(0.0, time.monotonic() - asked - worked_s)
+        self._waited_s += 0.2 * (waited_s - self._waited_s)
+        return PooledPage(page, waited_s)
+
+    def queue_s(self) -> float:
+        """How long a page waits for a pool process lately, while more pages are in the pool than it has processes
+        (0 otherwise: no page waits now, whatever the last ones did). Long, and the CPU is what pages wait for."""
+        return self._waited_s if self._in_pool_now > self.processes else 0.0
 
     async def warm(self) -> None:
         """Starts the pool's processes now, not with the first page (whose time would count their start-up)."""
@@ -102,10 +127,12 @@ def _start(processes: int) -> ProcessPoolExecutor:
 
 
 def _listed_page_in_pool(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
-                         fetched_at: datetime) -> ListedPage:
-    """`listed_page`, with an unexpected error's message and traceback kept in the pool process (see PageBugError)."""
+                         fetched_at: datetime) -> tuple[ListedPage, float]:
+    """`listed_page` and the seconds it took here, with an unexpected error's message and traceback kept in the pool
+    process (see PageBugError)."""
+    started = time.monotonic()
     try:
-        return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
+        return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at), time.monotonic() - started
     except Exception as exc:
         raise PageBugError(error_site(exc)) from None
 

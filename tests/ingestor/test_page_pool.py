@@ -5,6 +5,7 @@ with their worker (and work when it is a container's PID 1), and a bug's message
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import shutil
@@ -35,7 +36,7 @@ PAGE = orjson.dumps({"object": "list", "has_more": True,
 
 
 async def _page(pool: PagePool, body: bytes = PAGE):  # type: ignore[no-untyped-def]
-    return await pool.listed_page(body, "charges", "tenant_a", True, "2024-06-20", FETCHED)
+    return (await pool.listed_page(body, "charges", "tenant_a", True, "2024-06-20", FETCHED)).page
 
 
 async def test_the_pool_makes_the_records_the_worker_would_make_itself_card_data_redacted() -> None:
@@ -82,7 +83,7 @@ def test_a_worker_that_is_pid_1_as_in_a_container_gets_a_working_pool() -> None:
     """In a container the worker is PID 1: a pool process whose parent is PID 1 is not an orphan there."""
     code = ("import asyncio, os; from datetime import datetime, timezone; from ingestor.sources.page_pool import "
             "PagePool; assert os.getpid() == 1; page = asyncio.run(PagePool(1).listed_page(b'{\"data\": [], "
-            "\"has_more\": false}', 'charges', 't', True, None, datetime.now(timezone.utc))); print(page.items)")
+            "\"has_more\": false}', 'charges', 't', True, None, datetime.now(timezone.utc))); print(page.page.items)")
     done = subprocess.run(["unshare", "-p", "-f", "--kill-child", sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -109,3 +110,24 @@ def test_a_bug_met_in_a_pool_process_crosses_back_as_its_site_only(monkeypatch: 
     crossed = pickle.loads(pickle.dumps(raised.value))
     assert crossed.site.startswith("ValueError at test_page_pool.py:") and error_site(crossed) == crossed.site
     assert raised.value.__suppress_context__ and CARD_NUMBER not in str(crossed)
+
+
+async def test_pages_that_wait_for_a_pool_process_say_so_and_the_wait_counts_only_while_pages_wait() -> None:
+    """The importer stops adding slices while pages queue for the pool (this machine's CPU is the bottleneck), and
+    leaves that queue out of a page's time: a wait measured earlier must not hold it back once no page waits."""
+    pool = PagePool(1)
+    await pool.warm()
+    big_page = orjson.dumps({"object": "list", "has_more": True,
+                             "data": [{**CHARGE, "id": f"ch_{n}", "created": 1767225600 - n} for n in range(100)]})
+    first = await asyncio.gather(*(pool.listed_page(big_page, "charges", "t", True, None, FETCHED) for _ in range(4)))
+    waits = sorted(p.waited_s for p in first)  # one process, four pages: the last waited for the three before it
+    assert waits[-1] > 2 * waits[0]
+    assert all(p.page == first[0].page for p in first)
+    assert pool.queue_s() == 0.0  # none waits now
+
+    second = [asyncio.create_task(pool.listed_page(big_page, "charges", "t", True, None, FETCHED)) for _ in range(4)]
+    await asyncio.sleep(0)  # each is handed to the pool
+    assert pool.queue_s() > 0.0  # four pages, one process: they wait, as the last ones did
+    await asyncio.gather(*second)
+    assert pool.queue_s() == 0.0
+    assert (await PagePool(0).listed_page(big_page, "charges", "t", True, None, FETCHED)).waited_s == 0.0

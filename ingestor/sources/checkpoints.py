@@ -27,8 +27,8 @@ def claimant_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-class _ClaimLost(Exception):
-    """Another process took the slice (this one's claim expired): its page must not be saved."""
+# A slice's page saved, or False (nothing saved) if its claim was lost or a newer run replaced this one.
+SAVE_SLICE_PAGE = "SELECT import_save_slice_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,30 +238,15 @@ class PostgresCheckpoints:
         """Stores a slice's place after an acknowledged page (its cursor, whether it is done) with the page's
         refused objects, renews the claim and adds the page to the resource's totals; returns False if the claim
         was lost or a newer run replaced this one (then the slice is someone else's, or gone)."""
-        # Lock order, here as in every statement that touches both: the run's row, then the slice's.
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                status = await conn.execute(
-                    """UPDATE import_runs SET objects_published = objects_published + $4,
-                              oldest_created = LEAST(COALESCE(oldest_created, $5), $5), updated_at = now()
-                        WHERE connection_id = $1 AND resource = $2 AND run_id = $3""",
-                    piece.connection_id, piece.resource, piece.run_id, published, piece.oldest_created)
-                if status == "UPDATE 0":
-                    return False
-                status = await conn.execute(
-                    """UPDATE import_slices SET last_object_id = $5, oldest_created = $6, done = $7,
-                              objects_published = objects_published + $8,
-                              claimed_until = now() + make_interval(secs => $10), updated_at = now()
-                        WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4
-                          AND claimed_by = $9""",
-                    piece.connection_id, piece.resource, piece.run_id, piece.slice_id, piece.last_object_id,
-                    piece.oldest_created, piece.done, published, worker, lease_s)
-                if status == "UPDATE 0":
-                    raise _ClaimLost  # rolls the totals back
+        args = (piece.connection_id, piece.resource, piece.run_id, piece.slice_id, piece.last_object_id,
+                piece.oldest_created, piece.done, published, worker, lease_s)
+        if not refused:  # one statement (migration 0080): no lock of the run's row held across this event loop
+            return bool(await self._pool.fetchval(SAVE_SLICE_PAGE, *args))
+        async with self._pool.acquire() as conn, conn.transaction():
+            saved = bool(await conn.fetchval(SAVE_SLICE_PAGE, *args))
+            if saved:
                 await record_refused(conn, refused)
-        except _ClaimLost:
-            return False
-        return True
+        return saved
 
     async def split_slice(self, piece: ImportSlice, at: int, worker: str, lease_s: float,
                           keep: bool = True) -> ImportSlice | None:

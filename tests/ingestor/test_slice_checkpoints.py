@@ -1,0 +1,53 @@
+"""A slice's checkpoint after an acknowledged page (one statement, migration 0080): saved with the resource's totals
+and the page's refusals only while the process holds the slice's claim and the run is current; otherwise nothing
+of it is saved, so no page is counted twice and a lost claim's page is the new holder's to page."""
+
+from __future__ import annotations
+
+from ingestor.sources.refusals import Refused
+from stripe_sim import SimServer
+from tests.ingestor.conftest import ControlClient, connect
+
+LEASE_S = 30.0
+
+
+async def test_a_page_counts_once_and_only_for_the_slices_holder_in_the_current_run(
+        control: ControlClient, sim: SimServer) -> None:
+    tenant, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints, pool = control.checkpoints, control.pool
+    await checkpoints.start_import(connection_id, ["charges"], 0, 10_000, "on_demand")
+
+    async def charges() -> tuple[int, int | None]:
+        [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "charges"]
+        return run.objects_published, run.oldest_created
+
+    async def refused_rows() -> int:
+        return int(await pool.fetchval("SELECT count(*) FROM dead_lettered_events WHERE tenant_id = $1", tenant))
+
+    [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "charges"]
+    await checkpoints.prepare_slices(run, 1)
+    piece = await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S)
+    assert piece is not None
+    piece.last_object_id, piece.oldest_created = "ch_100", 9_000
+    refusal = Refused(tenant, "import", "charges", "ch_bad", "malformed_object", "no amount; left out")
+    assert await checkpoints.save_slice_page(piece, 100, "worker-a", LEASE_S, [refusal])
+    assert await charges() == (100, 9_000) and await refused_rows() == 1
+
+    # A process that does not hold the claim (its own expired and another took the slice) saves nothing.
+    piece.last_object_id, piece.oldest_created = "ch_200", 8_000
+    other = Refused(tenant, "import", "charges", "ch_worse", "malformed_object", "no amount; left out")
+    assert not await checkpoints.save_slice_page(piece, 100, "worker-b", LEASE_S, [other])
+    assert not await checkpoints.save_slice_page(piece, 100, "worker-b", LEASE_S)
+    assert await charges() == (100, 9_000) and await refused_rows() == 1
+    stored = await pool.fetchrow("SELECT last_object_id, objects_published FROM import_slices WHERE connection_id = $1 "
+                                 "AND resource = 'charges' AND run_id = $2", connection_id, piece.run_id)
+    assert (stored["last_object_id"], stored["objects_published"]) == ("ch_100", 100)
+
+    # The holder goes on.
+    assert await checkpoints.save_slice_page(piece, 100, "worker-a", LEASE_S)
+    assert await charges() == (200, 8_000)
+
+    # A newer run replaced this one: the old run's page adds nothing to the new run.
+    await checkpoints.start_import(connection_id, ["charges"], 0, 10_000, "on_demand")
+    assert not await checkpoints.save_slice_page(piece, 100, "worker-a", LEASE_S)
+    assert await charges() == (0, None)

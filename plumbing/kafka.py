@@ -146,9 +146,13 @@ class KafkaPublisher:
         return (await self.publish_many(topic, [(key, value)], timeout_s))[0]
 
     async def publish_many(
-        self, topic: str, records: Sequence[tuple[bytes, bytes]], timeout_s: float | None = None
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], timeout_s: float | None = None,
+        key_hashes: Sequence[int] | None = None,
     ) -> list[Position]:
         """Sends records in order and waits until all are acknowledged; raises PublishError otherwise.
+
+        `key_hashes`, one per record (`partitioning.key_hash` of its key), place each record where the partitioner
+        would without hashing its key here: the importer's records come with them from its page pool.
 
         A producer that failed to get an acknowledgement is replaced for the next call: after a
         broker outage an idempotent producer whose batches expired can keep failing on sequence
@@ -161,8 +165,14 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
                 producer = self._producer or await self._start_producer()
-                for key, value in records:  # appended one by one: a send that fails lets go of those before it
-                    pending.append(await producer.send(topic, value=value, key=key))
+                if key_hashes is None:
+                    for key, value in records:  # appended one by one: a send that fails lets go of those before it
+                        pending.append(await producer.send(topic, value=value, key=key))
+                else:  # as the partitioner does (`partition_for_key`), over the partitions in aiokafka's order
+                    partitions = list(await producer.partitions_for(topic))
+                    for (key, value), hashed in zip(records, key_hashes, strict=True):
+                        pending.append(await producer.send(topic, value=value, key=key,
+                                                           partition=partitions[hashed % len(partitions)]))
                 # Awaited in turn, not gathered: a batch's acknowledgement resolves its records' futures at once,
                 # so this wakes once per batch, where gather ran a callback per record (a tenth of publishing).
                 acked = [await future for future in pending]

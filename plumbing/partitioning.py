@@ -39,8 +39,15 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+def key_hash(key: bytes) -> int:
+    """The part of a key's partition that does not depend on the topic: its partition is `all_partitions[key_hash(key)
+    % len(all_partitions)]`. A producer may be given it with the record, computed where the record was made (the
+    importer's page pool), so that its event loop does not hash every key."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
 def partition_for_key(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
     """Returns the partition of `key` (a random available one for no key): aiokafka's partitioner interface."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+    return all_partitions[key_hash(key) % len(all_partitions)]

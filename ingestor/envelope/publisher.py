@@ -35,10 +35,10 @@ class RawEventPublisher:
         """Publishes envelopes in order, all acknowledged or PublishError; nothing to publish is a no-op."""
         return await self.publish_records([self.record(e) for e in envelopes], timeout_s)
 
-    async def publish_records(self, records: Sequence[tuple[bytes, bytes]],
-                              timeout_s: float | None = None) -> list[Position]:
+    async def publish_records(self, records: Sequence[tuple[bytes, bytes]], timeout_s: float | None = None,
+                              key_hashes: Sequence[int] | None = None) -> list[Position]:
         """Publishes records made by `record`, as `publish_many` (the importer lets go of a page's objects and
-        envelopes before the acknowledgement)."""
+        envelopes before the acknowledgement), with their keys' hashes if they were computed already."""
         if not records:
             return []
-        return await self.kafka.publish_many(self.topic, records, timeout_s)
+        return await self.kafka.publish_many(self.topic, records, timeout_s, key_hashes)

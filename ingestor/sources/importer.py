@@ -447,6 +447,7 @@ class StripeImporter:
                 cursor = next((item.cursor_id for item in reversed(mine) if item.cursor_id is not None), None)
                 created = [item.created for item in mine if item.created is not None]
                 records = [item.record for item in mine if item.record is not None]
+                key_hashes = [item.key_hash for item in mine if item.key_hash is not None]  # one with each record
                 refused = [item.refused for item in mine if item.refused is not None]
                 kept = len(mine)
                 del listed, mine  # only the records wait for Kafka's acknowledgement: a third of the page's memory
@@ -454,9 +455,9 @@ class StripeImporter:
                     log.warning("stripe listed objects the import cannot read; left out and counted in health",
                                 connection_id=connection.connection_id, resource=resource.name, count=len(refused),
                                 code=refused[0].code)
-                await self._publisher.publish_records(records)
+                await self._publisher.publish_records(records, key_hashes=key_hashes)
                 published = len(records)
-                del records  # not held while the next request waits for the budget
+                del records, key_hashes  # not held while the next request waits for the budget
             piece.done = done
             if cursor is not None:
                 piece.last_object_id = cursor

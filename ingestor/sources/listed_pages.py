@@ -19,17 +19,20 @@ from ingestor.envelope.build import is_name
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.errors import BadEventError
 from ingestor.sources.refusals import Refused, refusal_of
+from plumbing.partitioning import key_hash
 from schemas import EnvelopeCodec
 
 
 class ListedObject(NamedTuple):
     """One listed item as its slice needs it: its created time (None if not an integer), its id if the cursor
-    can go on from it, and its record (key, value) or why it has none. A tuple: it crosses the pool's pipe."""
+    can go on from it, and its record (key, value) with its key's hash (`partitioning.key_hash`: hashing every key
+    was a seventh of the worker's event loop) or why it has none. A tuple: it crosses the pool's pipe."""
 
     created: int | None
     cursor_id: str | None
     record: tuple[bytes, bytes] | None
     refused: Refused | None
+    key_hash: int | None = None
 
 
 class ListedPage(NamedTuple):
@@ -68,5 +71,6 @@ def listed_page(body: bytes, resource: str, tenant_id: str, livemode: bool, api_
             items.append(ListedObject(created if type(created) is int else None, cursor_id, None,
                                       refusal_of(tenant_id, "import", resource, obj, exc)))
         else:
-            items.append(ListedObject(created, cursor_id, codec.record(envelope), None))
+            key, value = codec.record(envelope)
+            items.append(ListedObject(created, cursor_id, (key, value), None, key_hash(key)))
     return ListedPage(items, has_more)

@@ -22,6 +22,7 @@ from ingestor.sources import page_pool
 from ingestor.sources.listed_pages import listed_page
 from ingestor.sources.page_pool import PageBugError, PagePool, PagePoolBrokenError, _pools
 from plumbing.errors import error_site
+from plumbing.partitioning import key_hash
 from schemas import EnvelopeCodec
 
 FETCHED = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -49,6 +50,7 @@ async def test_the_pool_makes_the_records_the_worker_would_make_itself_card_data
     first = pooled.items[0].record
     assert first == codec.record(snapshot_envelope(CHARGE, "tenant_a", True, "2024-06-20", FETCHED))
     assert first[0] == b"tenant_a:ch_1"  # keyed as every producer keys
+    assert [i.key_hash for i in pooled.items] == [key_hash(first[0]), None, None, key_hash(b"tenant_a:ch_3")]
     records = b"".join(key + value for i in pooled.items if i.record for key, value in [i.record])
     assert CARD_NUMBER.encode() not in records and b"fp_1" not in records
     # The two objects that cannot be a snapshot are left out alone, each with its reason and a label that names it.

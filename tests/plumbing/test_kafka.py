@@ -14,6 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from plumbing.kafka import KafkaPublisher, PublishError, consumer_config, ensure_topics, producer_config
+from plumbing.partitioning import key_hash
 from plumbing.settings import KafkaSettings, Settings
 from stack.up import Platform
 from tests.helpers import consume_all
@@ -106,3 +107,17 @@ async def test_send_fails_within_the_bound_when_the_broker_is_down(
         await fresh.publish(topic, b"k", b"after", timeout_s=60)  # bounded wait while leaders are elected
     received = [v for _, v in await consume_all(settings.kafka, topic, 2, timeout_s=30)]
     assert b"before" in received and b"after" in received
+
+
+async def test_records_given_their_keys_hashes_land_where_the_partitioner_puts_them(
+    settings: Settings, create_topic: Callable[[str, int], Awaitable[None]]
+) -> None:
+    """The importer's page pool hashes the keys of its records; the partitions must be those of every other producer."""
+    topic = f"{settings.kafka.raw_topic}.hashed"
+    await create_topic(topic, 6)
+    keys = [f"{uuid.uuid4()}:ch_{i}".encode() for i in range(300)]
+    async with KafkaPublisher(settings.kafka) as publisher:
+        hashed = await publisher.publish_many(topic, [(key, b"v") for key in keys], key_hashes=[key_hash(key) for key in keys])
+    partitions = list(range(6))
+    assert [p.partition for p in hashed] == [DefaultPartitioner()(key, partitions, partitions) for key in keys]
+    assert len({p.partition for p in hashed}) == 6

@@ -55,6 +55,14 @@ async def _guarded(request: web.Request, handler: Handler, sim: "SimServer",
     livemode = False
     try:
         latency, fault = sim.faults.pick(request.path)
+        if fault is None:
+            # Stripe checks the key and counts the request against its limits as it arrives (a 401 or a 429 comes
+            # back at once); the added latency is the time it takes to serve it. Counted after that latency, the
+            # limit saw this process's timers, late in bunches while it served pages, not the client's sends.
+            key = authenticate(sim.state, request.headers.get("Authorization"))
+            livemode = key.livemode
+            sim.limiter.check(key, _endpoint(request))
+            request[KEY] = key
         if latency:
             await asyncio.sleep(latency / 1000)
         if fault is not None and fault.kind == "drop":
@@ -67,10 +75,6 @@ async def _guarded(request: web.Request, handler: Handler, sim: "SimServer",
                 headers["Stripe-Should-Retry"] = str(fault.should_retry).lower()
             raise StripeError(fault.status, "An unknown error occurred", type_="api_error",
                               headers=headers)
-        key = authenticate(sim.state, request.headers.get("Authorization"))
-        livemode = key.livemode
-        sim.limiter.check(key, _endpoint(request))
-        request[KEY] = key
         response = await handler(request)
     except StripeError as err:
         response = err.response(request_id, livemode)

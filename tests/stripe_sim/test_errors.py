@@ -148,6 +148,33 @@ async def test_latency_fault_delays(sim: SimServer, account: AccountInfo,
     assert time.monotonic() - started >= 0.15
 
 
+async def test_a_request_counts_against_the_limit_as_it_arrives_and_a_429_comes_back_at_once(
+        sim: SimServer, account: AccountInfo, make_client: Make) -> None:
+    """Stripe's limiter sees when a client sends, not when a slow page is served: counted after the latency, the
+    busiest second seen was this process's timers firing late in a bunch, not what the client sent."""
+    import asyncio
+    import time
+    sim.set_rate_limit(account.id, 3)
+    sim.set_faults({"kind": "latency", "latency_ms": 400})
+    client = make_client(account.secret_key)
+
+    async def timed() -> tuple[bool, float]:
+        started = time.monotonic()
+        try:
+            await client.v1.customers.list_async()
+        except stripe.RateLimitError:
+            return False, time.monotonic() - started
+        return True, time.monotonic() - started
+
+    answers = await asyncio.gather(*(timed() for _ in range(6)))
+    sim.set_faults()
+    assert sorted(served for served, _ in answers) == [False] * 3 + [True] * 3  # the bucket holds three
+    assert all(took >= 0.4 for served, took in answers if served)
+    assert all(took < 0.4 for served, took in answers if not served)  # refused on arrival, not after serving
+    seen = sim.request_rate(account.id, livemode=False)
+    assert seen["requests"] == 6 and seen["rate_limited"] == 3
+
+
 async def test_every_response_has_request_id(sim: SimServer, account: AccountInfo,
                                              make_client: Make) -> None:
     page = await make_client(account.secret_key).v1.customers.list_async()

@@ -188,8 +188,7 @@ class ImporterSettings(BaseModel):
     # Processes that turn listed pages into records (parsing, redacting, hashing, encoding: most of the import's
     # CPU), shared by every import of the worker; 0 does it in the worker's own process. Default: one per CPU.
     page_processes: int | None = Field(default=None, ge=0, le=256)
-    # Slices each resource's range starts as until the worker has timed Stripe's pages (then at least this: an even
-    # share of what keeps the budget busy); more are split off while they pay. And the shortest range.
+    # Slices each resource's range starts as (more are split off while they pay), and the shortest range.
     initial_slices: int = Field(default=2, ge=1, le=256)
     min_slice_s: int = Field(default=60, ge=1)
     # A slice's claim by one process lasts this long unless renewed: how soon another process (or this one,

@@ -29,15 +29,7 @@ from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PagePool, PagePoolBrokenError, default_processes
-from ingestor.sources.slices import (
-    ALONE,
-    ImportSlice,
-    Peers,
-    SlicePlanner,
-    initial_slice_count,
-    slices_per_endpoint,
-    slices_wanted,
-)
+from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader
 from ingestor.stripe_api.request_budget import Priority
@@ -52,9 +44,8 @@ log = get_logger(__name__)
 # The event loop this late on average, or pages waiting this long for a page pool process: the CPU, not Stripe, is
 # what pages wait for.
 CPU_BOUND_LAG_S = 0.05
-# What a pass assumes a page takes until its pages are timed, when this process has timed none yet (Stripe's lists
-# take hundreds of milliseconds); later passes start from the connection's previous pass's measure, or the last one of
-# any connection.
+# What a connection's first pass assumes a page takes until its pages are timed (Stripe's lists take hundreds of
+# milliseconds); later passes start from the previous pass's measure.
 FIRST_PAGE_S = 0.5
 # How often a pass says it still imports the connection (how many slices it pages, whether it wants more than it
 # finds) and learns what the other processes importing it do; a process that died counts no more after
@@ -118,7 +109,7 @@ class _Pass:
         self._rate = requests_per_second
         self._endpoint_rate = endpoint_requests_per_second  # None: the account's budget is the tighter one
         self._most = most
-        self.page_s = FIRST_PAGE_S if page_s is None else page_s  # an earlier pass's measure, or a guess
+        self.page_s = FIRST_PAGE_S if page_s is None else page_s  # the previous pass's measure, or a guess
         self._guessed = page_s is None  # until a page is timed
         self._cpu_wait_s = cpu_wait_s  # how late the event loop runs, or how long pages wait for the page pool
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
@@ -138,11 +129,6 @@ class _Pass:
             self.page_s, self._guessed = seconds, False
         else:
             self.page_s += 0.2 * (seconds - self.page_s)
-
-    @property
-    def page_timed(self) -> bool:
-        """Whether `page_s` is a measure (a page was timed in this pass or the one it started from), not a guess."""
-        return not self._guessed
 
     def wanted(self) -> int:
         """Slices to page at once."""
@@ -255,7 +241,6 @@ class StripeImporter:
         self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes)
         self._loop_lag = LoopLag()
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
-        self._stripe_page_s: float | None = None  # the last pass's, of any connection: Stripe's latency is everyone's
 
     async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
         """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
@@ -306,9 +291,8 @@ class StripeImporter:
             return ImportOutcome(connection_id, "paused", connection.status if connection else "gone")
         todo = [c for c in await self._checkpoints.import_checkpoints(connection_id)
                 if not c.done and c.paused_reason is None]
-        initial = self._initial_slices(connection.livemode, len(todo))
         for checkpoint in todo:
-            await self._checkpoints.prepare_slices(checkpoint, initial)
+            await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
         await self._checkpoints.begin_pass(connection_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
@@ -346,10 +330,12 @@ class StripeImporter:
         """Pages slices of the connection's run, `slices_in_flight` at a time, until none is left to claim or split
         or the pass's time is up; returns what stopped each worker (None: out of work or time) and how many
         slices were taken."""
-        rate, endpoint_rate = self._rates(session.connection.livemode)
+        budgets = self._readers.budgets
+        rate = (budgets.live if session.connection.livemode else budgets.test).per_second
+        endpoint_rate = budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
-                    self._cpu_wait_s, self._page_s.get(connection_id, self._stripe_page_s), endpoint_rate)
+                    self._cpu_wait_s, self._page_s.get(connection_id), endpoint_rate)
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:
@@ -408,30 +394,12 @@ class StripeImporter:
             return list(results), run.slices_taken
         finally:
             self._page_s[connection_id] = run.page_s
-            if run.page_timed:
-                self._stripe_page_s = run.page_s
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
             try:
                 await self._checkpoints.release_slices(connection_id, self._worker_id)
             finally:
                 await self._checkpoints.leave_import(connection_id, self._worker_id)
-
-    def _rates(self, livemode: bool) -> tuple[float, float | None]:
-        """The account's budget (requests/s) and its endpoints' where that is the tighter one (else None)."""
-        budgets = self._readers.budgets
-        rate = (budgets.live if livemode else budgets.test).per_second
-        return rate, budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
-
-    def _initial_slices(self, livemode: bool, resources: int) -> int:
-        """Slices each resource of a new run starts as: the setting until this process has timed Stripe's pages,
-        then enough for the budget at that time (`initial_slice_count`)."""
-        if self._stripe_page_s is None:
-            return self._settings.initial_slices
-        rate, endpoint_rate = self._rates(livemode)
-        per_resource = (self._settings.slices_in_flight if endpoint_rate is None
-                        else slices_per_endpoint(endpoint_rate, self._stripe_page_s, 1))
-        return initial_slice_count(rate, self._stripe_page_s, resources, self._settings.initial_slices, per_resource)
 
     def _cpu_wait_s(self) -> float:
         """How long work waits for this process's CPU: the event loop's lateness, or the page pool's queue."""

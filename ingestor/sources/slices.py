@@ -133,17 +133,6 @@ def slices_per_endpoint(requests_per_second: float, page_s: float, processes: in
     return math.ceil(_in_flight(requests_per_second, page_s) / max(1, processes))
 
 
-def initial_slice_count(requests_per_second: float, page_s: float, resources: int, least: int,
-                        per_resource_most: int) -> int:
-    """Slices each resource's range starts as, when this process knows how long Stripe's pages take (Stripe's latency
-    is the same for every account): an even share of what keeps the budget busy, so the first page's time (before
-    any density is known and a slice can be split) is not spent with two requests per resource in flight (at 600 ms,
-    a tenth of a small import); at least `least` (the setting), at most what a resource's endpoint keeps busy. A
-    small account pays a request per empty slice, from its own budget."""
-    share = math.ceil(_in_flight(requests_per_second, page_s) / max(1, resources))
-    return max(least, min(share, per_resource_most))
-
-
 def _in_flight(requests_per_second: float, page_s: float) -> int:
     """Pages in flight that keep a budget busy (Little's law), with headroom."""
     return math.ceil(requests_per_second * page_s * HEADROOM) + 1

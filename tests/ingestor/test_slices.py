@@ -14,7 +14,6 @@ from ingestor.sources.slices import (
     Peers,
     SlicePlanner,
     initial_ranges,
-    initial_slice_count,
     slices_per_endpoint,
     slices_wanted,
     split_point,
@@ -179,16 +178,3 @@ def test_while_pages_wait_for_the_cpu_no_slice_is_added_and_the_count_comes_back
     assert run.wanted() == 3  # held where it was when the CPU became the bottleneck, not at what is left
     cpu_wait[0] = 0.0
     assert run.wanted() == budget_keeps_busy and run.has_room()
-
-
-def test_a_new_import_starts_with_the_slices_the_budget_keeps_busy_at_stripes_last_measured_latency() -> None:
-    """Before a resource's first page no slice can be split (its density is unknown): at 600 ms, two slices per
-    resource left the budget a tenth used for that first page's time."""
-    # Live, five resources, pages of 0.6 s: 88 in flight keep 90/s busy, 18 each; the endpoint's 22/s keeps 23 busy.
-    assert initial_slice_count(90.0, 0.6, 5, least=2, per_resource_most=slices_per_endpoint(22.0, 0.6, 1)) == 18
-    # The endpoint's budget is the tighter one: no more than it keeps busy.
-    assert initial_slice_count(90.0, 0.6, 2, least=2, per_resource_most=slices_per_endpoint(22.0, 0.6, 1)) == 23
-    # Stripe answering in 30 ms: the setting (a small account pays a request per empty slice).
-    assert initial_slice_count(90.0, 0.03, 5, least=2, per_resource_most=96) == 2
-    # Test mode, 20/s at 300 ms: 11 in flight, 3 each.
-    assert initial_slice_count(20.0, 0.3, 5, least=2, per_resource_most=96) == 3

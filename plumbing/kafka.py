@@ -169,8 +169,10 @@ class KafkaPublisher:
                     for key, value in records:  # appended one by one: a send that fails lets go of those before it
                         pending.append(await producer.send(topic, value=value, key=key))
                 else:  # as the partitioner does (`partition_for_key`), over the partitions in aiokafka's order
+                    if len(key_hashes) != len(records):
+                        raise ValueError(f"{len(key_hashes)} key hashes for {len(records)} records")
                     partitions = list(await producer.partitions_for(topic))
-                    for (key, value), hashed in zip(records, key_hashes, strict=True):
+                    for (key, value), hashed in zip(records, key_hashes):
                         pending.append(await producer.send(topic, value=value, key=key,
                                                            partition=partitions[hashed % len(partitions)]))
                 # Awaited in turn, not gathered: a batch's acknowledgement resolves its records' futures at once,

@@ -11,7 +11,9 @@ from plumbing.logs import get_logger
 
 log = get_logger(__name__)
 
-CANCEL_AGAIN_S = 1.0  # how long a cancelled task may take to end before it is cancelled again
+# How long a cancelled task may take to end (its cleanup: releasing claims, closing clients) before it is cancelled
+# again.
+CANCEL_AGAIN_S = 10.0
 
 
 def tune_gc() -> None:
@@ -26,19 +28,22 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
-    """Cancels the tasks and waits until every one has ended, cancelling again any still running a second later.
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], again_s: float = CANCEL_AGAIN_S) -> None:
+    """Cancels the tasks and waits until every one has ended, cancelling again any still running `again_s` later.
 
     A cancellation can be lost: aiokafka's `close()` and `stop()` cancel their own tasks and await them under
     `suppress(CancelledError)`, so a task cancelled while it waits there swallows its cancellation and runs on
     (a check after an import then polled the projection for five minutes after its worker was told to stop). An
     error a task ended with is logged, not raised: the others still have to be waited for.
     """
-    running = set(tasks)
+    running, rounds = set(tasks), 0
     while running:
+        if rounds:
+            log.warning("cancelled tasks still run; cancelling them again", tasks=sorted(t.get_name() for t in running))
         for task in running:
             task.cancel()
-        ended, running = await asyncio.wait(running, timeout=CANCEL_AGAIN_S)
+        ended, running = await asyncio.wait(running, timeout=again_s)
+        rounds += 1
         for task in ended:
             if not task.cancelled() and task.exception() is not None:
                 log.warning("a cancelled task ended with an error", task=task.get_name(), error=repr(task.exception()))

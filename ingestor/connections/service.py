@@ -334,7 +334,7 @@ class ConnectionService:
 
     async def close(self) -> None:
         """Cancels the checks still running (they store nothing unless finished)."""
-        await cancel_and_wait(self._reconciling.values())
+        await cancel_and_wait([task for task in self._reconciling.values() if not task.done()])
 
     async def reconcile_status(self, tenant_id: str, mode: str) -> dict[str, Any]:
         """Returns whether a check is running and the latest finished one."""

@@ -31,6 +31,10 @@ def claimant_id() -> str:
 SAVE_SLICE_PAGE = "SELECT import_save_slice_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 
+class _NotSaved(Exception):
+    """The slice's page was not saved (claim lost, or a newer run): its refusals are rolled back with it."""
+
+
 @dataclass(frozen=True, slots=True)
 class PollCursor:
     """Created time of the newest acknowledged event, and the ids already published in the overlap."""
@@ -151,6 +155,10 @@ class PostgresCheckpoints:
         """Starts a new import run over the window (replacing any earlier run); returns its run id."""
         run_id = "imp_" + secrets.token_hex(6)
         async with self._pool.acquire() as conn, conn.transaction():
+            # Lock order, as in every statement that touches both: the runs' rows, then the slices' (a page saved
+            # meanwhile locks its run's row, then its slice's: the other way round, the two could deadlock).
+            await conn.execute("SELECT 1 FROM import_runs WHERE connection_id = $1 ORDER BY resource FOR UPDATE",
+                               connection_id)
             await conn.execute("DELETE FROM import_slices WHERE connection_id = $1", connection_id)  # the old run's
             await conn.execute(
                 """INSERT INTO import_runs (connection_id, resource, run_id, reason, window_start, window_end,
@@ -242,11 +250,14 @@ class PostgresCheckpoints:
                 piece.oldest_created, piece.done, published, worker, lease_s)
         if not refused:  # one statement (migration 0080): no lock of the run's row held across this event loop
             return bool(await self._pool.fetchval(SAVE_SLICE_PAGE, *args))
-        async with self._pool.acquire() as conn, conn.transaction():
-            saved = bool(await conn.fetchval(SAVE_SLICE_PAGE, *args))
-            if saved:
+        try:  # the refusals first: the run's row is locked by the last statement, and only until the commit
+            async with self._pool.acquire() as conn, conn.transaction():
                 await record_refused(conn, refused)
-        return saved
+                if not await conn.fetchval(SAVE_SLICE_PAGE, *args):
+                    raise _NotSaved
+        except _NotSaved:
+            return False
+        return True
 
     async def split_slice(self, piece: ImportSlice, at: int, worker: str, lease_s: float,
                           keep: bool = True) -> ImportSlice | None:

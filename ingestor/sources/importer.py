@@ -130,6 +130,11 @@ class _Pass:
         else:
             self.page_s += 0.2 * (seconds - self.page_s)
 
+    @property
+    def page_timed(self) -> bool:
+        """Whether `page_s` is a measure (a page was timed in this pass or the one it started from), not a guess."""
+        return not self._guessed
+
     def wanted(self) -> int:
         """Slices to page at once."""
         wanted = slices_wanted(self._rate, self.page_s, self._most, self.peers)
@@ -393,7 +398,8 @@ class StripeImporter:
                                                return_exceptions=True)
             return list(results), run.slices_taken
         finally:
-            self._page_s[connection_id] = run.page_s
+            if run.page_timed:  # a guess kept for the next pass would be averaged in as if measured
+                self._page_s[connection_id] = run.page_s
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
             try:
@@ -446,8 +452,10 @@ class StripeImporter:
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)
                 cursor = next((item.cursor_id for item in reversed(mine) if item.cursor_id is not None), None)
                 created = [item.created for item in mine if item.created is not None]
-                records = [item.record for item in mine if item.record is not None]
-                key_hashes = [item.key_hash for item in mine if item.key_hash is not None]  # one with each record
+                hashed = [(item.record, item.key_hash) for item in mine
+                          if item.record is not None and item.key_hash is not None]  # set together by the pool
+                records, key_hashes = [record for record, _ in hashed], [key for _, key in hashed]
+                del hashed
                 refused = [item.refused for item in mine if item.refused is not None]
                 kept = len(mine)
                 del listed, mine  # only the records wait for Kafka's acknowledgement: a third of the page's memory

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import math
 import multiprocessing
 import os
@@ -79,28 +80,29 @@ class PagePool:
 
     def __init__(self, processes: int):
         self.processes = processes
-        self._in_pool_now = 0  # pages asked for and not back yet
-        self._waited_s = 0.0  # how long pages waited for the pool lately (a moving average)
+        self._asked: dict[int, float] = {}  # the pages in the pool now (by a ticket) and when each was asked for
+        self._tickets = itertools.count()
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
                           fetched_at: datetime) -> PooledPage:
         if not self.processes:
             return PooledPage(listed_page(body, resource, tenant_id, livemode, api_version, fetched_at), 0.0)
-        asked = time.monotonic()
-        self._in_pool_now += 1
+        ticket, asked = next(self._tickets), time.monotonic()
+        self._asked[ticket] = asked
         try:
             page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode,
                                                  api_version, fetched_at)
         finally:
-            self._in_pool_now -= 1
-        waited_s = max(0.0, time.monotonic() - asked - worked_s)
-        self._waited_s += 0.2 * (waited_s - self._waited_s)
-        return PooledPage(page, waited_s)
+            del self._asked[ticket]
+        return PooledPage(page, max(0.0, time.monotonic() - asked - worked_s))
 
     def queue_s(self) -> float:
-        """How long a page waits for a pool process lately, while more pages are in the pool than it has processes
-        (0 otherwise: no page waits now, whatever the last ones did). Long, and the CPU is what pages wait for."""
-        return self._waited_s if self._in_pool_now > self.processes else 0.0
+        """How long the oldest page waiting for a pool process now has waited (0 if none waits): the processes take
+        pages oldest first, so those past the first `processes` wait. Long, and the CPU is what pages wait for. A
+        measure of now, not an average: a queue that has drained does not hold the importer back."""
+        if len(self._asked) <= self.processes:
+            return 0.0
+        return time.monotonic() - next(itertools.islice(self._asked.values(), self.processes, None))
 
     async def warm(self) -> None:
         """Starts the pool's processes now, not with the first page (whose time would count their start-up)."""

@@ -114,9 +114,10 @@ def test_a_bug_met_in_a_pool_process_crosses_back_as_its_site_only(monkeypatch: 
     assert raised.value.__suppress_context__ and CARD_NUMBER not in str(crossed)
 
 
-async def test_pages_that_wait_for_a_pool_process_say_so_and_the_wait_counts_only_while_pages_wait() -> None:
+async def test_pages_that_wait_for_a_pool_process_say_so_and_the_wait_counts_only_while_pages_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The importer stops adding slices while pages queue for the pool (this machine's CPU is the bottleneck), and
-    leaves that queue out of a page's time: a wait measured earlier must not hold it back once no page waits."""
+    leaves that queue out of a page's time: a queue that has drained must not hold it back."""
     pool = PagePool(1)
     await pool.warm()
     big_page = orjson.dumps({"object": "list", "has_more": True,
@@ -125,11 +126,23 @@ async def test_pages_that_wait_for_a_pool_process_say_so_and_the_wait_counts_onl
     waits = sorted(p.waited_s for p in first)  # one process, four pages: the last waited for the three before it
     assert waits[-1] > 2 * waits[0]
     assert all(p.page == first[0].page for p in first)
-    assert pool.queue_s() == 0.0  # none waits now
+    assert pool.queue_s() == 0.0  # none waits now, however long the last ones waited
 
-    second = [asyncio.create_task(pool.listed_page(big_page, "charges", "t", True, None, FETCHED)) for _ in range(4)]
-    await asyncio.sleep(0)  # each is handed to the pool
-    assert pool.queue_s() > 0.0  # four pages, one process: they wait, as the last ones did
-    await asyncio.gather(*second)
+    busy = asyncio.Event()  # a pool process busy with someone else's page until set
+    in_pool = pool._in_pool
+
+    async def held(*args: object) -> object:
+        await busy.wait()
+        return await in_pool(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "_in_pool", held)
+    one = asyncio.create_task(pool.listed_page(big_page, "charges", "t", True, None, FETCHED))
+    await asyncio.sleep(0)  # handed to the pool
+    assert pool.queue_s() == 0.0  # one page, one process: it does not wait for another
+    more = [asyncio.create_task(pool.listed_page(big_page, "charges", "t", True, None, FETCHED)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert pool.queue_s() > 0.0  # the second page waits for the first
+    busy.set()
+    await asyncio.gather(one, *more)
     assert pool.queue_s() == 0.0
     assert (await PagePool(0).listed_page(big_page, "charges", "t", True, None, FETCHED)).waited_s == 0.0

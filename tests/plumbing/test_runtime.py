@@ -21,7 +21,7 @@ async def test_a_task_that_swallows_its_cancellation_is_cancelled_again() -> Non
 
     task = asyncio.create_task(check_after_import())
     await in_close.wait()
-    await asyncio.wait_for(cancel_and_wait([task]), timeout=30)
+    await asyncio.wait_for(cancel_and_wait([task], again_s=0.2), timeout=30)
     assert task.cancelled()
 
 

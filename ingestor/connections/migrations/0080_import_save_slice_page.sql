@@ -8,7 +8,7 @@ CREATE FUNCTION import_save_slice_page(p_connection_id text, p_resource text, p_
                                        p_published bigint, p_worker text, p_lease_s double precision)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    -- Lock order, as in every statement that touches both: the run's row, then the slice's.
+    -- Lock order, as in every statement that touches both (start_import too): the run's row, then the slice's.
     PERFORM 1 FROM import_runs
       WHERE connection_id = p_connection_id AND resource = p_resource AND run_id = p_run_id FOR UPDATE;
     IF NOT FOUND THEN

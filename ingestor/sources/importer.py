@@ -41,9 +41,8 @@ from plumbing.settings import ImporterSettings
 
 log = get_logger(__name__)
 
-# The event loop this late on average, or pages waiting this long for a page pool process: the CPU, not Stripe, is
-# what pages wait for.
-CPU_BOUND_LAG_S = 0.05
+CPU_BOUND_LAG_S = 0.05  # the event loop this late on average: the CPU, not Stripe, is what pages wait for
+POOL_BUSY = 0.9  # the page pool's processes at work this share of the time: the same
 # What a connection's first pass assumes a page takes until its pages are timed (Stripe's lists take hundreds of
 # milliseconds); later passes start from the previous pass's measure.
 FIRST_PAGE_S = 0.5
@@ -85,9 +84,9 @@ class _Pass:
     from asking to checkpoint, measured as the pass goes), and no more — every slice ends in a part-empty
     page, so a slice split off that the budget cannot serve anyway only wastes requests. The count bounds
     claims as well as splits (a later pass finds many slices left by the earlier ones). While the process's
-    CPU is the bottleneck (its event loop runs late, or pages queue for the page pool), pages are slow because they
-    queue for the CPU: the count is held where it was then, as one more slice would only hold another page in
-    memory (and end in one more part-empty page), and the pool's queue is not counted in a page's time.
+    CPU is the bottleneck (its event loop runs late, or the page pool's processes are at work nearly all the
+    time), pages are slow because they queue for the CPU: the count is held where it was then, as one more slice
+    would only hold another page in memory (and end in one more part-empty page).
 
     Processes importing the same connection share that count (`slices_wanted`): each takes what the others
     leave of it, and only its share while one of them wants more than it finds (room for more, and no free slice
@@ -97,7 +96,7 @@ class _Pass:
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
-                 worker_stop: asyncio.Event, cpu_wait_s: Callable[[], float], page_s: float | None,
+                 worker_stop: asyncio.Event, cpu_bound: Callable[[], bool], page_s: float | None,
                  endpoint_requests_per_second: float | None = None):
         self.planner = planner
         self.deadline = deadline
@@ -111,7 +110,7 @@ class _Pass:
         self._most = most
         self.page_s = FIRST_PAGE_S if page_s is None else page_s  # the previous pass's measure, or a guess
         self._guessed = page_s is None  # until a page is timed
-        self._cpu_wait_s = cpu_wait_s  # how late the event loop runs, or how long pages wait for the page pool
+        self._cpu_bound = cpu_bound  # whether this process's CPU is what pages wait for now
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
         self._claim_again_at = 0.0  # a claim that found no free slice is tried again a second later, not before
         self.peers = ALONE  # the other processes importing this connection, as last refreshed
@@ -138,7 +137,7 @@ class _Pass:
     def wanted(self) -> int:
         """Slices to page at once."""
         wanted = slices_wanted(self._rate, self.page_s, self._most, self.peers)
-        if self._cpu_wait_s() > CPU_BOUND_LAG_S:
+        if self._cpu_bound():
             if self._cpu_bound_at is None:
                 self._cpu_bound_at = max(1, self.planner.active_count())
             return min(wanted, self._cpu_bound_at)
@@ -340,7 +339,7 @@ class StripeImporter:
         endpoint_rate = budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
-                    self._cpu_wait_s, self._page_s.get(connection_id), endpoint_rate)
+                    self._cpu_bound, self._page_s.get(connection_id), endpoint_rate)
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:
@@ -407,9 +406,11 @@ class StripeImporter:
             finally:
                 await self._checkpoints.leave_import(connection_id, self._worker_id)
 
-    def _cpu_wait_s(self) -> float:
-        """How long work waits for this process's CPU: the event loop's lateness, or the page pool's queue."""
-        return max(self._loop_lag.lag_s, self._pages.queue_s())
+    def _cpu_bound(self) -> bool:
+        """Whether this process's CPU is what pages wait for: its event loop runs late, or its page pool is at work
+        nearly all the time (at 300 ms on 2 cores, a pool at its limit and 96 slices gave each page a second's
+        wait for a pool process, and the slice count followed that time up)."""
+        return self._loop_lag.lag_s > CPU_BOUND_LAG_S or self._pages.busy() > POOL_BUSY
 
     async def _next_slice(self, connection_id: str, run: _Pass) -> ImportSlice | None:
         """A slice nobody pages (the longest), else the older half of the one of ours with the most left, else None."""
@@ -440,9 +441,8 @@ class StripeImporter:
                 page = await self._fetch(session, resource.name, query)
                 fetched = time.monotonic()
                 connection = session.connection
-                listed, pool_queue_s = await self._pages.listed_page(page.body, resource.name, connection.tenant_id,
-                                                                     connection.livemode, stripe.api_version,
-                                                                     page.fetched_at)
+                listed = await self._pages.listed_page(page.body, resource.name, connection.tenant_id,
+                                                       connection.livemode, stripe.api_version, page.fetched_at)
                 stripe_s = page.latency_s
                 del page
                 if listed.items is None:
@@ -478,8 +478,7 @@ class StripeImporter:
                                                            self._settings.slice_lease_s, refused):
                 piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it
                 return
-            # Stripe's time and ours; not the waits for the budget and for this machine's CPU (the page pool's queue).
-            run.page_took(stripe_s + time.monotonic() - fetched - pool_queue_s)
+            run.page_took(stripe_s + time.monotonic() - fetched)  # Stripe's time and ours, not the budget's
             await run.changed()
             if piece.done or run.over_share():
                 return  # done, or let go at its checkpoint for another process importing the connection to page

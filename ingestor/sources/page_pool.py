@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import itertools
 import math
 import multiprocessing
 import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from ingestor.errors import IngestError
 from ingestor.sources.listed_pages import ListedPage, listed_page
@@ -34,6 +34,7 @@ from plumbing.errors import error_site
 _pools: dict[int, ProcessPoolExecutor] = {}  # per size, shared by every importer of this process
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
+BUSY_WINDOW_S = 1.0  # how far back `busy` looks
 
 
 class PagePoolBrokenError(IngestError):
@@ -51,14 +52,6 @@ class PageBugError(Exception):
     def __init__(self, site: str):
         super().__init__(site)
         self.site = site
-
-
-class PooledPage(NamedTuple):
-    """A listed page made into records, and how long it waited for the pool (from asking until its records were
-    back, less the time a pool process worked on it): the queue for this machine's CPU, not a page's own cost."""
-
-    page: ListedPage
-    waited_s: float
 
 
 def default_processes() -> int:
@@ -80,29 +73,27 @@ class PagePool:
 
     def __init__(self, processes: int):
         self.processes = processes
-        self._asked: dict[int, float] = {}  # the pages in the pool now (by a ticket) and when each was asked for
-        self._tickets = itertools.count()
+        self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
-                          fetched_at: datetime) -> PooledPage:
+                          fetched_at: datetime) -> ListedPage:
         if not self.processes:
-            return PooledPage(listed_page(body, resource, tenant_id, livemode, api_version, fetched_at), 0.0)
-        ticket, asked = next(self._tickets), time.monotonic()
-        self._asked[ticket] = asked
-        try:
-            page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode,
-                                                 api_version, fetched_at)
-        finally:
-            del self._asked[ticket]
-        return PooledPage(page, max(0.0, time.monotonic() - asked - worked_s))
+            return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
+        page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode, api_version,
+                                             fetched_at)
+        self._worked.append((time.monotonic(), worked_s))
+        return page
 
-    def queue_s(self) -> float:
-        """How long the oldest page waiting for a pool process now has waited (0 if none waits): the processes take
-        pages oldest first, so those past the first `processes` wait. Long, and the CPU is what pages wait for. A
-        measure of now, not an average: a queue that has drained does not hold the importer back."""
-        if len(self._asked) <= self.processes:
+    def busy(self) -> float:
+        """The share of its processes' time the pool spent making pages over the last `BUSY_WINDOW_S` (1.0: every
+        process at work all the time, so the CPU is what pages wait for). A burst of pages that queues for a moment
+        (at Stripe's latency, pages come back in waves) is not that; 0 for no pool (the event loop's lag says it)."""
+        if not self.processes:
             return 0.0
-        return time.monotonic() - next(itertools.islice(self._asked.values(), self.processes, None))
+        since = time.monotonic() - BUSY_WINDOW_S
+        while self._worked and self._worked[0][0] < since:
+            self._worked.popleft()
+        return sum(worked for _, worked in self._worked) / (self.processes * BUSY_WINDOW_S)
 
     async def warm(self) -> None:
         """Starts the pool's processes now, not with the first page (whose time would count their start-up)."""

@@ -160,21 +160,21 @@ def test_a_slice_split_off_a_paged_one_may_be_split_again_before_its_first_page(
 
 
 def test_while_pages_wait_for_the_cpu_no_slice_is_added_and_the_count_comes_back_after() -> None:
-    """Pages queued for the page pool (or a late event loop) mean this machine's CPU is what pages wait for: more
-    slices would only queue there, each ending in one more part-empty page (measured at 300 ms: 96 slices, a second
-    of queue per page, 15 % more requests on the endpoint that bounds the import)."""
+    """The page pool at work nearly all the time (or a late event loop) means this machine's CPU is what pages wait
+    for: more slices would only queue there, each ending in one more part-empty page (measured at 300 ms: 96
+    slices, a second's wait per page for a pool process)."""
     from ingestor.sources.importer import _Pass  # the pass's decisions; its I/O is the importer's
 
-    cpu_wait = [0.0]
+    cpu_bound = [False]
     run = _Pass(SlicePlanner(60, 200), deadline=float("inf"), requests_per_second=90.0, most=96,
-                worker_stop=asyncio.Event(), cpu_wait_s=lambda: cpu_wait[0], page_s=0.5)
+                worker_stop=asyncio.Event(), cpu_bound=lambda: cpu_bound[0], page_s=0.5)
     for n in range(3):
         run.planner.add(_slice(0, 10_000, slice_id=n))
     budget_keeps_busy = slices_wanted(90.0, 0.5, 96)
     assert run.wanted() == budget_keeps_busy and run.has_room()
-    cpu_wait[0] = 0.3  # pages wait 300 ms for a pool process
+    cpu_bound[0] = True
     assert run.wanted() == 3 and not run.has_room()
     run.planner.release(_slice(0, 10_000, slice_id=2))
     assert run.wanted() == 3  # held where it was when the CPU became the bottleneck, not at what is left
-    cpu_wait[0] = 0.0
+    cpu_bound[0] = False
     assert run.wanted() == budget_keeps_busy and run.has_room()

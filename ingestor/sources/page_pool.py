@@ -82,6 +82,7 @@ class PagePool:
         page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode, api_version,
                                              fetched_at)
         self._worked.append((time.monotonic(), worked_s))
+        self._forget_before(time.monotonic() - BUSY_WINDOW_S)  # held for a second at most, however often asked
         return page
 
     def busy(self) -> float:
@@ -90,10 +91,12 @@ class PagePool:
         (at Stripe's latency, pages come back in waves) is not that; 0 for no pool (the event loop's lag says it)."""
         if not self.processes:
             return 0.0
-        since = time.monotonic() - BUSY_WINDOW_S
+        self._forget_before(time.monotonic() - BUSY_WINDOW_S)
+        return sum(worked for _, worked in self._worked) / (self.processes * BUSY_WINDOW_S)
+
+    def _forget_before(self, since: float) -> None:
         while self._worked and self._worked[0][0] < since:
             self._worked.popleft()
-        return sum(worked for _, worked in self._worked) / (self.processes * BUSY_WINDOW_S)
 
     async def warm(self) -> None:
         """Starts the pool's processes now, not with the first page (whose time would count their start-up)."""

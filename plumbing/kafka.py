@@ -165,16 +165,15 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
                 producer = self._producer or await self._start_producer()
-                if key_hashes is None:
-                    for key, value in records:  # appended one by one: a send that fails lets go of those before it
-                        pending.append(await producer.send(topic, value=value, key=key))
-                else:  # as the partitioner does (`partition_for_key`), over the partitions in aiokafka's order
+                placed: list[int | None] = [None] * len(records)  # None: the producer's partitioner places it
+                if key_hashes is not None:  # as the partitioner does (`partition_for_key`), in aiokafka's order
                     if len(key_hashes) != len(records):
                         raise ValueError(f"{len(key_hashes)} key hashes for {len(records)} records")
                     partitions = list(await producer.partitions_for(topic))
-                    for (key, value), hashed in zip(records, key_hashes):
-                        pending.append(await producer.send(topic, value=value, key=key,
-                                                           partition=partitions[hashed % len(partitions)]))
+                    placed = [partitions[hashed % len(partitions)] for hashed in key_hashes]
+                # Appended one by one: a send that fails lets go of those before it.
+                for (key, value), partition in zip(records, placed):
+                    pending.append(await producer.send(topic, value=value, key=key, partition=partition))
                 # Awaited in turn, not gathered: a batch's acknowledgement resolves its records' futures at once,
                 # so this wakes once per batch, where gather ran a callback per record (a tenth of publishing).
                 acked = [await future for future in pending]

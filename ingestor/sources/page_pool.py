@@ -81,8 +81,9 @@ class PagePool:
             return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
         page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode, api_version,
                                              fetched_at)
-        self._worked.append((time.monotonic(), worked_s))
-        self._forget_before(time.monotonic() - BUSY_WINDOW_S)  # held for a second at most, however often asked
+        now = time.monotonic()
+        self._worked.append((now, worked_s))
+        self._forget_before(now - BUSY_WINDOW_S)  # held for a second at most, however often asked
         return page
 
     def busy(self) -> float:

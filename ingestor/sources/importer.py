@@ -28,7 +28,7 @@ from ingestor.errors import IngestError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
-from ingestor.sources.page_pool import PagePool, PagePoolBrokenError, default_processes
+from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader
@@ -293,8 +293,10 @@ class StripeImporter:
         connection = await self._store.get_connection(connection_id)
         if connection is None or STATUSES[connection.status].stops_reading:
             return ImportOutcome(connection_id, "paused", connection.status if connection else "gone")
-        todo = [c for c in await self._checkpoints.import_checkpoints(connection_id)
-                if not c.done and c.paused_reason is None]
+        unfinished = [c for c in await self._checkpoints.import_checkpoints(connection_id) if not c.done]
+        todo = [c for c in unfinished if c.paused_reason is None]
+        if unfinished and not todo:
+            return ImportOutcome(connection_id, "paused", unfinished[0].paused_reason or "")
         for checkpoint in todo:
             await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
         await self._checkpoints.begin_pass(connection_id)
@@ -441,8 +443,11 @@ class StripeImporter:
                 page = await self._fetch(session, resource.name, query)
                 fetched = time.monotonic()
                 connection = session.connection
-                listed = await self._pages.listed_page(page.body, resource.name, connection.tenant_id,
-                                                       connection.livemode, stripe.api_version, page.fetched_at)
+                try:
+                    listed = await self._pages.listed_page(page.body, resource.name, connection.tenant_id,
+                                                           connection.livemode, stripe.api_version, page.fetched_at)
+                except PageCrashError as exc:  # read again, it would kill its reader again: a person must look
+                    raise StopReading(exc.code) from None
                 stripe_s = page.latency_s
                 del page
                 if listed.items is None:

@@ -6,8 +6,13 @@ worker at one core (measured: 97–103 % CPU, about 5,000 objects/s against the 
 crosses the pool's pipe as the body Stripe sent and comes back as records (a few hundred kilobytes each way, a
 small part of the work). The processes are spawned (nothing of the worker's event loop, sockets or threads is
 inherited, as a fork would) and end with the worker however it ends: a worker killed with SIGKILL leaves no one to
-shut its pool down, so each asks the kernel to kill it when its parent ends. A process that dies (killed, out of
-memory) fails the pages it held as a retriable error, and the next page starts a new pool.
+shut its pool down, so each asks the kernel to kill it when its parent ends.
+
+A process that dies (killed, out of memory, or a page that crashes it) takes every page the pool held with it,
+other tenants' too, and which page did it is not known. So each of those pages is read again alone, one at a
+time, in a process of its own, and the next page starts a new pool: a page that is not to blame comes back as if
+nothing happened, and a page that kills the process alone is its tenant's (`PageCrashError`). That tenant's pages
+are read alone from then on in this worker, so its data never takes other tenants' pages down again.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from typing import Any, TypeVar
 from ingestor.errors import IngestError
 from ingestor.sources.listed_pages import ListedPage, listed_page
 from plumbing.errors import error_site
+from plumbing.logs import get_logger
+
+log = get_logger(__name__)
 
 _pools: dict[int, ProcessPoolExecutor] = {}  # per size, shared by every importer of this process
 _T = TypeVar("_T")
@@ -38,11 +46,18 @@ BUSY_WINDOW_S = 1.0  # how far back `busy` looks
 
 
 class PagePoolBrokenError(IngestError):
-    """A process of the page pool died while it held a page: the page is fetched again (its slice's checkpoint
-    did not move)."""
+    """A process of the page pool died (as it started, or with pages that are then read again alone)."""
 
     retriable = True
     code = "page_pool_broken"
+
+
+class PageCrashError(IngestError):
+    """A page killed the process reading it while it was the only page there: something in it (its tenant's data)
+    kills the reader. Not retriable: reading the page again would kill it again."""
+
+    retriable = False
+    code = "unreadable_page"
 
 
 class PageBugError(Exception):
@@ -68,19 +83,34 @@ def default_processes() -> int:
     return cpus
 
 
-class PagePool:
-    """Turns listed pages into records in `processes` processes (0: in this one, in the event loop)."""
+MakePage = Callable[[bytes, str, str, bool, str | None, datetime], tuple[ListedPage, float]]
 
-    def __init__(self, processes: int):
+
+class PagePool:
+    """Turns listed pages into records in `processes` processes (0: in this one, in the event loop); `make_page` runs
+    in them (a module's function: it crosses to them by name)."""
+
+    def __init__(self, processes: int, make_page: MakePage | None = None):
         self.processes = processes
+        self._make_page = make_page or _listed_page_in_pool
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
+        self._read_alone: set[str] = set()  # tenants a page of which killed the process reading it alone
+        self._alone: ProcessPoolExecutor | None = None  # one process, one page at a time
+        self._alone_turn = asyncio.Lock()
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
                           fetched_at: datetime) -> ListedPage:
+        """The page's records; raises PageCrashError if the page kills the process reading it alone."""
         if not self.processes:
             return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
-        page, worked_s = await self._in_pool(_listed_page_in_pool, body, resource, tenant_id, livemode, api_version,
-                                             fetched_at)
+        args = (body, resource, tenant_id, livemode, api_version, fetched_at)
+        if tenant_id in self._read_alone:
+            page, worked_s = await self._made_alone(resource, args)
+        else:
+            try:
+                page, worked_s = await self._in_pool(self._make_page, *args)
+            except PagePoolBrokenError:  # which of the pages it held killed it is not known
+                page, worked_s = await self._made_alone(resource, args)
         now = time.monotonic()
         self._worked.append((now, worked_s))
         self._forget_before(now - BUSY_WINDOW_S)  # held for a second at most, however often asked
@@ -94,6 +124,39 @@ class PagePool:
             return 0.0
         self._forget_before(time.monotonic() - BUSY_WINDOW_S)
         return sum(worked for _, worked in self._worked) / (self.processes * BUSY_WINDOW_S)
+
+    def reads_alone(self, tenant_id: str) -> bool:
+        """Whether the tenant's pages are read alone (a page of it killed the process reading it)."""
+        return tenant_id in self._read_alone
+
+    async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime]
+                          ) -> tuple[ListedPage, float]:
+        """The page made in a process where it is the only page: if that process dies, this page killed it."""
+        tenant_id = args[2]
+        loop = asyncio.get_running_loop()
+        async with self._alone_turn:
+            executor = self._alone
+            if executor is None:
+                executor = _new_executor(1)
+                try:
+                    await loop.run_in_executor(executor, os.getpid)  # started: a death from now on is the page's
+                except BrokenProcessPool as exc:
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    raise PagePoolBrokenError("a process to read a page alone did not start") from exc
+                self._alone = executor
+            try:
+                return await loop.run_in_executor(executor, self._make_page, *args)
+            except asyncio.CancelledError:  # the page may still be in there: the next one gets a process of its own
+                self._alone = None
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise
+            except BrokenProcessPool:
+                self._alone = None
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._read_alone.add(tenant_id)
+                log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",
+                          tenant_id=tenant_id, resource=resource)
+                raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
 
     def _forget_before(self, since: float) -> None:
         while self._worked and self._worked[0][0] < since:
@@ -112,15 +175,18 @@ class PagePool:
             if _pools.get(self.processes) is executor:
                 del _pools[self.processes]
                 executor.shutdown(wait=False, cancel_futures=True)
-            raise PagePoolBrokenError("a process turning listed pages into records died; the page is fetched "
-                                      "again") from exc
+                log.warning("a page pool process died; the pages it held are read again alone, one at a time")
+            raise PagePoolBrokenError("a process turning listed pages into records died") from exc
 
 
 def _start(processes: int) -> ProcessPoolExecutor:
-    context = multiprocessing.get_context("spawn")
-    executor = _pools[processes] = ProcessPoolExecutor(processes, mp_context=context, initializer=_die_with,
-                                                       initargs=(os.getpid(),))
+    executor = _pools[processes] = _new_executor(processes)
     return executor
+
+
+def _new_executor(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with,
+                               initargs=(os.getpid(),))
 
 
 def _listed_page_in_pool(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,

@@ -7,11 +7,14 @@ import os
 import signal
 import sys
 from collections import Counter
+from functools import partial
 
 import asyncpg
 import orjson
 import pytest
 
+from ingestor.sources import page_pool
+from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
 from service.worker import Worker, import_until_done, render_reconcile
 from stripe_sim import SimServer
@@ -309,3 +312,36 @@ async def test_an_unexpected_error_in_one_tenants_import_leaves_the_others_going
     assert outcomes[broken_connection].state == "failed"
     assert outcomes[broken_connection].detail.startswith("ValueError at ")
     assert "4242" not in outcomes[broken_connection].detail
+
+
+def dies_on_a_tenants_charges(hostile_tenant: str, body: bytes, resource: str, tenant_id: str, *args):  # type: ignore[no-untyped-def]
+    """In a pool process: a tenant whose charges kill the process reading them (a crash in a C extension, say)."""
+    if tenant_id == hostile_tenant and resource == "charges":
+        os._exit(70)
+    return page_pool._listed_page_in_pool(body, resource, tenant_id, *args)
+
+
+async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant whose pages kill the page pool's process pauses its own import, shown on its connection; the other
+    tenant's import, whose pages were in that pool, finishes with every object."""
+    hostile, other = sim.create_account(customers=20).id, sim.create_account(customers=20).id
+    for account in (hostile, other):
+        sim.set_rate_limit(account, 1000)
+    hostile_tenant, token, hostile_connection, _ = await connect(control, sim, hostile, name="Hostile")
+    other_tenant, _, other_connection, _ = await connect(control, sim, other, name="Other")
+    monkeypatch.setattr(worker.importer, "_pages", PagePool(1, partial(dies_on_a_tenants_charges, hostile_tenant)))
+    outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
+    assert outcomes[other_connection].state == "done"
+    assert (outcomes[hostile_connection].state, outcomes[hostile_connection].detail) == ("paused", "unreadable_page")
+
+    expected = sim_objects(sim, other)
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
+    assert by_type([e for e in envelopes if e.tenant_id == other_tenant]) == expected  # nothing lost
+    assert not any(e.tenant_id == hostile_tenant and e.object_type == "charge" for e in envelopes)
+    _, view = await control.call("GET", f"/api/tenants/{hostile_tenant}/connections/test", token)
+    assert view["import"]["state"] == "paused" and view["import"]["paused_reason"] == "unreadable_page"
+    before = len(sim.state.request_log[hostile])
+    assert (await worker.importer.run_connection(hostile_connection)).state == "paused"  # until a person acts
+    assert len(sim.state.request_log[hostile]) == before

@@ -1,10 +1,12 @@
 """Listed pages made into records in the worker's page pool: the same records as the worker would make itself
 (card data redacted there too), an object that cannot be one refused alone, a body that is not a list refused
-whole, a pool process that dies fails its page as retriable without breaking the next page, pool processes end
-with their worker (and work when it is a container's PID 1), and a bug's message stays in the pool process."""
+whole, a pool process that is killed costs no page and does not break the next one, pool processes end
+with their worker (and work when it is a container's PID 1), a page that kills its process is its tenant's alone,
+and a bug's message stays in the pool process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import shutil
@@ -19,7 +21,7 @@ import pytest
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.sources import page_pool
 from ingestor.sources.listed_pages import listed_page
-from ingestor.sources.page_pool import PageBugError, PagePool, PagePoolBrokenError, _pools
+from ingestor.sources.page_pool import PageBugError, PageCrashError, PagePool, _pools
 from plumbing.errors import error_site
 from plumbing.partitioning import key_hash
 from schemas import EnvelopeCodec
@@ -64,19 +66,52 @@ def test_a_body_that_is_not_a_list_page_is_refused_whole(body: bytes) -> None:
     assert listed_page(body, "charges", "tenant_a", True, None, FETCHED).items is None
 
 
-async def test_a_pool_process_that_dies_fails_its_page_as_retriable_and_the_next_page_gets_a_new_pool() -> None:
+async def test_a_pool_process_that_is_killed_costs_no_page_and_the_next_page_gets_a_new_pool() -> None:
     pool = PagePool(1)
     assert (await _page(pool)).items  # the pool runs
     executor = _pools[1]
     for process in list(executor._processes.values()):  # type: ignore[attr-defined]
         os.kill(process.pid, signal.SIGKILL)  # out of memory, say
         process.join()
-    with pytest.raises(PagePoolBrokenError) as raised:
-        await _page(pool)
-    assert raised.value.retriable  # the import's pass ends "retry later"; the slice's checkpoint did not move
+    assert await _page(pool) == await _page(PagePool(0))  # read again alone: not the page's doing
     assert _pools.get(1) is not executor  # let go of: the next page starts a new pool
     assert await _page(pool) == await _page(PagePool(0))
     assert _pools[1] is not executor
+    assert not pool.reads_alone("tenant_a")
+
+
+POISON = orjson.dumps({"object": "list", "has_more": False, "data": [{**CHARGE, "id": "ch_poison"}]})
+
+
+def dies_on_poison(body: bytes, *args):  # type: ignore[no-untyped-def]
+    """In a pool process: as a crash in a C extension or the kernel's out-of-memory killer would end it."""
+    if b"ch_poison" in body:
+        os._exit(70)
+    return page_pool._listed_page_in_pool(body, *args)
+
+
+async def test_a_page_that_kills_its_process_is_its_tenants_alone_and_the_pages_it_took_down_come_back() -> None:
+    """A hostile tenant's page that kills the process reading it fails that tenant alone: the other tenants' pages
+    the pool held come back whole (read again one at a time), and its later pages never take the pool down again."""
+    pool = PagePool(1, dies_on_poison)
+    tenants = ["tenant_a", "tenant_b", "tenant_c"]
+
+    async def page_of(tenant: str, body: bytes = PAGE, of: PagePool = pool):  # type: ignore[no-untyped-def]
+        return await of.listed_page(body, "charges", tenant, True, "2024-06-20", FETCHED)
+
+    # The hostile page is taken first, so the others are still in the pool (queued) when it dies.
+    hostile, *others = await asyncio.gather(page_of("tenant_hostile", POISON), *(page_of(t) for t in tenants),
+                                            return_exceptions=True)
+    assert isinstance(hostile, PageCrashError) and not hostile.retriable and hostile.code == "unreadable_page"
+    assert others == [await page_of(t, of=PagePool(0)) for t in tenants]  # every record, as if nothing happened
+    assert pool.reads_alone("tenant_hostile") and not any(pool.reads_alone(t) for t in tenants)
+
+    assert await page_of("tenant_a") == others[0]
+    shared = _pools[1]
+    with pytest.raises(PageCrashError):
+        await asyncio.gather(page_of("tenant_hostile", POISON), page_of("tenant_b"))
+    assert _pools[1] is shared  # read alone: the pool the others use stayed up
+    assert await page_of("tenant_hostile") == await page_of("tenant_hostile", of=PagePool(0))  # its other pages go on
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from schemas import CorruptRecordError, DeadLetter, Envelope, EnvelopeCodec, Source, UnknownSchemaError
-from schemas.codec import SCHEMA_DIR, SINGLE_OBJECT_MAGIC, AvroCodec, envelope_key, load_schema
+from schemas.codec import ENVELOPE_FIELDS, SCHEMA_DIR, SINGLE_OBJECT_MAGIC, AvroCodec, envelope_key, load_schema
 
 T0 = datetime(2026, 11, 1, 12, 30, 15, 123000, tzinfo=timezone.utc)
 
@@ -38,6 +38,19 @@ def test_round_trip_for_each_source(source: Source) -> None:
     codec = EnvelopeCodec()
     envelope = make_envelope(source, connected_account="acct_1Nv0FGQ9RKHgCVdK" if source is Source.POLL else None)
     assert codec.decode(codec.encode(envelope)) == envelope
+
+
+@pytest.mark.parametrize("when", [
+    T0, datetime(2026, 11, 1, 12, 30, 15, 999999, tzinfo=timezone.utc), datetime(1969, 12, 31, 23, 59, 59, 1500,
+    tzinfo=timezone.utc), datetime(1960, 1, 1, 0, 0, 0, 999, tzinfo=timezone.utc),
+    datetime(2026, 11, 1, 14, 30, 15, 500, tzinfo=timezone(timedelta(hours=2))), datetime(2026, 11, 1, 12, 30, 15)])
+def test_times_are_written_as_fastavro_writes_them(when: datetime) -> None:
+    """The codec turns times into milliseconds itself (fastavro's way took a third of the encoding): the same bytes
+    as fastavro's own conversion, before 1970, at a millisecond's edge, in another offset, and naive."""
+    codec = EnvelopeCodec()
+    envelope = make_envelope(event_time=when, received_time=when + timedelta(microseconds=999))
+    plain = {name: getattr(envelope, name) for name in ENVELOPE_FIELDS} | {"source": envelope.source.value}
+    assert codec.encode(envelope) == codec.envelopes.encode(plain)
 
 
 def test_encoding_is_avro_single_object_with_the_schema_fingerprint() -> None:

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     """Start the server, create the demo account, print it as JSON and run until cancelled."""
-    async with SimServer(args.host, args.port, seed=args.seed) as sim:
+    async with SimServer(args.host, args.port, seed=args.seed, freeze_accounts=True) as sim:
         info = sim.create_account(args.api_version, args.customers, args.months,
                                   args.currencies.split(","), seed=args.seed)
         if args.live_rate > 0:

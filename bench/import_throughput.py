@@ -176,7 +176,7 @@ class Bench:
                                                "WHERE connection_id = ANY($1) AND last_poll_at > $2", ids, watched_from):
                     polls[r["connection_id"]].add(r["last_poll_at"])
             row = await self.pool.fetchrow(
-                """SELECT count(*) FILTER (WHERE done_at IS NULL) AS left, sum(objects_published) AS objects,
+                """SELECT count(*) FILTER (WHERE done_at IS NULL) AS left, sum(objects_published)::bigint AS objects,
                           extract(epoch FROM max(done_at) - min(started_at)) AS elapsed
                      FROM import_runs WHERE connection_id = ANY($1)""", ids)
             print(f"\r  {label}: {row['objects']:,} objects", end="", file=sys.stderr, flush=True)

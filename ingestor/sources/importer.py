@@ -339,8 +339,11 @@ class StripeImporter:
         budgets = self._readers.budgets
         rate = (budgets.live if session.connection.livemode else budgets.test).per_second
         endpoint_rate = budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
+        # A tenant whose pages are read alone (one of them killed the process reading it) has one page at a time:
+        # its pages queue for one process, and would hold the worker's pages in flight while they wait.
+        most = 1 if self._pages.reads_alone(session.connection.tenant_id) else self._settings.slices_in_flight
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
-                    time.monotonic() + self._settings.pass_s, rate, self._settings.slices_in_flight, stop,
+                    time.monotonic() + self._settings.pass_s, rate, most, stop,
                     self._cpu_bound, self._page_s.get(connection_id), endpoint_rate)
         lease_s = self._settings.slice_lease_s
 
@@ -395,7 +398,7 @@ class StripeImporter:
         renewing = asyncio.create_task(keep_claims())
         try:
             with self._loop_lag.watching():
-                results = await asyncio.gather(*(worker() for _ in range(self._settings.slices_in_flight)),
+                results = await asyncio.gather(*(worker() for _ in range(most)),
                                                return_exceptions=True)
             return list(results), run.slices_taken
         finally:

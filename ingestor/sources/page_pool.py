@@ -10,9 +10,11 @@ shut its pool down, so each asks the kernel to kill it when its parent ends.
 
 A process that dies (killed, out of memory, or a page that crashes it) takes every page the pool held with it,
 other tenants' too, and which page did it is not known. So each of those pages is read again alone, one at a
-time, in a process of its own, and the next page starts a new pool: a page that is not to blame comes back as if
-nothing happened, and a page that kills the process alone is its tenant's (`PageCrashError`). That tenant's pages
-are read alone from then on in this worker, so its data never takes other tenants' pages down again.
+time, in a process where it is the only page (checked alive just before), and the next page starts a new pool:
+a page that is not to blame comes back as if nothing happened. A page that kills that process is its tenant's:
+that tenant's pages are read alone from then on in this worker (so its data no longer takes other tenants'
+pages down here), and when one of them kills the process again, the page is not read again (`PageCrashError`).
+Two deaths, not one, since the kernel's out-of-memory killer may choose that process during anyone's page.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ class PagePoolBrokenError(IngestError):
 
 
 class PageCrashError(IngestError):
-    """A page killed the process reading it while it was the only page there: something in it (its tenant's data)
-    kills the reader. Not retriable: reading the page again would kill it again."""
+    """A tenant's page killed the process reading it alone, after one of its pages had done so before: something
+    in its data kills the reader. Not retriable: reading the page again would kill it again."""
 
     retriable = False
     code = "unreadable_page"
@@ -94,17 +96,18 @@ class PagePool:
         self.processes = processes
         self._make_page = make_page or _listed_page_in_pool
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
-        self._read_alone: set[str] = set()  # tenants a page of which killed the process reading it alone
+        self._deaths_alone: dict[str, int] = {}  # per tenant: how often its pages killed the process reading them alone
         self._alone: ProcessPoolExecutor | None = None  # one process, one page at a time
         self._alone_turn = asyncio.Lock()
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
                           fetched_at: datetime) -> ListedPage:
-        """The page's records; raises PageCrashError if the page kills the process reading it alone."""
+        """The page's records. Raises PagePoolBrokenError (retriable) if the page killed the process reading it alone
+        for the first time for its tenant, PageCrashError after that."""
         if not self.processes:
             return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
         args = (body, resource, tenant_id, livemode, api_version, fetched_at)
-        if tenant_id in self._read_alone:
+        if self.reads_alone(tenant_id):
             page, worked_s = await self._made_alone(resource, args)
         else:
             try:
@@ -126,37 +129,50 @@ class PagePool:
         return sum(worked for _, worked in self._worked) / (self.processes * BUSY_WINDOW_S)
 
     def reads_alone(self, tenant_id: str) -> bool:
-        """Whether the tenant's pages are read alone (a page of it killed the process reading it)."""
-        return tenant_id in self._read_alone
+        """Whether the tenant's pages are read alone (a page of it killed the process reading it alone)."""
+        return tenant_id in self._deaths_alone
 
     async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime]
                           ) -> tuple[ListedPage, float]:
-        """The page made in a process where it is the only page: if that process dies, this page killed it."""
+        """The page made in a process where it is the only page, checked alive just before: if that process dies,
+        this page killed it."""
         tenant_id = args[2]
         loop = asyncio.get_running_loop()
         async with self._alone_turn:
-            executor = self._alone
-            if executor is None:
-                executor = _new_executor(1)
-                try:
-                    await loop.run_in_executor(executor, os.getpid)  # started: a death from now on is the page's
-                except BrokenProcessPool as exc:
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    raise PagePoolBrokenError("a process to read a page alone did not start") from exc
-                self._alone = executor
+            executor = await self._alone_process()
             try:
                 return await loop.run_in_executor(executor, self._make_page, *args)
-            except asyncio.CancelledError:  # the page may still be in there: the next one gets a process of its own
+            except BaseException as exc:
+                if isinstance(exc, Exception) and not isinstance(exc, BrokenProcessPool):
+                    raise  # the page's own error (PageBugError): the process is fine
+                # Died, or cancelled with the page perhaps still in there: the next page gets a process of its own.
                 self._alone = None
                 executor.shutdown(wait=False, cancel_futures=True)
-                raise
-            except BrokenProcessPool:
+                if not isinstance(exc, BrokenProcessPool):
+                    raise
+            deaths = self._deaths_alone[tenant_id] = self._deaths_alone.get(tenant_id, 0) + 1
+            log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",
+                      tenant_id=tenant_id, resource=resource, times=deaths)
+            if deaths == 1:
+                raise PagePoolBrokenError(f"a {resource} page killed the process reading it alone") from None
+            raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
+
+    async def _alone_process(self) -> ProcessPoolExecutor:
+        """The one-process executor for pages read alone, checked alive now: a death of it while idle (killed, out
+        of memory) is no page's doing. Raises PagePoolBrokenError if no process starts."""
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            executor = self._alone or _new_executor(1)
+            self._alone = executor
+            try:
+                await loop.run_in_executor(executor, os.getpid)
+                return executor
+            except BaseException as exc:
                 self._alone = None
                 executor.shutdown(wait=False, cancel_futures=True)
-                self._read_alone.add(tenant_id)
-                log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",
-                          tenant_id=tenant_id, resource=resource)
-                raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
+                if not isinstance(exc, BrokenProcessPool):
+                    raise
+        raise PagePoolBrokenError("a process to read a page alone did not start")
 
     def _forget_before(self, since: float) -> None:
         while self._worked and self._worked[0][0] < since:

@@ -21,7 +21,7 @@ import pytest
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.sources import page_pool
 from ingestor.sources.listed_pages import listed_page
-from ingestor.sources.page_pool import PageBugError, PageCrashError, PagePool, _pools
+from ingestor.sources.page_pool import PageBugError, PageCrashError, PagePool, PagePoolBrokenError, _pools
 from plumbing.errors import error_site
 from plumbing.partitioning import key_hash
 from schemas import EnvelopeCodec
@@ -37,8 +37,8 @@ PAGE = orjson.dumps({"object": "list", "has_more": True,
                      "data": [CHARGE, NO_CREATED, "not an object", {**CHARGE, "id": "ch_3", "created": 1767225500}]})
 
 
-async def _page(pool: PagePool, body: bytes = PAGE):  # type: ignore[no-untyped-def]
-    return await pool.listed_page(body, "charges", "tenant_a", True, "2024-06-20", FETCHED)
+async def _page(pool: PagePool, body: bytes = PAGE, tenant: str = "tenant_a"):  # type: ignore[no-untyped-def]
+    return await pool.listed_page(body, "charges", tenant, True, "2024-06-20", FETCHED)
 
 
 async def test_the_pool_makes_the_records_the_worker_would_make_itself_card_data_redacted() -> None:
@@ -92,7 +92,8 @@ def dies_on_poison(body: bytes, *args):  # type: ignore[no-untyped-def]
 
 async def test_a_page_that_kills_its_process_is_its_tenants_alone_and_the_pages_it_took_down_come_back() -> None:
     """A hostile tenant's page that kills the process reading it fails that tenant alone: the other tenants' pages
-    the pool held come back whole (read again one at a time), and its later pages never take the pool down again."""
+    the pool held come back whole (read again one at a time), its later pages are read alone and never take the
+    pool down again, and once one of them kills its process again the page is not read again."""
     pool = PagePool(1, dies_on_poison)
     tenants = ["tenant_a", "tenant_b", "tenant_c"]
 
@@ -102,16 +103,35 @@ async def test_a_page_that_kills_its_process_is_its_tenants_alone_and_the_pages_
     # The hostile page is taken first, so the others are still in the pool (queued) when it dies.
     hostile, *others = await asyncio.gather(page_of("tenant_hostile", POISON), *(page_of(t) for t in tenants),
                                             return_exceptions=True)
-    assert isinstance(hostile, PageCrashError) and not hostile.retriable and hostile.code == "unreadable_page"
+    assert isinstance(hostile, PagePoolBrokenError) and hostile.retriable  # once: the kernel may have killed it
     assert others == [await page_of(t, of=PagePool(0)) for t in tenants]  # every record, as if nothing happened
     assert pool.reads_alone("tenant_hostile") and not any(pool.reads_alone(t) for t in tenants)
 
     assert await page_of("tenant_a") == others[0]
     shared = _pools[1]
-    with pytest.raises(PageCrashError):
-        await asyncio.gather(page_of("tenant_hostile", POISON), page_of("tenant_b"))
+    hostile, other = await asyncio.gather(page_of("tenant_hostile", POISON), page_of("tenant_b"),
+                                          return_exceptions=True)
+    assert isinstance(hostile, PageCrashError) and not hostile.retriable and hostile.code == "unreadable_page"
+    assert other == others[1]
     assert _pools[1] is shared  # read alone: the pool the others use stayed up
     assert await page_of("tenant_hostile") == await page_of("tenant_hostile", of=PagePool(0))  # its other pages go on
+
+
+async def test_a_process_for_pages_read_alone_that_dies_while_idle_blames_no_page() -> None:
+    """The process that reads pages alone is checked alive before each page: killed while idle (out of memory, an
+    operator), it costs the next page nothing, and its tenant is not blamed."""
+    pool = PagePool(1, dies_on_poison)
+    with pytest.raises(PagePoolBrokenError):
+        await pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED)  # now read alone
+    inline = await _page(PagePool(0), tenant="tenant_hostile")
+    assert await _page(pool, tenant="tenant_hostile") == inline  # read alone
+    assert pool._alone is not None
+    for process in list(pool._alone._processes.values()):  # type: ignore[attr-defined]
+        os.kill(process.pid, signal.SIGKILL)  # idle
+        process.join()
+    assert await _page(pool, tenant="tenant_hostile") == inline
+    with pytest.raises(PageCrashError):  # its second page that kills the process
+        await pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")

@@ -106,7 +106,7 @@ def timestamp_millis(value: datetime) -> datetime | int:
     """An aware time as Avro's timestamp-millis, as fastavro writes it (the same long): handed a datetime, fastavro's
     way through its logical types took a third of encoding an envelope (the importer encodes every object). Any
     other value is left to fastavro."""
-    if type(value) is not datetime or value.tzinfo is None:
+    if type(value) is not datetime or value.utcoffset() is None:  # naive (or a tzinfo without an offset)
         return value
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

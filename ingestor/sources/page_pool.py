@@ -10,16 +10,19 @@ shut its pool down, so each asks the kernel to kill it when its parent ends.
 
 A process that dies (killed, out of memory, or a page that crashes it) takes every page the pool held with it,
 other tenants' too, and which page did it is not known. So each of those pages is read again alone, one at a
-time, in a process where it is the only page (checked alive just before), and the next page starts a new pool:
-a page that is not to blame comes back as if nothing happened. A page that kills that process is its tenant's:
-that tenant's pages are read alone from then on in this worker (so its data no longer takes other tenants'
-pages down here), and when one of them kills the process again, the page is not read again (`PageCrashError`).
-Two deaths, not one, since the kernel's out-of-memory killer may choose that process during anyone's page.
+time, in a process that holds only that page (checked alive just before) and has only ever read that tenant's
+pages (a crash may come a page after what caused it), and the next page starts a new pool: a page that is not to
+blame comes back as if nothing happened. A page that kills that process is its tenant's: that tenant's pages are
+read alone from then on in this worker (so its data no longer takes other tenants' pages down here). The first
+such death is retried, since the kernel's out-of-memory killer may choose that process during anyone's page; a
+page that kills it again, having started after that first death and within `CONVICTION_WINDOW_S` of it, is not
+read again (`PageCrashError`). A page that hangs a process (rather than kills it) is not caught.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import math
 import multiprocessing
@@ -28,7 +31,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -45,6 +48,7 @@ _pools: dict[int, ProcessPoolExecutor] = {}  # per size, shared by every importe
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
 BUSY_WINDOW_S = 1.0  # how far back `busy` looks
+CONVICTION_WINDOW_S = 3600.0  # a tenant's second death of a page read alone, this soon after its first, pauses it
 
 
 class PagePoolBrokenError(IngestError):
@@ -55,8 +59,9 @@ class PagePoolBrokenError(IngestError):
 
 
 class PageCrashError(IngestError):
-    """A tenant's page killed the process reading it alone, after one of its pages had done so before: something
-    in its data kills the reader. Not retriable: reading the page again would kill it again."""
+    """A tenant's page killed the process reading it alone, having started after another of its pages had done so
+    (within `CONVICTION_WINDOW_S`): something in its data kills the reader. Not retriable: reading the page again
+    would kill it again."""
 
     retriable = False
     code = "unreadable_page"
@@ -96,24 +101,27 @@ class PagePool:
         self.processes = processes
         self._make_page = make_page or _listed_page_in_pool
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
-        self._deaths_alone: dict[str, int] = {}  # per tenant: how often its pages killed the process reading them alone
+        self._first_death: dict[str, float] = {}  # per tenant read alone: when a page of it last killed a process
+        # alone without being blamed for it (monotonic)
         self._alone: ProcessPoolExecutor | None = None  # one process, one page at a time
-        self._alone_turn = asyncio.Lock()
+        self._alone_tenant: str | None = None  # the only tenant whose pages that process has read
+        self._alone_turns = TenantTurns()
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
                           fetched_at: datetime) -> ListedPage:
-        """The page's records. Raises PagePoolBrokenError (retriable) if the page killed the process reading it alone
-        for the first time for its tenant, PageCrashError after that."""
+        """The page's records. Raises PagePoolBrokenError (retriable) if a process died (the page may have killed it
+        alone: then its tenant's first such death), PageCrashError if the page is to blame (see the module's doc)."""
         if not self.processes:
             return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
+        started = time.monotonic()
         args = (body, resource, tenant_id, livemode, api_version, fetched_at)
         if self.reads_alone(tenant_id):
-            page, worked_s = await self._made_alone(resource, args)
+            page, worked_s = await self._made_alone(resource, args, started)
         else:
             try:
                 page, worked_s = await self._in_pool(self._make_page, *args)
             except PagePoolBrokenError:  # which of the pages it held killed it is not known
-                page, worked_s = await self._made_alone(resource, args)
+                page, worked_s = await self._made_alone(resource, args, started)
         now = time.monotonic()
         self._worked.append((now, worked_s))
         self._forget_before(now - BUSY_WINDOW_S)  # held for a second at most, however often asked
@@ -130,49 +138,57 @@ class PagePool:
 
     def reads_alone(self, tenant_id: str) -> bool:
         """Whether the tenant's pages are read alone (a page of it killed the process reading it alone)."""
-        return tenant_id in self._deaths_alone
+        return tenant_id in self._first_death
 
-    async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime]
-                          ) -> tuple[ListedPage, float]:
-        """The page made in a process where it is the only page, checked alive just before: if that process dies,
-        this page killed it."""
+    async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime],
+                          started: float) -> tuple[ListedPage, float]:
+        """The page made in a process where it is the only page, checked alive just before and used for no other
+        tenant: if that process dies, this page or an earlier one of its tenant killed it."""
         tenant_id = args[2]
         loop = asyncio.get_running_loop()
-        async with self._alone_turn:
-            executor = await self._alone_process()
+        async with self._alone_turns.turn(tenant_id):
+            executor = await self._alone_process(tenant_id)
             try:
                 return await loop.run_in_executor(executor, self._make_page, *args)
             except BaseException as exc:
                 if isinstance(exc, Exception) and not isinstance(exc, BrokenProcessPool):
                     raise  # the page's own error (PageBugError): the process is fine
                 # Died, or cancelled with the page perhaps still in there: the next page gets a process of its own.
-                self._alone = None
-                executor.shutdown(wait=False, cancel_futures=True)
+                self._drop_alone()
                 if not isinstance(exc, BrokenProcessPool):
                     raise
-            deaths = self._deaths_alone[tenant_id] = self._deaths_alone.get(tenant_id, 0) + 1
+            first = self._first_death.get(tenant_id)
+            now = time.monotonic()
             log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",
-                      tenant_id=tenant_id, resource=resource, times=deaths)
-            if deaths == 1:
-                raise PagePoolBrokenError(f"a {resource} page killed the process reading it alone") from None
-            raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
+                      tenant_id=tenant_id, resource=resource, again=first is not None)
+            if first is not None and first < started and now - first < CONVICTION_WINDOW_S:
+                raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
+            if first is None or now - first >= CONVICTION_WINDOW_S:
+                self._first_death[tenant_id] = now
+            raise PagePoolBrokenError(f"a {resource} page killed the process reading it alone") from None
 
-    async def _alone_process(self) -> ProcessPoolExecutor:
-        """The one-process executor for pages read alone, checked alive now: a death of it while idle (killed, out
-        of memory) is no page's doing. Raises PagePoolBrokenError if no process starts."""
+    async def _alone_process(self, tenant_id: str) -> ProcessPoolExecutor:
+        """The one-process executor for the tenant's pages read alone, checked alive now (a death while idle is no
+        page's doing), started anew for another tenant. Raises PagePoolBrokenError if no process starts."""
+        if self._alone_tenant != tenant_id:
+            self._drop_alone()
         loop = asyncio.get_running_loop()
         for _ in range(2):
-            executor = self._alone or _new_executor(1)
-            self._alone = executor
+            if self._alone is None:
+                self._alone, self._alone_tenant = _new_executor(1), tenant_id
             try:
-                await loop.run_in_executor(executor, os.getpid)
-                return executor
+                await loop.run_in_executor(self._alone, os.getpid)
+                return self._alone
             except BaseException as exc:
-                self._alone = None
-                executor.shutdown(wait=False, cancel_futures=True)
-                if not isinstance(exc, BrokenProcessPool):
+                self._drop_alone()
+                if not isinstance(exc, (BrokenProcessPool, OSError)):
                     raise
         raise PagePoolBrokenError("a process to read a page alone did not start")
+
+    def _drop_alone(self) -> None:
+        if self._alone is not None:
+            self._alone.shutdown(wait=False, cancel_futures=True)
+        self._alone, self._alone_tenant = None, None
 
     def _forget_before(self, since: float) -> None:
         while self._worked and self._worked[0][0] < since:
@@ -187,12 +203,53 @@ class PagePool:
         executor = _pools.get(self.processes) or _start(self.processes)
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-        except BrokenProcessPool as exc:
+        except (BrokenProcessPool, OSError) as exc:  # OSError: a process could not be started (out of memory, say)
             if _pools.get(self.processes) is executor:
                 del _pools[self.processes]
                 executor.shutdown(wait=False, cancel_futures=True)
                 log.warning("a page pool process died; the pages it held are read again alone, one at a time")
             raise PagePoolBrokenError("a process turning listed pages into records died") from exc
+
+
+class TenantTurns:
+    """One holder at a time, taking turns in the order they asked, except that a tenant's turn goes first to the
+    tenant whose page was last (a page read alone after another tenant's costs a new process: after a pool death,
+    pages of a few tenants wait in any order)."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[str, asyncio.Future[None]]] = []  # in the order they asked
+
+    @contextlib.asynccontextmanager
+    async def turn(self, tenant_id: str) -> AsyncIterator[None]:
+        """Waits for the turn, holds it for the block, and hands it on."""
+        if self._busy or self._waiting:
+            waiter = (tenant_id, asyncio.get_running_loop().create_future())
+            self._waiting.append(waiter)
+            try:
+                await waiter[1]
+            except BaseException:
+                if waiter[1].done() and not waiter[1].cancelled():
+                    self._hand_on(tenant_id)  # handed the turn as it was cancelled: the next one's
+                else:
+                    self._waiting.remove(waiter)
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._hand_on(tenant_id)
+
+    def _hand_on(self, last_tenant: str) -> None:
+        """Hands the turn to a waiter of `last_tenant` if any, else to the first that asked (synchronous: nothing
+        can interrupt it)."""
+        self._busy = False
+        if not self._waiting:
+            return
+        waiter = next((w for w in self._waiting if w[0] == last_tenant), self._waiting[0])
+        self._waiting.remove(waiter)
+        self._busy = True
+        waiter[1].set_result(None)
 
 
 def _start(processes: int) -> ProcessPoolExecutor:

@@ -346,9 +346,9 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
             marker.touch()  # the other tenant's page is about to wait behind the hostile one
         return await in_pool(fn, *args)
 
-    async def spied_alone(resource, args):  # type: ignore[no-untyped-def]
+    async def spied_alone(resource, args, *rest):  # type: ignore[no-untyped-def]
         read_again.append(args[2])
-        return await made_alone(resource, args)
+        return await made_alone(resource, args, *rest)
 
     monkeypatch.setattr(pool, "_in_pool", spied_in_pool)
     monkeypatch.setattr(pool, "_made_alone", spied_alone)

@@ -117,6 +117,17 @@ async def test_a_page_that_kills_its_process_is_its_tenants_alone_and_the_pages_
     assert await page_of("tenant_hostile") == await page_of("tenant_hostile", of=PagePool(0))  # its other pages go on
 
 
+async def test_pages_already_in_flight_when_a_tenant_is_first_blamed_do_not_pause_it() -> None:
+    """Two deaths of the tenant's pages from one burst (the pool held both when it died) could both be the kernel's
+    out-of-memory killer at work: only a page that started after the first death can pause the import."""
+    pool = PagePool(1, dies_on_poison)
+    results = await asyncio.gather(*(pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED)
+                                     for _ in range(2)), return_exceptions=True)
+    assert [type(r) for r in results] == [PagePoolBrokenError, PagePoolBrokenError]
+    with pytest.raises(PageCrashError):
+        await pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED)
+
+
 async def test_a_process_for_pages_read_alone_that_dies_while_idle_blames_no_page() -> None:
     """The process that reads pages alone is checked alive before each page: killed while idle (out of memory, an
     operator), it costs the next page nothing, and its tenant is not blamed."""
@@ -192,3 +203,30 @@ async def test_pages_made_in_the_pool_are_counted_in_its_work() -> None:
     pool = PagePool(1)
     assert (await _page(pool)).items
     assert pool.busy() > 0.0
+
+
+async def test_pages_read_alone_take_turns_tenant_by_tenant_in_the_order_they_asked() -> None:
+    """After a pool death, pages of a few tenants wait to be read alone in any order; a page after another tenant's
+    costs a new process, so a tenant's waiting pages go right after its page that is being read, then the others
+    in the order they asked. A page cancelled while it waits loses its place, and the turns go on."""
+    turns, order, gate = page_pool.TenantTurns(), [], asyncio.Event()
+
+    async def page(tenant: str, name: str, hold: bool = False) -> None:
+        async with turns.turn(tenant):
+            order.append(name)
+            if hold:
+                await gate.wait()
+
+    first = asyncio.create_task(page("a", "a1", hold=True))
+    await asyncio.sleep(0)  # a1 holds the turn
+    waiting = [asyncio.create_task(page(t, n)) for t, n in [("b", "b1"), ("a", "a2"), ("c", "c1"), ("b", "b2"),
+                                                            ("a", "a3")]]
+    cancelled = asyncio.create_task(page("c", "c2"))
+    await asyncio.sleep(0)  # all of them wait
+    cancelled.cancel()
+    gate.set()
+    await asyncio.gather(first, *waiting)
+    assert order == ["a1", "a2", "a3", "b1", "b2", "c1"]
+    assert cancelled.cancelled()
+    async with turns.turn("d"):  # free again
+        pass

@@ -300,11 +300,15 @@ class StripeImporter:
         for checkpoint in todo:
             await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
         await self._checkpoints.begin_pass(connection_id)
+        if connection.pages_read_alone_since is not None:  # learnt by another worker, or before a restart
+            self._pages.read_alone(connection.tenant_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
             results, slices_taken = await self._page_in_slices(session, connection_id, stop or asyncio.Event())
         finally:
             await session.close()
+        if connection.pages_read_alone_since is None and self._pages.reads_alone(connection.tenant_id):
+            await self._store.set_pages_read_alone(connection.tenant_id)  # for every worker, and after a restart
         return await self._outcome(connection_id, results, slices_taken)
 
     async def _outcome(self, connection_id: str, results: list[BaseException | None], slices_taken: int) -> ImportOutcome:

@@ -13,10 +13,11 @@ other tenants' too, and which page did it is not known. So each of those pages i
 time, in a process that holds only that page (checked alive just before) and has only ever read that tenant's
 pages (a crash may come a page after what caused it), and the next page starts a new pool: a page that is not to
 blame comes back as if nothing happened. A page that kills that process is its tenant's: that tenant's pages are
-read alone from then on in this worker (so its data no longer takes other tenants' pages down here). The first
-such death is retried, since the kernel's out-of-memory killer may choose that process during anyone's page; a
-page that kills it again, having started after that first death and within `CONVICTION_WINDOW_S` of it, is not
-read again (`PageCrashError`). A page that hangs a process (rather than kills it) is not caught.
+read alone from then on, so its data no longer takes other tenants' pages down (the importer records it for every
+worker; `read_alone`). The first such death is retried, since the kernel's out-of-memory killer may choose that
+process during anyone's page; a page that kills it again, having started after that first death and within
+`CONVICTION_WINDOW_S` of it, is not read again (`PageCrashError`). A page that hangs a process (rather than kills
+it) is not caught.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class PagePool:
         self.processes = processes
         self._make_page = make_page or _listed_page_in_pool
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
-        self._first_death: dict[str, float] = {}  # per tenant read alone: when a page of it last killed a process
+        self._read_alone: set[str] = set()  # tenants whose pages are read alone
+        self._first_death: dict[str, float] = {}  # per tenant: when a page of it last killed the process reading it
         # alone without being blamed for it (monotonic)
         self._alone: ProcessPoolExecutor | None = None  # one process, one page at a time
         self._alone_tenant: str | None = None  # the only tenant whose pages that process has read
@@ -138,7 +140,11 @@ class PagePool:
 
     def reads_alone(self, tenant_id: str) -> bool:
         """Whether the tenant's pages are read alone (a page of it killed the process reading it alone)."""
-        return tenant_id in self._first_death
+        return tenant_id in self._read_alone
+
+    def read_alone(self, tenant_id: str) -> None:
+        """Reads the tenant's pages alone from now on (a page of it killed such a process in another worker)."""
+        self._read_alone.add(tenant_id)
 
     async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime],
                           started: float) -> tuple[ListedPage, float]:
@@ -157,6 +163,7 @@ class PagePool:
                 self._drop_alone()
                 if not isinstance(exc, BrokenProcessPool):
                     raise
+            self._read_alone.add(tenant_id)
             first = self._first_death.get(tenant_id)
             now = time.monotonic()
             log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",

@@ -370,3 +370,21 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
     before = len(sim.state.request_log[hostile])
     assert (await worker.importer.run_connection(hostile_connection)).state == "paused"  # until a person acts
     assert len(sim.state.request_log[hostile]) == before
+
+    # Resumed (a key Test) in a worker that has not met the page (another one, or restarted): it reads the tenant's
+    # pages alone from the start, so the pool other tenants use never meets the page again.
+    assert (await control.store.get_connection(hostile_connection)).pages_read_alone_since is not None
+    fresh = PagePool(1, partial(dies_on_a_tenants_charges, hostile_tenant, str(marker)))
+    fresh_in_pool, in_shared_pool = fresh._in_pool, []
+
+    async def spied_fresh_in_pool(fn, *args):  # type: ignore[no-untyped-def]
+        in_shared_pool.append(args[2])
+        return await fresh_in_pool(fn, *args)
+
+    monkeypatch.setattr(fresh, "_in_pool", spied_fresh_in_pool)
+    monkeypatch.setattr(worker.importer, "_pages", fresh)
+    await control.checkpoints.resume_import(hostile_connection)
+    states = [(await worker.importer.run_connection(hostile_connection)).state]
+    if states[-1] == "retry_later":  # its first death in this worker
+        states.append((await worker.importer.run_connection(hostile_connection)).state)
+    assert states[-1] == "paused" and hostile_tenant not in in_shared_pool

@@ -156,14 +156,14 @@ class PagePool:
             executor = await self._alone_process(tenant_id)
             try:
                 return await loop.run_in_executor(executor, self._make_page, *args)
-            except BaseException as exc:
-                if isinstance(exc, Exception) and not isinstance(exc, BrokenProcessPool):
-                    raise  # the page's own error (PageBugError): the process is fine
-                # Died, or cancelled with the page perhaps still in there: the next page gets a process of its own.
+            except BrokenProcessPool:
                 self._drop_alone()
-                if not isinstance(exc, BrokenProcessPool):
-                    raise
-            self._read_alone.add(tenant_id)
+            except Exception:
+                raise  # the page's own error (PageBugError): the process is fine
+            except BaseException:  # cancelled, the page perhaps still in there: the next one gets its own process
+                self._drop_alone()
+                raise
+            self.read_alone(tenant_id)
             first = self._first_death.get(tenant_id)
             now = time.monotonic()
             log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",

@@ -321,7 +321,8 @@ def dies_on_a_tenants_charges(hostile_tenant: str, marker: str, body: bytes, res
     """In a pool process: a tenant whose charges kill the process reading them (a crash in a C extension, say), once
     another tenant's page waits behind it (`marker` exists)."""
     if tenant_id == hostile_tenant and resource == "charges":
-        while not os.path.exists(marker):
+        deadline = time.monotonic() + 60  # then it dies anyway, and the test says the other page was not re-read
+        while not os.path.exists(marker) and time.monotonic() < deadline:
             time.sleep(0.01)
         os._exit(70)
     return page_pool._listed_page_in_pool(body, resource, tenant_id, *args)

@@ -242,7 +242,8 @@ class StripeImporter:
         # Pages in flight in this process across every connection: bounds its memory and sockets, and once its
         # CPU is the limit, more would only wait longer.
         self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
-        self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes)
+        self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes,
+                               time_limit_s=settings.page_time_limit_s)
         self._loop_lag = LoopLag()
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
 

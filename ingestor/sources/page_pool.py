@@ -16,8 +16,12 @@ blame comes back as if nothing happened. A page that kills that process is its t
 read alone from then on, so its data no longer takes other tenants' pages down (the importer records it for every
 worker; `read_alone`). The first such death is retried, since the kernel's out-of-memory killer may choose that
 process during anyone's page; a page that kills it again, having started after that first death and within
-`CONVICTION_WINDOW_S` of it, is not read again (`PageCrashError`). A page that hangs a process (rather than kills
-it) is not caught.
+`CONVICTION_WINDOW_S` of it, is not read again (`PageCrashError`).
+
+A page that hangs a process rather than kills it would hold that process from every tenant for good, so each page
+runs under a wall-clock alarm in its process (`time_limit_s`, far above what a page takes): the kernel ends a process
+whose page outlasts it, and the page is then treated as one that killed it. The alarm is the kernel's (SIGALRM,
+left to its default action), so it ends a process stuck in C code as surely as one looping in Python.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
 BUSY_WINDOW_S = 1.0  # how far back `busy` looks
 CONVICTION_WINDOW_S = 3600.0  # a tenant's second death of a page read alone, this soon after its first, pauses it
+PAGE_TIME_LIMIT_S = 30.0  # a page still being made after this long ends its process (a page takes milliseconds)
 
 
 class PagePoolBrokenError(IngestError):
@@ -95,11 +100,13 @@ MakePage = Callable[[bytes, str, str, bool, str | None, datetime], tuple[ListedP
 
 
 class PagePool:
-    """Turns listed pages into records in `processes` processes (0: in this one, in the event loop); `make_page` runs
-    in them (a module's function: it crosses to them by name)."""
+    """Turns listed pages into records in `processes` processes (0: in this one, in the event loop, with no time
+    limit); `make_page` runs in them (a module's function: it crosses to them by name), each page within
+    `time_limit_s`."""
 
-    def __init__(self, processes: int, make_page: MakePage | None = None):
+    def __init__(self, processes: int, make_page: MakePage | None = None, time_limit_s: float = PAGE_TIME_LIMIT_S):
         self.processes = processes
+        self.time_limit_s = time_limit_s
         self._make_page = make_page or _listed_page_in_pool
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
         self._read_alone: set[str] = set()  # tenants whose pages are read alone
@@ -121,7 +128,7 @@ class PagePool:
             page, worked_s = await self._made_alone(resource, args, started)
         else:
             try:
-                page, worked_s = await self._in_pool(self._make_page, *args)
+                page, worked_s = await self._in_pool(_within, self.time_limit_s, self._make_page, *args)
             except PagePoolBrokenError:  # which of the pages it held killed it is not known
                 page, worked_s = await self._made_alone(resource, args, started)
         now = time.monotonic()
@@ -155,7 +162,7 @@ class PagePool:
         async with self._alone_turns.turn(tenant_id):
             executor = await self._alone_process(tenant_id)
             try:
-                return await loop.run_in_executor(executor, self._make_page, *args)
+                return await loop.run_in_executor(executor, _within, self.time_limit_s, self._make_page, *args)
             except BrokenProcessPool:
                 self._drop_alone()
             except Exception:
@@ -166,8 +173,9 @@ class PagePool:
             self.read_alone(tenant_id)
             first = self._first_death.get(tenant_id)
             now = time.monotonic()
-            log.error("a page killed the process reading it alone; the tenant's pages are read alone from now on",
-                      tenant_id=tenant_id, resource=resource, again=first is not None)
+            log.error("a page killed the process reading it alone, or outlasted the page time limit; the tenant's "
+                      "pages are read alone from now on", tenant_id=tenant_id, resource=resource,
+                      again=first is not None, time_limit_s=self.time_limit_s)
             if first is not None and first < started and now - first < CONVICTION_WINDOW_S:
                 raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
             if first is None or now - first >= CONVICTION_WINDOW_S:
@@ -269,6 +277,16 @@ def _new_executor(processes: int) -> ProcessPoolExecutor:
                                initargs=(os.getpid(),))
 
 
+def _within(time_limit_s: float, make_page: Callable[..., _T], *args: Any) -> _T:
+    """In a pool process: `make_page(*args)`, the process ended by the kernel (SIGALRM) if it outlasts
+    `time_limit_s`; the alarm is off again before the process takes its next task, however the page ended."""
+    signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+    try:
+        return make_page(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _listed_page_in_pool(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
                          fetched_at: datetime) -> tuple[ListedPage, float]:
     """`listed_page` and the seconds it took here, with an unexpected error's message and traceback kept in the pool
@@ -286,6 +304,7 @@ def _die_with(worker_pid: int) -> None:
     flight, which need this process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a page that outlasts its time limit ends the process (`_within`)
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != worker_pid:  # the worker ended before the signal was asked for

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 
 import orjson
@@ -90,15 +91,27 @@ def dies_on_poison(body: bytes, *args):  # type: ignore[no-untyped-def]
     return page_pool._listed_page_in_pool(body, *args)
 
 
-async def test_a_page_that_kills_its_process_is_its_tenants_alone_and_the_pages_it_took_down_come_back() -> None:
-    """A hostile tenant's page that kills the process reading it fails that tenant alone: the other tenants' pages
-    the pool held come back whole (read again one at a time), its later pages are read alone and never take the
-    pool down again, and once one of them kills its process again the page is not read again."""
-    pool = PagePool(1, dies_on_poison)
+def hangs_on_poison(body: bytes, *args):  # type: ignore[no-untyped-def]
+    """In a pool process: as a page that sends a parser into an endless loop would hold it (in C: no Python
+    signal handler would run)."""
+    if b"ch_poison" in body:
+        time.sleep(3600)
+    return page_pool._listed_page_in_pool(body, *args)
+
+
+@pytest.mark.parametrize("make_page", [dies_on_poison, hangs_on_poison], ids=["kills", "hangs"])
+async def test_a_page_that_kills_or_hangs_its_process_is_its_tenants_alone_and_the_pages_it_took_down_come_back(
+        make_page: page_pool.MakePage) -> None:
+    """A hostile tenant's page that kills the process reading it, or holds it past the page time limit, fails that
+    tenant alone: the other tenants' pages the pool held come back whole (read again one at a time), its later pages
+    are read alone and never take the pool down again, and once one of them kills its process again the page is not
+    read again."""
+    pool = PagePool(1, make_page, time_limit_s=1.0)
     tenants = ["tenant_a", "tenant_b", "tenant_c"]
 
     async def page_of(tenant: str, body: bytes = PAGE, of: PagePool = pool):  # type: ignore[no-untyped-def]
-        return await of.listed_page(body, "charges", tenant, True, "2024-06-20", FETCHED)
+        page = of.listed_page(body, "charges", tenant, True, "2024-06-20", FETCHED)
+        return await asyncio.wait_for(page, 60)  # a hang the limit does not end fails the test, not hangs it
 
     # The hostile page is taken first, so the others are still in the pool (queued) when it dies.
     hostile, *others = await asyncio.gather(page_of("tenant_hostile", POISON), *(page_of(t) for t in tenants),
@@ -115,6 +128,34 @@ async def test_a_page_that_kills_its_process_is_its_tenants_alone_and_the_pages_
     assert other == others[1]
     assert _pools[1] is shared  # read alone: the pool the others use stayed up
     assert await page_of("tenant_hostile") == await page_of("tenant_hostile", of=PagePool(0))  # its other pages go on
+
+
+def test_a_page_within_its_time_limit_leaves_no_alarm_behind_for_the_process() -> None:
+    """The alarm that ends a process whose page outlasts its limit is armed for the page alone: a pool process idle
+    or on its next page after a page that took most of the limit (or failed) is not ended for it."""
+    armed = page_pool._within(30.0, lambda: signal.getitimer(signal.ITIMER_REAL)[0])
+    assert 29.0 < armed <= 30.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with pytest.raises(ZeroDivisionError):
+        page_pool._within(30.0, lambda: 1 // 0)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def slow_page(body: bytes, *args):  # type: ignore[no-untyped-def]
+    """In a pool process: a page that takes 0.4 s."""
+    time.sleep(0.4)
+    return page_pool._listed_page_in_pool(body, *args)
+
+
+async def test_pages_that_each_take_most_of_the_time_limit_are_not_ended_by_it() -> None:
+    """The limit is per page, counted from when the page starts in its process: three pages in a row on one
+    process, each well within the limit but longer together, all come back, and the pool stays up."""
+    pool = PagePool(1, slow_page, time_limit_s=1.0)
+    await pool.warm()
+    shared = _pools[1]
+    pages = await asyncio.gather(*(_page(pool, tenant=t) for t in ("tenant_a", "tenant_b", "tenant_c")))
+    assert pages == [await _page(PagePool(0), tenant=t) for t in ("tenant_a", "tenant_b", "tenant_c")]
+    assert _pools[1] is shared and not any(pool.reads_alone(t) for t in ("tenant_a", "tenant_b", "tenant_c"))
 
 
 async def test_pages_already_in_flight_when_a_tenant_is_first_blamed_do_not_pause_it() -> None:

@@ -188,9 +188,10 @@ class ImporterSettings(BaseModel):
     # Processes that turn listed pages into records (parsing, redacting, hashing, encoding: most of the import's
     # CPU), shared by every import of the worker; 0 does it in the worker's own process. Default: one per CPU.
     page_processes: int | None = Field(default=None, ge=0, le=256)
-    # A page still being made after this long ends its pool process and counts as a page that killed it (one that
-    # hangs would otherwise hold that process from every tenant); a page takes milliseconds.
-    page_time_limit_s: float = Field(default=30.0, gt=0, le=3600)
+    # A page that has used this much CPU time ends its pool process and counts as a page that killed it (one that
+    # loops for good would otherwise hold that process from every tenant); a page takes milliseconds. At most a few
+    # minutes: a tenant is paused for a second such page within the hour of its first.
+    page_cpu_limit_s: float = Field(default=10.0, ge=1, le=300)
     # Slices each resource's range starts as (more are split off while they pay), and the shortest range.
     initial_slices: int = Field(default=2, ge=1, le=256)
     min_slice_s: int = Field(default=60, ge=1)

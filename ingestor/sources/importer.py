@@ -243,7 +243,7 @@ class StripeImporter:
         # CPU is the limit, more would only wait longer.
         self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
         self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes,
-                               time_limit_s=settings.page_time_limit_s)
+                               cpu_limit_s=settings.page_cpu_limit_s)
         self._loop_lag = LoopLag()
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
 

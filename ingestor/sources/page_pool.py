@@ -11,17 +11,21 @@ shut its pool down, so each asks the kernel to kill it when its parent ends.
 A process that dies (killed, out of memory, or a page that crashes it) takes every page the pool held with it,
 other tenants' too, and which page did it is not known. So each of those pages is read again alone, one at a
 time, in a process that holds only that page (checked alive just before) and has only ever read that tenant's
-pages (a crash may come a page after what caused it), and the next page starts a new pool: a page that is not to
-blame comes back as if nothing happened. A page that kills that process is its tenant's: that tenant's pages are
+pages (a crash may come a page after what caused it), and the next page starts a new pool (the broken one's other
+processes are killed: they ignore the SIGTERM the stdlib sends): a page that is not to blame comes back as if
+nothing happened. A page that kills that process is its tenant's: that tenant's pages are
 read alone from then on, so its data no longer takes other tenants' pages down (the importer records it for every
 worker; `read_alone`). The first such death is retried, since the kernel's out-of-memory killer may choose that
 process during anyone's page; a page that kills it again, having started after that first death and within
 `CONVICTION_WINDOW_S` of it, is not read again (`PageCrashError`).
 
-A page that hangs a process rather than kills it would hold that process from every tenant for good, so each page
-runs under a wall-clock alarm in its process (`time_limit_s`, far above what a page takes): the kernel ends a process
-whose page outlasts it, and the page is then treated as one that killed it. The alarm is the kernel's (SIGALRM,
-left to its default action), so it ends a process stuck in C code as surely as one looping in Python.
+A page that sends its reader into an endless loop rather than kills it would hold that process from every tenant for
+good, so each page runs under a limit on its process's CPU time (`cpu_limit_s`, far above the milliseconds a page
+takes): the kernel ends a process whose page outlasts it (SIGPROF, left to its default action, so a loop in C code
+ends as surely as one in Python), and the page is then treated as one that killed it. CPU time, not the clock: a
+machine busy with other work, or a process paused and resumed, does not make a page look guilty. While a tenant's page
+is being blamed, its other pages that were in flight with it are not read (each would cost a limit's time, other
+tenants' pages waiting behind it): they fail as retriable, and are read alone on its next pass.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
 BUSY_WINDOW_S = 1.0  # how far back `busy` looks
 CONVICTION_WINDOW_S = 3600.0  # a tenant's second death of a page read alone, this soon after its first, pauses it
-PAGE_TIME_LIMIT_S = 30.0  # a page still being made after this long ends its process (a page takes milliseconds)
+PAGE_CPU_LIMIT_S = 10.0  # a page that has used this much CPU time ends its process (a page takes milliseconds)
+_SIGNAL_EXIT = {-signal.SIGPROF: "used up the page CPU time limit", -signal.SIGKILL: "was killed (SIGKILL)",
+                -signal.SIGSEGV: "crashed (SIGSEGV)", -signal.SIGABRT: "aborted (SIGABRT)"}
 
 
 class PagePoolBrokenError(IngestError):
@@ -100,18 +106,19 @@ MakePage = Callable[[bytes, str, str, bool, str | None, datetime], tuple[ListedP
 
 
 class PagePool:
-    """Turns listed pages into records in `processes` processes (0: in this one, in the event loop, with no time
-    limit); `make_page` runs in them (a module's function: it crosses to them by name), each page within
-    `time_limit_s`."""
+    """Turns listed pages into records in `processes` processes (0: in this one, in the event loop, with no limit);
+    `make_page` runs in them (a module's function: it crosses to them by name), each page within `cpu_limit_s` of
+    CPU time."""
 
-    def __init__(self, processes: int, make_page: MakePage | None = None, time_limit_s: float = PAGE_TIME_LIMIT_S):
+    def __init__(self, processes: int, make_page: MakePage | None = None, cpu_limit_s: float = PAGE_CPU_LIMIT_S):
         self.processes = processes
-        self.time_limit_s = time_limit_s
+        self.cpu_limit_s = cpu_limit_s
         self._make_page = make_page or _listed_page_in_pool
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
         self._read_alone: set[str] = set()  # tenants whose pages are read alone
         self._first_death: dict[str, float] = {}  # per tenant: when a page of it last killed the process reading it
         # alone without being blamed for it (monotonic)
+        self._last_death: dict[str, float] = {}  # per tenant: when a page of it last killed its process, read alone
         self._alone: ProcessPoolExecutor | None = None  # one process, one page at a time
         self._alone_tenant: str | None = None  # the only tenant whose pages that process has read
         self._alone_turns = TenantTurns()
@@ -128,7 +135,7 @@ class PagePool:
             page, worked_s = await self._made_alone(resource, args, started)
         else:
             try:
-                page, worked_s = await self._in_pool(_within, self.time_limit_s, self._make_page, *args)
+                page, worked_s = await self._in_pool(_within, self.cpu_limit_s, self._make_page, *args)
             except PagePoolBrokenError:  # which of the pages it held killed it is not known
                 page, worked_s = await self._made_alone(resource, args, started)
         now = time.monotonic()
@@ -160,9 +167,12 @@ class PagePool:
         tenant_id = args[2]
         loop = asyncio.get_running_loop()
         async with self._alone_turns.turn(tenant_id):
+            if self._last_death.get(tenant_id, -math.inf) > started:  # in flight with the page blamed just now
+                raise PagePoolBrokenError(f"another {resource} page of this account killed the process reading it")
             executor = await self._alone_process(tenant_id)
+            process = next(iter(_processes_of(executor)), None)
             try:
-                return await loop.run_in_executor(executor, _within, self.time_limit_s, self._make_page, *args)
+                return await loop.run_in_executor(executor, _within, self.cpu_limit_s, self._make_page, *args)
             except BrokenProcessPool:
                 self._drop_alone()
             except Exception:
@@ -170,17 +180,19 @@ class PagePool:
             except BaseException:  # cancelled, the page perhaps still in there: the next one gets its own process
                 self._drop_alone()
                 raise
+            how = await _how_it_ended(process)
             self.read_alone(tenant_id)
             first = self._first_death.get(tenant_id)
-            now = time.monotonic()
-            log.error("a page killed the process reading it alone, or outlasted the page time limit; the tenant's "
-                      "pages are read alone from now on", tenant_id=tenant_id, resource=resource,
-                      again=first is not None, time_limit_s=self.time_limit_s)
+            now = self._last_death[tenant_id] = time.monotonic()
+            log.error("a page ended the process reading it alone; the tenant's pages are read alone from now on",
+                      tenant_id=tenant_id, resource=resource, process=how, again=first is not None,
+                      cpu_limit_s=self.cpu_limit_s)
             if first is not None and first < started and now - first < CONVICTION_WINDOW_S:
-                raise PageCrashError(f"a {resource} page of this account kills the process that reads it") from None
+                raise PageCrashError(
+                    f"the process reading a {resource} page of this account alone {how}, twice") from None
             if first is None or now - first >= CONVICTION_WINDOW_S:
                 self._first_death[tenant_id] = now
-            raise PagePoolBrokenError(f"a {resource} page killed the process reading it alone") from None
+            raise PagePoolBrokenError(f"the process reading a {resource} page alone {how}") from None
 
     async def _alone_process(self, tenant_id: str) -> ProcessPoolExecutor:
         """The one-process executor for the tenant's pages read alone, checked alive now (a death while idle is no
@@ -202,7 +214,7 @@ class PagePool:
 
     def _drop_alone(self) -> None:
         if self._alone is not None:
-            self._alone.shutdown(wait=False, cancel_futures=True)
+            _end(self._alone)
         self._alone, self._alone_tenant = None, None
 
     def _forget_before(self, since: float) -> None:
@@ -221,7 +233,7 @@ class PagePool:
         except (BrokenProcessPool, OSError) as exc:  # OSError: a process could not be started (out of memory, say)
             if _pools.get(self.processes) is executor:
                 del _pools[self.processes]
-                executor.shutdown(wait=False, cancel_futures=True)
+                _end(executor)
                 log.warning("a page pool process died; the pages it held are read again alone, one at a time")
             raise PagePoolBrokenError("a process turning listed pages into records died") from exc
 
@@ -267,6 +279,32 @@ class TenantTurns:
         waiter[1].set_result(None)
 
 
+def _processes_of(executor: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    """The executor's live processes (the stdlib keeps them in a private dict, None once shut down)."""
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def _end(executor: ProcessPoolExecutor) -> None:
+    """Lets go of a broken executor (or one whose page was cancelled) and kills its processes: they ignore the SIGTERM
+    the stdlib sends them when a sibling dies (`_die_with`), so left alone, a survivor blocks writing a result no one
+    reads and the executor's thread waits for it for good."""
+    for process in _processes_of(executor):
+        with contextlib.suppress(OSError, ValueError):  # already gone
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _how_it_ended(process: multiprocessing.process.BaseProcess | None) -> str:
+    """What ended a pool process that died, for the log and the error: the limit, a signal, or an exit code."""
+    if process is None:
+        return "ended"
+    await asyncio.to_thread(process.join, 5.0)  # dead already: the stdlib's thread may be reaping it too
+    code = process.exitcode
+    if code is None:
+        return "ended"
+    return _SIGNAL_EXIT.get(code, f"was ended by signal {-code}") if code < 0 else f"exited with code {code}"
+
+
 def _start(processes: int) -> ProcessPoolExecutor:
     executor = _pools[processes] = _new_executor(processes)
     return executor
@@ -277,14 +315,14 @@ def _new_executor(processes: int) -> ProcessPoolExecutor:
                                initargs=(os.getpid(),))
 
 
-def _within(time_limit_s: float, make_page: Callable[..., _T], *args: Any) -> _T:
-    """In a pool process: `make_page(*args)`, the process ended by the kernel (SIGALRM) if it outlasts
-    `time_limit_s`; the alarm is off again before the process takes its next task, however the page ended."""
-    signal.setitimer(signal.ITIMER_REAL, time_limit_s)
+def _within(cpu_limit_s: float, make_page: Callable[..., _T], *args: Any) -> _T:
+    """In a pool process: `make_page(*args)`, the process ended by the kernel (SIGPROF) if it uses `cpu_limit_s` of
+    CPU time; the timer is off again before the process takes its next task, however the page ended."""
+    signal.setitimer(signal.ITIMER_PROF, cpu_limit_s)
     try:
         return make_page(*args)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _listed_page_in_pool(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
@@ -304,7 +342,8 @@ def _die_with(worker_pid: int) -> None:
     flight, which need this process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # a page that outlasts its time limit ends the process (`_within`)
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # a page that uses up its CPU limit ends the process (`_within`)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPROF})  # a blocked mask is inherited across spawn
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != worker_pid:  # the worker ended before the signal was asked for

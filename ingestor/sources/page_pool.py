@@ -173,25 +173,30 @@ class PagePool:
             process = next(iter(_processes_of(executor)), None)
             try:
                 return await loop.run_in_executor(executor, _within, self.cpu_limit_s, self._make_page, *args)
-            except BrokenProcessPool:
-                self._drop_alone()
+            except BrokenProcessPool as exc:
+                if exc.__cause__ is not None:  # the stdlib gives a cause only when this side could not read the result
+                    self._drop_alone()  # (out of memory here, say): the process was alive, and the page not to blame
+                    raise PagePoolBrokenError(f"a {resource} page read alone could not be received") from None
             except Exception:
                 raise  # the page's own error (PageBugError): the process is fine
             except BaseException:  # cancelled, the page perhaps still in there: the next one gets its own process
                 self._drop_alone()
                 raise
-            how = await _how_it_ended(process)
+            # Blamed before anything else is awaited, so a cancellation from here on keeps the blame.
             self.read_alone(tenant_id)
             first = self._first_death.get(tenant_id)
             now = self._last_death[tenant_id] = time.monotonic()
+            convicted = first is not None and first < started and now - first < CONVICTION_WINDOW_S
+            if first is None or now - first >= CONVICTION_WINDOW_S:
+                self._first_death[tenant_id] = now
+            how = await _how_it_ended(process)
+            self._drop_alone()
             log.error("a page ended the process reading it alone; the tenant's pages are read alone from now on",
                       tenant_id=tenant_id, resource=resource, process=how, again=first is not None,
                       cpu_limit_s=self.cpu_limit_s)
-            if first is not None and first < started and now - first < CONVICTION_WINDOW_S:
+            if convicted:
                 raise PageCrashError(
                     f"the process reading a {resource} page of this account alone {how}, twice") from None
-            if first is None or now - first >= CONVICTION_WINDOW_S:
-                self._first_death[tenant_id] = now
             raise PagePoolBrokenError(f"the process reading a {resource} page alone {how}") from None
 
     async def _alone_process(self, tenant_id: str) -> ProcessPoolExecutor:
@@ -230,11 +235,17 @@ class PagePool:
         executor = _pools.get(self.processes) or _start(self.processes)
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-        except (BrokenProcessPool, OSError) as exc:  # OSError: a process could not be started (out of memory, say)
+        except (BrokenProcessPool, OSError, asyncio.CancelledError) as exc:
+            # OSError: a process could not be started (out of memory, say); cancelled: not this task (it would be
+            # cancelling) but its page, queued in a pool let go of for that.
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and (task is None or task.cancelling()):
+                raise
             if _pools.get(self.processes) is executor:
                 del _pools[self.processes]
-                _end(executor)
-                log.warning("a page pool process died; the pages it held are read again alone, one at a time")
+                _end(executor, kill=isinstance(exc, BrokenProcessPool))
+                log.warning("a page pool process died or did not start; the pages it held are read again alone, "
+                            "one at a time", error=type(exc).__name__)
             raise PagePoolBrokenError("a process turning listed pages into records died") from exc
 
 
@@ -284,13 +295,14 @@ def _processes_of(executor: ProcessPoolExecutor) -> list[multiprocessing.process
     return list((getattr(executor, "_processes", None) or {}).values())
 
 
-def _end(executor: ProcessPoolExecutor) -> None:
-    """Lets go of a broken executor (or one whose page was cancelled) and kills its processes: they ignore the SIGTERM
-    the stdlib sends them when a sibling dies (`_die_with`), so left alone, a survivor blocks writing a result no one
-    reads and the executor's thread waits for it for good."""
-    for process in _processes_of(executor):
-        with contextlib.suppress(OSError, ValueError):  # already gone
-            process.kill()
+def _end(executor: ProcessPoolExecutor, kill: bool = True) -> None:
+    """Lets go of an executor, its queued pages cancelled, and unless told otherwise kills its processes: a broken
+    one's ignore the SIGTERM the stdlib sends them (`_die_with`), so left alone, a survivor blocks writing a result no
+    one reads and the executor's thread waits for it for good."""
+    for process in _processes_of(executor) if kill else []:
+        if process.exitcode is None:  # not reaped yet (a dead one's status is kept: killing a zombie changes nothing)
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
     executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -298,8 +310,13 @@ async def _how_it_ended(process: multiprocessing.process.BaseProcess | None) -> 
     """What ended a pool process that died, for the log and the error: the limit, a signal, or an exit code."""
     if process is None:
         return "ended"
-    await asyncio.to_thread(process.join, 5.0)  # dead already: the stdlib's thread may be reaping it too
+    await asyncio.to_thread(process.join, 5.0)  # dead already
     code = process.exitcode
+    for _ in range(100):  # the stdlib's thread may have reaped it first: it sets the status just after
+        if code is not None:
+            break
+        await asyncio.sleep(0.01)
+        code = process.exitcode
     if code is None:
         return "ended"
     return _SIGNAL_EXIT.get(code, f"was ended by signal {-code}") if code < 0 else f"exited with code {code}"

@@ -191,6 +191,45 @@ async def test_the_processes_of_a_pool_that_broke_end_and_the_pages_they_made_co
         assert process.exitcode is not None
 
 
+def _refuse_to_arrive() -> None:
+    raise MemoryError  # as the worker's process would, short of memory while it reads a result
+
+
+class _Unreceivable:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return _refuse_to_arrive, ()
+
+
+def made_but_not_received(body: bytes, *args):  # type: ignore[no-untyped-def]
+    """In a pool process: a page whose result the worker fails to read (the process itself is fine)."""
+    return _Unreceivable(), 0.0
+
+
+async def test_a_result_the_worker_cannot_receive_blames_no_tenant() -> None:
+    """When the worker's side fails to read a page's result, the pool breaks with the process alive: not the page's
+    doing, so its tenant is neither read alone nor paused, however often it happens."""
+    pool = PagePool(1, made_but_not_received)
+    for _ in range(3):
+        with pytest.raises(PagePoolBrokenError) as failed:
+            await _page(pool, tenant="tenant_a")
+        assert not isinstance(failed.value, PageCrashError)
+        assert str(failed.value) == "a charges page read alone could not be received"
+    assert not pool.reads_alone("tenant_a")
+
+
+async def test_pages_queued_in_a_pool_let_go_of_come_back_instead_of_being_cancelled() -> None:
+    """A pool let go of while pages wait in it (one of its processes could not be started, say) cancels them there:
+    each comes back, read again alone, and the task that waited for it is not cancelled."""
+    pool = PagePool(1, slow_page)
+    await pool.warm()
+    tenants = ["tenant_a", "tenant_b", "tenant_c", "tenant_d"]
+    pages = [asyncio.ensure_future(_page(pool, tenant=t)) for t in tenants]
+    await asyncio.sleep(0)  # every page submitted
+    shared = _pools.pop(1)
+    page_pool._end(shared, kill=False)
+    assert await asyncio.gather(*pages) == [await _page(PagePool(0), tenant=t) for t in tenants]
+
+
 async def test_pages_already_in_flight_when_a_tenant_is_first_blamed_do_not_pause_it() -> None:
     """Two deaths of the tenant's pages from one burst (the pool held both when it died) could both be the kernel's
     out-of-memory killer at work: only a page that started after the first death can pause the import."""

@@ -28,6 +28,26 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def log_tasks() -> None:
+    """Logs each task of the running loop and the chain of coroutines it waits in (innermost last), by function and
+    line only (no values: they may hold keys or card data). Why a process makes no progress, on SIGUSR1."""
+    tasks = asyncio.all_tasks()
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        log.warning("task waiting", task=task.get_name(), waits_in=" > ".join(_awaiting(task.get_coro())))
+    log.warning("tasks logged", count=len(tasks))
+
+
+def _awaiting(coro: object) -> list[str]:
+    """`function:line` of each coroutine in the chain `coro` awaits, down to the future it is suspended on."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], again_s: float = CANCEL_AGAIN_S) -> None:
     """Cancels the tasks and waits until every one has ended, cancelling again any still running `again_s` later.
 

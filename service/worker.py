@@ -36,7 +36,7 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
-from plumbing.runtime import cancel_and_wait, tune_gc
+from plumbing.runtime import cancel_and_wait, log_tasks, tune_gc
 from plumbing.settings import Settings, load_settings
 from service.web import load_keyring
 
@@ -109,6 +109,7 @@ async def run_worker(settings: Settings, keyring: MasterKeyring, poll: bool = Tr
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_tasks)  # where each task waits: why no progress (docs/operating.md)
     async with open_worker(settings, keyring) as worker:
         tasks = []
         if poll:

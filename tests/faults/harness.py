@@ -19,7 +19,7 @@ import asyncpg
 
 from plumbing.kafka import topic_end_offsets
 from plumbing.settings import Settings
-from stack.processes import Services
+from stack.processes import Services, log_file
 from stripe_sim import SimServer
 from stripe_sim.billing import Book
 from stripe_sim.generator import GeneratorConfig, generate
@@ -173,11 +173,33 @@ class Product:
         progress = await self.api("GET", f"/api/tenants/{tenant.tenant_id}/connections/test/import", tenant.token)
         return bool(progress["state"] == "done")
 
+    async def why_no_progress(self, tenant: Tenant) -> str:
+        """The tenant's import progress, and the tasks the worker logs on SIGUSR1 (where each waits)."""
+        try:
+            progress = await self.api("GET", f"/api/tenants/{tenant.tenant_id}/connections/test/import", tenant.token)
+        except (aiohttp.ClientError, OSError, AssertionError) as exc:
+            progress = repr(exc)
+        lines = [f"import progress: {progress}"]
+        for label, proc in self.services.started:
+            if label == "fault-worker" and proc.poll() is None:
+                log = log_file(label)
+                start = log.stat().st_size
+                proc.send_signal(signal.SIGUSR1)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and b'"tasks logged"' not in log.read_bytes()[start:]:
+                    await asyncio.sleep(POLL_INTERVAL_S)
+                logged = log.read_bytes()[start:].decode(errors="replace").splitlines()
+                lines += [line for line in logged if '"task waiting"' in line or '"tasks logged"' in line]
+        return "\n".join(lines)
+
     async def idle(self, tenant: Tenant, timeout_s: float = 240) -> float:
         """Waits until webhooks, the import and the projector are all done; returns how long it took."""
         started = time.monotonic()
         await self.sim.wait_deliveries_idle(timeout_s)
-        await self.wait("the import", lambda: self.import_done(tenant), timeout_s)
+        try:
+            await self.wait("the import", lambda: self.import_done(tenant), timeout_s)
+        except AssertionError as exc:  # what the import says of itself, and where the worker's tasks wait
+            raise AssertionError(f"{exc}\n{await self.why_no_progress(tenant)}") from None
 
         async def projected() -> bool:
             end = sum((await topic_end_offsets(self.settings.kafka, self.settings.kafka.raw_topic)).values())

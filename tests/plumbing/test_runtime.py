@@ -5,7 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from plumbing.runtime import cancel_and_wait
+from structlog.testing import capture_logs
+
+from plumbing.runtime import cancel_and_wait, log_tasks
+
+
+async def test_each_task_is_logged_with_the_coroutines_it_waits_in_and_no_values() -> None:
+    """On SIGUSR1 a worker logs where each of its tasks waits: enough to see which await holds an import that makes no
+    progress, and never a value (arguments may hold a key)."""
+    never = asyncio.Event()
+
+    async def wait_for_tokens(key: str) -> None:
+        await never.wait()
+
+    async def page_slice(key: str) -> None:
+        await wait_for_tokens(key)
+
+    task = asyncio.create_task(page_slice("rk_live_secret"), name="import conn_1")
+    await asyncio.sleep(0)  # the task reaches its first await
+    with capture_logs() as logs:
+        log_tasks()
+    task.cancel()
+    mine = next(entry for entry in logs if entry.get("task") == "import conn_1")
+    assert [step.split(":")[0] for step in mine["waits_in"].split(" > ")] == [
+        "test_each_task_is_logged_with_the_coroutines_it_waits_in_and_no_values.<locals>.page_slice",
+        "test_each_task_is_logged_with_the_coroutines_it_waits_in_and_no_values.<locals>.wait_for_tokens",
+        "Event.wait"]
+    assert "rk_live_secret" not in repr(logs)
+    assert logs[-1]["event"] == "tasks logged" and logs[-1]["count"] >= 2
 
 
 async def test_a_task_that_swallows_its_cancellation_is_cancelled_again() -> None:

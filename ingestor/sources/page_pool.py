@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ctypes
 import math
 import multiprocessing
@@ -114,6 +115,7 @@ class PagePool:
         self.processes = processes
         self.cpu_limit_s = cpu_limit_s
         self._make_page = make_page or _listed_page_in_pool
+        self._limited_page = functools.partial(_within, cpu_limit_s, self._make_page)  # what a pool process runs
         self._worked: deque[tuple[float, float]] = deque()  # per page made lately: when its work ended, how long
         self._read_alone: set[str] = set()  # tenants whose pages are read alone
         self._first_death: dict[str, float] = {}  # per tenant: when a page of it last killed the process reading it
@@ -135,7 +137,7 @@ class PagePool:
             page, worked_s = await self._made_alone(resource, args, started)
         else:
             try:
-                page, worked_s = await self._in_pool(_within, self.cpu_limit_s, self._make_page, *args)
+                page, worked_s = await self._in_pool(self._limited_page, *args)
             except PagePoolBrokenError:  # which of the pages it held killed it is not known
                 page, worked_s = await self._made_alone(resource, args, started)
         now = time.monotonic()
@@ -172,7 +174,7 @@ class PagePool:
             executor = await self._alone_process(tenant_id)
             process = next(iter(_processes_of(executor)), None)
             try:
-                return await loop.run_in_executor(executor, _within, self.cpu_limit_s, self._make_page, *args)
+                return await loop.run_in_executor(executor, self._limited_page, *args)
             except BrokenProcessPool as exc:
                 if exc.__cause__ is not None:  # the stdlib gives a cause only when this side could not read the result
                     self._drop_alone()  # (out of memory here, say): the process was alive, and the page not to blame

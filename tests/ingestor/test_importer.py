@@ -356,6 +356,7 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
     monkeypatch.setattr(worker.importer, "_pages", pool)
     outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
     assert outcomes[other_connection].state == "done" and other_tenant in read_again
+    assert marker.exists()  # the spy saw the other tenant's page go in (it reads the tenant where the pool passes it)
     outcome = outcomes[hostile_connection]
     if outcome.state == "retry_later":  # one of its pages killed a process alone: the kernel may have done it
         again = {o.connection_id: o for o in await worker.importer.run_pending()}  # read alone now; one kills again
@@ -389,3 +390,4 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
     if states[-1] == "retry_later":  # its first death in this worker
         states.append((await worker.importer.run_connection(hostile_connection)).state)
     assert states[-1] == "paused" and hostile_tenant not in in_shared_pool
+    assert all(isinstance(tenant, str) for tenant in in_shared_pool)  # tenant ids the spy read, not pages

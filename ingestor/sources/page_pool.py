@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ctypes
+import functools
 import math
 import multiprocessing
 import os

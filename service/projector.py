@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import create_pool
-from plumbing.runtime import tune_gc
+from plumbing.runtime import log_tasks, tune_gc
 from plumbing.settings import Settings, load_settings
 from projections.projector.consumer import ProjectorMetrics, RevenueProjector
 from projections.projector.dedupe_pruning import prune_periodically
@@ -68,6 +68,8 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGUSR1, log_tasks)  # where each task waits (docs/operating.md)
     return stop
 
 

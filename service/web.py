@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import signal
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -36,7 +37,7 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import KafkaPublisher, PublishError
 from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import DatabaseUnavailableError, create_pool
-from plumbing.runtime import tune_gc
+from plumbing.runtime import log_tasks, tune_gc
 from plumbing.settings import Settings, VaultSettings, load_settings
 from projections.read.client import Grant, Level
 from projections.read.http_api import add_read_routes
@@ -196,6 +197,11 @@ def build_web_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _log_tasks_on_sigusr1(app: web.Application) -> None:
+    """Where each task waits, on SIGUSR1 (docs/operating.md)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
+
+
 def serve() -> None:
     """Serves the web process until SIGTERM (settings from the environment)."""
     import uvloop
@@ -205,6 +211,7 @@ def serve() -> None:
     uvloop.install()  # the receiver's hot path is the event loop: uvloop makes it markedly cheaper
     tune_gc()
     app = build_web_app(settings)
+    app.on_startup.append(_log_tasks_on_sigusr1)
     if settings.http.metrics_port:
         start_http_server(settings.http.metrics_port, addr=settings.http.metrics_host, registry=app[REGISTRY])
     web.run_app(app, host=settings.http.host, port=settings.http.port, reuse_port=settings.http.reuse_port or None,

@@ -174,14 +174,14 @@ class Product:
         return bool(progress["state"] == "done")
 
     async def why_no_progress(self, tenant: Tenant) -> str:
-        """The tenant's import progress, and the tasks the worker logs on SIGUSR1 (where each waits)."""
+        """The tenant's import progress, and the tasks each process logs on SIGUSR1 (where each waits)."""
         try:
             progress = await self.api("GET", f"/api/tenants/{tenant.tenant_id}/connections/test/import", tenant.token)
         except (aiohttp.ClientError, OSError, AssertionError) as exc:
             progress = repr(exc)
         lines = [f"import progress: {progress}"]
         for label, proc in self.services.started:
-            if label == "fault-worker" and proc.poll() is None:
+            if proc.poll() is None:
                 log = log_file(label)
                 start = log.stat().st_size
                 proc.send_signal(signal.SIGUSR1)
@@ -189,7 +189,7 @@ class Product:
                 while time.monotonic() < deadline and b'"tasks logged"' not in log.read_bytes()[start:]:
                     await asyncio.sleep(POLL_INTERVAL_S)
                 logged = log.read_bytes()[start:].decode(errors="replace").splitlines()
-                lines += [line for line in logged if '"task waiting"' in line or '"tasks logged"' in line]
+                lines += [f"{label}: {line}" for line in logged if '"task waiting"' in line or '"tasks logged"' in line]
         return "\n".join(lines)
 
     async def idle(self, tenant: Tenant, timeout_s: float = 240) -> float:
@@ -207,7 +207,10 @@ class Product:
                 "SELECT coalesce(sum(next_offset), 0) FROM projection.consumer_positions WHERE consumer_group = $1",
                 self.settings.kafka.projector_group)
             return bool(done >= end)
-        await self.wait("the projector", projected, timeout_s)
+        try:
+            await self.wait("the projector", projected, timeout_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await self.why_no_progress(tenant)}") from None
         return time.monotonic() - started
 
     async def check(self, tenant: Tenant) -> dict[str, Any]:

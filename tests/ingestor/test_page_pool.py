@@ -182,8 +182,9 @@ async def test_the_processes_of_a_pool_that_broke_end_and_the_pages_they_made_co
     pool = PagePool(2, loops_on_poison_waits_on_big, cpu_limit_s=1.0)
     await pool.warm()
     processes = list(_pools[2]._processes.values())  # type: ignore[attr-defined]
-    hostile, big = await asyncio.gather(pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED),
-                                        _page(pool, BIG), return_exceptions=True)
+    hostile, big = await asyncio.wait_for(asyncio.gather(  # a loop the limit does not end fails the test, not hangs it
+        pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED), _page(pool, BIG),
+        return_exceptions=True), 60)
     assert isinstance(hostile, PagePoolBrokenError)
     assert big == await _page(PagePool(0), BIG)
     for process in processes:

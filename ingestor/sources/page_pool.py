@@ -51,6 +51,7 @@ from ingestor.errors import IngestError
 from ingestor.sources.listed_pages import ListedPage, listed_page
 from plumbing.errors import error_site
 from plumbing.logs import get_logger
+from plumbing.settings import ImporterSettings
 
 log = get_logger(__name__)
 
@@ -59,7 +60,7 @@ _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1  # Linux prctl(2): the signal a process gets when its parent ends
 BUSY_WINDOW_S = 1.0  # how far back `busy` looks
 CONVICTION_WINDOW_S = 3600.0  # a tenant's second death of a page read alone, this soon after its first, pauses it
-PAGE_CPU_LIMIT_S = 10.0  # a page that has used this much CPU time ends its process (a page takes milliseconds)
+PAGE_CPU_LIMIT_S: float = ImporterSettings.model_fields["page_cpu_limit_s"].default  # the setting's default
 _SIGNAL_EXIT = {-signal.SIGPROF: "used up the page CPU time limit", -signal.SIGKILL: "was killed (SIGKILL)",
                 -signal.SIGSEGV: "crashed (SIGSEGV)", -signal.SIGABRT: "aborted (SIGABRT)"}
 

@@ -169,14 +169,16 @@ class Product:
         await self.api("POST", f"{t}/connections/test/import", tenant.token, {})
         return tenant
 
+    async def import_progress(self, tenant: Tenant) -> Any:
+        return await self.api("GET", f"/api/tenants/{tenant.tenant_id}/connections/test/import", tenant.token)
+
     async def import_done(self, tenant: Tenant) -> bool:
-        progress = await self.api("GET", f"/api/tenants/{tenant.tenant_id}/connections/test/import", tenant.token)
-        return bool(progress["state"] == "done")
+        return bool((await self.import_progress(tenant))["state"] == "done")
 
     async def why_no_progress(self, tenant: Tenant) -> str:
         """The tenant's import progress, and the tasks each process logs on SIGUSR1 (where each waits)."""
         try:
-            progress = await self.api("GET", f"/api/tenants/{tenant.tenant_id}/connections/test/import", tenant.token)
+            progress = await self.import_progress(tenant)
         except (aiohttp.ClientError, OSError, AssertionError) as exc:
             progress = repr(exc)
         lines = [f"import progress: {progress}"]
@@ -192,14 +194,18 @@ class Product:
                 lines += [f"{label}: {line}" for line in logged if '"task waiting"' in line or '"tasks logged"' in line]
         return "\n".join(lines)
 
+    async def wait_or_explain(self, what: str, check: Any, timeout_s: float, tenant: Tenant) -> None:
+        """`wait`, its failure holding what the import says of itself and where each process's tasks wait."""
+        try:
+            await self.wait(what, check, timeout_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await self.why_no_progress(tenant)}") from None
+
     async def idle(self, tenant: Tenant, timeout_s: float = 240) -> float:
         """Waits until webhooks, the import and the projector are all done; returns how long it took."""
         started = time.monotonic()
         await self.sim.wait_deliveries_idle(timeout_s)
-        try:
-            await self.wait("the import", lambda: self.import_done(tenant), timeout_s)
-        except AssertionError as exc:  # what the import says of itself, and where the worker's tasks wait
-            raise AssertionError(f"{exc}\n{await self.why_no_progress(tenant)}") from None
+        await self.wait_or_explain("the import", lambda: self.import_done(tenant), timeout_s, tenant)
 
         async def projected() -> bool:
             end = sum((await topic_end_offsets(self.settings.kafka, self.settings.kafka.raw_topic)).values())
@@ -207,10 +213,7 @@ class Product:
                 "SELECT coalesce(sum(next_offset), 0) FROM projection.consumer_positions WHERE consumer_group = $1",
                 self.settings.kafka.projector_group)
             return bool(done >= end)
-        try:
-            await self.wait("the projector", projected, timeout_s)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{await self.why_no_progress(tenant)}") from None
+        await self.wait_or_explain("the projector", projected, timeout_s, tenant)
         return time.monotonic() - started
 
     async def check(self, tenant: Tenant) -> dict[str, Any]:

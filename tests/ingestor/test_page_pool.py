@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
 
 import orjson
 import pytest
@@ -167,23 +169,32 @@ BIG = orjson.dumps({"object": "list", "has_more": False,
                     "data": [{**CHARGE, "id": f"ch_big{i}", "description": "x" * 5000} for i in range(100)]})
 
 
-def loops_on_poison_waits_on_big(body: bytes, *args):  # type: ignore[no-untyped-def]
-    """In a pool process: `loops_on_poison`, and a big page that is still being made when the poison ends its
-    sibling."""
-    if b"ch_big" in body:
-        time.sleep(3)
+def loops_on_poison_big_waits(marker: str, body: bytes, *args):  # type: ignore[no-untyped-def]
+    """In a pool process: `loops_on_poison`, and a big page that is still being made until the pool has broken
+    (`marker` exists)."""
+    deadline = time.monotonic() + 60  # then it goes on anyway, and the test says its process did not end
+    while b"ch_big" in body and not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return loops_on_poison(body, *args)
 
 
-async def test_the_processes_of_a_pool_that_broke_end_and_the_pages_they_made_come_back() -> None:
+async def test_the_processes_of_a_pool_that_broke_end_and_the_pages_they_made_come_back(tmp_path: Path) -> None:
     """When one process of the shared pool dies, the others end too (they ignore the SIGTERM the stdlib sends): none
     stays blocked writing a result no one reads (half a megabyte here, more than a pipe holds), and each page they
     held comes back, read again alone."""
-    pool = PagePool(2, loops_on_poison_waits_on_big, cpu_limit_s=1.0)
+    marker = tmp_path / "pool-broke"
+    pool = PagePool(2, partial(loops_on_poison_big_waits, str(marker)), cpu_limit_s=1.0)
     await pool.warm()
-    processes = list(_pools[2]._processes.values())  # type: ignore[attr-defined]
-    hostile, big = await asyncio.wait_for(asyncio.gather(  # a loop the limit does not end fails the test, not hangs it
-        pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED), _page(pool, BIG),
+    broken = _pools[2]
+    processes = list(broken._processes.values())  # type: ignore[attr-defined]
+
+    async def once_broken() -> None:
+        while _pools.get(2) is broken:
+            await asyncio.sleep(0.01)
+        marker.touch()  # the big page's process then writes its result, unless it was ended with the pool
+
+    hostile, big, _ = await asyncio.wait_for(asyncio.gather(  # a loop the limit does not end fails the test, not hangs
+        pool.listed_page(POISON, "charges", "tenant_hostile", True, None, FETCHED), _page(pool, BIG), once_broken(),
         return_exceptions=True), 60)
     assert isinstance(hostile, PagePoolBrokenError)
     assert big == await _page(PagePool(0), BIG)

@@ -1,4 +1,5 @@
-"""Operator jobs of the product: apply migrations and create topics, re-encrypt secrets under a new master key.
+"""Operator jobs of the product: apply migrations and create topics, re-encrypt secrets under a new master key,
+let a tenant's import pages share the page pool again.
 
 Migrations come from two folders, applied as one ordered list: the control plane's
 (`ingestor/connections/migrations`) and the projections' (`projections/migrations`). Run once per
@@ -14,6 +15,7 @@ import asyncpg
 
 from ingestor.connections import MIGRATIONS_DIR as CONTROL_MIGRATIONS_DIR
 from ingestor.connections.rekey import master_keys_in_use, reencrypt_all
+from ingestor.connections.store import clear_pages_read_alone, tenants_with_pages_read_alone
 from plumbing.kafka import ensure_topics
 from plumbing.logs import configure_logging
 from plumbing.migrations import apply_migrations
@@ -94,3 +96,40 @@ def load_fx_rates(path: str) -> str:
     report = asyncio.run(run())
     return (f"loaded {report['rates']} rate(s) from {report['from']} to {report['to']} for {', '.join(report['pairs'])}: "  # type: ignore[arg-type]
             f"{report['added']} new, {report['replaced']} replaced, the rest unchanged")
+
+
+class NotReadAloneError(ValueError):
+    """The tenant asked to share the pool again has no connection whose pages are read alone."""
+
+
+async def pages_read_alone(pool: asyncpg.Pool, clear: str | None, pass_s: float) -> str:
+    """The tenants whose import pages every worker reads alone (a page of theirs killed a page-pool process), or,
+    with `clear`, that tenant's pages back in the pool; raises NotReadAloneError, changing nothing, for a tenant
+    without the mark."""
+    if clear is None:
+        marked = await tenants_with_pages_read_alone(pool)
+        if not marked:
+            return "no tenant's import pages are read alone"
+        return "\n".join(f"tenant {tenant}: read alone since {since.isoformat(timespec='seconds')}"
+                         for tenant, since in marked)
+    cleared = await clear_pages_read_alone(pool, clear)
+    if not cleared:
+        raise NotReadAloneError(f"tenant {clear!r} has no connection whose import pages are read alone "
+                                "(`ingestor read-alone list` shows the tenants that have)")
+    return (f"tenant {clear!r}: its import pages share the page pool again ({cleared} connection(s)); each worker "
+            f"reads them there from its next pass over them (within importer.pass_s, {pass_s:g} s)")
+
+
+def read_alone(clear: str | None) -> str:
+    """`pages_read_alone` against the configured database (no master key needed)."""
+    settings = load_settings()
+    configure_logging(settings.log)
+
+    async def run() -> str:
+        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=1)
+        try:
+            return await pages_read_alone(pool, clear, settings.importer.pass_s)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())

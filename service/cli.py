@@ -138,6 +138,32 @@ def fx_load(path: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.group(name="read-alone")
+def read_alone() -> None:
+    """Tenants whose import pages are read alone, one at a time (a page of theirs killed a page-pool process)."""
+
+
+@read_alone.command(name="list")
+def read_alone_list() -> None:
+    """List the tenants whose import pages every worker reads alone, and since when."""
+    from service.admin import read_alone as report
+
+    click.echo(report(None))
+
+
+@read_alone.command(name="clear")
+@click.argument("tenant_id")
+def read_alone_clear(tenant_id: str) -> None:
+    """Let the tenant's import pages share the page pool again, once a release reads the page to blame safely."""
+    from service.admin import NotReadAloneError
+    from service.admin import read_alone as report
+
+    try:
+        click.echo(report(tenant_id))
+    except NotReadAloneError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.command(name="rotate-master-key")
 def rotate_master_key() -> None:
     """Re-encrypt every Stripe key and webhook secret with the current (first) master key."""

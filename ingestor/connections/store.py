@@ -339,3 +339,23 @@ class PostgresConnectionStore:
                     WHERE connection_id = $1""",
                 connection_id, now,
             )
+
+
+async def tenants_with_pages_read_alone(pool: asyncpg.Pool) -> list[tuple[str, datetime]]:
+    """Each tenant whose import pages every worker reads alone (`set_pages_read_alone`), and since when (oldest
+    first). Needs no master key: it touches no secret."""
+    rows = await pool.fetch(
+        "SELECT tenant_id, min(pages_read_alone_since) AS since FROM stripe_connections "
+        "WHERE pages_read_alone_since IS NOT NULL GROUP BY tenant_id ORDER BY since, tenant_id")
+    return [(row["tenant_id"], row["since"]) for row in rows]
+
+
+async def clear_pages_read_alone(pool: asyncpg.Pool, tenant_id: str) -> int:
+    """Lets the tenant's import pages share the page pool again (a release reads the page that was to blame
+    safely); each worker learns it at its next pass over one of the tenant's connections. Returns how many
+    connections were marked."""
+    status = await pool.execute(
+        "UPDATE stripe_connections SET pages_read_alone_since = NULL, updated_at = now() "
+        "WHERE tenant_id = $1 AND pages_read_alone_since IS NOT NULL", tenant_id,
+    )
+    return int(status.split()[-1])

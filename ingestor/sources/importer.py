@@ -246,6 +246,10 @@ class StripeImporter:
                                cpu_limit_s=settings.page_cpu_limit_s)
         self._loop_lag = LoopLag()
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
+        # Tenants this worker saw marked in the database as read alone: a pass that finds the mark gone (a person
+        # cleared it) reads their pages in the pool again. One blamed here but not yet marked is not among them, so
+        # a pass over another of its connections that started before the mark was stored does not undo it.
+        self._marked: set[str] = set()
 
     async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
         """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
@@ -301,15 +305,21 @@ class StripeImporter:
         for checkpoint in todo:
             await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
         await self._checkpoints.begin_pass(connection_id)
+        tenant_id = connection.tenant_id
         if connection.pages_read_alone_since is not None:  # learnt by another worker, or before a restart
-            self._pages.read_alone(connection.tenant_id)
+            self._pages.read_alone(tenant_id)
+            self._marked.add(tenant_id)
+        elif tenant_id in self._marked:  # a person cleared the mark (`ingestor read-alone clear`): the pool again
+            self._marked.discard(tenant_id)
+            self._pages.read_together(tenant_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
             results, slices_taken = await self._page_in_slices(session, connection_id, stop or asyncio.Event())
         finally:
             await session.close()
-        if connection.pages_read_alone_since is None and self._pages.reads_alone(connection.tenant_id):
-            await self._store.set_pages_read_alone(connection.tenant_id)  # for every worker, and after a restart
+        if connection.pages_read_alone_since is None and self._pages.reads_alone(tenant_id):
+            await self._store.set_pages_read_alone(tenant_id)  # for every worker, and after a restart
+            self._marked.add(tenant_id)
         return await self._outcome(connection_id, results, slices_taken)
 
     async def _outcome(self, connection_id: str, results: list[BaseException | None], slices_taken: int) -> ImportOutcome:

@@ -163,6 +163,13 @@ class PagePool:
         """Reads the tenant's pages alone from now on (a page of it killed such a process in another worker)."""
         self._read_alone.add(tenant_id)
 
+    def read_together(self, tenant_id: str) -> None:
+        """Reads the tenant's pages in the pool again, its deaths forgotten (a person cleared its mark: a release
+        reads the page that was to blame safely). A page that kills a process again is its first death anew."""
+        self._read_alone.discard(tenant_id)
+        self._first_death.pop(tenant_id, None)
+        self._last_death.pop(tenant_id, None)
+
     async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime],
                           started: float) -> tuple[ListedPage, float]:
         """The page made in a process where it is the only page, checked alive just before and used for no other

@@ -391,3 +391,46 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
         states.append((await worker.importer.run_connection(hostile_connection)).state)
     assert states[-1] == "paused" and hostile_tenant not in in_shared_pool
     assert all(isinstance(tenant, str) for tenant in in_shared_pool)  # tenant ids the spy read, not pages
+
+
+async def test_a_cleared_read_alone_mark_puts_the_tenants_pages_back_in_the_pool_without_a_restart(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant blamed here is read alone (and marked for every worker) even by a pass that found no mark; once a
+    person clears the mark (`ingestor read-alone clear`), the same worker reads its pages in the shared pool again
+    from its next pass, and its import brings every object; clearing it twice is refused and changes nothing."""
+    from service.admin import NotReadAloneError, pages_read_alone
+
+    account = sim.create_account(customers=5).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, _ = await connect(control, sim, account, name="Once hostile")
+    pool = PagePool(1)
+    in_pool, in_shared_pool = pool._in_pool, []
+
+    async def spied_in_pool(fn, *args):  # type: ignore[no-untyped-def]
+        in_shared_pool.append(args[2])
+        return await in_pool(fn, *args)
+
+    monkeypatch.setattr(pool, "_in_pool", spied_in_pool)
+    monkeypatch.setattr(worker.importer, "_pages", pool)
+    pool.read_alone(tenant)  # blamed in this worker, the mark not stored yet: the pass finds none, and keeps it
+    assert (await worker.importer.run_connection(connection_id)).state == "done"
+    assert tenant not in in_shared_pool and pool.reads_alone(tenant)
+    assert (await control.store.get_connection(connection_id)).pages_read_alone_since is not None
+    assert f"tenant {tenant}: read alone since " in await pages_read_alone(control.pool, None, 30)  # other tests'
+
+    assert "share the page pool again (1 connection(s))" in await pages_read_alone(control.pool, tenant, 30)
+    assert tenant not in await pages_read_alone(control.pool, None, 30)
+    with pytest.raises(NotReadAloneError, match="has no connection whose import pages are read alone"):
+        await pages_read_alone(control.pool, tenant, 30)
+    with pytest.raises(NotReadAloneError):
+        await pages_read_alone(control.pool, "t_no_such_tenant", 30)
+
+    status, _ = await control.call("POST", f"/api/tenants/{tenant}/connections/test/import", token, {})
+    assert status == 202
+    assert (await worker.importer.run_connection(connection_id)).state == "done"
+    assert tenant in in_shared_pool and not pool.reads_alone(tenant)  # the same worker, not restarted
+    assert (await control.store.get_connection(connection_id)).pages_read_alone_since is None  # not marked again
+    expected = sim_objects(sim, account)
+    envelopes = await published_envelopes(control.settings, 2 * sum(len(ids) for ids in expected.values()))
+    assert by_type([e for e in envelopes if e.tenant_id == tenant]) == expected

@@ -135,6 +135,25 @@ async def test_a_page_that_kills_or_loops_its_process_is_its_tenants_alone_and_t
     assert await page_of("tenant_hostile") == await page_of("tenant_hostile", of=PagePool(0))  # its other pages go on
 
 
+async def test_a_tenant_read_together_again_shares_the_pool_and_its_next_death_is_a_first_one() -> None:
+    """Once a person clears a convicted tenant's mark (a release reads its page safely), its pages go to the shared
+    pool again; a page that still kills a process there is retried as a first death, not taken for a second."""
+    pool = PagePool(1, dies_on_poison)
+    for _ in range(2):
+        try:
+            await _page(pool, POISON, "tenant_hostile")
+        except (PagePoolBrokenError, PageCrashError) as exc:
+            last = exc
+    assert isinstance(last, PageCrashError) and pool.reads_alone("tenant_hostile")
+    pool.read_together("tenant_hostile")
+    assert not pool.reads_alone("tenant_hostile")
+    shared = await _page(pool, tenant="tenant_hostile")  # through the shared pool: it starts it
+    assert shared == await _page(PagePool(0), tenant="tenant_hostile") and pool.processes in _pools
+    with pytest.raises(PagePoolBrokenError):  # its first death anew: retried, read alone from now on
+        await _page(pool, POISON, "tenant_hostile")
+    assert pool.reads_alone("tenant_hostile")
+
+
 def test_a_page_within_its_limit_leaves_no_timer_behind_for_the_process() -> None:
     """The timer that ends a process whose page outlasts its CPU limit runs for the page alone: a pool process on
     its next task after a page that used most of the limit (or failed) is not ended for it."""

@@ -102,33 +102,40 @@ class NotReadAloneError(ValueError):
     """The tenant asked to share the pool again has no connection whose pages are read alone."""
 
 
-async def pages_read_alone(pool: asyncpg.Pool, clear: str | None, pass_s: float) -> str:
-    """The tenants whose import pages every worker reads alone (a page of theirs killed a page-pool process), or,
-    with `clear`, that tenant's pages back in the pool; raises NotReadAloneError, changing nothing, for a tenant
-    without the mark."""
-    if clear is None:
-        marked = await tenants_with_pages_read_alone(pool)
-        if not marked:
-            return "no tenant's import pages are read alone"
-        return "\n".join(f"tenant {tenant}: read alone since {since.isoformat(timespec='seconds')}"
-                         for tenant, since in marked)
-    cleared = await clear_pages_read_alone(pool, clear)
+async def list_read_alone(pool: asyncpg.Pool) -> str:
+    """The tenants whose import pages every worker reads alone (a page of theirs killed a page-pool process)."""
+    marked = await tenants_with_pages_read_alone(pool)
+    if not marked:
+        return "no tenant's import pages are read alone"
+    return "\n".join(f"tenant {tenant}: read alone since {since.isoformat(timespec='seconds')}"
+                     for tenant, since in marked)
+
+
+async def clear_read_alone(pool: asyncpg.Pool, tenant_id: str) -> str:
+    """Puts the tenant's import pages back in the page pool; raises NotReadAloneError, changing nothing, for a
+    tenant without the mark (or text that is no tenant id)."""
+    try:
+        cleared = await clear_pages_read_alone(pool, tenant_id)
+    except (UnicodeEncodeError, asyncpg.DataError):  # e.g. bytes that are no text: no tenant has that id
+        cleared = 0
     if not cleared:
-        raise NotReadAloneError(f"tenant {clear!r} has no connection whose import pages are read alone "
+        raise NotReadAloneError(f"tenant {tenant_id!r} has no connection whose import pages are read alone "
                                 "(`ingestor read-alone list` shows the tenants that have)")
-    return (f"tenant {clear!r}: its import pages share the page pool again ({cleared} connection(s)); each worker "
-            f"reads them there from its next pass over them (within importer.pass_s, {pass_s:g} s)")
+    return (f"tenant {tenant_id!r}: its import pages share the page pool again ({cleared} connection(s)); each "
+            "worker reads them there from its next pass over one of the tenant's imports (a paused import: once "
+            "it is resumed)")
 
 
 def read_alone(clear: str | None) -> str:
-    """`pages_read_alone` against the configured database (no master key needed)."""
+    """`list_read_alone`, or `clear_read_alone` of the tenant `clear`, against the configured database (no master
+    key needed)."""
     settings = load_settings()
     configure_logging(settings.log)
 
     async def run() -> str:
         pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=1)
         try:
-            return await pages_read_alone(pool, clear, settings.importer.pass_s)
+            return await (list_read_alone(pool) if clear is None else clear_read_alone(pool, clear))
         finally:
             await pool.close()
 

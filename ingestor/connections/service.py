@@ -104,11 +104,13 @@ def import_window(now: float, months: int) -> tuple[int, int]:
     return end - months * MONTH_S, end
 
 
-def import_progress_json(checkpoints: list[ImportCheckpoint]) -> dict[str, Any]:
+def import_progress_json(checkpoints: list[ImportCheckpoint],
+                         read_alone_since: datetime | None = None) -> dict[str, Any]:
     """Returns the import's progress: per resource objects published, share of the window covered, objects per
-    second over the current pass and an estimated time left (None while too little is known)."""
+    second over the current pass and an estimated time left (None while too little is known), and since when its
+    pages are read one at a time (a page of the account killed the process reading it; None: they are not)."""
     if not checkpoints:
-        return {"state": "none", "resources": {}}
+        return {"state": "none", "resources": {}, "read_alone_since": _iso(read_alone_since)}
     first = checkpoints[0]
     paused = next((c.paused_reason for c in checkpoints if c.paused_reason and not c.done), None)
     done = all(c.done for c in checkpoints)
@@ -121,6 +123,7 @@ def import_progress_json(checkpoints: list[ImportCheckpoint]) -> dict[str, Any]:
         "paused_reason": paused,
         "objects_published": sum(c.objects_published for c in checkpoints),
         "covered": min(c.covered() for c in checkpoints),
+        "read_alone_since": _iso(read_alone_since),
         **_speed(checkpoints, running=not (done or paused)),
         "resources": {
             c.resource: {"objects_published": c.objects_published, "covered": round(c.covered(), 4), "done": c.done,
@@ -348,7 +351,8 @@ class ConnectionService:
     async def import_progress(self, tenant_id: str, mode: str) -> dict[str, Any]:
         """Returns the progress of the connection's latest import."""
         connection = await self._connection(tenant_id, mode)
-        return import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id))
+        return import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id),
+                                    connection.pages_read_alone_since)
 
     async def status(self, tenant_id: str, mode: str) -> dict[str, Any]:
         """Returns the connection's view: status, texts, recovery steps, webhook set-up, import progress."""
@@ -452,6 +456,7 @@ class ConnectionService:
             "last_poll_at": _iso(connection.last_poll_at),
             "last_error": last_error,
             "catchup_needed_since": _iso(connection.catchup_needed_since),
-            "import": import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id)),
+            "import": import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id),
+                                           connection.pages_read_alone_since),
             "reconcile": await self._reconcile_view(connection),
         }

@@ -43,7 +43,9 @@ HEALTHY_STATUS_SQL = """CASE WHEN c.webhook_verified_at IS NOT NULL THEN 'connec
 CONNECTION_COLUMNS = """c.connection_id, c.tenant_id, c.livemode, c.status, c.status_reason, c.status_changed_at,
        c.key_hint, c.key_version, c.key_ciphertext IS NOT NULL AS has_key, c.key_tested_at,
        c.webhook_verified_at, c.last_webhook_at, c.last_poll_at, c.last_error_code, c.last_error,
-       c.last_error_at, c.catchup_needed_since, c.created_at, c.pages_read_alone_since,
+       c.last_error_at, c.catchup_needed_since, c.created_at,
+       (SELECT min(t.pages_read_alone_since) FROM stripe_connections t WHERE t.tenant_id = c.tenant_id)
+           AS pages_read_alone_since,
        ARRAY(SELECT s.hint FROM webhook_secrets s WHERE s.connection_id = c.connection_id
               AND (s.expires_at IS NULL OR s.expires_at > now()) ORDER BY s.secret_id DESC) AS webhook_secret_hints"""
 
@@ -76,7 +78,9 @@ class Connection:
     catchup_needed_since: datetime | None
     created_at: datetime
     webhook_secret_hints: tuple[str, ...]
-    pages_read_alone_since: datetime | None = None  # a page of its import killed the process reading it alone
+    # Since when every worker reads the tenant's import pages alone (a page of its import killed the process
+    # reading it): the tenant's mark, the same on each of its connections.
+    pages_read_alone_since: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Connection:
@@ -313,13 +317,16 @@ class PostgresConnectionStore:
             connection_id, since,
         )
 
-    async def set_pages_read_alone(self, tenant_id: str) -> None:
+    async def set_pages_read_alone(self, tenant_id: str) -> datetime | None:
         """Records that every worker must read the tenant's import pages alone, on each of its connections (as
-        the page pool tells tenants apart); the first time stays."""
-        await self._pool.execute(
-            "UPDATE stripe_connections SET pages_read_alone_since = coalesce(pages_read_alone_since, now()), "
-            "updated_at = now() WHERE tenant_id = $1", tenant_id,
+        the page pool tells tenants apart); the first time stays. Returns the tenant's mark as it now stands (what
+        `Connection.pages_read_alone_since` shows), None for a tenant without connections."""
+        since: datetime | None = await self._pool.fetchval(
+            "WITH marked AS (UPDATE stripe_connections SET pages_read_alone_since = coalesce(pages_read_alone_since, "
+            "now()), updated_at = now() WHERE tenant_id = $1 RETURNING pages_read_alone_since) "
+            "SELECT min(pages_read_alone_since) FROM marked", tenant_id,
         )
+        return since
 
     async def disconnect(self, connection_id: str, now: datetime) -> None:
         """Deletes the key and every signing secret; polling and import stop (status `disconnected`)."""

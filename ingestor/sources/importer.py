@@ -29,6 +29,7 @@ from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenError, default_processes
+from ingestor.sources.read_alone_marks import MarkAction, ReadAloneMarks
 from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader
@@ -246,10 +247,7 @@ class StripeImporter:
                                cpu_limit_s=settings.page_cpu_limit_s)
         self._loop_lag = LoopLag()
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
-        # Tenants this worker saw marked in the database as read alone: a pass that finds the mark gone (a person
-        # cleared it) reads their pages in the pool again. One blamed here but not yet marked is not among them, so
-        # a pass over another of its connections that started before the mark was stored does not undo it.
-        self._marked: set[str] = set()
+        self._marks = ReadAloneMarks()  # the tenants' read-alone marks as this worker last learnt them
 
     async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
         """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
@@ -295,9 +293,13 @@ class StripeImporter:
     async def run_connection(self, connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
         """Runs one pass (at most `pass_s`, and until `stop` is set) over what is left of the connection's run,
         sharing the slices with any other process importing it."""
+        asked_at = time.monotonic()
         connection = await self._store.get_connection(connection_id)
         if connection is None or STATUSES[connection.status].stops_reading:
             return ImportOutcome(connection_id, "paused", connection.status if connection else "gone")
+        started = time.monotonic()
+        tenant_id = connection.tenant_id
+        self._follow_mark(tenant_id, connection.pages_read_alone_since, asked_at)
         unfinished = [c for c in await self._checkpoints.import_checkpoints(connection_id) if not c.done]
         todo = [c for c in unfinished if c.paused_reason is None]
         if unfinished and not todo:
@@ -305,22 +307,26 @@ class StripeImporter:
         for checkpoint in todo:
             await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
         await self._checkpoints.begin_pass(connection_id)
-        tenant_id = connection.tenant_id
-        if connection.pages_read_alone_since is not None:  # learnt by another worker, or before a restart
-            self._pages.read_alone(tenant_id)
-            self._marked.add(tenant_id)
-        elif tenant_id in self._marked:  # a person cleared the mark (`ingestor read-alone clear`): the pool again
-            self._marked.discard(tenant_id)
-            self._pages.read_together(tenant_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
             results, slices_taken = await self._page_in_slices(session, connection_id, stop or asyncio.Event())
         finally:
             await session.close()
-        if connection.pages_read_alone_since is None and self._pages.reads_alone(tenant_id):
-            await self._store.set_pages_read_alone(tenant_id)  # for every worker, and after a restart
-            self._marked.add(tenant_id)
+        if self._pages.reads_alone(tenant_id) and (not self._marks.knows(tenant_id)
+                                                  or self._pages.died_since(tenant_id, started)):
+            # For every worker, and after a restart; a death after a person cleared the mark marks it again.
+            since = await self._store.set_pages_read_alone(tenant_id)
+            if since is not None:
+                self._marks.stored(tenant_id, since, time.monotonic())
         return await self._outcome(connection_id, results, slices_taken)
+
+    def _follow_mark(self, tenant_id: str, since: datetime | None, asked_at: float) -> None:
+        """Reads the tenant's pages as its mark says, as this worker last learnt it (`ReadAloneMarks`)."""
+        action = self._marks.seen(tenant_id, since, asked_at)
+        if action in (MarkAction.ANEW, MarkAction.TOGETHER):  # a person cleared the mark (`ingestor read-alone`)
+            self._pages.read_together(tenant_id)
+        if action in (MarkAction.ALONE, MarkAction.ANEW):  # learnt by another worker, or before a restart
+            self._pages.read_alone(tenant_id)
 
     async def _outcome(self, connection_id: str, results: list[BaseException | None], slices_taken: int) -> ImportOutcome:
         for result in results:

@@ -165,10 +165,15 @@ class PagePool:
 
     def read_together(self, tenant_id: str) -> None:
         """Reads the tenant's pages in the pool again, its deaths forgotten (a person cleared its mark: a release
-        reads the page that was to blame safely). A page that kills a process again is its first death anew."""
+        reads the page that was to blame safely). A page that kills a process again is its first death anew. The
+        process that read its pages alone stays until another tenant needs one (it has read only this tenant's)."""
         self._read_alone.discard(tenant_id)
         self._first_death.pop(tenant_id, None)
         self._last_death.pop(tenant_id, None)
+
+    def died_since(self, tenant_id: str, since: float) -> bool:
+        """Whether a page of the tenant killed the process reading it alone at or after `since` (monotonic)."""
+        return self._last_death.get(tenant_id, -math.inf) >= since
 
     async def _made_alone(self, resource: str, args: tuple[bytes, str, str, bool, str | None, datetime],
                           started: float) -> tuple[ListedPage, float]:

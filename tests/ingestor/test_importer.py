@@ -14,10 +14,14 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from click.testing import CliRunner, Result
 
 from ingestor.sources import page_pool
+from ingestor.sources.deps import SourceDeps
+from ingestor.sources.importer import StripeImporter
 from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
+from service.cli import main as cli
 from service.worker import Worker, import_until_done, render_reconcile
 from stripe_sim import SimServer
 from tests.helpers import wait_for
@@ -396,41 +400,67 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
 async def test_a_cleared_read_alone_mark_puts_the_tenants_pages_back_in_the_pool_without_a_restart(
     control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A tenant blamed here is read alone (and marked for every worker) even by a pass that found no mark; once a
-    person clears the mark (`ingestor read-alone clear`), the same worker reads its pages in the shared pool again
-    from its next pass, and its import brings every object; clearing it twice is refused and changes nothing."""
-    from service.admin import NotReadAloneError, pages_read_alone
-
+    """A tenant blamed here is read alone (and marked for every worker) even by a pass that found no mark; a
+    worker that learns the mark from the database reads it alone too; once a person clears the mark (`ingestor
+    read-alone clear`), each of them reads its pages in the shared pool again from its next pass, not restarted,
+    and its import brings every object; the tenant sees the mark while it stands; clearing it twice, or text that
+    is no tenant, is refused and changes nothing."""
     account = sim.create_account(customers=5).id
     sim.set_rate_limit(account, 1000)
     tenant, token, connection_id, _ = await connect(control, sim, account, name="Once hostile")
-    pool = PagePool(1)
-    in_pool, in_shared_pool = pool._in_pool, []
+    in_shared_pool: list[str] = []
 
-    async def spied_in_pool(fn, *args):  # type: ignore[no-untyped-def]
-        in_shared_pool.append(args[2])
-        return await in_pool(fn, *args)
+    def spied_pool() -> PagePool:
+        pool = PagePool(1)
+        in_pool = pool._in_pool
 
-    monkeypatch.setattr(pool, "_in_pool", spied_in_pool)
-    monkeypatch.setattr(worker.importer, "_pages", pool)
-    pool.read_alone(tenant)  # blamed in this worker, the mark not stored yet: the pass finds none, and keeps it
+        async def spied_in_pool(fn, *args):  # type: ignore[no-untyped-def]
+            in_shared_pool.append(args[2])
+            return await in_pool(fn, *args)
+
+        monkeypatch.setattr(pool, "_in_pool", spied_in_pool)
+        return pool
+
+    blamed_here, learnt = spied_pool(), spied_pool()
+    monkeypatch.setattr(worker.importer, "_pages", blamed_here)
+    blamed_here.read_alone(tenant)  # blamed in this worker, the mark not stored yet: the pass finds none, keeps it
     assert (await worker.importer.run_connection(connection_id)).state == "done"
-    assert tenant not in in_shared_pool and pool.reads_alone(tenant)
+    assert tenant not in in_shared_pool and blamed_here.reads_alone(tenant)
     assert (await control.store.get_connection(connection_id)).pages_read_alone_since is not None
-    assert f"tenant {tenant}: read alone since " in await pages_read_alone(control.pool, None, 30)  # other tests'
+    _, progress = await control.call("GET", f"/api/tenants/{tenant}/connections/test/import", token)
+    assert progress["read_alone_since"] is not None  # the tenant sees why its import is slower
+    importer = worker.importer  # another worker process (or this one restarted) shares its database and Kafka
+    other_worker = StripeImporter(SourceDeps(worker.store, worker.checkpoints, importer._readers, importer._publisher),
+                                  control.settings.importer)
+    monkeypatch.setattr(other_worker, "_pages", learnt)
+    await control.call("POST", f"/api/tenants/{tenant}/connections/test/import", token, {})
+    assert (await other_worker.run_connection(connection_id)).state == "done"
+    assert tenant not in in_shared_pool and learnt.reads_alone(tenant)  # learnt from the database
 
-    assert "share the page pool again (1 connection(s))" in await pages_read_alone(control.pool, tenant, 30)
-    assert tenant not in await pages_read_alone(control.pool, None, 30)
-    with pytest.raises(NotReadAloneError, match="has no connection whose import pages are read alone"):
-        await pages_read_alone(control.pool, tenant, 30)
-    with pytest.raises(NotReadAloneError):
-        await pages_read_alone(control.pool, "t_no_such_tenant", 30)
+    monkeypatch.setenv("INGESTOR_POSTGRES__DSN", control.settings.postgres.dsn.get_secret_value())
 
-    status, _ = await control.call("POST", f"/api/tenants/{tenant}/connections/test/import", token, {})
-    assert status == 202
-    assert (await worker.importer.run_connection(connection_id)).state == "done"
-    assert tenant in in_shared_pool and not pool.reads_alone(tenant)  # the same worker, not restarted
+    async def run_cli(*args: str) -> Result:  # in a thread: the command runs its own event loop
+        return await asyncio.to_thread(CliRunner().invoke, cli, list(args))
+
+    listed = await run_cli("read-alone", "list")
+    assert listed.exit_code == 0 and f"tenant {tenant}: read alone since " in listed.output  # with other tests'
+    cleared = await run_cli("read-alone", "clear", tenant)
+    assert cleared.exit_code == 0 and "share the page pool again (1 connection(s))" in cleared.output
+    assert tenant not in (await run_cli("read-alone", "list")).output
+    for refused in (tenant, "ten_no_such_tenant", "\udcff"):  # cleared already, unknown, no text at all
+        again = await run_cli("read-alone", "clear", refused)
+        assert again.exit_code == 1 and "has no connection whose import pages are read alone" in again.output
+        assert again.exception is None or isinstance(again.exception, SystemExit)  # a message, no traceback
+
+    for importer, pool in ((worker.importer, blamed_here), (other_worker, learnt)):
+        in_shared_pool.clear()
+        status, _ = await control.call("POST", f"/api/tenants/{tenant}/connections/test/import", token, {})
+        assert status == 202
+        assert (await importer.run_connection(connection_id)).state == "done"
+        assert tenant in in_shared_pool and not pool.reads_alone(tenant)  # the same worker, not restarted
     assert (await control.store.get_connection(connection_id)).pages_read_alone_since is None  # not marked again
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["import"]["read_alone_since"] is None
     expected = sim_objects(sim, account)
-    envelopes = await published_envelopes(control.settings, 2 * sum(len(ids) for ids in expected.values()))
+    envelopes = await published_envelopes(control.settings, 4 * sum(len(ids) for ids in expected.values()))
     assert by_type([e for e in envelopes if e.tenant_id == tenant]) == expected

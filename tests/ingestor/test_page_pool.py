@@ -149,9 +149,12 @@ async def test_a_tenant_read_together_again_shares_the_pool_and_its_next_death_i
     assert not pool.reads_alone("tenant_hostile")
     shared = await _page(pool, tenant="tenant_hostile")  # through the shared pool: it starts it
     assert shared == await _page(PagePool(0), tenant="tenant_hostile") and pool.processes in _pools
+    before = time.monotonic()
     with pytest.raises(PagePoolBrokenError):  # its first death anew: retried, read alone from now on
         await _page(pool, POISON, "tenant_hostile")
     assert pool.reads_alone("tenant_hostile")
+    assert pool.died_since("tenant_hostile", before) and not pool.died_since("tenant_hostile", time.monotonic())
+    assert not pool.died_since("tenant_a", before)  # the importer marks the tenant again for every worker
 
 
 def test_a_page_within_its_limit_leaves_no_timer_behind_for_the_process() -> None:

@@ -164,7 +164,14 @@ function renderImport(imp) {
     bars.append(label, bar);
   }
   $("import-state").textContent = imp.state === "paused" ? `Paused: ${imp.paused_reason}` :
-    imp.state === "done" ? "Import complete." : `Importing…${importSpeed(imp)}`;
+    imp.state === "done" ? "Import complete." : `Importing…${importSpeed(imp)}${readAlone(imp)}`;
+}
+
+// Pages read one at a time (slower): a page of this account stopped the process reading it.
+function readAlone(imp) {
+  if (!imp.read_alone_since) return "";
+  const since = new Date(imp.read_alone_since).toLocaleString();
+  return ` — one page at a time since ${since}, as a page of this account stopped our reader`;
 }
 
 function importSpeed(imp) {

@@ -17,6 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ingestor.connections.status import STATUSES
 from ingestor.sources.refusals import Refused, record_refused
 from ingestor.sources.slices import ImportSlice, Peers, initial_ranges
 from plumbing.postgres import translates_database_errors
@@ -368,12 +369,20 @@ class PostgresCheckpoints:
                 WHERE s.connection_id = $1 ORDER BY s.resource, s.range_start""", connection_id)
         return [ImportSlice(**dict(r)) for r in rows]
 
-    async def pause_import(self, connection_id: str, reason: str) -> None:
-        """Pauses the connection's unfinished import (checkpoints kept) until `resume_import`."""
-        await self._pool.execute(
-            "UPDATE import_runs SET paused_reason = $2, updated_at = now() WHERE connection_id = $1 AND done_at IS NULL",
-            connection_id, reason,
+    async def pause_import(self, connection_id: str, reason: str) -> bool:
+        """Pauses the connection's unfinished import (checkpoints kept) until `resume_import`; returns whether it
+        did. A reason that is the connection's status (`key_invalid`, `permission_missing`, `disconnected`) pauses
+        only while the connection still has it: a pass learns it on a 401, then ends its pages in flight, and a
+        new key (or a green key Test) that changed the status and resumed the import meanwhile must not be undone
+        by that pass (it paused the import for good, and the fault suite's combined run waited for it in vain)."""
+        status: str = await self._pool.execute(
+            """UPDATE import_runs SET paused_reason = $2, updated_at = now()
+                WHERE connection_id = $1 AND done_at IS NULL
+                  AND (NOT $3 OR EXISTS (SELECT 1 FROM stripe_connections c
+                                          WHERE c.connection_id = $1 AND c.status = $2))""",
+            connection_id, reason, reason in STATUSES,
         )
+        return status != "UPDATE 0"
 
     async def resume_import(self, connection_id: str) -> None:
         """Lets a paused import continue from its checkpoints."""

@@ -15,6 +15,7 @@ thousand imports all make progress.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -309,16 +310,24 @@ class StripeImporter:
         await self._checkpoints.begin_pass(connection_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
-            results, slices_taken = await self._page_in_slices(session, connection_id, stop or asyncio.Event())
+            try:
+                results, slices_taken = await self._page_in_slices(session, connection_id, stop or asyncio.Event())
+            finally:
+                await session.close()
+            return await self._outcome(connection_id, results, slices_taken)  # a pause is written first
         finally:
-            await session.close()
-        if self._pages.reads_alone(tenant_id) and (not self._marks.knows(tenant_id)
-                                                  or self._pages.died_since(tenant_id, started)):
-            # For every worker, and after a restart; a death after a person cleared the mark marks it again.
-            since = await self._store.set_pages_read_alone(tenant_id)
-            if since is not None:
-                self._marks.stored(tenant_id, since, time.monotonic())
-        return await self._outcome(connection_id, results, slices_taken)
+            await self._store_mark(tenant_id, started)
+
+    async def _store_mark(self, tenant_id: str, started: float) -> None:
+        """Marks the tenant for every worker (and after a restart) if this pass must (`ReadAloneMarks.to_store`):
+        a death after a person cleared the mark marks it again."""
+        died_since = functools.partial(self._pages.died_since, tenant_id)
+        if not self._marks.to_store(tenant_id, self._pages.reads_alone(tenant_id), died_since, started):
+            return
+        self._marks.storing(tenant_id)
+        since = await self._store.set_pages_read_alone(tenant_id)
+        if since is not None:
+            self._marks.stored(tenant_id, since, time.monotonic())
 
     def _follow_mark(self, tenant_id: str, since: datetime | None, asked_at: float) -> None:
         """Reads the tenant's pages as its mark says, as this worker last learnt it (`ReadAloneMarks`)."""
@@ -331,7 +340,8 @@ class StripeImporter:
     async def _outcome(self, connection_id: str, results: list[BaseException | None], slices_taken: int) -> ImportOutcome:
         for result in results:
             if isinstance(result, StopReading):
-                await self._checkpoints.pause_import(connection_id, result.reason)
+                if not await self._checkpoints.pause_import(connection_id, result.reason):
+                    return ImportOutcome(connection_id, "more", "a new key or a green key Test came meanwhile")
                 return ImportOutcome(connection_id, "paused", result.reason)
         for result in results:
             if isinstance(result, (IngestError, PublishError)):

@@ -135,6 +135,43 @@ async def test_a_revoked_key_pauses_the_import_and_a_new_key_resumes_it(
     assert by_type(envelopes) == expected  # nothing lost
 
 
+async def test_a_new_key_stored_while_the_pass_that_met_the_401_ends_is_not_undone_by_its_pause(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that met the 401 ends its pages in flight before it pauses the import; a new key stored meanwhile
+    (the person saw `key_invalid` at once) resumed the import, and the pass's pause must not undo that: the
+    import goes on with the new key and brings every object. Before, it stayed paused for good."""
+    account = sim.create_account(customers=60).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, key = await connect(control, sim, account)
+    sim.set_faults({"kind": "latency", "latency_ms": 60})  # slow pages, so the revocation lands mid-import
+    outcome_of = worker.importer._outcome
+
+    async def new_key_first(*args):  # type: ignore[no-untyped-def]
+        status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
+                                          {"key": sim.create_restricted_key(account)})
+        assert status == 200 and body["connection"]["status"] != "key_invalid"
+        return await outcome_of(*args)
+
+    monkeypatch.setattr(worker.importer, "_outcome", new_key_first)
+    task = asyncio.create_task(worker.importer.run_connection(connection_id))
+
+    async def some_pages_done() -> bool:
+        return any(c.objects_published > 0 for c in await control.checkpoints.import_checkpoints(connection_id))
+
+    await wait_for(some_pages_done, 20, "the first pages")
+    sim.revoke_key(key)
+    outcome = await asyncio.wait_for(task, 30)
+    sim.set_faults()
+    assert outcome.state == "more"
+    assert all(c.paused_reason is None for c in await control.checkpoints.import_checkpoints(connection_id))
+    monkeypatch.setattr(worker.importer, "_outcome", outcome_of)
+    assert (await worker.importer.run_connection(connection_id)).state == "done"
+    expected = sim_objects(sim, account)
+    envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
+    assert by_type(envelopes) == expected
+
+
 async def test_a_key_rotated_while_pages_are_in_flight_never_fails_the_import(
     control: ControlClient, worker: Worker, sim: SimServer
 ) -> None:

@@ -51,3 +51,22 @@ async def test_a_page_counts_once_and_only_for_the_slices_holder_in_the_current_
     await checkpoints.start_import(connection_id, ["charges"], 0, 10_000, "on_demand")
     assert not await checkpoints.save_slice_page(piece, 100, "worker-a", LEASE_S)
     assert await charges() == (0, None)
+
+
+async def test_a_pause_for_the_connections_status_holds_only_while_the_connection_has_it(
+        control: ControlClient, sim: SimServer) -> None:
+    """A pass that met a 401 pauses the import as it ends; a new key or a green key Test changed the status (and
+    resumed the import) meanwhile: that pause is not made. A pause that is no status (a page to blame) always is."""
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints, pool = control.checkpoints, control.pool
+    await checkpoints.start_import(connection_id, ["charges"], 0, 10_000, "on_demand")
+
+    async def paused() -> set[str | None]:
+        return {c.paused_reason for c in await checkpoints.import_checkpoints(connection_id) if not c.done}
+
+    assert not await checkpoints.pause_import(connection_id, "key_invalid")  # the connection is healthy
+    assert await paused() == {None}
+    await pool.execute("UPDATE stripe_connections SET status = 'key_invalid' WHERE connection_id = $1", connection_id)
+    assert await checkpoints.pause_import(connection_id, "key_invalid") and await paused() == {"key_invalid"}
+    await checkpoints.resume_import(connection_id)
+    assert await checkpoints.pause_import(connection_id, "unreadable_page") and await paused() == {"unreadable_page"}

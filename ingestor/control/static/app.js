@@ -163,7 +163,7 @@ function renderImport(imp) {
     bar.id = id; bar.max = 100; bar.value = p;
     bars.append(label, bar);
   }
-  $("import-state").textContent = imp.state === "paused" ? `Paused: ${imp.paused_reason}` :
+  $("import-state").textContent = imp.state === "paused" ? `Paused: ${imp.paused_reason}${readAlone(imp)}` :
     imp.state === "done" ? "Import complete." : `Importing…${importSpeed(imp)}${readAlone(imp)}`;
 }
 

@@ -372,16 +372,25 @@ class PostgresCheckpoints:
     async def pause_import(self, connection_id: str, reason: str) -> bool:
         """Pauses the connection's unfinished import (checkpoints kept) until `resume_import`; returns whether it
         did. A reason that is the connection's status (`key_invalid`, `permission_missing`, `disconnected`) pauses
-        only while the connection still has it: a pass learns it on a 401, then ends its pages in flight, and a
-        new key (or a green key Test) that changed the status and resumed the import meanwhile must not be undone
-        by that pass (it paused the import for good, and the fault suite's combined run waited for it in vain)."""
-        status: str = await self._pool.execute(
-            """UPDATE import_runs SET paused_reason = $2, updated_at = now()
-                WHERE connection_id = $1 AND done_at IS NULL
-                  AND (NOT $3 OR EXISTS (SELECT 1 FROM stripe_connections c
-                                          WHERE c.connection_id = $1 AND c.status = $2))""",
-            connection_id, reason, reason in STATUSES,
-        )
+        only while the connection still has it (or, for `disconnected`, has no key): a pass learns it on a 401,
+        then ends its pages in flight, and a new key (or a green key Test) that changed the status and resumed the
+        import meanwhile must not be undone by that pass (it paused the import for good, and the fault suite's
+        combined run waited for it in vain). The runs' rows are locked before the status is read, as
+        `resume_import` takes them after the status changed: a resume either waits for this pause and clears it,
+        or came first and this pause sees the new status."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM import_runs WHERE connection_id = $1 AND done_at IS NULL "
+                               "ORDER BY resource FOR UPDATE", connection_id)  # the lock order of start_import
+            if reason in STATUSES:
+                still = await conn.fetchval(
+                    "SELECT status = $2 OR ($2 = 'disconnected' AND key_ciphertext IS NULL) FROM stripe_connections "
+                    "WHERE connection_id = $1", connection_id, reason)
+                if not still:
+                    return False
+            status: str = await conn.execute(
+                "UPDATE import_runs SET paused_reason = $2, updated_at = now() "
+                "WHERE connection_id = $1 AND done_at IS NULL", connection_id, reason,
+            )
         return status != "UPDATE 0"
 
     async def resume_import(self, connection_id: str) -> None:

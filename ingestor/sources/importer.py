@@ -338,11 +338,12 @@ class StripeImporter:
             self._pages.read_alone(tenant_id)
 
     async def _outcome(self, connection_id: str, results: list[BaseException | None], slices_taken: int) -> ImportOutcome:
-        for result in results:
-            if isinstance(result, StopReading):
-                if not await self._checkpoints.pause_import(connection_id, result.reason):
-                    return ImportOutcome(connection_id, "more", "a new key or a green key Test came meanwhile")
-                return ImportOutcome(connection_id, "paused", result.reason)
+        stops = [result for result in results if isinstance(result, StopReading)]
+        for stop in stops:
+            if await self._checkpoints.pause_import(connection_id, stop.reason):
+                return ImportOutcome(connection_id, "paused", stop.reason)
+        if stops:  # each was the connection's status, changed meanwhile (a new key, a green key Test)
+            return ImportOutcome(connection_id, "more", "a new key or a green key Test came meanwhile")
         for result in results:
             if isinstance(result, (IngestError, PublishError)):
                 return ImportOutcome(connection_id, "retry_later", str(result))

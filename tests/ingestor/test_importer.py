@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 
 from ingestor.sources import page_pool
 from ingestor.sources.deps import SourceDeps
-from ingestor.sources.importer import StripeImporter
+from ingestor.sources.importer import ImportOutcome, StripeImporter
+from ingestor.sources.key_session import StopReading
 from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
 from service.cli import main as cli
@@ -92,12 +93,9 @@ async def test_a_429_storm_and_5xx_bursts_lose_nothing(control: ControlClient, w
     assert by_type(envelopes) == expected
 
 
-async def test_a_revoked_key_pauses_the_import_and_a_new_key_resumes_it(
-    control: ControlClient, worker: Worker, sim: SimServer, pg: asyncpg.Connection
-) -> None:
-    account = sim.create_account(customers=60).id
-    sim.set_rate_limit(account, 1000)
-    tenant, token, connection_id, key = await connect(control, sim, account)
+async def revoked_mid_pass(control: ControlClient, worker: Worker, sim: SimServer, connection_id: str,
+                           key: str) -> ImportOutcome:
+    """A pass over the connection's import whose key is revoked once its first pages are in: how it ended."""
     sim.set_faults({"kind": "latency", "latency_ms": 60})  # slow pages, so the revocation lands mid-import
     task = asyncio.create_task(worker.importer.run_connection(connection_id))
 
@@ -108,6 +106,16 @@ async def test_a_revoked_key_pauses_the_import_and_a_new_key_resumes_it(
     sim.revoke_key(key)
     outcome = await asyncio.wait_for(task, 30)
     sim.set_faults()
+    return outcome
+
+
+async def test_a_revoked_key_pauses_the_import_and_a_new_key_resumes_it(
+    control: ControlClient, worker: Worker, sim: SimServer, pg: asyncpg.Connection
+) -> None:
+    account = sim.create_account(customers=60).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, key = await connect(control, sim, account)
+    outcome = await revoked_mid_pass(control, worker, sim, connection_id, key)
     assert (outcome.state, outcome.detail) == ("paused", "key_invalid")
     # Within one request: no more than the requests already in flight (one per slice paged at once) saw the 401.
     unauthorized = [r for r in sim.state.request_log[account] if r[2] == 401]
@@ -144,26 +152,18 @@ async def test_a_new_key_stored_while_the_pass_that_met_the_401_ends_is_not_undo
     account = sim.create_account(customers=60).id
     sim.set_rate_limit(account, 1000)
     tenant, token, connection_id, key = await connect(control, sim, account)
-    sim.set_faults({"kind": "latency", "latency_ms": 60})  # slow pages, so the revocation lands mid-import
     outcome_of = worker.importer._outcome
 
-    async def new_key_first(*args):  # type: ignore[no-untyped-def]
+    async def new_key_first(connection_id, results, *rest):  # type: ignore[no-untyped-def]
+        assert "key_invalid" in {r.reason for r in results if isinstance(r, StopReading)}  # the pass met the 401
         status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
                                           {"key": sim.create_restricted_key(account)})
         assert status == 200 and body["connection"]["status"] != "key_invalid"
-        return await outcome_of(*args)
+        return await outcome_of(connection_id, results, *rest)
 
     monkeypatch.setattr(worker.importer, "_outcome", new_key_first)
-    task = asyncio.create_task(worker.importer.run_connection(connection_id))
-
-    async def some_pages_done() -> bool:
-        return any(c.objects_published > 0 for c in await control.checkpoints.import_checkpoints(connection_id))
-
-    await wait_for(some_pages_done, 20, "the first pages")
-    sim.revoke_key(key)
-    outcome = await asyncio.wait_for(task, 30)
-    sim.set_faults()
-    assert outcome.state == "more"
+    outcome = await revoked_mid_pass(control, worker, sim, connection_id, key)
+    assert (outcome.state, outcome.detail) == ("more", "a new key or a green key Test came meanwhile")
     assert all(c.paused_reason is None for c in await control.checkpoints.import_checkpoints(connection_id))
     monkeypatch.setattr(worker.importer, "_outcome", outcome_of)
     assert (await worker.importer.run_connection(connection_id)).state == "done"

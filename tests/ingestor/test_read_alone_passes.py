@@ -108,11 +108,28 @@ async def fine() -> tuple[list[BaseException | None], int]:
     return [None], 1
 
 
-async def test_a_clear_is_not_undone_by_a_pass_that_began_before_a_death_its_other_connection_stored(
-        importer: StripeImporter, db: Database) -> None:
-    passes: dict[str, Pass] = {"live": dies(importer)}
+async def marked(importer: StripeImporter) -> dict[str, Pass]:
+    """The tenant blamed in a pass over its live connection, and its mark stored; the passes to script next."""
+    passes: dict[str, Pass] = {"live": dies(importer), "test": fine}
     scripted(importer, passes)
     await importer.run_connection("live")
+    return passes
+
+
+def clear_then_die(importer: StripeImporter, db: Database, store_fails: bool = False) -> Pass:
+    """A pass in which a person clears the mark, then a page of the tenant kills its process again."""
+    died = dies(importer)
+
+    async def one() -> tuple[list[BaseException | None], int]:
+        db.clear()
+        db.store_fails = store_fails
+        return await died()
+    return one
+
+
+async def test_a_clear_is_not_undone_by_a_pass_that_began_before_a_death_its_other_connection_stored(
+        importer: StripeImporter, db: Database) -> None:
+    passes = await marked(importer)
     released = asyncio.Event()
 
     async def slow() -> tuple[list[BaseException | None], int]:
@@ -132,17 +149,8 @@ async def test_a_clear_is_not_undone_by_a_pass_that_began_before_a_death_its_oth
 
 async def test_a_death_after_a_clear_whose_store_failed_is_stored_by_the_next_pass(
         importer: StripeImporter, db: Database) -> None:
-    passes: dict[str, Pass] = {"live": dies(importer)}
-    scripted(importer, passes)
-    await importer.run_connection("live")
-    died = dies(importer)
-
-    async def clear_then_die() -> tuple[list[BaseException | None], int]:
-        db.clear()
-        db.store_fails = True
-        return await died()
-
-    passes["live"] = clear_then_die
+    passes = await marked(importer)
+    passes["live"] = clear_then_die(importer, db, store_fails=True)
     with pytest.raises(ConnectionError):
         await importer.run_connection("live")
     db.store_fails, passes["live"] = False, fine
@@ -167,9 +175,7 @@ async def test_a_conviction_pauses_the_import_even_when_the_mark_cannot_be_store
 
 async def test_a_row_read_before_a_clear_and_handed_over_after_it_does_not_put_the_tenant_back_alone(
         importer: StripeImporter, db: Database) -> None:
-    passes: dict[str, Pass] = {"live": dies(importer), "test": fine}
-    scripted(importer, passes)
-    await importer.run_connection("live")
+    passes = await marked(importer)
     passes["live"] = fine
     db.late_rows["live"] = late = asyncio.Event()
     live = asyncio.create_task(importer.run_connection("live"))  # reads the mark, hands it over late
@@ -184,16 +190,8 @@ async def test_a_row_read_before_a_clear_and_handed_over_after_it_does_not_put_t
 
 async def test_a_death_after_a_clear_in_a_pass_begun_before_it_marks_the_tenant_again(
         importer: StripeImporter, db: Database) -> None:
-    passes: dict[str, Pass] = {"live": dies(importer)}
-    scripted(importer, passes)
-    await importer.run_connection("live")
-    died = dies(importer)
-
-    async def clear_then_die() -> tuple[list[BaseException | None], int]:
-        db.clear()
-        return await died()
-
-    passes["live"] = clear_then_die
+    passes = await marked(importer)
+    passes["live"] = clear_then_die(importer, db)
     await importer.run_connection("live")
     assert db.mark() is not None
 
@@ -201,9 +199,7 @@ async def test_a_death_after_a_clear_in_a_pass_begun_before_it_marks_the_tenant_
 async def test_a_mark_cleared_and_set_again_by_another_worker_forgets_this_workers_deaths_before_it(
         importer: StripeImporter, db: Database) -> None:
     """Else a single death after the clear would be taken for a second one within the hour, and pause the import."""
-    passes: dict[str, Pass] = {"live": dies(importer)}
-    scripted(importer, passes)
-    await importer.run_connection("live")
+    passes = await marked(importer)
     importer._pages._first_death[TENANT] = importer._pages._last_death[TENANT]
     db.clear()
     await db.set_pages_read_alone(TENANT)  # another worker's page died after the clear: a new mark

@@ -69,4 +69,10 @@ async def test_a_pause_for_the_connections_status_holds_only_while_the_connectio
     await pool.execute("UPDATE stripe_connections SET status = 'key_invalid' WHERE connection_id = $1", connection_id)
     assert await checkpoints.pause_import(connection_id, "key_invalid") and await paused() == {"key_invalid"}
     await checkpoints.resume_import(connection_id)
+    await pool.execute("UPDATE stripe_connections SET status = 'permission_missing' WHERE connection_id = $1",
+                       connection_id)
+    assert not await checkpoints.pause_import(connection_id, "key_invalid")  # another stop: the pass stops on it
     assert await checkpoints.pause_import(connection_id, "unreadable_page") and await paused() == {"unreadable_page"}
+    await checkpoints.resume_import(connection_id)
+    await pool.execute("UPDATE stripe_connections SET key_ciphertext = NULL WHERE connection_id = $1", connection_id)
+    assert await checkpoints.pause_import(connection_id, "disconnected")  # no key to read with: paused

@@ -36,6 +36,9 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+# An error that leaves the connection's status as it is (`record_error`): one that moves none, or a 429 of a request
+# in flight when the key was found dead (it says nothing new of the key; a status that reads again would try it).
+_KEEPS_STATUS = "($2::text IS NULL OR ($2::text = 'rate_limited' AND status IN ('key_invalid', 'permission_missing')))"
 # The status a connection without a problem has: derived from its webhook set-up.
 HEALTHY_STATUS_SQL = """CASE WHEN c.webhook_verified_at IS NOT NULL THEN 'connected'
      WHEN EXISTS (SELECT 1 FROM webhook_secrets s WHERE s.connection_id = c.connection_id) THEN 'webhook_unverified'
@@ -275,12 +278,16 @@ class PostgresConnectionStore:
         """Stores the last error (and moves to `status` if given); returns False if the key changed since.
 
         With `key_version`, nothing happens unless the stored key is still that version: a 401 seen
-        with a key rotated away in the meantime says nothing about the new key.
+        with a key rotated away in the meantime says nothing about the new key. A connection stopped for its
+        key (`key_invalid`, `permission_missing`) stays so on a later 429 (`rate_limited`) of a request that was
+        in flight: that says nothing new of the key, and moving to a status that reads again would make the
+        next pass try the dead key once more.
         """
         result = await self._pool.execute(
-            """UPDATE stripe_connections
-                  SET status = COALESCE($2, status), status_reason = CASE WHEN $2 IS NULL THEN status_reason ELSE $4 END,
-                      status_changed_at = CASE WHEN $2 IS NULL OR $2 = status THEN status_changed_at ELSE $5 END,
+            f"""UPDATE stripe_connections
+                  SET status = CASE WHEN {_KEEPS_STATUS} THEN status ELSE $2::text END,
+                      status_reason = CASE WHEN {_KEEPS_STATUS} THEN status_reason ELSE $4 END,
+                      status_changed_at = CASE WHEN {_KEEPS_STATUS} OR $2 = status THEN status_changed_at ELSE $5 END,
                       last_error_code = $3, last_error = $4, last_error_at = $5, updated_at = $5
                 WHERE connection_id = $1 AND status <> 'disconnected' AND ($6::int IS NULL OR key_version = $6)""",
             connection_id, status, code, message, now, key_version,

@@ -4,6 +4,8 @@ of it is saved, so no page is counted twice and a lost claim's page is the new h
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from ingestor.sources.refusals import Refused
 from stripe_sim import SimServer
 from tests.ingestor.conftest import ControlClient, connect
@@ -76,3 +78,23 @@ async def test_a_pause_for_the_connections_status_holds_only_while_the_connectio
     await checkpoints.resume_import(connection_id)
     await pool.execute("UPDATE stripe_connections SET key_ciphertext = NULL WHERE connection_id = $1", connection_id)
     assert await checkpoints.pause_import(connection_id, "disconnected")  # no key to read with: paused
+
+
+async def test_a_429_of_a_request_in_flight_when_the_key_was_found_dead_leaves_the_connection_stopped(
+        control: ControlClient, sim: SimServer) -> None:
+    """Else the connection reads again (`rate_limited` does not stop reading), its import's pause is skipped as
+    stale, and the next pass tries the dead key once more."""
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    store, now = control.store, datetime.now(timezone.utc)
+
+    async def status() -> tuple[str, str | None]:
+        connection = await store.get_connection(connection_id)
+        assert connection is not None
+        return connection.status, connection.last_error_code
+
+    await store.record_error(connection_id, "key_invalid", "api_key_invalid", "the key was revoked", now)
+    await store.record_error(connection_id, "rate_limited", "rate_limit", "429", now)
+    assert await status() == ("key_invalid", "rate_limit")  # the error is recorded, the status stays
+    await store.recover(connection_id, ("key_invalid",), now)
+    await store.record_error(connection_id, "rate_limited", "rate_limit", "429", now)
+    assert await status() == ("rate_limited", "rate_limit")  # a live key's 429 still says so

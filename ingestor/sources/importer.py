@@ -492,6 +492,8 @@ class StripeImporter:
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)
                 cursor = next((item.cursor_id for item in reversed(mine) if item.cursor_id is not None), None)
                 created = [item.created for item in mine if item.created is not None]
+                if created:  # before publishing: a split while the page is sent leaves the page's objects to this
+                    piece.oldest_created = min(created)  # slice (split later, the new slice would list them again)
                 hashed = [(item.record, item.key_hash) for item in mine
                           if item.record is not None and item.key_hash is not None]  # set together by the pool
                 records, key_hashes = [record for record, _ in hashed], [key for _, key in hashed]
@@ -511,8 +513,6 @@ class StripeImporter:
                 piece.last_object_id = cursor
             elif kept and not piece.done:  # a whole page without an id to go on from
                 raise StopReading("malformed_objects")
-            if created:
-                piece.oldest_created = min(created)
             piece.objects_published += published
             if not await self._checkpoints.save_slice_page(piece, published, self._worker_id,
                                                            self._settings.slice_lease_s, refused):

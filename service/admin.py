@@ -10,6 +10,8 @@ concurrent second run wait and then apply nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -19,12 +21,25 @@ from ingestor.connections.store import clear_pages_read_alone, tenants_with_page
 from plumbing.kafka import ensure_topics
 from plumbing.logs import configure_logging
 from plumbing.migrations import apply_migrations
-from plumbing.settings import KafkaSettings, PostgresSettings, load_settings
+from plumbing.settings import KafkaSettings, PostgresSettings, Settings, load_settings
 from projections import MIGRATIONS_DIR as PROJECTION_MIGRATIONS_DIR
 from projections.read.catalog import sync_catalog
 from service.web import load_keyring
 
 MIGRATION_DIRS = (CONTROL_MIGRATIONS_DIR, PROJECTION_MIGRATIONS_DIR)
+T = TypeVar("T")
+
+
+def _on_pool(settings: Settings, job: Callable[[asyncpg.Pool], Awaitable[T]], max_size: int = 1) -> T:
+    """Runs one operator job against the configured database, on a pool of its own closed after it."""
+    async def run() -> T:
+        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=max_size)
+        try:
+            return await job(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
 
 
 async def migrate_database(conn: asyncpg.Connection) -> int:
@@ -59,20 +74,16 @@ def rotate_master_key() -> str:
     configure_logging(settings.log)
     keyring = load_keyring(settings.vault)
 
-    async def run() -> str:
-        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=2)
-        try:
-            report = await reencrypt_all(pool, keyring)
-            used = await master_keys_in_use(pool)
-        finally:
-            await pool.close()
+    async def run(pool: asyncpg.Pool) -> str:
+        report = await reencrypt_all(pool, keyring)
+        used = await master_keys_in_use(pool)
         old = {k: n for k, n in used.items() if k != keyring.current}
         verdict = ("no ciphertext uses an older master key: the old keys may be removed from the setting"
                    if not old else f"still under older keys: {old}")
         failed = f"; could not decrypt {len(report.failed)}: {report.failed}" if report.failed else ""
         return f"re-encrypted {report.reencrypted} secret(s) with master key {keyring.current!r}; {verdict}{failed}"
 
-    return asyncio.run(run())
+    return _on_pool(settings, run, max_size=2)
 
 
 def load_fx_rates(path: str) -> str:
@@ -86,15 +97,8 @@ def load_fx_rates(path: str) -> str:
     with open(path, encoding="utf-8-sig") as file:
         rates = parse_rates(file.read(), datetime.now(timezone.utc).date())
 
-    async def run() -> dict[str, object]:
-        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=1)
-        try:
-            return await load_rates(pool, rates)
-        finally:
-            await pool.close()
-
-    report = asyncio.run(run())
-    return (f"loaded {report['rates']} rate(s) from {report['from']} to {report['to']} for {', '.join(report['pairs'])}: "  # type: ignore[arg-type]
+    report = _on_pool(settings, lambda pool: load_rates(pool, rates))
+    return (f"loaded {report['rates']} rate(s) from {report['from']} to {report['to']} for {', '.join(report['pairs'])}: "
             f"{report['added']} new, {report['replaced']} replaced, the rest unchanged")
 
 
@@ -131,12 +135,4 @@ def read_alone(clear: str | None) -> str:
     key needed)."""
     settings = load_settings()
     configure_logging(settings.log)
-
-    async def run() -> str:
-        pool = await asyncpg.create_pool(settings.postgres.dsn.get_secret_value(), min_size=1, max_size=1)
-        try:
-            return await (list_read_alone(pool) if clear is None else clear_read_alone(pool, clear))
-        finally:
-            await pool.close()
-
-    return asyncio.run(run())
+    return _on_pool(settings, lambda pool: list_read_alone(pool) if clear is None else clear_read_alone(pool, clear))

@@ -350,7 +350,9 @@ class ConnectionService:
 
     async def import_progress(self, tenant_id: str, mode: str) -> dict[str, Any]:
         """Returns the progress of the connection's latest import."""
-        connection = await self._connection(tenant_id, mode)
+        return await self._import_progress(await self._connection(tenant_id, mode))
+
+    async def _import_progress(self, connection: Connection) -> dict[str, Any]:
         return import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id),
                                     connection.pages_read_alone_since)
 
@@ -456,7 +458,6 @@ class ConnectionService:
             "last_poll_at": _iso(connection.last_poll_at),
             "last_error": last_error,
             "catchup_needed_since": _iso(connection.catchup_needed_since),
-            "import": import_progress_json(await self._checkpoints.import_checkpoints(connection.connection_id),
-                                           connection.pages_read_alone_since),
+            "import": await self._import_progress(connection),
             "reconcile": await self._reconcile_view(connection),
         }

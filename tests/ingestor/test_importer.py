@@ -96,7 +96,7 @@ async def test_a_429_storm_and_5xx_bursts_lose_nothing(control: ControlClient, w
 async def revoked_mid_pass(control: ControlClient, worker: Worker, sim: SimServer, connection_id: str,
                            key: str) -> ImportOutcome:
     """A pass over the connection's import whose key is revoked once its first pages are in: how it ended."""
-    sim.set_faults({"kind": "latency", "latency_ms": 60})  # slow pages, so the revocation lands mid-import
+    sim.set_faults({"kind": "latency", "latency_ms": 200})  # slow pages, so the revocation lands mid-import
     task = asyncio.create_task(worker.importer.run_connection(connection_id))
 
     async def some_pages_done() -> bool:

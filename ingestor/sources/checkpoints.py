@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -220,9 +220,13 @@ class PostgresCheckpoints:
                 [(checkpoint.connection_id, checkpoint.resource, checkpoint.run_id, i, start, end, *cursor)
                  for i, (start, end) in enumerate(ranges)])
 
-    async def claim_slice(self, connection_id: str, worker: str, lease_s: float) -> ImportSlice | None:
+    async def claim_slice(self, connection_id: str, worker: str, lease_s: float,
+                          paging: Collection[tuple[str, int]] = ()) -> ImportSlice | None:
         """Claims for `worker` the unclaimed (or abandoned: lease expired) slice of the connection's running
-        import with the longest range left, or returns None if there is none."""
+        import with the longest range left, or returns None if there is none. `paging` names the slices
+        (resource, slice id) `worker` pages now: a lease of its own that ran out while a renewal waited (Postgres
+        slow, a lock) is not an abandoned slice, and taking it again would page it twice at once."""
+        paging_resources, paging_ids = [r for r, _ in paging], [i for _, i in paging]
         row = await self._pool.fetchrow(
             """UPDATE import_slices s SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
                 WHERE (s.connection_id, s.resource, s.run_id, s.slice_id) = (
@@ -231,11 +235,13 @@ class PostgresCheckpoints:
                                           AND r.run_id = i.run_id
                        WHERE i.connection_id = $1 AND NOT i.done AND r.done_at IS NULL AND r.paused_reason IS NULL
                          AND (i.claimed_until IS NULL OR i.claimed_until < now())
+                         AND (i.claimed_by IS DISTINCT FROM $2 OR (i.resource, i.slice_id) NOT IN (
+                              SELECT * FROM unnest($4::text[], $5::int[])))
                        ORDER BY coalesce(i.oldest_created, i.range_end) - i.range_start DESC
                        LIMIT 1 FOR UPDATE OF i SKIP LOCKED)
             RETURNING s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end,
                       s.last_object_id, s.oldest_created, s.objects_published, s.done""",
-            connection_id, worker, lease_s)
+            connection_id, worker, lease_s, paging_resources, paging_ids)
         return ImportSlice(**dict(row)) if row else None
 
     async def record_refused(self, refused: Sequence[Refused]) -> None:
@@ -301,11 +307,14 @@ class PostgresCheckpoints:
                 WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4 AND claimed_by = $5""",
             piece.connection_id, piece.resource, piece.run_id, piece.slice_id, worker)
 
-    async def renew_claims(self, worker: str, lease_s: float) -> None:
-        """Extends every claim `worker` holds (slices waiting for the budget make no page for a while)."""
+    async def renew_claims(self, connection_id: str, worker: str, lease_s: float) -> None:
+        """Extends `worker`'s claims on the connection's slices (slices waiting for the budget make no page for a
+        while). One connection's: the passes over several connections in one process each renew their own, and
+        renewals of the same rows in different orders deadlocked one another (a lease ran out meanwhile)."""
         await self._pool.execute(
-            "UPDATE import_slices SET claimed_until = now() + make_interval(secs => $2) WHERE claimed_by = $1 AND NOT done",
-            worker, lease_s)
+            """UPDATE import_slices SET claimed_until = now() + make_interval(secs => $3)
+                WHERE connection_id = $1 AND claimed_by = $2 AND NOT done""",
+            connection_id, worker, lease_s)
 
     async def join_import(self, connection_id: str, worker: str, lease_s: float, paging: int = 0,
                           wants_more: bool = False) -> Peers:

@@ -396,10 +396,12 @@ class StripeImporter:
                     run.stop.set()
                     raise
                 finally:
-                    run.planner.release(piece)
-                    await run.changed()
-                    if not piece.done:
-                        await self._checkpoints.release_slice(piece, self._worker_id)
+                    try:  # let go in the database first: until then, no worker here may claim it again
+                        if not piece.done:
+                            await self._checkpoints.release_slice(piece, self._worker_id)
+                    finally:
+                        run.planner.release(piece)
+                        await run.changed()
 
         async def join() -> None:
             peers = await self._checkpoints.join_import(connection_id, self._worker_id, SHARE_LEASE_S,
@@ -418,7 +420,7 @@ class StripeImporter:
                 try:
                     await join()
                     if time.monotonic() - renewed >= lease_s / 3:
-                        await self._checkpoints.renew_claims(self._worker_id, lease_s)
+                        await self._checkpoints.renew_claims(connection_id, self._worker_id, lease_s)
                         renewed = time.monotonic()
                 except Exception as exc:
                     if not is_retriable(exc):
@@ -456,7 +458,7 @@ class StripeImporter:
                 return None
             if run.claim_worth_trying():
                 piece = await self._checkpoints.claim_slice(connection_id, self._worker_id,
-                                                            self._settings.slice_lease_s)
+                                                            self._settings.slice_lease_s, run.planner.paging())
                 if piece is not None:
                     return piece
                 run.found_nothing_to_claim(await self._checkpoints.paged_elsewhere(connection_id, self._worker_id))

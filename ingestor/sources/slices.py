@@ -158,6 +158,10 @@ class SlicePlanner:
         """How many slices are being paged here."""
         return len(self._active)
 
+    def paging(self) -> list[tuple[str, int]]:
+        """The slices being paged here, as (resource, slice id)."""
+        return list(self._active)
+
     def split_point(self, piece: ImportSlice) -> int | None:
         """Where to split one of the slices, if it is worth it."""
         return split_point(piece, self._min_span_s, self._min_objects_left)

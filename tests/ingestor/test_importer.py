@@ -93,6 +93,32 @@ async def test_a_429_storm_and_5xx_bursts_lose_nothing(control: ControlClient, w
     assert by_type(envelopes) == expected
 
 
+async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """Renewals held up (Postgres slow, locks) let the leases of slices still being paged run out: the process's
+    other workers looking for a slice must not take them again (both would page them). Seen in CI as 19 objects
+    published twice, while renewals of several imports in one worker deadlocked one another."""
+    account = sim.create_account(customers=60).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    sim.set_faults({"kind": "latency", "latency_ms": 150})
+    task = asyncio.create_task(worker.importer.run_connection(connection_id))
+    lapses = 0
+    while not task.done():  # the fault: every claim runs out, again and again, while the pass pages
+        await control.pool.execute("UPDATE import_slices SET claimed_until = now() - interval '1 second' "
+                                   "WHERE connection_id = $1 AND claimed_by IS NOT NULL AND NOT done", connection_id)
+        lapses += 1
+        await asyncio.wait([task], timeout=0.02)
+    sim.set_faults()
+    assert (await task).state == "done" and lapses > 10
+    expected = sim_objects(sim, account)
+    total = sum(len(v) for v in expected.values())
+    envelopes = await published_envelopes(control.settings, total)
+    assert by_type(envelopes) == expected
+    assert len(envelopes) == total  # each object once
+
+
 async def revoked_mid_pass(control: ControlClient, worker: Worker, sim: SimServer, connection_id: str,
                            key: str) -> ImportOutcome:
     """A pass over the connection's import whose key is revoked once its first pages are in: how it ended."""

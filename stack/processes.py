@@ -39,7 +39,8 @@ class Services:
         """Raises RuntimeError naming the first service that exited."""
         for name, proc in self.started:
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log_file(name)}")
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log_file(name)}, which ends:\n"
+                                   + last_words(log_file(name)))
 
     def stop(self, grace_s: float = 15.0) -> None:
         """Stops every service, newest first."""
@@ -60,3 +61,17 @@ class Services:
 def log_file(name: str) -> Path:
     """Returns where a service writes its log."""
     return LOG_DIR / f"{name}.log"
+
+
+def last_words(path: Path, lines: int = 15, tail_bytes: int = 1 << 20) -> str:
+    """The end of a service's log, for the error that says it exited (a CI run keeps no files): its last lines but
+    the Kafka client's retries, which fill a log while the broker is away."""
+    try:
+        with open(path, "rb") as log:
+            start = max(0, log.seek(0, os.SEEK_END) - tail_bytes)
+            log.seek(start)
+            tail = log.read().decode("utf-8", "replace").splitlines()[1 if start else 0:]  # from a whole line
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    own = [line for line in tail if '"logger": "aiokafka' not in line]
+    return "\n".join(line[:2000] for line in own[-lines:])

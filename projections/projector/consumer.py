@@ -21,10 +21,11 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     retry_if_exception_type,
     stop_after_delay,
@@ -79,6 +80,15 @@ class ProjectorMetrics:
             for stale in [t for t, at in self._tenant_lag_at.items() if now - at > TENANT_LAG_TTL_S]:
                 del self._tenant_lag_at[stale]
                 self.tenant_lag.remove(stale)
+
+
+def _seek_may_succeed_later(exc: BaseException) -> bool:
+    return is_retriable(exc) or isinstance(exc, KafkaTimeoutError)
+
+
+def _log_seek_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("positions not read (Postgres or Kafka away); retrying", error=repr(error)[:300])
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -187,12 +197,20 @@ class RevenueProjector:
         await self._consumer.stop()
 
     async def seek_to_stored_positions(self, partitions: Sequence[TopicPartition]) -> None:
-        """Seeks each partition to its stored position, or to the beginning when it has none."""
-        stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
-        fresh = [tp for tp in partitions if tp.partition not in stored]
-        # An explicit offset, not seek_to_beginning(): that one resets asynchronously and could
-        # move a partition back after a batch from it was already applied.
-        beginnings = await self._consumer.beginning_offsets(fresh) if fresh else {}
+        """Seeks each partition to its stored position, or to the beginning when it has none.
+
+        Postgres restarting or Kafka coming back (which is when the group rebalances) is waited for: a seek back
+        after a stale batch that raised would stop the projector, and one on assignment that raised would leave
+        the partitions where Kafka's convenience commit put them."""
+        async for attempt in AsyncRetrying(retry=retry_if_exception(_seek_may_succeed_later),
+                                           wait=wait_random_exponential(multiplier=0.2, max=5),
+                                           before_sleep=_log_seek_retry, reraise=True):
+            with attempt:
+                stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
+                fresh = [tp for tp in partitions if tp.partition not in stored]
+                # An explicit offset, not seek_to_beginning(): that one resets asynchronously and could
+                # move a partition back after a batch from it was already applied.
+                beginnings = await self._consumer.beginning_offsets(fresh) if fresh else {}
         for tp in partitions:
             self._consumer.seek(tp, stored[tp.partition] if tp.partition in stored else beginnings[tp])
         # After the seek: a batch fetched while we looked the positions up is stale.

@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from plumbing.kafka import consumer_config
 from plumbing.postgres import database_errors
 from plumbing.settings import Settings
 from projections.projector.store import PostgresProjectionStore
@@ -142,3 +144,50 @@ async def test_a_connection_broken_as_a_batch_commits_is_retried_and_counts_once
     assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct
     async with pool.acquire() as conn:
         assert await dump(conn, tenant) == await dump(conn, clean_tenant)
+
+
+async def test_positions_unreadable_while_postgres_restarts_are_waited_for_not_a_stop_and_nothing_is_skipped(
+    make_settings: Callable[..., Settings], pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Kafka back after an outage rebalances the group, often while Postgres restarts too. The seek to the positions
+    # stored in Postgres on assignment then failed (aiokafka logs it and goes on: the partition starts where Kafka's
+    # convenience commit is, after the stored position); the batch read from there is refused as a gap, and the seek
+    # back failed as well, which stopped the projector (the fault suite's projector exited with code 1).
+    async with SimServer(seed=32) as sim:
+        account = sim.create_account(customers=10, months=4, seed=5)
+        base = history_envelopes(sim, account.id, "t")
+    settings = make_settings()
+    tenant = f"gap_{settings.kafka.projector_group[-8:]}"
+    events = [dataclasses.replace(e, tenant_id=tenant) for e in base]
+    half = len(events) // 2
+    await create_topic(settings.kafka.raw_topic, 1)
+    await create_topic(settings.kafka.dead_letter_topic, 1)
+    await publish(settings, events[:half])
+    await project_until_idle(settings, pool)  # stored (and committed to Kafka) at `half`
+    await publish(settings, events[half:])
+    partition = TopicPartition(settings.kafka.raw_topic, 0)
+    ahead = AIOKafkaConsumer(**consumer_config(settings.kafka, settings.kafka.projector_group, "ahead"))
+    ahead.assign([partition])
+    await ahead.start()
+    try:
+        await ahead.commit({partition: half + 10})  # Kafka's commit is only a convenience; Postgres holds the truth
+    finally:
+        await ahead.stop()
+
+    real_positions = PostgresProjectionStore.positions
+    failures = 0
+
+    async def positions_while_postgres_restarts(self: PostgresProjectionStore, *args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 4:
+            failures += 1
+            with database_errors():
+                raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+        return await real_positions(self, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresProjectionStore, "positions", positions_while_postgres_restarts)
+    await project_until_idle(settings, pool)
+    assert failures == 4
+    distinct = len({e.event_id for e in events})
+    assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct

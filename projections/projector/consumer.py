@@ -406,8 +406,13 @@ class RevenueProjector:
             value=record.value, consumer_group=self._group, error_type=type(exc).__name__,
             error_message=str(exc)[:2000], failed_time=datetime.now(timezone.utc),
         )
-        await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"",
-                                         self._codec.encode_dead_letter(letter))
+        value = self._codec.encode_dead_letter(letter)
+        # Kafka away (the raw topic's batch was fetched before it went): wait for it, as the batch does for Postgres;
+        # raising here would stop the projector.
+        async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
+                                           wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
+            with attempt:
+                await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"", value)
         log.warning("record dead-lettered", topic=record.topic, partition=record.partition,
                     offset=record.offset, error_type=type(exc).__name__, tenant_id=row.tenant_id)
         return row

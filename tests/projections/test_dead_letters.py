@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from plumbing.kafka import producer_config
+from plumbing.kafka import KafkaPublisher, PublishError, producer_config
 from plumbing.settings import Settings
 from schemas import EnvelopeCodec
 from tests.helpers import consume_all, topic_size
@@ -100,3 +101,34 @@ async def test_what_postgres_refuses_is_dead_lettered_alone_and_no_tenant_waits_
     assert again.applied_events == 0
     assert await topic_size(settings.kafka, settings.kafka.dead_letter_topic) == 3
     assert await pool.fetchval("SELECT count(*) FROM public.dead_lettered_events WHERE tenant_id = $1", hostile) == 3
+
+
+async def test_a_record_dead_lettered_while_kafka_is_away_waits_for_it_and_the_projector_goes_on(
+    settings: Settings, pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, the dead letter's PublishError stopped the projector; now the letter is sent once Kafka answers,
+    counted once, and the records after it are applied."""
+    await create_topic(settings.kafka.raw_topic, 1)
+    await create_topic(settings.kafka.dead_letter_topic, 1)
+    tenant = f"away_{settings.kafka.projector_group[-8:]}"
+    good = event(CHARGE | {"id": "ch_good", "status": "succeeded"}, "charge.succeeded", "evt_good", T, tenant)
+    unknown_type = dataclasses.replace(good, event_id="evt_payout", object_type="payout", object_id="po_1")
+    await publish(settings, [unknown_type, good])
+
+    real_publish = KafkaPublisher.publish
+    refused = 0
+
+    async def publish_while_kafka_is_away(self: KafkaPublisher, *args: Any, **kwargs: Any) -> Any:
+        nonlocal refused
+        if refused < 2:
+            refused += 1
+            raise PublishError("the broker did not acknowledge within the bound")
+        return await real_publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaPublisher, "publish", publish_while_kafka_is_away)
+    projector = await project_until_idle(settings, pool)
+    assert refused == 2 and projector.applied_events == 1
+    assert await topic_size(settings.kafka, settings.kafka.dead_letter_topic) == 1
+    assert await pool.fetchval("SELECT count(*) FROM public.dead_lettered_events WHERE tenant_id = $1", tenant) == 1
+    assert await pool.fetchval("SELECT count(*) FROM projection.charges WHERE tenant_id = $1", tenant) == 1

@@ -28,6 +28,11 @@ def claimant_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+def _columns(slices: Collection[tuple[str, str, int]]) -> tuple[list[str], list[str], list[int]]:
+    """(resource, run id, slice id) keys as three arrays, for unnest()."""
+    return [r for r, _, _ in slices], [run for _, run, _ in slices], [i for _, _, i in slices]
+
+
 # A slice's page saved, or False (nothing saved) if its claim was lost or a newer run replaced this one.
 SAVE_SLICE_PAGE = "SELECT import_save_slice_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
@@ -221,12 +226,12 @@ class PostgresCheckpoints:
                  for i, (start, end) in enumerate(ranges)])
 
     async def claim_slice(self, connection_id: str, worker: str, lease_s: float,
-                          paging: Collection[tuple[str, int]] = ()) -> ImportSlice | None:
+                          paging: Collection[tuple[str, str, int]] = ()) -> ImportSlice | None:
         """Claims for `worker` the unclaimed (or abandoned: lease expired) slice of the connection's running
         import with the longest range left, or returns None if there is none. `paging` names the slices
-        (resource, slice id) `worker` pages now: a lease of its own that ran out while a renewal waited (Postgres
-        slow, a lock) is not an abandoned slice, and taking it again would page it twice at once."""
-        paging_resources, paging_ids = [r for r, _ in paging], [i for _, i in paging]
+        (resource, run id, slice id) `worker` pages now: a lease of its own that ran out while a renewal waited
+        (Postgres slow, a lock) is not an abandoned slice, and taking it again would page it twice at once."""
+        resources, runs, ids = _columns(paging)
         row = await self._pool.fetchrow(
             """UPDATE import_slices s SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
                 WHERE (s.connection_id, s.resource, s.run_id, s.slice_id) = (
@@ -235,13 +240,13 @@ class PostgresCheckpoints:
                                           AND r.run_id = i.run_id
                        WHERE i.connection_id = $1 AND NOT i.done AND r.done_at IS NULL AND r.paused_reason IS NULL
                          AND (i.claimed_until IS NULL OR i.claimed_until < now())
-                         AND (i.claimed_by IS DISTINCT FROM $2 OR (i.resource, i.slice_id) NOT IN (
-                              SELECT * FROM unnest($4::text[], $5::int[])))
+                         AND (i.claimed_by IS DISTINCT FROM $2 OR (i.resource, i.run_id, i.slice_id) NOT IN (
+                              SELECT * FROM unnest($4::text[], $5::text[], $6::int[])))
                        ORDER BY coalesce(i.oldest_created, i.range_end) - i.range_start DESC
                        LIMIT 1 FOR UPDATE OF i SKIP LOCKED)
             RETURNING s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end,
                       s.last_object_id, s.oldest_created, s.objects_published, s.done""",
-            connection_id, worker, lease_s, paging_resources, paging_ids)
+            connection_id, worker, lease_s, resources, runs, ids)
         return ImportSlice(**dict(row)) if row else None
 
     async def record_refused(self, refused: Sequence[Refused]) -> None:
@@ -307,14 +312,18 @@ class PostgresCheckpoints:
                 WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4 AND claimed_by = $5""",
             piece.connection_id, piece.resource, piece.run_id, piece.slice_id, worker)
 
-    async def renew_claims(self, connection_id: str, worker: str, lease_s: float) -> None:
-        """Extends `worker`'s claims on the connection's slices (slices waiting for the budget make no page for a
-        while). One connection's: the passes over several connections in one process each renew their own, and
-        renewals of the same rows in different orders deadlocked one another (a lease ran out meanwhile)."""
+    async def renew_claims(self, connection_id: str, worker: str, lease_s: float,
+                           paging: Collection[tuple[str, str, int]]) -> None:
+        """Extends `worker`'s claims on the slices of the connection it pages (slices waiting for the budget make
+        no page for a while). Only those: one whose release failed lapses and is taken again. Only one
+        connection's: renewals of one process's claims across connections deadlocked one another (and a lease ran
+        out meanwhile)."""
+        resources, runs, ids = _columns(paging)
         await self._pool.execute(
             """UPDATE import_slices SET claimed_until = now() + make_interval(secs => $3)
-                WHERE connection_id = $1 AND claimed_by = $2 AND NOT done""",
-            connection_id, worker, lease_s)
+                WHERE connection_id = $1 AND claimed_by = $2 AND NOT done
+                  AND (resource, run_id, slice_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::int[]))""",
+            connection_id, worker, lease_s, resources, runs, ids)
 
     async def join_import(self, connection_id: str, worker: str, lease_s: float, paging: int = 0,
                           wants_more: bool = False) -> Peers:

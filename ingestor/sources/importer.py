@@ -119,6 +119,7 @@ class _Pass:
         self._gave_a_split = False  # since that refresh
         self.paged_elsewhere = False  # when the last claim found nothing: another process pages some of the import
         self._idle_until: float | None = None  # how long a worker with nothing to page waits for a slice let go
+        self.splitting: dict[tuple[str, str, int], asyncio.Event] = {}  # slices being split now, set once done
 
     def page_took(self, seconds: float) -> None:
         """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded).
@@ -420,7 +421,8 @@ class StripeImporter:
                 try:
                     await join()
                     if time.monotonic() - renewed >= lease_s / 3:
-                        await self._checkpoints.renew_claims(connection_id, self._worker_id, lease_s)
+                        await self._checkpoints.renew_claims(connection_id, self._worker_id, lease_s,
+                                                             run.planner.paging())
                         renewed = time.monotonic()
                 except Exception as exc:
                     if not is_retriable(exc):
@@ -465,7 +467,19 @@ class StripeImporter:
             victim = run.to_split()
             if victim is None:
                 return None
-            return await self._checkpoints.split_slice(*victim, self._worker_id, self._settings.slice_lease_s)
+            return await self._split(run, *victim)
+
+    async def _split(self, run: _Pass, piece: ImportSlice, at: int, keep: bool = True) -> ImportSlice | None:
+        """Splits one of the pass's slices at `at` (`split_slice`). Its page that comes back meanwhile waits for the
+        split before it keeps its objects (`_page_slice`): kept against the old start, those below `at` would be
+        published by this slice and listed again by the one split off."""
+        done = run.splitting[piece.key] = asyncio.Event()
+        try:
+            return await self._checkpoints.split_slice(piece, at, self._worker_id, self._settings.slice_lease_s,
+                                                       keep=keep)
+        finally:
+            del run.splitting[piece.key]
+            done.set()
 
     async def _page_slice(self, session: KeySession, piece: ImportSlice, run: _Pass) -> None:
         """Pages one slice to its end (or the pass's), one acknowledged page at a time, while the claim holds."""
@@ -489,6 +503,8 @@ class StripeImporter:
                 del page
                 if listed.items is None:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by
+                while (split := run.splitting.get(piece.key)) is not None:
+                    await split.wait()  # its new start is known once it is done (no await from here to the publish)
                 mine = piece.keep(listed.items, requested_start)  # after the records: a split meanwhile moves the start
                 # Newest first: an object older than the start (left out) means the rest is older too.
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)
@@ -534,8 +550,7 @@ class StripeImporter:
             point = run.planner.split_point(piece)
             if point is None or not run.gives_a_split():
                 return True
-            return await self._checkpoints.split_slice(piece, point, self._worker_id, self._settings.slice_lease_s,
-                                                       keep=False) is not None
+            return await self._split(run, piece, point, keep=False) is not None
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
         async def request(reader: StripeReader) -> PageBody:

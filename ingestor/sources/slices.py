@@ -53,6 +53,11 @@ class ImportSlice:
     # doubling). Not stored: a slice claimed from the database waits for its first page.
     inherited_density: float | None = None
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """Which slice of the connection this is: (resource, run id, slice id)."""
+        return self.resource, self.run_id, self.slice_id
+
     def left(self) -> tuple[int, int]:
         """The range still to page: from the start to the oldest created time seen (or the end)."""
         return self.range_start, self.range_end if self.oldest_created is None else self.oldest_created
@@ -142,24 +147,26 @@ class SlicePlanner:
     """The slices this process is paging: which one to split when a worker needs work and none is free."""
 
     def __init__(self, min_span_s: int, min_objects_left: int):
-        self._active: dict[tuple[str, int], ImportSlice] = {}
+        self._active: dict[tuple[str, str, int], ImportSlice] = {}  # by (resource, run, slice id)
         self._min_span_s = min_span_s
         self._min_objects_left = min_objects_left
 
     def add(self, piece: ImportSlice) -> None:
         """A worker of this process pages the slice now."""
-        self._active[(piece.resource, piece.slice_id)] = piece
+        self._active[piece.key] = piece
 
     def release(self, piece: ImportSlice) -> None:
-        """The worker is done with the slice (finished, lost, or stopped)."""
-        self._active.pop((piece.resource, piece.slice_id), None)
+        """The worker is done with the slice (finished, lost, or stopped). Only that worker's: once let go in the
+        database, another worker here may have claimed the same slice again, and it pages it now."""
+        if self._active.get(piece.key) is piece:
+            del self._active[piece.key]
 
     def active_count(self) -> int:
         """How many slices are being paged here."""
         return len(self._active)
 
-    def paging(self) -> list[tuple[str, int]]:
-        """The slices being paged here, as (resource, slice id)."""
+    def paging(self) -> list[tuple[str, str, int]]:
+        """The slices being paged here, as (resource, run id, slice id)."""
         return list(self._active)
 
     def split_point(self, piece: ImportSlice) -> int | None:

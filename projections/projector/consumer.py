@@ -160,6 +160,10 @@ class RevenueProjector:
         # Bumped on every seek (assignments included): a batch fetched before a seek is stale and is dropped.
         self.assignment_generation = 0
         self._in_flight: asyncio.Task[None] | None = None  # the batch being applied
+        # Once stop() is called, or the stop run() was given is set, a wait for Postgres or Kafka to come back ends:
+        # a SIGTERM during an outage stops the process (the batch in hand is read again later).
+        self._stopped = False
+        self._run_stop: asyncio.Event | None = None
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(**consumer_config(self._settings, self._group, f"projector-{self._group}"))
@@ -183,11 +187,16 @@ class RevenueProjector:
                     log.warning("Kafka unreachable at start-up; retrying", bootstrap=self._settings.bootstrap_servers)
                     raise
 
+    def _stopping(self, _: RetryCallState | None = None) -> bool:
+        """Whether the member is stopping (a retry's stop condition)."""
+        return self._stopped or (self._run_stop is not None and self._run_stop.is_set())
+
     async def stop(self) -> None:
         """Leaves the group; a batch still in flight is cancelled (it rolls back and is read again later).
 
         Positions need no final commit: each batch stored its own.
         """
+        self._stopped = True
         task, self._in_flight = self._in_flight, None
         if task is not None and not task.done():
             task.cancel()
@@ -204,7 +213,7 @@ class RevenueProjector:
         the partitions where Kafka's convenience commit put them."""
         async for attempt in AsyncRetrying(retry=retry_if_exception(_seek_may_succeed_later),
                                            wait=wait_random_exponential(multiplier=0.2, max=5),
-                                           before_sleep=_log_seek_retry, reraise=True):
+                                           stop=self._stopping, before_sleep=_log_seek_retry, reraise=True):
             with attempt:
                 stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
                 fresh = [tp for tp in partitions if tp.partition not in stored]
@@ -219,6 +228,15 @@ class RevenueProjector:
     async def run(self, stop: asyncio.Event) -> None:
         """Applies batches until `stop` is set, then finishes the batch in flight; every LAG_EVERY_S it refreshes
         the per-partition lag gauges (records on the topic not yet consumed)."""
+        self._run_stop = stop
+        try:
+            await self._apply_until(stop)
+        except Exception as exc:
+            if not (stop.is_set() and is_retriable(exc)):
+                raise
+            log.info("stopped while Postgres or Kafka was away; the batch in hand is read again", error=repr(exc)[:300])
+
+    async def _apply_until(self, stop: asyncio.Event) -> None:
         lag_due = time.monotonic()
         while not stop.is_set():
             await self.run_once()
@@ -335,7 +353,8 @@ class RevenueProjector:
         for r in records:
             first_offsets.setdefault((r.topic, r.partition), r.offset)
         async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
-                                           wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
+                                           wait=wait_random_exponential(multiplier=0.2, max=5),
+                                           stop=self._stopping, reraise=True):
             with attempt:
                 applied = await self._apply_isolating_poison(events, positions, first_offsets, letters)
         self.applied_events += applied.new_events
@@ -410,7 +429,8 @@ class RevenueProjector:
         # Kafka away (the raw topic's batch was fetched before it went): wait for it, as the batch does for Postgres;
         # raising here would stop the projector.
         async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
-                                           wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
+                                           wait=wait_random_exponential(multiplier=0.2, max=5),
+                                           stop=self._stopping, reraise=True):
             with attempt:
                 await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"", value)
         log.warning("record dead-lettered", topic=record.topic, partition=record.partition,

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -17,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ingestor.sources import page_pool
+from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.key_session import StopReading
@@ -112,6 +114,36 @@ async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice
         await asyncio.wait([task], timeout=0.02)
     sim.set_faults()
     assert (await task).state == "done" and lapses > 10
+    expected = sim_objects(sim, account)
+    total = sum(len(v) for v in expected.values())
+    envelopes = await published_envelopes(control.settings, total)
+    assert by_type(envelopes) == expected
+    assert len(envelopes) == total  # each object once
+
+
+async def test_a_split_held_up_by_a_slow_postgres_publishes_nothing_twice(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of a slice that comes back while the slice is being split waits for the split before it keeps its
+    objects: kept against the old start, those below the split point were published by the slice and listed again
+    by the one split off."""
+    account = sim.create_account(customers=400).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    real_split = PostgresCheckpoints.split_slice
+    splits = 0
+
+    async def slow_split(self: PostgresCheckpoints, *args: Any, **kwargs: Any) -> Any:
+        nonlocal splits
+        splits += 1
+        await asyncio.sleep(0.3)  # the fault: Postgres slow to split; the slice's page in flight comes back meanwhile
+        return await real_split(self, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresCheckpoints, "split_slice", slow_split)
+    sim.set_faults({"kind": "latency", "latency_ms": 400})  # slices are split while their pages are out
+    outcome = await worker.importer.run_connection(connection_id)
+    sim.set_faults()
+    assert outcome.state == "done" and splits >= 4, (outcome, splits)
     expected = sim_objects(sim, account)
     total = sum(len(v) for v in expected.values())
     envelopes = await published_envelopes(control.settings, total)

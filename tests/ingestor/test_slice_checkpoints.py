@@ -104,8 +104,8 @@ async def test_a_lease_that_ran_out_under_a_slice_still_paged_here_is_not_taken_
         control: ControlClient, sim: SimServer) -> None:
     """A renewal held up (Postgres slow, a lock) lets a lease run out while a worker of this process still pages the
     slice. Another worker of the same process must not take it again: both would page it, and publish it twice.
-    A slice of this process nobody here pages (its release failed) is abandoned and taken again; another process
-    takes any slice whose lease ran out. Renewals are per connection."""
+    A slice of this process nobody here pages (its release failed) is not renewed, so it lapses and is taken again;
+    another process takes any slice whose lease ran out. Renewals are per connection."""
     _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
     _, _, other_connection, _ = await connect(control, sim, sim.create_account(customers=1).id)
     checkpoints, pool = control.checkpoints, control.pool
@@ -117,22 +117,30 @@ async def test_a_lease_that_ran_out_under_a_slice_still_paged_here_is_not_taken_
     elsewhere = await checkpoints.claim_slice(other_connection, "worker-a", LEASE_S)
     assert piece is not None and elsewhere is not None
 
-    async def lease_runs_out() -> None:
-        await pool.execute("UPDATE import_slices SET claimed_until = now() - interval '1 second'")
+    async def leases_run_out() -> None:
+        await pool.execute("UPDATE import_slices SET claimed_until = now() - interval '1 second' "
+                           "WHERE connection_id = ANY($1::text[])", [connection_id, other_connection])
 
-    await lease_runs_out()
-    paging = [(piece.resource, piece.slice_id)]
+    async def lapsed(connection: str) -> bool:
+        return bool(await pool.fetchval("SELECT claimed_until < now() FROM import_slices WHERE connection_id = $1",
+                                        connection))
+
+    await leases_run_out()
+    paging = [piece.key]
     assert await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S, paging) is None
     assert await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)  # the holder goes on, and renews
 
-    await checkpoints.renew_claims(connection_id, "worker-a", LEASE_S)
-    assert await pool.fetchval("SELECT claimed_until < now() FROM import_slices WHERE connection_id = $1",
-                               other_connection)  # only the connection's own claims are renewed
+    await leases_run_out()
+    await checkpoints.renew_claims(connection_id, "worker-a", LEASE_S, paging)
+    assert not await lapsed(connection_id)
+    assert await lapsed(other_connection)  # only the connection's own claims are renewed
 
-    await lease_runs_out()
-    taken = await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S)  # nobody here pages it any more
-    assert taken is not None and (taken.resource, taken.slice_id) == paging[0]
-    await lease_runs_out()
+    await leases_run_out()
+    await checkpoints.renew_claims(connection_id, "worker-a", LEASE_S, [])  # nobody here pages it any more
+    assert await lapsed(connection_id)
+    taken = await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S)
+    assert taken is not None and taken.key == piece.key
+    await leases_run_out()
     taken = await checkpoints.claim_slice(connection_id, "worker-b", LEASE_S, paging)  # another process
-    assert taken is not None and (taken.resource, taken.slice_id) == paging[0]
+    assert taken is not None and taken.key == piece.key
     assert not await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)  # the old holder stops

@@ -4,6 +4,7 @@ splits, a split leaves the cursor with the newer half, and only a slice worth it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -92,6 +93,24 @@ def test_the_planner_splits_the_slice_with_most_left() -> None:
     assert victim is big and 20_000 < point < 89_000
     planner.release(big)
     assert planner.to_split(96)[0] is small  # type: ignore[index]
+
+
+def test_a_worker_letting_a_slice_go_does_not_forget_it_for_the_worker_that_took_it_again() -> None:
+    """Once let go in the database, another worker of the process may claim the slice again (a fresh copy) before the
+    first forgets it: the planner must still count the slice as paged here, or a lapsed lease of the new holder's
+    is taken a third time. A slice of a newer run with the same id is another slice."""
+    planner = SlicePlanner(60, 200)
+    first = _slice(0, 10_000, slice_id=1)
+    planner.add(first)
+    again = _slice(0, 10_000, slice_id=1)
+    planner.add(again)
+    planner.release(first)
+    assert planner.paging() == [again.key] and planner.active_count() == 1
+    newer_run = dataclasses.replace(again, run_id="run-2")
+    planner.add(newer_run)
+    assert sorted(planner.paging()) == sorted([again.key, newer_run.key])
+    planner.release(again)
+    assert planner.paging() == [newer_run.key]
 
 
 def test_while_a_first_page_is_out_the_resource_that_answered_first_takes_only_an_even_share() -> None:

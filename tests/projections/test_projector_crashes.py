@@ -15,10 +15,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
 
-from plumbing.kafka import consumer_config
+from plumbing.kafka import KafkaPublisher, consumer_config
 from plumbing.postgres import database_errors
 from plumbing.settings import Settings
+from projections.projector.consumer import ProjectorMetrics, RevenueProjector
 from projections.projector.store import PostgresProjectionStore
 from stack import REPO_ROOT
 from stripe_sim import OLD_VERSION, SimServer
@@ -191,3 +193,39 @@ async def test_positions_unreadable_while_postgres_restarts_are_waited_for_not_a
     assert failures == 4
     distinct = len({e.event_id for e in events})
     assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct
+
+
+async def test_a_stop_while_postgres_is_away_ends_the_wait_and_applies_nothing_of_the_batch(
+    settings: Settings, pool: asyncpg.Pool, create_topic: Callable[[str, int], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM during an outage: the projector stops (its batch is read again later) instead of waiting for Postgres
+    until the process manager kills it."""
+    async with SimServer(seed=33) as sim:
+        account = sim.create_account(customers=3, months=2, seed=6)
+        base = history_envelopes(sim, account.id, "t")
+    tenant = f"stop_{settings.kafka.projector_group[-8:]}"
+    await create_topic(settings.kafka.raw_topic, 1)
+    await create_topic(settings.kafka.dead_letter_topic, 1)
+    await publish(settings, [dataclasses.replace(e, tenant_id=tenant) for e in base])
+    postgres_away = asyncio.Event()
+
+    async def apply_while_postgres_is_away(self: PostgresProjectionStore, *args: Any, **kwargs: Any) -> Any:
+        postgres_away.set()
+        with database_errors():
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+
+    monkeypatch.setattr(PostgresProjectionStore, "apply", apply_while_postgres_is_away)
+    async with KafkaPublisher(settings.kafka, client_id="test-dlq") as dead_letters:
+        projector = RevenueProjector(settings.kafka, pool, dead_letters, ProjectorMetrics(CollectorRegistry()))
+        await projector.start()
+        stop = asyncio.Event()
+        try:
+            running = asyncio.create_task(projector.run(stop))
+            await asyncio.wait_for(postgres_away.wait(), 30)
+            stop.set()
+            await asyncio.wait_for(running, 20)  # returns, without raising
+        finally:
+            await projector.stop()
+    assert projector.applied_events == 0
+    assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == 0

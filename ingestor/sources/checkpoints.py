@@ -229,8 +229,10 @@ class PostgresCheckpoints:
                           paging: Collection[tuple[str, str, int]] = ()) -> ImportSlice | None:
         """Claims for `worker` the unclaimed (or abandoned: lease expired) slice of the connection's running
         import with the longest range left, or returns None if there is none. `paging` names the slices
-        (resource, run id, slice id) `worker` pages now: a lease of its own that ran out while a renewal waited
-        (Postgres slow, a lock) is not an abandoned slice, and taking it again would page it twice at once."""
+        (resource, run id, slice id) `worker` pages now, which it never takes again: a lease of its own that ran
+        out while a renewal waited (Postgres slow, a lock) is not an abandoned slice, nor is one that another
+        process took meanwhile and let go while a page of it was still out here (that page's save fails, as the
+        claim is not ours; until then both would page it)."""
         resources, runs, ids = _columns(paging)
         row = await self._pool.fetchrow(
             """UPDATE import_slices s SET claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
@@ -240,8 +242,8 @@ class PostgresCheckpoints:
                                           AND r.run_id = i.run_id
                        WHERE i.connection_id = $1 AND NOT i.done AND r.done_at IS NULL AND r.paused_reason IS NULL
                          AND (i.claimed_until IS NULL OR i.claimed_until < now())
-                         AND (i.claimed_by IS DISTINCT FROM $2 OR (i.resource, i.run_id, i.slice_id) NOT IN (
-                              SELECT * FROM unnest($4::text[], $5::text[], $6::int[])))
+                         AND (i.resource, i.run_id, i.slice_id) NOT IN (
+                             SELECT * FROM unnest($4::text[], $5::text[], $6::int[]))
                        ORDER BY coalesce(i.oldest_created, i.range_end) - i.range_start DESC
                        LIMIT 1 FOR UPDATE OF i SKIP LOCKED)
             RETURNING s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end,
@@ -275,16 +277,16 @@ class PostgresCheckpoints:
                           keep: bool = True) -> ImportSlice | None:
         """Splits what is left of a slice `worker` holds at `at`: the slice keeps [at, …] and its cursor, a new
         one gets […, at − 1], claimed by `worker` (or by nobody unless `keep`: for another process to claim).
-        Returns the new slice, or None if the claim was lost."""
+        Returns the new slice, or None if the claim was lost or the slice's start is not the one `piece` has."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM import_runs WHERE connection_id = $1 AND resource = $2 FOR UPDATE",
                                piece.connection_id, piece.resource)  # one split of the resource at a time
             status = await conn.execute(
                 """UPDATE import_slices SET range_start = $5, updated_at = now()
                     WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4 AND claimed_by = $6
-                      AND NOT done""",
-                piece.connection_id, piece.resource, piece.run_id, piece.slice_id, at, worker)
-            if status == "UPDATE 0":
+                      AND NOT done AND range_start = $7 AND $5 > range_start""",
+                piece.connection_id, piece.resource, piece.run_id, piece.slice_id, at, worker, piece.range_start)
+            if status == "UPDATE 0":  # the claim was lost, or this process's start is stale (a split it never heard of)
                 return None
             new_id = await conn.fetchval(
                 """INSERT INTO import_slices (connection_id, resource, run_id, slice_id, range_start, range_end,

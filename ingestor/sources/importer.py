@@ -120,6 +120,7 @@ class _Pass:
         self.paged_elsewhere = False  # when the last claim found nothing: another process pages some of the import
         self._idle_until: float | None = None  # how long a worker with nothing to page waits for a slice let go
         self.splitting: dict[tuple[str, str, int], asyncio.Event] = {}  # slices being split now, set once done
+        self.unsure: set[tuple[str, str, int]] = set()  # slices whose split failed: their start is the database's
 
     def page_took(self, seconds: float) -> None:
         """One page took `seconds` from sending its request to its checkpoint (waits for the budget excluded).
@@ -456,7 +457,7 @@ class StripeImporter:
     async def _next_slice(self, connection_id: str, run: _Pass) -> ImportSlice | None:
         """A slice nobody pages (the longest), else the older half of the one of ours with the most left, else None."""
         async with run.lock:
-            if not run.has_room():
+            if not (run.going() and run.has_room()):  # a split that failed while this waited for the lock stops all
                 return None
             if run.claim_worth_trying():
                 piece = await self._checkpoints.claim_slice(connection_id, self._worker_id,
@@ -477,6 +478,13 @@ class StripeImporter:
         try:
             return await self._checkpoints.split_slice(piece, at, self._worker_id, self._settings.slice_lease_s,
                                                        keep=keep)
+        except BaseException:
+            # Committed or not (the connection may have broken on the commit's answer): only the database knows the
+            # slice's start now. Its worker lets it go without keeping the page in hand; whoever claims it next
+            # reads the row.
+            run.unsure.add(piece.key)
+            run.stop.set()
+            raise
         finally:
             del run.splitting[piece.key]
             done.set()
@@ -505,6 +513,8 @@ class StripeImporter:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by
                 while (split := run.splitting.get(piece.key)) is not None:
                     await split.wait()  # its new start is known once it is done (no await from here to the publish)
+                if piece.key in run.unsure:
+                    return  # let go unsaved: the page in hand may reach below a start only the database knows
                 mine = piece.keep(listed.items, requested_start)  # after the records: a split meanwhile moves the start
                 # Newest first: an object older than the start (left out) means the rest is older too.
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)

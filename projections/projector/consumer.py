@@ -32,7 +32,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from plumbing.errors import is_retriable
+from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import KafkaPublisher, consumer_config
 from plumbing.logs import get_logger
 from plumbing.settings import KafkaSettings
@@ -89,6 +89,13 @@ def _seek_may_succeed_later(exc: BaseException) -> bool:
 def _log_seek_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning("positions not read (Postgres or Kafka away); retrying", error=repr(error)[:300])
+
+
+def _log_batch_retry(state: RetryCallState) -> None:
+    """Its site, not its message (which may quote a record's data): a bug taken for an outage shows where it is."""
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("batch not applied (Postgres away); retrying", attempt=state.attempt_number,
+                error=error_site(error) if error else None)
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -234,7 +241,8 @@ class RevenueProjector:
         except Exception as exc:
             if not (stop.is_set() and is_retriable(exc)):
                 raise
-            log.info("stopped while Postgres or Kafka was away; the batch in hand is read again", error=repr(exc)[:300])
+            log.warning("stopped while a batch waited (Postgres or Kafka away); it is read again",
+                        error=error_site(exc))
 
     async def _apply_until(self, stop: asyncio.Event) -> None:
         lag_due = time.monotonic()
@@ -354,7 +362,7 @@ class RevenueProjector:
             first_offsets.setdefault((r.topic, r.partition), r.offset)
         async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
                                            wait=wait_random_exponential(multiplier=0.2, max=5),
-                                           stop=self._stopping, reraise=True):
+                                           stop=self._stopping, before_sleep=_log_batch_retry, reraise=True):
             with attempt:
                 applied = await self._apply_isolating_poison(events, positions, first_offsets, letters)
         self.applied_events += applied.new_events

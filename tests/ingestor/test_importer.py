@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -24,6 +25,8 @@ from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.key_session import StopReading
 from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
+from ingestor.sources.slices import ImportSlice
+from plumbing.postgres import DatabaseUnavailableError
 from service.cli import main as cli
 from service.worker import Worker, import_until_done, render_reconcile
 from stripe_sim import SimServer
@@ -144,6 +147,41 @@ async def test_a_split_held_up_by_a_slow_postgres_publishes_nothing_twice(
     outcome = await worker.importer.run_connection(connection_id)
     sim.set_faults()
     assert outcome.state == "done" and splits >= 4, (outcome, splits)
+    expected = sim_objects(sim, account)
+    total = sum(len(v) for v in expected.values())
+    envelopes = await published_envelopes(control.settings, total)
+    assert by_type(envelopes) == expected
+    assert len(envelopes) == total  # each object once
+
+
+async def test_a_split_whose_answer_is_lost_leaves_the_slice_to_the_database_and_publishes_nothing_twice(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A split committed, but its connection broke on the way back: the process does not know the slice's new start.
+    Its worker lets it go unsaved (the pass ends as failed, to be tried again), and the next pass reads the slices
+    from the database: the slice with its new start, and the one split off."""
+    account = sim.create_account(customers=400).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    real_split = PostgresCheckpoints.split_slice
+    lost = 0
+
+    async def split_then_lose_the_answer(self: PostgresCheckpoints, piece: ImportSlice, *args: Any,
+                                         **kwargs: Any) -> Any:
+        nonlocal lost
+        if lost:
+            return await real_split(self, piece, *args, **kwargs)
+        lost += 1
+        await real_split(self, dataclasses.replace(piece), *args, **kwargs)  # committed, but not heard of here
+        raise DatabaseUnavailableError("Postgres unavailable: ConnectionDoesNotExistError")
+
+    monkeypatch.setattr(PostgresCheckpoints, "split_slice", split_then_lose_the_answer)
+    sim.set_faults({"kind": "latency", "latency_ms": 400})  # slices are split while their pages are out
+    with pytest.raises(DatabaseUnavailableError):
+        await worker.importer.run_connection(connection_id)
+    sim.set_faults()
+    assert lost == 1
+    assert (await import_until_done(worker, connection_id)).state == "done"
     expected = sim_objects(sim, account)
     total = sum(len(v) for v in expected.values())
     envelopes = await published_envelopes(control.settings, total)

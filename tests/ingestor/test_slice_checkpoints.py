@@ -128,7 +128,13 @@ async def test_a_lease_that_ran_out_under_a_slice_still_paged_here_is_not_taken_
     await leases_run_out()
     paging = [piece.key]
     assert await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S, paging) is None
-    assert await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)  # the holder goes on, and renews
+    # Nor when another process took it meanwhile and let it go (its page here is still out; its save will fail).
+    await pool.execute("UPDATE import_slices SET claimed_by = NULL, claimed_until = NULL WHERE connection_id = $1",
+                       connection_id)
+    assert await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S, paging) is None
+    assert not await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)
+    assert (await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S)) is not None  # once let go here
+    assert await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)  # its new holder saves, and renews
 
     await leases_run_out()
     await checkpoints.renew_claims(connection_id, "worker-a", LEASE_S, paging)
@@ -141,6 +147,6 @@ async def test_a_lease_that_ran_out_under_a_slice_still_paged_here_is_not_taken_
     taken = await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S)
     assert taken is not None and taken.key == piece.key
     await leases_run_out()
-    taken = await checkpoints.claim_slice(connection_id, "worker-b", LEASE_S, paging)  # another process
+    taken = await checkpoints.claim_slice(connection_id, "worker-b", LEASE_S)  # another process, paging none of it
     assert taken is not None and taken.key == piece.key
     assert not await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)  # the old holder stops

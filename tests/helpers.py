@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -62,3 +63,19 @@ async def consume_all(settings: KafkaSettings, topic: str, expected: int, timeou
 async def topic_size(settings: KafkaSettings, topic: str) -> int:
     """Returns how many records `topic` holds (sum of end offsets; topics here are never truncated)."""
     return sum((await topic_end_offsets(settings, topic)).values())
+
+
+class FailsFirst:
+    """A method that raises `error()` on its first `times` calls and then does what `real` does: Postgres or Kafka
+    away for a while, as seen by one store or publisher method (set it on the class with monkeypatch)."""
+
+    def __init__(self, real: Callable[..., Awaitable[Any]], times: int, error: Callable[[], BaseException]):
+        self.real, self.times, self.error, self.failed = real, times, error, 0
+
+    def __get__(self, instance: object, owner: type) -> Callable[..., Awaitable[Any]]:
+        async def method(*args: Any, **kwargs: Any) -> Any:
+            if self.failed < self.times:
+                self.failed += 1
+                raise self.error()
+            return await self.real(instance, *args, **kwargs)
+        return method

@@ -27,6 +27,7 @@ from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
 from ingestor.sources.slices import ImportSlice
 from plumbing.postgres import DatabaseUnavailableError
+from schemas import Envelope
 from service.cli import main as cli
 from service.worker import Worker, import_until_done, render_reconcile
 from stripe_sim import SimServer
@@ -44,6 +45,18 @@ def by_type(envelopes: list) -> dict[str, set[str]]:  # type: ignore[type-arg]
     return out
 
 
+async def published_each_object_once(control: ControlClient, sim: SimServer,
+                                     account: str) -> tuple[dict[str, set[str]], list[Envelope]]:
+    """Asserts every object of the account is on the test's topic, and only once (the projection would dedupe a
+    second copy, but the import promises each page once); returns the objects by type and the envelopes."""
+    expected = sim_objects(sim, account)
+    total = sum(len(v) for v in expected.values())
+    envelopes = await published_envelopes(control.settings, total)
+    assert by_type(envelopes) == expected
+    assert len(envelopes) == total
+    return expected, envelopes
+
+
 async def test_a_12_month_account_imports_completely_as_snapshots(
     control: ControlClient, worker: Worker, sim: SimServer
 ) -> None:
@@ -52,11 +65,7 @@ async def test_a_12_month_account_imports_completely_as_snapshots(
     tenant, token, connection_id, _ = await connect(control, sim, account)
     outcome = next(o for o in await worker.importer.run_pending() if o.connection_id == connection_id)
     assert outcome.state == "done", outcome
-    expected = sim_objects(sim, account)
-    total = sum(len(v) for v in expected.values())
-    envelopes = await published_envelopes(control.settings, total)
-    assert by_type(envelopes) == expected
-    assert len(envelopes) == total  # each object once
+    expected, envelopes = await published_each_object_once(control, sim, account)
 
     status, progress = await control.call("GET", f"/api/tenants/{tenant}/connections/test/import", token)
     assert status == 200 and progress["state"] == "done" and progress["covered"] == 1.0
@@ -77,7 +86,7 @@ async def test_a_12_month_account_imports_completely_as_snapshots(
     status, _ = await control.call("POST", f"/api/tenants/{tenant}/connections/test/import", token, {})
     assert status == 202
     assert (await worker.importer.run_connection(connection_id)).state == "done"
-    again = await published_envelopes(control.settings, 2 * total)
+    again = await published_envelopes(control.settings, 2 * len(envelopes))
     assert Counter(e.event_id for e in again) == Counter({e.event_id: 2 for e in envelopes})
 
 
@@ -117,11 +126,7 @@ async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice
         await asyncio.wait([task], timeout=0.02)
     sim.set_faults()
     assert (await task).state == "done" and lapses > 10
-    expected = sim_objects(sim, account)
-    total = sum(len(v) for v in expected.values())
-    envelopes = await published_envelopes(control.settings, total)
-    assert by_type(envelopes) == expected
-    assert len(envelopes) == total  # each object once
+    await published_each_object_once(control, sim, account)
 
 
 async def test_a_split_held_up_by_a_slow_postgres_publishes_nothing_twice(
@@ -147,11 +152,7 @@ async def test_a_split_held_up_by_a_slow_postgres_publishes_nothing_twice(
     outcome = await worker.importer.run_connection(connection_id)
     sim.set_faults()
     assert outcome.state == "done" and splits >= 4, (outcome, splits)
-    expected = sim_objects(sim, account)
-    total = sum(len(v) for v in expected.values())
-    envelopes = await published_envelopes(control.settings, total)
-    assert by_type(envelopes) == expected
-    assert len(envelopes) == total  # each object once
+    await published_each_object_once(control, sim, account)
 
 
 async def test_a_split_whose_answer_is_lost_leaves_the_slice_to_the_database_and_publishes_nothing_twice(
@@ -182,11 +183,7 @@ async def test_a_split_whose_answer_is_lost_leaves_the_slice_to_the_database_and
     sim.set_faults()
     assert lost == 1
     assert (await import_until_done(worker, connection_id)).state == "done"
-    expected = sim_objects(sim, account)
-    total = sum(len(v) for v in expected.values())
-    envelopes = await published_envelopes(control.settings, total)
-    assert by_type(envelopes) == expected
-    assert len(envelopes) == total  # each object once
+    await published_each_object_once(control, sim, account)
 
 
 async def revoked_mid_pass(control: ControlClient, worker: Worker, sim: SimServer, connection_id: str,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import pytest
@@ -13,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from plumbing.kafka import KafkaPublisher, PublishError, producer_config
 from plumbing.settings import Settings
 from schemas import EnvelopeCodec
-from tests.helpers import consume_all, topic_size
+from tests.helpers import FailsFirst, consume_all, topic_size
 from tests.projections.support import project_until_idle, publish
 from tests.projections.test_order_and_duplicates import CHARGE, CUSTOMER, T, event
 
@@ -116,19 +115,10 @@ async def test_a_record_dead_lettered_while_kafka_is_away_waits_for_it_and_the_p
     unknown_type = dataclasses.replace(good, event_id="evt_payout", object_type="payout", object_id="po_1")
     await publish(settings, [unknown_type, good])
 
-    real_publish = KafkaPublisher.publish
-    refused = 0
-
-    async def publish_while_kafka_is_away(self: KafkaPublisher, *args: Any, **kwargs: Any) -> Any:
-        nonlocal refused
-        if refused < 2:
-            refused += 1
-            raise PublishError("the broker did not acknowledge within the bound")
-        return await real_publish(self, *args, **kwargs)
-
-    monkeypatch.setattr(KafkaPublisher, "publish", publish_while_kafka_is_away)
+    kafka_away = FailsFirst(KafkaPublisher.publish, 2, lambda: PublishError("the broker did not acknowledge in time"))
+    monkeypatch.setattr(KafkaPublisher, "publish", kafka_away)
     projector = await project_until_idle(settings, pool)
-    assert refused == 2 and projector.applied_events == 1
+    assert kafka_away.failed == 2 and projector.applied_events == 1
     assert await topic_size(settings.kafka, settings.kafka.dead_letter_topic) == 1
     assert await pool.fetchval("SELECT count(*) FROM public.dead_lettered_events WHERE tenant_id = $1", tenant) == 1
     assert await pool.fetchval("SELECT count(*) FROM projection.charges WHERE tenant_id = $1", tenant) == 1

@@ -18,13 +18,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from plumbing.kafka import KafkaPublisher, consumer_config
-from plumbing.postgres import database_errors
+from plumbing.postgres import DatabaseUnavailableError, database_errors
 from plumbing.settings import Settings
 from projections.projector.consumer import ProjectorMetrics, RevenueProjector
 from projections.projector.store import PostgresProjectionStore
 from stack import REPO_ROOT
 from stripe_sim import OLD_VERSION, SimServer
-from tests.helpers import topic_size, wait_for
+from tests.helpers import FailsFirst, topic_size, wait_for
 from tests.projections.support import dump, history_envelopes, project_until_idle, publish, shuffled_with_duplicates
 
 pytestmark = pytest.mark.integration
@@ -177,20 +177,11 @@ async def test_positions_unreadable_while_postgres_restarts_are_waited_for_not_a
     finally:
         await ahead.stop()
 
-    real_positions = PostgresProjectionStore.positions
-    failures = 0
-
-    async def positions_while_postgres_restarts(self: PostgresProjectionStore, *args: Any, **kwargs: Any) -> Any:
-        nonlocal failures
-        if failures < 4:
-            failures += 1
-            with database_errors():
-                raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
-        return await real_positions(self, *args, **kwargs)
-
-    monkeypatch.setattr(PostgresProjectionStore, "positions", positions_while_postgres_restarts)
+    postgres_restarting = FailsFirst(PostgresProjectionStore.positions, 4,
+                                     lambda: DatabaseUnavailableError("Postgres unavailable: CannotConnectNowError"))
+    monkeypatch.setattr(PostgresProjectionStore, "positions", postgres_restarting)
     await project_until_idle(settings, pool)
-    assert failures == 4
+    assert postgres_restarting.failed == 4
     distinct = len({e.event_id for e in events})
     assert await pool.fetchval("SELECT count(*) FROM projection.processed_events WHERE tenant_id = $1", tenant) == distinct
 

@@ -86,16 +86,13 @@ def _seek_may_succeed_later(exc: BaseException) -> bool:
     return is_retriable(exc) or isinstance(exc, KafkaTimeoutError)
 
 
-def _log_seek_retry(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    log.warning("positions not read (Postgres or Kafka away); retrying", error=repr(error)[:300])
-
-
-def _log_batch_retry(state: RetryCallState) -> None:
-    """Its site, not its message (which may quote a record's data): a bug taken for an outage shows where it is."""
-    error = state.outcome.exception() if state.outcome else None
-    log.warning("batch not applied (Postgres away); retrying", attempt=state.attempt_number,
-                error=error_site(error) if error else None)
+def _logs_retry(what: str) -> Callable[[RetryCallState], None]:
+    """Logs each retry of `what` with the error's site, not its message (which may quote a record's data): a bug
+    taken for an outage shows where it is."""
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(f"{what}; retrying", attempt=state.attempt_number, error=error_site(error) if error else None)
+    return log_retry
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -198,6 +195,13 @@ class RevenueProjector:
         """Whether the member is stopping (a retry's stop condition)."""
         return self._stopped or (self._run_stop is not None and self._run_stop.is_set())
 
+    def _until_back(self, retry: Callable[[BaseException], bool] = is_retriable,
+                    logged_as: str | None = None) -> AsyncRetrying:
+        """Retries while Postgres or Kafka is away, until they answer or the member is stopping."""
+        return AsyncRetrying(retry=retry_if_exception(retry), wait=wait_random_exponential(multiplier=0.2, max=5),
+                             stop=self._stopping, before_sleep=_logs_retry(logged_as) if logged_as else None,
+                             reraise=True)
+
     async def stop(self) -> None:
         """Leaves the group; a batch still in flight is cancelled (it rolls back and is read again later).
 
@@ -218,9 +222,7 @@ class RevenueProjector:
         Postgres restarting or Kafka coming back (which is when the group rebalances) is waited for: a seek back
         after a stale batch that raised would stop the projector, and one on assignment that raised would leave
         the partitions where Kafka's convenience commit put them."""
-        async for attempt in AsyncRetrying(retry=retry_if_exception(_seek_may_succeed_later),
-                                           wait=wait_random_exponential(multiplier=0.2, max=5),
-                                           stop=self._stopping, before_sleep=_log_seek_retry, reraise=True):
+        async for attempt in self._until_back(_seek_may_succeed_later, "positions not read (Postgres or Kafka away)"):
             with attempt:
                 stored = await self._store.positions(self._settings.raw_topic, [tp.partition for tp in partitions])
                 fresh = [tp for tp in partitions if tp.partition not in stored]
@@ -360,9 +362,7 @@ class RevenueProjector:
         first_offsets: dict[tuple[str, int], int] = {}
         for r in records:
             first_offsets.setdefault((r.topic, r.partition), r.offset)
-        async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
-                                           wait=wait_random_exponential(multiplier=0.2, max=5),
-                                           stop=self._stopping, before_sleep=_log_batch_retry, reraise=True):
+        async for attempt in self._until_back(logged_as="batch not applied (Postgres away)"):
             with attempt:
                 applied = await self._apply_isolating_poison(events, positions, first_offsets, letters)
         self.applied_events += applied.new_events
@@ -436,9 +436,7 @@ class RevenueProjector:
         value = self._codec.encode_dead_letter(letter)
         # Kafka away (the raw topic's batch was fetched before it went): wait for it, as the batch does for Postgres;
         # raising here would stop the projector.
-        async for attempt in AsyncRetrying(retry=retry_if_exception(is_retriable),
-                                           wait=wait_random_exponential(multiplier=0.2, max=5),
-                                           stop=self._stopping, reraise=True):
+        async for attempt in self._until_back():
             with attempt:
                 await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"", value)
         log.warning("record dead-lettered", topic=record.topic, partition=record.partition,

@@ -33,8 +33,8 @@ from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenE
 from ingestor.sources.read_alone_marks import MarkAction, ReadAloneMarks
 from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
 from ingestor.stripe_api.catalog import BY_NAME
-from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader
-from ingestor.stripe_api.request_budget import Priority
+from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader, list_endpoint
+from ingestor.stripe_api.request_budget import AccountBudget, Priority
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
@@ -95,12 +95,16 @@ class _Pass:
     or one of its own worth splitting). For that one, a holder lets slices over its share go at their next
     checkpoints, or splits one off at a checkpoint (once per refresh), and leaves the free slices to it. So a
     second worker adds its CPU to an import another started, instead of waiting for the first one's pass to end.
+
+    While pages queue for the account's budget, those of the resource with the most left go first (`budget`,
+    updated as slices page): the import ends when its largest resource does.
     """
 
     def __init__(self, planner: SlicePlanner, deadline: float, requests_per_second: float, most: int,
                  worker_stop: asyncio.Event, cpu_bound: Callable[[], bool], page_s: float | None,
-                 endpoint_requests_per_second: float | None = None):
+                 endpoint_requests_per_second: float | None = None, budget: AccountBudget | None = None):
         self.planner = planner
+        self._budget = budget
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
         self._worker_stop = worker_stop  # the process is stopping
@@ -212,6 +216,9 @@ class _Pass:
     async def changed(self) -> None:
         """A slice paged a page, was taken or let go: a split may now be worth it. The waiters all wait for the
         same thing, so one is woken (it wakes the next once it took a slice), or all once none is left."""
+        if self._budget is not None:
+            self._budget.rank_endpoints({list_endpoint(resource): left
+                                         for resource, left in self.planner.work_left().items()})
         async with self._changed:
             if self.planner.active_count() or self.paged_elsewhere:
                 self._changed.notify(1)
@@ -378,7 +385,8 @@ class StripeImporter:
         most = 1 if self._pages.reads_alone(session.connection.tenant_id) else self._settings.slices_in_flight
         run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
                     time.monotonic() + self._settings.pass_s, rate, most, stop,
-                    self._cpu_bound, self._page_s.get(connection_id), endpoint_rate)
+                    self._cpu_bound, self._page_s.get(connection_id), endpoint_rate,
+                    budgets.for_account(connection_id, session.connection.livemode))
         lease_s = self._settings.slice_lease_s
 
         async def worker() -> None:

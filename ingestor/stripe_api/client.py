@@ -47,6 +47,11 @@ RESOURCES: Mapping[str, str] = {
 }
 # Our resource name → the list endpoint's path, for the raw page path.
 LIST_PATHS: Mapping[str, str] = {name: f"/v1/{name}" for name in RESOURCES}
+
+
+def list_endpoint(resource: str) -> str:
+    """The endpoint a list of `resource` counts against in Stripe's limits (and our budget): "GET /v1/charges"."""
+    return f"GET {LIST_PATHS[resource]}"
 PERMISSION_PATTERN = re.compile(r"'(rak_[a-z_]+)'")
 
 
@@ -198,7 +203,7 @@ class StripeReader:
     async def list_page(self, resource: str, params: Mapping[str, Any]) -> stripe.ListObject[Any]:
         """Returns one page of `resource` (newest first). Raises IngestError subclasses."""
         service = getattr(self._client.v1, RESOURCES[resource])
-        page: stripe.ListObject[Any] = await self._call(f"GET {LIST_PATHS[resource]}",
+        page: stripe.ListObject[Any] = await self._call(list_endpoint(resource),
                                                         lambda: service.list_async(dict(params)))
         return page
 
@@ -218,14 +223,12 @@ class StripeReader:
 
     async def _list(self, resource: str, params: Mapping[str, Any], answer: Callable[[bytes, float], _Page]) -> _Page:
         """GETs one list page of `resource` within the budget; `answer` makes the result of its body and latency."""
-        path = LIST_PATHS[resource]
-
         async def request() -> _Page:
             sent = time.monotonic()
-            body = await self._get_body(path, dict(params))
+            body = await self._get_body(LIST_PATHS[resource], dict(params))
             return answer(body, time.monotonic() - sent)
 
-        page: _Page = await self._call(f"GET {path}", request)
+        page: _Page = await self._call(list_endpoint(resource), request)
         return page
 
     async def retrieve_raw(self, resource: str, object_id: str, params: Mapping[str, Any]) -> dict[str, Any]:

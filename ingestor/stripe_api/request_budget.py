@@ -12,7 +12,10 @@ database sees tens of statements per second per account, not one per request.
 
 Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few
 interactive requests (the poller, a key Test, a reconcile, a discount lookup) find one at once even
-during a long import. A 429 from Stripe (the tenant's own systems share the account's limit) blocks
+during a long import. Among bulk requests waiting for the account's bucket, those to the endpoint with the
+most left to list go first (`AccountBudget.rank_endpoints`): in live mode the import of the largest resource
+is bound by its endpoint's 25/s, so every account token another resource takes from it while it waits makes
+the whole import longer, and the other resources finish within its time on what it leaves. A 429 from Stripe (the tenant's own systems share the account's limit) blocks
 the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's)
 for `Retry-After` or a second, for every process. Without a database, a local token bucket stands in.
 """
@@ -21,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
+import itertools
 import math
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -61,8 +65,8 @@ class Priority(enum.Enum):
 class Bucket:
     """One token bucket: acquire a token per request; a 429 blocks it."""
 
-    async def acquire(self, priority: Priority) -> None:
-        """Waits until one request may be made now."""
+    async def acquire(self, priority: Priority, rank: float = 0.0) -> None:
+        """Waits until one request may be made now; bulk requests of a lower `rank` first, where they queue."""
         raise NotImplementedError
 
     async def block(self, seconds: float) -> None:
@@ -77,7 +81,7 @@ class LocalBucket(Bucket):
         self._limiter = AsyncLimiter(rate.capacity, rate.capacity / rate.per_second)
         self._blocked_until = 0.0
 
-    async def acquire(self, priority: Priority) -> None:
+    async def acquire(self, priority: Priority, rank: float = 0.0) -> None:
         wait = self._blocked_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -93,8 +97,9 @@ class SharedBucket(Bucket):
     Bulk work (the importer's many requests) draws from a pipeline: while bulk requests wait for more tokens
     than are on their way, one task per bucket leases `bulk_lease` tokens at a time (`stripe_budget_take`),
     each lease granted at once with the time its tokens are due (when the bucket would have held them above
-    the interactive reserve), up to `horizon_s` ahead; each due token goes to the longest-waiting request (one
-    wake-up per token, not one per waiter per lease: a hundred requests queue in an import). So the bucket's
+    the interactive reserve), up to `horizon_s` ahead; each due token goes to the waiting request of the lowest
+    rank, the longest-waiting of those (one wake-up per token, not one per waiter per lease: a hundred requests
+    queue in an import). So the bucket's
     schedule is kept full even while this process's event loop runs late (the tokens are then used late,
     never lost to a full bucket), and sends never run ahead of it. Interactive work (the poller, a key Test)
     leases one token at a time, may take the reserve, and waits at most about `horizon_s` behind an import.
@@ -107,7 +112,9 @@ class SharedBucket(Bucket):
         self.horizon_s = horizon_s
         self._due = 0  # bulk tokens whose time has come, not yet handed to a request
         self._coming = 0  # bulk tokens leased, due later
-        self._waiters: deque[asyncio.Future[None]] = deque()  # bulk requests waiting for a token, first come first
+        # Bulk requests waiting for a token, as a heap: lowest rank first, then first come first.
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
         self._leaser: asyncio.Task[None] | None = None
         self._generation = 0  # a 429 voids what was leased before it
 
@@ -120,7 +127,7 @@ class SharedBucket(Bucket):
         """Tokens per bulk lease: about 50 ms of the budget (fewer statements), at least one."""
         return max(1, math.floor(self.rate.per_second * BULK_LEASE_S))
 
-    async def acquire(self, priority: Priority) -> None:
+    async def acquire(self, priority: Priority, rank: float = 0.0) -> None:
         if priority is Priority.INTERACTIVE:
             await self._acquire_one()
             return
@@ -128,7 +135,7 @@ class SharedBucket(Bucket):
             self._due -= 1
             return
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(token)
+        heapq.heappush(self._waiters, (rank, next(self._arrivals), token))
         self._keep_leasing()
         try:
             await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
@@ -165,7 +172,7 @@ class SharedBucket(Bucket):
                 loop.call_later(wait_s, self._release, granted, self._generation)
         except Exception as exc:  # Postgres away: the waiting requests fail as a request would
             while self._waiters:
-                waiter = self._waiters.popleft()
+                _, _, waiter = heapq.heappop(self._waiters)
                 if not waiter.done():
                     waiter.set_exception(exc)
 
@@ -178,9 +185,10 @@ class SharedBucket(Bucket):
         self._hand_out()
 
     def _hand_out(self) -> None:
-        """Gives each due token to the longest-waiting request still waiting (a cancelled one is skipped)."""
+        """Gives each due token to the waiting request of the lowest rank, longest-waiting first (a cancelled one is
+        skipped)."""
         while self._due > 0 and self._waiters:
-            waiter = self._waiters.popleft()
+            _, _, waiter = heapq.heappop(self._waiters)
             if not waiter.done():
                 waiter.set_result(None)
                 self._due -= 1
@@ -213,13 +221,19 @@ class AccountBudget:
     def __init__(self, account: Bucket, endpoint_bucket: Callable[[str], Bucket | None]):
         self._account = account
         self._endpoint_bucket = endpoint_bucket
+        self._ranks: dict[str, float] = {}
+
+    def rank_endpoints(self, work_left: Mapping[str, float]) -> None:
+        """Bulk requests to the endpoints with more `work_left` (pages, or seconds: any one measure) take the
+        account's tokens first while requests queue for them; endpoints not given keep their rank."""
+        self._ranks.update({endpoint: -left for endpoint, left in work_left.items()})
 
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""
         bucket = self._endpoint_bucket(endpoint)
         if bucket is not None:
             await bucket.acquire(priority)
-        await self._account.acquire(priority)
+        await self._account.acquire(priority, self._ranks.get(endpoint, 0.0))
 
     async def rate_limited(self, endpoint: str, reason: str | None, retry_after_s: float | None) -> None:
         """Stripe answered 429: blocks the bucket it names (for every process) for Retry-After or a second."""

@@ -128,6 +128,29 @@ async def test_each_endpoint_has_its_own_budget_within_the_accounts(two_pools: l
     assert _busiest_second(charges) > 5 and _busiest_second(invoices) > 5  # one endpoint does not starve another
 
 
+async def test_while_pages_queue_for_the_account_the_endpoint_with_most_left_is_served_first(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """The import ends when its largest resource does; in live mode that one is bound by its endpoint's 25/s, so an
+    account token another resource takes from it makes the whole import longer. Queued after the others, charges
+    still go first; endpoints of equal rank keep their order of arrival."""
+    budget = RateBudgets(test=Rate(20.0, limit=25.0), pool=two_pools[0]).for_account("conn_ranked", False)
+    budget.rank_endpoints({CHARGES: 30_000, "GET /v1/customers": 2_000, "GET /v1/invoices": 2_000})
+    served: list[str] = []
+
+    async def one(endpoint: str, n: int) -> None:
+        await budget.acquire(Priority.BULK, endpoint)
+        served.append(f"{endpoint} {n}")
+
+    await asyncio.gather(*(one("GET /v1/customers", n) for n in range(4)), *(one("GET /v1/invoices", n) for n in range(4)),
+                         *(one(CHARGES, n) for n in range(6)))
+    assert served == [f"{CHARGES} {n}" for n in range(6)] + [f"GET /v1/customers {n}" for n in range(4)] + [
+        f"GET /v1/invoices {n}" for n in range(4)]
+    budget.rank_endpoints({CHARGES: 0})  # charges nearly done: the others' requests go first now
+    served.clear()
+    await asyncio.gather(one(CHARGES, 0), one("GET /v1/customers", 0))
+    assert served == ["GET /v1/customers 0", f"{CHARGES} 0"]
+
+
 async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: list[asyncpg.Pool]) -> None:
     rate = Rate(20.0, limit=25.0)
     bulk_budgets = [RateBudgets(test=rate, pool=pool).for_account("conn_busy", False) for pool in two_pools]

@@ -82,6 +82,18 @@ def test_a_page_in_flight_during_a_split_keeps_only_what_is_still_the_slices() -
     assert piece.keep(page(None, None), requested_start) == page(None, None)
 
 
+def test_the_work_left_per_resource_is_what_its_slices_expect_and_unknown_counts_as_the_most() -> None:
+    """The account's budget serves the resource with the most left first (`AccountBudget.rank_endpoints`): one whose
+    first page is still out may be the largest."""
+    planner = SlicePlanner(60, 200)
+    planner.add(_slice(0, 10_000, oldest=9_000, published=100, slice_id=1))  # 0.1/s over 9,000 s: 900 left
+    planner.add(_slice(20_000, 30_000, oldest=29_000, published=200, slice_id=2))  # 1,800 left
+    planner.add(_slice(0, 10_000, slice_id=3, resource="customers"))  # first page out
+    planner.add(_slice(0, 10_000, oldest=9_000, published=100, slice_id=4, resource="customers"))
+    left = planner.work_left()
+    assert left == {"charges": 2_700, "customers": float("inf")}
+
+
 def test_the_planner_splits_the_slice_with_most_left() -> None:
     planner = SlicePlanner(60, 200)
     assert planner.to_split(96) is None and not planner.active_count()
@@ -113,8 +125,10 @@ def test_a_worker_letting_a_slice_go_does_not_forget_it_for_the_worker_that_took
     assert planner.paging() == [newer_run.key]
 
 
-def test_while_a_first_page_is_out_the_resource_that_answered_first_takes_only_an_even_share() -> None:
-    """Else it takes every slice wanted, and the resource with the most to list waits for them to end."""
+def test_while_a_first_page_is_out_the_resource_that_answered_first_takes_only_half_an_even_share() -> None:
+    """Else it takes every slice wanted, and the resource with the most to list waits for them to end. Not a whole
+    even share: a small resource split to one keeps slices the largest one needs once it has answered (they end only
+    with their pages), and its requests wait for the account's budget behind the largest one's anyway."""
     planner = SlicePlanner(60, 200)
     charges = _slice(0, 90_000, slice_id=1)  # its first page is out: nothing known of it yet
     planner.add(charges)
@@ -122,10 +136,10 @@ def test_while_a_first_page_is_out_the_resource_that_answered_first_takes_only_a
                      for i in range(2, 6)]
     for piece in subscriptions:
         planner.add(piece)
-    assert planner.to_split(8) is None  # 4 of the 8 wanted: subscriptions have their share, charges are unknown
-    assert planner.to_split(10)[0] in subscriptions  # type: ignore[index]  # 4 < 5, their share of 10
+    assert planner.to_split(16) is None  # 4 of the 16 wanted: subscriptions have half of an even share
+    assert planner.to_split(20)[0] in subscriptions  # type: ignore[index]  # 4 < 5, half their share of 20
     charges.oldest_created, charges.objects_published = 89_900, 100  # charges answered: ten times as dense
-    assert planner.to_split(8)[0] is charges  # type: ignore[index]  # the one with most left, as before
+    assert planner.to_split(16)[0] is charges  # type: ignore[index]  # the one with most left, as before
 
 
 def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split_further() -> None:

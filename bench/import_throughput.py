@@ -13,7 +13,7 @@ Postgres with the default budgets (90/s live, 20/s test, 22/s per endpoint). Fig
   Stripe's limit saw them (against the budget), 429s, and objects/s;
 - 200 accounts imported at once by one worker (with its poller on): aggregate objects/s, the worker's CPU
   per object, the busiest second of any account (against its budget) and how late the poller got;
-- one live account 4× the size at 300 ms (the ramp and the tail of an import weigh less on a longer one);
+- one live account 4× the size at each latency (the ramp and the tail of an import weigh less on a longer one);
 - the worker's peak RSS importing a history 4× as large (flat: memory holds the pages in flight).
 
 Run: `.venv/bin/python -m bench.import_throughput [--customers 3000]`.
@@ -273,25 +273,30 @@ async def throughput(bench: Bench, customers: int, result: BenchResult) -> None:
 
 
 async def large_history(bench: Bench, customers: int, result: BenchResult) -> None:
-    """One live account four times the size at 300 ms: a whole import pays the budget's ramp (buckets start
-    empty, slices are split as pages return) and a tail (the last slices of the longest resource) once, which
-    weigh less on a longer import, as most real ones are (a 1,000,000-object history is 10,000 pages)."""
-    await bench.latency(300)
-    account = await bench.account(customers, True)
-    async with bench.workers(1) as procs:
-        run = await bench.import_all([account], procs, f"live, 300 ms, {customers:,} customers")
+    """One live account four times the size at each latency: a whole import pays a ramp (the first page of each
+    resource comes back before any slice of it can be split: its density is unknown until then) and a tail (the
+    last page's round trip, the last slices of the longest resource) once, which weigh less on a longer import,
+    as most real ones are (a 1,000,000-object history is 10,000 pages). At 600 ms those two round trips alone are
+    1.2 s of the 3,000-customer import's 4.2 s at the ceiling, so that one cannot reach 0.85 of it."""
     budget = bench.budgets.live_requests_per_second
-    ceiling = ceiling_objects_per_s(await bench.objects_by_resource(account), budget,
-                                    bench.budgets.endpoint_requests_per_second)
-    notes = f"{run.objects:,} objects in {run.elapsed_s:.1f} s; worker CPU {run.cpu_per_object_us:.0f} µs/object"
-    result.figures += [
-        Figure(f"objects/s, live, 300 ms, {run.objects:,} objects", run.per_second, "objects/s",
-               baseline_name=f"budget × 100 ({budget:g} requests/s)", baseline_value=budget * PAGE,
-               target=Target(ratio_at_least=TARGET), notes=notes),
-        Figure(f"objects/s, live, 300 ms, {run.objects:,} objects, against what the account and endpoint budgets "
-               "allow", run.per_second, "objects/s", baseline_name="ceiling for this history's pages per endpoint",
-               baseline_value=ceiling, target=Target(ratio_at_least=TARGET)),
-    ]
+    for latency in LATENCIES_MS:
+        await bench.latency(latency)
+        account = await bench.account(customers, True)
+        async with bench.workers(1) as procs:
+            run = await bench.import_all([account], procs, f"live, {latency} ms, {customers:,} customers")
+        ceiling = ceiling_objects_per_s(await bench.objects_by_resource(account), budget,
+                                        bench.budgets.endpoint_requests_per_second)
+        notes = (f"{run.objects:,} objects in {run.elapsed_s:.1f} s; {run.per_second / (budget * PAGE):.2f} of "
+                 f"budget × 100; worker CPU {run.cpu_per_object_us:.0f} µs/object")
+        if latency == 300:
+            result.figures.append(Figure(f"objects/s, live, 300 ms, {run.objects:,} objects", run.per_second,
+                                         "objects/s", baseline_name=f"budget × 100 ({budget:g} requests/s)",
+                                         baseline_value=budget * PAGE, target=Target(ratio_at_least=TARGET),
+                                         notes=notes))
+        result.figures.append(Figure(
+            f"objects/s, live, {latency} ms, {run.objects:,} objects, against what the account and endpoint budgets "
+            "allow", run.per_second, "objects/s", baseline_name="ceiling for this history's pages per endpoint",
+            baseline_value=ceiling, target=Target(ratio_at_least=TARGET), notes=notes))
     await bench.latency(0)
 
 

@@ -74,6 +74,7 @@ async def test_requests_whose_leased_tokens_a_429_voided_are_still_served(two_po
     requests must get new ones once the block ends. An import's slices all wait here, so none would come to
     ask again: before, they waited for ever, and the worker's pass with them."""
     bucket = SharedBucket(two_pools[0], "conn_void", Rate(20.0, limit=25.0))
+    await bucket._take(4, 0, 1.0)  # a new bucket holds a lease to start with: taken, the next ones are due 0.2 s on
     waiting = [asyncio.create_task(bucket.acquire(Priority.BULK)) for _ in range(2)]
 
     async def all_leased_and_leaser_done() -> bool:
@@ -149,6 +150,17 @@ async def test_while_pages_queue_for_the_account_the_endpoint_with_most_left_is_
     served.clear()
     await asyncio.gather(one(CHARGES, 0), one("GET /v1/customers", 0))
     assert served == ["GET /v1/customers 0", f"{CHARGES} 0"]
+
+
+async def test_a_new_accounts_first_lease_is_due_at_once(two_pools: list[asyncpg.Pool]) -> None:
+    """An import's first pages are asked for at once, not after the bucket refilled its reserve; its burst is not
+    spent on the first second (the rate and the whole capacity in one second leave no room for a late send)."""
+    rate = Rate(90.0, limit=100.0)
+    bucket = SharedBucket(two_pools[0], "conn_new", rate)
+    granted, due = await bucket._take(bucket.bulk_lease, bucket.reserve, bucket.horizon_s)
+    assert granted == bucket.bulk_lease and due == 0.0
+    granted, due = await bucket._take(bucket.bulk_lease, bucket.reserve, bucket.horizon_s)
+    assert granted == bucket.bulk_lease and due == pytest.approx(bucket.bulk_lease / rate.per_second, abs=0.01)
 
 
 async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: list[asyncpg.Pool]) -> None:

@@ -228,12 +228,16 @@ class AccountBudget:
         account's tokens first while requests queue for them; endpoints not given keep their rank."""
         self._ranks.update({endpoint: -left for endpoint, left in work_left.items()})
 
+    def rank(self, endpoint: str) -> float:
+        """Where bulk requests to `endpoint` queue for the account's tokens: lower first (0 unless ranked)."""
+        return self._ranks.get(endpoint, 0.0)
+
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""
         bucket = self._endpoint_bucket(endpoint)
         if bucket is not None:
             await bucket.acquire(priority)
-        await self._account.acquire(priority, self._ranks.get(endpoint, 0.0))
+        await self._account.acquire(priority, self.rank(endpoint))
 
     async def rate_limited(self, endpoint: str, reason: str | None, retry_after_s: float | None) -> None:
         """Stripe answered 429: blocks the bucket it names (for every process) for Retry-After or a second."""

@@ -211,3 +211,23 @@ def test_while_pages_wait_for_the_cpu_no_slice_is_added_and_the_count_comes_back
     assert run.wanted() == 3  # held where it was when the CPU became the bottleneck, not at what is left
     cpu_bound[0] = False
     assert run.wanted() == budget_keeps_busy and run.has_room()
+
+
+async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_left() -> None:
+    """The pass tells the account's budget, as its slices page, which endpoint has the most left: those requests
+    take the account's tokens first while pages queue for them (`AccountBudget.rank_endpoints`)."""
+    from ingestor.sources.importer import _Pass
+    from ingestor.stripe_api.request_budget import AccountBudget, LocalBucket, Rate
+
+    budget = AccountBudget(LocalBucket(Rate(90.0, 100.0)), lambda endpoint: None)
+    run = _Pass(SlicePlanner(60, 200), deadline=float("inf"), requests_per_second=90.0, most=96,
+                worker_stop=asyncio.Event(), cpu_bound=lambda: False, page_s=0.5, budget=budget)
+    charges = _slice(0, 10_000, oldest=9_000, published=100, slice_id=1)  # 900 left
+    customers = _slice(0, 10_000, oldest=9_000, published=1_000, slice_id=2, resource="customers")  # 9,000 left
+    run.planner.add(charges)
+    run.planner.add(customers)
+    await run.changed()
+    assert budget.rank("GET /v1/customers") == -9_000 and budget.rank("GET /v1/charges") == -900
+    customers.oldest_created, customers.objects_published = 100, 9_900  # nearly done: charges go first now
+    await run.changed()
+    assert budget.rank("GET /v1/customers") > budget.rank("GET /v1/charges")

@@ -229,8 +229,10 @@ class AccountBudget:
         self._ranks.update({endpoint: -left for endpoint, left in work_left.items()})
 
     def rank(self, endpoint: str) -> float:
-        """Where bulk requests to `endpoint` queue for the account's tokens: lower first (0 unless ranked)."""
-        return self._ranks.get(endpoint, 0.0)
+        """Where bulk requests to `endpoint` queue for the account's tokens, lower first. An endpoint not ranked goes
+        first: bulk requests other than the import's lists are few, and behind an import they would wait for its
+        end."""
+        return self._ranks.get(endpoint, -math.inf)
 
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""

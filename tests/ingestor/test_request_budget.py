@@ -148,8 +148,8 @@ async def test_while_pages_queue_for_the_account_the_endpoint_with_most_left_is_
         f"GET /v1/invoices {n}" for n in range(4)]
     budget.rank_endpoints({CHARGES: 0})  # charges nearly done: the others' requests go first now
     served.clear()
-    await asyncio.gather(one(CHARGES, 0), one("GET /v1/customers", 0))
-    assert served == ["GET /v1/customers 0", f"{CHARGES} 0"]
+    await asyncio.gather(one(CHARGES, 0), one("GET /v1/customers", 0), one("GET /v1/coupons/{id}", 0))
+    assert served == ["GET /v1/coupons/{id} 0", "GET /v1/customers 0", f"{CHARGES} 0"]  # not ranked: not starved
 
 
 async def test_a_new_accounts_first_lease_is_due_at_once(two_pools: list[asyncpg.Pool]) -> None:

@@ -103,7 +103,7 @@ async def test_a_busy_process_still_gets_its_whole_budget(two_pools: list[asyncp
 
     started = time.monotonic()
     await asyncio.gather(cpu_hog(), *(_spend(budget, CHARGES, run_s, spent) for _ in range(10)))
-    steady = [t for t in spent if t >= spent[0] + 1.0]  # after the first second (a new bucket starts empty)
+    steady = [t for t in spent if t >= spent[0] + 1.0]  # after the first second (a new bucket holds one lease)
     achieved = (len(steady) - 1) / (steady[-1] - steady[0])
     assert achieved >= 0.9 * rate.per_second, f"{achieved:.1f} requests/s of {rate.per_second:g}"
     # Never more in all than the bucket's schedule since it started: its rate, its burst and what was leased

@@ -185,7 +185,9 @@ class SlicePlanner:
     def to_split(self, wanted: int, per_resource: int | None = None) -> tuple[ImportSlice, int] | None:
         """The slice to split and where, if any is worth it: the one with the most objects expected to be left, of
         a resource with fewer than `per_resource` slices (what its endpoint's budget keeps busy) and, while a
-        slice's first page is out (its density unknown), fewer than half an even share of the `wanted` slices.
+        resource's first page is out (nothing known of its density), fewer than half an even share of the `wanted`
+        slices. A slice split off (or given to another process) before its first page does not count: its resource
+        is known by its other slices.
 
         Without that share, the resource whose first page came back first is split to every slice wanted, and the
         one with the most to list (whose page came last) waits for those slices to end: at the endpoint's rate,
@@ -195,7 +197,8 @@ class SlicePlanner:
         the first 4 s of a 128,000-object import at 600 ms; half: 22/s from the first second)."""
         counts = Counter(piece.resource for piece in self._active.values())
         most = per_resource if per_resource is not None else wanted
-        if any(piece.density() is None for piece in self._active.values()):
+        known = {piece.resource for piece in self._active.values() if piece.density() is not None}
+        if known != set(counts):  # a resource whose first page is out: nothing known of it yet
             most = min(most, math.ceil(wanted / (2 * len(counts))))
         best, best_left = None, -1.0
         for piece in self._active.values():

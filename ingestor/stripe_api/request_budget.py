@@ -12,10 +12,13 @@ database sees tens of statements per second per account, not one per request.
 
 Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few
 interactive requests (the poller, a key Test, a reconcile, a discount lookup) find one at once even
-during a long import. Among bulk requests waiting for the account's bucket, those to the endpoint with the
-most left to list go first (`AccountBudget.rank_endpoints`): in live mode the import of the largest resource
-is bound by its endpoint's 25/s, so every account token another resource takes from it while it waits makes
-the whole import longer, and the other resources finish within its time on what it leaves. A 429 from Stripe (the tenant's own systems share the account's limit) blocks
+during a long import. Among one process's bulk requests waiting for the account's bucket, those to the
+endpoint with the most left to list go first (`AccountBudget.rank_endpoints`): in live mode the import of the
+largest resource is bound by its endpoint's budget (22/s), so every account token another resource takes from
+it while it waits makes the whole import longer. A request that waited there longer than its endpoint's token
+is good for takes another one (`STALE_ENDPOINT_TOKEN_S`): else the requests of an endpoint ranked low, each
+holding a token, would all go out at once when it is ranked first, on top of the endpoint's own schedule.
+A 429 from Stripe (the tenant's own systems share the account's limit) blocks
 the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's)
 for `Retry-After` or a second, for every process. Without a database, a local token bucket stands in.
 """
@@ -24,10 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import heapq
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -40,6 +43,11 @@ DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
 LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
+# An endpoint's token older than this when the account's token comes is not used: it fell due in a second the
+# endpoint's schedule has counted, and sent now it would add to a later one. As late as a token leased ahead may
+# be sent anyway (a busy event loop); the endpoint ranked first waits less than that for the account's tokens,
+# so its own (the import's long pole) are never spent twice.
+STALE_ENDPOINT_TOKEN_S = LEASE_HORIZON_S
 MIN_CAPACITY = 3.0  # room for the interactive reserve, one bulk lease and the lag of asking for the next
 
 
@@ -62,11 +70,21 @@ class Priority(enum.Enum):
     BULK = "bulk"
 
 
-class Bucket:
-    """One token bucket: acquire a token per request; a 429 blocks it."""
+def _unranked(lane: str) -> float:
+    return 0.0
 
-    async def acquire(self, priority: Priority, rank: float = 0.0) -> None:
-        """Waits until one request may be made now; bulk requests of a lower `rank` first, where they queue."""
+
+class Bucket:
+    """One token bucket: acquire a token per request; a 429 blocks it.
+
+    Where bulk requests queue for tokens, they queue in lanes (one per endpoint): the lane of the lowest
+    `lane_rank` goes first, as ranked when a token comes, and first come first within a lane."""
+
+    def __init__(self) -> None:
+        self.lane_rank: Callable[[str], float] = _unranked
+
+    async def acquire(self, priority: Priority, lane: str = "") -> None:
+        """Waits until one request may be made now."""
         raise NotImplementedError
 
     async def block(self, seconds: float) -> None:
@@ -78,10 +96,11 @@ class LocalBucket(Bucket):
     """A token bucket of this process only (no database at hand)."""
 
     def __init__(self, rate: Rate):
+        super().__init__()
         self._limiter = AsyncLimiter(rate.capacity, rate.capacity / rate.per_second)
         self._blocked_until = 0.0
 
-    async def acquire(self, priority: Priority, rank: float = 0.0) -> None:
+    async def acquire(self, priority: Priority, lane: str = "") -> None:
         wait = self._blocked_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -97,23 +116,23 @@ class SharedBucket(Bucket):
     Bulk work (the importer's many requests) draws from a pipeline: while bulk requests wait for more tokens
     than are on their way, one task per bucket leases `bulk_lease` tokens at a time (`stripe_budget_take`),
     each lease granted at once with the time its tokens are due (when the bucket would have held them above
-    the interactive reserve), up to `horizon_s` ahead; each due token goes to the waiting request of the lowest
-    rank, the longest-waiting of those (one wake-up per token, not one per waiter per lease: a hundred requests
-    queue in an import). So the bucket's
-    schedule is kept full even while this process's event loop runs late (the tokens are then used late,
+    the interactive reserve), up to `horizon_s` ahead; each due token goes to the longest-waiting request of
+    the lane ranked first at that moment (one wake-up per token, not one per waiter per lease: a hundred
+    requests queue in an import). So the bucket's schedule is kept full even while this process's event loop runs late (the tokens are then used late,
     never lost to a full bucket), and sends never run ahead of it. Interactive work (the poller, a key Test)
     leases one token at a time, may take the reserve, and waits at most about `horizon_s` behind an import.
     """
 
     def __init__(self, pool: asyncpg.Pool, key: str, rate: Rate, horizon_s: float = LEASE_HORIZON_S):
+        super().__init__()
         self.pool = pool
         self.key = key
         self.rate = rate
         self.horizon_s = horizon_s
         self._due = 0  # bulk tokens whose time has come, not yet handed to a request
         self._coming = 0  # bulk tokens leased, due later
-        # Bulk requests waiting for a token, as a heap: lowest rank first, then first come first.
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        # Bulk requests waiting for a token, per lane (first come first), each with its place in arrival order.
+        self._lanes: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
         self._arrivals = itertools.count()
         self._leaser: asyncio.Task[None] | None = None
         self._generation = 0  # a 429 voids what was leased before it
@@ -127,15 +146,15 @@ class SharedBucket(Bucket):
         """Tokens per bulk lease: about 50 ms of the budget (fewer statements), at least one."""
         return max(1, math.floor(self.rate.per_second * BULK_LEASE_S))
 
-    async def acquire(self, priority: Priority, rank: float = 0.0) -> None:
+    async def acquire(self, priority: Priority, lane: str = "") -> None:
         if priority is Priority.INTERACTIVE:
             await self._acquire_one()
             return
-        if self._due > 0 and not self._waiters:
+        if self._due > 0 and not self._waiting():
             self._due -= 1
             return
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (rank, next(self._arrivals), token))
+        self._lanes.setdefault(lane, deque()).append((next(self._arrivals), token))
         self._keep_leasing()
         try:
             await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
@@ -156,14 +175,14 @@ class SharedBucket(Bucket):
 
     def _keep_leasing(self) -> None:
         """Starts the leaser unless it runs: requests wait for more tokens than are due or coming."""
-        if self._waiters and (self._leaser is None or self._leaser.done()):
+        if self._waiting() and (self._leaser is None or self._leaser.done()):
             self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
 
     async def _lease_while_wanted(self) -> None:
         """Leases ahead while more bulk requests wait than tokens are due or coming; ends when none wait."""
         loop = asyncio.get_running_loop()
         try:
-            while len(self._waiters) > self._due + self._coming:
+            while self._waiting() > self._due + self._coming:
                 granted, wait_s = await self._take(self.bulk_lease, self.reserve, self.horizon_s)
                 if not granted:
                     await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
@@ -171,10 +190,11 @@ class SharedBucket(Bucket):
                 self._coming += granted
                 loop.call_later(wait_s, self._release, granted, self._generation)
         except Exception as exc:  # Postgres away: the waiting requests fail as a request would
-            while self._waiters:
-                _, _, waiter = heapq.heappop(self._waiters)
-                if not waiter.done():
-                    waiter.set_exception(exc)
+            for lane in self._lanes.values():
+                while lane:
+                    _, waiter = lane.popleft()
+                    if not waiter.done():
+                        waiter.set_exception(exc)
 
     def _release(self, granted: int, generation: int) -> None:
         """A lease's tokens are due: hand them to the waiters (unless a 429 voided them meanwhile)."""
@@ -184,11 +204,19 @@ class SharedBucket(Bucket):
         self._due += granted
         self._hand_out()
 
+    def _waiting(self) -> int:
+        """Bulk requests waiting (a cancelled one until its turn comes)."""
+        return sum(len(lane) for lane in self._lanes.values())
+
     def _hand_out(self) -> None:
-        """Gives each due token to the waiting request of the lowest rank, longest-waiting first (a cancelled one is
-        skipped)."""
-        while self._due > 0 and self._waiters:
-            _, _, waiter = heapq.heappop(self._waiters)
+        """Gives each due token to the longest-waiting request of the lane ranked first now (ties: the one waiting
+        longest); a cancelled one is skipped."""
+        while self._due > 0:
+            lanes = [(self.lane_rank(name), lane[0][0], lane) for name, lane in self._lanes.items() if lane]
+            if not lanes:
+                return
+            _, _, lane = min(lanes, key=lambda entry: entry[:2])
+            _, waiter = lane.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 self._due -= 1
@@ -222,6 +250,7 @@ class AccountBudget:
         self._account = account
         self._endpoint_bucket = endpoint_bucket
         self._ranks: dict[str, float] = {}
+        account.lane_rank = self.rank  # the account's lanes are endpoints
 
     def rank_endpoints(self, work_left: Mapping[str, float]) -> None:
         """Bulk requests to the endpoints with more `work_left` (pages, or seconds: any one measure) take the
@@ -237,9 +266,14 @@ class AccountBudget:
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""
         bucket = self._endpoint_bucket(endpoint)
-        if bucket is not None:
-            await bucket.acquire(priority)
-        await self._account.acquire(priority, self.rank(endpoint))
+        if bucket is None:
+            await self._account.acquire(priority, endpoint)
+            return
+        await bucket.acquire(priority)
+        endpoint_token_at = time.monotonic()
+        await self._account.acquire(priority, endpoint)
+        if time.monotonic() - endpoint_token_at > STALE_ENDPOINT_TOKEN_S:
+            await bucket.acquire(priority)  # its slot passed while requests ranked above it went first
 
     async def rate_limited(self, endpoint: str, reason: str | None, retry_after_s: float | None) -> None:
         """Stripe answered 429: blocks the bucket it names (for every process) for Retry-After or a second."""

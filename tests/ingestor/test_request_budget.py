@@ -152,6 +152,31 @@ async def test_while_pages_queue_for_the_account_the_endpoint_with_most_left_is_
     assert served == ["GET /v1/coupons/{id} 0", "GET /v1/customers 0", f"{CHARGES} 0"]  # not ranked: not starved
 
 
+async def test_an_endpoint_ranked_first_after_waiting_stays_within_its_own_limit(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """Requests of an endpoint ranked low wait for the account's tokens, each holding one of its endpoint's. Ranked
+    first later (the others' work dwindled), they must not all go out at once on top of the endpoint's schedule:
+    that is a 429 from Stripe's 25/s per endpoint, and a second's block of the endpoint for every process."""
+    endpoint = Rate(8.0, limit=10.0)
+    budget = RateBudgets(live=Rate(12.0, limit=14.0), endpoint=endpoint, pool=two_pools[0]).for_account(
+        "conn_flip", True)
+    budget.rank_endpoints({CHARGES: 3_000, "GET /v1/invoices": 2_000, "GET /v1/customers": 100})
+    customers: list[float] = []
+    others: list[float] = []
+    before_flip: list[float] = []
+
+    async def flip() -> None:
+        await asyncio.sleep(1.5)  # the fault: customers wait this long (charges and invoices ask 16/s of 12)
+        before_flip.extend(customers)
+        budget.rank_endpoints({"GET /v1/customers": 10_000})
+
+    await asyncio.gather(flip(), *(_spend(budget, "GET /v1/customers", 3.5, customers) for _ in range(6)),
+                         *(_spend(budget, e, 3.5, others) for e in (CHARGES, "GET /v1/invoices") for _ in range(4)))
+    assert len(before_flip) <= 3  # ranked last: only a token no one above wanted at that moment
+    assert len(customers) - len(before_flip) > 10  # served as ranked first, those waiting since the start included
+    assert _busiest_second(customers) <= endpoint.limit + 1, sorted(customers)
+
+
 async def test_a_new_accounts_first_lease_is_due_at_once(two_pools: list[asyncpg.Pool]) -> None:
     """An import's first pages are asked for at once, not after the bucket refilled its reserve; its burst is not
     spent on the first second (the rate and the whole capacity in one second leave no room for a late send)."""

@@ -142,6 +142,19 @@ def test_while_a_first_page_is_out_the_resource_that_answered_first_takes_only_h
     assert planner.to_split(16)[0] is charges  # type: ignore[index]  # the one with most left, as before
 
 
+def test_a_slice_not_yet_paged_of_a_resource_known_by_its_other_slices_holds_no_one_to_half_a_share() -> None:
+    """A slice given to this process by another (or claimed before its first page) has no density of its own; its
+    resource is known by its other slices, so it is no first page out that the others must leave room for."""
+    planner = SlicePlanner(60, 200)
+    planner.add(_slice(0, 90_000, oldest=89_000, published=100, slice_id=1))  # charges: known
+    planner.add(_slice(0, 40_000, slice_id=2))  # charges: given, not yet paged
+    subscriptions = [_slice(0, 90_000, oldest=80_000, published=2_000, slice_id=i, resource="subscriptions")
+                     for i in range(3, 7)]  # each 16,000 left, charges' known one 8,900
+    for piece in subscriptions:
+        planner.add(piece)
+    assert planner.to_split(16)[0] in subscriptions  # type: ignore[index]  # 4 is half an even share: not applied
+
+
 def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split_further() -> None:
     planner = SlicePlanner(60, 200)
     charges = [_slice(0, 90_000, oldest=89_000, published=1000, slice_id=i) for i in range(3)]  # ~89,000 left each

@@ -1,9 +1,8 @@
 -- A new bucket starts with the tokens its first lease asks for above the reserve, so that lease is due at once.
 -- Starting empty made every new connection's first requests wait for the refill of the interactive reserve and
 -- a lease, in the account's bucket and then in the endpoint's: 0.16 s before the first page of an import was
--- asked for (request_budget.py). Not full: the capacity is the whole burst Stripe's limit leaves above our
--- rate, and a first second that held it all and the rate besides had no room for a send that ran late (two
--- workers sharing a new test-mode import sent 27 requests in one second against Stripe's 25).
+-- asked for (request_budget.py). A bucket idle for longer than its capacity's refill is full anyway; this only
+-- changes a connection's very first requests, and within the schedule's bound (level + rate per second).
 CREATE OR REPLACE FUNCTION stripe_budget_take(key text, lease integer, per_second double precision,
                                               capacity double precision, reserve double precision,
                                               horizon_s double precision)

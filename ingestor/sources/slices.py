@@ -170,11 +170,21 @@ class SlicePlanner:
         return list(self._active)
 
     def work_left(self) -> dict[str, float]:
-        """Objects expected left per resource, in the slices paged here; infinite for a resource with a slice whose
-        density is not known yet (its first page is out: it may be the largest)."""
+        """Objects expected left per resource, in the slices paged here. A slice not yet paged counts at its
+        resource's density in the others (their objects over their paged seconds), and a resource known by none as
+        infinite: its first page is out, and it may be the largest."""
+        paged: dict[str, tuple[int, int]] = {}
+        for piece in self._active.values():
+            if piece.oldest_created is not None:
+                objects, seconds = paged.get(piece.resource, (0, 0))
+                paged[piece.resource] = (objects + piece.objects_published,
+                                         seconds + max(1, piece.range_end - piece.oldest_created))
         left: dict[str, float] = {}
         for piece in self._active.values():
             expected = piece.objects_left()
+            if expected is None and piece.resource in paged:
+                objects, seconds = paged[piece.resource]
+                expected = objects / seconds * piece.left_span()
             left[piece.resource] = left.get(piece.resource, 0.0) + (math.inf if expected is None else expected)
         return left
 

@@ -88,10 +88,11 @@ def test_the_work_left_per_resource_is_what_its_slices_expect_and_unknown_counts
     planner = SlicePlanner(60, 200)
     planner.add(_slice(0, 10_000, oldest=9_000, published=100, slice_id=1))  # 0.1/s over 9,000 s: 900 left
     planner.add(_slice(20_000, 30_000, oldest=29_000, published=200, slice_id=2))  # 1,800 left
-    planner.add(_slice(0, 10_000, slice_id=3, resource="customers"))  # first page out
-    planner.add(_slice(0, 10_000, oldest=9_000, published=100, slice_id=4, resource="customers"))
-    left = planner.work_left()
-    assert left == {"charges": 2_700, "customers": float("inf")}
+    planner.add(_slice(0, 10_000, slice_id=3, resource="subscriptions"))  # first page out, nothing else known
+    planner.add(_slice(0, 10_000, slice_id=4, resource="customers"))  # not yet paged (given by another process)
+    planner.add(_slice(20_000, 30_000, oldest=29_000, published=100, slice_id=5, resource="customers"))
+    left = planner.work_left()  # customers' unpaged slice at their density: 0.1/s over 10,000 s
+    assert left == {"charges": 2_700, "customers": 1_000 + 900, "subscriptions": float("inf")}
 
 
 def test_the_planner_splits_the_slice_with_most_left() -> None:

@@ -15,9 +15,9 @@ interactive requests (the poller, a key Test, a reconcile, a discount lookup) fi
 during a long import. Among one process's bulk requests waiting for the account's bucket, those to the
 endpoint with the most left to list go first (`AccountBudget.rank_endpoints`): in live mode the import of the
 largest resource is bound by its endpoint's budget (22/s), so every account token another resource takes from
-it while it waits makes the whole import longer. A request that waited there longer than its endpoint's token
-is good for, behind other endpoints, takes another one and queues again (`STALE_ENDPOINT_TOKEN_S`): else the requests of an endpoint ranked low, each
-holding a token, would all go out at once when it is ranked first, on top of the endpoint's own schedule.
+it while it waits makes the whole import longer. (Each of those requests took its endpoint's token before it
+queued: an endpoint ranked low that is ranked first later sends its waiting requests at once, on top of its
+endpoint's schedule — docs/import.md says why that is left.)
 A 429 from Stripe (the tenant's own systems share the account's limit) blocks
 the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's)
 for `Retry-After` or a second, for every process. Without a database, a local token bucket stands in.
@@ -43,11 +43,6 @@ DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
 LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
-# An endpoint's token older than this when the account's token comes, after other endpoints were served first, is
-# not used: it fell due in a second the endpoint's schedule has counted, and sent now it would add to a later one.
-# As late as a token leased ahead may be sent anyway (a busy event loop). A request no other endpoint went before
-# (the endpoint ranked first: the import's long pole) keeps its token however late its event loop ran.
-STALE_ENDPOINT_TOKEN_S = LEASE_HORIZON_S
 MIN_CAPACITY = 3.0  # room for the interactive reserve, one bulk lease and the lag of asking for the next
 
 
@@ -83,13 +78,9 @@ class Bucket:
     def __init__(self) -> None:
         self.lane_rank: Callable[[str], float] = _unranked
 
-    async def acquire(self, priority: Priority, lane: str = "") -> bool:
-        """Waits until one request may be made now; returns whether requests of other lanes were served while this
-        one waited (ranked above it)."""
+    async def acquire(self, priority: Priority, lane: str = "") -> None:
+        """Waits until one request may be made now."""
         raise NotImplementedError
-
-    def give_back(self) -> None:
-        """Returns a token just acquired and not used: the next waiting request gets it."""
 
     async def block(self, seconds: float) -> None:
         """No one asks through this bucket for `seconds`."""
@@ -104,26 +95,14 @@ class LocalBucket(Bucket):
         self._limiter = AsyncLimiter(rate.capacity, rate.capacity / rate.per_second)
         self._blocked_until = 0.0
 
-    async def acquire(self, priority: Priority, lane: str = "") -> bool:
+    async def acquire(self, priority: Priority, lane: str = "") -> None:
         wait = self._blocked_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         await self._limiter.acquire()
-        return False  # no lanes here
 
     async def block(self, seconds: float) -> None:
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class _Waiter:
-    """A bulk request waiting in its lane: its place in arrival order, its token (True once handed over if other
-    lanes were served while it waited), and the tokens handed out in all and to its lane when it came."""
-
-    arrival: int
-    token: asyncio.Future[bool]
-    handed: int
-    handed_to_lane: int
 
 
 class SharedBucket(Bucket):
@@ -147,12 +126,9 @@ class SharedBucket(Bucket):
         self.horizon_s = horizon_s
         self._due = 0  # bulk tokens whose time has come, not yet handed to a request
         self._coming = 0  # bulk tokens leased, due later
-        # Bulk requests waiting for a token, per lane (first come first): each with its place in arrival order, and
-        # the tokens handed out in all and to its lane when it came (to tell whether other lanes went first).
-        self._lanes: dict[str, deque[_Waiter]] = {}
+        # Bulk requests waiting for a token, per lane (first come first), each with its place in arrival order.
+        self._lanes: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
         self._arrivals = itertools.count()
-        self._handed = 0
-        self._handed_to: dict[str, int] = {}
         self._leaser: asyncio.Task[None] | None = None
         self._generation = 0  # a 429 voids what was leased before it
 
@@ -165,19 +141,18 @@ class SharedBucket(Bucket):
         """Tokens per bulk lease: about 50 ms of the budget (fewer statements), at least one."""
         return max(1, math.floor(self.rate.per_second * BULK_LEASE_S))
 
-    async def acquire(self, priority: Priority, lane: str = "") -> bool:
+    async def acquire(self, priority: Priority, lane: str = "") -> None:
         if priority is Priority.INTERACTIVE:
             await self._acquire_one()
-            return False
+            return
         if self._due > 0 and not self._waiting():
             self._due -= 1
-            return False
-        token: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._lanes.setdefault(lane, deque()).append(
-            _Waiter(next(self._arrivals), token, self._handed, self._handed_to.get(lane, 0)))
+            return
+        token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lanes.setdefault(lane, deque()).append((next(self._arrivals), token))
         self._keep_leasing()
         try:
-            return await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
+            await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
         except asyncio.CancelledError:
             if token.done() and not token.cancelled() and token.exception() is None:
                 self._due += 1  # handed over as the request was cancelled: the next one gets it
@@ -212,7 +187,7 @@ class SharedBucket(Bucket):
         except Exception as exc:  # Postgres away: the waiting requests fail as a request would
             for lane in self._lanes.values():
                 while lane:
-                    waiter = lane.popleft().token
+                    _, waiter = lane.popleft()
                     if not waiter.done():
                         waiter.set_exception(exc)
 
@@ -232,21 +207,14 @@ class SharedBucket(Bucket):
         """Gives each due token to the longest-waiting request of the lane ranked first now (ties: the one waiting
         longest); a cancelled one is skipped."""
         while self._due > 0:
-            lanes = [(self.lane_rank(name), lane[0].arrival, name) for name, lane in self._lanes.items() if lane]
+            lanes = [(self.lane_rank(name), lane[0][0], name) for name, lane in self._lanes.items() if lane]
             if not lanes:
                 return
             _, _, name = min(lanes)
-            waiter = self._lanes[name].popleft()
-            if not waiter.token.done():
-                to_lane = self._handed_to.get(name, 0)
-                waiter.token.set_result(self._handed - waiter.handed > to_lane - waiter.handed_to_lane)
+            _, waiter = self._lanes[name].popleft()
+            if not waiter.done():
+                waiter.set_result(None)
                 self._due -= 1
-                self._handed += 1
-                self._handed_to[name] = to_lane + 1
-
-    def give_back(self) -> None:
-        self._due += 1
-        self._hand_out()
 
     async def _take(self, lease: int, reserve: float, horizon_s: float) -> tuple[int, float]:
         with database_errors():
@@ -293,18 +261,9 @@ class AccountBudget:
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""
         bucket = self._endpoint_bucket(endpoint)
-        if bucket is None:
-            await self._account.acquire(priority, endpoint)
-            return
-        while True:
+        if bucket is not None:
             await bucket.acquire(priority)
-            endpoint_token_at = time.monotonic()
-            passed_over = await self._account.acquire(priority, endpoint)
-            if not (passed_over and time.monotonic() - endpoint_token_at > STALE_ENDPOINT_TOKEN_S):
-                return
-            # Its endpoint token's slot passed while endpoints ranked above it went first: both anew, the account's
-            # to the next request waiting for it (held while this one waits for its endpoint, it would go out late).
-            self._account.give_back()
+        await self._account.acquire(priority, endpoint)
 
     async def rate_limited(self, endpoint: str, reason: str | None, retry_after_s: float | None) -> None:
         """Stripe answered 429: blocks the bucket it names (for every process) for Retry-After or a second."""

@@ -17,10 +17,10 @@ endpoint with the most left to list go first (`AccountBudget.rank_endpoints`): i
 largest resource is bound by its endpoint's budget (22/s), so every account token another resource takes from
 it while it waits makes the whole import longer. (Each of those requests took its endpoint's token before it
 queued: an endpoint ranked low that is ranked first later sends its waiting requests at once, on top of its
-endpoint's schedule — docs/import.md says why that is left.)
-A 429 from Stripe (the tenant's own systems share the account's limit) blocks
-the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's)
-for `Retry-After` or a second, for every process. Without a database, a local token bucket stands in.
+endpoint's schedule — docs/import.md says why that is left.) A 429 from Stripe (the tenant's own systems share
+the account's limit) blocks the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`,
+else the account's) for `Retry-After` or a second, for every process. Without a database, a local token bucket
+stands in.
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ class SharedBucket(Bucket):
     each lease granted at once with the time its tokens are due (when the bucket would have held them above
     the interactive reserve), up to `horizon_s` ahead; each due token goes to the longest-waiting request of
     the lane ranked first at that moment (one wake-up per token, not one per waiter per lease: a hundred
-    requests queue in an import). So the bucket's schedule is kept full even while this process's event loop runs late (the tokens are then used late,
-    never lost to a full bucket), and sends never run ahead of it. Interactive work (the poller, a key Test)
-    leases one token at a time, may take the reserve, and waits at most about `horizon_s` behind an import.
+    requests queue in an import). So the bucket's schedule is kept full even while this process's event loop
+    runs late (the tokens are then used late, never lost to a full bucket), and sends never run ahead of it.
+    Interactive work (the poller, a key Test) leases one token at a time, may take the reserve, and waits at most
+    about `horizon_s` behind an import.
     """
 
     def __init__(self, pool: asyncpg.Pool, key: str, rate: Rate, horizon_s: float = LEASE_HORIZON_S):

@@ -166,7 +166,8 @@ async def test_requests_queued_under_a_low_rank_are_served_first_once_their_endp
     flipped_at: list[float] = []
 
     async def flip() -> None:
-        await asyncio.sleep(1.0)  # customers wait behind the four above (32/s asked of 30)
+        # Customers wait behind the four above (32/s asked of 30) for a second's worth of the account's tokens.
+        await wait_for(lambda: _ready(others, int(account.per_second)), 5, "the four above to have a second's worth")
         flipped_at.append(time.monotonic())
         budget.rank_endpoints({"GET /v1/customers": 10_000})
 

@@ -115,6 +115,8 @@ class SharedBucket(Bucket):
     the lane ranked first at that moment (one wake-up per token, not one per waiter per lease: a hundred
     requests queue in an import). So the bucket's schedule is kept full even while this process's event loop
     runs late (the tokens are then used late, never lost to a full bucket), and sends never run ahead of it.
+    A request that gives up (its import stopped) leaves its lane; tokens that come due with no request left to
+    take them are kept for the horizon only, then void: sent later, they would go on top of the schedule.
     Interactive work (the poller, a key Test) leases one token at a time, may take the reserve, and waits at most
     about `horizon_s` behind an import.
     """
@@ -126,6 +128,7 @@ class SharedBucket(Bucket):
         self.rate = rate
         self.horizon_s = horizon_s
         self._due = 0  # bulk tokens whose time has come, not yet handed to a request
+        self._due_at = 0.0  # when the last of them came due (loop time): left unused longer, they are void
         self._coming = 0  # bulk tokens leased, due later
         # Bulk requests waiting for a token, per lane (first come first), each with its place in arrival order.
         self._lanes: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
@@ -147,10 +150,13 @@ class SharedBucket(Bucket):
             await self._acquire_one()
             return
         if self._due > 0 and not self._waiting():
-            self._due -= 1
-            return
+            if asyncio.get_running_loop().time() - self._due_at <= self.horizon_s:
+                self._due -= 1
+                return
+            self._due = 0  # left by requests that gave up, long enough ago that sending now would bunch: void
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._lanes.setdefault(lane, deque()).append((next(self._arrivals), token))
+        place = (next(self._arrivals), token)
+        self._lanes.setdefault(lane, deque()).append(place)
         self._keep_leasing()
         try:
             await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
@@ -158,6 +164,8 @@ class SharedBucket(Bucket):
             if token.done() and not token.cancelled() and token.exception() is None:
                 self._due += 1  # handed over as the request was cancelled: the next one gets it
                 self._hand_out()
+            elif place in self._lanes.get(lane, ()):
+                self._lanes[lane].remove(place)  # nothing is leased for a request that gave up
             raise
 
     async def _acquire_one(self) -> None:
@@ -198,10 +206,11 @@ class SharedBucket(Bucket):
             return
         self._coming -= granted
         self._due += granted
+        self._due_at = asyncio.get_running_loop().time()
         self._hand_out()
 
     def _waiting(self) -> int:
-        """Bulk requests waiting (a cancelled one until its turn comes)."""
+        """Bulk requests waiting (a cancelled one leaves its lane as it gives up)."""
         return sum(len(lane) for lane in self._lanes.values())
 
     def _hand_out(self) -> None:

@@ -87,6 +87,41 @@ async def test_requests_whose_leased_tokens_a_429_voided_are_still_served(two_po
     assert all(t.exception() is None for t in done)
 
 
+async def test_requests_an_import_gave_up_send_nothing_later_outside_the_shared_schedule(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """An import stopped while its pages queue for tokens: the tokens leased for them (up to the horizon ahead)
+    come due with no one to take them. Kept, the next import of this process sent them at once, on top of the
+    bucket's schedule (56 in one second here, against 54)."""
+    rate = Rate(40.0, limit=50.0)
+    buckets = [SharedBucket(pool, "conn_gave_up", rate) for pool in two_pools]
+    stopped = buckets[0]
+    queued = [asyncio.create_task(stopped.acquire(Priority.BULK)) for _ in range(40)]
+
+    async def horizon_leased() -> bool:
+        return stopped._coming >= math.floor(rate.per_second * LEASE_HORIZON_S) - 1
+
+    async def all_came_due() -> bool:
+        return stopped._coming == 0 and stopped._leaser is not None and stopped._leaser.done()
+
+    await wait_for(horizon_leased, 5, "the horizon's tokens to be leased for the queued pages")
+    for task in queued:
+        task.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)
+    await wait_for(all_came_due, 5, "the leased tokens to come due")
+    await asyncio.sleep(LEASE_HORIZON_S + 0.1)  # time passes: the stopped import's last tokens were due a while ago
+
+    spent: list[float] = []
+
+    async def spend(bucket: SharedBucket) -> None:
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            await bucket.acquire(Priority.BULK)
+            spent.append(time.monotonic())
+
+    await asyncio.gather(*(spend(b) for b in buckets for _ in range(3)))
+    assert _busiest_second(spent) <= rate.limit + 2 * stopped.bulk_lease
+
+
 async def test_a_busy_process_still_gets_its_whole_budget(two_pools: list[asyncpg.Pool]) -> None:
     """An importer whose event loop is held up by CPU work (parsing and redacting pages) for 200 ms at a time
     still gets the budget's rate: its leases are scheduled ahead, so tokens are used late, not lost."""

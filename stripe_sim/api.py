@@ -121,6 +121,9 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
     return rendered
 
 
+LISTED_GROUPS = (("refund", "charge"),)  # the (kind, field) indexes a page uses: a charge's refunds
+
+
 def _with_refunds(store: Store, charge: Obj) -> Obj:
     """The charge with its refunds expanded, as `expand[]=data.refunds` gives it on Stripe."""
     refunds = store.grouped("refund", "charge", charge["id"])

@@ -83,6 +83,15 @@ class Store:
             self._dirty.discard(kind)
         return self._sorted[kind]
 
+    def prepare(self, groups: tuple[tuple[str, str], ...] = ()) -> None:
+        """Build every kind's newest-first index, and the `groups` (kind, field) indexes, now: built by a
+        first list instead, a large account's took the server a few hundred milliseconds while requests
+        queued, and the rate limiter then saw them arrive together."""
+        for kind in list(self.objects):
+            self.all(kind)
+        for kind, field in groups:
+            self.grouped(kind, field, None)
+
     def grouped(self, kind: str, field: str, value: object) -> list[Obj]:
         """Return the objects of a kind whose `field` is `value`, newest first (e.g. a charge's refunds): an
         index built on first use and dropped when an object of the kind changes, so a page of 100 charges

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from stripe_sim import admin, api
+from stripe_sim.api import LISTED_GROUPS
 from stripe_sim.auth import RateLimiter
 from stripe_sim.billing import Book
 from stripe_sim.clock import SimClock
@@ -114,6 +115,8 @@ class SimServer:
             if n:
                 generate(Book(self.state, account, livemode),
                          GeneratorConfig(n, months, tuple(currencies), livemode), now)
+        for store in (account.test, account.live):
+            store.prepare(LISTED_GROUPS)
         if self.freeze_accounts:
             # An account's history lives as long as the simulator: kept out of the collector, which otherwise
             # walks every account's objects in a full collection, a pause of a second or more that a

@@ -115,8 +115,9 @@ class SharedBucket(Bucket):
     the lane ranked first at that moment (one wake-up per token, not one per waiter per lease: a hundred
     requests queue in an import). So the bucket's schedule is kept full even while this process's event loop
     runs late (the tokens are then used late, never lost to a full bucket), and sends never run ahead of it.
-    A request that gives up (its import stopped) leaves its lane; tokens that come due with no request left to
-    take them are kept for the horizon only, then void: sent later, they would go on top of the schedule.
+    A request that gives up (its import stopped) leaves its lane. Tokens that come due with no request left to
+    take them are kept for the horizon; after it, no more than a lease's remainder (what a lease leaves when few
+    requests come): the rest, leased for requests that gave up, would go on top of the schedule if sent later.
     Interactive work (the poller, a key Test) leases one token at a time, may take the reserve, and waits at most
     about `horizon_s` behind an import.
     """
@@ -128,7 +129,7 @@ class SharedBucket(Bucket):
         self.rate = rate
         self.horizon_s = horizon_s
         self._due = 0  # bulk tokens whose time has come, not yet handed to a request
-        self._due_at = 0.0  # when the last of them came due (loop time): left unused longer, they are void
+        self._due_at = 0.0  # when the last of them came due (loop time): after the horizon, few are kept
         self._coming = 0  # bulk tokens leased, due later
         # Bulk requests waiting for a token, per lane (first come first), each with its place in arrival order.
         self._lanes: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
@@ -150,10 +151,14 @@ class SharedBucket(Bucket):
             await self._acquire_one()
             return
         if self._due > 0 and not self._waiting():
-            if asyncio.get_running_loop().time() - self._due_at <= self.horizon_s:
+            if asyncio.get_running_loop().time() - self._due_at > self.horizon_s:
+                # A lease's remainder (fewer than a lease) is what a lease may always leave when few requests
+                # come, kept as before; more was leased for requests that gave up, and sent now it would go on
+                # top of the schedule: void.
+                self._due = min(self._due, self.bulk_lease - 1)
+            if self._due > 0:
                 self._due -= 1
                 return
-            self._due = 0  # left by requests that gave up, long enough ago that sending now would bunch: void
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         place = (next(self._arrivals), token)
         self._lanes.setdefault(lane, deque()).append(place)

@@ -91,11 +91,11 @@ async def test_requests_an_import_gave_up_send_nothing_later_outside_the_shared_
         two_pools: list[asyncpg.Pool]) -> None:
     """An import stopped while its pages queue for tokens: the tokens leased for them (up to the horizon ahead)
     come due with no one to take them. Kept, the next import of this process sent them at once, on top of the
-    bucket's schedule (56 in one second here, against 54)."""
-    rate = Rate(40.0, limit=50.0)
+    bucket's schedule."""
+    rate = Rate(80.0, limit=100.0)
     buckets = [SharedBucket(pool, "conn_gave_up", rate) for pool in two_pools]
     stopped = buckets[0]
-    queued = [asyncio.create_task(stopped.acquire(Priority.BULK)) for _ in range(40)]
+    queued = [asyncio.create_task(stopped.acquire(Priority.BULK)) for _ in range(400)]
 
     async def horizon_leased() -> bool:
         return stopped._coming >= math.floor(rate.per_second * LEASE_HORIZON_S) - 1
@@ -107,6 +107,7 @@ async def test_requests_an_import_gave_up_send_nothing_later_outside_the_shared_
     for task in queued:
         task.cancel()
     await asyncio.gather(*queued, return_exceptions=True)
+    assert stopped._waiting() == 0  # nothing more is leased for them
     await wait_for(all_came_due, 5, "the leased tokens to come due")
     await asyncio.sleep(LEASE_HORIZON_S + 0.1)  # time passes: the stopped import's last tokens were due a while ago
 
@@ -120,6 +121,28 @@ async def test_requests_an_import_gave_up_send_nothing_later_outside_the_shared_
 
     await asyncio.gather(*(spend(b) for b in buckets for _ in range(3)))
     assert _busiest_second(spent) <= rate.limit + 2 * stopped.bulk_lease
+
+
+async def test_what_a_lease_leaves_when_few_requests_come_is_used_not_thrown_away(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """One slice paging at Stripe's latency asks for a token every few hundred milliseconds; each lease holds
+    several. The rest of a lease goes to its next requests, however late they come: thrown away, they would be
+    spent from the account's shared budget for nothing."""
+    rate = Rate(90.0, limit=100.0)
+    bucket = SharedBucket(two_pools[0], "conn_trickle", rate)
+    assert bucket.bulk_lease >= 2
+    await bucket.acquire(Priority.BULK)
+
+    async def row() -> tuple[float, object]:
+        found = await two_pools[1].fetchrow(
+            "SELECT tokens, refilled_at FROM stripe_request_budgets WHERE budget_key = 'conn_trickle'")
+        return found["tokens"], found["refilled_at"]
+
+    leased = await row()
+    for _ in range(bucket.bulk_lease - 1):
+        await asyncio.sleep(LEASE_HORIZON_S + 0.05)  # a page's round trip at Stripe's latency
+        await bucket.acquire(Priority.BULK)
+    assert await row() == leased, "a new lease was taken while the last one's tokens were left"
 
 
 async def test_a_busy_process_still_gets_its_whole_budget(two_pools: list[asyncpg.Pool]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -259,10 +259,11 @@ class StripeImporter:
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
         self._marks = ReadAloneMarks()  # the tenants' read-alone marks as this worker last learnt them
 
-    async def run_pending(self, stop: asyncio.Event | None = None) -> list[ImportOutcome]:
-        """Runs one pass over every pending import (burst mode); returns how each ended. Once `stop` is set,
-        no pass starts and the passes running end after their pages in flight."""
-        pending = await self._checkpoints.connections_with_pending_imports()
+    async def run_pending(self, stop: asyncio.Event | None = None,
+                          among: Collection[str] | None = None) -> list[ImportOutcome]:
+        """Runs one pass over every pending import (burst mode), or over those of the connections `among`; returns
+        how each ended. Once `stop` is set, no pass starts and the passes running end after their pages in flight."""
+        pending = [c for c in await self._checkpoints.connections_with_pending_imports() if among is None or c in among]
         limit = asyncio.Semaphore(self._settings.max_concurrent_imports)
 
         async def one(connection_id: str) -> ImportOutcome:

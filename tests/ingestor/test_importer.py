@@ -63,7 +63,7 @@ async def test_a_12_month_account_imports_completely_as_snapshots(
     account = sim.create_account(customers=30).id
     sim.set_rate_limit(account, 1000)
     tenant, token, connection_id, _ = await connect(control, sim, account)
-    outcome = next(o for o in await worker.importer.run_pending() if o.connection_id == connection_id)
+    outcome, = await worker.importer.run_pending(among={connection_id})
     assert outcome.state == "done", outcome
     expected, envelopes = await published_each_object_once(control, sim, account)
 
@@ -395,7 +395,8 @@ async def test_an_object_stripe_lists_malformed_is_left_out_counted_in_health_an
     bad["object"] = {"card": {"number": "4242424242424242", "cvc": "123"}}
     tenant, token, hostile_connection, _ = await connect(control, sim, hostile, name="Hostile")
     _, _, other_connection, _ = await connect(control, sim, other, name="Other")
-    outcomes = {o.connection_id: o.state for o in await worker.importer.run_pending()}
+    outcomes = {o.connection_id: o.state
+                for o in await worker.importer.run_pending(among={hostile_connection, other_connection})}
     assert outcomes[hostile_connection] == outcomes[other_connection] == "done"
 
     expected = {account: sim_objects(sim, account) for account in (hostile, other)}
@@ -443,7 +444,8 @@ async def test_an_unexpected_error_in_one_tenants_import_leaves_the_others_going
         return await listed_page(body, resource, tenant_id, *args)
 
     monkeypatch.setattr(pages, "listed_page", failing_for_one)
-    outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
+    outcomes = {o.connection_id: o
+                for o in await worker.importer.run_pending(among={broken_connection, fine_connection})}
     assert outcomes[fine_connection].state == "done"
     assert outcomes[broken_connection].state == "failed"
     assert outcomes[broken_connection].detail.startswith("ValueError at ")
@@ -488,12 +490,13 @@ async def test_a_page_that_kills_the_process_reading_it_pauses_its_import_alone(
     monkeypatch.setattr(pool, "_in_pool", spied_in_pool)
     monkeypatch.setattr(pool, "_made_alone", spied_alone)
     monkeypatch.setattr(worker.importer, "_pages", pool)
-    outcomes = {o.connection_id: o for o in await worker.importer.run_pending()}
+    ours = {hostile_connection, other_connection}
+    outcomes = {o.connection_id: o for o in await worker.importer.run_pending(among=ours)}
     assert outcomes[other_connection].state == "done" and other_tenant in read_again
     assert marker.exists()  # the spy saw the other tenant's page go in (it reads the tenant where the pool passes it)
     outcome = outcomes[hostile_connection]
     if outcome.state == "retry_later":  # one of its pages killed a process alone: the kernel may have done it
-        again = {o.connection_id: o for o in await worker.importer.run_pending()}  # read alone now; one kills again
+        again = {o.connection_id: o for o in await worker.importer.run_pending(among=ours)}  # read alone; kills again
         outcome = again[hostile_connection]
     assert (outcome.state, outcome.detail) == ("paused", "unreadable_page")
 

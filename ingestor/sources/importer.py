@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -260,7 +260,7 @@ class StripeImporter:
         self._marks = ReadAloneMarks()  # the tenants' read-alone marks as this worker last learnt them
 
     async def run_pending(self, stop: asyncio.Event | None = None,
-                          among: Collection[str] | None = None) -> list[ImportOutcome]:
+                          among: Set[str] | None = None) -> list[ImportOutcome]:
         """Runs one pass over every pending import (burst mode), or over those of the connections `among`; returns
         how each ended. Once `stop` is set, no pass starts and the passes running end after their pages in flight."""
         pending = [c for c in await self._checkpoints.connections_with_pending_imports() if among is None or c in among]

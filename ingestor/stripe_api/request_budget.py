@@ -7,8 +7,10 @@ and polling, the web process testing keys, fetching discounts, reconciling) draw
 token buckets — the account's and the endpoint's — kept in `stripe_request_budgets` and refilled at
 their budget's rate (`stripe_budget_take`, one row lock per lease). A bucket holds at most Stripe's limit
 minus our budget (10 live, 5 test, 3 per endpoint with the defaults), so no one-second window of the
-schedule holds more than Stripe's limit from us (a busy event loop may still send late tokens in a bunch). A process leases a few tokens at a time and spends them locally, so the
-database sees tens of statements per second per account, not one per request.
+schedule holds more than Stripe's limit from us (a busy event loop may still send late tokens in a bunch, and
+a lease's unused remainder, up to 3 live, goes out whenever the next request comes). A process leases a few
+tokens at a time and spends them locally, so the database sees tens of statements per second per account, not
+one per request.
 
 Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few
 interactive requests (the poller, a key Test, a reconcile, a discount lookup) find one at once even

@@ -9,6 +9,7 @@ import asyncio
 import time
 import types
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 import pytest
@@ -26,12 +27,14 @@ PAGE = orjson.dumps({"object": "list", "has_more": True, "data": [
 
 
 class Checkpoints:
-    """The split commits, and its answer is lost; saving a page is recorded."""
+    """The split commits once `answer_split` is set, and its answer is lost; saving a page is recorded."""
 
     def __init__(self) -> None:
         self.saved: list[int] = []
+        self.answer_split = asyncio.Event()
 
     async def split_slice(self, piece: ImportSlice, at: int, *args: object, keep: bool = True) -> None:
+        await self.answer_split.wait()
         raise ConnectionError("connection lost while the split's COMMIT was answered")
 
     async def save_slice_page(self, piece: ImportSlice, published: int, *args: object) -> bool:
@@ -60,6 +63,14 @@ async def test_a_page_in_hand_when_its_slices_split_was_lost_is_let_go_unpublish
         return Page(PAGE, FETCHED, 0.3)
 
     importer._fetch = fetch  # type: ignore[method-assign]
+    made, make = asyncio.Event(), importer._pages.listed_page
+
+    async def listed_page(*args: Any) -> Any:
+        page = await make(*args)
+        made.set()  # from here the page goes on without an await until it waits for the split
+        return page
+
+    importer._pages.listed_page = listed_page  # type: ignore[method-assign]
     session = types.SimpleNamespace(connection=types.SimpleNamespace(
         connection_id="conn_lost_split", tenant_id="ten_lost_split", livemode=True))
     piece = ImportSlice("conn_lost_split", "charges", "run_1", 1, range_start=OLDER - 1000, range_end=NEWER + 1000)
@@ -68,9 +79,13 @@ async def test_a_page_in_hand_when_its_slices_split_was_lost_is_let_go_unpublish
 
     paging = asyncio.create_task(importer._page_slice(session, piece, run))  # type: ignore[arg-type]
     await asyncio.wait_for(asked.wait(), 5)
+    splitting = asyncio.create_task(importer._split(run, piece, SPLIT_AT))
+    answered.set()  # the page comes back while the split waits for its commit
+    await asyncio.wait_for(made.wait(), 5)
+    assert not publisher.records  # it waits for the split to end
+    checkpoints.answer_split.set()
     with pytest.raises(ConnectionError):
-        await importer._split(run, piece, SPLIT_AT)
-    answered.set()
+        await splitting
     await asyncio.wait_for(paging, 5)
 
     assert publisher.records == [], "the page in hand was published against a start only the database knows"

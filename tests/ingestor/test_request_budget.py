@@ -110,6 +110,8 @@ async def test_requests_an_import_gave_up_send_nothing_later_outside_the_shared_
     assert stopped._waiting() == 0  # nothing more is leased for them
     await wait_for(all_came_due, 5, "the leased tokens to come due")
     await asyncio.sleep(LEASE_HORIZON_S + 0.1)  # time passes: the stopped import's last tokens were due a while ago
+    await stopped.acquire(Priority.BULK)
+    assert stopped._due < stopped.bulk_lease  # no more than a lease's remainder was kept
 
     spent: list[float] = []
 

@@ -121,12 +121,13 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
     return rendered
 
 
-LISTED_GROUPS = (("refund", "charge"),)  # the (kind, field) indexes a page uses: a charge's refunds
+REFUNDS_BY_CHARGE = ("refund", "charge")
+LISTED_GROUPS = (REFUNDS_BY_CHARGE,)  # the (kind, field) indexes a page uses, built as an account is created
 
 
 def _with_refunds(store: Store, charge: Obj) -> Obj:
     """The charge with its refunds expanded, as `expand[]=data.refunds` gives it on Stripe."""
-    refunds = store.grouped("refund", "charge", charge["id"])
+    refunds = store.grouped(*REFUNDS_BY_CHARGE, charge["id"])
     return {**charge, "refunds": {"object": "list", "data": refunds, "has_more": False,
                                   "total_count": len(refunds), "url": f"/v1/charges/{charge['id']}/refunds"}}
 

@@ -302,7 +302,7 @@ async def large_history(bench: Bench, customers: int, result: BenchResult) -> No
     resource comes back before any slice of it can be split: its density is unknown until then) and a tail (the
     last page's round trip, the last slices of the longest resource) once, which weigh less on a longer import,
     as most real ones are (a 1,000,000-object history is 10,000 pages). At 600 ms those two round trips alone are
-    1.2 s of the 3,000-customer import's 4.2 s at the ceiling, so that one cannot reach 0.85 of it."""
+    1.2 s of the 3,000-customer import's 4.2 s at the ceiling, so that one can hardly reach 0.85 of it."""
     budget = bench.budgets.live_requests_per_second
     for latency in LATENCIES_MS:
         await bench.latency(latency)

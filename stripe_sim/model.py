@@ -94,8 +94,8 @@ class Store:
 
     def grouped(self, kind: str, field: str, value: object) -> list[Obj]:
         """Return the objects of a kind whose `field` is `value`, newest first (e.g. a charge's refunds): an
-        index built on first use and dropped when an object of the kind changes, so a page of 100 charges
-        does not scan every refund 100 times."""
+        index built on first use (or by `prepare`, as an account is created) and dropped when an object of the
+        kind changes, so a page of 100 charges does not scan every refund 100 times."""
         groups = self._grouped.get((kind, field))
         if groups is None:
             groups = {}

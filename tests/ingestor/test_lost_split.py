@@ -70,7 +70,7 @@ async def test_a_page_in_hand_when_its_slices_split_was_lost_is_let_go_unpublish
         made.set()  # from here the page goes on without an await until it waits for the split
         return page
 
-    importer._pages.listed_page = listed_page  # type: ignore[method-assign]
+    importer._pages.listed_page = listed_page  # type: ignore[method-assign, assignment]
     session = types.SimpleNamespace(connection=types.SimpleNamespace(
         connection_id="conn_lost_split", tenant_id="ten_lost_split", livemode=True))
     piece = ImportSlice("conn_lost_split", "charges", "run_1", 1, range_start=OLDER - 1000, range_end=NEWER + 1000)

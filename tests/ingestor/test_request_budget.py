@@ -87,7 +87,7 @@ async def test_requests_whose_leased_tokens_a_429_voided_are_still_served(two_po
     assert all(t.exception() is None for t in done)
 
 
-async def test_requests_an_import_gave_up_send_nothing_later_outside_the_shared_schedule(
+async def test_requests_an_import_gave_up_leave_no_more_than_a_leases_remainder_to_send_later(
         two_pools: list[asyncpg.Pool]) -> None:
     """An import stopped while its pages queue for tokens: the tokens leased for them (up to the horizon ahead)
     come due with no one to take them. Kept, the next import of this process sent them at once, on top of the

@@ -89,9 +89,9 @@ async def test_requests_whose_leased_tokens_a_429_voided_are_still_served(two_po
 
 async def test_requests_an_import_gave_up_leave_no_more_than_a_leases_remainder_to_send_later(
         two_pools: list[asyncpg.Pool]) -> None:
-    """An import stopped while its pages queue for tokens: the tokens leased for them (up to the horizon ahead)
-    come due with no one to take them. Kept, the next import of this process sent them at once, on top of the
-    bucket's schedule."""
+    """Requests cancelled while they queue for tokens (an import's pages, were it stopped so): the tokens leased
+    for them (up to the horizon ahead) come due with no one to take them. Kept, the next import of this process
+    sent them at once, on top of the bucket's schedule."""
     rate = Rate(80.0, limit=100.0)
     buckets = [SharedBucket(pool, "conn_gave_up", rate) for pool in two_pools]
     stopped = buckets[0]

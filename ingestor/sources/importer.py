@@ -384,7 +384,8 @@ class StripeImporter:
         # A tenant whose pages are read alone (one of them killed the process reading it) has one page at a time:
         # its pages queue for one process, and would hold the worker's pages in flight while they wait.
         most = 1 if self._pages.reads_alone(session.connection.tenant_id) else self._settings.slices_in_flight
-        run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit),
+        run = _Pass(SlicePlanner(self._settings.min_slice_s, 2 * self._settings.page_limit,
+                                 self._settings.page_limit + 1),
                     time.monotonic() + self._settings.pass_s, rate, most, stop,
                     self._cpu_bound, self._page_s.get(connection_id), endpoint_rate,
                     budgets.for_account(connection_id, session.connection.livemode))

@@ -156,6 +156,27 @@ def test_a_slice_not_yet_paged_of_a_resource_known_by_its_other_slices_holds_no_
     assert planner.to_split(16)[0] in subscriptions  # type: ignore[index]  # 4 is half an even share: not applied
 
 
+def test_once_no_slice_holds_two_pages_one_holding_more_than_a_page_is_split_so_its_last_pages_go_at_once() -> None:
+    """The import ends with its longest slice: two pages left, one after the other, are two round trips (1.2 s at
+    600 ms); split, they are one, for one more part-empty page. While a slice holds two pages, that one is split as
+    before, and one holding a page or less never is."""
+    def planner(*pieces: ImportSlice, last_pages_objects: int | None = 101) -> SlicePlanner:
+        made = SlicePlanner(60, 200, last_pages_objects)
+        for piece in pieces:
+            made.add(piece)
+        return made
+
+    tail = _slice(0, 20_000, oldest=15_000, published=50, slice_id=1)  # 0.01/s over 15,000 s: 150 left
+    short = _slice(30_000, 40_000, oldest=38_000, published=20, slice_id=2)  # 0.01/s over 8,000 s: 80 left
+    victim, point = planner(tail, short).to_split(96)  # type: ignore[misc]
+    assert victim is tail and 0 < point < 15_000
+    assert planner(tail, short, last_pages_objects=None).to_split(96) is None  # the rule for the rest of the import
+    big = _slice(40_001, 90_000, oldest=80_000, published=300, slice_id=3)  # 0.03/s over 39,999 s: 1,200 left
+    assert planner(tail, short, big).to_split(96)[0] is big  # type: ignore[index]
+    assert planner(short).to_split(96) is None  # its last page alone: one request, one round trip
+    assert planner(tail).to_split(96, per_resource=1) is None  # its endpoint's budget is busy
+
+
 def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split_further() -> None:
     planner = SlicePlanner(60, 200)
     charges = [_slice(0, 90_000, oldest=89_000, published=1000, slice_id=i) for i in range(3)]  # ~89,000 left each
@@ -168,8 +189,9 @@ def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split
 
 
 def test_a_resource_pages_what_its_endpoints_budget_keeps_busy() -> None:
-    assert slices_per_endpoint(22, 0.6, 1) == 23  # 22/s × 0.6 s × 1.6 + 1: Stripe's 25/s per endpoint at 600 ms
-    assert slices_per_endpoint(22, 0.6, 2) == 12  # two processes importing the account: each its half
+    # Alone, 22/s × 0.6 s + 1: more would each end in a part-empty page, a request of the endpoint's budget.
+    assert slices_per_endpoint(22, 0.6, 1) == 15
+    assert slices_per_endpoint(22, 0.6, 2) == 12  # two processes: each its half of 22/s × 0.6 s × 1.6 + 1
     assert slices_per_endpoint(22, 0.001, 4) == 1  # never none
 
 

@@ -528,6 +528,7 @@ class StripeImporter:
                 mine = piece.keep(listed.items, requested_start)  # after the records: a split meanwhile moves the start
                 # Newest first: an object older than the start (left out) means the rest is older too.
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)
+                piece.last_page_read = done  # a split while it is published would only make an empty slice
                 cursor = next((item.cursor_id for item in reversed(mine) if item.cursor_id is not None), None)
                 created = [item.created for item in mine if item.created is not None]
                 if created:  # before publishing: a split while the page is sent leaves the page's objects to this

@@ -52,6 +52,9 @@ class ImportSlice:
     # (so a slice can be split again at once: the ramp to a full budget takes one page's time, not one per
     # doubling). Not stored: a slice claimed from the database waits for its first page.
     inherited_density: float | None = None
+    # Its last page is in hand (being published): nothing is left to split off, though `done` is set only once the
+    # page is published. Not stored.
+    last_page_read: bool = False
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -73,7 +76,10 @@ class ImportSlice:
         return self.objects_published / max(1, self.range_end - self.oldest_created)
 
     def objects_left(self) -> float | None:
-        """Objects expected in what is left, at the slice's density; None before anything is known of it."""
+        """Objects expected in what is left, at the slice's density (none once its last page is read); None before
+        anything is known of it."""
+        if self.last_page_read:
+            return 0.0
         density = self.density()
         return None if density is None else density * self.left_span()
 
@@ -136,12 +142,14 @@ def slices_per_endpoint(requests_per_second: float, page_s: float, processes: in
     wait for the endpoint's budget, while a resource with more to list waits for a slice, and each slice ends in a
     part-empty page: on the import's long pole, every one of those is a request of its endpoint's 22/s.
 
-    Alone, a process pages Little's count plus one, without the account's headroom: a page late now and then is
-    covered by the endpoint bucket's burst (3 live) and that one slice. At 600 ms, 3,000 customers, charges took
-    22 slices and 100 requests for 92 pages' worth instead of 31 and 108, and the import 0.70 of what the budgets
-    allow instead of 0.67. Shared, each process pages its share, with the headroom: a process may hold only short
-    slices of the resource while the others' shares are full (two workers lost about 0.05 without it in two of
-    four runs)."""
+    Alone, a process pages Little's count plus one, without the account's headroom: `page_s` is the mean time a
+    slice takes per page but for its wait for the budget, so that count keeps the endpoint's budget busy (Little's
+    law holds for the mean, whatever the spread), and a page late now and then is covered by the endpoint bucket's
+    burst (3 live). Experiment runs at 600 ms, 3,000 customers: charges in 22-23 slices and 100-101 requests for
+    92 pages' worth instead of 31-34 and 107-108, the import 0.69-0.71 of what the budgets allow instead of 0.67
+    (six runs against three). Shared, each process pages its share with the headroom kept: a process may hold
+    only short slices of the resource while the others' shares are full, and the two runs of two workers without
+    it (0.82 and 0.87 of the ceiling, against 0.88 and 0.88) were too few to tell."""
     headroom = 1.0 if processes <= 1 else HEADROOM
     return math.ceil(_in_flight(requests_per_second, page_s, headroom) / max(1, processes))
 
@@ -158,8 +166,11 @@ class SlicePlanner:
         self._active: dict[tuple[str, str, int], ImportSlice] = {}  # by (resource, run, slice id)
         self._min_span_s = min_span_s
         self._min_objects_left = min_objects_left
-        # Once no slice is expected to hold `min_objects_left`, one expected to hold more than a page (this many) is
-        # still split, so that its last pages go at once: the import's end waits for its longest slice.
+        # Once no slice that may be split is expected to hold `min_objects_left` (the import's end, or a smaller
+        # resource's while the largest has all its endpoint's slices), one expected to hold more than a page (this
+        # many) is still split: its page in flight and the older half's first page then go at once, where two pages
+        # one after the other take two round trips, and the import ends with its longest slice. The requests are
+        # mostly as many; part of the page in flight is read again by the older half.
         self._last_pages_objects = last_pages_objects
 
     def add(self, piece: ImportSlice) -> None:

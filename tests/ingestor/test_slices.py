@@ -168,13 +168,17 @@ def test_once_no_slice_holds_two_pages_one_holding_more_than_a_page_is_split_so_
 
     tail = _slice(0, 20_000, oldest=15_000, published=50, slice_id=1)  # 0.01/s over 15,000 s: 150 left
     short = _slice(30_000, 40_000, oldest=38_000, published=20, slice_id=2)  # 0.01/s over 8,000 s: 80 left
-    victim, point = planner(tail, short).to_split(96)  # type: ignore[misc]
-    assert victim is tail and 0 < point < 15_000
+    assert planner(tail, short).to_split(96) == (tail, 7_500)  # halves of what is left
     assert planner(tail, short, last_pages_objects=None).to_split(96) is None  # the rule for the rest of the import
     big = _slice(40_001, 90_000, oldest=80_000, published=300, slice_id=3)  # 0.03/s over 39,999 s: 1,200 left
     assert planner(tail, short, big).to_split(96)[0] is big  # type: ignore[index]
     assert planner(short).to_split(96) is None  # its last page alone: one request, one round trip
-    assert planner(tail).to_split(96, per_resource=1) is None  # its endpoint's budget is busy
+    at_a_page = _slice(0, 20_000, oldest=10_000, published=100, slice_id=4)  # 0.01/s over 10,000 s: 100 left
+    assert planner(at_a_page).to_split(96) is None and planner(at_a_page, last_pages_objects=100).to_split(96)
+    narrow = _slice(0, 200, oldest=100, published=10_000, slice_id=5)  # 100/s over 100 s: 10,000 left, but
+    assert planner(narrow).to_split(96) is None  # 100 s is less than two slices of 60 s
+    tail.last_page_read = True  # its last page is in hand (being published): the older half would be empty
+    assert planner(tail, short).to_split(96) is None
 
 
 def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split_further() -> None:

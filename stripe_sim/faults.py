@@ -4,11 +4,14 @@ A fault is switched on with a spec like `{"kind": "status", "status": 503, "rate
 "count": 20}`: each matching request is hit with probability `rate` until `count` hits are used
 up (no count: until cleared). Kinds: `status` (answer `status` with a Stripe `api_error` body,
 plus `Stripe-Should-Retry` only if `should_retry` is given), `drop` (close the socket without a
-response) and `latency` (delay `latency_ms`, then carry on). `path_prefix` narrows the requests hit.
+response) and `latency` (delay `latency_ms`, then carry on; with `latency_sigma`, each request's delay is
+`latency_ms` × e^(sigma × N(0, 1)): log-normal, `latency_ms` its median, with the long tail a real API's
+latency has). `path_prefix` narrows the requests hit.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +26,7 @@ class Fault:
     rate: float = 1.0
     count: int | None = None
     latency_ms: int = 0
+    latency_sigma: float = 0.0
     path_prefix: str = "/v1/"
     should_retry: bool | None = None
 
@@ -35,6 +39,8 @@ class Fault:
         fault = cls(**spec)
         if fault.kind not in ("status", "drop", "latency"):
             raise ValueError(f"unknown fault kind: {fault.kind}")
+        if not (isinstance(fault.latency_sigma, (int, float)) and 0 <= fault.latency_sigma <= 3):
+            raise ValueError("latency_sigma must be a number from 0 to 3")
         return fault
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,9 +63,9 @@ class Faults:
         """Switch every fault off."""
         self.active.clear()
 
-    def pick(self, path: str) -> tuple[int, Fault | None]:
+    def pick(self, path: str) -> tuple[float, Fault | None]:
         """Return (total latency ms, the status/drop fault to apply or None) for a request."""
-        latency, hit = 0, None
+        latency, hit = 0.0, None
         for fault in list(self.active):
             if not path.startswith(fault.path_prefix) or self._rng.random() >= fault.rate:
                 continue
@@ -70,7 +76,8 @@ class Faults:
                 if fault.count <= 0:
                     self.active.remove(fault)
             if fault.kind == "latency":
-                latency += fault.latency_ms
+                spread = math.exp(fault.latency_sigma * self._rng.gauss(0.0, 1.0)) if fault.latency_sigma else 1.0
+                latency += fault.latency_ms * spread
             else:
                 hit = fault
         return latency, hit

@@ -39,13 +39,25 @@ class Fault:
         fault = cls(**spec)
         if fault.kind not in ("status", "drop", "latency"):
             raise ValueError(f"unknown fault kind: {fault.kind}")
-        if not (isinstance(fault.latency_sigma, (int, float)) and 0 <= fault.latency_sigma <= 3):
-            raise ValueError("latency_sigma must be a number from 0 to 3")
+        for name, lowest, highest in _NUMBERS:
+            value = getattr(fault, name)
+            if value is None and name == "count":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
+                raise ValueError(f"{name} must be a number from {lowest} to {highest}")
+        if not isinstance(fault.path_prefix, str) or not isinstance(fault.should_retry, (bool, type(None))):
+            raise ValueError("path_prefix must be a string and should_retry true, false or absent")
         return fault
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as JSON-ready data."""
         return asdict(self)
+
+
+# Numeric fields: (name, lowest, highest). A spread above 1.5 would hold one request in a thousand for over 100
+# times the median.
+_NUMBERS = (("status", 100, 599), ("rate", 0, 1), ("count", 1, 10**9), ("latency_ms", 0, 600_000),
+            ("latency_sigma", 0, 1.5))
 
 
 class Faults:

@@ -155,11 +155,12 @@ class SimServer:
         self.limiter.set_limit(account_id, per_second, livemode, endpoint_per_second)
 
     def set_faults(self, *faults: Fault | dict[str, Any], clear: bool = True) -> None:
-        """Replace (or with clear=False, add to) the active faults; no arguments clears."""
+        """Replace (or with clear=False, add to) the active faults; no arguments clears. A bad spec changes nothing."""
+        made = [f if isinstance(f, Fault) else Fault.from_dict(f) for f in faults]
         if clear:
             self.faults.clear()
-        for f in faults:
-            self.faults.add(f if isinstance(f, Fault) else Fault.from_dict(f))
+        for fault in made:
+            self.faults.add(fault)
 
     def request_rate(self, account_id: str, livemode: bool = False) -> dict[str, Any]:
         """What the rate limit saw of the account's mode (requests, 429s, busiest second, mean rate)."""

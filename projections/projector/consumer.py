@@ -54,8 +54,9 @@ class ProjectorMetrics:
         self.applied = Counter("projector_events_applied", "Events applied to the tables", registry=registry)
         self.duplicates = Counter("projector_duplicates_skipped", "Events already applied before", registry=registry)
         self.dead_letters = Counter("projector_dead_letters",
-                                    "Sends to the dead-letter topic: a record again if its batch is retried (the "
-                                    "tenant's health counts each record once)", ["reason"], registry=registry)
+                                    "Records dead-lettered, counted as each is sent (or skipped in a replay): a "
+                                    "record again if its batch is retried (the tenant's health counts it once)",
+                                    ["reason"], registry=registry)
         self.batch_seconds = Histogram("projector_batch_apply_seconds", "Time to apply one batch", registry=registry)
         self.event_age = Histogram(
             "projector_event_age_seconds", "From receipt by a producer to applied", registry=registry,

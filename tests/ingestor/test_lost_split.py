@@ -91,3 +91,42 @@ async def test_a_page_in_hand_when_its_slices_split_was_lost_is_let_go_unpublish
     assert publisher.records == [], "the page in hand was published against a start only the database knows"
     assert checkpoints.saved == []
     assert run.stop.is_set()  # the pass ends; the next one reads the slice's row
+
+
+async def test_a_slice_whose_last_page_is_being_published_is_not_split() -> None:
+    """Its last page in hand (has_more false), nothing is left below the page's oldest object: split while the page is
+    published (before `done` is set), the older half would be an empty slice, a request of the endpoint's budget."""
+    checkpoints, publishing, published = Checkpoints(), asyncio.Event(), asyncio.Event()
+
+    class SlowPublisher(Publisher):
+        async def publish_records(self, records: list[object], key_hashes: list[int]) -> None:
+            publishing.set()
+            await published.wait()
+            await super().publish_records(records, key_hashes)
+
+    publisher = SlowPublisher()
+    deps = types.SimpleNamespace(store=None, checkpoints=checkpoints, readers=None, publisher=publisher,
+                                 clock=time.time)
+    importer = StripeImporter(deps, ImporterSettings(page_processes=0))  # type: ignore[arg-type]
+    last_page = orjson.loads(PAGE) | {"has_more": False}
+
+    async def fetch(session: object, resource: str, query: dict[str, object]) -> Page:
+        return Page(orjson.dumps(last_page), FETCHED, 0.3)
+
+    importer._fetch = fetch  # type: ignore[method-assign]
+    session = types.SimpleNamespace(connection=types.SimpleNamespace(
+        connection_id="conn_last_page", tenant_id="ten_last_page", livemode=True))
+    # 1,000 objects published over the newest 500 s: dense enough that its range below would be split at once.
+    piece = ImportSlice("conn_last_page", "charges", "run_1", 1, range_start=OLDER - 1000, range_end=NEWER + 1000,
+                        last_object_id="ch_prev", oldest_created=NEWER + 500, objects_published=1000)
+    run = _Pass(SlicePlanner(min_span_s=1, min_objects_left=200, last_pages_objects=101), time.monotonic() + 60,
+                90.0, 4, asyncio.Event(), lambda: False, None)
+    run.planner.add(piece)
+    assert run.to_split() is not None  # before the page: what is left is worth splitting
+
+    paging = asyncio.create_task(importer._page_slice(session, piece, run))  # type: ignore[arg-type]
+    await asyncio.wait_for(publishing.wait(), 5)
+    assert run.to_split() is None, "split while its last page was published: the older half is empty"
+    published.set()
+    await asyncio.wait_for(paging, 5)
+    assert piece.done and checkpoints.saved == [2] and len(publisher.records) == 2

@@ -142,12 +142,12 @@ def slices_per_endpoint(requests_per_second: float, page_s: float, processes: in
     wait for the endpoint's budget, while a resource with more to list waits for a slice, and each slice ends in a
     part-empty page: on the import's long pole, every one of those is a request of its endpoint's 22/s.
 
-    Alone, a process pages Little's count plus one, without the account's headroom: `page_s` is the mean time a
-    slice takes per page but for its wait for the budget, so that count keeps the endpoint's budget busy (Little's
+    Alone, a process pages Little's count plus one, without the account's headroom: `page_s` is a moving average of
+    the time a page takes but for its wait for the budget, so that count keeps the endpoint's budget busy (Little's
     law holds for the mean, whatever the spread), and a page late now and then is covered by the endpoint bucket's
-    burst (3 live). Experiment runs at 600 ms, 3,000 customers: charges in 22-23 slices and 100-101 requests for
-    92 pages' worth instead of 31-34 and 107-108, the import 0.69-0.71 of what the budgets allow instead of 0.67
-    (six runs against three). Shared, each process pages its share with the headroom kept: a process may hold
+    burst (3 live). Experiment runs at 600 ms, 3,000 customers (31.7k objects, 92 charge pages): charges in 22-23
+    slices and 100-101 requests instead of 31-34 and 107-108, the import 0.69-0.71 of what the budgets allow
+    instead of 0.67 (eight runs against three). Shared, each process pages its share with the headroom kept: a process may hold
     only short slices of the resource while the others' shares are full, and the two runs of two workers without
     it (0.82 and 0.87 of the ceiling, against 0.88 and 0.88) were too few to tell."""
     headroom = 1.0 if processes <= 1 else HEADROOM

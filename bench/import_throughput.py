@@ -130,6 +130,13 @@ class Bench:
         await store.store_key(connection_id, key, key[:8] + "…", datetime.now(timezone.utc))
         return Account(info["id"], connection_id, livemode)
 
+    async def import_fresh(self, customers: int, livemode: bool, label: str) -> tuple[Account, Run]:
+        """A new account of `customers` (its seed taken before the worker's warm-up account's), imported by one
+        worker process started for it."""
+        account = await self.account(customers, livemode)
+        async with self.workers(1) as procs:
+            return account, await self.import_all([account], procs, label)
+
     async def objects_by_resource(self, account: Account) -> dict[str, int]:
         """What the account's import published, per resource."""
         rows = await self.pool.fetch("SELECT resource, objects_published FROM import_runs WHERE connection_id = $1",
@@ -266,9 +273,7 @@ async def throughput(bench: Bench, customers: int, result: BenchResult) -> None:
         budget = bench.budgets.live_requests_per_second if livemode else bench.budgets.test_requests_per_second
         for latency in LATENCIES_MS:
             await bench.latency(latency)
-            account = await bench.account(customers, livemode)
-            async with bench.workers(1) as procs:
-                run = await bench.import_all([account], procs, f"{mode}, {latency} ms")
+            account, run = await bench.import_fresh(customers, livemode, f"{mode}, {latency} ms")
             seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode={str(livemode).lower()}",
                                    method="GET")
             result.figures.append(Figure(
@@ -307,9 +312,7 @@ async def large_history(bench: Bench, customers: int, result: BenchResult) -> No
     budget = bench.budgets.live_requests_per_second
     for latency in LATENCIES_MS:
         await bench.latency(latency)
-        account = await bench.account(customers, True)
-        async with bench.workers(1) as procs:
-            run = await bench.import_all([account], procs, f"live, {latency} ms, {customers:,} customers")
+        account, run = await bench.import_fresh(customers, True, f"live, {latency} ms, {customers:,} customers")
         notes = (f"{run.objects:,} objects in {run.elapsed_s:.1f} s; {run.per_second / (budget * PAGE):.2f} of "
                  f"budget × 100; worker CPU {run.cpu_per_object_us:.0f} µs/object")
         if latency == 300:
@@ -329,9 +332,7 @@ async def latency_spread(bench: Bench, customers: int, result: BenchResult) -> N
     Run last, so that the other scenarios' accounts keep their seeds."""
     mean_ms, p95_ms = 300 * math.exp(SPREAD_SIGMA ** 2 / 2), 300 * math.exp(1.645 * SPREAD_SIGMA)
     await bench.latency(300, sigma=SPREAD_SIGMA)
-    account = await bench.account(customers, True)
-    async with bench.workers(1) as procs:
-        run = await bench.import_all([account], procs, f"live, 300 ms median, spread, {customers:,} customers")
+    account, run = await bench.import_fresh(customers, True, f"live, 300 ms median, spread, {customers:,} customers")
     result.figures.append(await bench.against_ceiling(
         f"objects/s, live, 300 ms median with a log-normal spread (σ {SPREAD_SIGMA}), {customers:,} customers, "
         "against what the account and endpoint budgets allow", account, run,
@@ -399,9 +400,7 @@ async def memory(bench: Bench, customers: int, result: BenchResult) -> None:
     while a larger history allows more slices at once, up to the bound the settings set, and no further."""
     peaks = []
     for size in (customers, 4 * customers, 16 * customers):
-        account = await bench.account(size, True)
-        async with bench.workers(1) as procs:
-            run = await bench.import_all([account], procs, f"memory, {size} customers")
+        _, run = await bench.import_fresh(size, True, f"memory, {size} customers")
         peaks.append((run.objects, run.peak_rss_mib))
         result.peak_rss_mib[f"worker importing {run.objects:,} objects"] = run.peak_rss_mib
     (small_objects, small), (medium_objects, medium), (large_objects, large) = peaks

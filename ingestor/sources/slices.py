@@ -147,9 +147,9 @@ def slices_per_endpoint(requests_per_second: float, page_s: float, processes: in
     law holds for the mean, whatever the spread), and a page late now and then is covered by the endpoint bucket's
     burst (3 live). Experiment runs at 600 ms, 3,000 customers (31.7k objects, 92 charge pages): charges in 22-23
     slices and 100-101 requests instead of 31-34 and 107-108, the import 0.69-0.71 of what the budgets allow
-    instead of 0.67 (eight runs against three). Shared, each process pages its share with the headroom kept: a process may hold
-    only short slices of the resource while the others' shares are full, and the two runs of two workers without
-    it (0.82 and 0.87 of the ceiling, against 0.88 and 0.88) were too few to tell."""
+    instead of 0.67 (eight runs against three). Shared, each process pages its share with the headroom kept: a
+    process may hold only short slices of the resource while the others' shares are full, and the two runs of two
+    workers without it (0.82 and 0.87 of the ceiling, against 0.88 and 0.88) were too few to tell."""
     headroom = 1.0 if processes <= 1 else HEADROOM
     return math.ceil(_in_flight(requests_per_second, page_s, headroom) / max(1, processes))
 

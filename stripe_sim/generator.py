@@ -31,6 +31,11 @@ class GeneratorConfig:
     months: int = 12
     currencies: tuple[str, ...] = ("usd", "eur", "jpy")
     livemode: bool = False
+    # A bulk migration from another processor: this many more customers (with their subscriptions) created within
+    # `migration_s` seconds halfway through the window, as an import through Stripe's API makes them. Their lists
+    # are a burst in `created`, where the others' are smooth.
+    migrated_customers: int = 0
+    migration_s: int = 60
 
 
 def minor_units(currency: str, major: int) -> int:
@@ -60,7 +65,7 @@ class Walker:
                        for cur in {p["currency"] for p in prices}}
         self.coupons = list(book.store.objects.get("coupon", {}).values())
 
-    def customer(self, t0: int, currency: str) -> None:
+    def customer(self, t0: int, currency: str, signup_s: int = 3600) -> None:
         rng, book = self.rng, self.book
         name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
         email = f"{name.split()[0].lower()}{rng.randrange(10000)}@example.com"
@@ -70,7 +75,7 @@ class Walker:
         if rng.random() < 0.12:
             self.one_offs(cus["id"], currency, t0)
             return
-        end = self.subscription_life(cus["id"], currency, t0 + rng.randrange(3600))
+        end = self.subscription_life(cus["id"], currency, t0 + rng.randrange(signup_s))
         if end is not None and rng.random() < 0.2:
             again = end + rng.randrange(10, 60) * DAY
             if again < self.now:
@@ -212,7 +217,7 @@ class Walker:
 
 
 def generate(book: Book, config: GeneratorConfig, now: int) -> None:
-    """Fill an account's store with `config.customers` customers' history ending at `now`."""
+    """Fill an account's store with `config.customers` customers' history ending at `now` (and the migrated ones')."""
     rng = random.Random(book.rng.getrandbits(64))
     start = now - config.months * MONTH
     build_catalogue(book, start, config.currencies)
@@ -222,3 +227,7 @@ def generate(book: Book, config: GeneratorConfig, now: int) -> None:
     for _ in range(config.customers):
         t0 = start + int(span * rng.random() ** 0.8)
         walker.customer(t0, rng.choices(config.currencies, weights)[0])
+    migrated_at = start + (now - start) // 2  # after the others: their history is the same with or without it
+    for _ in range(config.migrated_customers):
+        walker.customer(migrated_at + rng.randrange(config.migration_s), rng.choices(config.currencies, weights)[0],
+                        signup_s=config.migration_s)

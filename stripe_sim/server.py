@@ -105,16 +105,24 @@ class SimServer:
     # Accounts and keys -------------------------------------------------------------------------
     def create_account(self, api_version: str = CURRENT_VERSION, customers: int = 0,
                        months: int = 12, currencies: Iterable[str] = ("usd", "eur", "jpy"),
-                       seed: int | None = None, live_customers: int = 0) -> AccountInfo:
-        """Create an account with generated history ending now, and its keys."""
+                       seed: int | None = None, live_customers: int = 0, migrated_customers: int = 0,
+                       live_migrated_customers: int = 0, migration_s: int = 60) -> AccountInfo:
+        """Create an account with generated history ending now, and its keys. Migrated customers are created in a
+        burst of `migration_s` seconds halfway through the history (`GeneratorConfig`)."""
+        counts = (customers, live_customers, migrated_customers, live_migrated_customers)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
+            raise ValueError("customer counts must be integers of 0 or more")
+        if isinstance(migration_s, bool) or not isinstance(migration_s, int) or not 1 <= migration_s <= 86400:
+            raise ValueError("migration_s must be an integer from 1 to 86400")
         if seed is None:
             seed = random.Random(f"{self.seed}:{len(self.state.accounts)}").getrandbits(64)
         account = self.state.add_account(api_version, seed)
         now = self.clock.now()
-        for livemode, n in ((False, customers), (True, live_customers)):
-            if n:
+        for livemode, n, migrated in ((False, customers, migrated_customers),
+                                      (True, live_customers, live_migrated_customers)):
+            if n or migrated:
                 generate(Book(self.state, account, livemode),
-                         GeneratorConfig(n, months, tuple(currencies), livemode), now)
+                         GeneratorConfig(n, months, tuple(currencies), livemode, migrated, migration_s), now)
         for store in (account.test, account.live):
             store.prepare(LISTED_GROUPS)
         if self.freeze_accounts:

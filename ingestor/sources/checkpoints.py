@@ -297,7 +297,7 @@ class PostgresCheckpoints:
                 piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1,
                 worker if keep else None, lease_s if keep else None)
         split_off = ImportSlice(piece.connection_id, piece.resource, piece.run_id, new_id, piece.range_start, at - 1,
-                                inherited_density=piece.density())
+                                inherited_density=piece.average_density())  # a burst's density is the kept half's
         piece.range_start = at
         return split_off
 

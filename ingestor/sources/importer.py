@@ -530,9 +530,7 @@ class StripeImporter:
                 done = len(mine) < len(listed.items) or not (listed.has_more and listed.items)
                 piece.last_page_read = done  # a split while it is published would only make an empty slice
                 cursor = next((item.cursor_id for item in reversed(mine) if item.cursor_id is not None), None)
-                created = [item.created for item in mine if item.created is not None]
-                if created:  # before publishing: a split while the page is sent leaves the page's objects to this
-                    piece.oldest_created = min(created)  # slice (split later, the new slice would list them again)
+                piece.read_page([item.created for item in mine if item.created is not None])
                 hashed = [(item.record, item.key_hash) for item in mine
                           if item.record is not None and item.key_hash is not None]  # set together by the pool
                 records, key_hashes = [record for record, _ in hashed], [key for _, key in hashed]

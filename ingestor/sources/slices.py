@@ -55,6 +55,10 @@ class ImportSlice:
     # Its last page is in hand (being published): nothing is left to split off, though `done` is set only once the
     # page is published. Not stored.
     last_page_read: bool = False
+    # Objects per second of `created` in its last page read (from the cursor before it to the page's oldest): a
+    # burst (a bulk migration's customers, created within a minute) shows here at once, where the slice's average
+    # over its months paged says a few objects are left. Not stored.
+    page_density: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -69,11 +73,29 @@ class ImportSlice:
         start, end = self.left()
         return max(0, end - start)
 
-    def density(self) -> float | None:
+    def average_density(self) -> float | None:
         """Objects per second of range: of what the slice has paged, else what it inherited; None if neither."""
         if self.oldest_created is None:
             return self.inherited_density
         return self.objects_published / max(1, self.range_end - self.oldest_created)
+
+    def density(self) -> float | None:
+        """Objects per second expected in what is left: the average, or its last page's if denser (a burst goes on
+        below the cursor until a page shows its end)."""
+        average = self.average_density()
+        if average is None or self.page_density is None:
+            return average
+        return max(average, self.page_density)
+
+    def read_page(self, created: list[int]) -> None:
+        """Its next page is read, with these created times (of the objects it keeps): the oldest is where what is
+        left ends (before the page is published: a split while it is sent leaves the page's objects to this slice),
+        and the page's density is known."""
+        if not created:
+            return
+        above = self.range_end if self.oldest_created is None else self.oldest_created
+        self.oldest_created = min(created)
+        self.page_density = len(created) / max(1, above - self.oldest_created)
 
     def objects_left(self) -> float | None:
         """Objects expected in what is left, at the slice's density (none once its last page is read); None before

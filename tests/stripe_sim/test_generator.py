@@ -9,7 +9,7 @@ from collections import Counter
 
 from stripe_sim import SimClock, SimServer
 from stripe_sim.billing import Book
-from stripe_sim.generator import GeneratorConfig, generate
+from stripe_sim.generator import MONTH, GeneratorConfig, generate
 from stripe_sim.live import tick
 from stripe_sim.model import SimState
 from tests.helpers import wait_for
@@ -165,3 +165,44 @@ def test_a_standalone_simulator_keeps_its_accounts_out_of_the_garbage_collector(
         assert not collected(SimServer(clock=SimClock(NOW), freeze_accounts=True))
     finally:
         gc.unfreeze()
+
+
+def test_migrated_customers_come_in_one_burst_and_leave_the_rest_of_the_history_as_it_was() -> None:
+    """A bulk migration (the importer's burst case): every migrated customer, and the subscription each one starts,
+    is created within `migration_s` seconds halfway through the window, and the same seed's other customers are
+    the same objects at the same times as without it (the benchmarks' accounts keep their histories)."""
+    def build(migrated: int) -> dict[str, dict]:
+        state = SimState(SimClock(NOW), 7)
+        account = state.add_account("2024-06-20", seed=7)
+        generate(Book(state, account), GeneratorConfig(customers=50, migrated_customers=migrated, migration_s=30),
+                 NOW)
+        return account.test.objects
+
+    plain, migrated = build(0), build(400)
+    assert {k: c["created"] for k, c in plain["customer"].items()} == {
+        k: c["created"] for k, c in migrated["customer"].items() if k in plain["customer"]}
+    new = [c for k, c in migrated["customer"].items() if k not in plain["customer"]]
+    assert len(new) == 400
+    start = NOW - 12 * MONTH
+    burst_at = start + (NOW - start) // 2
+    assert {c["created"] for c in new} <= set(range(burst_at, burst_at + 30))
+    new_ids = {c["id"] for c in new}
+    first_subscription: dict[str, int] = {}
+    for sub in migrated["subscription"].values():
+        if sub["customer"] in new_ids:
+            first_subscription[sub["customer"]] = min(sub["created"], first_subscription.get(sub["customer"], NOW))
+    assert len(first_subscription) > 300  # 12 % pay one-off
+    assert set(first_subscription.values()) <= set(range(burst_at, burst_at + 60))  # with its customer, in the burst
+
+
+def test_a_bad_migration_is_refused_and_makes_no_account() -> None:
+    sim = SimServer(clock=SimClock(NOW))
+    for bad in ({"migrated_customers": -1}, {"migration_s": 0}, {"migration_s": True}, {"migration_s": "60"},
+                {"live_migrated_customers": 1.5}):
+        try:
+            sim.create_account(**bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{bad} accepted")
+    assert not sim.state.accounts

@@ -296,8 +296,7 @@ class PostgresCheckpoints:
                 RETURNING slice_id""",
                 piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1,
                 worker if keep else None, lease_s if keep else None)
-        split_off = ImportSlice(piece.connection_id, piece.resource, piece.run_id, new_id, piece.range_start, at - 1,
-                                inherited_density=piece.average_density())  # a burst's density is the kept half's
+        split_off = piece.older_half(new_id, at)
         piece.range_start = at
         return split_off
 

@@ -18,6 +18,15 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 HEADROOM = 1.6  # pages take longer now and then, and slices of a busy endpoint wait for its budget: more in flight
+# A density seen over one span is guessed for a slice not yet paged at most this many times as long. The first page of
+# a smooth history's slice spans a fiftieth (3,000 customers' charges) to a two-hundredth (129k objects) of its range,
+# so the ramp's guesses hold; one page of a bulk migration's objects spans a second, and guessed over the months
+# below it made every half split off look full and split again before any of them paged.
+GUESS_REACH = 100
+# A page this many times as dense as its slice's average is a burst. A steady history's pages of 100 spread within
+# about a third of the average (Poisson), and counting their noise made near-empty slices look worth splitting: one
+# more part-empty page each, on the endpoint the import waits for.
+BURST = 2.0
 
 
 class _Listed(Protocol):
@@ -50,8 +59,10 @@ class ImportSlice:
     done: bool = False
     # Objects per second of `created`, known before the slice's first page when it was split off a paged one
     # (so a slice can be split again at once: the ramp to a full budget takes one page's time, not one per
-    # doubling). Not stored: a slice claimed from the database waits for its first page.
+    # doubling), unless its range reaches too far below where that was seen (`GUESS_REACH`). Not stored: a slice
+    # claimed from the database waits for its first page.
     inherited_density: float | None = None
+    inherited_span: int = 0  # the seconds that density was seen over (`GUESS_REACH`)
     # Its last page is in hand (being published): nothing is left to split off, though `done` is set only once the
     # page is published. Not stored.
     last_page_read: bool = False
@@ -73,19 +84,28 @@ class ImportSlice:
         start, end = self.left()
         return max(0, end - start)
 
-    def average_density(self) -> float | None:
-        """Objects per second of range: of what the slice has paged, else what it inherited; None if neither."""
+    def paged_span(self) -> int:
+        """The seconds of range its density is seen over: what it has paged, else what its parent had."""
         if self.oldest_created is None:
+            return self.inherited_span
+        return max(1, self.range_end - self.oldest_created)
+
+    def average_density(self) -> float | None:
+        """Objects per second of range: of what the slice has paged, else what it inherited (unless its range reaches
+        too far below where that was seen, `GUESS_REACH`); None if neither."""
+        if self.oldest_created is None:
+            if self.left_span() > GUESS_REACH * self.inherited_span:
+                return None
             return self.inherited_density
-        return self.objects_published / max(1, self.range_end - self.oldest_created)
+        return self.objects_published / self.paged_span()
 
     def density(self) -> float | None:
-        """Objects per second expected in what is left: the average, or its last page's if denser (a burst goes on
-        below the cursor until a page shows its end)."""
+        """Objects per second expected in what is left: the average, or its last page's in a burst (`BURST`: it goes
+        on below the cursor until a page shows its end)."""
         average = self.average_density()
-        if average is None or self.page_density is None:
-            return average
-        return max(average, self.page_density)
+        if average is not None and self.page_density is not None and self.page_density > BURST * average:
+            return self.page_density
+        return average
 
     def read_page(self, created: list[int]) -> None:
         """Its next page is read, with these created times (of the objects it keeps): the oldest is where what is
@@ -104,6 +124,13 @@ class ImportSlice:
             return 0.0
         density = self.density()
         return None if density is None else density * self.left_span()
+
+    def older_half(self, slice_id: int, at: int) -> ImportSlice:
+        """The slice split off below `at` (the range start is then raised to `at`): it guesses this one's average
+        density (a burst's is this one's own), until its first page."""
+        return ImportSlice(self.connection_id, self.resource, self.run_id, slice_id, self.range_start, at - 1,
+                           inherited_density=self.average_density() if self.oldest_created is not None
+                           else self.inherited_density, inherited_span=self.paged_span())
 
     def keep(self, items: list[_Item], requested_start: int) -> list[_Item]:
         """The page's items this slice publishes: a split while the page was in flight (or being made into
@@ -237,7 +264,8 @@ class SlicePlanner:
         return split_point(piece, self._min_span_s, self._min_objects_left)
 
     def to_split(self, wanted: int, per_resource: int | None = None) -> tuple[ImportSlice, int] | None:
-        """The slice to split and where, if any is worth it: the one with the most objects expected to be left, of
+        """The slice to split and where, if any is worth it: the one with the most objects expected to be left (that
+        may be split), of
         a resource with fewer than `per_resource` slices (what its endpoint's budget keeps busy) and, while a
         resource's first page is out (nothing known of its density), fewer than half an even share of the `wanted`
         slices. A slice split off (or given to another process) before its first page does not count: its resource
@@ -254,14 +282,14 @@ class SlicePlanner:
         known = {piece.resource for piece in self._active.values() if piece.density() is not None}
         if known != set(counts):  # a resource whose first page is out: nothing known of it yet
             most = min(most, math.ceil(wanted / (2 * len(counts))))
-        best, best_left = None, -1.0
-        for piece in self._active.values():
-            left = piece.objects_left() or 0.0
-            if left > best_left and counts[piece.resource] < most:
-                best, best_left = piece, left
-        if best is None:
-            return None
-        point = self.split_point(best)
-        if point is None and self._last_pages_objects is not None:  # none holds two pages: the tail (see `__init__`)
-            point = split_point(best, self._min_span_s, self._last_pages_objects)
-        return None if point is None else (best, point)
+        candidates = sorted((piece for piece in self._active.values() if counts[piece.resource] < most),
+                            key=lambda piece: piece.objects_left() or 0.0, reverse=True)
+        thresholds = [self._min_objects_left]
+        if self._last_pages_objects is not None:  # none holds two pages: the tail (see `__init__`)
+            thresholds.append(self._last_pages_objects)
+        for objects in thresholds:
+            for piece in candidates:  # the one with the most left may not be worth it (too short a range)
+                point = split_point(piece, self._min_span_s, objects)
+                if point is not None:
+                    return piece, point
+        return None

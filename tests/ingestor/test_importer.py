@@ -107,6 +107,36 @@ async def test_a_429_storm_and_5xx_bursts_lose_nothing(control: ControlClient, w
     assert by_type(envelopes) == expected
 
 
+async def test_a_bulk_migrations_burst_is_split_into_slices_paged_at_once_and_published_once(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """A bulk migration creates thousands of customers (and their subscriptions) within a minute. Before, no slice
+    was split below 60 s, and a slice's density was its average over the months it had paged (a few objects a day),
+    so a burst was paged one page after another: 0.41 of what the budgets allow at 300 ms for 3,000 customers and
+    10,000 migrated. Now the burst's slice is split again and again (its last page's density says objects go on),
+    down to seconds, and the halves' first pages go at once."""
+    info = sim.create_account(customers=20, migrated_customers=1500, migration_s=20)
+    account = info.id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    migrated = [c["created"] for c in sim.state.accounts[account].test.objects["customer"].values()]
+    burst_start, burst_end = sorted(migrated)[len(migrated) - 1500], max(migrated)  # the plain 20 are older or newer
+    sim.set_faults({"kind": "latency", "latency_ms": 300})  # the test budget (25/s) keeps 13 pages in flight
+    try:
+        outcome = await worker.importer.run_connection(connection_id)
+    finally:
+        sim.set_faults()
+    assert outcome.state == "done", outcome
+    expected, _ = await published_each_object_once(control, sim, account)
+    slices = await control.pool.fetch(
+        "SELECT range_start, range_end, objects_published FROM import_slices WHERE connection_id = $1 "
+        "AND resource = 'customers'", connection_id)
+    in_burst = [s for s in slices if s["objects_published"] and s["range_start"] <= burst_end
+                and s["range_end"] >= burst_start]
+    assert len(in_burst) >= 4, sorted(tuple(s) for s in slices)
+    assert sum(s["objects_published"] for s in slices) == len(expected["customer"])  # a deleted one is not listed
+
+
 async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice(
     control: ControlClient, worker: Worker, sim: SimServer
 ) -> None:

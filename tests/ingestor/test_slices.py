@@ -224,12 +224,78 @@ def test_a_slice_split_off_a_paged_one_may_be_split_again_before_its_first_page(
     parent = _slice(0, 100 * day, oldest=90 * day, published=1000)  # 100 objects a day over the last 10 days
     point = split_point(parent, 60, 200)
     assert point is not None
-    half = ImportSlice("conn", "charges", "run", 1, 0, point - 1, inherited_density=parent.density())
+    half = parent.older_half(1, point)
     assert half.objects_left() == 100 / day * (point - 1)
     assert split_point(half, 60, 200) is not None
     assert split_point(_slice(0, point - 1), 60, 200) is None  # from the database: no estimate yet
     sparse = ImportSlice("conn", "charges", "run", 2, 0, day, inherited_density=100 / (30 * day))
     assert split_point(sparse, 60, 200) is None  # ~3 objects expected: not worth a second part-empty page
+
+
+def test_a_pages_density_is_its_objects_over_the_seconds_from_the_cursor_above_it() -> None:
+    piece = _slice(0, 1_000)
+    piece.read_page([999, 995, 990])  # its first page: from the range's end
+    assert piece.oldest_created == 990 and piece.page_density == 3 / 10
+    piece.read_page([500] * 100)  # 100 objects created in one second, 490 s below the cursor
+    assert piece.oldest_created == 500 and piece.page_density == 100 / 490
+    piece.read_page([500] * 100)  # the same second again: one second, not none
+    assert piece.page_density == 100.0
+    piece.read_page([])  # nothing kept (a split raised the start above the page)
+    assert piece.oldest_created == 500 and piece.page_density == 100.0
+
+
+def test_a_burst_below_the_cursor_shows_in_the_last_pages_density_and_is_split_down_to_seconds() -> None:
+    """A bulk migration creates thousands of customers within a minute. A slice that paged months of one or two a day
+    and then a page of the burst has an average that says a page or so is left; its last page says the burst goes on,
+    and a range of seconds is still split (Stripe's created filter is in seconds; at 60 s, the old minimum, 10,000
+    customers created within a minute were 100 pages one after the other)."""
+    day = 86400
+    piece = _slice(0, 200 * day, oldest=100 * day, published=150)  # 1.5 a day over the top 100 days
+    assert split_point(piece, 1, 200) is None  # 150 left by the average: not worth a second part-empty page
+    piece.read_page([100 * day - 2] * 50 + [100 * day - 1] * 50)  # 100 objects within its next 2 s: 50/s
+    assert piece.density() == 50.0
+    point = split_point(piece, 1, 200)
+    assert point == (100 * day - 2) // 2
+    half = piece.older_half(1, point)
+    assert half.density() == 150 / (100 * day + 2)  # the average (the page is counted once saved), not the burst's: the burst goes on in the kept one
+    burst = _slice(1_000, 1_020, oldest=1_019, published=100)  # its first page: 100 objects in its top second
+    assert split_point(burst, 1, 200) == 1_009 and split_point(burst, 60, 200) is None
+
+
+def test_a_density_seen_over_a_second_is_not_guessed_for_the_months_below_it() -> None:
+    """A slice whose first page is a burst at its top (100 objects within a second, months of range below) splits
+    what it has left (its own pages say so), but the halves split off it guess nothing until their first page:
+    guessed over months, 100/s made each look full, to be split again before any of them paged (in the importer's
+    test, dozens of empty slices of a second or two at the window's start held all the endpoint's slices while the
+    burst was paged one page after another)."""
+    day = 86400
+    top = _slice(0, 180 * day, oldest=180 * day - 1, published=100)
+    point = split_point(top, 1, 200)
+    assert point is not None
+    half = top.older_half(1, point)
+    assert half.inherited_span == 1 and half.density() is None and split_point(half, 1, 200) is None
+    smooth = _slice(0, 50 * day, oldest=49 * day, published=100)  # the ramp: a page over a fiftieth of the range
+    half = smooth.older_half(1, split_point(smooth, 1, 200))  # type: ignore[arg-type]
+    assert half.inherited_span == day and split_point(half, 1, 200) is not None  # guessed 24.5 days below it
+    quarter = half.older_half(2, split_point(half, 1, 200))  # type: ignore[arg-type]
+    assert quarter.inherited_span == day and quarter.density() == half.density() == 100 / day
+
+
+def test_a_slice_not_worth_splitting_leaves_the_split_to_the_next_one_with_the_most_left() -> None:
+    """The one with the most objects expected left may have too short a range (a burst's last seconds): before, no
+    slice was split then, and a wider one waited for its pages one after the other. The tail rule the same."""
+    def planner(*pieces: ImportSlice) -> SlicePlanner:
+        made = SlicePlanner(60, 200, 101)
+        for piece in pieces:
+            made.add(piece)
+        return made
+
+    narrow = _slice(0, 100, oldest=50, published=10_000, slice_id=1)  # 200/s: 10,000 left, but 50 s
+    wide = _slice(1_000, 101_000, oldest=91_000, published=100, slice_id=2)  # 0.01/s × 90,000 s: 900 left
+    assert planner(narrow, wide).to_split(96) == (wide, 46_000)
+    tail = _slice(1_000, 21_000, oldest=16_000, published=50, slice_id=3)  # 0.01/s × 15,000 s: 150 left
+    assert planner(narrow, tail).to_split(96) == (tail, 8_500)  # more than a page: its last pages at once
+    assert planner(narrow, wide, tail).to_split(96) == (wide, 46_000)  # two pages before the tail rule
 
 
 def test_while_pages_wait_for_the_cpu_no_slice_is_added_and_the_count_comes_back_after() -> None:

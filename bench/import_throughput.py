@@ -17,7 +17,9 @@ Postgres with the default budgets (90/s live, 20/s test, 22/s per endpoint). Fig
 - 200 accounts imported at once by one worker (with its poller on): aggregate objects/s, the worker's CPU
   per object, the busiest second of any account (against its budget) and how late the poller got;
 - one live account 4× the size at each latency (the ramp and the tail of an import weigh less on a longer one);
-- the worker's peak RSS importing a history 4× as large (flat: memory holds the pages in flight).
+- the worker's peak RSS importing a history 4× as large (flat: memory holds the pages in flight);
+- a history with a bulk migration's burst (10,000 customers created within 60 s, at 0.7 of the year) at 300 ms,
+  against the ceiling.
 
 Run: `.venv/bin/python -m bench.import_throughput [--customers 3000]`.
 """
@@ -60,6 +62,9 @@ LATENCIES_MS = (0, 150, 300, 600)
 PAGE = 100
 TARGET = 0.85
 SPREAD_SIGMA = 0.5  # the log-normal spread of one large-history run's latency
+# A bulk migration: customers created within a minute, at 0.7 of the history (away from the middle, where the import's
+# first two slices of a resource meet, and a burst is at the top of one of them)
+MIGRATED, MIGRATION_S, MIGRATION_AT = 10_000, 60, 0.7
 
 
 @dataclass
@@ -118,9 +123,13 @@ class Bench:
         if ms:
             await self.sim("/_sim/faults", {"kind": "latency", "latency_ms": ms, "latency_sigma": sigma})
 
-    async def account(self, customers: int, livemode: bool) -> Account:
-        """A fresh simulated account (its own seed: a history of the same size) connected to a new tenant."""
-        counts = {"customers": customers} if not livemode else {"customers": 0, "live_customers": customers}
+    async def account(self, customers: int, livemode: bool, migrated: int = 0) -> Account:
+        """A fresh simulated account (its own seed: a history of the same size) connected to a new tenant; `migrated`
+        more customers created within `MIGRATION_S` at `MIGRATION_AT` of the history, as a bulk migration makes them."""
+        counts: dict[str, float] = ({"customers": customers, "migrated_customers": migrated} if not livemode else
+                  {"customers": 0, "live_customers": customers, "live_migrated_customers": migrated})
+        if migrated:
+            counts |= {"migration_s": MIGRATION_S, "migration_at": MIGRATION_AT}
         info = await self.sim("/_sim/accounts", {**counts, "months": 12, "seed": next(self.seeds)})
         key = (await self.sim(f"/_sim/accounts/{info['id']}/keys", {"livemode": livemode}))["key"]
         tenants = PostgresTenantStore(self.pool, self.keyring, ReaderSettings())
@@ -130,10 +139,10 @@ class Bench:
         await store.store_key(connection_id, key, key[:8] + "…", datetime.now(timezone.utc))
         return Account(info["id"], connection_id, livemode)
 
-    async def import_fresh(self, customers: int, livemode: bool, label: str) -> tuple[Account, Run]:
-        """A new account of `customers` (its seed taken before the worker's warm-up account's), imported by one
-        worker process started for it."""
-        account = await self.account(customers, livemode)
+    async def import_fresh(self, customers: int, livemode: bool, label: str, migrated: int = 0) -> tuple[Account, Run]:
+        """A new account of `customers` (and `migrated`; its seed taken before the worker's warm-up account's),
+        imported by one worker process started for it."""
+        account = await self.account(customers, livemode, migrated)
         async with self.workers(1) as procs:
             return account, await self.import_all([account], procs, label)
 
@@ -329,7 +338,7 @@ async def large_history(bench: Bench, customers: int, result: BenchResult) -> No
 async def latency_spread(bench: Bench, customers: int, result: BenchResult) -> None:
     """The large history once more at 300 ms, the latency spread as a real API's is: log-normal, a long tail. The
     count of slices in flight follows the mean time a page takes; the import's end waits for its slowest last pages.
-    Run last, so that the other scenarios' accounts keep their seeds."""
+    Run after the others but `migration`, so that their accounts keep their seeds."""
     mean_ms, p95_ms = 300 * math.exp(SPREAD_SIGMA ** 2 / 2), 300 * math.exp(1.645 * SPREAD_SIGMA)
     await bench.latency(300, sigma=SPREAD_SIGMA)
     account, run = await bench.import_fresh(customers, True, f"live, 300 ms median, spread, {customers:,} customers")
@@ -338,6 +347,22 @@ async def latency_spread(bench: Bench, customers: int, result: BenchResult) -> N
         "against what the account and endpoint budgets allow", account, run,
         f"{run.objects:,} objects in {run.elapsed_s:.1f} s; each request's added latency is 300 ms × "
         f"e^({SPREAD_SIGMA} × N(0, 1)): mean {mean_ms:.0f} ms, p95 {p95_ms:.0f} ms"))
+    await bench.latency(0)
+
+
+async def migration(bench: Bench, customers: int, result: BenchResult) -> None:
+    """A history with a bulk migration's burst at 300 ms: `customers` over 12 months and `MIGRATED` more created within
+    `MIGRATION_S` at `MIGRATION_AT` of it, with their subscriptions, whose renewals then fall in the same minute of every
+    month. A slice's average density says little is left when its cursor reaches the burst; a page of it says the
+    burst goes on. Run after the others, so that their accounts keep their seeds."""
+    await bench.latency(300)
+    account, run = await bench.import_fresh(customers, True, f"live, 300 ms, {MIGRATED:,} migrated", MIGRATED)
+    figure = await bench.against_ceiling(
+        f"objects/s, live, 300 ms, {customers:,} customers and {MIGRATED:,} migrated within {MIGRATION_S} s, against "
+        "what the account and endpoint budgets allow", account, run, f"{run.objects:,} objects in {run.elapsed_s:.1f} s")
+    result.figures += [figure, bench.against_round_trips(
+        f"objects/s, live, 300 ms, {customers:,} customers and {MIGRATED:,} migrated, against the ceiling plus two "
+        "round trips", run, 300, figure.baseline_value or 0.0)]
     await bench.latency(0)
 
 
@@ -410,7 +435,7 @@ async def memory(bench: Bench, customers: int, result: BenchResult) -> None:
                                  notes=f"importing {small_objects:,}: {small:.0f} MiB"))
 
 
-SCENARIOS = ("throughput", "large_history", "two_workers", "many_accounts", "memory", "latency_spread")
+SCENARIOS = ("throughput", "large_history", "two_workers", "many_accounts", "memory", "latency_spread", "migration")
 
 
 async def forget_earlier_runs(pool: asyncpg.Pool) -> None:
@@ -450,7 +475,8 @@ async def main(customers: int, accounts: int, database: str, only: str | None = 
                     "two_workers": lambda: two_workers(bench, 4 * customers, result),
                     "many_accounts": lambda: many_accounts(bench, accounts, 30, result),
                     "memory": lambda: memory(bench, customers // 2, result),
-                    "latency_spread": lambda: latency_spread(bench, 4 * customers, result)}
+                    "latency_spread": lambda: latency_spread(bench, 4 * customers, result),
+                    "migration": lambda: migration(bench, customers, result)}
             for name, run in runs.items():
                 if only in (None, name):
                     await run()

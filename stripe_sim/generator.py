@@ -31,11 +31,20 @@ class GeneratorConfig:
     months: int = 12
     currencies: tuple[str, ...] = ("usd", "eur", "jpy")
     livemode: bool = False
-    # A bulk migration from another processor: this many more customers (with their subscriptions) created within
-    # `migration_s` seconds halfway through the window, as an import through Stripe's API makes them. Their lists
-    # are a burst in `created`, where the others' are smooth.
+    # A bulk migration from another processor: this many more customers created within `migration_s` seconds, at
+    # `migration_at` of the window (each one's first subscription within as long again), as an import through Stripe's
+    # API makes them. Their lists are a burst in `created`, where the others' are smooth.
     migrated_customers: int = 0
     migration_s: int = 60
+    migration_at: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.customers < 0 or self.migrated_customers < 0 or not 1 <= self.migration_s <= 86400:
+            raise ValueError("customer counts must be 0 or more, and migration_s from 1 to 86400")
+        if not 0.0 <= self.migration_at <= 0.9:
+            raise ValueError("migration_at must be from 0 to 0.9 of the window")
+        if not self.currencies:
+            raise ValueError("an account needs at least one currency")
 
 
 def minor_units(currency: str, major: int) -> int:
@@ -227,7 +236,7 @@ def generate(book: Book, config: GeneratorConfig, now: int) -> None:
     for _ in range(config.customers):
         t0 = start + int(span * rng.random() ** 0.8)
         walker.customer(t0, rng.choices(config.currencies, weights)[0])
-    migrated_at = start + (now - start) // 2  # after the others: their history is the same with or without it
+    migrated_at = start + int((now - start) * config.migration_at)  # after the others: theirs is the same with or without
     for _ in range(config.migrated_customers):
         walker.customer(migrated_at + rng.randrange(config.migration_s), rng.choices(config.currencies, weights)[0],
                         signup_s=config.migration_s)

@@ -106,14 +106,20 @@ class SimServer:
     def create_account(self, api_version: str = CURRENT_VERSION, customers: int = 0,
                        months: int = 12, currencies: Iterable[str] = ("usd", "eur", "jpy"),
                        seed: int | None = None, live_customers: int = 0, migrated_customers: int = 0,
-                       live_migrated_customers: int = 0, migration_s: int = 60) -> AccountInfo:
+                       live_migrated_customers: int = 0, migration_s: int = 60,
+                       migration_at: float = 0.5) -> AccountInfo:
         """Create an account with generated history ending now, and its keys. Migrated customers are created in a
-        burst of `migration_s` seconds halfway through the history (`GeneratorConfig`)."""
+        burst of `migration_s` seconds at `migration_at` of the history (`GeneratorConfig`)."""
         counts = (customers, live_customers, migrated_customers, live_migrated_customers)
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
             raise ValueError("customer counts must be integers of 0 or more")
         if isinstance(migration_s, bool) or not isinstance(migration_s, int) or not 1 <= migration_s <= 86400:
             raise ValueError("migration_s must be an integer from 1 to 86400")
+        if isinstance(migration_at, bool) or not isinstance(migration_at, (int, float)) or not 0 <= migration_at <= 0.9:
+            raise ValueError("migration_at must be a number from 0 to 0.9 (of the history's months)")
+        currencies = () if isinstance(currencies, str) else tuple(currencies)
+        if not currencies:
+            raise ValueError("currencies must be a non-empty list")
         if seed is None:
             seed = random.Random(f"{self.seed}:{len(self.state.accounts)}").getrandbits(64)
         account = self.state.add_account(api_version, seed)
@@ -122,7 +128,8 @@ class SimServer:
                                       (True, live_customers, live_migrated_customers)):
             if n or migrated:
                 generate(Book(self.state, account, livemode),
-                         GeneratorConfig(n, months, tuple(currencies), livemode, migrated, migration_s), now)
+                         GeneratorConfig(n, months, currencies, livemode, migrated, migration_s, float(migration_at)),
+                         now)
         for store in (account.test, account.live):
             store.prepare(LISTED_GROUPS)
         if self.freeze_accounts:

@@ -550,7 +550,7 @@ class StripeImporter:
                 piece.last_object_id = cursor
             elif kept and not piece.done:  # a whole page without an id to go on from
                 raise StopReading("malformed_objects")
-            piece.objects_published += published
+            piece.counted(published)
             if not await self._checkpoints.save_slice_page(piece, published, self._worker_id,
                                                            self._settings.slice_lease_s, refused):
                 piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it

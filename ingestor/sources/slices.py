@@ -19,13 +19,14 @@ from typing import Protocol, TypeVar
 
 HEADROOM = 1.6  # pages take longer now and then, and slices of a busy endpoint wait for its budget: more in flight
 # A density seen over one span is guessed for a slice not yet paged at most this many times as long. The first page of
-# a smooth history's slice spans a fiftieth (3,000 customers' charges) to a two-hundredth (129k objects) of its range,
-# so the ramp's guesses hold; one page of a bulk migration's objects spans a second, and guessed over the months
-# below it made every half split off look full and split again before any of them paged.
-GUESS_REACH = 100
-# A page this many times as dense as its slice's average is a burst. A steady history's pages of 100 spread within
-# about a third of the average (Poisson), and counting their noise made near-empty slices look worth splitting: one
-# more part-empty page each, on the endpoint the import waits for.
+# a smooth history's newer initial slice spans a fiftieth (3,000 customers' charges) to a five-hundredth (12,000
+# customers') of its range, so the ramp's guesses hold; one page of a bulk migration's objects spans a second, and
+# guessed over the months below it made every half split off look full and split again before any of them paged.
+GUESS_REACH = 1000
+# A page this many times as dense as its slice's average (or as sparse) tells what is just below better than the
+# average does: a burst goes on, or is over. A steady history's pages of 100 spread within about a third of the
+# average (Poisson); counting that noise made near-empty slices look worth splitting, one more part-empty page each on
+# the endpoint the import waits for.
 BURST = 2.0
 
 
@@ -70,6 +71,7 @@ class ImportSlice:
     # burst (a bulk migration's customers, created within a minute) shows here at once, where the slice's average
     # over its months paged says a few objects are left. Not stored.
     page_density: float | None = None
+    objects_read: int = 0  # of that page, not yet counted in `objects_published` (it is being published)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -97,13 +99,14 @@ class ImportSlice:
             if self.left_span() > GUESS_REACH * self.inherited_span:
                 return None
             return self.inherited_density
-        return self.objects_published / self.paged_span()
+        return (self.objects_published + self.objects_read) / self.paged_span()
 
     def density(self) -> float | None:
-        """Objects per second expected in what is left: the average, or its last page's in a burst (`BURST`: it goes
-        on below the cursor until a page shows its end)."""
+        """Objects per second expected just below the cursor: the average, or its last page's if that is a burst or
+        the end of one (`BURST`)."""
         average = self.average_density()
-        if average is not None and self.page_density is not None and self.page_density > BURST * average:
+        if average is not None and self.page_density is not None and not (
+                average / BURST <= self.page_density <= BURST * average):
             return self.page_density
         return average
 
@@ -116,6 +119,12 @@ class ImportSlice:
         above = self.range_end if self.oldest_created is None else self.oldest_created
         self.oldest_created = min(created)
         self.page_density = len(created) / max(1, above - self.oldest_created)
+        self.objects_read = len(created)
+
+    def counted(self, published: int) -> None:
+        """The page read last is published: `published` of its objects (those it could read)."""
+        self.objects_published += published
+        self.objects_read = 0
 
     def objects_left(self) -> float | None:
         """Objects expected in what is left, at the slice's density (none once its last page is read); None before
@@ -126,11 +135,17 @@ class ImportSlice:
         return None if density is None else density * self.left_span()
 
     def older_half(self, slice_id: int, at: int) -> ImportSlice:
-        """The slice split off below `at` (the range start is then raised to `at`): it guesses this one's average
-        density (a burst's is this one's own), until its first page."""
+        """The slice split off below `at` (the range start is then raised to `at`): until its first page, it guesses
+        this one's average density, or its last page's if that is sparser (a burst paged before is over), never a
+        burst's (that goes on in the kept half)."""
+        if self.oldest_created is None:
+            guess = self.inherited_density
+        else:
+            guess = self.average_density()
+            if guess is not None and self.page_density is not None and self.page_density < guess / BURST:
+                guess = self.page_density
         return ImportSlice(self.connection_id, self.resource, self.run_id, slice_id, self.range_start, at - 1,
-                           inherited_density=self.average_density() if self.oldest_created is not None
-                           else self.inherited_density, inherited_span=self.paged_span())
+                           inherited_density=guess, inherited_span=self.paged_span())
 
     def keep(self, items: list[_Item], requested_start: int) -> list[_Item]:
         """The page's items this slice publishes: a split while the page was in flight (or being made into
@@ -279,7 +294,8 @@ class SlicePlanner:
         the first 4 s of a 128,000-object import at 600 ms; half: 22/s from the first second)."""
         counts = Counter(piece.resource for piece in self._active.values())
         most = per_resource if per_resource is not None else wanted
-        known = {piece.resource for piece in self._active.values() if piece.density() is not None}
+        known = {piece.resource for piece in self._active.values()  # a half too wide for its guess, too
+                 if piece.oldest_created is not None or piece.inherited_density is not None}
         if known != set(counts):  # a resource whose first page is out: nothing known of it yet
             most = min(most, math.ceil(wanted / (2 * len(counts))))
         candidates = sorted((piece for piece in self._active.values() if counts[piece.resource] < most),

@@ -119,8 +119,11 @@ async def test_a_bulk_migrations_burst_is_split_into_slices_paged_at_once_and_pu
     account = info.id
     sim.set_rate_limit(account, 1000)
     _, _, connection_id, _ = await connect(control, sim, account)
-    migrated = [c["created"] for c in sim.state.accounts[account].test.objects["customer"].values()]
-    burst_start, burst_end = sorted(migrated)[len(migrated) - 1500], max(migrated)  # the plain 20 are older or newer
+    created = sorted(c["created"] for c in sim.state.accounts[account].test.objects["customer"].values())
+    middle = created[len(created) // 2]  # one of the 1,500 migrated (the 20 others are spread over the year)
+    burst = [t for t in created if abs(t - middle) < 20]
+    assert len(burst) >= 1500
+    burst_start, burst_end = min(burst), max(burst)
     sim.set_faults({"kind": "latency", "latency_ms": 300})  # the test budget (25/s) keeps 13 pages in flight
     try:
         outcome = await worker.importer.run_connection(connection_id)
@@ -135,6 +138,7 @@ async def test_a_bulk_migrations_burst_is_split_into_slices_paged_at_once_and_pu
                 and s["range_end"] >= burst_start]
     assert len(in_burst) >= 4, sorted(tuple(s) for s in slices)
     assert sum(s["objects_published"] for s in slices) == len(expected["customer"])  # a deleted one is not listed
+    assert len({s["range_start"] for s in in_burst if burst_start < s["range_start"] <= burst_end}) >= 3  # split in it
 
 
 async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice(

@@ -228,7 +228,7 @@ def test_a_slice_split_off_a_paged_one_may_be_split_again_before_its_first_page(
     assert half.objects_left() == 100 / day * (point - 1)
     assert split_point(half, 60, 200) is not None
     assert split_point(_slice(0, point - 1), 60, 200) is None  # from the database: no estimate yet
-    sparse = ImportSlice("conn", "charges", "run", 2, 0, day, inherited_density=100 / (30 * day))
+    sparse = ImportSlice("conn", "charges", "run", 2, 0, day, inherited_density=100 / (30 * day), inherited_span=day)
     assert split_point(sparse, 60, 200) is None  # ~3 objects expected: not worth a second part-empty page
 
 
@@ -257,9 +257,34 @@ def test_a_burst_below_the_cursor_shows_in_the_last_pages_density_and_is_split_d
     point = split_point(piece, 1, 200)
     assert point == (100 * day - 2) // 2
     half = piece.older_half(1, point)
-    assert half.density() == 150 / (100 * day + 2)  # the average (the page is counted once saved), not the burst's: the burst goes on in the kept one
+    assert half.density() == 250 / (100 * day + 2)  # the average (the page in hand counted), not the burst's: the burst goes on in the kept one
     burst = _slice(1_000, 1_020, oldest=1_019, published=100)  # its first page: 100 objects in its top second
     assert split_point(burst, 1, 200) == 1_009 and split_point(burst, 60, 200) is None
+
+
+def test_once_a_burst_is_paged_the_sparse_page_below_it_is_what_the_slice_and_its_halves_expect() -> None:
+    """The average of a slice that paged a burst counts the burst: guessed for the months below it, every half split
+    off would look full. A page as sparse as the history around the burst says it is over."""
+    day = 86400
+    piece = _slice(0, 180 * day, oldest=179 * day, published=10_100)  # a day, with 10,000 created within a minute
+    piece.read_page([178 * day])  # its next page: one object over a day
+    assert piece.density() == 1 / day  # not 10,101 a day
+    half = piece.older_half(1, 89 * day)
+    assert half.density() == 1 / day
+    assert split_point(half, 1, 200) is None  # 89 days at one a day: not worth a second part-empty page
+
+
+def test_the_page_in_hand_counts_in_the_average_before_it_is_published() -> None:
+    """Between reading a page (its oldest object moves the cursor) and counting it as published, the average would
+    spread the pages before it over its seconds too: at the second page, half the true density, and that page's own
+    density twice it, a burst by noise alone."""
+    piece = _slice(0, 100_000)
+    piece.read_page(list(range(99_999, 99_899, -1)))  # 100 objects, one a second
+    piece.counted(100)
+    piece.read_page(list(range(99_899, 99_799, -1)))
+    assert piece.average_density() == piece.page_density == 1.0 and piece.density() == 1.0
+    piece.counted(100)
+    assert piece.objects_published == 200 and piece.average_density() == 1.0
 
 
 def test_a_density_seen_over_a_second_is_not_guessed_for_the_months_below_it() -> None:

@@ -198,7 +198,8 @@ def test_migrated_customers_come_in_one_burst_and_leave_the_rest_of_the_history_
 def test_a_bad_migration_is_refused_and_makes_no_account() -> None:
     sim = SimServer(clock=SimClock(NOW))
     for bad in ({"migrated_customers": -1}, {"migration_s": 0}, {"migration_s": True}, {"migration_s": "60"},
-                {"live_migrated_customers": 1.5}):
+                {"live_migrated_customers": 1.5}, {"currencies": []}, {"currencies": "usd"},
+                {"migration_at": 1.0}, {"migration_at": "0.5"}):
         try:
             sim.create_account(**bad)
         except ValueError:
@@ -206,3 +207,9 @@ def test_a_bad_migration_is_refused_and_makes_no_account() -> None:
         else:
             raise AssertionError(f"{bad} accepted")
     assert not sim.state.accounts
+    try:
+        GeneratorConfig(migration_s=0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a migration of 0 s accepted")

@@ -8,6 +8,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -312,11 +313,16 @@ async def test_a_429_from_stripe_blocks_the_endpoint_it_names(sim: SimServer, tw
     assert blocked is True
 
 
+@pytest.mark.parametrize("history, latency_ms", [
+    ({"customers": 200}, 30),
+    # A bulk migration's burst, split down to seconds by two processes at once (and given from one to the other).
+    ({"customers": 20, "migrated_customers": 800, "migration_s": 10, "migration_at": 0.7}, 100),
+], ids=["smooth", "burst"])
 async def test_two_workers_share_one_import_within_stripes_limit(
-    control: ControlClient, worker: Worker, sim: SimServer
+    control: ControlClient, worker: Worker, sim: SimServer, history: dict[str, Any], latency_ms: int
 ) -> None:
-    account = sim.create_account(customers=200).id  # Stripe's test-mode limits: 25/s, 25/s per endpoint
-    sim.set_faults({"kind": "latency", "latency_ms": 30})
+    account = sim.create_account(**history).id  # Stripe's test-mode limits: 25/s, 25/s per endpoint
+    sim.set_faults({"kind": "latency", "latency_ms": latency_ms})
     _, _, connection_id, _ = await connect(control, sim, account)
     async def import_with(w: Worker) -> int:
         """Runs passes until the import is done (by either worker); returns the slices this one paged."""
@@ -335,8 +341,10 @@ async def test_two_workers_share_one_import_within_stripes_limit(
     seen = sim.request_rate(account, livemode=False)
     assert seen["rate_limited"] == 0 and seen["busiest_second"] <= 25, seen
     expected = sim_objects(sim, account)
-    envelopes = await published_envelopes(control.settings, sum(len(v) for v in expected.values()))
+    total = sum(len(v) for v in expected.values())
+    envelopes = await published_envelopes(control.settings, total)
     assert by_type(envelopes) == expected
+    assert len(envelopes) == total  # no page published twice
 
 
 @pytest.mark.parametrize("latency_ms, first_cap", [

@@ -341,19 +341,37 @@ def _worker_env(control: ControlClient, sim: SimServer, **settings: str) -> dict
             "INGESTOR_LOG__LEVEL": "WARNING", **settings}
 
 
+async def _short_slice_in_flight(control: ControlClient, connection_id: str) -> bool:
+    """A slice of a minute or less (split down within a burst) is being paged."""
+    return bool(await control.pool.fetchval(
+        "SELECT count(*) FROM import_slices WHERE connection_id = $1 AND claimed_by IS NOT NULL AND NOT done "
+        "AND range_end - range_start <= 60 AND objects_published > 0", connection_id))
+
+
+@pytest.mark.parametrize("history, latency_ms, budget", [
+    ({"customers": 300}, 40, 20),  # pages take a while: many slices in flight at the kill
+    # A bulk migration's burst: killed once a slice of a minute or less (split within the burst) is mid-way. The
+    # account's budget is the live one: at 20/s, five resources' slices fill it, and the burst is not worth splitting.
+    ({"customers": 30, "migrated_customers": 1000, "migration_s": 20, "migration_at": 0.7}, 150, 90),
+], ids=["smooth", "burst"])
 async def test_an_importer_killed_with_slices_in_flight_resumes_and_the_tables_equal_stripe(
-    control: ControlClient, sim: SimServer, worker: Worker
+    control: ControlClient, sim: SimServer, worker: Worker, history: dict[str, Any], latency_ms: int, budget: int
 ) -> None:
-    account = sim.create_account(customers=300).id
+    account = sim.create_account(**history).id
     sim.set_rate_limit(account, 1000)
-    sim.set_faults({"kind": "latency", "latency_ms": 40})  # pages take a while: many slices in flight at the kill
+    sim.set_faults({"kind": "latency", "latency_ms": latency_ms})
     tenant, _, connection_id, _ = await connect(control, sim, account)
-    env = _worker_env(control, sim, INGESTOR_IMPORTER__SLICE_LEASE_S=str(control.settings.importer.slice_lease_s))
+    env = _worker_env(control, sim, INGESTOR_IMPORTER__SLICE_LEASE_S=str(control.settings.importer.slice_lease_s),
+                      INGESTOR_STRIPE__TEST_REQUESTS_PER_SECOND=str(budget),
+                      INGESTOR_STRIPE__TEST_LIMIT_PER_SECOND=str(max(25, budget + 10)))
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "import", connection_id, "--no-progress", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
-    await wait_for(lambda: _published(control, connection_id, 500), 60, "the subprocess to import a few pages")
+    if "migrated_customers" in history:
+        await wait_for(lambda: _short_slice_in_flight(control, connection_id), 60, "a slice within the burst")
+    else:
+        await wait_for(lambda: _published(control, connection_id, 500), 60, "the subprocess to import a few pages")
     child.send_signal(signal.SIGKILL)
     await child.wait()
     in_flight = await control.pool.fetchval(

@@ -136,8 +136,8 @@ class ImportSlice:
 
     def older_half(self, slice_id: int, at: int) -> ImportSlice:
         """The slice split off below `at` (the range start is then raised to `at`): until its first page, it guesses
-        this one's average density, or its last page's if that is sparser (a burst paged before is over), never a
-        burst's (that goes on in the kept half)."""
+        this one's average density, or its last page's if that is less than half of it (`BURST`: a burst paged before
+        is over), never a burst's (that goes on in the kept half)."""
         if self.oldest_created is None:
             guess = self.inherited_density
         else:
@@ -279,12 +279,11 @@ class SlicePlanner:
         return split_point(piece, self._min_span_s, self._min_objects_left)
 
     def to_split(self, wanted: int, per_resource: int | None = None) -> tuple[ImportSlice, int] | None:
-        """The slice to split and where, if any is worth it: the one with the most objects expected to be left (that
-        may be split), of
-        a resource with fewer than `per_resource` slices (what its endpoint's budget keeps busy) and, while a
-        resource's first page is out (nothing known of its density), fewer than half an even share of the `wanted`
-        slices. A slice split off (or given to another process) before its first page does not count: its resource
-        is known by its other slices.
+        """The slice to split and where, if any is worth it: the one with the most objects expected to be left that
+        may be split, of a resource with fewer than `per_resource` slices (what its endpoint's budget keeps busy)
+        and, while a resource's first page is out (nothing known of its density), fewer than half an even share of
+        the `wanted` slices. A slice split off (or given to another process) before its first page does not count:
+        its resource is known by its other slices.
 
         Without that share, the resource whose first page came back first is split to every slice wanted, and the
         one with the most to list (whose page came last) waits for those slices to end: at the endpoint's rate,
@@ -294,8 +293,8 @@ class SlicePlanner:
         the first 4 s of a 128,000-object import at 600 ms; half: 22/s from the first second)."""
         counts = Counter(piece.resource for piece in self._active.values())
         most = per_resource if per_resource is not None else wanted
-        known = {piece.resource for piece in self._active.values()  # a half too wide for its guess, too
-                 if piece.oldest_created is not None or piece.inherited_density is not None}
+        known = {piece.resource for piece in self._active.values()  # paged, or split off a paged slice (even one
+                 if piece.oldest_created is not None or piece.inherited_density is not None}  # too wide for its guess)
         if known != set(counts):  # a resource whose first page is out: nothing known of it yet
             most = min(most, math.ceil(wanted / (2 * len(counts))))
         candidates = sorted((piece for piece in self._active.values() if counts[piece.resource] < most),

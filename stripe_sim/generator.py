@@ -39,12 +39,21 @@ class GeneratorConfig:
     migration_at: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.customers < 0 or self.migrated_customers < 0 or not 1 <= self.migration_s <= 86400:
-            raise ValueError("customer counts must be 0 or more, and migration_s from 1 to 86400")
-        if not 0.0 <= self.migration_at <= 0.9:
-            raise ValueError("migration_at must be from 0 to 0.9 of the window")
+        """Refuses what would fail halfway through generating (the admin API passes a request's values on)."""
+        for name in ("customers", "migrated_customers"):
+            if not _integer(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer of 0 or more")
+        if not _integer(self.migration_s) or not 1 <= self.migration_s <= 86400:
+            raise ValueError("migration_s must be an integer from 1 to 86400")
+        at = self.migration_at
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= 0.9:
+            raise ValueError("migration_at must be a number from 0 to 0.9 (of the history's months)")
         if not self.currencies:
-            raise ValueError("an account needs at least one currency")
+            raise ValueError("currencies must be a non-empty list")
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def minor_units(currency: str, major: int) -> int:
@@ -236,7 +245,8 @@ def generate(book: Book, config: GeneratorConfig, now: int) -> None:
     for _ in range(config.customers):
         t0 = start + int(span * rng.random() ** 0.8)
         walker.customer(t0, rng.choices(config.currencies, weights)[0])
-    migrated_at = start + int((now - start) * config.migration_at)  # after the others: theirs is the same with or without
+    # After the others: their history is the same with or without a migration.
+    migrated_at = start + int((now - start) * config.migration_at)
     for _ in range(config.migrated_customers):
         walker.customer(migrated_at + rng.randrange(config.migration_s), rng.choices(config.currencies, weights)[0],
                         signup_s=config.migration_s)

@@ -110,26 +110,17 @@ class SimServer:
                        migration_at: float = 0.5) -> AccountInfo:
         """Create an account with generated history ending now, and its keys. Migrated customers are created in a
         burst of `migration_s` seconds at `migration_at` of the history (`GeneratorConfig`)."""
-        counts = (customers, live_customers, migrated_customers, live_migrated_customers)
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
-            raise ValueError("customer counts must be integers of 0 or more")
-        if isinstance(migration_s, bool) or not isinstance(migration_s, int) or not 1 <= migration_s <= 86400:
-            raise ValueError("migration_s must be an integer from 1 to 86400")
-        if isinstance(migration_at, bool) or not isinstance(migration_at, (int, float)) or not 0 <= migration_at <= 0.9:
-            raise ValueError("migration_at must be a number from 0 to 0.9 (of the history's months)")
         currencies = () if isinstance(currencies, str) else tuple(currencies)
-        if not currencies:
-            raise ValueError("currencies must be a non-empty list")
+        configs = [GeneratorConfig(n, months, currencies, livemode, migrated, migration_s, migration_at)
+                   for livemode, n, migrated in ((False, customers, migrated_customers),
+                                                 (True, live_customers, live_migrated_customers))]  # checked first
         if seed is None:
             seed = random.Random(f"{self.seed}:{len(self.state.accounts)}").getrandbits(64)
         account = self.state.add_account(api_version, seed)
         now = self.clock.now()
-        for livemode, n, migrated in ((False, customers, migrated_customers),
-                                      (True, live_customers, live_migrated_customers)):
-            if n or migrated:
-                generate(Book(self.state, account, livemode),
-                         GeneratorConfig(n, months, currencies, livemode, migrated, migration_s, float(migration_at)),
-                         now)
+        for config in configs:
+            if config.customers or config.migrated_customers:
+                generate(Book(self.state, account, config.livemode), config, now)
         for store in (account.test, account.live):
             store.prepare(LISTED_GROUPS)
         if self.freeze_accounts:

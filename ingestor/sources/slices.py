@@ -138,12 +138,11 @@ class ImportSlice:
         """The slice split off below `at` (the range start is then raised to `at`): until its first page, it guesses
         this one's average density, or its last page's if that is less than half of it (`BURST`: a burst paged before
         is over), never a burst's (that goes on in the kept half)."""
-        if self.oldest_created is None:
+        if self.oldest_created is None:  # not paged yet: its own guess, passed on
             guess = self.inherited_density
-        else:
-            guess = self.average_density()
-            if guess is not None and self.page_density is not None and self.page_density < guess / BURST:
-                guess = self.page_density
+        else:  # `density` is the last page's where that is far from the average: here only the sparser one counts
+            average, density = self.average_density(), self.density()
+            guess = density if average is None or density is None else min(average, density)
         return ImportSlice(self.connection_id, self.resource, self.run_id, slice_id, self.range_start, at - 1,
                            inherited_density=guess, inherited_span=self.paged_span())
 
@@ -263,8 +262,7 @@ class SlicePlanner:
         for piece in self._active.values():
             if piece.oldest_created is not None:
                 objects, seconds = paged.get(piece.resource, (0, 0))
-                paged[piece.resource] = (objects + piece.objects_published,
-                                         seconds + max(1, piece.range_end - piece.oldest_created))
+                paged[piece.resource] = (objects + piece.objects_published, seconds + piece.paged_span())
         left: dict[str, float] = {}
         for piece in self._active.values():
             expected = piece.objects_left()

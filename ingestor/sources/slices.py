@@ -34,6 +34,10 @@ BURST = 2.0
 # way sparse weeks that end in a part-empty page (a bulk migration's monthly renewals: 14 % of charges' requests).
 # A migration through Stripe's API writes at most 100 objects a second (its live write limit): 100 pages over 100 s.
 BURST_REACH = 100
+# Only a page this many times as dense as what its slice saw before it is such a burst: a level change (a busier
+# season, day against night, a business that was busier before) is a few times the density around it and goes on,
+# where a migration's burst is thousands of times it (10,000 within a minute against a few a day).
+SPIKE = 10.0
 
 
 class _Listed(Protocol):
@@ -77,8 +81,9 @@ class ImportSlice:
     # burst (a bulk migration's customers, created within a minute) shows here at once, where the slice's average
     # over its months paged says a few objects are left. Not stored.
     page_density: float | None = None
-    page_span: int = 0  # the seconds that page spans (`BURST_REACH`), and its objects
-    page_objects: int = 0
+    page_span: int = 0  # the seconds that page spans (`BURST_REACH`)
+    published_above: int = 0  # objects published before that page, over the seconds above it (`reference_density`)
+    seconds_above: int = 0
     objects_read: int = 0  # of that page, not yet counted in `objects_published` (it is being published)
 
     @property
@@ -110,18 +115,23 @@ class ImportSlice:
         return (self.objects_published + self.objects_read) / self.paged_span()
 
     def reference_density(self) -> float | None:
-        """What its last page is compared with to tell a burst, and what is expected below a burst's reach: its
-        average before that page, or at its first page the density it inherited (whatever its reach: a half whose top
-        is in a burst sees its first page as the burst it is, not as its whole average)."""
-        before = self.paged_span() - self.page_span if self.oldest_created is not None else 0
-        if before <= 0:
-            return self.inherited_density if self.page_density is not None else self.average_density()
-        return (self.objects_published + self.objects_read - self.page_objects) / before
+        """What its last page is compared with to tell a burst, and what is expected below a burst's reach: what it
+        published above that page over the seconds above it, or at its first page the density it inherited (whatever
+        its reach: a half whose top is in a burst sees its first page as the burst it is, not as its whole average)."""
+        if self.page_density is None:
+            return self.average_density()
+        if self.published_above == 0 and self.seconds_above == 0:  # its first page
+            return self.inherited_density
+        return self.published_above / max(1, self.seconds_above)
 
     def in_burst(self) -> bool:
-        """Its last page is a burst: `BURST` times as dense as what it is compared with."""
+        """Its last page is a burst expected to end within `BURST_REACH`: `SPIKE` times as dense as what it saw
+        before."""
+        return self._page_denser(SPIKE)
+
+    def _page_denser(self, factor: float) -> bool:
         reference = self.reference_density()
-        return reference is not None and self.page_density is not None and self.page_density > BURST * reference
+        return reference is not None and self.page_density is not None and self.page_density > factor * reference
 
     def density(self) -> float | None:
         """Objects per second expected just below the cursor: the average, or its last page's if that is a burst or
@@ -140,7 +150,8 @@ class ImportSlice:
             return
         above = self.range_end if self.oldest_created is None else self.oldest_created
         self.oldest_created = min(created)
-        self.page_span, self.page_objects = max(1, above - self.oldest_created), len(created)
+        self.published_above, self.seconds_above = self.objects_published, self.range_end - above
+        self.page_span = max(1, above - self.oldest_created)
         self.page_density = len(created) / self.page_span
         self.objects_read = len(created)
 
@@ -173,10 +184,12 @@ class ImportSlice:
     def older_half(self, slice_id: int, at: int) -> ImportSlice:
         """The slice split off below `at` (the range start is then raised to `at`): until its first page, it guesses
         this one's density (its last page's if that is less than half of what it saw before: a burst paged before is
-        over), never a burst's: that goes on in the kept half, and below it the density seen before it."""
+        over), never a burst's but the density seen before it. Part of a burst may go on in it (below a point near
+        the cursor, `split_point`); its first page then shows it, against that guess. Guessed over its range, the
+        burst would make it look full, to be split at its middle and on down to the burst again."""
         if self.oldest_created is None:  # not paged yet: its own guess, passed on
             guess = self.inherited_density
-        elif self.in_burst():  # the burst goes on in the kept half: below it, what was seen before it
+        elif self._page_denser(BURST):  # the burst goes on in the kept half: below it, what was seen before it
             guess = self.reference_density()
         else:
             guess = self.density()
@@ -203,8 +216,8 @@ def initial_ranges(start: int, end: int, count: int) -> list[tuple[int, int]]:
 def split_point(piece: ImportSlice, min_span_s: int, min_objects_left: int) -> int | None:
     """Where to split what is left of a slice in two halves, or None if not worth it: too short a range, or
     fewer objects expected than fill a page in each half (every slice ends in a part-empty page). The halves are
-    of equal range, or in a burst of equal objects expected: the point is then near the cursor, and the half split
-    off holds the rest of the burst's reach and what is below it.
+    of equal range, or in a burst (`in_burst`) of equal objects expected: the point is then near the cursor, and
+    the half split off holds what may be left of the burst below it and the sparser range below that.
 
     The slice keeps [point, …] (with its cursor, which is newer than the point), the new one gets
     [start, point − 1]: no second is in both or in neither; each has at least `min_span_s`.

@@ -35,21 +35,25 @@ def test_initial_ranges_cover_the_window_once(start: int, length: int, count: in
     assert all(lo <= hi for lo, hi in ranges) and len(ranges) == min(count, length + 1)
 
 
-@given(st.lists(st.tuples(st.integers(0, 50), st.floats(0.05, 0.95)), min_size=1, max_size=60))
-def test_any_sequence_of_splits_keeps_a_partition_of_the_window(steps: list[tuple[int, float]]) -> None:
-    """Each step pages part of a slice (its oldest created moves down) and splits what it has left."""
+@given(st.lists(st.tuples(st.integers(0, 50), st.floats(0.0, 0.95), st.integers(1, 100)), min_size=1, max_size=60),
+       st.sampled_from([1, 60]))
+def test_any_sequence_of_splits_keeps_a_partition_of_the_window(steps: list[tuple[int, float, int]],
+                                                                 min_span_s: int) -> None:
+    """Each step pages part of a slice (a page of `count` objects at its oldest: within the cursor's second, a burst)
+    and splits what it has left."""
     start, end = 1_700_000_000, 1_700_000_000 + 365 * 86400
     slices = [_slice(lo, hi, slice_id=i) for i, (lo, hi) in enumerate(initial_ranges(start, end, 4))]
-    for which, share in steps:
+    for which, share, count in steps:
         piece = slices[which % len(slices)]
         lo, hi = piece.left()
-        piece.oldest_created = hi - int((hi - lo) * share)
-        piece.objects_published += 1000
-        point = split_point(piece, 60, 200)
+        piece.read_page([hi - int((hi - lo) * share)] * count)
+        piece.counted(count)
+        point = split_point(piece, min_span_s, 200)
         if point is None:
             continue
-        assert piece.range_start < point <= piece.oldest_created  # the cursor stays inside the newer half
-        slices.append(_slice(piece.range_start, point - 1, slice_id=len(slices)))
+        assert piece.oldest_created is not None
+        assert piece.range_start + min_span_s <= point <= piece.oldest_created - min_span_s  # the cursor stays
+        slices.append(piece.older_half(len(slices), point))  # inside the newer half, each half min_span_s or more
         piece.range_start = point
     covered = sorted((s.range_start, s.range_end) for s in slices)
     assert covered[0][0] == start and covered[-1][1] == end
@@ -298,9 +302,30 @@ def test_a_half_whose_top_is_in_a_burst_sees_its_first_page_as_one() -> None:
     assert half.in_burst() and half.objects_left() == 100.0 * 100 + 100 / day * (10 * day - 100)
     assert split_point(half, 1, 200) == 10 * day - math.ceil(half.objects_left() / 2 / 100)  # type: ignore[operator]
     assert half.older_half(2, 10 * day - 60).inherited_density == 100 / day  # below: the density around the burst
+    busier = ImportSlice("conn", "charges", "run", 3, 0, 10 * day, inherited_density=100 / day, inherited_span=day)
+    busier.read_page(list(range(10 * day, 10 * day - 100 * 288, -288)))  # 300 a day: a busier season, not a burst
+    assert not busier.in_burst() and busier.objects_left() == (busier.page_density or 0) * busier.left_span()  # on
+    assert split_point(busier, 1, 200) == (10 * day - 99 * 288) // 2
     steady = ImportSlice("conn", "charges", "run", 3, 0, 10 * day, inherited_density=100 / day, inherited_span=day)
     steady.read_page(list(range(10 * day, 10 * day - 100 * 864, -864)))  # 100 a day, as inherited
     assert not steady.in_burst() and split_point(steady, 1, 200) == (10 * day - 99 * 864) // 2  # the middle
+
+
+def test_pages_whose_objects_were_refused_leave_no_negative_density() -> None:
+    """A page's objects the import cannot read are counted apart, not published: what a slice saw before its last
+    page is what it published, never less than nothing (a negative guess passed to every half split off)."""
+    day = 86400
+    piece = _slice(0, 30 * day)
+    piece.read_page([30 * day - 1] * 3)
+    piece.counted(3)
+    piece.read_page(list(range(29 * day, 29 * day - 100 * 60, -60)))  # a page of 100: 5 of them refused
+    piece.counted(95)
+    piece.read_page(list(range(28 * day, 28 * day - 100 * 60, -60)))  # a page of 100: every one refused
+    piece.counted(0)
+    assert piece.reference_density() == 98 / (day + 99 * 60)  # what it published above that page, over its seconds
+    left = piece.objects_left()
+    guess = piece.older_half(1, 10 * day).inherited_density
+    assert left is not None and left > 0 and guess is not None and guess == piece.density() and guess > 0
 
 
 def test_once_a_burst_is_paged_the_sparse_page_below_it_is_what_the_slice_and_its_halves_expect() -> None:

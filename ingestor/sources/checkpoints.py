@@ -247,7 +247,8 @@ class PostgresCheckpoints:
                        ORDER BY coalesce(i.oldest_created, i.range_end) - i.range_start DESC
                        LIMIT 1 FOR UPDATE OF i SKIP LOCKED)
             RETURNING s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end,
-                      s.last_object_id, s.oldest_created, s.objects_published, s.done""",
+                      s.last_object_id, s.oldest_created, s.objects_published, s.done, s.inherited_density,
+                      s.inherited_span""",
             connection_id, worker, lease_s, resources, runs, ids)
         return ImportSlice(**dict(row)) if row else None
 
@@ -288,15 +289,16 @@ class PostgresCheckpoints:
                 piece.connection_id, piece.resource, piece.run_id, piece.slice_id, at, worker, piece.range_start)
             if status == "UPDATE 0":  # the claim was lost, or this process's start is stale (a split it never heard of)
                 return None
-            new_id = await conn.fetchval(
+            split_off = piece.older_half(0, at)  # its guess is stored with it, for whichever process claims it
+            split_off.slice_id = await conn.fetchval(
                 """INSERT INTO import_slices (connection_id, resource, run_id, slice_id, range_start, range_end,
-                                              claimed_by, claimed_until)
-                   SELECT $1, $2, $3, max(slice_id) + 1, $4, $5, $6, now() + make_interval(secs => $7)
+                                              claimed_by, claimed_until, inherited_density, inherited_span)
+                   SELECT $1, $2, $3, max(slice_id) + 1, $4, $5, $6, now() + make_interval(secs => $7), $8, $9
                      FROM import_slices WHERE connection_id = $1 AND resource = $2 AND run_id = $3
                 RETURNING slice_id""",
                 piece.connection_id, piece.resource, piece.run_id, piece.range_start, at - 1,
-                worker if keep else None, lease_s if keep else None)
-        split_off = piece.older_half(new_id, at)
+                worker if keep else None, lease_s if keep else None, split_off.inherited_density,
+                split_off.inherited_span)
         piece.range_start = at
         return split_off
 
@@ -383,7 +385,7 @@ class PostgresCheckpoints:
         """Returns the slices of the connection's current run (to look at: the importer claims them)."""
         rows = await self._pool.fetch(
             """SELECT s.connection_id, s.resource, s.run_id, s.slice_id, s.range_start, s.range_end, s.last_object_id,
-                      s.oldest_created, s.objects_published, s.done
+                      s.oldest_created, s.objects_published, s.done, s.inherited_density, s.inherited_span
                  FROM import_slices s JOIN import_runs r USING (connection_id, resource, run_id)
                 WHERE s.connection_id = $1 ORDER BY s.resource, s.range_start""", connection_id)
         return [ImportSlice(**dict(r)) for r in rows]

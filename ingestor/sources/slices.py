@@ -70,8 +70,8 @@ class ImportSlice:
     done: bool = False
     # Objects per second of `created`, known before the slice's first page when it was split off a paged one
     # (so a slice can be split again at once: the ramp to a full budget takes one page's time, not one per
-    # doubling), unless its range reaches too far below where that was seen (`GUESS_REACH`). Not stored: a slice
-    # claimed from the database waits for its first page.
+    # doubling), unless its range reaches too far below where that was seen (`GUESS_REACH`). Stored with the slice
+    # (migration 0083), for whichever process claims it; an initial slice has none, and waits for its first page.
     inherited_density: float | None = None
     inherited_span: int = 0  # the seconds that density was seen over (`GUESS_REACH`)
     # Its last page is in hand (being published): nothing is left to split off, though `done` is set only once the

@@ -150,3 +150,34 @@ async def test_a_lease_that_ran_out_under_a_slice_still_paged_here_is_not_taken_
     taken = await checkpoints.claim_slice(connection_id, "worker-b", LEASE_S)  # another process, paging none of it
     assert taken is not None and taken.key == piece.key
     assert not await checkpoints.save_slice_page(piece, 10, "worker-a", LEASE_S)  # the old holder stops
+
+
+async def test_a_half_given_to_another_process_keeps_its_guess_and_sees_a_burst_at_its_top(
+        control: ControlClient, sim: SimServer) -> None:
+    """A half split off for another process importing the connection (or claimed again after a restart) guesses
+    what its parent had seen, as it would here (migration 0083): it may be split before its first page, and a first
+    page within a bulk migration's burst is a burst against that guess, expected only as far as a burst reaches.
+    Before, it waited for its first page, and took that page's density for its whole range: 100 objects in a second
+    over months below, halved on down to the burst, each half sparse and ending in a part-empty page."""
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints, day = control.checkpoints, 86400
+    await checkpoints.start_import(connection_id, ["charges"], 0, 200 * day, "on_demand")
+    [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "charges"]
+    await checkpoints.prepare_slices(run, 1)
+    piece = await checkpoints.claim_slice(connection_id, "worker-a", LEASE_S)
+    assert piece is not None and piece.inherited_density is None  # an initial slice: nothing known yet
+    piece.read_page(list(range(200 * day, 200 * day - 100 * 864, -864)))  # 100 a day
+    piece.last_object_id = "ch_100"
+    piece.counted(100)
+    assert await checkpoints.save_slice_page(piece, 100, "worker-a", LEASE_S)
+    given = await checkpoints.split_slice(piece, 100 * day, "worker-a", LEASE_S, keep=False)
+    assert given is not None and given.inherited_density == 100 / (99 * 864)
+
+    claimed = await checkpoints.claim_slice(connection_id, "worker-b", LEASE_S)
+    assert claimed is not None and claimed.key == given.key and claimed.range_end == 100 * day - 1
+    assert (claimed.inherited_density, claimed.inherited_span) == (given.inherited_density, given.inherited_span)
+    expected = claimed.objects_left()
+    assert expected is not None and expected == given.objects_left() and expected > 100  # worth splitting already
+    claimed.read_page([100 * day - 1] * 100)  # its first page: 100 objects within its top second
+    guess = claimed.inherited_density or 0.0
+    assert claimed.in_burst() and claimed.objects_left() == 100 * 100 + guess * (100 * day - 1 - 100)

@@ -53,6 +53,7 @@ class KeyTestResult:
 
     check: KeyCheck
     verdicts: tuple[ResourceVerdict, ...] = ()
+    requests: int = 0  # made of Stripe (a read per resource, and any retry of one)
 
     @property
     def green(self) -> bool:
@@ -146,7 +147,7 @@ async def test_key(check: KeyCheck, reader: StripeReader | None, resources: Sequ
         return verdict_for(resource, None)
 
     verdicts = await asyncio.gather(*(one(r) for r in resources))
-    return KeyTestResult(check, tuple(verdicts))
+    return KeyTestResult(check, tuple(verdicts), reader.requests_made)
 
 
 test_key.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name

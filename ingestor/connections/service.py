@@ -253,6 +253,7 @@ class ConnectionService:
         now = self._now()
         if existing is None:
             connection_id, _ = await self._store.create_connection(tenant_id, livemode)
+            await self._readers.budgets.spent_before(connection_id, livemode, result.requests)
         else:
             connection_id = existing.connection_id
         rotation = existing is not None and existing.status != "disconnected"

@@ -430,3 +430,19 @@ async def test_keys_pasted_before_a_connection_leave_no_budget_behind(control: C
     assert status == 200, body
     added = {r["budget_key"] for r in await control.pool.fetch(buckets)} - before
     assert added and {key.split(" ")[0] for key in added} == {connection_id}
+
+
+async def test_the_key_test_that_made_a_connection_counts_in_its_accounts_budget(
+        control: ControlClient, sim: SimServer) -> None:
+    """Connecting tests the key first, on a budget of its own (there is no connection yet), and the import starts at
+    once: a new bucket's first lease and a second's refill came on top of the Test's reads, 29 requests in one second
+    against test mode's 25 (a CI run). The new connection's bucket starts as if the Test had drawn them from it."""
+    account = sim.create_account(customers=2)
+    _, _, connection_id, _ = await connect(control, sim, account.id)
+    tokens = await control.pool.fetchval("SELECT tokens FROM stripe_request_budgets WHERE budget_key = $1",
+                                         connection_id)
+    limit, budget = 25, 20  # Stripe's test-mode limit, and ours
+    test_reads = sim.request_rate(account.id, livemode=False)["requests"]
+    assert test_reads == 7  # one per resource the key must read
+    assert tokens is not None and tokens + test_reads == limit - budget  # a full bucket, less the Test's reads
+    assert test_reads + tokens + budget <= limit  # the Test and the import's first second, within Stripe's limit

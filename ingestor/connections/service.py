@@ -253,7 +253,6 @@ class ConnectionService:
         now = self._now()
         if existing is None:
             connection_id, _ = await self._store.create_connection(tenant_id, livemode)
-            await self._readers.budgets.spent_before(connection_id, livemode, result.requests)
         else:
             connection_id = existing.connection_id
         rotation = existing is not None and existing.status != "disconnected"
@@ -264,6 +263,8 @@ class ConnectionService:
             await self._tenants.audit(actor, tenant_id, "key.rotated", {
                 "mode": check.mode, "old_key": existing.key_hint if existing else None, "new_key": check.masked})
         else:
+            if existing is None:  # the Test read on a budget of its own: counted in the new one before the import
+                await self._readers.budgets.spent_before(connection_id, livemode, result.requests)
             await self._start_import(connection_id, "connect", self._settings.importer.history_months)
             await self._tenants.audit(actor, tenant_id, "connection.connected", {"mode": check.mode, "key": check.masked})
         connection = await self._connection(tenant_id, check.mode or "test")

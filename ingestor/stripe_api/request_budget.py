@@ -319,8 +319,10 @@ class RateBudgets:
         those of the key Test that made the connection, which drew on a budget of its own (`for_unconnected_key`).
         Otherwise the import, started at once, had the new bucket's first lease and a second's refill on top of
         them: 7 Test requests and 22 of the import's in one second, against test mode's 25 (a CI run's busiest
-        second, 29), and live 7 + 96.5 against 100. An endpoint's bucket starts at its reserve and a lease (2), so
-        the Test's one request there and a second's 22 stay within 25."""
+        second, 29), and live 7 + 96.5 against 100. The import's first lease now waits for the refill (0.21 s in test
+        mode, 0.04 s live). An endpoint's bucket starts at its reserve and a lease (2), so the Test's one read there
+        and a second's 22 stay within 25 (26 if that read was retried: not seeded). A Test run on its own just before
+        (`POST …/key-tests`, then Connect within a fraction of a second) is not counted either."""
         if self._pool is None:
             return
         rate = self.live if livemode else self.test

@@ -244,10 +244,13 @@ async def test_a_new_accounts_first_lease_is_due_at_once(two_pools: list[asyncpg
     spent on the first second (the rate and the whole capacity in one second leave no room for a late send)."""
     rate = Rate(90.0, limit=100.0)
     bucket = SharedBucket(two_pools[0], "conn_new", rate)
+    before_first = time.monotonic()
     granted, due = await bucket._take(bucket.bulk_lease, bucket.reserve, bucket.horizon_s)
     assert granted == bucket.bulk_lease and due == 0.0
     granted, due = await bucket._take(bucket.bulk_lease, bucket.reserve, bucket.horizon_s)
-    assert granted == bucket.bulk_lease and due == pytest.approx(bucket.bulk_lease / rate.per_second, abs=0.01)
+    between = time.monotonic() - before_first  # the bucket refilled meanwhile (a loaded CI machine: 44 ms and more)
+    refill = bucket.bulk_lease / rate.per_second  # of what the first lease took: it started at that lease
+    assert granted == bucket.bulk_lease and max(0.0, refill - between) - 0.005 <= due <= refill + 0.005
 
 
 async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: list[asyncpg.Pool]) -> None:
@@ -441,8 +444,8 @@ async def test_the_key_test_that_made_a_connection_counts_in_its_accounts_budget
     _, _, connection_id, _ = await connect(control, sim, account.id)
     tokens = await control.pool.fetchval("SELECT tokens FROM stripe_request_budgets WHERE budget_key = $1",
                                          connection_id)
-    limit, budget = 25, 20  # Stripe's test-mode limit, and ours
+    stripe = control.settings.stripe
+    limit, budget = stripe.test_limit_per_second, stripe.test_requests_per_second  # Stripe's (25), ours (20)
     test_reads = sim.request_rate(account.id, livemode=False)["requests"]
     assert test_reads == 7  # one per resource the key must read
     assert tokens is not None and tokens + test_reads == limit - budget  # a full bucket, less the Test's reads
-    assert test_reads + tokens + budget <= limit  # the Test and the import's first second, within Stripe's limit

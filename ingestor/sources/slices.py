@@ -124,10 +124,17 @@ class ImportSlice:
             return self.inherited_density
         return self.published_above / max(1, self.seconds_above)
 
+    def burst(self) -> tuple[float, int, float] | None:
+        """If its last page is a burst expected to end within `BURST_REACH` (`SPIKE` times as dense as what it saw
+        before): its density, how many seconds below the cursor it is expected to reach, and the density below."""
+        reference = self.reference_density()
+        if reference is None or self.page_density is None or self.page_density <= SPIKE * reference:
+            return None
+        return self.page_density, BURST_REACH * self.page_span, reference
+
     def in_burst(self) -> bool:
-        """Its last page is a burst expected to end within `BURST_REACH`: `SPIKE` times as dense as what it saw
-        before."""
-        return self._page_denser(SPIKE)
+        """Its last page is such a burst (`burst`)."""
+        return self.burst() is not None
 
     def _page_denser(self, factor: float) -> bool:
         reference = self.reference_density()
@@ -165,21 +172,12 @@ class ImportSlice:
         as far as `BURST_REACH`. None before anything is known of it."""
         if self.last_page_read:
             return 0.0
-        density, left = self.density(), self.left_span()
-        if density is None:
-            return None
-        if self.in_burst():
-            reach = min(left, BURST_REACH * self.page_span)
-            return density * reach + (self.reference_density() or 0.0) * (left - reach)
-        return density * left
-
-    def seconds_holding(self, objects: float) -> float:
-        """How far below the cursor `objects` are expected in a burst (`in_burst`): at its density as far as it
-        reaches, then at the density seen before it."""
-        density, reach = self.page_density or 0.0, BURST_REACH * self.page_span
-        if density * reach >= objects:
-            return objects / density
-        return reach + (objects - density * reach) / (self.reference_density() or 0.0)
+        left, burst = self.left_span(), self.burst()
+        if burst is not None:
+            density, reach, below = burst
+            return density * min(left, reach) + below * max(0, left - reach)
+        usual = self.density()
+        return None if usual is None else usual * left
 
     def older_half(self, slice_id: int, at: int) -> ImportSlice:
         """The slice split off below `at` (the range start is then raised to `at`): until its first page, it guesses
@@ -226,9 +224,13 @@ def split_point(piece: ImportSlice, min_span_s: int, min_objects_left: int) -> i
     expected = piece.objects_left()
     if end - start < 2 * min_span_s or expected is None or expected < min_objects_left:
         return None
-    if not piece.in_burst():
+    burst = piece.burst()
+    if burst is None:
         return start + (end - start) // 2
-    point = end - math.ceil(piece.seconds_holding(expected / 2))
+    density, reach, below = burst  # half of what is expected lies above the point: within the reach, or below it
+    above = expected / 2
+    seconds = above / density if density * reach >= above else reach + (above - density * reach) / below
+    point = end - math.ceil(seconds)
     return max(start + min_span_s, min(point, end - min_span_s))
 
 

@@ -147,6 +147,11 @@ class Bench:
         async with self.workers(workers) as procs:
             return account, await self.import_all([account], procs, label)
 
+    async def request_rate(self, account: Account) -> Any:
+        """What the simulator's limit saw of the account in its mode: requests, 429s, busiest second, rate."""
+        mode = str(account.livemode).lower()
+        return await self.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode={mode}", method="GET")
+
     async def objects_by_resource(self, account: Account) -> dict[str, int]:
         """What the account's import published, per resource."""
         rows = await self.pool.fetch("SELECT resource, objects_published FROM import_runs WHERE connection_id = $1",
@@ -284,8 +289,7 @@ async def throughput(bench: Bench, customers: int, result: BenchResult) -> None:
         for latency in LATENCIES_MS:
             await bench.latency(latency)
             account, run = await bench.import_fresh(customers, livemode, f"{mode}, {latency} ms")
-            seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode={str(livemode).lower()}",
-                                   method="GET")
+            seen = await bench.request_rate(account)
             result.figures.append(Figure(
                 f"objects/s, {mode} budget, {latency} ms per request", run.per_second, "objects/s",
                 baseline_name=f"budget × 100 ({budget:g} requests/s)", baseline_value=budget * PAGE,
@@ -369,7 +373,7 @@ async def migration(bench: Bench, customers: int, result: BenchResult) -> None:
     # slices leases the account's tokens for them while the other's charges (the long pole) wait.
     account, run = await bench.import_fresh(customers, True, f"two workers, live, 300 ms, {MIGRATED:,} migrated",
                                             MIGRATED, workers=2)
-    seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode=true", method="GET")
+    seen = await bench.request_rate(account)
     result.figures.append(await bench.against_ceiling(
         f"two workers, objects/s, live, 300 ms, {customers:,} customers and {MIGRATED:,} migrated, against what the "
         "account and endpoint budgets allow", account, run,
@@ -385,7 +389,7 @@ async def two_workers(bench: Bench, customers: int, result: BenchResult) -> None
     account = await bench.account(customers, True)
     async with bench.workers(2) as procs:
         run = await bench.import_all([account], procs, "two workers, live, 300 ms")
-    seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode=true", method="GET")
+    seen = await bench.request_rate(account)
     budget = bench.budgets.live_requests_per_second
     result.figures += [
         Figure("two workers on one account: mean request rate", seen["mean_per_second"], "requests/s",
@@ -411,7 +415,7 @@ async def many_accounts(bench: Bench, accounts_count: int, customers: int, resul
     busiest = 0
     limited = 0
     for account in accounts:
-        seen = await bench.sim(f"/_sim/accounts/{account.account_id}/request_rate?livemode=true", method="GET")
+        seen = await bench.request_rate(account)
         busiest, limited = max(busiest, seen["busiest_second"]), limited + seen["rate_limited"]
     budget = bench.budgets.live_requests_per_second
     result.figures += [

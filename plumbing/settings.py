@@ -138,8 +138,9 @@ class StripeSettings(BaseModel):
 
     api_base: str | None = None
     # Our request budgets per Stripe account, shared by every process, and Stripe's limits they stay under
-    # (docs.stripe.com/rate-limits: 100/s live, 25/s test, 25/s per endpoint). The difference is the most
-    # we ever send at once (a token bucket's burst): no one-second window sees more than Stripe's limit.
+    # (docs.stripe.com/rate-limits: 100/s live, 25/s test, 25/s per endpoint). The difference, less 50 ms of
+    # the budget for sends a little late, is the most we ever send at once (a token bucket's burst, at least 3):
+    # no one-second window sees more than Stripe's limit.
     test_requests_per_second: float = Field(default=20.0, gt=0)
     live_requests_per_second: float = Field(default=90.0, gt=0)
     endpoint_requests_per_second: float = Field(default=22.0, gt=0)

@@ -17,7 +17,15 @@ from ingestor.errors import StripeRateLimitedError
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.slices import Peers
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
-from ingestor.stripe_api.request_budget import LEASE_HORIZON_S, AccountBudget, Priority, Rate, RateBudgets, SharedBucket
+from ingestor.stripe_api.request_budget import (
+    LATE_S,
+    LEASE_HORIZON_S,
+    AccountBudget,
+    Priority,
+    Rate,
+    RateBudgets,
+    SharedBucket,
+)
 from plumbing.settings import Settings
 from service.worker import Worker, open_worker
 from stripe_sim import SimServer
@@ -253,6 +261,22 @@ async def test_a_new_accounts_first_lease_is_due_at_once(two_pools: list[asyncpg
     assert granted == bucket.bulk_lease and max(0.0, refill - between) - 0.005 <= due <= refill + 0.005
 
 
+def test_a_buckets_burst_leaves_room_for_sends_a_little_late() -> None:
+    """A token is sent when its process gets to it: two workers on a loaded machine, each now and then tens of
+    milliseconds late, had 101 and 102 requests in one second against Stripe's 100 while the burst was the whole
+    difference between limit and budget. With the default budgets, a second of the schedule and 50 ms more of it stay
+    within Stripe's limit, and the burst still holds the interactive reserve and a bulk lease (or no lease is ever due
+    at once)."""
+    stripe = Settings().stripe
+    for per_second, limit in ((stripe.live_requests_per_second, stripe.live_limit_per_second),
+                              (stripe.test_requests_per_second, stripe.test_limit_per_second)):
+        rate = Rate(per_second, limit)
+        assert rate.capacity + rate.per_second * (1 + LATE_S) <= limit, (per_second, limit, rate.capacity)
+        bucket = SharedBucket(None, "x", rate)  # type: ignore[arg-type]  # its arithmetic only: no lease is taken
+        assert rate.capacity >= bucket.reserve + bucket.bulk_lease, (per_second, limit, rate.capacity)
+    assert LATE_S * stripe.live_requests_per_second >= 4  # a lease's remainder (3 live) and more
+
+
 async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: list[asyncpg.Pool]) -> None:
     rate = Rate(20.0, limit=25.0)
     bulk_budgets = [RateBudgets(test=rate, pool=pool).for_account("conn_busy", False) for pool in two_pools]
@@ -445,7 +469,7 @@ async def test_the_key_test_that_made_a_connection_counts_in_its_accounts_budget
     tokens = await control.pool.fetchval("SELECT tokens FROM stripe_request_budgets WHERE budget_key = $1",
                                          connection_id)
     stripe = control.settings.stripe
-    limit, budget = stripe.test_limit_per_second, stripe.test_requests_per_second  # Stripe's (25), ours (20)
+    full = Rate(stripe.test_requests_per_second, stripe.test_limit_per_second).capacity  # 25 - 20 × 1.05 = 4
     test_reads = sim.request_rate(account.id, livemode=False)["requests"]
     assert test_reads == 7  # one per resource the key must read
-    assert tokens is not None and tokens + test_reads == limit - budget  # a full bucket, less the Test's reads
+    assert tokens is not None and tokens + test_reads == full  # a full bucket, less the Test's reads

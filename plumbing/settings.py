@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "INGESTOR_"
+# The least burst of a request budget's bucket (ingestor/stripe_api/request_budget.py): room for the interactive
+# reserve, one bulk lease and the lag of asking for the next. A budget leaves at least this much below its limit.
+STRIPE_BUCKET_MIN_CAPACITY = 3.0
 NESTED_DELIMITER = "__"
 
 
@@ -131,9 +134,12 @@ class StripeSettings(BaseModel):
         for budget, limit in (("test_requests_per_second", "test_limit_per_second"),
                               ("live_requests_per_second", "live_limit_per_second"),
                               ("endpoint_requests_per_second", "endpoint_limit_per_second")):
-            if getattr(self, budget) > getattr(self, limit):
-                raise ValueError(f"stripe.{budget} ({getattr(self, budget):g}) is above stripe.{limit} "
-                                 f"({getattr(self, limit):g}): every request past the limit is a 429")
+            if getattr(self, budget) > getattr(self, limit) - STRIPE_BUCKET_MIN_CAPACITY:
+                raise ValueError(
+                    f"stripe.{budget} ({getattr(self, budget):g}) must stay at least {STRIPE_BUCKET_MIN_CAPACITY:g} "
+                    f"below stripe.{limit} ({getattr(self, limit):g}): a budget's bucket holds that many for the "
+                    "poller's requests and the next lease, so a budget closer to the limit would send more than the "
+                    "limit in a second, and every request past it is a 429")
         return self
 
     api_base: str | None = None

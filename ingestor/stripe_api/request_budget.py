@@ -6,12 +6,14 @@ both counted across every client of the account. Every process that reads an acc
 and polling, the web process testing keys, fetching discounts, reconciling) draws each request from two
 token buckets — the account's and the endpoint's — kept in `stripe_request_budgets` and refilled at
 their budget's rate (`stripe_budget_take`, one row lock per lease). A bucket holds at most Stripe's limit
-minus our budget and `LATE_S` (50 ms) of it (5.5 live, 4 test, 3 per endpoint with the defaults), so no
-one-second window of the schedule holds more than Stripe's limit from us, nor of the wire while sends are at
-most that late (a busy event loop may still send late tokens in a bunch, and a lease's unused remainder, up to
-3 live, goes out whenever the next request comes: the 50 ms are room for those too). A process leases a few
-tokens at a time and spends them locally, so the database sees tens of statements per second per account, not
-one per request.
+minus our budget and `LATE_S` (50 ms) of it, and no more than `MAX_BURST_S` of the budget (5.5 live, 4 test, 3 per
+endpoint with the defaults; never fewer than `MIN_CAPACITY`, 3, and the settings keep that much between budget and
+limit), so no one-second window of the schedule holds more than Stripe's limit from us. On the wire, a busy event
+loop may still send late tokens in a bunch: the account's buckets leave room for sends 50 ms late with the default
+budgets, an endpoint's does not (3 + 22 × 1.05 = 26.1 against 25, and its requests wait for the account's token
+after taking the endpoint's). A process leases up to 50 ms of the budget at a time and spends it locally: 4 tokens
+a lease for the account's bucket live, one for an endpoint's or test mode's (an import at the live budget costs
+about 22 + 88 statements a second).
 
 Priorities: bulk work (the importer) never takes the bucket's last `reserve` token, so the few
 interactive requests (the poller, a key Test, a reconcile, a discount lookup) find one at once even
@@ -41,13 +43,15 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 
 from plumbing.postgres import database_errors
+from plumbing.settings import STRIPE_BUCKET_MIN_CAPACITY
 
 DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
 LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
-MIN_CAPACITY = 3.0  # room for the interactive reserve, one bulk lease and the lag of asking for the next
-LATE_S = 0.05  # how late a loaded process may send its tokens (and a lease's remainder) within Stripe's limit
+MIN_CAPACITY = STRIPE_BUCKET_MIN_CAPACITY  # room for the interactive reserve, one bulk lease and the lag of asking
+LATE_S = 0.05  # how late a loaded process may send its tokens within Stripe's limit
+MAX_BURST_S = 0.25  # a low budget (room left for the tenant's own systems) bursts no more than this much of it
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,10 @@ class Rate:
         """The bucket's burst: Stripe's limit minus a second of the budget and `LATE_S` of it. A token sent late goes
         out in a later second than the schedule's: two workers, each late by tens of milliseconds now and then on a
         loaded machine, had 101 and 102 requests in their busiest second with a burst of the whole difference (10
-        live). Live 5.5, test 4; an endpoint's keeps `MIN_CAPACITY` (3)."""
-        return max(MIN_CAPACITY, self.limit - self.per_second * (1 + LATE_S))
+        live). Live 5.5, test 4; an endpoint's keeps `MIN_CAPACITY` (3). A low budget leaves the rest of Stripe's
+        limit to the tenant's own systems, so its burst is `MAX_BURST_S` of it, not the whole difference (live at 1/s:
+        3, not 98.95)."""
+        return max(MIN_CAPACITY, min(self.limit - self.per_second * (1 + LATE_S), self.per_second * MAX_BURST_S))
 
 
 class Priority(enum.Enum):
@@ -118,15 +124,15 @@ class SharedBucket(Bucket):
     """One bucket in Postgres; tokens leased a few at a time, ahead of need, and spent here.
 
     Bulk work (the importer's many requests) draws from a pipeline: while bulk requests wait for more tokens
-    than are on their way, one task per bucket leases `bulk_lease` tokens at a time (`stripe_budget_take`),
+    than are on their way, one task per bucket leases up to `bulk_lease` tokens at a time (`stripe_budget_take`),
     each lease granted at once with the time its tokens are due (when the bucket would have held them above
     the interactive reserve), up to `horizon_s` ahead; each due token goes to the longest-waiting request of
     the lane ranked first at that moment (one wake-up per token, not one per waiter per lease: a hundred
     requests queue in an import). So the bucket's schedule is kept full even while this process's event loop
     runs late (the tokens are then used late, never lost to a full bucket), and sends never run ahead of it.
-    A request that gives up (its import stopped) leaves its lane. Tokens that come due with no request left to
-    take them are kept for the horizon; after it, no more than a lease's remainder (what a lease leaves when few
-    requests come): the rest, leased for requests that gave up, would go on top of the schedule if sent later.
+    A lease holds no more tokens than the waiting requests need, so none is left over to go out later on top of the
+    schedule. A request that gives up (its import stopped) leaves its lane; tokens that come due with no request
+    left to take them (leased for requests that gave up) are kept for the horizon, then void.
     Interactive work (the poller, a key Test) leases one token at a time, may take the reserve, and waits at most
     about `horizon_s` behind an import.
     """
@@ -161,10 +167,9 @@ class SharedBucket(Bucket):
             return
         if self._due > 0 and not self._waiting():
             if asyncio.get_running_loop().time() - self._due_at > self.horizon_s:
-                # A lease's remainder (fewer than a lease) is what a lease may always leave when few requests
-                # come, kept as before; more was leased for requests that gave up, and sent now it would go on
-                # top of the schedule: void.
-                self._due = min(self._due, self.bulk_lease - 1)
+                # Leased for requests that gave up (a lease holds no more than the requests waiting need): sent
+                # now, they would go on top of the bucket's schedule.
+                self._due = 0
             if self._due > 0:
                 self._due -= 1
                 return
@@ -184,11 +189,14 @@ class SharedBucket(Bucket):
 
     async def _acquire_one(self) -> None:
         while True:
+            generation = self._generation
             granted, wait_s = await self._take(1, 0.0, INTERACTIVE_HORIZON_S)
             if granted:
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
-                return
+                if generation == self._generation:
+                    return
+                continue  # a 429 here meanwhile voided it: ask again, behind the block
             await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
 
     def _keep_leasing(self) -> None:
@@ -197,16 +205,21 @@ class SharedBucket(Bucket):
             self._leaser = asyncio.create_task(self._lease_while_wanted(), name=f"budget {self.key}")
 
     async def _lease_while_wanted(self) -> None:
-        """Leases ahead while more bulk requests wait than tokens are due or coming; ends when none wait."""
+        """Leases ahead while more bulk requests wait than tokens are due or coming, no more tokens than they need (a
+        lease's remainder, kept for requests that came later, went out on top of the schedule of its bucket: up to 3
+        per process live); ends when none wait."""
         loop = asyncio.get_running_loop()
         try:
-            while self._waiting() > self._due + self._coming:
-                granted, wait_s = await self._take(self.bulk_lease, self.reserve, self.horizon_s)
+            while (wanted := self._waiting() - self._due - self._coming) > 0:
+                generation = self._generation
+                granted, wait_s = await self._take(min(self.bulk_lease, wanted), self.reserve, self.horizon_s)
+                if generation != self._generation:
+                    continue  # a 429 came while this lease was granted: its tokens are void, as those before it
                 if not granted:
                     await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
                     continue
                 self._coming += granted
-                loop.call_later(wait_s, self._release, granted, self._generation)
+                loop.call_later(wait_s, self._release, granted, generation)
         except Exception as exc:  # Postgres away: the waiting requests fail as a request would
             for lane in self._lanes.values():
                 while lane:
@@ -251,10 +264,14 @@ class SharedBucket(Bucket):
         self._due = self._coming = 0
         try:
             with database_errors():
+                # It refills from the block's end, from empty or what is booked ahead (promised tokens stay
+                # promised): setting the level to 0 alone, the refill counted from before the block, so the bucket
+                # came back full, and other processes' bookings were forgotten.
                 await self.pool.execute(
                     "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "
-                    "clock_timestamp() + make_interval(secs => $2)), tokens = 0 WHERE budget_key = $1", self.key,
-                    seconds)
+                    "clock_timestamp() + make_interval(secs => $2)), tokens = LEAST(tokens, 0), refilled_at = "
+                    "GREATEST(coalesce(blocked_until, now()), clock_timestamp() + make_interval(secs => $2)) "
+                    "WHERE budget_key = $1", self.key, seconds)
         finally:
             # The leaser may have ended with every waiting request's token on its way; those tokens are void
             # now, and no new request may come to start it again (an import's slices all wait here): lease for
@@ -322,8 +339,9 @@ class RateBudgets:
         return budget
 
     async def spent_before(self, account: str, livemode: bool, requests: int) -> None:
-        """Starts `account`'s shared bucket (unless it has one) as if `requests` had just been drawn from it full:
-        those of the key Test that made the connection, which drew on a budget of its own (`for_unconnected_key`).
+        """Starts `account`'s shared bucket as if `requests` had just been drawn from it full (or lower, if it holds
+        less): those of the key Test that made the connection, which drew on a budget of its own
+        (`for_unconnected_key`).
         Otherwise the import, started at once, had the new bucket's first lease and a second's refill on top of
         them: 7 Test requests and 22 of the import's in one second, against test mode's 25 (a CI run's busiest
         second, 29), and live 7 + 96.5 against 100. The import's first lease now waits for the refill (0.25 s in test
@@ -334,9 +352,14 @@ class RateBudgets:
             return
         rate = self.live if livemode else self.test
         with database_errors():
+            # A request of the new connection (a poller's) may have made the bucket first: it keeps the lower level.
             await self._pool.execute(
-                "INSERT INTO stripe_request_budgets (budget_key, tokens, refilled_at) VALUES ($1, $2, clock_timestamp()) "
-                "ON CONFLICT (budget_key) DO NOTHING", account, rate.capacity - requests)
+                "INSERT INTO stripe_request_budgets AS b (budget_key, tokens, refilled_at) "
+                "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (budget_key) DO UPDATE SET refilled_at = "
+                "excluded.refilled_at, tokens = LEAST(excluded.tokens, b.tokens + $3 * "
+                "extract(epoch FROM excluded.refilled_at - b.refilled_at)::float8, $4) "
+                "WHERE b.refilled_at <= excluded.refilled_at",  # not while a 429's block holds it
+                account, rate.capacity - requests, rate.per_second, rate.capacity)
 
     def for_unconnected_key(self, livemode: bool) -> AccountBudget:
         """Returns a budget for one key Test of a key without a connection: local to the caller, not kept.

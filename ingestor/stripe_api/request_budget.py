@@ -151,6 +151,8 @@ class SharedBucket(Bucket):
         self._arrivals = itertools.count()
         self._leaser: asyncio.Task[None] | None = None
         self._generation = 0  # a 429 voids what was leased before it
+        # Interactive requests ask the database one at a time: those beyond the horizon wait here, not in the database.
+        self._interactive_turn = asyncio.Lock()
 
     @property
     def reserve(self) -> float:
@@ -188,16 +190,23 @@ class SharedBucket(Bucket):
             raise
 
     async def _acquire_one(self) -> None:
+        """Leases one token, up to `INTERACTIVE_HORIZON_S` ahead, and waits for its time. Requests asking further
+        ahead queue in this process, and only the first asks the database again (at most once a second): each asked
+        on its own, a thousand webhooks' discount lookups on one test-mode account made hundreds of row-locking
+        statements a second, in the database every tenant shares."""
         while True:
-            generation = self._generation
-            granted, wait_s = await self._take(1, 0.0, INTERACTIVE_HORIZON_S)
-            if granted:
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-                if generation == self._generation:
-                    return
-                continue  # a 429 here meanwhile voided it: ask again, behind the block
-            await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+            async with self._interactive_turn:
+                while True:
+                    generation = self._generation
+                    granted, wait_s = await self._take(1, 0.0, INTERACTIVE_HORIZON_S)
+                    if granted:
+                        break
+                    await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            if generation == self._generation:
+                return
+            # a 429 here meanwhile voided it: ask again, behind the block
 
     def _keep_leasing(self) -> None:
         """Starts the leaser unless it runs: requests wait for more tokens than are due or coming."""

@@ -270,6 +270,35 @@ def test_a_buckets_burst_leaves_room_for_sends_a_little_late() -> None:
     assert LATE_S * stripe.live_requests_per_second >= 4  # a lease's remainder (3 live) and more
 
 
+async def test_interactive_requests_beyond_the_horizon_wait_in_the_process_not_in_the_database(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """A storm of webhooks needing discount lookups on one test-mode account: 600 interactive requests at once, 20/s
+    booked up to 5 s ahead. Those beyond the horizon each asked the database again about every second, with a row
+    lock: hundreds of statements a second in the database every tenant shares. Now one asks for them, as each token
+    comes within the horizon: two statements per token at most."""
+    rate = Rate(20.0, limit=25.0)
+    bucket = SharedBucket(two_pools[0], "conn_storm", rate)
+    takes = 0
+    take = bucket._take
+
+    async def counted_take(lease: int, reserve: float, horizon_s: float) -> tuple[int, float]:
+        nonlocal takes
+        takes += 1
+        return await take(lease, reserve, horizon_s)
+
+    bucket._take = counted_take  # type: ignore[method-assign]
+    started = time.monotonic()
+    storm = [asyncio.create_task(bucket.acquire(Priority.INTERACTIVE)) for _ in range(600)]
+    done, pending = await asyncio.wait(storm, timeout=2.5)
+    elapsed = time.monotonic() - started
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    booked = rate.capacity + rate.per_second * 5  # what the horizon holds: granted with a wait, one statement each
+    assert takes <= booked + 2 * rate.per_second * elapsed + 5, takes  # beyond it: one asks as each token comes
+    assert len(done) >= rate.capacity + rate.per_second * 2 - 2  # the first ones go at the budget's rate meanwhile
+
+
 async def test_interactive_requests_are_not_queued_behind_an_import(two_pools: list[asyncpg.Pool]) -> None:
     rate = Rate(20.0, limit=25.0)
     bulk_budgets = [RateBudgets(test=rate, pool=pool).for_account("conn_busy", False) for pool in two_pools]

@@ -37,6 +37,13 @@ class PermissionMissingError(IngestError):
         self.permission = permission
 
 
+class CursorGoneError(IngestError):
+    """A list's `starting_after` names an object Stripe no longer has (deleted since: a draft invoice, a plan):
+    Stripe answers 400 `resource_missing` with `param: starting_after`. Retried as it is, it fails for ever."""
+
+    code = "stripe_cursor_gone"
+
+
 class StripeUnavailableError(IngestError):
     """Stripe rate-limited us, failed (5xx) or could not be reached; retry later with backoff."""
 

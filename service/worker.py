@@ -26,7 +26,7 @@ from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import MasterKeyring
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import IngestError
-from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.sources.checkpoints import PostgresCheckpoints, run_window
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.poller import StripeEventsPoller
@@ -88,7 +88,7 @@ async def open_worker(settings: Settings, keyring: MasterKeyring, readers: Strip
             over the import's range against the tables. Cancelled when the worker stops."""
             done = await checkpoints.import_checkpoints(connection_id)
             if done:
-                window = (min(c.window_start for c in done), max(c.window_end for c in done))
+                window = run_window(done)
                 task = asyncio.get_running_loop().create_task(check(connection_id, window))
                 checks.add(task)
                 task.add_done_callback(checks.discard)

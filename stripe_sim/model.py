@@ -69,6 +69,14 @@ class Store:
         self._forget_groups(kind)
         return new, previous
 
+    def remove(self, kind: str, obj_id: str) -> None:
+        """Delete an object for good, as Stripe deletes a draft invoice or a plan: no longer listed or found, so a
+        list whose `starting_after` names it is refused (400 `resource_missing`, `param: starting_after`). Its
+        versions stay (the history of what was)."""
+        del self.objects[kind][obj_id]
+        self._dirty.add(kind)
+        self._forget_groups(kind)
+
     def get(self, kind: str, obj_id: str) -> Obj | None:
         """Return the current state of one object, or None."""
         return self.objects.get(kind, {}).get(obj_id)

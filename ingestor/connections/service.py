@@ -22,7 +22,7 @@ from ingestor.connections.status import RECOVERABLE_BY_TEST, STATUSES, docs_link
 from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.errors import IngestError
-from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints
+from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints, run_window
 from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.readers import StripeReaders
@@ -112,13 +112,14 @@ def import_progress_json(checkpoints: list[ImportCheckpoint],
     if not checkpoints:
         return {"state": "none", "resources": {}, "read_alone_since": _iso(read_alone_since)}
     first = checkpoints[0]
+    window_start, window_end = run_window(checkpoints)
     paused = next((c.paused_reason for c in checkpoints if c.paused_reason and not c.done), None)
     done = all(c.done for c in checkpoints)
     return {
         "run_id": first.run_id,
         "reason": first.reason,
-        "window_start": first.window_start,
-        "window_end": first.window_end,
+        "window_start": window_start,
+        "window_end": window_end,
         "state": "done" if done else "paused" if paused else "running",
         "paused_reason": paused,
         "objects_published": sum(c.objects_published for c in checkpoints),

@@ -20,6 +20,7 @@ import asyncpg
 from ingestor.connections.status import STATUSES
 from ingestor.sources.refusals import Refused, record_refused
 from ingestor.sources.slices import ImportSlice, Peers, initial_ranges
+from ingestor.stripe_api.catalog import BY_NAME, EARLIEST_CREATED
 from plumbing.postgres import translates_database_errors
 
 
@@ -99,6 +100,12 @@ class ImportCheckpoint:
         return self.objects_published * (1.0 - covered) / covered
 
 
+def run_window(checkpoints: Sequence[ImportCheckpoint]) -> tuple[int, int]:
+    """The import's window: where its resources are read (one read whole starts earlier, and is checked against
+    Stripe within the window like the others)."""
+    return max(c.window_start for c in checkpoints), max(c.window_end for c in checkpoints)
+
+
 @translates_database_errors
 class PostgresCheckpoints:
     """Poll cursors and import checkpoints in Postgres."""
@@ -158,8 +165,11 @@ class PostgresCheckpoints:
     async def start_import(
         self, connection_id: str, resources: Sequence[str], window_start: int, window_end: int, reason: str
     ) -> str:
-        """Starts a new import run over the window (replacing any earlier run); returns its run id."""
+        """Starts a new import run over the window (replacing any earlier run); returns its run id. A resource read
+        whole (`Resource.whole_history`: subscriptions) is listed from `EARLIEST_CREATED` to the window's end."""
         run_id = "imp_" + secrets.token_hex(6)
+        starts = [EARLIEST_CREATED if name in BY_NAME and BY_NAME[name].whole_history else window_start
+                  for name in resources]
         async with self._pool.acquire() as conn, conn.transaction():
             # Lock order, as in every statement that touches both: the runs' rows, then the slices' (a page saved
             # meanwhile locks its run's row, then its slice's: the other way round, the two could deadlock).
@@ -170,12 +180,14 @@ class PostgresCheckpoints:
                 """INSERT INTO import_runs (connection_id, resource, run_id, reason, window_start, window_end,
                                             last_object_id, oldest_created, objects_published, done_at, paused_reason,
                                             started_at, updated_at)
-                   SELECT $1, r, $3, $4, $5, $6, NULL, NULL, 0, NULL, NULL, now(), now() FROM unnest($2::text[]) AS r
+                   SELECT $1, r, $3, $4, s, $6, NULL, NULL, 0, NULL, NULL, now(), now()
+                     FROM unnest($2::text[], $5::bigint[]) AS w (r, s)
                    ON CONFLICT (connection_id, resource) DO UPDATE
-                      SET run_id = $3, reason = $4, window_start = $5, window_end = $6, last_object_id = NULL,
+                      SET run_id = $3, reason = $4, window_start = excluded.window_start, window_end = $6,
+                          last_object_id = NULL,
                           oldest_created = NULL, objects_published = 0, done_at = NULL, paused_reason = NULL,
                           started_at = now(), updated_at = now(), pass_started_at = NULL, objects_at_pass_start = 0""",
-                connection_id, list(resources), run_id, reason, window_start, window_end,
+                connection_id, list(resources), run_id, reason, starts, window_end,
             )
         return run_id
 
@@ -301,6 +313,17 @@ class PostgresCheckpoints:
                 split_off.inherited_span)
         piece.range_start = at
         return split_off
+
+    async def forget_cursor(self, piece: ImportSlice, worker: str) -> bool:
+        """The slice's cursor object is gone at Stripe: it goes on from the top of its oldest second (read again,
+        deduplicated downstream). Returns False if the claim was lost."""
+        forgotten: bool = await self._pool.fetchval(
+            """UPDATE import_slices SET last_object_id = NULL, updated_at = now()
+                WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4 AND claimed_by = $5
+                  AND NOT done
+            RETURNING true""",
+            piece.connection_id, piece.resource, piece.run_id, piece.slice_id, worker)
+        return bool(forgotten)
 
     async def release_slices(self, connection_id: str, worker: str) -> None:
         """Gives up `worker`'s claims on the connection's slices (its pass ended), so any process may go on."""

@@ -25,7 +25,7 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.errors import IngestError, StripeUnavailableError
+from ingestor.errors import CursorGoneError, IngestError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
@@ -503,13 +503,24 @@ class StripeImporter:
         """Pages one slice to its end (or the pass's), one acknowledged page at a time, while the claim holds."""
         resource = BY_NAME[piece.resource]
         while run.going():
+            # Up to the oldest second published (the cursor's): the same page with a cursor, and without one (gone
+            # at Stripe) the top of that second, read again.
             query: dict[str, Any] = {"limit": self._settings.page_limit, **resource.list_params,
-                                     "created": {"gte": piece.range_start, "lte": piece.range_end}}
+                                     "created": {"gte": piece.range_start, "lte": piece.left()[1]}}
             if piece.last_object_id:
                 query["starting_after"] = piece.last_object_id
             requested_start = piece.range_start
             async with self._pages_in_flight:
-                page = await self._fetch(session, resource.name, query)
+                try:
+                    page = await self._fetch(session, resource.name, query)
+                except CursorGoneError:  # deleted since it was published: retried as it is, it fails for ever
+                    log.warning("the import's cursor object is gone at Stripe; reading its second again",
+                                connection_id=session.connection.connection_id, resource=resource.name)
+                    piece.last_object_id = None
+                    if not await self._checkpoints.forget_cursor(piece, self._worker_id):
+                        piece.done = True  # not ours any more
+                        return
+                    continue
                 fetched = time.monotonic()
                 connection = session.connection
                 try:

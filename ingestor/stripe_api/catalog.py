@@ -24,18 +24,23 @@ class Resource:
     permission: str
     dashboard_label: str
     list_params: Mapping[str, Any]
+    # Listed whatever its age, not only within the import's window (`EARLIEST_CREATED` on).
+    whole_history: bool = False
 
 
 IMPORTED: Final = (
     Resource("customers", "customer", "rak_customer_read", "Customers", {}),
     # Refunds expanded: their own dates (a charge snapshot alone only says how much was refunded).
     Resource("charges", "charge", "rak_charge_read", "Charges", {"expand": ["data.refunds"]}),
-    # Discounts expanded with their coupons: forever coupons decide MRR (this needs the coupon permission).
+    # Discounts expanded with their coupons: forever coupons decide MRR (this needs the coupon permission). Every
+    # one, whatever its age: a subscription created before the window may be live now, and MRR counts it (within
+    # the window only, a business older than the window lost every such subscription from its MRR, silently).
     Resource("subscriptions", "subscription", "rak_subscription_read", "Subscriptions",
-             {"status": "all", "expand": list(DISCOUNT_EXPANSIONS_IN_LIST)}),
+             {"status": "all", "expand": list(DISCOUNT_EXPANSIONS_IN_LIST)}, whole_history=True),
     Resource("invoices", "invoice", "rak_invoice_read", "Invoices", {}),
     Resource("payment_intents", "payment_intent", "rak_payment_intent_read", "PaymentIntents", {}),
 )
+EARLIEST_CREATED: Final = 0  # where a resource read whole starts (Unix time): no object of Stripe's is older
 EVENTS: Final = Resource("events", "event", "rak_event_read", "Events", {})
 # Coupons: a subscription's discounts name them, and MRR counts forever coupons. Since 2024-04 Stripe
 # names a subscription's discounts by id; expanding them (and their coupons) needs this permission.

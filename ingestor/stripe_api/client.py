@@ -27,6 +27,7 @@ import stripe
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ingestor.errors import (
+    CursorGoneError,
     IngestError,
     KeyInvalidError,
     PermissionMissingError,
@@ -140,6 +141,8 @@ def translate_stripe_error(exc: stripe.StripeError) -> IngestError:
         return error
     if isinstance(exc, stripe.APIConnectionError):
         return StripeUnavailableError("Stripe could not be reached (network error)")
+    if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing" and exc.param == "starting_after":
+        return CursorGoneError("the list's starting_after object no longer exists at Stripe (deleted since)")
     status = exc.http_status or 0
     if status >= 500 or isinstance(exc, stripe.APIError):
         return StripeUnavailableError(f"Stripe failed with HTTP {status or 'error'}")

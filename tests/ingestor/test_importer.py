@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ingestor.sources import page_pool
-from ingestor.sources.checkpoints import PostgresCheckpoints
+from ingestor.sources.checkpoints import PostgresCheckpoints, run_window
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.key_session import StopReading
@@ -31,9 +31,9 @@ from schemas import Envelope
 from service.cli import main as cli
 from service.worker import Worker, import_until_done, render_reconcile
 from stripe_sim import SimServer
-from tests.helpers import wait_for
+from tests.helpers import month_of, wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
-from tests.projections.support import daily_figures, project_until_idle
+from tests.projections.support import daily_figures, mrr_figures, project_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,77 @@ async def test_a_12_month_account_imports_completely_as_snapshots(
     assert (await worker.importer.run_connection(connection_id)).state == "done"
     again = await published_envelopes(control.settings, 2 * len(envelopes))
     assert Counter(e.event_id for e in again) == Counter({e.event_id: 2 for e in envelopes})
+
+
+async def test_subscriptions_older_than_the_window_are_imported_and_count_in_todays_mrr(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """An account with two years of history, imported over the last twelve months. Subscriptions were listed within
+    the window like the rest: every one created before it and live today was left out of MRR, silently. They are
+    listed whatever their age now; the other resources stay within the window."""
+    account = sim.create_account(customers=40, months=24).id
+    sim.set_rate_limit(account, 1000)
+    tenant, _, connection_id, _ = await connect(control, sim, account)
+    outcome, = await worker.importer.run_pending(among={connection_id})
+    assert outcome.state == "done", outcome
+    start, end = run_window(await control.checkpoints.import_checkpoints(connection_id))
+    assert end - start < 370 * 86400  # the charges, invoices... of the last twelve months only
+
+    store = sim.state.accounts[account].store(False)
+    old_and_live = [s for s in store.all("subscription")
+                    if s["created"] < start and s["status"] in ("active", "past_due")]
+    assert len(old_and_live) >= 3  # what this test is about is in its history
+    served = sim_objects(sim, account)
+    expected = {kind: ids if kind == "subscription" else
+                {o["id"] for o in store.all(kind) if o["id"] in ids and start <= o["created"] <= end}
+                for kind, ids in served.items()}
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
+    assert by_type(envelopes) == expected
+
+    await project_until_idle(control.settings, control.pool)
+    truth = sim.ground_truth(account)
+    this_month = month_of(truth["as_of"])
+    async with control.pool.acquire() as conn:
+        mrr = await mrr_figures(conn, tenant)
+    assert mrr[this_month] == {currency: mrr for currency, mrr in truth["mrr"][this_month].items() if mrr > 0}
+
+
+async def test_a_cursor_deleted_at_stripe_between_passes_is_read_past_and_the_import_finishes(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """Stripe refuses a list whose `starting_after` names an object deleted since (400 `resource_missing`, `param:
+    starting_after`; a draft invoice, a plan). The import sent its stored cursor again every pass, and never finished.
+    It now reads the cursor's second again from its top (what it publishes twice is deduplicated downstream)."""
+    account = sim.create_account(customers=300).id
+    sim.set_rate_limit(account, 1000)
+    sim.set_faults({"kind": "latency", "latency_ms": 50})
+    _, _, connection_id, _ = await connect(control, sim, account)
+    stop = asyncio.Event()
+    first_pass = asyncio.create_task(worker.importer.run_pending(stop, among={connection_id}))
+    await wait_for(lambda: _cursor_mid_slice(control, connection_id, "invoices"), 60, "an invoices slice part-paged")
+    stop.set()
+    await first_pass
+    cursor = await _cursor_mid_slice(control, connection_id, "invoices")
+    assert cursor is not None  # the pass ended with an invoices slice part-paged
+    sim.state.accounts[account].store(False).remove("invoice", cursor)  # deleted at Stripe meanwhile
+    sim.set_faults()
+
+    outcome = await asyncio.wait_for(import_until_done(worker, connection_id, 0.1), 60)
+    assert outcome.state == "done", outcome
+    expected = sim_objects(sim, account)
+    expected["invoice"].add(cursor)  # published before it was deleted
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
+    assert by_type(envelopes) == expected  # nothing below the cursor left out
+    health = await control.store.get_connection(connection_id)
+    assert health is not None and health.last_error_code == "stripe_cursor_gone"  # shown, not silent
+
+
+async def _cursor_mid_slice(control: ControlClient, connection_id: str, resource: str) -> str | None:
+    """The cursor of one of the resource's slices that has paged some of its range and not all."""
+    cursor: str | None = await control.pool.fetchval(
+        "SELECT last_object_id FROM import_slices WHERE connection_id = $1 AND resource = $2 AND NOT done "
+        "AND last_object_id IS NOT NULL ORDER BY slice_id LIMIT 1", connection_id, resource)
+    return cursor
 
 
 async def test_a_429_storm_and_5xx_bursts_lose_nothing(control: ControlClient, worker: Worker, sim: SimServer) -> None:

@@ -69,17 +69,22 @@ class ImportCheckpoint:
     pass_started_at: datetime | None = None
     objects_at_pass_start: int = 0
     updated_at: datetime | None = None
+    listed_from: int | None = None  # where its listing starts, if before the window (`Resource.whole_history`)
 
     def covered(self) -> float:
-        """Returns the share of the window paged so far."""
+        """Returns the share of what it lists (the window, and before it for a resource read whole) paged so far."""
         if self.done:
             return 1.0
-        span = max(1, self.window_end - self.window_start)
+        span = max(1, self.window_end - self.first_listed())
         if self.covered_s is not None:
             return min(1.0, max(0.0, self.covered_s / span))
         if self.oldest_created is None:
             return 0.0
         return min(1.0, max(0.0, (self.window_end - self.oldest_created) / span))
+
+    def first_listed(self) -> int:
+        """Where its listing starts: the window's start, or before it for a resource read whole."""
+        return self.window_start if self.listed_from is None else min(self.listed_from, self.window_start)
 
     def objects_per_s(self) -> float | None:
         """Objects published per second over the current (or last) pass; None before a pass has run a second."""
@@ -166,10 +171,10 @@ class PostgresCheckpoints:
         self, connection_id: str, resources: Sequence[str], window_start: int, window_end: int, reason: str
     ) -> str:
         """Starts a new import run over the window (replacing any earlier run); returns its run id. A resource read
-        whole (`Resource.whole_history`: subscriptions) is listed from `EARLIEST_CREATED` to the window's end."""
+        whole (`Resource.whole_history`: subscriptions) is listed from `EARLIEST_CREATED` (`listed_from`)."""
         run_id = "imp_" + secrets.token_hex(6)
-        starts = [EARLIEST_CREATED if name in BY_NAME and BY_NAME[name].whole_history else window_start
-                  for name in resources]
+        listed_from = [EARLIEST_CREATED if name in BY_NAME and BY_NAME[name].whole_history else None
+                       for name in resources]
         async with self._pool.acquire() as conn, conn.transaction():
             # Lock order, as in every statement that touches both: the runs' rows, then the slices' (a page saved
             # meanwhile locks its run's row, then its slice's: the other way round, the two could deadlock).
@@ -179,15 +184,15 @@ class PostgresCheckpoints:
             await conn.execute(
                 """INSERT INTO import_runs (connection_id, resource, run_id, reason, window_start, window_end,
                                             last_object_id, oldest_created, objects_published, done_at, paused_reason,
-                                            started_at, updated_at)
-                   SELECT $1, r, $3, $4, s, $6, NULL, NULL, 0, NULL, NULL, now(), now()
-                     FROM unnest($2::text[], $5::bigint[]) AS w (r, s)
+                                            started_at, updated_at, listed_from)
+                   SELECT $1, r, $3, $4, $5, $6, NULL, NULL, 0, NULL, NULL, now(), now(), f
+                     FROM unnest($2::text[], $7::bigint[]) AS w (r, f)
                    ON CONFLICT (connection_id, resource) DO UPDATE
-                      SET run_id = $3, reason = $4, window_start = excluded.window_start, window_end = $6,
+                      SET run_id = $3, reason = $4, window_start = $5, window_end = $6, listed_from = excluded.listed_from,
                           last_object_id = NULL,
                           oldest_created = NULL, objects_published = 0, done_at = NULL, paused_reason = NULL,
                           started_at = now(), updated_at = now(), pass_started_at = NULL, objects_at_pass_start = 0""",
-                connection_id, list(resources), run_id, reason, starts, window_end,
+                connection_id, list(resources), run_id, reason, window_start, window_end, listed_from,
             )
         return run_id
 
@@ -196,7 +201,7 @@ class PostgresCheckpoints:
         rows = await self._pool.fetch(
             """SELECT r.connection_id, r.resource, r.run_id, r.reason, r.window_start, r.window_end, r.last_object_id,
                       r.oldest_created, r.objects_published, r.done_at IS NOT NULL AS done, r.paused_reason,
-                      r.pass_started_at, r.objects_at_pass_start, r.updated_at,
+                      r.pass_started_at, r.objects_at_pass_start, r.updated_at, r.listed_from,
                       (SELECT sum(CASE WHEN s.done THEN s.range_end - s.range_start + 1
                                        ELSE s.range_end - GREATEST(s.range_start - 1, coalesce(s.oldest_created, s.range_end))
                                   END)::bigint
@@ -223,6 +228,9 @@ class PostgresCheckpoints:
             ranges = [(checkpoint.window_start, checkpoint.window_end)]
         else:
             ranges, cursor = initial_ranges(checkpoint.window_start, checkpoint.window_end, initial), (None, None)
+            if checkpoint.listed_from is not None and checkpoint.listed_from < checkpoint.window_start:
+                # The time before the window is a slice of its own, paged (and split) by what its own pages show.
+                ranges.insert(0, (checkpoint.listed_from, checkpoint.window_start - 1))
         async with self._pool.acquire() as conn, conn.transaction():
             if await conn.fetchval("SELECT run_id FROM import_runs WHERE connection_id = $1 AND resource = $2 FOR UPDATE",
                                    checkpoint.connection_id, checkpoint.resource) != checkpoint.run_id:

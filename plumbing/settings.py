@@ -190,7 +190,9 @@ class ImporterSettings(BaseModel):
     # The most requests one connection's import keeps in flight, each paging its own time slice; it keeps
     # as many as fill the budget (requests/s × the time a page takes: 90/s × 0.6 s = 54), up to this.
     slices_in_flight: int = Field(default=96, ge=1, le=512)
-    # The most pages one worker process has in flight across all the connections it imports.
+    # The most pages one worker process has in flight across all the connections it imports; each connection
+    # importing at the same time holds its share at most (this over their number), so a rate-limited one cannot
+    # hold them all.
     pages_in_flight: int = Field(default=128, ge=1)
     # Processes that turn listed pages into records (parsing, redacting, hashing, encoding: most of the import's
     # CPU), shared by every import of the worker; 0 does it in the worker's own process. Default: one per CPU.

@@ -28,6 +28,7 @@ from ingestor.connections.status import STATUSES
 from ingestor.errors import CursorGoneError, IngestError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
+from ingestor.sources.fair_share import FairShares
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.read_alone_marks import MarkAction, ReadAloneMarks
@@ -251,8 +252,9 @@ class StripeImporter:
         self._on_done = on_done  # e.g. the check against Stripe that follows every import
         self._worker_id = claimant_id()  # who holds a slice's claim
         # Pages in flight in this process across every connection: bounds its memory and sockets, and once its
-        # CPU is the limit, more would only wait longer.
-        self._pages_in_flight = asyncio.Semaphore(settings.pages_in_flight)
+        # CPU is the limit, more would only wait longer. Each connection importing holds its share at most: a
+        # tenant whose account is rate-limited keeps its pages waiting for tokens, and must not hold everyone's.
+        self._pages_in_flight = FairShares(settings.pages_in_flight)
         self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes,
                                cpu_limit_s=settings.page_cpu_limit_s)
         self._loop_lag = LoopLag()
@@ -304,6 +306,12 @@ class StripeImporter:
     async def run_connection(self, connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
         """Runs one pass (at most `pass_s`, and until `stop` is set) over what is left of the connection's run,
         sharing the slices with any other process importing it."""
+        # Counted in the shares of pages in flight before its first await: the passes of a round start together,
+        # and none takes more than its share before the others are counted.
+        with self._pages_in_flight.importing(connection_id):
+            return await self._run_connection(connection_id, stop)
+
+    async def _run_connection(self, connection_id: str, stop: asyncio.Event | None) -> ImportOutcome:
         asked_at = time.monotonic()
         connection = await self._store.get_connection(connection_id)
         if connection is None or STATUSES[connection.status].stops_reading:
@@ -510,7 +518,7 @@ class StripeImporter:
             if piece.last_object_id:
                 query["starting_after"] = piece.last_object_id
             requested_start = piece.range_start
-            async with self._pages_in_flight:
+            async with self._pages_in_flight.permit(piece.connection_id):
                 try:
                     page = await self._fetch(session, resource.name, query)
                 except CursorGoneError:  # deleted since it was published: retried as it is, it fails for ever

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from ingestor.sources import page_pool
 from ingestor.sources.checkpoints import PostgresCheckpoints, run_window
 from ingestor.sources.deps import SourceDeps
+from ingestor.sources.fair_share import FairShares
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.key_session import StopReading
 from ingestor.sources.page_pool import PagePool
@@ -573,6 +574,37 @@ async def test_an_unexpected_error_in_one_tenants_import_leaves_the_others_going
     assert outcomes[broken_connection].state == "failed"
     assert outcomes[broken_connection].detail.startswith("ValueError at ")
     assert "4242" not in outcomes[broken_connection].detail
+
+
+async def test_a_tenant_whose_account_is_rate_limited_does_not_hold_up_another_tenants_import(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's own systems use its account's limit: Stripe answers 429, and every process waits it out, the
+    tenant's slices queued for tokens, each holding one of the worker's pages in flight. With one pool for all, that
+    tenant came to hold them all, and every other import stood still until its block ended. Here the worker has 4
+    pages in flight; the blocked tenant holds its share, and the other tenant's import finishes meanwhile."""
+    blocked, healthy = sim.create_account(customers=30).id, sim.create_account(customers=5).id
+    for account in (blocked, healthy):
+        sim.set_rate_limit(account, 1000)
+    _, _, blocked_connection, _ = await connect(control, sim, blocked, name="Blocked")
+    _, _, healthy_connection, _ = await connect(control, sim, healthy, name="Healthy")
+    monkeypatch.setattr(worker.importer, "_pages_in_flight", FairShares(4))
+    await control.pool.execute(  # a 429 with Retry-After: 8, as every process of the account sees it
+        "INSERT INTO stripe_request_budgets (budget_key, tokens, refilled_at, blocked_until) "
+        "VALUES ($1, 0, clock_timestamp(), clock_timestamp() + interval '8 seconds') ON CONFLICT (budget_key) DO "
+        "UPDATE SET blocked_until = excluded.blocked_until", blocked_connection)
+    stop = asyncio.Event()
+    passes = asyncio.create_task(worker.importer.run_pending(stop, among={blocked_connection, healthy_connection}))
+    try:
+        await wait_for(lambda: _imported(control, healthy_connection), 6, "the other tenant's import, meanwhile")
+        assert not await _imported(control, blocked_connection)
+    finally:
+        stop.set()
+        await passes
+
+
+async def _imported(control: ControlClient, connection_id: str) -> bool:
+    return all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
 
 
 def dies_on_a_tenants_charges(hostile_tenant: str, marker: str, body: bytes, resource: str, tenant_id: str,

@@ -1,0 +1,96 @@
+"""The pages one worker has in flight, shared fairly among the connections it imports.
+
+A page holds its permit from its request's turn in the budget to Kafka's acknowledgement of its records (the page's
+memory). A tenant whose Stripe account is rate-limited (its own systems use the limit, and every process waits out
+the 429s) keeps its slices waiting for tokens, each with a permit: with one pool for all, two such tenants held the
+worker's 128 and every other import stood still. Each connection importing here may hold its share of them (the
+total over the connections importing now, at least one); a share not used is free for the others while none waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+
+class FairShares:
+    """`total` permits; a connection importing here holds at most its share while others import too."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self._in_use = 0
+        self._held: dict[str, int] = {}
+        self._importing: dict[str, int] = {}  # connection → its passes running here (one, unless run twice)
+        self._waiters: deque[tuple[str, asyncio.Future[None]]] = deque()
+
+    def share(self) -> int:
+        """What one connection may hold: the total over the connections importing here, at least one."""
+        return max(1, self.total // max(1, len(self._importing)))
+
+    @contextmanager
+    def importing(self, connection: str) -> Iterator[None]:
+        """The connection's pass runs here: its share counts it."""
+        self._importing[connection] = self._importing.get(connection, 0) + 1
+        try:
+            yield
+        finally:
+            self._importing[connection] -= 1
+            if not self._importing[connection]:
+                del self._importing[connection]
+            self._grant()  # the others' shares grew
+
+    @asynccontextmanager
+    async def permit(self, connection: str) -> AsyncIterator[None]:
+        """Holds one of the connection's permits for the block (waits for one first)."""
+        await self._acquire(connection)
+        try:
+            yield
+        finally:
+            self._release(connection)
+
+    def held(self, connection: str) -> int:
+        return self._held.get(connection, 0)
+
+    def _grantable(self, connection: str) -> bool:
+        return self._in_use < self.total and self._held.get(connection, 0) < self.share()
+
+    async def _acquire(self, connection: str) -> None:
+        if self._grantable(connection) and not any(c == connection for c, _ in self._waiters):
+            self._take(connection)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((connection, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(connection)  # granted as it was cancelled: the next one gets it
+            else:
+                self._waiters.remove((connection, waiter))
+            raise
+
+    def _take(self, connection: str) -> None:
+        self._in_use += 1
+        self._held[connection] = self._held.get(connection, 0) + 1
+
+    def _release(self, connection: str) -> None:
+        self._in_use -= 1
+        self._held[connection] -= 1
+        if not self._held[connection]:
+            del self._held[connection]
+        self._grant()
+
+    def _grant(self) -> None:
+        """Wakes the longest-waiting requests that may take a permit now, in order of arrival."""
+        for entry in list(self._waiters):
+            if self._in_use >= self.total:
+                return
+            connection, waiter = entry
+            if waiter.done():
+                self._waiters.remove(entry)
+            elif self._grantable(connection):
+                self._waiters.remove(entry)
+                self._take(connection)
+                waiter.set_result(None)

@@ -96,7 +96,7 @@ async def test_requests_whose_leased_tokens_a_429_voided_are_still_served(two_po
     assert all(t.exception() is None for t in done)
 
 
-async def test_requests_an_import_gave_up_leave_no_more_than_a_leases_remainder_to_send_later(
+async def test_requests_an_import_gave_up_leave_nothing_to_send_later(
         two_pools: list[asyncpg.Pool]) -> None:
     """Requests cancelled while they queue for tokens (an import's pages, were it stopped so): the tokens leased
     for them (up to the horizon ahead) come due with no one to take them. Kept, the next import of this process

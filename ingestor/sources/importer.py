@@ -449,8 +449,18 @@ class StripeImporter:
                     log.warning("renewing the import's claims failed; trying again", connection_id=connection_id,
                                 error=repr(exc))
 
+        def renewal_ended(task: asyncio.Task[None]) -> None:
+            """The renewal failed for good (not Postgres away: a bug): the claims would lapse while the slices are
+            paged, and another process page them too. The pass stops at its next pages."""
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                log.error("renewing the import's claims failed; the pass stops", connection_id=connection_id,
+                          error=error_site(error))
+                run.stop.set()
+
         await join()
         renewing = asyncio.create_task(keep_claims())
+        renewing.add_done_callback(renewal_ended)
         try:
             with self._loop_lag.watching():
                 results = await asyncio.gather(*(worker() for _ in range(most)),
@@ -540,6 +550,8 @@ class StripeImporter:
                 del page
                 if listed.items is None:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by
+                if listed.has_more and not listed.items:  # taken for the end, the rest of the slice was never read
+                    raise StripeUnavailableError("Stripe listed no objects and said there were more")
                 while (split := run.splitting.get(piece.key)) is not None:
                     await split.wait()  # its new start is known once it is done (no await from here to the publish)
                 if piece.key in run.unsure:

@@ -24,6 +24,7 @@ from ingestor.sources.deps import SourceDeps
 from ingestor.sources.fair_share import FairShares
 from ingestor.sources.importer import ImportOutcome, StripeImporter
 from ingestor.sources.key_session import StopReading
+from ingestor.sources.listed_pages import ListedPage
 from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
 from ingestor.sources.slices import ImportSlice
@@ -605,6 +606,62 @@ async def test_a_tenant_whose_account_is_rate_limited_does_not_hold_up_another_t
 
 async def _imported(control: ControlClient, connection_id: str) -> bool:
     return all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
+
+
+async def test_a_page_that_says_more_with_no_objects_does_not_end_its_slice(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page with no objects that says `has_more` was taken for the end of its slice: the rest of the slice's range
+    was never read, and the import said done. It is a failure to try again, as a 5xx is."""
+    account = sim.create_account(customers=30).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    pages = worker.importer._pages
+    listed_page = pages.listed_page
+    emptied: list[str] = []
+
+    async def first_charges_page_empty(body, resource, *args):  # type: ignore[no-untyped-def]
+        listed = await listed_page(body, resource, *args)
+        if resource == "charges" and not emptied:
+            emptied.append(resource)
+            return ListedPage([], True)
+        return listed
+
+    monkeypatch.setattr(pages, "listed_page", first_charges_page_empty)
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"
+    assert emptied
+    expected = sim_objects(sim, account)
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
+    assert by_type(envelopes) == expected  # the emptied page's slice was read to its end
+
+
+async def test_a_claim_renewal_that_fails_for_good_stops_the_pass(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task renewing a pass's claims ended quietly on an error that is not Postgres being away (a bug): the
+    slices went on being paged while their claims lapsed, and another process could claim and page them too. The
+    pass stops at its next pages; the import goes on in a later pass."""
+    account = sim.create_account(customers=300).id
+    sim.set_rate_limit(account, 1000)
+    sim.set_faults({"kind": "latency", "latency_ms": 100})
+    _, _, connection_id, _ = await connect(control, sim, account)
+    checkpoints = worker.importer._checkpoints
+    join_import = checkpoints.join_import
+    joined: list[float] = []
+
+    async def failing_after_the_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        joined.append(time.monotonic())
+        if len(joined) > 1:
+            raise ValueError("a bug in the renewal")
+        return await join_import(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "join_import", failing_after_the_first)
+    outcome = await asyncio.wait_for(worker.importer.run_connection(connection_id), 30)
+    sim.set_faults()
+    assert outcome.state != "done", outcome  # it stopped well before its end (the whole import takes seconds)
+    assert not all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
+    monkeypatch.setattr(checkpoints, "join_import", join_import)
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"  # and goes on in the next pass
 
 
 def dies_on_a_tenants_charges(hostile_tenant: str, marker: str, body: bytes, resource: str, tenant_id: str,

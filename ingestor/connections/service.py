@@ -107,8 +107,9 @@ def import_window(now: float, months: int) -> tuple[int, int]:
 def import_progress_json(checkpoints: list[ImportCheckpoint],
                          read_alone_since: datetime | None = None) -> dict[str, Any]:
     """Returns the import's progress: per resource objects published, share of the window covered, objects per
-    second over the current pass and an estimated time left (None while too little is known), and since when its
-    pages are read one at a time (a page of the account killed the process reading it; None: they are not)."""
+    second since the import last stood still and an estimated time left (None while too little is known), and
+    since when its pages are read one at a time (a page of the account killed the process reading it; None: they
+    are not)."""
     if not checkpoints:
         return {"state": "none", "resources": {}, "read_alone_since": _iso(read_alone_since)}
     first = checkpoints[0]

@@ -34,6 +34,8 @@ def _columns(slices: Collection[tuple[str, str, int]]) -> tuple[list[str], list[
     return [r for r, _, _ in slices], [run for _, run, _ in slices], [i for _, _, i in slices]
 
 
+RATE_GAP_S = 30.0  # an import with no page saved for this long starts a new rate with its next pass
+
 # A slice's page saved, or False (nothing saved) if its claim was lost or a newer run replaced this one.
 SAVE_SLICE_PAGE = "SELECT import_save_slice_page($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
@@ -213,10 +215,15 @@ class PostgresCheckpoints:
         return [ImportCheckpoint(**dict(r)) for r in rows]
 
     async def begin_pass(self, connection_id: str) -> None:
-        """Marks the start of an importer pass over the connection's unfinished resources (for their rate)."""
+        """Marks the start of an importer pass over the connection's unfinished resources (for their rate), unless
+        one is under way: a resource saved a page within `RATE_GAP_S`. Every pass of every process started a new rate:
+        with two workers, a second process looking in every few seconds left the rate over a few seconds or none, and
+        the time left blank."""
         await self._pool.execute(
             """UPDATE import_runs SET pass_started_at = now(), objects_at_pass_start = objects_published, updated_at = now()
-                WHERE connection_id = $1 AND done_at IS NULL""", connection_id)
+                WHERE connection_id = $1 AND done_at IS NULL
+                  AND (pass_started_at IS NULL OR updated_at < now() - make_interval(secs => $2))""",
+            connection_id, RATE_GAP_S)
 
     async def prepare_slices(self, checkpoint: ImportCheckpoint, initial: int) -> None:
         """Makes the resource's first slices for its run unless it has some (several processes may race: one wins).

@@ -181,3 +181,28 @@ async def test_a_half_given_to_another_process_keeps_its_guess_and_sees_a_burst_
     claimed.read_page([100 * day - 1] * 100)  # its first page: 100 objects within its top second
     guess = claimed.inherited_density or 0.0
     assert claimed.in_burst() and claimed.objects_left() == 100 * 100 + guess * (100 * day - 1 - 100)
+
+
+async def test_a_pass_starts_a_new_rate_only_after_the_import_stood_still(
+        control: ControlClient, sim: SimServer) -> None:
+    """Every pass of every process started the import's rate again: with two workers, the second looked in every few
+    seconds, so the rate covered a few seconds or none, and the page showed no time left."""
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints, pool = control.checkpoints, control.pool
+    await checkpoints.start_import(connection_id, ["charges"], 0, 10_000, "on_demand")
+    await checkpoints.begin_pass(connection_id)
+    started = await pool.fetchval("SELECT pass_started_at FROM import_runs WHERE connection_id = $1 "
+                                  "AND resource = 'charges'", connection_id)
+    assert started is not None
+    await pool.execute("UPDATE import_runs SET pass_started_at = pass_started_at - interval '20 seconds', "
+                       "objects_published = 500 WHERE connection_id = $1", connection_id)  # paged since, by anyone
+    await checkpoints.begin_pass(connection_id)  # another process's pass, or this one's next
+    [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "charges"]
+    assert run.objects_at_pass_start == 0 and run.pass_started_at is not None
+    assert (run.updated_at - run.pass_started_at).total_seconds() >= 19  # the rate's window goes on
+
+    await pool.execute("UPDATE import_runs SET updated_at = now() - interval '1 minute' WHERE connection_id = $1",
+                       connection_id)  # nothing saved for a minute: stood still (paused, or no worker)
+    await checkpoints.begin_pass(connection_id)
+    [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "charges"]
+    assert run.objects_at_pass_start == 500  # a new rate from here

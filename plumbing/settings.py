@@ -19,6 +19,8 @@ ENV_PREFIX = "INGESTOR_"
 # The least burst of a request budget's bucket (ingestor/stripe_api/request_budget.py): room for the interactive
 # reserve, one bulk lease and the lag of asking for the next. A budget leaves at least this much below its limit.
 STRIPE_BUCKET_MIN_CAPACITY = 3.0
+# How late a loaded process may send a token within Stripe's limit: an account's budget leaves this much of itself.
+STRIPE_LATE_SEND_S = 0.05
 NESTED_DELIMITER = "__"
 
 
@@ -131,15 +133,17 @@ class StripeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _budgets_under_limits(self) -> StripeSettings:
-        for budget, limit in (("test_requests_per_second", "test_limit_per_second"),
-                              ("live_requests_per_second", "live_limit_per_second"),
-                              ("endpoint_requests_per_second", "endpoint_limit_per_second")):
-            if getattr(self, budget) > getattr(self, limit) - STRIPE_BUCKET_MIN_CAPACITY:
+        for budget, limit, late_s in (("test_requests_per_second", "test_limit_per_second", STRIPE_LATE_SEND_S),
+                                      ("live_requests_per_second", "live_limit_per_second", STRIPE_LATE_SEND_S),
+                                      ("endpoint_requests_per_second", "endpoint_limit_per_second", 0.0)):
+            per_second, most = getattr(self, budget), getattr(self, limit)
+            if per_second * (1 + late_s) > most - STRIPE_BUCKET_MIN_CAPACITY:
+                room = f" and {late_s * 1000:g} ms of itself" if late_s else ""
                 raise ValueError(
-                    f"stripe.{budget} ({getattr(self, budget):g}) must stay at least {STRIPE_BUCKET_MIN_CAPACITY:g} "
-                    f"below stripe.{limit} ({getattr(self, limit):g}): a budget's bucket holds that many for the "
-                    "poller's requests and the next lease, so a budget closer to the limit would send more than the "
-                    "limit in a second, and every request past it is a 429")
+                    f"stripe.{budget} ({per_second:g}) must stay at least {STRIPE_BUCKET_MIN_CAPACITY:g}{room} below "
+                    f"stripe.{limit} ({most:g}): its bucket's burst (the poller's requests and the next lease) and "
+                    "sends a little late would otherwise make more than the limit in a second, and every request past "
+                    "it is a 429")
         return self
 
     api_base: str | None = None

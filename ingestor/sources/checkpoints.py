@@ -74,19 +74,17 @@ class ImportCheckpoint:
     listed_from: int | None = None  # where its listing starts, if before the window (`Resource.whole_history`)
 
     def covered(self) -> float:
-        """Returns the share of what it lists (the window, and before it for a resource read whole) paged so far."""
+        """Returns the share of the window paged so far (a resource read whole pages the time before it too, in a
+        slice of its own: counted over decades, that slice made the share 2 % of an old account's, or 98 % of a
+        young one's after one empty page)."""
         if self.done:
             return 1.0
-        span = max(1, self.window_end - self.first_listed())
+        span = max(1, self.window_end - self.window_start)
         if self.covered_s is not None:
             return min(1.0, max(0.0, self.covered_s / span))
         if self.oldest_created is None:
             return 0.0
         return min(1.0, max(0.0, (self.window_end - self.oldest_created) / span))
-
-    def first_listed(self) -> int:
-        """Where its listing starts: the window's start, or before it for a resource read whole."""
-        return self.window_start if self.listed_from is None else min(self.listed_from, self.window_start)
 
     def objects_per_s(self) -> float | None:
         """Objects published per second over the current (or last) pass; None before a pass has run a second."""
@@ -204,9 +202,11 @@ class PostgresCheckpoints:
             """SELECT r.connection_id, r.resource, r.run_id, r.reason, r.window_start, r.window_end, r.last_object_id,
                       r.oldest_created, r.objects_published, r.done_at IS NOT NULL AS done, r.paused_reason,
                       r.pass_started_at, r.objects_at_pass_start, r.updated_at, r.listed_from,
-                      (SELECT sum(CASE WHEN s.done THEN s.range_end - s.range_start + 1
-                                       ELSE s.range_end - GREATEST(s.range_start - 1, coalesce(s.oldest_created, s.range_end))
-                                  END)::bigint
+                      (SELECT sum(GREATEST(0, CASE
+                                  WHEN s.done THEN s.range_end - GREATEST(s.range_start, r.window_start) + 1
+                                  ELSE s.range_end - GREATEST(s.range_start - 1, coalesce(s.oldest_created, s.range_end),
+                                                              r.window_start - 1)
+                              END))::bigint
                          FROM import_slices s WHERE s.connection_id = r.connection_id AND s.resource = r.resource
                           AND s.run_id = r.run_id) AS covered_s
                  FROM import_runs r WHERE r.connection_id = $1 ORDER BY r.resource""",

@@ -4,7 +4,9 @@ A page holds its permit from its request's turn in the budget to Kafka's acknowl
 memory). A tenant whose Stripe account is rate-limited (its own systems use the limit, and every process waits out
 the 429s) keeps its slices waiting for tokens, each with a permit: with one pool for all, two such tenants held the
 worker's 128 and every other import stood still. Each connection importing here may hold its share of them (the
-total over the connections importing now, at least one); a share not used is free for the others while none waits.
+total over the connections importing now, at least one). Beyond its share it may borrow free ones while no
+connection under its share waits, as long as a share's worth stays free: one big import beside fifteen small passes
+is not held to an eighth of the pages, and a tenant blocked with borrowed pages leaves the others room to go on.
 """
 
 from __future__ import annotations
@@ -54,7 +56,15 @@ class FairShares:
         return self._held.get(connection, 0)
 
     def _grantable(self, connection: str) -> bool:
-        return self._in_use < self.total and self._held.get(connection, 0) < self.share()
+        """Under its share: whenever one is free. Over it (borrowing): while no one under its share waits, and a
+        share's worth stays free."""
+        if self._in_use >= self.total:
+            return False
+        share = self.share()
+        if self._held.get(connection, 0) < share:
+            return True
+        return self._in_use < self.total - share and not any(
+            not waiter.done() and self._held.get(other, 0) < share for other, waiter in self._waiters)
 
     async def _acquire(self, connection: str) -> None:
         if self._grantable(connection) and not any(c == connection for c, _ in self._waiters):
@@ -67,7 +77,7 @@ class FairShares:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release(connection)  # granted as it was cancelled: the next one gets it
-            else:
+            elif (connection, waiter) in self._waiters:  # `_grant` may have dropped it already
                 self._waiters.remove((connection, waiter))
             raise
 
@@ -83,14 +93,16 @@ class FairShares:
         self._grant()
 
     def _grant(self) -> None:
-        """Wakes the longest-waiting requests that may take a permit now, in order of arrival."""
-        for entry in list(self._waiters):
-            if self._in_use >= self.total:
-                return
-            connection, waiter = entry
-            if waiter.done():
-                self._waiters.remove(entry)
-            elif self._grantable(connection):
-                self._waiters.remove(entry)
-                self._take(connection)
-                waiter.set_result(None)
+        """Wakes the longest-waiting requests that may take a permit now, in order of arrival: those under their
+        connection's share first, then those borrowing."""
+        for entry in [e for e in self._waiters if e[1].done()]:
+            self._waiters.remove(entry)
+        for borrowing in (False, True):
+            for entry in list(self._waiters):
+                if self._in_use >= self.total:
+                    return
+                connection, waiter = entry
+                if (self._held.get(connection, 0) >= self.share()) == borrowing and self._grantable(connection):
+                    self._waiters.remove(entry)
+                    self._take(connection)
+                    waiter.set_result(None)

@@ -463,9 +463,10 @@ class StripeImporter:
         renewing.add_done_callback(renewal_ended)
         try:
             with self._loop_lag.watching():
-                results = await asyncio.gather(*(worker() for _ in range(most)),
-                                               return_exceptions=True)
-            return list(results), run.slices_taken
+                results = list(await asyncio.gather(*(worker() for _ in range(most)), return_exceptions=True))
+            if renewing.done() and not renewing.cancelled() and renewing.exception() is not None:
+                results.append(renewing.exception())  # the pass's outcome says it failed (tried again later)
+            return results, run.slices_taken
         finally:
             if run.page_timed:  # a guess kept for the next pass would be averaged in as if measured
                 self._page_s[connection_id] = run.page_s

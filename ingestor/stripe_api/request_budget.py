@@ -43,14 +43,14 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 
 from plumbing.postgres import database_errors
-from plumbing.settings import STRIPE_BUCKET_MIN_CAPACITY
+from plumbing.settings import STRIPE_BUCKET_MIN_CAPACITY, STRIPE_LATE_SEND_S
 
 DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
 LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
 MIN_CAPACITY = STRIPE_BUCKET_MIN_CAPACITY  # room for the interactive reserve, one bulk lease and the lag of asking
-LATE_S = 0.05  # how late a loaded process may send its tokens within Stripe's limit
+LATE_S = STRIPE_LATE_SEND_S  # how late a loaded process may send its tokens within Stripe's limit
 MAX_BURST_S = 0.25  # a low budget (room left for the tenant's own systems) bursts no more than this much of it
 
 

@@ -267,7 +267,7 @@ def test_a_buckets_burst_leaves_room_for_sends_a_little_late() -> None:
         assert rate.capacity + rate.per_second * (1 + LATE_S) <= limit, (per_second, limit, rate.capacity)
         bucket = SharedBucket(None, "x", rate)  # type: ignore[arg-type]  # its arithmetic only: no lease is taken
         assert rate.capacity >= bucket.reserve + bucket.bulk_lease, (per_second, limit, rate.capacity)
-    assert LATE_S * stripe.live_requests_per_second >= 4  # a lease's remainder (3 live) and more
+    assert LATE_S * stripe.live_requests_per_second >= 4  # a few requests sent late, live
 
 
 async def test_interactive_requests_beyond_the_horizon_wait_in_the_process_not_in_the_database(

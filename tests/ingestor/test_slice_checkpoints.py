@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from ingestor.sources.checkpoints import ImportCheckpoint
 from ingestor.sources.refusals import Refused
 from stripe_sim import SimServer
 from tests.ingestor.conftest import ControlClient, connect
@@ -206,3 +207,30 @@ async def test_a_pass_starts_a_new_rate_only_after_the_import_stood_still(
     await checkpoints.begin_pass(connection_id)
     [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "charges"]
     assert run.objects_at_pass_start == 500  # a new rate from here
+
+
+async def test_subscriptions_time_before_the_window_is_a_slice_of_its_own_outside_the_progress(
+        control: ControlClient, sim: SimServer) -> None:
+    """Subscriptions are listed whatever their age: the time before the window is one slice (paged by what its own
+    pages show), and the share of the window covered leaves it out. Counted over decades, it made the share 2 % of an
+    old account's, or 98 % of a young one's after one empty page."""
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints, pool = control.checkpoints, control.pool
+    await checkpoints.start_import(connection_id, ["subscriptions"], 1_000, 2_000, "on_demand")
+
+    async def subscriptions() -> ImportCheckpoint:
+        [run] = [c for c in await checkpoints.import_checkpoints(connection_id) if c.resource == "subscriptions"]
+        return run
+
+    run = await subscriptions()
+    assert (run.window_start, run.listed_from) == (1_000, 0)
+    await checkpoints.prepare_slices(run, 2)
+    ranges = [tuple(r) for r in await pool.fetch(
+        "SELECT range_start, range_end FROM import_slices WHERE connection_id = $1 AND resource = 'subscriptions' "
+        "ORDER BY range_start", connection_id)]
+    assert ranges == [(0, 999), (1_000, 1_499), (1_500, 2_000)]
+    await pool.execute("UPDATE import_slices SET done = true WHERE connection_id = $1 AND range_start = 0", connection_id)
+    assert (await subscriptions()).covered() == 0.0  # nothing of the window yet
+    await pool.execute("UPDATE import_slices SET done = true WHERE connection_id = $1 AND range_start = 1500",
+                       connection_id)
+    assert abs((await subscriptions()).covered() - 501 / 1_000) < 1e-9

@@ -42,13 +42,15 @@ def test_bad_value_is_refused() -> None:
 
 
 def test_a_request_budget_too_close_to_stripes_limit_is_refused() -> None:
-    """A budget's bucket holds 3 requests for the poller and the next lease: a budget of 98/s against Stripe's 100 would
-    send 101 in a second. Refused by name, with the limit, before anything runs."""
-    with pytest.raises(SettingsError, match=r"live_requests_per_second \(98\) must stay at least 3 below"):
-        load_settings({"INGESTOR_STRIPE__LIVE_REQUESTS_PER_SECOND": "98"})
+    """A budget's bucket holds 3 requests for the poller and the next lease, and an account's leaves 50 ms of itself
+    for sends a little late: a budget of 97/s against Stripe's 100 would send up to 104.85 in a second. Refused by
+    name, with the limit, before anything runs."""
+    with pytest.raises(SettingsError, match=r"live_requests_per_second \(97\) must stay at least 3 and 50 ms"):
+        load_settings({"INGESTOR_STRIPE__LIVE_REQUESTS_PER_SECOND": "97"})
     with pytest.raises(SettingsError, match=r"endpoint_requests_per_second \(30\).*endpoint_limit_per_second \(25\)"):
         load_settings({"INGESTOR_STRIPE__ENDPOINT_REQUESTS_PER_SECOND": "30"})
-    assert load_settings({"INGESTOR_STRIPE__LIVE_REQUESTS_PER_SECOND": "97"}).stripe.live_requests_per_second == 97
+    assert load_settings({"INGESTOR_STRIPE__LIVE_REQUESTS_PER_SECOND": "92"}).stripe.live_requests_per_second == 92
+    assert load_settings({}).stripe.endpoint_requests_per_second == 22  # 3 below Stripe's 25 per endpoint
 
 
 def test_postgres_dsn_is_not_shown_in_repr() -> None:

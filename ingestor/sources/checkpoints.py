@@ -204,8 +204,8 @@ class PostgresCheckpoints:
                       r.pass_started_at, r.objects_at_pass_start, r.updated_at, r.listed_from,
                       (SELECT sum(GREATEST(0, CASE
                                   WHEN s.done THEN s.range_end - GREATEST(s.range_start, r.window_start) + 1
-                                  ELSE s.range_end - GREATEST(s.range_start - 1, coalesce(s.oldest_created, s.range_end),
-                                                              r.window_start - 1)
+                                  ELSE s.range_end - GREATEST(s.range_start - 1,
+                                                              coalesce(s.oldest_created, s.range_end), r.window_start - 1)
                               END))::bigint
                          FROM import_slices s WHERE s.connection_id = r.connection_id AND s.resource = r.resource
                           AND s.run_id = r.run_id) AS covered_s

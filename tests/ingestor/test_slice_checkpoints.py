@@ -229,7 +229,8 @@ async def test_subscriptions_time_before_the_window_is_a_slice_of_its_own_outsid
         "SELECT range_start, range_end FROM import_slices WHERE connection_id = $1 AND resource = 'subscriptions' "
         "ORDER BY range_start", connection_id)]
     assert ranges == [(0, 999), (1_000, 1_499), (1_500, 2_000)]
-    await pool.execute("UPDATE import_slices SET done = true WHERE connection_id = $1 AND range_start = 0", connection_id)
+    await pool.execute("UPDATE import_slices SET done = true WHERE connection_id = $1 AND range_start = 0",
+                       connection_id)
     assert (await subscriptions()).covered() == 0.0  # nothing of the window yet
     await pool.execute("UPDATE import_slices SET done = true WHERE connection_id = $1 AND range_start = 1500",
                        connection_id)

@@ -39,6 +39,8 @@ from tests.projections.support import daily_figures, mrr_figures, project_until_
 
 pytestmark = pytest.mark.integration
 
+MIGRATIONS = Path(__file__).parents[2] / "ingestor" / "connections" / "migrations"
+
 
 def by_type(envelopes: list) -> dict[str, set[str]]:  # type: ignore[type-arg]
     out: dict[str, set[str]] = {}
@@ -117,6 +119,35 @@ async def test_subscriptions_older_than_the_window_are_imported_and_count_in_tod
     envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
     assert by_type(envelopes) == expected
 
+    await project_until_idle(control.settings, control.pool)
+    truth = sim.ground_truth(account)
+    this_month = month_of(truth["as_of"])
+    async with control.pool.acquire() as conn:
+        mrr = await mrr_figures(conn, tenant)
+    assert mrr[this_month] == {currency: mrr for currency, mrr in truth["mrr"][this_month].items() if mrr > 0}
+
+
+async def test_a_connection_imported_before_subscriptions_were_read_whole_gets_its_older_ones(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """Upgrading: a connection imported before migration 0084 has its subscriptions within the window only, and
+    today's MRR leaves out every older one still live. Migration 0085 lists them again, whatever their age."""
+    account = sim.create_account(customers=40, months=24).id
+    sim.set_rate_limit(account, 1000)
+    tenant, _, connection_id, _ = await connect(control, sim, account)
+    await control.pool.execute("UPDATE import_runs SET listed_from = NULL WHERE connection_id = $1", connection_id)
+    outcome, = await worker.importer.run_pending(among={connection_id})  # as before 0084
+    assert outcome.state == "done", outcome
+    start, _ = run_window(await control.checkpoints.import_checkpoints(connection_id))
+    every = {s["id"] for s in sim.state.accounts[account].store(False).all("subscription")}
+    older = {s["id"] for s in sim.state.accounts[account].store(False).all("subscription") if s["created"] < start}
+    assert older and not older & by_type(await published_envelopes(control.settings, 1))["subscription"]
+
+    await control.pool.execute((MIGRATIONS / "0085_older_subscriptions_backfill.sql").read_text())
+    outcome, = await worker.importer.run_pending(among={connection_id})
+    assert outcome.state == "done", outcome
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in sim_objects(sim, account).values()))
+    assert by_type(envelopes)["subscription"] == every
     await project_until_idle(control.settings, control.pool)
     truth = sim.ground_truth(account)
     this_month = month_of(truth["as_of"])

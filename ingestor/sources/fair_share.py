@@ -94,15 +94,24 @@ class FairShares:
 
     def _grant(self) -> None:
         """Wakes the longest-waiting requests that may take a permit now, in order of arrival: those under their
-        connection's share first, then those borrowing."""
-        for entry in [e for e in self._waiters if e[1].done()]:
-            self._waiters.remove(entry)
-        for borrowing in (False, True):
-            for entry in list(self._waiters):
-                if self._in_use >= self.total:
-                    return
-                connection, waiter = entry
-                if (self._held.get(connection, 0) >= self.share()) == borrowing and self._grantable(connection):
-                    self._waiters.remove(entry)
-                    self._take(connection)
-                    waiter.set_result(None)
+        connection's share first, then those borrowing. Every page let go calls this, with hundreds of slices queued:
+        the queue is walked once, up to the first request no permit is left for (the borrowing rule is decided once,
+        not again for each request: once the walk is done, no one under its share waits unserved)."""
+        share = self.share()
+        passed: deque[tuple[str, asyncio.Future[None]]] = deque()
+        while self._waiters and self._in_use < self.total:
+            connection, waiter = self._waiters.popleft()
+            if waiter.done():
+                continue  # gave up
+            if self._held.get(connection, 0) < share:
+                self._take(connection)
+                waiter.set_result(None)
+            else:
+                passed.append((connection, waiter))
+        if not self._waiters:  # every one under its share was served: borrowers next, a share's worth kept free
+            while passed and self._in_use < self.total - share:
+                connection, waiter = passed.popleft()
+                self._take(connection)
+                waiter.set_result(None)
+        passed.extend(self._waiters)
+        self._waiters = passed

@@ -106,8 +106,8 @@ class ImportCheckpoint:
 
 
 def run_window(checkpoints: Sequence[ImportCheckpoint]) -> tuple[int, int]:
-    """The import's window: where its resources are read (one read whole starts earlier, and is checked against
-    Stripe within the window like the others)."""
+    """The import's window, where its resources are read and checked against Stripe (a resource read whole is
+    listed from earlier too: `listed_from`)."""
     return max(c.window_start for c in checkpoints), max(c.window_end for c in checkpoints)
 
 

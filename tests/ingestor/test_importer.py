@@ -94,6 +94,16 @@ async def test_a_12_month_account_imports_completely_as_snapshots(
     assert Counter(e.event_id for e in again) == Counter({e.event_id: 2 for e in envelopes})
 
 
+async def todays_mrr_is_stripes(control: ControlClient, sim: SimServer, account: str, tenant: str) -> None:
+    """Projects what was published and asserts this month's MRR, per currency, is the simulator's ground truth."""
+    await project_until_idle(control.settings, control.pool)
+    truth = sim.ground_truth(account)
+    this_month = month_of(truth["as_of"])
+    async with control.pool.acquire() as conn:
+        mrr = await mrr_figures(conn, tenant)
+    assert mrr[this_month] == {currency: mrr for currency, mrr in truth["mrr"][this_month].items() if mrr > 0}
+
+
 async def test_subscriptions_older_than_the_window_are_imported_and_count_in_todays_mrr(
     control: ControlClient, worker: Worker, sim: SimServer
 ) -> None:
@@ -119,12 +129,7 @@ async def test_subscriptions_older_than_the_window_are_imported_and_count_in_tod
     envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
     assert by_type(envelopes) == expected
 
-    await project_until_idle(control.settings, control.pool)
-    truth = sim.ground_truth(account)
-    this_month = month_of(truth["as_of"])
-    async with control.pool.acquire() as conn:
-        mrr = await mrr_figures(conn, tenant)
-    assert mrr[this_month] == {currency: mrr for currency, mrr in truth["mrr"][this_month].items() if mrr > 0}
+    await todays_mrr_is_stripes(control, sim, account, tenant)
 
 
 async def test_a_connection_imported_before_subscriptions_were_read_whole_gets_its_older_ones(
@@ -148,12 +153,7 @@ async def test_a_connection_imported_before_subscriptions_were_read_whole_gets_i
     assert outcome.state == "done", outcome
     envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in sim_objects(sim, account).values()))
     assert by_type(envelopes)["subscription"] == every
-    await project_until_idle(control.settings, control.pool)
-    truth = sim.ground_truth(account)
-    this_month = month_of(truth["as_of"])
-    async with control.pool.acquire() as conn:
-        mrr = await mrr_figures(conn, tenant)
-    assert mrr[this_month] == {currency: mrr for currency, mrr in truth["mrr"][this_month].items() if mrr > 0}
+    await todays_mrr_is_stripes(control, sim, account, tenant)
 
 
 async def test_a_cursor_deleted_at_stripe_between_passes_is_read_past_and_the_import_finishes(

@@ -56,7 +56,7 @@ async def published_each_object_once(control: ControlClient, sim: SimServer,
     expected = sim_objects(sim, account)
     total = sum(len(v) for v in expected.values())
     envelopes = await published_envelopes(control.settings, total)
-    assert by_type(envelopes) == expected
+    assert by_type(envelopes) == {kind: ids for kind, ids in expected.items() if ids}  # none of a kind: no key
     assert len(envelopes) == total
     return expected, envelopes
 
@@ -218,9 +218,18 @@ async def test_a_bulk_migrations_burst_is_split_into_slices_paged_at_once_and_pu
     was split below 60 s, and a slice's density was its average over the months it had paged (a few objects a day),
     so a burst was paged one page after another: 0.41 of what the budgets allow at 300 ms for 3,000 customers and
     10,000 migrated. Now the burst's slice is split again and again (its last page's density says objects go on),
-    down to seconds, and the halves' first pages go at once."""
+    down to seconds, and the halves' first pages go at once.
+
+    Customers alone: with the migrated customers' charges and invoices (six months of renewals, each a burst of its
+    own) the planner rightly splits those first, the import's long pole, and whether the customers' burst is split
+    at all then depends on which pages come back first (once in CI: two splits in it, all of the rest paged by one
+    slice)."""
     info = sim.create_account(customers=20, migrated_customers=1500, migration_s=20)
     account = info.id
+    store = sim.state.accounts[account].test
+    for kind in ("charge", "subscription", "invoice", "payment_intent"):
+        for obj_id in list(store.objects.get(kind, {})):
+            store.remove(kind, obj_id)
     sim.set_rate_limit(account, 1000)
     _, _, connection_id, _ = await connect(control, sim, account)
     created = sorted(c["created"] for c in sim.state.accounts[account].test.objects["customer"].values())

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Collection, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -367,21 +368,41 @@ class PostgresCheckpoints:
             connection_id, worker, lease_s, resources, runs, ids)
 
     async def join_import(self, connection_id: str, worker: str, lease_s: float, paging: int = 0,
-                          wants_more: bool = False) -> Peers:
+                          wants_more: bool = False, work_left: Mapping[str, float] | None = None) -> Peers:
         """Says `worker` imports the connection for `lease_s` more (renewed while its pass goes on), paging
-        `paging` slices and whether it `wants_more` than it finds; returns what the other processes importing it
-        do."""
+        `paging` slices, whether it `wants_more` than it finds, and the objects it expects left per resource
+        (`work_left`, infinite for one not known yet); returns what the other processes importing it do."""
+        resources, objects = zip(*sorted((work_left or {}).items())) if work_left else ((), ())
         row = await self._pool.fetchrow(
             """WITH joined AS (
-                   INSERT INTO import_workers (connection_id, worker_id, seen_until, paging, wants_more)
-                   VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)
+                   INSERT INTO import_workers (connection_id, worker_id, seen_until, paging, wants_more,
+                                               work_left_resources, work_left_objects)
+                   VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5, $6, $7)
                    ON CONFLICT (connection_id, worker_id) DO UPDATE
-                      SET seen_until = excluded.seen_until, paging = excluded.paging, wants_more = excluded.wants_more)
-               SELECT 1 + count(*) AS processes, coalesce(sum(paging), 0) AS paging,
-                      coalesce(bool_or(wants_more), false) AS wants_more
-                 FROM import_workers WHERE connection_id = $1 AND worker_id <> $2 AND seen_until > now()""",
-            connection_id, worker, lease_s, paging, wants_more)
-        return Peers(row["processes"], row["paging"], row["wants_more"])
+                      SET seen_until = excluded.seen_until, paging = excluded.paging, wants_more = excluded.wants_more,
+                          work_left_resources = excluded.work_left_resources,
+                          work_left_objects = excluded.work_left_objects),
+               others AS (
+                   SELECT * FROM import_workers WHERE connection_id = $1 AND worker_id <> $2 AND seen_until > now()),
+               left_per_resource AS (
+                   SELECT resource, sum(objects) AS objects
+                     FROM others, unnest(work_left_resources, work_left_objects) AS w (resource, objects)
+                    GROUP BY resource)
+               SELECT 1 + (SELECT count(*) FROM others) AS processes,
+                      (SELECT coalesce(sum(paging), 0) FROM others) AS paging,
+                      (SELECT coalesce(bool_or(wants_more), false) FROM others) AS wants_more,
+                      (SELECT coalesce(array_agg(resource ORDER BY resource), '{}') FROM import_slices
+                        WHERE connection_id = $1 AND NOT done AND claimed_by <> $2
+                          AND claimed_until > now()) AS held,
+                      (SELECT coalesce(array_agg(resource ORDER BY resource), '{}') FROM left_per_resource)
+                          AS left_resources,
+                      (SELECT coalesce(array_agg(objects ORDER BY resource), '{}') FROM left_per_resource)
+                          AS left_objects""",
+            connection_id, worker, lease_s, paging, wants_more, list(resources), list(objects))
+        if row["processes"] <= 1:  # slices claimed by a process whose row lapsed: it counts for nothing
+            return Peers()
+        return Peers(row["processes"], row["paging"], row["wants_more"], tuple(sorted(Counter(row["held"]).items())),
+                     tuple(zip(row["left_resources"], row["left_objects"])))
 
     async def leave_import(self, connection_id: str, worker: str) -> None:
         """`worker` no longer imports the connection (its pass ended); the rows of processes dead for a minute, on

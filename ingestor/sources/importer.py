@@ -155,9 +155,11 @@ class _Pass:
 
     def to_split(self) -> tuple[ImportSlice, int] | None:
         """One of this process's slices to split and where, if any is worth it (`SlicePlanner.to_split`)."""
-        per_resource = (None if self._endpoint_rate is None
-                        else slices_per_endpoint(self._endpoint_rate, self.page_s, self.peers.processes))
-        return self.planner.to_split(self.wanted(), per_resource)
+        endpoint_rate, peers = self._endpoint_rate, self.peers
+        if endpoint_rate is None:
+            return self.planner.to_split(self.wanted())
+        return self.planner.to_split(
+            self.wanted(), lambda resource: slices_per_endpoint(endpoint_rate, self.page_s, peers, resource))
 
     def has_room(self) -> bool:
         return self.planner.active_count() < self.wanted()
@@ -217,9 +219,9 @@ class _Pass:
     async def changed(self) -> None:
         """A slice paged a page, was taken or let go: a split may now be worth it. The waiters all wait for the
         same thing, so one is woken (it wakes the next once it took a slice), or all once none is left."""
-        if self._budget is not None:
-            self._budget.rank_endpoints({list_endpoint(resource): left
-                                         for resource, left in self.planner.work_left().items()})
+        if self._budget is not None:  # by the import's work left: another process's requests are ranked so too
+            self._budget.rank_endpoints({list_endpoint(resource): left for resource, left
+                                         in self.peers.with_work_left(self.planner.work_left()).items()})
         async with self._changed:
             if self.planner.active_count() or self.paged_elsewhere:
                 self._changed.notify(1)
@@ -425,7 +427,8 @@ class StripeImporter:
 
         async def join() -> None:
             peers = await self._checkpoints.join_import(connection_id, self._worker_id, SHARE_LEASE_S,
-                                                        run.planner.active_count(), run.wants_more())
+                                                        run.planner.active_count(), run.wants_more(),
+                                                        run.planner.work_left())
             changed = peers != run.peers
             run.refreshed(peers)
             if changed:

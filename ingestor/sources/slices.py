@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -241,6 +242,24 @@ class Peers:
     processes: int = 1  # this one included
     paging: int = 0  # slices the others page
     wants_more: bool = False  # one of them has room for more slices and finds none to claim or split
+    # The slices of each resource the others hold (claimed, not done), as (resource, count), sorted: a resource whose
+    # endpoint has a budget of its own pages what the others leave of that budget's count (`slices_per_endpoint`).
+    paging_by_resource: tuple[tuple[str, int], ...] = ()
+    # The objects they expect left per resource in those slices, as (resource, objects), sorted (infinite for a
+    # resource whose first page is out): the account's requests are ranked by the import's work left, not one
+    # process's (`with_work_left`).
+    work_left: tuple[tuple[str, float], ...] = ()
+
+    def paging_of(self, resource: str) -> int:
+        """Slices of `resource` the others hold."""
+        return next((count for name, count in self.paging_by_resource if name == resource), 0)
+
+    def with_work_left(self, mine: Mapping[str, float]) -> dict[str, float]:
+        """The import's objects left per resource: this process's (`mine`) and the others'."""
+        total = dict(mine)
+        for resource, objects in self.work_left:
+            total[resource] = total.get(resource, 0.0) + objects
+        return total
 
 
 ALONE = Peers()
@@ -256,22 +275,28 @@ def slices_wanted(requests_per_second: float, page_s: float, most: int, peers: P
     return min(most, share if peers.wants_more else max(share, total - peers.paging))
 
 
-def slices_per_endpoint(requests_per_second: float, page_s: float, processes: int) -> int:
-    """Slices of one resource one process pages at once when its endpoint has a budget of its own, below the
-    account's (Stripe's 25/s per endpoint in live mode): its share of what that budget keeps busy. More would only
-    wait for the endpoint's budget, while a resource with more to list waits for a slice, and each slice ends in a
-    part-empty page: on the import's long pole, every one of those is a request of its endpoint's 22/s.
+def slices_per_endpoint(requests_per_second: float, page_s: float, peers: Peers, resource: str) -> int:
+    """Slices of one resource one process splits up to when its endpoint has a budget of its own, below the
+    account's (Stripe's 25/s per endpoint in live mode): what that budget keeps busy, less what the other processes
+    importing the connection hold of it. More would only wait for the endpoint's budget, while a resource with more to
+    list waits for a slice, and each slice ends in a part-empty page: on the import's long pole, every one of those
+    is a request of its endpoint's 22/s.
 
-    Alone, a process pages Little's count plus one, without the account's headroom: `page_s` is a moving average of
-    the time a page takes but for its wait for the budget, so that count keeps the endpoint's budget busy (Little's
-    law holds for the mean, whatever the spread), and a page late now and then is covered by the endpoint bucket's
-    burst (3 live). Experiment runs at 600 ms, 3,000 customers (31.7k objects, 92 charge pages): charges in 22-23
-    slices and 100-101 requests instead of 31-34 and 107-108, the import 0.69-0.71 of what the budgets allow
-    instead of 0.67 (eight runs against three). Shared, each process pages its share with the headroom kept: a
-    process may hold only short slices of the resource while the others' shares are full, and the two runs of two
-    workers without it (0.82 and 0.87 of the ceiling, against 0.88 and 0.88) were too few to tell."""
-    headroom = 1.0 if processes <= 1 else HEADROOM
-    return math.ceil(_in_flight(requests_per_second, page_s, headroom) / max(1, processes))
+    The count is Little's plus one, without the account's headroom: `page_s` is a moving average of the time a page
+    takes but for its wait for the budget, so that count keeps the endpoint's budget busy (Little's law holds for the
+    mean, whatever the spread), and a page late now and then is covered by the endpoint bucket's burst (3 live).
+    Experiment runs at 600 ms, 3,000 customers (31.7k objects, 92 charge pages): charges in 22-23 slices and 100-101
+    requests instead of 31-34 and 107-108, the import 0.69-0.71 of what the budgets allow instead of 0.67 (eight runs
+    against three).
+
+    Shared, no process is owed a share of a resource: it splits what the others leave, and claims what they let go.
+    Each process once split up to a share of its own (half the count with the account's headroom, 1.6): each then
+    chose its splits among its own few slices of the resource, often sparse ones, and the import made 50-80 slices of
+    charges where one process makes 37 (each ending in a part-empty page): 385-390 requests where one process sends
+    366, on a bulk migration's history at 300 ms. The import was 0.82-0.85 of the ceiling in six runs (median 0.83),
+    0.83-0.90 (median 0.87) in seven with this and the ranking by the import's work left (`Peers.work_left`)."""
+    total = _in_flight(requests_per_second, page_s, headroom=1.0)
+    return max(0, total - peers.paging_of(resource))
 
 
 def _in_flight(requests_per_second: float, page_s: float, headroom: float = HEADROOM) -> int:
@@ -333,7 +358,7 @@ class SlicePlanner:
         """Where to split one of the slices, if it is worth it."""
         return split_point(piece, self._min_span_s, self._min_objects_left)
 
-    def to_split(self, wanted: int, per_resource: int | None = None) -> tuple[ImportSlice, int] | None:
+    def to_split(self, wanted: int, per_resource: Callable[[str], int] | None = None) -> tuple[ImportSlice, int] | None:
         """The slice to split and where, if any is worth it: the one with the most objects expected to be left that
         may be split, of a resource with fewer than `per_resource` slices (what its endpoint's budget keeps busy)
         and, while a resource's first page is out (nothing known of its density), fewer than half an even share of
@@ -347,12 +372,12 @@ class SlicePlanner:
         hold the count the largest one needs until they end (a whole share held charges at 17 of 22 requests/s for
         the first 4 s of a 128,000-object import at 600 ms; half: 22/s from the first second)."""
         counts = Counter(piece.resource for piece in self._active.values())
-        most = per_resource if per_resource is not None else wanted
+        most = {resource: wanted if per_resource is None else per_resource(resource) for resource in counts}
         known = {piece.resource for piece in self._active.values()  # paged, or split off a paged slice (even one
                  if piece.oldest_created is not None or piece.inherited_density is not None}  # too wide for its guess)
         if known != set(counts):  # a resource whose first page is out: nothing known of it yet
-            most = min(most, math.ceil(wanted / (2 * len(counts))))
-        candidates = sorted((piece for piece in self._active.values() if counts[piece.resource] < most),
+            most = {resource: min(most[resource], math.ceil(wanted / (2 * len(counts)))) for resource in counts}
+        candidates = sorted((piece for piece in self._active.values() if counts[piece.resource] < most[piece.resource]),
                             key=lambda piece: piece.objects_left() or 0.0, reverse=True)
         thresholds = [self._min_objects_left]
         if self._last_pages_objects is not None:  # none holds two pages: the tail (see `__init__`)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -478,6 +479,32 @@ async def test_a_worker_joining_an_import_another_pages_gets_a_share_in_its_firs
                                        connection_id) == total
     assert await control.pool.fetchval("SELECT count(*) FROM import_workers WHERE connection_id = $1",
                                        connection_id) == 0  # each left when its pass ended
+
+
+async def test_a_process_sees_the_slices_of_each_resource_and_the_work_left_the_others_hold(
+    control: ControlClient, sim: SimServer
+) -> None:
+    """What a process importing with others splits up to (`slices_per_endpoint`) and ranks its requests by
+    (`Peers.with_work_left`): the others' claims per resource, and the objects they expect left, a resource whose first
+    page is out as infinite."""
+    _, _, connection_id, _ = await connect(control, sim, sim.create_account(customers=1).id)
+    checkpoints = PostgresCheckpoints(control.pool)
+    await checkpoints.start_import(connection_id, ["charges", "invoices"], 0, 10_000, "on_demand")
+    for run in await checkpoints.import_checkpoints(connection_id):
+        await checkpoints.prepare_slices(run, 3)
+    held = [await checkpoints.claim_slice(connection_id, "a", 30) for _ in range(4)]  # the longest first: 3 + 1
+    assert all(piece is not None for piece in held)
+    await checkpoints.join_import(connection_id, "a", 30, paging=4,
+                                  work_left={"charges": 3_000.0, "invoices": math.inf})
+    peers = await checkpoints.join_import(connection_id, "b", 30, work_left={"charges": 50.0})
+    assert peers.processes == 2
+    assert dict(peers.paging_by_resource) == Counter(piece.resource for piece in held if piece is not None)
+    assert peers.work_left == (("charges", 3_000.0), ("invoices", math.inf))  # b's own are not in it
+    assert (await checkpoints.join_import(connection_id, "a", 30, paging=4)).work_left == (("charges", 50.0),)
+    await checkpoints.release_slices(connection_id, "a")
+    assert (await checkpoints.join_import(connection_id, "b", 30)).paging_by_resource == ()  # let go: none held
+    await checkpoints.leave_import(connection_id, "a")
+    assert await checkpoints.join_import(connection_id, "b", 30) == Peers()  # alone again: nothing of the others
 
 
 async def test_a_process_that_died_drops_out_of_the_share_and_renewing_is_not_joining_twice(

@@ -193,15 +193,45 @@ def test_a_resource_with_the_slices_its_endpoints_budget_keeps_busy_is_not_split
     for piece in [*charges, invoices]:
         planner.add(piece)
     assert planner.to_split(96)[0] in charges  # type: ignore[index]
-    assert planner.to_split(96, per_resource=3)[0] is invoices  # type: ignore[index]
-    assert planner.to_split(96, per_resource=1) is None
+    assert planner.to_split(96, per_resource=lambda resource: 3)[0] is invoices  # type: ignore[index]
+    assert planner.to_split(96, per_resource=lambda resource: 1) is None
 
 
 def test_a_resource_pages_what_its_endpoints_budget_keeps_busy() -> None:
     # Alone, 22/s × 0.6 s + 1: more would each end in a part-empty page, a request of the endpoint's budget.
-    assert slices_per_endpoint(22, 0.6, 1) == 15
-    assert slices_per_endpoint(22, 0.6, 2) == 12  # two processes: each its half of 22/s × 0.6 s × 1.6 + 1
-    assert slices_per_endpoint(22, 0.001, 4) == 1  # never none
+    assert slices_per_endpoint(22, 0.6, Peers(), "charges") == 15
+    assert slices_per_endpoint(22, 0.001, Peers(), "charges") == 2  # no latency: one, and one more
+
+
+def test_processes_sharing_an_import_split_what_the_others_leave_of_an_endpoints_count() -> None:
+    """No process is owed a share of a resource: each split up to its own half once, and chose its splits among its
+    own few slices of it (sparse ones too), 50-80 slices of charges where one process makes 37."""
+    other = Peers(processes=2, paging=20, paging_by_resource=(("charges", 11), ("invoices", 3)))
+    assert slices_per_endpoint(22, 0.6, other, "charges") == 4  # 15 in all
+    assert slices_per_endpoint(22, 0.6, other, "invoices") == 12
+    assert slices_per_endpoint(22, 0.6, other, "customers") == 15  # none of it held elsewhere
+    holds_all = Peers(processes=2, paging=15, paging_by_resource=(("charges", 15),))
+    assert slices_per_endpoint(22, 0.6, holds_all, "charges") == 0  # split none: it may still claim one let go
+
+    planner = SlicePlanner(60, 200)
+    charges = _slice(0, 90_000, oldest=89_000, published=1000)  # ~89,000 left
+    invoices = _slice(0, 90_000, oldest=89_000, published=100, slice_id=9, resource="invoices")  # ~8,900 left
+    planner.add(charges)
+    planner.add(invoices)
+    split_with_other = planner.to_split(96, lambda resource: slices_per_endpoint(22, 0.6, other, resource))
+    split_with_all_held = planner.to_split(96, lambda resource: slices_per_endpoint(22, 0.6, holds_all, resource))
+    assert split_with_other is not None and split_with_other[0] is charges
+    assert split_with_all_held is not None and split_with_all_held[0] is invoices
+
+
+def test_the_imports_work_left_is_every_process_s() -> None:
+    """What the account's requests are ranked by (`AccountBudget.rank_endpoints`): a process holding a few of the
+    largest resource's slices ranked them by its own few, below its other resources, and they waited 100-500 ms for
+    the account's tokens while the other process ranked them first."""
+    others = Peers(processes=2, work_left=(("charges", 30_000.0), ("invoices", 1_000.0)))
+    assert others.with_work_left({"charges": 500.0, "invoices": 4_000.0, "customers": math.inf}) == {
+        "charges": 30_500.0, "invoices": 5_000.0, "customers": math.inf}
+    assert Peers().with_work_left({"charges": 500.0}) == {"charges": 500.0}
 
 
 def test_as_many_slices_as_fill_the_budget_at_the_pages_latency() -> None:
@@ -428,3 +458,8 @@ async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_
     customers.oldest_created, customers.objects_published = 100, 9_900  # nearly done: charges go first now
     await run.changed()
     assert budget.rank("GET /v1/customers") > budget.rank("GET /v1/charges")
+    # Another process imports the same connection and holds most of the charges: ranked by this process's few, they
+    # waited 100-500 ms a time behind its customers for the account's tokens (the other process ranked them first).
+    run.refreshed(Peers(processes=2, work_left=(("charges", 20_000.0),)))
+    await run.changed()
+    assert budget.rank("GET /v1/charges") == -20_900 < budget.rank("GET /v1/customers")

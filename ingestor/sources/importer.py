@@ -29,6 +29,7 @@ from ingestor.errors import CursorGoneError, IngestError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.fair_share import FairShares
+from ingestor.sources.import_turns import ImportTurns
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.read_alone_marks import MarkAction, ReadAloneMarks
@@ -274,36 +275,74 @@ class StripeImporter:
             async with limit:
                 if stop is not None and stop.is_set():
                     return ImportOutcome(connection_id, "stopped")
-                try:
-                    return await self.run_connection(connection_id, stop)
-                except Exception as exc:
-                    if is_retriable(exc):
-                        raise  # Postgres or Kafka away: the whole pass is tried again
-                    # A bug met in one tenant's data: that import waits (tried again next pass), the others go on.
-                    log.error("import pass of a connection failed; other connections go on",
-                              connection_id=connection_id, error=error_site(exc))
-                    return ImportOutcome(connection_id, "failed", error_site(exc))
+                return await self._pass(connection_id, stop)
 
         return list(await asyncio.gather(*(one(c) for c in pending)))
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Looks for pending imports every `scan_interval_s` until `stop` is set. Cancellation stops at once."""
+    async def _pass(self, connection_id: str, stop: asyncio.Event | None) -> ImportOutcome:
+        """One pass over the connection's import; a bug met in its data is its outcome, logged (the others go on).
+        Raises what is retriable (Postgres or Kafka away)."""
+        try:
+            return await self.run_connection(connection_id, stop)
+        except Exception as exc:
+            if is_retriable(exc):
+                raise
+            log.error("import pass of a connection failed; other connections go on",
+                      connection_id=connection_id, error=error_site(exc))
+            return ImportOutcome(connection_id, "failed", error_site(exc))
+
+    async def run_forever(self, stop: asyncio.Event, among: Set[str] | None = None) -> None:
+        """Keeps up to `max_concurrent_imports` passes running, each over one pending import (or one of the
+        connections `among`), until `stop` is set; a pass that ends frees its place for the next in turn
+        (`ImportTurns`), and pending imports are looked for again then or every `scan_interval_s`. Once `stop` is
+        set, the passes running end after their pages in flight. Cancellation stops at once."""
         try:
             await self._pages.warm()
         except PagePoolBrokenError:
             log.warning("the page pool did not start; the first page starts it again")
-        while not stop.is_set():
-            try:
-                if any(o.state == "more" for o in await self.run_pending(stop)):
-                    continue
-            except Exception as exc:
-                if not is_retriable(exc):
-                    raise
-                log.warning("import pass failed; will retry", error=repr(exc))  # Postgres or Kafka away
-            try:
-                await asyncio.wait_for(stop.wait(), self._settings.scan_interval_s)
-            except asyncio.TimeoutError:
-                pass
+        turns = ImportTurns(self._settings.scan_interval_s)
+        running: dict[str, asyncio.Task[ImportOutcome]] = {}
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                places = self._settings.max_concurrent_imports - len(running)
+                if places > 0:
+                    try:
+                        pending = [c for c in await self._checkpoints.connections_with_pending_imports()
+                                   if among is None or c in among]
+                    except Exception as exc:
+                        if not is_retriable(exc):
+                            raise
+                        log.warning("looking for pending imports failed; will retry", error=repr(exc))
+                    else:
+                        turns.forget(pending)
+                        for connection_id in turns.next(pending, running, places, time.monotonic()):
+                            running[connection_id] = asyncio.create_task(self._pass(connection_id, stop),
+                                                                         name=f"import {connection_id}")
+                await asyncio.wait([stopping, *running.values()], timeout=self._settings.scan_interval_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for connection_id, task in [(c, t) for c, t in running.items() if t.done()]:
+                    del running[connection_id]
+                    turns.ended(connection_id, self._ended(connection_id, task), time.monotonic())
+            await asyncio.gather(*running.values(), return_exceptions=True)  # they end after their pages in flight
+        finally:
+            stopping.cancel()
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(stopping, *running.values(), return_exceptions=True)
+
+    @staticmethod
+    def _ended(connection_id: str, task: asyncio.Task[ImportOutcome]) -> str:
+        """How a pass of `run_forever` ended (its state); Postgres or Kafka away is logged, to be tried again."""
+        if task.cancelled():
+            return "stopped"
+        error = task.exception()
+        if error is None:
+            return task.result().state
+        if not is_retriable(error):
+            raise error
+        log.warning("import pass failed; will retry", connection_id=connection_id, error=repr(error))
+        return "retry_later"
 
     async def run_connection(self, connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
         """Runs one pass (at most `pass_s`, and until `stop` is set) over what is left of the connection's run,

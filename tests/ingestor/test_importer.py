@@ -644,6 +644,49 @@ async def test_a_tenant_whose_account_is_rate_limited_does_not_hold_up_another_t
         await passes
 
 
+async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_tenants_next_passes(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass ends after its pages in flight, and a page of a tenant whose account Stripe blocks (a 429's Retry-After)
+    waits out the block: the worker ran its passes in rounds, and every other import waited for that pass before its
+    next one. Here a pass lasts 0.2 s, the blocked tenant's 30 s; the other tenant's import takes several passes, and
+    finishes meanwhile."""
+    blocked, healthy = sim.create_account(customers=30).id, sim.create_account(customers=150).id
+    for account in (blocked, healthy):
+        sim.set_rate_limit(account, 1000)
+    _, _, blocked_connection, _ = await connect(control, sim, blocked, name="Blocked")
+    _, _, healthy_connection, _ = await connect(control, sim, healthy, name="Healthy")
+    await control.pool.execute(
+        "INSERT INTO stripe_request_budgets (budget_key, tokens, refilled_at, blocked_until) "
+        "VALUES ($1, 0, clock_timestamp(), clock_timestamp() + interval '30 seconds') ON CONFLICT (budget_key) DO "
+        "UPDATE SET blocked_until = excluded.blocked_until", blocked_connection)
+    importer = worker.importer
+    monkeypatch.setattr(importer, "_settings", importer._settings.model_copy(
+        update={"pass_s": 0.2, "scan_interval_s": 0.1}))
+    passes: list[ImportOutcome] = []
+    run_connection = importer.run_connection
+
+    async def counted(connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
+        outcome = await run_connection(connection_id, stop)
+        passes.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(importer, "run_connection", counted)
+    sim.set_faults({"kind": "latency", "latency_ms": 150})  # a few pages per pass
+    stop = asyncio.Event()
+    running = asyncio.create_task(importer.run_forever(stop, among={blocked_connection, healthy_connection}))
+    try:
+        await wait_for(lambda: _imported(control, healthy_connection), 15, "the other tenant's import, meanwhile")
+        assert not await _imported(control, blocked_connection)
+        assert sum(o.connection_id == healthy_connection for o in passes) >= 3  # it took several passes
+        assert not any(o.connection_id == blocked_connection for o in passes)  # the blocked one's first still runs
+    finally:
+        sim.set_faults()
+        stop.set()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def _imported(control: ControlClient, connection_id: str) -> bool:
     return all(c.done for c in await control.checkpoints.import_checkpoints(connection_id))
 

@@ -51,6 +51,14 @@ class StripeUnavailableError(IngestError):
     code = "stripe_unavailable"
 
 
+class StripeEmptyPageError(StripeUnavailableError):
+    """Stripe listed no objects and said there were more (`has_more`): taken for the list's end, the rest of the
+    range would never be read. Tried again, as a 5xx is, and shown in the connection's health: it may not go away
+    (something between us and Stripe that cuts bodies short, say)."""
+
+    code = "stripe_empty_page"
+
+
 class StripeRateLimitedError(StripeUnavailableError):
     """Stripe answered 429 for this account (with its Retry-After and Stripe-Rate-Limited-Reason, if sent)."""
 

@@ -25,7 +25,7 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.errors import CursorGoneError, IngestError, StripeUnavailableError
+from ingestor.errors import CursorGoneError, IngestError, StripeEmptyPageError, StripeUnavailableError
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.fair_share import FairShares
@@ -594,7 +594,9 @@ class StripeImporter:
                 if listed.items is None:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by
                 if listed.has_more and not listed.items:  # taken for the end, the rest of the slice was never read
-                    raise StripeUnavailableError("Stripe listed no objects and said there were more")
+                    empty = StripeEmptyPageError("Stripe listed no objects and said there were more")
+                    await session.failed(empty)
+                    raise empty
                 while (split := run.splitting.get(piece.key)) is not None:
                     await split.wait()  # its new start is known once it is done (no await from here to the publish)
                 if piece.key in run.unsure:

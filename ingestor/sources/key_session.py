@@ -101,6 +101,11 @@ class KeySession:
                 await self._health.succeeded(self.connection.connection_id, self._now())
             return result
 
+    async def failed(self, error: IngestError) -> None:
+        """Records in the connection's health a failure found in what Stripe answered, after the request (a page
+        that says more with no objects): the caller raises it."""
+        await self._health.failed(self.connection.connection_id, self._version, error, self._now())
+
     async def _rotated_since(self, version: int) -> bool:
         """Loads the stored key if it is newer than `version`; returns whether it was."""
         async with self._switching:

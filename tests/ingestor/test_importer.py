@@ -716,6 +716,8 @@ async def test_a_page_that_says_more_with_no_objects_does_not_end_its_slice(
     expected = sim_objects(sim, account)
     envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()))
     assert by_type(envelopes) == expected  # the emptied page's slice was read to its end
+    health = await control.store.get_connection(connection_id)
+    assert health is not None and health.last_error_code == "stripe_empty_page"  # shown: it may not go away
 
 
 async def test_a_claim_renewal_that_fails_for_good_stops_the_pass(

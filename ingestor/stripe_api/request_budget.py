@@ -269,18 +269,21 @@ class SharedBucket(Bucket):
         return int(row["granted"]), float(row["wait_s"])
 
     async def block(self, seconds: float) -> None:
+        voided = self._due + self._coming  # leased here, not sent: the bucket gets them back
         self._generation += 1  # what this process leased ahead is void: the next leases wait for the block
         self._due = self._coming = 0
         try:
             with database_errors():
-                # It refills from the block's end, from empty or what is booked ahead (promised tokens stay
-                # promised): setting the level to 0 alone, the refill counted from before the block, so the bucket
-                # came back full, and other processes' bookings were forgotten.
+                # It refills from the block's end, from empty or what other processes booked ahead (their promised
+                # tokens stay promised): setting the level to 0 alone, the refill counted from before the block, so
+                # the bucket came back full, and other processes' bookings were forgotten. This process's bookings
+                # are void, and given back: kept, they were charged again after the block (up to a quarter second
+                # of the budget waited for nothing).
                 await self.pool.execute(
                     "UPDATE stripe_request_budgets SET blocked_until = GREATEST(coalesce(blocked_until, now()), "
-                    "clock_timestamp() + make_interval(secs => $2)), tokens = LEAST(tokens, 0), refilled_at = "
+                    "clock_timestamp() + make_interval(secs => $2)), tokens = LEAST(tokens + $3, 0), refilled_at = "
                     "GREATEST(coalesce(blocked_until, now()), clock_timestamp() + make_interval(secs => $2)) "
-                    "WHERE budget_key = $1", self.key, seconds)
+                    "WHERE budget_key = $1", self.key, seconds, voided)
         finally:
             # The leaser may have ended with every waiting request's token on its way; those tokens are void
             # now, and no new request may come to start it again (an import's slices all wait here): lease for

@@ -8,7 +8,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -352,6 +352,31 @@ async def test_after_a_429s_block_the_bucket_refills_from_its_end(two_pools: lis
     assert min(sent) >= blocked_until - 0.01  # nothing during the block
     first_second = [t for t in sent if t < blocked_until + 1.0]
     assert len(first_second) <= rate.per_second + 1, len(first_second)
+
+
+async def test_a_429_gives_back_what_the_process_had_leased_ahead(two_pools: list[asyncpg.Pool]) -> None:
+    """Bulk tokens are leased up to a quarter second ahead. A 429 voids them (sent after it, they would meet the
+    block), but the bucket kept them as spent: after the block it first refilled what was never sent."""
+    rate = Rate(20.0, limit=25.0)
+    budget = RateBudgets(test=rate, pool=two_pools[0]).for_account("conn_voided", False)
+    waiting = [asyncio.create_task(budget.acquire(Priority.BULK, CHARGES)) for _ in range(40)]
+
+    async def level() -> float:
+        return float(await two_pools[1].fetchval(
+            "SELECT tokens FROM stripe_request_budgets WHERE budget_key = 'conn_voided'") or 0.0)
+
+    try:
+        await wait_for(lambda: _below(level, -2.0), 5, "tokens leased ahead of the schedule")
+        await budget.rate_limited(CHARGES, "global-rate", 0.5)
+        assert await level() == 0.0  # refilled from empty at the block's end, not from what was never sent
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def _below(level: Callable[[], Awaitable[float]], bound: float) -> bool:
+    return await level() < bound
 
 
 async def test_a_request_of_the_new_connection_before_its_seed_does_not_undo_it(two_pools: list[asyncpg.Pool]) -> None:

@@ -392,14 +392,14 @@ class PostgresCheckpoints:
                       (SELECT coalesce(sum(paging), 0) FROM others) AS paging,
                       (SELECT coalesce(bool_or(wants_more), false) FROM others) AS wants_more,
                       (SELECT coalesce(array_agg(resource ORDER BY resource), '{}') FROM import_slices
-                        WHERE connection_id = $1 AND NOT done AND claimed_by <> $2
-                          AND claimed_until > now()) AS held,
+                        WHERE connection_id = $1 AND NOT done AND claimed_until > now()
+                          AND claimed_by IN (SELECT worker_id FROM others)) AS held,
                       (SELECT coalesce(array_agg(resource ORDER BY resource), '{}') FROM left_per_resource)
                           AS left_resources,
                       (SELECT coalesce(array_agg(objects ORDER BY resource), '{}') FROM left_per_resource)
                           AS left_objects""",
             connection_id, worker, lease_s, paging, wants_more, list(resources), list(objects))
-        if row["processes"] <= 1:  # slices claimed by a process whose row lapsed: it counts for nothing
+        if row["processes"] <= 1:
             return Peers()
         return Peers(row["processes"], row["paging"], row["wants_more"], tuple(sorted(Counter(row["held"]).items())),
                      tuple(zip(row["left_resources"], row["left_objects"])))

@@ -27,9 +27,10 @@ class ImportTurns:
         self._resting_until: dict[str, float] = {}
 
     def next(self, pending: Sequence[str], running: Collection[str], places: int, now: float) -> list[str]:
-        """Up to `places` of the `pending` imports (in the database's order: oldest pass first, across workers) to
-        start now: not running here, not resting, those this worker passed over longest ago first (never first of
-        all)."""
+        """Up to `places` of the `pending` imports to start now: not running here, not resting, those this worker
+        passed over longest ago first (never, or not since they were last pending, first of all; ties in the
+        database's order). The order is this worker's: another worker may be passing over the same import (its
+        pass then shares the slices, or finds them all held and rests)."""
         self._resting_until = {c: until for c, until in self._resting_until.items() if until > now}
         free = [c for c in pending if c not in running and c not in self._resting_until]
         order = {c: i for i, c in enumerate(pending)}

@@ -30,5 +30,14 @@ def test_no_more_are_started_than_places_and_none_twice() -> None:
     turns = ImportTurns(rest_s=5.0)
     assert turns.next([f"c{n}" for n in range(10)], running=[], places=0, now=0.0) == []
     assert turns.next(["a"], running=["a"], places=3, now=0.0) == []
-    turns.forget(["b"])  # "a" no longer pending: nothing kept of it
-    assert turns.next(["b", "a"], running=[], places=2, now=1.0) == ["b", "a"]
+
+
+def test_an_import_pending_again_after_it_was_not_counts_as_never_passed_over() -> None:
+    """Paused then resumed, or done then a catch-up run: nothing is kept of its passes before."""
+    turns = ImportTurns(rest_s=5.0)
+    assert turns.next(["a", "b"], running=[], places=1, now=0.0) == ["a"]
+    turns.ended("a", "more", now=1.0)
+    assert turns.next(["a", "b"], running=[], places=1, now=1.0) == ["b"]  # "a" passed over last: "b" first
+    turns.ended("b", "more", now=2.0)
+    turns.forget(["b"])  # "a" is no longer pending
+    assert turns.next(["b", "a"], running=[], places=1, now=3.0) == ["a"]  # pending again: as if never passed over

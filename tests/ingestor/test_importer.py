@@ -649,8 +649,8 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
 ) -> None:
     """A pass ends after its pages in flight, and a page of a tenant whose account Stripe blocks (a 429's Retry-After)
     waits out the block: the worker ran its passes in rounds, and every other import waited for that pass before its
-    next one. Here a pass lasts 0.2 s, the blocked tenant's 30 s; the other tenant's import takes several passes, and
-    finishes meanwhile."""
+    next one. Here a pass lasts 0.2 s, the blocked tenant's 90 s; the other tenant's import takes several passes, and
+    finishes meanwhile (in about 5 s; with rounds, it stood still after its first pass)."""
     blocked, healthy = sim.create_account(customers=30).id, sim.create_account(customers=150).id
     for account in (blocked, healthy):
         sim.set_rate_limit(account, 1000)
@@ -658,7 +658,7 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
     _, _, healthy_connection, _ = await connect(control, sim, healthy, name="Healthy")
     await control.pool.execute(
         "INSERT INTO stripe_request_budgets (budget_key, tokens, refilled_at, blocked_until) "
-        "VALUES ($1, 0, clock_timestamp(), clock_timestamp() + interval '30 seconds') ON CONFLICT (budget_key) DO "
+        "VALUES ($1, 0, clock_timestamp(), clock_timestamp() + interval '90 seconds') ON CONFLICT (budget_key) DO "
         "UPDATE SET blocked_until = excluded.blocked_until", blocked_connection)
     importer = worker.importer
     monkeypatch.setattr(importer, "_settings", importer._settings.model_copy(
@@ -676,7 +676,7 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
     stop = asyncio.Event()
     running = asyncio.create_task(importer.run_forever(stop, among={blocked_connection, healthy_connection}))
     try:
-        await wait_for(lambda: _imported(control, healthy_connection), 15, "the other tenant's import, meanwhile")
+        await wait_for(lambda: _imported(control, healthy_connection), 60, "the other tenant's import, meanwhile")
         assert not await _imported(control, blocked_connection)
         assert sum(o.connection_id == healthy_connection for o in passes) >= 3  # it took several passes
         assert not any(o.connection_id == blocked_connection for o in passes)  # the blocked one's first still runs
@@ -685,6 +685,35 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
         stop.set()
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_worker_told_to_stop_while_it_looks_for_imports_starts_none(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the worker looks for pending imports: a pass started then would spend the worker's grace time
+    on its start (claims, the rate's new start, checkpoints) instead of finishing what is in flight."""
+    account = sim.create_account(customers=5).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    importer = worker.importer
+    stop = asyncio.Event()
+    look = importer._checkpoints.connections_with_pending_imports
+    passes: list[str] = []
+
+    async def stopped_while_looking() -> list[str]:
+        found = await look()
+        stop.set()  # the signal comes while the answer is on its way
+        return found
+
+    async def counted(connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
+        passes.append(connection_id)
+        return ImportOutcome(connection_id, "done")
+
+    monkeypatch.setattr(importer._checkpoints, "connections_with_pending_imports", stopped_while_looking)
+    monkeypatch.setattr(importer, "run_connection", counted)
+    await asyncio.wait_for(importer.run_forever(stop, among={connection_id}), 30)
+    assert passes == []
+    assert not await _imported(control, connection_id)
 
 
 async def _imported(control: ControlClient, connection_id: str) -> bool:

@@ -463,3 +463,4 @@ async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_
     run.refreshed(Peers(processes=2, work_left=(("charges", 20_000.0),)))
     await run.changed()
     assert budget.rank("GET /v1/charges") == -20_900 < budget.rank("GET /v1/customers")
+

@@ -213,6 +213,10 @@ class ImporterSettings(BaseModel):
     # restarted) takes over the slices of a worker that died.
     slice_lease_s: float = Field(default=15.0, gt=0)
     pass_s: float = Field(default=30.0, gt=0)
+    # A page still waiting for Stripe this long after its pass's time (429s retried with backoff, a block's wait) is
+    # given up: its slice is let go unsaved and the pass ends, its place free for other imports; the next pass asks
+    # for the page again.
+    page_overrun_s: float = Field(default=30.0, gt=0)
     # A check against Stripe follows every import (off: only on demand); it waits at most this long for
     # the projector to apply what was published.
     reconcile_after_import: bool = True

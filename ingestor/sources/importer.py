@@ -588,7 +588,7 @@ class StripeImporter:
             requested_start = piece.range_start
             async with self._pages_in_flight.permit(piece.connection_id):
                 try:
-                    page = await self._fetch(session, resource.name, query)
+                    page = await self._fetch_in_time(session, resource.name, query, run)
                 except CursorGoneError:  # deleted since it was published: retried as it is, it fails for ever
                     log.warning("the import's cursor object is gone at Stripe; reading its second again",
                                 connection_id=session.connection.connection_id, resource=resource.name)
@@ -661,6 +661,18 @@ class StripeImporter:
             if point is None or not run.gives_a_split():
                 return True
             return await self._split(run, piece, point, keep=False) is not None
+
+    async def _fetch_in_time(self, session: KeySession, resource: str, query: dict[str, Any], run: _Pass) -> Page:
+        """`_fetch`, given up `page_overrun_s` after the pass's time. A page of a tenant whose account Stripe keeps
+        answering 429 (its own systems at the limit) is retried with backoff, up to a minute and more: its pass held
+        its place of the worker's `max_concurrent_imports`, and a few such tenants held them all."""
+        try:
+            async with asyncio.timeout(max(0.0, run.deadline - time.monotonic()) + self._settings.page_overrun_s):
+                return await self._fetch(session, resource, query)
+        except TimeoutError:
+            raise StripeUnavailableError(
+                f"a {resource} page was still waiting for Stripe {self._settings.page_overrun_s:g} s after its pass's "
+                "time; asked for again at the next pass") from None
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
         async def request(reader: StripeReader) -> PageBody:

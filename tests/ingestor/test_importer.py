@@ -687,6 +687,31 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
         await asyncio.gather(running, return_exceptions=True)
 
 
+async def test_a_pass_whose_pages_stripe_keeps_refusing_ends_soon_after_its_time(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stripe answers 429 to every request (the tenant's own systems at the account's limit): each page is retried
+    with backoff, eight times over a minute or so, and the pass held its place of the worker's concurrent imports
+    all that time (a few such tenants held them all). A page still waiting `page_overrun_s` after the pass's time is
+    given up: the pass ends, to be tried again, with nothing of that page kept."""
+    account = sim.create_account(customers=30).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    importer = worker.importer
+    monkeypatch.setattr(importer, "_settings", importer._settings.model_copy(
+        update={"pass_s": 0.2, "page_overrun_s": 1.0}))
+    sim.set_faults({"kind": "status", "status": 429})
+    try:
+        outcome = await asyncio.wait_for(importer.run_connection(connection_id), 10)  # the retries alone: ~30 s
+    finally:
+        sim.set_faults()
+    assert outcome.state == "retry_later" and "after its pass's time" in outcome.detail, outcome
+    assert await control.pool.fetchval(
+        "SELECT coalesce(sum(objects_published), 0) FROM import_slices WHERE connection_id = $1", connection_id) == 0
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"  # Stripe answers again: it goes on
+    await published_each_object_once(control, sim, account)
+
+
 async def test_a_worker_told_to_stop_while_it_looks_for_imports_starts_none(
     control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Collection, Sequence
 
 MORE = "more"  # a pass's state when its time was up with more to do (`ImportOutcome`)
+DONE = "done"  # or when the import is done: pending again only with a new run (on demand, a catch-up), not rested
 
 
 class ImportTurns:
@@ -41,8 +42,9 @@ class ImportTurns:
         return chosen
 
     def ended(self, connection_id: str, state: str, now: float) -> None:
-        """A pass over the import ended: with more to do, it is in turn again at once; otherwise it rests."""
-        if state != MORE:
+        """A pass over the import ended: with more to do, it is in turn again at once; done, a new run of it (on
+        demand, a catch-up) starts at the next scan; otherwise it rests."""
+        if state not in (MORE, DONE):
             self._resting_until[connection_id] = now + self._rest_s
 
     def forget(self, pending: Collection[str]) -> None:

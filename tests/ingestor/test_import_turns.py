@@ -41,3 +41,11 @@ def test_an_import_pending_again_after_it_was_not_counts_as_never_passed_over() 
     turns.ended("b", "more", now=2.0)
     turns.forget(["b"])  # "a" is no longer pending
     assert turns.next(["b", "a"], running=[], places=1, now=3.0) == ["a"]  # pending again: as if never passed over
+
+
+def test_an_import_done_is_not_rested_so_a_new_run_of_it_starts_at_the_next_scan() -> None:
+    """An on-demand import asked for just after the last one finished: rested, it waited a scan interval more."""
+    turns = ImportTurns(rest_s=5.0)
+    assert turns.next(["a"], running=[], places=1, now=0.0) == ["a"]
+    turns.ended("a", "done", now=1.0)
+    assert turns.next(["a"], running=[], places=1, now=1.5) == ["a"]

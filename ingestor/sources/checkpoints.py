@@ -372,7 +372,7 @@ class PostgresCheckpoints:
         """Says `worker` imports the connection for `lease_s` more (renewed while its pass goes on), paging
         `paging` slices, whether it `wants_more` than it finds, and the objects it expects left per resource
         (`work_left`, infinite for one not known yet); returns what the other processes importing it do."""
-        resources, objects = zip(*sorted((work_left or {}).items())) if work_left else ((), ())
+        resources, objects = zip(*sorted(work_left.items())) if work_left else ((), ())
         row = await self._pool.fetchrow(
             """WITH joined AS (
                    INSERT INTO import_workers (connection_id, worker_id, seen_until, paging, wants_more,

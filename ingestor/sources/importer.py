@@ -30,7 +30,7 @@ from ingestor.errors import CursorGoneError, IngestError, StripeEmptyPageError, 
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.fair_share import FairShares
-from ingestor.sources.import_turns import ImportTurns
+from ingestor.sources.import_turns import DONE, ImportTurns
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.read_alone_marks import MarkAction, ReadAloneMarks
@@ -334,7 +334,7 @@ class StripeImporter:
                     del running[connection_id]
                     state = self._ended(connection_id, task)
                     turns.ended(connection_id, state, time.monotonic())
-                    if state == "done" and connection_id in pending:
+                    if state == DONE and connection_id in pending:
                         pending.remove(connection_id)
             for connection_id, result in zip(running, await asyncio.gather(*running.values(), return_exceptions=True)):
                 if isinstance(result, Exception):  # they end after their pages in flight
@@ -362,8 +362,8 @@ class StripeImporter:
     async def run_connection(self, connection_id: str, stop: asyncio.Event | None = None) -> ImportOutcome:
         """Runs one pass (at most `pass_s`, and until `stop` is set) over what is left of the connection's run,
         sharing the slices with any other process importing it."""
-        # Counted in the shares of pages in flight before its first await: the passes of a round start together,
-        # and none takes more than its share before the others are counted.
+        # Counted in the shares of pages in flight before its first await: passes started together (several places
+        # freed at once, or `run_pending`) are all counted before any takes more than its share.
         with self._pages_in_flight.importing(connection_id):
             return await self._run_connection(connection_id, stop)
 

@@ -110,6 +110,10 @@ class RateLimiter:
         for bucket, tokens in refilled:
             self._buckets[bucket] = (tokens - 1, now)
 
+    def arrivals(self, account_id: str, livemode: bool) -> list[float]:
+        """When each of an account's requests in a mode reached the limit (monotonic seconds, in order)."""
+        return list(self._arrivals.get((account_id, livemode), []))
+
     def observed(self, account_id: str, livemode: bool) -> dict[str, Any]:
         """What the limit saw of an account's mode: requests, how many were refused (429), the busiest
         second (most requests in any one-second window, in all and per endpoint), the mean rate from

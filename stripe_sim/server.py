@@ -172,6 +172,10 @@ class SimServer:
         """What the rate limit saw of the account's mode (requests, 429s, busiest second, mean rate)."""
         return self.limiter.observed(account_id, livemode)
 
+    def request_arrivals(self, account_id: str, livemode: bool = False) -> list[float]:
+        """When each request of the account's mode reached the rate limit (monotonic seconds, in order)."""
+        return self.limiter.arrivals(account_id, livemode)
+
     def request_counts(self, account_id: str) -> dict[str, int]:
         """Return `{"GET /v1/…?…": n}` for every request made with the account's keys."""
         return dict(self.state.request_counts.get(account_id, {}))

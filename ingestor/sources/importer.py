@@ -34,7 +34,15 @@ from ingestor.sources.import_turns import DONE, ImportTurns
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.page_pool import PageCrashError, PagePool, PagePoolBrokenError, default_processes
 from ingestor.sources.read_alone_marks import MarkAction, ReadAloneMarks
-from ingestor.sources.slices import ALONE, ImportSlice, Peers, SlicePlanner, slices_per_endpoint, slices_wanted
+from ingestor.sources.slices import (
+    ALONE,
+    ImportSlice,
+    Peers,
+    SlicePlanner,
+    initial_slice_count,
+    slices_per_endpoint,
+    slices_wanted,
+)
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader, list_endpoint
 from ingestor.stripe_api.request_budget import AccountBudget, Priority
@@ -266,6 +274,9 @@ class StripeImporter:
         self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes,
                                cpu_limit_s=settings.page_cpu_limit_s)
         self._loop_lag = LoopLag()
+        # How long Stripe takes to answer a page, on this process's pages of any account (a moving average): how many
+        # slices a new import starts as (`initial_slice_count`), before any page of its own is back.
+        self._stripe_s: float | None = None
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
         self._marks = ReadAloneMarks()  # the tenants' read-alone marks as this worker last learnt them
 
@@ -379,8 +390,9 @@ class StripeImporter:
         todo = [c for c in unfinished if c.paused_reason is None]
         if unfinished and not todo:
             return ImportOutcome(connection_id, "paused", unfinished[0].paused_reason or "")
+        initial = self._initial_slices(connection.livemode, len(todo))
         for checkpoint in todo:
-            await self._checkpoints.prepare_slices(checkpoint, self._settings.initial_slices)
+            await self._checkpoints.prepare_slices(checkpoint, initial)
         await self._checkpoints.begin_pass(connection_id)
         session = KeySession(connection, self._store, self._readers, self._clock, Priority.BULK)
         try:
@@ -443,8 +455,7 @@ class StripeImporter:
         or the pass's time is up; returns what stopped each worker (None: out of work or time) and how many
         slices were taken."""
         budgets = self._readers.budgets
-        rate = (budgets.live if session.connection.livemode else budgets.test).per_second
-        endpoint_rate = budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
+        rate, endpoint_rate = self._rates(session.connection.livemode)
         # A tenant whose pages are read alone (one of them killed the process reading it) has one page at a time:
         # its pages queue for one process, and would hold the worker's pages in flight while they wait.
         most = 1 if self._pages.reads_alone(session.connection.tenant_id) else self._settings.slices_in_flight
@@ -534,6 +545,20 @@ class StripeImporter:
             finally:
                 await self._checkpoints.leave_import(connection_id, self._worker_id)
 
+    def _initial_slices(self, livemode: bool, resources: int) -> int:
+        """Slices each of a new import's `resources` starts as (`initial_slice_count`)."""
+        if self._stripe_s is None:  # nothing timed yet
+            return self._settings.initial_slices
+        rate, endpoint_rate = self._rates(livemode)
+        return initial_slice_count(self._settings.initial_slices, rate, endpoint_rate, self._stripe_s, resources,
+                                   min(self._settings.slices_in_flight, self._pages_in_flight.share()))
+
+    def _rates(self, livemode: bool) -> tuple[float, float | None]:
+        """The account's budget in requests/s, and an endpoint's if it is tighter (None: the account's is)."""
+        budgets = self._readers.budgets
+        rate = (budgets.live if livemode else budgets.test).per_second
+        return rate, budgets.endpoint.per_second if budgets.endpoint.per_second < rate else None
+
     def _cpu_bound(self) -> bool:
         """Whether this process's CPU is what pages wait for: its event loop runs late, or its page pool is at work
         nearly all the time (at 300 ms on 2 cores, a pool at its limit and 96 slices gave each page a second's
@@ -605,6 +630,7 @@ class StripeImporter:
                 except PageCrashError as exc:  # read again, it would kill its reader again: a person must look
                     raise StopReading(exc.code) from None
                 stripe_s = page.latency_s
+                self._stripe_s = stripe_s + (0.0 if self._stripe_s is None else 0.8 * (self._stripe_s - stripe_s))
                 del page
                 if listed.items is None:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by

@@ -299,6 +299,27 @@ def slices_per_endpoint(requests_per_second: float, page_s: float, peers: Peers,
     return max(0, total - peers.paging_of(resource))
 
 
+def initial_slice_count(least: int, requests_per_second: float, endpoint_requests_per_second: float | None,
+                        stripe_s: float | None, resources: int, pages_in_flight: int) -> int:
+    """Slices each of `resources` starts as: what the account's budget serves in one of Stripe's round trips
+    (`stripe_s`, as measured on this process's pages of any account), spread evenly over them, at most what the
+    endpoint's budget keeps busy and the pages this import may have in flight, and at least `least` (also without
+    a measure: a process's first import).
+
+    A resource's density is unknown until its first page is back, so no slice is split before it: started as two,
+    each resource had two requests in the first round trip, against 27 the live budget serves at 300 ms, and the
+    import's long pole (charges, bound by its endpoint's 22/s) lost most of a round trip. Made at once, the slices
+    cost only their part-empty last pages, as slices split off later do. Experiment runs, 3,000 customers (31.7k
+    objects): 0.87-0.88 of the ceiling at 300 ms against 0.83-0.85, 0.75-0.76 at 600 ms against 0.72 (eight slices
+    each against two; two runs each)."""
+    if stripe_s is None or resources < 1:
+        return least
+    count = math.ceil(requests_per_second * stripe_s / resources)
+    if endpoint_requests_per_second is not None:
+        count = min(count, _in_flight(endpoint_requests_per_second, stripe_s, headroom=1.0))
+    return max(least, min(count, pages_in_flight // resources))
+
+
 def _in_flight(requests_per_second: float, page_s: float, headroom: float = HEADROOM) -> int:
     """Pages in flight that keep a budget busy (Little's law), with headroom."""
     return math.ceil(requests_per_second * page_s * headroom) + 1

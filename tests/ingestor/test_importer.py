@@ -31,7 +31,7 @@ from ingestor.sources.slices import ImportSlice
 from plumbing.postgres import DatabaseUnavailableError
 from schemas import Envelope
 from service.cli import main as cli
-from service.worker import Worker, import_until_done, render_reconcile
+from service.worker import Worker, import_until_done, open_worker, render_reconcile
 from stripe_sim import SimServer
 from tests.helpers import month_of, wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
@@ -49,11 +49,15 @@ def by_type(envelopes: list) -> dict[str, set[str]]:  # type: ignore[type-arg]
     return out
 
 
-async def published_each_object_once(control: ControlClient, sim: SimServer,
-                                     account: str) -> tuple[dict[str, set[str]], list[Envelope]]:
-    """Asserts every object of the account is on the test's topic, and only once (the projection would dedupe a
-    second copy, but the import promises each page once); returns the objects by type and the envelopes."""
+async def published_each_object_once(control: ControlClient, sim: SimServer, account: str,
+                                     *others: str) -> tuple[dict[str, set[str]], list[Envelope]]:
+    """Asserts every object of the account (and the `others`) is on the test's topic, and only once (the projection
+    would dedupe a second copy, but the import promises each page once); returns the objects by type and the
+    envelopes."""
     expected = sim_objects(sim, account)
+    for other in others:
+        for kind, ids in sim_objects(sim, other).items():
+            expected[kind] = expected.get(kind, set()) | ids
     total = sum(len(v) for v in expected.values())
     envelopes = await published_envelopes(control.settings, total)
     assert by_type(envelopes) == {kind: ids for kind, ids in expected.items() if ids}  # none of a kind: no key
@@ -154,6 +158,44 @@ async def test_a_connection_imported_before_subscriptions_were_read_whole_gets_i
     envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in sim_objects(sim, account).values()))
     assert by_type(envelopes)["subscription"] == every
     await todays_mrr_is_stripes(control, sim, account, tenant)
+
+
+async def test_a_new_import_sends_in_stripes_first_round_trip_what_the_budget_serves(
+    control: ControlClient, sim: SimServer
+) -> None:
+    """No slice of a resource is split before its first page is back (its density is unknown until then). Started
+    as two slices each, five resources sent ten requests in Stripe's first round trip, where the live budget serves
+    27 at 300 ms: the import's long pole (charges, bound by its endpoint's 22/s) lost most of a round trip. A process
+    that has timed Stripe's pages (on any account) starts a new import's resources as what the budget serves in one
+    round trip; one that has not, as `initial_slices`."""
+    stripe_settings = control.settings.stripe.model_copy(update={"test_requests_per_second": 90.0,
+                                                                  "test_limit_per_second": 100.0})
+    settings = control.settings.model_copy(update={"stripe": stripe_settings})  # the live budget, on test keys
+    first, second = sim.create_account(customers=5).id, sim.create_account(customers=300).id
+    for account in (first, second):
+        sim.set_rate_limit(account, 1000)
+    _, _, first_id, _ = await connect(control, sim, first, "First")
+    _, _, second_id, _ = await connect(control, sim, second, "Second")
+    resources = len(await control.checkpoints.import_checkpoints(first_id))
+    sim.set_faults({"kind": "latency", "latency_ms": 300})
+
+    checked = {account: len(sim.request_arrivals(account)) for account in (first, second)}  # the keys' checks
+
+    def first_round_trip(account: str) -> int:
+        """The import's requests that reached Stripe before its first page could have come back."""
+        arrivals = sim.request_arrivals(account)[checked[account]:]
+        return sum(1 for at in arrivals if at - arrivals[0] < 0.25)
+
+    try:
+        async with open_worker(settings, control.keyring) as worker:
+            assert (await import_until_done(worker, first_id, 0.1)).state == "done"
+            # Nothing timed yet: two slices each (`initial_slices`), and subscriptions' time before the window.
+            assert first_round_trip(first) == control.settings.importer.initial_slices * resources + 1
+            assert (await import_until_done(worker, second_id, 0.1)).state == "done"
+    finally:
+        sim.set_faults()
+    assert first_round_trip(second) >= 4 * resources  # 90/s × 0.3 s over five resources: six each
+    await published_each_object_once(control, sim, second, first)
 
 
 async def test_a_cursor_deleted_at_stripe_between_passes_is_read_past_and_the_import_finishes(

@@ -16,6 +16,7 @@ from ingestor.sources.slices import (
     Peers,
     SlicePlanner,
     initial_ranges,
+    initial_slice_count,
     slices_per_endpoint,
     slices_wanted,
     split_point,
@@ -464,3 +465,19 @@ async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_
     await run.changed()
     assert budget.rank("GET /v1/charges") == -20_900 < budget.rank("GET /v1/customers")
 
+
+
+def test_a_new_import_starts_as_what_the_budget_serves_in_one_of_stripes_round_trips() -> None:
+    """Five resources on the live budget (90/s, 22/s per endpoint): at 300 ms the account serves 27 requests per
+    round trip, six per resource; at 600 ms eleven. One resource alone is held to its endpoint's count. Without a
+    measure, at a latency where one request each fills the round trip, or while the worker's pages in flight are
+    shared by many imports, the setting's count."""
+    def count(stripe_s: float | None, resources: int = 5, pages: int = 96, endpoint: float | None = 22.0) -> int:
+        return initial_slice_count(2, 90.0, endpoint, stripe_s, resources, pages)
+
+    assert count(0.3) == 6 and count(0.6) == 11
+    assert count(0.6, resources=1) == 15  # 22/s × 0.6 s + 1, not 54
+    assert count(0.6, resources=1, endpoint=None) == 54  # no endpoint budget below the account's
+    assert count(None) == 2 and count(0.02) == 2
+    assert count(0.6, pages=128 // 16) == 2  # sixteen imports share the worker's 128 pages in flight
+    assert initial_slice_count(2, 20.0, None, 0.6, 5, 96) == 3  # the test budget

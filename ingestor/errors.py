@@ -59,6 +59,15 @@ class StripeEmptyPageError(StripeUnavailableError):
     code = "stripe_empty_page"
 
 
+class StripeCursorIgnoredError(StripeUnavailableError):
+    """A page asked for after the import's cursor listed the cursor's object again (or newer ones): the cursor was
+    not followed. Published, the same objects would go to the topic again at every request, and a second holding more
+    than a page of objects would be paged for ever. Nothing of the page is kept; tried again at the next pass, and
+    shown in the connection's health."""
+
+    code = "stripe_cursor_ignored"
+
+
 class StripeRateLimitedError(StripeUnavailableError):
     """Stripe answered 429 for this account (with its Retry-After and Stripe-Rate-Limited-Reason, if sent)."""
 

@@ -26,7 +26,13 @@ from typing import Any
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.errors import CursorGoneError, IngestError, StripeEmptyPageError, StripeUnavailableError
+from ingestor.errors import (
+    CursorGoneError,
+    IngestError,
+    StripeCursorIgnoredError,
+    StripeEmptyPageError,
+    StripeUnavailableError,
+)
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.fair_share import FairShares
@@ -638,6 +644,11 @@ class StripeImporter:
                     empty = StripeEmptyPageError("Stripe listed no objects and said there were more")
                     await session.failed(empty)
                     raise empty
+                if piece.lists_above_cursor(listed.items):  # published, the same objects again at every request
+                    ignored = StripeCursorIgnoredError(
+                        f"Stripe listed the {resource.name} the import had already read after its cursor")
+                    await session.failed(ignored)
+                    raise ignored
                 while (split := run.splitting.get(piece.key)) is not None:
                     await split.wait()  # its new start is known once it is done (no await from here to the publish)
                 if piece.key in run.unsure:

@@ -42,10 +42,13 @@ SPIKE = 10.0
 
 
 class _Listed(Protocol):
-    """A listed item as `keep` needs it (`listed_pages.ListedObject`)."""
+    """A listed item as `keep` and `lists_above_cursor` need it (`listed_pages.ListedObject`)."""
 
     @property
     def created(self) -> int | None: ...
+
+    @property
+    def cursor_id(self) -> str | None: ...
 
 
 _Item = TypeVar("_Item", bound=_Listed)
@@ -195,6 +198,17 @@ class ImportSlice:
         return ImportSlice(self.connection_id, self.resource, self.run_id, slice_id, self.range_start, at - 1,
                            inherited_density=guess, inherited_span=self.paged_span())
 
+    def lists_above_cursor(self, items: list[_Item]) -> bool:
+        """Whether a page asked for after the cursor lists the cursor's object again, or one newer than its second:
+        the request's `starting_after` (or `created[lte]`) was not followed, by Stripe or something between. Kept, the
+        page would be published again at every request, and the slice never end where a second holds more than a
+        page of objects (a bulk migration's)."""
+        if self.last_object_id is None:
+            return False
+        top = self.oldest_created
+        return any(item.cursor_id == self.last_object_id or (top is not None and item.created is not None
+                                                            and item.created > top) for item in items)
+
     def keep(self, items: list[_Item], requested_start: int) -> list[_Item]:
         """The page's items this slice publishes: a split while the page was in flight (or being made into
         records) raised the start from `requested_start`, and what is now below it belongs to the slice split off
@@ -301,22 +315,26 @@ def slices_per_endpoint(requests_per_second: float, page_s: float, peers: Peers,
 
 def initial_slice_count(least: int, requests_per_second: float, endpoint_requests_per_second: float | None,
                         stripe_s: float | None, resources: int, pages_in_flight: int) -> int:
-    """Slices each of `resources` starts as: what the account's budget serves in one of Stripe's round trips
-    (`stripe_s`, as measured on this process's pages of any account), spread evenly over them, at most what the
-    endpoint's budget keeps busy and the pages this import may have in flight, and at least `least` (also without
-    a measure: a process's first import).
+    """Slices each of `resources` starts as: what its endpoint's budget keeps busy over one of Stripe's round trips
+    (`stripe_s`, as measured on this process's pages of any account), or where the account's budget is the tighter
+    one an even share of what that keeps busy; at most the pages this import may have in flight over its resources,
+    and at least `least` (also without a measure: a process's first import).
 
     A resource's density is unknown until its first page is back, so no slice is split before it: started as two,
-    each resource had two requests in the first round trip, against 27 the live budget serves at 300 ms, and the
-    import's long pole (charges, bound by its endpoint's 22/s) lost most of a round trip. Made at once, the slices
-    cost only their part-empty last pages, as slices split off later do. Experiment runs, 3,000 customers (31.7k
-    objects): 0.87-0.88 of the ceiling at 300 ms against 0.83-0.85, 0.75-0.76 at 600 ms against 0.72 (eight slices
-    each against two; two runs each)."""
+    each resource had two requests in the first round trip, and the import's long pole (charges, bound by its
+    endpoint's 22/s) lost most of a round trip. Which resource that is nobody knows yet, so each starts as its
+    endpoint's count (more than the account serves in that round trip: the rest go out as its budget allows). Made at
+    once, the slices cost only their part-empty last pages, as slices split off later do, and the resources that are
+    not the long pole have requests to spare. Experiment runs, 3,000 customers (31.7k objects) at 300 ms: 0.870 and
+    0.875 of the ceiling (eight each), 0.841-0.858 with an even share of the account's count (six each, four runs),
+    0.827-0.849 with two (four runs); at 600 ms 0.747 and 0.759 (fifteen each), 0.744 (eleven), 0.719 and 0.723
+    (two)."""
     if stripe_s is None or resources < 1:
         return least
-    count = math.ceil(requests_per_second * stripe_s / resources)
-    if endpoint_requests_per_second is not None:
-        count = min(count, _in_flight(endpoint_requests_per_second, stripe_s, headroom=1.0))
+    if endpoint_requests_per_second is None:
+        count = math.ceil(requests_per_second * stripe_s / resources)
+    else:
+        count = _in_flight(endpoint_requests_per_second, stripe_s, headroom=1.0)
     return max(least, min(count, pages_in_flight // resources))
 
 

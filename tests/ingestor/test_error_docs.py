@@ -25,5 +25,6 @@ def test_every_stripe_error_a_connection_can_show_has_its_section_in_the_operati
     # for a webhook's own (answered to Stripe, never a connection's).
     codes = {cls.code for cls in _subclasses(IngestError)
              if cls.__module__ == errors.__name__ and cls is not errors.BadEventError}
-    assert {"stripe_unavailable", "rate_limited", "stripe_cursor_gone", "stripe_empty_page"} <= codes
+    assert {"stripe_unavailable", "rate_limited", "stripe_cursor_gone", "stripe_empty_page",
+            "stripe_cursor_ignored"} <= codes
     assert codes - headings == set()

@@ -28,6 +28,7 @@ from ingestor.sources.listed_pages import ListedPage
 from ingestor.sources.page_pool import PagePool
 from ingestor.sources.reconcile import Reconciler
 from ingestor.sources.slices import ImportSlice
+from ingestor.stripe_api.client import StripeReader
 from plumbing.postgres import DatabaseUnavailableError
 from schemas import Envelope
 from service.cli import main as cli
@@ -814,6 +815,42 @@ async def test_a_page_that_says_more_with_no_objects_does_not_end_its_slice(
     assert by_type(envelopes) == expected  # the emptied page's slice was read to its end
     health = await control.store.get_connection(connection_id)
     assert health is not None and health.last_error_code == "stripe_empty_page"  # shown: it may not go away
+
+
+async def test_a_cursor_stripe_does_not_follow_publishes_nothing_again_and_shows_in_health(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something between us and Stripe drops `starting_after` from the charges' lists: every page after the first lists
+    the cursor's second again from its top. Kept, those objects went to the topic again at every request (and a second
+    holding more than a page of objects, a bulk migration's, was paged for ever). Nothing of such a page is kept, the
+    connection's health says why the import stands still, and it goes on once the cursor is followed."""
+    account = sim.create_account(customers=120).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    list_page_body = StripeReader.list_page_body
+    dropping = True
+
+    async def without_cursor(self: StripeReader, resource: str, params: Any) -> Any:
+        if dropping and resource == "charges":
+            params = {name: value for name, value in params.items() if name != "starting_after"}
+        return await list_page_body(self, resource, params)
+
+    monkeypatch.setattr(StripeReader, "list_page_body", without_cursor)
+    for _ in range(3):
+        outcome, = await worker.importer.run_pending(among={connection_id})
+        assert outcome.state != "done", outcome
+    charges = len(sim_objects(sim, account)["charge"])
+    assert charges > 300  # more than a page in each of the two initial slices
+    others = sum(len(ids) for kind, ids in sim_objects(sim, account).items() if kind != "charge")
+    envelopes = await published_envelopes(control.settings, others)
+    copies = Counter((e.object_type, e.object_id) for e in envelopes)
+    assert max(copies.values()) == 1, copies.most_common(3)  # nothing published twice
+    health = await control.store.get_connection(connection_id)
+    assert health is not None and health.last_error_code == "stripe_cursor_ignored"
+
+    dropping = False
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"
+    await published_each_object_once(control, sim, account)
 
 
 async def test_a_claim_renewal_that_fails_for_good_stops_the_pass(

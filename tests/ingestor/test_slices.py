@@ -468,16 +468,31 @@ async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_
 
 
 def test_a_new_import_starts_as_what_the_budget_serves_in_one_of_stripes_round_trips() -> None:
-    """Five resources on the live budget (90/s, 22/s per endpoint): at 300 ms the account serves 27 requests per
-    round trip, six per resource; at 600 ms eleven. One resource alone is held to its endpoint's count. Without a
-    measure, at a latency where one request each fills the round trip, or while the worker's pages in flight are
-    shared by many imports, the setting's count."""
+    """On the live budget (90/s, 22/s per endpoint) each resource starts as its endpoint's count at the measured round
+    trip: 22/s × 0.3 s + 1, 8 (whichever is the long pole fills its endpoint from the first round trip); at 600 ms 15.
+    On the test budget (20/s, no endpoint budget below it) an even share of the account's count. Without a measure,
+    at a latency where one request each fills the round trip, or while the worker's pages in flight are shared by
+    many imports, the setting's count."""
     def count(stripe_s: float | None, resources: int = 5, pages: int = 96, endpoint: float | None = 22.0) -> int:
         return initial_slice_count(2, 90.0, endpoint, stripe_s, resources, pages)
 
-    assert count(0.3) == 6 and count(0.6) == 11
-    assert count(0.6, resources=1) == 15  # 22/s × 0.6 s + 1, not 54
-    assert count(0.6, resources=1, endpoint=None) == 54  # no endpoint budget below the account's
+    assert count(0.3) == 8 and count(0.6) == 15
+    assert count(0.6, endpoint=None) == 11  # 90/s × 0.6 s over five
     assert count(None) == 2 and count(0.02) == 2
     assert count(0.6, pages=128 // 16) == 2  # sixteen imports share the worker's 128 pages in flight
+    assert count(0.6, pages=50) == 10  # this import's share, over its five resources
     assert initial_slice_count(2, 20.0, None, 0.6, 5, 96) == 3  # the test budget
+
+
+def test_a_page_that_lists_the_cursor_again_or_anything_above_it_is_told() -> None:
+    """After its cursor (`ch_x`, the oldest object published, at second 500), a page may hold only older objects, or
+    others of the cursor's second listed after it; the cursor itself again, or a newer second, means the cursor was
+    not followed (the same page would be published at every request)."""
+    def item(created: int, object_id: str) -> ListedObject:
+        return ListedObject(created, object_id, None, None)
+
+    paged = _slice(0, 1000, oldest=500, published=100)
+    assert not paged.lists_above_cursor([item(500, "ch_same_second"), item(499, "ch_older")])
+    assert paged.lists_above_cursor([item(500, "ch_x"), item(499, "ch_older")])
+    assert paged.lists_above_cursor([item(501, "ch_newer")])
+    assert not _slice(0, 1000).lists_above_cursor([item(900, "ch_x")])  # no cursor sent: its first page

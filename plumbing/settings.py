@@ -206,9 +206,9 @@ class ImporterSettings(BaseModel):
     # minutes: a tenant is paused for a second such page within the hour of its first.
     page_cpu_limit_s: float = Field(default=10.0, ge=1, le=300)
     # Slices each resource's range starts as at least (more are split off while they pay; a process that has timed
-    # Stripe's pages starts a new import as what the budget serves in one round trip, spread over its resources), and
-    # the shortest range: Stripe's `created` filter is in seconds, and a bulk migration creates thousands of objects
-    # within a minute.
+    # Stripe's pages starts each resource of a new import as what its endpoint's budget keeps busy over one round trip,
+    # `initial_slice_count`), and the shortest range: Stripe's `created` filter is in seconds, and a bulk migration
+    # creates thousands of objects within a minute.
     initial_slices: int = Field(default=2, ge=1, le=256)
     min_slice_s: int = Field(default=1, ge=1)
     # A slice's claim by one process lasts this long unless renewed: how soon another process (or this one,

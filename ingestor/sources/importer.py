@@ -280,8 +280,10 @@ class StripeImporter:
         self._pages = PagePool(default_processes() if settings.page_processes is None else settings.page_processes,
                                cpu_limit_s=settings.page_cpu_limit_s)
         self._loop_lag = LoopLag()
-        # How long Stripe takes to answer a page, on this process's pages of any account (a moving average): how many
-        # slices a new import starts as (`initial_slice_count`), before any page of its own is back.
+        # How long a page takes from its request to its whole answer, on this process's pages of any account (a moving
+        # average, not taken while our CPU is what pages wait for): how many slices a new import starts as
+        # (`initial_slice_count`), before any page of its own is back. Our budget's waits and the page's processing
+        # are not in it; a tenant's large pages (expanded refunds) are, for a few pages.
         self._stripe_s: float | None = None
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
         self._marks = ReadAloneMarks()  # the tenants' read-alone marks as this worker last learnt them
@@ -396,7 +398,7 @@ class StripeImporter:
         todo = [c for c in unfinished if c.paused_reason is None]
         if unfinished and not todo:
             return ImportOutcome(connection_id, "paused", unfinished[0].paused_reason or "")
-        initial = self._initial_slices(connection.livemode, len(todo))
+        initial = self._initial_slices(connection.livemode, len(todo), self._pages.reads_alone(tenant_id))
         for checkpoint in todo:
             await self._checkpoints.prepare_slices(checkpoint, initial)
         await self._checkpoints.begin_pass(connection_id)
@@ -551,9 +553,10 @@ class StripeImporter:
             finally:
                 await self._checkpoints.leave_import(connection_id, self._worker_id)
 
-    def _initial_slices(self, livemode: bool, resources: int) -> int:
-        """Slices each of a new import's `resources` starts as (`initial_slice_count`)."""
-        if self._stripe_s is None:  # nothing timed yet
+    def _initial_slices(self, livemode: bool, resources: int, reads_alone: bool) -> int:
+        """Slices each of a new import's `resources` starts as (`initial_slice_count`). A tenant whose pages are read
+        alone pages one slice at a time: more would only be paged one after another, most of them empty."""
+        if self._stripe_s is None or reads_alone:  # nothing timed yet
             return self._settings.initial_slices
         rate, endpoint_rate = self._rates(livemode)
         return initial_slice_count(self._settings.initial_slices, rate, endpoint_rate, self._stripe_s, resources,
@@ -636,7 +639,8 @@ class StripeImporter:
                 except PageCrashError as exc:  # read again, it would kill its reader again: a person must look
                     raise StopReading(exc.code) from None
                 stripe_s = page.latency_s
-                self._stripe_s = stripe_s + (0.0 if self._stripe_s is None else 0.8 * (self._stripe_s - stripe_s))
+                if not self._cpu_bound():  # pages waiting for our CPU would be taken for Stripe's slowness
+                    self._stripe_s = stripe_s + (0.0 if self._stripe_s is None else 0.8 * (self._stripe_s - stripe_s))
                 del page
                 if listed.items is None:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by

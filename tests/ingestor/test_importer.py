@@ -195,8 +195,17 @@ async def test_a_new_import_sends_in_stripes_first_round_trip_what_the_budget_se
             assert (await import_until_done(worker, second_id, 0.1)).state == "done"
     finally:
         sim.set_faults()
-    assert first_round_trip(second) >= 4 * resources  # 90/s × 0.3 s over five resources: six each
+    assert first_round_trip(second) >= 4 * resources  # eight each (22/s × 0.3 s + 1), as the budget lets them go
     await published_each_object_once(control, sim, second, first)
+
+
+async def test_a_tenant_whose_pages_are_read_alone_starts_as_the_settings_slices(worker: Worker) -> None:
+    """Its pages go one at a time (`most` = 1): eight blind slices per resource would be paged one after another,
+    most of them empty, a round trip each."""
+    importer = worker.importer
+    importer._stripe_s = 0.3  # Stripe timed at 300 ms on other accounts
+    assert importer._initial_slices(True, 5, reads_alone=False) == 8  # 22/s × 0.3 s + 1
+    assert importer._initial_slices(True, 5, reads_alone=True) == importer._settings.initial_slices
 
 
 async def test_a_cursor_deleted_at_stripe_between_passes_is_read_past_and_the_import_finishes(
@@ -842,7 +851,9 @@ async def test_a_cursor_stripe_does_not_follow_publishes_nothing_again_and_shows
     charges = len(sim_objects(sim, account)["charge"])
     assert charges > 300  # more than a page in each of the two initial slices
     others = sum(len(ids) for kind, ids in sim_objects(sim, account).items() if kind != "charge")
-    envelopes = await published_envelopes(control.settings, others)
+    charges_published = await control.pool.fetchval(
+        "SELECT objects_published FROM import_runs WHERE connection_id = $1 AND resource = 'charges'", connection_id)
+    envelopes = await published_envelopes(control.settings, others + charges_published)  # all there is
     copies = Counter((e.object_type, e.object_id) for e in envelopes)
     assert max(copies.values()) == 1, copies.most_common(3)  # nothing published twice
     health = await control.store.get_connection(connection_id)

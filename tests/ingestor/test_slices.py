@@ -496,3 +496,6 @@ def test_a_page_that_lists_the_cursor_again_or_anything_above_it_is_told() -> No
     assert paged.lists_above_cursor([item(500, "ch_x"), item(499, "ch_older")])
     assert paged.lists_above_cursor([item(501, "ch_newer")])
     assert not _slice(0, 1000).lists_above_cursor([item(900, "ch_x")])  # no cursor sent: its first page
+    gone = dataclasses.replace(paged, last_object_id=None)  # its cursor deleted at Stripe: its second read again
+    assert not gone.lists_above_cursor([item(500, "ch_x"), item(500, "ch_same_second")])
+    assert not paged.lists_above_cursor([ListedObject(None, "ch_no_time", None, None), item(499, None)])  # refused

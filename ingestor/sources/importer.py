@@ -95,6 +95,11 @@ class Page:
     latency_s: float = 0.0
 
 
+def _moving_average(average: float | None, sample: float) -> float:
+    """A time's moving average with one more sample (a fifth of its weight); the first sample is the average."""
+    return sample if average is None else average + 0.2 * (sample - average)
+
+
 class _Pass:
     """One pass of this process over one connection: its slices, its deadline, how many it pages at once, and
     the wake-up of idle workers.
@@ -149,10 +154,7 @@ class _Pass:
         A guess is replaced by the first page timed: averaged in, a guess of half a second for a Stripe that
         answers in 50 ms would split a large history into several times the slices the budget can use, each
         holding a page in memory until it ends."""
-        if self._guessed:
-            self.page_s, self._guessed = seconds, False
-        else:
-            self.page_s += 0.2 * (seconds - self.page_s)
+        self.page_s, self._guessed = _moving_average(None if self._guessed else self.page_s, seconds), False
 
     @property
     def page_timed(self) -> bool:
@@ -640,19 +642,19 @@ class StripeImporter:
                     raise StopReading(exc.code) from None
                 stripe_s = page.latency_s
                 if not self._cpu_bound():  # pages waiting for our CPU would be taken for Stripe's slowness
-                    self._stripe_s = stripe_s + (0.0 if self._stripe_s is None else 0.8 * (self._stripe_s - stripe_s))
+                    self._stripe_s = _moving_average(self._stripe_s, stripe_s)
                 del page
                 if listed.items is None:
                     raise StripeUnavailableError(NOT_A_LIST)  # the pool parsed what page_body let by
+                unkept: IngestError | None = None  # an answer not to keep, shown in health: it may not go away
                 if listed.has_more and not listed.items:  # taken for the end, the rest of the slice was never read
-                    empty = StripeEmptyPageError("Stripe listed no objects and said there were more")
-                    await session.failed(empty)
-                    raise empty
-                if piece.lists_above_cursor(listed.items):  # published, the same objects again at every request
-                    ignored = StripeCursorIgnoredError(
+                    unkept = StripeEmptyPageError("Stripe listed no objects and said there were more")
+                elif piece.lists_above_cursor(listed.items):  # published, the same objects again at every request
+                    unkept = StripeCursorIgnoredError(
                         f"Stripe listed the {resource.name} the import had already read after its cursor")
-                    await session.failed(ignored)
-                    raise ignored
+                if unkept is not None:
+                    await session.failed(unkept)
+                    raise unkept
                 while (split := run.splitting.get(piece.key)) is not None:
                     await split.wait()  # its new start is known once it is done (no await from here to the publish)
                 if piece.key in run.unsure:

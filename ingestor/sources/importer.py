@@ -140,8 +140,11 @@ class _Pass:
         self._guessed = page_s is None  # until a page is timed
         self._cpu_bound = cpu_bound  # whether this process's CPU is what pages wait for now
         self._cpu_bound_at: int | None = None  # slices being paged when the CPU became the bottleneck
-        self._claim_again_at = 0.0  # a claim that found no free slice is tried again a second later, not before
-        self._ran_out = False  # since that claim, the last slice paged here ended: a claim is tried at once
+        # A claim that found no free slice is tried again a second later, not before (-inf: none found nothing yet,
+        # whatever the monotonic clock's origin).
+        self._claim_again_at = -math.inf
+        self._ran_out = False  # since the last claim or look, the last slice paged here ended: one is tried at once
+        self._look_again_at = -math.inf  # when whether another process still pages is asked again (`looks_again`)
         self.peers = ALONE  # the other processes importing this connection, as last refreshed
         self._gave_a_split = False  # since that refresh
         self.paged_elsewhere = False  # when the last claim found nothing: another process pages some of the import
@@ -230,27 +233,34 @@ class _Pass:
         return self.has_room() and (self.claim_worth_trying() or self.to_split() is not None)
 
     def claim_worth_trying(self) -> bool:
-        return (time.monotonic() >= self._claim_again_at or self.looks_again()) and self.claims_free_slices()
+        return ((time.monotonic() >= self._claim_again_at or (self._ran_out and not self.planner.active_count()))
+                and self.claims_free_slices())
 
     def looks_again(self) -> bool:
-        """The last slice paged here ended since the last claim (`ran_out`), and nothing here since."""
-        return self._ran_out and not self.planner.active_count()
+        """Whether to ask the database if another process still pages some of the import, when no claim is tried (free
+        slices are left to another process that wants more): nothing is paged here, and the last slice paged here
+        ended since the last claim or look (`ran_out`), or the last look, a second ago or more, found one."""
+        if self.planner.active_count():
+            return False
+        return self._ran_out or (self.paged_elsewhere and time.monotonic() >= self._look_again_at)
 
     def found_nothing_to_claim(self, paged_elsewhere: bool) -> None:
-        self._claim_again_at = time.monotonic() + CLAIM_AGAIN_S
-        self.paged_elsewhere = paged_elsewhere
-        self._ran_out = False
+        self._claim_again_at = self._look_again_at = time.monotonic() + CLAIM_AGAIN_S  # it asked, too
+        self.paged_elsewhere, self._ran_out = paged_elsewhere, False
 
     def looked(self, paged_elsewhere: bool) -> None:
         self.paged_elsewhere, self._ran_out = paged_elsewhere, False
+        self._look_again_at = time.monotonic() + CLAIM_AGAIN_S
 
     def ran_out(self) -> None:
         """This process pages none of the import's slices any more: a claim is tried at once, not up to
         `CLAIM_AGAIN_S` after the last one that found nothing, and asks afresh whether another process still pages
         some of the import. The last claim may have asked while one did: if this process then paged the import's
-        last slice, its pass waited that long, taken for still shared, before it ended the import (two workers on a
-        bulk migration's history: 0.8 and 1.3 s after the last page of an 18-19 s import, in two runs of eleven)."""
-        self._ran_out = True
+        last slice, its pass waited, taken for still shared, before it ended the import (two workers on a bulk
+        migration's history: 0.8 and 1.3 s after the last page of an 18-19 s import, in two runs of eleven; up to
+        `SHARE_WAIT_S` where free slices were left to the other process, which never asked again). The wait for a
+        slice let go (`waits_for_share`) starts again from here."""
+        self._ran_out, self._idle_until = True, None
 
     def going(self) -> bool:
         return not (self.stop.is_set() or self._worker_stop.is_set()) and time.monotonic() < self.deadline

@@ -602,7 +602,6 @@ async def test_the_process_that_pages_an_imports_last_slice_ends_it_at_once(
     a bulk migration's history ended 0.8-1.3 s after their last page in two runs of eleven (of 18-19 s)."""
     monkeypatch.setattr(importer_module, "CLAIM_AGAIN_S", 3_600.0)
     account = sim.create_account(customers=5).id  # a page per resource: nothing to split
-    sim.set_faults({"kind": "latency", "latency_ms": 1_500, "path_prefix": "/v1/charges"})  # paged last
     _, _, connection_id, _ = await connect(control, sim, account)
     checkpoints = PostgresCheckpoints(control.pool)
     for run in await checkpoints.import_checkpoints(connection_id):
@@ -610,24 +609,31 @@ async def test_the_process_that_pages_an_imports_last_slice_ends_it_at_once(
     held_elsewhere = ("UPDATE import_slices SET claimed_by = 'another process', claimed_until = now() + interval "
                       "'1 hour' WHERE connection_id = $1 AND resource = 'customers'")
     assert await control.pool.execute(held_elsewhere, connection_id) == "UPDATE 1"
-    # It has room for more and finds none (idle workers): a process holding slices leaves free ones to it.
-    await checkpoints.join_import(connection_id, "another process", 3_600, paging=1, wants_more=True)
+    await checkpoints.join_import(connection_id, "another process", 3_600, paging=1)
     settings = control.settings.model_copy(update={"importer": control.settings.importer.model_copy(
         update={"initial_slices": 1, "pass_s": 3_600.0})})
+    charges_left = "SELECT count(*) FROM import_slices WHERE connection_id = $1 AND resource = 'charges' AND NOT done"
 
     async def only_charges_paged_here() -> bool:  # the others done: this process's idle workers found nothing left
         return bool(await control.pool.fetchval(
             "SELECT bool_and(done) FROM import_slices WHERE connection_id = $1 AND resource NOT IN ('charges', "
             "'customers')", connection_id))
 
-    async with open_worker(settings, control.keyring) as worker:
-        passing = asyncio.create_task(worker.importer.run_connection(connection_id))
-        await wait_for(only_charges_paged_here, 20, "every slice but charges' and the other process's done")
-        assert await control.pool.execute(  # the other process pages its slice to the end meanwhile
-            "UPDATE import_slices SET done = true, claimed_by = NULL, claimed_until = NULL "
-            "WHERE connection_id = $1 AND resource = 'customers'", connection_id) == "UPDATE 1"
-        outcome = await asyncio.wait_for(passing, 30)  # before: its pass waited for its hour
-    sim.set_faults()
+    sim.set_faults({"kind": "latency", "latency_ms": 5_000, "path_prefix": "/v1/charges"})  # paged last
+    try:
+        async with open_worker(settings, control.keyring) as worker:
+            passing = asyncio.create_task(worker.importer.run_connection(connection_id))
+            try:
+                await wait_for(only_charges_paged_here, 20, "every slice but charges' and the other process's done")
+                assert await control.pool.fetchval(charges_left, connection_id) == 1  # its page still out
+                assert await control.pool.execute(  # the other process pages its slice to the end meanwhile
+                    "UPDATE import_slices SET done = true, claimed_by = NULL, claimed_until = NULL "
+                    "WHERE connection_id = $1 AND resource = 'customers'", connection_id) == "UPDATE 1"
+                outcome = await asyncio.wait_for(passing, 30)  # before: its pass waited for its hour
+            finally:
+                passing.cancel()
+    finally:
+        sim.set_faults()
     assert outcome.state == "done", outcome
     assert await control.pool.fetchval(
         "SELECT count(*) FROM import_runs WHERE connection_id = $1 AND done_at IS NULL", connection_id) == 0

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -439,6 +440,46 @@ def test_while_pages_wait_for_the_cpu_no_slice_is_added_and_the_count_comes_back
     assert run.wanted() == 3  # held where it was when the CPU became the bottleneck, not at what is left
     cpu_bound[0] = False
     assert run.wanted() == budget_keeps_busy and run.has_room()
+
+
+def test_a_pass_whose_last_slice_ended_asks_at_once_whether_the_import_is_still_paged_elsewhere(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the last slice a process pages ends, it asks again at once: by a claim, or, while it leaves free slices to
+    another process that wants more, by a look at whether any other process still pages some of the import. Its last
+    answer may be from while one did: taken for still shared, its pass waited (up to `SHARE_WAIT_S` where it left free
+    slices to the other) before it ended an import it had paged the last page of. It looks again each second while
+    one does, not in a loop, and a process whose claims found nothing yet does not count as wanting more (whatever
+    the monotonic clock's origin)."""
+    from ingestor.sources import importer
+    from ingestor.sources.importer import _Pass
+
+    now = [1_000.0]
+    monkeypatch.setattr(importer.time, "monotonic", lambda: now[0])
+    run = _Pass(SlicePlanner(60, 200), deadline=math.inf, requests_per_second=90.0, most=96,
+                worker_stop=asyncio.Event(), cpu_bound=lambda: False, page_s=0.5)
+    assert not run.wants_more() and run.claim_worth_trying()  # no claim found nothing yet
+    last = _slice(0, 10_000, slice_id=1)
+    run.planner.add(last)
+    run.found_nothing_to_claim(paged_elsewhere=True)  # an idle worker's claim, while another process paged
+    run.refreshed(Peers(processes=2, paging=1, wants_more=True))
+    now[0] += 2 * importer.CLAIM_AGAIN_S  # this process's claim is not recent: it leaves free slices to the other
+    assert not run.claims_free_slices() and not run.looks_again()  # it pages a slice: nothing to ask
+    run.planner.release(last)
+    run.ran_out()
+    assert run.looks_again() and not run.claim_worth_trying()  # asked now, not at SHARE_WAIT_S's end
+    run.looked(paged_elsewhere=True)  # the other still pages: asked again a second later, not in a loop
+    assert not run.looks_again()
+    now[0] += importer.CLAIM_AGAIN_S
+    assert run.looks_again()
+    run.looked(paged_elsewhere=False)
+    assert not run.looks_again() and not run.waits_for_share()  # nothing left anywhere: the pass ends
+    run.refreshed(Peers(processes=2))  # nobody wants more: the last slice's end makes a claim at once
+    run.found_nothing_to_claim(paged_elsewhere=True)
+    run.planner.add(last)
+    run.planner.release(last)
+    run.ran_out()
+    assert run.claim_worth_trying()
 
 
 async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_left() -> None:

@@ -147,7 +147,7 @@ class _Pass:
         self._look_again_at = -math.inf  # when whether another process still pages is asked again (`looks_again`)
         self.peers = ALONE  # the other processes importing this connection, as last refreshed
         self._gave_a_split = False  # since that refresh
-        self.paged_elsewhere = False  # when the last claim found nothing: another process pages some of the import
+        self.paged_elsewhere = False  # another process pages some of the import (as of the last failed claim or look)
         self._idle_until: float | None = None  # how long a worker with nothing to page waits for a slice let go
         self.splitting: dict[tuple[str, str, int], asyncio.Event] = {}  # slices being split now, set once done
         self.unsure: set[tuple[str, str, int]] = set()  # slices whose split failed: their start is the database's

@@ -257,9 +257,9 @@ class _Pass:
         `CLAIM_AGAIN_S` after the last one that found nothing, and asks afresh whether another process still pages
         some of the import. The last claim may have asked while one did: if this process then paged the import's
         last slice, its pass waited, taken for still shared, before it ended the import (two workers on a bulk
-        migration's history: 0.8 and 1.3 s after the last page of an 18-19 s import, in two runs of eleven; up to
-        `SHARE_WAIT_S` where free slices were left to the other process, which never asked again). The wait for a
-        slice let go (`waits_for_share`) starts again from here."""
+        migration's history: 1.3 s after the last page of an 18-19 s import, in one run of five; up to
+        `SHARE_WAIT_S` where free slices were left to the other process, which never asked again: 0.8 s in a run
+        where only a claim was tried at once). The wait for a slice let go (`waits_for_share`) starts again here."""
         self._ran_out, self._idle_until = True, None
 
     def going(self) -> bool:

@@ -599,7 +599,7 @@ async def test_the_process_that_pages_an_imports_last_slice_ends_it_at_once(
     """A process whose idle workers last asked for a slice while another process paged one, and which then pages the
     import's last slice, asks again as that slice ends: the import is done then, not once a claim is tried again
     (`CLAIM_AGAIN_S`, a second; made longer than the test here, so that waiting for it fails the test). Two workers on
-    a bulk migration's history ended 0.8-1.3 s after their last page in two runs of eleven (of 18-19 s)."""
+    a bulk migration's history ended 1.3 s after their last page in one run of five (of 18-19 s)."""
     monkeypatch.setattr(importer_module, "CLAIM_AGAIN_S", 3_600.0)
     account = sim.create_account(customers=5).id  # a page per resource: nothing to split
     _, _, connection_id, _ = await connect(control, sim, account)

@@ -245,8 +245,8 @@ class _Pass:
         return self._ran_out or (self.paged_elsewhere and time.monotonic() >= self._look_again_at)
 
     def found_nothing_to_claim(self, paged_elsewhere: bool) -> None:
-        self._claim_again_at = self._look_again_at = time.monotonic() + CLAIM_AGAIN_S  # it asked, too
-        self.paged_elsewhere, self._ran_out = paged_elsewhere, False
+        self._claim_again_at = time.monotonic() + CLAIM_AGAIN_S
+        self.looked(paged_elsewhere)  # a claim that found nothing asked whether another process pages, too
 
     def looked(self, paged_elsewhere: bool) -> None:
         self.paged_elsewhere, self._ran_out = paged_elsewhere, False
@@ -588,7 +588,7 @@ class StripeImporter:
     def _initial_slices(self, livemode: bool, resources: int, reads_alone: bool) -> int:
         """Slices each of a new import's `resources` starts as (`initial_slice_count`). A tenant whose pages are read
         alone pages one slice at a time: more would only be paged one after another, most of them empty."""
-        if self._stripe_s is None or reads_alone:  # nothing timed yet
+        if self._stripe_s is None or reads_alone:  # nothing timed yet, or one slice at a time
             return self._settings.initial_slices
         rate, endpoint_rate = self._rates(livemode)
         return initial_slice_count(self._settings.initial_slices, rate, endpoint_rate, self._stripe_s, resources,

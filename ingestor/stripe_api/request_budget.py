@@ -20,12 +20,14 @@ interactive requests (the poller, a key Test, a reconcile, a discount lookup) fi
 during a long import. Among one process's bulk requests waiting for the account's bucket, those to the
 endpoint with the most left to list go first (`AccountBudget.rank_endpoints`): in live mode the import of the
 largest resource is bound by its endpoint's budget (22/s), so every account token another resource takes from
-it while it waits makes the whole import longer. (Each of those requests took its endpoint's token before it
-queued: an endpoint ranked low that is ranked first later sends its waiting requests at once, on top of its
-endpoint's schedule — docs/import.md says why that is left.) A 429 from Stripe (the tenant's own systems share
-the account's limit) blocks the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`,
-else the account's) for `Retry-After` or a second, for every process. Without a database, a local token bucket
-stands in.
+it while it waits makes the whole import longer. Between processes, leases are first come: so that one process's
+queue of other resources does not book the account's schedule far ahead of another's largest resource, only
+requests of the endpoint ranked first book `LEASE_HORIZON_S` ahead, the others `BEHIND_HORIZON_S`. (Each of those
+requests took its endpoint's token before it queued: an endpoint ranked low that is ranked first later sends its
+waiting requests at once, on top of its endpoint's schedule — docs/import.md says why that is left.) A 429 from
+Stripe (the tenant's own systems share the account's limit) blocks the bucket it names
+(`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's) for `Retry-After` or a second,
+for every process. Without a database, a local token bucket stands in.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ from plumbing.settings import STRIPE_BUCKET_MIN_CAPACITY, STRIPE_LATE_SEND_S
 
 DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
 LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
+# How far ahead bulk requests that do not lead (`Bucket.lane_leads`) book: another process's leading requests wait at
+# most about this much behind them for the account's tokens.
+BEHIND_HORIZON_S = 0.1
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
 MIN_CAPACITY = STRIPE_BUCKET_MIN_CAPACITY  # room for the interactive reserve, one bulk lease and the lag of asking
@@ -84,14 +89,20 @@ def _unranked(lane: str) -> float:
     return 0.0
 
 
+def _leads(lane: str) -> bool:
+    return True
+
+
 class Bucket:
     """One token bucket: acquire a token per request; a 429 blocks it.
 
     Where bulk requests queue for tokens, they queue in lanes (one per endpoint): the lane of the lowest
-    `lane_rank` goes first, as ranked when a token comes, and first come first within a lane."""
+    `lane_rank` goes first, as ranked when a token comes, and first come first within a lane; lanes that do not
+    `lane_leads` book less far ahead (`BEHIND_HORIZON_S`)."""
 
     def __init__(self) -> None:
         self.lane_rank: Callable[[str], float] = _unranked
+        self.lane_leads: Callable[[str], bool] = _leads
 
     async def acquire(self, priority: Priority, lane: str = "") -> None:
         """Waits until one request may be made now."""
@@ -135,6 +146,15 @@ class SharedBucket(Bucket):
     left to take them (leased for requests that gave up) are kept for the horizon, then void.
     Interactive work (the poller, a key Test) leases one token at a time, may take the reserve, and waits at most
     about `horizon_s` behind an import.
+
+    Leases are first come in the database, whichever process asks: a process with many requests waiting books the
+    schedule up to `horizon_s` ahead, and another's requests wait that long behind them (longer: the busy one asks
+    again as soon as a lease is granted), whatever their rank. Two workers importing a bulk migration's history at
+    300 ms: one process's queue of smaller resources booked the account ahead of the other's charges (a few waiting
+    at a time, each after its round trip), the import's long pole, whose 22/s fell to 13-19 in some seconds while the
+    account's 90/s was all used (a net shortfall of 0-25 requests, median 8, in six runs). So a lease for lanes that
+    do not lead (every waiting request of the leading lanes covered by what is due or coming) books only
+    `BEHIND_HORIZON_S` ahead: -1 to 10, median 0.5, in sixteen runs (docs/import.md).
     """
 
     def __init__(self, pool: asyncpg.Pool, key: str, rate: Rate, horizon_s: float = LEASE_HORIZON_S):
@@ -221,7 +241,8 @@ class SharedBucket(Bucket):
         try:
             while (wanted := self._waiting() - self._due - self._coming) > 0:
                 generation = self._generation
-                granted, wait_s = await self._take(min(self.bulk_lease, wanted), self.reserve, self.horizon_s)
+                horizon_s = self.horizon_s if self._leading_uncovered() else min(self.horizon_s, BEHIND_HORIZON_S)
+                granted, wait_s = await self._take(min(self.bulk_lease, wanted), self.reserve, horizon_s)
                 if generation != self._generation:
                     continue  # a 429 came while this lease was granted: its tokens are void, as those before it
                 if not granted:
@@ -244,6 +265,12 @@ class SharedBucket(Bucket):
         self._due += granted
         self._due_at = asyncio.get_running_loop().time()
         self._hand_out()
+
+    def _leading_uncovered(self) -> bool:
+        """Whether requests of leading lanes wait for more tokens than are due or coming (handed out by rank, those
+        go to them first)."""
+        leading = sum(len(lane) for name, lane in self._lanes.items() if self.lane_leads(name))
+        return leading > self._due + self._coming
 
     def _waiting(self) -> int:
         """Bulk requests waiting (a cancelled one leaves its lane as it gives up)."""
@@ -299,6 +326,7 @@ class AccountBudget:
         self._endpoint_bucket = endpoint_bucket
         self._ranks: dict[str, float] = {}
         account.lane_rank = self.rank  # the account's lanes are endpoints
+        account.lane_leads = self.leads
 
     def rank_endpoints(self, work_left: Mapping[str, float]) -> None:
         """Bulk requests to the endpoints with more `work_left` (pages, or seconds: any one measure) take the
@@ -310,6 +338,12 @@ class AccountBudget:
         first: bulk requests other than the import's lists are few, and behind an import they would wait for its
         end."""
         return self._ranks.get(endpoint, -math.inf)
+
+    def leads(self, endpoint: str) -> bool:
+        """Whether bulk requests to `endpoint` book the account's tokens as far ahead as leases go: those ranked first
+        (the import's largest resource, as every process importing the account ranks it) or not ranked."""
+        rank = self.rank(endpoint)
+        return rank == -math.inf or rank <= min(self._ranks.values(), default=-math.inf)
 
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""

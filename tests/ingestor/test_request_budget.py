@@ -20,6 +20,7 @@ from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.slices import Peers
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
 from ingestor.stripe_api.request_budget import (
+    BEHIND_HORIZON_S,
     LATE_S,
     LEASE_HORIZON_S,
     AccountBudget,
@@ -214,6 +215,39 @@ async def test_while_pages_queue_for_the_account_the_endpoint_with_most_left_is_
     served.clear()
     await asyncio.gather(one(CHARGES, 0), one("GET /v1/customers", 0), one("GET /v1/coupons/{id}", 0))
     assert served == ["GET /v1/coupons/{id} 0", "GET /v1/customers 0", f"{CHARGES} 0"]  # not ranked: not starved
+
+
+async def test_another_process_queue_does_not_hold_back_the_imports_largest_resource(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """Two workers share an import: one holds a few slices of charges (the import's largest resource, ranked first
+    by both), each asking for a token after its page's round trip; the other has many requests of smaller resources
+    waiting. Leases are first come in the database: the busy one, asking again as soon as a lease was granted, kept the
+    account's schedule booked a quarter second ahead, and each of charges' requests waited 0.69 s for its token (its
+    slices' rate 5 of the 16/s their round trips allow). Requests not ranked first book a tenth of a second ahead now:
+    0.11 s."""
+    account = Rate(90.0, limit=100.0)
+    budgets = [RateBudgets(live=account, endpoint=Rate(200.0, limit=250.0), pool=pool).for_account("conn_lead", True)
+               for pool in two_pools]  # no endpoint budget: the account's is the one both queue for
+    for budget in budgets:
+        budget.rank_endpoints({CHARGES: 30_000, "GET /v1/invoices": 10_000})
+    charges_waits: list[float] = []
+    round_trip_s, slices, run_s = 0.3, 5, 3.0
+
+    async def slice_of_charges() -> None:
+        until = time.monotonic() + run_s
+        while time.monotonic() < until:
+            asked = time.monotonic()
+            await budgets[0].acquire(Priority.BULK, CHARGES)
+            charges_waits.append(time.monotonic() - asked)
+            await asyncio.sleep(round_trip_s)  # the page's round trip at Stripe's latency
+
+    invoices: list[float] = []
+    await asyncio.gather(*(slice_of_charges() for _ in range(slices)),
+                         *(_spend(budgets[1], "GET /v1/invoices", run_s, invoices) for _ in range(40)))
+    steady = charges_waits[2 * slices:]  # after the first round trips (the other's queue builds up meanwhile)
+    mean_wait = sum(steady) / len(steady)
+    assert mean_wait <= (BEHIND_HORIZON_S + LEASE_HORIZON_S) / 2, f"charges waited {mean_wait:.3f} s per request"
+    assert len(invoices) >= 0.8 * (account.per_second * run_s - len(charges_waits))  # the rest of the budget is used
 
 
 async def test_requests_queued_under_a_low_rank_are_served_first_once_their_endpoint_is_ranked_first(

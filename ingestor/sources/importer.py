@@ -270,7 +270,8 @@ class _Pass:
         same thing, so one is woken (it wakes the next once it took a slice), or all once none is left."""
         if self._budget is not None:  # by the import's work left: another process's requests are ranked so too
             self._budget.rank_endpoints({list_endpoint(resource): left for resource, left
-                                         in self.peers.with_work_left(self.planner.work_left()).items()})
+                                         in self.peers.with_work_left(self.planner.work_left()).items()},
+                                        shared=self.peers.processes > 1)
         async with self._changed:
             if self.planner.active_count() or self.paged_elsewhere:
                 self._changed.notify(1)

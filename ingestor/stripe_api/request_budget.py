@@ -21,18 +21,19 @@ during a long import. Among one process's bulk requests waiting for the account'
 endpoint with the most left to list go first (`AccountBudget.rank_endpoints`): in live mode the import of the
 largest resource is bound by its endpoint's budget (22/s), so every account token another resource takes from
 it while it waits makes the whole import longer. Between processes, leases are first come: so that one process's
-queue of other resources does not book the account's schedule far ahead of another's largest resource, only
-requests of the endpoint ranked first book `LEASE_HORIZON_S` ahead, the others `BEHIND_HORIZON_S`. (Each of those
-requests took its endpoint's token before it queued: an endpoint ranked low that is ranked first later sends its
-waiting requests at once, on top of its endpoint's schedule — docs/import.md says why that is left.) A 429 from
-Stripe (the tenant's own systems share the account's limit) blocks the bucket it names
-(`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the account's) for `Retry-After` or a second,
-for every process. Without a database, a local token bucket stands in.
+queue of other resources does not book the account's schedule far ahead of another's largest resources, while
+processes share an import only the requests of the endpoints that lead its work left book `LEASE_HORIZON_S` ahead,
+the others `BEHIND_HORIZON_S` (`AccountBudget.leads`). (Each of those requests took its endpoint's token before it
+queued: an endpoint ranked low that is ranked first later sends its waiting requests at once, on top of its
+endpoint's schedule — docs/import.md says why that is left.) A 429 from Stripe (the tenant's own systems share the
+account's limit) blocks the bucket it names (`Stripe-Rate-Limited-Reason`: the endpoint's for `endpoint-*`, else the
+account's) for `Retry-After` or a second, for every process. Without a database, a local token bucket stands in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import math
@@ -49,9 +50,14 @@ from plumbing.settings import STRIPE_BUCKET_MIN_CAPACITY, STRIPE_LATE_SEND_S
 
 DEFAULT_BLOCK_S = 1.0  # how long a 429 without Retry-After blocks the bucket
 LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a busy event loop runs late
-# How far ahead bulk requests that do not lead (`Bucket.lane_leads`) book: another process's leading requests wait at
-# most about this much behind them for the account's tokens.
+# How far ahead bulk requests that do not lead (`Bucket.lane_leads`) book: about how long another process's leading
+# requests wait behind them for the account's tokens. Used only while processes share an import: a loop late by more
+# than about 0.15 s then loses some of their tokens to a full bucket (unless another process's requests wait).
 BEHIND_HORIZON_S = 0.1
+# While processes share an import, an endpoint with at least this share of the most work left leads
+# (`AccountBudget.leads`): on a bulk migration's history charges, invoices and payment intents have about as much, each
+# bound by its endpoint's 22/s, and the one with the most alone leading changed nothing measurable.
+LEADING_SHARE = 0.5
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
 MIN_CAPACITY = STRIPE_BUCKET_MIN_CAPACITY  # room for the interactive reserve, one bulk lease and the lag of asking
@@ -97,8 +103,8 @@ class Bucket:
     """One token bucket: acquire a token per request; a 429 blocks it.
 
     Where bulk requests queue for tokens, they queue in lanes (one per endpoint): the lane of the lowest
-    `lane_rank` goes first, as ranked when a token comes, and first come first within a lane; lanes that do not
-    `lane_leads` book less far ahead (`BEHIND_HORIZON_S`)."""
+    `lane_rank` goes first, as ranked when a token comes, and first come first within a lane; in a bucket shared
+    through Postgres, lanes that do not `lane_leads` book less far ahead (`BEHIND_HORIZON_S`)."""
 
     def __init__(self) -> None:
         self.lane_rank: Callable[[str], float] = _unranked
@@ -111,6 +117,9 @@ class Bucket:
     async def block(self, seconds: float) -> None:
         """No one asks through this bucket for `seconds`."""
         raise NotImplementedError
+
+    def leads_changed(self) -> None:
+        """Which lanes lead changed (`lane_leads`): requests waiting may now book further ahead."""
 
 
 class LocalBucket(Bucket):
@@ -152,9 +161,12 @@ class SharedBucket(Bucket):
     again as soon as a lease is granted), whatever their rank. Two workers importing a bulk migration's history at
     300 ms: one process's queue of smaller resources booked the account ahead of the other's charges (a few waiting
     at a time, each after its round trip), the import's long pole, whose 22/s fell to 13-19 in some seconds while the
-    account's 90/s was all used (a net shortfall of 0-25 requests, median 8, in six runs). So a lease for lanes that
-    do not lead (every waiting request of the leading lanes covered by what is due or coming) books only
-    `BEHIND_HORIZON_S` ahead: -1 to 10, median 0.5, in sixteen runs (docs/import.md).
+    account's 90/s was all used (a net shortfall of 0-25 requests, median 8, in six runs: docs/import.md). So a lease
+    on the long horizon holds tokens for the waiting requests of leading lanes only (`lane_leads`), and one for the
+    others (every waiting request of a leading lane covered by what is due or coming) books `BEHIND_HORIZON_S` ahead;
+    refused, its leaser asks again at once when a leading request comes uncovered. Leading lanes that ask for the
+    whole account's budget (test mode has no endpoint budgets) may so take it from another process's other lanes, as
+    they do within one process, until their work left falls below the others'.
     """
 
     def __init__(self, pool: asyncpg.Pool, key: str, rate: Rate, horizon_s: float = LEASE_HORIZON_S):
@@ -171,6 +183,7 @@ class SharedBucket(Bucket):
         self._arrivals = itertools.count()
         self._leaser: asyncio.Task[None] | None = None
         self._generation = 0  # a 429 voids what was leased before it
+        self._leader_came = asyncio.Event()  # a request of a leading lane queued (the leaser may wait for it)
         # Interactive requests ask the database one at a time: those beyond the horizon wait here, not in the database.
         self._interactive_turn = asyncio.Lock()
 
@@ -198,6 +211,8 @@ class SharedBucket(Bucket):
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         place = (next(self._arrivals), token)
         self._lanes.setdefault(lane, deque()).append(place)
+        if self.lane_leads(lane) and self._leading_waiting() > self._due + self._coming:
+            self._leader_came.set()  # not covered by what is due or coming: a lease on the long horizon
         self._keep_leasing()
         try:
             await token  # handed over by `_hand_out` (one wake-up per token), or the leaser's failure
@@ -240,13 +255,23 @@ class SharedBucket(Bucket):
         loop = asyncio.get_running_loop()
         try:
             while (wanted := self._waiting() - self._due - self._coming) > 0:
+                self._leader_came.clear()
                 generation = self._generation
-                horizon_s = self.horizon_s if self._leading_uncovered() else min(self.horizon_s, BEHIND_HORIZON_S)
-                granted, wait_s = await self._take(min(self.bulk_lease, wanted), self.reserve, horizon_s)
+                leading = self._leading_waiting() - self._due - self._coming  # tokens go to them first
+                if leading > 0:
+                    lease, horizon_s = min(self.bulk_lease, leading), self.horizon_s
+                else:  # none for the other lanes on the long horizon (a lease's remainder would be theirs)
+                    lease, horizon_s = min(self.bulk_lease, wanted), min(self.horizon_s, BEHIND_HORIZON_S)
+                granted, wait_s = await self._take(lease, self.reserve, horizon_s)
                 if generation != self._generation:
                     continue  # a 429 came while this lease was granted: its tokens are void, as those before it
                 if not granted:
-                    await asyncio.sleep(min(max(wait_s, 0.002), 1.0))
+                    pause_s = min(max(wait_s, 0.002), 1.0)
+                    if leading > 0:
+                        await asyncio.sleep(pause_s)
+                    else:  # a leading request coming uncovered meanwhile (or a lane made leading) asks at once
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._leader_came.wait(), pause_s)
                     continue
                 self._coming += granted
                 loop.call_later(wait_s, self._release, granted, generation)
@@ -266,11 +291,12 @@ class SharedBucket(Bucket):
         self._due_at = asyncio.get_running_loop().time()
         self._hand_out()
 
-    def _leading_uncovered(self) -> bool:
-        """Whether requests of leading lanes wait for more tokens than are due or coming (handed out by rank, those
-        go to them first)."""
-        leading = sum(len(lane) for name, lane in self._lanes.items() if self.lane_leads(name))
-        return leading > self._due + self._coming
+    def leads_changed(self) -> None:
+        self._leader_came.set()  # a leaser waiting after a lease refused on the short horizon asks again
+
+    def _leading_waiting(self) -> int:
+        """Bulk requests of leading lanes waiting (`lane_leads`)."""
+        return sum(len(lane) for name, lane in self._lanes.items() if self.lane_leads(name))
 
     def _waiting(self) -> int:
         """Bulk requests waiting (a cancelled one leaves its lane as it gives up)."""
@@ -325,13 +351,27 @@ class AccountBudget:
         self._account = account
         self._endpoint_bucket = endpoint_bucket
         self._ranks: dict[str, float] = {}
+        self._leading: frozenset[str] | None = None  # None: every endpoint leads (no other process imports)
         account.lane_rank = self.rank  # the account's lanes are endpoints
         account.lane_leads = self.leads
 
-    def rank_endpoints(self, work_left: Mapping[str, float]) -> None:
+    def rank_endpoints(self, work_left: Mapping[str, float], shared: bool = False) -> None:
         """Bulk requests to the endpoints with more `work_left` (pages, or seconds: any one measure) take the
-        account's tokens first while requests queue for them; endpoints not given keep their rank."""
+        account's tokens first while requests queue for them; endpoints not given keep their rank.
+
+        While another process imports the account too (`shared`), the endpoints that lead this `work_left` (at least
+        `LEADING_SHARE` of the most left, or unknown: infinite, a first page out) book the account's tokens further
+        ahead than the others (`BEHIND_HORIZON_S`). Alone, a process ranks all its requests itself, and every
+        endpoint leads: booked less far ahead, an event loop late by more than 0.15 s would lose tokens to a full
+        bucket."""
         self._ranks.update({endpoint: -left for endpoint, left in work_left.items()})
+        leading = None
+        if shared:
+            most = max((left for left in work_left.values() if left != math.inf), default=math.inf)
+            leading = frozenset(endpoint for endpoint, left in work_left.items() if left >= LEADING_SHARE * most)
+        if leading != self._leading:
+            self._leading = leading
+            self._account.leads_changed()
 
     def rank(self, endpoint: str) -> float:
         """Where bulk requests to `endpoint` queue for the account's tokens, lower first. An endpoint not ranked goes
@@ -340,10 +380,11 @@ class AccountBudget:
         return self._ranks.get(endpoint, -math.inf)
 
     def leads(self, endpoint: str) -> bool:
-        """Whether bulk requests to `endpoint` book the account's tokens as far ahead as leases go: those ranked first
-        (the import's largest resource, as every process importing the account ranks it) or not ranked."""
-        rank = self.rank(endpoint)
-        return rank == -math.inf or rank <= min(self._ranks.values(), default=-math.inf)
+        """Whether bulk requests to `endpoint` book the account's tokens as far ahead as leases go: those of an
+        endpoint that leads the last work left ranked (`rank_endpoints`), or never ranked (not the import's). The work
+        left is the import's (the others' as of their last report, up to a second old), so the processes mostly agree
+        on what leads."""
+        return self._leading is None or endpoint in self._leading or endpoint not in self._ranks
 
     async def acquire(self, priority: Priority, endpoint: str) -> None:
         """Waits until one request to `endpoint` (e.g. "GET /v1/charges") may be made now."""

@@ -219,35 +219,77 @@ async def test_while_pages_queue_for_the_account_the_endpoint_with_most_left_is_
 
 async def test_another_process_queue_does_not_hold_back_the_imports_largest_resource(
         two_pools: list[asyncpg.Pool]) -> None:
-    """Two workers share an import: one holds a few slices of charges (the import's largest resource, ranked first
-    by both), each asking for a token after its page's round trip; the other has many requests of smaller resources
-    waiting. Leases are first come in the database: the busy one, asking again as soon as a lease was granted, kept the
-    account's schedule booked a quarter second ahead, and each of charges' requests waited 0.69 s for its token (its
-    slices' rate 5 of the 16/s their round trips allow). Requests not ranked first book a tenth of a second ahead now:
-    0.11 s."""
+    """Two workers share an import, and both rank charges first (the import's largest resource): one holds most of
+    its slices, each asking for a token after its page's round trip; the other, a few of them and many requests of
+    smaller resources. Leases are first come in the database: the busy one, asking again as soon as a lease was
+    granted, kept the account's schedule booked a quarter second ahead, and the first one's charges waited 0.29-0.33 s
+    for each token (median). While processes share an import, the requests not among the leading resources book a
+    tenth of a second ahead: 0.11 s."""
     account = Rate(90.0, limit=100.0)
     budgets = [RateBudgets(live=account, endpoint=Rate(200.0, limit=250.0), pool=pool).for_account("conn_lead", True)
                for pool in two_pools]  # no endpoint budget: the account's is the one both queue for
     for budget in budgets:
-        budget.rank_endpoints({CHARGES: 30_000, "GET /v1/invoices": 10_000})
-    charges_waits: list[float] = []
-    round_trip_s, slices, run_s = 0.3, 5, 3.0
+        budget.rank_endpoints({CHARGES: 30_000, "GET /v1/invoices": 10_000}, shared=True)
+    waits: list[list[float]] = [[], []]
+    round_trip_s, run_s = 0.3, 3.0
 
-    async def slice_of_charges() -> None:
+    async def slice_of_charges(process: int) -> None:
         until = time.monotonic() + run_s
         while time.monotonic() < until:
             asked = time.monotonic()
-            await budgets[0].acquire(Priority.BULK, CHARGES)
-            charges_waits.append(time.monotonic() - asked)
+            await budgets[process].acquire(Priority.BULK, CHARGES)
+            waits[process].append(time.monotonic() - asked)
             await asyncio.sleep(round_trip_s)  # the page's round trip at Stripe's latency
 
     invoices: list[float] = []
-    await asyncio.gather(*(slice_of_charges() for _ in range(slices)),
+    await asyncio.gather(*(slice_of_charges(0) for _ in range(5)), *(slice_of_charges(1) for _ in range(2)),
                          *(_spend(budgets[1], "GET /v1/invoices", run_s, invoices) for _ in range(40)))
-    steady = charges_waits[2 * slices:]  # after the first round trips (the other's queue builds up meanwhile)
-    mean_wait = sum(steady) / len(steady)
-    assert mean_wait <= (BEHIND_HORIZON_S + LEASE_HORIZON_S) / 2, f"charges waited {mean_wait:.3f} s per request"
-    assert len(invoices) >= 0.8 * (account.per_second * run_s - len(charges_waits))  # the rest of the budget is used
+    steady = sorted(waits[0][10:])  # after the first round trips (the other's queue builds up meanwhile)
+    median_wait = steady[len(steady) // 2]
+    assert median_wait < (BEHIND_HORIZON_S + LEASE_HORIZON_S) / 2, f"charges waited {median_wait:.3f} s (median)"
+    assert len(invoices) >= 0.8 * (account.per_second * run_s - len(waits[0]) - len(waits[1]))  # the rest is used
+
+
+async def test_a_lease_on_the_long_horizon_holds_tokens_only_for_the_leading_requests(
+        two_pools: list[asyncpg.Pool]) -> None:
+    """A lease's tokens go to the requests ranked first, then to the others: leased a quarter second ahead for one
+    request of charges with ten others waiting, a lease of four would book three tokens for the others that far
+    ahead. It holds one; the others' leases book a tenth of a second ahead."""
+    bucket = SharedBucket(two_pools[0], "conn_lease_lead", Rate(90.0, limit=100.0))
+    bucket.lane_leads = lambda lane: lane == CHARGES
+    taken: list[tuple[int, float]] = []
+    take = bucket._take
+
+    async def recorded(lease: int, reserve: float, horizon_s: float) -> tuple[int, float]:
+        taken.append((lease, horizon_s))
+        return await take(lease, reserve, horizon_s)
+
+    bucket._take = recorded  # type: ignore[method-assign]
+    requests = [asyncio.create_task(bucket.acquire(Priority.BULK, CHARGES))]
+    requests += [asyncio.create_task(bucket.acquire(Priority.BULK, "GET /v1/invoices")) for _ in range(10)]
+    await asyncio.wait_for(asyncio.gather(*requests), 5)
+    assert taken[0] == (1, LEASE_HORIZON_S)
+    assert all(horizon_s == BEHIND_HORIZON_S for _, horizon_s in taken[1:])
+
+
+def test_the_endpoints_that_lead_are_those_with_much_of_the_latest_work_left() -> None:
+    """Which endpoints book the account's tokens far ahead while processes share an import: those with at least half
+    the most work left (in live mode, each of them bound by its own endpoint's budget), or unknown (a first page
+    out), as last ranked. One that once led and is done no longer does; alone, a process ranks its own requests and
+    every endpoint leads."""
+    budget = RateBudgets(pool=None).for_account("conn_leads", True)
+    invoices, customers = "GET /v1/invoices", "GET /v1/customers"
+    budget.rank_endpoints({CHARGES: math.inf, invoices: 10_000, customers: math.inf}, shared=True)
+    assert [budget.leads(e) for e in (CHARGES, invoices, customers)] == [True, True, True]
+    budget.rank_endpoints({CHARGES: 30_000, invoices: 10_000}, shared=True)  # customers (first page out) done
+    assert budget.leads(CHARGES) and not budget.leads(customers)
+    budget.rank_endpoints({CHARGES: 30_000, invoices: 16_000, customers: 14_000}, shared=True)
+    assert budget.leads(CHARGES) and budget.leads(invoices) and not budget.leads(customers)
+    budget.rank_endpoints({CHARGES: 30_000, invoices: 10_000}, shared=True)  # customers done
+    assert budget.leads(CHARGES) and not budget.leads(invoices) and not budget.leads(customers)
+    assert budget.leads("GET /v1/coupons/{id}")  # never ranked: not the import's
+    budget.rank_endpoints({CHARGES: 30_000, invoices: 10_000}, shared=False)  # the other process left
+    assert budget.leads(invoices) and budget.leads(CHARGES)
 
 
 async def test_requests_queued_under_a_low_rank_are_served_first_once_their_endpoint_is_ranked_first(

@@ -56,7 +56,7 @@ LEASE_HORIZON_S = 0.25  # how far ahead bulk leases are scheduled: more than a b
 BEHIND_HORIZON_S = 0.1
 # While processes share an import, an endpoint with at least this share of the most work left leads
 # (`AccountBudget.leads`): on a bulk migration's history charges, invoices and payment intents have about as much, each
-# bound by its endpoint's 22/s, and the one with the most alone leading changed nothing measurable.
+# bound by its endpoint's 22/s, and which of them has the most changes as they page.
 LEADING_SHARE = 0.5
 INTERACTIVE_HORIZON_S = 5.0  # an interactive lease is granted whenever it is due (within a block's wait)
 BULK_LEASE_S = 0.05  # a bulk lease holds about this much of the budget's tokens
@@ -161,7 +161,8 @@ class SharedBucket(Bucket):
     again as soon as a lease is granted), whatever their rank. Two workers importing a bulk migration's history at
     300 ms: one process's queue of smaller resources booked the account ahead of the other's charges (a few waiting
     at a time, each after its round trip), the import's long pole, whose 22/s fell to 13-19 in some seconds while the
-    account's 90/s was all used (a net shortfall of 0-25 requests, median 8, in six runs: docs/import.md). So a lease
+    account's 90/s was all used, in runs traced for it (untraced runs of that code show it less: docs/import.md). The
+    test of it: `test_another_process_queue_does_not_hold_back_the_imports_largest_resource`. So a lease
     on the long horizon holds tokens for the waiting requests of leading lanes only (`lane_leads`), and one for the
     others (every waiting request of a leading lane covered by what is due or coming) books `BEHIND_HORIZON_S` ahead;
     refused, its leaser asks again at once when a leading request comes uncovered. Leading lanes that ask for the

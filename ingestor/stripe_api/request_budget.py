@@ -212,7 +212,7 @@ class SharedBucket(Bucket):
         token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         place = (next(self._arrivals), token)
         self._lanes.setdefault(lane, deque()).append(place)
-        if self.lane_leads(lane) and self._leading_waiting() > self._due + self._coming:
+        if self.lane_leads(lane) and self._leading_uncovered() > 0:
             self._leader_came.set()  # not covered by what is due or coming: a lease on the long horizon
         self._keep_leasing()
         try:
@@ -258,7 +258,7 @@ class SharedBucket(Bucket):
             while (wanted := self._waiting() - self._due - self._coming) > 0:
                 self._leader_came.clear()
                 generation = self._generation
-                leading = self._leading_waiting() - self._due - self._coming  # tokens go to them first
+                leading = self._leading_uncovered()
                 if leading > 0:
                     lease, horizon_s = min(self.bulk_lease, leading), self.horizon_s
                 else:  # none for the other lanes on the long horizon (a lease's remainder would be theirs)
@@ -295,9 +295,10 @@ class SharedBucket(Bucket):
     def leads_changed(self) -> None:
         self._leader_came.set()  # a leaser waiting after a lease refused on the short horizon asks again
 
-    def _leading_waiting(self) -> int:
-        """Bulk requests of leading lanes waiting (`lane_leads`)."""
-        return sum(len(lane) for name, lane in self._lanes.items() if self.lane_leads(name))
+    def _leading_uncovered(self) -> int:
+        """Bulk requests of leading lanes (`lane_leads`) waiting beyond the tokens due or coming (handed out by rank,
+        those go to them first)."""
+        return sum(len(lane) for name, lane in self._lanes.items() if self.lane_leads(name)) - self._due - self._coming
 
     def _waiting(self) -> int:
         """Bulk requests waiting (a cancelled one leaves its lane as it gives up)."""

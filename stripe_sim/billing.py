@@ -222,6 +222,36 @@ class Book:
         self.emit("payment_intent.created", pi, at, by_request=True)
         return self._charge(pi["id"], at, succeed, description, metadata)
 
+    def authorize_payment(self, cus_id: str | None, amount: int, currency: str, at: int,
+                          description: str | None = None) -> Obj:
+        """A one-off card payment authorised now and captured later (`capture_method=manual`): the charge
+        succeeds uncaptured (`charge.succeeded`, nothing captured yet), its intent waits in `requires_capture`.
+        Returns the charge."""
+        pi = {**o.payment_intent(self._id("pi"), cus_id, at, self.livemode, amount, currency, description, None),
+              "capture_method": "manual"}
+        self.store.insert("payment_intent", pi, at)
+        self.emit("payment_intent.created", pi, at, by_request=True)
+        card = o.card_for(cus_id or pi["id"])
+        ch = {**o.charge(self._id("ch"), pi, at, card, True, description, None),
+              "captured": False, "amount_captured": 0}
+        self.store.insert("charge", ch, at)
+        self.emit("charge.succeeded", ch, at)
+        self._update("payment_intent", pi["id"], {"status": "requires_capture", "amount_capturable": amount,
+                                                  "latest_charge": ch["id"], "payment_method": ch["payment_method"]},
+                     at, "payment_intent.amount_capturable_updated")
+        return ch
+
+    def capture(self, ch_id: str, at: int, amount: int | None = None) -> Obj:
+        """Captures an authorised charge, whole or `amount` of it (`charge.captured`; since 2025-03-31 the
+        part not captured is released without a refund)."""
+        ch = self.store.objects["charge"][ch_id]
+        captured = ch["amount"] if amount is None else amount
+        new = self._update("charge", ch_id, {"captured": True, "amount_captured": captured}, at, "charge.captured",
+                           by_request=True)
+        self._update("payment_intent", ch["payment_intent"], {"status": "succeeded", "amount_received": captured,
+                                                             "amount_capturable": 0}, at, "payment_intent.succeeded")
+        return new
+
     def renew(self, sub_id: str, at: int | None = None, succeed: bool = True) -> Obj:
         """Start the next period at the current period's end and charge for it."""
         sub = self.store.objects["subscription"][sub_id]

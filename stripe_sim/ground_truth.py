@@ -2,7 +2,7 @@
 
 Definitions (amounts in minor units per currency; days and months in the account owner's time zone, UTC
 unless a zone is given — an IANA name, as our tenants set it):
-- daily gross: amount of succeeded charges by the charge's created day; refunded: refunds by the
+- daily gross: captured amount of succeeded charges by the charge's created day; refunded: refunds by the
   refund's created day; net = gross - refunded.
 - failed: count and amount of failed charges by created day.
 - MRR at each month end (the last second of the month, or "now" for the current month), Stripe
@@ -86,8 +86,8 @@ def money(store: Store, zone: str = "UTC") -> dict[str, Any]:
     for ch in store.objects.get("charge", {}).values():
         if ch["status"] == "succeeded":
             row = daily[_day(ch["created"], zone)][ch["currency"]]
-            row["gross"] += ch["amount"]
-            row["net"] += ch["amount"]
+            row["gross"] += ch["amount_captured"]  # an authorisation not captured yet counts nothing
+            row["net"] += ch["amount_captured"]
         elif ch["status"] == "failed":
             f = failed[_day(ch["created"], zone)][ch["currency"]]
             f["count"] += 1

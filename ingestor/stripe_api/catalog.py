@@ -50,7 +50,10 @@ TESTED: Final = (*IMPORTED, EVENTS, COUPONS)
 BY_NAME: Final = {r.name: r for r in TESTED}
 BY_PERMISSION: Final = {r.permission: r for r in TESTED}
 
-# The event types about the five resources that revenue depends on; the events API takes ≤ 20.
+# The event types about the five resources that revenue depends on; the events API takes ≤ 20. A payment
+# authorised first and captured later counts when `charge.captured` comes (its `charge.succeeded` says nothing was
+# captured); `invoice.paid` covers every `invoice.payment_succeeded` (and invoices paid out of band), so that one is
+# left out to stay within the 20.
 EVENT_TYPES: Final = (
     "customer.created",
     "customer.updated",
@@ -59,12 +62,12 @@ EVENT_TYPES: Final = (
     "customer.subscription.updated",
     "customer.subscription.deleted",
     "charge.succeeded",
+    "charge.captured",
     "charge.failed",
     "charge.refunded",
     "invoice.created",
     "invoice.finalized",
     "invoice.paid",
-    "invoice.payment_succeeded",
     "invoice.payment_failed",
     "invoice.voided",
     "invoice.marked_uncollectible",

@@ -25,11 +25,13 @@ from ingestor.sources.poller import (
 )
 from ingestor.stripe_api.catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
+from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
 from service.worker import Worker
 from stripe_sim import SimServer
 from tests.helpers import wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes
+from tests.projections.support import apply_all, bind_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +98,35 @@ async def test_a_webhookless_connection_sees_a_new_charge_within_one_poll_interv
         await task
     _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
     assert view["status"] == "polling_only" and view["last_poll_at"]
+
+
+async def test_a_payment_captured_after_its_authorisation_counts_in_gross_when_polled(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """A payment authorised first and captured a minute later (`capture_method=manual`): its `charge.succeeded`
+    says nothing was captured, so without `charge.captured` a connection without webhooks counted it as 0."""
+    account = sim.create_account(customers=1).id
+    sim.set_rate_limit(account, 1000)
+    tenant, _, connection_id, _ = await connect(control, sim, account)
+    book = sim.book(account)
+    book.store._sorted.clear()  # the simulator bug worked around in `pay`
+    authorised_at = sim.clock.now() - 120
+    charge = book.authorize_payment(None, 4200, "usd", authorised_at, "captured later")
+    book.store._sorted.clear()
+    book.capture(charge["id"], authorised_at + 60, 4000)  # part of it: 4000 of the 4200 authorised
+    deps = SourceDeps(worker.store, worker.checkpoints, control.readers,
+                      RawEventPublisher(worker.publisher, control.settings.kafka.raw_topic))
+    poller = StripeEventsPoller(deps, PollerSettings(), control.settings.importer)
+    assert (await poller.poll_connection(connection_id)).state == "polled"
+    polled = [e for e in await published_envelopes(control.settings)
+              if e.object_id == charge["id"] and e.source == Source.POLL]
+    assert sorted(e.event_type for e in polled) == ["charge.captured", "charge.succeeded"]
+
+    await apply_all(PostgresProjectionStore(control.pool, "capture-test"), polled)
+    async with control.pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        gross = await conn.fetchval("SELECT sum(gross) FROM projection.daily_revenue WHERE tenant_id = $1", tenant)
+    assert gross == 4000
 
 
 def test_polls_fall_due_on_each_connections_own_cadence_most_overdue_first() -> None:

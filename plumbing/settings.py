@@ -101,6 +101,10 @@ class ReceiverSettings(BaseModel):
     # How long a looked-up webhook token (known or unknown) is cached; a disabled connection
     # stops accepting within this time.
     target_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # A subscription event naming its discounts by id waits for them to be fetched from Stripe at most this long,
+    # and at most this many such fetches wait per connection; beyond either, 503 (Stripe delivers again later).
+    discount_fetch_timeout_s: float = Field(default=5.0, gt=0)
+    discount_fetches_per_connection: int = Field(default=4, ge=1)
 
 
 class VaultSettings(BaseModel):

@@ -89,7 +89,9 @@ def create_ingest_app(
         stripe_readers = readers or StripeReaders(settings.stripe, pool=pool)
         receiver = WebhookReceiver(
             targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic),
-            StripeDiscounts(store, stripe_readers), settings.receiver, ReceiverMetrics(app[REGISTRY]),
+            StripeDiscounts(store, stripe_readers, settings.receiver.discount_fetch_timeout_s,
+                            settings.receiver.discount_fetches_per_connection),
+            settings.receiver, ReceiverMetrics(app[REGISTRY]),
         )
         tenants = PostgresTenantStore(pool, keyring, settings.reader)
         service = ConnectionService(

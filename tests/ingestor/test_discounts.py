@@ -4,14 +4,17 @@ MRR whatever the version an event was rendered in."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import orjson
 import pytest
 import stripe
+from aiohttp.test_utils import TestServer
 
 from schemas.stripe_objects import read_subscription
+from service.web import create_ingest_app
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, SimServer
 from stripe_sim.render import render_event
@@ -53,6 +56,45 @@ async def test_the_receiver_fills_in_discounts_named_by_id(control: ControlClien
         assert resp.status == 200, await resp.text()
     [envelope] = [e for e in await published_envelopes(control.settings, 1) if e.event_id == event["id"]]
     assert_discounts_readable(orjson.loads(envelope.payload)["data"]["object"])
+
+
+async def test_deliveries_waiting_for_discounts_get_503_instead_of_queueing_behind_a_slow_stripe(
+    control: ControlClient, sim: SimServer
+) -> None:
+    """A tenant signs its own webhooks and can name discounts nobody fetched yet, as fast as it likes: each delivery
+    waited for Stripe (and the account's budget) without a bound, its body held in the shared web process. Now a
+    connection has at most `discount_fetches_per_connection` fetches waiting, each given up after
+    `discount_fetch_timeout_s`: 503, and Stripe delivers again later."""
+    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, _, _ = await connect(control, sim, account)
+    secret = "whsec_" + "sl0wstr1pe" * 4
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
+                                      {"secret": secret})
+    assert status == 200, body
+    payload = orjson.dumps(discounted_subscription_event(sim, account)).decode()
+    headers = {"Content-Type": "application/json",
+               "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(payload, secret, int(time.time()))}
+    receiver = control.settings.receiver.model_copy(update={"discount_fetch_timeout_s": 0.5,
+                                                            "discount_fetches_per_connection": 2})
+    server = TestServer(create_ingest_app(control.settings.model_copy(update={"receiver": receiver}), control.keyring,
+                                          readers=control.readers), host="127.0.0.1")
+    await server.start_server()
+    url = server.make_url(control.url_path(body["connection"]["webhook"]["url"]))
+
+    async def deliver() -> tuple[int, dict[str, Any], str | None]:
+        async with control.http.post(url, data=payload, headers=headers) as resp:
+            return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+    sim.set_faults({"kind": "latency", "latency_ms": 10_000})  # Stripe does not answer for ten seconds
+    try:
+        async with asyncio.timeout(5):  # each waited for Stripe before
+            answers = await asyncio.gather(*(deliver() for _ in range(6)))
+    finally:
+        sim.set_faults()
+        await server.close()
+    assert [status for status, _, _ in answers] == [503] * 6
+    assert all(answer["error"]["code"] == "temporarily_unavailable" and retry for _, answer, retry in answers)
 
 
 async def test_the_poller_fills_in_discounts_named_by_id(control: ControlClient, worker: Worker, sim: SimServer) -> None:

@@ -1,8 +1,8 @@
 """From a Stripe object read by the importer to a snapshot envelope. Pure: no I/O, no clock.
 
 The history import has objects, not events, so each object becomes a synthetic Stripe-event-shaped
-record: type `<object>.snapshot`, `data.object` = the redacted object, created = the fetch time
-(the time of that state). The event id is derived from the tenant and the canonical JSON of the
+record: type `<object>.snapshot`, `data.object` = the redacted object, created = a second before Stripe
+read that state (`STATE_SECONDS_BEFORE_ASKED`). The event id is derived from the tenant and the canonical JSON of the
 redacted object (compact, keys sorted), so the same state imported twice gets the same id and
 consumers dedupe it, while a changed state gets a new id. The payload carries that same text, so each
 object is serialised once (the importer's hot path).
@@ -23,6 +23,12 @@ from ingestor.errors import BadEventError
 from schemas import Envelope, Source
 
 SNAPSHOT_ID_PREFIX = "snap_"
+# How long before the request that returned a page its snapshots are dated. Stripe read the objects after the
+# request was sent, so a change it made after reading them has an event of that second or later (our clock and
+# Stripe's within a second of each other): dated two seconds earlier, the snapshot loses to that event. Dated when
+# the answer came (hundreds of ms later), it beat a deletion made while the page was on its way, and brought the
+# customer back for good (Stripe's lists never show it again to correct it).
+STATE_SECONDS_BEFORE_ASKED = 2
 SNAPSHOT_ID_HEX_CHARS = 32  # 128 bits of SHA-256
 
 
@@ -33,9 +39,10 @@ def snapshot_event_id(tenant_id: str, canonical_json: bytes) -> str:
 
 
 def snapshot_envelope(
-    obj: Mapping[str, Any], tenant_id: str, livemode: bool, api_version: str | None, fetched_at: datetime
+    obj: Mapping[str, Any], tenant_id: str, livemode: bool, api_version: str | None, asked_at: datetime
 ) -> Envelope:
-    """Returns the snapshot envelope of one object as fetched at `fetched_at` in `api_version`; raises
+    """Returns the snapshot envelope of one object of a page asked for at `asked_at` (when the request that
+    returned it was sent) in `api_version`; raises
     BadEventError for an object without a string id and type or an integer `created` (what the import pages
     by), or one JSON cannot hold: the import leaves it out and counts it in the tenant's health."""
     if not isinstance(obj, Mapping):  # what a page holds is whatever Stripe (or a proxy) sent
@@ -58,7 +65,7 @@ def snapshot_envelope(
     event_id = snapshot_event_id(tenant_id, canonical)
     object_type, object_id = mask_pans(object_type), mask_pans(object_id)  # as in the payload
     event_type = f"{object_type}.snapshot"
-    created = int(fetched_at.timestamp())
+    created = int(asked_at.timestamp()) - STATE_SECONDS_BEFORE_ASKED
     payload = {
         "id": event_id, "object": "event", "type": event_type, "created": created,
         "livemode": livemode, "api_version": api_version, "data": {"object": orjson.Fragment(canonical)},
@@ -69,8 +76,8 @@ def snapshot_envelope(
         event_type=event_type,
         object_type=object_type,
         object_id=object_id,
-        event_time=fetched_at,
-        received_time=fetched_at,
+        event_time=datetime.fromtimestamp(created, tz=asked_at.tzinfo),
+        received_time=asked_at,
         source=Source.IMPORT,
         livemode=livemode,
         api_version=api_version,

@@ -88,10 +88,11 @@ class ImportOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One fetched page: the body Stripe sent, when it was fetched, and how long Stripe took."""
+    """One fetched page: the body Stripe sent, when the request that returned it was sent (Stripe read the objects
+    after that: their snapshots are dated by it), and how long Stripe took."""
 
     body: bytes
-    fetched_at: datetime
+    asked_at: datetime
     latency_s: float = 0.0
 
 
@@ -670,7 +671,7 @@ class StripeImporter:
                 connection = session.connection
                 try:
                     listed = await self._pages.listed_page(page.body, resource.name, connection.tenant_id,
-                                                           connection.livemode, stripe.api_version, page.fetched_at)
+                                                           connection.livemode, stripe.api_version, page.asked_at)
                 except PageCrashError as exc:  # read again, it would kill its reader again: a person must look
                     raise StopReading(exc.code) from None
                 stripe_s = page.latency_s
@@ -755,5 +756,5 @@ class StripeImporter:
             return await reader.list_page_body(resource, query)
 
         page = await session.call(request)
-        fetched_at = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
-        return Page(page.body, fetched_at, page.latency_s)
+        asked_at = datetime.fromtimestamp(self._clock() - page.latency_s, tz=timezone.utc)  # after the budget's wait
+        return Page(page.body, asked_at, page.latency_s)

@@ -49,9 +49,9 @@ def _codec() -> EnvelopeCodec:
 
 
 def listed_page(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
-                fetched_at: datetime) -> ListedPage:
-    """The records of a list page's objects as snapshots fetched at `fetched_at` in `api_version`; an object the
-    snapshot step refuses (`snapshot_envelope`) is left out with its refusal, the rest of the page goes on."""
+                asked_at: datetime) -> ListedPage:
+    """The records of a list page's objects as snapshots (the page asked for at `asked_at`, in `api_version`); an
+    object the snapshot step refuses (`snapshot_envelope`) is left out with its refusal, the rest goes on."""
     try:
         decoded = orjson.loads(body)
         data, has_more = decoded["data"], bool(decoded["has_more"])
@@ -66,7 +66,7 @@ def listed_page(body: bytes, resource: str, tenant_id: str, livemode: bool, api_
         object_id = obj.get("id") if isinstance(obj, dict) else None
         cursor_id = object_id if is_name(object_id) else None
         try:
-            envelope = snapshot_envelope(obj, tenant_id, livemode, api_version, fetched_at)
+            envelope = snapshot_envelope(obj, tenant_id, livemode, api_version, asked_at)
         except BadEventError as exc:
             items.append(ListedObject(created if type(created) is int else None, cursor_id, None,
                                       refusal_of(tenant_id, "import", resource, obj, exc)))

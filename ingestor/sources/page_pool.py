@@ -127,13 +127,13 @@ class PagePool:
         self._alone_turns = TenantTurns()
 
     async def listed_page(self, body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
-                          fetched_at: datetime) -> ListedPage:
+                          asked_at: datetime) -> ListedPage:
         """The page's records. Raises PagePoolBrokenError (retriable) if a process died (the page may have killed it
         alone: then its tenant's first such death), PageCrashError if the page is to blame (see the module's doc)."""
         if not self.processes:
-            return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at)
+            return listed_page(body, resource, tenant_id, livemode, api_version, asked_at)
         started = time.monotonic()
-        args = (body, resource, tenant_id, livemode, api_version, fetched_at)
+        args = (body, resource, tenant_id, livemode, api_version, asked_at)
         if self.reads_alone(tenant_id):
             page, worked_s = await self._made_alone(resource, args, started)
         else:
@@ -358,12 +358,12 @@ def _within(cpu_limit_s: float, make_page: Callable[..., _T], *args: Any) -> _T:
 
 
 def _listed_page_in_pool(body: bytes, resource: str, tenant_id: str, livemode: bool, api_version: str | None,
-                         fetched_at: datetime) -> tuple[ListedPage, float]:
+                         asked_at: datetime) -> tuple[ListedPage, float]:
     """`listed_page` and the seconds it took here, with an unexpected error's message and traceback kept in the pool
     process (see PageBugError)."""
     started = time.monotonic()
     try:
-        return listed_page(body, resource, tenant_id, livemode, api_version, fetched_at), time.monotonic() - started
+        return listed_page(body, resource, tenant_id, livemode, api_version, asked_at), time.monotonic() - started
     except Exception as exc:
         raise PageBugError(error_site(exc)) from None
 

@@ -14,6 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingestor.envelope.snapshots import snapshot_envelope
+from ingestor.sources.deps import SourceDeps
+from ingestor.sources.importer import StripeImporter
+from ingestor.stripe_api.client import PageBody
+from plumbing.settings import ImporterSettings
 from projections.handlers.writes import STATE_COLUMNS, Writes, writes_for
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
@@ -118,6 +123,40 @@ async def test_a_late_older_event_cannot_undo_a_deletion(pool: asyncpg.Pool) -> 
         await store.apply([(tenant, envelope.event_id, writes_for(envelope))], {})
     row = await pool.fetchrow("SELECT deleted, name FROM projection.customers WHERE tenant_id = $1", tenant)
     assert row["deleted"] is True and row["name"] == "Jenny"
+
+
+class _PageOnItsWay:
+    """A key session whose page comes back `latency_s` after it was asked for: the clock moves while it waits."""
+
+    def __init__(self, clock: list[float], body: bytes, latency_s: float):
+        self.clock, self.body, self.latency_s = clock, body, latency_s
+
+    async def call(self, request: object) -> PageBody:
+        self.clock[0] += self.latency_s
+        return PageBody(self.body, self.latency_s)
+
+
+@pytest.mark.parametrize("deleted_first", [True, False], ids=["deletion_first", "snapshot_first"])
+async def test_a_customer_deleted_while_an_import_page_was_on_its_way_stays_deleted(
+    pool: asyncpg.Pool, deleted_first: bool
+) -> None:
+    """Stripe read the customer just after the request left (T + 0.8 s), the customer was deleted at T + 1.2 s (its
+    event of second T + 1) and the page came back at T + 2.1 s: the snapshot is the older state, whatever the order
+    they are projected in. Dated when the page came back, it was the newer one and brought the customer back for
+    good (Stripe's list never shows a deleted customer to correct it)."""
+    clock = [T + 0.8]
+    deps = SourceDeps(None, None, None, None, clock=lambda: clock[0])  # type: ignore[arg-type]
+    importer = StripeImporter(deps, ImporterSettings(page_processes=0))
+    body = json.dumps({"object": "list", "data": [CUSTOMER], "has_more": False}).encode()
+    page = await importer._fetch(_PageOnItsWay(clock, body, 1.3), "customers", {})  # type: ignore[arg-type]
+    tenant = f"race_{uuid.uuid4().hex[:8]}"
+    snapshot = snapshot_envelope(CUSTOMER, tenant, False, "2026-10-28.endive", page.asked_at)
+    deleted = event(CUSTOMER | {"deleted": True}, "customer.deleted", "evt_deleted", T + 1, tenant)
+    store = PostgresProjectionStore(pool, "race-test")
+    for envelope in (deleted, snapshot) if deleted_first else (snapshot, deleted):
+        await store.apply([(tenant, envelope.event_id, writes_for(envelope))], {})
+    row = await pool.fetchrow("SELECT deleted, state_event_id FROM projection.customers WHERE tenant_id = $1", tenant)
+    assert row["deleted"] is True and row["state_event_id"] == "evt_deleted"
 
 
 async def test_an_event_is_applied_once_however_often_and_wherever_it_comes_from(pool: asyncpg.Pool) -> None:

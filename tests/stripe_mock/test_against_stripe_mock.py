@@ -67,7 +67,7 @@ async def test_every_object_stripe_returns_reads_through_the_canonical_model_and
 ) -> None:
     reader = readers.reader(KEY, "key:mock", livemode=False)
     store = PostgresProjectionStore(pool, "stripe-mock-test")
-    fetched_at = datetime.now(timezone.utc)
+    asked_at = datetime.now(timezone.utc)
     read = {}
     try:
         for resource in IMPORTED:
@@ -77,7 +77,7 @@ async def test_every_object_stripe_returns_reads_through_the_canonical_model_and
             for obj in page.objects:
                 record = read_object(obj)
                 read[obj["object"]] = (obj, record)
-                envelope = snapshot_envelope(obj, "tenant_stripe_mock", False, "2026-08-26.dahlia", fetched_at)
+                envelope = snapshot_envelope(obj, "tenant_stripe_mock", False, "2026-08-26.dahlia", asked_at)
                 await store.apply([(envelope.tenant_id, envelope.event_id, writes_for(envelope))], {})
     finally:
         await reader.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from plumbing.partitioning import partition_for_key
 from plumbing.settings import KafkaSettings
@@ -28,6 +28,13 @@ class PublishError(Exception):
     """The broker did not acknowledge a record within the bound; the caller must not report success."""
 
     retriable = True
+
+
+class RecordTooLargeError(PublishError):
+    """A record is larger than the producer or the topic takes: sent again it is refused again, so it is not
+    retried; send a smaller one."""
+
+    retriable = False
 
 
 def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
@@ -158,10 +165,15 @@ class KafkaPublisher:
         broker outage an idempotent producer whose batches expired can keep failing on sequence
         numbers, and a fresh producer (a new producer id) is the way out. Nothing it held was
         acknowledged to anyone, so nothing acknowledged is lost.
+
+        A record over the size limit raises RecordTooLargeError (not retriable). The producer's own size check
+        (`max_request_size`) refuses it before it is sent, and the producer is kept. A broker refusal (a topic
+        with a smaller `max.message.bytes`) replaces the producer, as above.
         """
         bound = self._timeout_s if timeout_s is None else timeout_s
         producer: AIOKafkaProducer | None = None
         pending: list[asyncio.Future[Any]] = []
+        sent = False  # every record handed to the producer (past its size check)
         try:
             async with asyncio.timeout(bound):  # no extra task per publish, unlike wait_for
                 producer = self._producer or await self._start_producer()
@@ -174,9 +186,15 @@ class KafkaPublisher:
                 # Appended one by one: a send that fails lets go of those before it.
                 for (key, value), partition in zip(records, placed):
                     pending.append(await producer.send(topic, value=value, key=key, partition=partition))
+                sent = True
                 # Awaited in turn, not gathered: a batch's acknowledgement resolves its records' futures at once,
                 # so this wakes once per batch, where gather ran a callback per record (a tenth of publishing).
                 acked = [await future for future in pending]
+        except MessageSizeTooLargeError as exc:
+            _let_go(pending)
+            if sent:  # the broker refused a batch the producer had numbered: its sequence numbers are off now
+                self._discard(producer)
+            raise RecordTooLargeError(f"a record is larger than {topic} or the producer takes: {exc}") from exc
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             _let_go(pending)
             self._discard(producer)

@@ -7,9 +7,10 @@ can carry the same second (`invoice.finalized` and `invoice.paid` often do). The
 
 compared left to right, larger wins:
 
-1. `state_time_ms` — when the state was true: the event's `created` (× 1000), or the fetch time
-   for an import snapshot floored to its second (so a snapshot and an event of the same second
-   tie on time and go to rule 2).
+1. `state_time_ms` — when the state was true: the event's `created` (× 1000), or for an import
+   snapshot two seconds before the request that read it was sent, to the second (so a change
+   Stripe made after reading it, whose event is of that second or later, wins; a snapshot and an
+   event of the same second tie on time and go to rule 2).
 2. `state_rank` — how far along its lifecycle the state is, from the status and, for charges,
    the refunded amount (refunds only grow); a deletion outranks everything. Lifecycles move
    forward within a second, so the further state is the later one. At equal progress a real

@@ -33,11 +33,12 @@ from tenacity import (
 )
 
 from plumbing.errors import error_site, is_retriable
-from plumbing.kafka import KafkaPublisher, consumer_config
+from plumbing.kafka import KafkaPublisher, RecordTooLargeError, consumer_config
 from plumbing.logs import get_logger
 from plumbing.settings import KafkaSettings
 from projections.errors import PoisonRecordError, PositionGapError, ProjectionError
 from projections.handlers.writes import Writes, writes_for
+from projections.projector.dead_letters import letter_for, letter_row, reason_text
 from projections.projector.store import Applied, DeadLetterRow, PostgresProjectionStore
 from schemas import DeadLetter, EnvelopeCodec
 from schemas.stripe_objects import UnreadableObjectError
@@ -135,15 +136,9 @@ def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
         exc.event_id = envelope.event_id
         raise
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {exc!r}",
+        # Named by where it was raised: its text may quote the record (the tenant's health shows the message).
+        raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {error_site(exc)}",
                                 envelope.event_id) from exc
-
-
-def letter_row(record: ConsumerRecord, exc: BaseException, event_id: str = "") -> DeadLetterRow:
-    """Returns the row that counts a dead-lettered record against its tenant (read from the record key)."""
-    tenant = (record.key or b"").split(b":", 1)[0].decode("utf-8", "replace")[:255]
-    return DeadLetterRow(tenant, record.topic, record.partition, record.offset,
-                         event_id or str(getattr(exc, "event_id", "")), type(exc).__name__, str(exc)[:500])
 
 
 class RevenueProjector:
@@ -350,7 +345,8 @@ class RevenueProjector:
         except Exception as exc:  # noqa: BLE001 - a convenience commit; Postgres holds the truth
             log.info("kafka offset commit skipped", error=repr(exc))
 
-    async def apply(self, records: Sequence[ConsumerRecord], decoded: Sequence[Event | Exception] | None = None) -> None:
+    async def apply(self, records: Sequence[ConsumerRecord],
+                    decoded: Sequence[Event | Exception] | None = None) -> None:
         """Applies `records` (decoded here unless `decoded` is given) in one transaction; a record that cannot
         be decoded or that Postgres refuses is dead-lettered alone and the rest are applied."""
         started = time.perf_counter()
@@ -398,7 +394,7 @@ class RevenueProjector:
         except Exception as exc:  # noqa: BLE001 - sorted below: retriable ones propagate
             if is_retriable(exc):
                 raise
-            log.warning("batch refused by Postgres; isolating the records it refuses", error=repr(exc)[:300])
+            log.warning("batch refused by Postgres; isolating the records it refuses", error=reason_text(exc))
         refused: list[DeadLetterRow] = []
         applied = await self._apply_halves(events, refused)
         return applied + await self._store.apply([], positions, first_offsets, [*letters, *refused])
@@ -425,23 +421,34 @@ class RevenueProjector:
         row that counts it against its tenant (stored with the batch's positions).
 
         Without a dead-letter publisher (a replay: the live group already dead-lettered it) the
-        record is only skipped and counted.
+        record is only skipped and counted. Raises RecordTooLargeError if the topic refuses even a letter
+        without the record's value (a topic made to take a few KiB).
         """
         self._metrics.dead_letters.labels(type(exc).__name__).inc()
         row = letter_row(record, exc, event_id)
         if self._dead_letters is None:
             return row
-        letter = DeadLetter(
-            topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
-            value=record.value, consumer_group=self._group, error_type=type(exc).__name__,
-            error_message=str(exc)[:2000], failed_time=datetime.now(timezone.utc),
-        )
-        value = self._codec.encode_dead_letter(letter)
-        # Kafka away (the raw topic's batch was fetched before it went): wait for it, as the batch does for Postgres;
-        # raising here would stop the projector.
-        async for attempt in self._until_back():
-            with attempt:
-                await self._dead_letters.publish(self._settings.dead_letter_topic, record.key or b"", value)
+        failed_time = datetime.now(timezone.utc)
+        letter = letter_for(record, exc, row.event_id, self._group, failed_time)
+        try:
+            await self._publish_letter(self._dead_letters, letter)
+        except RecordTooLargeError:
+            refused = len(self._codec.encode_dead_letter(letter))
+            log.warning("dead letter too large for its topic; sent without the record", topic=record.topic,
+                        partition=record.partition, offset=record.offset, size=refused)
+            letter = letter_for(record, exc, row.event_id, self._group, failed_time, refused_at=refused)
+            await self._publish_letter(self._dead_letters, letter)
         log.warning("record dead-lettered", topic=record.topic, partition=record.partition,
                     offset=record.offset, error_type=type(exc).__name__, tenant_id=row.tenant_id)
         return row
+
+    async def _publish_letter(self, publisher: KafkaPublisher, letter: DeadLetter) -> None:
+        """Publishes a dead letter, keyed as its record, and waits for the ack.
+
+        Kafka away (the raw topic's batch was fetched before it went): waits for it, as the batch does for Postgres;
+        raising would stop the projector. A letter the topic does not take raises RecordTooLargeError at once.
+        """
+        value = self._codec.encode_dead_letter(letter)
+        async for attempt in self._until_back():
+            with attempt:
+                await publisher.publish(self._settings.dead_letter_topic, letter.key or b"", value)

@@ -13,7 +13,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
-from plumbing.kafka import KafkaPublisher, PublishError, consumer_config, ensure_topics, producer_config
+from plumbing.errors import is_retriable
+from plumbing.kafka import (
+    MAX_RECORD_BYTES,
+    KafkaPublisher,
+    PublishError,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+)
 from plumbing.partitioning import key_hash
 from plumbing.settings import KafkaSettings, Settings
 from stack.up import Platform
@@ -117,7 +125,25 @@ async def test_records_given_their_keys_hashes_land_where_the_partitioner_puts_t
     await create_topic(topic, 6)
     keys = [f"{uuid.uuid4()}:ch_{i}".encode() for i in range(300)]
     async with KafkaPublisher(settings.kafka) as publisher:
-        hashed = await publisher.publish_many(topic, [(key, b"v") for key in keys], key_hashes=[key_hash(key) for key in keys])
+        hashed = await publisher.publish_many(topic, [(key, b"v") for key in keys],
+                                              key_hashes=[key_hash(key) for key in keys])
     partitions = list(range(6))
     assert [p.partition for p in hashed] == [DefaultPartitioner()(key, partitions, partitions) for key in keys]
     assert len({p.partition for p in hashed}) == 6
+
+
+async def test_a_record_too_large_is_refused_at_once_and_the_producer_is_kept(
+    settings: Settings, create_topic: Callable[[str, int], Awaitable[None]]
+) -> None:
+    """A record over the size limit will never be acknowledged: the error says not to retry it, and the producer,
+    which never sent it, goes on publishing (before, it was thrown away with every such record)."""
+    topic = settings.kafka.raw_topic
+    await create_topic(topic, 1)
+    async with KafkaPublisher(settings.kafka) as publisher:
+        await publisher.publish(topic, b"k", b"before")
+        with pytest.raises(PublishError) as refused:
+            await publisher.publish(topic, b"k", b"x" * MAX_RECORD_BYTES)
+        assert not is_retriable(refused.value)
+        assert publisher.connected
+        await publisher.publish(topic, b"k", b"after")
+    assert [v for _, v in await consume_all(settings.kafka, topic, 2, timeout_s=30)] == [b"before", b"after"]

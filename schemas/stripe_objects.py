@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -46,6 +46,11 @@ SUBSCRIPTION_STATUSES = frozenset({
 })
 INVOICE_STATUSES = frozenset({"draft", "open", "paid", "uncollectible", "void", "deleted"})
 MAX_MINOR_UNITS = 10**15  # far beyond any Stripe amount; keeps every amount inside a bigint with room
+# A `*_decimal` amount as Stripe writes it: plain digits, at most 12 decimal places. Checked on the text, before it
+# becomes a number: Decimal takes any exponent ("1e-1000000000" is 14 bytes) and making that a Fraction builds
+# 10**1_000_000_000 first, hours of CPU on the event loop.
+DECIMAL_TEXT = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,12})?")
+ROUNDINGS = frozenset({"up", "down"})
 
 
 # One rule per field the projections read, in the order it is tried ("→" = else), and what happens when
@@ -69,12 +74,15 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("charge", "invoice", "`invoice` (removed in 2025-03-31.basil)", "none (not money)"),
     ("subscription", "status", "`status`", "unreadable"),
     ("subscription", "items", "`items.data` → a legacy single `plan` with the top-level `quantity`", "unreadable"),
-    ("subscription", "item amount", "the price's `unit_amount` → `unit_amount_decimal` → a plan's `amount`; tiered: the "
-                                    "tiers (graduated or volume) for the quantity; × `quantity`; metered: 0; a price in "
-                                    "another currency than the subscription's (a multi-currency price): the amount "
-                                    "of `price.currency_options[<subscription's currency>]`",
+    ("subscription", "item amount", "the price's `unit_amount` → `unit_amount_decimal` (digits, at most 12 decimal "
+                                    "places) → a plan's `amount`; tiered: the tiers (graduated or volume) for the "
+                                    "quantity; × `quantity`, first divided by `price.transform_quantity.divide_by` (a "
+                                    "plan's `transform_usage`) and rounded `up` or `down` (25 in packs of 10, up: 3); "
+                                    "metered: 0; a price in another currency than the subscription's (a multi-currency "
+                                    "price): the amount of `price.currency_options[<subscription's currency>]`",
      "unreadable (a licensed item without a quantity, a price not expanded, tiers not expanded, a multi-currency "
-     "price without its `currency_options`)"),
+     "price without its `currency_options`, a decimal in another form (an exponent, more places), a transform "
+     "without a whole `divide_by` and `up`/`down`, or on a tiered price)"),
     ("subscription", "item interval", "`price.recurring.interval` and `interval_count` → a plan's `interval` and "
                                       "`interval_count` (never defaulted to month)", "unreadable"),
     ("subscription", "currency", "`currency` (2022-07-07 on) → the items' price or plan currency (all alike) → "
@@ -85,6 +93,17 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                 "`source.coupon` (clover on); ids are filled in by the write path (a retrieve with "
                                 "`expand[]=discounts.source.coupon`)",
      "an active subscription's MRR is unreadable while a discount is known only by id"),
+    ("subscription", "item coupons", "`items.data[].discounts[]` expanded: `coupon`, or `source.coupon`; they apply "
+                                     "to their item (never below 0) before the subscription's coupons apply to the "
+                                     "total; ids are not filled in (the write path retrieves the subscription's own)",
+     "an active subscription's MRR is unreadable while an item's discount is known only by id"),
+    ("subscription", "coupon amount off", "`amount_off` when the coupon's `currency` is the subscription's → "
+                                          "`currency_options[<subscription's currency>].amount_off`",
+     "an active subscription's MRR is unreadable (a coupon in another currency without that option, or with no "
+     "currency): never taken off in the wrong currency"),
+    ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it, "
+                                               "read by these rules (an MRR history point before the update)",
+     "no point (the update itself still counts; a removed discount is named by id only)"),
     ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
     ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),
     ("invoice", "amount_paid", "`amount_paid` (2018-04-04 on) → `amount_due` if `paid`, else 0", "unreadable"),
@@ -153,7 +172,9 @@ class Coupon:
     duration: str
     percent_off: Fraction | None
     amount_off: int | None
-    currency: str | None
+    currency: str | None  # of amount_off
+    # amount_off in other currencies (`currency_options`, included when expanded): (currency, amount_off) pairs
+    currency_options: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +189,8 @@ class Item:
     interval_count: int
     metered: bool
     period_amount: Fraction  # unit amount × quantity for one billing period, in minor units
+    coupons: tuple[Coupon, ...] = ()  # of the item's own discounts (applied before the subscription's)
+    unresolved_discounts: tuple[str, ...] = ()  # the item's discounts named only by id
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +210,7 @@ class Subscription:
     items: tuple[Item, ...]
     coupons: tuple[Coupon, ...]
     # Discounts named only by id (API versions since 2024-04 list ids; clover names coupons by id):
-    # their terms are unknown here, so MRR cannot be derived from this state alone.
+    # their terms are unknown here, so MRR cannot be derived from this state alone. An item's own are on the item.
     unresolved_discounts: tuple[str, ...]
 
 
@@ -264,14 +287,12 @@ class _Reader:
         """An amount in minor units that may be fractional: an integer, or a decimal string (`*_decimal`)."""
         if type(value) is int:
             return Fraction(self.money(value, field))
-        if isinstance(value, str):
-            try:
-                amount = Fraction(Decimal(value))
-            except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
-                amount = None
-            if amount is not None and abs(amount) <= MAX_MINOR_UNITS:
+        if isinstance(value, str) and DECIMAL_TEXT.fullmatch(value):  # bounded digits, no exponent: cheap to convert
+            amount = Fraction(Decimal(value))
+            if abs(amount) <= MAX_MINOR_UNITS:
                 return amount
-        raise self.fail(field, f"must be a decimal amount in minor units, got {_shown(value)}")
+        raise self.fail(field, f"must be a decimal amount in minor units (digits, at most 12 places), "
+                               f"got {_shown(value)}")
 
     def currency(self, value: Any, field: str = "currency") -> str:
         if not isinstance(value, str) or not CURRENCY.match(value.lower()):
@@ -492,10 +513,34 @@ def _item(r: _Reader, item: Any, index: int, subscription_currency: str | None) 
     else:
         if quantity is None:
             raise r.fail(f"{field}.quantity", "is missing on a licensed (not metered) price")
-        amount = _unit_amount(r, price, field, quantity) * quantity if price.get("billing_scheme") != "tiered" \
-            else _tiered_amount(r, price, field, quantity)
+        billed = _billed_quantity(r, price, field, quantity)
+        amount = _unit_amount(r, price, field, billed) * billed if price.get("billing_scheme") != "tiered" \
+            else _tiered_amount(r, price, field, billed)
+    coupons, unresolved = _discount_list(r, item.get("discounts"), f"{field}.discounts")
     return Item(id=ref(item.get("id")), price_id=ref(price.get("id")), quantity=quantity, currency=currency,
-                interval=str(interval), interval_count=count, metered=metered, period_amount=amount)
+                interval=str(interval), interval_count=count, metered=metered, period_amount=amount,
+                coupons=coupons, unresolved_discounts=unresolved)
+
+
+def _billed_quantity(r: _Reader, price: Mapping[str, Any], field: str, quantity: int) -> int:
+    """The quantity the unit amount applies to: divided by `transform_quantity.divide_by` (a Price; a legacy
+    Plan's `transform_usage`) and rounded up or down, so 25 seats in packs of 10 rounded up bill 3 packs."""
+    for name in ("transform_quantity", "transform_usage"):
+        transform = price.get(name)
+        if transform is None:
+            continue
+        where = f"{field}.price.{name}"
+        if not isinstance(transform, Mapping):
+            raise r.fail(where, f"must be an object with divide_by and round, got {_shown(transform)}")
+        divide_by, rounding = transform.get("divide_by"), transform.get("round")
+        if type(divide_by) is not int or divide_by < 1:
+            raise r.fail(f"{where}.divide_by", f"must be a whole number of at least 1, got {_shown(divide_by)}")
+        if rounding not in ROUNDINGS:
+            raise r.fail(f"{where}.round", f"must be up or down, got {_shown(rounding)}")
+        if price.get("billing_scheme") == "tiered":
+            raise r.fail(where, "is set on a tiered price (Stripe allows one or the other)")
+        return -(-quantity // divide_by) if rounding == "up" else quantity // divide_by
+    return quantity
 
 
 def _in_currency(r: _Reader, price: Mapping[str, Any], field: str, currency: str) -> Mapping[str, Any]:
@@ -595,52 +640,91 @@ def _period(r: _Reader, obj: Mapping[str, Any]) -> tuple[datetime | None, dateti
 
 
 def _discounts(r: _Reader, obj: Mapping[str, Any]) -> tuple[tuple[Coupon, ...], tuple[str, ...]]:
-    """The coupons of the subscription's discounts, and the discounts named only by id.
+    """The coupons of the subscription's own discounts, and those named only by id.
 
     `discount` (one object with its coupon, until 2025-03-31) and `discounts` (ids, or objects when
-    expanded, since 2024-04); a discount's coupon is an object, or since clover `source.coupon` (an id
-    unless expanded). A discount id, or a coupon named only by id, is unresolved.
+    expanded, since 2024-04). An item's discounts (`items.data[].discounts`) are read with its item.
     """
+    listed = obj.get("discounts")
+    if listed is not None and not _is_list(listed):
+        raise r.fail("discounts", f"must be a list of discounts or their ids, got {_shown(listed)}")
+    return _discount_list(r, [obj.get("discount"), *(listed or [])], "discounts")
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _discount_list(r: _Reader, listed: Any, field: str) -> tuple[tuple[Coupon, ...], tuple[str, ...]]:
+    """The coupons of a list of discounts, and the discounts named only by id.
+
+    A discount is an id, or an object (expanded) whose coupon is `coupon`, or since clover `source.coupon`
+    (an id unless expanded). A discount id, or a coupon named only by id, is unresolved.
+    """
+    if listed is None:
+        return (), ()
+    if not _is_list(listed):
+        raise r.fail(field, f"must be a list of discounts or their ids, got {_shown(listed)}")
     found: dict[str, Coupon] = {}
     unresolved: list[str] = []
-    candidates = [obj.get("discount")] + list(obj.get("discounts") or [])
-    for discount in candidates:
+    for discount in listed:
         if discount is None:
             continue
         if isinstance(discount, str):
             unresolved.append(discount)
             continue
         if not isinstance(discount, Mapping):
-            raise r.fail("discounts", "holds something that is neither a discount nor its id")
+            raise r.fail(field, "holds something that is neither a discount nor its id")
         coupon = discount.get("coupon")
         source = discount.get("source")
         if coupon is None and isinstance(source, Mapping):
             coupon = source.get("coupon")
         if isinstance(coupon, Mapping):
-            parsed = _coupon(r, coupon)
+            parsed = _coupon(r, coupon, f"{field}.coupon")
             found[parsed.id] = parsed
         else:
             unresolved.append(ref(discount.get("id")) or str(coupon))
-    resolved_ids = {ref(d.get("id")) for d in candidates if isinstance(d, Mapping)}
+    resolved_ids = {ref(d.get("id")) for d in listed if isinstance(d, Mapping)}
     return tuple(found.values()), tuple(u for u in dict.fromkeys(unresolved) if u not in resolved_ids)
 
 
-def _coupon(r: _Reader, coupon: Mapping[str, Any]) -> Coupon:
+def _coupon(r: _Reader, coupon: Mapping[str, Any], field: str) -> Coupon:
     duration = coupon.get("duration")
     if duration not in ("forever", "once", "repeating"):
-        raise r.fail("discount.coupon.duration", f"must be forever, once or repeating, got {_shown(duration)}")
+        raise r.fail(f"{field}.duration", f"must be forever, once or repeating, got {_shown(duration)}")
     percent = coupon.get("percent_off")
     amount = coupon.get("amount_off")
     if percent is not None and (isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100):
-        raise r.fail("discount.coupon.percent_off", f"must be a number above 0 and at most 100, got {_shown(percent)}")
+        raise r.fail(f"{field}.percent_off", f"must be a number above 0 and at most 100, got {_shown(percent)}")
     if percent is None and amount is None:
-        raise r.fail("discount.coupon", "has neither percent_off nor amount_off")
+        raise r.fail(field, "has neither percent_off nor amount_off")
+    amount_off = r.money(amount, f"{field}.amount_off") if amount is not None else None
+    if amount_off is not None and amount_off < 0:
+        raise r.fail(f"{field}.amount_off", f"must not be negative, got {_shown(amount)}")
+    currency = coupon.get("currency")
     return Coupon(
         id=ref(coupon.get("id")) or "?", duration=str(duration),
-        percent_off=Fraction(str(percent)) if percent is not None else None,
-        amount_off=r.money(amount, "discount.coupon.amount_off") if amount is not None else None,
-        currency=r.currency(coupon["currency"], "discount.coupon.currency") if coupon.get("currency") else None,
+        percent_off=Fraction(str(percent)) if percent is not None else None,  # a float within (0, 100]: short text
+        amount_off=amount_off, currency=r.currency(currency, f"{field}.currency") if currency else None,
+        currency_options=_amounts_off(r, coupon.get("currency_options"), f"{field}.currency_options"),
     )
+
+
+def _amounts_off(r: _Reader, options: Any, field: str) -> tuple[tuple[str, int], ...]:
+    """A coupon's `currency_options` (`{currency: {amount_off}}`; only when expanded) as (currency, amount_off)."""
+    if options is None:
+        return ()
+    if not isinstance(options, Mapping):
+        raise r.fail(field, f"must map currencies to amounts off, got {_shown(options)}")
+    found = []
+    for key, option in options.items():
+        currency = r.currency(key, f"{field} key")
+        amount = r.money(option.get("amount_off") if isinstance(option, Mapping) else None,
+                         f"{field}.{currency}.amount_off")
+        if amount < 0:
+            raise r.fail(f"{field}.{currency}.amount_off", f"must not be negative, got {amount}")
+        found.append((currency, amount))
+    return tuple(found)
 
 
 # Invoices -----------------------------------------------------------------------------------------

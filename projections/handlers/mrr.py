@@ -1,26 +1,31 @@
 """Monthly recurring revenue of one subscription state, by Stripe's Billing-analytics definition.
 
 MRR counts subscriptions in status `active` or `past_due`; each item contributes its price's amount for
-one billing period (unit amount × quantity, or the tiers' amount for the quantity) normalised to a
-month (a year ÷ 12, a week × 52 ÷ 12, a day × 365 ÷ 12, each ÷ the interval count), so $1,200/year is
-$100. Trialing, unpaid, canceled, incomplete and paused subscriptions count 0; metered prices count 0
-(usage is not recurring revenue); free prices count 0; taxes are not in unit amounts. Only `forever`
-coupons reduce MRR (`once` and `repeating` are temporary); a percent coupon scales the total, an amount
-coupon is normalised by the first item's interval. A subscription set to cancel at period end keeps its
-MRR until it actually ends.
+one billing period (unit amount × quantity — the quantity first divided and rounded by the price's
+`transform_quantity` — or the tiers' amount for the quantity) normalised to a month (a year ÷ 12, a week
+× 52 ÷ 12, a day × 365 ÷ 12, each ÷ the interval count), so $1,200/year is $100. Trialing, unpaid,
+canceled, incomplete and paused subscriptions count 0; metered prices count 0 (usage is not recurring
+revenue); free prices count 0; taxes are not in unit amounts. Only `forever` coupons reduce MRR (`once`
+and `repeating` are temporary): an item's own discounts first, on that item (never below 0), then the
+subscription's on the total. A percent coupon scales; an amount coupon takes off its amount in the
+subscription's currency (the coupon's `currency_options` when it is in another), normalised by the
+item's interval (the subscription's: by the first item's). A subscription set to cancel at period end
+keeps its MRR until it actually ends.
 
 Reads only the canonical record (`schemas.stripe_objects`), whatever API version the state came in.
-A discount known only by its id leaves the MRR of an active subscription underivable: that raises
-UnreadableObjectError rather than count the subscription before its discount. Results are exact
-fractions of a minor unit; round only when presenting.
+A discount known only by its id, or an amount coupon with no amount in the subscription's currency,
+leaves the MRR of an active subscription underivable: that raises UnreadableObjectError rather than
+count the subscription without its discount. Results are exact fractions of a minor unit; round only
+when presenting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from fractions import Fraction
 
-from schemas.stripe_objects import MONTHS_PER_INTERVAL, Item, Subscription, UnreadableObjectError
+from schemas.stripe_objects import MONTHS_PER_INTERVAL, Coupon, Item, Subscription, UnreadableObjectError
 
 MRR_STATUSES = frozenset({"active", "past_due"})
 
@@ -39,15 +44,48 @@ def subscription_mrr(sub: Subscription, status: str | None = None) -> Fraction:
             "subscription", sub.id, "discounts",
             f"name {', '.join(sub.unresolved_discounts)} by id only: their coupons decide the MRR",
         )
-    total = sum((item.period_amount * monthly_factor(item) for item in sub.items), Fraction(0))
-    for coupon in sub.coupons:
+    total = sum((_item_mrr(sub, item) for item in sub.items), Fraction(0))
+    if sub.items:
+        total = _discounted(sub, total, sub.coupons, monthly_factor(sub.items[0]))
+    return max(total, Fraction(0))
+
+
+def _item_mrr(sub: Subscription, item: Item) -> Fraction:
+    """One item's MRR after its own forever discounts (applied before the subscription's), never below 0."""
+    if item.unresolved_discounts:  # the write path fills in only the subscription's own discounts
+        raise UnreadableObjectError(
+            "subscription", sub.id, f"item {item.id} discounts",
+            f"name {', '.join(item.unresolved_discounts)} by id only: their coupons decide the MRR",
+        )
+    factor = monthly_factor(item)
+    return max(_discounted(sub, item.period_amount * factor, item.coupons, factor), Fraction(0))
+
+
+def _discounted(sub: Subscription, amount: Fraction, coupons: Iterable[Coupon], factor: Fraction) -> Fraction:
+    """`amount` (a month's) after the forever coupons; an amount coupon's amount is per billing period."""
+    for coupon in coupons:
         if coupon.duration != "forever":
             continue
         if coupon.percent_off is not None:
-            total *= 1 - coupon.percent_off / 100
-        elif coupon.amount_off and sub.items:
-            total -= coupon.amount_off * monthly_factor(sub.items[0])
-    return max(total, Fraction(0))
+            amount *= 1 - coupon.percent_off / 100
+        elif coupon.amount_off:
+            amount -= _amount_off(sub, coupon) * factor
+    return amount
+
+
+def _amount_off(sub: Subscription, coupon: Coupon) -> int:
+    """An amount coupon's amount in the subscription's currency: its own when they match, else its
+    `currency_options` amount for that currency (as Stripe bills it) — never an amount in another currency."""
+    if coupon.currency == sub.currency and coupon.amount_off is not None:
+        return coupon.amount_off
+    options = dict(coupon.currency_options)
+    if sub.currency in options:
+        return options[sub.currency]
+    raise UnreadableObjectError(
+        "subscription", sub.id, f"coupon {coupon.id}",
+        f"takes {coupon.amount_off} off in {coupon.currency or 'no currency'} from a subscription in {sub.currency}, "
+        f"and the coupon's currency_options for {sub.currency} are not included",
+    )
 
 
 def as_decimal(value: Fraction) -> Decimal:

@@ -27,6 +27,7 @@ from schemas.stripe_objects import (
     Customer,
     Invoice,
     Subscription,
+    UnreadableObjectError,
     read_object,
     read_subscription,
 )
@@ -135,7 +136,7 @@ class Writes:
 
 
 def state_time_ms(envelope: Envelope) -> int:
-    """Returns the state time in ms; a snapshot's fetch time is floored to its second (see ordering)."""
+    """Returns the state time in ms; a snapshot's is floored to its second (see ordering)."""
     ms = int(envelope.event_time.timestamp() * 1000)
     return ms - ms % 1000 if envelope.source is Source.IMPORT else ms
 
@@ -202,7 +203,7 @@ def writes_for(envelope: Envelope) -> Writes:
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
         if isinstance(previous, Mapping) and previous:
-            writes.versions.append(_version_before(envelope, obj, record, previous, time_ms))
+            writes.versions.extend(_version_before(envelope, obj, record, previous, time_ms))
     return writes
 
 
@@ -234,24 +235,30 @@ def _timestamp(value: datetime | None) -> int | None:
 
 
 def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscription, previous: Mapping[str, Any],
-                    time_ms: int) -> SubscriptionVersion:
-    """The state before an update, from its `previous_attributes`.
+                    time_ms: int) -> list[SubscriptionVersion]:
+    """The state before an update, from its `previous_attributes` — none when its MRR cannot be derived.
 
     Fills history the events API no longer has: the earliest update seen tells what the subscription
     looked like before it (older items before an upgrade, trialing before active). It is placed at
     the latest point a snapshot would derive before the update (start, trial end, current period
     start), so it overrides those snapshot guesses; real events in between are newer and win. The
-    state before is read by the same canonical rules (an unreadable one is unreadable, not guessed).
+    state before is read by the same canonical rules; when they cannot derive it (a removed discount
+    is named by id only, and nobody expands the old one), there is no point: the update itself still
+    counts, and the history before it is what earlier events and snapshots show — never a guess.
     """
-    before = read_subscription({**obj, **previous})
+    try:
+        before = read_subscription({**obj, **previous})
+        mrr = subscription_mrr(before)
+    except UnreadableObjectError:
+        return []
     marks = [_timestamp(sub.start_date) or _timestamp(sub.created), _timestamp(sub.trial_end),
              _timestamp(sub.current_period_start)]
     earlier = [m * 1000 for m in marks if m is not None and m * 1000 < time_ms]
     at_ms = max(earlier) if earlier else time_ms - 1
-    return SubscriptionVersion(
+    return [SubscriptionVersion(
         envelope.tenant_id, sub.id, at_ms, BEFORE_RANK_BASE - time_ms // 1000, envelope.event_id + ":before",
-        before.customer_id, before.currency, before.status, as_decimal(subscription_mrr(before)),
-    )
+        before.customer_id, before.currency, before.status, as_decimal(mrr),
+    )]
 
 
 def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:

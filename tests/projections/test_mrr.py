@@ -9,6 +9,7 @@ import pytest
 
 from projections.handlers.mrr import subscription_mrr as canonical_mrr
 from schemas.stripe_objects import UnreadableObjectError, read_subscription
+from stripe_sim.objects import template
 
 
 def price(amount: int | None, interval: str = "month", count: int = 1, usage: str = "licensed") -> dict[str, Any]:
@@ -60,7 +61,8 @@ def test_only_forever_coupons_reduce_mrr() -> None:
 
 
 def test_amount_coupon_is_normalised_by_the_billing_interval() -> None:
-    yearly = sub((price(120_000, "year"), 1), discount={"coupon": {"duration": "forever", "percent_off": None, "amount_off": 12_000}})
+    coupon = {"duration": "forever", "percent_off": None, "amount_off": 12_000, "currency": "usd"}
+    yearly = sub((price(120_000, "year"), 1), discount={"coupon": coupon})
     assert subscription_mrr(yearly) == 9_000
 
 
@@ -69,7 +71,7 @@ def test_cancel_at_period_end_still_counts_until_it_ends() -> None:
 
 
 def test_never_negative() -> None:
-    coupon = {"coupon": {"duration": "forever", "percent_off": None, "amount_off": 5_000}}
+    coupon = {"coupon": {"duration": "forever", "percent_off": None, "amount_off": 5_000, "currency": "usd"}}
     assert subscription_mrr(sub((price(1_000), 1), discount=coupon)) == 0
 
 
@@ -92,3 +94,56 @@ def test_a_legacy_plan_counts_by_its_own_interval() -> None:
               "status": "active", "plan": plan, "quantity": 2}
     assert subscription_mrr(legacy) == 20_000
     assert read_subscription(legacy).currency == "usd"
+
+
+def test_a_quantity_transform_bills_packs_not_units() -> None:
+    """25 seats in packs of 10 (rounded up) at $10 a pack: $30, not $250."""
+    packs = {**template("price"), "unit_amount": 1000, "unit_amount_decimal": "1000",
+             "transform_quantity": {"divide_by": 10, "round": "up"}}
+    assert subscription_mrr(sub((packs, 25))) == 3_000
+    assert subscription_mrr(sub((packs | {"transform_quantity": {"divide_by": 10, "round": "down"}}, 25))) == 2_000
+
+
+def yen(amount: int) -> dict[str, Any]:
+    return {**template("price"), "currency": "jpy", "unit_amount": amount, "unit_amount_decimal": str(amount)}
+
+
+def amount_coupon(amount_off: int, currency: str | None, **extra: Any) -> dict[str, Any]:
+    return {"coupon": {**template("coupon"), "duration": "forever", "percent_off": None, "amount_off": amount_off,
+                       "currency": currency, **extra}}
+
+
+def test_an_amount_coupon_takes_off_only_an_amount_in_the_subscriptions_currency() -> None:
+    """The ¥500 from $5: a USD amount coupon on a JPY subscription was subtracted as yen."""
+    in_yen = sub((yen(5_000), 1), currency="jpy", discount=amount_coupon(500, "usd"))
+    with pytest.raises(UnreadableObjectError, match="currency_options for jpy"):
+        subscription_mrr(in_yen)
+    assert subscription_mrr(in_yen | {"discount": amount_coupon(500, "usd", currency_options={
+        "usd": {"amount_off": 500}, "jpy": {"amount_off": 800}})}) == 4_200
+    assert subscription_mrr(in_yen | {"discount": amount_coupon(500, "jpy")}) == 4_500
+    with pytest.raises(UnreadableObjectError, match="currency"):
+        subscription_mrr(in_yen | {"discount": amount_coupon(500, None)})  # whose 500?
+    assert subscription_mrr(in_yen | {"status": "canceled"}) == 0
+
+
+def test_an_items_forever_discount_reduces_that_item_before_the_subscriptions() -> None:
+    """Item discounts were ignored: half off one item counted at full price."""
+    half = {**template("discount"), "id": "di_item", "source": {"type": "coupon", "coupon": {
+        **template("coupon"), "duration": "forever", "percent_off": 50}}}
+    items = {"data": [{**template("subscription_item"), "price": template("price"), "quantity": 1, "discounts": [half]},
+                      {**template("subscription_item"), "id": "si_2", "price": template("price"), "quantity": 1}]}
+    assert subscription_mrr(sub(items=items)) == 1_000 + 2_000
+    off = amount_coupon(500, "usd")["coupon"]
+    items["data"][0]["discounts"] = [{"id": "di_amount", "object": "discount", "coupon": off}]
+    ten_percent = {"coupon": {**template("coupon"), "duration": "forever", "percent_off": 10}}
+    assert subscription_mrr(sub(items=items, discount=ten_percent)) == 3_150  # (1,500 + 2,000) × 0.9
+    items["data"][0]["discounts"] = [{"id": "di_once", "coupon": off | {"duration": "once"}}]
+    assert subscription_mrr(sub(items=items)) == 4_000
+
+
+def test_an_items_discount_known_only_by_id_leaves_active_mrr_underivable() -> None:
+    items = {"data": [{**template("subscription_item"), "price": template("price"), "quantity": 1,
+                       "discounts": ["di_item"]}]}
+    with pytest.raises(UnreadableObjectError, match="di_item"):
+        subscription_mrr(sub(items=items))
+    assert subscription_mrr(sub(status="trialing", items=items)) == 0

@@ -272,7 +272,7 @@ def test_a_multi_currency_price_is_billed_at_the_subscriptions_currency_option()
              "currency_options": {"usd": {"unit_amount": 1000}, "eur": {"unit_amount": 900, "unit_amount_decimal": "900"}}}
     raw = subscription(currency="eur", items={"data": [{"id": "si_1", "price": price, "quantity": 2}]})
     [item] = read_subscription(raw).items
-    assert (item.currency, item.period_amount) == ("eur", 1800)  # not 2 × 1000 USD cents counted as euros
+    assert (item.currency, item.period_amount) == ("eur", Fraction(1800))  # not 2 × 1000 USD cents counted as euros
 
     without_options = {k: v for k, v in price.items() if k != "currency_options"}
     with pytest.raises(UnreadableObjectError, match="currency_options for eur are not included"):
@@ -287,3 +287,83 @@ def test_a_tier_stripe_would_never_send_is_refused(tier: dict[str, Any]) -> None
              "tiers": [tier], "recurring": {"interval": "month", "interval_count": 1}}
     with pytest.raises(UnreadableObjectError, match=r"tiers\[0\]"):
         read_subscription(subscription(items={"data": [{"id": "si_1", "price": price, "quantity": 3}]}))
+
+
+# Untrusted numbers, quantity transforms, item discounts -----------------------------------------------
+
+def priced(price: dict[str, Any], quantity: int = 1, **item: Any) -> dict[str, Any]:
+    """A subscription with one item of `price`, shaped as Stripe's example subscription item."""
+    listed = {**template("subscription_item"), "price": price, "quantity": quantity, **item}
+    return subscription(currency=price.get("currency", "usd"), items={"data": [listed]})
+
+
+@pytest.mark.parametrize("text", [
+    "1e-1000000000",      # Fraction(Decimal(...)) would build 10**1_000_000_000 first: hours on the event loop
+    "1E+1000000000", "1e-100000", "12e3", "0.0000000000001", "1" * 17, "1_000", " 5", "\u0661\u0662", "-" + "9" * 40,
+])
+def test_a_decimal_amount_not_in_stripes_form_is_refused_before_it_is_converted(text: str) -> None:
+    """Stripe writes `*_decimal` amounts as plain digits with at most 12 decimal places; anything else is
+    refused by its form, before it becomes a number (so a 30-byte exponent cannot freeze the process)."""
+    price = {**template("price"), "unit_amount": None, "unit_amount_decimal": text}
+    with pytest.raises(UnreadableObjectError, match="unit_amount_decimal"):
+        read_subscription(priced(price))
+    tier = {"up_to": None, "unit_amount": None, "unit_amount_decimal": text, "flat_amount": None}
+    tiered = {**template("price"), "billing_scheme": "tiered", "tiers_mode": "volume", "tiers": [tier]}
+    with pytest.raises(UnreadableObjectError, match=r"tiers\[0\]\.unit_amount_decimal"):
+        read_subscription(priced(tiered))
+
+
+def test_a_decimal_amount_with_twelve_places_reads_exactly() -> None:
+    price = {**template("price"), "unit_amount": None, "unit_amount_decimal": "1234.000000000001"}
+    assert read_subscription(priced(price, 3)).items[0].period_amount == Fraction(3_702_000_000_000_003, 10**12)
+
+
+@pytest.mark.parametrize("rounding,billed", [("up", 3_000), ("down", 2_000)])
+def test_transform_quantity_divides_the_quantity_and_rounds_before_the_unit_amount(rounding: str, billed: int) -> None:
+    """The 10x: 25 seats sold in packs of 10 at $10 a pack were counted as 25 packs."""
+    price = {**template("price"), "unit_amount": 1000, "unit_amount_decimal": "1000",
+             "transform_quantity": {"divide_by": 10, "round": rounding}}
+    [item] = read_subscription(priced(price, 25)).items
+    assert (item.quantity, item.period_amount) == (25, Fraction(billed))
+    plan = {**template("subscription_item")["plan"], "amount": 1000, "amount_decimal": "1000", "currency": "usd",
+            "billing_scheme": "per_unit", "interval_count": 1, "transform_usage": {"divide_by": 10, "round": rounding}}
+    legacy = subscription(items={"data": [{"id": "si_1", "plan": plan, "quantity": 25}]})
+    assert read_subscription(legacy).items[0].period_amount == billed
+
+
+@pytest.mark.parametrize("transform", [
+    {"divide_by": 0, "round": "up"}, {"divide_by": 10, "round": "nearest"}, {"divide_by": "10", "round": "up"},
+    {"divide_by": True, "round": "down"}, {"round": "up"}, {"divide_by": 10}, "10", [10, "up"],
+], ids=["zero", "unknown-round", "text", "bool", "no-divide-by", "no-round", "string", "list"])
+def test_a_transform_stripe_would_never_send_is_refused(transform: object) -> None:
+    price = {**template("price"), "transform_quantity": transform}
+    with pytest.raises(UnreadableObjectError, match="transform_quantity"):
+        read_subscription(priced(price, 25))
+
+
+def test_a_transform_with_tiers_is_refused() -> None:
+    """Stripe refuses a price with both; which one it applies first is not defined."""
+    tiers = [{"up_to": None, "unit_amount": 100, "flat_amount": None}]
+    price = {**template("price"), "billing_scheme": "tiered", "tiers_mode": "volume", "tiers": tiers,
+             "transform_quantity": {"divide_by": 10, "round": "up"}}
+    with pytest.raises(UnreadableObjectError, match="transform_quantity"):
+        read_subscription(priced(price, 25))
+
+
+def item_discount(coupon: dict[str, Any] | None, clover: bool = False) -> dict[str, Any]:
+    """An expanded subscription-item discount (Stripe's example discount) carrying `coupon`."""
+    base = {**template("discount"), "id": "di_item", "subscription_item": "si_QXhVBoJ7NQdNXh"}
+    if clover:
+        return {**base, "source": {"type": "coupon", "coupon": coupon}}
+    return {**{k: v for k, v in base.items() if k != "source"}, "coupon": coupon}
+
+
+def test_an_items_discounts_are_its_own() -> None:
+    coupon = {**template("coupon"), "duration": "forever", "percent_off": 50}
+    for clover in (False, True):
+        [item] = read_subscription(priced(template("price"), discounts=[item_discount(coupon, clover)])).items
+        assert [(c.duration, c.percent_off) for c in item.coupons] == [("forever", Fraction(50))]
+    [by_id] = read_subscription(priced(template("price"), discounts=["di_item"])).items
+    assert (by_id.coupons, by_id.unresolved_discounts) == ((), ("di_item",))
+    with pytest.raises(UnreadableObjectError, match=r"items.data\[0\].discounts"):
+        read_subscription(priced(template("price"), discounts="di_item"))

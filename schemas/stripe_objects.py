@@ -51,6 +51,9 @@ MAX_MINOR_UNITS = 10**15  # far beyond any Stripe amount; keeps every amount ins
 # 10**1_000_000_000 first, hours of CPU on the event loop.
 DECIMAL_TEXT = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,12})?")
 ROUNDINGS = frozenset({"up", "down"})
+# Since this version a capture in part, or a cancelled authorisation, releases the rest without a refund.
+RELEASE_WITHOUT_REFUND_SINCE = "2025-03-31"
+API_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 # One rule per field the projections read, in the order it is tried ("→" = else), and what happens when
@@ -62,13 +65,21 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("charge", "currency", "`currency`, lowercased; three letters", "unreadable"),
     ("charge", "status", "`status`; `paid` (before 2015-02-18) → `succeeded`; no status: `paid` true → `succeeded`, "
                          "false → `failed`", "unreadable"),
-    ("charge", "amount_captured", "`amount_captured` (2020-09-21 on) → `amount` if `captured` and succeeded, else 0",
+    ("charge", "amount_captured", "`amount_captured` (2020-09-21 on; null on a cancelled authorisation before "
+                                  "2025-03-31.basil: 0 when `captured` is false) → `amount` if `captured` and "
+                                  "succeeded, else 0",
      "unreadable (no `amount_captured`, no `captured`)"),
-    ("charge", "amount_refunded", "`amount_refunded` → the sum of the succeeded refunds listed in `refunds`",
-     "unreadable"),
+    ("charge", "amount_refunded", "money returned to the customer: `amount_refunded` → the sum of the succeeded "
+                                  "refunds listed in `refunds`; of a charge not captured, 0 (before basil, cancelling "
+                                  "an authorisation or letting it expire refunded it); of a charge captured in part, "
+                                  "in an event of a version before 2025-03-31.basil, less `amount` − "
+                                  "`amount_captured` (the part not captured was refunded then)",
+     "unreadable (a charge captured in part, refunded, in an event of no known API version)"),
     ("charge", "refunds", "`refunds.data` (a list object, 2014-06-17 on; included until 2022-11-15, expanded by the "
                           "importer) → `refunds` (an array); a refund without `status` succeeded; its currency is the "
-                          "charge's (a refund in another currency is unreadable)", "none listed"),
+                          "charge's (a refund in another currency is unreadable); not those that released an "
+                          "authorisation (as `amount_refunded`: all of a charge not captured; before basil, the "
+                          "earliest of a partial capture's refunds of the part not captured)", "none listed"),
     ("charge", "card brand, last4", "`payment_method_details.card` (2019-03-18 on) → a `source` card → a legacy `card`; "
                                     "brands lowercased ('American Express' → `amex`)", "none (not money)"),
     ("charge", "invoice", "`invoice` (removed in 2025-03-31.basil)", "none (not money)"),
@@ -336,11 +347,12 @@ def ref(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def read_object(obj: Mapping[str, Any]) -> Canonical:
-    """Returns the canonical record of any of the five objects; raises UnreadableObjectError."""
+def read_object(obj: Mapping[str, Any], api_version: Any = None) -> Canonical:
+    """Returns the canonical record of any of the five objects as rendered in `api_version` (the event's; None
+    when unknown); raises UnreadableObjectError."""
     kind = obj.get("object") if isinstance(obj, Mapping) else None
     if kind == "charge":
-        return read_charge(obj)
+        return read_charge(obj, api_version)
     if kind == "subscription":
         return read_subscription(obj)
     if kind == "invoice":
@@ -355,14 +367,17 @@ def read_object(obj: Mapping[str, Any]) -> Canonical:
 
 # Charges ------------------------------------------------------------------------------------------
 
-def read_charge(obj: Mapping[str, Any]) -> Charge:
-    """A charge of any version. Rules: see docs/metrics.md, "Field derivations: charge"."""
+def read_charge(obj: Mapping[str, Any], api_version: Any = None) -> Charge:
+    """A charge of any version (`api_version`, the event's, None when unknown). Rules: see docs/metrics.md, "Field
+    derivations: charge"."""
     r = _Reader(obj)
     amount = r.money(obj.get("amount"), "amount")
     currency = r.currency(obj.get("currency"))
     status = _charge_status(r, obj)
     captured = obj.get("captured")
-    if "amount_captured" in obj:  # since 2020-09-21, every version
+    if "amount_captured" in obj and obj["amount_captured"] is None and captured is False:
+        amount_captured = 0  # a cancelled authorisation before basil: nothing was captured
+    elif "amount_captured" in obj:  # since 2020-09-21, every version
         amount_captured = r.money(obj["amount_captured"], "amount_captured")
     elif isinstance(captured, bool):  # before: the whole amount once captured, nothing before
         amount_captured = amount if captured and status == "succeeded" else 0
@@ -375,15 +390,42 @@ def read_charge(obj: Mapping[str, Any]) -> Charge:
         amount_refunded = sum(x.amount for x in refunds if x.status == "succeeded")
     else:
         raise r.fail("amount_refunded", "is missing and no refund list tells it")
+    was_captured = bool(captured) if isinstance(captured, bool) else amount_captured > 0
+    if not was_captured:  # nothing captured, nothing returned: a refund of it released the authorisation
+        refunds, amount_refunded = (), 0
+    elif amount_refunded and "amount_captured" in obj and amount_captured < amount:
+        refunds, amount_refunded = _without_release(r, refunds, amount_refunded, amount - amount_captured,
+                                                    api_version)
     brand, last4 = _card(obj)
     return Charge(
         id=r.id, created=r.when(obj.get("created"), "created"), customer_id=ref(obj.get("customer")),
         invoice_id=ref(obj.get("invoice")), payment_intent_id=ref(obj.get("payment_intent")),
         currency=currency, amount=amount, amount_captured=amount_captured, amount_refunded=amount_refunded,
-        status=status, captured=bool(captured) if isinstance(captured, bool) else amount_captured > 0,
+        status=status, captured=was_captured,
         failure_code=r.text(obj.get("failure_code"), "failure_code"), card_brand=brand, card_last4=last4,
         description=r.text(obj.get("description"), "description"), refunds=refunds,
     )
+
+
+def _without_release(r: _Reader, refunds: tuple[Refund, ...], amount_refunded: int, uncaptured: int,
+                     api_version: Any) -> tuple[tuple[Refund, ...], int]:
+    """A charge captured in part, and refunded: before 2025-03-31.basil, the capture refunded the part not captured
+    (`uncaptured`), in `amount_refunded` and as a refund object; from basil on it is released without one. Money
+    returned to the customer is the rest. Which applies is the API version the event was rendered in: unknown, the
+    amount cannot be derived."""
+    version = api_version[:10] if isinstance(api_version, str) and API_DATE.match(api_version) else None
+    if version is None:
+        raise r.fail("amount_refunded", "of a charge captured in part holds the part not captured before "
+                                        f"{RELEASE_WITHOUT_REFUND_SINCE}.basil and not after, and the event's API "
+                                        f"version is {_shown(api_version)}")
+    if version >= RELEASE_WITHOUT_REFUND_SINCE:
+        return refunds, amount_refunded
+    if amount_refunded < uncaptured:
+        raise r.fail("amount_refunded", f"is {amount_refunded}, less than the {uncaptured} a capture in part "
+                                        "refunded before basil")
+    release = min((x for x in refunds if x.amount == uncaptured and x.status == "succeeded"),
+                  key=lambda x: (x.created, x.id), default=None)  # at the capture, before any refund of money
+    return tuple(x for x in refunds if x is not release), amount_refunded - uncaptured
 
 
 def _charge_status(r: _Reader, obj: Mapping[str, Any]) -> str:

@@ -216,7 +216,7 @@ class WebhookReceiver:
             self.last_delivery_at[target.connection_id] = now
             return "ignored_type", IGNORED()
         try:
-            read_object(event["data"]["object"])  # what the projections need, by the same rules they read it
+            read_object(event["data"]["object"], event.get("api_version"))  # as the projections will read it
         except UnreadableObjectError as exc:  # refused: changes nothing, not even when a delivery last came
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         self.last_delivery_at[target.connection_id] = now

@@ -187,7 +187,7 @@ def writes_for(envelope: Envelope) -> Writes:
         raise UnknownObjectError(f"no projection for object type {envelope.object_type!r}")
     event = orjson.loads(envelope.payload)
     obj = event["data"]["object"]
-    record = read_object(obj)
+    record = read_object(obj, event.get("api_version"))
     deleted = bool(obj.get("deleted")) or (
         envelope.event_type.endswith(".deleted") and envelope.object_type in ("customer", "invoice")
     )

@@ -214,13 +214,16 @@ def test_a_charges_money_is_its_own_or_derived_by_rule_never_defaulted(fields: d
     assert isinstance(record, Charge)
     assert record.amount == raw["amount"] and type(raw["amount"]) is int
     assert record.currency == raw["currency"].lower()
-    if "amount_captured" in raw:
+    if "amount_captured" in raw and raw["amount_captured"] is None:  # a cancelled authorisation before basil
+        assert raw["captured"] is False and record.amount_captured == 0
+    elif "amount_captured" in raw:
         assert record.amount_captured == raw["amount_captured"]
     else:  # the only rule: captured and succeeded → the amount, captured false or not succeeded → 0
         assert isinstance(raw["captured"], bool)
         assert record.amount_captured == (raw["amount"] if raw["captured"] and record.status == "succeeded" else 0)
-    if "amount_refunded" in raw:
-        assert record.amount_refunded == raw["amount_refunded"]
+    if "amount_refunded" in raw:  # money returned: none of a charge not captured (its refund released it); of one
+        # captured in part, read without the event's version, unreadable above
+        assert record.amount_refunded == (raw["amount_refunded"] if record.captured else 0)
 
 
 @settings(max_examples=300)

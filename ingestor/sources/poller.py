@@ -25,7 +25,7 @@ from ingestor.connections.store import Connection
 from ingestor.envelope.build import check_event_shape, envelope_for_event, is_read_resource
 from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
 from ingestor.errors import BadEventError, IngestError
-from ingestor.sources.checkpoints import PollCursor, claimant_id
+from ingestor.sources.checkpoints import PollCursor, claimant_id, run_window
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.refusals import last_usable_id, refusal_of
@@ -253,12 +253,15 @@ class StripeEventsPoller:
         log.warning("poll cursor is older than the events window; starting a catch-up import",
                     connection_id=connection.connection_id, cursor=gap_from.isoformat())
         await self._store.set_catchup_needed(connection.connection_id, connection.catchup_needed_since or gap_from)
+        resume_from = oldest_readable + WINDOW_MARGIN_S
         unfinished = [c for c in await self._checkpoints.import_checkpoints(connection.connection_id) if not c.done]
-        if not unfinished:
+        if not unfinished or run_window(unfinished)[1] < resume_from:
+            # An unfinished run that ends before where polling resumes (the connect import of a key out for weeks,
+            # resumed with a new one) lists nothing of the gap: it is replaced, or the gap was lost for good.
             start, end = import_window(now, self._importer_settings.history_months)
             await self._checkpoints.start_import(connection.connection_id, [r.name for r in IMPORTED], start, end,
                                                  "catchup")
-        return PollCursor(oldest_readable + WINDOW_MARGIN_S, frozenset()), oldest_readable + WINDOW_MARGIN_S
+        return PollCursor(resume_from, frozenset()), resume_from
 
     async def _cycle(self, session: KeySession, now: int) -> PollOutcome:
         connection = session.connection

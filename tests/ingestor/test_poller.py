@@ -13,7 +13,7 @@ import pytest
 
 from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.envelope.publisher import RawEventPublisher
-from ingestor.sources.checkpoints import PollCursor, PostgresCheckpoints
+from ingestor.sources.checkpoints import PollCursor, PostgresCheckpoints, run_window
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.poller import (
     EVENTS_WINDOW_S,
@@ -23,7 +23,7 @@ from ingestor.sources.poller import (
     next_cursor,
     rest_after_failures,
 )
-from ingestor.stripe_api.catalog import EVENT_TYPES, MAX_EVENT_TYPES_PER_LIST
+from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
@@ -261,6 +261,40 @@ async def test_a_cursor_older_than_30_days_starts_a_catch_up_import(
     assert view["import"]["reason"] == "catchup" and view["import"]["state"] == "running"
     cursor = await worker.checkpoints.poll_cursor(connection_id)
     assert cursor is not None and cursor.last_event_created > time.time() - 30 * 86400
+    assert (await worker.importer.run_connection(connection_id)).state == "done"
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["catchup_needed_since"] is None and view["import"]["state"] == "done"
+
+
+async def test_a_key_out_for_weeks_during_its_connect_import_gets_a_catch_up_import_over_the_gap(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """The connect import (window ending at the connect, 40 days ago) was paused when the key was revoked, and
+    resumed 40 days later with a new key. That run lists nothing after its window's end, and polling resumes 30
+    days back: kept as the only run, the 10 days between were never imported, and finishing it cleared the
+    catch-up flag."""
+    account = sim.create_account(customers=5).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    forty_days_ago = int(time.time()) - 40 * 86400
+    checkpoints = worker.checkpoints
+    await checkpoints.start_import(connection_id, [r.name for r in IMPORTED], forty_days_ago - 365 * 86400,
+                                   forty_days_ago, "connect")
+    await control.pool.execute("UPDATE stripe_connections SET status = 'key_invalid' WHERE connection_id = $1",
+                               connection_id)
+    assert await checkpoints.pause_import(connection_id, "key_invalid")
+    await control.pool.execute("UPDATE stripe_connections SET status = 'connected' WHERE connection_id = $1",
+                               connection_id)
+    await checkpoints.resume_import(connection_id)  # what a new key does
+    assert await checkpoints.claim_poll(connection_id, "earlier poller", 5.0)
+    await checkpoints.save_poll_cursor(connection_id, PollCursor(forty_days_ago, frozenset()), "earlier poller")
+    await checkpoints.release_poll(connection_id, "earlier poller")
+
+    assert (await worker.poller.poll_connection(connection_id)).state == "polled"
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["import"]["reason"] == "catchup" and view["import"]["state"] == "running"
+    _, window_end = run_window(await checkpoints.import_checkpoints(connection_id))
+    assert window_end > time.time() - 30 * 86400  # from where polling resumes, or later
     assert (await worker.importer.run_connection(connection_id)).state == "done"
     _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
     assert view["catchup_needed_since"] is None and view["import"]["state"] == "done"

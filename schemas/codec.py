@@ -68,7 +68,8 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record a consumer could not apply, kept whole with the reason."""
+    """A record a consumer could not apply, with the reason: kept whole, or cut to a bound when large (see
+    projections/projector/dead_letters.py; the whole record stays on its topic)."""
 
     topic: str
     partition: int

@@ -255,9 +255,11 @@ def render_reconcile(report: dict[str, Any]) -> str:
             line += f"  only here: {', '.join(r['only_here'][:5])}"
         lines.append(line)
     for currency, m in report["charges_by_currency"].items():
-        lines.append(f"  charges {currency.upper()}: succeeded Stripe {m['stripe']['succeeded']:,} ours {m['ours']['succeeded']:,}; "
-                     f"refunded Stripe {m['stripe']['refunded']:,} ours {m['ours']['refunded']:,}  "
-                     f"{'ok' if m['matches'] else 'DIFFERS'}")
+        lines.append(f"  charges {currency.upper()}: captured Stripe {m['stripe']['succeeded']:,} "
+                     f"ours {m['ours']['succeeded']:,}; refunded Stripe {m['stripe']['refunded']:,} "
+                     f"ours {m['ours']['refunded']:,}  {'ok' if m['matches'] else 'DIFFERS'}")
+    if report.get("unreadable_at_stripe"):
+        lines.append(f"  charges whose money cannot be derived: {', '.join(report['unreadable_at_stripe'][:5])}")
     if not report.get("projection_caught_up", True):
         lines.append("  (the projector had not applied everything published yet: ours may be behind)")
     return "\n".join(lines)

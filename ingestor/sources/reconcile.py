@@ -1,8 +1,9 @@
 """Check against Stripe: what Stripe holds for a tenant and mode, compared with what the tables hold.
 
 For a created range, per resource: Stripe's count of objects against ours, with the ids each side lacks;
-and for the charges of the range, per currency, the succeeded amount and the refunded amount on both
-sides. Stripe's side is listed with the connection's key within its account's rate budget (the same
+and for the charges of the range, per currency, what revenue counts on both sides: the amount captured of
+succeeded charges (gross) and the money refunded (Stripe's charges read by the same rules as ours,
+`schemas.stripe_objects.read_charge`: an authorisation released is no refund in any version). Stripe's side is listed with the connection's key within its account's rate budget (the same
 pages the importer reads, ids only kept); ours is read from the projection tables by SQL (their columns
 are the read model's contract). Run on demand (control API, `ingestor reconcile`) and after every
 import; each run is stored, the latest shown with the connection. `compare` is pure.
@@ -19,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import stripe as stripe_library
 
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.sources.key_session import KeySession
@@ -28,6 +30,7 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.kafka import topic_end_offsets
 from plumbing.postgres import translates_database_errors
 from plumbing.settings import KafkaSettings
+from schemas.stripe_objects import UnreadableObjectError, read_charge
 
 MAX_IDS_SHOWN = 20
 TABLES = {"customers": "customers", "charges": "charges", "subscriptions": "subscriptions",
@@ -39,16 +42,32 @@ class Tally:
     """One side's view of a range: object ids per resource, and charge money per currency."""
 
     ids: dict[str, set[str]] = field(default_factory=dict)
-    succeeded: dict[str, int] = field(default_factory=dict)  # currency → succeeded charge amount
-    refunded: dict[str, int] = field(default_factory=dict)  # currency → refunded on those charges
+    succeeded: dict[str, int] = field(default_factory=dict)  # currency → amount captured of succeeded charges
+    refunded: dict[str, int] = field(default_factory=dict)  # currency → money refunded on those charges
+    unreadable: set[str] = field(default_factory=set)  # Stripe's charges whose money cannot be derived
 
 
 def tally_charge(tally: Tally, charge: Mapping[str, Any]) -> None:
-    """Adds one charge's money (Stripe's raw object or our row, same field names) to the tally."""
-    currency = str(charge.get("currency"))
-    if charge.get("status") == "succeeded":
-        tally.succeeded[currency] = tally.succeeded.get(currency, 0) + int(charge.get("amount") or 0)
-        tally.refunded[currency] = tally.refunded.get(currency, 0) + int(charge.get("amount_refunded") or 0)
+    """Adds one charge's money to the tally: our row, or Stripe's charge read by the canonical rules (same fields:
+    currency, status, captured, amount_captured, amount_refunded)."""
+    if charge["status"] != "succeeded":
+        return
+    currency = charge["currency"]
+    captured = charge["amount_captured"] if charge["captured"] else 0
+    tally.succeeded[currency] = tally.succeeded.get(currency, 0) + captured
+    tally.refunded[currency] = tally.refunded.get(currency, 0) + charge["amount_refunded"]
+
+
+def tally_stripe_charge(tally: Tally, obj: Mapping[str, Any], api_version: str | None) -> None:
+    """Adds a charge Stripe listed (in `api_version`), read as the projections read it; one whose money cannot be
+    derived is named instead (the check then differs: never counted as 0)."""
+    try:
+        charge = read_charge(obj, api_version)
+    except UnreadableObjectError:
+        tally.unreadable.add(str(obj.get("id")))
+        return
+    tally_charge(tally, {"currency": charge.currency, "status": charge.status, "captured": charge.captured,
+                         "amount_captured": charge.amount_captured, "amount_refunded": charge.amount_refunded})
 
 
 def compare(stripe: Tally, ours: Tally) -> dict[str, Any]:
@@ -69,8 +88,11 @@ def compare(stripe: Tally, ours: Tally) -> dict[str, Any]:
         o = (ours.succeeded.get(currency, 0), ours.refunded.get(currency, 0))
         money[currency] = {"stripe": {"succeeded": s[0], "refunded": s[1]},
                            "ours": {"succeeded": o[0], "refunded": o[1]}, "matches": s == o}
-    matches = all(r["matches"] for r in resources.values()) and all(m["matches"] for m in money.values())
-    return {"matches": matches, "resources": resources, "charges_by_currency": money}
+    unreadable = sorted(stripe.unreadable)
+    matches = (all(r["matches"] for r in resources.values()) and all(m["matches"] for m in money.values())
+               and not unreadable)
+    return {"matches": matches, "resources": resources, "charges_by_currency": money,
+            "unreadable_at_stripe": unreadable[:MAX_IDS_SHOWN]}
 
 
 async def tally_stripe(session: KeySession, window: tuple[int, int], page_limit: int = 100,
@@ -90,7 +112,7 @@ async def tally_stripe(session: KeySession, window: tuple[int, int], page_limit:
             for obj in page.objects:
                 ids.add(str(obj["id"]))
                 if resource.name == "charges":
-                    tally_charge(tally, obj)
+                    tally_stripe_charge(tally, obj, stripe_library.api_version)
             if on_page is not None:
                 on_page(resource.name, len(page.objects))
             if not page.has_more or not page.objects:
@@ -110,7 +132,7 @@ async def tally_ours(pool: asyncpg.Pool, tenant_id: str, livemode: bool, window:
             f"AND created BETWEEN $3 AND $4{deleted}", tenant_id, livemode, start, end)
         tally.ids[resource] = {r["id"] for r in rows}
     for row in await pool.fetch(
-            "SELECT currency, status, amount, amount_refunded FROM projection.charges "
+            "SELECT currency, status, captured, amount_captured, amount_refunded FROM projection.charges "
             "WHERE tenant_id = $1 AND livemode = $2 AND created BETWEEN $3 AND $4", tenant_id, livemode, start, end):
         tally_charge(tally, dict(row))
     return tally

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from ingestor.sources.reconcile import Reconciler, Tally, compare
+from ingestor.sources.reconcile import Reconciler, Tally, compare, tally_stripe_charge
 from service.worker import Worker, render_reconcile
 from stripe_sim import SimServer
 from tests.ingestor.conftest import ControlClient, connect
@@ -24,6 +24,24 @@ def test_compare_names_the_ids_and_the_money_that_differ() -> None:
     assert report["charges_by_currency"]["usd"]["matches"] is False
     assert "DIFFERS" in render_reconcile(report) and "missing here: ch_2" in render_reconcile(report)
     assert compare(stripe, stripe)["matches"]
+
+
+def test_stripes_charges_are_tallied_as_revenue_counts_them() -> None:
+    """Gross is the amount captured, and a refund is money returned: an authorisation not captured (released
+    before basil as a refund) adds nothing on Stripe's side, as on ours; a charge whose money cannot be derived is
+    named, never counted as 0."""
+    base = {"object": "charge", "currency": "usd", "created": 1_760_000_000, "status": "succeeded"}
+    stripe = Tally()
+    tally_stripe_charge(stripe, base | {"id": "ch_paid", "amount": 3000, "amount_captured": 3000, "captured": True,
+                                        "amount_refunded": 500}, "2026-10-28.endive")
+    tally_stripe_charge(stripe, base | {"id": "ch_released", "amount": 1000, "amount_captured": 0, "captured": False,
+                                        "amount_refunded": 1000}, "2024-06-20")
+    tally_stripe_charge(stripe, base | {"id": "ch_partly", "amount": 1000, "amount_captured": 600, "captured": True,
+                                        "amount_refunded": 400}, "2024-06-20")
+    assert (stripe.succeeded, stripe.refunded, stripe.unreadable) == ({"usd": 3600}, {"usd": 500}, set())
+    tally_stripe_charge(stripe, base | {"id": "ch_odd", "amount": None, "captured": True}, "2026-10-28.endive")
+    report = compare(stripe, Tally(succeeded={"usd": 3600}, refunded={"usd": 500}))
+    assert not report["matches"] and report["unreadable_at_stripe"] == ["ch_odd"]
 
 
 @pytest.mark.integration

@@ -218,7 +218,7 @@ function renderReconcile(check) {
     add(name.replace("_", " "), r.stripe, r.ours, r.matches ? "—" : shown);
   }
   for (const [currency, m] of Object.entries(latest.charges_by_currency)) {
-    add(`succeeded charges, ${currency.toUpperCase()} (minor units)`, m.stripe.succeeded, m.ours.succeeded,
+    add(`captured of succeeded charges, ${currency.toUpperCase()} (minor units)`, m.stripe.succeeded, m.ours.succeeded,
         m.stripe.succeeded === m.ours.succeeded ? "—" : String(m.stripe.succeeded - m.ours.succeeded));
     add(`refunded, ${currency.toUpperCase()} (minor units)`, m.stripe.refunded, m.ours.refunded,
         m.stripe.refunded === m.ours.refunded ? "—" : String(m.stripe.refunded - m.ours.refunded));

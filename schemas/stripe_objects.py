@@ -87,7 +87,9 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("subscription", "items", "`items.data` → a legacy single `plan` with the top-level `quantity`", "unreadable"),
     ("subscription", "item amount", "the price's `unit_amount` → `unit_amount_decimal` (digits, at most 12 decimal "
                                     "places) → a plan's `amount`; tiered: the tiers (graduated or volume) for the "
-                                    "quantity; × `quantity`, first divided by `price.transform_quantity.divide_by` (a "
+                                    "quantity (included only when asked: the importer lists them, the write path "
+                                    "fills them in from a retrieve with `expand[]=items.data.price.tiers`); "
+                                    "× `quantity`, first divided by `price.transform_quantity.divide_by` (a "
                                     "plan's `transform_usage`) and rounded `up` or `down` (25 in packs of 10, up: 3); "
                                     "metered: 0; a price in another currency than the subscription's (a multi-currency "
                                     "price): the amount of `price.currency_options[<subscription's currency>]`",

@@ -18,7 +18,7 @@ from stripe_sim.errors import StripeError
 from stripe_sim.ids import new_id
 from stripe_sim.listing import KINDS, list_objects, retrieve_object
 from stripe_sim.model import ApiKey, Obj, Store
-from stripe_sim.render import expand_discounts, render
+from stripe_sim.render import expand_discounts, expand_tiers, render
 
 if TYPE_CHECKING:
     from stripe_sim.server import SimServer
@@ -104,8 +104,16 @@ async def list_handler(request: web.Request) -> web.Response:
     return _json(page)
 
 
+MAX_EXPANSION_LEVELS = 4  # Stripe's: on a list, `data.` is one of them (data.payment_intent.customer.default_source)
+
+
 def _expand(request: web.Request) -> set[str]:
-    return {v for k, v in request.query.items() if k == "expand" or k.startswith("expand[")}  # expand[] or expand[0]
+    expand = {v for k, v in request.query.items() if k == "expand" or k.startswith("expand[")}  # expand[] or [0]
+    for path in expand:
+        if path.count(".") >= MAX_EXPANSION_LEVELS:
+            raise StripeError(400, f"You cannot expand more than {MAX_EXPANSION_LEVELS} levels of a property: {path}",
+                              param="expand")
+    return expand
 
 
 def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: str, expand: set[str],
@@ -114,11 +122,13 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
     discounts needs the coupon permission too (their coupons come with them)."""
     if rendered.get("object") == "charge" and f"{prefix}refunds" in expand:
         return _with_refunds(store, rendered)
-    if rendered.get("object") == "subscription" and f"{prefix}discounts" in expand | {
-            e.rsplit(".source.coupon", 1)[0] for e in expand}:
+    if rendered.get("object") != "subscription":
+        return rendered
+    if f"{prefix}discounts" in expand | {e.rsplit(".source.coupon", 1)[0] for e in expand}:
         authorize(key, "coupons")
-        return expand_discounts(stored, rendered, version, f"{prefix}discounts.source.coupon" in expand)
-    return rendered
+        rendered = expand_discounts(stored, rendered, version, f"{prefix}discounts.source.coupon" in expand)
+    tiered = [name for name in ("price", "plan") if f"{prefix}items.data.{name}.tiers" in expand]
+    return expand_tiers(stored, rendered, tiered) if tiered else rendered
 
 
 REFUNDS_BY_CHARGE = ("refund", "charge")

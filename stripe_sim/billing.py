@@ -68,6 +68,15 @@ class Book:
                     self._id("prod"))
         return self.store.insert("price", p, at)
 
+    def create_tiered_price(self, at: int, currency: str, tiers: list[tuple[int | None, int, int]],
+                            tiers_mode: str = "graduated", interval: str = "month", interval_count: int = 1,
+                            nickname: str | None = None) -> Obj:
+        """Create a recurring tiered price: `tiers` as (up_to, unit_amount, flat_amount), the last up_to None;
+        `tiers_mode` graduated or volume (stored, not listed through the read API)."""
+        p = o.tiered_price(self._id("price"), at, self.livemode, currency, tiers, tiers_mode, interval,
+                           interval_count, nickname or f"{tiers_mode} {currency}/{interval}", self._id("prod"))
+        return self.store.insert("price", p, at)
+
     def create_coupon(self, at: int, duration: str, percent_off: float | None = None,
                       amount_off: int | None = None, currency: str | None = None,
                       duration_in_months: int | None = None) -> Obj:

@@ -7,7 +7,8 @@ unless a zone is given — an IANA name, as our tenants set it):
 - failed: count and amount of failed charges by created day.
 - MRR at each month end (the last second of the month, or "now" for the current month), Stripe
   Billing-analytics style: subscriptions in status active or past_due, every item's
-  unit_amount × quantity normalised to a month (year /12, week ×52/12, day ×365/12, divided by
+  unit_amount × quantity (a tiered price: its tiers for the quantity, graduated or volume, as
+  `objects.period_amount` bills them) normalised to a month (year /12, week ×52/12, day ×365/12, divided by
   interval_count); trialing, unpaid, canceled and incomplete count 0; no taxes; only `forever`
   coupons reduce it (percent off, or amount off normalised by the billing interval); a
   subscription set to cancel at period end counts until it ends. Rounded to 2 decimals.
@@ -28,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from stripe_sim.model import Obj, Store
+from stripe_sim.objects import period_amount
 
 _PER_MONTH = {"month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52, 12),
               "day": Fraction(365, 12)}
@@ -65,7 +67,7 @@ def subscription_mrr(sub: Obj | None) -> Fraction:
     if sub is None or sub["status"] not in MRR_STATUSES:
         return Fraction(0)
     items = sub["items"]["data"]
-    total = sum((Fraction(it["price"]["unit_amount"] * it["quantity"]) *
+    total = sum((Fraction(period_amount(it["price"], it["quantity"])) *
                  monthly_factor(it["price"]) for it in items), Fraction(0))
     disc = sub.get("discount")
     if disc and disc["coupon"]["duration"] == "forever" and items:

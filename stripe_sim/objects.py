@@ -72,14 +72,46 @@ def price(price_id: str, at: int, livemode: bool, currency: str, unit_amount: in
             "recurring": recurring, "nickname": nickname, "product": product}
 
 
+def tiered_price(price_id: str, at: int, livemode: bool, currency: str, tiers: list[tuple[int | None, int, int]],
+                 tiers_mode: str, interval: str, interval_count: int, nickname: str | None, product: str) -> Obj:
+    """Build a recurring, licensed, tiered price: `tiers` as (up_to, unit_amount, flat_amount), the last up_to
+    None; `tiers_mode` graduated or volume. Stored with its tiers; rendered without them unless expanded."""
+    listed = [{"flat_amount": flat, "flat_amount_decimal": str(flat), "unit_amount": unit,
+               "unit_amount_decimal": str(unit), "up_to": up_to} for up_to, unit, flat in tiers]
+    return {**price(price_id, at, livemode, currency, 0, interval, interval_count, nickname, product),
+            "billing_scheme": "tiered", "tiers_mode": tiers_mode, "tiers": listed,
+            "unit_amount": None, "unit_amount_decimal": None}
+
+
+def period_amount(p: Obj, quantity: int) -> int:
+    """One billing period's amount of `quantity` units of a price, as Stripe bills it: per unit, or by its tiers.
+    Volume: every unit at the tier the quantity falls in, plus that tier's flat amount. Graduated: unit by unit,
+    each at the tier it falls in, plus the flat amount of every tier reached."""
+    if p["billing_scheme"] != "tiered":
+        return int(p["unit_amount"]) * quantity
+    tiers = p["tiers"]
+    unit = [int(t["unit_amount"] or 0) for t in tiers]
+    flat = [int(t["flat_amount"] or 0) for t in tiers]
+
+    def tier_of(units: int) -> int:
+        return next(i for i, t in enumerate(tiers) if t["up_to"] is None or units <= t["up_to"])
+
+    if p["tiers_mode"] == "volume":
+        i = tier_of(quantity)
+        return unit[i] * quantity + flat[i]
+    reached = [tier_of(n) for n in range(1, quantity + 1)]
+    return sum(unit[i] for i in reached) + sum(flat[i] for i in set(reached))
+
+
 def plan_of(p: Obj) -> Obj:
     """Return the legacy `plan` view of a price, as subscription items still carry it."""
+    tiered = {"tiers": p["tiers"]} if p["billing_scheme"] == "tiered" else {}
     return {**template("subscription_item")["plan"], "id": p["id"], "amount": p["unit_amount"],
-            "amount_decimal": p["unit_amount_decimal"], "billing_scheme": "per_unit",
+            "amount_decimal": p["unit_amount_decimal"], "billing_scheme": p["billing_scheme"],
             "created": p["created"], "currency": p["currency"],
             "interval": p["recurring"]["interval"], "interval_count": p["recurring"]["interval_count"],
             "livemode": p["livemode"], "metadata": {}, "nickname": p["nickname"],
-            "product": p["product"], "transform_usage": None}
+            "product": p["product"], "tiers_mode": p["tiers_mode"], "transform_usage": None, **tiered}
 
 
 def coupon(coupon_id: str, at: int, livemode: bool, duration: str, percent_off: float | None,
@@ -128,7 +160,7 @@ def subscription(sub_id: str, customer_id: str, at: int, livemode: bool, currenc
 def line_item(li_id: str, inv_id: str, item: Obj, sub_id: str, period: tuple[int, int],
               livemode: bool, trial: bool = False) -> Obj:
     """Build an invoice line for one subscription item (zero during a trial)."""
-    amount = 0 if trial else item["price"]["unit_amount"] * item["quantity"]
+    amount = 0 if trial else period_amount(item["price"], item["quantity"])
     parent = {"type": "subscription_item_details", "invoice_item_details": None,
               "subscription_item_details": {"invoice_item": None, "proration": False,
                                             "proration_details": {"credited_items": None},

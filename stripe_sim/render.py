@@ -14,11 +14,14 @@ version it asks for), so the simulator renders five eras of the five objects we 
   no `discount` (the `discounts` ids only), no `invoice` on charges or payment intents.
 - `CURRENT_VERSION` (the `stripe` library's, 2026-10-28.endive): as basil; an expanded discount names its
   coupon under `source.coupon` (an id, unless expanded too).
+
+In every version a tiered price (or plan) is shown without its `tiers`, in events too: Stripe includes them
+only when a request asks (`expand[]=items.data.price.tiers`, see `expand_tiers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from stripe_sim.model import Obj
@@ -52,6 +55,9 @@ def render_event(evt: Obj, version: str | None = None) -> Obj:
     """Return an event with `data.object` rendered in the event's own API version (or `version`)."""
     at = version or evt["api_version"]
     data = {**evt["data"], "object": _as_of(evt["data"]["object"], at)}
+    previous = data.get("previous_attributes")
+    if isinstance(previous, dict) and isinstance(previous.get("items"), dict) and _tiered(previous["items"]["data"]):
+        data["previous_attributes"] = {**previous, "items": _untiered_list(previous["items"])}
     return {**evt, "api_version": at, "data": data}
 
 
@@ -70,7 +76,29 @@ def _without(obj: Obj, names: Iterable[str]) -> Obj:
     return copy
 
 
+def _tiered(items: list[Obj]) -> bool:
+    """Whether a price (or plan) of these items or invoice lines carries its tiers (as stored)."""
+    return any("tiers" in (it.get("price") or {}) or "tiers" in (it.get("plan") or {}) for it in items)
+
+
+def _untiered(item: Obj) -> Obj:
+    """A subscription item or invoice line with its price's and plan's `tiers` left out."""
+    out = dict(item)
+    for name in ("price", "plan"):
+        if isinstance(item.get(name), dict) and "tiers" in item[name]:
+            out[name] = _without(item[name], ("tiers",))
+    return out
+
+
+def _untiered_list(listed: Obj) -> Obj:
+    """A list object (`items`, `lines`) with its entries' tiers left out."""
+    return {**listed, "data": [_untiered(it) for it in listed["data"]]}
+
+
 def _invoice(inv: Obj, version: str) -> Obj:
+    lines = inv.get("lines")
+    if isinstance(lines, dict) and _tiered(lines.get("data") or []):
+        inv = {**inv, "lines": _untiered_list(lines)}
     if is_basil(version):
         return _without(inv, ("subscription", "charge", "payment_intent", "paid", "discount"))
     parent = inv.get("parent") or {}
@@ -84,6 +112,8 @@ def _invoice(inv: Obj, version: str) -> Obj:
 
 
 def _subscription(sub: Obj, version: str) -> Obj:
+    if _tiered(sub["items"]["data"]):
+        sub = {**sub, "items": _untiered_list(sub["items"])}
     items = sub["items"]["data"]
     if is_basil(version):
         out = _without(sub, ("discount",))
@@ -159,3 +189,24 @@ def expand_discounts(stored: Obj, rendered: Obj, version: str, coupons_too: bool
         else:
             expanded.append(ref)
     return {**rendered, "discounts": expanded}
+
+
+def expand_tiers(stored: Obj, rendered: Obj, fields: Collection[str]) -> Obj:
+    """A rendered subscription with its items' tiered prices (`fields`: "price", "plan") showing their tiers, as
+    `expand[]=items.data.price.tiers` (`items.data.plan.tiers`) gives them; a legacy top-level `plan` too."""
+    tiers = {p["id"]: p["tiers"] for it in stored["items"]["data"] for p in [it["price"]] if "tiers" in p}
+    if not tiers:
+        return rendered
+
+    def with_tiers(entry: Obj) -> Obj:
+        out = dict(entry)
+        for name in fields:
+            found = entry.get(name)
+            if isinstance(found, dict) and found.get("id") in tiers:
+                out[name] = {**found, "tiers": tiers[found["id"]]}
+        return out
+
+    out = {**rendered, "items": {**rendered["items"], "data": [with_tiers(it) for it in rendered["items"]["data"]]}}
+    if "plan" in fields and isinstance(rendered.get("plan"), dict):
+        out["plan"] = with_tiers({"plan": rendered["plan"]})["plan"]
+    return out

@@ -1,16 +1,54 @@
-"""A subscription's discounts named only by id, found and filled in before the event is published.
+"""What a subscription event leaves unexpanded that MRR needs, found and filled in before the event is published.
 
-Since 2024-04 Stripe lists a subscription's `discounts` as ids, and since 2025-03-31.basil there is no
-`discount` object beside them; since clover a discount names its coupon by id under `source.coupon`.
-Forever coupons decide MRR, so the write path fills such references in with the objects a retrieve of
-the subscription with `expand[]=discounts&expand[]=discounts.source.coupon` gives (the coupon terms
-never change), as if Stripe had sent them expanded. Pure: the caller fetches.
+Discounts: since 2024-04 Stripe lists a subscription's `discounts` as ids, and since 2025-03-31.basil there is
+no `discount` object beside them; since clover a discount names its coupon by id under `source.coupon`. Forever
+coupons decide MRR. Tiers: a tiered price (or legacy plan) bills by its `tiers`, which Stripe includes only when
+asked, so no event carries them. The write path fills both in with what a retrieve of the subscription with
+`expand[]=discounts&expand[]=discounts.source.coupon&expand[]=items.data.price.tiers` gives (a coupon's terms and
+a price's tiers never change), as if Stripe had sent them expanded. Pure: the caller fetches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Unexpanded:
+    """What a subscription event names without what MRR needs of it: discounts by id (their coupons), and
+    tiered prices without their tiers (by price id)."""
+
+    discounts: tuple[str, ...] = ()
+    tiered_prices: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.discounts or self.tiered_prices)
+
+    def beyond(self, known: Expanded) -> Unexpanded:
+        """Returns what of this `known` does not hold."""
+        return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts),
+                          tuple(p for p in self.tiered_prices if p not in known.tiers))
+
+
+@dataclass(slots=True)
+class Expanded:
+    """What a retrieve of a subscription gave: its discounts (with their coupons) by id, its items' tiered
+    prices' tiers by price id."""
+
+    discounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tiers: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add(self, other: Expanded) -> None:
+        """Adds what `other` holds."""
+        self.discounts.update(other.discounts)
+        self.tiers.update(other.tiers)
+
+
+def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
+    """Returns what the subscription event's object names without what MRR needs of it (nothing for other events)."""
+    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)))
 
 
 def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:
@@ -19,7 +57,8 @@ def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:
     if obj.get("object") != "subscription":
         return []
     embedded = obj.get("discount")
-    embedded_id = embedded.get("id") if isinstance(embedded, Mapping) and isinstance(embedded.get("coupon"), Mapping) else None
+    embedded_id = embedded.get("id") \
+        if isinstance(embedded, Mapping) and isinstance(embedded.get("coupon"), Mapping) else None
     listed = obj.get("discounts")
     missing = []
     for discount in listed if isinstance(listed, list) else []:  # any other shape: the projector reads it, or refuses
@@ -37,6 +76,48 @@ def _has_coupon(discount: Mapping[str, Any]) -> bool:
         isinstance(source, Mapping) and isinstance(source.get("coupon"), Mapping))
 
 
+def unexpanded_tiers(event: Mapping[str, Any]) -> list[str]:
+    """Returns the ids of the tiered prices (or plans) of a subscription event's object that bill a quantity
+    (not metered) and came without their tiers."""
+    obj = (event.get("data") or {}).get("object") or {}
+    if obj.get("object") != "subscription":
+        return []
+    return list(dict.fromkeys(p["id"] for p in _prices(obj) if _needs_tiers(p)))
+
+
+def _prices(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The prices and plans of a subscription's items, and its legacy top-level plan."""
+    items = obj.get("items")
+    data = items.get("data") if isinstance(items, Mapping) else None
+    entries = [*(data if isinstance(data, list) else []), obj]
+    return [p for entry in entries if isinstance(entry, Mapping)
+            for p in (entry.get("price"), entry.get("plan")) if isinstance(p, Mapping)]
+
+
+def _needs_tiers(price: Mapping[str, Any]) -> bool:
+    recurring = price.get("recurring")
+    usage = (recurring.get("usage_type") if isinstance(recurring, Mapping) else None) or price.get("usage_type")
+    return (price.get("billing_scheme") == "tiered" and usage != "metered" and price.get("tiers") is None
+            and isinstance(price.get("id"), str))
+
+
+def expanded_in(subscription: Mapping[str, Any]) -> Expanded:
+    """Returns what a subscription retrieved with the expansions holds: its expanded discounts by id, and the
+    tiers of its items' tiered prices by price id."""
+    listed = subscription.get("discounts")
+    discounts = {d["id"]: d for d in listed if isinstance(d, dict) and isinstance(d.get("id"), str)} \
+        if isinstance(listed, list) else {}
+    tiers = {p["id"]: p["tiers"] for p in _prices(subscription)
+             if isinstance(p.get("id"), str) and isinstance(p.get("tiers"), list)}
+    return Expanded(discounts, tiers)
+
+
+def with_expanded(event: dict[str, Any], found: Expanded) -> dict[str, Any]:
+    """Returns the event with each discount reference and each tiered price without tiers that `found` holds
+    filled in."""
+    return with_tiers(with_discounts(event, found.discounts), found.tiers)
+
+
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Returns the event with each discount reference that `found` holds replaced by its object."""
     obj = event["data"]["object"]
@@ -47,3 +128,36 @@ def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]
                  else found.get(i, d) if isinstance(d, Mapping) and isinstance(i := d.get("id"), str) else d
                  for d in listed]
     return {**event, "data": {**event["data"], "object": {**obj, "discounts": discounts}}}
+
+
+def with_tiers(event: dict[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """Returns the event with each tiered price (or plan) without tiers that `found` holds given them: in the
+    object, and in `previous_attributes` (the same price before a quantity change)."""
+    if not found:
+        return event
+    data = {**event["data"], "object": _tiers_laid_in(event["data"]["object"], found)}
+    previous = data.get("previous_attributes")
+    if isinstance(previous, Mapping) and ("items" in previous or "plan" in previous):
+        data["previous_attributes"] = _tiers_laid_in(previous, found)
+    return {**event, "data": data}
+
+
+def _tiers_laid_in(obj: Mapping[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """The subscription (or its attributes before an update) with its items' and legacy plan's tiers filled in."""
+    out = _entry_with_tiers(obj, found)
+    items = obj.get("items")
+    if isinstance(items, Mapping) and isinstance(items.get("data"), list):
+        out["items"] = {**items, "data": [_entry_with_tiers(it, found) if isinstance(it, Mapping) else it
+                                          for it in items["data"]]}
+    return out
+
+
+def _entry_with_tiers(entry: Mapping[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """An item (or the subscription, for its legacy `plan`) with its price's and plan's tiers filled in."""
+    out = dict(entry)
+    for name in ("price", "plan"):
+        price = entry.get(name)
+        if isinstance(price, Mapping) and price.get("tiers") is None and isinstance(price.get("id"), str) \
+                and price["id"] in found:
+            out[name] = {**price, "tiers": list(found[price["id"]])}
+    return out

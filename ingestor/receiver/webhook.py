@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingestor.connections.store import PostgresConnectionStore, WebhookTarget, token_digest
 from ingestor.envelope.build import envelope_for_event, is_read_resource, is_test_webhook, parse_event
-from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
+from ingestor.envelope.discounts import unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
@@ -215,20 +215,20 @@ class WebhookReceiver:
         if not is_read_resource(event):
             self.last_delivery_at[target.connection_id] = now
             return "ignored_type", IGNORED()
+        wanted = unexpanded(event)
+        if wanted:  # discounts named by id, tiers left out: MRR needs them, fetched before reading and publishing
+            try:
+                found = await self._discounts.for_subscription(
+                    target.connection_id, target.livemode, str(event["data"]["object"]["id"]), wanted)
+            except (IngestError, DatabaseUnavailableError) as exc:
+                log.warning("could not fetch a subscription's discounts or tiers; answering 503", error=str(exc))
+                return "discounts_unavailable", self._unavailable()
+            event = with_expanded(event, found)
         try:
             read_object(event["data"]["object"], event.get("api_version"))  # as the projections will read it
         except UnreadableObjectError as exc:  # refused: changes nothing, not even when a delivery last came
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         self.last_delivery_at[target.connection_id] = now
-        missing = unexpanded_discounts(event)
-        if missing:  # discounts named by id: their coupons decide MRR, fetch them before publishing
-            try:
-                found = await self._discounts.for_subscription(
-                    target.connection_id, target.livemode, str(event["data"]["object"]["id"]), missing)
-            except (IngestError, DatabaseUnavailableError) as exc:
-                log.warning("could not fetch a subscription's discounts; answering 503", error=str(exc))
-                return "discounts_unavailable", self._unavailable()
-            event = with_discounts(event, found)
         return await self._publish(event, target, now)
 
     def _unavailable(self) -> web.Response:

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 import stripe
 
 from ingestor.connections.status import STATUSES
+from ingestor.envelope.discounts import Expanded, Unexpanded, unexpanded_tiers, with_tiers
 from ingestor.errors import (
     CursorGoneError,
     IngestError,
@@ -51,6 +53,7 @@ from ingestor.sources.slices import (
 )
 from ingestor.stripe_api.catalog import BY_NAME
 from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader, list_endpoint
+from ingestor.stripe_api.discounts import fetch_expanded
 from ingestor.stripe_api.request_budget import AccountBudget, Priority
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
@@ -84,6 +87,9 @@ class ImportOutcome:
     state: str
     detail: str = ""
     slices: int = 0  # slices this process paged in the pass
+
+
+TIERED = b'"tiered"'  # in a subscriptions page's body: a tiered price (or plan) whose tiers Stripe did not list
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,7 @@ class _Pass:
                  endpoint_requests_per_second: float | None = None, budget: AccountBudget | None = None):
         self.planner = planner
         self._budget = budget
+        self.tiers: dict[str, list[Any]] = {}  # tiered prices' tiers by price id, fetched in this pass
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
         self._worker_stop = worker_stop  # the process is stopping
@@ -745,11 +752,40 @@ class StripeImporter:
         its place of the worker's `max_concurrent_imports`, and a few such tenants held them all."""
         try:
             async with asyncio.timeout(max(0.0, run.deadline - time.monotonic()) + self._settings.page_overrun_s):
-                return await self._fetch(session, resource, query)
+                page = await self._fetch(session, resource, query)
+                if resource == "subscriptions" and TIERED in page.body:
+                    page = await self._with_tiers(session, page, run.tiers)
+                return page
         except TimeoutError:
             raise StripeUnavailableError(
                 f"a {resource} page was still waiting for Stripe {self._settings.page_overrun_s:g} s after its pass's "
                 "time; asked for again at the next pass") from None
+
+    async def _with_tiers(self, session: KeySession, page: Page, known: dict[str, list[Any]]) -> Page:
+        """A subscriptions page with its tiered prices' tiers laid in (`known`, by price id, grows): Stripe lists no
+        tiers (`data.items.data.price.tiers` is five levels of expansion, it takes four), so one subscription per
+        price not known yet is retrieved with them, as the receiver and the poller do. A page that is not a list is
+        left for the page pool to judge; a price a retrieve does not give stays without (unreadable, in health)."""
+        try:
+            decoded = orjson.loads(page.body)
+            listed = decoded["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return page
+        if not isinstance(listed, list):
+            return page
+        for obj in listed:
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+                continue
+            missing = tuple(p for p in unexpanded_tiers({"data": {"object": obj}}) if p not in known)
+            if missing:
+                async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: tuple[str, ...] = missing
+                                   ) -> Expanded:
+                    return await fetch_expanded(reader, sub, Unexpanded(tiered_prices=wanted))
+
+                known.update((await session.call(retrieve)).tiers)
+        filled = [with_tiers({"data": {"object": o}}, known)["data"]["object"] if isinstance(o, dict) else o
+                  for o in listed]
+        return Page(orjson.dumps({**decoded, "data": filled}), page.asked_at, page.latency_s)
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
         async def request(reader: StripeReader) -> PageBody:

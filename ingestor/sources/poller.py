@@ -23,7 +23,7 @@ from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
 from ingestor.connections.store import Connection
 from ingestor.envelope.build import check_event_shape, envelope_for_event, is_read_resource
-from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
+from ingestor.envelope.discounts import Expanded, unexpanded, with_expanded
 from ingestor.errors import BadEventError, IngestError
 from ingestor.sources.checkpoints import PollCursor, claimant_id, run_window
 from ingestor.sources.deps import SourceDeps
@@ -31,7 +31,7 @@ from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.refusals import last_usable_id, refusal_of
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
-from ingestor.stripe_api.discounts import fetch_discounts
+from ingestor.stripe_api.discounts import fetch_expanded
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
@@ -269,7 +269,7 @@ class StripeEventsPoller:
         params: dict[str, Any] = {"limit": self._settings.page_limit, "types": list(EVENT_TYPES),
                                   "created": {"gte": since}}
         seen: dict[str, int] = {}
-        discounts: dict[str, dict[str, Any]] = {}  # fetched this cycle, by discount id
+        fetched = Expanded()  # this cycle's: discounts by id, tiers by price id
         published = 0
         received = datetime.fromtimestamp(now, tz=timezone.utc)
         while True:
@@ -287,7 +287,7 @@ class StripeEventsPoller:
                 seen[event["id"]] = event["created"]
                 if event["id"] in cursor.recent_event_ids or not is_read_resource(event):
                     continue
-                event = await self._with_discounts(session, event, discounts)
+                event = await self._with_expanded(session, event, fetched)
                 envelopes.append(envelope_for_event(event, connection.tenant_id, Source.POLL, received))
             await self._publisher.publish_many(envelopes)
             published += len(envelopes)
@@ -311,18 +311,19 @@ class StripeEventsPoller:
         await self._store.record_poll(connection.connection_id, received)
         return PollOutcome(connection.connection_id, "polled", published, len(seen))
 
-    async def _with_discounts(self, session: KeySession, event: dict[str, Any],
-                              known: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """The event with the subscription discounts it names only by id filled in (one retrieve per
-        subscription, remembered for the cycle). Raises StopReading or IngestError like any read."""
-        missing = unexpanded_discounts(event)
-        if not missing:
+    async def _with_expanded(self, session: KeySession, event: dict[str, Any], known: Expanded) -> dict[str, Any]:
+        """The event with what its subscription names unexpanded — discounts by id, tiered prices without their
+        tiers — filled in (a retrieve of the subscription for what the cycle has not fetched yet, remembered for
+        the cycle). Raises StopReading or IngestError like any read."""
+        wanted = unexpanded(event)
+        if not wanted:
             return event
-        if any(d not in known for d in missing):
+        missing = wanted.beyond(known)
+        if missing:
             subscription_id = str(event["data"]["object"]["id"])
 
-            async def request(reader: StripeReader) -> dict[str, dict[str, Any]]:
-                return await fetch_discounts(reader, subscription_id)
+            async def request(reader: StripeReader) -> Expanded:
+                return await fetch_expanded(reader, subscription_id, missing)
 
-            known.update(await session.call(request))
-        return with_discounts(event, known)
+            known.add(await session.call(request))
+        return with_expanded(event, known)

@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Mapping
 
-# How a subscription's discounts are asked for with their coupons: on a retrieve, and on a list page.
+# How a subscription's discounts are asked for with their coupons, and its items' prices with their tiers (a tiered
+# price's `tiers` are included only when asked for): on a retrieve, and the discounts on a list page too. Stripe
+# expands at most four levels, a list's `data.` being one: `data.items.data.price.tiers` (five) fails the whole
+# page, so the importer fills in tiers by retrieve (`importer._with_tiers`), as the receiver and the poller do.
 DISCOUNT_EXPANSIONS: Final = ("discounts", "discounts.source.coupon")
-DISCOUNT_EXPANSIONS_IN_LIST: Final = tuple(f"data.{path}" for path in DISCOUNT_EXPANSIONS)
+TIER_EXPANSIONS: Final = ("items.data.price.tiers",)
+SUBSCRIPTION_EXPANSIONS_IN_LIST: Final = tuple(f"data.{path}" for path in DISCOUNT_EXPANSIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +36,12 @@ IMPORTED: Final = (
     Resource("customers", "customer", "rak_customer_read", "Customers", {}),
     # Refunds expanded: their own dates (a charge snapshot alone only says how much was refunded).
     Resource("charges", "charge", "rak_charge_read", "Charges", {"expand": ["data.refunds"]}),
-    # Discounts expanded with their coupons: forever coupons decide MRR (this needs the coupon permission). Every
-    # one, whatever its age: a subscription created before the window may be live now, and MRR counts it (within
-    # the window only, a business older than the window lost every such subscription from its MRR, silently).
+    # Discounts expanded with their coupons: forever coupons decide MRR (this needs the coupon permission); tiered
+    # prices' tiers, which decide their amount, filled in by retrieve. Every one, whatever its age: a subscription created before
+    # the window may be live now, and MRR counts it (within the window only, a business older than the window lost
+    # every such subscription from its MRR, silently).
     Resource("subscriptions", "subscription", "rak_subscription_read", "Subscriptions",
-             {"status": "all", "expand": list(DISCOUNT_EXPANSIONS_IN_LIST)}, whole_history=True),
+             {"status": "all", "expand": list(SUBSCRIPTION_EXPANSIONS_IN_LIST)}, whole_history=True),
     Resource("invoices", "invoice", "rak_invoice_read", "Invoices", {}),
     Resource("payment_intents", "payment_intent", "rak_payment_intent_read", "PaymentIntents", {}),
 )

@@ -48,11 +48,15 @@ def test_a_charge_from_stripes_schema_is_derived_by_rule_or_refused(raw: dict[st
     assert isinstance(record, Charge)
     assert record.amount == raw["amount"] and record.currency == raw["currency"].lower()
     assert record.status in CHARGE_STATUSES
-    if "amount_captured" in raw:
+    if "amount_captured" in raw and raw["amount_captured"] is None:  # a cancelled authorisation before basil
+        assert raw["captured"] is False and record.amount_captured == 0
+    elif "amount_captured" in raw:
         assert record.amount_captured == raw["amount_captured"]
     else:
         assert record.amount_captured == (raw["amount"] if raw["captured"] and record.status == "succeeded" else 0)
-    assert record.amount_refunded == raw["amount_refunded"]
+    # Money returned: none of a charge not captured (a refund of it released the authorisation); one captured in
+    # part and refunded, read without its event's API version, is refused above.
+    assert record.amount_refunded == (raw["amount_refunded"] if record.captured else 0)
     for refund in record.refunds:
         assert refund.currency == record.currency  # a refund in another currency is refused, not mixed in
 

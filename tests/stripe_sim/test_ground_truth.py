@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import aiohttp
 
 from stripe_sim import SimServer, ground_truth
+from stripe_sim.objects import period_amount
 
 
 def ts(day: str) -> int:
@@ -95,3 +96,25 @@ async def test_ground_truth_over_admin_http(sim: SimServer) -> None:
             body = await resp.json()
     assert body == sim.ground_truth(info.id)
     assert len(body["mrr"]) >= 12 and body["daily"]
+
+
+def test_tiered_prices_bill_and_count_by_their_tiers(sim: SimServer) -> None:
+    """Graduated: each unit at the tier it falls in, plus the flat amount of every tier reached; volume: every unit
+    at the tier the quantity falls in, plus that tier's flat amount (hand-checked)."""
+    acct = sim.create_account(customers=0).id
+    b = sim.book(acct)
+    t0 = ts("2025-03-01")
+    graduated = b.create_tiered_price(t0, "usd", [(5, 1000, 0), (20, 800, 1000), (None, 500, 0)])
+    volume = b.create_tiered_price(t0, "usd", [(10, 900, 0), (None, 700, 2000)], "volume")
+    yearly = b.create_tiered_price(t0, "eur", [(3, 12000, 0), (None, 6000, 2400)], "graduated", "year")
+    assert [period_amount(graduated, q) for q in (1, 5, 6, 12, 21)] == [
+        1000, 5000, 5000 + 800 + 1000, 5000 + 7 * 800 + 1000, 5000 + 15 * 800 + 1000 + 500]
+    assert [period_amount(volume, q) for q in (4, 10, 12)] == [3600, 9000, 12 * 700 + 2000]
+    cus = [b.create_customer(t0)["id"] for _ in range(3)]
+    g = b.create_subscription(cus[0], [(graduated, 12)], t0)
+    b.create_subscription(cus[1], [(volume, 12)], t0)
+    b.create_subscription(cus[2], [(yearly, 4)], t0)
+    inv = sim.state.accounts[acct].test.get("invoice", g["latest_invoice"])
+    assert inv is not None and inv["amount_paid"] == 11600
+    gt = ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))
+    assert gt["mrr"]["2025-03"] == {"eur": (3 * 12000 + 6000 + 2400) / 12, "usd": 11600 + 10400}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import stripe
@@ -173,3 +174,36 @@ async def test_charges_list_expands_refunds_like_stripe(sim: SimServer, make_cli
     page = await client.v1.charges.list_async({"limit": 10, "expand": ["data.refunds"]})
     refunds = page.data[0].refunds.data
     assert [(r.amount, r.created) for r in refunds] == [(3500, NOW - 2000), (1500, NOW - 3000)]
+
+
+async def test_a_tiered_price_shows_its_tiers_only_when_expanded_like_stripe(sim: SimServer, make_client: Make) -> None:
+    """Stripe includes a price's `tiers` only when asked (`expand[]=items.data.price.tiers` on a retrieve): not in
+    events, not in a plain list or retrieve, not on invoice lines; and a list cannot ask for them (five levels of
+    expansion, Stripe takes four)."""
+    info = sim.create_account(customers=0, seed=4712)
+    book = sim.book(info.id)
+    tiers = [(5, 1000, 0), (None, 800, 500)]
+    price = book.create_tiered_price(NOW - 9000, "usd", tiers, "graduated")
+    cus = book.create_customer(at=NOW - 8000)
+    sub = book.create_subscription(cus["id"], [(price, 7)], NOW - 7000)
+    client = make_client(info.restricted_key)
+
+    def item_price(obj: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = obj["items"]["data"][0]["price"]
+        assert found["id"] == price["id"] and found["billing_scheme"] == "tiered"
+        return found
+
+    listed = (await client.v1.subscriptions.list_async({"limit": 10})).data[0].to_dict()
+    retrieved = (await client.v1.subscriptions.retrieve_async(sub["id"])).to_dict()
+    events = [e.to_dict() for e in (await client.v1.events.list_async({"limit": 100})).data]
+    in_events = [e["data"]["object"] for e in events if e["data"]["object"]["object"] == "subscription"]
+    lines = [line for e in events if e["data"]["object"]["object"] == "invoice"
+             for line in e["data"]["object"]["lines"]["data"]]
+    assert in_events and lines
+    assert all("tiers" not in item_price(obj) for obj in (listed, retrieved, *in_events))
+    assert all("tiers" not in line["price"] for line in lines)
+    with pytest.raises(stripe.InvalidRequestError, match="more than 4 levels"):
+        await client.v1.subscriptions.list_async({"limit": 10, "expand": ["data.items.data.price.tiers"]})
+    expanded = await client.v1.subscriptions.retrieve_async(sub["id"], {"expand": ["items.data.price.tiers"]})
+    assert [(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in item_price(expanded.to_dict())["tiers"]] == tiers
+    assert lines[0]["amount"] == 5 * 1000 + 2 * 800 + 500

@@ -12,7 +12,7 @@ from stack import REPO_ROOT
 from stack.progress import say
 
 BENCHMARKS = ("receiver_throughput", "receiver_processes", "projector_throughput", "projector_scaling", "import_throughput",
-              "freshness", "mcp_latency")
+              "freshness", "mcp_latency", "redaction")
 
 
 def main() -> None:

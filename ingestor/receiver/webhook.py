@@ -2,10 +2,10 @@
 
 Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so
 a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the signature
-(nothing unauthenticated is parsed), the JSON, the mode. Only then is the event redacted
-and published, and 2xx is answered only after Kafka acknowledged the record (acks=all). If Kafka
-does not acknowledge in time the answer is 503 with Retry-After, so Stripe delivers again. This is
-the only module that turns errors into HTTP responses.
+(nothing unauthenticated is parsed), the JSON, how many digits it holds (masking card numbers works per
+digit), the mode. Only then is the event redacted and published, and 2xx is answered only after Kafka
+acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer is 503 with
+Retry-After, so Stripe delivers again. This is the only module that turns errors into HTTP responses.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ingestor.connections.store import PostgresConnectionStore, WebhookTarget, t
 from ingestor.envelope.build import envelope_for_event, is_read_resource, is_test_webhook, parse_event
 from ingestor.envelope.discounts import unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
+from ingestor.envelope.redaction import holds_more_digits
 from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
 from ingestor.stripe_api.discounts import StripeDiscounts
@@ -196,6 +197,11 @@ class WebhookReceiver:
             return "bad_signature", error_response(400, exc.code, str(exc))
         except BadEventError as exc:
             return "bad_event", error_response(400, exc.code, str(exc))
+
+        digits = self._settings.max_body_digits
+        if holds_more_digits(payload, digits):  # before redaction's work per digit, which would stall every tenant
+            return "too_many_digits", error_response(
+                413, "too_many_digits", f"the body holds more than {digits} digits; Stripe's events hold far fewer")
 
         if event["livemode"] != target.livemode:
             mode = "live" if event["livemode"] else "test"

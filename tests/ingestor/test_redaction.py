@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -14,6 +17,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from ingestor.envelope import redaction
 from ingestor.envelope.redaction import (
     CARD_ALLOWED_KEYS,
     luhn_valid,
@@ -78,6 +82,20 @@ def pan_candidates(text: str) -> Iterator[str]:
             for end in range(start + 13, min(start + 19, len(digits)) + 1):
                 if digits[start] != "0" and reference_luhn(digits[start:end]):
                     yield digits[start:end]
+
+
+
+def reference_mask(text: str) -> str:
+    """Mask `text` as the module docstring defines it, window by window (slow, but plainly right)."""
+    out = list(text)
+    for chain in chains(text):
+        digits = "".join(d for _, d in chain)
+        for start in range(len(digits)):
+            for end in range(start + 13, min(start + 19, len(digits)) + 1):
+                if digits[start] != "0" and reference_luhn(digits[start:end]):
+                    for index, _ in chain[start : end - 4]:
+                        out[index] = "*"
+    return "".join(out)
 
 
 # --- luhn_valid ---------------------------------------------------------------------------------
@@ -215,6 +233,103 @@ def test_mask_pans_only_turns_digits_into_stars(text: str) -> None:
     assert len(masked) == len(text)
     assert all(new == old or (new == "*" and unicodedata.decimal(old, None) is not None)
                for old, new in zip(text, masked))
+
+
+
+# --- mask_pans: what a determined sender may put in a string ------------------------------------------
+
+ZEROS = sorted({ord(c) - unicodedata.decimal(c) for c in map(chr, range(0x110000)) if c.isdecimal()})
+
+
+def adversarial_text(seed: int, size: int) -> str:
+    """Return `size` characters of long digit runs in any script, card numbers and separator soup."""
+    rng = random.Random(seed)
+    pieces: list[str] = []
+    while sum(map(len, pieces)) < size:
+        zero = rng.choice([0x30, 0x30, 0x30, *ZEROS])
+        shape = rng.randrange(5)
+        if shape == 0:  # a long run of one script's digits
+            pieces.append("".join(chr(zero + rng.randrange(10)) for _ in range(rng.randrange(13, 400))))
+        elif shape == 1:  # digits of mixed scripts behind separators of every kind
+            pieces.append("".join(chr(rng.choice(ZEROS) + rng.randrange(10)) + rng.choice(["", "", "-", " ", "\u2009",
+                                  "\uff0d", ".", "\n", " - ", "\u200b"]) for _ in range(rng.randrange(13, 200))))
+        elif shape == 2:  # card numbers back to back, some grouped
+            pan = rng.choice(sorted(TEST_CARDS))
+            pieces.append(rng.choice(["", " ", "-"]).join(pan[i : i + 4] for i in range(0, len(pan), 4)))
+        elif shape == 3:  # one digit and a separator, over and over
+            pieces.append(rng.choice(["-", " ", "./"]).join(rng.choice("0123456789") for _ in range(rng.randrange(40))))
+        else:  # something that ends a chain
+            pieces.append(rng.choice(["x", ":", "\"", "é", " x ", "12345678901x", "\x00"]))
+    return "".join(pieces)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_adversarial_text_is_masked_exactly_as_defined(seed: int) -> None:
+    text = adversarial_text(seed, 3_000)
+    assert mask_pans(text) == reference_mask(text)
+
+
+@pytest.mark.parametrize("digits", [2_000, 5_000])
+def test_every_window_of_a_long_run_is_found(digits: int) -> None:
+    # Each card-number window of a long run is masked, wherever the run holds it, ending and starting anywhere.
+    rng = random.Random(digits)
+    run = "".join(rng.choice("0123456789") for _ in range(digits))
+    masked = mask_pans(run)
+    assert masked == reference_mask(run) and list(pan_candidates(masked)) == []
+    dashed = "-".join(run)
+    assert mask_pans(dashed) == "-".join(masked)
+
+
+@given(st.lists(st.one_of(noisy_text, embedded, st.text(alphabet="0123456789 -", min_size=20, max_size=120)),
+                max_size=4).map("x".join))
+@settings(max_examples=300)
+def test_mask_pans_matches_the_definition(text: str) -> None:
+    assert mask_pans(text) == reference_mask(text)
+
+
+@pytest.mark.parametrize("zero", ZEROS)
+def test_a_card_number_in_any_script_is_masked(zero: int) -> None:
+    pan = "".join(chr(zero + int(d)) for d in "4242424242424242")
+    assert mask_pans(f"card {pan}.") == f"card {'*' * 12}{pan[-4:]}."
+
+
+def python_lines(function: Callable[[str], object], text: str) -> int:
+    """Return how many lines of the redaction module's Python code `function(text)` executes."""
+    count = 0
+    module_file = redaction.__file__
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != module_file:
+            return None
+        if event == "line":
+            count += 1
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        function(text)
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+@pytest.mark.parametrize("shape", [
+    lambda n: "".join(random.Random(n).choices("0123456789", k=n)),  # one long run of digits
+    lambda n: "4242424242424242" * (n // 16),  # card numbers back to back
+    lambda n: " ".join(["4242"] * (n // 4)),  # digit groups
+    lambda n: "-".join("31415926535897932384626433832795"[i % 32] for i in range(n)),  # one digit, one dash
+    lambda n: "\uff14\uff12" * (n // 2),  # full-width digits
+    lambda n: "4111111111111111 x " * (n // 16),  # many chains
+])
+def test_masking_work_in_python_does_not_grow_with_the_text(shape: Callable[[int], str]) -> None:
+    # Any tenant may send a megabyte of digits. Masking walks it with whole-text operations (regular
+    # expressions, bytes.translate, integer arithmetic), never a Python step per digit or per window, so
+    # a longer text runs no more lines of Python: the event loop stays with the cost of reading it.
+    short, long = shape(2_000), shape(20_000)
+    assert mask_pans(long) != long
+    assert python_lines(mask_pans, long) == python_lines(mask_pans, short)
 
 
 @given(st.sampled_from(sorted(TEST_CARDS)), st.text(alphabet="0123456789", max_size=5),

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.envelope.redaction import mask_pans
 from plumbing.settings import HttpSettings, ReaderSettings, ReceiverSettings, Settings
 from schemas import EnvelopeCodec, Source
 from service.web import create_ingest_app
@@ -225,6 +226,44 @@ async def test_oversize_body_is_413(receiver: Receiver) -> None:
     status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
     assert (status, answer["error"]["code"]) == (413, "body_too_large")
     assert await receiver.published() == 0
+
+
+
+def with_metadata_text(metadata_json: str) -> str:
+    """A charge event's JSON whose metadata is `metadata_json`, written as given (e.g. numbers as 1e15)."""
+    event = charge_event()
+    event["data"]["object"]["metadata"] = "METADATA"
+    return json.dumps(event).replace('"METADATA"', metadata_json)
+
+
+@pytest.mark.parametrize("metadata", [
+    "[" + ",".join(["1e15"] * 40_000) + "]",  # 3 digits in the body, 17 in each number's text: masked one by one
+    json.dumps({"cards": [PAN] * 8_000}),
+    json.dumps({"run": "\uff14\uff12" * 60_000}, ensure_ascii=False),  # full-width digits count too
+], ids=["exponent-numbers", "card-numbers", "full-width-digits"])
+async def test_a_body_with_more_digits_than_a_stripe_event_is_413_and_nothing_is_published(
+    receiver: Receiver, metadata: str
+) -> None:
+    # Masking card numbers costs CPU for every digit a tenant sends: the receiver refuses a body holding far more
+    # digits than any Stripe event before that work holds up other tenants' deliveries.
+    tenant = receiver.tenants["a"]
+    body = with_metadata_text(metadata)
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer.get("error", {}).get("code")) == (413, "too_many_digits")
+    assert str(receiver.settings.receiver.max_body_digits) in answer["error"]["message"]
+    assert await receiver.published() == 0
+
+
+async def test_a_long_digit_run_within_the_bound_is_masked_and_published(receiver: Receiver) -> None:
+    tenant = receiver.tenants["a"]
+    run = "-".join([PAN] * (receiver.settings.receiver.max_body_digits // 32))
+    body = with_metadata_text(json.dumps({"run": run}))
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer) == (200, {"received": True, "published": True})
+    [(_, value)] = await consume_all(receiver.settings.kafka, receiver.settings.kafka.raw_topic, 1)
+    payload = EnvelopeCodec().decode(value).payload
+    assert PAN not in payload
+    assert json.loads(payload)["data"]["object"]["metadata"]["run"] == mask_pans(run)
 
 
 async def test_wrong_content_type_is_415(receiver: Receiver) -> None:

@@ -5,7 +5,8 @@ database itself keeps the tenant's rows apart (row-level security keyed on the s
 level's views out of reach (grants), and the limits in force (read-only, timeouts, temp files,
 connections per tenant). The client refuses a question above the level first, with a clear message,
 but does not rely on that. Pools are per tenant and level, small, opened on first use and closed
-least-recently-used first, so one tenant's load waits on its own connections only.
+least-recently-used first, so one tenant's load waits on its own connections only. With a byte cap, the
+rows of an answer are held to it as they arrive (row_budget), before they are read, whatever the SQL.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from plumbing.postgres import DatabaseUnavailableError, database_errors
 from plumbing.settings import ReaderSettings
 from projections.errors import ProjectionError
 from projections.read.metric_queries import MetricQueryError, parse_day
+from projections.read.row_budget import ReaderConnection, RowBudget
 
 
 class Level(enum.IntEnum):
@@ -150,28 +152,38 @@ def plain(value: Any) -> Any:
     return value
 
 
-async def _fetch_capped(cursor: Any, max_rows: int | None, max_bytes: int | None,
-                        batch: int = 100) -> tuple[list[asyncpg.Record], bool]:
-    """Fetches until the cursor ends or a cap is reached; returns the rows and whether a cap cut them."""
-    rows: list[asyncpg.Record] = []
-    size = 0
+async def _fetch_capped(cursor: Any, rows: list[asyncpg.Record], budget: RowBudget | None, max_rows: int | None,
+                        max_bytes: int | None, batch: int = 100) -> bool:
+    """Fetches into `rows` until the cursor ends or a cap is reached; returns whether a cap cut them.
+
+    Batches start at one row and double up to `batch`, never more rows than the budget holds at the largest
+    row seen, so a row that ends the connection (the budget refusing it) costs few of the rows before it.
+    """
+    size, want = 0, 1 if budget is not None else batch
     while True:
-        want = batch if max_rows is None else min(batch, max_rows - len(rows))
-        if want <= 0:
-            return rows, await cursor.fetchrow() is not None
-        got = await cursor.fetch(want)
+        left = batch if max_rows is None else max_rows - len(rows)
+        if left <= 0:
+            return await cursor.fetchrow() is not None
+        fits = budget.room // budget.largest if budget is not None and budget.largest else batch
+        count = min(want, left, max(1, fits))
+        got = await cursor.fetch(count)
         for row in got:
             size += sum(len(str(v)) for v in row.values())
             if max_bytes is not None and size > max_bytes:
-                return rows, True
+                return True
             rows.append(row)
-        if len(got) < want:
-            return rows, False
+        if len(got) < count:
+            return False
+        want = min(batch, 2 * want)
 
 
 # (tenant_id, level name, mode) → (login role, password) of the tenant's reader role of that level and mode
 # ("all", "live" or "test": a mode-bound role sees only that mode's rows, by row-level security).
 ReaderCredentials = Callable[[str, str, str], Awaitable[tuple[str, str]]]
+
+
+class AnswerTooLargeError(ProjectionError):
+    """The answer's first row alone is larger than its byte cap; it was refused as Postgres announced it."""
 
 
 class ReaderBusyError(ProjectionError):
@@ -212,6 +224,7 @@ class RevenueReader:
                 pool = await asyncpg.create_pool(
                     self._settings.dsn.get_secret_value(), user=role, password=password, min_size=0,
                     max_size=self._settings.pool_size, max_inactive_connection_lifetime=60,
+                    connection_class=ReaderConnection,
                     statement_cache_size=0,  # readers' SQL may be anyone's: keep no plans of it
                     server_settings={"application_name": "revenue-reader"})
             self._pools[key] = pool
@@ -234,7 +247,9 @@ class RevenueReader:
         """Runs read-only SQL as the tenant's reader role; returns the rows and whether a cap cut them.
 
         With caps, rows come through a cursor a batch at a time and stop at `max_rows` rows or once they
-        hold about `max_bytes` (as text), so a huge result is never held whole in this process.
+        hold about `max_bytes` (as text), so a huge result is never held whole in this process. With
+        `max_bytes`, the rows Postgres sends are held to it as well, each refused on its header, before it is
+        read: the answer ends with the rows before it, or, if it is the first, with AnswerTooLargeError.
 
         Raises ReaderBusyError when the tenant's connections are all in use (here or server-wide),
         DatabaseUnavailableError when Postgres is away, asyncpg's errors for the SQL itself.
@@ -247,6 +262,11 @@ class RevenueReader:
             if isinstance(exc, asyncpg.TooManyConnectionsError) or isinstance(exc.__cause__, asyncio.TimeoutError):
                 raise ReaderBusyError("this tenant's readers are using every connection they may hold") from exc
             raise
+        budget: RowBudget | None = None
+        if max_bytes is not None:
+            budget = conn.row_budget
+            budget.arm(max_bytes)
+        rows: list[asyncpg.Record] = []
         cut = False
         try:
             with database_errors():
@@ -254,8 +274,18 @@ class RevenueReader:
                     if max_rows is None and max_bytes is None:
                         rows = list(await conn.fetch(sql, *args))
                     else:
-                        rows, cut = await _fetch_capped(await conn.cursor(sql, *args), max_rows, max_bytes)
+                        cut = await _fetch_capped(await conn.cursor(sql, *args), rows, budget, max_rows, max_bytes)
+        except Exception:  # the connection is gone; if the budget closed it, the answer ends where it did
+            if budget is None or budget.refused is None:
+                raise
+            if not rows:
+                raise AnswerTooLargeError(
+                    f"a row of the answer is {budget.refused:,} bytes; an answer may be at most {max_bytes:,} bytes "
+                    "(select fewer or narrower columns)") from None
+            cut = True
         finally:
+            if budget is not None:
+                budget.disarm()
             await pool.release(conn)
         return [{k: plain(v) for k, v in row.items()} for row in rows], cut
 

@@ -30,7 +30,7 @@ from plumbing.logs import get_logger
 from plumbing.postgres import DatabaseUnavailableError
 from projections.errors import ProjectionError
 from projections.read.catalog import Metric, load_catalog
-from projections.read.client import Grant, Level, ReaderBusyError, RevenueReader
+from projections.read.client import AnswerTooLargeError, Grant, Level, ReaderBusyError, RevenueReader
 from projections.read.lineage import EXPLAINABLE, ExplainRequest, explain
 from projections.read.metric_queries import MetricQueryError, metric_sql, parse_day
 from projections.read.sql_guard import ALLOWED_FUNCTIONS, SqlRefusedError, check_select
@@ -113,6 +113,8 @@ def build_mcp_server(reader: RevenueReader, grant_of: GrantOf, *, sql_max_rows: 
                                                max_bytes=max_bytes, mode=call.grant.mode)
         except ReaderBusyError as exc:
             raise refuse(call, "busy", f"{exc}; try again in a few seconds") from None
+        except AnswerTooLargeError as exc:
+            raise refuse(call, "too_large", f"refused: {exc}") from None
         except DatabaseUnavailableError:
             raise refuse(call, "database_unavailable", "the database is unavailable; try again shortly") from None
         except asyncpg.InsufficientPrivilegeError as exc:

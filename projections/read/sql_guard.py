@@ -7,7 +7,9 @@ runs is the statement printed back from the checked tree, never the text that wa
 the check did not see reaches the server. The database still enforces the rest — the tenant's rows
 (row-level security), the level's views (grants), a read-only role with timeouts — so this guard
 makes refusals clear and keeps out what grants alone allow (pg_sleep, set_config, current_setting,
-the catalogs). Pure: no I/O.
+the catalogs). Last, it bounds what the statement can build for one row (`sql_size`): no setting of
+Postgres caps a value below 1 GB, so a query that could build more is refused before it runs. Casts are to
+a few plain types only, whose operators the size rules know. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,30 +21,13 @@ from pglast import ast, parse_sql, parser
 from pglast.stream import RawStream
 
 from projections.errors import ProjectionError
+from projections.read.sql_size import CAST_TYPES, FUNCTION_SIZES, ValueSizeError, max_built_bytes
 
 ALLOWED_SCHEMA = "analytics"
 MAX_SQL_CHARS = 20_000
-# Functions a revenue question needs: aggregates, windows, dates, numbers, text. Nothing that sleeps,
-# reads settings or files, writes, makes rows out of thin air (generate_series), or makes a value much
-# larger than the query (format widths, replace, repeat, string_agg/array_agg over a cross join): one
-# huge value would be held by the database and then by the web process that answers.
-ALLOWED_FUNCTIONS = frozenset({
-    # aggregates
-    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every",
-    "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "percentile_cont",
-    "percentile_disc", "mode", "corr",
-    # windows
-    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
-    "first_value", "last_value", "nth_value",
-    # dates and times
-    "date_trunc", "date_part", "extract", "date_bin", "make_date", "age", "to_char", "to_date", "to_timestamp",
-    "now", "timezone", "justify_days", "justify_interval", "make_interval",
-    # numbers
-    "round", "abs", "ceil", "ceiling", "floor", "trunc", "div", "mod", "sign", "power", "sqrt",
-    # text
-    "lower", "upper", "length", "char_length", "substring", "substr", "split_part", "concat", "concat_ws",
-    "left", "right", "trim", "btrim", "ltrim", "rtrim", "position", "starts_with",
-})
+# Functions a revenue question needs (aggregates, windows, dates, numbers, text), each with the rule for how
+# large its result can be: a function without one is not allowed.
+ALLOWED_FUNCTIONS = frozenset(FUNCTION_SIZES)
 # The parse-tree nodes a plain SELECT is made of. Anything else (XML, SQL/JSON, DML, SELECT INTO, locking,
 # parameters, table functions…) is refused by name: an allowlist, so new grammar is refused until looked at.
 ALLOWED_NODES = frozenset({
@@ -73,6 +58,7 @@ class CheckedSelect:
     sql: str  # printed back from the checked tree: this is what runs
     fingerprint: str  # libpg_query's fingerprint: the same for the same query shape, whatever its literals
     normalized: str  # literals replaced by $n: safe to log
+    max_built_bytes: int  # what its values for one row can come to, at most (sql_size)
 
 
 def check_select(sql: str) -> CheckedSelect:
@@ -94,9 +80,13 @@ def check_select(sql: str) -> CheckedSelect:
     try:
         _check_tree(statement)
         printed = RawStream()(statement)
+        built = max_built_bytes(statement)
     except RecursionError:
         raise SqlRefusedError("the query is nested too deeply; write it flatter") from None
-    return CheckedSelect(sql=printed, fingerprint=parser.fingerprint(printed), normalized=_normalized(printed))
+    except ValueSizeError as exc:
+        raise SqlRefusedError(str(exc)) from None
+    return CheckedSelect(sql=printed, fingerprint=parser.fingerprint(printed), normalized=_normalized(printed),
+                         max_built_bytes=built)
 
 
 def _normalized(sql: str, limit: int = 500) -> str:
@@ -161,6 +151,10 @@ def _check_type(node: ast.TypeName) -> None:
     names = [n.sval for n in node.names or ()]
     if names and names[-1].lower().startswith("reg"):
         raise SqlRefusedError(f"casts to {names[-1]} look into the catalogs and are not allowed")
+    if not names or names[-1].lower() not in CAST_TYPES or [n.lower() for n in names[:-1]] not in ([], ["pg_catalog"]):
+        raise SqlRefusedError(f"casts to {'.'.join(names)} are not allowed; cast to text, varchar, a number "
+                              "(int, bigint, numeric, float), boolean, a date, time, timestamp or interval, "
+                              "or an array of those")
     if node.typmods:
         raise SqlRefusedError(f"type modifiers such as {names[-1] if names else 'the type'}(n) are not allowed; "
                               "cast to the plain type")

@@ -229,6 +229,28 @@ async def test_run_sql_reads_the_analytics_views_as_the_tenant_and_caps_rows(wor
     assert other["rows"] == [{"n": world.b_charges}], "tenant B counts its own charges, not A's"
 
 
+async def test_run_sql_refuses_what_could_build_a_huge_value_before_it_runs(world: World) -> None:
+    """From a hostile review: ARRAY(SELECT …) over cross-joined VALUES lists made one 50 MB value (500 MB with
+    longer strings) that Postgres held and the web process read whole before its byte cap; a chain of CTEs each
+    repeating the one below grows tenfold a level. Both are refused by the guard; a row that passes the guard but
+    not the byte cap is refused when Postgres announces it, and the tenant's next call works."""
+    values = "(values " + ", ".join(f"({i})" for i in range(100)) + ")"
+    array_of_rows = (f"select array(select '{'x' * 1000}' from {values} a, {values} b, "
+                     "(values (1), (2), (3), (4), (5)) c)")
+    chain = "with l0 as (select 'xxxxxxxxxx' as v)" + "".join(
+        f", l{i} as (select {' || '.join(['v'] * 10)} as v from l{i - 1})" for i in range(1, 9)) + " select v from l8"
+    wide = f"select '{'x' * 3000}' || '{'y' * 3000}' as v"
+    async with over_http(world, world.tokens["a:summary"]) as client:
+        by_rows = refusal(await client.call_tool("run_sql", {"sql": array_of_rows}))
+        by_chain = refusal(await client.call_tool("run_sql", {"sql": chain}))
+        by_wire = refusal(await client.call_tool("run_sql", {"sql": wide}))
+        after = answer(await client.call_tool("run_sql", {"sql": "select 1 as one"}))
+    assert "refused: ARRAY(SELECT …) is not allowed" in by_rows
+    assert "refused: the values this query could build" in by_chain and "MiB" in by_chain
+    assert f"at most {SQL_MAX_BYTES:,} bytes" in by_wire and "a row of the answer is 6,0" in by_wire
+    assert after["rows"] == [{"one": 1}]
+
+
 @pytest.mark.parametrize("sql, reason", [
     ("select 1; select 2", "one statement only"),
     ("drop view analytics.daily_revenue", "only SELECT"),

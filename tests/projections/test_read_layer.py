@@ -3,7 +3,8 @@ self-describing views, and common questions that agree with the simulator's grou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -11,8 +12,10 @@ import asyncpg
 import pytest
 
 from plumbing.settings import ReaderSettings
+from projections.errors import ProjectionError
 from projections.projector.store import PostgresProjectionStore
 from projections.read.client import QUESTIONS, Level, QuestionRefusedError, RevenueReader, UnknownQuestionError
+from projections.read.sql_guard import check_select
 from stack import postgres
 from stack.up import Platform
 from stripe_sim import CURRENT_VERSION, OLD_VERSION, SimServer
@@ -239,6 +242,68 @@ async def test_the_catalog_view_matches_the_catalog_file_and_the_docs(world: Wor
     assert sorted(m.name for m in load_catalog()) == [r["name"] for r in rows]
     assert all(r["definition"] and r["sql"] and r["min_level"] in ("summary", "standard", "full") for r in rows)
     assert DOC_FILE.read_text() == render_doc(load_catalog()), "run: python -m projections.read.catalog"
+
+
+async def peak_bytes(run: Callable[[], Awaitable[Any]]) -> int:
+    """How many bytes more than before this process held at its peak while `run` ran (tracemalloc's count)."""
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        await run()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_row_larger_than_the_answer_is_refused_on_its_header_and_never_read(world: World) -> None:
+    """Postgres announces each row's size before sending it: a row that alone would pass the answer's byte cap ends
+    the connection there, so the process never holds it (the guard keeps such SQL out of run_sql; this bound holds
+    whatever SQL reaches the reader). The tenant's next question gets a fresh connection."""
+    async def run() -> None:
+        with pytest.raises(ProjectionError, match=r"a row of the answer is 20,000,0\d\d bytes.*at most 65,536 bytes"):
+            await world.reader.run_sql_capped("tenant_a", Level.SUMMARY, "SELECT 1 AS n, repeat('x', 20000000) AS x",
+                                              max_rows=10, max_bytes=64 * 1024)
+
+    assert await peak_bytes(run) < 4 * 1024 * 1024, "the 20 MB row was not read into the process"
+    assert await raw(world, Level.SUMMARY, "SELECT 1 AS one") == [{"one": 1}]
+
+
+async def test_rows_past_the_byte_cap_end_the_answer_without_being_read(world: World) -> None:
+    sql = ("SELECT i, CASE WHEN i <= 3 THEN 'small' ELSE repeat('x', 10000000) END AS x "
+           "FROM generate_series(1, 10) i")
+    answers: list[tuple[list[dict[str, Any]], bool]] = []
+
+    async def run() -> None:
+        answers.append(await world.reader.run_sql_capped("tenant_a", Level.SUMMARY, sql, max_rows=10,
+                                                         max_bytes=64 * 1024))
+
+    assert await peak_bytes(run) < 4 * 1024 * 1024, "no 10 MB row was read into the process"
+    rows, cut = answers[0]
+    assert cut and rows and [r["i"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) <= 3
+    assert all(r["x"] == "small" for r in rows)
+
+
+@pytest.mark.parametrize("sql", [
+    "with l0 as (select 'xxxxxxxxxx' as v), l1 as (select v || v || v || v || v as v from l0), "
+    "l2 as (select v || v || v || v || v as v from l1), l3 as (select concat(v, v, v, v, v) as v from l2) "
+    "select v from l3",
+    "select " + "row(" * 8 + "'\"a\\'" + ")" * 8 + "::text as v",
+    "select " + "array[" * 8 + "'\"a\\'" + "]::text" * 8 + " as v",
+    "select ('1e131' || '071')::numeric as v",
+    "select power(10::numeric, 131071) as v",
+    "select 1::numeric / 3e-900 as v",
+    "select round(1::numeric, 100000) as v",
+    "select to_char(now(), 'FMJ" + "J" * 200 + "') as v",
+    "select upper('" + "\u0250" * 1000 + "') as v",
+    "select v || v as v from (select concat_ws(v::text, v, v, v) as v from (select '{\"a,b\"}'::text[] as v) a) b",
+], ids=["doubling", "nested-rows", "nested-arrays", "number-from-text", "power", "division", "round", "to-char",
+        "upper", "array-text"])
+async def test_what_the_guard_lets_through_stays_within_its_bound_in_postgres(world: World, sql: str) -> None:
+    """The guard's bound is an upper bound: the largest such values, built by Postgres, are no larger."""
+    checked = check_select(sql)
+    rows = await raw(world, Level.SUMMARY, f"SELECT octet_length(q.v::text) AS n FROM ({checked.sql}) q")
+    assert 0 < rows[0]["n"] <= checked.max_built_bytes
 
 
 def test_every_question_names_its_level() -> None:

@@ -275,7 +275,8 @@ class ReaderSettings(BaseModel):
     acquire_timeout_s: float = Field(default=2.0, gt=0)
     # The most rows the AI layer's run_sql returns (fetched through a cursor; the answer says it was cut).
     sql_max_rows: int = Field(default=1000, ge=1, le=100_000)
-    # …and the most it returns as text, whatever the rows (a row can be large); cut there, and said so.
+    # …and the most it returns, whatever the rows: cut there, and said so; a row past it is refused on the size
+    # Postgres announces, before it is read (projections/read/row_budget.py).
     sql_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 

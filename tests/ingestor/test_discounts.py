@@ -38,19 +38,26 @@ def assert_discounts_readable(obj: dict[str, Any]) -> None:
     assert sub.unresolved_discounts == () and sub.coupons, obj.get("discounts")
 
 
-async def test_the_receiver_fills_in_discounts_named_by_id(control: ControlClient, sim: SimServer) -> None:
+async def connected_with_webhooks(control: ControlClient, sim: SimServer, secret: str) -> tuple[str, str]:
+    """Connects an account whose subscriptions have discounts, with a webhook signing secret; returns the account
+    and the connection's webhook URL."""
     account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
     sim.set_rate_limit(account, 1000)
     tenant, token, _, _ = await connect(control, sim, account)
-    secret = "whsec_" + "d1sc0unt5" * 4
     status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
                                       {"secret": secret})
     assert status == 200, body
+    return account, body["connection"]["webhook"]["url"]
+
+
+async def test_the_receiver_fills_in_discounts_named_by_id(control: ControlClient, sim: SimServer) -> None:
+    secret = "whsec_" + "d1sc0unt5" * 4
+    account, webhook_url = await connected_with_webhooks(control, sim, secret)
     event = discounted_subscription_event(sim, account)
     assert all(isinstance(d, str) for d in event["data"]["object"]["discounts"])  # ids only, as Stripe sends them
     payload = orjson.dumps(event).decode()
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, int(time.time()))
-    url = body["connection"]["webhook"]["url"].replace(control.settings.http.public_base_url.rstrip("/"), "")
+    url = webhook_url.replace(control.settings.http.public_base_url.rstrip("/"), "")
     async with control.http.post(control.server.make_url(url), data=payload,
                                  headers={"Content-Type": "application/json", "Stripe-Signature": header}) as resp:
         assert resp.status == 200, await resp.text()
@@ -65,13 +72,8 @@ async def test_deliveries_waiting_for_discounts_get_503_instead_of_queueing_behi
     waited for Stripe (and the account's budget) without a bound, its body held in the shared web process. Now a
     connection has at most `discount_fetches_per_connection` fetches waiting, each given up after
     `discount_fetch_timeout_s`: 503, and Stripe delivers again later."""
-    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
-    sim.set_rate_limit(account, 1000)
-    tenant, token, _, _ = await connect(control, sim, account)
     secret = "whsec_" + "sl0wstr1pe" * 4
-    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
-                                      {"secret": secret})
-    assert status == 200, body
+    account, webhook_url = await connected_with_webhooks(control, sim, secret)
     payload = orjson.dumps(discounted_subscription_event(sim, account)).decode()
     headers = {"Content-Type": "application/json",
                "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(payload, secret, int(time.time()))}
@@ -80,7 +82,7 @@ async def test_deliveries_waiting_for_discounts_get_503_instead_of_queueing_behi
     server = TestServer(create_ingest_app(control.settings.model_copy(update={"receiver": receiver}), control.keyring,
                                           readers=control.readers), host="127.0.0.1")
     await server.start_server()
-    url = server.make_url(control.url_path(body["connection"]["webhook"]["url"]))
+    url = server.make_url(control.url_path(webhook_url))
 
     async def deliver() -> tuple[int, dict[str, Any], str | None]:
         async with control.http.post(url, data=payload, headers=headers) as resp:

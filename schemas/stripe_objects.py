@@ -73,8 +73,10 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                   "refunds listed in `refunds`; of a charge not captured, 0 (before basil, cancelling "
                                   "an authorisation or letting it expire refunded it); of a charge captured in part, "
                                   "in an event of a version before 2025-03-31.basil, less `amount` − "
-                                  "`amount_captured` (the part not captured was refunded then)",
-     "unreadable (a charge captured in part, refunded, in an event of no known API version)"),
+                                  "`amount_captured` (the part not captured was refunded then) when a listed refund "
+                                  "of that amount, or (refunds not listed) `amount_refunded` itself, shows it",
+     "unreadable (a charge captured in part, refunded, its refunds not listed, in an event of no known API "
+     "version)"),
     ("charge", "refunds", "`refunds.data` (a list object, 2014-06-17 on; included until 2022-11-15, expanded by the "
                           "importer) → `refunds` (an array); a refund without `status` succeeded; its currency is the "
                           "charge's (a refund in another currency is unreadable); not those that released an "
@@ -396,7 +398,8 @@ def read_charge(obj: Mapping[str, Any], api_version: Any = None) -> Charge:
     if not was_captured:  # nothing captured, nothing returned: a refund of it released the authorisation
         refunds, amount_refunded = (), 0
     elif amount_refunded and "amount_captured" in obj and amount_captured < amount:
-        refunds, amount_refunded = _without_release(r, refunds, amount_refunded, amount - amount_captured,
+        listed = refunds if refunds or "refunds" in obj else None
+        refunds, amount_refunded = _without_release(r, listed, amount_refunded, amount - amount_captured,
                                                     api_version)
     brand, last4 = _card(obj)
     return Charge(
@@ -409,25 +412,29 @@ def read_charge(obj: Mapping[str, Any], api_version: Any = None) -> Charge:
     )
 
 
-def _without_release(r: _Reader, refunds: tuple[Refund, ...], amount_refunded: int, uncaptured: int,
+def _without_release(r: _Reader, refunds: tuple[Refund, ...] | None, amount_refunded: int, uncaptured: int,
                      api_version: Any) -> tuple[tuple[Refund, ...], int]:
-    """A charge captured in part, and refunded: before 2025-03-31.basil, the capture refunded the part not captured
-    (`uncaptured`), in `amount_refunded` and as a refund object; from basil on it is released without one. Money
-    returned to the customer is the rest. Which applies is the API version the event was rendered in: unknown, the
-    amount cannot be derived."""
+    """A charge captured in part, and refunded: in flows before 2025-03-31.basil the final capture refunded the part
+    not captured (`uncaptured`), in `amount_refunded` and as a refund object; from basil on it is released without
+    one. Money returned to the customer is the rest. In an event of an older version: when its refunds are listed,
+    the release is the earliest succeeded refund of exactly that amount, and without one (a capture not final yet,
+    multicapture) there is none; when they are not (2022-11-15 on), `amount_refunded` holds it once it is at least
+    that much. In a version from basil on, nothing is taken off (a release made before the account's upgrade, shown
+    in a newer version, is not told apart: docs note). Unknown version and no list: the amount cannot be derived."""
     version = api_version[:10] if isinstance(api_version, str) and API_DATE.match(api_version) else None
+    if version is not None and version >= RELEASE_WITHOUT_REFUND_SINCE:
+        return refunds or (), amount_refunded
+    if refunds is not None:
+        release = min((x for x in refunds if x.amount == uncaptured and x.status == "succeeded"),
+                      key=lambda x: (x.created, x.id), default=None)  # at the capture, before any refund of money
+        if release is None or amount_refunded < uncaptured:
+            return refunds, amount_refunded
+        return tuple(x for x in refunds if x is not release), amount_refunded - uncaptured
     if version is None:
         raise r.fail("amount_refunded", "of a charge captured in part holds the part not captured before "
-                                        f"{RELEASE_WITHOUT_REFUND_SINCE}.basil and not after, and the event's API "
-                                        f"version is {_shown(api_version)}")
-    if version >= RELEASE_WITHOUT_REFUND_SINCE:
-        return refunds, amount_refunded
-    if amount_refunded < uncaptured:
-        raise r.fail("amount_refunded", f"is {amount_refunded}, less than the {uncaptured} a capture in part "
-                                        "refunded before basil")
-    release = min((x for x in refunds if x.amount == uncaptured and x.status == "succeeded"),
-                  key=lambda x: (x.created, x.id), default=None)  # at the capture, before any refund of money
-    return tuple(x for x in refunds if x is not release), amount_refunded - uncaptured
+                                        f"{RELEASE_WITHOUT_REFUND_SINCE}.basil and not after, its refunds are not "
+                                        f"listed, and the event's API version is {_shown(api_version)}")
+    return (), amount_refunded - uncaptured if amount_refunded >= uncaptured else amount_refunded
 
 
 def _charge_status(r: _Reader, obj: Mapping[str, Any]) -> str:

@@ -290,6 +290,8 @@ def _rule(node: Any, inputs: list[int]) -> int:
         return _operator(node, inputs, largest, total)
     if isinstance(node, ast.TypeCast):
         name, array = _cast_type(node)
+        if array and name == "numeric":  # each element read from text may be '1e131071': a number's whole size
+            return (total // 2 + 1) * NUMBER_BYTES
         if array:
             return LITERAL_FACTOR * total + FIXED_BYTES
         if name in FIXED_TYPES:

@@ -107,7 +107,7 @@ class ReceiverSettings(BaseModel):
     # A subscription event naming its discounts by id waits for them to be fetched from Stripe at most this long,
     # and at most this many such fetches wait per connection; beyond either, 503 (Stripe delivers again later).
     discount_fetch_timeout_s: float = Field(default=5.0, gt=0)
-    discount_fetches_per_connection: int = Field(default=4, ge=1)
+    discount_fetches_per_connection: int = Field(default=16, ge=1)
 
 
 class VaultSettings(BaseModel):

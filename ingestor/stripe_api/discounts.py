@@ -42,7 +42,7 @@ class StripeDiscounts:
     """Discounts and tiers fetched with a connection's stored key (for the receiver), remembered per connection."""
 
     def __init__(self, store: PostgresConnectionStore, readers: StripeReaders, timeout_s: float = 5.0,
-                 per_connection: int = 4, max_remembered: int = 10_000):
+                 per_connection: int = 16, max_remembered: int = 10_000):
         self._store = store
         self._readers = readers
         self._timeout_s = timeout_s

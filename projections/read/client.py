@@ -248,8 +248,8 @@ class RevenueReader:
 
         With caps, rows come through a cursor a batch at a time and stop at `max_rows` rows or once they
         hold about `max_bytes` (as text), so a huge result is never held whole in this process. With
-        `max_bytes`, the rows Postgres sends are held to it as well, each refused on its header, before it is
-        read: the answer ends with the rows before it, or, if it is the first, with AnswerTooLargeError.
+        `max_bytes`, the rows Postgres sends (counted in its binary form, somewhat more than the text) are held to
+        it as well, each refused on its header, before it is read: the answer ends with the rows before it, or, if it is the first, with AnswerTooLargeError.
 
         Raises ReaderBusyError when the tenant's connections are all in use (here or server-wide),
         DatabaseUnavailableError when Postgres is away, asyncpg's errors for the SQL itself.

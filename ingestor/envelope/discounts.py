@@ -80,9 +80,12 @@ def unexpanded_tiers(event: Mapping[str, Any]) -> list[str]:
     """Returns the ids of the tiered prices (or plans) of a subscription event's object that bill a quantity
     (not metered) and came without their tiers."""
     obj = (event.get("data") or {}).get("object") or {}
-    if obj.get("object") != "subscription":
-        return []
-    return list(dict.fromkeys(p["id"] for p in _prices(obj) if _needs_tiers(p)))
+    return tiers_missing(obj) if obj.get("object") == "subscription" else []
+
+
+def tiers_missing(subscription: Mapping[str, Any]) -> list[str]:
+    """Returns the ids of a subscription's tiered prices (or plans) that bill a quantity and came without tiers."""
+    return list(dict.fromkeys(p["id"] for p in _prices(subscription) if _needs_tiers(p)))
 
 
 def _prices(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -135,14 +138,14 @@ def with_tiers(event: dict[str, Any], found: Mapping[str, Sequence[Any]]) -> dic
     object, and in `previous_attributes` (the same price before a quantity change)."""
     if not found:
         return event
-    data = {**event["data"], "object": _tiers_laid_in(event["data"]["object"], found)}
+    data = {**event["data"], "object": tiers_laid_in(event["data"]["object"], found)}
     previous = data.get("previous_attributes")
     if isinstance(previous, Mapping) and ("items" in previous or "plan" in previous):
-        data["previous_attributes"] = _tiers_laid_in(previous, found)
+        data["previous_attributes"] = tiers_laid_in(previous, found)
     return {**event, "data": data}
 
 
-def _tiers_laid_in(obj: Mapping[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+def tiers_laid_in(obj: Mapping[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """The subscription (or its attributes before an update) with its items' and legacy plan's tiers filled in."""
     out = _entry_with_tiers(obj, found)
     items = obj.get("items")

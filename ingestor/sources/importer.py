@@ -27,7 +27,7 @@ import orjson
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.envelope.discounts import Expanded, Unexpanded, unexpanded_tiers, with_tiers
+from ingestor.envelope.discounts import Expanded, Unexpanded, tiers_laid_in, tiers_missing
 from ingestor.errors import (
     CursorGoneError,
     IngestError,
@@ -774,17 +774,16 @@ class StripeImporter:
         if not isinstance(listed, list):
             return page
         for obj in listed:
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or obj.get("object") != "subscription":
                 continue
-            missing = tuple(p for p in unexpanded_tiers({"data": {"object": obj}}) if p not in known)
+            missing = tuple(p for p in tiers_missing(obj) if p not in known)
             if missing:
                 async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: tuple[str, ...] = missing
                                    ) -> Expanded:
                     return await fetch_expanded(reader, sub, Unexpanded(tiered_prices=wanted))
 
                 known.update((await session.call(retrieve)).tiers)
-        filled = [with_tiers({"data": {"object": o}}, known)["data"]["object"] if isinstance(o, dict) else o
-                  for o in listed]
+        filled = [tiers_laid_in(o, known) if isinstance(o, dict) else o for o in listed]
         return Page(orjson.dumps({**decoded, "data": filled}), page.asked_at, page.latency_s)
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:

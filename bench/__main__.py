@@ -11,8 +11,8 @@ from bench import report
 from stack import REPO_ROOT
 from stack.progress import say
 
-BENCHMARKS = ("receiver_throughput", "receiver_processes", "projector_throughput", "projector_scaling", "import_throughput",
-              "freshness", "mcp_latency", "redaction")
+BENCHMARKS = ("receiver_throughput", "receiver_processes", "receiver_isolation", "projector_throughput",
+              "projector_scaling", "import_throughput", "freshness", "mcp_latency", "redaction")
 
 
 def main() -> None:

@@ -12,6 +12,9 @@ from stack.progress import say
 from stack.up import Platform, reset_database, start_platform
 
 BENCH_DATABASE = "ingestor_bench"
+# A receiver benchmarked for the capacity of one process is sent one tenant's deliveries: its per-connection share
+# (ingestor/receiver/shares.py, 200 a second by default) is lifted, or the figure would be the share.
+UNBOUNDED_SHARE_ENV = {"INGESTOR_RECEIVER__SHARE_UNITS_PER_S": "1e9", "INGESTOR_RECEIVER__SHARE_BURST_UNITS": "1e9"}
 
 
 async def bench_settings(platform: Platform, database: str = BENCH_DATABASE) -> Settings:

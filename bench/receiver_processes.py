@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from bench.common import bench_settings, platform
+from bench.common import UNBOUNDED_SHARE_ENV, bench_settings, platform
 from bench.load import closed_loop
 from bench.receiver_throughput import (
     connected_tenant,
@@ -41,7 +41,8 @@ def start_receivers(settings: Settings, master: str, port: int, count: int) -> l
                INGESTOR_KAFKA__DEAD_LETTER_TOPIC=settings.kafka.dead_letter_topic,
                INGESTOR_POSTGRES__DSN=settings.postgres.dsn.get_secret_value(),
                INGESTOR_VAULT__MASTER_KEYS=master, INGESTOR_HTTP__PORT=str(port), INGESTOR_HTTP__REUSE_PORT="true",
-               INGESTOR_HTTP__METRICS_PORT="0", INGESTOR_LOG__LEVEL="WARNING", INGESTOR_RECEIVER__TARGET_CACHE_TTL_S="30")
+               INGESTOR_HTTP__METRICS_PORT="0", INGESTOR_LOG__LEVEL="WARNING", INGESTOR_RECEIVER__TARGET_CACHE_TTL_S="30",
+               **UNBOUNDED_SHARE_ENV)
     return [subprocess.Popen([sys.executable, "-m", "service", "web"], cwd=REPO_ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
 

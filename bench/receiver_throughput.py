@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 import stripe
 
-from bench.common import bench_settings, platform
+from bench.common import UNBOUNDED_SHARE_ENV, bench_settings, platform
 from bench.load import LoadResult, closed_loop, open_loop
 from bench.results import BenchResult, Figure, Target, peak_rss_mib, write_result
 from ingestor.connections.store import PostgresConnectionStore
@@ -53,10 +53,10 @@ MIXED_EVENT_TYPES = (
 CARD_NUMBER_TEXT = "order 4242 4242 4242 4242"  # a card number typed into a description: masked before Kafka
 
 
-def signed_delivery(event: dict[str, object], now: int) -> tuple[bytes, dict[str, str]]:
-    """Returns one delivery as Stripe sends it: the JSON body and its headers, signed at `now`."""
+def signed_delivery(event: dict[str, object], now: int, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+    """Returns one delivery as Stripe sends it: the JSON body and its headers, signed with `secret` at `now`."""
     body = json.dumps(event, indent=2).encode()  # Stripe's bodies are pretty-printed
-    header = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET, now)
+    header = stripe.WebhookSignature.generate_signature_header(body.decode(), secret, now)
     return body, {"Content-Type": "application/json", "Stripe-Signature": header}
 
 
@@ -106,14 +106,16 @@ async def wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise SystemExit(f"{url} not ready after {timeout_s}s")
 
 
-def start_receiver(settings: Settings, master: str, port: int) -> subprocess.Popen[bytes]:
+def start_receiver(settings: Settings, master: str, port: int,
+                   share_env: dict[str, str] = UNBOUNDED_SHARE_ENV) -> subprocess.Popen[bytes]:
+    """Starts a web process on `port`; each connection's share of its work lifted unless `share_env` says otherwise."""
     env = dict(os.environ,
                INGESTOR_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
                INGESTOR_KAFKA__RAW_TOPIC=settings.kafka.raw_topic,
                INGESTOR_KAFKA__DEAD_LETTER_TOPIC=settings.kafka.dead_letter_topic,
                INGESTOR_POSTGRES__DSN=settings.postgres.dsn.get_secret_value(),
                INGESTOR_VAULT__MASTER_KEYS=master, INGESTOR_HTTP__PORT=str(port),
-               INGESTOR_LOG__LEVEL="WARNING", INGESTOR_RECEIVER__TARGET_CACHE_TTL_S="30")
+               INGESTOR_LOG__LEVEL="WARNING", INGESTOR_RECEIVER__TARGET_CACHE_TTL_S="30", **share_env)
     return subprocess.Popen([sys.executable, "-m", "service", "web"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

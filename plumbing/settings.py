@@ -108,6 +108,12 @@ class ReceiverSettings(BaseModel):
     # and at most this many such fetches wait per connection; beyond either, 503 (Stripe delivers again later).
     discount_fetch_timeout_s: float = Field(default=5.0, gt=0)
     discount_fetches_per_connection: int = Field(default=16, ge=1)
+    # Each connection's share of this process's delivery work (ingestor/receiver/shares.py): a signed delivery costs
+    # 1 unit plus 1 per `share_bytes_per_unit` bytes of body; past the share, 429 (Stripe delivers again later).
+    # 200 a second is ~5% of a core for typical deliveries; a burst of 2,000 absorbs a busy account's spikes.
+    share_units_per_s: float = Field(default=200.0, gt=0)
+    share_burst_units: float = Field(default=2000.0, ge=1)
+    share_bytes_per_unit: int = Field(default=4096, ge=256)
 
 
 class VaultSettings(BaseModel):

@@ -156,7 +156,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
-    """Stores, once a second, when each connection last received a real webhook."""
+    """Stores, once a second, when each connection last received a real webhook and last went over its share."""
     while True:
         await asyncio.sleep(ACTIVITY_FLUSH_INTERVAL_S)
         try:
@@ -167,7 +167,9 @@ async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConn
 
 async def _store_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
     seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
+    over_share, receiver.last_over_share_at = receiver.last_over_share_at, {}
     await store.record_webhooks_received(seen)
+    await store.record_webhooks_over_share(over_share)
 
 
 def build_web_app(settings: Settings) -> web.Application:

@@ -458,6 +458,7 @@ class ConnectionService:
                 "secret_hints": list(connection.webhook_secret_hints),
                 "test_delivery_received_at": _iso(connection.webhook_verified_at),
                 "last_webhook_at": _iso(connection.last_webhook_at),
+                "over_share_at": _iso(connection.webhook_over_share_at),
             },
             "last_poll_at": _iso(connection.last_poll_at),
             "last_error": last_error,

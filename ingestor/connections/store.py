@@ -45,8 +45,8 @@ HEALTHY_STATUS_SQL = """CASE WHEN c.webhook_verified_at IS NOT NULL THEN 'connec
      ELSE 'polling_only' END"""
 CONNECTION_COLUMNS = """c.connection_id, c.tenant_id, c.livemode, c.status, c.status_reason, c.status_changed_at,
        c.key_hint, c.key_version, c.key_ciphertext IS NOT NULL AS has_key, c.key_tested_at,
-       c.webhook_verified_at, c.last_webhook_at, c.last_poll_at, c.last_error_code, c.last_error,
-       c.last_error_at, c.catchup_needed_since, c.created_at,
+       c.webhook_verified_at, c.last_webhook_at, c.webhook_over_share_at, c.last_poll_at, c.last_error_code,
+       c.last_error, c.last_error_at, c.catchup_needed_since, c.created_at,
        (SELECT min(t.pages_read_alone_since) FROM stripe_connections t WHERE t.tenant_id = c.tenant_id)
            AS pages_read_alone_since,
        ARRAY(SELECT s.hint FROM webhook_secrets s WHERE s.connection_id = c.connection_id
@@ -84,6 +84,8 @@ class Connection:
     # Since when every worker reads the tenant's import pages alone (a page of its import killed the process
     # reading it): the tenant's mark, the same on each of its connections.
     pages_read_alone_since: datetime | None = None
+    # When the receiver last refused one of its signed deliveries for being over the connection's share of the work.
+    webhook_over_share_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Connection:
@@ -194,13 +196,20 @@ class PostgresConnectionStore:
 
     async def record_webhooks_received(self, last_seen: dict[str, datetime]) -> None:
         """Stores the time of the latest real delivery per connection (batched by the receiver)."""
-        if not last_seen:
+        await self._record_latest("last_webhook_at", last_seen)
+
+    async def record_webhooks_over_share(self, last_refused: dict[str, datetime]) -> None:
+        """Stores when each connection last had a delivery refused for being over its share (batched by the receiver)."""
+        await self._record_latest("webhook_over_share_at", last_refused)
+
+    async def _record_latest(self, column: str, latest: dict[str, datetime]) -> None:
+        if not latest:
             return
         await self._pool.execute(
-            """UPDATE stripe_connections c SET last_webhook_at = GREATEST(c.last_webhook_at, v.at)
-                 FROM unnest($1::text[], $2::timestamptz[]) AS v(connection_id, at)
-                WHERE c.connection_id = v.connection_id""",
-            list(last_seen), list(last_seen.values()),
+            f"""UPDATE stripe_connections c SET {column} = GREATEST(c.{column}, v.at)
+                  FROM unnest($1::text[], $2::timestamptz[]) AS v(connection_id, at)
+                 WHERE c.connection_id = v.connection_id""",
+            list(latest), list(latest.values()),
         )
 
     async def set_connection_status(self, connection_id: str, status: str, reason: str | None = None) -> None:

@@ -1,7 +1,8 @@
 """The webhook receiver: one aiohttp handler that turns a Stripe delivery into a record on the raw topic.
 
 Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so
-a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the signature
+a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the connection's share
+of the work (a tenant flooding its own signed webhooks gets 429, not everyone's event loop), the signature
 (nothing unauthenticated is parsed), the JSON, how many digits it holds (masking card numbers works per
 digit), the mode. Only then is the event redacted and published, and 2xx is answered only after Kafka
 acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer is 503 with
@@ -26,6 +27,7 @@ from ingestor.envelope.discounts import unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.envelope.redaction import holds_more_digits
 from ingestor.errors import BadEventError, IngestError
+from ingestor.receiver.shares import DeliveryShares
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
 from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import PublishError
@@ -144,7 +146,10 @@ class WebhookReceiver:
         self._settings = settings
         self._metrics = metrics
         self._wall_clock = wall_clock
+        self._shares = DeliveryShares(settings.share_units_per_s, settings.share_burst_units,
+                                      settings.share_bytes_per_unit)
         self.last_delivery_at: dict[str, datetime] = {}
+        self.last_over_share_at: dict[str, datetime] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answers one delivery; every outcome is counted by its label."""
@@ -189,12 +194,17 @@ class WebhookReceiver:
             return "unknown_endpoint", error_response(
                 404, "unknown_endpoint", "no active Stripe connection has this webhook URL"
             )
+        if not self._shares.has_room(target.connection_id, len(body)):  # before the signature's work, too
+            return self._over_share(target)
         try:
             verify_signature(payload, signature, target.signing_secrets, self._wall_clock(),
                              self._settings.signature_tolerance_s)
-            event = parse_event(body)
-        except BadSignatureError as exc:
+        except BadSignatureError as exc:  # costs the connection nothing: anyone may send one
             return "bad_signature", error_response(400, exc.code, str(exc))
+        if not await self._shares.spend(target.connection_id, len(body)):
+            return self._over_share(target)
+        try:
+            event = parse_event(body)
         except BadEventError as exc:
             return "bad_event", error_response(400, exc.code, str(exc))
 
@@ -236,6 +246,13 @@ class WebhookReceiver:
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         self.last_delivery_at[target.connection_id] = now
         return await self._publish(event, target, now)
+
+    def _over_share(self, target: WebhookTarget) -> tuple[str, web.Response]:
+        """429 with Retry-After: the connection spent its share of the receiver's work; Stripe delivers again later."""
+        self.last_over_share_at[target.connection_id] = datetime.fromtimestamp(self._wall_clock(), tz=timezone.utc)
+        return "over_share", error_response(
+            429, "over_share", "this connection's deliveries are over its share of the receiver's work; "
+            "Stripe will deliver them again", headers={"Retry-After": str(self._settings.retry_after_s)})
 
     def _unavailable(self) -> web.Response:
         """503 with Retry-After: nothing was stored, Stripe delivers again."""

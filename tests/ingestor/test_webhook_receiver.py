@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -95,9 +96,20 @@ METRICS_TOKEN = "metrics-token-for-tests"
 async def receiver(
     make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]], clean_database: str
 ) -> AsyncIterator[Receiver]:
+    async with running_receiver(make_settings, create_topic, clean_database) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_receiver(
+    make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]], clean_database: str,
+    **receiver_settings: Any,
+) -> AsyncIterator[Receiver]:
+    """The web app on a test server, three tenants connected (a, b in test mode, live), `receiver_settings` applied."""
     base = make_settings(send_timeout_s=3.0)
     settings = base.model_copy(update={
-        "receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0, body_read_timeout_s=1.0),
+        "receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0, body_read_timeout_s=1.0,
+                                     **receiver_settings),
         "http": HttpSettings(metrics_token=METRICS_TOKEN)})  # type: ignore[arg-type]
     await create_topic(settings.kafka.raw_topic, 3)
     keyring = MasterKeyring.from_setting(generate_master_key("k1"))
@@ -227,6 +239,51 @@ async def test_oversize_body_is_413(receiver: Receiver) -> None:
     assert (status, answer["error"]["code"]) == (413, "body_too_large")
     assert await receiver.published() == 0
 
+
+
+async def test_a_tenant_flooding_its_own_signed_webhooks_gets_429_past_its_share_and_the_others_are_served(
+    make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]], clean_database: str
+) -> None:
+    """A tenant signs its own webhooks, so it can send valid deliveries without end; each connection has its own
+    share of the receiver's work (here 6 units, hardly refilled: 1 per delivery plus 1 per 4 KiB of body). Past
+    it, 429 before any parsing and nothing published; other tenants' shares are untouched; deliveries whose
+    signature fails (anyone can send them) cost the tenant nothing; the connection shows when it went over."""
+    async with running_receiver(make_settings, create_topic, clean_database, share_units_per_s=0.001,
+                                share_burst_units=6, share_bytes_per_unit=4096) as receiver:
+        a, b, live = receiver.tenants["a"], receiver.tenants["b"], receiver.tenants["live"]
+        for n in range(3):  # a stranger's unsigned deliveries to a's URL
+            body = json.dumps(charge_event(f"evt_forged{n}"))
+            assert (await receiver.post(a, body, sign(body, "whsec_" + "f" * 32)))[0] == 400
+
+        def small(tenant: Tenant, n: int) -> tuple[str, str]:
+            body = json.dumps(charge_event(f"evt_{tenant.tenant_id[-6:]}_{n}", livemode=tenant is live))
+            assert 819 < len(body) <= 2048  # costs 1.2-1.5 units: four fit in 6, five do not
+            return body, sign(body, tenant.secret)
+
+        answers = [(await receiver.post(a, *small(a, n)))[:2] for n in range(5)]
+        assert [status for status, _ in answers] == [200, 200, 200, 200, 429]
+        assert answers[4][1]["error"]["code"] == "over_share"
+        assert [(await receiver.post(b, *small(b, n)))[0] for n in range(4)] == [200] * 4  # b's share is its own
+        status, answer, headers = await receiver.post(a, *small(a, 5))
+        assert (status, answer["error"]["code"], headers["Retry-After"]) == (429, "over_share", "7")
+
+        padded = charge_event("evt_live_padded", livemode=True, metadata={f"k{i}": "x" * 400 for i in range(40)})
+        body = json.dumps(padded)
+        assert len(body) > 4 * 4096  # costs more than 5 units: one such body, and a small one no longer fits
+        assert (await receiver.post(live, body, sign(body, live.secret)))[0] == 200
+        assert (await receiver.post(live, *small(live, 0)))[0] == 429
+
+        records = await consume_all(receiver.settings.kafka, receiver.settings.kafka.raw_topic, 9)
+        tenants = [EnvelopeCodec().decode(value).tenant_id for _, value in records]
+        assert sorted(tenants) == sorted([a.tenant_id] * 4 + [b.tenant_id] * 4 + [live.tenant_id])
+        assert await receiver.published() == 9
+
+        async def shown() -> bool:
+            found = await receiver.store.find_connection(a.tenant_id, livemode=False)
+            return found is not None and found.webhook_over_share_at is not None
+        await wait_for(shown, what="a's connection to show it went over its share")
+        other = await receiver.store.find_connection(b.tenant_id, livemode=False)
+        assert other is not None and other.webhook_over_share_at is None
 
 
 def with_metadata_text(metadata_json: str) -> str:

@@ -256,6 +256,8 @@ async function refresh() {
   $("status-reason").textContent = c.status_reason || "";
   $("key-hint").textContent = c.key ? c.key.hint : "none stored";
   $("last-webhook").textContent = fmtTime(c.webhook.last_webhook_at);
+  show($("over-share-term"), !!c.webhook.over_share_at); show($("over-share"), !!c.webhook.over_share_at);
+  $("over-share-at").textContent = fmtTime(c.webhook.over_share_at);
   $("last-poll").textContent = fmtTime(c.last_poll_at);
   const problem = c.last_error || (["key_invalid", "permission_missing", "rate_limited"].includes(c.status) ? { message: c.status_reason || c.status_meaning, docs: c.docs } : null);
   show($("last-error"), !!problem);

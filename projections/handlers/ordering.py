@@ -11,8 +11,9 @@ compared left to right, larger wins:
    snapshot two seconds before the request that read it was sent, to the second (so a change
    Stripe made after reading it, whose event is of that second or later, wins; a snapshot and an
    event of the same second tie on time and go to rule 2).
-2. `state_rank` — how far along its lifecycle the state is, from the status and, for charges,
-   the refunded amount (refunds only grow); a deletion outranks everything. Lifecycles move
+2. `state_rank` — how far along its lifecycle the state is, from the status (a charge captured after
+   its authorisation a step past its uncaptured state) and, for charges, the refunded amount (refunds
+   only grow); a deletion outranks everything. Lifecycles move
    forward within a second, so the further state is the later one. At equal progress a real
    event (rank × 2 + 1) outranks a snapshot (rank × 2): the event is exact, the snapshot may
    have been read just before the change.
@@ -41,6 +42,9 @@ STATUS_PROGRESS: Mapping[str, Mapping[str, int]] = {
     },
     "customer": {},
 }
+# A succeeded charge captured is one step past its authorisation not captured (`charge.succeeded` then
+# `charge.captured`, often in one second): captured never goes back to not captured.
+CAPTURED_STEP = 1
 DELETED_PROGRESS = 100
 # Within one status, what only grows orders the states: a charge's refunded amount, an invoice's payment
 # attempts (`invoice.finalized` and a failed first attempt's `invoice.payment_failed` share a second).
@@ -50,7 +54,15 @@ GROWING_FIELD = {"charge": "amount_refunded", "invoice": "attempt_count"}
 
 def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_event: bool) -> int:
     """Returns the same-second tie-break rank of one object state (fits a Postgres bigint)."""
-    progress = DELETED_PROGRESS if deleted else STATUS_PROGRESS.get(object_type, {}).get(str(obj.get("status")), 0)
+    progress = DELETED_PROGRESS if deleted else _status_progress(object_type, obj)
     field = GROWING_FIELD.get(object_type)
     grown = int(obj.get(field) or 0) if field and not deleted else 0
     return (progress * AMOUNT_SCALE + min(grown, AMOUNT_SCALE - 1)) * 2 + (1 if from_event else 0)
+
+
+def _status_progress(object_type: str, obj: Mapping[str, Any]) -> int:
+    status = str(obj.get("status"))
+    progress = STATUS_PROGRESS.get(object_type, {}).get(status, 0)
+    if object_type == "charge" and status == "succeeded" and obj.get("captured") is True:
+        progress += CAPTURED_STEP
+    return progress

@@ -173,7 +173,7 @@ def _values(record: Canonical, deleted: bool, data: bytes) -> tuple[Any, ...]:
 def _rank_fields(record: Canonical) -> dict[str, Any]:
     """What the same-second tie-break reads: the status and what only grows (see ordering.GROWING_FIELD)."""
     if isinstance(record, Charge):
-        return {"status": record.status, "amount_refunded": record.amount_refunded}
+        return {"status": record.status, "captured": record.captured, "amount_refunded": record.amount_refunded}
     if isinstance(record, Invoice):
         return {"status": record.status, "attempt_count": record.attempt_count}
     return {"status": getattr(record, "status", None)}

@@ -79,6 +79,9 @@ SAME_SECOND_PAIRS = [
     ("invoice finalized/payment failed", (INVOICE | {"status": "open", "attempt_count": 0, "attempted": False},
                                           "invoice.finalized"),
      (INVOICE | {"status": "open", "attempt_count": 1, "attempted": True}, "invoice.payment_failed"), "invoices", "open"),
+    ("charge authorised/captured", (CHARGE | {"status": "succeeded", "captured": False, "amount_captured": 0},
+                                    "charge.succeeded"),
+     (CHARGE | {"status": "succeeded"}, "charge.captured"), "charges", "succeeded"),
     ("charge succeeded/refunded", (CHARGE | {"status": "succeeded"}, "charge.succeeded"),
      (CHARGE | {"status": "succeeded", "amount_refunded": 1500}, "charge.refunded"), "charges", "succeeded"),
     ("subscription created/updated", (SUBSCRIPTION | {"status": "incomplete"}, "customer.subscription.created"),
@@ -112,6 +115,31 @@ async def test_same_second_states_resolve_the_same_in_either_order(
         else:
             assert row["deleted"] is True
     assert {k: v for k, v in results[0].items() if k != "tenant_id"} == {k: v for k, v in results[1].items() if k != "tenant_id"}
+
+
+async def test_ranks_stored_before_captured_charges_ranked_a_step_up_move_with_them(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charge captured and refunded in one second, stored by a projector before migration 0090 (no captured step);
+    its capture redelivered after: the stored refunded state must stay newer, its refund counted."""
+    from projections import MIGRATIONS_DIR
+    from projections.handlers import ordering
+
+    store = PostgresProjectionStore(pool, "captured-step-test")
+    tenant = f"step_{uuid.uuid4().hex[:8]}"
+    captured = event(CHARGE | {"status": "succeeded"}, "charge.captured", "evt_zzz_captured", T, tenant)
+    refunded = event(CHARGE | {"status": "succeeded", "amount_refunded": 300}, "charge.refunded", "evt_aaa_refunded",
+                     T, tenant)
+    with monkeypatch.context() as before:
+        before.setattr(ordering, "CAPTURED_STEP", 0)
+        await store.apply([(tenant, refunded.event_id, writes_for(refunded))], {})
+    [migration] = MIGRATIONS_DIR.glob("0090_*.sql")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(migration.read_text())
+    await store.apply([(tenant, captured.event_id, writes_for(captured))], {})
+    row = await pool.fetchrow("SELECT state_event_id, amount_refunded FROM projection.charges WHERE tenant_id = $1",
+                              tenant)
+    assert (row["state_event_id"], row["amount_refunded"]) == ("evt_aaa_refunded", 300)
 
 
 async def test_a_late_older_event_cannot_undo_a_deletion(pool: asyncpg.Pool) -> None:

@@ -298,15 +298,24 @@ class _Reader:
             raise self.fail(field, "is beyond any amount Stripe allows")
         return value
 
+    def amount(self, value: Any, field: str) -> int:
+        """An amount Stripe never makes negative (a charge's, a refund's, a payment's, a price's, an amount due):
+        an integer in minor units, 0 or more."""
+        amount = self.money(value, field)
+        if amount < 0:
+            raise self.fail(field, f"must not be negative, got {amount}")
+        return amount
+
     def decimal(self, value: Any, field: str) -> Fraction:
-        """An amount in minor units that may be fractional: an integer, or a decimal string (`*_decimal`)."""
+        """A price's amount in minor units, which may be fractional and is never negative: an integer, or a decimal
+        string (`*_decimal`)."""
         if type(value) is int:
-            return Fraction(self.money(value, field))
+            return Fraction(self.amount(value, field))
         if isinstance(value, str) and DECIMAL_TEXT.fullmatch(value):  # bounded digits, no exponent: cheap to convert
             amount = Fraction(Decimal(value))
-            if abs(amount) <= MAX_MINOR_UNITS:
+            if 0 <= amount <= MAX_MINOR_UNITS:
                 return amount
-        raise self.fail(field, f"must be a decimal amount in minor units (digits, at most 12 places), "
+        raise self.fail(field, f"must be a decimal amount in minor units, 0 or more (digits, at most 12 places), "
                                f"got {_shown(value)}")
 
     def currency(self, value: Any, field: str = "currency") -> str:
@@ -375,21 +384,21 @@ def read_charge(obj: Mapping[str, Any], api_version: Any = None) -> Charge:
     """A charge of any version (`api_version`, the event's, None when unknown). Rules: see docs/metrics.md, "Field
     derivations: charge"."""
     r = _Reader(obj)
-    amount = r.money(obj.get("amount"), "amount")
+    amount = r.amount(obj.get("amount"), "amount")
     currency = r.currency(obj.get("currency"))
     status = _charge_status(r, obj)
     captured = obj.get("captured")
     if "amount_captured" in obj and obj["amount_captured"] is None and captured is False:
         amount_captured = 0  # a cancelled authorisation before basil: nothing was captured
     elif "amount_captured" in obj:  # since 2020-09-21, every version
-        amount_captured = r.money(obj["amount_captured"], "amount_captured")
+        amount_captured = r.amount(obj["amount_captured"], "amount_captured")
     elif isinstance(captured, bool):  # before: the whole amount once captured, nothing before
         amount_captured = amount if captured and status == "succeeded" else 0
     else:
         raise r.fail("amount_captured", "is missing and cannot be derived (no amount_captured, no captured flag)")
     refunds = _refunds(r, obj, currency)
     if "amount_refunded" in obj:
-        amount_refunded = r.money(obj["amount_refunded"], "amount_refunded")
+        amount_refunded = r.amount(obj["amount_refunded"], "amount_refunded")
     elif refunds or "refunds" in obj:  # very old shapes: the listed refunds are all there is
         amount_refunded = sum(x.amount for x in refunds if x.status == "succeeded")
     else:
@@ -463,7 +472,7 @@ def _refunds(r: _Reader, obj: Mapping[str, Any], currency: str) -> tuple[Refund,
         if refund_currency != currency:  # Stripe refunds in the charge's currency, in every version
             raise r.fail("refunds", f"holds a refund in {refund_currency}, not the charge's {currency}")
         out.append(Refund(
-            id=rr.id, amount=rr.money(refund.get("amount"), "amount"),
+            id=rr.id, amount=rr.amount(refund.get("amount"), "amount"),
             currency=refund_currency, status=str(status),
             created=rr.when(refund.get("created"), "created"),
         ))
@@ -614,7 +623,7 @@ def _unit_amount(r: _Reader, price: Mapping[str, Any], field: str, quantity: int
     """unit_amount (a Price), else unit_amount_decimal (sub-cent prices), else `amount` (a legacy Plan)."""
     for name in ("unit_amount", "amount"):
         if name in price and price[name] is not None:
-            return Fraction(r.money(price[name], f"{field}.price.{name}"))
+            return Fraction(r.amount(price[name], f"{field}.price.{name}"))
     for name in ("unit_amount_decimal", "amount_decimal"):
         if price.get(name) is not None:
             return r.decimal(price[name], f"{field}.price.{name}")
@@ -749,9 +758,7 @@ def _coupon(r: _Reader, coupon: Mapping[str, Any], field: str) -> Coupon:
         raise r.fail(f"{field}.percent_off", f"must be a number above 0 and at most 100, got {_shown(percent)}")
     if percent is None and amount is None:
         raise r.fail(field, "has neither percent_off nor amount_off")
-    amount_off = r.money(amount, f"{field}.amount_off") if amount is not None else None
-    if amount_off is not None and amount_off < 0:
-        raise r.fail(f"{field}.amount_off", f"must not be negative, got {_shown(amount)}")
+    amount_off = r.amount(amount, f"{field}.amount_off") if amount is not None else None
     currency = coupon.get("currency")
     return Coupon(
         id=ref(coupon.get("id")) or "?", duration=str(duration),
@@ -770,10 +777,8 @@ def _amounts_off(r: _Reader, options: Any, field: str) -> tuple[tuple[str, int],
     found = []
     for key, option in options.items():
         currency = r.currency(key, f"{field} key")
-        amount = r.money(option.get("amount_off") if isinstance(option, Mapping) else None,
-                         f"{field}.{currency}.amount_off")
-        if amount < 0:
-            raise r.fail(f"{field}.{currency}.amount_off", f"must not be negative, got {amount}")
+        amount = r.amount(option.get("amount_off") if isinstance(option, Mapping) else None,
+                          f"{field}.{currency}.amount_off")
         found.append((currency, amount))
     return tuple(found)
 
@@ -785,17 +790,17 @@ def read_invoice(obj: Mapping[str, Any]) -> Invoice:
     r = _Reader(obj)
     currency = r.currency(obj.get("currency"))
     total = r.money(obj.get("total"), "total")
-    amount_due = r.money(obj.get("amount_due"), "amount_due")
+    amount_due = r.amount(obj.get("amount_due"), "amount_due")
     status = _invoice_status(r, obj)
     found = obj.get("status_transitions")
     transitions: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     if "amount_paid" in obj:  # since 2018-04-04
-        amount_paid = r.money(obj["amount_paid"], "amount_paid")
+        amount_paid = r.amount(obj["amount_paid"], "amount_paid")
     elif isinstance(obj.get("paid"), bool):
         amount_paid = amount_due if obj["paid"] else 0
     else:
         raise r.fail("amount_paid", "is missing and cannot be derived (no amount_paid, no paid flag)")
-    amount_remaining = (r.money(obj["amount_remaining"], "amount_remaining") if "amount_remaining" in obj
+    amount_remaining = (r.amount(obj["amount_remaining"], "amount_remaining") if "amount_remaining" in obj
                         else max(amount_due - amount_paid, 0))
     return Invoice(
         id=r.id, created=r.when(obj.get("created", obj.get("date")), "created"),
@@ -841,9 +846,9 @@ def read_payment_intent(obj: Mapping[str, Any]) -> PaymentIntent:
     status = r.status(obj.get("status"), frozenset({
         "requires_payment_method", "requires_confirmation", "requires_action", "processing", "requires_capture",
         "canceled", "succeeded"}), PAYMENT_INTENT_STATUS_ALIASES)
-    amount = r.money(obj.get("amount"), "amount")
+    amount = r.amount(obj.get("amount"), "amount")
     if "amount_received" in obj:
-        received = r.money(obj["amount_received"], "amount_received")
+        received = r.amount(obj["amount_received"], "amount_received")
     else:
         raise r.fail("amount_received", "is missing (every payment intent version has it)")
     return PaymentIntent(

@@ -343,6 +343,7 @@ ROWS: list[Row] = [
     Row("charge-amount-as-float", delivery(object_with(amount=25.0)), 400, "unreadable_object", "amount"),
     Row("charge-status-unknown", delivery(object_with(status="maybe")), 400, "unreadable_object", "status"),
     Row("charge-amount-beyond-any", delivery(object_with(amount=10**17)), 400, "unreadable_object", "amount"),
+    Row("charge-amount-negative", delivery(object_with(amount=-2500)), 400, "unreadable_object", "amount"),
     Row("test-event-to-live-connection", delivery(to="live"), 400, "livemode_mismatch", "test-mode event"),
     Row("dashboard-test-event-to-live-connection", delivery(event_with(id="evt_00000000000000"), to="live"), 400,
         "livemode_mismatch", "live-mode connection"),

@@ -85,6 +85,39 @@ def test_an_amount_that_is_not_an_integer_is_refused(bad: object) -> None:
         read_charge(charge(amount=bad))
 
 
+NEGATIVE_AMOUNTS: list[tuple[str, Any, str]] = [
+    ("charge amount", lambda: read_charge(charge(amount=-1000)), "amount"),
+    ("amount captured", lambda: read_charge(charge(amount_captured=-1)), "amount_captured"),
+    ("amount refunded", lambda: read_charge(charge(amount_refunded=-500)), "amount_refunded"),
+    ("refund", lambda: read_charge(charge(amount_refunded=0, refunds={"object": "list", "has_more": False, "data": [
+        {"id": "re_1", "object": "refund", "amount": -500, "currency": "usd", "status": "succeeded", "created": T}]})),
+     "amount"),
+    ("payment intent", lambda: read_payment_intent({"id": "pi_1", "object": "payment_intent", "created": T,
+                                                    "currency": "usd", "amount": 100, "amount_received": -100,
+                                                    "status": "succeeded"}), "amount_received"),
+    ("amount due", lambda: read_invoice(invoice(amount_due=-5000)), "amount_due"),
+    ("unit amount", lambda: read_subscription(priced({"id": "price_1", "object": "price", "currency": "usd",
+                                                      "unit_amount": -1000, "recurring": {"interval": "month", "interval_count": 1}})),
+     "unit_amount"),
+    ("unit amount decimal", lambda: read_subscription(priced({
+        "id": "price_1", "object": "price", "currency": "usd", "unit_amount_decimal": "-0.5",
+        "recurring": {"interval": "month", "interval_count": 1}})), "unit_amount_decimal"),
+]
+
+
+@pytest.mark.parametrize("name,read,field", NEGATIVE_AMOUNTS, ids=[n for n, _, _ in NEGATIVE_AMOUNTS])
+def test_an_amount_stripe_never_makes_negative_is_refused_when_negative(name: str, read: Any, field: str) -> None:
+    """A charge, refund, payment, amount due or price is never negative at Stripe (a refund is its own object): a
+    negative one (a hostile tenant signs its own webhooks) is refused by name, not summed into revenue or MRR."""
+    with pytest.raises(UnreadableObjectError, match=f"{field}.*must not be negative|{field}.*0 or more"):
+        read()
+
+
+def test_an_invoice_total_may_be_negative() -> None:
+    """An invoice's total is below zero when credits exceed its lines: Stripe sends it so, and it reads."""
+    assert read_invoice(invoice(total=-500, amount_due=0, amount_paid=0)).total == -500
+
+
 # Subscriptions -----------------------------------------------------------------------------------
 
 def plan(interval: str = "year", amount: int = 120_000, currency: str = "usd") -> dict[str, Any]:

@@ -130,7 +130,7 @@ def render_doc(metrics: list[Metric]) -> str:
     lines += [
         "## Field derivations",
         "",
-        "Every metric reads the canonical record of each Stripe object (`schemas/stripe_objects.py`), whatever API",
+        "Every metric reads the canonical record of each Stripe object (`schemas/stripe_objects/`), whatever API",
         "version (2015 on) rendered it. One rule per field, tried left to right; a money amount, currency,",
         "interval or quantity that no rule gives makes the object *unreadable*: its event is dead-lettered and",
         "counted in the tenant's health (`unreadable_events`), never stored as 0, \"\" or \"month\".",

@@ -1,4 +1,4 @@
-"""The canonical model of the five Stripe objects (schemas/stripe_objects.py): each field's rule across API
+"""The canonical model of the five Stripe objects (schemas/stripe_objects/): each field's rule across API
 versions, Stripe's own example objects, and the property that a money field is derived by its rule or the
 object is refused — never defaulted."""
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from stack.stripe_mock import openapi_spec
 
-# Every property name schemas/stripe_objects.py reads, at any depth (money, currency, interval, ids, times).
+# Every property name schemas/stripe_objects/ reads, at any depth (money, currency, interval, ids, times).
 READ_FIELDS = frozenset({
     "id", "object", "created", "livemode", "deleted", "amount", "amount_captured", "amount_refunded", "captured",
     "paid", "currency", "status", "failure_code", "description", "customer", "invoice", "payment_intent",

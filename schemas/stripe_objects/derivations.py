@@ -1,0 +1,85 @@
+"""The rule per field, as data: docs/metrics.md ("Field derivations") is generated from it, and the readers follow
+it.
+"""
+
+from __future__ import annotations
+
+# One rule per field the projections read, in the order it is tried ("→" = else), and what happens when
+# nothing gives it. docs/metrics.md ("Field derivations") is generated from this table; the code below
+# follows it, and tests/schemas/test_stripe_objects.py checks both against each version's shapes.
+DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
+    # (object, field, rule, when it cannot be derived)
+    ("charge", "amount", "`amount` (an integer)", "unreadable"),
+    ("charge", "currency", "`currency`, lowercased; three letters", "unreadable"),
+    ("charge", "status", "`status`; `paid` (before 2015-02-18) → `succeeded`; no status: `paid` true → `succeeded`, "
+                         "false → `failed`", "unreadable"),
+    ("charge", "amount_captured", "`amount_captured` (2020-09-21 on; null on a cancelled authorisation before "
+                                  "2025-03-31.basil: 0 when `captured` is false) → `amount` if `captured` and "
+                                  "succeeded, else 0",
+     "unreadable (no `amount_captured`, no `captured`)"),
+    ("charge", "amount_refunded", "money returned to the customer: `amount_refunded` → the sum of the succeeded "
+                                  "refunds listed in `refunds`; of a charge not captured, 0 (before basil, cancelling "
+                                  "an authorisation or letting it expire refunded it); of a charge captured in part, "
+                                  "in an event of a version before 2025-03-31.basil, less `amount` − "
+                                  "`amount_captured` (the part not captured was refunded then) when a listed refund "
+                                  "of that amount, or (refunds not listed) `amount_refunded` itself, shows it",
+     "unreadable (a charge captured in part, refunded, its refunds not listed, in an event of no known API "
+     "version)"),
+    ("charge", "refunds", "`refunds.data` (a list object, 2014-06-17 on; included until 2022-11-15, expanded by the "
+                          "importer) → `refunds` (an array); a refund without `status` succeeded; its currency is the "
+                          "charge's (a refund in another currency is unreadable); not those that released an "
+                          "authorisation (as `amount_refunded`: all of a charge not captured; before basil, the "
+                          "earliest of a partial capture's refunds of the part not captured)", "none listed"),
+    ("charge", "card brand, last4", "`payment_method_details.card` (2019-03-18 on) → a `source` card → a legacy `card`; "
+                                    "brands lowercased ('American Express' → `amex`)", "none (not money)"),
+    ("charge", "invoice", "`invoice` (removed in 2025-03-31.basil)", "none (not money)"),
+    ("subscription", "status", "`status`", "unreadable"),
+    ("subscription", "items", "`items.data` → a legacy single `plan` with the top-level `quantity`", "unreadable"),
+    ("subscription", "item amount", "the price's `unit_amount` → `unit_amount_decimal` (digits, at most 12 decimal "
+                                    "places) → a plan's `amount`; tiered: the tiers (graduated or volume) for the "
+                                    "quantity (included only when asked: the importer lists them, the write path "
+                                    "fills them in from a retrieve with `expand[]=items.data.price.tiers`); "
+                                    "× `quantity`, first divided by `price.transform_quantity.divide_by` (a "
+                                    "plan's `transform_usage`) and rounded `up` or `down` (25 in packs of 10, up: 3); "
+                                    "metered: 0; a price in another currency than the subscription's (a multi-currency "
+                                    "price): the amount of `price.currency_options[<subscription's currency>]`",
+     "unreadable (a licensed item without a quantity, a price not expanded, tiers not expanded, a multi-currency "
+     "price without its `currency_options`, a decimal in another form (an exponent, more places), a transform "
+     "without a whole `divide_by` and `up`/`down`, or on a tiered price)"),
+    ("subscription", "item interval", "`price.recurring.interval` and `interval_count` → a plan's `interval` and "
+                                      "`interval_count` (never defaulted to month)", "unreadable"),
+    ("subscription", "currency", "`currency` (2022-07-07 on) → the items' price or plan currency (all alike) → "
+                                 "the legacy `plan.currency`", "unreadable (missing, or items disagree)"),
+    ("subscription", "current period", "`current_period_start/end` (until basil) → the span of the items' periods",
+     "none"),
+    ("subscription", "coupons", "`discount.coupon` (until basil) → `discounts[]` expanded: `coupon`, or "
+                                "`source.coupon` (clover on); ids are filled in by the write path (a retrieve with "
+                                "`expand[]=discounts.source.coupon`)",
+     "an active subscription's MRR is unreadable while a discount is known only by id"),
+    ("subscription", "item coupons", "`items.data[].discounts[]` expanded: `coupon`, or `source.coupon`; they apply "
+                                     "to their item (never below 0) before the subscription's coupons apply to the "
+                                     "total; ids are not filled in (the write path retrieves the subscription's own)",
+     "an active subscription's MRR is unreadable while an item's discount is known only by id"),
+    ("subscription", "coupon amount off", "`amount_off` when the coupon's `currency` is the subscription's → "
+                                          "`currency_options[<subscription's currency>].amount_off`",
+     "an active subscription's MRR is unreadable (a coupon in another currency without that option, or with no "
+     "currency): never taken off in the wrong currency"),
+    ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it, "
+                                               "read by these rules (an MRR history point before the update)",
+     "no point (the update itself still counts; a removed discount is named by id only)"),
+    ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
+    ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),
+    ("invoice", "amount_paid", "`amount_paid` (2018-04-04 on) → `amount_due` if `paid`, else 0", "unreadable"),
+    ("invoice", "amount_remaining", "`amount_remaining` → `amount_due` − `amount_paid` (never below 0)", "—"),
+    ("invoice", "status", "`status` (2018-11-08 on) → `paid` true: paid; `forgiven`: uncollectible; otherwise open",
+     "unreadable"),
+    ("invoice", "subscription", "`subscription` (until basil) → `parent.subscription_details.subscription`", "none"),
+    ("invoice", "created", "`created` → `date` (before 2019-03-14)", "unreadable"),
+    ("invoice", "paid at", "`status_transitions.paid_at`", "none"),
+    ("invoice", "payment attempts", "`attempt_count` (orders same-second states; failed-payment recovery)", "0 (not money)"),
+    ("payment_intent", "amount, amount_received", "`amount`, `amount_received`", "unreadable"),
+    ("payment_intent", "status", "`status`; `requires_source` → `requires_payment_method`, "
+                                 "`requires_source_action` → `requires_action` (before 2019-02-11)", "unreadable"),
+    ("customer", "everything", "`email`, `name`, `currency` (optional); a deleted customer is its stub "
+                               "`{id, object, deleted: true}`", "none (not money)"),
+)

@@ -1,0 +1,45 @@
+"""Payment intents and customers of any version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.stripe_objects.reader import FieldReader, ref
+from schemas.stripe_objects.records import Customer, PaymentIntent
+
+# Before 2019-02-11 payment intents had these names.
+PAYMENT_INTENT_STATUS_ALIASES: Mapping[str, str] = {
+    "requires_source": "requires_payment_method", "requires_source_action": "requires_action",
+}
+
+
+def read_payment_intent(obj: Mapping[str, Any]) -> PaymentIntent:
+    """A payment intent of any version. Rules: see docs/metrics.md, "Field derivations: payment intent"."""
+    r = FieldReader(obj)
+    status = r.status(obj.get("status"), frozenset({
+        "requires_payment_method", "requires_confirmation", "requires_action", "processing", "requires_capture",
+        "canceled", "succeeded"}), PAYMENT_INTENT_STATUS_ALIASES)
+    amount = r.amount(obj.get("amount"), "amount")
+    if "amount_received" in obj:
+        received = r.amount(obj["amount_received"], "amount_received")
+    else:
+        raise r.fail("amount_received", "is missing (every payment intent version has it)")
+    return PaymentIntent(
+        id=r.id, created=r.when(obj.get("created"), "created"), customer_id=ref(obj.get("customer")),
+        invoice_id=ref(obj.get("invoice")), status=status, currency=r.currency(obj.get("currency")),
+        amount=amount, amount_received=received,
+    )
+
+
+def read_customer(obj: Mapping[str, Any]) -> Customer:
+    """A customer of any version, or the stub a deleted one leaves (`{id, object, deleted: true}`)."""
+    r = FieldReader(obj)
+    deleted = obj.get("deleted") is True
+    currency = obj.get("currency")
+    return Customer(
+        id=r.id, deleted=deleted, created=r.time(obj.get("created"), "created"),
+        email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),
+        currency=r.currency(currency) if currency is not None else None,
+    )

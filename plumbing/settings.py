@@ -108,12 +108,28 @@ class ReceiverSettings(BaseModel):
     # and at most this many such fetches wait per connection; beyond either, 503 (Stripe delivers again later).
     discount_fetch_timeout_s: float = Field(default=5.0, gt=0)
     discount_fetches_per_connection: int = Field(default=16, ge=1)
-    # Each connection's share of this process's delivery work (ingestor/receiver/shares.py): a signed delivery costs
-    # 1 unit plus 1 per `share_bytes_per_unit` bytes of body; past the share, 429 (Stripe delivers again later).
-    # 200 a second is ~5% of a core for typical deliveries; a burst of 2,000 absorbs a busy account's spikes.
+    # Objects and arrays (counted as `{` and `[` bytes, in strings too) a body may hold: Stripe's events hold a few
+    # hundred. Parsing, checking and masking walk them one by one, so a body of far more is refused (413) first.
+    max_body_containers: int = Field(default=16 * 1024, ge=256)
+    # Each connection's share of this process's delivery work (ingestor/receiver/shares.py): a delivery to its URL
+    # costs 1 unit, plus 1 per `share_bytes_per_unit` bytes of body and 1 per `share_containers_per_unit` objects
+    # and arrays; past the share, 429 (Stripe delivers again later). 200 a second is ~5% of a core for typical
+    # deliveries; a burst of 2,000 absorbs a busy account's spikes and must pay for the largest body allowed.
     share_units_per_s: float = Field(default=200.0, gt=0)
     share_burst_units: float = Field(default=2000.0, ge=1)
     share_bytes_per_unit: int = Field(default=4096, ge=256)
+    share_containers_per_unit: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _burst_pays_for_the_largest_body(self) -> ReceiverSettings:
+        largest = (1 + self.max_body_bytes / self.share_bytes_per_unit
+                   + self.max_body_containers / self.share_containers_per_unit)
+        if self.share_burst_units < largest:
+            raise ValueError(
+                f"receiver.share_burst_units ({self.share_burst_units:g}) must pay for the largest body allowed "
+                f"({largest:g} units: max_body_bytes and max_body_containers at their share's prices), or such "
+                "bodies would cost less than their work")
+        return self
 
 
 class VaultSettings(BaseModel):

@@ -166,10 +166,18 @@ async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConn
 
 
 async def _store_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
+    """Stores the times noted since the last flush; on a failure they are noted again, for the next flush."""
     seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
     over_share, receiver.last_over_share_at = receiver.last_over_share_at, {}
-    await store.record_webhooks_received(seen)
-    await store.record_webhooks_over_share(over_share)
+    try:
+        await store.record_webhooks_received(seen)
+        seen = {}
+        await store.record_webhooks_over_share(over_share)
+    except BaseException:
+        for noted, kept in ((seen, receiver.last_delivery_at), (over_share, receiver.last_over_share_at)):
+            for connection_id, at in noted.items():
+                kept[connection_id] = max(at, kept.get(connection_id, at))
+        raise
 
 
 def build_web_app(settings: Settings) -> web.Application:

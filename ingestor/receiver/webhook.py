@@ -2,9 +2,9 @@
 
 Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so
 a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the connection's share
-of the work (a tenant flooding its own signed webhooks gets 429, not everyone's event loop), the signature
-(nothing unauthenticated is parsed), the JSON, how many digits it holds (masking card numbers works per
-digit), the mode. Only then is the event redacted and published, and 2xx is answered only after Kafka
+of the work (a tenant flooding its own URL gets 429, not everyone's event loop: checked before the body is
+read, paid once it is), how many objects and arrays it holds, the signature (nothing unauthenticated is
+parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode. Only then is the event redacted and published, and 2xx is answered only after Kafka
 acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer is 503 with
 Retry-After, so Stripe delivers again. This is the only module that turns errors into HTTP responses.
 """
@@ -126,6 +126,41 @@ async def _read_at_most(request: web.Request, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def _refused_by_headers(request: web.Request, max_body_bytes: int) -> tuple[str, web.Response] | None:
+    """The refusal of a delivery its headers already rule out: not JSON, compressed, announced too large."""
+    if request.content_type != "application/json":
+        return "bad_content_type", error_response(
+            415, "unsupported_content_type", "Stripe webhooks are sent as application/json")
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        return "bad_content_encoding", error_response(
+            415, "unsupported_content_encoding", "Stripe webhooks are sent uncompressed (no Content-Encoding)")
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        return "too_large", error_response(413, "body_too_large", f"the body is larger than {max_body_bytes} bytes")
+    return None
+
+
+class RecentVerifications:
+    """When each connection's test webhook was last recorded here: a tenant sending many (each signed, each within
+    its share) writes to Postgres once a minute, not once a delivery."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._every_s = every_s
+        self._clock = clock
+        self._at: dict[str, float] = {}
+
+    def due(self, connection_id: str) -> bool:
+        """Whether the connection's test webhook should be recorded now."""
+        at = self._at.get(connection_id)
+        return at is None or self._clock() - at >= self._every_s
+
+    def done(self, connection_id: str) -> None:
+        """Notes that it was recorded now (entries older than the interval are dropped as the map grows)."""
+        now = self._clock()
+        if len(self._at) >= 10_000:
+            self._at = {c: t for c, t in self._at.items() if now - t < self._every_s}
+        self._at[connection_id] = now
+
+
 class WebhookReceiver:
     """Handles `POST /webhooks/stripe/{token}`."""
 
@@ -147,9 +182,10 @@ class WebhookReceiver:
         self._metrics = metrics
         self._wall_clock = wall_clock
         self._shares = DeliveryShares(settings.share_units_per_s, settings.share_burst_units,
-                                      settings.share_bytes_per_unit)
+                                      settings.share_bytes_per_unit, settings.share_containers_per_unit)
         self.last_delivery_at: dict[str, datetime] = {}
         self.last_over_share_at: dict[str, datetime] = {}
+        self._verifications = RecentVerifications()
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answers one delivery; every outcome is counted by its label."""
@@ -158,53 +194,46 @@ class WebhookReceiver:
         return response
 
     async def _answer(self, request: web.Request) -> tuple[str, web.Response]:
-        if request.content_type != "application/json":
-            return "bad_content_type", error_response(
-                415, "unsupported_content_type", "Stripe webhooks are sent as application/json"
-            )
-        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-            return "bad_content_encoding", error_response(
-                415, "unsupported_content_encoding", "Stripe webhooks are sent uncompressed (no Content-Encoding)"
-            )
-        limit = self._settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
+        refused = _refused_by_headers(request, self._settings.max_body_bytes)
+        if refused is not None:
+            return refused
         try:
-            async with asyncio.timeout(self._settings.body_read_timeout_s):
-                body = await _read_at_most(request, limit + 1)
-        except TimeoutError:
-            return "body_timeout", error_response(
-                408, "body_too_slow", f"the body did not arrive within {self._settings.body_read_timeout_s:g}s")
-        if len(body) > limit:
-            return "too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes")
-        self._metrics.body_bytes.inc(len(body))
+            target = await self._targets.find(request.match_info["token"])
+        except DatabaseUnavailableError as exc:  # Postgres restarting: Stripe retries, like for Kafka
+            log.warning("webhook target lookup failed; answering 503", error=repr(exc))
+            return "database_unavailable", self._unavailable()
+        if target is not None and not target.accepting:
+            target = None
+        if target is not None and not self._shares.has_room(target.connection_id, request.content_length or 0):
+            return self._over_share(target)  # its body not even read
+        body, refused = await self._read_body(request)
+        if refused is not None:
+            return refused
+        containers = body.count(b"{") + body.count(b"[")  # in strings too: a bound, not a parse
+        if target is not None and not await self._shares.spend(target.connection_id, len(body), containers):
+            return self._over_share(target)  # every delivery to the URL pays, signed or not
         try:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:
             return "bad_body", error_response(400, "malformed_json", "the body is not UTF-8 text")
 
         signature = request.headers.get("Stripe-Signature")
-        try:
-            target = await self._targets.find(request.match_info["token"])
-        except DatabaseUnavailableError as exc:  # Postgres restarting: Stripe retries, like for Kafka
-            log.warning("webhook target lookup failed; answering 503", error=repr(exc))
-            return "database_unavailable", self._unavailable()
-        if target is None or not target.accepting:
+        if target is None:
             spend_verification_time(payload, signature)
             return "unknown_endpoint", error_response(
                 404, "unknown_endpoint", "no active Stripe connection has this webhook URL"
             )
-        if not self._shares.has_room(target.connection_id, len(body)):  # before the signature's work, too
-            return self._over_share(target)
+        most = self._settings.max_body_containers
+        if containers > most:  # before parsing, checking and masking walk them one by one
+            return "too_many_containers", error_response(
+                413, "too_many_containers", f"the body holds more than {most} objects and arrays (counting the "
+                "brackets); Stripe's events hold far fewer")
         try:
             verify_signature(payload, signature, target.signing_secrets, self._wall_clock(),
                              self._settings.signature_tolerance_s)
-        except BadSignatureError as exc:  # costs the connection nothing: anyone may send one
-            return "bad_signature", error_response(400, exc.code, str(exc))
-        if not await self._shares.spend(target.connection_id, len(body)):
-            return self._over_share(target)
-        try:
             event = parse_event(body)
+        except BadSignatureError as exc:
+            return "bad_signature", error_response(400, exc.code, str(exc))
         except BadEventError as exc:
             return "bad_event", error_response(400, exc.code, str(exc))
 
@@ -221,12 +250,13 @@ class WebhookReceiver:
             )
         now = datetime.fromtimestamp(self._wall_clock(), tz=timezone.utc)
         if is_test_webhook(event):
-            try:
-                await self._store.mark_webhook_verified(target.connection_id, now)
-            except DatabaseUnavailableError as exc:
-                log.warning("could not record the test webhook; answering 503", error=repr(exc))
-                return "database_unavailable", self._unavailable()
-            self._targets.forget()
+            if self._verifications.due(target.connection_id):  # one write a minute at most, however many arrive
+                try:
+                    await self._store.mark_webhook_verified(target.connection_id, now)
+                except DatabaseUnavailableError as exc:
+                    log.warning("could not record the test webhook; answering 503", error=repr(exc))
+                    return "database_unavailable", self._unavailable()
+                self._verifications.done(target.connection_id)
             return "test_webhook", TEST_RECEIVED()
         if not is_read_resource(event):
             self.last_delivery_at[target.connection_id] = now
@@ -247,12 +277,29 @@ class WebhookReceiver:
         self.last_delivery_at[target.connection_id] = now
         return await self._publish(event, target, now)
 
+    async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:
+        """The body, or the refusal of one too slow or too large."""
+        limit = self._settings.max_body_bytes
+        try:
+            async with asyncio.timeout(self._settings.body_read_timeout_s):
+                body = await _read_at_most(request, limit + 1)
+        except TimeoutError:
+            return b"", ("body_timeout", error_response(
+                408, "body_too_slow", f"the body did not arrive within {self._settings.body_read_timeout_s:g}s"))
+        if len(body) > limit:
+            return b"", ("too_large", error_response(413, "body_too_large", f"the body is larger than {limit} bytes"))
+        self._metrics.body_bytes.inc(len(body))
+        return body, None
+
     def _over_share(self, target: WebhookTarget) -> tuple[str, web.Response]:
-        """429 with Retry-After: the connection spent its share of the receiver's work; Stripe delivers again later."""
+        """429 with Retry-After: the connection spent its share of the receiver's work; Stripe delivers again later.
+        The connection is closed after it, so a body not read yet is not read."""
         self.last_over_share_at[target.connection_id] = datetime.fromtimestamp(self._wall_clock(), tz=timezone.utc)
-        return "over_share", error_response(
+        response = error_response(
             429, "over_share", "this connection's deliveries are over its share of the receiver's work; "
             "Stripe will deliver them again", headers={"Retry-After": str(self._settings.retry_after_s)})
+        response.force_close()
+        return "over_share", response
 
     def _unavailable(self) -> web.Response:
         """503 with Retry-After: nothing was stored, Stripe delivers again."""

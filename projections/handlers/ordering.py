@@ -11,9 +11,9 @@ compared left to right, larger wins:
    snapshot two seconds before the request that read it was sent, to the second (so a change
    Stripe made after reading it, whose event is of that second or later, wins; a snapshot and an
    event of the same second tie on time and go to rule 2).
-2. `state_rank` — how far along its lifecycle the state is, from the status (a charge captured after
-   its authorisation a step past its uncaptured state) and, for charges, the refunded amount (refunds
-   only grow); a deletion outranks everything. Lifecycles move
+2. `state_rank` — how far along its lifecycle the state is, from the status (a succeeded charge not
+   captured yet a step before its capture) and, for charges, the refunded amount (refunds only grow); a
+   deletion outranks everything. Lifecycles move
    forward within a second, so the further state is the later one. At equal progress a real
    event (rank × 2 + 1) outranks a snapshot (rank × 2): the event is exact, the snapshot may
    have been read just before the change.
@@ -42,9 +42,11 @@ STATUS_PROGRESS: Mapping[str, Mapping[str, int]] = {
     },
     "customer": {},
 }
-# A succeeded charge captured is one step past its authorisation not captured (`charge.succeeded` then
-# `charge.captured`, often in one second): captured never goes back to not captured.
-CAPTURED_STEP = 1
+# A succeeded charge not captured yet (an authorisation) sits a step before it is captured (`charge.succeeded`
+# then `charge.captured`, often in one second), at pending's step: captured never goes back to not captured,
+# and neither state counts money. The step is taken from the uncaptured state, not added to the captured one,
+# so the ranks of captured charges (nearly every stored row) stay what they were.
+UNCAPTURED_PROGRESS = 1
 DELETED_PROGRESS = 100
 # Within one status, what only grows orders the states: a charge's refunded amount, an invoice's payment
 # attempts (`invoice.finalized` and a failed first attempt's `invoice.payment_failed` share a second).
@@ -63,6 +65,6 @@ def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_eve
 def _status_progress(object_type: str, obj: Mapping[str, Any]) -> int:
     status = str(obj.get("status"))
     progress = STATUS_PROGRESS.get(object_type, {}).get(status, 0)
-    if object_type == "charge" and status == "succeeded" and obj.get("captured") is True:
-        progress += CAPTURED_STEP
+    if object_type == "charge" and status == "succeeded" and obj.get("captured") is False:
+        return UNCAPTURED_PROGRESS
     return progress

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import stripe
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
@@ -108,8 +109,8 @@ async def running_receiver(
     """The web app on a test server, three tenants connected (a, b in test mode, live), `receiver_settings` applied."""
     base = make_settings(send_timeout_s=3.0)
     settings = base.model_copy(update={
-        "receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0, body_read_timeout_s=1.0,
-                                     **receiver_settings),
+        "receiver": ReceiverSettings(publish_timeout_s=2.0, retry_after_s=7, target_cache_ttl_s=0,
+                                     body_read_timeout_s=1.0, **receiver_settings),
         "http": HttpSettings(metrics_token=METRICS_TOKEN)})  # type: ignore[arg-type]
     await create_topic(settings.kafka.raw_topic, 3)
     keyring = MasterKeyring.from_setting(generate_master_key("k1"))
@@ -241,49 +242,68 @@ async def test_oversize_body_is_413(receiver: Receiver) -> None:
 
 
 
-async def test_a_tenant_flooding_its_own_signed_webhooks_gets_429_past_its_share_and_the_others_are_served(
+async def test_a_tenant_flooding_its_own_url_gets_429_past_its_share_and_the_others_are_served(
     make_settings: Callable[..., Settings], create_topic: Callable[[str, int], Awaitable[None]], clean_database: str
 ) -> None:
-    """A tenant signs its own webhooks, so it can send valid deliveries without end; each connection has its own
-    share of the receiver's work (here 6 units, hardly refilled: 1 per delivery plus 1 per 4 KiB of body). Past
-    it, 429 before any parsing and nothing published; other tenants' shares are untouched; deliveries whose
-    signature fails (anyone can send them) cost the tenant nothing; the connection shows when it went over."""
+    """A tenant signs its own webhooks, so it can send deliveries without end; each connection has its own share of
+    the receiver's work (here 7 units, hardly refilled: 1 a delivery, 1 per 4 KiB of body, 1 per 256 objects and
+    arrays). Every delivery to the URL pays, signed or not (its reading and signature check are work too); past the
+    share, 429 and nothing published, before the body is even read once the bucket is empty; other tenants' shares
+    are untouched; the connection shows when it went over."""
     async with running_receiver(make_settings, create_topic, clean_database, share_units_per_s=0.001,
-                                share_burst_units=6, share_bytes_per_unit=4096) as receiver:
+                                share_burst_units=7, share_bytes_per_unit=4096, share_containers_per_unit=256,
+                                max_body_bytes=8192, max_body_containers=1024) as receiver:
         a, b, live = receiver.tenants["a"], receiver.tenants["b"], receiver.tenants["live"]
-        for n in range(3):  # a stranger's unsigned deliveries to a's URL
-            body = json.dumps(charge_event(f"evt_forged{n}"))
-            assert (await receiver.post(a, body, sign(body, "whsec_" + "f" * 32)))[0] == 400
 
-        def small(tenant: Tenant, n: int) -> tuple[str, str]:
+        def small(tenant: Tenant, n: int, secret: str | None = None) -> tuple[str, str]:
             body = json.dumps(charge_event(f"evt_{tenant.tenant_id[-6:]}_{n}", livemode=tenant is live))
-            assert 819 < len(body) <= 2048  # costs 1.2-1.5 units: four fit in 6, five do not
-            return body, sign(body, tenant.secret)
+            assert 1200 < len(body) <= 1600 and body.count("{") + body.count("[") < 20  # 1.3-1.5 units: 5 fit in 7
+            return body, sign(body, secret or tenant.secret)
 
-        answers = [(await receiver.post(a, *small(a, n)))[:2] for n in range(5)]
-        assert [status for status, _ in answers] == [200, 200, 200, 200, 429]
-        assert answers[4][1]["error"]["code"] == "over_share"
-        assert [(await receiver.post(b, *small(b, n)))[0] for n in range(4)] == [200] * 4  # b's share is its own
+        forged = [(await receiver.post(a, *small(a, n, "whsec_" + "f" * 32)))[0] for n in range(5)]
+        assert forged == [400] * 5  # a stranger holding a's URL spends a's share, nobody else's
         status, answer, headers = await receiver.post(a, *small(a, 5))
         assert (status, answer["error"]["code"], headers["Retry-After"]) == (429, "over_share", "7")
+        assert [(await receiver.post(b, *small(b, n)))[0] for n in range(5)] == [200] * 5  # b's share is its own
+        assert (await receiver.post(b, *small(b, 5)))[0] == 429
 
-        padded = charge_event("evt_live_padded", livemode=True, metadata={f"k{i}": "x" * 400 for i in range(40)})
-        body = json.dumps(padded)
-        assert len(body) > 4 * 4096  # costs more than 5 units: one such body, and a small one no longer fits
-        assert (await receiver.post(live, body, sign(body, live.secret)))[0] == 200
+        # With a's bucket empty, a delivery is refused on its headers: the body it announces is never waited for
+        # (a body read would end in 408 after the fixture's 1 s).
+        url = URL(a.url)
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 2000\r\n\r\n{".encode())
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 0.9)).startswith(b"HTTP/1.1 429")
+        writer.close()
+
+        # Objects and arrays cost too: this body (a thousand empty arrays) takes 6 of live's 7 units.
+        padded = json.dumps(charge_event("evt_live_padded", livemode=True, lines=[[] for _ in range(1000)]))
+        assert len(padded) < 4700
+        assert (await receiver.post(live, padded, sign(padded, live.secret)))[0] == 200
         assert (await receiver.post(live, *small(live, 0)))[0] == 429
 
-        records = await consume_all(receiver.settings.kafka, receiver.settings.kafka.raw_topic, 9)
+        records = await consume_all(receiver.settings.kafka, receiver.settings.kafka.raw_topic, 6)
         tenants = [EnvelopeCodec().decode(value).tenant_id for _, value in records]
-        assert sorted(tenants) == sorted([a.tenant_id] * 4 + [b.tenant_id] * 4 + [live.tenant_id])
-        assert await receiver.published() == 9
+        assert sorted(tenants) == sorted([b.tenant_id] * 5 + [live.tenant_id])
+        assert await receiver.published() == 6
 
         async def shown() -> bool:
             found = await receiver.store.find_connection(a.tenant_id, livemode=False)
             return found is not None and found.webhook_over_share_at is not None
         await wait_for(shown, what="a's connection to show it went over its share")
-        other = await receiver.store.find_connection(b.tenant_id, livemode=False)
-        assert other is not None and other.webhook_over_share_at is None
+
+
+async def test_a_body_of_more_objects_and_arrays_than_an_event_is_413_before_parsing(receiver: Receiver) -> None:
+    """Parsing, the shape check and masking walk every object and array: a signed megabyte of `[],` took half a
+    second of the loop every tenant shares. Brackets are counted first (in strings too: a bound, not a parse)."""
+    tenant = receiver.tenants["a"]
+    body = json.dumps(charge_event("evt_brackets", lines=[[] for _ in range(20_000)]))
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert (status, answer["error"]["code"]) == (413, "too_many_containers")
+    within = json.dumps(charge_event("evt_brackets_within", lines=[[] for _ in range(10_000)]))
+    assert (await receiver.post(tenant, within, sign(within, tenant.secret)))[0] == 200
+    assert await receiver.published() == 1
 
 
 def with_metadata_text(metadata_json: str) -> str:

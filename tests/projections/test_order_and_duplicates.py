@@ -117,29 +117,35 @@ async def test_same_second_states_resolve_the_same_in_either_order(
     assert {k: v for k, v in results[0].items() if k != "tenant_id"} == {k: v for k, v in results[1].items() if k != "tenant_id"}
 
 
-async def test_ranks_stored_before_captured_charges_ranked_a_step_up_move_with_them(
+async def test_an_authorisation_stored_before_uncaptured_charges_ranked_a_step_down_gives_way_to_its_capture(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A charge captured and refunded in one second, stored by a projector before migration 0090 (no captured step);
-    its capture redelivered after: the stored refunded state must stay newer, its refund counted."""
+    """Stored by a projector before migration 0090 (an authorisation ranked as a capture), then its capture of the
+    same second: the capture wins once the migration ran; and a capture refunded in that second, stored before,
+    stays newer than its authorisation redelivered now (captured states keep their ranks)."""
     from projections import MIGRATIONS_DIR
     from projections.handlers import ordering
 
-    store = PostgresProjectionStore(pool, "captured-step-test")
-    tenant = f"step_{uuid.uuid4().hex[:8]}"
-    captured = event(CHARGE | {"status": "succeeded"}, "charge.captured", "evt_zzz_captured", T, tenant)
-    refunded = event(CHARGE | {"status": "succeeded", "amount_refunded": 300}, "charge.refunded", "evt_aaa_refunded",
-                     T, tenant)
+    store = PostgresProjectionStore(pool, "uncaptured-step-test")
+    tenant, other = f"step_{uuid.uuid4().hex[:8]}", f"step_{uuid.uuid4().hex[:8]}"
+    authorised = CHARGE | {"status": "succeeded", "captured": False, "amount_captured": 0}
     with monkeypatch.context() as before:
-        before.setattr(ordering, "CAPTURED_STEP", 0)
-        await store.apply([(tenant, refunded.event_id, writes_for(refunded))], {})
+        before.setattr(ordering, "UNCAPTURED_PROGRESS", 2)
+        stored = [event(authorised, "charge.succeeded", "evt_zzz_authorised", T, tenant),
+                  event(CHARGE | {"status": "succeeded", "amount_refunded": 300}, "charge.refunded", "evt_aaa_refunded",
+                        T, other)]
+        await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in stored], {})
     [migration] = MIGRATIONS_DIR.glob("0090_*.sql")
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(migration.read_text())
-    await store.apply([(tenant, captured.event_id, writes_for(captured))], {})
-    row = await pool.fetchrow("SELECT state_event_id, amount_refunded FROM projection.charges WHERE tenant_id = $1",
-                              tenant)
-    assert (row["state_event_id"], row["amount_refunded"]) == ("evt_aaa_refunded", 300)
+    arriving = [event(CHARGE | {"status": "succeeded"}, "charge.captured", "evt_aaa_captured", T, tenant),
+                event(authorised, "charge.succeeded", "evt_zzz_authorised", T, other)]
+    await store.apply([(e.tenant_id, e.event_id, writes_for(e)) for e in arriving], {})
+    rows = {r["tenant_id"]: r for r in await pool.fetch(
+        "SELECT tenant_id, state_event_id, captured, amount_refunded FROM projection.charges WHERE tenant_id = ANY($1)",
+        [tenant, other])}
+    assert (rows[tenant]["state_event_id"], rows[tenant]["captured"]) == ("evt_aaa_captured", True)
+    assert (rows[other]["state_event_id"], rows[other]["amount_refunded"]) == ("evt_aaa_refunded", 300)
 
 
 async def test_a_late_older_event_cannot_undo_a_deletion(pool: asyncpg.Pool) -> None:

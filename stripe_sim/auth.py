@@ -51,6 +51,9 @@ def authenticate(state: SimState, header: str | None) -> ApiKey:
     if key.expired:
         raise StripeError(401, f"Expired API Key provided: {mask_key(raw)}",
                           code="api_key_expired")
+    if key.requests_left is not None:
+        key.requests_left -= 1
+        key.expired = key.requests_left <= 0  # this request is served; the next ones are refused
     return key
 
 

@@ -32,6 +32,8 @@ class ApiKey:
     restricted: bool
     permissions: frozenset[str]
     expired: bool = False
+    # Requests it still serves before it expires (None: no end), for a revocation at a set point of a run.
+    requests_left: int | None = None
 
 
 class Store:

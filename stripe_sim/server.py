@@ -154,6 +154,10 @@ class SimServer:
         """Roll/expire a key: later requests get 401 `api_key_expired`."""
         self.state.keys[key].expired = True
 
+    def revoke_key_after(self, key: str, requests: int) -> None:
+        """Expire a key once it has served `requests` more requests: a revocation at a set point of a run."""
+        self.state.keys[key].requests_left = requests
+
     def set_rate_limit(self, account_id: str, per_second: float, livemode: bool | None = None,
                        endpoint_per_second: float | None = None) -> None:
         """Set an account's request rate limit (both modes unless `livemode` is given) and its per-endpoint

@@ -12,6 +12,7 @@ Retry-After, so Stripe delivers again. This is the only module that turns errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict
@@ -126,6 +127,15 @@ async def _read_at_most(request: web.Request, size: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _answer_and_close(request: web.Request, response: web.Response) -> None:
+    """Sends `response` and closes the connection without reading the rest of the body: aiohttp would read and
+    discard it first to keep the connection, and that reading is the work a refusal for load is there to save."""
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
+
+
 def _refused_by_headers(request: web.Request, max_body_bytes: int) -> tuple[str, web.Response] | None:
     """The refusal of a delivery its headers already rule out: not JSON, compressed, announced too large."""
     if request.content_type != "application/json":
@@ -191,6 +201,8 @@ class WebhookReceiver:
         """Answers one delivery; every outcome is counted by its label."""
         outcome, response = await self._answer(request)
         self._metrics.count(outcome)
+        if outcome == "over_share" and not request.content.is_eof():
+            await _answer_and_close(request, response)
         return response
 
     async def _answer(self, request: web.Request) -> tuple[str, web.Response]:

@@ -108,8 +108,8 @@ class ReceiverSettings(BaseModel):
     # and at most this many such fetches wait per connection; beyond either, 503 (Stripe delivers again later).
     discount_fetch_timeout_s: float = Field(default=5.0, gt=0)
     discount_fetches_per_connection: int = Field(default=16, ge=1)
-    # Objects and arrays (counted as `{` and `[` bytes, in strings too) a body may hold: Stripe's events hold a few
-    # hundred. Parsing, checking and masking walk them one by one, so a body of far more is refused (413) first.
+    # Objects and arrays (`{` and `[` outside strings) a body may hold: Stripe's events hold a few hundred. Parsing,
+    # checking and masking walk them one by one, so a body of far more is refused (413) before any of that.
     max_body_containers: int = Field(default=16 * 1024, ge=256)
     # Each connection's share of this process's delivery work (ingestor/receiver/shares.py): a delivery to its URL
     # costs 1 unit, plus 1 per `share_bytes_per_unit` bytes of body and 1 per `share_containers_per_unit` objects

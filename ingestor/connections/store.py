@@ -185,12 +185,15 @@ class PostgresConnectionStore:
         )
 
     async def mark_webhook_verified(self, connection_id: str, at: datetime) -> None:
-        """Records that a test delivery arrived: the webhook is set up right."""
+        """Records that a test delivery arrived: the webhook is set up right. A connection verified within the last
+        minute is left as it is: a tenant sending many test webhooks (each within its share) writes no row."""
         await self._pool.execute(
             """UPDATE stripe_connections
                   SET webhook_verified_at = $2, last_webhook_at = $2, updated_at = now(),
                       status = CASE WHEN status IN ('webhook_unverified', 'polling_only') THEN 'connected' ELSE status END
-                WHERE connection_id = $1""",
+                WHERE connection_id = $1
+                  AND (webhook_verified_at IS NULL OR webhook_verified_at < $2 - interval '1 minute'
+                       OR status IN ('webhook_unverified', 'polling_only'))""",
             connection_id, at,
         )
 

@@ -6,6 +6,7 @@ delivery and a poll of the same Stripe event produce the same event id, key and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeGuard
@@ -27,6 +28,18 @@ MAX_NESTING = 64
 # id in the record key), so unbounded ones could make a record Kafka refuses (503 for ever).
 MAX_NAME_LENGTH = 255
 MAX_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # one JSON string, escapes and all (linear: no nested repeats)
+
+
+def container_count(body: bytes, exact_above: int) -> int:
+    """How many objects and arrays a JSON text holds, at most: its `{` and `[` bytes, and past `exact_above` those
+    outside strings only (a tenant may keep JSON text in metadata). The strings are cut out by a regular
+    expression in C, some 16 ms a MiB of them: spent only on bodies past the bound."""
+    count = body.count(b"{") + body.count(b"[")
+    if count > exact_above:
+        outside = _JSON_STRING.sub(b"", body)
+        count = outside.count(b"{") + outside.count(b"[")
+    return count
 
 
 def parse_event(body: bytes) -> dict[str, Any]:

@@ -23,7 +23,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ingestor.connections.store import PostgresConnectionStore, WebhookTarget, token_digest
-from ingestor.envelope.build import envelope_for_event, is_read_resource, is_test_webhook, parse_event
+from ingestor.envelope.build import (
+    container_count,
+    envelope_for_event,
+    is_read_resource,
+    is_test_webhook,
+    parse_event,
+)
 from ingestor.envelope.discounts import unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.envelope.redaction import holds_more_digits
@@ -129,7 +135,8 @@ async def _read_at_most(request: web.Request, size: int) -> bytes:
 
 async def _answer_and_close(request: web.Request, response: web.Response) -> None:
     """Sends `response` and closes the connection without reading the rest of the body: aiohttp would read and
-    discard it first to keep the connection, and that reading is the work a refusal for load is there to save."""
+    discard it first (for up to 10 s, however large it says it is) to keep the connection, which is the work a
+    refusal is there to save. Linux resets a connection closed with bytes unread; Stripe retries either way."""
     with contextlib.suppress(ConnectionError):
         await response.prepare(request)
         await response.write_eof()
@@ -147,28 +154,6 @@ def _refused_by_headers(request: web.Request, max_body_bytes: int) -> tuple[str,
     if request.content_length is not None and request.content_length > max_body_bytes:
         return "too_large", error_response(413, "body_too_large", f"the body is larger than {max_body_bytes} bytes")
     return None
-
-
-class RecentVerifications:
-    """When each connection's test webhook was last recorded here: a tenant sending many (each signed, each within
-    its share) writes to Postgres once a minute, not once a delivery."""
-
-    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
-        self._every_s = every_s
-        self._clock = clock
-        self._at: dict[str, float] = {}
-
-    def due(self, connection_id: str) -> bool:
-        """Whether the connection's test webhook should be recorded now."""
-        at = self._at.get(connection_id)
-        return at is None or self._clock() - at >= self._every_s
-
-    def done(self, connection_id: str) -> None:
-        """Notes that it was recorded now (entries older than the interval are dropped as the map grows)."""
-        now = self._clock()
-        if len(self._at) >= 10_000:
-            self._at = {c: t for c, t in self._at.items() if now - t < self._every_s}
-        self._at[connection_id] = now
 
 
 class WebhookReceiver:
@@ -195,13 +180,12 @@ class WebhookReceiver:
                                       settings.share_bytes_per_unit, settings.share_containers_per_unit)
         self.last_delivery_at: dict[str, datetime] = {}
         self.last_over_share_at: dict[str, datetime] = {}
-        self._verifications = RecentVerifications()
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answers one delivery; every outcome is counted by its label."""
         outcome, response = await self._answer(request)
         self._metrics.count(outcome)
-        if outcome == "over_share" and not request.content.is_eof():
+        if not request.content.is_eof():  # refused on its headers, for its share, or cut off: not read on
             await _answer_and_close(request, response)
         return response
 
@@ -216,14 +200,18 @@ class WebhookReceiver:
             return "database_unavailable", self._unavailable()
         if target is not None and not target.accepting:
             target = None
-        if target is not None and not self._shares.has_room(target.connection_id, request.content_length or 0):
+        # Every delivery to a URL pays, signed or not: the bytes announced (the most allowed, when none are) before
+        # the body is read, so deliveries sent at once cannot all be read on one unit's room; settled once read.
+        reserved = self._shares.cost(self._settings.max_body_bytes if request.content_length is None
+                                     else request.content_length)
+        if target is not None and not self._shares.take(target.connection_id, reserved):
             return self._over_share(target)  # its body not even read
         body, refused = await self._read_body(request)
         if refused is not None:
-            return refused
-        containers = body.count(b"{") + body.count(b"[")  # in strings too: a bound, not a parse
-        if target is not None and not await self._shares.spend(target.connection_id, len(body), containers):
-            return self._over_share(target)  # every delivery to the URL pays, signed or not
+            return refused  # what was reserved stays taken: the reading was work
+        containers = container_count(body, exact_above=self._settings.max_body_containers)
+        if target is not None and not self._settle(target.connection_id, reserved, len(body), containers):
+            return self._over_share(target)
         try:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -238,8 +226,8 @@ class WebhookReceiver:
         most = self._settings.max_body_containers
         if containers > most:  # before parsing, checking and masking walk them one by one
             return "too_many_containers", error_response(
-                413, "too_many_containers", f"the body holds more than {most} objects and arrays (counting the "
-                "brackets); Stripe's events hold far fewer")
+                413, "too_many_containers", f"the body holds more than {most} objects and arrays; Stripe's events "
+                "hold far fewer")
         try:
             verify_signature(payload, signature, target.signing_secrets, self._wall_clock(),
                              self._settings.signature_tolerance_s)
@@ -262,13 +250,11 @@ class WebhookReceiver:
             )
         now = datetime.fromtimestamp(self._wall_clock(), tz=timezone.utc)
         if is_test_webhook(event):
-            if self._verifications.due(target.connection_id):  # one write a minute at most, however many arrive
-                try:
-                    await self._store.mark_webhook_verified(target.connection_id, now)
-                except DatabaseUnavailableError as exc:
-                    log.warning("could not record the test webhook; answering 503", error=repr(exc))
-                    return "database_unavailable", self._unavailable()
-                self._verifications.done(target.connection_id)
+            try:
+                await self._store.mark_webhook_verified(target.connection_id, now)
+            except DatabaseUnavailableError as exc:
+                log.warning("could not record the test webhook; answering 503", error=repr(exc))
+                return "database_unavailable", self._unavailable()
             return "test_webhook", TEST_RECEIVED()
         if not is_read_resource(event):
             self.last_delivery_at[target.connection_id] = now
@@ -288,6 +274,15 @@ class WebhookReceiver:
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         self.last_delivery_at[target.connection_id] = now
         return await self._publish(event, target, now)
+
+    def _settle(self, connection_id: str, reserved: float, body_bytes: int, containers: int) -> bool:
+        """Brings what the delivery paid to what its body costs: gives back what was reserved beyond it, or takes
+        the rest (False when the bucket cannot pay it)."""
+        rest = self._shares.cost(body_bytes, containers) - reserved
+        if rest <= 0:
+            self._shares.give_back(connection_id, -rest)
+            return True
+        return self._shares.take(connection_id, rest)
 
     async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:
         """The body, or the refusal of one too slow or too large."""

@@ -1,42 +1,56 @@
-"""The receiver's bounds that need no server: what a delivery costs its connection's share, how often a tenant's
-test webhooks are written, and settings that would let a body cost less than its work."""
+"""The receiver's bounds that need no server: what a delivery costs its connection's share, how a bucket refills
+and settles, how objects and arrays are counted, and settings that would let a body cost less than its work."""
 
 from __future__ import annotations
+
+import json
 
 import pydantic
 import pytest
 
+from ingestor.envelope.build import container_count
 from ingestor.receiver.shares import DeliveryShares
-from ingestor.receiver.webhook import RecentVerifications
 from plumbing.settings import ReceiverSettings
 
 
+def shares(units_per_s: float = 200, burst: float = 2000, clock: list[float] | None = None) -> DeliveryShares:
+    now = clock if clock is not None else [0.0]
+    return DeliveryShares(units_per_s, burst, bytes_per_unit=4096, containers_per_unit=256, clock=lambda: now[0])
+
+
 def test_a_delivery_costs_more_for_its_bytes_and_its_objects_and_arrays_never_more_than_a_bucket() -> None:
-    shares = DeliveryShares(units_per_s=200, burst=2000, bytes_per_unit=4096, containers_per_unit=256)
-    assert 1 < shares.cost(3_000, 40) < 2  # a typical event: about one unit
-    assert shares.cost(1024 * 1024, 40) > 250  # a megabyte: some 250 typical deliveries' work
-    assert shares.cost(3_000, 16_384) > 60  # brackets are walked one by one, whatever the bytes
-    assert shares.cost(10**9, 10**9) == 2000  # refused by size first; here, at most the whole bucket
+    bucket = shares()
+    assert 1 < bucket.cost(3_000, 40) < 2  # a typical event: about one unit
+    assert bucket.cost(1024 * 1024, 40) > 250  # a megabyte: some 250 typical deliveries' work
+    assert bucket.cost(3_000, 16_384) > 60  # brackets are walked one by one, whatever the bytes
+    assert bucket.cost(10**9, 10**9) == 2000  # refused by size first; here, at most the whole bucket
 
 
-async def test_a_connections_bucket_is_its_own_and_refuses_without_taking() -> None:
-    shares = DeliveryShares(units_per_s=0.001, burst=5, bytes_per_unit=4096, containers_per_unit=256)
-    assert [await shares.spend("a", 0, 0) for _ in range(6)] == [True] * 5 + [False]
-    assert not shares.has_room("a") and shares.has_room("b")
-    assert await shares.spend("b", 4096 * 3, 0)  # 4 units of b's 5
-    assert not await shares.spend("b", 4096, 0)  # 2 more do not fit, and nothing was taken:
-    assert await shares.spend("b", 0, 0)
+def test_a_connections_bucket_is_its_own_refuses_without_taking_and_refills_at_its_rate() -> None:
+    now = [0.0]
+    bucket = shares(units_per_s=2, burst=5, clock=now)
+    assert [bucket.take("a", 1) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take("b", 4)  # b's bucket is its own
+    assert not bucket.take("b", 2) and bucket.take("b", 1)  # a refusal takes nothing
+    now[0] += 0.5  # one unit drained from each
+    assert bucket.take("a", 1) and not bucket.take("a", 1)
 
 
-def test_a_tenants_test_webhooks_are_written_once_a_minute_at_most() -> None:
-    now = [1000.0]
-    recent = RecentVerifications(every_s=60, clock=lambda: now[0])
-    assert recent.due("conn_a")
-    recent.done("conn_a")
-    now[0] += 59
-    assert not recent.due("conn_a") and recent.due("conn_b")
-    now[0] += 1
-    assert recent.due("conn_a")
+def test_what_was_reserved_for_a_body_is_settled_to_what_it_cost() -> None:
+    bucket = shares(units_per_s=0.001, burst=10)
+    assert bucket.take("a", 9)  # reserved for the largest body the headers allow
+    bucket.give_back("a", 8)  # the body was small
+    assert bucket.take("a", 9) and not bucket.take("a", 1)
+
+
+@pytest.mark.parametrize("body,exact_above,counted", [
+    ({"l": [[], []]}, 100, 4),
+    ({"metadata": {"json": "[{" * 50}}, 200, 102),  # under the bound: the brackets of strings count too
+    ({"metadata": {"json": "[{" * 50, "q": "x\\\"[["}}, 10, 2),  # past it, only those outside strings
+])
+def test_objects_and_arrays_are_counted_outside_strings_past_the_bound(body: object, exact_above: int,
+                                                                       counted: int) -> None:
+    assert container_count(json.dumps(body).encode(), exact_above) == counted
 
 
 def test_a_burst_that_cannot_pay_for_the_largest_body_is_refused() -> None:

@@ -192,7 +192,7 @@ class PostgresConnectionStore:
                   SET webhook_verified_at = $2, last_webhook_at = $2, updated_at = now(),
                       status = CASE WHEN status IN ('webhook_unverified', 'polling_only') THEN 'connected' ELSE status END
                 WHERE connection_id = $1
-                  AND (webhook_verified_at IS NULL OR webhook_verified_at < $2 - interval '1 minute'
+                  AND (webhook_verified_at IS NULL OR webhook_verified_at < $2::timestamptz - interval '1 minute'
                        OR status IN ('webhook_unverified', 'polling_only'))""",
             connection_id, at,
         )

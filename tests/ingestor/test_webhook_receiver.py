@@ -412,6 +412,19 @@ async def test_a_dashboard_test_webhook_verifies_the_connection_and_is_not_reven
         "SELECT status, webhook_verified_at FROM stripe_connections WHERE connection_id = $1", tenant.connection_id)
     assert row["status"] == "connected" and row["webhook_verified_at"] is not None
     assert await receiver.published() == 0
+    # Many more within the minute (a tenant signs its own; each within its share) write no row.
+    row_version = await pg.fetchval("SELECT xmin::text FROM stripe_connections WHERE connection_id = $1",
+                                    tenant.connection_id)
+    for _ in range(3):
+        assert (await receiver.post(tenant, body, sign(body, tenant.secret)))[0] == 200
+    assert await pg.fetchval("SELECT xmin::text FROM stripe_connections WHERE connection_id = $1",
+                             tenant.connection_id) == row_version
+    # Disconnected and set up again, the connection is verified by its next test webhook at once.
+    await pg.execute("UPDATE stripe_connections SET webhook_verified_at = NULL, status = 'webhook_unverified' "
+                     "WHERE connection_id = $1", tenant.connection_id)
+    assert (await receiver.post(tenant, body, sign(body, tenant.secret)))[0] == 200
+    assert await pg.fetchval("SELECT status FROM stripe_connections WHERE connection_id = $1",
+                             tenant.connection_id) == "connected"
 
 
 async def test_duplicate_deliveries_are_published_again_for_the_projector_to_dedupe(receiver: Receiver) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -17,25 +18,44 @@ class LoadResult:
     sent: int
     ok: int
     seconds: float
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # of the 2xx answers, from when each was due to be sent
+    statuses: Counter[int] = field(default_factory=Counter)  # every answer's status (0: no answer)
+    most_late_ms: float = 0.0  # how late the generator sent the latest of its deliveries (its own loop's lag)
 
     @property
     def achieved_per_s(self) -> float:
         return self.ok / self.seconds
 
+    @property
+    def acknowledged_percent(self) -> float:
+        return 100 * self.ok / max(1, self.sent)
+
     def percentile(self, p: float) -> float:
+        """The latency percentile of the acknowledged deliveries."""
         data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(p / 100 * len(data)))] if data else float("nan")
+
+    def percentile_counting_refusals(self, p: float) -> float:
+        """The latency percentile of every delivery sent, one not acknowledged counting as infinitely late."""
+        data = sorted(self.latencies_ms) + [float("inf")] * (self.sent - self.ok)
         return data[min(len(data) - 1, int(p / 100 * len(data)))] if data else float("nan")
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                result: LoadResult) -> None:
+                result: LoadResult, due: float | None = None) -> None:
+    """Sends one delivery; its latency runs from `due` (when it should have been sent) when given."""
     started = time.perf_counter()
-    async with session.post(url, data=body, headers=headers) as resp:
-        await resp.read()
-        if resp.status == 200:
-            result.ok += 1
-            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+    result.most_late_ms = max(result.most_late_ms, (started - due) * 1000 if due is not None else 0.0)
+    status = 0
+    try:
+        async with session.post(url, data=body, headers=headers) as resp:
+            await resp.read()
+            status = resp.status
+    finally:
+        result.statuses[status] += 1
+    if status == 200:
+        result.ok += 1
+        result.latencies_ms.append((time.perf_counter() - (due if due is not None else started)) * 1000)
 
 
 async def open_loop(url: str, deliveries: list[tuple[bytes, dict[str, str]]], rate: float, seconds: float) -> LoadResult:
@@ -52,7 +72,7 @@ async def open_loop(url: str, deliveries: list[tuple[bytes, dict[str, str]]], ra
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing the offered load, not synchronisation
             body, headers = deliveries[i % len(deliveries)]
-            tasks.append(asyncio.create_task(_post(session, url, body, headers, result)))
+            tasks.append(asyncio.create_task(_post(session, url, body, headers, result, due)))
             result.sent += 1
         await asyncio.gather(*tasks, return_exceptions=True)
         result.seconds = time.perf_counter() - start

@@ -113,8 +113,8 @@ class ReceiverSettings(BaseModel):
     max_body_containers: int = Field(default=16 * 1024, ge=256)
     # Each connection's share of this process's delivery work (ingestor/receiver/shares.py): a delivery to its URL
     # costs 1 unit, plus 1 per `share_bytes_per_unit` bytes of body and 1 per `share_containers_per_unit` objects
-    # and arrays; past the share, 429 (Stripe delivers again later). 200 a second is ~5% of a core for typical
-    # deliveries; a burst of 2,000 absorbs a busy account's spikes and must pay for the largest body allowed.
+    # and arrays; past the share, 429 (Stripe delivers again later). 200 a second is some 110 typical deliveries,
+    # ~3% of a core; a burst of 2,000 absorbs a busy account's spikes and must pay for the largest body allowed.
     share_units_per_s: float = Field(default=200.0, gt=0)
     share_burst_units: float = Field(default=2000.0, ge=1)
     share_bytes_per_unit: int = Field(default=4096, ge=256)

@@ -15,8 +15,9 @@ settled after (the difference given back, or the brackets' cost taken). A connec
 answered 429: before the body is read, or before it is checked or parsed. Stripe delivers the event again later,
 and the poller reads the types it lists from the events API meanwhile; a tenant within its share never sees one.
 
-These are caps, not a division of the process: each connection gets its rate whatever the others do (about 5%
-of a core at the defaults, so some twenty connections at full rate fill one process). The buckets live in this
+These are caps, not a division of the process: each connection gets its rate whatever the others do (some 110
+typical deliveries a second, about 3% of a core, at the defaults: some thirty connections at full rate fill one
+process). The buckets live in this
 process: N web processes give a tenant N caps, each bounded within its process. A leaky bucket is small enough
 to keep here: aiolimiter's waits for room, and a refusal must not wait, nor can it give units back.
 """

@@ -304,6 +304,17 @@ class ConnectionService:
             "mode": mode, "secret": check.masked, "grace_s": int(grace.total_seconds()) if rolled else 0})
         return {"connection": await self.view(await self._connection(tenant_id, mode))}
 
+    async def rotate_webhook_url(self, actor: str, tenant_id: str, mode: str) -> dict[str, Any]:
+        """Gives the connection a new webhook URL; the old one answers 404 at once here and within the target cache's
+        lifetime in other web processes. The endpoint's URL must then be changed in Stripe (its retries follow)."""
+        connection = await self._connection(tenant_id, mode)
+        if connection.status == "disconnected":
+            raise NotFoundError("this connection is disconnected; connect it again first")
+        await self._store.new_webhook_token(connection.connection_id, tenant_id)
+        self._on_secrets_changed()
+        await self._tenants.audit(actor, tenant_id, "webhook_url.rotated", {"mode": mode})
+        return {"connection": await self.view(await self._connection(tenant_id, mode))}
+
     async def _start_import(self, connection_id: str, reason: str, months: int) -> str:
         start, end = import_window(self._clock(), months)
         return await self._checkpoints.start_import(connection_id, [r.name for r in IMPORTED], start, end, reason)

@@ -138,6 +138,18 @@ class PostgresConnectionStore:
         )
         return connection_id, webhook_token
 
+    async def new_webhook_token(self, connection_id: str, tenant_id: str) -> str:
+        """Gives the connection a new webhook URL token and returns it: the old URL stops at once (a URL someone
+        else holds can spend the connection's share of the receiver)."""
+        webhook_token = secrets.token_urlsafe(32)
+        aad = associated_data(tenant_id=tenant_id, connection_id=connection_id, purpose="webhook_token")
+        await self._pool.execute(
+            """UPDATE stripe_connections SET webhook_token_sha256 = $2, webhook_token_ciphertext = $3, updated_at = now()
+                WHERE connection_id = $1""",
+            connection_id, token_digest(webhook_token), self._vault.encrypt(webhook_token, aad),
+        )
+        return webhook_token
+
     async def add_webhook_secret(
         self, connection_id: str, secret: str, now: datetime, grace: timedelta = timedelta(hours=24)
     ) -> None:

@@ -173,6 +173,10 @@ async def _webhook_secret(api: ControlApi, request: web.Request, actor: str) -> 
     return json_response(await api.service.set_webhook_secret(actor, request.match_info["tenant_id"], mode, body["secret"]))
 
 
+async def _rotate_webhook_url(api: ControlApi, request: web.Request, actor: str) -> web.Response:
+    return json_response(await api.service.rotate_webhook_url(actor, request.match_info["tenant_id"], _mode(request)))
+
+
 async def _start_import(api: ControlApi, request: web.Request, actor: str) -> web.Response:
     mode, body = _mode(request), await _body(request)
     months = body.get("months")
@@ -247,6 +251,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put(connection + "/key", _route(_rotate_key))
     app.router.add_post(connection + "/test", _route(_retest))
     app.router.add_put(connection + "/webhook-secret", _route(_webhook_secret))
+    app.router.add_post(connection + "/webhook-url", _route(_rotate_webhook_url))
     app.router.add_post(connection + "/import", _route(_start_import))
     app.router.add_get(connection + "/import", _route(_import_progress))
     app.router.add_post(connection + "/reconcile", _route(_start_reconcile))

@@ -179,6 +179,29 @@ async def test_a_second_signing_secret_rolls_the_first_with_a_grace_period(
     assert rolled["action"] == "webhook_secret.rolled" and rolled["detail"]["grace_s"] == 86400
 
 
+async def test_a_new_webhook_url_ends_the_old_one_at_once_and_keeps_the_secrets(
+    control: ControlClient, sim: SimServer, account: str
+) -> None:
+    """Anyone holding a connection's webhook URL can spend its share of the receiver: the tenant can replace it."""
+    tenant, token = await control.tenant()
+    _, connected = await control.call("POST", f"/api/tenants/{tenant}/connections", token,
+                                      {"key": sim.create_restricted_key(account)})
+    await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
+                       {"secret": "whsec_" + "a" * 32})
+    old_url = connected["connection"]["webhook"]["url"]
+    status, body = await control.call("POST", f"/api/tenants/{tenant}/connections/test/webhook-url", token)
+    new_url = body["connection"]["webhook"]["url"]
+    assert status == 200 and new_url != old_url and new_url.rsplit("/", 2)[0] == old_url.rsplit("/", 2)[0]
+    now = datetime.now(timezone.utc)
+    assert await control.store.webhook_target(old_url.rsplit("/", 1)[1], now) is None
+    target = await control.store.webhook_target(new_url.rsplit("/", 1)[1], now)
+    assert target is not None and target.signing_secrets == ("whsec_" + "a" * 32,)
+    _, view = await control.call("GET", f"/api/tenants/{tenant}/connections/test", token)
+    assert view["webhook"]["url"] == new_url
+    _, audit = await control.call("GET", f"/api/tenants/{tenant}/audit", token)
+    assert audit["entries"][0]["action"] == "webhook_url.rotated"
+
+
 ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/tenants/{t}", None),
     ("GET", "/api/tenants/{t}/audit", None),
@@ -189,6 +212,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/api/tenants/{t}/connections/test/key", {"key": "rk_test_" + "x" * 24}),
     ("POST", "/api/tenants/{t}/connections/test/test", None),
     ("PUT", "/api/tenants/{t}/connections/test/webhook-secret", {"secret": "whsec_" + "x" * 32}),
+    ("POST", "/api/tenants/{t}/connections/test/webhook-url", None),
     ("POST", "/api/tenants/{t}/connections/test/import", {}),
     ("GET", "/api/tenants/{t}/connections/test/import", None),
 ]

@@ -171,6 +171,15 @@ async def test_the_whole_connection_flow_in_a_browser(flow: Flow) -> None:
     await expect(page.locator("#key-hint")).to_contain_text(fresh[-4:])
     await flow.shot("green-again")
 
+    # A new webhook URL, the old one no longer anyone's (someone holding it could spend the connection's share).
+    old_url = await webhook_url.input_value()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="New URL").click()
+    await expect(page.locator("#copy-note")).to_contain_text("paste it into the endpoint in Stripe")
+    new_url = await webhook_url.input_value()
+    assert new_url != old_url and new_url.rsplit("/", 1)[0] == old_url.rsplit("/", 1)[0]
+    await flow.shot("new-webhook-url")
+
 
 async def test_the_page_is_keyboard_usable_and_readable_at_phone_width(flow: Flow) -> None:
     page = flow.page

@@ -127,6 +127,17 @@ $("copy-url").addEventListener("click", async () => {
   $("copy-note").textContent = "Copied.";
 });
 
+// Whoever holds the URL can spend this connection's share of the receiver: the tenant can replace it.
+$("new-url").addEventListener("click", async () => {
+  if (!confirm("Replace the webhook URL? The current one stops working at once: paste the new one into Stripe's endpoint.")) return;
+  setError("new-url-error", "");
+  try {
+    await api("POST", `${connectionPath()}/webhook-url`);
+    await refresh();
+    $("copy-note").textContent = "New URL: paste it into the endpoint in Stripe now.";
+  } catch (err) { setError("new-url-error", err.message); }
+});
+
 $("secret-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   setError("secret-error", "");

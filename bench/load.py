@@ -32,13 +32,15 @@ class LoadResult:
 
     def percentile(self, p: float) -> float:
         """The latency percentile of the acknowledged deliveries."""
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(p / 100 * len(data)))] if data else float("nan")
+        return _percentile(sorted(self.latencies_ms), p)
 
     def percentile_counting_refusals(self, p: float) -> float:
         """The latency percentile of every delivery sent, one not acknowledged counting as infinitely late."""
-        data = sorted(self.latencies_ms) + [float("inf")] * (self.sent - self.ok)
-        return data[min(len(data) - 1, int(p / 100 * len(data)))] if data else float("nan")
+        return _percentile(sorted(self.latencies_ms) + [float("inf")] * (self.sent - self.ok), p)
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],

@@ -107,7 +107,7 @@ def create_ingest_app(
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
-        await _store_activity(receiver, store)
+        await store_webhook_activity(receiver, store)
         await publisher.stop()
         await pool.close()
 
@@ -160,12 +160,12 @@ async def _flush_webhook_activity(receiver: WebhookReceiver, store: PostgresConn
     while True:
         await asyncio.sleep(ACTIVITY_FLUSH_INTERVAL_S)
         try:
-            await _store_activity(receiver, store)
+            await store_webhook_activity(receiver, store)
         except (DatabaseUnavailableError, asyncpg.PostgresError) as exc:
             log.warning("could not store webhook activity; will retry", error=repr(exc))
 
 
-async def _store_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
+async def store_webhook_activity(receiver: WebhookReceiver, store: PostgresConnectionStore) -> None:
     """Stores the times noted since the last flush; on a failure they are noted again, for the next flush."""
     seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
     over_share, receiver.last_over_share_at = receiver.last_over_share_at, {}

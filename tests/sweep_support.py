@@ -38,7 +38,7 @@ from plumbing.settings import (
     StripeSettings,
     VaultSettings,
 )
-from service.web import RECEIVER, STORE
+from service.web import RECEIVER, STORE, store_webhook_activity
 from stack import postgres
 from stack.up import Platform
 from stripe_sim import SimServer
@@ -339,9 +339,7 @@ class Sweep:
 
     async def flush_activity(self) -> None:
         """Stores now what the receiver noted of deliveries (it does so once a second in the background)."""
-        receiver = self.app[RECEIVER]
-        seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
-        await self.app[STORE].record_webhooks_received(seen)
+        await store_webhook_activity(self.app[RECEIVER], self.app[STORE])
 
     async def settle(self, since: datetime) -> None:
         """Waits until the receiver's record of accepted deliveries since `since` is in Postgres.
@@ -349,9 +347,8 @@ class Sweep:
         The web process stores `last_webhook_at` once a second in the background; storing it now
         (and waiting for a flush already under way) keeps that write out of the next row's window.
         """
-        receiver, store = self.app[RECEIVER], self.app[STORE]
-        seen, receiver.last_delivery_at = receiver.last_delivery_at, {}
-        await store.record_webhooks_received(seen)
+        receiver = self.app[RECEIVER]
+        await store_webhook_activity(receiver, self.app[STORE])
 
         async def stored() -> bool:
             latest = await self.pg.fetchval("SELECT max(last_webhook_at) FROM stripe_connections")

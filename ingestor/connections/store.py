@@ -84,7 +84,7 @@ class Connection:
     # Since when every worker reads the tenant's import pages alone (a page of its import killed the process
     # reading it): the tenant's mark, the same on each of its connections.
     pages_read_alone_since: datetime | None = None
-    # When the receiver last refused one of its signed deliveries for being over the connection's share of the work.
+    # When the receiver last refused a delivery to its URL for being over the connection's share of the work.
     webhook_over_share_at: datetime | None = None
 
     @classmethod

@@ -76,6 +76,15 @@ class DeliveryShares:
         bucket = self._bucket(connection_id)
         bucket.level = max(0.0, bucket.level - units)
 
+    def settle(self, connection_id: str, reserved: float, body_bytes: int, containers: int) -> bool:
+        """Brings what a delivery paid before its body was read (`reserved`) to what the body costs: gives back the
+        difference, or takes the rest (False, nothing more taken, when the bucket cannot pay it)."""
+        rest = self.cost(body_bytes, containers) - reserved
+        if rest <= 0:
+            self.give_back(connection_id, -rest)
+            return True
+        return self.take(connection_id, rest)
+
     def _bucket(self, connection_id: str) -> _Bucket:
         now = self._clock()
         bucket = self._buckets.get(connection_id)

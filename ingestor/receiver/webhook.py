@@ -4,8 +4,8 @@ Order of checks, cheapest and safest first: content type and encoding (Stripe ne
 a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the connection's share
 of the work (a tenant flooding its own URL gets 429, not everyone's event loop: checked before the body is
 read, paid once it is), how many objects and arrays it holds, the signature (nothing unauthenticated is
-parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode. Only then is the event redacted and published, and 2xx is answered only after Kafka
-acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer is 503 with
+parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode. Only then is
+the event redacted and published, and 2xx is answered only after Kafka acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer is 503 with
 Retry-After, so Stripe delivers again. This is the only module that turns errors into HTTP responses.
 """
 
@@ -210,7 +210,7 @@ class WebhookReceiver:
         if refused is not None:
             return refused  # what was reserved stays taken: the reading was work
         containers = container_count(body, exact_above=self._settings.max_body_containers)
-        if target is not None and not self._settle(target.connection_id, reserved, len(body), containers):
+        if target is not None and not self._shares.settle(target.connection_id, reserved, len(body), containers):
             return self._over_share(target)
         try:
             payload = body.decode("utf-8")
@@ -274,15 +274,6 @@ class WebhookReceiver:
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         self.last_delivery_at[target.connection_id] = now
         return await self._publish(event, target, now)
-
-    def _settle(self, connection_id: str, reserved: float, body_bytes: int, containers: int) -> bool:
-        """Brings what the delivery paid to what its body costs: gives back what was reserved beyond it, or takes
-        the rest (False when the bucket cannot pay it)."""
-        rest = self._shares.cost(body_bytes, containers) - reserved
-        if rest <= 0:
-            self._shares.give_back(connection_id, -rest)
-            return True
-        return self._shares.take(connection_id, rest)
 
     async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:
         """The body, or the refusal of one too slow or too large."""

@@ -13,8 +13,8 @@ compared left to right, larger wins:
    event of the same second tie on time and go to rule 2).
 2. `state_rank` — how far along its lifecycle the state is, from the status (a succeeded charge not
    captured yet a step before its capture) and, for charges, the refunded amount (refunds only grow); a
-   deletion outranks everything. Lifecycles move
-   forward within a second, so the further state is the later one. At equal progress a real
+   deletion outranks everything. Lifecycles move forward within a second, so the further state is the
+   later one. At equal progress a real
    event (rank × 2 + 1) outranks a snapshot (rank × 2): the event is exact, the snapshot may
    have been read just before the change.
 3. `state_event_id` — the event id, compared as text: arbitrary but the same in every order.
@@ -64,7 +64,6 @@ def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_eve
 
 def _status_progress(object_type: str, obj: Mapping[str, Any]) -> int:
     status = str(obj.get("status"))
-    progress = STATUS_PROGRESS.get(object_type, {}).get(status, 0)
     if object_type == "charge" and status == "succeeded" and obj.get("captured") is False:
         return UNCAPTURED_PROGRESS
-    return progress
+    return STATUS_PROGRESS.get(object_type, {}).get(status, 0)

@@ -57,3 +57,13 @@ def test_a_burst_that_cannot_pay_for_the_largest_body_is_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="share_burst_units"):
         ReceiverSettings(share_burst_units=100)  # 1 MiB costs 257 units at the default prices
     assert ReceiverSettings().share_burst_units >= 1 + 1024 * 1024 / 4096 + 16 * 1024 / 256
+
+
+def test_a_delivery_settles_what_it_reserved_to_what_its_body_cost() -> None:
+    bucket = shares(units_per_s=0.001, burst=10)
+    reserved = bucket.cost(8192)  # 3 units for the bytes announced
+    assert bucket.take("a", reserved) and bucket.settle("a", reserved, 4096, 0)  # 2 units: 1 given back
+    assert bucket.take("a", 8) and not bucket.take("a", 0.5)  # 2 + 8 taken: full
+    bucket.give_back("a", 3)
+    assert not bucket.settle("a", 1, 4096, 1024)  # 2 + 4 units, 1 reserved: 5 more do not fit in 3
+    assert bucket.take("a", 3)  # and nothing was taken by the refusal

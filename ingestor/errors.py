@@ -44,6 +44,13 @@ class CursorGoneError(IngestError):
     code = "stripe_cursor_gone"
 
 
+class ObjectMissingError(IngestError):
+    """Stripe has no object of that id (404 `resource_missing`): deleted since it was named (a coupon deleted after
+    it was applied, say). Asked again, it is still missing."""
+
+    code = "stripe_object_missing"
+
+
 class StripeUnavailableError(IngestError):
     """Stripe rate-limited us, failed (5xx) or could not be reached; retry later with backoff."""
 

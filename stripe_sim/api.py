@@ -122,6 +122,8 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
     discounts needs the coupon permission too (their coupons come with them)."""
     if rendered.get("object") == "charge" and f"{prefix}refunds" in expand:
         return _with_refunds(store, rendered)
+    if rendered.get("object") == "coupon" and f"{prefix}applies_to" in expand:
+        return {**rendered, "applies_to": stored.get("applies_to")}
     if rendered.get("object") != "subscription":
         return rendered
     if f"{prefix}discounts" in expand | {e.rsplit(".source.coupon", 1)[0] for e in expand}:

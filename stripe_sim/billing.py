@@ -79,10 +79,10 @@ class Book:
 
     def create_coupon(self, at: int, duration: str, percent_off: float | None = None,
                       amount_off: int | None = None, currency: str | None = None,
-                      duration_in_months: int | None = None) -> Obj:
-        """Create a coupon: `duration` is forever, once or repeating."""
+                      duration_in_months: int | None = None, products: list[str] | None = None) -> Obj:
+        """Create a coupon: `duration` is forever, once or repeating; restricted to `products`, or every item."""
         c = o.coupon(self._id("cpn"), at, self.livemode, duration, percent_off, amount_off,
-                     currency, duration_in_months)
+                     currency, duration_in_months, products)
         return self.store.insert("coupon", c, at)
 
     # Customers -------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ class Book:
         lines = [o.line_item(self._id("il"), inv_id, it, sub_id, period, self.livemode, trial)
                  for it in sub["items"]["data"]]
         subtotal = sum(line["amount"] for line in lines)
-        disc = _discount_amount(sub, subtotal, period[0], billing_reason)
+        disc = _discount_amount(sub, _discountable(sub, lines), period[0], billing_reason)
         inv = o.invoice(inv_id, sub, at, lines, period, disc, billing_reason)
         self.store.insert("invoice", inv, at)
         self.emit("invoice.created", inv, at)
@@ -351,6 +351,14 @@ class Book:
 
 def _interval(p: Obj) -> tuple[str, int]:
     return p["recurring"]["interval"], p["recurring"]["interval_count"]
+
+
+def _discountable(sub: Obj, lines: list[Obj]) -> int:
+    """The amount of the lines the subscription's coupon reduces: those of its products, or every line."""
+    disc = sub.get("discount")
+    applies_to = disc["coupon"].get("applies_to") if disc else None
+    return sum(line["amount"] for line in lines
+               if applies_to is None or line["price"]["product"] in applies_to["products"])
 
 
 def _discount_amount(sub: Obj, subtotal: int, period_start: int, billing_reason: str) -> int:

@@ -66,7 +66,8 @@ def build_catalogue(book: Book, at: int, currencies: tuple[str, ...]) -> None:
     for cur in currencies:
         for nick, major, interval, count, _ in PLANS:
             book.create_price(at, cur, minor_units(cur, major), interval, count, nick)
-    book.create_coupon(at, "forever", percent_off=20)
+    pro = [p["product"] for p in book.store.objects["price"].values() if p["nickname"].startswith("Pro")]
+    book.create_coupon(at, "forever", percent_off=20, products=pro)  # Pro plans only: Basic and seats pay in full
     book.create_coupon(at, "once", percent_off=50)
     book.create_coupon(at, "repeating", percent_off=25, duration_in_months=3)
     if "usd" in currencies:

@@ -10,7 +10,8 @@ unless a zone is given — an IANA name, as our tenants set it):
   unit_amount × quantity (a tiered price: its tiers for the quantity, graduated or volume, as
   `objects.period_amount` bills them) normalised to a month (year /12, week ×52/12, day ×365/12, divided by
   interval_count); trialing, unpaid, canceled and incomplete count 0; no taxes; only `forever`
-  coupons reduce it (percent off, or amount off normalised by the billing interval); a
+  coupons reduce it (percent off, or amount off normalised by the billing interval), and a coupon
+  restricted to products (`applies_to`) only their items, at most their amount; a
   subscription set to cancel at period end counts until it ends. Rounded to 2 decimals.
 - subscribers: customers with MRR > 0 at the month end; `new` were not subscribers at the previous
   month end, `churned` were subscribers then and are not now.
@@ -72,10 +73,13 @@ def subscription_mrr(sub: Obj | None) -> Fraction:
     disc = sub.get("discount")
     if disc and disc["coupon"]["duration"] == "forever" and items:
         cpn = disc["coupon"]
+        products = (cpn.get("applies_to") or {}).get("products")
+        reduced = sum((Fraction(period_amount(it["price"], it["quantity"])) * monthly_factor(it["price"])
+                       for it in items if products is None or it["price"]["product"] in products), Fraction(0))
         if cpn["percent_off"] is not None:
-            total *= 1 - Fraction(str(cpn["percent_off"])) / 100
+            total -= reduced * Fraction(str(cpn["percent_off"])) / 100
         elif cpn["amount_off"]:
-            total -= cpn["amount_off"] * monthly_factor(items[0]["price"])
+            total -= min(reduced, cpn["amount_off"] * monthly_factor(items[0]["price"]))
     return max(total, Fraction(0))
 
 

@@ -115,13 +115,15 @@ def plan_of(p: Obj) -> Obj:
 
 
 def coupon(coupon_id: str, at: int, livemode: bool, duration: str, percent_off: float | None,
-           amount_off: int | None, currency: str | None, duration_in_months: int | None) -> Obj:
-    """Build a coupon (duration forever, once or repeating)."""
+           amount_off: int | None, currency: str | None, duration_in_months: int | None,
+           products: list[str] | None = None) -> Obj:
+    """Build a coupon (duration forever, once or repeating), restricted to `products` or reducing every item.
+    Stored with its `applies_to`; rendered without it unless expanded."""
     name = f"{percent_off:g}% off" if percent_off is not None else f"{amount_off} {currency} off"
     return {**template("coupon"), "id": coupon_id, "created": at, "livemode": livemode,
             "duration": duration, "percent_off": percent_off, "amount_off": amount_off,
             "currency": currency, "duration_in_months": duration_in_months, "name": name,
-            "redeem_by": None}
+            "redeem_by": None, "applies_to": {"products": list(products)} if products else None}
 
 
 def discount(di_id: str, cpn: Obj, customer_id: str, sub_id: str, start: int,

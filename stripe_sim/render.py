@@ -15,6 +15,9 @@ version it asks for), so the simulator renders five eras of the five objects we 
 - `CURRENT_VERSION` (the `stripe` library's, 2026-10-28.endive): as basil; an expanded discount names its
   coupon under `source.coupon` (an id, unless expanded too).
 
+In every version a coupon is shown without its `applies_to` (the products it is restricted to), wherever it is
+embedded: Stripe includes it only when a coupon is asked for with `expand[]=applies_to`.
+
 In every version a tiered price (or plan) is shown without its `tiers`, in events too: Stripe includes them
 only when a request asks (`expand[]=items.data.price.tiers`, see `expand_tiers`).
 """
@@ -131,7 +134,7 @@ def _subscription(sub: Obj, version: str) -> Obj:
             out["plan"], out["quantity"] = items[0]["plan"], items[0]["quantity"]
     discount = sub.get("discount")
     if isinstance(discount, dict):  # before clover the coupon is embedded, not under `source`
-        out["discount"] = _without(discount, ("source",))
+        out["discount"] = {**_without(discount, ("source",)), "coupon": coupon_as_shown(discount["coupon"])}
     return out
 
 
@@ -139,7 +142,12 @@ def _discount_as_of(discount: Obj, version: str) -> Obj:
     """An expanded discount: the coupon embedded (until basil), or named under `source.coupon` (clover on)."""
     if version[:10] >= CLOVER:
         return _without(discount, ("coupon",))
-    return _without(discount, ("source",))
+    return {**_without(discount, ("source",)), "coupon": coupon_as_shown(discount["coupon"])}
+
+
+def coupon_as_shown(coupon: Obj, version: str = CURRENT_VERSION) -> Obj:
+    """A coupon without its `applies_to`, which Stripe includes only when asked (`expand[]=applies_to`)."""
+    return _without(coupon, ("applies_to",))
 
 
 def _charge(ch: Obj, version: str) -> Obj:
@@ -172,6 +180,7 @@ def _payment_intent(pi: Obj, version: str) -> Obj:
 
 _RENDERERS: dict[str, Callable[[Obj, str], Obj]] = {
     "invoice": _invoice, "subscription": _subscription, "charge": _charge, "payment_intent": _payment_intent,
+    "coupon": coupon_as_shown,
 }
 
 
@@ -184,7 +193,7 @@ def expand_discounts(stored: Obj, rendered: Obj, version: str, coupons_too: bool
         if isinstance(ref, str) and isinstance(discount, dict) and ref == discount.get("id"):
             found = _discount_as_of(discount, version)
             if coupons_too and isinstance(found.get("source"), dict):
-                found = {**found, "source": {**found["source"], "coupon": discount["coupon"]}}
+                found = {**found, "source": {**found["source"], "coupon": coupon_as_shown(discount["coupon"])}}
             expanded.append(found)
         else:
             expanded.append(ref)

@@ -5,7 +5,8 @@ no `discount` object beside them; since clover a discount names its coupon by id
 coupons decide MRR. Tiers: a tiered price (or legacy plan) bills by its `tiers`, which Stripe includes only when
 asked, so no event carries them. The write path fills both in with what a retrieve of the subscription with
 `expand[]=discounts&expand[]=discounts.source.coupon&expand[]=items.data.price.tiers` gives (a coupon's terms and
-a price's tiers never change), as if Stripe had sent them expanded. Pure: the caller fetches.
+a price's tiers never change), as if Stripe had sent them expanded; and its forever coupons' products
+(`ingestor.envelope.coupons`). Pure: the caller fetches.
 """
 
 from __future__ import annotations
@@ -14,41 +15,57 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingestor.envelope.coupons import coupons_without_products, products_laid_in
+
 
 @dataclass(frozen=True, slots=True)
 class Unexpanded:
-    """What a subscription event names without what MRR needs of it: discounts by id (their coupons), and
-    tiered prices without their tiers (by price id)."""
+    """What a subscription event names without what MRR needs of it: discounts by id (their coupons), tiered
+    prices without their tiers (by price id), and forever coupons without their products (by coupon id)."""
 
     discounts: tuple[str, ...] = ()
     tiered_prices: tuple[str, ...] = ()
+    coupons: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.discounts or self.tiered_prices)
+        return bool(self.discounts or self.tiered_prices or self.coupons)
 
     def beyond(self, known: Expanded) -> Unexpanded:
         """Returns what of this `known` does not hold."""
         return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts),
-                          tuple(p for p in self.tiered_prices if p not in known.tiers))
+                          tuple(p for p in self.tiered_prices if p not in known.tiers),
+                          tuple(c for c in self.coupons if c not in known.applies_to))
 
 
 @dataclass(slots=True)
 class Expanded:
-    """What a retrieve of a subscription gave: its discounts (with their coupons) by id, its items' tiered
-    prices' tiers by price id."""
+    """What was fetched: a subscription's discounts (with their coupons, their products laid in) by discount id,
+    its items' tiered prices' tiers by price id, and coupons' `applies_to` by coupon id (`COUPON_GONE` for a
+    coupon Stripe no longer has)."""
 
     discounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     tiers: dict[str, list[Any]] = field(default_factory=dict)
+    applies_to: dict[str, Any] = field(default_factory=dict)
 
     def add(self, other: Expanded) -> None:
         """Adds what `other` holds."""
         self.discounts.update(other.discounts)
         self.tiers.update(other.tiers)
+        self.applies_to.update(other.applies_to)
 
 
 def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
-    """Returns what the subscription event's object names without what MRR needs of it (nothing for other events)."""
-    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)))
+    """Returns what the subscription event's object names without what MRR needs of it (nothing for other events):
+    the coupons of its object and of its attributes before an update."""
+    data = event.get("data") or {}
+    obj = data.get("object") or {}
+    if obj.get("object") != "subscription":
+        return Unexpanded()
+    previous = data.get("previous_attributes")
+    coupons = [*coupons_without_products(obj), *(coupons_without_products(previous)
+                                                  if isinstance(previous, Mapping) else ())]
+    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
+                      tuple(dict.fromkeys(coupons)))
 
 
 def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:
@@ -116,9 +133,21 @@ def expanded_in(subscription: Mapping[str, Any]) -> Expanded:
 
 
 def with_expanded(event: dict[str, Any], found: Expanded) -> dict[str, Any]:
-    """Returns the event with each discount reference and each tiered price without tiers that `found` holds
-    filled in."""
-    return with_tiers(with_discounts(event, found.discounts), found.tiers)
+    """Returns the event with each discount reference, each tiered price without tiers and each coupon without its
+    products that `found` holds filled in."""
+    return with_products(with_tiers(with_discounts(event, found.discounts), found.tiers), found.applies_to)
+
+
+def with_products(event: dict[str, Any], found: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns the event with each coupon without its products that `found` holds given its `applies_to`: in the
+    object, and in `previous_attributes` (the discounts before an update)."""
+    if not found:
+        return event
+    data = {**event["data"], "object": products_laid_in(event["data"]["object"], found)}
+    previous = data.get("previous_attributes")
+    if isinstance(previous, Mapping):
+        data["previous_attributes"] = products_laid_in(previous, found)
+    return {**event, "data": data}
 
 
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

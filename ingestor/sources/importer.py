@@ -27,6 +27,7 @@ import orjson
 import stripe
 
 from ingestor.connections.status import STATUSES
+from ingestor.envelope.coupons import coupons_without_products, products_laid_in
 from ingestor.envelope.discounts import Expanded, Unexpanded, tiers_laid_in, tiers_missing
 from ingestor.errors import (
     CursorGoneError,
@@ -90,6 +91,7 @@ class ImportOutcome:
 
 
 TIERED = b'"tiered"'  # in a subscriptions page's body: a tiered price (or plan) whose tiers Stripe did not list
+FOREVER = b'"forever"'  # and a forever coupon, whose products (`applies_to`) Stripe did not list
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,7 @@ class _Pass:
                  endpoint_requests_per_second: float | None = None, budget: AccountBudget | None = None):
         self.planner = planner
         self._budget = budget
-        self.tiers: dict[str, list[Any]] = {}  # tiered prices' tiers by price id, fetched in this pass
+        self.expanded = Expanded()  # tiered prices' tiers by price id, coupons' products by coupon id: this pass's
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
         self._worker_stop = worker_stop  # the process is stopping
@@ -753,19 +755,21 @@ class StripeImporter:
         try:
             async with asyncio.timeout(max(0.0, run.deadline - time.monotonic()) + self._settings.page_overrun_s):
                 page = await self._fetch(session, resource, query)
-                if resource == "subscriptions" and TIERED in page.body:
-                    page = await self._with_tiers(session, page, run.tiers)
+                if resource == "subscriptions" and (TIERED in page.body or FOREVER in page.body):
+                    page = await self._filled_in(session, page, run.expanded)
                 return page
         except TimeoutError:
             raise StripeUnavailableError(
                 f"a {resource} page was still waiting for Stripe {self._settings.page_overrun_s:g} s after its pass's "
                 "time; asked for again at the next pass") from None
 
-    async def _with_tiers(self, session: KeySession, page: Page, known: dict[str, list[Any]]) -> Page:
-        """A subscriptions page with its tiered prices' tiers laid in (`known`, by price id, grows): Stripe lists no
-        tiers (`data.items.data.price.tiers` is five levels of expansion, it takes four), so one subscription per
-        price not known yet is retrieved with them, as the receiver and the poller do. A page that is not a list is
-        left for the page pool to judge; a price a retrieve does not give stays without (unreadable, in health)."""
+    async def _filled_in(self, session: KeySession, page: Page, known: Expanded) -> Page:
+        """A subscriptions page with its tiered prices' tiers and its forever coupons' products laid in (`known`, by
+        price and coupon id, grows): Stripe lists neither (`data.items.data.price.tiers` and
+        `data.discounts.source.coupon.applies_to` are five levels of expansion, it takes four), so one subscription
+        per price not known yet is retrieved with its tiers, and each coupon not known yet with its products, as
+        the receiver and the poller do. A page that is not a list is left for the page pool to judge; a price or
+        coupon a retrieve does not give stays without (unreadable, in health)."""
         try:
             decoded = orjson.loads(page.body)
             listed = decoded["data"]
@@ -776,14 +780,16 @@ class StripeImporter:
         for obj in listed:
             if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or obj.get("object") != "subscription":
                 continue
-            missing = tuple(p for p in tiers_missing(obj) if p not in known)
+            missing = Unexpanded(tiered_prices=tuple(tiers_missing(obj)),
+                                 coupons=tuple(coupons_without_products(obj))).beyond(known)
             if missing:
-                async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: tuple[str, ...] = missing
+                async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: Unexpanded = missing
                                    ) -> Expanded:
-                    return await fetch_expanded(reader, sub, Unexpanded(tiered_prices=wanted))
+                    return await fetch_expanded(reader, sub, wanted, known)
 
-                known.update((await session.call(retrieve)).tiers)
-        filled = [tiers_laid_in(o, known) if isinstance(o, dict) else o for o in listed]
+                known.add(await session.call(retrieve))
+        filled = [products_laid_in(tiers_laid_in(o, known.tiers), known.applies_to) if isinstance(o, dict) else o
+                  for o in listed]
         return Page(orjson.dumps({**decoded, "data": filled}), page.asked_at, page.latency_s)
 
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:

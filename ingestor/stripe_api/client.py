@@ -30,6 +30,7 @@ from ingestor.errors import (
     CursorGoneError,
     IngestError,
     KeyInvalidError,
+    ObjectMissingError,
     PermissionMissingError,
     StripeRateLimitedError,
     StripeUnavailableError,
@@ -143,6 +144,8 @@ def translate_stripe_error(exc: stripe.StripeError) -> IngestError:
         return StripeUnavailableError("Stripe could not be reached (network error)")
     if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing" and exc.param == "starting_after":
         return CursorGoneError("the list's starting_after object no longer exists at Stripe (deleted since)")
+    if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing" and exc.http_status == 404:
+        return ObjectMissingError(f"Stripe has no such object (404): {exc.user_message or 'resource_missing'}")
     status = exc.http_status or 0
     if status >= 500 or isinstance(exc, stripe.APIError):
         return StripeUnavailableError(f"Stripe failed with HTTP {status or 'error'}")

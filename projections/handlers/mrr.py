@@ -7,21 +7,23 @@ one billing period (unit amount × quantity — the quantity first divided and r
 canceled, incomplete and paused subscriptions count 0; metered prices count 0 (usage is not recurring
 revenue); free prices count 0; taxes are not in unit amounts. Only `forever` coupons reduce MRR (`once`
 and `repeating` are temporary): an item's own discounts first, on that item (never below 0), then the
-subscription's on the total. A percent coupon scales; an amount coupon takes off its amount in the
-subscription's currency (the coupon's `currency_options` when it is in another), normalised by the
-item's interval (the subscription's: by the first item's). A subscription set to cancel at period end
+subscription's on the items they apply to (a coupon's `applies_to.products`, or every item). A percent
+coupon scales; an amount coupon takes off its amount in the subscription's currency (the coupon's
+`currency_options` when it is in another), normalised by the item's interval (the subscription's: by the
+first item's), at most the amount of the items it applies to. A subscription set to cancel at period end
 keeps its MRR until it actually ends.
 
 Reads only the canonical record (`schemas.stripe_objects`), whatever API version the state came in.
-A discount known only by its id, or an amount coupon with no amount in the subscription's currency,
-leaves the MRR of an active subscription underivable: that raises UnreadableObjectError rather than
+A discount known only by its id, a forever coupon without its `applies_to` (Stripe includes it only
+when asked; the write path fills it in), or an amount coupon with no amount in the subscription's
+currency, leaves the MRR of an active subscription underivable: that raises UnreadableObjectError rather than
 count the subscription without its discount. Results are exact fractions of a minor unit; round only
 when presenting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from fractions import Fraction
 
@@ -44,10 +46,10 @@ def subscription_mrr(sub: Subscription, status: str | None = None) -> Fraction:
             "subscription", sub.id, "discounts",
             f"name {', '.join(sub.unresolved_discounts)} by id only: their coupons decide the MRR",
         )
-    total = sum((_item_mrr(sub, item) for item in sub.items), Fraction(0))
+    amounts = [_item_mrr(sub, item) for item in sub.items]
     if sub.items:
-        total = _discounted(sub, total, sub.coupons, monthly_factor(sub.items[0]))
-    return max(total, Fraction(0))
+        amounts = _discounted(sub, amounts, sub.items, sub.coupons, monthly_factor(sub.items[0]))
+    return max(sum(amounts, Fraction(0)), Fraction(0))
 
 
 def _item_mrr(sub: Subscription, item: Item) -> Fraction:
@@ -58,19 +60,49 @@ def _item_mrr(sub: Subscription, item: Item) -> Fraction:
             f"name {', '.join(item.unresolved_discounts)} by id only: their coupons decide the MRR",
         )
     factor = monthly_factor(item)
-    return max(_discounted(sub, item.period_amount * factor, item.coupons, factor), Fraction(0))
+    return max(_discounted(sub, [item.period_amount * factor], (item,), item.coupons, factor)[0], Fraction(0))
 
 
-def _discounted(sub: Subscription, amount: Fraction, coupons: Iterable[Coupon], factor: Fraction) -> Fraction:
-    """`amount` (a month's) after the forever coupons; an amount coupon's amount is per billing period."""
+def _discounted(sub: Subscription, amounts: Sequence[Fraction], items: Sequence[Item], coupons: Iterable[Coupon],
+                factor: Fraction) -> list[Fraction]:
+    """The month's amounts of `items` after the forever coupons, each on the items it applies to. A percent scales
+    them; an amount (per billing period) comes off their sum, at most all of it, shared in proportion (as Stripe
+    spreads a discount over an invoice's lines)."""
+    amounts = list(amounts)
     for coupon in coupons:
         if coupon.duration != "forever":
             continue
+        reduced = [i for i, item in enumerate(items) if _reduces(sub, coupon, item)]
         if coupon.percent_off is not None:
-            amount *= 1 - coupon.percent_off / 100
+            for i in reduced:
+                amounts[i] *= 1 - coupon.percent_off / 100
         elif coupon.amount_off:
-            amount -= _amount_off(sub, coupon) * factor
-    return amount
+            base = sum((amounts[i] for i in reduced), Fraction(0))
+            if base <= 0:
+                continue
+            off = min(_amount_off(sub, coupon) * factor, base)
+            for i in reduced:
+                amounts[i] -= off * amounts[i] / base
+    return amounts
+
+
+def _reduces(sub: Subscription, coupon: Coupon, item: Item) -> bool:
+    """Whether a forever coupon reduces `item`: every item, or those of the products it is restricted to. Unknown
+    (Stripe sent the coupon without `applies_to`, which it includes only when asked) is an error, never "all"."""
+    if not coupon.applies_to_known:
+        raise UnreadableObjectError(
+            "subscription", sub.id, f"coupon {coupon.id}",
+            "came without applies_to (Stripe includes it only when asked): which items a forever coupon reduces "
+            "decides the MRR",
+        )
+    if coupon.products is None:
+        return True
+    if item.product_id is None:
+        raise UnreadableObjectError(
+            "subscription", sub.id, f"item {item.id}",
+            f"names no product, and coupon {coupon.id} reduces only some products",
+        )
+    return item.product_id in coupon.products
 
 
 def _amount_off(sub: Subscription, coupon: Coupon) -> int:

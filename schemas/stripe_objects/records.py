@@ -62,6 +62,10 @@ class Coupon:
     currency: str | None  # of amount_off
     # amount_off in other currencies (`currency_options`, included when expanded): (currency, amount_off) pairs
     currency_options: tuple[tuple[str, int], ...] = ()
+    # Which products it reduces (`applies_to.products`; Stripe includes `applies_to` only when asked): None when
+    # it reduces every item. `applies_to_known` False: not included, so which items it reduces is not known.
+    applies_to_known: bool = False
+    products: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class Item:
 
     id: str | None
     price_id: str | None
+    product_id: str | None  # of its price (or plan): decides which coupons restricted to products reduce it
     quantity: int | None
     currency: str
     interval: str

@@ -98,7 +98,8 @@ def _item(r: FieldReader, item: Any, index: int, subscription_currency: str | No
         amount = _unit_amount(r, price, field, billed) * billed if price.get("billing_scheme") != "tiered" \
             else _tiered_amount(r, price, field, billed)
     coupons, unresolved = _discount_list(r, item.get("discounts"), f"{field}.discounts")
-    return Item(id=ref(item.get("id")), price_id=ref(price.get("id")), quantity=quantity, currency=currency,
+    return Item(id=ref(item.get("id")), price_id=ref(price.get("id")), product_id=ref(price.get("product")),
+                quantity=quantity, currency=currency,
                 interval=str(interval), interval_count=count, metered=metered, period_amount=amount,
                 coupons=coupons, unresolved_discounts=unresolved)
 
@@ -286,7 +287,20 @@ def _coupon(r: FieldReader, coupon: Mapping[str, Any], field: str) -> Coupon:
         percent_off=Fraction(str(percent)) if percent is not None else None,  # a float within (0, 100]: short text
         amount_off=amount_off, currency=r.currency(currency, f"{field}.currency") if currency else None,
         currency_options=_amounts_off(r, coupon.get("currency_options"), f"{field}.currency_options"),
+        applies_to_known="applies_to" in coupon,
+        products=_products(r, coupon.get("applies_to"), f"{field}.applies_to"),
     )
+
+
+def _products(r: FieldReader, applies_to: Any, field: str) -> tuple[str, ...] | None:
+    """The products a coupon is restricted to (`applies_to.products`), or None: null (or no `applies_to`) is every
+    product. An empty list is refused: whether it means no product or every one is not documented."""
+    if applies_to is None:
+        return None
+    products = applies_to.get("products") if isinstance(applies_to, Mapping) else None
+    if not _is_list(products) or not products or not all(isinstance(p, str) and p for p in products):
+        raise r.fail(f"{field}.products", f"must be a list of product ids, got {shown(products)}")
+    return tuple(products)
 
 
 def _amounts_off(r: FieldReader, options: Any, field: str) -> tuple[tuple[str, int], ...]:

@@ -14,7 +14,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from ingestor.envelope.build import envelope_for_event, is_read_resource
-from ingestor.envelope.discounts import unexpanded_discounts, with_discounts
+from ingestor.envelope.discounts import Expanded, unexpanded, with_expanded
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
 from projections.handlers.writes import writes_for
@@ -32,16 +32,19 @@ RECEIVED = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def history_envelopes(sim: SimServer, account_id: str, tenant_id: str, livemode: bool = False,
                       version_of: Callable[[dict[str, Any]], str | None] = lambda event: None) -> list[Envelope]:
     """Every event the simulator emitted for the account, as webhook envelopes, oldest first: each rendered
-    at its own API version (or at `version_of(event)`), its discounts named by id filled in as the
-    receiver does it (from a retrieve of the subscription with its discounts and coupons expanded)."""
+    at its own API version (or at `version_of(event)`), its discounts named by id and its forever coupons'
+    products filled in as the receiver does it (from a retrieve of the subscription with its discounts and
+    coupons expanded, and of each coupon with its `applies_to`)."""
     store = sim.state.accounts[account_id].store(livemode)
     envelopes = []
     for stored in reversed(store.all("event")):
         event = render_event(stored, version_of(stored))
         if not is_read_resource(event):
             continue
-        if unexpanded_discounts(event):
-            event = with_discounts(event, discounts_as_retrieved(store, str(event["data"]["object"]["id"])))
+        wanted = unexpanded(event)
+        if wanted.discounts or wanted.coupons:
+            discounts = discounts_as_retrieved(store, str(event["data"]["object"]["id"])) if wanted.discounts else {}
+            event = with_expanded(event, Expanded(discounts, applies_to=products_as_retrieved(store)))
         envelopes.append(envelope_for_event(event, tenant_id, Source.WEBHOOK, RECEIVED))
     return envelopes
 
@@ -58,6 +61,11 @@ def discounts_as_retrieved(store: Store, subscription_id: str) -> dict[str, dict
     stored = store.objects["subscription"][subscription_id]
     expanded = expand_discounts(stored, render(stored, CURRENT_VERSION), CURRENT_VERSION, coupons_too=True)
     return {d["id"]: d for d in expanded["discounts"] if isinstance(d, dict)}
+
+
+def products_as_retrieved(store: Store) -> dict[str, Any]:
+    """What the write path gets from the simulator for each coupon's products (`expand[]=applies_to`)."""
+    return {c["id"]: c.get("applies_to") for c in store.objects.get("coupon", {}).values()}
 
 
 def shuffled_with_duplicates(envelopes: Sequence[Envelope], seed: int, duplicate_share: float = 0.2) -> list[Envelope]:

@@ -55,13 +55,13 @@ def test_metered_and_free_prices_count_zero() -> None:
 
 def test_only_forever_coupons_reduce_mrr() -> None:
     base = sub((price(10_000), 1))
-    assert subscription_mrr(base | {"discount": {"coupon": {"duration": "forever", "percent_off": 25, "amount_off": None}}}) == 7_500
+    assert subscription_mrr(base | {"discount": {"coupon": {"duration": "forever", "applies_to": None, "percent_off": 25, "amount_off": None}}}) == 7_500
     assert subscription_mrr(base | {"discount": {"coupon": {"duration": "once", "percent_off": 25, "amount_off": None}}}) == 10_000
     assert subscription_mrr(base | {"discount": {"coupon": {"duration": "repeating", "percent_off": 50, "amount_off": None}}}) == 10_000
 
 
 def test_amount_coupon_is_normalised_by_the_billing_interval() -> None:
-    coupon = {"duration": "forever", "percent_off": None, "amount_off": 12_000, "currency": "usd"}
+    coupon = {"duration": "forever", "applies_to": None, "percent_off": None, "amount_off": 12_000, "currency": "usd"}
     yearly = sub((price(120_000, "year"), 1), discount={"coupon": coupon})
     assert subscription_mrr(yearly) == 9_000
 
@@ -71,7 +71,7 @@ def test_cancel_at_period_end_still_counts_until_it_ends() -> None:
 
 
 def test_never_negative() -> None:
-    coupon = {"coupon": {"duration": "forever", "percent_off": None, "amount_off": 5_000, "currency": "usd"}}
+    coupon = {"coupon": {"duration": "forever", "applies_to": None, "percent_off": None, "amount_off": 5_000, "currency": "usd"}}
     assert subscription_mrr(sub((price(1_000), 1), discount=coupon)) == 0
 
 
@@ -83,7 +83,7 @@ def test_a_discount_known_only_by_id_leaves_active_mrr_underivable_not_undiscoun
 
 def test_a_clover_discount_with_its_coupon_expanded_under_source_counts() -> None:
     expanded = {"id": "di_1", "object": "discount", "source": {"type": "coupon", "coupon": {
-        "id": "co_1", "duration": "forever", "percent_off": 10, "amount_off": None}}}
+        "id": "co_1", "duration": "forever", "applies_to": None, "percent_off": 10, "amount_off": None}}}
     assert subscription_mrr(sub((price(10_000), 1), discounts=[expanded])) == 9_000
 
 
@@ -109,7 +109,7 @@ def yen(amount: int) -> dict[str, Any]:
 
 
 def amount_coupon(amount_off: int, currency: str | None, **extra: Any) -> dict[str, Any]:
-    return {"coupon": {**template("coupon"), "duration": "forever", "percent_off": None, "amount_off": amount_off,
+    return {"coupon": {**template("coupon"), "duration": "forever", "applies_to": None, "percent_off": None, "amount_off": amount_off,
                        "currency": currency, **extra}}
 
 
@@ -129,13 +129,13 @@ def test_an_amount_coupon_takes_off_only_an_amount_in_the_subscriptions_currency
 def test_an_items_forever_discount_reduces_that_item_before_the_subscriptions() -> None:
     """Item discounts were ignored: half off one item counted at full price."""
     half = {**template("discount"), "id": "di_item", "source": {"type": "coupon", "coupon": {
-        **template("coupon"), "duration": "forever", "percent_off": 50}}}
+        **template("coupon"), "duration": "forever", "applies_to": None, "percent_off": 50}}}
     items = {"data": [{**template("subscription_item"), "price": template("price"), "quantity": 1, "discounts": [half]},
                       {**template("subscription_item"), "id": "si_2", "price": template("price"), "quantity": 1}]}
     assert subscription_mrr(sub(items=items)) == 1_000 + 2_000
     off = amount_coupon(500, "usd")["coupon"]
     items["data"][0]["discounts"] = [{"id": "di_amount", "object": "discount", "coupon": off}]
-    ten_percent = {"coupon": {**template("coupon"), "duration": "forever", "percent_off": 10}}
+    ten_percent = {"coupon": {**template("coupon"), "duration": "forever", "applies_to": None, "percent_off": 10}}
     assert subscription_mrr(sub(items=items, discount=ten_percent)) == 3_150  # (1,500 + 2,000) × 0.9
     items["data"][0]["discounts"] = [{"id": "di_once", "coupon": off | {"duration": "once"}}]
     assert subscription_mrr(sub(items=items)) == 4_000
@@ -147,3 +147,50 @@ def test_an_items_discount_known_only_by_id_leaves_active_mrr_underivable() -> N
     with pytest.raises(UnreadableObjectError, match="di_item"):
         subscription_mrr(sub(items=items))
     assert subscription_mrr(sub(status="trialing", items=items)) == 0
+
+
+def product_price(amount: int, product: str, price_id: str) -> dict[str, Any]:
+    return {**template("price"), "id": price_id, "product": product, "unit_amount": amount,
+            "unit_amount_decimal": str(amount)}
+
+
+def two_products(coupon: dict[str, Any]) -> dict[str, Any]:
+    """$20 of prod_pro and $10 of prod_basic a month, with `coupon` on the subscription."""
+    return sub((product_price(2_000, "prod_pro", "price_pro"), 1), (product_price(1_000, "prod_basic", "price_basic"), 1),
+               discounts=[{"id": "di_1", "object": "discount", "source": {"type": "coupon", "coupon": coupon}}])
+
+
+def test_a_coupon_restricted_to_products_reduces_only_their_items() -> None:
+    """A forever 50% off restricted to prod_pro took half of the whole subscription ($15 instead of $20)."""
+    half_off_pro = {**template("coupon"), "duration": "forever", "percent_off": 50,
+                    "applies_to": {"products": ["prod_pro"]}}
+    assert subscription_mrr(two_products(half_off_pro)) == 1_000 + 1_000
+    assert subscription_mrr(two_products(half_off_pro | {"applies_to": None})) == 1_500
+    elsewhere = half_off_pro | {"applies_to": {"products": ["prod_other"]}}
+    assert subscription_mrr(two_products(elsewhere)) == 3_000
+
+
+def test_an_amount_coupon_restricted_to_products_takes_off_at_most_their_items() -> None:
+    """$15 off prod_basic's $10: $10 off, not $15 off the whole subscription."""
+    off = {**template("coupon"), "duration": "forever", "percent_off": None, "amount_off": 1_500, "currency": "usd",
+           "applies_to": {"products": ["prod_basic"]}}
+    assert subscription_mrr(two_products(off)) == 2_000
+    assert subscription_mrr(two_products(off | {"amount_off": 400})) == 2_600
+    assert subscription_mrr(two_products(off | {"applies_to": None})) == 1_500
+
+
+def test_a_forever_coupon_without_applies_to_leaves_active_mrr_underivable_not_reducing_everything() -> None:
+    """Stripe includes `applies_to` only when asked: a coupon without it may be restricted to some products."""
+    unknown = {**template("coupon"), "id": "co_unknown", "duration": "forever", "percent_off": 50}
+    with pytest.raises(UnreadableObjectError, match="co_unknown came without applies_to"):
+        subscription_mrr(two_products(unknown))
+    assert subscription_mrr(two_products(unknown | {"duration": "once"})) == 3_000  # no forever coupon: not needed
+    assert subscription_mrr(two_products(unknown) | {"status": "canceled"}) == 0
+
+
+def test_a_restricted_coupon_on_an_item_without_a_product_leaves_active_mrr_underivable() -> None:
+    coupon = {**template("coupon"), "duration": "forever", "percent_off": 50, "applies_to": {"products": ["prod_pro"]}}
+    no_product = two_products(coupon)
+    no_product["items"]["data"][1]["price"] = {**no_product["items"]["data"][1]["price"], "product": None}
+    with pytest.raises(UnreadableObjectError, match="names no product"):
+        subscription_mrr(no_product)

@@ -37,7 +37,8 @@ def subscription(**fields: Any) -> dict[str, Any]:
 
 def half_off_forever() -> dict[str, Any]:
     """The discount as the write path fills it in (basil: the coupon embedded in the discount)."""
-    coupon = {**template("coupon"), "id": "HALF", "duration": "forever", "percent_off": 50}
+    coupon = {**template("coupon"), "id": "HALF", "duration": "forever", "percent_off": 50,
+              "applies_to": None}
     return {**{k: v for k, v in template("discount").items() if k != "source"}, "id": "di_old",
             "subscription": "sub_hist", "coupon": coupon}
 

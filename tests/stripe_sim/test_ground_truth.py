@@ -118,3 +118,17 @@ def test_tiered_prices_bill_and_count_by_their_tiers(sim: SimServer) -> None:
     assert inv is not None and inv["amount_paid"] == 11600
     gt = ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))
     assert gt["mrr"]["2025-03"] == {"eur": (3 * 12000 + 6000 + 2400) / 12, "usd": 11600 + 10400}
+
+
+def test_a_coupon_restricted_to_products_reduces_only_their_items(sim: SimServer) -> None:
+    """30% off prod Pro only, on a subscription of Pro ($20) and Basic ($10): $6 off, invoiced and in MRR."""
+    acct = sim.create_account(customers=0).id
+    b = sim.book(acct)
+    t0 = ts("2025-03-01")
+    pro, basic = b.create_price(t0, "usd", 2000), b.create_price(t0, "usd", 1000)
+    coupon = b.create_coupon(t0, "forever", percent_off=30, products=[pro["product"]])
+    cus = b.create_customer(t0)["id"]
+    sub = b.create_subscription(cus, [(pro, 1), (basic, 1)], t0, coupon=coupon)
+    inv = sim.state.accounts[acct].test.get("invoice", sub["latest_invoice"])
+    assert inv is not None and inv["amount_paid"] == 3000 - 600
+    assert ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))["mrr"]["2025-03"] == {"usd": 2400}

@@ -207,3 +207,29 @@ async def test_a_tiered_price_shows_its_tiers_only_when_expanded_like_stripe(sim
     expanded = await client.v1.subscriptions.retrieve_async(sub["id"], {"expand": ["items.data.price.tiers"]})
     assert [(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in item_price(expanded.to_dict())["tiers"]] == tiers
     assert lines[0]["amount"] == 5 * 1000 + 2 * 800 + 500
+
+
+@pytest.mark.parametrize("version", ["2019-02-19", CURRENT_VERSION])
+async def test_a_coupons_products_show_only_when_the_coupon_is_asked_for_them_like_stripe(
+        sim: SimServer, make_client: Make, version: str) -> None:
+    """Stripe includes a coupon's `applies_to` only when asked (`expand[]=applies_to` on the coupon): not in
+    events, not in a subscription's discount (embedded, or expanded under `source.coupon`)."""
+    info = sim.create_account(api_version=version, customers=0)
+    book = sim.book(info.id)
+    price = book.create_price(NOW - 9000, "usd", 2000)
+    coupon = book.create_coupon(NOW - 9000, "forever", percent_off=50, products=[price["product"]])
+    cus = book.create_customer(at=NOW - 8000)
+    sub = book.create_subscription(cus["id"], [(price, 1)], NOW - 7000, coupon=coupon)
+    client = make_client(info.restricted_key)
+    events = [e.to_dict() for e in (await client.v1.events.list_async({"limit": 100})).data]
+    in_events = [e["data"]["object"] for e in events if e["data"]["object"]["object"] == "subscription"]
+    retrieved = (await client.v1.subscriptions.retrieve_async(
+        sub["id"], {"expand": ["discounts", "discounts.source.coupon"]})).to_dict()
+    shown = [obj["discount"]["coupon"] for obj in in_events if version < "2025"] + [
+        d["coupon"] if "coupon" in d else d["source"]["coupon"] for d in retrieved["discounts"]]
+    assert in_events and shown and all(c["id"] == coupon["id"] and "applies_to" not in c for c in shown)
+    plain = (await client.v1.coupons.retrieve_async(coupon["id"])).to_dict()
+    asked = (await client.v1.coupons.retrieve_async(coupon["id"], {"expand": ["applies_to"]})).to_dict()
+    listed = (await client.v1.coupons.list_async({"expand": ["data.applies_to"]})).data[0].to_dict()
+    assert "applies_to" not in plain
+    assert asked["applies_to"] == listed["applies_to"] == {"products": [price["product"]]}

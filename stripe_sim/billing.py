@@ -85,6 +85,10 @@ class Book:
                      currency, duration_in_months, products)
         return self.store.insert("coupon", c, at)
 
+    def delete_coupon(self, coupon_id: str, at: int) -> None:
+        """Delete a coupon: no longer retrieved or listed (404), while the subscriptions it was applied to keep it."""
+        self.store.update("coupon", coupon_id, {"deleted": True}, at)
+
     # Customers -------------------------------------------------------------------------------
     def create_customer(self, at: int, email: str | None = None, name: str | None = None,
                         description: str | None = None,
@@ -151,7 +155,6 @@ class Book:
         trial = sub["status"] == "trialing"
         lines = [o.line_item(self._id("il"), inv_id, it, sub_id, period, self.livemode, trial)
                  for it in sub["items"]["data"]]
-        subtotal = sum(line["amount"] for line in lines)
         disc = _discount_amount(sub, _discountable(sub, lines), period[0], billing_reason)
         inv = o.invoice(inv_id, sub, at, lines, period, disc, billing_reason)
         self.store.insert("invoice", inv, at)

@@ -107,7 +107,7 @@ def filters(resource: str, query: Query, now: int) -> list[Callable[[Obj], bool]
     for field in ("customer", "payment_intent", "email"):
         if field in query:
             preds.append(_field_is(field, query[field]))
-    if resource == "customers":
+    if resource in ("customers", "coupons"):
         preds.append(lambda o: not o.get("deleted"))
     elif resource == "subscriptions":
         status = query.get("status")
@@ -183,4 +183,6 @@ def retrieve_object(store: Store, resource: str, obj_id: str, now: int) -> Obj:
     obj = store.get(kind, obj_id)
     if obj is None or (kind == "event" and obj["created"] < now - EVENT_WINDOW):
         raise missing(kind, obj_id)
+    if kind == "coupon" and obj.get("deleted"):
+        raise missing(kind, obj_id)  # a deleted coupon is gone; the discounts that applied it keep their copy
     return obj

@@ -785,7 +785,7 @@ class StripeImporter:
             if missing:
                 async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: Unexpanded = missing
                                    ) -> Expanded:
-                    return await fetch_expanded(reader, sub, wanted, known)
+                    return await fetch_expanded(reader, sub, wanted, known.applies_to)
 
                 known.add(await session.call(retrieve))
         filled = [products_laid_in(tiers_laid_in(o, known.tiers), known.applies_to) if isinstance(o, dict) else o

@@ -324,7 +324,7 @@ class StripeEventsPoller:
             subscription_id = str(event["data"]["object"]["id"])
 
             async def request(reader: StripeReader) -> Expanded:
-                return await fetch_expanded(reader, subscription_id, missing, known)
+                return await fetch_expanded(reader, subscription_id, missing, known.applies_to)
 
             known.add(await session.call(request))
         return with_expanded(event, known)

@@ -48,7 +48,8 @@ IMPORTED: Final = (
 EARLIEST_CREATED: Final = 0  # where a resource read whole starts (Unix time): no object of Stripe's is older
 EVENTS: Final = Resource("events", "event", "rak_event_read", "Events", {})
 # Coupons: a subscription's discounts name them, and MRR counts forever coupons. Since 2024-04 Stripe
-# names a subscription's discounts by id; expanding them (and their coupons) needs this permission.
+# names a subscription's discounts by id; expanding them (and their coupons) needs this permission, and so does
+# asking a forever coupon for the products it is restricted to (`GET /v1/coupons/{id}?expand[]=applies_to`).
 COUPONS: Final = Resource("coupons", "coupon", "rak_coupon_read", "Coupons", {})
 # Everything the key test reads: the five resources, the events list the poller needs, and coupons.
 TESTED: Final = (*IMPORTED, EVENTS, COUPONS)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ingestor.connections.store import PostgresConnectionStore
@@ -38,20 +40,19 @@ def expansions_for(wanted: Unexpanded) -> list[str]:
 
 
 async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Unexpanded,
-                         known: Expanded | None = None) -> Expanded:
+                         known_products: Mapping[str, Any] = MappingProxyType({})) -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
-    tiers), its discounts (with their coupons) by id and its tiered prices' tiers by price id; the products of the
-    forever coupons it names and of those its discounts bring, unless `known` holds them, laid into the discounts.
-    Raises IngestError subclasses."""
+    tiers), its discounts (with their coupons) by id and its tiered prices' tiers by price id; and the products of
+    the forever coupons it names and of those its discounts bring, but those `known_products` (coupon id →
+    `applies_to`) holds, laid into the discounts. Raises IngestError subclasses."""
     found = Expanded()
     if wanted.discounts or wanted.tiered_prices:
         found = expanded_in(await reader.retrieve_raw(
             "subscriptions", subscription_id, {"expand": expansions_for(wanted)}))
-    had = known.applies_to if known is not None else {}
     brought = coupons_without_products({"discounts": list(found.discounts.values())})
-    for coupon_id in dict.fromkeys(c for c in (*wanted.coupons, *brought) if c not in had):
+    for coupon_id in dict.fromkeys(c for c in (*wanted.coupons, *brought) if c not in known_products):
         found.applies_to[coupon_id] = await _applies_to(reader, coupon_id)
-    every = {**had, **found.applies_to}
+    every = {c: found.applies_to.get(c, known_products.get(c, COUPON_GONE)) for c in brought}
     found.discounts = {i: products_laid_in({"discounts": [d]}, every)["discounts"][0]
                        for i, d in found.discounts.items()}
     return found
@@ -101,7 +102,7 @@ class StripeDiscounts:
         self._waiting[connection_id] += 1
         try:
             async with asyncio.timeout(self._timeout_s):
-                found = await self._fetch(connection_id, livemode, subscription_id, missing, known)
+                found = await self._fetch(connection_id, livemode, subscription_id, missing)
         except TimeoutError:
             raise StripeUnavailableError(f"Stripe did not return the subscription's discounts or tiers within "
                                          f"{self._timeout_s:g} s") from None
@@ -131,13 +132,31 @@ class StripeDiscounts:
         while len(self._known) > self._max:
             self._known.popitem(last=False)
 
-    async def _fetch(self, connection_id: str, livemode: bool, subscription_id: str, wanted: Unexpanded,
-                     known: Expanded) -> Expanded:
+    async def _fetch(self, connection_id: str, livemode: bool, subscription_id: str, wanted: Unexpanded) -> Expanded:
         stored = await self._store.load_key(connection_id)
         if stored is None:
             raise KeyInvalidError("the connection has no key to read the discounts and tiers with")
         reader = self._readers.reader(stored[0], connection_id, livemode, quick=True)
         try:
-            return await fetch_expanded(reader, subscription_id, wanted, known)
+            remembered = _RememberedProducts(self._known, connection_id)
+            return await fetch_expanded(reader, subscription_id, wanted, remembered)
         finally:
             await reader.close()
+
+
+class _RememberedProducts(Mapping[str, Any]):
+    """One connection's remembered coupon products (coupon id → `applies_to`), looked up in the shared memory: the
+    coupons a subscription's discounts bring are not asked for again when another subscription brought them."""
+
+    def __init__(self, known: Mapping[tuple[str, str, str], Any], connection_id: str):
+        self._known = known
+        self._connection_id = connection_id
+
+    def __getitem__(self, coupon_id: str) -> Any:
+        return self._known[(self._connection_id, "applies_to", coupon_id)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key[2] for key in list(self._known) if key[:2] == (self._connection_id, "applies_to"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

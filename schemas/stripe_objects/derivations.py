@@ -64,6 +64,14 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                           "`currency_options[<subscription's currency>].amount_off`",
      "an active subscription's MRR is unreadable (a coupon in another currency without that option, or with no "
      "currency): never taken off in the wrong currency"),
+    ("subscription", "coupon products", "`coupon.applies_to.products` (Stripe includes `applies_to` only when asked: "
+                                        "the write path retrieves each forever coupon with `expand[]=applies_to`, "
+                                        "once, and lays it in); null: every item. A restricted coupon reduces only "
+                                        "the items whose `price.product` (a plan's `product`) it lists; an amount "
+                                        "coupon takes off at most their amount, shared in proportion",
+     "an active subscription's MRR is unreadable while a forever coupon's `applies_to` is not included (a coupon "
+     "deleted at Stripe since cannot be asked), or a restricted coupon meets an item without a product: never "
+     "taken off every item on a guess"),
     ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it, "
                                                "read by these rules (an MRR history point before the update)",
      "no point (the update itself still counts; a removed discount is named by id only)"),

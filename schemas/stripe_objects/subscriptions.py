@@ -293,14 +293,15 @@ def _coupon(r: FieldReader, coupon: Mapping[str, Any], field: str) -> Coupon:
 
 
 def _products(r: FieldReader, applies_to: Any, field: str) -> tuple[str, ...] | None:
-    """The products a coupon is restricted to (`applies_to.products`), or None: null (or no `applies_to`) is every
-    product. An empty list is refused: whether it means no product or every one is not documented."""
+    """The products a coupon is restricted to (`applies_to.products`), or None for every product: `applies_to` null,
+    or an empty list (what Stripe's own mock answers for a coupon without restriction, and how integrations read
+    it: a restriction names at least one product)."""
     if applies_to is None:
         return None
     products = applies_to.get("products") if isinstance(applies_to, Mapping) else None
-    if not _is_list(products) or not products or not all(isinstance(p, str) and p for p in products):
+    if not isinstance(products, list) or not all(isinstance(p, str) and p for p in products):
         raise r.fail(f"{field}.products", f"must be a list of product ids, got {shown(products)}")
-    return tuple(products)
+    return tuple(products) or None
 
 
 def _amounts_off(r: FieldReader, options: Any, field: str) -> tuple[tuple[str, int], ...]:

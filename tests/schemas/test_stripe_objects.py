@@ -406,16 +406,19 @@ def test_an_items_discounts_are_its_own() -> None:
 
 
 def test_a_coupons_products_are_read_and_its_absence_is_told_from_every_product() -> None:
-    """`applies_to` absent (Stripe includes it only when asked) is unknown; null is every product."""
+    """`applies_to` absent (Stripe includes it only when asked) is unknown; null, or no product listed (stripe-mock's
+    answer for a coupon asked for it), is every product."""
     coupon = {**template("coupon"), "duration": "forever", "percent_off": 50}
     read = [read_subscription(priced(template("price"), discounts=[item_discount(c, True)])).items[0].coupons[0]
-            for c in (coupon, coupon | {"applies_to": None}, coupon | {"applies_to": {"products": ["prod_a"]}})]
-    assert [(c.applies_to_known, c.products) for c in read] == [(False, None), (True, None), (True, ("prod_a",))]
+            for c in (coupon, coupon | {"applies_to": None}, coupon | {"applies_to": {"products": []}},
+                      coupon | {"applies_to": {"products": ["prod_a"]}})]
+    assert [(c.applies_to_known, c.products) for c in read] == [
+        (False, None), (True, None), (True, None), (True, ("prod_a",))]
     [item] = read_subscription(priced(template("price"))).items
     assert item.product_id == template("price")["product"]
 
 
-@pytest.mark.parametrize("applies_to", [{"products": []}, {"products": "prod_a"}, {"products": [7]}, {}, "prod_a"])
+@pytest.mark.parametrize("applies_to", [{"products": "prod_a"}, {"products": [7]}, {"products": [""]}, {}, "prod_a"])
 def test_a_coupons_products_stripe_would_never_send_are_refused(applies_to: object) -> None:
     coupon = {**template("coupon"), "duration": "forever", "percent_off": 50, "applies_to": applies_to}
     with pytest.raises(UnreadableObjectError, match="applies_to.products"):

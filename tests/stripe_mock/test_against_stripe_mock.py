@@ -18,13 +18,15 @@ from ingestor.connections.key_test import test_key as run_key_test
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.envelope.discounts import Unexpanded
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.stripe_api.catalog import IMPORTED, TESTED
+from ingestor.stripe_api.discounts import fetch_expanded
 from ingestor.stripe_api.readers import StripeReaders
 from plumbing.settings import Settings, StripeSettings
 from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
-from schemas.stripe_objects import Charge, Invoice, PaymentIntent, Subscription, read_object
+from schemas.stripe_objects import Charge, Invoice, PaymentIntent, Subscription, read_object, read_subscription
 from service.worker import open_worker
 from stack import STATE_DIR, stripe_mock
 from tests.ingestor.conftest import published_envelopes
@@ -128,3 +130,26 @@ async def test_the_importer_pages_through_stripe_mock_to_the_end(mock_settings: 
     assert all(len(ids) == 1 for ids in ids_by_type.values()), ids_by_type
     for envelope in envelopes:
         assert writes_for(envelope).states, orjson.loads(envelope.payload)["data"]["object"]["object"]
+
+
+async def test_the_write_paths_fill_in_requests_are_stripes_and_its_coupon_products_read(readers: StripeReaders) -> None:
+    """The retrieve of a subscription with its discounts, coupons and tiers expanded, and of a coupon with its
+    products (`expand[]=applies_to`), as stripe-mock validates them against Stripe's spec; the products come only
+    when asked, and a coupon listing none reduces every product."""
+    reader = readers.reader(KEY, "key:mock", livemode=False, quick=True)
+    try:
+        coupon_id = (await reader.list_raw_page("coupons", {"limit": 1})).objects[0]["id"]
+        plain = await reader.retrieve_raw("coupons", coupon_id, {})
+        found = await fetch_expanded(reader, "sub_mock", Unexpanded(("di_mock",), ("price_mock",), (coupon_id,)))
+    finally:
+        await reader.close()
+    assert "applies_to" not in plain
+    assert found.applies_to == {coupon_id: {"products": []}}
+    coupon = {**plain, "duration": "forever", "applies_to": found.applies_to[coupon_id]}
+    sub = read_subscription({"id": "sub_mock", "object": "subscription", "customer": "cus_mock", "status": "active",
+                             "created": 1, "currency": "usd", "discounts": [{"id": "di_mock", "coupon": coupon}],
+                             "items": {"data": [{"price": {"id": "price_mock", "product": "prod_mock",
+                                                           "currency": "usd", "unit_amount": 1000,
+                                                           "recurring": {"interval": "month", "interval_count": 1}},
+                                                 "quantity": 1}]}})
+    assert [(c.applies_to_known, c.products) for c in sub.coupons] == [(True, None)]

@@ -16,7 +16,11 @@ compared left to right, larger wins:
    deletion outranks everything. Lifecycles move forward within a second, so the further state is the
    later one. At equal progress a real
    event (rank × 2 + 1) outranks a snapshot (rank × 2): the event is exact, the snapshot may
-   have been read just before the change.
+   have been read just before the change. A creation event (`*.created`: the object's first state)
+   ranks below both (rank × 2 − 1): an update in the second it was created in (a customer given its
+   email, a subscription its quantity, a draft invoice its lines, all with the same status) is later,
+   and a snapshot of that second was read at least two seconds after it. Stored rows keep the ranks
+   they were written with: a creation stored before this rule ties with its update as before.
 3. `state_event_id` — the event id, compared as text: arbitrary but the same in every order.
 
 Because the rule only compares states, the stored row after any delivery order (and any number
@@ -54,12 +58,17 @@ AMOUNT_SCALE = 10**12
 GROWING_FIELD = {"charge": "amount_refunded", "invoice": "attempt_count"}
 
 
-def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_event: bool) -> int:
-    """Returns the same-second tie-break rank of one object state (fits a Postgres bigint)."""
+def state_rank(object_type: str, obj: Mapping[str, Any], deleted: bool, from_event: bool,
+               creation: bool = False) -> int:
+    """Returns the same-second tie-break rank of one object state (fits a Postgres bigint); `creation`: the state
+    of a creation event (`*.created`)."""
     progress = DELETED_PROGRESS if deleted else _status_progress(object_type, obj)
     field = GROWING_FIELD.get(object_type)
     grown = int(obj.get(field) or 0) if field and not deleted else 0
-    return (progress * AMOUNT_SCALE + min(grown, AMOUNT_SCALE - 1)) * 2 + (1 if from_event else 0)
+    step = progress * AMOUNT_SCALE + min(grown, AMOUNT_SCALE - 1)
+    if creation and from_event:
+        return step * 2 - 1  # below a snapshot of its step; the event one step below would need 10^12 grown
+    return step * 2 + (1 if from_event else 0)
 
 
 def _status_progress(object_type: str, obj: Mapping[str, Any]) -> int:

@@ -193,7 +193,8 @@ def writes_for(envelope: Envelope) -> Writes:
     )
     from_event = envelope.source is not Source.IMPORT
     time_ms = state_time_ms(envelope)
-    rank = state_rank(envelope.object_type, _rank_fields(record), deleted, from_event)
+    rank = state_rank(envelope.object_type, _rank_fields(record), deleted, from_event,
+                      creation=envelope.event_type.endswith(".created"))
     writes = Writes()
     writes.states.append(StateRow(table, envelope.tenant_id, envelope.object_id, time_ms, rank,
                                   envelope.event_id, envelope.livemode, _values(record, deleted, orjson.dumps(obj))))

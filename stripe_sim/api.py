@@ -128,7 +128,8 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
         return rendered
     if f"{prefix}discounts" in expand | {e.rsplit(".source.coupon", 1)[0] for e in expand}:
         authorize(key, "coupons")
-        rendered = expand_discounts(stored, rendered, version, f"{prefix}discounts.source.coupon" in expand)
+        rendered = expand_discounts(stored, rendered, version, f"{prefix}discounts.source.coupon" in expand,
+                                    f"{prefix}discounts.source.coupon.applies_to" in expand)
     tiered = [name for name in ("price", "plan") if f"{prefix}items.data.{name}.tiers" in expand]
     return expand_tiers(stored, rendered, tiered) if tiered else rendered
 

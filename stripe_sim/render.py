@@ -60,7 +60,10 @@ def render_event(evt: Obj, version: str | None = None) -> Obj:
     data = {**evt["data"], "object": _as_of(evt["data"]["object"], at)}
     previous = data.get("previous_attributes")
     if isinstance(previous, dict) and isinstance(previous.get("items"), dict) and _tiered(previous["items"]["data"]):
-        data["previous_attributes"] = {**previous, "items": _untiered_list(previous["items"])}
+        previous = data["previous_attributes"] = {**previous, "items": _untiered_list(previous["items"])}
+    before = previous.get("discount") if isinstance(previous, dict) else None
+    if isinstance(previous, dict) and isinstance(before, dict) and isinstance(before.get("coupon"), dict):
+        data["previous_attributes"] = {**previous, "discount": {**before, "coupon": coupon_as_shown(before["coupon"])}}
     return {**evt, "api_version": at, "data": data}
 
 
@@ -184,16 +187,19 @@ _RENDERERS: dict[str, Callable[[Obj, str], Obj]] = {
 }
 
 
-def expand_discounts(stored: Obj, rendered: Obj, version: str, coupons_too: bool) -> Obj:
-    """A rendered subscription with its `discounts` ids expanded (`expand[]=discounts`), and with
-    `coupons_too` each discount's `source.coupon` expanded as well (clover on)."""
+def expand_discounts(stored: Obj, rendered: Obj, version: str, coupons_too: bool,
+                     products_too: bool = False) -> Obj:
+    """A rendered subscription with its `discounts` ids expanded (`expand[]=discounts`), with `coupons_too` each
+    discount's `source.coupon` expanded as well (clover on), and with `products_too` that coupon's `applies_to`
+    (`expand[]=discounts.source.coupon.applies_to`; a deleted coupon's too, as the discount keeps it)."""
     discount = stored.get("discount")
     expanded: list[Any] = []
     for ref in rendered.get("discounts") or []:
         if isinstance(ref, str) and isinstance(discount, dict) and ref == discount.get("id"):
             found = _discount_as_of(discount, version)
             if coupons_too and isinstance(found.get("source"), dict):
-                found = {**found, "source": {**found["source"], "coupon": coupon_as_shown(discount["coupon"])}}
+                coupon = discount["coupon"] if products_too else coupon_as_shown(discount["coupon"])
+                found = {**found, "source": {**found["source"], "coupon": coupon}}
             expanded.append(found)
         else:
             expanded.append(ref)

@@ -1,12 +1,14 @@
 """Fetching what a subscription event leaves unexpanded: its discounts with their coupons, its tiered prices' tiers,
 its forever coupons' products.
 
-One retrieve of the subscription, expanding only what is wanted — discounts with
-`expand[]=discounts&expand[]=discounts.source.coupon` (this needs the restricted key's coupon permission), tiers
-with `expand[]=items.data.price.tiers` — then one retrieve per forever coupon whose products are not known
-(`expand[]=applies_to`: five levels below a subscription, more than Stripe expands), through the connection's
-reader and within its account's budget. A discount's coupon, a coupon's products and a price's tiers never change
-(Stripe prices are immutable in their amounts), so what was fetched is kept per connection (bounded).
+One retrieve of the subscription, expanding only what is wanted — discounts with their coupons and the coupons'
+products (`expand[]=discounts&expand[]=discounts.source.coupon&expand[]=discounts.source.coupon.applies_to`; this
+needs the restricted key's coupon permission), tiers with `expand[]=items.data.price.tiers` — then one retrieve per
+forever coupon whose products are still not known (`GET /v1/coupons/{id}?expand[]=applies_to`: a coupon embedded in
+an older version's event, or an item's), through the connection's reader and within its account's budget. A coupon
+deleted at Stripe since (404; deleting a coupon stops new redemptions only) is read from the subscription's
+discounts that still apply it. A discount's coupon, a coupon's products and a price's tiers never change (Stripe
+prices are immutable in their amounts), so what was fetched is kept per connection (bounded).
 
 The receiver waits for it while Stripe waits for our answer, and a tenant signs its own webhooks: it can send
 discounts or prices nobody fetched yet, as fast as it likes. So a fetch is given up after `timeout_s`, and a
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +34,9 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import get_logger
 
 log = get_logger(__name__)
+# The most coupons one subscription's fill-in asks Stripe for (Stripe allows 20 discounts on a subscription and on
+# each item): a tenant signs its own webhooks, and each coupon id named is a request of its budget and our time.
+MAX_COUPONS_ASKED = 40
 
 
 def expansions_for(wanted: Unexpanded) -> list[str]:
@@ -40,58 +45,104 @@ def expansions_for(wanted: Unexpanded) -> list[str]:
 
 
 async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Unexpanded,
-                         known_products: Mapping[str, Any] = MappingProxyType({})) -> Expanded:
+                         known_products: Mapping[str, Any] = MappingProxyType({}),
+                         on_products: Callable[[str, Any], None] | None = None) -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
     tiers), its discounts (with their coupons) by id and its tiered prices' tiers by price id; and the products of
     the forever coupons it names and of those its discounts bring, but those `known_products` (coupon id →
-    `applies_to`) holds, laid into the discounts. Raises IngestError subclasses."""
+    `applies_to`) holds, laid into the discounts. Each coupon's products are given to `on_products` as they come
+    (kept even when the caller gives up waiting). Raises IngestError subclasses."""
     found = Expanded()
     if wanted.discounts or wanted.tiered_prices:
         found = expanded_in(await reader.retrieve_raw(
             "subscriptions", subscription_id, {"expand": expansions_for(wanted)}))
     brought = coupons_without_products({"discounts": list(found.discounts.values())})
-    for coupon_id in dict.fromkeys(c for c in (*wanted.coupons, *brought) if c not in known_products):
-        found.applies_to[coupon_id] = await _applies_to(reader, coupon_id)
-    every = {c: found.applies_to.get(c, known_products.get(c, COUPON_GONE)) for c in brought}
+    asked = list(dict.fromkeys((*wanted.coupons, *brought)))
+    had = {c: known_products[c] for c in asked if c in known_products}  # read now: the memory may forget meanwhile
+    missing = [c for c in asked if c not in had]
+    if len(missing) > MAX_COUPONS_ASKED:
+        log.warning("a subscription names more forever coupons than are asked for at once; the rest stay unknown "
+                    "(its MRR refused by name)", subscription_id=subscription_id, coupons=len(missing))
+    gone: list[str] = []
+    for coupon_id in missing[:MAX_COUPONS_ASKED]:
+        applies_to = await _applies_to(reader, coupon_id)
+        if applies_to is COUPON_GONE:
+            gone.append(coupon_id)
+            continue
+        found.applies_to[coupon_id] = applies_to
+        if on_products is not None:
+            on_products(coupon_id, applies_to)
+    if gone:
+        for coupon_id, applies_to in (await _products_on_subscription(reader, subscription_id, gone)).items():
+            found.applies_to[coupon_id] = applies_to
+            if on_products is not None:
+                on_products(coupon_id, applies_to)
+    every = {**had, **found.applies_to}
     found.discounts = {i: products_laid_in({"discounts": [d]}, every)["discounts"][0]
                        for i, d in found.discounts.items()}
     return found
 
 
 async def _applies_to(reader: StripeReader, coupon_id: str) -> Any:
-    """A coupon's `applies_to` (None: every product), or COUPON_GONE when Stripe no longer has the coupon (the
-    subscription's MRR is then refused by the projector, by name, rather than counted on a guess)."""
+    """A coupon's `applies_to` (None: every product), or COUPON_GONE when Stripe no longer has the coupon or does
+    not say."""
     try:
         coupon = await reader.retrieve_raw("coupons", coupon_id, {"expand": ["applies_to"]})
     except ObjectMissingError:
-        log.warning("a forever coupon on a subscription no longer exists at Stripe: which products it reduces "
-                    "cannot be read, so the subscription's MRR will be refused", coupon_id=coupon_id)
         return COUPON_GONE
     if "applies_to" not in coupon:
-        raise StripeUnavailableError("Stripe answered a coupon asked with expand[]=applies_to without applies_to")
+        log.warning("Stripe answered a coupon asked for its products without them", coupon_id=coupon_id)
+        return COUPON_GONE
     return coupon["applies_to"]
 
 
+async def _products_on_subscription(reader: StripeReader, subscription_id: str,
+                                    coupon_ids: list[str]) -> dict[str, Any]:
+    """The products of coupons deleted at Stripe, as the subscription's discounts still hold them (Stripe keeps a
+    deleted coupon on the discounts that applied it): a retrieve with `expand[]=discounts.source.coupon.applies_to`
+    (four levels, Stripe's most). A coupon not there (an item's discount, or one removed since) stays unknown, and
+    the subscription's MRR is refused by name rather than counted on a guess."""
+    sub = await reader.retrieve_raw("subscriptions", subscription_id, {"expand": list(DISCOUNT_EXPANSIONS)})
+    listed = sub.get("discounts")
+    found = {}
+    for discount in listed if isinstance(listed, list) else []:
+        source = discount.get("source") if isinstance(discount, Mapping) else None
+        coupon = source.get("coupon") if isinstance(source, Mapping) else None
+        if isinstance(coupon, Mapping) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
+            found[coupon["id"]] = coupon["applies_to"]
+    for coupon_id in coupon_ids:
+        if coupon_id not in found:
+            log.warning("a forever coupon is gone from Stripe and from its subscription's discounts: which products "
+                        "it reduces cannot be read, so the subscription's MRR will be refused", coupon_id=coupon_id,
+                        subscription_id=subscription_id)
+    return found
+
+
 class StripeDiscounts:
-    """Discounts and tiers fetched with a connection's stored key (for the receiver), remembered per connection."""
+    """Discounts, tiers and coupons' products fetched with a connection's stored key (for the receiver), remembered
+    per connection: at most `max_per_connection` things for one connection (a tenant naming coupons or discounts
+    that do not exist, as fast as it likes, forgets its own first) and `max_remembered` in all (the least recently
+    used connection's first)."""
 
     def __init__(self, store: PostgresConnectionStore, readers: StripeReaders, timeout_s: float = 5.0,
-                 per_connection: int = 16, max_remembered: int = 10_000):
+                 per_connection: int = 16, max_remembered: int = 10_000, max_per_connection: int = 1_000):
         self._store = store
         self._readers = readers
         self._timeout_s = timeout_s
         self._per_connection = per_connection
         self._max = max_remembered
-        # (connection, "discount", "tiers" or "applies_to", discount, price or coupon id) → the discount, the price's
-        # tiers, or the coupon's applies_to
-        self._known: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._max_per_connection = max_per_connection
+        # connection → (kind: "discount", "tiers" or "applies_to"; discount, price or coupon id) → the discount, the
+        # price's tiers or the coupon's applies_to; least recently used first, on both levels
+        self._known: OrderedDict[str, OrderedDict[tuple[str, str], Any]] = OrderedDict()
+        self._size = 0
         self._waiting: Counter[str] = Counter()  # fetches under way, per connection
 
     async def for_subscription(self, connection_id: str, livemode: bool, subscription_id: str,
                                wanted: Unexpanded) -> Expanded:
         """Returns what of `wanted` is remembered or Stripe still knows. Raises IngestError subclasses: a
         StripeUnavailableError when the connection has `per_connection` fetches waiting already, or when Stripe (or
-        the account's budget) has not answered within `timeout_s`."""
+        the account's budget) has not answered within `timeout_s` (the coupons' products found by then are kept)."""
         known = self._remembered(connection_id, wanted)
         missing = wanted.beyond(known)
         if not missing:
@@ -110,27 +161,43 @@ class StripeDiscounts:
             self._waiting[connection_id] -= 1
             if not self._waiting[connection_id]:
                 del self._waiting[connection_id]
-        self._remember(connection_id, found)
+        for kind, by_id in (("discount", found.discounts), ("tiers", found.tiers), ("applies_to", found.applies_to)):
+            for found_id, value in by_id.items():
+                self._remember(connection_id, kind, found_id, value)
         known.add(found)
         return known
 
     def _remembered(self, connection_id: str, wanted: Unexpanded) -> Expanded:
         known = Expanded()
+        entries = self._known.get(connection_id)
+        if entries is None:
+            return known
+        self._known.move_to_end(connection_id)
         for kind, ids, into in (("discount", wanted.discounts, known.discounts),
                                 ("tiers", wanted.tiered_prices, known.tiers),
                                 ("applies_to", wanted.coupons, known.applies_to)):
             for found_id in ids:
-                if (connection_id, kind, found_id) in self._known:
-                    into[found_id] = self._known[(connection_id, kind, found_id)]
+                if (kind, found_id) in entries:
+                    into[found_id] = entries[(kind, found_id)]
+                    entries.move_to_end((kind, found_id))
         return known
 
-    def _remember(self, connection_id: str, found: Expanded) -> None:
-        for kind, by_id in (("discount", found.discounts), ("tiers", found.tiers), ("applies_to", found.applies_to)):
-            for found_id, value in by_id.items():
-                self._known[(connection_id, kind, found_id)] = value
-                self._known.move_to_end((connection_id, kind, found_id))
-        while len(self._known) > self._max:
-            self._known.popitem(last=False)
+    def _remember(self, connection_id: str, kind: str, found_id: str, value: Any) -> None:
+        entries = self._known.setdefault(connection_id, OrderedDict())
+        self._known.move_to_end(connection_id)
+        if (kind, found_id) not in entries:
+            self._size += 1
+        entries[(kind, found_id)] = value
+        entries.move_to_end((kind, found_id))
+        if len(entries) > self._max_per_connection:
+            entries.popitem(last=False)
+            self._size -= 1
+        while self._size > self._max:
+            oldest_connection, oldest = next(iter(self._known.items()))
+            oldest.popitem(last=False)
+            self._size -= 1
+            if not oldest:
+                del self._known[oldest_connection]
 
     async def _fetch(self, connection_id: str, livemode: bool, subscription_id: str, wanted: Unexpanded) -> Expanded:
         stored = await self._store.load_key(connection_id)
@@ -138,25 +205,26 @@ class StripeDiscounts:
             raise KeyInvalidError("the connection has no key to read the discounts and tiers with")
         reader = self._readers.reader(stored[0], connection_id, livemode, quick=True)
         try:
-            remembered = _RememberedProducts(self._known, connection_id)
-            return await fetch_expanded(reader, subscription_id, wanted, remembered)
+            return await fetch_expanded(
+                reader, subscription_id, wanted, _RememberedProducts(self._known.get(connection_id, {})),
+                on_products=lambda coupon_id, applies_to: self._remember(
+                    connection_id, "applies_to", coupon_id, applies_to))
         finally:
             await reader.close()
 
 
 class _RememberedProducts(Mapping[str, Any]):
-    """One connection's remembered coupon products (coupon id → `applies_to`), looked up in the shared memory: the
-    coupons a subscription's discounts bring are not asked for again when another subscription brought them."""
+    """One connection's remembered coupon products (coupon id → `applies_to`): the coupons a subscription's
+    discounts bring are not asked for again when another subscription brought them."""
 
-    def __init__(self, known: Mapping[tuple[str, str, str], Any], connection_id: str):
-        self._known = known
-        self._connection_id = connection_id
+    def __init__(self, entries: Mapping[tuple[str, str], Any]):
+        self._entries = entries
 
     def __getitem__(self, coupon_id: str) -> Any:
-        return self._known[(self._connection_id, "applies_to", coupon_id)]
+        return self._entries[("applies_to", coupon_id)]
 
     def __iter__(self) -> Iterator[str]:
-        return (key[2] for key in list(self._known) if key[:2] == (self._connection_id, "applies_to"))
+        return (found_id for kind, found_id in list(self._entries) if kind == "applies_to")
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

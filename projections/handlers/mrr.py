@@ -10,7 +10,7 @@ and `repeating` are temporary): an item's own discounts first, on that item (nev
 subscription's on the items they apply to (a coupon's `applies_to.products`, or every item). A percent
 coupon scales; an amount coupon takes off its amount in the subscription's currency (the coupon's
 `currency_options` when it is in another), normalised by the item's interval (the subscription's: by the
-first item's), at most the amount of the items it applies to. A subscription set to cancel at period end
+first item it applies to), at most the amount of the items it applies to. A subscription set to cancel at period end
 keeps its MRR until it actually ends.
 
 Reads only the canonical record (`schemas.stripe_objects`), whatever API version the state came in.
@@ -46,9 +46,7 @@ def subscription_mrr(sub: Subscription, status: str | None = None) -> Fraction:
             "subscription", sub.id, "discounts",
             f"name {', '.join(sub.unresolved_discounts)} by id only: their coupons decide the MRR",
         )
-    amounts = [_item_mrr(sub, item) for item in sub.items]
-    if sub.items:
-        amounts = _discounted(sub, amounts, sub.items, sub.coupons, monthly_factor(sub.items[0]))
+    amounts = _discounted(sub, [_item_mrr(sub, item) for item in sub.items], sub.items, sub.coupons)
     return max(sum(amounts, Fraction(0)), Fraction(0))
 
 
@@ -59,28 +57,29 @@ def _item_mrr(sub: Subscription, item: Item) -> Fraction:
             "subscription", sub.id, f"item {item.id} discounts",
             f"name {', '.join(item.unresolved_discounts)} by id only: their coupons decide the MRR",
         )
-    factor = monthly_factor(item)
-    return max(_discounted(sub, [item.period_amount * factor], (item,), item.coupons, factor)[0], Fraction(0))
+    amount = item.period_amount * monthly_factor(item)
+    return max(_discounted(sub, [amount], (item,), item.coupons)[0], Fraction(0))
 
 
-def _discounted(sub: Subscription, amounts: Sequence[Fraction], items: Sequence[Item], coupons: Iterable[Coupon],
-                factor: Fraction) -> list[Fraction]:
-    """The month's amounts of `items` after the forever coupons, each on the items it applies to. A percent scales
-    them; an amount (per billing period) comes off their sum, at most all of it, shared in proportion (as Stripe
-    spreads a discount over an invoice's lines)."""
+def _discounted(sub: Subscription, amounts: Sequence[Fraction], items: Sequence[Item],
+                coupons: Iterable[Coupon]) -> list[Fraction]:
+    """The month's amounts of `items` after the forever coupons, each on the items it applies to (those worth
+    nothing aside). A percent scales them; an amount, taken off each billing period of the first item it applies
+    to, comes off their sum, at most all of it, shared in proportion (as Stripe spreads a discount over an invoice's
+    lines)."""
     amounts = list(amounts)
     for coupon in coupons:
         if coupon.duration != "forever":
             continue
-        reduced = [i for i, item in enumerate(items) if _reduces(sub, coupon, item)]
+        reduced = [i for i, item in enumerate(items) if amounts[i] > 0 and _reduces(sub, coupon, item)]
+        if not reduced:
+            continue
         if coupon.percent_off is not None:
             for i in reduced:
                 amounts[i] *= 1 - coupon.percent_off / 100
         elif coupon.amount_off:
             base = sum((amounts[i] for i in reduced), Fraction(0))
-            if base <= 0:
-                continue
-            off = min(_amount_off(sub, coupon) * factor, base)
+            off = min(_amount_off(sub, coupon) * monthly_factor(items[reduced[0]]), base)
             for i in reduced:
                 amounts[i] -= off * amounts[i] / base
     return amounts

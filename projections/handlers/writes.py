@@ -262,6 +262,12 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     )]
 
 
+def _version(envelope: Envelope, sub: Subscription, at_ms: int, status: str, rank: int,
+             suffix: str) -> SubscriptionVersion:
+    return SubscriptionVersion(envelope.tenant_id, sub.id, at_ms, rank, envelope.event_id + suffix, sub.customer_id,
+                               sub.currency, status, as_decimal(subscription_mrr(sub, status)))
+
+
 def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:
     """The version this state is, plus — for a snapshot — the earlier points it implies.
 
@@ -270,31 +276,29 @@ def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, 
     unpaid, paused) from the start of the current period, and canceled from `ended_at`. Upgrades
     and downgrades older than 30 days are not visible through Stripe's API and are not guessed.
     """
-
-    def version(at_ms: int, status: str, rank_: int, suffix: str = "") -> SubscriptionVersion:
-        return SubscriptionVersion(
-            envelope.tenant_id, sub.id, at_ms, rank_, envelope.event_id + suffix, sub.customer_id,
-            sub.currency, status, as_decimal(subscription_mrr(sub, status)),
-        )
-
-    versions = [version(time_ms, sub.status, rank)]
+    points: list[tuple[int, str, int, str]] = [(time_ms, sub.status, rank, "")]  # (time, status, rank, id suffix)
     start = _timestamp(sub.start_date) or _timestamp(sub.created)
-    if envelope.source is not Source.IMPORT or start is None:
-        return versions
-    if sub.status in ("incomplete", "incomplete_expired"):
-        return versions
+    if envelope.source is Source.IMPORT and start is not None and sub.status not in ("incomplete", "incomplete_expired"):
+        points += _snapshot_points(sub, start)
+    # The MRR of the points kept only: a point after the snapshot (a trial ending later) is not computed.
+    return [_version(envelope, sub, *point) for point in points if point[0] <= time_ms]
+
+
+def _snapshot_points(sub: Subscription, start: int) -> list[tuple[int, str, int, str]]:
+    """The earlier points a snapshot implies, as (time, status, rank, id suffix)."""
+    points = []
     ended = _timestamp(sub.ended_at)
     trial_end = _timestamp(sub.trial_end)
     if trial_end is not None and trial_end > start:
-        versions.append(version(start * 1000, "trialing", _derived_rank("trialing"), ":start"))
+        points.append((start * 1000, "trialing", _derived_rank("trialing"), ":start"))
         if ended is None or trial_end < ended:
-            versions.append(version(trial_end * 1000, "active", _derived_rank("active"), ":trial_end"))
+            points.append((trial_end * 1000, "active", _derived_rank("active"), ":trial_end"))
     else:
-        versions.append(version(start * 1000, "active", _derived_rank("active"), ":start"))
+        points.append((start * 1000, "active", _derived_rank("active"), ":start"))
     period_start = _timestamp(sub.current_period_start)
     if sub.status in ("past_due", "unpaid", "paused") and ended is None and period_start is not None:
         if period_start > start:
-            versions.append(version(period_start * 1000, sub.status, _derived_rank(sub.status), ":since_period_start"))
+            points.append((period_start * 1000, sub.status, _derived_rank(sub.status), ":since_period_start"))
     if ended is not None:
-        versions.append(version(ended * 1000, "canceled", _derived_rank("canceled"), ":end"))
-    return [v for v in versions if v.state_time <= time_ms]
+        points.append((ended * 1000, "canceled", _derived_rank("canceled"), ":end"))
+    return points

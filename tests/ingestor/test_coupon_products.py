@@ -3,7 +3,8 @@ includes `applies_to` only when a coupon is asked for it (`expand[]=applies_to`)
 no list carries it. Every path — importer, poller, receiver — asks each forever coupon for its products (once,
 remembered) and lays them in before publishing, so a subscription with a restricted coupon counts in MRR as the
 simulator's ground truth says, in any API version. A coupon deleted at Stripe since it was applied cannot be asked:
-its subscription is published as it came and its MRR refused by name, never reduced on a guess."""
+its products are read from the discount that still applies it; one gone from there too leaves its subscription
+published as it came and its MRR refused by name, never reduced on a guess."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import stripe
 
 from ingestor.envelope.coupons import COUPON_GONE
 from ingestor.envelope.discounts import Expanded, Unexpanded, unexpanded, with_expanded
+from ingestor.stripe_api.discounts import StripeDiscounts
 from projections.handlers.writes import writes_for
-from schemas.stripe_objects import UnreadableObjectError, read_subscription
+from schemas.stripe_objects import UnreadableObjectError
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.render import render_event
@@ -27,7 +29,8 @@ from tests.ingestor.conftest import ControlClient, connect, published_envelopes
 from tests.projections.support import mrr_figures, project_until_idle
 
 DAY = 86400
-COUPONS = 3  # in `restricted_account`: one retrieve each at most, whatever the number of events naming them
+COUPONS = 3  # in `restricted_account`: one retrieve each at most, whatever the number of events naming them (none
+# when the subscription's discounts, retrieved, bring them with their products)
 # This month's MRR in `restricted_account`: Pro $20 and Basic $10 with 30% off Pro only; the same with $5 off
 # Basic only; two Basic with 30% off Pro only (nothing off); Pro with 10% off everything.
 USD_MRR = (1400 + 1000) + (2000 + 500) + 2000 + 1800
@@ -131,7 +134,7 @@ async def test_the_importer_asks_each_coupon_for_its_products_once(
     outcome, = await worker.importer.run_pending(among={connection_id})
     assert outcome.state == "done", outcome
     await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert coupon_retrieves(sim, account) == COUPONS
+    assert coupon_retrieves(sim, account) == COUPONS  # a list cannot ask for them (five levels)
 
 
 @pytest.mark.integration
@@ -146,7 +149,7 @@ async def test_the_poller_asks_each_coupon_for_its_products_once(
     outcome = await worker.poller.poll_connection(connection_id)
     assert outcome.state == "polled", outcome
     await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert coupon_retrieves(sim, account) == COUPONS
+    assert coupon_retrieves(sim, account) == (COUPONS if version == LEGACY_VERSION else 0)
 
 
 @pytest.mark.integration
@@ -159,16 +162,16 @@ async def test_the_receiver_asks_each_coupon_for_its_products_once(
     tenant, token, _, _ = await connect(control, sim, account)
     assert await deliver_every_event(control, sim, account, tenant, token) == []
     await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert coupon_retrieves(sim, account) == COUPONS
+    assert coupon_retrieves(sim, account) == (COUPONS if version == LEGACY_VERSION else 0)
 
 
-@pytest.mark.integration
-async def test_a_coupon_deleted_at_stripe_is_published_as_it_came_and_its_mrr_refused_by_name(
-    control: ControlClient, sim: SimServer,
-) -> None:
-    """Stripe answers 404 for a coupon deleted since it was applied: its products cannot be known. The delivery is
-    accepted (a 503 would be retried for days, and a poller cycle would never end), the coupon published without
-    `applies_to`, and the projector refuses the subscription's MRR naming the coupon — never reducing every item."""
+def subscription_retrieves(sim: SimServer, account: str) -> int:
+    return sum(n for path, n in sim.request_counts(account).items() if path.startswith("GET /v1/subscriptions/"))
+
+
+def deleted_coupon_account(sim: SimServer, removed_from_subscription: bool) -> tuple[str, dict[str, Any]]:
+    """An account whose subscription has a forever 30% off restricted to its product, the coupon deleted since (and
+    with `removed_from_subscription`, the discount removed too); returns the account and the coupon."""
     account = sim.create_account(api_version=LEGACY_VERSION, customers=0).id
     sim.set_rate_limit(account, 1000)
     book = sim.book(account)
@@ -177,15 +180,64 @@ async def test_a_coupon_deleted_at_stripe_is_published_as_it_came_and_its_mrr_re
     gone = book.create_coupon(t0, "forever", percent_off=30, products=[pro["product"]])
     sub = book.create_subscription(book.create_customer(t0)["id"], [(pro, 1)], t0 + 1, coupon=gone)
     book.delete_coupon(gone["id"], t0 + 2)
+    if removed_from_subscription:
+        book._update("subscription", sub["id"], {"discount": None, "discounts": []}, t0 + 3,
+                     "customer.subscription.updated", True)
+    return account, gone
+
+
+@pytest.mark.integration
+async def test_a_coupon_deleted_at_stripe_is_read_from_the_discount_that_still_applies_it(
+    control: ControlClient, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+) -> None:
+    """Stripe answers 404 for a coupon deleted since it was applied, and the discount keeps applying it (deleting a
+    coupon stops new redemptions only): its products are read from the subscription's discounts
+    (`expand[]=discounts.source.coupon.applies_to`), once, and its MRR counts."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account, _ = deleted_coupon_account(sim, removed_from_subscription=False)
     tenant, token, _, _ = await connect(control, sim, account)
     assert await deliver_every_event(control, sim, account, tenant, token) == []
-    published = [e for e in await published_envelopes(control.settings, 1)
-                 if e.tenant_id == tenant and e.object_id == sub["id"]]
-    assert published and coupon_retrieves(sim, account) == 1  # 404 remembered: not asked again
-    for envelope in published:
-        obj = orjson.loads(envelope.payload)["data"]["object"]
-        assert "applies_to" not in obj["discount"]["coupon"]
-        if obj["status"] == "active":
-            with pytest.raises(UnreadableObjectError, match=f"coupon {gone['id']} came without applies_to"):
-                writes_for(envelope)
-    assert any(read_subscription(orjson.loads(e.payload)["data"]["object"]).status == "active" for e in published)
+    await project_until_idle(control.settings, control.pool)
+    truth = sim.ground_truth(account)
+    async with control.pool.acquire() as conn:
+        refused = await conn.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
+                                   tenant)
+        mrr = await mrr_figures(conn, tenant)
+    assert [dict(r) for r in refused] == []
+    assert mrr[month_of(truth["as_of"])] == truth["mrr"][month_of(truth["as_of"])] == {"usd": 1400}
+    assert (coupon_retrieves(sim, account), subscription_retrieves(sim, account)) == (1, 1)
+
+
+@pytest.mark.integration
+async def test_a_coupon_gone_from_stripe_and_its_subscription_is_published_as_it_came_and_its_mrr_refused_by_name(
+    control: ControlClient, sim: SimServer,
+) -> None:
+    """Deleted, and its discount removed since: which products it reduced cannot be read anywhere. The deliveries
+    are accepted (a 503 would be retried for days, and a poller cycle would never end), the coupon published without
+    `applies_to`, and the projector refuses the active state's MRR naming the coupon — never reducing every item."""
+    account, gone = deleted_coupon_account(sim, removed_from_subscription=True)
+    tenant, token, _, _ = await connect(control, sim, account)
+    assert await deliver_every_event(control, sim, account, tenant, token) == []
+    published = [orjson.loads(e.payload)["data"]["object"] for e in await published_envelopes(control.settings, 1)
+                 if e.tenant_id == tenant and e.object_type == "subscription"]
+    with_coupon = [obj for obj in published if obj.get("discount")]
+    assert with_coupon and all("applies_to" not in obj["discount"]["coupon"] for obj in with_coupon)
+    active = [e for e in await published_envelopes(control.settings, 1) if e.tenant_id == tenant
+              and e.object_type == "subscription" and orjson.loads(e.payload)["data"]["object"]["status"] == "active"
+              and orjson.loads(e.payload)["data"]["object"].get("discount")]
+    assert active
+    for envelope in active:
+        with pytest.raises(UnreadableObjectError, match=f"coupon {gone['id']} came without applies_to"):
+            writes_for(envelope)
+
+
+def test_one_connection_naming_coupons_without_end_forgets_its_own_first() -> None:
+    """A tenant signs its own webhooks and can name coupons or discounts that do not exist as fast as it likes: what
+    the receiver remembers for it is bounded, so the other connections' coupons stay remembered."""
+    discounts = StripeDiscounts(store=None, readers=None, max_remembered=10, max_per_connection=4)  # type: ignore[arg-type]
+    discounts._remember("conn_b", "applies_to", "co_b", None)
+    for i in range(100):
+        discounts._remember("conn_a", "applies_to", f"co_{i}", {"products": ["prod_x"]})
+    assert discounts._remembered("conn_b", Unexpanded(coupons=("co_b",))).applies_to == {"co_b": None}
+    assert discounts._remembered("conn_a", Unexpanded(coupons=tuple(f"co_{i}" for i in range(100)))).applies_to == {
+        f"co_{i}": {"products": ["prod_x"]} for i in range(96, 100)}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any
 
 import pytest
 
+from ingestor.envelope.snapshots import snapshot_envelope
 from projections.handlers.mrr import subscription_mrr as canonical_mrr
+from projections.handlers.writes import writes_for
 from schemas.stripe_objects import UnreadableObjectError, read_subscription
+from stripe_sim import CURRENT_VERSION
 from stripe_sim.objects import template
 
 
@@ -194,3 +198,48 @@ def test_a_restricted_coupon_on_an_item_without_a_product_leaves_active_mrr_unde
     no_product["items"]["data"][1]["price"] = {**no_product["items"]["data"][1]["price"], "product": None}
     with pytest.raises(UnreadableObjectError, match="names no product"):
         subscription_mrr(no_product)
+
+
+def test_an_amount_coupon_on_several_items_is_shared_in_proportion_before_the_next_coupon() -> None:
+    """$15 off Pro ($20) and Basic ($10) takes $10 and $5; 50% off Pro then halves Pro's $10 left: $10 in all."""
+    both = {**template("coupon"), "duration": "forever", "percent_off": None, "amount_off": 1_500, "currency": "usd",
+            "applies_to": {"products": ["prod_pro", "prod_basic"]}}
+    half_pro = {**template("coupon"), "id": "co_half", "duration": "forever", "percent_off": 50,
+                "applies_to": {"products": ["prod_pro"]}}
+    stacked = two_products(both)
+    stacked["discounts"].append({"id": "di_2", "object": "discount", "source": {"type": "coupon", "coupon": half_pro}})
+    assert subscription_mrr(stacked) == 500 + 500
+
+
+def test_an_amount_coupon_is_normalised_by_the_interval_of_the_items_it_reduces() -> None:
+    """$120 off a year of Pro, Basic monthly listed first: $10 a month off, not $120 a month (capped at Pro's $100)."""
+    yearly_pro = product_price(120_000, "prod_pro", "price_pro") | {
+        "recurring": {"interval": "year", "interval_count": 1, "usage_type": "licensed"}}
+    off = {**template("coupon"), "duration": "forever", "percent_off": None, "amount_off": 12_000, "currency": "usd",
+           "applies_to": {"products": ["prod_pro"]}}
+    mixed = sub((product_price(1_000, "prod_basic", "price_basic"), 1), (yearly_pro, 1),
+                discounts=[{"id": "di_1", "object": "discount", "source": {"type": "coupon", "coupon": off}}])
+    assert subscription_mrr(mixed) == 1_000 + 9_000
+
+
+def test_an_item_worth_nothing_needs_no_product_for_a_restricted_coupon() -> None:
+    coupon = {**template("coupon"), "duration": "forever", "percent_off": 50, "applies_to": {"products": ["prod_pro"]}}
+    metered = two_products(coupon)
+    metered["items"]["data"][1]["price"] = {**metered["items"]["data"][1]["price"], "product": None,
+                                            "recurring": {"interval": "month", "interval_count": 1,
+                                                          "usage_type": "metered"}}
+    assert subscription_mrr(metered) == 1_000
+
+
+def test_a_snapshot_computes_the_mrr_of_the_points_it_keeps_only() -> None:
+    """A snapshot of a subscription trialing until next month, with a forever coupon whose products are unknown:
+    its trial (MRR 0) is stored; the point at the trial's end, later than the snapshot, was computed (and refused
+    the whole snapshot) although it is not kept."""
+    asked_at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    unknown = {**template("coupon"), "duration": "forever", "percent_off": 50}
+    trialing = two_products(unknown) | {"status": "trialing", "start_date": int(asked_at.timestamp()) - 86_400,
+                                        "trial_end": int(asked_at.timestamp()) + 30 * 86_400}
+    writes = writes_for(snapshot_envelope(trialing, "t", False, CURRENT_VERSION, asked_at))
+    assert [(v.status, v.mrr) for v in writes.versions] == [("trialing", 0), ("trialing", 0)]
+    with pytest.raises(UnreadableObjectError, match="came without applies_to"):  # active from its start: not known
+        writes_for(snapshot_envelope(trialing | {"trial_end": None}, "t", False, CURRENT_VERSION, asked_at))

@@ -18,7 +18,7 @@ from stripe_sim.errors import StripeError
 from stripe_sim.ids import new_id
 from stripe_sim.listing import KINDS, list_objects, retrieve_object
 from stripe_sim.model import ApiKey, Obj, Store
-from stripe_sim.render import expand_discounts, expand_tiers, render
+from stripe_sim.render import expand_discounts, expand_item_discounts, expand_tiers, render
 
 if TYPE_CHECKING:
     from stripe_sim.server import SimServer
@@ -130,6 +130,9 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
         authorize(key, "coupons")
         rendered = expand_discounts(stored, rendered, version, f"{prefix}discounts.source.coupon" in expand,
                                     f"{prefix}discounts.source.coupon.applies_to" in expand)
+    if f"{prefix}items.data.discounts" in expand:
+        authorize(key, "coupons")
+        rendered = expand_item_discounts(stored, rendered, version)
     tiered = [name for name in ("price", "plan") if f"{prefix}items.data.{name}.tiers" in expand]
     return expand_tiers(stored, rendered, tiered) if tiered else rendered
 

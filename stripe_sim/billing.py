@@ -118,20 +118,26 @@ class Book:
     # Subscriptions ---------------------------------------------------------------------------
     def create_subscription(self, cus_id: str, items: list[tuple[Obj, int]], at: int,
                             trial_days: int = 0, coupon: Obj | None = None,
-                            pay: bool = True) -> Obj:
-        """Start a subscription; without a trial its first invoice is charged at once."""
+                            pay: bool = True, item_coupons: dict[str, Obj] | None = None) -> Obj:
+        """Start a subscription; without a trial its first invoice is charged at once. `item_coupons` (by price id)
+        discount an item alone (since 2024-04)."""
         sub_id = self._id("sub")
         currency = items[0][0]["currency"]
         trial = (at, at + trial_days * DAY) if trial_days else None
         start = trial[1] if trial else at
         interval, count = _interval(items[0][0])
         period = (at, start) if trial else (at, add_interval(at, interval, count))
-        sis = [o.subscription_item(self._id("si"), sub_id, p, q, at, period) for p, q in items]
+        sis = []
+        for p, q in items:
+            si_id = self._id("si")
+            on_item = (item_coupons or {}).get(p["id"])
+            item_discounts = [] if on_item is None else [
+                {**o.discount(self._id("di"), on_item, cus_id, sub_id, at, _discount_end(on_item, at)),
+                 "subscription_item": si_id}]
+            sis.append(o.subscription_item(si_id, sub_id, p, q, at, period, item_discounts))
         disc = None
         if coupon is not None:
-            end = (add_interval(at, "month", coupon["duration_in_months"])
-                   if coupon["duration"] == "repeating" else None)
-            disc = o.discount(self._id("di"), coupon, cus_id, sub_id, at, end)
+            disc = o.discount(self._id("di"), coupon, cus_id, sub_id, at, _discount_end(coupon, at))
         status = "trialing" if trial else "incomplete"
         sub = o.subscription(sub_id, cus_id, at, self.livemode, currency, sis, status, trial, disc)
         self.store.insert("subscription", sub, at)
@@ -155,7 +161,12 @@ class Book:
         trial = sub["status"] == "trialing"
         lines = [o.line_item(self._id("il"), inv_id, it, sub_id, period, self.livemode, trial)
                  for it in sub["items"]["data"]]
-        disc = _discount_amount(sub, _discountable(sub, lines), period[0], billing_reason)
+        by_item = {it["id"]: it for it in sub["items"]["data"]}
+        item_off = [sum(_discount_amount(d, line["amount"], period[0], billing_reason)
+                        for d in by_item[line["parent"]["subscription_item_details"]["subscription_item"]]["discounts"])
+                    for line in lines]
+        disc = sum(item_off) + _discount_amount(sub.get("discount"), _discountable(sub, lines, item_off), period[0],
+                                                 billing_reason)
         inv = o.invoice(inv_id, sub, at, lines, period, disc, billing_reason)
         self.store.insert("invoice", inv, at)
         self.emit("invoice.created", inv, at)
@@ -356,16 +367,21 @@ def _interval(p: Obj) -> tuple[str, int]:
     return p["recurring"]["interval"], p["recurring"]["interval_count"]
 
 
-def _discountable(sub: Obj, lines: list[Obj]) -> int:
-    """The amount of the lines the subscription's coupon reduces: those of its products, or every line."""
+def _discount_end(coupon: Obj, at: int) -> int | None:
+    return add_interval(at, "month", coupon["duration_in_months"]) if coupon["duration"] == "repeating" else None
+
+
+def _discountable(sub: Obj, lines: list[Obj], item_off: list[int]) -> int:
+    """The amount of the lines the subscription's coupon reduces, after their items' own discounts: those of its
+    products, or every line."""
     disc = sub.get("discount")
     applies_to = disc["coupon"].get("applies_to") if disc else None
-    return sum(line["amount"] for line in lines
+    return sum(line["amount"] - off for line, off in zip(lines, item_off)
                if applies_to is None or line["price"]["product"] in applies_to["products"])
 
 
-def _discount_amount(sub: Obj, subtotal: int, period_start: int, billing_reason: str) -> int:
-    disc = sub.get("discount")
+def _discount_amount(disc: Obj | None, subtotal: int, period_start: int, billing_reason: str) -> int:
+    """What a discount (the subscription's, or an item's) takes off `subtotal` on one invoice."""
     if disc is None:
         return 0
     cpn = disc["coupon"]

@@ -10,8 +10,9 @@ unless a zone is given — an IANA name, as our tenants set it):
   unit_amount × quantity (a tiered price: its tiers for the quantity, graduated or volume, as
   `objects.period_amount` bills them) normalised to a month (year /12, week ×52/12, day ×365/12, divided by
   interval_count); trialing, unpaid, canceled and incomplete count 0; no taxes; only `forever`
-  coupons reduce it (percent off, or amount off normalised by the billing interval), and a coupon
-  restricted to products (`applies_to`) only their items, at most their amount; a
+  coupons reduce it (percent off, or amount off normalised by the billing interval): an item's own
+  first, then the subscription's; a coupon restricted to products (`applies_to`) only their items, at
+  most their amount; a
   subscription set to cancel at period end counts until it ends. Rounded to 2 decimals.
 - subscribers: customers with MRR > 0 at the month end; `new` were not subscribers at the previous
   month end, `churned` were subscribers then and are not now.
@@ -68,19 +69,35 @@ def subscription_mrr(sub: Obj | None) -> Fraction:
     if sub is None or sub["status"] not in MRR_STATUSES:
         return Fraction(0)
     items = sub["items"]["data"]
-    total = sum((Fraction(period_amount(it["price"], it["quantity"])) *
-                 monthly_factor(it["price"]) for it in items), Fraction(0))
+    amounts = [_forever_off(it.get("discounts") or [], [it],
+                            [Fraction(period_amount(it["price"], it["quantity"])) * monthly_factor(it["price"])])[0]
+               for it in items]
     disc = sub.get("discount")
-    if disc and disc["coupon"]["duration"] == "forever" and items:
-        cpn = disc["coupon"]
-        products = (cpn.get("applies_to") or {}).get("products")
-        reduced = sum((Fraction(period_amount(it["price"], it["quantity"])) * monthly_factor(it["price"])
-                       for it in items if products is None or it["price"]["product"] in products), Fraction(0))
-        if cpn["percent_off"] is not None:
-            total -= reduced * Fraction(str(cpn["percent_off"])) / 100
-        elif cpn["amount_off"]:
-            total -= min(reduced, cpn["amount_off"] * monthly_factor(items[0]["price"]))
+    total = sum(_forever_off([disc] if disc else [], items, amounts), Fraction(0))
     return max(total, Fraction(0))
+
+
+def _forever_off(discounts: list[Obj], items: list[Obj], amounts: list[Fraction]) -> list[Fraction]:
+    """The items' month amounts after the forever coupons of `discounts`, each on the items of its products (an
+    amount normalised by the first such item's interval, at most their amount, shared in proportion)."""
+    amounts = list(amounts)
+    for disc in discounts:
+        cpn = disc["coupon"]
+        if cpn["duration"] != "forever":
+            continue
+        products = (cpn.get("applies_to") or {}).get("products")
+        reduced = [i for i, it in enumerate(items)
+                   if amounts[i] > 0 and (products is None or it["price"]["product"] in products)]
+        base = sum((amounts[i] for i in reduced), Fraction(0))
+        if not reduced:
+            continue
+        if cpn["percent_off"] is not None:
+            off = base * Fraction(str(cpn["percent_off"])) / 100
+        else:
+            off = min(base, (cpn["amount_off"] or 0) * monthly_factor(items[reduced[0]]["price"]))
+        for i in reduced:
+            amounts[i] -= off * amounts[i] / base
+    return amounts
 
 
 def money(store: Store, zone: str = "UTC") -> dict[str, Any]:

@@ -135,12 +135,13 @@ def discount(di_id: str, cpn: Obj, customer_id: str, sub_id: str, start: int,
 
 
 def subscription_item(si_id: str, sub_id: str, p: Obj, quantity: int, at: int,
-                      period: tuple[int, int]) -> Obj:
-    """Build a subscription item carrying its own billing period (basil shape)."""
+                      period: tuple[int, int], discounts: list[Obj] | None = None) -> Obj:
+    """Build a subscription item carrying its own billing period (basil shape) and its own discounts (stored
+    whole; rendered as ids unless expanded)."""
     return {**template("subscription_item"), "id": si_id, "created": at, "price": p,
             "plan": plan_of(p), "quantity": quantity, "subscription": sub_id,
             "current_period_start": period[0], "current_period_end": period[1],
-            "billing_thresholds": None}
+            "billing_thresholds": None, "discounts": list(discounts or [])}
 
 
 def subscription(sub_id: str, customer_id: str, at: int, livemode: bool, currency: str,
@@ -190,9 +191,8 @@ def invoice(inv_id: str, sub: Obj, at: int, lines: list[Obj], period: tuple[int,
             "auto_advance": True, "billing_reason": billing_reason, "due_date": None,
             "effective_at": None, "next_payment_attempt": None, "webhooks_delivered_at": None,
             "period_start": period[0], "period_end": period[1], "number": None,
-            "discounts": [sub["discount"]["id"]] if discount_amount else [],
-            "total_discount_amounts": ([{"amount": discount_amount,
-                                         "discount": sub["discount"]["id"]}]
+            "discounts": _discount_ids(sub) if discount_amount else [],
+            "total_discount_amounts": ([{"amount": discount_amount, "discount": _discount_ids(sub)[0]}]
                                        if discount_amount else []),
             "lines": {**tmpl["lines"], "data": lines, "total_count": len(lines),
                       "url": f"/v1/invoices/{inv_id}/lines"},
@@ -201,6 +201,12 @@ def invoice(inv_id: str, sub: Obj, at: int, lines: list[Obj], period: tuple[int,
             "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None,
                                    "paid_at": None, "voided_at": None},
             "subscription": None, "payments": None}
+
+
+def _discount_ids(sub: Obj) -> list[str]:
+    """The subscription's discount and its items' (the invoice's discounts)."""
+    own = [sub["discount"]["id"]] if sub.get("discount") else []
+    return own + [d["id"] for it in sub["items"]["data"] for d in it.get("discounts") or []]
 
 
 def payment_intent(pi_id: str, customer_id: str | None, at: int, livemode: bool, amount: int,

@@ -37,6 +37,7 @@ CURRENT_VERSION = "2026-10-28.endive"
 VERSIONS = (LEGACY_VERSION, V2022, OLD_VERSION, BASIL_VERSION, CURRENT_VERSION)
 BASIL = "2025-03-31"
 CLOVER = "2025-09-30"
+ITEM_DISCOUNTS = "2024-04-03"  # subscriptions' and items' `discounts` (ids) from this version on
 
 
 def is_basil(version: str) -> bool:
@@ -120,6 +121,8 @@ def _invoice(inv: Obj, version: str) -> Obj:
 def _subscription(sub: Obj, version: str) -> Obj:
     if _tiered(sub["items"]["data"]):
         sub = {**sub, "items": _untiered_list(sub["items"])}
+    if any(it.get("discounts") for it in sub["items"]["data"]):
+        sub = {**sub, "items": _item_discounts_named(sub["items"], version)}
     items = sub["items"]["data"]
     if is_basil(version):
         out = _without(sub, ("discount",))
@@ -139,6 +142,26 @@ def _subscription(sub: Obj, version: str) -> Obj:
     if isinstance(discount, dict):  # before clover the coupon is embedded, not under `source`
         out["discount"] = {**_without(discount, ("source",)), "coupon": coupon_as_shown(discount["coupon"])}
     return out
+
+
+def _item_discounts_named(listed: Obj, version: str) -> Obj:
+    """Items with their discounts named by id (2024-04 on; none before: an item could not have its own)."""
+    named = version[:10] >= ITEM_DISCOUNTS
+    return {**listed, "data": [{**it, "discounts": [d["id"] for d in it.get("discounts") or []]} if named
+                               else _without(it, ("discounts",)) for it in listed["data"]]}
+
+
+def expand_item_discounts(stored: Obj, rendered: Obj, version: str) -> Obj:
+    """A rendered subscription with its items' discount ids expanded (`expand[]=items.data.discounts`): the coupon
+    embedded (until clover) or named by id under `source.coupon` (it cannot be expanded five levels down)."""
+    by_id = {d["id"]: d for it in stored["items"]["data"] for d in it.get("discounts") or []}
+    if not by_id:
+        return rendered
+    items = rendered["items"]
+    return {**rendered, "items": {**items, "data": [
+        {**it, "discounts": [_discount_as_of(by_id[d], version) if isinstance(d, str) and d in by_id else d
+                             for d in it["discounts"]]} if isinstance(it.get("discounts"), list) else it
+        for it in items["data"]]}}
 
 
 def _discount_as_of(discount: Obj, version: str) -> Obj:

@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingestor.envelope.coupons import coupons_without_products, products_laid_in
+from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
 
 
 @dataclass(frozen=True, slots=True)
 class Unexpanded:
     """What a subscription event names without what MRR needs of it: discounts by id (their coupons), tiered
-    prices without their tiers (by price id), and forever coupons without their products (by coupon id)."""
+    prices without their tiers (by price id), and coupons named by id or forever ones without their products (by
+    coupon id)."""
 
     discounts: tuple[str, ...] = ()
     tiered_prices: tuple[str, ...] = ()
@@ -34,24 +35,23 @@ class Unexpanded:
         """Returns what of this `known` does not hold."""
         return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts),
                           tuple(p for p in self.tiered_prices if p not in known.tiers),
-                          tuple(c for c in self.coupons if c not in known.applies_to))
+                          tuple(c for c in self.coupons if c not in known.coupons))
 
 
 @dataclass(slots=True)
 class Expanded:
-    """What was fetched: a subscription's discounts (with their coupons, their products laid in) by discount id,
-    its items' tiered prices' tiers by price id, and coupons' `applies_to` by coupon id (`COUPON_GONE` for a
-    coupon Stripe no longer has)."""
+    """What was fetched: a subscription's discounts and its items' (with their coupons laid in) by discount id, its
+    items' tiered prices' tiers by price id, and coupons with their `applies_to` by coupon id."""
 
     discounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     tiers: dict[str, list[Any]] = field(default_factory=dict)
-    applies_to: dict[str, Any] = field(default_factory=dict)
+    coupons: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, other: Expanded) -> None:
         """Adds what `other` holds."""
         self.discounts.update(other.discounts)
         self.tiers.update(other.tiers)
-        self.applies_to.update(other.applies_to)
+        self.coupons.update(other.coupons)
 
 
 def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
@@ -62,8 +62,7 @@ def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
     if obj.get("object") != "subscription":
         return Unexpanded()
     previous = data.get("previous_attributes")
-    coupons = [*coupons_without_products(obj), *(coupons_without_products(previous)
-                                                  if isinstance(previous, Mapping) else ())]
+    coupons = [*coupons_wanted(obj), *(coupons_wanted(previous) if isinstance(previous, Mapping) else ())]
     return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
                       tuple(dict.fromkeys(coupons)))
 
@@ -84,7 +83,16 @@ def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:
                 missing.append(discount)
         elif isinstance(discount, Mapping) and not _has_coupon(discount) and isinstance(discount.get("id"), str):
             missing.append(discount["id"])
-    return missing
+    for item in _items(obj):  # an item's discounts (since 2024-04): ids, its coupons asked for by id once expanded
+        listed = item.get("discounts")
+        missing += [d for d in listed if isinstance(d, str)] if isinstance(listed, list) else []
+    return list(dict.fromkeys(missing))
+
+
+def _items(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    items = obj.get("items")
+    data = items.get("data") if isinstance(items, Mapping) else None
+    return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
 
 
 def _has_coupon(discount: Mapping[str, Any]) -> bool:
@@ -122,11 +130,13 @@ def _needs_tiers(price: Mapping[str, Any]) -> bool:
 
 
 def expanded_in(subscription: Mapping[str, Any]) -> Expanded:
-    """Returns what a subscription retrieved with the expansions holds: its expanded discounts by id, and the
-    tiers of its items' tiered prices by price id."""
-    listed = subscription.get("discounts")
-    discounts = {d["id"]: d for d in listed if isinstance(d, dict) and isinstance(d.get("id"), str)} \
-        if isinstance(listed, list) else {}
+    """Returns what a subscription retrieved with the expansions holds: its and its items' expanded discounts by id,
+    and the tiers of its items' tiered prices by price id."""
+    discounts = {}
+    for listed in [subscription.get("discounts"), *(item.get("discounts") for item in _items(subscription))]:
+        for d in listed if isinstance(listed, list) else []:
+            if isinstance(d, dict) and isinstance(d.get("id"), str):
+                discounts[d["id"]] = d
     tiers = {p["id"]: p["tiers"] for p in _prices(subscription)
              if isinstance(p.get("id"), str) and isinstance(p.get("tiers"), list)}
     return Expanded(discounts, tiers)
@@ -135,31 +145,40 @@ def expanded_in(subscription: Mapping[str, Any]) -> Expanded:
 def with_expanded(event: dict[str, Any], found: Expanded) -> dict[str, Any]:
     """Returns the event with each discount reference, each tiered price without tiers and each coupon without its
     products that `found` holds filled in."""
-    return with_products(with_tiers(with_discounts(event, found.discounts), found.tiers), found.applies_to)
+    return with_coupons(with_tiers(with_discounts(event, found.discounts), found.tiers), found.coupons)
 
 
-def with_products(event: dict[str, Any], found: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns the event with each coupon without its products that `found` holds given its `applies_to`: in the
-    object, and in `previous_attributes` (the discounts before an update)."""
+def with_coupons(event: dict[str, Any], found: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns the event with each coupon that `found` holds laid in (`coupons.coupons_laid_in`): in the object, and
+    in `previous_attributes` (the discounts before an update)."""
     if not found:
         return event
-    data = {**event["data"], "object": products_laid_in(event["data"]["object"], found)}
+    data = {**event["data"], "object": coupons_laid_in(event["data"]["object"], found)}
     previous = data.get("previous_attributes")
     if isinstance(previous, Mapping):
-        data["previous_attributes"] = products_laid_in(previous, found)
+        data["previous_attributes"] = coupons_laid_in(previous, found)
     return {**event, "data": data}
 
 
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Returns the event with each discount reference that `found` holds replaced by its object."""
-    obj = event["data"]["object"]
-    listed = obj.get("discounts")
-    if not isinstance(listed, list):
-        return event
-    discounts = [found.get(d, d) if isinstance(d, str)
-                 else found.get(i, d) if isinstance(d, Mapping) and isinstance(i := d.get("id"), str) else d
-                 for d in listed]
-    return {**event, "data": {**event["data"], "object": {**obj, "discounts": discounts}}}
+    """Returns the event with each discount reference that `found` holds replaced by its object: the subscription's
+    own, and its items'."""
+    obj = dict(event["data"]["object"])
+
+    def filled(listed: list[Any]) -> list[Any]:
+        return [found.get(d, d) if isinstance(d, str)
+                else found.get(i, d) if isinstance(d, Mapping) and isinstance(i := d.get("id"), str) else d
+                for d in listed]
+
+    if isinstance(obj.get("discounts"), list):
+        obj["discounts"] = filled(obj["discounts"])
+    items = obj.get("items")
+    if isinstance(items, Mapping) and isinstance(items.get("data"), list):
+        obj["items"] = {**items, "data": [
+            {**item, "discounts": filled(item["discounts"])}
+            if isinstance(item, Mapping) and isinstance(item.get("discounts"), list) else item
+            for item in items["data"]]}
+    return {**event, "data": {**event["data"], "object": obj}}
 
 
 def with_tiers(event: dict[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

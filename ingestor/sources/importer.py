@@ -27,7 +27,7 @@ import orjson
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.envelope.coupons import coupons_without_products, products_laid_in
+from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
 from ingestor.envelope.discounts import Expanded, Unexpanded, tiers_laid_in, tiers_missing
 from ingestor.errors import (
     CursorGoneError,
@@ -91,7 +91,7 @@ class ImportOutcome:
 
 
 TIERED = b'"tiered"'  # in a subscriptions page's body: a tiered price (or plan) whose tiers Stripe did not list
-FOREVER = b'"forever"'  # and a forever coupon, whose products (`applies_to`) Stripe did not list
+DISCOUNTED = b'"source"'  # and a discount: its coupon's products (`applies_to`) Stripe did not list, an item's coupon
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +136,7 @@ class _Pass:
                  endpoint_requests_per_second: float | None = None, budget: AccountBudget | None = None):
         self.planner = planner
         self._budget = budget
-        self.expanded = Expanded()  # tiered prices' tiers by price id, coupons' products by coupon id: this pass's
+        self.expanded = Expanded()  # tiered prices' tiers by price id, coupons by coupon id: this pass's
         self.deadline = deadline
         self.stop = asyncio.Event()  # a worker failed: the others stop too
         self._worker_stop = worker_stop  # the process is stopping
@@ -755,7 +755,7 @@ class StripeImporter:
         try:
             async with asyncio.timeout(max(0.0, run.deadline - time.monotonic()) + self._settings.page_overrun_s):
                 page = await self._fetch(session, resource, query)
-                if resource == "subscriptions" and (TIERED in page.body or FOREVER in page.body):
+                if resource == "subscriptions" and (TIERED in page.body or DISCOUNTED in page.body):
                     page = await self._filled_in(session, page, run.expanded)
                 return page
         except TimeoutError:
@@ -764,12 +764,13 @@ class StripeImporter:
                 "time; asked for again at the next pass") from None
 
     async def _filled_in(self, session: KeySession, page: Page, known: Expanded) -> Page:
-        """A subscriptions page with its tiered prices' tiers and its forever coupons' products laid in (`known`, by
-        price and coupon id, grows): Stripe lists neither (`data.items.data.price.tiers` and
-        `data.discounts.source.coupon.applies_to` are five levels of expansion, it takes four), so one subscription
-        per price not known yet is retrieved with its tiers, and each coupon not known yet with its products, as
-        the receiver and the poller do. A page that is not a list is left for the page pool to judge; a price or
-        coupon a retrieve does not give stays without (unreadable, in health)."""
+        """A subscriptions page with its tiered prices' tiers and its coupons (an item's discount's, named by id; a
+        forever coupon's products) laid in (`known`, by price and coupon id, grows): Stripe lists none of them
+        (`data.items.data.price.tiers`, `data.items.data.discounts.source.coupon` and
+        `data.discounts.source.coupon.applies_to` are five levels of expansion or more, it takes four), so one
+        subscription per price not known yet is retrieved with its tiers, and each coupon not known yet with its
+        products, as the receiver and the poller do. A page that is not a list is left for the page pool to judge; a
+        price or coupon a retrieve does not give stays without (unreadable, in health)."""
         try:
             decoded = orjson.loads(page.body)
             listed = decoded["data"]
@@ -781,14 +782,14 @@ class StripeImporter:
             if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or obj.get("object") != "subscription":
                 continue
             missing = Unexpanded(tiered_prices=tuple(tiers_missing(obj)),
-                                 coupons=tuple(coupons_without_products(obj))).beyond(known)
+                                 coupons=tuple(coupons_wanted(obj))).beyond(known)
             if missing:
                 async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: Unexpanded = missing
                                    ) -> Expanded:
-                    return await fetch_expanded(reader, sub, wanted, known.applies_to)
+                    return await fetch_expanded(reader, sub, wanted, known.coupons)
 
                 known.add(await session.call(retrieve))
-        filled = [products_laid_in(tiers_laid_in(o, known.tiers), known.applies_to) if isinstance(o, dict) else o
+        filled = [coupons_laid_in(tiers_laid_in(o, known.tiers), known.coupons) if isinstance(o, dict) else o
                   for o in listed]
         return Page(orjson.dumps({**decoded, "data": filled}), page.asked_at, page.latency_s)
 

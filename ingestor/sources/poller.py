@@ -269,7 +269,7 @@ class StripeEventsPoller:
         params: dict[str, Any] = {"limit": self._settings.page_limit, "types": list(EVENT_TYPES),
                                   "created": {"gte": since}}
         seen: dict[str, int] = {}
-        fetched = Expanded()  # this cycle's: discounts by id, tiers by price id, coupons' products by coupon id
+        fetched = Expanded()  # this cycle's: discounts by id, tiers by price id, coupons by coupon id
         published = 0
         received = datetime.fromtimestamp(now, tz=timezone.utc)
         while True:
@@ -313,7 +313,7 @@ class StripeEventsPoller:
 
     async def _with_expanded(self, session: KeySession, event: dict[str, Any], known: Expanded) -> dict[str, Any]:
         """The event with what its subscription names unexpanded — discounts by id, tiered prices without their
-        tiers, forever coupons without their products — filled in (a retrieve of the subscription, and of coupons, for
+        tiers, coupons by id or without their products — filled in (a retrieve of the subscription, and of coupons, for
         what the cycle has not fetched yet, remembered for the cycle). Raises StopReading or IngestError like any
         read."""
         wanted = unexpanded(event)
@@ -324,7 +324,7 @@ class StripeEventsPoller:
             subscription_id = str(event["data"]["object"]["id"])
 
             async def request(reader: StripeReader) -> Expanded:
-                return await fetch_expanded(reader, subscription_id, missing, known.applies_to)
+                return await fetch_expanded(reader, subscription_id, missing, known.coupons)
 
             known.add(await session.call(request))
         return with_expanded(event, known)

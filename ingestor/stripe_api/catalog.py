@@ -17,9 +17,11 @@ from typing import Any, Final, Mapping
 # A retrieve asks for the coupons' products too (`applies_to`, included only when asked; a deleted coupon's as well,
 # as the discounts that applied it keep it): four levels. A list cannot (`data.` makes five): the importer asks each
 # coupon (`GET /v1/coupons/{id}?expand[]=applies_to`).
-DISCOUNT_EXPANSIONS: Final = ("discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to")
+# An item's discounts are expanded too (since 2024-04 they are ids); their coupons, five levels down, are asked by id.
+DISCOUNT_EXPANSIONS: Final = ("discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to",
+                              "items.data.discounts")
 TIER_EXPANSIONS: Final = ("items.data.price.tiers",)
-SUBSCRIPTION_EXPANSIONS_IN_LIST: Final = ("data.discounts", "data.discounts.source.coupon")
+SUBSCRIPTION_EXPANSIONS_IN_LIST: Final = ("data.discounts", "data.discounts.source.coupon", "data.items.data.discounts")
 
 
 @dataclass(frozen=True, slots=True)

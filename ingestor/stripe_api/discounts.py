@@ -1,14 +1,15 @@
-"""Fetching what a subscription event leaves unexpanded: its discounts with their coupons, its tiered prices' tiers,
-its forever coupons' products.
+"""Fetching what a subscription event leaves unexpanded: its and its items' discounts, their coupons with the
+products they reduce, its tiered prices' tiers.
 
 One retrieve of the subscription, expanding only what is wanted — discounts with their coupons and the coupons'
-products (`expand[]=discounts&expand[]=discounts.source.coupon&expand[]=discounts.source.coupon.applies_to`; this
-needs the restricted key's coupon permission), tiers with `expand[]=items.data.price.tiers` — then one retrieve per
-forever coupon whose products are still not known (`GET /v1/coupons/{id}?expand[]=applies_to`: a coupon embedded in
-an older version's event, or an item's), through the connection's reader and within its account's budget. A coupon
-deleted at Stripe since (404; deleting a coupon stops new redemptions only) is read from the subscription's
-discounts that still apply it. A discount's coupon, a coupon's products and a price's tiers never change (Stripe
-prices are immutable in their amounts), so what was fetched is kept per connection (bounded).
+products, its items' discounts (`expand[]=discounts&expand[]=discounts.source.coupon&expand[]=discounts.source.
+coupon.applies_to&expand[]=items.data.discounts`; this needs the restricted key's coupon permission), tiers with
+`expand[]=items.data.price.tiers` — then one retrieve per coupon still not there (`GET /v1/coupons/{id}?expand[]=
+applies_to`: an item's discount's coupon, five levels down, or a forever coupon embedded in an older version's event
+without its products), through the connection's reader and within its account's budget. A coupon deleted at Stripe
+since (404; deleting a coupon stops new redemptions only) is read from the subscription's discounts that still apply
+it. A discount's coupon, a coupon's products and a price's tiers never change (Stripe prices are immutable in their
+amounts), so what was fetched is kept per connection (bounded).
 
 The receiver waits for it while Stripe waits for our answer, and a tenant signs its own webhooks: it can send
 discounts or prices nobody fetched yet, as fast as it likes. So a fetch is given up after `timeout_s`, and a
@@ -25,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ingestor.connections.store import PostgresConnectionStore
-from ingestor.envelope.coupons import COUPON_GONE, coupons_without_products, products_laid_in
+from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in
 from ingestor.errors import KeyInvalidError, ObjectMissingError, StripeUnavailableError
 from ingestor.stripe_api.catalog import DISCOUNT_EXPANSIONS, TIER_EXPANSIONS
@@ -45,81 +46,81 @@ def expansions_for(wanted: Unexpanded) -> list[str]:
 
 
 async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Unexpanded,
-                         known_products: Mapping[str, Any] = MappingProxyType({}),
-                         on_products: Callable[[str, Any], None] | None = None) -> Expanded:
+                         known_coupons: Mapping[str, Any] = MappingProxyType({}),
+                         on_coupon: Callable[[str, dict[str, Any]], None] | None = None) -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
-    tiers), its discounts (with their coupons) by id and its tiered prices' tiers by price id; and the products of
-    the forever coupons it names and of those its discounts bring, but those `known_products` (coupon id →
-    `applies_to`) holds, laid into the discounts. Each coupon's products are given to `on_products` as they come
-    (kept even when the caller gives up waiting). Raises IngestError subclasses."""
+    tiers), its and its items' discounts by id and its tiered prices' tiers by price id; and the coupons (with their
+    products) it names and its discounts name, but those `known_coupons` (coupon id → coupon) holds, laid into the
+    discounts. Each coupon is given to `on_coupon` as it comes (kept even when the caller gives up waiting). Raises
+    IngestError subclasses."""
     found = Expanded()
     if wanted.discounts or wanted.tiered_prices:
         found = expanded_in(await reader.retrieve_raw(
             "subscriptions", subscription_id, {"expand": expansions_for(wanted)}))
-    brought = coupons_without_products({"discounts": list(found.discounts.values())})
-    asked = list(dict.fromkeys((*wanted.coupons, *brought)))
-    had = {c: known_products[c] for c in asked if c in known_products}  # read now: the memory may forget meanwhile
+    asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
+    had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
     if len(missing) > MAX_COUPONS_ASKED:
-        log.warning("a subscription names more forever coupons than are asked for at once; the rest stay unknown "
-                    "(its MRR refused by name)", subscription_id=subscription_id, coupons=len(missing))
+        log.warning("a subscription names more coupons than are asked for at once; the rest stay unknown (its MRR "
+                    "refused by name)", subscription_id=subscription_id, coupons=len(missing))
     gone: list[str] = []
+
+    def keep(coupon_id: str, coupon: dict[str, Any]) -> None:
+        found.coupons[coupon_id] = coupon
+        if on_coupon is not None:
+            on_coupon(coupon_id, coupon)
+
     for coupon_id in missing[:MAX_COUPONS_ASKED]:
-        applies_to = await _applies_to(reader, coupon_id)
-        if applies_to is COUPON_GONE:
+        coupon = await _coupon(reader, coupon_id)
+        if coupon is None:
             gone.append(coupon_id)
-            continue
-        found.applies_to[coupon_id] = applies_to
-        if on_products is not None:
-            on_products(coupon_id, applies_to)
+        else:
+            keep(coupon_id, coupon)
     if gone:
-        for coupon_id, applies_to in (await _products_on_subscription(reader, subscription_id, gone)).items():
-            found.applies_to[coupon_id] = applies_to
-            if on_products is not None:
-                on_products(coupon_id, applies_to)
-    every = {**had, **found.applies_to}
-    found.discounts = {i: products_laid_in({"discounts": [d]}, every)["discounts"][0]
+        for coupon_id, coupon in (await _coupons_on_subscription(reader, subscription_id, gone)).items():
+            keep(coupon_id, coupon)
+    every = {**had, **found.coupons}
+    found.discounts = {i: coupons_laid_in({"discounts": [d]}, every)["discounts"][0]
                        for i, d in found.discounts.items()}
     return found
 
 
-async def _applies_to(reader: StripeReader, coupon_id: str) -> Any:
-    """A coupon's `applies_to` (None: every product), or COUPON_GONE when Stripe no longer has the coupon or does
-    not say."""
+async def _coupon(reader: StripeReader, coupon_id: str) -> dict[str, Any] | None:
+    """A coupon with its `applies_to` (None: every product), or None when Stripe no longer has it or does not say."""
     try:
         coupon = await reader.retrieve_raw("coupons", coupon_id, {"expand": ["applies_to"]})
     except ObjectMissingError:
-        return COUPON_GONE
+        return None
     if "applies_to" not in coupon:
         log.warning("Stripe answered a coupon asked for its products without them", coupon_id=coupon_id)
-        return COUPON_GONE
-    return coupon["applies_to"]
+        return None
+    return coupon
 
 
-async def _products_on_subscription(reader: StripeReader, subscription_id: str,
-                                    coupon_ids: list[str]) -> dict[str, Any]:
-    """The products of coupons deleted at Stripe, as the subscription's discounts still hold them (Stripe keeps a
-    deleted coupon on the discounts that applied it): a retrieve with `expand[]=discounts.source.coupon.applies_to`
-    (four levels, Stripe's most). A coupon not there (an item's discount, or one removed since) stays unknown, and
-    the subscription's MRR is refused by name rather than counted on a guess."""
+async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
+                                   coupon_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Coupons deleted at Stripe, as the subscription's discounts still hold them (Stripe keeps a deleted coupon on
+    the discounts that applied it): a retrieve with `expand[]=discounts.source.coupon.applies_to` (four levels,
+    Stripe's most). A coupon not there (an item's discount, or one removed since) stays unknown, and the
+    subscription's MRR is refused by name rather than counted on a guess."""
     sub = await reader.retrieve_raw("subscriptions", subscription_id, {"expand": list(DISCOUNT_EXPANSIONS)})
     listed = sub.get("discounts")
     found = {}
     for discount in listed if isinstance(listed, list) else []:
         source = discount.get("source") if isinstance(discount, Mapping) else None
         coupon = source.get("coupon") if isinstance(source, Mapping) else None
-        if isinstance(coupon, Mapping) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
-            found[coupon["id"]] = coupon["applies_to"]
+        if isinstance(coupon, dict) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
+            found[coupon["id"]] = coupon
     for coupon_id in coupon_ids:
         if coupon_id not in found:
-            log.warning("a forever coupon is gone from Stripe and from its subscription's discounts: which products "
-                        "it reduces cannot be read, so the subscription's MRR will be refused", coupon_id=coupon_id,
-                        subscription_id=subscription_id)
+            log.warning("a coupon is gone from Stripe and from its subscription's discounts: what it takes off and "
+                        "from which products cannot be read, so the subscription's MRR will be refused",
+                        coupon_id=coupon_id, subscription_id=subscription_id)
     return found
 
 
 class StripeDiscounts:
-    """Discounts, tiers and coupons' products fetched with a connection's stored key (for the receiver), remembered
+    """Discounts, tiers and coupons fetched with a connection's stored key (for the receiver), remembered
     per connection: at most `max_per_connection` things for one connection (a tenant naming coupons or discounts
     that do not exist, as fast as it likes, forgets its own first) and `max_remembered` in all (the least recently
     used connection's first)."""
@@ -132,8 +133,8 @@ class StripeDiscounts:
         self._per_connection = per_connection
         self._max = max_remembered
         self._max_per_connection = max_per_connection
-        # connection → (kind: "discount", "tiers" or "applies_to"; discount, price or coupon id) → the discount, the
-        # price's tiers or the coupon's applies_to; least recently used first, on both levels
+        # connection → (kind: "discount", "tiers" or "coupon"; discount, price or coupon id) → the discount, the
+        # price's tiers or the coupon (with its products); least recently used first, on both levels
         self._known: OrderedDict[str, OrderedDict[tuple[str, str], Any]] = OrderedDict()
         self._size = 0
         self._waiting: Counter[str] = Counter()  # fetches under way, per connection
@@ -161,7 +162,7 @@ class StripeDiscounts:
             self._waiting[connection_id] -= 1
             if not self._waiting[connection_id]:
                 del self._waiting[connection_id]
-        for kind, by_id in (("discount", found.discounts), ("tiers", found.tiers), ("applies_to", found.applies_to)):
+        for kind, by_id in (("discount", found.discounts), ("tiers", found.tiers), ("coupon", found.coupons)):
             for found_id, value in by_id.items():
                 self._remember(connection_id, kind, found_id, value)
         known.add(found)
@@ -175,7 +176,7 @@ class StripeDiscounts:
         self._known.move_to_end(connection_id)
         for kind, ids, into in (("discount", wanted.discounts, known.discounts),
                                 ("tiers", wanted.tiered_prices, known.tiers),
-                                ("applies_to", wanted.coupons, known.applies_to)):
+                                ("coupon", wanted.coupons, known.coupons)):
             for found_id in ids:
                 if (kind, found_id) in entries:
                     into[found_id] = entries[(kind, found_id)]
@@ -206,25 +207,24 @@ class StripeDiscounts:
         reader = self._readers.reader(stored[0], connection_id, livemode, quick=True)
         try:
             return await fetch_expanded(
-                reader, subscription_id, wanted, _RememberedProducts(self._known.get(connection_id, {})),
-                on_products=lambda coupon_id, applies_to: self._remember(
-                    connection_id, "applies_to", coupon_id, applies_to))
+                reader, subscription_id, wanted, _RememberedCoupons(self._known.get(connection_id, {})),
+                on_coupon=lambda coupon_id, coupon: self._remember(connection_id, "coupon", coupon_id, coupon))
         finally:
             await reader.close()
 
 
-class _RememberedProducts(Mapping[str, Any]):
-    """One connection's remembered coupon products (coupon id → `applies_to`): the coupons a subscription's
+class _RememberedCoupons(Mapping[str, Any]):
+    """One connection's remembered coupons (coupon id → the coupon with its products): the coupons a subscription's
     discounts bring are not asked for again when another subscription brought them."""
 
     def __init__(self, entries: Mapping[tuple[str, str], Any]):
         self._entries = entries
 
     def __getitem__(self, coupon_id: str) -> Any:
-        return self._entries[("applies_to", coupon_id)]
+        return self._entries[("coupon", coupon_id)]
 
     def __iter__(self) -> Iterator[str]:
-        return (found_id for kind, found_id in list(self._entries) if kind == "applies_to")
+        return (found_id for kind, found_id in list(self._entries) if kind == "coupon")
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -52,7 +52,7 @@ def subscription_mrr(sub: Subscription, status: str | None = None) -> Fraction:
 
 def _item_mrr(sub: Subscription, item: Item) -> Fraction:
     """One item's MRR after its own forever discounts (applied before the subscription's), never below 0."""
-    if item.unresolved_discounts:  # the write path fills in only the subscription's own discounts
+    if item.unresolved_discounts:  # the write path fills them in; a coupon gone from Stripe cannot be
         raise UnreadableObjectError(
             "subscription", sub.id, f"item {item.id} discounts",
             f"name {', '.join(item.unresolved_discounts)} by id only: their coupons decide the MRR",

@@ -54,12 +54,14 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
      "none"),
     ("subscription", "coupons", "`discount.coupon` (until basil) → `discounts[]` expanded: `coupon`, or "
                                 "`source.coupon` (clover on); ids are filled in by the write path (a retrieve with "
-                                "`expand[]=discounts.source.coupon`)",
+                                "`expand[]=discounts.source.coupon.applies_to`)",
      "an active subscription's MRR is unreadable while a discount is known only by id"),
     ("subscription", "item coupons", "`items.data[].discounts[]` expanded: `coupon`, or `source.coupon`; they apply "
                                      "to their item (never below 0) before the subscription's coupons apply to the "
-                                     "total; ids are not filled in (the write path retrieves the subscription's own)",
-     "an active subscription's MRR is unreadable while an item's discount is known only by id"),
+                                     "total; ids (since 2024-04) are filled in by the write path (a retrieve with "
+                                     "`expand[]=items.data.discounts`, then each coupon named by id)",
+     "an active subscription's MRR is unreadable while an item's discount or its coupon is known only by id (a "
+     "coupon deleted at Stripe since)"),
     ("subscription", "coupon amount off", "`amount_off` when the coupon's `currency` is the subscription's → "
                                           "`currency_options[<subscription's currency>].amount_off`",
      "an active subscription's MRR is unreadable (a coupon in another currency without that option, or with no "

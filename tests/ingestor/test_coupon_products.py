@@ -16,7 +16,6 @@ import orjson
 import pytest
 import stripe
 
-from ingestor.envelope.coupons import COUPON_GONE
 from ingestor.envelope.discounts import Expanded, Unexpanded, unexpanded, with_expanded
 from ingestor.stripe_api.discounts import StripeDiscounts
 from projections.handlers.writes import writes_for
@@ -110,8 +109,9 @@ def test_every_forever_coupon_without_products_is_found_and_given_them_in_every_
         "previous_attributes": {"discounts": [{"id": "di_4", "coupon": coupon("co_before")}]}}}
     assert unexpanded(event).coupons == ("co_old", "co_new", "co_item", "co_before")
     restricted = {"products": ["prod_a"]}
-    found = Expanded(applies_to={"co_old": None, "co_new": restricted, "co_item": restricted,
-                                 "co_before": COUPON_GONE})
+    found = Expanded(coupons={"co_old": coupon("co_old", applies_to=None),
+                              "co_new": coupon("co_new", applies_to=restricted),
+                              "co_item": coupon("co_item", applies_to=restricted)})  # co_before: gone from Stripe
     filled = with_expanded(event, found)
     obj = filled["data"]["object"]
     assert obj["discount"]["coupon"]["applies_to"] is None
@@ -120,7 +120,7 @@ def test_every_forever_coupon_without_products_is_found_and_given_them_in_every_
     assert obj["items"]["data"][0]["discounts"][0]["coupon"]["applies_to"] == restricted
     assert "applies_to" not in filled["data"]["previous_attributes"]["discounts"][0]["coupon"]  # gone: left as sent
     assert unexpanded(filled).coupons == ("co_before",)
-    assert unexpanded(event).beyond(found) == Unexpanded()
+    assert unexpanded(event).beyond(found) == Unexpanded(coupons=("co_before",))
     assert "applies_to" not in event["data"]["object"]["discount"]["coupon"]  # the event given is not changed
 
 
@@ -235,9 +235,10 @@ def test_one_connection_naming_coupons_without_end_forgets_its_own_first() -> No
     """A tenant signs its own webhooks and can name coupons or discounts that do not exist as fast as it likes: what
     the receiver remembers for it is bounded, so the other connections' coupons stay remembered."""
     discounts = StripeDiscounts(store=None, readers=None, max_remembered=10, max_per_connection=4)  # type: ignore[arg-type]
-    discounts._remember("conn_b", "applies_to", "co_b", None)
+    discounts._remember("conn_b", "coupon", "co_b", coupon("co_b", applies_to=None))
     for i in range(100):
-        discounts._remember("conn_a", "applies_to", f"co_{i}", {"products": ["prod_x"]})
-    assert discounts._remembered("conn_b", Unexpanded(coupons=("co_b",))).applies_to == {"co_b": None}
-    assert discounts._remembered("conn_a", Unexpanded(coupons=tuple(f"co_{i}" for i in range(100)))).applies_to == {
-        f"co_{i}": {"products": ["prod_x"]} for i in range(96, 100)}
+        discounts._remember("conn_a", "coupon", f"co_{i}", coupon(f"co_{i}", applies_to=None))
+    assert discounts._remembered("conn_b", Unexpanded(coupons=("co_b",))).coupons == {
+        "co_b": coupon("co_b", applies_to=None)}
+    assert list(discounts._remembered("conn_a", Unexpanded(coupons=tuple(f"co_{i}" for i in range(100)))).coupons) == [
+        f"co_{i}" for i in range(96, 100)]

@@ -78,10 +78,9 @@ def test_tiers_found_are_laid_into_the_items_and_the_state_before() -> None:
 def test_the_retrieve_asks_only_for_what_is_wanted() -> None:
     """Tiers alone need no coupon permission: a key without it still gets them."""
     assert expansions_for(Unexpanded((), ("price_t",))) == ["items.data.price.tiers"]
-    assert expansions_for(Unexpanded(("di_1",), ())) == [
-        "discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to"]
-    assert expansions_for(Unexpanded(("di_1",), ("price_t",))) == [
-        "discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to", "items.data.price.tiers"]
+    discounts = ["discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to", "items.data.discounts"]
+    assert expansions_for(Unexpanded(("di_1",), ())) == discounts
+    assert expansions_for(Unexpanded(("di_1",), ("price_t",))) == [*discounts, "items.data.price.tiers"]
 
 
 def tiered_account(sim: SimServer, version: str) -> str:

@@ -14,7 +14,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from ingestor.envelope.build import envelope_for_event, is_read_resource
-from ingestor.envelope.discounts import Expanded, unexpanded, with_expanded
+from ingestor.envelope.discounts import Expanded, expanded_in, unexpanded, with_expanded
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
 from projections.handlers.writes import writes_for
@@ -24,7 +24,7 @@ from projections.read.client import ReaderCredentials
 from schemas import Envelope, EnvelopeCodec, Source, envelope_key
 from stripe_sim import SimServer
 from stripe_sim.model import Store
-from stripe_sim.render import CURRENT_VERSION, expand_discounts, render, render_event
+from stripe_sim.render import CURRENT_VERSION, expand_discounts, expand_item_discounts, render, render_event
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -44,7 +44,7 @@ def history_envelopes(sim: SimServer, account_id: str, tenant_id: str, livemode:
         wanted = unexpanded(event)
         if wanted.discounts or wanted.coupons:
             discounts = discounts_as_retrieved(store, str(event["data"]["object"]["id"])) if wanted.discounts else {}
-            event = with_expanded(event, Expanded(discounts, applies_to=products_as_retrieved(store)))
+            event = with_expanded(event, Expanded(discounts, coupons=coupons_as_retrieved(store)))
         envelopes.append(envelope_for_event(event, tenant_id, Source.WEBHOOK, RECEIVED))
     return envelopes
 
@@ -59,13 +59,14 @@ async def apply_all(store: PostgresProjectionStore, envelopes: Sequence[Envelope
 def discounts_as_retrieved(store: Store, subscription_id: str) -> dict[str, dict[str, Any]]:
     """What the write path gets from the simulator for a subscription's discounts (the library's version)."""
     stored = store.objects["subscription"][subscription_id]
-    expanded = expand_discounts(stored, render(stored, CURRENT_VERSION), CURRENT_VERSION, coupons_too=True)
-    return {d["id"]: d for d in expanded["discounts"] if isinstance(d, dict)}
+    expanded = expand_item_discounts(stored, expand_discounts(stored, render(stored, CURRENT_VERSION), CURRENT_VERSION,
+                                                              coupons_too=True), CURRENT_VERSION)
+    return expanded_in(expanded).discounts
 
 
-def products_as_retrieved(store: Store) -> dict[str, Any]:
-    """What the write path gets from the simulator for each coupon's products (`expand[]=applies_to`)."""
-    return {c["id"]: c.get("applies_to") for c in store.objects.get("coupon", {}).values()}
+def coupons_as_retrieved(store: Store) -> dict[str, Any]:
+    """What the write path gets from the simulator for each coupon (`expand[]=applies_to`)."""
+    return {c["id"]: c for c in store.objects.get("coupon", {}).values()}
 
 
 def shuffled_with_duplicates(envelopes: Sequence[Envelope], seed: int, duplicate_share: float = 0.2) -> list[Envelope]:

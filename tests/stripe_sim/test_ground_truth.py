@@ -132,3 +132,17 @@ def test_a_coupon_restricted_to_products_reduces_only_their_items(sim: SimServer
     inv = sim.state.accounts[acct].test.get("invoice", sub["latest_invoice"])
     assert inv is not None and inv["amount_paid"] == 3000 - 600
     assert ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))["mrr"]["2025-03"] == {"usd": 2400}
+
+
+def test_an_items_own_coupon_reduces_it_before_the_subscriptions(sim: SimServer) -> None:
+    """50% off the seats item alone ($40 of seats → $20), then 10% off the subscription: ($20 + $20) × 0.9."""
+    acct = sim.create_account(customers=0).id
+    b = sim.book(acct)
+    t0 = ts("2025-03-01")
+    base, seat = b.create_price(t0, "usd", 2000), b.create_price(t0, "usd", 1000)
+    half, tenth = b.create_coupon(t0, "forever", percent_off=50), b.create_coupon(t0, "forever", percent_off=10)
+    cus = b.create_customer(t0)["id"]
+    sub = b.create_subscription(cus, [(base, 1), (seat, 4)], t0, coupon=tenth, item_coupons={seat["id"]: half})
+    inv = sim.state.accounts[acct].test.get("invoice", sub["latest_invoice"])
+    assert inv is not None and inv["amount_paid"] == 3600
+    assert ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))["mrr"]["2025-03"] == {"usd": 3600}

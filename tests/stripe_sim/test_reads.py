@@ -233,3 +233,28 @@ async def test_a_coupons_products_show_only_when_the_coupon_is_asked_for_them_li
     listed = (await client.v1.coupons.list_async({"expand": ["data.applies_to"]})).data[0].to_dict()
     assert "applies_to" not in plain
     assert asked["applies_to"] == listed["applies_to"] == {"products": [price["product"]]}
+
+
+@pytest.mark.parametrize("version", ["2022-11-15", "2024-06-20", CURRENT_VERSION])
+async def test_an_items_own_discounts_are_ids_unless_expanded_like_stripe(
+        sim: SimServer, make_client: Make, version: str) -> None:
+    """An item's `discounts` (2024-04 on; before, an item could not have its own) are ids in events and retrieves;
+    `expand[]=items.data.discounts` gives them, their coupon under `source.coupon` by id (five levels down)."""
+    info = sim.create_account(api_version=version, customers=0)
+    book = sim.book(info.id)
+    price = book.create_price(NOW - 9000, "usd", 2000)
+    coupon = book.create_coupon(NOW - 9000, "forever", percent_off=50)
+    sub = book.create_subscription(book.create_customer(at=NOW - 8000)["id"], [(price, 1)], NOW - 7000,
+                                   item_coupons={price["id"]: coupon})
+    client = make_client(info.restricted_key)
+    events = [e.to_dict() for e in (await client.v1.events.list_async({"limit": 100})).data]
+    [item] = [e["data"]["object"] for e in events if e["data"]["object"]["object"] == "subscription"][0]["items"]["data"]
+    if version < "2024-04-03":
+        assert "discounts" not in item
+    else:
+        assert [d[:3] for d in item["discounts"]] == ["di_"]
+    retrieved = (await client.v1.subscriptions.retrieve_async(sub["id"], {"expand": ["items.data.discounts"]})).to_dict()
+    [discount] = retrieved["items"]["data"][0]["discounts"]
+    assert discount["source"]["coupon"] == coupon["id"]  # the library's version: clover on
+    listed = (await client.v1.subscriptions.list_async({"expand": ["data.items.data.discounts"]})).data[0].to_dict()
+    assert listed["items"]["data"][0]["discounts"] == [discount]

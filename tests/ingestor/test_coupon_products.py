@@ -54,18 +54,35 @@ def restricted_account(sim: SimServer, version: str) -> str:
     return account
 
 
-async def mrr_is_the_ground_truth(control: ControlClient, sim: SimServer, account: str, tenant: str) -> None:
+async def mrr_is_the_ground_truth(control: ControlClient, sim: SimServer, account: str, tenant: str,
+                                  usd_mrr: float = USD_MRR) -> None:
     """Projects what was published: nothing refused, and this month's MRR is the simulator's."""
     await project_until_idle(control.settings, control.pool)
     truth = sim.ground_truth(account)
     this_month = month_of(truth["as_of"])
-    assert truth["mrr"][this_month] == {"usd": USD_MRR}  # what the test is about
+    assert truth["mrr"][this_month] == {"usd": usd_mrr}  # what the test is about
     async with control.pool.acquire() as conn:
         refused = await conn.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
                                    tenant)
         mrr = await mrr_figures(conn, tenant)
     assert [dict(r) for r in refused] == []
     assert mrr.get(this_month) == truth["mrr"][this_month]
+
+
+def item_discount_account(sim: SimServer) -> str:
+    """An account (current version) whose items have their own forever discounts, named by id in every event, their
+    coupons by id once expanded: 50% off Basic seats on the item, then 10% off the subscription; and 50% alone."""
+    account = sim.create_account(api_version=CURRENT_VERSION, customers=0).id
+    sim.set_rate_limit(account, 1000)
+    book = sim.book(account)
+    t0 = sim.clock.now() - 20 * DAY
+    pro, basic = book.create_price(t0, "usd", 2000, nickname="Pro"), book.create_price(t0, "usd", 1000)
+    half = book.create_coupon(t0, "forever", percent_off=50, products=[basic["product"]])
+    tenth = book.create_coupon(t0, "forever", percent_off=10)
+    first, second = (book.create_customer(t0 + i, f"items{i}@example.com")["id"] for i in range(2))
+    book.create_subscription(first, [(pro, 1), (basic, 2)], t0 + DAY, coupon=tenth, item_coupons={basic["id"]: half})
+    book.create_subscription(second, [(basic, 1)], t0 + DAY + 1, item_coupons={basic["id"]: half})
+    return account
 
 
 def coupon_retrieves(sim: SimServer, account: str) -> int:
@@ -163,6 +180,29 @@ async def test_the_receiver_asks_each_coupon_for_its_products_once(
     assert await deliver_every_event(control, sim, account, tenant, token) == []
     await mrr_is_the_ground_truth(control, sim, account, tenant)
     assert coupon_retrieves(sim, account) == (COUPONS if version == LEGACY_VERSION else 0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["import", "poll", "webhooks"])
+async def test_an_items_own_discounts_named_by_id_count_on_every_path(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+    path: str,
+) -> None:
+    """Since 2024-04 an item's discounts are ids in every event, and their coupons ids once expanded (five levels
+    down): an active subscription with one was refused whole. Now MRR counts them as the ground truth does."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account = item_discount_account(sim)
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    if path == "import":
+        outcome, = await worker.importer.run_pending(among={connection_id})
+        assert outcome.state == "done", outcome
+    elif path == "poll":
+        assert (await worker.poller.poll_connection(connection_id)).state == "polled"
+    else:
+        assert await deliver_every_event(control, sim, account, tenant, token) == []
+    await mrr_is_the_ground_truth(control, sim, account, tenant, usd_mrr=(2000 + 2 * 1000 * 0.5) * 0.9 + 500)
+    # The item discounts' coupon, once; the subscription's comes with its products on a retrieve, not on a list.
+    assert coupon_retrieves(sim, account) == (2 if path == "import" else 1)
 
 
 def subscription_retrieves(sim: SimServer, account: str) -> int:

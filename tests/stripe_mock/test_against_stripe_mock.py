@@ -144,8 +144,8 @@ async def test_the_write_paths_fill_in_requests_are_stripes_and_its_coupon_produ
     finally:
         await reader.close()
     assert "applies_to" not in plain
-    assert found.applies_to == {coupon_id: {"products": []}}
-    coupon = {**plain, "duration": "forever", "applies_to": found.applies_to[coupon_id]}
+    assert list(found.coupons) == [coupon_id] and found.coupons[coupon_id]["applies_to"] == {"products": []}
+    coupon = {**plain, "duration": "forever", "applies_to": found.coupons[coupon_id]["applies_to"]}
     sub = read_subscription({"id": "sub_mock", "object": "subscription", "customer": "cus_mock", "status": "active",
                              "created": 1, "currency": "usd", "discounts": [{"id": "di_mock", "coupon": coupon}],
                              "items": {"data": [{"price": {"id": "price_mock", "product": "prod_mock",

@@ -24,7 +24,8 @@ from schemas import Envelope, EnvelopeCodec
 from service.web import create_ingest_app
 from service.worker import Worker, open_worker
 from stripe_sim import SimServer
-from tests.helpers import consume_all
+from tests.helpers import consume_all, month_of
+from tests.projections.support import mrr_figures, project_until_idle
 
 ADMIN_TOKEN = "admin-" + "t" * 30
 
@@ -148,3 +149,19 @@ def sim_objects(sim: SimServer, account: str) -> dict[str, set[str]]:
     for kind in ("customer", "charge", "subscription", "invoice", "payment_intent"):
         out[kind] = {o["id"] for o in store.all(kind) if not (kind == "customer" and o.get("deleted"))}
     return out
+
+
+async def projected_mrr_is_the_ground_truth(control: ControlClient, sim: SimServer, account: str, tenant: str,
+                                            expected: dict[str, float]) -> None:
+    """Projects what was published: nothing refused, and this month's MRR per currency is the simulator's, which is
+    `expected` (what the test is about)."""
+    await project_until_idle(control.settings, control.pool)
+    truth = sim.ground_truth(account)
+    this_month = month_of(truth["as_of"])
+    assert truth["mrr"][this_month] == expected
+    async with control.pool.acquire() as conn:
+        refused = await conn.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
+                                   tenant)
+        mrr = await mrr_figures(conn, tenant)
+    assert [dict(r) for r in refused] == []
+    assert mrr.get(this_month) == truth["mrr"][this_month]

@@ -22,9 +22,10 @@ from projections.handlers.writes import writes_for
 from schemas.stripe_objects import UnreadableObjectError
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
+from stripe_sim.billing import Book
 from stripe_sim.render import render_event
 from tests.helpers import month_of
-from tests.ingestor.conftest import ControlClient, connect, published_envelopes
+from tests.ingestor.conftest import ControlClient, connect, projected_mrr_is_the_ground_truth, published_envelopes
 from tests.projections.support import mrr_figures, project_until_idle
 
 DAY = 86400
@@ -35,14 +36,19 @@ COUPONS = 3  # in `restricted_account`: one retrieve each at most, whatever the 
 USD_MRR = (1400 + 1000) + (2000 + 500) + 2000 + 1800
 
 
-def restricted_account(sim: SimServer, version: str) -> str:
-    """An account (its events in `version`) whose subscriptions of the last three weeks carry forever coupons
-    restricted to products, and one that is not."""
+def pro_and_basic(sim: SimServer, version: str) -> tuple[Book, int, dict[str, Any], dict[str, Any]]:
+    """An account (its events in `version`) with a Pro ($20) and a Basic ($10) monthly price three weeks ago."""
     account = sim.create_account(api_version=version, customers=0).id
     sim.set_rate_limit(account, 1000)
     book = sim.book(account)
     t0 = sim.clock.now() - 20 * DAY
-    pro, basic = book.create_price(t0, "usd", 2000, nickname="Pro"), book.create_price(t0, "usd", 1000)
+    return book, t0, book.create_price(t0, "usd", 2000, nickname="Pro"), book.create_price(t0, "usd", 1000)
+
+
+def restricted_account(sim: SimServer, version: str) -> str:
+    """An account (its events in `version`) whose subscriptions of the last three weeks carry forever coupons
+    restricted to products, and one that is not."""
+    book, t0, pro, basic = pro_and_basic(sim, version)
     pro_only = book.create_coupon(t0, "forever", percent_off=30, products=[pro["product"]])
     off_basic = book.create_coupon(t0, "forever", amount_off=500, currency="usd", products=[basic["product"]])
     everything = book.create_coupon(t0, "forever", percent_off=10)
@@ -51,38 +57,24 @@ def restricted_account(sim: SimServer, version: str) -> str:
     book.create_subscription(customers[1], [(pro, 1), (basic, 1)], t0 + DAY + 1, coupon=off_basic)
     book.create_subscription(customers[2], [(basic, 2)], t0 + DAY + 2, coupon=pro_only)
     book.create_subscription(customers[3], [(pro, 1)], t0 + DAY + 3, coupon=everything)
-    return account
+    return str(book.account.id)
 
 
 async def mrr_is_the_ground_truth(control: ControlClient, sim: SimServer, account: str, tenant: str,
                                   usd_mrr: float = USD_MRR) -> None:
-    """Projects what was published: nothing refused, and this month's MRR is the simulator's."""
-    await project_until_idle(control.settings, control.pool)
-    truth = sim.ground_truth(account)
-    this_month = month_of(truth["as_of"])
-    assert truth["mrr"][this_month] == {"usd": usd_mrr}  # what the test is about
-    async with control.pool.acquire() as conn:
-        refused = await conn.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
-                                   tenant)
-        mrr = await mrr_figures(conn, tenant)
-    assert [dict(r) for r in refused] == []
-    assert mrr.get(this_month) == truth["mrr"][this_month]
+    await projected_mrr_is_the_ground_truth(control, sim, account, tenant, {"usd": usd_mrr})
 
 
 def item_discount_account(sim: SimServer) -> str:
     """An account (current version) whose items have their own forever discounts, named by id in every event, their
     coupons by id once expanded: 50% off Basic seats on the item, then 10% off the subscription; and 50% alone."""
-    account = sim.create_account(api_version=CURRENT_VERSION, customers=0).id
-    sim.set_rate_limit(account, 1000)
-    book = sim.book(account)
-    t0 = sim.clock.now() - 20 * DAY
-    pro, basic = book.create_price(t0, "usd", 2000, nickname="Pro"), book.create_price(t0, "usd", 1000)
+    book, t0, pro, basic = pro_and_basic(sim, CURRENT_VERSION)
     half = book.create_coupon(t0, "forever", percent_off=50, products=[basic["product"]])
     tenth = book.create_coupon(t0, "forever", percent_off=10)
     first, second = (book.create_customer(t0 + i, f"items{i}@example.com")["id"] for i in range(2))
     book.create_subscription(first, [(pro, 1), (basic, 2)], t0 + DAY, coupon=tenth, item_coupons={basic["id"]: half})
     book.create_subscription(second, [(basic, 1)], t0 + DAY + 1, item_coupons={basic["id"]: half})
-    return account
+    return str(book.account.id)
 
 
 def coupon_retrieves(sim: SimServer, account: str) -> int:
@@ -141,45 +133,33 @@ def test_every_forever_coupon_without_products_is_found_and_given_them_in_every_
     assert "applies_to" not in event["data"]["object"]["discount"]["coupon"]  # the event given is not changed
 
 
-@pytest.mark.integration
-async def test_the_importer_asks_each_coupon_for_its_products_once(
-    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
-) -> None:
-    await create_topic(control.settings.kafka.dead_letter_topic, 1)
-    account = restricted_account(sim, CURRENT_VERSION)
-    tenant, _, connection_id, _ = await connect(control, sim, account)
-    outcome, = await worker.importer.run_pending(among={connection_id})
-    assert outcome.state == "done", outcome
-    await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert coupon_retrieves(sim, account) == COUPONS  # a list cannot ask for them (five levels)
+async def brought_in(path: str, control: ControlClient, worker: Worker, sim: SimServer, account: str) -> str:
+    """Connects the account and brings its history in by `path` (import, poll or webhooks); returns the tenant."""
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    if path == "import":
+        outcome, = await worker.importer.run_pending(among={connection_id})
+        assert outcome.state == "done", outcome
+    elif path == "poll":
+        assert (await worker.poller.poll_connection(connection_id)).state == "polled"
+    else:
+        assert await deliver_every_event(control, sim, account, tenant, token) == []
+    return tenant
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("path", ["import", "poll", "webhooks"])
 @pytest.mark.parametrize("version", [LEGACY_VERSION, CURRENT_VERSION])
-async def test_the_poller_asks_each_coupon_for_its_products_once(
+async def test_coupons_restricted_to_products_count_on_every_path_asked_once(
     control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
-    version: str,
+    path: str, version: str,
 ) -> None:
     await create_topic(control.settings.kafka.dead_letter_topic, 1)
     account = restricted_account(sim, version)
-    tenant, _, connection_id, _ = await connect(control, sim, account)
-    outcome = await worker.poller.poll_connection(connection_id)
-    assert outcome.state == "polled", outcome
+    tenant = await brought_in(path, control, worker, sim, account)
     await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert coupon_retrieves(sim, account) == (COUPONS if version == LEGACY_VERSION else 0)
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("version", [LEGACY_VERSION, CURRENT_VERSION])
-async def test_the_receiver_asks_each_coupon_for_its_products_once(
-    control: ControlClient, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]], version: str,
-) -> None:
-    await create_topic(control.settings.kafka.dead_letter_topic, 1)
-    account = restricted_account(sim, version)
-    tenant, token, _, _ = await connect(control, sim, account)
-    assert await deliver_every_event(control, sim, account, tenant, token) == []
-    await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert coupon_retrieves(sim, account) == (COUPONS if version == LEGACY_VERSION else 0)
+    # Once each: a list cannot ask for their products (five levels); a retrieve of a subscription whose discounts
+    # an event names by id brings them (current version); an older version's events embed the coupons.
+    assert coupon_retrieves(sim, account) == (0 if path != "import" and version == CURRENT_VERSION else COUPONS)
 
 
 @pytest.mark.integration
@@ -192,14 +172,7 @@ async def test_an_items_own_discounts_named_by_id_count_on_every_path(
     down): an active subscription with one was refused whole. Now MRR counts them as the ground truth does."""
     await create_topic(control.settings.kafka.dead_letter_topic, 1)
     account = item_discount_account(sim)
-    tenant, token, connection_id, _ = await connect(control, sim, account)
-    if path == "import":
-        outcome, = await worker.importer.run_pending(among={connection_id})
-        assert outcome.state == "done", outcome
-    elif path == "poll":
-        assert (await worker.poller.poll_connection(connection_id)).state == "polled"
-    else:
-        assert await deliver_every_event(control, sim, account, tenant, token) == []
+    tenant = await brought_in(path, control, worker, sim, account)
     await mrr_is_the_ground_truth(control, sim, account, tenant, usd_mrr=(2000 + 2 * 1000 * 0.5) * 0.9 + 500)
     # The item discounts' coupon, once; the subscription's comes with its products on a retrieve, not on a list.
     assert coupon_retrieves(sim, account) == (2 if path == "import" else 1)

@@ -20,9 +20,7 @@ from schemas.stripe_objects import read_subscription
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.render import render_event
-from tests.helpers import month_of
-from tests.ingestor.conftest import ControlClient, connect
-from tests.projections.support import mrr_figures, project_until_idle
+from tests.ingestor.conftest import ControlClient, connect, projected_mrr_is_the_ground_truth
 
 DAY = 86400
 TIERED_PRICES = 3  # in `tiered_account`: one retrieve each, whatever the number of events naming them
@@ -107,18 +105,8 @@ def tiered_account(sim: SimServer, version: str) -> str:
 
 
 async def mrr_is_the_ground_truth(control: ControlClient, sim: SimServer, account: str, tenant: str) -> None:
-    """Projects what was published: nothing refused, and this month's MRR per currency is the simulator's."""
-    await project_until_idle(control.settings, control.pool)
-    truth = sim.ground_truth(account)
-    this_month = month_of(truth["as_of"])
-    assert truth["mrr"][this_month] == {"eur": (3 * 12000 + 6000 + 2400) / 12,  # what the test is about
-                                        "usd": 11600 + 10400 + 3600 + (5000 + 3 * 800 + 1000)}
-    async with control.pool.acquire() as conn:
-        refused = await conn.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
-                                   tenant)
-        mrr = await mrr_figures(conn, tenant)
-    assert [dict(r) for r in refused] == []
-    assert mrr.get(this_month) == truth["mrr"][this_month]
+    await projected_mrr_is_the_ground_truth(control, sim, account, tenant, {
+        "eur": (3 * 12000 + 6000 + 2400) / 12, "usd": 11600 + 10400 + 3600 + (5000 + 3 * 800 + 1000)})
 
 
 def subscription_retrieves(sim: SimServer, account: str) -> list[str]:

@@ -163,7 +163,8 @@ class Book:
                  for it in sub["items"]["data"]]
         by_item = {it["id"]: it for it in sub["items"]["data"]}
         item_off = [sum(_discount_amount(d, line["amount"], period[0], billing_reason)
-                        for d in by_item[line["parent"]["subscription_item_details"]["subscription_item"]]["discounts"])
+                        for d in by_item[line["parent"]["subscription_item_details"]["subscription_item"]]["discounts"]
+                        if _applies(d, line))
                     for line in lines]
         disc = sum(item_off) + _discount_amount(sub.get("discount"), _discountable(sub, lines, item_off), period[0],
                                                  billing_reason)
@@ -371,13 +372,17 @@ def _discount_end(coupon: Obj, at: int) -> int | None:
     return add_interval(at, "month", coupon["duration_in_months"]) if coupon["duration"] == "repeating" else None
 
 
+def _applies(disc: Obj, line: Obj) -> bool:
+    """Whether a discount's coupon reduces a line: every line, or those of its products."""
+    applies_to = disc["coupon"].get("applies_to")
+    return applies_to is None or line["price"]["product"] in applies_to["products"]
+
+
 def _discountable(sub: Obj, lines: list[Obj], item_off: list[int]) -> int:
     """The amount of the lines the subscription's coupon reduces, after their items' own discounts: those of its
     products, or every line."""
     disc = sub.get("discount")
-    applies_to = disc["coupon"].get("applies_to") if disc else None
-    return sum(line["amount"] - off for line, off in zip(lines, item_off)
-               if applies_to is None or line["price"]["product"] in applies_to["products"])
+    return sum(line["amount"] - off for line, off in zip(lines, item_off) if disc is None or _applies(disc, line))
 
 
 def _discount_amount(disc: Obj | None, subtotal: int, period_start: int, billing_reason: str) -> int:

@@ -62,6 +62,9 @@ def render_event(evt: Obj, version: str | None = None) -> Obj:
     previous = data.get("previous_attributes")
     if isinstance(previous, dict) and isinstance(previous.get("items"), dict) and _tiered(previous["items"]["data"]):
         previous = data["previous_attributes"] = {**previous, "items": _untiered_list(previous["items"])}
+    if isinstance(previous, dict) and isinstance(previous.get("items"), dict) \
+            and any(it.get("discounts") for it in previous["items"]["data"]):
+        previous = data["previous_attributes"] = {**previous, "items": _item_discounts_named(previous["items"], at)}
     before = previous.get("discount") if isinstance(previous, dict) else None
     if isinstance(previous, dict) and isinstance(before, dict) and isinstance(before.get("coupon"), dict):
         data["previous_attributes"] = {**previous, "discount": {**before, "coupon": coupon_as_shown(before["coupon"])}}

@@ -162,23 +162,31 @@ def with_coupons(event: dict[str, Any], found: Mapping[str, Any]) -> dict[str, A
 
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Returns the event with each discount reference that `found` holds replaced by its object: the subscription's
-    own, and its items'."""
-    obj = dict(event["data"]["object"])
+    own and its items', in the object and in `previous_attributes` (the items before a renewal or a change)."""
+    data = {**event["data"], "object": _discounts_filled(event["data"]["object"], found)}
+    previous = data.get("previous_attributes")
+    if isinstance(previous, Mapping):
+        data["previous_attributes"] = _discounts_filled(previous, found)
+    return {**event, "data": data}
+
+
+def _discounts_filled(subscription: Mapping[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    out = dict(subscription)
 
     def filled(listed: list[Any]) -> list[Any]:
         return [found.get(d, d) if isinstance(d, str)
                 else found.get(i, d) if isinstance(d, Mapping) and isinstance(i := d.get("id"), str) else d
                 for d in listed]
 
-    if isinstance(obj.get("discounts"), list):
-        obj["discounts"] = filled(obj["discounts"])
-    items = obj.get("items")
+    if isinstance(out.get("discounts"), list):
+        out["discounts"] = filled(out["discounts"])
+    items = out.get("items")
     if isinstance(items, Mapping) and isinstance(items.get("data"), list):
-        obj["items"] = {**items, "data": [
+        out["items"] = {**items, "data": [
             {**item, "discounts": filled(item["discounts"])}
             if isinstance(item, Mapping) and isinstance(item.get("discounts"), list) else item
             for item in items["data"]]}
-    return {**event, "data": {**event["data"], "object": obj}}
+    return out
 
 
 def with_tiers(event: dict[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

@@ -35,6 +35,9 @@ from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import get_logger
 
 log = get_logger(__name__)
+# What of a coupon is kept (and remembered): what MRR reads, not its name or metadata (up to 25 KB each).
+COUPON_FIELDS = frozenset({"id", "object", "duration", "duration_in_months", "percent_off", "amount_off", "currency",
+                           "currency_options", "applies_to", "livemode", "created", "valid"})
 # The most coupons one subscription's fill-in asks Stripe for (Stripe allows 20 discounts on a subscription and on
 # each item): a tenant signs its own webhooks, and each coupon id named is a request of its budget and our time.
 MAX_COUPONS_ASKED = 40
@@ -80,9 +83,17 @@ async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Une
         for coupon_id, coupon in (await _coupons_on_subscription(reader, subscription_id, gone)).items():
             keep(coupon_id, coupon)
     every = {**had, **found.coupons}
-    found.discounts = {i: coupons_laid_in({"discounts": [d]}, every)["discounts"][0]
-                       for i, d in found.discounts.items()}
+    laid_in = {i: coupons_laid_in({"discounts": [d]}, every)["discounts"][0] for i, d in found.discounts.items()}
+    # A discount whose coupon is still an id (gone from Stripe) is neither laid in nor remembered: the event keeps
+    # its id, and the projector refuses the subscription's MRR by name.
+    found.discounts = {i: d for i, d in laid_in.items() if not _coupon_by_id(d)}
     return found
+
+
+def _coupon_by_id(discount: Mapping[str, Any]) -> bool:
+    source = discount.get("source")
+    return isinstance(discount.get("coupon"), str) or (isinstance(source, Mapping)
+                                                       and isinstance(source.get("coupon"), str))
 
 
 async def _coupon(reader: StripeReader, coupon_id: str) -> dict[str, Any] | None:
@@ -94,7 +105,7 @@ async def _coupon(reader: StripeReader, coupon_id: str) -> dict[str, Any] | None
     if "applies_to" not in coupon:
         log.warning("Stripe answered a coupon asked for its products without them", coupon_id=coupon_id)
         return None
-    return coupon
+    return {k: v for k, v in coupon.items() if k in COUPON_FIELDS}
 
 
 async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
@@ -110,7 +121,7 @@ async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
         source = discount.get("source") if isinstance(discount, Mapping) else None
         coupon = source.get("coupon") if isinstance(source, Mapping) else None
         if isinstance(coupon, dict) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
-            found[coupon["id"]] = coupon
+            found[coupon["id"]] = {k: v for k, v in coupon.items() if k in COUPON_FIELDS}
     for coupon_id in coupon_ids:
         if coupon_id not in found:
             log.warning("a coupon is gone from Stripe and from its subscription's discounts: what it takes off and "

@@ -19,7 +19,7 @@ compared left to right, larger wins:
    have been read just before the change. A creation event (`*.created`: the object's first state)
    ranks below both (rank × 2 − 1): an update in the second it was created in (a customer given its
    email, a subscription its quantity, a draft invoice its lines, all with the same status) is later,
-   and a snapshot of that second was read at least two seconds after it. Stored rows keep the ranks
+   and a snapshot dated that second was read more than a second after it (an object listed exists). Stored rows keep the ranks
    they were written with: a creation stored before this rule ties with its update as before.
 3. `state_event_id` — the event id, compared as text: arbitrary but the same in every order.
 

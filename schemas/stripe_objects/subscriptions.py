@@ -249,6 +249,7 @@ def _discount_list(r: FieldReader, listed: Any, field: str) -> tuple[tuple[Coupo
         raise r.fail(field, f"must be a list of discounts or their ids, got {shown(listed)}")
     found: dict[str, Coupon] = {}
     unresolved: list[str] = []
+    resolved_ids: set[str | None] = set()  # discounts read with their coupon: the same id listed again is not missing
     for discount in listed:
         if discount is None:
             continue
@@ -264,9 +265,9 @@ def _discount_list(r: FieldReader, listed: Any, field: str) -> tuple[tuple[Coupo
         if isinstance(coupon, Mapping):
             parsed = _coupon(r, coupon, f"{field}.coupon")
             found[parsed.id] = parsed
+            resolved_ids.add(ref(discount.get("id")))
         else:
             unresolved.append(ref(discount.get("id")) or str(coupon))
-    resolved_ids = {ref(d.get("id")) for d in listed if isinstance(d, Mapping)}
     return tuple(found.values()), tuple(u for u in dict.fromkeys(unresolved) if u not in resolved_ids)
 
 

@@ -17,9 +17,11 @@ import pytest
 import stripe
 
 from ingestor.envelope.discounts import Expanded, Unexpanded, unexpanded, with_expanded
-from ingestor.stripe_api.discounts import StripeDiscounts
+from ingestor.errors import ObjectMissingError
+from ingestor.stripe_api.discounts import StripeDiscounts, fetch_expanded
+from projections.handlers.mrr import subscription_mrr
 from projections.handlers.writes import writes_for
-from schemas.stripe_objects import UnreadableObjectError
+from schemas.stripe_objects import UnreadableObjectError, read_subscription
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.billing import Book
@@ -255,3 +257,33 @@ def test_one_connection_naming_coupons_without_end_forgets_its_own_first() -> No
         "co_b": coupon("co_b", applies_to=None)}
     assert list(discounts._remembered("conn_a", Unexpanded(coupons=tuple(f"co_{i}" for i in range(100)))).coupons) == [
         f"co_{i}" for i in range(96, 100)]
+
+
+async def test_an_items_discount_whose_coupon_is_gone_keeps_its_id_and_is_not_remembered() -> None:
+    """An item's discount expanded with its coupon an id Stripe answers 404 for: it was laid in as it came and
+    remembered, and the reader took the discount for read (its item at full price)."""
+    discount = {"id": "di_x", "object": "discount", "source": {"type": "coupon", "coupon": "co_gone"}}
+    subscription: dict[str, Any] = {
+        "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active", "created": 1,
+        "currency": "usd", "discounts": [],
+        "items": {"data": [{"id": "si_1", "quantity": 1, "discounts": ["di_x"], "price": {
+            "id": "price_1", "product": "prod_1", "currency": "usd", "unit_amount": 10_000,
+            "recurring": {"interval": "month", "interval_count": 1}}}]}}
+
+    class Stripe:
+        asked: list[str] = []
+
+        async def retrieve_raw(self, resource: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            self.asked.append(resource)
+            if resource == "coupons":
+                raise ObjectMissingError("No such coupon: 'co_gone'")
+            expanded = {**subscription["items"]["data"][0], "discounts": [discount]}
+            return {**subscription, "items": {"data": [expanded]}}
+
+    event = {"id": "evt_1", "type": "customer.subscription.updated", "data": {"object": subscription}}
+    wanted = unexpanded(event)
+    assert wanted.discounts == ("di_x",)
+    found = await fetch_expanded(Stripe(), "sub_1", wanted)  # type: ignore[arg-type]
+    assert found.discounts == {} and found.coupons == {}
+    with pytest.raises(UnreadableObjectError, match="di_x by id only"):
+        subscription_mrr(read_subscription(with_expanded(event, found)["data"]["object"]))

@@ -243,3 +243,14 @@ def test_a_snapshot_computes_the_mrr_of_the_points_it_keeps_only() -> None:
     assert [(v.status, v.mrr) for v in writes.versions] == [("trialing", 0), ("trialing", 0)]
     with pytest.raises(UnreadableObjectError, match="came without applies_to"):  # active from its start: not known
         writes_for(snapshot_envelope(trialing | {"trial_end": None}, "t", False, CURRENT_VERSION, asked_at))
+
+
+def test_an_items_amount_off_comes_before_the_subscriptions_percent() -> None:
+    """$40 of seats with $10 off the item, then 50% off the subscription: $15 ($10 if the order were the other)."""
+    ten_off = {"id": "di_item", "object": "discount", "coupon": {
+        **template("coupon"), "duration": "forever", "percent_off": None, "amount_off": 1_000, "currency": "usd",
+        "applies_to": None}}
+    half = {"coupon": {**template("coupon"), "duration": "forever", "percent_off": 50, "applies_to": None}}
+    items = {"data": [{**template("subscription_item"), "price": template("price"), "quantity": 2,
+                       "discounts": [ten_off]}]}
+    assert subscription_mrr(sub(items=items, discount=half)) == 1_500

@@ -423,3 +423,15 @@ def test_a_coupons_products_stripe_would_never_send_are_refused(applies_to: obje
     coupon = {**template("coupon"), "duration": "forever", "percent_off": 50, "applies_to": applies_to}
     with pytest.raises(UnreadableObjectError, match="applies_to.products"):
         read_subscription(priced(template("price"), discounts=[item_discount(coupon)]))
+
+
+def test_a_discount_whose_coupon_is_named_by_id_only_is_unresolved_even_when_listed_twice() -> None:
+    """An item's discount expanded with its coupon still an id (a coupon Stripe no longer has): it was taken for
+    read because the discount itself was an object, and its item counted at full price."""
+    by_id = {**template("discount"), "id": "di_x", "source": {"type": "coupon", "coupon": "co_gone"}}
+    [item] = read_subscription(priced(template("price"), discounts=[by_id])).items
+    assert (item.coupons, item.unresolved_discounts) == ((), ("di_x",))
+    embedded = {**template("discount"), "id": "di_y", "source": None,
+                "coupon": {**template("coupon"), "duration": "forever", "percent_off": 50}}
+    [item] = read_subscription(priced(template("price"), discounts=[embedded, "di_y"])).items
+    assert item.unresolved_discounts == () and len(item.coupons) == 1

@@ -146,3 +146,18 @@ def test_an_items_own_coupon_reduces_it_before_the_subscriptions(sim: SimServer)
     inv = sim.state.accounts[acct].test.get("invoice", sub["latest_invoice"])
     assert inv is not None and inv["amount_paid"] == 3600
     assert ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))["mrr"]["2025-03"] == {"usd": 3600}
+
+
+def test_an_items_amount_off_comes_before_the_subscriptions_percent(sim: SimServer) -> None:
+    """$40 of seats, $10 off the item, 50% off the subscription: $15 invoiced and in MRR ($10 the other way)."""
+    acct = sim.create_account(customers=0).id
+    b = sim.book(acct)
+    t0 = ts("2025-03-01")
+    seat = b.create_price(t0, "usd", 2000)
+    ten_off = b.create_coupon(t0, "forever", amount_off=1000, currency="usd")
+    half = b.create_coupon(t0, "forever", percent_off=50)
+    sub = b.create_subscription(b.create_customer(t0)["id"], [(seat, 2)], t0, coupon=half,
+                                item_coupons={seat["id"]: ten_off})
+    inv = sim.state.accounts[acct].test.get("invoice", sub["latest_invoice"])
+    assert inv is not None and inv["amount_paid"] == 1500
+    assert ground_truth(sim.state.accounts[acct].test, ts("2025-03-20"))["mrr"]["2025-03"] == {"usd": 1500}

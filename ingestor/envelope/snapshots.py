@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from ingestor.envelope.build import MAX_CREATED, MAX_NAME_LENGTH, is_name
-from ingestor.envelope.redaction import mask_pans, redacted_sorted_json
+from ingestor.envelope.card_numbers import mask_pans
+from ingestor.envelope.redaction import redacted_sorted_json
 from ingestor.errors import BadEventError
 from schemas import Envelope, Source
 

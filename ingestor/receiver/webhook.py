@@ -30,9 +30,9 @@ from ingestor.envelope.build import (
     is_test_webhook,
     parse_event,
 )
+from ingestor.envelope.card_numbers import holds_more_digits
 from ingestor.envelope.discounts import unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
-from ingestor.envelope.redaction import holds_more_digits
 from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.shares import DeliveryShares
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from ingestor.envelope.build import is_name
-from ingestor.envelope.redaction import mask_pans, redacted_sorted_json
+from ingestor.envelope.card_numbers import mask_pans
+from ingestor.envelope.redaction import redacted_sorted_json
 from ingestor.errors import IngestError
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_]+")

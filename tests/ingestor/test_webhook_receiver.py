@@ -21,7 +21,7 @@ from yarl import URL
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
-from ingestor.envelope.redaction import mask_pans
+from ingestor.envelope.card_numbers import mask_pans
 from plumbing.settings import HttpSettings, ReaderSettings, ReceiverSettings, Settings
 from schemas import EnvelopeCodec, Source
 from service.web import create_ingest_app

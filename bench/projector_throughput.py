@@ -20,7 +20,8 @@ from bench.results import BenchResult, Figure, Target, own_peak_rss_mib, write_r
 from plumbing.kafka import KafkaPublisher
 from plumbing.runtime import tune_gc
 from plumbing.settings import Settings
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
+from projections.projector.metrics import ProjectorMetrics
 from schemas import Envelope, EnvelopeCodec, envelope_key
 from stack.progress import say
 from stripe_sim import OLD_VERSION, SimServer

@@ -20,8 +20,9 @@ from plumbing.logs import configure_logging, get_logger
 from plumbing.postgres import create_pool
 from plumbing.runtime import log_tasks, tune_gc
 from plumbing.settings import Settings, load_settings
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
 from projections.projector.dedupe_pruning import prune_periodically
+from projections.projector.metrics import ProjectorMetrics
 from projections.projector.replay import ReplayReport, replay
 
 log = get_logger(__name__)

@@ -22,7 +22,6 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -36,54 +35,15 @@ from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import KafkaPublisher, RecordTooLargeError, consumer_config
 from plumbing.logs import get_logger
 from plumbing.settings import KafkaSettings
-from projections.errors import PoisonRecordError, PositionGapError, ProjectionError
-from projections.handlers.writes import Writes, writes_for
+from projections.errors import PositionGapError
 from projections.projector.dead_letters import letter_for, letter_row, reason_text
+from projections.projector.decoding import Event, decode
+from projections.projector.metrics import ProjectorMetrics
 from projections.projector.store import Applied, DeadLetterRow, PostgresProjectionStore
 from schemas import DeadLetter, EnvelopeCodec
-from schemas.stripe_objects import UnreadableObjectError
 
 log = get_logger(__name__)
 LAG_EVERY_S = 5.0
-TENANT_LAG_TTL_S = 600.0
-
-
-class ProjectorMetrics:
-    """Prometheus series of the projector."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.applied = Counter("projector_events_applied", "Events applied to the tables", registry=registry)
-        self.duplicates = Counter("projector_duplicates_skipped", "Events already applied before", registry=registry)
-        self.dead_letters = Counter("projector_dead_letters",
-                                    "Records dead-lettered, counted as each is sent (or skipped in a replay): a "
-                                    "record again if its batch is retried (the tenant's health counts it once)",
-                                    ["reason"], registry=registry)
-        self.batch_seconds = Histogram("projector_batch_apply_seconds", "Time to apply one batch", registry=registry)
-        self.event_age = Histogram(
-            "projector_event_age_seconds", "From receipt by a producer to applied", registry=registry,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
-        )
-        self.lag = Gauge("projector_consumer_lag", "Records not yet applied", ["partition"], registry=registry)
-        # One series per tenant (thousands are fine for Prometheus): who is behind, when the total is not. A series
-        # this member has not updated for TENANT_LAG_TTL_S is removed (a quiet tenant, or partitions now another
-        # member's), so the gauges hold what this member applied lately, not a past backlog for ever.
-        self.tenant_lag = Gauge("projector_tenant_lag_seconds", "Age of the tenant's oldest event in its latest "
-                                "applied batch (receipt to applied)", ["tenant"], registry=registry)
-        self._tenant_lag_at: dict[str, float] = {}
-        self._expired_at = time.monotonic()
-        self.dedupe_pruned = Counter("projector_dedupe_rows_pruned", "Dedupe rows deleted for age (processed_events)",
-                                     registry=registry)
-
-    def tenant_lagged(self, tenant: str, age_s: float) -> None:
-        """Sets one tenant's lag; now and then drops the series not set for TENANT_LAG_TTL_S."""
-        now = time.monotonic()
-        self.tenant_lag.labels(tenant).set(age_s)
-        self._tenant_lag_at[tenant] = now
-        if now - self._expired_at >= 60:
-            self._expired_at = now
-            for stale in [t for t, at in self._tenant_lag_at.items() if now - at > TENANT_LAG_TTL_S]:
-                del self._tenant_lag_at[stale]
-                self.tenant_lag.remove(stale)
 
 
 def _seek_may_succeed_later(exc: BaseException) -> bool:
@@ -115,30 +75,9 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._projector.seek_to_stored_positions(list(assigned))
 
 
-Event = tuple[str, str, Writes]  # (tenant_id, event_id, writes)
 # Records decoded between two yields to the event loop while a batch is applied, so the
 # transaction's next statement goes out within a few milliseconds.
 DECODE_SLICE = 50
-
-
-def decode(codec: EnvelopeCodec, record: ConsumerRecord) -> Event:
-    """Returns (tenant_id, event_id, writes) of one record; raises EnvelopeError or ProjectionError.
-
-    Decoding and the handlers are pure code over one record: whatever they raise is that record's
-    fault (or a bug it triggers), so it becomes PoisonRecordError and the record is dead-lettered alone.
-    """
-    envelope = codec.decode(record.value)
-    try:
-        return envelope.tenant_id, envelope.event_id, writes_for(envelope)
-    except ProjectionError:
-        raise
-    except UnreadableObjectError as exc:  # money that cannot be derived: named by its own reason in health
-        exc.event_id = envelope.event_id
-        raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        # Named by where it was raised: its text may quote the record (the tenant's health shows the message).
-        raise PoisonRecordError(f"cannot project {envelope.event_type} {envelope.event_id}: {error_site(exc)}",
-                                envelope.event_id) from exc
 
 
 class RevenueProjector:

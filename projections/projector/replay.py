@@ -28,7 +28,8 @@ from prometheus_client import CollectorRegistry
 from plumbing.migrations import read_migrations
 from plumbing.settings import Settings
 from projections import MIGRATIONS_DIR
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
+from projections.projector.metrics import ProjectorMetrics
 
 SCHEMA_LINE = re.compile(r"^(SET LOCAL search_path TO|CREATE SCHEMA IF NOT EXISTS) projection\b", re.MULTILINE)
 LIVE_SCHEMA = "projection"

@@ -18,7 +18,8 @@ from ingestor.envelope.discounts import Expanded, expanded_in, unexpanded, with_
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
 from projections.handlers.writes import writes_for
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
+from projections.projector.metrics import ProjectorMetrics
 from projections.projector.store import PostgresProjectionStore
 from projections.read.client import ReaderCredentials
 from schemas import Envelope, EnvelopeCodec, Source, envelope_key

@@ -8,9 +8,9 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from projections.errors import PoisonRecordError
-from projections.projector import consumer
-from projections.projector.consumer import decode
+from projections.projector import decoding
 from projections.projector.dead_letters import LETTER_VALUE_BYTES, letter_for, letter_row, reason_text
+from projections.projector.decoding import decode
 from schemas import EnvelopeCodec
 from schemas.codec import CorruptRecordError
 from tests.projections.test_order_and_duplicates import CHARGE, T, event
@@ -59,7 +59,7 @@ def test_a_handler_bug_is_dead_lettered_with_its_event_and_site_not_its_text(mon
     def buggy(_: object) -> None:
         raise ValueError("card 4242 is odd")
 
-    monkeypatch.setattr(consumer, "writes_for", buggy)
+    monkeypatch.setattr(decoding, "writes_for", buggy)
     with pytest.raises(PoisonRecordError) as raised:
         decode(EnvelopeCodec(), record(EnvelopeCodec().encode(envelope)))
     assert raised.value.event_id == "evt_bug" and "4242" not in str(raised.value)

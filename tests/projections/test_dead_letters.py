@@ -21,7 +21,8 @@ from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
 from plumbing.kafka import MAX_RECORD_BYTES, KafkaPublisher, PublishError, producer_config
 from plumbing.settings import Settings
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
+from projections.projector.metrics import ProjectorMetrics
 from schemas import Envelope, EnvelopeCodec, envelope_key
 from stack.up import Platform
 from tests.helpers import FailsFirst, consume_all, topic_size, wait_for

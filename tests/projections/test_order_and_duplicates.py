@@ -64,7 +64,7 @@ INVOICE = {"id": "in_1", "object": "invoice", "created": T, "currency": "usd", "
            "total": 2000, "amount_due": 2000, "amount_paid": 0, "amount_remaining": 2000}
 CHARGE = {"id": "ch_1", "object": "charge", "created": T, "currency": "usd", "customer": "cus_1", "amount": 5000,
           "amount_captured": 5000, "amount_refunded": 0, "captured": True}
-SUBSCRIPTION = {"id": "sub_1", "object": "subscription", "created": T, "currency": "usd", "customer": "cus_1",
+SUBSCRIPTION: dict[str, Any] = {"id": "sub_1", "object": "subscription", "created": T, "currency": "usd", "customer": "cus_1",
                 "items": {"data": [{"id": "si_1", "quantity": 1, "price": {"id": "price_1", "unit_amount": 1000,
                                                                              "recurring": {"interval": "month", "interval_count": 1}}}]}}
 PAYMENT_INTENT = {"id": "pi_1", "object": "payment_intent", "created": T, "currency": "usd", "customer": "cus_1",

@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry
 from plumbing.kafka import KafkaPublisher, consumer_config
 from plumbing.postgres import DatabaseUnavailableError, database_errors
 from plumbing.settings import Settings
-from projections.projector.consumer import ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
+from projections.projector.metrics import ProjectorMetrics
 from projections.projector.store import PostgresProjectionStore
 from stack import REPO_ROOT
 from stripe_sim import OLD_VERSION, SimServer

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from plumbing.kafka import KafkaPublisher
 from plumbing.settings import Settings
-from projections.projector.consumer import TENANT_LAG_TTL_S, ProjectorMetrics, RevenueProjector
+from projections.projector.consumer import RevenueProjector
+from projections.projector.metrics import TENANT_LAG_TTL_S, ProjectorMetrics
 from stripe_sim import CURRENT_VERSION, SimServer
 from tests.helpers import pinned_sim_clock
 from tests.projections.support import history_envelopes, publish

@@ -114,10 +114,18 @@ async def connect_demo_tenant(http: aiohttp.ClientSession, sim: dict[str, Any], 
     verdict = await api.call("POST", f"{t}/key-tests", {"key": key})
     say(f"key test: {verdict['outcome']} — {verdict['summary']}")
     existing = await api.call("GET", f"{t}/connections/test", ok=(200, 404))
+    ok = (200, 201, 202, 422)  # 422 key_for_another_account: the simulated account changed since the last run
     if existing.get("status") in (None, "disconnected") or "error" in existing:
-        connection = await api.call("POST", f"{t}/connections", {"key": key})
+        connection = await api.call("POST", f"{t}/connections", {"key": key}, ok=ok)
     else:
-        connection = await api.call("PUT", f"{t}/connections/test/key", {"key": key})
+        connection = await api.call("PUT", f"{t}/connections/test/key", {"key": key}, ok=ok)
+    if (connection.get("error") or {}).get("code") == "key_for_another_account":
+        say("the simulated Stripe account is not the one the demo tenant's data came from (another --customers or "
+            "--api-version than last time): purging that data and connecting again")
+        await api.call("DELETE", f"{t}/connections/test?purge=true")
+        connection = await api.call("POST", f"{t}/connections", {"key": key})
+    elif "error" in connection:
+        raise RuntimeError(f"connecting the demo key was refused: {connection['error']}")
     webhook_url = connection["webhook"]["url"] if "webhook" in connection else (
         await api.call("GET", f"{t}/connections/test"))["webhook"]["url"]
     sim_admin = sim["base_url"]

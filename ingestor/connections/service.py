@@ -21,7 +21,7 @@ from ingestor.connections.key_test import KeyTestResult, test_key
 from ingestor.connections.status import RECOVERABLE_BY_TEST, STATUSES, docs_link
 from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
-from ingestor.errors import IngestError
+from ingestor.errors import IngestError, ObjectMissingError
 from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints, run_window
 from ingestor.sources.reconcile import Reconciler
 from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
@@ -252,6 +252,8 @@ class ConnectionService:
         if not result.green:
             await self._tenants.audit(actor, tenant_id, "key.refused", {"key": check.masked, "outcome": result.outcome})
             raise KeyNotAcceptedError(result)
+        if existing is not None:
+            await self._same_account(actor, tenant_id, check, existing)
         now = self._now()
         if existing is None:
             connection_id, _ = await self._store.create_connection(tenant_id, livemode)
@@ -271,6 +273,32 @@ class ConnectionService:
             await self._tenants.audit(actor, tenant_id, "connection.connected", {"mode": check.mode, "key": check.masked})
         connection = await self._connection(tenant_id, check.mode or "test")
         return {"connection": await self.view(connection), "key_test": result.to_json()}
+
+    async def _same_account(self, actor: str, tenant_id: str, check: KeyCheck, existing: Connection) -> None:
+        """Refuses a key (a rotation, or a reconnection that kept the data) that reads another Stripe account than
+        the one the tenant's tables hold: its objects would be mixed with theirs, every figure silently wrong. A
+        restricted key cannot read its account's id, so a few objects the tables hold are retrieved with it: none
+        there (404) is another account. Raises RefusedInputError (nothing stored)."""
+        held = await self._store.held_object_ids(tenant_id, check.mode == "live")
+        if not held:
+            return
+        reader = self._readers.reader(check.key, existing.connection_id, check.mode == "live", quick=True)
+        try:
+            for resource, object_id in held:
+                try:
+                    await reader.retrieve_raw(resource, object_id, {})
+                    return
+                except ObjectMissingError:
+                    continue
+        finally:
+            await reader.close()
+        await self._tenants.audit(actor, tenant_id, "key.refused", {"key": check.masked,
+                                                                     "outcome": "another_account"})
+        raise RefusedInputError(
+            f"this key reads another Stripe account than the one this connection's data came from (none of "
+            f"{', '.join(object_id for _, object_id in held)} is there): its objects would be mixed with that "
+            f"data. Use a key of the same account, or disconnect with purge first to start again",
+            "key_for_another_account")
 
     async def retest(self, actor: str, tenant_id: str, mode: str) -> dict[str, Any]:
         """Tests the stored key again; green recovers a key_invalid/permission_missing/rate_limited connection."""

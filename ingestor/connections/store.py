@@ -243,6 +243,16 @@ class PostgresConnectionStore:
         )
         return Connection.from_row(row) if row else None
 
+    async def held_object_ids(self, tenant_id: str, livemode: bool, limit: int = 3) -> list[tuple[str, str]]:
+        """Returns a few (resource, id) of Stripe objects the tenant's tables hold in one mode, newest first: charges
+        (Stripe never deletes one), else customers. Empty when nothing was projected yet."""
+        for resource, table in (("charges", "projection.charges"), ("customers", "projection.customers")):
+            rows = await self._pool.fetch(f"SELECT id FROM {table} WHERE tenant_id = $1 AND livemode = $2 "
+                                          "ORDER BY state_time DESC LIMIT $3", tenant_id, livemode, limit)
+            if rows:
+                return [(resource, r["id"]) for r in rows]
+        return []
+
     async def get_connection(self, connection_id: str) -> Connection | None:
         """Returns one connection by id, or None."""
         row = await self._pool.fetchrow(

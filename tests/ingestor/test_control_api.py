@@ -9,7 +9,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from stripe_sim import SimServer
+from ingestor.envelope.snapshots import snapshot_envelope
+from projections.handlers.writes import writes_for
+from projections.projector.store import PostgresProjectionStore
+from stripe_sim import CURRENT_VERSION, SimServer
+from stripe_sim.render import render
 from tests.helpers import wait_for
 from tests.ingestor.conftest import ControlClient
 
@@ -159,6 +163,41 @@ async def test_rotation_tests_then_swaps_and_a_failing_key_changes_nothing(
     assert actions == ["key.rotated", "key.refused", "connection.connected", "tenant.created"]
     assert all(e["actor"] == f"tenant:{tenant}" for e in audit["entries"][:3]) and audit["entries"][3]["actor"] == "admin"
     assert new not in str(audit) and old not in str(audit)
+
+
+async def test_a_key_of_another_stripe_account_is_refused_while_the_tenant_holds_the_first_ones_data(
+    control: ControlClient, sim: SimServer, account: str
+) -> None:
+    """A rotation (or a reconnection that kept the data) to a key of another Stripe account mixed its objects with
+    the first one's in the same tables: every figure silently wrong. A restricted key cannot read its account's id;
+    objects the tables hold are retrieved with it instead."""
+    tenant, token = await control.tenant()
+    first = sim.create_restricted_key(account)
+    assert (await control.call("POST", f"/api/tenants/{tenant}/connections", token, {"key": first}))[0] == 201
+    connection = await control.store.find_connection(tenant, False)
+    assert connection is not None
+    stored = sim.state.accounts[account].store(False)
+    held = (stored.all("charge") or stored.all("customer"))[:3]
+    assert held
+    envelopes = [snapshot_envelope(render(obj, CURRENT_VERSION), tenant, False, CURRENT_VERSION,
+                                   datetime.now(timezone.utc)) for obj in held]  # as the import projected them
+    await PostgresProjectionStore(control.pool, "another-account-test").apply(
+        [(e.tenant_id, e.event_id, writes_for(e)) for e in envelopes], {})
+    other = sim.create_account(customers=4)
+    sim.set_rate_limit(other.id, 1000)
+
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
+                                      {"key": other.restricted_key})
+    assert status == 422 and body["error"]["code"] == "key_for_another_account", body
+    assert held[0]["id"] in body["error"]["message"] and other.restricted_key not in str(body)
+    assert (await control.store.load_key(connection.connection_id))[0] == first  # type: ignore[index]
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
+                                      {"key": sim.create_restricted_key(account)})
+    assert status == 200, body  # another key of the same account
+    status, _ = await control.call("DELETE", f"/api/tenants/{tenant}/connections/test?purge=true", token)
+    assert status == 200
+    status, body = await control.call("POST", f"/api/tenants/{tenant}/connections", token, {"key": other.restricted_key})
+    assert status in (200, 201), body  # the data gone, the other account may be connected
 
 
 async def test_a_second_signing_secret_rolls_the_first_with_a_grace_period(

@@ -11,7 +11,7 @@ a price's tiers never change), as if Stripe had sent them expanded; and its fore
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,22 +151,21 @@ def with_expanded(event: dict[str, Any], found: Expanded) -> dict[str, Any]:
 def with_coupons(event: dict[str, Any], found: Mapping[str, Any]) -> dict[str, Any]:
     """Returns the event with each coupon that `found` holds laid in (`coupons.coupons_laid_in`): in the object, and
     in `previous_attributes` (the discounts before an update)."""
-    if not found:
-        return event
-    data = {**event["data"], "object": coupons_laid_in(event["data"]["object"], found)}
-    previous = data.get("previous_attributes")
-    if isinstance(previous, Mapping):
-        data["previous_attributes"] = coupons_laid_in(previous, found)
-    return {**event, "data": data}
+    return _object_and_before(event, lambda obj: coupons_laid_in(obj, found)) if found else event
 
 
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Returns the event with each discount reference that `found` holds replaced by its object: the subscription's
     own and its items', in the object and in `previous_attributes` (the items before a renewal or a change)."""
-    data = {**event["data"], "object": _discounts_filled(event["data"]["object"], found)}
+    return _object_and_before(event, lambda obj: _discounts_filled(obj, found))
+
+
+def _object_and_before(event: dict[str, Any], fill: Callable[[Mapping[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """The event with `fill` applied to its object and to its attributes before an update (`previous_attributes`)."""
+    data = {**event["data"], "object": fill(event["data"]["object"])}
     previous = data.get("previous_attributes")
     if isinstance(previous, Mapping):
-        data["previous_attributes"] = _discounts_filled(previous, found)
+        data["previous_attributes"] = fill(previous)
     return {**event, "data": data}
 
 

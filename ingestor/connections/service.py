@@ -64,6 +64,13 @@ class RefusedInputError(ControlError):
     status = 422
 
 
+class StripeBusyError(ControlError):
+    """Stripe could not be asked what the request needs (5xx, unreachable, rate-limited); nothing was stored."""
+
+    status = 503
+    code = "stripe_unavailable"
+
+
 MAX_NAME_CHARS = 200
 READER_LEVELS = ("summary", "standard", "full")
 # A reader token reads both modes ("all") or one: live data only, test data only.
@@ -290,6 +297,9 @@ class ConnectionService:
                     return
                 except ObjectMissingError:
                     continue
+        except IngestError as exc:
+            raise StripeBusyError(f"Stripe could not be asked whether this key reads the same account ({exc.code}); "
+                                  "nothing was stored, try again in a minute") from None
         finally:
             await reader.close()
         await self._tenants.audit(actor, tenant_id, "key.refused", {"key": check.masked,

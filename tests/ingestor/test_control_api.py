@@ -186,6 +186,15 @@ async def test_a_key_of_another_stripe_account_is_refused_while_the_tenant_holds
     other = sim.create_account(customers=4)
     sim.set_rate_limit(other.id, 1000)
 
+    retrieves = f"/v1/{'charges' if stored.all('charge') else 'customers'}/"  # not the key test's lists
+    sim.set_faults({"kind": "status", "status": 503, "rate": 1.0, "path_prefix": retrieves})
+    try:
+        status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
+                                          {"key": sim.create_restricted_key(account)})
+    finally:
+        sim.set_faults()
+    assert status == 503 and body["error"]["code"] == "stripe_unavailable", body  # cannot tell: nothing stored
+    assert (await control.store.load_key(connection.connection_id))[0] == first  # type: ignore[index]
     status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
                                       {"key": other.restricted_key})
     assert status == 422 and body["error"]["code"] == "key_for_another_account", body
@@ -196,7 +205,8 @@ async def test_a_key_of_another_stripe_account_is_refused_while_the_tenant_holds
     assert status == 200, body  # another key of the same account
     status, _ = await control.call("DELETE", f"/api/tenants/{tenant}/connections/test?purge=true", token)
     assert status == 200
-    status, body = await control.call("POST", f"/api/tenants/{tenant}/connections", token, {"key": other.restricted_key})
+    status, body = await control.call("POST", f"/api/tenants/{tenant}/connections", token,
+                                      {"key": other.restricted_key})
     assert status in (200, 201), body  # the data gone, the other account may be connected
 
 

@@ -132,7 +132,7 @@ def _subscription(sub: Obj, version: str) -> Obj:
         return out
     first = items[0] if items else {}
     old_items = [_without(it, ("current_period_start", "current_period_end")) for it in items]
-    out = {**_without(sub, ("discounts",) if version[:10] < "2024-04-03" else ()),
+    out = {**_without(sub, ("discounts",) if version[:10] < ITEM_DISCOUNTS else ()),
            "current_period_start": first.get("current_period_start"),
            "current_period_end": first.get("current_period_end"),
            "items": {**sub["items"], "data": old_items}}

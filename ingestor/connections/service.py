@@ -285,7 +285,8 @@ class ConnectionService:
         """Refuses a key (a rotation, or a reconnection that kept the data) that reads another Stripe account than
         the one the tenant's tables hold: its objects would be mixed with theirs, every figure silently wrong. A
         restricted key cannot read its account's id, so a few objects the tables hold are retrieved with it: none
-        there (404) is another account. Raises RefusedInputError (nothing stored)."""
+        there (404) is another account. Raises RefusedInputError, or StripeBusyError when Stripe cannot be asked
+        (nothing stored either way)."""
         held = await self._store.held_object_ids(tenant_id, check.mode == "live")
         if not held:
             return

@@ -13,11 +13,7 @@ fetches.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final
-
-# What a coupon is remembered as when Stripe no longer has it anywhere it can be asked: never laid in, so the
-# projector refuses the subscription's MRR by name rather than guess which items it reduces.
-COUPON_GONE: Final = object()
+from typing import Any
 
 CouponMap = Callable[[Any], Any]
 
@@ -47,8 +43,8 @@ def coupons_laid_in(subscription: Mapping[str, Any], found: Mapping[str, Any]) -
 
     def lay_in(coupon: Any) -> Any:
         coupon_id = coupon if isinstance(coupon, str) else coupon.get("id")
-        whole = found.get(coupon_id, COUPON_GONE) if isinstance(coupon_id, str) else COUPON_GONE
-        if whole is COUPON_GONE or not isinstance(whole, Mapping) or "applies_to" not in whole:
+        whole = found.get(coupon_id) if isinstance(coupon_id, str) else None
+        if not isinstance(whole, Mapping) or "applies_to" not in whole:
             return coupon
         if isinstance(coupon, str):
             return whole
@@ -62,14 +58,21 @@ def _coupons_mapped(subscription: Mapping[str, Any], mapped: CouponMap) -> dict[
     in `discount` (until basil), `discounts[]` (`coupon`, or `source.coupon` since clover), and each item's
     `discounts[]`."""
     out = dict(subscription)
-    if isinstance(subscription.get("discount"), Mapping):
-        out["discount"] = _discount_mapped(subscription["discount"], mapped)
-    if isinstance(subscription.get("discounts"), list):
-        out["discounts"] = [_discount_mapped(d, mapped) for d in subscription["discounts"]]
-    items = subscription.get("items")
+    if isinstance(out.get("discount"), Mapping):
+        out["discount"] = _discount_mapped(out["discount"], mapped)
+    return discount_lists_mapped(out, lambda listed: [_discount_mapped(d, mapped) for d in listed])
+
+
+def discount_lists_mapped(subscription: Mapping[str, Any], mapped: Callable[[list[Any]], list[Any]]) -> dict[str, Any]:
+    """A copy of the subscription (or its attributes before an update) with `mapped` applied to each list of
+    discounts: its own `discounts` and each item's."""
+    out = dict(subscription)
+    if isinstance(out.get("discounts"), list):
+        out["discounts"] = mapped(out["discounts"])
+    items = out.get("items")
     if isinstance(items, Mapping) and isinstance(items.get("data"), list):
         out["items"] = {**items, "data": [
-            {**item, "discounts": [_discount_mapped(d, mapped) for d in item["discounts"]]}
+            {**item, "discounts": mapped(item["discounts"])}
             if isinstance(item, Mapping) and isinstance(item.get("discounts"), list) else item
             for item in items["data"]]}
     return out

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
+from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted, discount_lists_mapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,22 +170,12 @@ def _object_and_before(event: dict[str, Any], fill: Callable[[Mapping[str, Any]]
 
 
 def _discounts_filled(subscription: Mapping[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    out = dict(subscription)
-
     def filled(listed: list[Any]) -> list[Any]:
         return [found.get(d, d) if isinstance(d, str)
                 else found.get(i, d) if isinstance(d, Mapping) and isinstance(i := d.get("id"), str) else d
                 for d in listed]
 
-    if isinstance(out.get("discounts"), list):
-        out["discounts"] = filled(out["discounts"])
-    items = out.get("items")
-    if isinstance(items, Mapping) and isinstance(items.get("data"), list):
-        out["items"] = {**items, "data": [
-            {**item, "discounts": filled(item["discounts"])}
-            if isinstance(item, Mapping) and isinstance(item.get("discounts"), list) else item
-            for item in items["data"]]}
-    return out
+    return discount_lists_mapped(subscription, filled)
 
 
 def with_tiers(event: dict[str, Any], found: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

@@ -17,9 +17,9 @@ and the poller reads the types it lists from the events API meanwhile; a tenant 
 
 These are caps, not a division of the process: each connection gets its rate whatever the others do (some 110
 typical deliveries a second, about 3% of a core, at the defaults: some thirty connections at full rate fill one
-process). The buckets live in this
-process: N web processes give a tenant N caps, each bounded within its process. A leaky bucket is small enough
-to keep here: aiolimiter's waits for room, and a refusal must not wait, nor can it give units back.
+process). The buckets live in this process: N web processes give a tenant N caps, each bounded within its
+process. A leaky bucket is small enough to keep here: aiolimiter's waits for room, and a refusal must not wait,
+nor can it give units back.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The webhook receiver: one aiohttp handler that turns a Stripe delivery into a record on the raw topic.
 
-Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so
-a Content-Encoding is refused rather than decoded), body size, the endpoint's token, the connection's share
-of the work (a tenant flooding its own URL gets 429, not everyone's event loop: checked before the body is
+Order of checks, cheapest and safest first: content type and encoding (Stripe never compresses, so a
+Content-Encoding is refused rather than decoded), body size, the endpoint's token, the connection's share of
+the work (a tenant flooding its own URL gets 429, not everyone's event loop: checked before the body is
 read, paid once it is), how many objects and arrays it holds, the signature (nothing unauthenticated is
 parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode. Only then is
-the event redacted and published, and 2xx is answered only after Kafka acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer is 503 with
-Retry-After, so Stripe delivers again. This is the only module that turns errors into HTTP responses.
+the event redacted and published, and 2xx is answered only after Kafka acknowledged the record (acks=all).
+If Kafka does not acknowledge in time the answer is 503 with Retry-After, so Stripe delivers again. This is
+the only module that turns errors into HTTP responses.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any, Final, Mapping
 # How a subscription's discounts are asked for with their coupons, and its items' prices with their tiers (a tiered
 # price's `tiers` are included only when asked for): on a retrieve, and the discounts on a list page too. Stripe
 # expands at most four levels, a list's `data.` being one: `data.items.data.price.tiers` (five) fails the whole
-# page, so the importer fills in tiers by retrieve (`importer._with_tiers`), as the receiver and the poller do.
+# page, so the importer fills in tiers by retrieve (`importer._filled_in`), as the receiver and the poller do.
 # A retrieve asks for the coupons' products too (`applies_to`, included only when asked; a deleted coupon's as well,
 # as the discounts that applied it keep it): four levels. A list cannot (`data.` makes five): the importer asks each
 # coupon (`GET /v1/coupons/{id}?expand[]=applies_to`).
@@ -21,7 +21,8 @@ from typing import Any, Final, Mapping
 DISCOUNT_EXPANSIONS: Final = ("discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to",
                               "items.data.discounts")
 TIER_EXPANSIONS: Final = ("items.data.price.tiers",)
-SUBSCRIPTION_EXPANSIONS_IN_LIST: Final = ("data.discounts", "data.discounts.source.coupon", "data.items.data.discounts")
+SUBSCRIPTION_EXPANSIONS_IN_LIST: Final = ("data.discounts", "data.discounts.source.coupon",
+                                          "data.items.data.discounts")
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,10 @@ async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Une
     return found
 
 
+def _trimmed(coupon: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in coupon.items() if k in COUPON_FIELDS}
+
+
 def _coupon_by_id(discount: Mapping[str, Any]) -> bool:
     source = discount.get("source")
     return isinstance(discount.get("coupon"), str) or (isinstance(source, Mapping)
@@ -105,7 +109,7 @@ async def _coupon(reader: StripeReader, coupon_id: str) -> dict[str, Any] | None
     if "applies_to" not in coupon:
         log.warning("Stripe answered a coupon asked for its products without them", coupon_id=coupon_id)
         return None
-    return {k: v for k, v in coupon.items() if k in COUPON_FIELDS}
+    return _trimmed(coupon)
 
 
 async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
@@ -121,7 +125,7 @@ async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
         source = discount.get("source") if isinstance(discount, Mapping) else None
         coupon = source.get("coupon") if isinstance(source, Mapping) else None
         if isinstance(coupon, dict) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
-            found[coupon["id"]] = {k: v for k, v in coupon.items() if k in COUPON_FIELDS}
+            found[coupon["id"]] = _trimmed(coupon)
     for coupon_id in coupon_ids:
         if coupon_id not in found:
             log.warning("a coupon is gone from Stripe and from its subscription's discounts: what it takes off and "

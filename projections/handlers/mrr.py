@@ -10,13 +10,13 @@ and `repeating` are temporary): an item's own discounts first, on that item (nev
 subscription's on the items they apply to (a coupon's `applies_to.products`, or every item). A percent
 coupon scales; an amount coupon takes off its amount in the subscription's currency (the coupon's
 `currency_options` when it is in another), normalised by the item's interval (the subscription's: by the
-first item it applies to), at most the amount of the items it applies to. A subscription set to cancel at period end
-keeps its MRR until it actually ends.
+first item it applies to), at most the amount of the items it applies to. A subscription set to cancel
+at period end keeps its MRR until it actually ends.
 
-Reads only the canonical record (`schemas.stripe_objects`), whatever API version the state came in.
-A discount known only by its id, a forever coupon without its `applies_to` (Stripe includes it only
-when asked; the write path fills it in), or an amount coupon with no amount in the subscription's
-currency, leaves the MRR of an active subscription underivable: that raises UnreadableObjectError rather than
+Reads only the canonical record (`schemas.stripe_objects`), whatever API version the state came in. A
+discount known only by its id, a forever coupon without its `applies_to` (Stripe includes it only when
+asked; the write path fills it in), or an amount coupon with no amount in the subscription's currency,
+leaves the MRR of an active subscription underivable: that raises UnreadableObjectError rather than
 count the subscription without its discount. Results are exact fractions of a minor unit; round only
 when presenting.
 """

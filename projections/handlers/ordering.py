@@ -14,13 +14,13 @@ compared left to right, larger wins:
 2. `state_rank` — how far along its lifecycle the state is, from the status (a succeeded charge not
    captured yet a step before its capture) and, for charges, the refunded amount (refunds only grow); a
    deletion outranks everything. Lifecycles move forward within a second, so the further state is the
-   later one. At equal progress a real
-   event (rank × 2 + 1) outranks a snapshot (rank × 2): the event is exact, the snapshot may
-   have been read just before the change. A creation event (`*.created`: the object's first state)
-   ranks below both (rank × 2 − 1): an update in the second it was created in (a customer given its
-   email, a subscription its quantity, a draft invoice its lines, all with the same status) is later,
-   and a snapshot dated that second was read more than a second after it (an object listed exists). Stored rows keep the ranks
-   they were written with: a creation stored before this rule ties with its update as before.
+   later one. At equal progress a real event (rank × 2 + 1) outranks a snapshot (rank × 2): the event
+   is exact, the snapshot may have been read just before the change. A creation event (`*.created`: the
+   object's first state) ranks below both (rank × 2 − 1): an update in the second it was created in (a
+   customer given its email, a subscription its quantity, a draft invoice its lines, all with the same
+   status) is later, and a snapshot dated that second was read more than a second after it (an object
+   listed exists). Stored rows keep the ranks they were written with: a creation stored before this
+   rule ties with its update as before.
 3. `state_event_id` — the event id, compared as text: arbitrary but the same in every order.
 
 Because the rule only compares states, the stored row after any delivery order (and any number

@@ -278,7 +278,8 @@ def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, 
     """
     points: list[tuple[int, str, int, str]] = [(time_ms, sub.status, rank, "")]  # (time, status, rank, id suffix)
     start = _timestamp(sub.start_date) or _timestamp(sub.created)
-    if envelope.source is Source.IMPORT and start is not None and sub.status not in ("incomplete", "incomplete_expired"):
+    if envelope.source is Source.IMPORT and start is not None \
+            and sub.status not in ("incomplete", "incomplete_expired"):
         points += _snapshot_points(sub, start)
     # The MRR of the points kept only: a point after the snapshot (a trial ending later) is not computed.
     return [_version(envelope, sub, *point) for point in points if point[0] <= time_ms]

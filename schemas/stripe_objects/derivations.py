@@ -67,10 +67,12 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
      "an active subscription's MRR is unreadable (a coupon in another currency without that option, or with no "
      "currency): never taken off in the wrong currency"),
     ("subscription", "coupon products", "`coupon.applies_to.products` (Stripe includes `applies_to` only when asked: "
-                                        "the write path retrieves each forever coupon with `expand[]=applies_to`, "
-                                        "once, and lays it in); null: every item. A restricted coupon reduces only "
-                                        "the items whose `price.product` (a plan's `product`) it lists; an amount "
-                                        "coupon takes off at most their amount, shared in proportion",
+                                        "the write path lays in what a retrieve of the subscription with "
+                                        "`expand[]=discounts.source.coupon.applies_to` gives, else the coupon's "
+                                        "own with `expand[]=applies_to`, asked once); null: every item. A "
+                                        "restricted coupon reduces only the items whose `price.product` (a plan's "
+                                        "`product`) it lists; an amount coupon takes off at most their amount, "
+                                        "shared in proportion",
      "an active subscription's MRR is unreadable while a forever coupon's `applies_to` is not included (a coupon "
      "deleted at Stripe since cannot be asked), or a restricted coupon meets an item without a product: never "
      "taken off every item on a guess"),

@@ -1,4 +1,5 @@
-"""What a subscription event leaves unexpanded that MRR needs, found and filled in before the event is published.
+"""What a subscription event (or a customer's, for its discount) leaves unexpanded that MRR needs, found and filled
+in before the event is published.
 
 Discounts: since 2024-04 Stripe lists a subscription's `discounts` as ids, and since 2025-03-31.basil there is
 no `discount` object beside them; since clover a discount names its coupon by id under `source.coupon`. Forever
@@ -55,11 +56,12 @@ class Expanded:
 
 
 def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
-    """Returns what the subscription event's object names without what MRR needs of it (nothing for other events):
-    the coupons of its object and of its attributes before an update."""
+    """Returns what the subscription or customer event's object names without what MRR needs of it (nothing for
+    other events): the coupons of its object and of its attributes before an update (a customer's discount reduces
+    its subscriptions that have none of their own)."""
     data = event.get("data") or {}
     obj = data.get("object") or {}
-    if obj.get("object") != "subscription":
+    if obj.get("object") not in ("subscription", "customer"):
         return Unexpanded()
     previous = data.get("previous_attributes")
     coupons = [*coupons_wanted(obj), *(coupons_wanted(previous) if isinstance(previous, Mapping) else ())]

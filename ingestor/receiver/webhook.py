@@ -263,8 +263,9 @@ class WebhookReceiver:
         wanted = unexpanded(event)
         if wanted:  # discounts named by id, tiers left out: MRR needs them, fetched before reading and publishing
             try:
-                found = await self._discounts.for_subscription(
-                    target.connection_id, target.livemode, str(event["data"]["object"]["id"]), wanted)
+                obj = event["data"]["object"]
+                found = await self._discounts.for_object(
+                    target.connection_id, target.livemode, str(obj["object"]), str(obj["id"]), wanted)
             except (IngestError, DatabaseUnavailableError) as exc:
                 log.warning("could not fetch a subscription's discounts or tiers; answering 503", error=str(exc))
                 return "discounts_unavailable", self._unavailable()

@@ -91,7 +91,7 @@ class ImportOutcome:
 
 
 TIERED = b'"tiered"'  # in a subscriptions page's body: a tiered price (or plan) whose tiers Stripe did not list
-DISCOUNTED = b'"source"'  # and a discount: its coupon's products (`applies_to`) Stripe did not list, an item's coupon
+DISCOUNTED = b'"source"'  # and a discount (a subscription's or customer's): its coupon by id, without its products
 
 
 @dataclass(frozen=True, slots=True)
@@ -755,7 +755,8 @@ class StripeImporter:
         try:
             async with asyncio.timeout(max(0.0, run.deadline - time.monotonic()) + self._settings.page_overrun_s):
                 page = await self._fetch(session, resource, query)
-                if resource == "subscriptions" and (TIERED in page.body or DISCOUNTED in page.body):
+                if (resource == "subscriptions" and (TIERED in page.body or DISCOUNTED in page.body)) or \
+                        (resource == "customers" and DISCOUNTED in page.body):
                     page = await self._filled_in(session, page, run.expanded)
                 return page
         except TimeoutError:
@@ -769,8 +770,9 @@ class StripeImporter:
         (`data.items.data.price.tiers`, `data.items.data.discounts.source.coupon` and
         `data.discounts.source.coupon.applies_to` are five levels of expansion or more, it takes four), so one
         subscription per price not known yet is retrieved with its tiers, and each coupon not known yet with its
-        products, as the receiver and the poller do. A page that is not a list is left for the page pool to judge; a
-        price or coupon a retrieve does not give stays without (unreadable, in health)."""
+        products, as the receiver and the poller do. A customers page: each customer's discount's coupon (by id in a
+        list) with its products. A page that is not a list is left for the page pool to judge; a price or coupon a
+        retrieve does not give stays without (unreadable, in health)."""
         try:
             decoded = orjson.loads(page.body)
             listed = decoded["data"]
@@ -779,14 +781,15 @@ class StripeImporter:
         if not isinstance(listed, list):
             return page
         for obj in listed:
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or obj.get("object") != "subscription":
+            kind = obj.get("object") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+            if kind not in ("subscription", "customer"):
                 continue
             missing = Unexpanded(tiered_prices=tuple(tiers_missing(obj)),
                                  coupons=tuple(coupons_wanted(obj))).beyond(known)
             if missing:
-                async def retrieve(reader: StripeReader, sub: str = obj["id"], wanted: Unexpanded = missing
-                                   ) -> Expanded:
-                    return await fetch_expanded(reader, sub, wanted, known.coupons)
+                async def retrieve(reader: StripeReader, owner: str = obj["id"], wanted: Unexpanded = missing,
+                                   object_type: str = str(kind)) -> Expanded:
+                    return await fetch_expanded(reader, owner, wanted, known.coupons, object_type=object_type)
 
                 known.add(await session.call(retrieve))
         filled = [coupons_laid_in(tiers_laid_in(o, known.tiers), known.coupons) if isinstance(o, dict) else o

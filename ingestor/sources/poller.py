@@ -321,10 +321,11 @@ class StripeEventsPoller:
             return event
         missing = wanted.beyond(known)
         if missing:
-            subscription_id = str(event["data"]["object"]["id"])
+            obj = event["data"]["object"]
 
             async def request(reader: StripeReader) -> Expanded:
-                return await fetch_expanded(reader, subscription_id, missing, known.coupons)
+                return await fetch_expanded(reader, str(obj["id"]), missing, known.coupons,
+                                            object_type=str(obj["object"]))
 
             known.add(await session.call(request))
         return with_expanded(event, known)

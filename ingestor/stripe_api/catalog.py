@@ -21,6 +21,8 @@ from typing import Any, Final, Mapping
 DISCOUNT_EXPANSIONS: Final = ("discounts", "discounts.source.coupon", "discounts.source.coupon.applies_to",
                               "items.data.discounts")
 TIER_EXPANSIONS: Final = ("items.data.price.tiers",)
+# A customer's discount reduces its subscriptions that have none of their own; a coupon deleted since is read from it.
+CUSTOMER_DISCOUNT_EXPANSION: Final = "discount.source.coupon.applies_to"
 SUBSCRIPTION_EXPANSIONS_IN_LIST: Final = ("data.discounts", "data.discounts.source.coupon",
                                           "data.items.data.discounts")
 

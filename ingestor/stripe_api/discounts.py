@@ -29,7 +29,7 @@ from ingestor.connections.store import PostgresConnectionStore
 from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in
 from ingestor.errors import KeyInvalidError, ObjectMissingError, StripeUnavailableError
-from ingestor.stripe_api.catalog import DISCOUNT_EXPANSIONS, TIER_EXPANSIONS
+from ingestor.stripe_api.catalog import CUSTOMER_DISCOUNT_EXPANSION, DISCOUNT_EXPANSIONS, TIER_EXPANSIONS
 from ingestor.stripe_api.client import StripeReader
 from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import get_logger
@@ -50,14 +50,15 @@ def expansions_for(wanted: Unexpanded) -> list[str]:
 
 async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Unexpanded,
                          known_coupons: Mapping[str, Any] = MappingProxyType({}),
-                         on_coupon: Callable[[str, dict[str, Any]], None] | None = None) -> Expanded:
+                         on_coupon: Callable[[str, dict[str, Any]], None] | None = None,
+                         object_type: str = "subscription") -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
     tiers), its and its items' discounts by id and its tiered prices' tiers by price id; and the coupons (with their
     products) it names and its discounts name, but those `known_coupons` (coupon id → coupon) holds, laid into the
-    discounts. Each coupon is given to `on_coupon` as it comes (kept even when the caller gives up waiting). Raises
-    IngestError subclasses."""
+    discounts. Each coupon is given to `on_coupon` as it comes (kept even when the caller gives up waiting). For a
+    customer (`object_type`), its discount's coupon only. Raises IngestError subclasses."""
     found = Expanded()
-    if wanted.discounts or wanted.tiered_prices:
+    if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
         found = expanded_in(await reader.retrieve_raw(
             "subscriptions", subscription_id, {"expand": expansions_for(wanted)}))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
@@ -80,7 +81,8 @@ async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Une
         else:
             keep(coupon_id, coupon)
     if gone:
-        for coupon_id, coupon in (await _coupons_on_subscription(reader, subscription_id, gone)).items():
+        deleted = _coupons_on_customer if object_type == "customer" else _coupons_on_subscription
+        for coupon_id, coupon in (await deleted(reader, subscription_id, gone)).items():
             keep(coupon_id, coupon)
     every = {**had, **found.coupons}
     laid_in = {i: coupons_laid_in({"discounts": [d]}, every)["discounts"][0] for i, d in found.discounts.items()}
@@ -134,6 +136,21 @@ async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
     return found
 
 
+async def _coupons_on_customer(reader: StripeReader, customer_id: str,
+                               coupon_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Coupons deleted at Stripe, as the customer's discount still holds it (`expand[]=discount.source.coupon.
+    applies_to`); one not there stays unknown, and the customer's event is refused by name."""
+    customer = await reader.retrieve_raw("customers", customer_id, {"expand": [CUSTOMER_DISCOUNT_EXPANSION]})
+    discount = customer.get("discount")
+    source = discount.get("source") if isinstance(discount, Mapping) else None
+    coupon = source.get("coupon") if isinstance(source, Mapping) else None
+    if isinstance(coupon, dict) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
+        return {coupon["id"]: _trimmed(coupon)}
+    log.warning("a coupon is gone from Stripe and from its customer's discount: the customer's event will be refused",
+                customer_id=customer_id, coupons=len(coupon_ids))
+    return {}
+
+
 class StripeDiscounts:
     """Discounts, tiers and coupons fetched with a connection's stored key (for the receiver), remembered
     per connection: at most `max_per_connection` things for one connection (a tenant naming coupons or discounts
@@ -154,8 +171,8 @@ class StripeDiscounts:
         self._size = 0
         self._waiting: Counter[str] = Counter()  # fetches under way, per connection
 
-    async def for_subscription(self, connection_id: str, livemode: bool, subscription_id: str,
-                               wanted: Unexpanded) -> Expanded:
+    async def for_object(self, connection_id: str, livemode: bool, object_type: str, object_id: str,
+                         wanted: Unexpanded) -> Expanded:
         """Returns what of `wanted` is remembered or Stripe still knows. Raises IngestError subclasses: a
         StripeUnavailableError when the connection has `per_connection` fetches waiting already, or when Stripe (or
         the account's budget) has not answered within `timeout_s` (the coupons' products found by then are kept)."""
@@ -169,7 +186,7 @@ class StripeDiscounts:
         self._waiting[connection_id] += 1
         try:
             async with asyncio.timeout(self._timeout_s):
-                found = await self._fetch(connection_id, livemode, subscription_id, missing)
+                found = await self._fetch(connection_id, livemode, object_type, object_id, missing)
         except TimeoutError:
             raise StripeUnavailableError(f"Stripe did not return the subscription's discounts or tiers within "
                                          f"{self._timeout_s:g} s") from None
@@ -215,15 +232,17 @@ class StripeDiscounts:
             if not oldest:
                 del self._known[oldest_connection]
 
-    async def _fetch(self, connection_id: str, livemode: bool, subscription_id: str, wanted: Unexpanded) -> Expanded:
+    async def _fetch(self, connection_id: str, livemode: bool, object_type: str, object_id: str,
+                     wanted: Unexpanded) -> Expanded:
         stored = await self._store.load_key(connection_id)
         if stored is None:
             raise KeyInvalidError("the connection has no key to read the discounts and tiers with")
         reader = self._readers.reader(stored[0], connection_id, livemode, quick=True)
         try:
             return await fetch_expanded(
-                reader, subscription_id, wanted, _RememberedCoupons(self._known.get(connection_id, {})),
-                on_coupon=lambda coupon_id, coupon: self._remember(connection_id, "coupon", coupon_id, coupon))
+                reader, object_id, wanted, _RememberedCoupons(self._known.get(connection_id, {})),
+                on_coupon=lambda coupon_id, coupon: self._remember(connection_id, "coupon", coupon_id, coupon),
+                object_type=object_type)
         finally:
             await reader.close()
 

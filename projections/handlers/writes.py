@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from projections.errors import UnknownObjectError
-from projections.handlers.mrr import as_decimal, subscription_mrr
+from projections.handlers.customer_discounts import basis_json, coupon_json, unreadable_json
+from projections.handlers.mrr import as_decimal, customer_discount_basis, customer_forever_coupon, subscription_mrr
 from projections.handlers.ordering import state_rank
 from schemas import Envelope, Source
 from schemas.stripe_objects import (
@@ -115,7 +116,19 @@ class SubscriptionVersion(NamedTuple):
     customer_id: str
     currency: str
     status: str
-    mrr: Decimal
+    mrr: Decimal  # without the customer's discount: the store joins it in (`customer_discounts`)
+    customer_discount_basis: bytes | None = None  # what the customer's discount would reduce (JSON), None: nothing
+
+
+class CustomerDiscountRow(NamedTuple):
+    """One customer state's discount: its forever coupon (JSON; or why it cannot be read), or None."""
+
+    tenant_id: str
+    customer_id: str
+    state_time: int
+    state_rank: int
+    state_event_id: str
+    coupon: bytes | None
 
 
 @dataclass(slots=True)
@@ -126,6 +139,7 @@ class Writes:
     refunds: list[RefundRow] = field(default_factory=list)
     refund_states: list[RefundState] = field(default_factory=list)
     versions: list[SubscriptionVersion] = field(default_factory=list)
+    customer_discounts: list[CustomerDiscountRow] = field(default_factory=list)
 
     def extend(self, other: Writes) -> None:
         """Adds `other`'s writes to these."""
@@ -133,6 +147,12 @@ class Writes:
         self.refunds.extend(other.refunds)
         self.refund_states.extend(other.refund_states)
         self.versions.extend(other.versions)
+        self.customer_discounts.extend(other.customer_discounts)
+
+    def customers(self) -> set[tuple[str, str]]:
+        """The (tenant, customer) pairs whose subscriptions' MRR these writes may change."""
+        return {(v.tenant_id, v.customer_id) for v in self.versions} | \
+            {(d.tenant_id, d.customer_id) for d in self.customer_discounts}
 
 
 def state_time_ms(envelope: Envelope) -> int:
@@ -200,12 +220,25 @@ def writes_for(envelope: Envelope) -> Writes:
                                   envelope.event_id, envelope.livemode, _values(record, deleted, orjson.dumps(obj))))
     if isinstance(record, Charge):
         writes.extend(_charge_history(envelope.tenant_id, record, time_ms, rank, envelope.event_id))
+    elif isinstance(record, Customer) and record.discount_known:
+        writes.customer_discounts.append(CustomerDiscountRow(envelope.tenant_id, record.id, time_ms, rank,
+                                                             envelope.event_id, _discount_json(record)))
     elif isinstance(record, Subscription):
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
         if isinstance(previous, Mapping) and previous:
             writes.versions.extend(_version_before(envelope, obj, record, previous, time_ms))
     return writes
+
+
+def _discount_json(customer: Customer) -> bytes | None:
+    """The customer's forever coupon as stored; one that cannot be read is stored as such (the customer's own state
+    still counts): it is refused by name in the MRR of each subscription it would reduce, never taken for none."""
+    try:
+        coupon = customer_forever_coupon(customer)
+    except UnreadableObjectError as exc:
+        return unreadable_json(str(exc))
+    return coupon_json(coupon) if coupon is not None else None
 
 
 def _charge_history(tenant_id: str, charge: Charge, time_ms: int, rank: int, event_id: str) -> Writes:
@@ -258,14 +291,19 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     at_ms = max(earlier) if earlier else time_ms - 1
     return [SubscriptionVersion(
         envelope.tenant_id, sub.id, at_ms, BEFORE_RANK_BASE - time_ms // 1000, envelope.event_id + ":before",
-        before.customer_id, before.currency, before.status, as_decimal(mrr),
+        before.customer_id, before.currency, before.status, as_decimal(mrr), _basis(before, before.status),
     )]
+
+
+def _basis(sub: Subscription, status: str) -> bytes | None:
+    basis = customer_discount_basis(sub, status)
+    return basis_json(basis) if basis is not None else None
 
 
 def _version(envelope: Envelope, sub: Subscription, at_ms: int, status: str, rank: int,
              suffix: str) -> SubscriptionVersion:
     return SubscriptionVersion(envelope.tenant_id, sub.id, at_ms, rank, envelope.event_id + suffix, sub.customer_id,
-                               sub.currency, status, as_decimal(subscription_mrr(sub, status)))
+                               sub.currency, status, as_decimal(subscription_mrr(sub, status)), _basis(sub, status))
 
 
 def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:

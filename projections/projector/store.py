@@ -9,14 +9,17 @@ commit leaves nothing; after it, the positions say where to resume — nothing i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from plumbing.postgres import translates_database_errors
 from projections.errors import PositionGapError
+from projections.handlers.customer_discounts import StoredVersion, basis_from_json, discount_state, plan
 from projections.handlers.writes import STATE_COLUMNS, RefundRow, StateRow, Writes
 
 SCHEMA = "projection"
@@ -46,6 +49,25 @@ COLUMN_TYPES: Mapping[str, str] = {
     "amount_remaining": "int8", "period_start": "timestamptz", "period_end": "timestamptz",
     "paid_at": "timestamptz", "number": "text", "amount_received": "int8",
 }
+
+
+# Where a customer's discount that cannot apply to a subscription is counted in the tenant's health: not a Kafka
+# record (partition -1), keyed by subscription and customer state.
+PROBLEMS_TOPIC = "projection-customer-discounts"
+
+
+def _stable_offset(*parts: str) -> int:
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+async def _lock_customers(conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> None:
+    """Takes the transaction's lock on each customer whose subscriptions' MRR it may change, in one order: two
+    consumers writing a customer's discount and one of its subscriptions (different objects, so partitions) would
+    each miss the other's uncommitted row; the second now waits and reads both."""
+    if customers:
+        keys = sorted({_stable_offset(tenant, customer) for tenant, customer in customers})
+        await conn.executemany("SELECT pg_advisory_xact_lock($1)", [(k,) for k in keys])
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +200,7 @@ class PostgresProjectionStore:
     ) -> Applied:
         """Same as `apply`, inside the caller's transaction."""
         unique = {(t, e): w for t, e, w in events}
+        await _lock_customers(conn, set().union(*(w.customers() for w in unique.values())))
         new: set[tuple[str, str]] = set()
         if unique:
             rows = await conn.fetch(
@@ -246,9 +269,81 @@ class PostgresProjectionStore:
         if writes.versions:
             await conn.execute(
                 f"INSERT INTO {s}.subscription_versions (tenant_id, subscription_id, state_time, state_rank, "
-                "state_event_id, customer_id, currency, status, mrr) "
+                "state_event_id, customer_id, currency, status, mrr, customer_discount_basis) "
                 "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], "
-                "$7::text[], $8::text[], $9::numeric[]) ON CONFLICT DO NOTHING",
+                "$7::text[], $8::text[], $9::numeric[], $10::jsonb[]) ON CONFLICT DO NOTHING",
                 *map(list, zip(*((v.tenant_id, v.subscription_id, v.state_time, v.state_rank, v.state_event_id,
-                                  v.customer_id, v.currency, v.status, v.mrr) for v in writes.versions))),
+                                  v.customer_id, v.currency, v.status, v.mrr,
+                                  v.customer_discount_basis.decode() if v.customer_discount_basis else None)
+                                 for v in writes.versions))),
             )
+        if writes.customer_discounts:
+            await conn.execute(
+                f"INSERT INTO {s}.customer_discounts (tenant_id, customer_id, state_time, state_rank, state_event_id, "
+                "coupon) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::jsonb[]) "
+                "ON CONFLICT DO NOTHING",
+                *map(list, zip(*((d.tenant_id, d.customer_id, d.state_time, d.state_rank, d.state_event_id,
+                                  d.coupon.decode() if d.coupon else None) for d in writes.customer_discounts))),
+            )
+        customers = writes.customers()
+        if customers:
+            await self._join_customer_discounts(conn, customers)
+
+    async def _join_customer_discounts(self, conn: asyncpg.Connection, customers: set[tuple[str, str]]) -> None:
+        """Recomputes the MRR history of the subscriptions of each of `customers` whose discount history holds a
+        forever coupon (`projections.handlers.customer_discounts`): whole, from both histories as stored, so the
+        result does not depend on arrival order. The caller holds the customers' locks."""
+        s = self._schema
+        discounted = await conn.fetch(
+            f"SELECT DISTINCT tenant_id, customer_id FROM {s}.customer_discounts "
+            "WHERE (tenant_id, customer_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND coupon IS NOT NULL",
+            [c[0] for c in customers], [c[1] for c in customers],
+        )
+        for row in sorted(discounted, key=lambda r: (r["tenant_id"], r["customer_id"])):
+            await self._join_one(conn, row["tenant_id"], row["customer_id"])
+
+    async def _join_one(self, conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> None:
+        s = self._schema
+        discounts = [
+            discount_state(r["state_time"], r["state_rank"], r["state_event_id"],
+                           orjson.loads(r["coupon"]) if r["coupon"] is not None else None)
+            for r in await conn.fetch(
+                f"SELECT state_time, state_rank, state_event_id, coupon FROM {s}.customer_discounts "
+                "WHERE tenant_id = $1 AND customer_id = $2", tenant_id, customer_id)]
+        await conn.execute(f"DELETE FROM {s}.subscription_versions WHERE tenant_id = $1 AND customer_id = $2 "
+                           "AND derived_from_customer_discount", tenant_id, customer_id)
+        versions = [
+            StoredVersion(r["subscription_id"], r["state_time"], r["state_rank"], r["state_event_id"], r["status"],
+                          r["currency"], r["mrr"], r["customer_discount_event_id"],
+                          basis_from_json(r["subscription_id"], orjson.loads(r["customer_discount_basis"]))
+                          if r["customer_discount_basis"] is not None else None)
+            for r in await conn.fetch(
+                f"SELECT subscription_id, state_time, state_rank, state_event_id, status, currency, mrr, "
+                f"customer_discount_event_id, customer_discount_basis FROM {s}.subscription_versions "
+                "WHERE tenant_id = $1 AND customer_id = $2", tenant_id, customer_id)]
+        joined = plan(discounts, versions)
+        if joined.mrr:
+            await conn.executemany(
+                f"UPDATE {s}.subscription_versions SET mrr = $6, customer_discount_event_id = $7 "
+                "WHERE tenant_id = $1 AND subscription_id = $2 AND state_time = $3 AND state_rank = $4 "
+                "AND state_event_id = $5",
+                [(tenant_id, *key, mrr, source) for key, (mrr, source) in joined.mrr.items()])
+        if joined.added:
+            await conn.executemany(
+                f"INSERT INTO {s}.subscription_versions (tenant_id, subscription_id, state_time, state_rank, "
+                "state_event_id, customer_id, currency, status, mrr, customer_discount_basis, "
+                "customer_discount_event_id, derived_from_customer_discount) "
+                "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, true ON CONFLICT DO NOTHING",
+                [(tenant_id, a.copied.subscription_id, a.state_time, a.copied.state_rank, a.event_id, customer_id,
+                  a.copied.currency, a.copied.status, a.mrr, a.discount_event_id) for a in joined.added])
+        if joined.current:
+            await conn.execute(
+                f"UPDATE {s}.subscriptions AS t SET mrr = u.mrr FROM unnest($2::text[], $3::numeric[]) AS u(id, mrr) "
+                "WHERE t.tenant_id = $1 AND t.id = u.id AND t.mrr IS DISTINCT FROM u.mrr",
+                tenant_id, list(joined.current), list(joined.current.values()))
+        if joined.problems:
+            await conn.executemany(
+                "INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, \"offset\", event_id, reason, "
+                "message) VALUES ($1, $2, -1, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                [(tenant_id, PROBLEMS_TOPIC, _stable_offset(p.object_id, p.event_id), p.event_id, type(p).__name__,
+                  str(p)[:500]) for p in joined.problems])

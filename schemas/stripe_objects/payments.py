@@ -8,6 +8,7 @@ from typing import Any
 
 from schemas.stripe_objects.reader import FieldReader, ref
 from schemas.stripe_objects.records import Customer, PaymentIntent
+from schemas.stripe_objects.subscriptions import discount_list
 
 # Before 2019-02-11 payment intents had these names.
 PAYMENT_INTENT_STATUS_ALIASES: Mapping[str, str] = {
@@ -34,12 +35,16 @@ def read_payment_intent(obj: Mapping[str, Any]) -> PaymentIntent:
 
 
 def read_customer(obj: Mapping[str, Any]) -> Customer:
-    """A customer of any version, or the stub a deleted one leaves (`{id, object, deleted: true}`)."""
+    """A customer of any version, or the stub a deleted one leaves (`{id, object, deleted: true}`). Its `discount`
+    (one, or null; its coupon embedded, or since clover named by id under `source.coupon`) reduces the MRR of its
+    subscriptions that have none of their own."""
     r = FieldReader(obj)
     deleted = obj.get("deleted") is True
     currency = obj.get("currency")
+    coupons, unresolved = discount_list(r, [obj.get("discount")], "discount")
     return Customer(
         id=r.id, deleted=deleted, created=r.time(obj.get("created"), "created"),
         email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),
         currency=r.currency(currency) if currency is not None else None,
+        discount_known="discount" in obj, coupons=coupons, unresolved_discounts=unresolved,
     )

@@ -146,6 +146,11 @@ class Customer:
     email: str | None
     name: str | None
     currency: str | None
+    # The customer's own discount (`discount`): it applies to each of its subscriptions without discounts of their
+    # own. `discount_known` False: the object did not say (a deleted customer's stub).
+    discount_known: bool = False
+    coupons: tuple[Coupon, ...] = ()
+    unresolved_discounts: tuple[str, ...] = ()  # named only by id, or with its coupon by id only
 
 
 Canonical = Charge | Subscription | Invoice | PaymentIntent | Customer

@@ -97,7 +97,7 @@ def _item(r: FieldReader, item: Any, index: int, subscription_currency: str | No
         billed = _billed_quantity(r, price, field, quantity)
         amount = _unit_amount(r, price, field, billed) * billed if price.get("billing_scheme") != "tiered" \
             else _tiered_amount(r, price, field, billed)
-    coupons, unresolved = _discount_list(r, item.get("discounts"), f"{field}.discounts")
+    coupons, unresolved = discount_list(r, item.get("discounts"), f"{field}.discounts")
     return Item(id=ref(item.get("id")), price_id=ref(price.get("id")), product_id=ref(price.get("product")),
                 quantity=quantity, currency=currency,
                 interval=str(interval), interval_count=count, metered=metered, period_amount=amount,
@@ -230,14 +230,14 @@ def _discounts(r: FieldReader, obj: Mapping[str, Any]) -> tuple[tuple[Coupon, ..
     listed = obj.get("discounts")
     if listed is not None and not _is_list(listed):
         raise r.fail("discounts", f"must be a list of discounts or their ids, got {shown(listed)}")
-    return _discount_list(r, [obj.get("discount"), *(listed or [])], "discounts")
+    return discount_list(r, [obj.get("discount"), *(listed or [])], "discounts")
 
 
 def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
-def _discount_list(r: FieldReader, listed: Any, field: str) -> tuple[tuple[Coupon, ...], tuple[str, ...]]:
+def discount_list(r: FieldReader, listed: Any, field: str) -> tuple[tuple[Coupon, ...], tuple[str, ...]]:
     """The coupons of a list of discounts, and the discounts named only by id.
 
     A discount is an id, or an object (expanded) whose coupon is `coupon`, or since clover `source.coupon`

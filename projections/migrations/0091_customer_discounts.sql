@@ -1,0 +1,27 @@
+-- A customer's own discount (`customer.discount`) reduces the MRR of each of its subscriptions that has no discounts
+-- of its own (Stripe: a subscription's discounts, "if not specified or empty, inherit the discount from the
+-- subscription's customer"). The customer's discount has its own history, which the subscription's events do not
+-- show: `customer_discounts` keeps it (one row per customer state; coupon NULL when it has no forever coupon), and
+-- each subscription version keeps what such a discount would reduce (`customer_discount_basis`, NULL when none can:
+-- not in an MRR status, or discounts of its own). The projector joins the two per customer (the versions' `mrr`
+-- with the discount in effect at their time, `customer_discount_event_id` the customer state whose coupon reduced it),
+-- and adds a version where the discount changed between two of the subscription's own
+-- (`derived_from_customer_discount`; its `customer_discount_event_id` the customer state that changed it).
+CREATE SCHEMA IF NOT EXISTS projection;
+SET LOCAL search_path TO projection;
+CREATE TABLE customer_discounts (
+    tenant_id text NOT NULL, customer_id text NOT NULL,
+    state_time bigint NOT NULL, state_rank bigint NOT NULL, state_event_id text NOT NULL,
+    coupon jsonb,
+    PRIMARY KEY (tenant_id, customer_id, state_time, state_rank, state_event_id)
+);
+ALTER TABLE subscription_versions
+    ADD COLUMN customer_discount_basis jsonb,
+    ADD COLUMN customer_discount_event_id text,
+    ADD COLUMN derived_from_customer_discount boolean NOT NULL DEFAULT false;
+CREATE INDEX subscription_versions_by_customer ON subscription_versions (tenant_id, customer_id);
+-- Like every projection table: a tenant's readers see its rows only.
+ALTER TABLE customer_discounts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON customer_discounts USING (tenant_id = (SELECT analytics.current_tenant()));
+GRANT SELECT ON customer_discounts TO analytics_owner;
+COMMENT ON COLUMN analytics.mrr_changes.derived_as IS 'NULL for a state Stripe sent; for a point derived from a snapshot or an update: start, trial_end, since_period_start, end, or before (the state before an update, from previous_attributes); customer_discount: the customer''s discount changed while the subscription stayed as it was (event_id is the customer''s event).';

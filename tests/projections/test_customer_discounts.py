@@ -1,0 +1,281 @@
+"""A customer's own discount (`customer.discount`) in the MRR of its subscriptions that have none of their own.
+
+Stripe: a subscription's discounts, "if not specified or empty, inherit the discount from the subscription's
+customer". The customer's discount changes on the customer's events, which say nothing of its subscriptions, and the
+two arrive in any order on different partitions: every order must give the same MRR history, never the subscription
+at full price while its customer has 20% off for ever (what every figure showed before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import asyncpg
+import pytest
+
+from projections.handlers.customer_discounts import DiscountState, StoredVersion, plan
+from projections.handlers.mrr import (
+    CustomerDiscountBasis,
+    Line,
+    customer_discount_basis,
+    customer_forever_coupon,
+    mrr_with_customer_discount,
+)
+from projections.handlers.writes import writes_for
+from projections.projector.store import PROBLEMS_TOPIC, PostgresProjectionStore
+from schemas import Envelope, Source
+from schemas.stripe_objects import Coupon, UnreadableObjectError, read_customer, read_subscription
+from stripe_sim.objects import template
+from tests.projections.support import mrr_figures
+
+V2019 = "2019-12-03"
+CLOVER = "2025-09-30.clover"
+JAN, MAR, MAY, JUL = (int(datetime(2025, m, 10, tzinfo=timezone.utc).timestamp()) for m in (1, 3, 5, 7))
+
+
+def coupon(coupon_id: str = "TWENTY", products: list[str] | None = None, **terms: Any) -> dict[str, Any]:
+    """A forever coupon as the write path fills it in: with its `applies_to` (None: every product)."""
+    return {**template("coupon"), "id": coupon_id, "duration": "forever", "percent_off": 20, "amount_off": None,
+            "applies_to": {"products": products} if products is not None else None, **terms}
+
+
+def discount(on: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A customer's discount in a 2019 shape: its coupon embedded (`coupon`)."""
+    if on is None:
+        return None
+    return {"id": "di_cus", "object": "discount", "customer": "cus_d", "subscription": None, "start": JAN, "end": None,
+            "coupon": on}
+
+
+def customer(with_discount: dict[str, Any] | None, customer_id: str = "cus_d") -> dict[str, Any]:
+    return {**template("customer"), "id": customer_id, "currency": "usd", "discount": discount(with_discount)}
+
+
+def subscription(quantity: int = 1, sub_id: str = "sub_d", own: dict[str, Any] | None = None,
+                 product: str = "prod_pro", status: str = "active", customer_id: str = "cus_d") -> dict[str, Any]:
+    """A $100/month subscription of `product` (2019 shape: `discount`, items with plans' prices)."""
+    price = {**template("price"), "id": f"price_{product}", "product": product, "unit_amount": 10_000,
+             "unit_amount_decimal": "10000", "currency": "usd",
+             "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}}
+    item = {"id": f"si_{sub_id}", "object": "subscription_item", "price": price, "quantity": quantity}
+    return {"id": sub_id, "object": "subscription", "customer": customer_id, "status": status, "currency": "usd",
+            "created": JAN, "start_date": JAN, "trial_end": None, "cancel_at_period_end": False, "canceled_at": None,
+            "ended_at": None, "current_period_start": JAN, "current_period_end": JAN + 30 * 86_400,
+            "discount": {"id": "di_own", "object": "discount", "coupon": own} if own else None,
+            "items": {"object": "list", "data": [item], "has_more": False}}
+
+
+def envelope(event_id: str, event_type: str, created: int, obj: dict[str, Any], tenant: str = "t") -> Envelope:
+    payload = {"id": event_id, "object": "event", "type": event_type, "created": created, "livemode": False,
+               "api_version": V2019, "data": {"object": obj}}
+    return Envelope(tenant, event_id, event_type, obj["object"], obj["id"],
+                    datetime.fromtimestamp(created, timezone.utc), datetime.now(timezone.utc), Source.WEBHOOK, False,
+                    V2019, None, json.dumps(payload))
+
+
+def history(tenant: str = "t") -> list[Envelope]:
+    """Jan: subscribed at $100; Mar: the customer gets 20% off for ever; May: two seats; Jul: the discount removed."""
+    return [
+        envelope("evt_sub_jan", "customer.subscription.created", JAN, subscription(), tenant),
+        envelope("evt_cus_mar", "customer.updated", MAR, customer(coupon()), tenant),
+        envelope("evt_sub_may", "customer.subscription.updated", MAY, subscription(quantity=2), tenant),
+        envelope("evt_cus_jul", "customer.updated", JUL, customer(None), tenant),
+    ]
+
+
+# What that history is worth each month end (minor units): 100, 80 from March, 160 from May, 200 from July.
+EXPECTED = {"2025-01": 10_000.0, "2025-02": 10_000.0, "2025-03": 8_000.0, "2025-04": 8_000.0, "2025-05": 16_000.0,
+            "2025-06": 16_000.0, "2025-07": 20_000.0}
+
+
+# --- reading (pure) ---------------------------------------------------------------------------------------------
+
+def test_a_customers_forever_discount_is_read_with_its_products() -> None:
+    read = customer_forever_coupon(read_customer(customer(coupon(products=["prod_pro"]))))
+    assert read is not None and read.percent_off == 20 and read.products == ("prod_pro",)
+
+
+def test_a_customer_without_a_lasting_discount_has_no_coupon_for_mrr() -> None:
+    assert customer_forever_coupon(read_customer(customer(None))) is None
+    assert customer_forever_coupon(read_customer(customer(coupon(duration="repeating")))) is None
+
+
+UNREADABLE = {
+    "clover coupon by id": {"id": "di_cus", "object": "discount", "source": {"type": "coupon", "coupon": "TWENTY"}},
+    "no coupon (stripe-mock's)": {"id": "di_cus", "object": "discount", "source": {"type": "coupon", "coupon": None}},
+    "discount by id": "di_cus",
+    "forever without applies_to": discount({k: v for k, v in coupon().items() if k != "applies_to"}),
+}
+
+
+@pytest.mark.parametrize("shape", list(UNREADABLE))
+def test_a_customers_discount_that_cannot_be_read_is_kept_as_such_never_taken_for_none(shape: str) -> None:
+    """The customer itself still counts (its e-mail, name); the discount is refused where it would reduce MRR."""
+    writes = writes_for(envelope("evt_c", "customer.updated", MAR, {**customer(None), "discount": UNREADABLE[shape]}))
+    assert writes.states and writes.customer_discounts[0].coupon is not None
+    assert "customer cus_d: discount" in json.loads(writes.customer_discounts[0].coupon)["unreadable"]
+    with pytest.raises(UnreadableObjectError, match="customer cus_d: discount"):
+        customer_forever_coupon(read_customer({**customer(None), "discount": UNREADABLE[shape]}))
+
+
+def test_an_amount_coupon_not_in_the_customers_currency_is_refused() -> None:
+    with pytest.raises(UnreadableObjectError, match="currency_options for usd"):
+        customer_forever_coupon(read_customer(customer(coupon(percent_off=None, amount_off=500, currency="eur"))))
+
+
+def test_only_a_subscription_without_discounts_of_its_own_takes_its_customers() -> None:
+    assert customer_discount_basis(read_subscription(subscription())) is not None
+    assert customer_discount_basis(read_subscription(subscription(own=coupon("ONCE", duration="once")))) is None
+    assert customer_discount_basis(read_subscription(subscription(status="trialing"))) is None
+    assert customer_discount_basis(read_subscription(subscription(status="canceled"))) is None
+
+
+def test_a_customer_coupon_restricted_to_products_reduces_only_their_items() -> None:
+    basis = CustomerDiscountBasis("sub", "usd", (Line("si_a", "prod_pro", Fraction(1)),
+                                                 Line("si_b", "prod_basic", Fraction(1, 12))),
+                                  (Fraction(10_000), Fraction(1_000)))
+    restricted = Coupon("PRO", "forever", Fraction(50), None, None, applies_to_known=True, products=("prod_pro",))
+    assert mrr_with_customer_discount(basis, restricted) == 6_000
+    amount = Coupon("FIVE", "forever", None, 1_200, "usd", applies_to_known=True, products=("prod_basic",))
+    # $12 off each yearly period of the basic item: $1 a month off its $10 month amount
+    assert mrr_with_customer_discount(basis, amount) == 10_900
+
+
+def test_the_plan_adds_a_point_only_where_the_discount_changes_what_the_subscription_is_worth() -> None:
+    basis = CustomerDiscountBasis("sub", "usd", (Line("si", "prod", Fraction(1)),), (Fraction(10_000),))
+    half = Coupon("HALF", "forever", Fraction(50), None, None, applies_to_known=True)
+    versions = [StoredVersion("sub", 1_000, 0, "evt_a", "active", "usd", Decimal(10_000), None, basis),
+                StoredVersion("sub", 5_000, 0, "evt_b", "canceled", "usd", Decimal(0), None, None)]
+    discounts = [DiscountState(2_000, 0, "evt_c1", half), DiscountState(3_000, 0, "evt_c2", half),
+                 DiscountState(6_000, 0, "evt_c3", None)]
+    joined = plan(discounts, versions)
+    assert [(a.state_time, a.mrr, a.copied.event_id) for a in joined.added] == [(2_000, Decimal(5_000), "evt_a")]
+    assert joined.mrr == {} and joined.current == {"sub": Decimal(0)}
+
+
+# --- through the store (Postgres) ---------------------------------------------------------------------------------
+
+async def projected(pool: asyncpg.Pool, tenant: str, envelopes: list[Envelope], group: str = "cd") -> None:
+    store = PostgresProjectionStore(pool, group)
+    for e in envelopes:
+        await store.apply([(e.tenant_id, e.event_id, writes_for(e))], {})
+
+
+async def current_mrr(pool: asyncpg.Pool, tenant: str, sub_id: str = "sub_d") -> Decimal:
+    return Decimal(await pool.fetchval("SELECT mrr FROM projection.subscriptions WHERE tenant_id = $1 AND id = $2",
+                                       tenant, sub_id))
+
+
+async def months(pool: asyncpg.Pool, tenant: str) -> dict[str, float]:
+    async with pool.acquire() as conn:
+        figures = await mrr_figures(conn, tenant)
+    return {m: f["usd"] for m, f in figures.items() if "2025-01" <= m <= "2025-07"}
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_every_arrival_order_gives_the_same_mrr_with_the_customers_discount(pool: asyncpg.Pool) -> None:
+    for n in range(24):
+        tenant = f"t_order_{n}"
+        order = list(itertools.permutations(history(tenant)))[n]
+        await projected(pool, tenant, list(order))
+        assert await months(pool, tenant) == EXPECTED, [e.event_id for e in order]
+        assert await current_mrr(pool, tenant) == 20_000
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_point_names_the_customers_event_that_changed_the_mrr(pool: asyncpg.Pool) -> None:
+    await projected(pool, "t_lineage", history("t_lineage"))
+    rows = await pool.fetch(
+        "SELECT state_time / 1000 AS at, mrr, state_event_id, customer_discount_event_id "
+        "FROM projection.subscription_versions WHERE tenant_id = 't_lineage' ORDER BY state_time")
+    assert [(r["at"], r["mrr"], r["state_event_id"], r["customer_discount_event_id"]) for r in rows] == [
+        (JAN, 10_000, "evt_sub_jan", None),
+        (MAR, 8_000, "evt_cus_mar:customer_discount", "evt_cus_mar"),
+        (MAY, 16_000, "evt_sub_may", "evt_cus_mar"),
+        (JUL, 20_000, "evt_cus_jul:customer_discount", "evt_cus_jul"),  # the customer's event that removed it
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_subscription_with_its_own_discount_ignores_its_customers(pool: asyncpg.Pool) -> None:
+    once = coupon("WELCOME", duration="once")
+    await projected(pool, "t_own", [
+        envelope("evt_s", "customer.subscription.created", JAN, subscription(own=once), "t_own"),
+        envelope("evt_c", "customer.updated", MAR, customer(coupon()), "t_own"),
+    ])
+    assert await current_mrr(pool, "t_own") == 10_000
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_customers_coupon_restricted_to_another_product_leaves_the_subscription_whole(
+        pool: asyncpg.Pool) -> None:
+    await projected(pool, "t_prod", [
+        envelope("evt_s", "customer.subscription.created", JAN, subscription(product="prod_basic"), "t_prod"),
+        envelope("evt_c", "customer.updated", MAR, customer(coupon(products=["prod_pro"])), "t_prod"),
+        envelope("evt_s2", "customer.subscription.created", MAY, subscription(sub_id="sub_pro"), "t_prod"),
+    ])
+    assert await current_mrr(pool, "t_prod") == 10_000
+    assert await current_mrr(pool, "t_prod", "sub_pro") == 8_000
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_another_tenants_customer_of_the_same_id_keeps_its_own_mrr(pool: asyncpg.Pool) -> None:
+    """Stripe ids are per account: a hostile tenant naming our customer's id discounts only its own rows."""
+    await projected(pool, "t_victim", [envelope("evt_v", "customer.subscription.created", JAN, subscription(),
+                                                "t_victim")])
+    await projected(pool, "t_hostile", [envelope("evt_h", "customer.updated", MAR, customer(coupon(percent_off=100)),
+                                                 "t_hostile")])
+    assert await current_mrr(pool, "t_victim") == 10_000
+    assert await pool.fetchval("SELECT count(*) FROM projection.subscription_versions WHERE tenant_id = 't_victim'") == 1
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_the_customer_and_its_subscription_applied_at_once_by_two_consumers_still_join(
+        pool: asyncpg.Pool) -> None:
+    """Different objects, so different partitions and consumers: the subscription's transaction is open, not
+    committed, when the customer's discount is applied; alone, the second would miss the first's row."""
+    sub, cus = history("t_race")[:2]
+    first, second = PostgresProjectionStore(pool, "cd-a"), PostgresProjectionStore(pool, "cd-b")
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await first.apply_in(conn, [("t_race", sub.event_id, writes_for(sub))], {})
+            applying = asyncio.create_task(second.apply([("t_race", cus.event_id, writes_for(cus))], {}))
+            while not applying.done() and not await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+                await asyncio.sleep(0)  # yields to the task; the loop ends on what Postgres says, not on time
+        await applying
+    assert await current_mrr(pool, "t_race") == 8_000
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", ["amount in another currency", "coupon by id"])
+async def test_a_customers_discount_a_subscription_cannot_take_is_counted_in_health_not_guessed(
+        pool: asyncpg.Pool, case: str) -> None:
+    tenant = f"t_health_{case.split()[0]}"
+    if case == "coupon by id":
+        obj, says = {**customer(None), "discount": UNREADABLE["clover coupon by id"]}, "by id only"
+    else:  # the customer does not say its currency: checked per subscription
+        euros = coupon("FIVE_EUR", percent_off=None, amount_off=500, currency="eur")
+        obj, says = {**customer(euros), "currency": None}, "currency_options for usd"
+    await projected(pool, tenant, [
+        envelope("evt_s", "customer.subscription.created", JAN, subscription(), tenant),
+        envelope("evt_c", "customer.updated", MAR, obj, tenant),
+    ])
+    assert await current_mrr(pool, tenant) == 10_000
+    assert await pool.fetchval("SELECT count(*) FROM projection.customers WHERE tenant_id = $1", tenant) == 1
+    rows = await pool.fetch("SELECT event_id, message FROM public.dead_lettered_events "
+                            "WHERE tenant_id = $1 AND topic = $2", tenant, PROBLEMS_TOPIC)
+    assert [r["event_id"] for r in rows] == ["evt_c"] and says in rows[0]["message"], rows

@@ -94,4 +94,12 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                  "`requires_source_action` → `requires_action` (before 2019-02-11)", "unreadable"),
     ("customer", "everything", "`email`, `name`, `currency` (optional); a deleted customer is its stub "
                                "`{id, object, deleted: true}`", "none (not money)"),
+    ("customer", "discount", "`discount` (one or null): `coupon`, or `source.coupon` (clover on; an id, filled in "
+                             "by the write path with `expand[]=applies_to`). Its forever coupon reduces, after their "
+                             "items' own, the MRR of the customer's subscriptions that have no discounts of their "
+                             "own (of any duration), from the customer state that shows it to the one that no longer "
+                             "does, by the subscription coupon rules (products, amount off in the subscription's "
+                             "currency)",
+     "the customer still counts; each subscription it would reduce keeps its MRR without it and the discount is "
+     "counted in health by name (named by id only, no coupon, no `applies_to`, an amount in another currency)"),
 )

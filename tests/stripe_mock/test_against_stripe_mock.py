@@ -18,15 +18,24 @@ from ingestor.connections.key_test import test_key as run_key_test
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.envelope.coupons import coupons_laid_in
 from ingestor.envelope.discounts import Unexpanded
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.stripe_api.catalog import IMPORTED, TESTED
-from ingestor.stripe_api.discounts import fetch_expanded
+from ingestor.stripe_api.discounts import _coupons_on_customer, fetch_expanded
 from ingestor.stripe_api.readers import StripeReaders
 from plumbing.settings import Settings, StripeSettings
 from projections.handlers.writes import writes_for
 from projections.projector.store import PostgresProjectionStore
-from schemas.stripe_objects import Charge, Invoice, PaymentIntent, Subscription, read_object, read_subscription
+from schemas.stripe_objects import (
+    Charge,
+    Invoice,
+    PaymentIntent,
+    Subscription,
+    read_customer,
+    read_object,
+    read_subscription,
+)
 from service.worker import open_worker
 from stack import STATE_DIR, stripe_mock
 from tests.ingestor.conftest import published_envelopes
@@ -153,3 +162,22 @@ async def test_the_write_paths_fill_in_requests_are_stripes_and_its_coupon_produ
                                                            "recurring": {"interval": "month", "interval_count": 1}},
                                                  "quantity": 1}]}})
     assert [(c.applies_to_known, c.products) for c in sub.coupons] == [(True, None)]
+
+
+async def test_a_customers_discount_is_filled_in_with_requests_stripe_takes(readers: StripeReaders) -> None:
+    """A customer's discount reduces its subscriptions without their own: its coupon (by id since clover) is asked
+    with its products, and one deleted since is read from the customer (`expand[]=discount.source.coupon.applies_to`,
+    four levels): stripe-mock validates both requests against Stripe's spec."""
+    reader = readers.reader(KEY, "key:mock", livemode=False, quick=True)
+    try:
+        listed = (await reader.list_raw_page("customers", {"limit": 1})).objects[0]
+        coupon_id = (await reader.list_raw_page("coupons", {"limit": 1})).objects[0]["id"]
+        found = await fetch_expanded(reader, listed["id"], Unexpanded(coupons=(coupon_id,)), object_type="customer")
+        from_customer = await _coupons_on_customer(reader, listed["id"], [coupon_id])
+    finally:
+        await reader.close()
+    assert "discount" in listed  # every customer says whether it has one
+    assert found.coupons[coupon_id]["applies_to"] == {"products": []} and not found.discounts
+    assert from_customer[coupon_id]["applies_to"] == {"products": []}
+    laid_in = coupons_laid_in({**listed, "discount": {"id": "di_mock", "source": {"coupon": coupon_id}}}, found.coupons)
+    assert read_customer(laid_in).coupons[0].applies_to_known

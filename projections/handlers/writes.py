@@ -221,14 +221,26 @@ def writes_for(envelope: Envelope) -> Writes:
     if isinstance(record, Charge):
         writes.extend(_charge_history(envelope.tenant_id, record, time_ms, rank, envelope.event_id))
     elif isinstance(record, Customer) and record.discount_known:
-        writes.customer_discounts.append(CustomerDiscountRow(envelope.tenant_id, record.id, time_ms, rank,
-                                                             envelope.event_id, _discount_json(record)))
+        writes.customer_discounts.extend(_customer_discounts(envelope, record, time_ms, rank))
     elif isinstance(record, Subscription):
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
         if isinstance(previous, Mapping) and previous:
             writes.versions.extend(_version_before(envelope, obj, record, previous, time_ms))
     return writes
+
+
+def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, rank: int) -> list[CustomerDiscountRow]:
+    """The customer state's discount; for a snapshot, the same from when it was applied (`discount.start`): it
+    stands for history the events API no longer has, and ranks below every state Stripe sent (as a subscription
+    snapshot's earlier points do)."""
+    coupon = _discount_json(customer)
+    rows = [CustomerDiscountRow(envelope.tenant_id, customer.id, time_ms, rank, envelope.event_id, coupon)]
+    start = _timestamp(customer.discount_start)
+    if envelope.source is Source.IMPORT and coupon is not None and start is not None and start * 1000 < time_ms:
+        rows.append(CustomerDiscountRow(envelope.tenant_id, customer.id, start * 1000, rank - DERIVED_RANK_OFFSET,
+                                        envelope.event_id + ":start", coupon))
+    return rows
 
 
 def _discount_json(customer: Customer) -> bytes | None:

@@ -42,9 +42,11 @@ def read_customer(obj: Mapping[str, Any]) -> Customer:
     deleted = obj.get("deleted") is True
     currency = obj.get("currency")
     coupons, unresolved = discount_list(r, [obj.get("discount")], "discount")
+    discount = obj.get("discount")
+    start = r.time(discount.get("start"), "discount.start") if isinstance(discount, Mapping) else None
     return Customer(
         id=r.id, deleted=deleted, created=r.time(obj.get("created"), "created"),
         email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),
         currency=r.currency(currency) if currency is not None else None,
-        discount_known="discount" in obj, coupons=coupons, unresolved_discounts=unresolved,
+        discount_known="discount" in obj, coupons=coupons, unresolved_discounts=unresolved, discount_start=start,
     )

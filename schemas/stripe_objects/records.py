@@ -151,6 +151,7 @@ class Customer:
     discount_known: bool = False
     coupons: tuple[Coupon, ...] = ()
     unresolved_discounts: tuple[str, ...] = ()  # named only by id, or with its coupon by id only
+    discount_start: datetime | None = None  # when the discount was applied (`discount.start`)
 
 
 Canonical = Charge | Subscription | Invoice | PaymentIntent | Customer

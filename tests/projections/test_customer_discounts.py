@@ -71,11 +71,12 @@ def subscription(quantity: int = 1, sub_id: str = "sub_d", own: dict[str, Any] |
             "items": {"object": "list", "data": [item], "has_more": False}}
 
 
-def envelope(event_id: str, event_type: str, created: int, obj: dict[str, Any], tenant: str = "t") -> Envelope:
+def envelope(event_id: str, event_type: str, created: int, obj: dict[str, Any], tenant: str = "t",
+             source: Source = Source.WEBHOOK) -> Envelope:
     payload = {"id": event_id, "object": "event", "type": event_type, "created": created, "livemode": False,
                "api_version": V2019, "data": {"object": obj}}
     return Envelope(tenant, event_id, event_type, obj["object"], obj["id"],
-                    datetime.fromtimestamp(created, timezone.utc), datetime.now(timezone.utc), Source.WEBHOOK, False,
+                    datetime.fromtimestamp(created, timezone.utc), datetime.now(timezone.utc), source, False,
                     V2019, None, json.dumps(payload))
 
 
@@ -279,3 +280,17 @@ async def test_a_customers_discount_a_subscription_cannot_take_is_counted_in_hea
     rows = await pool.fetch("SELECT event_id, message FROM public.dead_lettered_events "
                             "WHERE tenant_id = $1 AND topic = $2", tenant, PROBLEMS_TOPIC)
     assert [r["event_id"] for r in rows] == ["evt_c"] and says in rows[0]["message"], rows
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_an_imported_customer_discount_counts_from_when_it_was_applied(pool: asyncpg.Pool) -> None:
+    """The import sees the customer in July; its discount says it was applied in March (`start`), older than the
+    events API's 30 days: the months between count it."""
+    given_in_march = {**customer(coupon()), "discount": {**discount(coupon()), "start": MAR}}  # type: ignore[dict-item]
+    await projected(pool, "t_import", [
+        envelope("snap_s", "customer.subscription.snapshot", JUL, subscription(), "t_import", Source.IMPORT),
+        envelope("snap_c", "customer.snapshot", JUL, given_in_march, "t_import", Source.IMPORT),
+    ])
+    assert await months(pool, "t_import") == {
+        "2025-01": 10_000.0, "2025-02": 10_000.0, **{f"2025-0{m}": 8_000.0 for m in range(3, 8)}}

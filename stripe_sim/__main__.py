@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-version", default=CURRENT_VERSION)
     p.add_argument("--live-rate", type=float, default=0.0,
                    help="live activity steps per second (0: off)")
+    p.add_argument("--customer-coupons", action="store_true",
+                   help="give some customers a customer-level coupon for a while")
     return p.parse_args(argv)
 
 
@@ -29,7 +31,8 @@ async def serve(args: argparse.Namespace) -> None:
     """Start the server, create the demo account, print it as JSON and run until cancelled."""
     async with SimServer(args.host, args.port, seed=args.seed, freeze_accounts=True) as sim:
         info = sim.create_account(args.api_version, args.customers, args.months,
-                                  args.currencies.split(","), seed=args.seed)
+                                  args.currencies.split(","), seed=args.seed,
+                                  customer_coupons=args.customer_coupons)
         if args.live_rate > 0:
             sim.start_live_activity(args.live_rate)
         print(json.dumps({"base_url": sim.base_url, "account": info.to_dict()}), flush=True)

@@ -48,7 +48,7 @@ def _guard(fn: Handler) -> Handler:
 
 async def create_account(request: web.Request) -> web.Response:
     """POST /_sim/accounts {api_version, customers, months, currencies, seed, live_customers, migrated_customers,
-    live_migrated_customers, migration_s, migration_at}."""
+    live_migrated_customers, migration_s, migration_at, customer_coupons}."""
     body = await _body(request)
     info = _sim(request).create_account(**body)
     return _ok(info.to_dict(), 201)

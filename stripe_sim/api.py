@@ -18,7 +18,7 @@ from stripe_sim.errors import StripeError
 from stripe_sim.ids import new_id
 from stripe_sim.listing import KINDS, list_objects, retrieve_object
 from stripe_sim.model import ApiKey, Obj, Store
-from stripe_sim.render import expand_discounts, expand_item_discounts, expand_tiers, render
+from stripe_sim.render import expand_customer_discount, expand_discounts, expand_item_discounts, expand_tiers, render
 
 if TYPE_CHECKING:
     from stripe_sim.server import SimServer
@@ -124,6 +124,8 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
         return _with_refunds(store, rendered)
     if rendered.get("object") == "coupon" and f"{prefix}applies_to" in expand:
         return {**rendered, "applies_to": stored.get("applies_to")}
+    if rendered.get("object") == "customer":
+        return _customer_expanded(key, stored, rendered, version, expand, prefix)
     if rendered.get("object") != "subscription":
         return rendered
     if f"{prefix}discounts" in expand | {e.rsplit(".source.coupon", 1)[0] for e in expand}:
@@ -135,6 +137,15 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
         rendered = expand_item_discounts(stored, rendered, version)
     tiered = [name for name in ("price", "plan") if f"{prefix}items.data.{name}.tiers" in expand]
     return expand_tiers(stored, rendered, tiered) if tiered else rendered
+
+
+def _customer_expanded(key: ApiKey, stored: Obj, rendered: Obj, version: str, expand: set[str], prefix: str) -> Obj:
+    """The customer with its discount's coupon expanded (`discount.source.coupon`, and its `.applies_to`)."""
+    coupon_path = f"{prefix}discount.source.coupon"
+    if not any(e == coupon_path or e.startswith(f"{coupon_path}.") for e in expand):
+        return rendered
+    authorize(key, "coupons")
+    return expand_customer_discount(stored, rendered, version, f"{coupon_path}.applies_to" in expand)
 
 
 REFUNDS_BY_CHARGE = ("refund", "charge")

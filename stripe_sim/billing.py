@@ -6,27 +6,15 @@ Every method takes the moment `at` it happens (Unix seconds) and never reads the
 
 from __future__ import annotations
 
-import calendar
-from datetime import datetime, timezone
 from typing import Any
 
 from stripe_sim import objects as o
+from stripe_sim.clock import DAY, add_interval
+from stripe_sim.discounts import discount_end, in_effect, invoice_discount
 from stripe_sim.ids import new_id
 from stripe_sim.model import Account, Obj, SimState
 
-DAY = 86400
-
-
-def add_interval(ts: int, interval: str, count: int = 1) -> int:
-    """Return `ts` moved forward by a billing interval, clamping the day like Stripe does."""
-    dt = datetime.fromtimestamp(ts, timezone.utc)
-    if interval in ("day", "week"):
-        return ts + count * (7 if interval == "week" else 1) * DAY
-    months = count * (12 if interval == "year" else 1)
-    y, m = divmod(dt.month - 1 + months, 12)
-    year, month = dt.year + y, m + 1
-    day = min(dt.day, calendar.monthrange(year, month)[1])
-    return int(dt.replace(year=year, month=month, day=day).timestamp())
+__all__ = ["DAY", "Book", "add_interval"]
 
 
 class Book:
@@ -115,6 +103,30 @@ class Book:
         self.emit("customer.deleted", c, at, by_request=True)
         return new
 
+    def apply_customer_coupon(self, cus_id: str, coupon_id: str, at: int) -> Obj:
+        """Give a customer a discount (`customer.discount.created`, or `.updated` when it replaces one, then
+        `customer.updated`): every subscription of theirs without a discount of its own inherits it."""
+        cus, coupon = self.store.objects["customer"][cus_id], self.store.objects["coupon"][coupon_id]
+        if cus.get("deleted") or coupon.get("deleted"):
+            raise ValueError(f"cannot apply {coupon_id} to {cus_id}: one of them is deleted")
+        before = cus.get("discount")
+        disc = o.discount(self._id("di"), coupon, cus_id, None, at, discount_end(coupon, at))
+        if before is None:
+            self.emit("customer.discount.created", disc, at, by_request=True)
+        else:  # Stripe: "Occurs whenever a customer is switched from one coupon to another."
+            self.emit("customer.discount.updated", disc, at, {k: v for k, v in before.items() if disc.get(k) != v},
+                      by_request=True)
+        return self._update("customer", cus_id, {"discount": disc}, at, "customer.updated", True)
+
+    def remove_customer_discount(self, cus_id: str, at: int) -> Obj:
+        """Take a customer's discount away (`customer.discount.deleted`, then `customer.updated`); a no-op without
+        one."""
+        cus = self.store.objects["customer"][cus_id]
+        if cus.get("discount") is None:
+            return cus
+        self.emit("customer.discount.deleted", cus["discount"], at, by_request=True)
+        return self._update("customer", cus_id, {"discount": None}, at, "customer.updated", True)
+
     # Subscriptions ---------------------------------------------------------------------------
     def create_subscription(self, cus_id: str, items: list[tuple[Obj, int]], at: int,
                             trial_days: int = 0, coupon: Obj | None = None,
@@ -132,12 +144,12 @@ class Book:
             si_id = self._id("si")
             on_item = (item_coupons or {}).get(p["id"])
             item_discounts = [] if on_item is None else [
-                {**o.discount(self._id("di"), on_item, cus_id, sub_id, at, _discount_end(on_item, at)),
+                {**o.discount(self._id("di"), on_item, cus_id, sub_id, at, discount_end(on_item, at)),
                  "subscription_item": si_id}]
             sis.append(o.subscription_item(si_id, sub_id, p, q, at, period, item_discounts))
         disc = None
         if coupon is not None:
-            disc = o.discount(self._id("di"), coupon, cus_id, sub_id, at, _discount_end(coupon, at))
+            disc = o.discount(self._id("di"), coupon, cus_id, sub_id, at, discount_end(coupon, at))
         status = "trialing" if trial else "incomplete"
         sub = o.subscription(sub_id, cus_id, at, self.livemode, currency, sis, status, trial, disc)
         self.store.insert("subscription", sub, at)
@@ -161,14 +173,9 @@ class Book:
         trial = sub["status"] == "trialing"
         lines = [o.line_item(self._id("il"), inv_id, it, sub_id, period, self.livemode, trial)
                  for it in sub["items"]["data"]]
-        by_item = {it["id"]: it for it in sub["items"]["data"]}
-        item_off = [sum(_discount_amount(d, line["amount"], period[0], billing_reason)
-                        for d in by_item[line["parent"]["subscription_item_details"]["subscription_item"]]["discounts"]
-                        if _applies(d, line))
-                    for line in lines]
-        disc = sum(item_off) + _discount_amount(sub.get("discount"), _discountable(sub, lines, item_off), period[0],
-                                                 billing_reason)
-        inv = o.invoice(inv_id, sub, at, lines, period, disc, billing_reason)
+        disc = in_effect(sub, self.store.get("customer", sub["customer"]))
+        off = invoice_discount(sub, disc, lines, period[0], billing_reason)
+        inv = o.invoice(inv_id, sub, at, lines, period, off, billing_reason, disc)
         self.store.insert("invoice", inv, at)
         self.emit("invoice.created", inv, at)
         number = f"{inv['customer'][-8:].upper()}-{len(self.store.objects['invoice']):04d}"
@@ -366,35 +373,3 @@ class Book:
 
 def _interval(p: Obj) -> tuple[str, int]:
     return p["recurring"]["interval"], p["recurring"]["interval_count"]
-
-
-def _discount_end(coupon: Obj, at: int) -> int | None:
-    return add_interval(at, "month", coupon["duration_in_months"]) if coupon["duration"] == "repeating" else None
-
-
-def _applies(disc: Obj, line: Obj) -> bool:
-    """Whether a discount's coupon reduces a line: every line, or those of its products."""
-    applies_to = disc["coupon"].get("applies_to")
-    return applies_to is None or line["price"]["product"] in applies_to["products"]
-
-
-def _discountable(sub: Obj, lines: list[Obj], item_off: list[int]) -> int:
-    """The amount of the lines the subscription's coupon reduces, after their items' own discounts: those of its
-    products, or every line."""
-    disc = sub.get("discount")
-    return sum(line["amount"] - off for line, off in zip(lines, item_off) if disc is None or _applies(disc, line))
-
-
-def _discount_amount(disc: Obj | None, subtotal: int, period_start: int, billing_reason: str) -> int:
-    """What a discount (the subscription's, or an item's) takes off `subtotal` on one invoice."""
-    if disc is None:
-        return 0
-    cpn = disc["coupon"]
-    if cpn["duration"] == "once" and billing_reason != "subscription_create":
-        return 0
-    if cpn["duration"] == "repeating" and disc["end"] is not None and period_start >= disc["end"]:
-        return 0
-    percent_off: float | None = cpn["percent_off"]
-    if percent_off is not None:
-        return min(subtotal, round(subtotal * percent_off / 100))
-    return min(subtotal, cpn["amount_off"] or 0)

@@ -1,8 +1,24 @@
-"""The simulator's notion of "now": real time by default, frozen or advanced by tests."""
+"""The simulator's notion of "now": real time by default, frozen or advanced by tests; and billing-interval steps."""
 
 from __future__ import annotations
 
+import calendar
 import time
+from datetime import datetime, timezone
+
+DAY = 86400
+
+
+def add_interval(ts: int, interval: str, count: int = 1) -> int:
+    """Return `ts` moved forward by a billing interval, clamping the day like Stripe does."""
+    dt = datetime.fromtimestamp(ts, timezone.utc)
+    if interval in ("day", "week"):
+        return ts + count * (7 if interval == "week" else 1) * DAY
+    months = count * (12 if interval == "year" else 1)
+    y, m = divmod(dt.month - 1 + months, 12)
+    year, month = dt.year + y, m + 1
+    day = min(dt.day, calendar.monthrange(year, month)[1])
+    return int(dt.replace(year=year, month=month, day=day).timestamp())
 
 
 class SimClock:

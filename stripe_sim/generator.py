@@ -37,6 +37,9 @@ class GeneratorConfig:
     migrated_customers: int = 0
     migration_s: int = 60
     migration_at: float = 0.5
+    # Some customers get a customer-level forever coupon at some point of their history, and some of them lose it
+    # later (`CustomerCoupons`); off, the account is the one it always was.
+    customer_coupons: bool = False
 
     def __post_init__(self) -> None:
         """Refuses what would fail halfway through generating (the admin API passes a request's values on)."""
@@ -50,6 +53,8 @@ class GeneratorConfig:
             raise ValueError("migration_at must be a number from 0 to 0.9 (of the history's months)")
         if not self.currencies:
             raise ValueError("currencies must be a non-empty list")
+        if not isinstance(self.customer_coupons, bool):
+            raise ValueError("customer_coupons must be true or false")
 
 
 def _integer(value: object) -> bool:
@@ -74,15 +79,50 @@ def build_catalogue(book: Book, at: int, currencies: tuple[str, ...]) -> None:
         book.create_coupon(at, "forever", amount_off=500, currency="usd")
 
 
+class CustomerCoupons:
+    """Plans customer-level coupons on a random stream of their own, so that the rest of a history is drawn as it
+    is without them: a customer in five gets one, some weeks after signing up, and two in five of those lose it
+    some months later."""
+
+    def __init__(self, rng: random.Random, coupon_ids: list[str]) -> None:
+        self.rng, self.coupon_ids = rng, coupon_ids
+
+    @classmethod
+    def create(cls, book: Book, at: int, rng: random.Random) -> CustomerCoupons:
+        """Create the two coupons given to customers: 30% off the Basic plans only, and 10% off everything."""
+        basic = [p["product"] for p in book.store.objects["price"].values() if p["nickname"].startswith("Basic")]
+        restricted = book.create_coupon(at, "forever", percent_off=30, products=basic)
+        everything = book.create_coupon(at, "forever", percent_off=10)
+        return cls(rng, [restricted["id"], everything["id"]])
+
+    def plan(self, t0: int, now: int) -> list[tuple[int, str | None]]:
+        """One customer's discount changes as (when, coupon id, or None: removed), oldest first, all before `now`."""
+        rng = self.rng
+        if rng.random() >= 0.2:
+            return []
+        applied = t0 + rng.randint(2, 120) * DAY + rng.randrange(DAY)
+        changes: list[tuple[int, str | None]] = [(applied, rng.choice(self.coupon_ids))]
+        if rng.random() < 0.4:
+            changes.append((applied + rng.randint(30, 180) * DAY, None))
+        return [(at, coupon_id) for at, coupon_id in changes if at < now]
+
+
 class Walker:
     """Walks one customer's life from sign-up to `now` with random but seeded choices."""
 
-    def __init__(self, book: Book, rng: random.Random, now: int) -> None:
+    def __init__(self, book: Book, rng: random.Random, now: int,
+                 customer_coupons: CustomerCoupons | None = None) -> None:
         self.book, self.rng, self.now = book, rng, now
         prices = list(book.store.objects.get("price", {}).values())
         self.prices = {cur: [p for p in prices if p["currency"] == cur]
                        for cur in {p["currency"] for p in prices}}
-        self.coupons = list(book.store.objects.get("coupon", {}).values())
+        given = set(customer_coupons.coupon_ids) if customer_coupons else set()
+        # A subscription's coupon is one of the catalogue's: the customers' ones are theirs alone.
+        self.coupons = [c for c in book.store.objects.get("coupon", {}).values() if c["id"] not in given]
+        self.customer_coupons = customer_coupons
+        # The walked customer's planned discount changes not made yet: (when, coupon id or None), oldest first.
+        self.pending: list[tuple[int, str | None]] = []
+        self.cus_id = ""
 
     def customer(self, t0: int, currency: str, signup_s: int = 3600) -> None:
         rng, book = self.rng, self.book
@@ -91,18 +131,43 @@ class Walker:
         desc = f"Card on file {luhn_number(rng)} (from sales call)" if rng.random() < 0.03 else None
         meta = {"note": f"backup card {luhn_number(rng, '5')}"} if rng.random() < 0.02 else {}
         cus = book.create_customer(t0, email, name, desc, meta)
+        self.cus_id = cus["id"]
+        self.pending = self.customer_coupons.plan(t0, self.now) if self.customer_coupons else []
         if rng.random() < 0.12:
             self.one_offs(cus["id"], currency, t0)
+            self.catch_up(self.now)
             return
         end = self.subscription_life(cus["id"], currency, t0 + rng.randrange(signup_s))
         if end is not None and rng.random() < 0.2:
             again = end + rng.randrange(10, 60) * DAY
             if again < self.now:
+                self.catch_up(again)
                 end = self.subscription_life(cus["id"], currency, again)
         if end is not None and rng.random() < 0.3 and end + 5 * DAY < self.now:
+            self.catch_up(end + 5 * DAY)
             book.delete_customer(cus["id"], end + 5 * DAY)
+            self.pending = []
         elif rng.random() < 0.05 and t0 + 7 * DAY < self.now:
-            book.update_customer(cus["id"], t0 + 7 * DAY, email=f"new.{email}")
+            self.catch_up(t0 + 7 * DAY)
+            book.update_customer(cus["id"], self._after_customer_changes(t0 + 7 * DAY), email=f"new.{email}")
+        self.catch_up(self.now)
+
+    def catch_up(self, at: int) -> None:
+        """Make the walked customer's planned discount changes due by `at`: called before each step that invoices
+        or changes the customer, so its invoices see the discount of their moment and its versions stay in order."""
+        while self.pending and self.pending[0][0] <= at:
+            when, coupon_id = self.pending.pop(0)
+            if coupon_id is None:
+                self.book.remove_customer_discount(self.cus_id, when)
+            else:
+                self.book.apply_customer_coupon(self.cus_id, coupon_id, when)
+
+    def _after_customer_changes(self, at: int) -> int:
+        """`at`, or just after the walked customer's latest discount change if that came later (never without
+        customer coupons: nothing else changes a customer after its first week)."""
+        if self.customer_coupons is None:
+            return at
+        return max(at, self.book.store.versions[self.cus_id][-1][0] + 1)
 
     def one_offs(self, cus_id: str, currency: str, t0: int) -> None:
         for _ in range(self.rng.randint(1, 3)):
@@ -132,6 +197,7 @@ class Walker:
                     and not (trial and c["duration"] == "once")]
             coupon = rng.choice(fits)
         first_ok = trial > 0 or rng.random() > 0.03
+        self.catch_up(t0)
         sub = book.create_subscription(cus_id, self.pick_items(currency), t0, trial, coupon,
                                        first_ok)
         if sub["status"] == "incomplete":
@@ -151,11 +217,13 @@ class Walker:
             start, end = item["current_period_start"], item["current_period_end"]
             mid = start + (end - start) // 2
             if mid < self.now and sub["status"] == "active":
+                self.catch_up(mid)
                 ended = self.mid_period(sub, currency, mid)
                 if ended is not None:
                     return ended
             if end > self.now:
                 return None
+            self.catch_up(end)
             sub = book.renew(sub_id, succeed=rng.random() > 0.08)
             if sub["status"] == "canceled":
                 return int(sub["ended_at"])
@@ -237,10 +305,13 @@ class Walker:
 
 def generate(book: Book, config: GeneratorConfig, now: int) -> None:
     """Fill an account's store with `config.customers` customers' history ending at `now` (and the migrated ones')."""
-    rng = random.Random(book.rng.getrandbits(64))
+    seed = book.rng.getrandbits(64)
+    rng = random.Random(seed)
     start = now - config.months * MONTH
     build_catalogue(book, start, config.currencies)
-    walker = Walker(book, rng, now)
+    customer_coupons = (CustomerCoupons.create(book, start, random.Random(seed * 7919 + 1))
+                        if config.customer_coupons else None)
+    walker = Walker(book, rng, now, customer_coupons)
     weights = [6 if c == "usd" else 2 for c in config.currencies]
     span = max(1, now - start - 3600)
     for _ in range(config.customers):

@@ -11,8 +11,8 @@ unless a zone is given — an IANA name, as our tenants set it):
   `objects.period_amount` bills them) normalised to a month (year /12, week ×52/12, day ×365/12, divided by
   interval_count); trialing, unpaid, canceled and incomplete count 0; no taxes; only `forever`
   coupons reduce it (percent off, or amount off normalised by the billing interval): an item's own
-  first, then the subscription's; a coupon restricted to products (`applies_to`) only their items, at
-  most their amount; a
+  first, then the subscription's, or, when it has none of its own, its customer's discount at that
+  moment; a coupon restricted to products (`applies_to`) only their items, at most their amount; a
   subscription set to cancel at period end counts until it ends. Rounded to 2 decimals.
 - subscribers: customers with MRR > 0 at the month end; `new` were not subscribers at the previous
   month end, `churned` were subscribers then and are not now.
@@ -30,6 +30,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from stripe_sim.discounts import in_effect
 from stripe_sim.model import Obj, Store
 from stripe_sim.objects import period_amount
 
@@ -64,15 +65,16 @@ def monthly_factor(price: Obj) -> Fraction:
     return _PER_MONTH[rec["interval"]] / interval_count
 
 
-def subscription_mrr(sub: Obj | None) -> Fraction:
-    """Return one subscription's MRR (minor units) for the state given."""
+def subscription_mrr(sub: Obj | None, customer: Obj | None = None) -> Fraction:
+    """Return one subscription's MRR (minor units) for the state given, its `customer`'s discount (the customer's
+    state at the same moment) applying when it has no discount of its own."""
     if sub is None or sub["status"] not in MRR_STATUSES:
         return Fraction(0)
     items = sub["items"]["data"]
     amounts = [_forever_off(it.get("discounts") or [], [it],
                             [Fraction(period_amount(it["price"], it["quantity"])) * monthly_factor(it["price"])])[0]
                for it in items]
-    disc = sub.get("discount")
+    disc = in_effect(sub, customer)
     total = sum(_forever_off([disc] if disc else [], items, amounts), Fraction(0))
     return max(total, Fraction(0))
 
@@ -140,7 +142,7 @@ def recurring(store: Store, now: int, zone: str = "UTC") -> dict[str, Any]:
         per_currency: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
         for s in subs:
             state = store.state_at(s["id"], at)
-            value = subscription_mrr(state)
+            value = subscription_mrr(state, None if state is None else store.state_at(state["customer"], at))
             if value and state is not None:
                 totals[state["currency"]] += value
                 per_customer[state["customer"]] += value

@@ -126,9 +126,9 @@ def coupon(coupon_id: str, at: int, livemode: bool, duration: str, percent_off: 
             "redeem_by": None, "applies_to": {"products": list(products)} if products else None}
 
 
-def discount(di_id: str, cpn: Obj, customer_id: str, sub_id: str, start: int,
+def discount(di_id: str, cpn: Obj, customer_id: str, sub_id: str | None, start: int,
              end: int | None) -> Obj:
-    """Build a discount applying a coupon to a subscription."""
+    """Build a discount applying a coupon to a subscription (or, `sub_id` None, to a customer)."""
     return {**template("discount"), "id": di_id, "coupon": cpn, "customer": customer_id,
             "subscription": sub_id, "start": start, "end": end,
             "source": {"coupon": cpn["id"], "type": "coupon"}}
@@ -178,8 +178,9 @@ def line_item(li_id: str, inv_id: str, item: Obj, sub_id: str, period: tuple[int
 
 
 def invoice(inv_id: str, sub: Obj, at: int, lines: list[Obj], period: tuple[int, int],
-            discount_amount: int, billing_reason: str) -> Obj:
-    """Build a draft subscription invoice (basil shape: subscription under `parent`)."""
+            discount_amount: int, billing_reason: str, disc: Obj | None = None) -> Obj:
+    """Build a draft subscription invoice (basil shape: subscription under `parent`); `disc` is the
+    subscription-level discount in effect (its own, the default, or its customer's)."""
     subtotal = sum(line["amount"] for line in lines)
     total = subtotal - discount_amount
     tmpl = template("invoice")
@@ -191,8 +192,8 @@ def invoice(inv_id: str, sub: Obj, at: int, lines: list[Obj], period: tuple[int,
             "auto_advance": True, "billing_reason": billing_reason, "due_date": None,
             "effective_at": None, "next_payment_attempt": None, "webhooks_delivered_at": None,
             "period_start": period[0], "period_end": period[1], "number": None,
-            "discounts": _discount_ids(sub) if discount_amount else [],
-            "total_discount_amounts": ([{"amount": discount_amount, "discount": _discount_ids(sub)[0]}]
+            "discounts": _discount_ids(sub, disc) if discount_amount else [],
+            "total_discount_amounts": ([{"amount": discount_amount, "discount": _discount_ids(sub, disc)[0]}]
                                        if discount_amount else []),
             "lines": {**tmpl["lines"], "data": lines, "total_count": len(lines),
                       "url": f"/v1/invoices/{inv_id}/lines"},
@@ -203,9 +204,10 @@ def invoice(inv_id: str, sub: Obj, at: int, lines: list[Obj], period: tuple[int,
             "subscription": None, "payments": None}
 
 
-def _discount_ids(sub: Obj) -> list[str]:
-    """The subscription's discount and its items' (the invoice's discounts)."""
-    own = [sub["discount"]["id"]] if sub.get("discount") else []
+def _discount_ids(sub: Obj, disc: Obj | None) -> list[str]:
+    """The subscription-level discount (the subscription's, or its customer's) and its items' (the invoice's)."""
+    disc = disc or sub.get("discount")
+    own = [disc["id"]] if disc else []
     return own + [d["id"] for it in sub["items"]["data"] for d in it.get("discounts") or []]
 
 

@@ -15,6 +15,10 @@ version it asks for), so the simulator renders five eras of the five objects we 
 - `CURRENT_VERSION` (the `stripe` library's, 2026-10-28.endive): as basil; an expanded discount names its
   coupon under `source.coupon` (an id, unless expanded too).
 
+A customer always has its `discount` (null, or the discount every subscription of theirs without one of its own
+inherits): its coupon embedded before clover (2025-09-30), named by id under `source.coupon` from clover on, as
+any discount is shown in that version (`customer.discount.*` events' objects too).
+
 In every version a coupon is shown without its `applies_to` (the products it is restricted to), wherever it is
 embedded: Stripe includes it only when a coupon is asked for with `expand[]=applies_to`.
 
@@ -66,8 +70,10 @@ def render_event(evt: Obj, version: str | None = None) -> Obj:
             and any(it.get("discounts") for it in previous["items"]["data"]):
         previous = data["previous_attributes"] = {**previous, "items": _item_discounts_named(previous["items"], at)}
     before = previous.get("discount") if isinstance(previous, dict) else None
-    if isinstance(previous, dict) and isinstance(before, dict) and isinstance(before.get("coupon"), dict):
-        data["previous_attributes"] = {**previous, "discount": {**before, "coupon": coupon_as_shown(before["coupon"])}}
+    if isinstance(previous, dict) and isinstance(before, dict):
+        data["previous_attributes"] = {**previous, "discount": _discount_as_of(before, at)}
+    elif isinstance(previous, dict) and evt["data"]["object"].get("object") == "discount":
+        data["previous_attributes"] = _discount_as_of(previous, at)  # a customer switched coupons
     return {**evt, "api_version": at, "data": data}
 
 
@@ -168,10 +174,19 @@ def expand_item_discounts(stored: Obj, rendered: Obj, version: str) -> Obj:
 
 
 def _discount_as_of(discount: Obj, version: str) -> Obj:
-    """An expanded discount: the coupon embedded (until basil), or named under `source.coupon` (clover on)."""
+    """A discount as shown: the coupon embedded (until clover), or named under `source.coupon` (clover on). Also
+    the changed part of one (an event's `previous_attributes`)."""
     if version[:10] >= CLOVER:
         return _without(discount, ("coupon",))
-    return {**_without(discount, ("source",)), "coupon": coupon_as_shown(discount["coupon"])}
+    out = _without(discount, ("source",))
+    if isinstance(discount.get("coupon"), dict):
+        out["coupon"] = coupon_as_shown(discount["coupon"])
+    return out
+
+
+def _customer(cus: Obj, version: str) -> Obj:
+    discount = cus.get("discount")
+    return {**cus, "discount": _discount_as_of(discount, version)} if isinstance(discount, dict) else cus
 
 
 def coupon_as_shown(coupon: Obj, version: str = CURRENT_VERSION) -> Obj:
@@ -209,7 +224,7 @@ def _payment_intent(pi: Obj, version: str) -> Obj:
 
 _RENDERERS: dict[str, Callable[[Obj, str], Obj]] = {
     "invoice": _invoice, "subscription": _subscription, "charge": _charge, "payment_intent": _payment_intent,
-    "coupon": coupon_as_shown,
+    "coupon": coupon_as_shown, "customer": _customer, "discount": _discount_as_of,
 }
 
 
@@ -222,14 +237,29 @@ def expand_discounts(stored: Obj, rendered: Obj, version: str, coupons_too: bool
     expanded: list[Any] = []
     for ref in rendered.get("discounts") or []:
         if isinstance(ref, str) and isinstance(discount, dict) and ref == discount.get("id"):
-            found = _discount_as_of(discount, version)
-            if coupons_too and isinstance(found.get("source"), dict):
-                coupon = discount["coupon"] if products_too else coupon_as_shown(discount["coupon"])
-                found = {**found, "source": {**found["source"], "coupon": coupon}}
-            expanded.append(found)
+            expanded.append(_expanded_discount(discount, version, coupons_too, products_too))
         else:
             expanded.append(ref)
     return {**rendered, "discounts": expanded}
+
+
+def expand_customer_discount(stored: Obj, rendered: Obj, version: str, products_too: bool = False) -> Obj:
+    """A rendered customer with its discount's `source.coupon` expanded (`expand[]=discount.source.coupon`, clover
+    on), with `products_too` that coupon's `applies_to` (`expand[]=discount.source.coupon.applies_to`)."""
+    discount = stored.get("discount")
+    if not isinstance(discount, dict) or not isinstance(rendered.get("discount"), dict):
+        return rendered
+    return {**rendered, "discount": _expanded_discount(discount, version, True, products_too)}
+
+
+def _expanded_discount(discount: Obj, version: str, coupons_too: bool, products_too: bool) -> Obj:
+    """A stored discount as shown, with `coupons_too` its `source.coupon` (clover on) the coupon itself, with
+    `products_too` its `applies_to` (a deleted coupon's too, as the discount keeps it)."""
+    found = _discount_as_of(discount, version)
+    if coupons_too and isinstance(found.get("source"), dict):
+        coupon = discount["coupon"] if products_too else coupon_as_shown(discount["coupon"])
+        found = {**found, "source": {**found["source"], "coupon": coupon}}
+    return found
 
 
 def expand_tiers(stored: Obj, rendered: Obj, fields: Collection[str]) -> Obj:

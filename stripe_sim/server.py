@@ -107,11 +107,13 @@ class SimServer:
                        months: int = 12, currencies: Iterable[str] = ("usd", "eur", "jpy"),
                        seed: int | None = None, live_customers: int = 0, migrated_customers: int = 0,
                        live_migrated_customers: int = 0, migration_s: int = 60,
-                       migration_at: float = 0.5) -> AccountInfo:
+                       migration_at: float = 0.5, customer_coupons: bool = False) -> AccountInfo:
         """Create an account with generated history ending now, and its keys. Migrated customers are created in a
-        burst of `migration_s` seconds at `migration_at` of the history (`GeneratorConfig`)."""
+        burst of `migration_s` seconds at `migration_at` of the history; with `customer_coupons`, some customers
+        get a customer-level coupon for a while (`GeneratorConfig`)."""
         currencies = () if isinstance(currencies, str) else tuple(currencies)
-        configs = [GeneratorConfig(n, months, currencies, livemode, migrated, migration_s, migration_at)
+        configs = [GeneratorConfig(n, months, currencies, livemode, migrated, migration_s, migration_at,
+                                   customer_coupons)
                    for livemode, n, migrated in ((False, customers, migrated_customers),
                                                  (True, live_customers, live_migrated_customers))]  # checked first
         if seed is None:

@@ -138,47 +138,64 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion]) 
     """Each version's MRR under the customer's discount in effect at its time (the newest customer state at or
     before it), and a point at each customer state that changes a subscription's MRR after its newest version
     before it. A discount that cannot be read, or a coupon that cannot apply (an amount in another currency), leaves
-    the version without it and is returned among the problems: counted in health by name, never guessed."""
-    discounts = sorted(discounts, key=lambda d: d.order)
+    the version without it and is returned among the problems: counted in health by name, never guessed.
+
+    One pass over both histories in time order per subscription (a tenant may send a customer's states by the
+    thousand), over the customer states that change the discount only."""
+    changes = _changes(sorted(discounts, key=lambda d: d.order))
     result = Plan()
     by_subscription: dict[str, list[StoredVersion]] = {}
     for version in sorted(versions, key=lambda v: v.order):
         by_subscription.setdefault(version.subscription_id, []).append(version)
     for subscription_id, own in by_subscription.items():
-        timeline: list[tuple[tuple[int, int, str], Decimal]] = []
-        for version in own:
-            in_effect = _in_effect(discounts, version.state_time)
-            mrr, source = _mrr(version, in_effect, result.problems)
-            if (mrr, source) != (version.mrr, version.discount_event_id):
-                result.mrr[(subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
-            timeline.append((version.order, mrr))
-        own_times = {v.state_time for v in own}
-        for i, discount in enumerate(discounts):
-            later = discounts[i + 1] if i + 1 < len(discounts) else None
-            if discount.state_time in own_times or (later is not None and later.state_time == discount.state_time):
-                continue  # a version of that time reads it; or a newer customer state of the same time decides
-            before = [v for v in own if v.state_time < discount.state_time]
-            if not before or before[-1].basis is None:
-                continue
-            copied = before[-1]
-            mrr, source = _mrr(copied, discount, result.problems)
-            held = max((t for t in timeline if t[0] < (discount.state_time,)), default=None)
-            if held is not None and held[1] == mrr:
-                continue
-            event_id = discount.event_id + DERIVED_SUFFIX
-            result.added.append(AddedVersion(copied, discount.state_time, event_id, discount.event_id, mrr))
-            timeline.append(((discount.state_time, copied.state_rank, event_id), mrr))
-        result.current[subscription_id] = max(timeline)[1]
+        result.current[subscription_id] = _swept(subscription_id, changes, own, result)
     return result
 
 
-def _in_effect(discounts: Sequence[DiscountState], at_ms: int) -> DiscountState | None:
-    held = None
-    for discount in discounts:
-        if discount.state_time > at_ms:
-            break
-        held = discount
-    return held
+def _changes(discounts: Sequence[DiscountState]) -> list[DiscountState]:
+    """The customer states, in order, that change its discount (the newest of each time; the first always)."""
+    newest_of_time = [d for i, d in enumerate(discounts)
+                      if i + 1 == len(discounts) or discounts[i + 1].state_time != d.state_time]
+    changes: list[DiscountState] = []
+    for d in newest_of_time:
+        if not changes or (d.coupon, d.unreadable) != (changes[-1].coupon, changes[-1].unreadable):
+            changes.append(d)
+    return changes
+
+
+def _swept(subscription_id: str, changes: Sequence[DiscountState], own: Sequence[StoredVersion],
+           result: Plan) -> Decimal:
+    """Walks one subscription's versions and the discount changes in time order (a change at a version's time
+    applies to it); returns the subscription's newest MRR."""
+    own_times = {v.state_time for v in own}
+    in_effect: DiscountState | None = None
+    held: StoredVersion | None = None  # the newest version so far
+    mrr_now = Decimal(0)
+    i = 0
+    for version in own:
+        while i < len(changes) and changes[i].state_time <= version.state_time:
+            in_effect = changes[i]
+            i += 1
+            mrr_now = _added(held, in_effect, own_times, mrr_now, result)
+        mrr, source = _mrr(version, in_effect, result.problems)
+        if (mrr, source) != (version.mrr, version.discount_event_id):
+            result.mrr[(subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
+        held, mrr_now = version, mrr
+    for change in changes[i:]:
+        mrr_now = _added(held, change, own_times, mrr_now, result)
+    return mrr_now
+
+
+def _added(held: StoredVersion | None, change: DiscountState, own_times: set[int], mrr_now: Decimal,
+           result: Plan) -> Decimal:
+    """Adds the point where `change` changes the MRR of the subscription as `held` left it; returns the MRR after."""
+    if held is None or held.basis is None or change.state_time in own_times:
+        return mrr_now  # not begun, the discount cannot change it, or a version of that time reads the change
+    mrr, _ = _mrr(held, change, result.problems)
+    if mrr == mrr_now:
+        return mrr_now
+    result.added.append(AddedVersion(held, change.state_time, change.event_id + DERIVED_SUFFIX, change.event_id, mrr))
+    return mrr
 
 
 def _mrr(version: StoredVersion, discount: DiscountState | None,

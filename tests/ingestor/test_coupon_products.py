@@ -287,3 +287,39 @@ async def test_an_items_discount_whose_coupon_is_gone_keeps_its_id_and_is_not_re
     assert found.discounts == {} and found.coupons == {}
     with pytest.raises(UnreadableObjectError, match="di_x by id only"):
         subscription_mrr(read_subscription(with_expanded(event, found)["data"]["object"]))
+
+
+def customer_discount_account(sim: SimServer, version: str) -> str:
+    """An account (its events in `version`) whose customers have discounts of their own, which reduce their
+    subscriptions without discounts of their own: 30% off Pro given a day after subscribing (Pro and Basic); 10% off
+    everything before subscribing (two Basic); 30% off Pro on a customer whose subscription has its own 10% (ignored);
+    30% off Pro given and taken away again."""
+    book, t0, pro, basic = pro_and_basic(sim, version)
+    pro_only = book.create_coupon(t0, "forever", percent_off=30, products=[pro["product"]])
+    everything = book.create_coupon(t0, "forever", percent_off=10)
+    customers = [book.create_customer(t0 + i, f"customer{i}@example.com")["id"] for i in range(4)]
+    book.create_subscription(customers[0], [(pro, 1), (basic, 1)], t0 + DAY)
+    book.apply_customer_coupon(customers[0], pro_only["id"], at=t0 + 2 * DAY)
+    book.apply_customer_coupon(customers[1], everything["id"], at=t0 + DAY)
+    book.create_subscription(customers[1], [(basic, 2)], t0 + 2 * DAY)
+    book.create_subscription(customers[2], [(pro, 1)], t0 + DAY, coupon=everything)
+    book.apply_customer_coupon(customers[2], pro_only["id"], at=t0 + 2 * DAY)
+    book.create_subscription(customers[3], [(pro, 1)], t0 + DAY)
+    book.apply_customer_coupon(customers[3], pro_only["id"], at=t0 + 2 * DAY)
+    book.remove_customer_discount(customers[3], at=t0 + 4 * DAY)
+    return str(book.account.id)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["import", "poll", "webhooks"])
+@pytest.mark.parametrize("version", [LEGACY_VERSION, CURRENT_VERSION])
+async def test_a_customers_own_discount_counts_on_every_path(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+    path: str, version: str,
+) -> None:
+    """A customer's discount reduces its subscriptions that have none of their own, as Stripe bills them: MRR
+    ignored it. Its coupon (by id since clover, products only when asked) is filled in on every path."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account = customer_discount_account(sim, version)
+    tenant = await brought_in(path, control, worker, sim, account)
+    await mrr_is_the_ground_truth(control, sim, account, tenant, usd_mrr=(1400 + 1000) + 1800 + 1800 + 2000)

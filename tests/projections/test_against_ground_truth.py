@@ -32,11 +32,15 @@ async def sim() -> AsyncIterator[SimServer]:
 
 
 @pytest.mark.parametrize("api_version", [OLD_VERSION, CURRENT_VERSION])
+@pytest.mark.parametrize("customer_coupons", [False, True], ids=["own discounts", "customer discounts"])
 async def test_shuffled_duplicated_history_matches_ground_truth(
-    api_version: str, sim: SimServer, settings: Settings, pool: asyncpg.Pool,
+    api_version: str, customer_coupons: bool, sim: SimServer, settings: Settings, pool: asyncpg.Pool,
     create_topic: Callable[[str, int], Awaitable[None]],
 ) -> None:
-    account = sim.create_account(api_version=api_version, customers=60, months=12, currencies=("usd", "eur", "jpy"))
+    """With `customer_coupons`, customers also get discounts of their own and lose some (every month's MRR counts
+    them from the customer's event, whatever order it arrives in)."""
+    account = sim.create_account(api_version=api_version, customers=60, months=12, currencies=("usd", "eur", "jpy"),
+                                 customer_coupons=customer_coupons)
     tenant = f"tenant_{api_version[:4]}_{int(time.time() * 1000) % 10**8}"
     envelopes = history_envelopes(sim, account.id, tenant)
     assert len(envelopes) > 500

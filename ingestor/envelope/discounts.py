@@ -57,13 +57,14 @@ class Expanded:
 
 def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
     """Returns what the subscription or customer event's object names without what MRR needs of it (nothing for
-    other events): the coupons of its object and of its attributes before an update (a customer's discount reduces
-    its subscriptions that have none of their own)."""
+    other events): the coupons of its object, and of a subscription's attributes before an update (its MRR before;
+    a customer's history is its states). A customer's discount reduces its subscriptions that have none of their
+    own."""
     data = event.get("data") or {}
     obj = data.get("object") or {}
     if obj.get("object") not in ("subscription", "customer"):
         return Unexpanded()
-    previous = data.get("previous_attributes")
+    previous = data.get("previous_attributes") if obj.get("object") == "subscription" else None  # (its MRR before)
     coupons = [*coupons_wanted(obj), *(coupons_wanted(previous) if isinstance(previous, Mapping) else ())]
     return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
                       tuple(dict.fromkeys(coupons)))

@@ -139,15 +139,15 @@ async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
 async def _coupons_on_customer(reader: StripeReader, customer_id: str,
                                coupon_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Coupons deleted at Stripe, as the customer's discount still holds it (`expand[]=discount.source.coupon.
-    applies_to`); one not there stays unknown, and the customer's event is refused by name."""
+    applies_to`); one not there stays unknown, and the customer's discount is refused by name in health."""
     customer = await reader.retrieve_raw("customers", customer_id, {"expand": [CUSTOMER_DISCOUNT_EXPANSION]})
     discount = customer.get("discount")
     source = discount.get("source") if isinstance(discount, Mapping) else None
     coupon = source.get("coupon") if isinstance(source, Mapping) else None
     if isinstance(coupon, dict) and coupon.get("id") in coupon_ids and "applies_to" in coupon:
         return {coupon["id"]: _trimmed(coupon)}
-    log.warning("a coupon is gone from Stripe and from its customer's discount: the customer's event will be refused",
-                customer_id=customer_id, coupons=len(coupon_ids))
+    log.warning("a coupon is gone from Stripe and from its customer's discount: the customer's discount will be "
+                "counted in health, not in its subscriptions' MRR", customer_id=customer_id, coupons=len(coupon_ids))
     return {}
 
 

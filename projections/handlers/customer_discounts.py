@@ -70,7 +70,15 @@ def basis_json(basis: CustomerDiscountBasis) -> bytes:
     })
 
 
-def basis_from_json(subscription_id: str, stored: Mapping[str, Any]) -> CustomerDiscountBasis:
+# What migration 0091 gave the versions in an MRR status projected before: whether a customer's discount could
+# reduce them was not kept, so under one they are refused by name until a replay (never counted without it).
+BASIS_UNKNOWN = "unknown"
+
+
+def basis_from_json(subscription_id: str, stored: Mapping[str, Any]) -> CustomerDiscountBasis | str:
+    """The stored basis, or BASIS_UNKNOWN."""
+    if stored.get(BASIS_UNKNOWN):
+        return BASIS_UNKNOWN
     lines = stored["lines"]
     return CustomerDiscountBasis(
         subscription_id, stored["currency"],
@@ -106,7 +114,7 @@ class StoredVersion:
     currency: str
     mrr: Decimal
     discount_event_id: str | None
-    basis: CustomerDiscountBasis | None
+    basis: CustomerDiscountBasis | str | None  # BASIS_UNKNOWN: projected before customers' discounts were read
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -119,7 +127,7 @@ class AddedVersion:
 
     copied: StoredVersion
     state_time: int
-    event_id: str  # the customer state's, with DERIVED_SUFFIX
+    event_id: str  # the customer's event (a snapshot's id without its point), with DERIVED_SUFFIX
     discount_event_id: str
     mrr: Decimal
 
@@ -134,16 +142,32 @@ class Plan:
     problems: list[UnreadableObjectError] = field(default_factory=list)
 
 
-def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion]) -> Plan:
+class UnreadableCustomerDiscount(UnreadableObjectError):
+    """A customer state's discount that cannot be read, as the projector said when it read the state."""
+
+    def __init__(self, customer_id: str, message: str, event_id: str):
+        ValueError.__init__(self, message)
+        self.kind, self.object_id, self.field, self.event_id = "customer", customer_id, "discount", event_id
+
+
+def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], customer_id: str = "") -> Plan:
     """Each version's MRR under the customer's discount in effect at its time (the newest customer state at or
     before it), and a point at each customer state that changes a subscription's MRR after its newest version
-    before it. A discount that cannot be read, or a coupon that cannot apply (an amount in another currency), leaves
-    the version without it and is returned among the problems: counted in health by name, never guessed.
+    before it. A customer state whose discount cannot be read counts as not received (the one before stays in
+    effect, as a dead-lettered event leaves the state before), and a coupon that cannot apply to a subscription (an
+    amount in another currency) leaves it without; both are returned among the problems: counted in health by name,
+    never guessed.
 
-    One pass over both histories in time order per subscription (a tenant may send a customer's states by the
-    thousand), over the customer states that change the discount only."""
-    changes = _changes(sorted(discounts, key=lambda d: d.order))
+    One pass over both histories in time order per subscription, over the customer states that change the discount
+    only (the store bounds how many it hands over)."""
     result = Plan()
+    readable = []
+    for d in sorted(discounts, key=lambda d: d.order):
+        if d.unreadable is None:
+            readable.append(d)
+        else:
+            result.problems.append(UnreadableCustomerDiscount(customer_id, d.unreadable, d.event_id.split(":")[0]))
+    changes = _changes(readable)
     by_subscription: dict[str, list[StoredVersion]] = {}
     for version in sorted(versions, key=lambda v: v.order):
         by_subscription.setdefault(version.subscription_id, []).append(version)
@@ -158,7 +182,7 @@ def _changes(discounts: Sequence[DiscountState]) -> list[DiscountState]:
                       if i + 1 == len(discounts) or discounts[i + 1].state_time != d.state_time]
     changes: list[DiscountState] = []
     for d in newest_of_time:
-        if not changes or (d.coupon, d.unreadable) != (changes[-1].coupon, changes[-1].unreadable):
+        if not changes or d.coupon != changes[-1].coupon:
             changes.append(d)
     return changes
 
@@ -194,24 +218,33 @@ def _added(held: StoredVersion | None, change: DiscountState, own_times: set[int
     mrr, _ = _mrr(held, change, result.problems)
     if mrr == mrr_now:
         return mrr_now
-    result.added.append(AddedVersion(held, change.state_time, change.event_id + DERIVED_SUFFIX, change.event_id, mrr))
+    event_id = change.event_id.split(":")[0]  # a snapshot's point (`:start`) is said by `derived_as` here
+    result.added.append(AddedVersion(held, change.state_time, event_id + DERIVED_SUFFIX, event_id, mrr))
     return mrr
 
 
 def _mrr(version: StoredVersion, discount: DiscountState | None,
          problems: list[UnreadableObjectError]) -> tuple[Decimal, str | None]:
     """A version's MRR under `discount`, and the customer state it comes from (None: no coupon applied)."""
-    if version.basis is None:
-        return version.mrr, None
     coupon = discount.coupon if discount is not None else None
+    if version.basis is None or coupon is None:
+        return (version.mrr if version.basis is None else _without(version)), None
+    assert discount is not None
     try:
-        if discount is not None and discount.unreadable is not None:
-            raise UnreadableObjectError("subscription", version.subscription_id, "customer discount",
-                                        f"cannot be read: {discount.unreadable}")
+        if isinstance(version.basis, str):  # BASIS_UNKNOWN
+            raise UnreadableObjectError(
+                "subscription", version.subscription_id, "customer discount",
+                "cannot be joined into a state projected before customers' discounts were read: replay the tenant")
         mrr = mrr_with_customer_discount(version.basis, coupon)
     except UnreadableObjectError as exc:
-        exc.event_id = discount.event_id if discount is not None else version.event_id
+        exc.event_id = discount.event_id.split(":")[0]
         problems.append(exc)
-        mrr = mrr_with_customer_discount(version.basis, None)
-        coupon = None
-    return as_decimal(mrr), (discount.event_id if coupon is not None and discount is not None else None)
+        return _without(version), None
+    return as_decimal(mrr), discount.event_id.split(":")[0]
+
+
+def _without(version: StoredVersion) -> Decimal:
+    """A version's MRR without a customer's discount: its own basis summed, or as stored (basis unknown)."""
+    if isinstance(version.basis, CustomerDiscountBasis):
+        return as_decimal(mrr_with_customer_discount(version.basis, None))
+    return version.mrr

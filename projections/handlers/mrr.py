@@ -97,6 +97,8 @@ def mrr_with_customer_discount(basis: CustomerDiscountBasis, coupon: Coupon | No
 def customer_forever_coupon(customer: Customer) -> Coupon | None:
     """The forever coupon of a customer's discount (None: no discount, or one that does not last), read as MRR needs
     it; raises UnreadableObjectError when it cannot be: named by id only, or without the products it reduces."""
+    if customer.discount_problem is not None:
+        raise UnreadableObjectError("customer", customer.id, "discount", f"cannot be read ({customer.discount_problem})")
     if customer.unresolved_discounts:
         raise UnreadableObjectError(
             "customer", customer.id, "discount",

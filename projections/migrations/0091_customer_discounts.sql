@@ -20,8 +20,11 @@ ALTER TABLE subscription_versions
     ADD COLUMN customer_discount_event_id text,
     ADD COLUMN derived_from_customer_discount boolean NOT NULL DEFAULT false;
 CREATE INDEX subscription_versions_by_customer ON subscription_versions (tenant_id, customer_id);
+-- Versions projected before: whether a customer's discount could reduce them (no discounts of their own) was not
+-- kept. Under a customer's forever coupon they are refused by name in health until the tenant is replayed, never
+-- counted without it; under none they count as they are.
+UPDATE subscription_versions SET customer_discount_basis = '{"unknown": true}' WHERE status IN ('active', 'past_due');
 -- Like every projection table: a tenant's readers see its rows only.
 ALTER TABLE customer_discounts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON customer_discounts USING (tenant_id = (SELECT analytics.current_tenant()));
 GRANT SELECT ON customer_discounts TO analytics_owner;
-COMMENT ON COLUMN analytics.mrr_changes.derived_as IS 'NULL for a state Stripe sent; for a point derived from a snapshot or an update: start, trial_end, since_period_start, end, or before (the state before an update, from previous_attributes); customer_discount: the customer''s discount changed while the subscription stayed as it was (event_id is the customer''s event).';

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from schemas.stripe_objects.reader import FieldReader, ref
-from schemas.stripe_objects.records import Customer, PaymentIntent
+from schemas.stripe_objects.records import Customer, PaymentIntent, UnreadableObjectError
 from schemas.stripe_objects.subscriptions import discount_list
 
 # Before 2019-02-11 payment intents had these names.
@@ -41,12 +41,18 @@ def read_customer(obj: Mapping[str, Any]) -> Customer:
     r = FieldReader(obj)
     deleted = obj.get("deleted") is True
     currency = obj.get("currency")
-    coupons, unresolved = discount_list(r, [obj.get("discount")], "discount")
     discount = obj.get("discount")
-    start = r.time(discount.get("start"), "discount.start") if isinstance(discount, Mapping) else None
+    try:  # not the customer's own fields: a discount that cannot be read leaves them counted
+        coupons, unresolved = discount_list(r, [discount], "discount")
+        start = r.time(discount.get("start"), "discount.start") if isinstance(discount, Mapping) else None
+    except UnreadableObjectError as exc:
+        coupons, unresolved, start, problem = (), (), None, str(exc)
+    else:
+        problem = None
     return Customer(
         id=r.id, deleted=deleted, created=r.time(obj.get("created"), "created"),
         email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),
         currency=r.currency(currency) if currency is not None else None,
         discount_known="discount" in obj, coupons=coupons, unresolved_discounts=unresolved, discount_start=start,
+        discount_problem=problem,
     )

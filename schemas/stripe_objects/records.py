@@ -152,6 +152,7 @@ class Customer:
     coupons: tuple[Coupon, ...] = ()
     unresolved_discounts: tuple[str, ...] = ()  # named only by id, or with its coupon by id only
     discount_start: datetime | None = None  # when the discount was applied (`discount.start`)
+    discount_problem: str | None = None  # why the discount cannot be read (its shape), when it cannot
 
 
 Canonical = Charge | Subscription | Invoice | PaymentIntent | Customer

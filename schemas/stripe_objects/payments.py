@@ -42,13 +42,12 @@ def read_customer(obj: Mapping[str, Any]) -> Customer:
     deleted = obj.get("deleted") is True
     currency = obj.get("currency")
     discount = obj.get("discount")
+    problem: str | None = None
     try:  # not the customer's own fields: a discount that cannot be read leaves them counted
         coupons, unresolved = discount_list(r, [discount], "discount")
         start = r.time(discount.get("start"), "discount.start") if isinstance(discount, Mapping) else None
     except UnreadableObjectError as exc:
         coupons, unresolved, start, problem = (), (), None, str(exc)
-    else:
-        problem = None
     return Customer(
         id=r.id, deleted=deleted, created=r.time(obj.get("created"), "created"),
         email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),

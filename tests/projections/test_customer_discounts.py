@@ -28,8 +28,9 @@ from projections.handlers.mrr import (
     mrr_with_customer_discount,
 )
 from projections.handlers.writes import writes_for
-from projections.projector import store as store_module
-from projections.projector.store import CUSTOMER_LOCK_BUCKETS, PROBLEMS_TOPIC, PostgresProjectionStore
+from projections.projector import customer_join
+from projections.projector.customer_join import CUSTOMER_LOCK_BUCKETS, PROBLEMS_TOPIC
+from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
 from schemas.stripe_objects import Coupon, UnreadableObjectError, read_customer, read_subscription
 from stripe_sim.objects import template
@@ -340,7 +341,7 @@ async def test_a_customer_with_too_long_a_history_is_not_joined_on_every_batch_a
         pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tenant signs its own webhooks: a customer's discount toggled by the thousand would make every batch that
     touches the customer rewrite its whole history, for every tenant's partitions."""
-    monkeypatch.setattr(store_module, "MAX_CUSTOMER_STATES", 4)
+    monkeypatch.setattr(customer_join, "MAX_CUSTOMER_STATES", 4)
     toggles = [envelope(f"evt_t{i}", "customer.updated", MAR + i, customer(coupon() if i % 2 else None), "t_flood")
                for i in range(6)]
     await projected(pool, "t_flood", [envelope("evt_s", "customer.subscription.created", JAN, subscription(),

@@ -194,7 +194,10 @@ class StripeDiscounts:
             self._waiting[connection_id] -= 1
             if not self._waiting[connection_id]:
                 del self._waiting[connection_id]
-        for kind, by_id in (("discount", found.discounts), ("tiers", found.tiers), ("coupon", found.coupons)):
+        # A discount whose forever coupon is still without its products (Stripe answered without, or more coupons
+        # than are asked at once) is used for this delivery but not remembered: the next one asks again.
+        complete = {i: d for i, d in found.discounts.items() if not coupons_wanted({"discounts": [d]})}
+        for kind, by_id in (("discount", complete), ("tiers", found.tiers), ("coupon", found.coupons)):
             for found_id, value in by_id.items():
                 self._remember(connection_id, kind, found_id, value)
         known.add(found)

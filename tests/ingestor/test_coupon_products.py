@@ -289,6 +289,48 @@ async def test_an_items_discount_whose_coupon_is_gone_keeps_its_id_and_is_not_re
         subscription_mrr(read_subscription(with_expanded(event, found)["data"]["object"]))
 
 
+async def test_a_discount_whose_coupon_came_without_its_products_is_asked_again_not_remembered() -> None:
+    """Stripe once answered a forever coupon without `applies_to`: the receiver remembered the discount as it was,
+    and every later delivery naming it was refused by name without Stripe being asked again."""
+    forever = {"id": "co_f", "object": "coupon", "duration": "forever", "percent_off": 20}
+    subscription: dict[str, Any] = {
+        "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active", "created": 1,
+        "currency": "usd", "discounts": ["di_1"],
+        "items": {"data": [{"id": "si_1", "quantity": 1, "price": {
+            "id": "price_1", "product": "prod_1", "currency": "usd", "unit_amount": 10_000,
+            "recurring": {"interval": "month", "interval_count": 1}}}]}}
+
+    class Stripe:
+        answers_products = False
+
+        async def retrieve_raw(self, resource: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            if resource == "coupons":
+                return {**forever, "applies_to": None} if self.answers_products else dict(forever)
+            return {**subscription, "discounts": [{"id": "di_1", "object": "discount", "coupon": dict(forever)}]}
+
+        async def close(self) -> None:
+            pass
+
+    stripe_api = Stripe()
+
+    class Store:
+        async def load_key(self, connection_id: str) -> tuple[str, str]:
+            return ("rk_test_x", "")
+
+    class Readers:
+        def reader(self, *args: Any, **kwargs: Any) -> Stripe:
+            return stripe_api
+
+    discounts = StripeDiscounts(Store(), Readers())  # type: ignore[arg-type]
+    event = {"id": "evt_1", "type": "customer.subscription.updated", "data": {"object": subscription}}
+    first = await discounts.for_object("conn", False, "subscription", "sub_1", unexpanded(event))
+    with pytest.raises(UnreadableObjectError, match="without applies_to"):
+        subscription_mrr(read_subscription(with_expanded(event, first)["data"]["object"]))
+    stripe_api.answers_products = True
+    again = await discounts.for_object("conn", False, "subscription", "sub_1", unexpanded(event))
+    assert subscription_mrr(read_subscription(with_expanded(event, again)["data"]["object"])) == 8_000
+
+
 def customer_discount_account(sim: SimServer, version: str) -> str:
     """An account (its events in `version`) whose customers have discounts of their own, which reduce their
     subscriptions without discounts of their own: 30% off Pro given a day after subscribing (Pro and Basic); 10% off

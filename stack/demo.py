@@ -286,13 +286,13 @@ async def run_demo(customers: int, live_rate: float, api_version: str = CURRENT_
     try:
         sim_proc = services.start("stripe-simulator", ["-m", "stripe_sim", "--port", str(SIM_PORT), "--seed", "7",
                                                        "--customers", str(customers), "--live-rate", str(live_rate),
-                                                       "--api-version", api_version], {})
+                                                       "--api-version", api_version, "--customer-coupons"], {})
         assert sim_proc.stdout is not None
         line = await asyncio.wait_for(loop.run_in_executor(None, sim_proc.stdout.readline), 120)
         if not line:
             raise RuntimeError("the Stripe simulator did not start; see .stack/logs/stripe-simulator.log")
         sim = json.loads(line)
-        say(f"Stripe simulator ready at {sim['base_url']} (account {sim['account']['id']}, {customers} customers, 12 months)")
+        say(f"Stripe simulator ready at {sim['base_url']} (account {sim['account']['id']}, {customers} customers, 12 months, some customers with discounts of their own)")
         services.start("web", ["-m", "service", "web"], env)
         services.start("worker", ["-m", "service", "worker"], env)
         services.start("projector", ["-m", "service", "projector"], env)

@@ -21,7 +21,8 @@ from pglast import ast, parse_sql, parser
 from pglast.stream import RawStream
 
 from projections.errors import ProjectionError
-from projections.read.sql_size import CAST_TYPES, FUNCTION_SIZES, ValueSizeError, max_built_bytes
+from projections.read.size_rules import CAST_TYPES, FUNCTION_SIZES
+from projections.read.sql_size import ValueSizeError, max_built_bytes
 
 ALLOWED_SCHEMA = "analytics"
 MAX_SQL_CHARS = 20_000

@@ -12,6 +12,7 @@ order things arrived in. No I/O.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -140,6 +141,7 @@ class Plan:
     added: list[AddedVersion] = field(default_factory=list)
     current: dict[str, Decimal] = field(default_factory=dict)  # each subscription's newest MRR
     problems: list[UnreadableObjectError] = field(default_factory=list)
+    looks: int = 0  # (subscription, change) pairs looked at
 
 
 class UnreadableCustomerDiscount(UnreadableObjectError):
@@ -150,7 +152,22 @@ class UnreadableCustomerDiscount(UnreadableObjectError):
         self.kind, self.object_id, self.field, self.event_id = "customer", customer_id, "discount", event_id
 
 
-def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], customer_id: str = "") -> Plan:
+# The most discount changes, and points added for them, one customer's join makes on a batch that touches it (a tenant
+# signs its own webhooks and may toggle a discount by the thousand). Beyond, only the customer's subscriptions' own
+# versions are priced (each under the discount in effect at its time): no point is added between them, and health
+# says so. Far above a real customer's (a discount changes a few times in its life; Stripe no longer lets new ones be
+# given to customers since basil).
+MAX_CHANGES = 100
+MAX_ADDED_POINTS = 5_000
+MAX_LOOKS = 50_000  # (subscription, change) pairs looked at: a change may reduce nothing of thousands of them
+
+
+class _TooMany(Exception):
+    """The join would add more points than MAX_ADDED_POINTS."""
+
+
+def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], customer_id: str = "",
+         max_changes: int | None = None, max_added: int | None = None) -> Plan:
     """Each version's MRR under the customer's discount in effect at its time (the newest customer state at or
     before it), and a point at each customer state that changes a subscription's MRR after its newest version
     before it. A customer state whose discount cannot be read counts as not received (the one before stays in
@@ -159,7 +176,8 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], 
     never guessed.
 
     One pass over both histories in time order per subscription, over the customer states that change the discount
-    only (the store bounds how many it hands over)."""
+    only. Past `max_changes` changes or `max_added` points, the versions only (see MAX_CHANGES), whatever order
+    things came in: the work stays bounded by the versions and the changes."""
     result = Plan()
     readable = []
     for d in sorted(discounts, key=lambda d: d.order):
@@ -167,12 +185,42 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], 
             readable.append(d)
         else:
             result.problems.append(UnreadableCustomerDiscount(customer_id, d.unreadable, d.event_id.split(":")[0]))
+    max_changes = MAX_CHANGES if max_changes is None else max_changes
+    max_added = MAX_ADDED_POINTS if max_added is None else max_added
+    unreadable = list(result.problems)
     changes = _changes(readable)
     by_subscription: dict[str, list[StoredVersion]] = {}
     for version in sorted(versions, key=lambda v: v.order):
         by_subscription.setdefault(version.subscription_id, []).append(version)
+    if len(changes) <= max_changes:
+        try:
+            for subscription_id, own in by_subscription.items():
+                result.current[subscription_id] = _swept(subscription_id, changes, own, result, max_added)
+            return result
+        except _TooMany:
+            bound = (f"its discount changes would add more than {max_added} points to its subscriptions' MRR history, "
+                     f"or make more than {MAX_LOOKS} checks")
+    else:
+        bound = f"its discount changed more than {max_changes} times"
+    return _versions_only(customer_id, changes, by_subscription, unreadable, bound)
+
+
+def _versions_only(customer_id: str, changes: Sequence[DiscountState],
+                   by_subscription: Mapping[str, Sequence[StoredVersion]],
+                   problems: list[UnreadableObjectError], bound: str) -> Plan:
+    """Each version under the discount in effect at its time, found by bisection; no point added between them."""
+    result = Plan(problems=problems)
+    result.problems.append(UnreadableCustomerDiscount(
+        customer_id, f"customer {customer_id}: {bound}: its subscriptions' own versions are priced under the "
+        "discount in effect at their time, with no point where it changed between them", ""))
+    times = [c.state_time for c in changes]
     for subscription_id, own in by_subscription.items():
-        result.current[subscription_id] = _swept(subscription_id, changes, own, result)
+        for version in own:
+            at = bisect.bisect_right(times, version.state_time)
+            mrr, source = _mrr(version, changes[at - 1] if at else None, result.problems)
+            if (mrr, source) != (version.mrr, version.discount_event_id):
+                result.mrr[(subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
+            result.current[subscription_id] = mrr
     return result
 
 
@@ -188,7 +236,7 @@ def _changes(discounts: Sequence[DiscountState]) -> list[DiscountState]:
 
 
 def _swept(subscription_id: str, changes: Sequence[DiscountState], own: Sequence[StoredVersion],
-           result: Plan) -> Decimal:
+           result: Plan, max_added: int) -> Decimal:
     """Walks one subscription's versions and the discount changes in time order (a change at a version's time
     applies to it); returns the subscription's newest MRR."""
     own_times = {v.state_time for v in own}
@@ -200,26 +248,31 @@ def _swept(subscription_id: str, changes: Sequence[DiscountState], own: Sequence
         while i < len(changes) and changes[i].state_time <= version.state_time:
             in_effect = changes[i]
             i += 1
-            mrr_now = _added(held, in_effect, own_times, mrr_now, result)
+            mrr_now = _added(held, in_effect, own_times, mrr_now, result, max_added)
         mrr, source = _mrr(version, in_effect, result.problems)
         if (mrr, source) != (version.mrr, version.discount_event_id):
             result.mrr[(subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
         held, mrr_now = version, mrr
     for change in changes[i:]:
-        mrr_now = _added(held, change, own_times, mrr_now, result)
+        mrr_now = _added(held, change, own_times, mrr_now, result, max_added)
     return mrr_now
 
 
 def _added(held: StoredVersion | None, change: DiscountState, own_times: set[int], mrr_now: Decimal,
-           result: Plan) -> Decimal:
+           result: Plan, max_added: int) -> Decimal:
     """Adds the point where `change` changes the MRR of the subscription as `held` left it; returns the MRR after."""
     if held is None or held.basis is None or change.state_time in own_times:
         return mrr_now  # not begun, the discount cannot change it, or a version of that time reads the change
+    result.looks += 1
+    if result.looks > MAX_LOOKS:
+        raise _TooMany
     mrr, _ = _mrr(held, change, result.problems)
     if mrr == mrr_now:
         return mrr_now
     event_id = change.event_id.split(":")[0]  # a snapshot's point (`:start`) is said by `derived_as` here
     result.added.append(AddedVersion(held, change.state_time, event_id + DERIVED_SUFFIX, event_id, mrr))
+    if len(result.added) > max_added:
+        raise _TooMany
     return mrr
 
 

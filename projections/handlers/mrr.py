@@ -112,9 +112,7 @@ def customer_forever_coupon(customer: Customer) -> Coupon | None:
             "came without applies_to (Stripe includes it only when asked): which items a forever coupon reduces "
             "decides the MRR",
         )
-    if coupon is not None and coupon.amount_off is not None and customer.currency is not None:
-        _amount_off(customer.id, customer.currency, coupon, "customer")  # the customer's subscriptions' currency
-    return coupon
+    return coupon  # an amount in a currency a subscription is not billed in: refused where it would reduce it
 
 
 def _line(item: Item) -> Line:
@@ -175,7 +173,7 @@ def _reduces(subscription_id: str, coupon: Coupon, line: Line) -> bool:
     return line.product_id in coupon.products
 
 
-def _amount_off(owner_id: str, currency: str, coupon: Coupon, kind: str = "subscription") -> int:
+def _amount_off(owner_id: str, currency: str, coupon: Coupon) -> int:
     """An amount coupon's amount in the subscription's currency: its own when they match, else its
     `currency_options` amount for that currency (as Stripe bills it) — never an amount in another currency."""
     if coupon.currency == currency and coupon.amount_off is not None:
@@ -184,8 +182,8 @@ def _amount_off(owner_id: str, currency: str, coupon: Coupon, kind: str = "subsc
     if currency in options:
         return options[currency]
     raise UnreadableObjectError(
-        kind, owner_id, f"coupon {coupon.id}",
-        f"takes {coupon.amount_off} off in {coupon.currency or 'no currency'} from a {kind} in {currency}, "
+        "subscription", owner_id, f"coupon {coupon.id}",
+        f"takes {coupon.amount_off} off in {coupon.currency or 'no currency'} from a subscription in {currency}, "
         f"and the coupon's currency_options for {currency} are not included",
     )
 

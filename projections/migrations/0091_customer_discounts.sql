@@ -21,9 +21,21 @@ ALTER TABLE subscription_versions
     ADD COLUMN derived_from_customer_discount boolean NOT NULL DEFAULT false;
 CREATE INDEX subscription_versions_by_customer ON subscription_versions (tenant_id, customer_id);
 -- Versions projected before: whether a customer's discount could reduce them (no discounts of their own) was not
--- kept. Under a customer's forever coupon they are refused by name in health until the tenant is replayed, never
--- counted without it; under none they count as they are.
+-- kept. Under a customer's forever coupon they keep the MRR they were projected with and a health row names them,
+-- until the tenant is replayed; under none they count as they are.
 UPDATE subscription_versions SET customer_discount_basis = '{"unknown": true}' WHERE status IN ('active', 'past_due');
+-- Customers projected before with a discount that may last for ever: no history of it was kept, so their
+-- subscriptions' MRR does not count it until the tenant is replayed. Health says so, once per customer state.
+INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, "offset", event_id, reason, message)
+SELECT c.tenant_id, 'projection-customer-discounts', -1,
+       hashtextextended(c.id || ':' || c.state_event_id, 0) & 9223372036854775807, c.state_event_id,
+       'UnreadableObjectError',
+       'customer ' || c.id || ': discount projected before customers'' discounts were read: its subscriptions'' '
+       || 'MRR does not count it until the tenant is replayed (ingestor replay --tenant)'
+  FROM customers c
+ WHERE json_typeof(c.data -> 'discount') = 'object'
+   AND coalesce(c.data -> 'discount' -> 'coupon' ->> 'duration', 'forever') = 'forever'
+ON CONFLICT DO NOTHING;
 -- Like every projection table: a tenant's readers see its rows only.
 ALTER TABLE customer_discounts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON customer_discounts USING (tenant_id = (SELECT analytics.current_tenant()));

@@ -34,28 +34,27 @@ def _stable_offset(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-# Customers are locked by bucket: a batch of thousands of customers (an import) takes at most this many of
-# Postgres's shared lock slots (64 per connection by default), whatever its size; customers sharing one wait for
-# each other, nothing more.
-CUSTOMER_LOCK_BUCKETS = 128
+# A tenant's customers are locked by bucket, in the tenant's own space: one tenant's batch (an import of thousands of
+# customers) takes at most this many of Postgres's shared lock slots (64 per connection by default), and never waits
+# for, or holds up, another tenant's batches; that tenant's customers sharing a bucket wait for each other.
+CUSTOMER_LOCK_BUCKETS = 32
 
 
 async def lock_customers(conn: asyncpg.Connection, schema: str, customers: set[tuple[str, str]]) -> None:
-    """Takes the transaction's lock on each customer whose subscriptions' MRR it may change (its bucket, in the
-    schema's class), in one order: two consumers writing a customer's discount and one of its subscriptions
+    """Takes the transaction's lock on each customer whose subscriptions' MRR it may change (its bucket in its
+    tenant's space), in one order: two consumers writing a customer's discount and one of its subscriptions
     (different objects, so partitions) would each miss the other's uncommitted row; the second now waits and reads
     both."""
-    if customers:
-        space = _stable_offset(schema) % 2**31
-        buckets = sorted({_stable_offset(tenant, customer) % CUSTOMER_LOCK_BUCKETS for tenant, customer in customers})
-        await conn.executemany("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", [(space, b) for b in buckets])
+    keys = sorted({(_stable_offset(schema, tenant) % 2**31, _stable_offset(customer) % CUSTOMER_LOCK_BUCKETS)
+                   for tenant, customer in customers})
+    if keys:
+        await conn.executemany("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", keys)
 
 
-# The most one customer's join reads, and adds, on a batch that touches it; beyond, its MRR history keeps what it
-# had and health says so by name. Far above what a real customer has (a discount changes a few times a year).
-MAX_CUSTOMER_STATES = 2_000
-MAX_CUSTOMER_VERSIONS = 10_000
-MAX_ADDED_POINTS = 5_000
+# The most subscription versions (its subscriptions' own, not the points a join added) one customer's join reads on
+# a batch that touches it; beyond, it is not joined and health says so by name (the versions keep the MRR they
+# were written with). Far above a real customer's; the plan bounds its own work (MAX_CHANGES).
+MAX_CUSTOMER_VERSIONS = 50_000
 
 
 async def _count_problems(conn: asyncpg.Connection, tenant_id: str, problems: Sequence[UnreadableObjectError]) -> None:
@@ -81,6 +80,7 @@ async def join_customer_discounts(conn: asyncpg.Connection, schema: str, custome
     for row in sorted(discounted, key=lambda r: (r["tenant_id"], r["customer_id"])):
         await _join_one(conn, schema, row["tenant_id"], row["customer_id"])
 
+
 async def _join_one(conn: asyncpg.Connection, schema: str, tenant_id: str, customer_id: str) -> None:
     s = schema
     too_many = await _too_many(conn, schema, tenant_id, customer_id)
@@ -104,11 +104,6 @@ async def _join_one(conn: asyncpg.Connection, schema: str, tenant_id: str, custo
                       if r["customer_discount_basis"] is not None else None)
         for r in rows if not r["derived_from_customer_discount"]]
     joined = plan(discounts, versions, customer_id)
-    if len(joined.added) > MAX_ADDED_POINTS:
-        await _count_problems(conn, tenant_id, [UnreadableCustomerDiscount(
-            customer_id, f"customer {customer_id}: discount changes add more than {MAX_ADDED_POINTS} points to "
-            "its subscriptions' MRR history: not joined (the history keeps what it had)", "")])
-        return
     if joined.mrr:
         await conn.executemany(
             f"UPDATE {s}.subscription_versions SET mrr = $6, customer_discount_event_id = $7 "
@@ -143,15 +138,11 @@ async def _join_one(conn: asyncpg.Connection, schema: str, tenant_id: str, custo
     await _count_problems(conn, tenant_id, joined.problems)
 
 async def _too_many(conn: asyncpg.Connection, schema: str, tenant_id: str, customer_id: str) -> str | None:
-    """Why the customer's histories are too long to join on every batch that touches it (a tenant signs its own
-    webhooks and may send a customer's states by the thousand), or None."""
-    s = schema
-    for table, limit, what in (("customer_discounts", MAX_CUSTOMER_STATES, "states"),
-                               ("subscription_versions", MAX_CUSTOMER_VERSIONS, "subscription versions")):
-        held = await conn.fetchval(
-            f"SELECT count(*) FROM (SELECT 1 FROM {s}.{table} WHERE tenant_id = $1 AND customer_id = $2 "
-            "LIMIT $3) AS capped", tenant_id, customer_id, limit + 1)
-        if held > limit:
-            return (f"customer {customer_id}: discount not joined into its subscriptions' MRR: more than {limit} "
-                    f"{what} (the history keeps what it had)")
+    """Why the customer's subscriptions have too many versions to join on every batch that touches it, or None."""
+    held = await conn.fetchval(
+        f"SELECT count(*) FROM (SELECT 1 FROM {schema}.subscription_versions WHERE tenant_id = $1 AND customer_id = $2 "
+        "AND NOT derived_from_customer_discount LIMIT $3) AS capped", tenant_id, customer_id, MAX_CUSTOMER_VERSIONS + 1)
+    if held > MAX_CUSTOMER_VERSIONS:
+        return (f"customer {customer_id}: discount not joined into its subscriptions' MRR: more than "
+                f"{MAX_CUSTOMER_VERSIONS} subscription versions (they keep the MRR they were written with)")
     return None

@@ -100,6 +100,7 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                              "own (of any duration), from the customer state that shows it to the one that no longer "
                              "does, by the subscription coupon rules (products, amount off in the subscription's "
                              "currency)",
-     "the customer still counts; each subscription it would reduce keeps its MRR without it and the discount is "
-     "counted in health by name (named by id only, no coupon, no `applies_to`, an amount in another currency)"),
+     "the customer still counts; a state whose discount cannot be read (named by id only, no coupon, no "
+     "`applies_to`) counts as not received (the discount before stays in effect), and a coupon that cannot apply to "
+     "a subscription (an amount with none in its currency) leaves it without: both counted in health by name"),
 )

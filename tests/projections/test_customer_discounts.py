@@ -14,12 +14,14 @@ import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from projections.handlers.customer_discounts import DiscountState, StoredVersion, plan
+from projections.handlers import customer_discounts
+from projections.handlers.customer_discounts import BASIS_UNKNOWN, DiscountState, StoredVersion, plan
 from projections.handlers.mrr import (
     CustomerDiscountBasis,
     Line,
@@ -28,7 +30,6 @@ from projections.handlers.mrr import (
     mrr_with_customer_discount,
 )
 from projections.handlers.writes import writes_for
-from projections.projector import customer_join
 from projections.projector.customer_join import CUSTOMER_LOCK_BUCKETS, PROBLEMS_TOPIC
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
@@ -129,9 +130,13 @@ def test_a_customers_discount_that_cannot_be_read_is_kept_as_such_never_taken_fo
     assert read_customer({**customer(None), "discount": UNREADABLE[shape]}).email is None  # the customer still reads
 
 
-def test_an_amount_coupon_not_in_the_customers_currency_is_refused() -> None:
-    with pytest.raises(UnreadableObjectError, match="currency_options for usd"):
-        customer_forever_coupon(read_customer(customer(coupon(percent_off=None, amount_off=500, currency="eur"))))
+def test_an_amount_coupon_is_read_whatever_its_currency_and_refused_where_it_cannot_apply() -> None:
+    """A customer's €5 off on a customer billed in USD: read (it is the customer's discount), and each subscription
+    it would reduce keeps its MRR without it and names it, like a subscription's own coupon in another currency."""
+    euros = customer_forever_coupon(read_customer(customer(coupon(percent_off=None, amount_off=500, currency="eur"))))
+    assert euros is not None and euros.amount_off == 500
+    joined = plan([DiscountState(2_000, 0, "evt_c", euros)], [version(1_000, "evt_s")])
+    assert joined.current == {"sub": Decimal(10_000)} and "currency_options for usd" in str(joined.problems[0])
 
 
 def test_only_a_subscription_without_discounts_of_its_own_takes_its_customers() -> None:
@@ -150,6 +155,47 @@ def test_a_customer_coupon_restricted_to_products_reduces_only_their_items() -> 
     amount = Coupon("FIVE", "forever", None, 1_200, "usd", applies_to_known=True, products=("prod_basic",))
     # $12 off each yearly period of the basic item: $1 a month off its $10 month amount
     assert mrr_with_customer_discount(basis, amount) == 10_900
+
+
+BASIS = CustomerDiscountBasis("sub", "usd", (Line("si", "prod", Fraction(1)),), (Fraction(10_000),))
+HALF = Coupon("HALF", "forever", Fraction(50), None, None, applies_to_known=True)
+TENTH = Coupon("TENTH", "forever", Fraction(10), None, None, applies_to_known=True)
+
+
+def version(at: int, event_id: str, rank: int = 0, basis: Any = BASIS, mrr: int = 10_000) -> StoredVersion:
+    return StoredVersion("sub", at, rank, event_id, "active", "usd", Decimal(mrr), None, basis)
+
+
+def test_a_change_in_a_versions_own_millisecond_applies_to_it_and_adds_no_point() -> None:
+    """Stripe's Checkout creates the customer's discount and the subscription in one second."""
+    joined = plan([DiscountState(1_000, 0, "evt_c", HALF)], [version(1_000, "evt_s", rank=5)])
+    assert joined.mrr == {("sub", 1_000, 5, "evt_s"): (Decimal(5_000), "evt_c")} and joined.added == []
+
+
+def test_the_newest_customer_state_of_a_millisecond_decides_and_repeats_add_nothing() -> None:
+    discounts = [DiscountState(2_000, 1, "evt_a", HALF), DiscountState(2_000, 2, "evt_b", None),  # removed at once
+                 DiscountState(3_000, 0, "evt_c", TENTH), DiscountState(4_000, 0, "evt_d", TENTH)]  # the same again
+    joined = plan(discounts, [version(1_000, "evt_s")])
+    assert [(a.state_time, a.mrr) for a in joined.added] == [(3_000, Decimal(9_000))]
+
+
+def test_a_version_projected_before_customer_discounts_keeps_its_mrr_and_is_named() -> None:
+    joined = plan([DiscountState(2_000, 0, "evt_c", HALF)], [version(1_000, "evt_s", basis=BASIS_UNKNOWN, mrr=7_000)])
+    assert joined.current == {"sub": Decimal(7_000)} and joined.added == []
+    assert "replay the tenant" in str(joined.problems[0]) and joined.problems[0].event_id == "evt_c"
+
+
+def test_past_its_bounds_the_plan_prices_the_versions_only_whatever_the_order() -> None:
+    """A tenant toggling a customer's discount by the thousand: the work stays bounded, each of the subscription's
+    own versions still counts the discount in effect at its time, and health says points were left out."""
+    toggles = [DiscountState(2_000 + i, 0, f"evt_t{i}", HALF if i % 2 == 0 else None) for i in range(9)]
+    versions = [version(1_000, "evt_s1"), version(2_004, "evt_s2")]  # the 5th toggle (HALF) is in effect at 2,004
+    for order in (toggles, list(reversed(toggles))):
+        joined = plan(order, versions, "cus_d", max_changes=4)
+        assert joined.added == [] and joined.current == {"sub": Decimal(5_000)}
+        assert joined.mrr == {("sub", 2_004, 0, "evt_s2"): (Decimal(5_000), "evt_t4")}
+        assert "changed more than 4 times" in str(joined.problems[-1])
+    assert plan(toggles, versions, max_added=3).added == []
 
 
 def test_the_plan_adds_a_point_only_where_the_discount_changes_what_the_subscription_is_worth() -> None:
@@ -323,32 +369,63 @@ async def test_a_later_customer_state_whose_discount_cannot_be_read_leaves_the_o
 
 @pytest.mark.integration
 @pytest.mark.asyncio
-async def test_a_version_projected_before_customer_discounts_were_read_is_refused_under_one_not_left_whole(
+async def test_a_version_projected_before_customer_discounts_were_read_is_named_in_health_under_one(
         pool: asyncpg.Pool) -> None:
     """Migration 0091 cannot know whether an older version had discounts of its own: under a customer's coupon it
-    is counted in health (replay the tenant), never silently at full price."""
+    keeps the MRR it was projected with and health names it (replay the tenant), never silently."""
     await projected(pool, "t_old", [envelope("evt_s", "customer.subscription.created", JAN, subscription(), "t_old")])
     await pool.execute("UPDATE projection.subscription_versions SET customer_discount_basis = '{\"unknown\": true}' "
                        "WHERE tenant_id = 't_old'")  # what 0091 does to rows projected before it
     await projected(pool, "t_old", [envelope("evt_c", "customer.updated", MAR, customer(coupon()), "t_old")])
     rows = await pool.fetch("SELECT event_id, message FROM public.dead_lettered_events WHERE tenant_id = 't_old'")
     assert [r["event_id"] for r in rows] == ["evt_c"] and "replay the tenant" in rows[0]["message"]
+    assert await current_mrr(pool, "t_old") == 10_000
 
 
 @pytest.mark.integration
 @pytest.mark.asyncio
-async def test_a_customer_with_too_long_a_history_is_not_joined_on_every_batch_and_health_says_so(
+async def test_a_customer_toggled_past_the_bounds_gives_the_same_mrr_in_any_order_and_health_says_so(
         pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tenant signs its own webhooks: a customer's discount toggled by the thousand would make every batch that
-    touches the customer rewrite its whole history, for every tenant's partitions."""
-    monkeypatch.setattr(customer_join, "MAX_CUSTOMER_STATES", 4)
-    toggles = [envelope(f"evt_t{i}", "customer.updated", MAR + i, customer(coupon() if i % 2 else None), "t_flood")
-               for i in range(6)]
-    await projected(pool, "t_flood", [envelope("evt_s", "customer.subscription.created", JAN, subscription(),
-                                               "t_flood"), *toggles])
-    messages = [r["message"] for r in await pool.fetch(
-        "SELECT message FROM public.dead_lettered_events WHERE tenant_id = 't_flood'")]
-    assert messages and all("more than 4 states" in m for m in messages)
+    touches the customer rewrite its whole history. Past the bound, the versions are still priced right."""
+    monkeypatch.setattr(customer_discounts, "MAX_CHANGES", 4)
+    for n, tenant in enumerate(("t_flood_a", "t_flood_b")):
+        toggles = [envelope(f"evt_t{i}", "customer.updated", MAR + i, customer(coupon() if i % 2 == 0 else None),
+                            tenant) for i in range(9)]
+        events = [envelope("evt_s", "customer.subscription.created", JAN, subscription(), tenant), *toggles,
+                  envelope("evt_s2", "customer.subscription.updated", MAY, subscription(quantity=2), tenant)]
+        await projected(pool, tenant, events if n == 0 else list(reversed(events)))
+        assert await current_mrr(pool, tenant) == 16_000  # the last toggle (20% off) is in effect in May
+        messages = [r["message"] for r in await pool.fetch(
+            "SELECT message FROM public.dead_lettered_events WHERE tenant_id = $1", tenant)]
+        assert any("changed more than 4 times" in m for m in messages), messages
+    assert await months(pool, "t_flood_a") == await months(pool, "t_flood_b")
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_batch_touching_a_customer_again_rewrites_none_of_its_added_points(pool: asyncpg.Pool) -> None:
+    await projected(pool, "t_churn", history("t_churn"))
+    added = "SELECT xmin::text FROM projection.subscription_versions WHERE tenant_id = 't_churn' " \
+            "AND derived_from_customer_discount ORDER BY state_time"
+    before = [r[0] for r in await pool.fetch(added)]
+    await projected(pool, "t_churn", [envelope("evt_again", "customer.updated", JUL + 60, customer(None), "t_churn")])
+    assert len(before) == 2 and [r[0] for r in await pool.fetch(added)] == before
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_one_tenants_batch_never_waits_for_another_tenants_customers(pool: asyncpg.Pool) -> None:
+    """Locks are per tenant: a batch holding a thousand of one tenant's customers (an import) leaves another
+    tenant's batches to go on at once."""
+    many = [envelope(f"evt_{i}", "customer.updated", MAR, customer(coupon(), f"cus_{i}"), "t_busy")
+            for i in range(1_000)]
+    other = envelope("evt_o", "customer.updated", MAR, customer(coupon()), "t_other")
+    async with pool.acquire() as conn, conn.transaction():
+        await PostgresProjectionStore(pool, "cd-busy").apply_in(
+            conn, [(e.tenant_id, e.event_id, writes_for(e)) for e in many], {})
+        await asyncio.wait_for(PostgresProjectionStore(pool, "cd-other").apply(
+            [("t_other", other.event_id, writes_for(other))], {}), timeout=30)  # a bound, not a synchronisation
 
 
 @pytest.mark.integration
@@ -363,3 +440,24 @@ async def test_a_batch_of_thousands_of_customers_takes_a_bounded_number_of_locks
         held = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                    "AND pid = pg_backend_pid()")
     assert 0 < held <= CUSTOMER_LOCK_BUCKETS
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_the_upgrade_names_each_customer_projected_before_with_a_lasting_discount(pool: asyncpg.Pool) -> None:
+    """0091 cannot rebuild a discount's history from a customer's newest state: health names the customers whose
+    subscriptions' MRR does not count theirs until a replay (not the ones whose discount ends)."""
+    await projected(pool, "t_upgrade", [
+        envelope("evt_forever", "customer.created", JAN, customer(coupon(), "cus_forever"), "t_upgrade"),
+        envelope("evt_once", "customer.created", JAN, customer(coupon(duration="once"), "cus_once"), "t_upgrade"),
+        envelope("evt_none", "customer.created", JAN, customer(None, "cus_none"), "t_upgrade"),
+    ])
+    await pool.execute("DELETE FROM public.dead_lettered_events WHERE tenant_id = 't_upgrade'")
+    sql = (Path(__file__).parents[2] / "projections/migrations/0091_customer_discounts.sql").read_text()
+    seed = sql[sql.index("INSERT INTO public.dead_lettered_events"):sql.index("ON CONFLICT DO NOTHING;")]
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL search_path TO projection")
+        await conn.execute(seed + " ON CONFLICT DO NOTHING")
+        await conn.execute(seed + " ON CONFLICT DO NOTHING")  # once, however often it runs
+    rows = await pool.fetch("SELECT event_id, message FROM public.dead_lettered_events WHERE tenant_id = 't_upgrade'")
+    assert [r["event_id"] for r in rows] == ["evt_forever"] and "until the tenant is replayed" in rows[0]["message"]

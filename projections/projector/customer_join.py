@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import orjson
 
 from projections.handlers.customer_discounts import (
+    DiscountState,
     StoredVersion,
     UnreadableCustomerDiscount,
     basis_from_json,
@@ -57,46 +61,76 @@ async def lock_customers(conn: asyncpg.Connection, schema: str, customers: set[t
 MAX_CUSTOMER_VERSIONS = 50_000
 
 
-async def _count_problems(conn: asyncpg.Connection, tenant_id: str, problems: Sequence[UnreadableObjectError]) -> None:
-    """Counts in the tenant's health what a customer's discount could not do (a row per object and event, once)."""
+async def _count_problems(conn: asyncpg.Connection, problems: Sequence[tuple[str, UnreadableObjectError]]) -> None:
+    """Counts in each tenant's health what a customer's discount could not do (a row per object and event, once)."""
     if problems:
         await conn.executemany(
             "INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, \"offset\", event_id, reason, "
             "message) VALUES ($1, $2, -1, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             [(tenant_id, PROBLEMS_TOPIC, _stable_offset(p.object_id, p.event_id, str(p)[:100]), p.event_id,
-              "UnreadableObjectError", str(p)[:500]) for p in problems])
+              "UnreadableObjectError", str(p)[:500]) for tenant_id, p in problems])
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What joining a batch's customers changes, written in one statement each."""
+
+    mrr: list[tuple[Any, ...]] = field(default_factory=list)
+    gone: list[tuple[Any, ...]] = field(default_factory=list)
+    added: list[tuple[Any, ...]] = field(default_factory=list)
+    current: list[tuple[str, str, Decimal]] = field(default_factory=list)
+    problems: list[tuple[str, UnreadableObjectError]] = field(default_factory=list)
 
 
 async def join_customer_discounts(conn: asyncpg.Connection, schema: str, customers: set[tuple[str, str]]) -> None:
     """Recomputes the MRR history of the subscriptions of each of `customers` whose discount history holds a
     forever coupon (`projections.handlers.customer_discounts`): whole, from both histories as stored, so the
-    result does not depend on arrival order. The caller holds the customers' locks."""
+    result does not depend on arrival order. Reads both histories of all of them at once, and writes what changed
+    in one statement of each kind. The caller holds the customers' locks."""
     s = schema
-    discounted = await conn.fetch(
-        f"SELECT DISTINCT tenant_id, customer_id FROM {s}.customer_discounts "
-        "WHERE (tenant_id, customer_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND coupon IS NOT NULL",
-        [c[0] for c in customers], [c[1] for c in customers],
-    )
-    for row in sorted(discounted, key=lambda r: (r["tenant_id"], r["customer_id"])):
-        await _join_one(conn, schema, row["tenant_id"], row["customer_id"])
-
-
-async def _join_one(conn: asyncpg.Connection, schema: str, tenant_id: str, customer_id: str) -> None:
-    s = schema
-    too_many = await _too_many(conn, schema, tenant_id, customer_id)
-    if too_many:
-        await _count_problems(conn, tenant_id, [UnreadableCustomerDiscount(customer_id, too_many, "")])
+    tenants, ids = [c[0] for c in customers], [c[1] for c in customers]
+    listed = "(tenant_id, customer_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    discounted = {(r["tenant_id"], r["customer_id"]): int(r["versions"]) for r in await conn.fetch(
+        f"SELECT d.tenant_id, d.customer_id, (SELECT count(*) FROM {s}.subscription_versions v "
+        "WHERE v.tenant_id = d.tenant_id AND v.customer_id = d.customer_id AND NOT v.derived_from_customer_discount) "
+        f"AS versions FROM (SELECT DISTINCT tenant_id, customer_id FROM {s}.customer_discounts WHERE {listed} "
+        "AND coupon IS NOT NULL) AS d", tenants, ids)}
+    if not discounted:
         return
-    discounts = [
-        discount_state(r["state_time"], r["state_rank"], r["state_event_id"],
-                       orjson.loads(r["coupon"]) if r["coupon"] is not None else None)
+    changes = _Changes()
+    joined = []
+    for key, count in sorted(discounted.items()):
+        if count > MAX_CUSTOMER_VERSIONS:
+            changes.problems.append((key[0], UnreadableCustomerDiscount(
+                key[1], f"customer {key[1]}: discount not joined into its subscriptions' MRR: more than "
+                f"{MAX_CUSTOMER_VERSIONS} subscription versions (they keep the MRR they were written with)", "")))
+        else:
+            joined.append(key)
+    if joined:
+        tenants, ids = [k[0] for k in joined], [k[1] for k in joined]
+        discounts: dict[tuple[str, str], list[DiscountState]] = {k: [] for k in joined}
         for r in await conn.fetch(
-            f"SELECT state_time, state_rank, state_event_id, coupon FROM {s}.customer_discounts "
-            "WHERE tenant_id = $1 AND customer_id = $2", tenant_id, customer_id)]
-    rows = await conn.fetch(
-        f"SELECT subscription_id, state_time, state_rank, state_event_id, status, currency, mrr, "
-        f"customer_discount_event_id, customer_discount_basis, derived_from_customer_discount "
-        f"FROM {s}.subscription_versions WHERE tenant_id = $1 AND customer_id = $2", tenant_id, customer_id)
+                f"SELECT tenant_id, customer_id, state_time, state_rank, state_event_id, coupon "
+                f"FROM {s}.customer_discounts WHERE {listed}", tenants, ids):
+            discounts[(r["tenant_id"], r["customer_id"])].append(discount_state(
+                r["state_time"], r["state_rank"], r["state_event_id"],
+                orjson.loads(r["coupon"]) if r["coupon"] is not None else None))
+        rows: dict[tuple[str, str], list[asyncpg.Record]] = {k: [] for k in joined}
+        for r in await conn.fetch(
+                f"SELECT tenant_id, customer_id, subscription_id, state_time, state_rank, state_event_id, status, "
+                f"currency, mrr, customer_discount_event_id, customer_discount_basis, derived_from_customer_discount "
+                f"FROM {s}.subscription_versions WHERE {listed}", tenants, ids):
+            rows[(r["tenant_id"], r["customer_id"])].append(r)
+        for key in joined:
+            _join_one(key, discounts[key], rows[key], changes)
+    await _write(conn, schema, changes)
+
+
+def _join_one(key: tuple[str, str], discounts: list[DiscountState], rows: list[asyncpg.Record],
+              changes: _Changes) -> None:
+    """One customer's plan, as rows to write: only what changed of the added points (a batch touching the
+    customer again rewrites nothing)."""
+    tenant_id, customer_id = key
     versions = [
         StoredVersion(r["subscription_id"], r["state_time"], r["state_rank"], r["state_event_id"], r["status"],
                       r["currency"], r["mrr"], r["customer_discount_event_id"],
@@ -104,45 +138,47 @@ async def _join_one(conn: asyncpg.Connection, schema: str, tenant_id: str, custo
                       if r["customer_discount_basis"] is not None else None)
         for r in rows if not r["derived_from_customer_discount"]]
     joined = plan(discounts, versions, customer_id)
-    if joined.mrr:
-        await conn.executemany(
-            f"UPDATE {s}.subscription_versions SET mrr = $6, customer_discount_event_id = $7 "
-            "WHERE tenant_id = $1 AND subscription_id = $2 AND state_time = $3 AND state_rank = $4 "
-            "AND state_event_id = $5",
-            [(tenant_id, *key, mrr, source) for key, (mrr, source) in joined.mrr.items()])
-    # Only what changed of the added points is written: a batch touching the customer again rewrites nothing.
+    changes.mrr += [(tenant_id, *at, mrr, source) for at, (mrr, source) in joined.mrr.items()]
     held = {(r["subscription_id"], r["state_time"], r["state_rank"], r["state_event_id"]):
             (r["mrr"], r["customer_discount_event_id"]) for r in rows if r["derived_from_customer_discount"]}
     wanted = {(a.copied.subscription_id, a.state_time, a.copied.state_rank, a.event_id): a for a in joined.added}
-    gone = [key for key, value in held.items()
-            if key not in wanted or (wanted[key].mrr, wanted[key].discount_event_id) != value]
-    if gone:
-        await conn.executemany(
-            f"DELETE FROM {s}.subscription_versions WHERE tenant_id = $1 AND subscription_id = $2 "
-            "AND state_time = $3 AND state_rank = $4 AND state_event_id = $5 AND derived_from_customer_discount",
-            [(tenant_id, *key) for key in gone])
-    new = [a for key, a in wanted.items() if key not in held or key in gone]
-    if new:
-        await conn.executemany(
-            f"INSERT INTO {s}.subscription_versions (tenant_id, subscription_id, state_time, state_rank, "
-            "state_event_id, customer_id, currency, status, mrr, customer_discount_basis, "
-            "customer_discount_event_id, derived_from_customer_discount) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, true ON CONFLICT DO NOTHING",
-            [(tenant_id, a.copied.subscription_id, a.state_time, a.copied.state_rank, a.event_id, customer_id,
-              a.copied.currency, a.copied.status, a.mrr, a.discount_event_id) for a in new])
-    if joined.current:
-        await conn.execute(
-            f"UPDATE {s}.subscriptions AS t SET mrr = u.mrr FROM unnest($2::text[], $3::numeric[]) AS u(id, mrr) "
-            "WHERE t.tenant_id = $1 AND t.id = u.id AND t.mrr IS DISTINCT FROM u.mrr",
-            tenant_id, list(joined.current), list(joined.current.values()))
-    await _count_problems(conn, tenant_id, joined.problems)
+    gone = [at for at, value in held.items()
+            if at not in wanted or (wanted[at].mrr, wanted[at].discount_event_id) != value]
+    changes.gone += [(tenant_id, *at) for at in gone]
+    changes.added += [(tenant_id, a.copied.subscription_id, a.state_time, a.copied.state_rank, a.event_id, customer_id,
+                       a.copied.currency, a.copied.status, a.mrr, a.discount_event_id)
+                      for at, a in wanted.items() if at not in held or at in gone]
+    changes.current += [(tenant_id, subscription_id, mrr) for subscription_id, mrr in joined.current.items()]
+    changes.problems += [(tenant_id, p) for p in joined.problems]
 
-async def _too_many(conn: asyncpg.Connection, schema: str, tenant_id: str, customer_id: str) -> str | None:
-    """Why the customer's subscriptions have too many versions to join on every batch that touches it, or None."""
-    held = await conn.fetchval(
-        f"SELECT count(*) FROM (SELECT 1 FROM {schema}.subscription_versions WHERE tenant_id = $1 AND customer_id = $2 "
-        "AND NOT derived_from_customer_discount LIMIT $3) AS capped", tenant_id, customer_id, MAX_CUSTOMER_VERSIONS + 1)
-    if held > MAX_CUSTOMER_VERSIONS:
-        return (f"customer {customer_id}: discount not joined into its subscriptions' MRR: more than "
-                f"{MAX_CUSTOMER_VERSIONS} subscription versions (they keep the MRR they were written with)")
-    return None
+
+async def _write(conn: asyncpg.Connection, schema: str, changes: _Changes) -> None:
+    s = schema
+    if changes.mrr:
+        await conn.execute(
+            f"UPDATE {s}.subscription_versions AS t SET mrr = u.mrr, customer_discount_event_id = u.source "
+            "FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::numeric[], $7::text[]) "
+            "AS u(tenant_id, subscription_id, state_time, state_rank, state_event_id, mrr, source) "
+            "WHERE (t.tenant_id, t.subscription_id, t.state_time, t.state_rank, t.state_event_id) "
+            "= (u.tenant_id, u.subscription_id, u.state_time, u.state_rank, u.state_event_id)",
+            *map(list, zip(*changes.mrr)))
+    if changes.gone:
+        await conn.execute(
+            f"DELETE FROM {s}.subscription_versions AS t USING unnest($1::text[], $2::text[], $3::int8[], "
+            "$4::int8[], $5::text[]) AS u(tenant_id, subscription_id, state_time, state_rank, state_event_id) "
+            "WHERE (t.tenant_id, t.subscription_id, t.state_time, t.state_rank, t.state_event_id) "
+            "= (u.tenant_id, u.subscription_id, u.state_time, u.state_rank, u.state_event_id) "
+            "AND t.derived_from_customer_discount", *map(list, zip(*changes.gone)))
+    if changes.added:
+        await conn.execute(
+            f"INSERT INTO {s}.subscription_versions (tenant_id, subscription_id, state_time, state_rank, "
+            "state_event_id, customer_id, currency, status, mrr, customer_discount_event_id, "
+            "derived_from_customer_discount) SELECT *, true FROM unnest($1::text[], $2::text[], $3::int8[], "
+            "$4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::numeric[], $10::text[]) "
+            "ON CONFLICT DO NOTHING", *map(list, zip(*changes.added)))
+    if changes.current:
+        await conn.execute(
+            f"UPDATE {s}.subscriptions AS t SET mrr = u.mrr FROM unnest($1::text[], $2::text[], $3::numeric[]) "
+            "AS u(tenant_id, id, mrr) WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.mrr IS DISTINCT FROM u.mrr",
+            *map(list, zip(*changes.current)))
+    await _count_problems(conn, changes.problems)

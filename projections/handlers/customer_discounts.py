@@ -38,9 +38,10 @@ def coupon_json(coupon: Coupon) -> bytes:
     })
 
 
-def unreadable_json(problem: str) -> bytes:
-    """A customer's discount that cannot be read (its coupon by id only, or without its products), as kept."""
-    return orjson.dumps({"unreadable": problem})
+def unreadable_json(problem: str, coupon_id: str | None = None) -> bytes:
+    """A customer's discount that cannot be read (its coupon by id only, or without its products), as kept, with the
+    coupon it names: the customer's other states may hold that coupon read (a coupon's terms never change)."""
+    return orjson.dumps({"unreadable": problem, "coupon_id": coupon_id})
 
 
 def discount_state(state_time: int, state_rank: int, event_id: str, stored: Mapping[str, Any] | None) -> DiscountState:
@@ -48,7 +49,9 @@ def discount_state(state_time: int, state_rank: int, event_id: str, stored: Mapp
     if stored is None:
         return DiscountState(state_time, state_rank, event_id, None)
     if "unreadable" in stored:
-        return DiscountState(state_time, state_rank, event_id, None, str(stored["unreadable"]))
+        coupon_id = stored.get("coupon_id")
+        return DiscountState(state_time, state_rank, event_id, None, str(stored["unreadable"]),
+                             coupon_id if isinstance(coupon_id, str) else None)
     return DiscountState(state_time, state_rank, event_id, coupon_from_json(stored))
 
 
@@ -97,6 +100,7 @@ class DiscountState:
     event_id: str
     coupon: Coupon | None
     unreadable: str | None = None
+    coupon_id: str | None = None  # of an unreadable one: the coupon it names
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -170,8 +174,9 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], 
          max_changes: int | None = None, max_added: int | None = None) -> Plan:
     """Each version's MRR under the customer's discount in effect at its time (the newest customer state at or
     before it), and a point at each customer state that changes a subscription's MRR after its newest version
-    before it. A customer state whose discount cannot be read counts as not received (the one before stays in
-    effect, as a dead-lettered event leaves the state before), and a coupon that cannot apply to a subscription (an
+    before it. A customer state whose discount cannot be read takes its coupon from another of the customer's states
+    that reads it (a coupon's terms never change), or else counts as not received (the one before stays in effect,
+    as a dead-lettered event leaves the state before), and a coupon that cannot apply to a subscription (an
     amount in another currency) leaves it without; both are returned among the problems: counted in health by name,
     never guessed.
 
@@ -179,10 +184,13 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], 
     only. Past `max_changes` changes or `max_added` points, the versions only (see MAX_CHANGES), whatever order
     things came in: the work stays bounded by the versions and the changes."""
     result = Plan()
+    read_coupons = {d.coupon.id: d.coupon for d in discounts if d.coupon is not None}
     readable = []
     for d in sorted(discounts, key=lambda d: d.order):
         if d.unreadable is None:
             readable.append(d)
+        elif d.coupon_id in read_coupons:  # the same coupon, read in another of the customer's states
+            readable.append(DiscountState(d.state_time, d.state_rank, d.event_id, read_coupons[d.coupon_id]))
         else:
             result.problems.append(UnreadableCustomerDiscount(customer_id, d.unreadable, d.event_id.split(":")[0]))
     max_changes = MAX_CHANGES if max_changes is None else max_changes

@@ -249,7 +249,7 @@ def _discount_json(customer: Customer) -> bytes | None:
     try:
         coupon = customer_forever_coupon(customer)
     except UnreadableObjectError as exc:
-        return unreadable_json(str(exc))
+        return unreadable_json(str(exc), customer.discount_coupon_id)
     return coupon_json(coupon) if coupon is not None else None
 
 

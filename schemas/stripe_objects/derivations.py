@@ -101,6 +101,7 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                              "does, by the subscription coupon rules (products, amount off in the subscription's "
                              "currency)",
      "the customer still counts; a state whose discount cannot be read (named by id only, no coupon, no "
-     "`applies_to`) counts as not received (the discount before stays in effect), and a coupon that cannot apply to "
+     "`applies_to`) takes the coupon from another of the customer's states that reads it, else counts as not "
+     "received (the discount before stays in effect), and a coupon that cannot apply to "
      "a subscription (an amount with none in its currency) leaves it without: both counted in health by name"),
 )

@@ -53,5 +53,14 @@ def read_customer(obj: Mapping[str, Any]) -> Customer:
         email=r.text(obj.get("email"), "email"), name=r.text(obj.get("name"), "name"),
         currency=r.currency(currency) if currency is not None else None,
         discount_known="discount" in obj, coupons=coupons, unresolved_discounts=unresolved, discount_start=start,
-        discount_problem=problem,
+        discount_problem=problem, discount_coupon_id=_coupon_named(discount),
     )
+
+
+def _coupon_named(discount: Any) -> str | None:
+    """The id of the coupon a discount names (embedded, or by id; under `source` since clover), if any."""
+    if not isinstance(discount, Mapping):
+        return None
+    source = discount.get("source")
+    return ref(discount.get("coupon") if discount.get("coupon") is not None or not isinstance(source, Mapping)
+               else source.get("coupon"))

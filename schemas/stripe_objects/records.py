@@ -153,6 +153,7 @@ class Customer:
     unresolved_discounts: tuple[str, ...] = ()  # named only by id, or with its coupon by id only
     discount_start: datetime | None = None  # when the discount was applied (`discount.start`)
     discount_problem: str | None = None  # why the discount cannot be read (its shape), when it cannot
+    discount_coupon_id: str | None = None  # the coupon the discount names, read or not
 
 
 Canonical = Charge | Subscription | Invoice | PaymentIntent | Customer

@@ -124,7 +124,10 @@ def test_a_customers_discount_that_cannot_be_read_is_kept_as_such_never_taken_fo
     """The customer itself still counts (its e-mail, name); the discount is refused where it would reduce MRR."""
     writes = writes_for(envelope("evt_c", "customer.updated", MAR, {**customer(None), "discount": UNREADABLE[shape]}))
     assert writes.states and writes.customer_discounts[0].coupon is not None
-    assert "customer cus_d: discount" in json.loads(writes.customer_discounts[0].coupon)["unreadable"]
+    kept = json.loads(writes.customer_discounts[0].coupon)
+    assert "customer cus_d: discount" in kept["unreadable"]
+    assert kept["coupon_id"] == {"discount by id": None, "no coupon (stripe-mock's)": None,
+                                 "a percent no coupon has": "TWENTY"}.get(shape, "TWENTY")
     with pytest.raises(UnreadableObjectError, match="customer cus_d: discount"):
         customer_forever_coupon(read_customer({**customer(None), "discount": UNREADABLE[shape]}))
     assert read_customer({**customer(None), "discount": UNREADABLE[shape]}).email is None  # the customer still reads
@@ -177,6 +180,17 @@ def test_the_newest_customer_state_of_a_millisecond_decides_and_repeats_add_noth
                  DiscountState(3_000, 0, "evt_c", TENTH), DiscountState(4_000, 0, "evt_d", TENTH)]  # the same again
     joined = plan(discounts, [version(1_000, "evt_s")])
     assert [(a.state_time, a.mrr) for a in joined.added] == [(3_000, Decimal(9_000))]
+
+
+def test_a_state_naming_a_coupon_another_of_the_customers_states_read_takes_it_from_there() -> None:
+    """Coupons never change: a state published before the write path filled coupons in (by id, or without its
+    products) is read through the same coupon read in another state, not dropped."""
+    discounts = [DiscountState(2_000, 0, "evt_a", HALF), DiscountState(2_500, 0, "evt_b", None),
+                 DiscountState(3_000, 0, "evt_c", None, "names HALF by id only", "HALF"),
+                 DiscountState(3_500, 0, "evt_d", None, "names GONE by id only", "GONE")]
+    joined = plan(discounts, [version(1_000, "evt_s")])
+    assert [(a.state_time, a.mrr) for a in joined.added] == [(2_000, 5_000), (2_500, 10_000), (3_000, 5_000)]
+    assert [p.event_id for p in joined.problems] == ["evt_d"]  # a coupon no state read: not received
 
 
 def test_a_version_projected_before_customer_discounts_keeps_its_mrr_and_is_named() -> None:
@@ -355,7 +369,8 @@ async def test_a_later_customer_state_whose_discount_cannot_be_read_leaves_the_o
         pool: asyncpg.Pool) -> None:
     """As a dead-lettered event leaves the state before it: never the subscription back at full price (a false
     expansion) on a discount nobody could read."""
-    unreadable = {**customer(None), "discount": UNREADABLE["clover coupon by id"]}
+    unreadable = {**customer(None), "discount": {"id": "di_cus", "object": "discount",
+                                                 "source": {"type": "coupon", "coupon": "NEVER_READ"}}}
     await projected(pool, "t_later", [
         envelope("evt_s", "customer.subscription.created", JAN, subscription(), "t_later"),
         envelope("evt_c1", "customer.updated", MAR, customer(coupon()), "t_later"),

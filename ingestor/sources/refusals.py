@@ -17,10 +17,10 @@ from ingestor.envelope.build import is_name
 from ingestor.envelope.card_numbers import mask_pans
 from ingestor.envelope.redaction import redacted_sorted_json
 from ingestor.errors import IngestError
+from plumbing.health_rows import NOT_A_KAFKA_PARTITION, HealthRow, count_in_health, stable_offset
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_]+")
 _SECRET_LIKE = re.compile(r"secret|^(sk|rk|whsec)_", re.IGNORECASE)
-NOT_A_KAFKA_PARTITION = -1  # the row's topic is "stripe-import" or "stripe-poll": the item never reached Kafka
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +37,7 @@ class Refused:
 
     def offset(self) -> int:
         """A stable 63-bit number for (reader, resource, label): the row's key among the tenant's dead letters."""
-        digest = hashlib.sha256(f"{self.reader}\0{self.resource}\0{self.label}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") >> 1
+        return stable_offset(self.reader, self.resource, self.label)
 
 
 def refusal_of(tenant_id: str, reader: str, resource: str, item: object, exc: IngestError) -> Refused:
@@ -81,9 +80,5 @@ def last_usable_id(items: Sequence[object]) -> str | None:
 
 async def record_refused(db: asyncpg.Pool | asyncpg.Connection, items: Sequence[Refused]) -> None:
     """Counts `items` in their tenants' health (a row each, once: listed again, they change nothing)."""
-    if items:
-        await db.executemany(
-            """INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, "offset", event_id, reason, message)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-            [(r.tenant_id, f"stripe-{r.reader}", NOT_A_KAFKA_PARTITION, r.offset(), r.label, r.code, r.message)
-             for r in items])
+    await count_in_health(db, (HealthRow(r.tenant_id, f"stripe-{r.reader}", NOT_A_KAFKA_PARTITION, r.offset(), r.label,
+                                         r.code, r.message) for r in items))

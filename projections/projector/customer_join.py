@@ -9,8 +9,6 @@ are too long to join on every batch (a tenant signs its own webhooks) is refused
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from plumbing.health_rows import NOT_A_KAFKA_PARTITION, HealthRow, count_in_health, stable_offset
 from projections.handlers.customer_discounts import (
     DiscountState,
     StoredVersion,
@@ -28,14 +27,9 @@ from projections.handlers.customer_discounts import (
 )
 from schemas.stripe_objects import UnreadableObjectError
 
-# Where a customer's discount that cannot apply to a subscription is counted in the tenant's health: not a Kafka
-# record (partition -1), keyed by subscription and customer state.
+# Where what a customer's discount could not do is counted in the tenant's health (not a Kafka record), keyed by
+# subscription (or customer) and customer state.
 PROBLEMS_TOPIC = "projection-customer-discounts"
-
-
-def _stable_offset(*parts: str) -> int:
-    digest = hashlib.sha256("\0".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 # A tenant's customers are locked by bucket, in the tenant's own space: one tenant's batch (an import of thousands of
@@ -49,7 +43,7 @@ async def lock_customers(conn: asyncpg.Connection, schema: str, customers: set[t
     tenant's space), in one order: two consumers writing a customer's discount and one of its subscriptions
     (different objects, so partitions) would each miss the other's uncommitted row; the second now waits and reads
     both."""
-    keys = sorted({(_stable_offset(schema, tenant) % 2**31, _stable_offset(customer) % CUSTOMER_LOCK_BUCKETS)
+    keys = sorted({(stable_offset(schema, tenant) % 2**31, stable_offset(customer) % CUSTOMER_LOCK_BUCKETS)
                    for tenant, customer in customers})
     if keys:
         await conn.executemany("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", keys)
@@ -61,14 +55,10 @@ async def lock_customers(conn: asyncpg.Connection, schema: str, customers: set[t
 MAX_CUSTOMER_VERSIONS = 50_000
 
 
-async def _count_problems(conn: asyncpg.Connection, problems: Sequence[tuple[str, UnreadableObjectError]]) -> None:
-    """Counts in each tenant's health what a customer's discount could not do (a row per object and event, once)."""
-    if problems:
-        await conn.executemany(
-            "INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, \"offset\", event_id, reason, "
-            "message) VALUES ($1, $2, -1, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            [(tenant_id, PROBLEMS_TOPIC, _stable_offset(p.object_id, p.event_id, str(p)[:100]), p.event_id,
-              "UnreadableObjectError", str(p)[:500]) for tenant_id, p in problems])
+def _health_row(tenant_id: str, problem: UnreadableObjectError) -> HealthRow:
+    return HealthRow(tenant_id, PROBLEMS_TOPIC, NOT_A_KAFKA_PARTITION,
+                     stable_offset(problem.object_id, problem.event_id, str(problem)[:100]), problem.event_id,
+                     "UnreadableObjectError", str(problem)[:500])
 
 
 @dataclass(slots=True)
@@ -79,7 +69,7 @@ class _Changes:
     gone: list[tuple[Any, ...]] = field(default_factory=list)
     added: list[tuple[Any, ...]] = field(default_factory=list)
     current: list[tuple[str, str, Decimal]] = field(default_factory=list)
-    problems: list[tuple[str, UnreadableObjectError]] = field(default_factory=list)
+    problems: list[HealthRow] = field(default_factory=list)
 
 
 async def join_customer_discounts(conn: asyncpg.Connection, schema: str, customers: set[tuple[str, str]]) -> None:
@@ -101,7 +91,7 @@ async def join_customer_discounts(conn: asyncpg.Connection, schema: str, custome
     joined = []
     for key, count in sorted(discounted.items()):
         if count > MAX_CUSTOMER_VERSIONS:
-            changes.problems.append((key[0], UnreadableCustomerDiscount(
+            changes.problems.append(_health_row(key[0], UnreadableCustomerDiscount(
                 key[1], f"customer {key[1]}: discount not joined into its subscriptions' MRR: more than "
                 f"{MAX_CUSTOMER_VERSIONS} subscription versions (they keep the MRR they were written with)", "")))
         else:
@@ -149,7 +139,14 @@ def _join_one(key: tuple[str, str], discounts: list[DiscountState], rows: list[a
                        a.copied.currency, a.copied.status, a.mrr, a.discount_event_id)
                       for at, a in wanted.items() if at not in held or at in gone]
     changes.current += [(tenant_id, subscription_id, mrr) for subscription_id, mrr in joined.current.items()]
-    changes.problems += [(tenant_id, p) for p in joined.problems]
+    changes.problems += [_health_row(tenant_id, p) for p in joined.problems]
+
+
+# A subscription version's key, as the first five parameters of an unnest (u) and matched against the table (t).
+_VERSION_KEY = "tenant_id, subscription_id, state_time, state_rank, state_event_id"
+_VERSION_KEYS = "$1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]"
+_SAME_VERSION = ("(t.tenant_id, t.subscription_id, t.state_time, t.state_rank, t.state_event_id) "
+                 "= (u.tenant_id, u.subscription_id, u.state_time, u.state_rank, u.state_event_id)")
 
 
 async def _write(conn: asyncpg.Connection, schema: str, changes: _Changes) -> None:
@@ -157,18 +154,12 @@ async def _write(conn: asyncpg.Connection, schema: str, changes: _Changes) -> No
     if changes.mrr:
         await conn.execute(
             f"UPDATE {s}.subscription_versions AS t SET mrr = u.mrr, customer_discount_event_id = u.source "
-            "FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::numeric[], $7::text[]) "
-            "AS u(tenant_id, subscription_id, state_time, state_rank, state_event_id, mrr, source) "
-            "WHERE (t.tenant_id, t.subscription_id, t.state_time, t.state_rank, t.state_event_id) "
-            "= (u.tenant_id, u.subscription_id, u.state_time, u.state_rank, u.state_event_id)",
-            *map(list, zip(*changes.mrr)))
+            f"FROM unnest({_VERSION_KEYS}, $6::numeric[], $7::text[]) AS u({_VERSION_KEY}, mrr, source) "
+            f"WHERE {_SAME_VERSION}", *map(list, zip(*changes.mrr)))
     if changes.gone:
         await conn.execute(
-            f"DELETE FROM {s}.subscription_versions AS t USING unnest($1::text[], $2::text[], $3::int8[], "
-            "$4::int8[], $5::text[]) AS u(tenant_id, subscription_id, state_time, state_rank, state_event_id) "
-            "WHERE (t.tenant_id, t.subscription_id, t.state_time, t.state_rank, t.state_event_id) "
-            "= (u.tenant_id, u.subscription_id, u.state_time, u.state_rank, u.state_event_id) "
-            "AND t.derived_from_customer_discount", *map(list, zip(*changes.gone)))
+            f"DELETE FROM {s}.subscription_versions AS t USING unnest({_VERSION_KEYS}) AS u({_VERSION_KEY}) "
+            f"WHERE {_SAME_VERSION} AND t.derived_from_customer_discount", *map(list, zip(*changes.gone)))
     if changes.added:
         await conn.execute(
             f"INSERT INTO {s}.subscription_versions (tenant_id, subscription_id, state_time, state_rank, "
@@ -181,4 +172,4 @@ async def _write(conn: asyncpg.Connection, schema: str, changes: _Changes) -> No
             f"UPDATE {s}.subscriptions AS t SET mrr = u.mrr FROM unnest($1::text[], $2::text[], $3::numeric[]) "
             "AS u(tenant_id, id, mrr) WHERE t.tenant_id = u.tenant_id AND t.id = u.id AND t.mrr IS DISTINCT FROM u.mrr",
             *map(list, zip(*changes.current)))
-    await _count_problems(conn, changes.problems)
+    await count_in_health(conn, changes.problems)

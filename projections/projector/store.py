@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from plumbing.health_rows import HealthRow, count_in_health
 from plumbing.postgres import translates_database_errors
 from projections.errors import PositionGapError
 from projections.handlers.writes import STATE_COLUMNS, RefundRow, StateRow, Writes
@@ -62,17 +63,8 @@ class Applied:
         return Applied(self.new_events + other.new_events, self.duplicates + other.duplicates)
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    """A record the projector dead-lettered, counted against its tenant (the health panel shows them)."""
-
-    tenant_id: str
-    topic: str
-    partition: int
-    offset: int
-    event_id: str
-    reason: str
-    message: str
+# A record the projector dead-lettered, counted against its tenant (the health panel shows them).
+DeadLetterRow = HealthRow
 
 
 def _upsert_sql(schema: str, table: str) -> str:
@@ -153,14 +145,7 @@ class PostgresProjectionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             if first_offsets:
                 await self._check_no_gap(conn, first_offsets)
-            if dead_letters:
-                await conn.execute(
-                    "INSERT INTO public.dead_lettered_events (tenant_id, topic, partition, \"offset\", event_id, "
-                    "reason, message) SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int8[], $5::text[], "
-                    "$6::text[], $7::text[]) ON CONFLICT DO NOTHING",
-                    *map(list, zip(*((d.tenant_id, d.topic, d.partition, d.offset, d.event_id, d.reason, d.message)
-                                     for d in dead_letters))),
-                )
+            await count_in_health(conn, dead_letters)
             return await self.apply_in(conn, events, positions)
 
     async def _check_no_gap(self, conn: asyncpg.Connection, first_offsets: Mapping[tuple[str, int], int]) -> None:

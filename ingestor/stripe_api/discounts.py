@@ -48,7 +48,7 @@ def expansions_for(wanted: Unexpanded) -> list[str]:
     return [*(DISCOUNT_EXPANSIONS if wanted.discounts else ()), *(TIER_EXPANSIONS if wanted.tiered_prices else ())]
 
 
-async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Unexpanded,
+async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpanded,
                          known_coupons: Mapping[str, Any] = MappingProxyType({}),
                          on_coupon: Callable[[str, dict[str, Any]], None] | None = None,
                          object_type: str = "subscription") -> Expanded:
@@ -60,13 +60,13 @@ async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Une
     found = Expanded()
     if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
         found = expanded_in(await reader.retrieve_raw(
-            "subscriptions", subscription_id, {"expand": expansions_for(wanted)}))
+            "subscriptions", object_id, {"expand": expansions_for(wanted)}))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
     if len(missing) > MAX_COUPONS_ASKED:
         log.warning("a subscription names more coupons than are asked for at once; the rest stay unknown (its MRR "
-                    "refused by name)", subscription_id=subscription_id, coupons=len(missing))
+                    "refused by name)", object_type=object_type, object_id=object_id, coupons=len(missing))
     gone: list[str] = []
 
     def keep(coupon_id: str, coupon: dict[str, Any]) -> None:
@@ -82,7 +82,7 @@ async def fetch_expanded(reader: StripeReader, subscription_id: str, wanted: Une
             keep(coupon_id, coupon)
     if gone:
         deleted = _coupons_on_customer if object_type == "customer" else _coupons_on_subscription
-        for coupon_id, coupon in (await deleted(reader, subscription_id, gone)).items():
+        for coupon_id, coupon in (await deleted(reader, object_id, gone)).items():
             keep(coupon_id, coupon)
     every = {**had, **found.coupons}
     laid_in = {i: coupons_laid_in({"discounts": [d]}, every)["discounts"][0] for i, d in found.discounts.items()}

@@ -75,7 +75,8 @@ def basis_json(basis: CustomerDiscountBasis) -> bytes:
 
 
 # What migration 0091 gave the versions in an MRR status projected before: whether a customer's discount could
-# reduce them was not kept, so under one they are refused by name until a replay (never counted without it).
+# reduce them was not kept, so under one they keep the MRR they were projected with and are named in health until
+# a replay.
 BASIS_UNKNOWN = "unknown"
 
 
@@ -167,7 +168,7 @@ MAX_LOOKS = 50_000  # (subscription, change) pairs looked at: a change may reduc
 
 
 class _TooMany(Exception):
-    """The join would add more points than MAX_ADDED_POINTS."""
+    """The join would add more points than it may, or look at more (subscription, change) pairs than MAX_LOOKS."""
 
 
 def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], customer_id: str = "",
@@ -192,7 +193,7 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], 
         elif d.coupon_id in read_coupons:  # the same coupon, read in another of the customer's states
             readable.append(DiscountState(d.state_time, d.state_rank, d.event_id, read_coupons[d.coupon_id]))
         else:
-            result.problems.append(UnreadableCustomerDiscount(customer_id, d.unreadable, d.event_id.split(":")[0]))
+            result.problems.append(UnreadableCustomerDiscount(customer_id, d.unreadable, _customer_event(d)))
     max_changes = MAX_CHANGES if max_changes is None else max_changes
     max_added = MAX_ADDED_POINTS if max_added is None else max_added
     unreadable = list(result.problems)
@@ -203,7 +204,7 @@ def plan(discounts: Sequence[DiscountState], versions: Sequence[StoredVersion], 
     if len(changes) <= max_changes:
         try:
             for subscription_id, own in by_subscription.items():
-                result.current[subscription_id] = _swept(subscription_id, changes, own, result, max_added)
+                result.current[subscription_id] = _swept(changes, own, result, max_added)
             return result
         except _TooMany:
             bound = (f"its discount changes would add more than {max_added} points to its subscriptions' MRR history, "
@@ -225,10 +226,7 @@ def _versions_only(customer_id: str, changes: Sequence[DiscountState],
     for subscription_id, own in by_subscription.items():
         for version in own:
             at = bisect.bisect_right(times, version.state_time)
-            mrr, source = _mrr(version, changes[at - 1] if at else None, result.problems)
-            if (mrr, source) != (version.mrr, version.discount_event_id):
-                result.mrr[(subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
-            result.current[subscription_id] = mrr
+            result.current[subscription_id] = _priced(version, changes[at - 1] if at else None, result)
     return result
 
 
@@ -243,8 +241,7 @@ def _changes(discounts: Sequence[DiscountState]) -> list[DiscountState]:
     return changes
 
 
-def _swept(subscription_id: str, changes: Sequence[DiscountState], own: Sequence[StoredVersion],
-           result: Plan, max_added: int) -> Decimal:
+def _swept(changes: Sequence[DiscountState], own: Sequence[StoredVersion], result: Plan, max_added: int) -> Decimal:
     """Walks one subscription's versions and the discount changes in time order (a change at a version's time
     applies to it); returns the subscription's newest MRR."""
     own_times = {v.state_time for v in own}
@@ -257,10 +254,7 @@ def _swept(subscription_id: str, changes: Sequence[DiscountState], own: Sequence
             in_effect = changes[i]
             i += 1
             mrr_now = _added(held, in_effect, own_times, mrr_now, result, max_added)
-        mrr, source = _mrr(version, in_effect, result.problems)
-        if (mrr, source) != (version.mrr, version.discount_event_id):
-            result.mrr[(subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
-        held, mrr_now = version, mrr
+        held, mrr_now = version, _priced(version, in_effect, result)
     for change in changes[i:]:
         mrr_now = _added(held, change, own_times, mrr_now, result, max_added)
     return mrr_now
@@ -277,11 +271,24 @@ def _added(held: StoredVersion | None, change: DiscountState, own_times: set[int
     mrr, _ = _mrr(held, change, result.problems)
     if mrr == mrr_now:
         return mrr_now
-    event_id = change.event_id.split(":")[0]  # a snapshot's point (`:start`) is said by `derived_as` here
+    event_id = _customer_event(change)
     result.added.append(AddedVersion(held, change.state_time, event_id + DERIVED_SUFFIX, event_id, mrr))
     if len(result.added) > max_added:
         raise _TooMany
     return mrr
+
+
+def _priced(version: StoredVersion, discount: DiscountState | None, result: Plan) -> Decimal:
+    """A version's MRR under `discount`, noted in `result` when it is not what is stored."""
+    mrr, source = _mrr(version, discount, result.problems)
+    if (mrr, source) != (version.mrr, version.discount_event_id):
+        result.mrr[(version.subscription_id, version.state_time, version.state_rank, version.event_id)] = (mrr, source)
+    return mrr
+
+
+def _customer_event(state: DiscountState) -> str:
+    """The event of a customer state: a snapshot's point (`:start`) left out (lineage says it by `derived_as`)."""
+    return state.event_id.split(":")[0]
 
 
 def _mrr(version: StoredVersion, discount: DiscountState | None,
@@ -298,10 +305,10 @@ def _mrr(version: StoredVersion, discount: DiscountState | None,
                 "cannot be joined into a state projected before customers' discounts were read: replay the tenant")
         mrr = mrr_with_customer_discount(version.basis, coupon)
     except UnreadableObjectError as exc:
-        exc.event_id = discount.event_id.split(":")[0]
+        exc.event_id = _customer_event(discount)
         problems.append(exc)
         return _without(version), None
-    return as_decimal(mrr), discount.event_id.split(":")[0]
+    return as_decimal(mrr), _customer_event(discount)
 
 
 def _without(version: StoredVersion) -> Decimal:

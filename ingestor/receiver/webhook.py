@@ -267,7 +267,8 @@ class WebhookReceiver:
                 found = await self._discounts.for_object(
                     target.connection_id, target.livemode, str(obj["object"]), str(obj["id"]), wanted)
             except (IngestError, DatabaseUnavailableError) as exc:
-                log.warning("could not fetch a subscription's discounts or tiers; answering 503", error=str(exc))
+                log.warning("could not fetch a subscription's or customer's discounts, coupons or tiers; answering 503",
+                            error=str(exc))
                 return "discounts_unavailable", self._unavailable()
             event = with_expanded(event, found)
         try:

@@ -244,8 +244,9 @@ def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, ra
 
 
 def _discount_json(customer: Customer) -> bytes | None:
-    """The customer's forever coupon as stored; one that cannot be read is stored as such (the customer's own state
-    still counts): it is refused by name in the MRR of each subscription it would reduce, never taken for none."""
+    """The customer's forever coupon as stored; one that cannot be read is stored as such, with the coupon it names
+    (the customer's own state still counts): the join reads that coupon from another of the customer's states, or
+    else counts the state as not received and names it in health, never taking it for none."""
     try:
         coupon = customer_forever_coupon(customer)
     except UnreadableObjectError as exc:

@@ -59,6 +59,47 @@ def _busiest_second(times: list[float]) -> int:
     return busiest
 
 
+class LoopLateness:
+    """How late this event loop ran while open: a timer every few milliseconds notes how late it fired.
+
+    A loop held up (a collection of a long test session's heap, a loaded two-core machine) runs every timer late at
+    once: the tokens that came due meanwhile go out together when it resumes, on the schedule, late (a busy process
+    still gets its budget, `test_a_busy_process_still_gets_its_whole_budget`), and the simulator sharing the loop sees
+    them in a bunch. The buckets leave room for sends `LATE_S` late; a second of sends may hold more only by what came
+    due in held-up time beyond that."""
+
+    TICK_S = 0.005
+
+    def __init__(self) -> None:
+        self.held_up: list[tuple[float, float]] = []  # (when the loop resumed, how long it was held up past LATE_S)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLateness:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.TICK_S)
+            late = loop.time() - before - self.TICK_S
+            if late > LATE_S:
+                self.held_up.append((loop.time(), late - LATE_S))
+
+    def tokens_due_while_held_up(self, per_second: float) -> int:
+        """The most tokens of a budget of `per_second` that came due in held-up time and went out (as the loop
+        resumed) within one second."""
+        most = max((sum(late for at, late in self.held_up if resumed <= at < resumed + 1.0)
+                    for resumed, _ in self.held_up), default=0.0)
+        return math.ceil(per_second * most)
+
+
 async def _spend(budget: AccountBudget, endpoint: str, seconds: float, into: list[float]) -> None:
     until = time.monotonic() + seconds
     while time.monotonic() < until:
@@ -523,12 +564,17 @@ async def test_two_workers_share_one_import_within_stripes_limit(
                 return slices
             assert outcome.state in ("more", "busy"), outcome  # "more": its pass ended while the other pages
 
-    async with open_worker(control.settings, control.keyring) as other:  # its own pool and budgets: a second process
+    async with (open_worker(control.settings, control.keyring) as other,  # its own pool and budgets: a second process
+                LoopLateness() as lateness):
         first, second = await asyncio.gather(import_with(worker), import_with(other))
     sim.set_faults()
     assert first > 0 and second > 0  # both paged
     seen = sim.request_rate(account, livemode=False)
-    assert seen["rate_limited"] == 0 and seen["busiest_second"] <= 25, seen
+    # Stripe's test-mode limit, 25 in any second; in a run whose loop was held up (28 once in a whole suite's run), by
+    # no more than what came due meanwhile (the workers and the simulator share this loop).
+    budget = control.settings.stripe.test_requests_per_second
+    assert seen["rate_limited"] == 0, seen
+    assert seen["busiest_second"] <= 25 + lateness.tokens_due_while_held_up(budget), (seen, lateness.held_up)
     expected = sim_objects(sim, account)
     total = sum(len(v) for v in expected.values())
     envelopes = await published_envelopes(control.settings, total)

@@ -48,11 +48,21 @@ def ensure_installed() -> Path:
 
 def openapi_spec() -> Path:
     """Returns Stripe's OpenAPI spec (`SPEC_API_VERSION`) that stripe-mock serves, from its installed module."""
+    return _embedded("spec3.json")
+
+
+def openapi_fixtures() -> Path:
+    """Returns Stripe's example object of each resource (`fixtures3.json`, the spec's companion; MIT) that
+    stripe-mock answers with, from its installed module."""
+    return _embedded("fixtures3.json")
+
+
+def _embedded(name: str) -> Path:
     ensure_installed()
-    spec = INSTALL_DIR / "modcache" / "github.com" / "stripe" / f"stripe-mock@{VERSION}" / "embedded" / "openapi" / "spec3.json"
-    if not spec.exists():
-        raise StackError(f"stripe-mock's OpenAPI spec is missing at {spec}; delete {INSTALL_DIR} to reinstall it")
-    return spec
+    path = INSTALL_DIR / "modcache" / "github.com" / "stripe" / f"stripe-mock@{VERSION}" / "embedded" / "openapi" / name
+    if not path.exists():
+        raise StackError(f"stripe-mock's {name} is missing at {path}; delete {INSTALL_DIR} to reinstall it")
+    return path
 
 
 @dataclass

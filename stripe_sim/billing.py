@@ -103,9 +103,10 @@ class Book:
         self.emit("customer.deleted", c, at, by_request=True)
         return new
 
-    def apply_customer_coupon(self, cus_id: str, coupon_id: str, at: int) -> Obj:
+    def apply_customer_coupon(self, cus_id: str, coupon_id: str, at: int, customer_updated: bool = True) -> Obj:
         """Give a customer a discount (`customer.discount.created`, or `.updated` when it replaces one, then
-        `customer.updated`): every subscription of theirs without a discount of its own inherits it."""
+        `customer.updated` unless not `customer_updated`: Stripe does not document whether it sends it): every
+        subscription of theirs without a discount of its own inherits it."""
         cus, coupon = self.store.objects["customer"][cus_id], self.store.objects["coupon"][coupon_id]
         if cus.get("deleted") or coupon.get("deleted"):
             raise ValueError(f"cannot apply {coupon_id} to {cus_id}: one of them is deleted")
@@ -116,16 +117,18 @@ class Book:
         else:  # Stripe: "Occurs whenever a customer is switched from one coupon to another."
             self.emit("customer.discount.updated", disc, at, {k: v for k, v in before.items() if disc.get(k) != v},
                       by_request=True)
-        return self._update("customer", cus_id, {"discount": disc}, at, "customer.updated", True)
+        updated = "customer.updated" if customer_updated else None
+        return self._update("customer", cus_id, {"discount": disc}, at, updated, True)
 
-    def remove_customer_discount(self, cus_id: str, at: int) -> Obj:
-        """Take a customer's discount away (`customer.discount.deleted`, then `customer.updated`); a no-op without
-        one."""
+    def remove_customer_discount(self, cus_id: str, at: int, customer_updated: bool = True) -> Obj:
+        """Take a customer's discount away (`customer.discount.deleted`, then `customer.updated` unless not
+        `customer_updated`); a no-op without one."""
         cus = self.store.objects["customer"][cus_id]
         if cus.get("discount") is None:
             return cus
         self.emit("customer.discount.deleted", cus["discount"], at, by_request=True)
-        return self._update("customer", cus_id, {"discount": None}, at, "customer.updated", True)
+        updated = "customer.updated" if customer_updated else None
+        return self._update("customer", cus_id, {"discount": None}, at, updated, True)
 
     # Subscriptions ---------------------------------------------------------------------------
     def create_subscription(self, cus_id: str, items: list[tuple[Obj, int]], at: int,

@@ -17,8 +17,13 @@ from ingestor.envelope.redaction import redacted_json
 from ingestor.errors import BadEventError
 from schemas import Envelope, Source
 
-# The five resources we read; events about anything else are acknowledged but not published.
+# The five resources we read; events about anything else are acknowledged but not published — but a customer's own
+# discount (`customer.discount.*`): a change of it reduces the MRR of the customer's subscriptions.
 READ_OBJECT_TYPES = frozenset({"customer", "charge", "subscription", "invoice", "payment_intent"})
+CUSTOMER_DISCOUNT_EVENT_PREFIX = "customer.discount."
+# What a discount applied to something else than the customer as a whole names (a subscription's, an item's, an
+# invoice's: Stripe has sent `customer.discount.*` for those too); their changes come on the subscription's events.
+_NOT_THE_CUSTOMERS_OWN = ("subscription", "subscription_item", "invoice", "invoice_item", "checkout_session")
 # Dashboard "send test webhook" events have ids like evt_00000000000000.
 TEST_WEBHOOK_SUFFIX = "_00000000000000"
 # Stripe nests events a dozen levels deep; far deeper JSON is refused before redaction and
@@ -111,8 +116,24 @@ def object_type(event: Mapping[str, Any]) -> str:
 
 
 def is_read_resource(event: Mapping[str, Any]) -> bool:
-    """Tells whether the event is about one of the five resources we read."""
-    return object_type(event) in READ_OBJECT_TYPES
+    """Tells whether the event is about one of the five resources we read, or a customer's own discount."""
+    return object_type(event) in READ_OBJECT_TYPES or is_customer_discount_event(event)
+
+
+def is_customer_discount_event(event: Mapping[str, Any]) -> bool:
+    """Tells whether the event is a change of a customer's own discount (`customer.discount.created`, `.updated` or
+    `.deleted` about a discount of the customer as a whole, naming the customer): whether Stripe also sends
+    `customer.updated` for it is not documented, so the discount's history is read from these too."""
+    obj = event["data"]["object"]
+    return (str(event["type"]).startswith(CUSTOMER_DISCOUNT_EVENT_PREFIX) and obj.get("object") == "discount"
+            and is_name(obj.get("customer")) and all(obj.get(name) is None for name in _NOT_THE_CUSTOMERS_OWN))
+
+
+def object_id(event: Mapping[str, Any]) -> str:
+    """The id of what the event is about: its object's, or for a customer's discount its customer's (the discount
+    is the customer's state, and versions before discounts had ids render it without one)."""
+    obj = event["data"]["object"]
+    return str(obj["customer"] if is_customer_discount_event(event) else obj["id"])
 
 
 def is_test_webhook(event: Mapping[str, Any]) -> bool:
@@ -130,7 +151,7 @@ def envelope_for_event(
         event_id=str(event["id"]),
         event_type=str(event["type"]),
         object_type=str(obj["object"]),
-        object_id=str(obj["id"]),
+        object_id=object_id(event),
         event_time=datetime.fromtimestamp(int(event["created"]), tz=timezone.utc),
         received_time=received_time,
         source=source,

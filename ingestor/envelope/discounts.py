@@ -1,5 +1,5 @@
-"""What a subscription event (or a customer's, for its discount) leaves unexpanded that MRR needs, found and filled
-in before the event is published.
+"""What a subscription event (or a customer's, or a customer's discount's, for that discount) leaves unexpanded that
+MRR needs, found and filled in before the event is published.
 
 Discounts: since 2024-04 Stripe lists a subscription's `discounts` as ids, and since 2025-03-31.basil there is
 no `discount` object beside them; since clover a discount names its coupon by id under `source.coupon`. Forever
@@ -62,12 +62,24 @@ def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
     own."""
     data = event.get("data") or {}
     obj = data.get("object") or {}
+    if obj.get("object") == "discount":  # a customer's own (`customer.discount.*`); once deleted, none is in effect
+        deleted = str(event.get("type")).endswith(".deleted")
+        return Unexpanded(coupons=() if deleted else tuple(coupons_wanted({"discount": obj})))
     if obj.get("object") not in ("subscription", "customer"):
         return Unexpanded()
     previous = data.get("previous_attributes") if obj.get("object") == "subscription" else None  # (its MRR before)
     coupons = [*coupons_wanted(obj), *(coupons_wanted(previous) if isinstance(previous, Mapping) else ())]
     return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
                       tuple(dict.fromkeys(coupons)))
+
+
+def fill_in_target(event: Mapping[str, Any]) -> tuple[str, str]:
+    """The object type and id whose retrieve fills in what the event leaves unexpanded: its subscription or
+    customer, or for a customer's discount the customer (a coupon deleted since is read from its discount there)."""
+    obj = event["data"]["object"]
+    if obj.get("object") == "discount":
+        return "customer", str(obj["customer"])
+    return str(obj["object"]), str(obj["id"])
 
 
 def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:
@@ -154,7 +166,11 @@ def with_expanded(event: dict[str, Any], found: Expanded) -> dict[str, Any]:
 def with_coupons(event: dict[str, Any], found: Mapping[str, Any]) -> dict[str, Any]:
     """Returns the event with each coupon that `found` holds laid in (`coupons.coupons_laid_in`): in the object, and
     in `previous_attributes` (the discounts before an update)."""
-    return _object_and_before(event, lambda obj: coupons_laid_in(obj, found)) if found else event
+    if not found:
+        return event
+    if event["data"]["object"].get("object") == "discount":  # a customer's own: the event's object is the discount
+        return _object_and_before(event, lambda discount: coupons_laid_in({"discount": discount}, found)["discount"])
+    return _object_and_before(event, lambda obj: coupons_laid_in(obj, found))
 
 
 def with_discounts(event: dict[str, Any], found: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

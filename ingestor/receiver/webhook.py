@@ -32,7 +32,7 @@ from ingestor.envelope.build import (
     parse_event,
 )
 from ingestor.envelope.card_numbers import holds_more_digits
-from ingestor.envelope.discounts import unexpanded, with_expanded
+from ingestor.envelope.discounts import fill_in_target, unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.shares import DeliveryShares
@@ -43,7 +43,7 @@ from plumbing.logs import get_logger
 from plumbing.postgres import DatabaseUnavailableError
 from plumbing.settings import ReceiverSettings
 from schemas import Source
-from schemas.stripe_objects import UnreadableObjectError, read_object
+from schemas.stripe_objects import UnreadableObjectError, read_event_object
 
 log = get_logger(__name__)
 
@@ -263,16 +263,15 @@ class WebhookReceiver:
         wanted = unexpanded(event)
         if wanted:  # discounts named by id, tiers left out: MRR needs them, fetched before reading and publishing
             try:
-                obj = event["data"]["object"]
                 found = await self._discounts.for_object(
-                    target.connection_id, target.livemode, str(obj["object"]), str(obj["id"]), wanted)
+                    target.connection_id, target.livemode, *fill_in_target(event), wanted)
             except (IngestError, DatabaseUnavailableError) as exc:
                 log.warning("could not fetch a subscription's or customer's discounts, coupons or tiers; answering 503",
                             error=str(exc))
                 return "discounts_unavailable", self._unavailable()
             event = with_expanded(event, found)
         try:
-            read_object(event["data"]["object"], event.get("api_version"))  # as the projections will read it
+            read_event_object(event)  # as the projections will read it
         except UnreadableObjectError as exc:  # refused: changes nothing, not even when a delivery last came
             return "unreadable_object", error_response(400, "unreadable_object", str(exc))
         self.last_delivery_at[target.connection_id] = now

@@ -2,10 +2,11 @@
 
 Place in the flow: the poller catches what webhooks missed (or everything, for a connection
 without a webhook). Each cycle claims the connection's poll (one poller per connection across
-processes, by a lease renewed while it runs; a crashed poller's lapses), lists events of `EVENT_TYPES` created
-since the cursor minus an overlap window (the events list is eventually consistent), publishes
-each one not already published in that window through `envelope_for_event` — the same envelope a
-webhook of the event gives — and stores the new cursor only after Kafka acknowledged everything.
+processes, by a lease renewed while it runs; a crashed poller's lapses), lists events of `EVENT_TYPES`
+(in `EVENT_TYPE_LISTS`: the events API takes 20 types a list) created since the cursor minus an overlap
+window (the events list is eventually consistent), publishes each one not already published in that
+window through `envelope_for_event` — the same envelope a webhook of the event gives — and stores the
+new cursor only after Kafka acknowledged everything.
 A cursor older than the events API's 30 days means events were lost to the window: the connection
 is marked as needing a catch-up import, which the importer runs, and polling resumes at the window.
 """
@@ -23,13 +24,13 @@ from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
 from ingestor.connections.store import Connection
 from ingestor.envelope.build import check_event_shape, envelope_for_event, is_read_resource
-from ingestor.envelope.discounts import Expanded, unexpanded, with_expanded
+from ingestor.envelope.discounts import Expanded, fill_in_target, unexpanded, with_expanded
 from ingestor.errors import BadEventError, IngestError
 from ingestor.sources.checkpoints import PollCursor, claimant_id, run_window
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.refusals import last_usable_id, refusal_of
-from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
+from ingestor.stripe_api.catalog import EVENT_TYPE_LISTS, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.discounts import fetch_expanded
 from plumbing.errors import error_site, is_retriable
@@ -266,12 +267,28 @@ class StripeEventsPoller:
     async def _cycle(self, session: KeySession, now: int) -> PollOutcome:
         connection = session.connection
         cursor, since = await self._since(connection, now)
-        params: dict[str, Any] = {"limit": self._settings.page_limit, "types": list(EVENT_TYPES),
-                                  "created": {"gte": since}}
         seen: dict[str, int] = {}
         fetched = Expanded()  # this cycle's: discounts by id, tiers by price id, coupons by coupon id
         published = 0
         received = datetime.fromtimestamp(now, tz=timezone.utc)
+        for types in EVENT_TYPE_LISTS:  # the events API takes 20 types a list
+            published += await self._list(session, cursor, {
+                "limit": self._settings.page_limit, "types": list(types), "created": {"gte": since}}, seen, fetched,
+                received)
+        # Every event up to here is acknowledged by Kafka: only now may the cursor move.
+        if not await self._checkpoints.save_poll_cursor(
+                connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created),
+                self._poller_id):
+            return PollOutcome(connection.connection_id, "busy", published, len(seen), "claim lost mid-poll")
+        await self._store.record_poll(connection.connection_id, received)
+        return PollOutcome(connection.connection_id, "polled", published, len(seen))
+
+    async def _list(self, session: KeySession, cursor: PollCursor, params: dict[str, Any], seen: dict[str, int],
+                    fetched: Expanded, received: datetime) -> int:
+        """Pages through one list of events, publishing those not published in the overlap window (acknowledged
+        by Kafka on return) and noting each one listed in `seen`; returns how many were published."""
+        connection = session.connection
+        published = 0
         while True:
             async def request(reader: StripeReader, query: dict[str, Any] = dict(params)) -> RawPage:
                 return await reader.list_raw_page("events", query)
@@ -303,13 +320,7 @@ class StripeEventsPoller:
             if last_id is None:
                 raise BadEventError("Stripe listed a page of events without an id to go on from", "malformed_events")
             params["starting_after"] = last_id
-        # Every event up to here is acknowledged by Kafka: only now may the cursor move.
-        if not await self._checkpoints.save_poll_cursor(
-                connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created),
-                self._poller_id):
-            return PollOutcome(connection.connection_id, "busy", published, len(seen), "claim lost mid-poll")
-        await self._store.record_poll(connection.connection_id, received)
-        return PollOutcome(connection.connection_id, "polled", published, len(seen))
+        return published
 
     async def _with_expanded(self, session: KeySession, event: dict[str, Any], known: Expanded) -> dict[str, Any]:
         """The event with what its subscription names unexpanded — discounts by id, tiered prices without their
@@ -321,11 +332,10 @@ class StripeEventsPoller:
             return event
         missing = wanted.beyond(known)
         if missing:
-            obj = event["data"]["object"]
+            object_type, object_id = fill_in_target(event)
 
             async def request(reader: StripeReader) -> Expanded:
-                return await fetch_expanded(reader, str(obj["id"]), missing, known.coupons,
-                                            object_type=str(obj["object"]))
+                return await fetch_expanded(reader, object_id, missing, known.coupons, object_type=object_type)
 
             known.add(await session.call(request))
         return with_expanded(event, known)

@@ -29,6 +29,7 @@ from schemas.stripe_objects import (
     Invoice,
     Subscription,
     UnreadableObjectError,
+    read_event_object,
     read_object,
     read_subscription,
 )
@@ -54,6 +55,7 @@ STATE_COLUMNS: Mapping[str, tuple[str, ...]] = {
         "created", "customer_id", "invoice_id", "status", "currency", "amount", "amount_received", "data",
     ),
 }
+CUSTOMER_DISCOUNT = "discount"  # a customer's own (`customer.discount.*`): a change of its customer's discount
 TABLE_OF_OBJECT = {
     "customer": "customers", "charge": "charges", "subscription": "subscriptions",
     "invoice": "invoices", "payment_intent": "payment_intents",
@@ -202,6 +204,8 @@ def _rank_fields(record: Canonical) -> dict[str, Any]:
 def writes_for(envelope: Envelope) -> Writes:
     """Returns the rows one envelope writes; raises UnknownObjectError for objects we do not project and
     UnreadableObjectError for an object whose money cannot be derived."""
+    if envelope.object_type == CUSTOMER_DISCOUNT:
+        return _customer_discount_change(envelope)
     table = TABLE_OF_OBJECT.get(envelope.object_type)
     if table is None:
         raise UnknownObjectError(f"no projection for object type {envelope.object_type!r}")
@@ -228,6 +232,19 @@ def writes_for(envelope: Envelope) -> Writes:
         if isinstance(previous, Mapping) and previous:
             writes.versions.extend(_version_before(envelope, obj, record, previous, time_ms))
     return writes
+
+
+def _customer_discount_change(envelope: Envelope) -> Writes:
+    """A `customer.discount.*` event: the customer's discount from then on (this one; none once deleted), a
+    customer state that writes only that (the event holds none of the customer's other fields). It ranks as the
+    customer's updates do: the same change may also come as a `customer.updated` of the same second."""
+    event = orjson.loads(envelope.payload)
+    obj = (event.get("data") or {}).get("object")
+    record = read_event_object(event) if isinstance(obj, dict) and obj.get("object") == "discount" else None
+    if not isinstance(record, Customer) or envelope.object_id != record.id:
+        raise UnknownObjectError("a customer's discount envelope whose object is not a discount of that customer")
+    rank = state_rank("customer", {}, deleted=False, from_event=envelope.source is not Source.IMPORT)
+    return Writes(customer_discounts=_customer_discounts(envelope, record, state_time_ms(envelope), rank))
 
 
 def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, rank: int) -> list[CustomerDiscountRow]:

@@ -26,7 +26,7 @@ from typing import Any
 from schemas.stripe_objects.charges import CHARGE_STATUSES, read_charge
 from schemas.stripe_objects.derivations import DERIVATIONS
 from schemas.stripe_objects.invoices import invoice_subscription, read_invoice
-from schemas.stripe_objects.payments import read_customer, read_payment_intent
+from schemas.stripe_objects.payments import read_customer, read_customer_discount, read_payment_intent
 from schemas.stripe_objects.reader import ref
 from schemas.stripe_objects.records import (
     Canonical,
@@ -45,8 +45,19 @@ from schemas.stripe_objects.subscriptions import MONTHS_PER_INTERVAL, read_subsc
 __all__ = [
     "CHARGE_STATUSES", "DERIVATIONS", "MONTHS_PER_INTERVAL", "Canonical", "Charge", "Coupon", "Customer", "Invoice",
     "Item", "PaymentIntent", "Refund", "Subscription", "UnreadableObjectError", "invoice_subscription", "read_charge",
-    "read_customer", "read_invoice", "read_object", "read_payment_intent", "read_subscription", "ref",
+    "read_customer", "read_event_object", "read_invoice", "read_object", "read_payment_intent", "read_subscription",
+    "ref",
 ]
+
+
+def read_event_object(event: Mapping[str, Any]) -> Canonical:
+    """Returns the canonical record of what a Stripe event is about, as rendered in its version: its object, or for
+    a customer's own discount (`customer.discount.*`, the only events we read whose object is not one of the five)
+    the customer as it leaves it, only its discount known. Raises UnreadableObjectError."""
+    obj = event["data"]["object"]
+    if isinstance(obj, Mapping) and obj.get("object") == "discount":
+        return read_customer_discount(obj, removed=str(event.get("type")).endswith(".deleted"))
+    return read_object(obj, event.get("api_version"))
 
 
 def read_object(obj: Mapping[str, Any], api_version: Any = None) -> Canonical:

@@ -95,8 +95,10 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("customer", "everything", "`email`, `name`, `currency` (optional); a deleted customer is its stub "
                                "`{id, object, deleted: true}`", "none (not money)"),
     ("customer", "discount", "`discount` (one or null): `coupon`, or `source.coupon` (clover on; an id, filled in "
-                             "by the write path with `expand[]=applies_to`). Its forever coupon reduces, after their "
-                             "items' own, the MRR of the customer's subscriptions that have no discounts of their "
+                             "by the write path with `expand[]=applies_to`); also a `customer.discount.*` event's "
+                             "object from its time on (none once `.deleted`), when it is the customer's own (no "
+                             "`subscription`, item, invoice or checkout named). Its forever coupon reduces, after "
+                             "their items' own, the MRR of the customer's subscriptions that have no discounts of their "
                              "own (of any duration), from the customer state that shows it to the one that no longer "
                              "does, by the subscription coupon rules (products, amount off in the subscription's "
                              "currency)",

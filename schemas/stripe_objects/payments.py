@@ -1,4 +1,4 @@
-"""Payment intents and customers of any version.
+"""Payment intents and customers of any version, and what a customer's discount event says of its customer.
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ def read_customer(obj: Mapping[str, Any]) -> Customer:
         discount_known="discount" in obj, coupons=coupons, unresolved_discounts=unresolved, discount_start=start,
         discount_problem=problem, discount_coupon_id=_coupon_named(discount),
     )
+
+
+def read_customer_discount(discount: Mapping[str, Any], removed: bool) -> Customer:
+    """The customer as a `customer.discount.*` event leaves it: only its discount is known (this one, or none once
+    `removed`); the event holds none of its other fields (None here, and never written from it)."""
+    customer = discount.get("customer")
+    if not isinstance(customer, str) or not customer:
+        raise UnreadableObjectError("discount", str(discount.get("id") or "?"), "customer", "is missing")
+    return read_customer({"id": customer, "object": "customer", "discount": None if removed else discount})
 
 
 def _coupon_named(discount: Any) -> str | None:

@@ -331,24 +331,25 @@ async def test_a_discount_whose_coupon_came_without_its_products_is_asked_again_
     assert subscription_mrr(read_subscription(with_expanded(event, again)["data"]["object"])) == 8_000
 
 
-def customer_discount_account(sim: SimServer, version: str) -> str:
+def customer_discount_account(sim: SimServer, version: str, customer_updated: bool = True) -> str:
     """An account (its events in `version`) whose customers have discounts of their own, which reduce their
     subscriptions without discounts of their own: 30% off Pro given a day after subscribing (Pro and Basic); 10% off
     everything before subscribing (two Basic); 30% off Pro on a customer whose subscription has its own 10% (ignored);
-    30% off Pro given and taken away again."""
+    30% off Pro given and taken away again. Each change comes as a `customer.discount.*` event, and as a
+    `customer.updated` too if `customer_updated`."""
     book, t0, pro, basic = pro_and_basic(sim, version)
     pro_only = book.create_coupon(t0, "forever", percent_off=30, products=[pro["product"]])
     everything = book.create_coupon(t0, "forever", percent_off=10)
     customers = [book.create_customer(t0 + i, f"customer{i}@example.com")["id"] for i in range(4)]
     book.create_subscription(customers[0], [(pro, 1), (basic, 1)], t0 + DAY)
-    book.apply_customer_coupon(customers[0], pro_only["id"], at=t0 + 2 * DAY)
-    book.apply_customer_coupon(customers[1], everything["id"], at=t0 + DAY)
+    book.apply_customer_coupon(customers[0], pro_only["id"], t0 + 2 * DAY, customer_updated)
+    book.apply_customer_coupon(customers[1], everything["id"], t0 + DAY, customer_updated)
     book.create_subscription(customers[1], [(basic, 2)], t0 + 2 * DAY)
     book.create_subscription(customers[2], [(pro, 1)], t0 + DAY, coupon=everything)
-    book.apply_customer_coupon(customers[2], pro_only["id"], at=t0 + 2 * DAY)
+    book.apply_customer_coupon(customers[2], pro_only["id"], t0 + 2 * DAY, customer_updated)
     book.create_subscription(customers[3], [(pro, 1)], t0 + DAY)
-    book.apply_customer_coupon(customers[3], pro_only["id"], at=t0 + 2 * DAY)
-    book.remove_customer_discount(customers[3], at=t0 + 4 * DAY)
+    book.apply_customer_coupon(customers[3], pro_only["id"], t0 + 2 * DAY, customer_updated)
+    book.remove_customer_discount(customers[3], t0 + 4 * DAY, customer_updated)
     return str(book.account.id)
 
 
@@ -363,5 +364,22 @@ async def test_a_customers_own_discount_counts_on_every_path(
     ignored it. Its coupon (by id since clover, products only when asked) is filled in on every path."""
     await create_topic(control.settings.kafka.dead_letter_topic, 1)
     account = customer_discount_account(sim, version)
+    tenant = await brought_in(path, control, worker, sim, account)
+    await mrr_is_the_ground_truth(control, sim, account, tenant, usd_mrr=(1400 + 1000) + 1800 + 1800 + 2000)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["poll", "webhooks"])
+@pytest.mark.parametrize("version", [LEGACY_VERSION, CURRENT_VERSION])
+async def test_a_customers_discount_changed_by_its_own_events_only_counts(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+    path: str, version: str,
+) -> None:
+    """Stripe documents `customer.discount.created`, `.updated` and `.deleted` for a customer's discount, not
+    whether `customer.updated` comes too: when it does not, the customer's discount was never counted (the poller
+    did not ask for these events, the receiver acknowledged them unread). Now each is the customer's discount from
+    its time on, its coupon filled in as a customer's is (by id since clover, products only when asked)."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account = customer_discount_account(sim, version, customer_updated=False)
     tenant = await brought_in(path, control, worker, sim, account)
     await mrr_is_the_ground_truth(control, sim, account, tenant, usd_mrr=(1400 + 1000) + 1800 + 1800 + 2000)

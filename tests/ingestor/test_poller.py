@@ -23,7 +23,7 @@ from ingestor.sources.poller import (
     next_cursor,
     rest_after_failures,
 )
-from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED, MAX_EVENT_TYPES_PER_LIST
+from ingestor.stripe_api.catalog import EVENT_TYPE_LISTS, EVENT_TYPES, IMPORTED, MAX_EVENT_TYPES_PER_LIST
 from plumbing.settings import PollerSettings
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
@@ -43,8 +43,11 @@ CONNECTION = Connection(
     last_error_at=None, catchup_needed_since=None, created_at=EPOCH, webhook_secret_hints=())
 
 
-def test_the_event_types_fit_one_events_list_request() -> None:
-    assert len(EVENT_TYPES) <= MAX_EVENT_TYPES_PER_LIST and len(set(EVENT_TYPES)) == len(EVENT_TYPES)
+def test_each_of_the_pollers_lists_asks_for_as_many_event_types_as_stripe_takes_and_together_every_one() -> None:
+    assert all(0 < len(types) <= MAX_EVENT_TYPES_PER_LIST for types in EVENT_TYPE_LISTS)
+    assert [t for types in EVENT_TYPE_LISTS for t in types] == list(EVENT_TYPES) and len(set(EVENT_TYPES)) == len(
+        EVENT_TYPES)
+    assert {"customer.discount.created", "customer.discount.updated", "customer.discount.deleted"} <= set(EVENT_TYPES)
 
 
 def test_the_cursor_keeps_the_overlap_ids_and_never_goes_back() -> None:

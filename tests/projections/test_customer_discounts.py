@@ -9,6 +9,7 @@ at full price while its customer has 20% off for ever (what every figure showed 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from datetime import datetime, timezone
@@ -29,6 +30,8 @@ from projections.handlers.mrr import (
     customer_forever_coupon,
     mrr_with_customer_discount,
 )
+from ingestor.envelope.build import envelope_for_event, is_read_resource
+from projections.errors import UnknownObjectError
 from projections.handlers.writes import writes_for
 from projections.projector.customer_join import CUSTOMER_LOCK_BUCKETS, PROBLEMS_TOPIC
 from projections.projector.store import PostgresProjectionStore
@@ -93,12 +96,72 @@ def history(tenant: str = "t") -> list[Envelope]:
     ]
 
 
+def discount_event(event_id: str, event_type: str, created: int, obj: dict[str, Any], tenant: str = "t",
+                   version: str = V2019) -> Envelope:
+    """A `customer.discount.*` event as the write path publishes it (`envelope_for_event`)."""
+    event = {"id": event_id, "object": "event", "type": event_type, "created": created, "livemode": False,
+             "api_version": version, "data": {"object": obj}}
+    assert is_read_resource(event)
+    return envelope_for_event(event, tenant, Source.WEBHOOK, datetime.now(timezone.utc))
+
+
+def history_of_discount_events(tenant: str = "t") -> list[Envelope]:
+    """The same history, the customer's discount changed by `customer.discount.*` events alone (as a version before
+    discounts had ids renders them: no `id`)."""
+    given = {k: v for k, v in discount(coupon()).items() if k != "id"}  # type: ignore[union-attr]
+    return [
+        envelope("evt_sub_jan", "customer.subscription.created", JAN, subscription(), tenant),
+        discount_event("evt_dis_mar", "customer.discount.created", MAR, given, tenant),
+        envelope("evt_sub_may", "customer.subscription.updated", MAY, subscription(quantity=2), tenant),
+        discount_event("evt_dis_jul", "customer.discount.deleted", JUL, given, tenant),
+    ]
+
+
 # What that history is worth each month end (minor units): 100, 80 from March, 160 from May, 200 from July.
 EXPECTED = {"2025-01": 10_000.0, "2025-02": 10_000.0, "2025-03": 8_000.0, "2025-04": 8_000.0, "2025-05": 16_000.0,
             "2025-06": 16_000.0, "2025-07": 20_000.0}
 
 
 # --- reading (pure) ---------------------------------------------------------------------------------------------
+
+def test_a_customers_discount_event_writes_the_customers_discount_and_nothing_else_of_it() -> None:
+    """A `customer.discount.*` event holds the discount, not the customer: its e-mail and name are not overwritten."""
+    given, switched, removed = history_of_discount_events()[1], discount_event(
+        "evt_dis_apr", "customer.discount.updated", MAR + 1, discount(coupon("TEN", percent_off=10))  # type: ignore
+    ), history_of_discount_events()[3]
+    for envelope_, expected in ((given, "TWENTY"), (switched, "TEN"), (removed, None)):
+        writes = writes_for(envelope_)
+        assert not writes.states and not writes.versions and len(writes.customer_discounts) == 1
+        row = writes.customer_discounts[0]
+        assert (row.customer_id, row.state_time, row.state_event_id) == ("cus_d", envelope_.event_time.timestamp()
+                                                                          * 1000, envelope_.event_id)
+        assert (json.loads(row.coupon)["id"] if row.coupon else None) == expected
+    # Ranked as the customer's updates: the same change as a `customer.updated` of the same second ties with it.
+    assert given.object_id == "cus_d" and writes_for(given).customer_discounts[0].state_rank == \
+        writes_for(envelope("evt_c", "customer.updated", MAR, customer(coupon()))).customer_discounts[0].state_rank
+
+
+@pytest.mark.parametrize("names", [{"subscription": "sub_d"}, {"subscription_item": "si_d"}, {"invoice": "in_d"},
+                                   {"customer": None}],
+                         ids=["a subscription's", "an item's", "an invoice's", "no customer"])
+def test_a_discount_event_not_about_a_customers_own_discount_is_not_read(names: dict[str, Any]) -> None:
+    """Stripe has sent `customer.discount.*` for a subscription's discounts too: taken for the customer's, it would
+    reduce every other subscription of the customer. Their changes come on the subscription's own events."""
+    event = {"id": "evt_x", "object": "event", "type": "customer.discount.created", "created": MAR, "livemode": False,
+             "data": {"object": {**discount(coupon()), **names}}}  # type: ignore[dict-item]
+    assert not is_read_resource(event)
+
+
+def test_a_discount_envelope_whose_object_is_not_its_customers_discount_is_refused() -> None:
+    """What reaches the topic another way (a replay of an altered record) is dead-lettered, not taken for a discount
+    of a customer it does not name."""
+    other = discount_event("evt_dis", "customer.discount.created", MAR, discount(coupon()))  # type: ignore[arg-type]
+    with pytest.raises(UnknownObjectError):
+        writes_for(dataclasses.replace(other, object_id="cus_other"))
+    with pytest.raises(UnknownObjectError):
+        writes_for(dataclasses.replace(other, payload=json.dumps({"type": "charge.succeeded", "data": {"object": {
+            "id": "ch_1", "object": "charge"}}})))
+
 
 def test_a_customers_forever_discount_is_read_with_its_products() -> None:
     read = customer_forever_coupon(read_customer(customer(coupon(products=["prod_pro"]))))
@@ -252,6 +315,24 @@ async def test_every_arrival_order_gives_the_same_mrr_with_the_customers_discoun
         await projected(pool, tenant, list(order))
         assert await months(pool, tenant) == EXPECTED, [e.event_id for e in order]
         assert await current_mrr(pool, tenant) == 20_000
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_the_customers_discount_events_alone_or_beside_its_updates_give_the_same_mrr_in_any_order(
+        pool: asyncpg.Pool) -> None:
+    """Whether Stripe sends `customer.updated` with `customer.discount.*` or not, and in whatever order they come."""
+    for n in range(24):
+        tenant = f"t_dis_order_{n}"
+        order = list(itertools.permutations(history_of_discount_events(tenant)))[n]
+        await projected(pool, tenant, list(order))
+        assert await months(pool, tenant) == EXPECTED, [e.event_id for e in order]
+        assert await current_mrr(pool, tenant) == 20_000
+    both = history(tenant := "t_dis_both") + history_of_discount_events(tenant)[1::2]
+    for n, order in enumerate(itertools.islice(itertools.permutations(both), 0, 720, 60)):
+        tenant = f"t_dis_both_{n}"
+        await projected(pool, tenant, [dataclasses.replace(e, tenant_id=tenant) for e in order])
+        assert await months(pool, tenant) == EXPECTED, [e.event_id for e in order]
 
 
 @pytest.mark.integration

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ingestor.sources.importer import Page, StripeImporter, _Pass
+from ingestor.sources.import_pass import ImportPass
+from ingestor.sources.importer import Page, StripeImporter
 from ingestor.sources.slices import ImportSlice, SlicePlanner
 from plumbing.settings import ImporterSettings
 
@@ -74,7 +75,7 @@ async def test_a_page_in_hand_when_its_slices_split_was_lost_is_let_go_unpublish
     session = types.SimpleNamespace(connection=types.SimpleNamespace(
         connection_id="conn_lost_split", tenant_id="ten_lost_split", livemode=True))
     piece = ImportSlice("conn_lost_split", "charges", "run_1", 1, range_start=OLDER - 1000, range_end=NEWER + 1000)
-    run = _Pass(SlicePlanner(min_span_s=1, min_objects_left=1), time.monotonic() + 60, 90.0, 4, asyncio.Event(),
+    run = ImportPass(SlicePlanner(min_span_s=1, min_objects_left=1), time.monotonic() + 60, 90.0, 4, asyncio.Event(),
                 lambda: False, None)
 
     paging = asyncio.create_task(importer._page_slice(session, piece, run))  # type: ignore[arg-type]
@@ -119,7 +120,7 @@ async def test_a_slice_whose_last_page_is_being_published_is_not_split() -> None
     # 1,000 objects published over the newest 500 s: dense enough that its range below would be split at once.
     piece = ImportSlice("conn_last_page", "charges", "run_1", 1, range_start=OLDER - 1000, range_end=NEWER + 1000,
                         last_object_id="ch_prev", oldest_created=NEWER + 500, objects_published=1000)
-    run = _Pass(SlicePlanner(min_span_s=1, min_objects_left=200, last_pages_objects=101), time.monotonic() + 60,
+    run = ImportPass(SlicePlanner(min_span_s=1, min_objects_left=200, last_pages_objects=101), time.monotonic() + 60,
                 90.0, 4, asyncio.Event(), lambda: False, None)
     run.planner.add(piece)
     assert run.to_split() is not None  # before the page: what is left is worth splitting

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 
 import pytest
 from hypothesis import given
@@ -425,10 +426,10 @@ def test_while_pages_wait_for_the_cpu_no_slice_is_added_and_the_count_comes_back
     """The page pool at work nearly all the time (or a late event loop) means this machine's CPU is what pages wait
     for: more slices would only queue there, each ending in one more part-empty page (measured at 300 ms: 96
     slices, a second's wait per page for a pool process)."""
-    from ingestor.sources.importer import _Pass  # the pass's decisions; its I/O is the importer's
+    from ingestor.sources.import_pass import ImportPass  # the pass's decisions; its I/O is the importer's
 
     cpu_bound = [False]
-    run = _Pass(SlicePlanner(60, 200), deadline=float("inf"), requests_per_second=90.0, most=96,
+    run = ImportPass(SlicePlanner(60, 200), deadline=float("inf"), requests_per_second=90.0, most=96,
                 worker_stop=asyncio.Event(), cpu_bound=lambda: cpu_bound[0], page_s=0.5)
     for n in range(3):
         run.planner.add(_slice(0, 10_000, slice_id=n))
@@ -451,26 +452,26 @@ def test_a_pass_whose_last_slice_ended_asks_at_once_whether_the_import_is_still_
     slices to the other) before it ended an import it had paged the last page of. It looks again each second while
     one does, not in a loop, and a process whose claims found nothing yet does not count as wanting more (whatever
     the monotonic clock's origin)."""
-    from ingestor.sources import importer
-    from ingestor.sources.importer import _Pass
+    from ingestor.sources import import_pass
+    from ingestor.sources.import_pass import ImportPass
 
     now = [1_000.0]
-    monkeypatch.setattr(importer.time, "monotonic", lambda: now[0])
-    run = _Pass(SlicePlanner(60, 200), deadline=math.inf, requests_per_second=90.0, most=96,
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    run = ImportPass(SlicePlanner(60, 200), deadline=math.inf, requests_per_second=90.0, most=96,
                 worker_stop=asyncio.Event(), cpu_bound=lambda: False, page_s=0.5)
     assert not run.wants_more() and run.claim_worth_trying()  # no claim found nothing yet
     last = _slice(0, 10_000, slice_id=1)
     run.planner.add(last)
     run.found_nothing_to_claim(paged_elsewhere=True)  # an idle worker's claim, while another process paged
     run.refreshed(Peers(processes=2, paging=1, wants_more=True))
-    now[0] += 2 * importer.CLAIM_AGAIN_S  # this process's claim is not recent: it leaves free slices to the other
+    now[0] += 2 * import_pass.CLAIM_AGAIN_S  # this process's claim is not recent: it leaves free slices to the other
     assert not run.claims_free_slices() and not run.looks_again()  # it pages a slice: nothing to ask
     run.planner.release(last)
     run.ran_out()
     assert run.looks_again() and not run.claim_worth_trying()  # asked now, not at SHARE_WAIT_S's end
     run.looked(paged_elsewhere=True)  # the other still pages: asked again a second later, not in a loop
     assert not run.looks_again()
-    now[0] += importer.CLAIM_AGAIN_S
+    now[0] += import_pass.CLAIM_AGAIN_S
     assert run.looks_again()
     run.looked(paged_elsewhere=False)
     assert not run.looks_again() and not run.waits_for_share()  # nothing left anywhere: the pass ends
@@ -485,11 +486,11 @@ def test_a_pass_whose_last_slice_ended_asks_at_once_whether_the_import_is_still_
 async def test_each_page_ranks_the_accounts_queue_by_the_work_each_resource_has_left() -> None:
     """The pass tells the account's budget, as its slices page, which endpoint has the most left: those requests
     take the account's tokens first while pages queue for them (`AccountBudget.rank_endpoints`)."""
-    from ingestor.sources.importer import _Pass
+    from ingestor.sources.import_pass import ImportPass
     from ingestor.stripe_api.request_budget import AccountBudget, LocalBucket, Rate
 
     budget = AccountBudget(LocalBucket(Rate(90.0, 100.0)), lambda endpoint: None)
-    run = _Pass(SlicePlanner(60, 200), deadline=float("inf"), requests_per_second=90.0, most=96,
+    run = ImportPass(SlicePlanner(60, 200), deadline=float("inf"), requests_per_second=90.0, most=96,
                 worker_stop=asyncio.Event(), cpu_bound=lambda: False, page_s=0.5, budget=budget)
     charges = _slice(0, 10_000, oldest=9_000, published=100, slice_id=1)  # 900 left
     customers = _slice(0, 10_000, oldest=9_000, published=1_000, slice_id=2, resource="customers")  # 9,000 left

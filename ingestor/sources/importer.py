@@ -20,15 +20,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-import orjson
 import stripe
 
 from ingestor.connections.status import STATUSES
-from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
-from ingestor.envelope.discounts import Expanded, Unexpanded, tiers_laid_in, tiers_missing
 from ingestor.errors import (
     CursorGoneError,
     IngestError,
@@ -39,6 +36,7 @@ from ingestor.errors import (
 from ingestor.sources.checkpoints import claimant_id
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.fair_share import FairShares
+from ingestor.sources.import_pages import Page, fetch_page, filled_in
 from ingestor.sources.import_pass import SHARE_LEASE_S, SHARE_REFRESH_S, ImportPass, moving_average
 from ingestor.sources.import_turns import DONE, ImportTurns
 from ingestor.sources.key_session import KeySession, StopReading
@@ -50,8 +48,7 @@ from ingestor.sources.slices import (
     initial_slice_count,
 )
 from ingestor.stripe_api.catalog import BY_NAME
-from ingestor.stripe_api.client import NOT_A_LIST, PageBody, StripeReader
-from ingestor.stripe_api.discounts import fetch_expanded
+from ingestor.stripe_api.client import NOT_A_LIST
 from ingestor.stripe_api.request_budget import Priority
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
@@ -75,20 +72,6 @@ class ImportOutcome:
     state: str
     detail: str = ""
     slices: int = 0  # slices this process paged in the pass
-
-
-TIERED = b'"tiered"'  # in a subscriptions page's body: a tiered price (or plan) whose tiers Stripe did not list
-DISCOUNTED = b'"source"'  # and a discount (a subscription's or customer's): its coupon by id, without its products
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One fetched page: the body Stripe sent, when the request that returned it was sent (Stripe read the objects
-    after that: their snapshots are dated by it), and how long Stripe took."""
-
-    body: bytes
-    asked_at: datetime
-    latency_s: float = 0.0
 
 
 class StripeImporter:
@@ -545,52 +528,11 @@ class StripeImporter:
         its place of the worker's `max_concurrent_imports`, and a few such tenants held them all."""
         try:
             async with asyncio.timeout(max(0.0, run.deadline - time.monotonic()) + self._settings.page_overrun_s):
-                page = await self._fetch(session, resource, query)
-                if (resource == "subscriptions" and (TIERED in page.body or DISCOUNTED in page.body)) or \
-                        (resource == "customers" and DISCOUNTED in page.body):
-                    page = await self._filled_in(session, page, run.expanded)
-                return page
+                return await filled_in(session, resource, await self._fetch(session, resource, query), run.expanded)
         except TimeoutError:
             raise StripeUnavailableError(
                 f"a {resource} page was still waiting for Stripe {self._settings.page_overrun_s:g} s after its pass's "
                 "time; asked for again at the next pass") from None
 
-    async def _filled_in(self, session: KeySession, page: Page, known: Expanded) -> Page:
-        """A subscriptions page with its tiered prices' tiers and its coupons (an item's discount's, named by id; a
-        forever coupon's products) laid in (`known`, by price and coupon id, grows): Stripe lists none of them
-        (`data.items.data.price.tiers`, `data.items.data.discounts.source.coupon` and
-        `data.discounts.source.coupon.applies_to` are five levels of expansion or more, it takes four), so one
-        subscription per price not known yet is retrieved with its tiers, and each coupon not known yet with its
-        products, as the receiver and the poller do. A customers page: each customer's discount's coupon (by id in a
-        list) with its products. A page that is not a list is left for the page pool to judge; a price or coupon a
-        retrieve does not give stays without (unreadable, in health)."""
-        try:
-            decoded = orjson.loads(page.body)
-            listed = decoded["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return page
-        if not isinstance(listed, list):
-            return page
-        for obj in listed:
-            kind = obj.get("object") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
-            if kind not in ("subscription", "customer"):
-                continue
-            missing = Unexpanded(tiered_prices=tuple(tiers_missing(obj)),
-                                 coupons=tuple(coupons_wanted(obj))).beyond(known)
-            if missing:
-                async def retrieve(reader: StripeReader, owner: str = obj["id"], wanted: Unexpanded = missing,
-                                   object_type: str = str(kind)) -> Expanded:
-                    return await fetch_expanded(reader, owner, wanted, known.coupons, object_type=object_type)
-
-                known.add(await session.call(retrieve))
-        filled = [coupons_laid_in(tiers_laid_in(o, known.tiers), known.coupons) if isinstance(o, dict) else o
-                  for o in listed]
-        return Page(orjson.dumps({**decoded, "data": filled}), page.asked_at, page.latency_s)
-
     async def _fetch(self, session: KeySession, resource: str, query: dict[str, Any]) -> Page:
-        async def request(reader: StripeReader) -> PageBody:
-            return await reader.list_page_body(resource, query)
-
-        page = await session.call(request)
-        asked_at = datetime.fromtimestamp(self._clock() - page.latency_s, tz=timezone.utc)  # after the budget's wait
-        return Page(page.body, asked_at, page.latency_s)
+        return await fetch_page(session, resource, query, self._clock)

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
+from ingestor.sources.import_pages import Page
 from ingestor.sources.import_pass import ImportPass
-from ingestor.sources.importer import Page, StripeImporter
+from ingestor.sources.importer import StripeImporter
 from ingestor.sources.slices import ImportSlice, SlicePlanner
 from plumbing.settings import ImporterSettings
 

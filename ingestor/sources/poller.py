@@ -271,10 +271,13 @@ class StripeEventsPoller:
         fetched = Expanded()  # this cycle's: discounts by id, tiers by price id, coupons by coupon id
         published = 0
         received = datetime.fromtimestamp(now, tz=timezone.utc)
-        for types in EVENT_TYPE_LISTS:  # the events API takes 20 types a list
+        # The events API takes 20 types a list. Each list reads the same window, up to the cycle's start: the
+        # cursor moves to the newest event seen, and a later list (asked once the first has paged to its end) would
+        # see events newer than the first list's first page, moving it past what the first list never listed.
+        window = {"gte": since, "lte": now}
+        for types in EVENT_TYPE_LISTS:
             published += await self._list(session, cursor, {
-                "limit": self._settings.page_limit, "types": list(types), "created": {"gte": since}}, seen, fetched,
-                received)
+                "limit": self._settings.page_limit, "types": list(types), "created": window}, seen, fetched, received)
         # Every event up to here is acknowledged by Kafka: only now may the cursor move.
         if not await self._checkpoints.save_poll_cursor(
                 connection.connection_id, next_cursor(seen, now, self._settings.overlap_s, cursor.last_event_created),

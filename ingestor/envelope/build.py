@@ -82,8 +82,9 @@ def check_event_shape(event: object, check_nesting: bool = True) -> None:
     if not isinstance(obj, dict) or not is_name(obj.get("object")):
         problems.append('"data.object" must be a Stripe object with an "object" type')
     elif obj["object"] in READ_OBJECT_TYPES and not is_name(obj.get("id")):
-        # Only what is published needs one (the record's key): Stripe renders some objects without (a balance, a
-        # discount before discounts had ids), and a refused delivery is retried for days, then its endpoint disabled.
+        # Only the five resources need one (their records' key; a customer's discount is keyed by its customer):
+        # Stripe renders some objects without (a balance, a discount before discounts had ids), and a refused
+        # delivery is retried for days, then its endpoint disabled.
         problems.append(f'"data.object.id" must be a string of 1 to {MAX_NAME_LENGTH} characters')
     if check_nesting and nesting_depth(event) > MAX_NESTING:
         problems.append(f"the JSON is nested more than {MAX_NESTING} levels deep")

@@ -225,7 +225,10 @@ def writes_for(envelope: Envelope) -> Writes:
     if isinstance(record, Charge):
         writes.extend(_charge_history(envelope.tenant_id, record, time_ms, rank, envelope.event_id))
     elif isinstance(record, Customer) and record.discount_known:
-        writes.customer_discounts.extend(_customer_discounts(envelope, record, time_ms, rank))
+        previous = (event.get("data") or {}).get("previous_attributes")
+        removed = previous.get("discount") if isinstance(previous, Mapping) else None
+        writes.customer_discounts.extend(_customer_discounts(
+            envelope, record, time_ms, discount_rank(rank, record, removed)))
     elif isinstance(record, Subscription):
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
         previous = (event.get("data") or {}).get("previous_attributes")
@@ -237,14 +240,40 @@ def writes_for(envelope: Envelope) -> Writes:
 def _customer_discount_change(envelope: Envelope) -> Writes:
     """A `customer.discount.*` event: the customer's discount from then on (this one; none once deleted), a
     customer state that writes only that (the event holds none of the customer's other fields). It ranks as the
-    customer's updates do: the same change may also come as a `customer.updated` of the same second."""
+    customer's updates do (the same change may also come as a `customer.updated` of the same second)."""
     event = orjson.loads(envelope.payload)
     obj = (event.get("data") or {}).get("object")
     record = read_event_object(event) if isinstance(obj, dict) and obj.get("object") == "discount" else None
     if not isinstance(record, Customer) or envelope.object_id != record.id:
         raise UnknownObjectError("a customer's discount envelope whose object is not a discount of that customer")
     rank = state_rank("customer", {}, deleted=False, from_event=envelope.source is not Source.IMPORT)
-    return Writes(customer_discounts=_customer_discounts(envelope, record, state_time_ms(envelope), rank))
+    removed = obj if envelope.event_type.endswith(".deleted") else None
+    return Writes(customer_discounts=_customer_discounts(envelope, record, state_time_ms(envelope),
+                                                         discount_rank(rank, record, removed)))
+
+
+MAX_UNIX_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def discount_rank(rank: int, customer: Customer, removed: Any) -> int:
+    """Orders a customer's states of one second by what they say of its discount, then by `rank` (−1 to 1): a
+    state showing a discount applied later, or the removal of the one applied latest, is the later state.
+
+    Stripe's times are seconds, and a discount taken away and another given in the same second (`DELETE
+    …/discount` then a coupon) came as `.deleted` and `.created` of one second, ordered by their random event ids:
+    half the time the customer kept none. A discount is applied at its `start`, so of two states of a second, one
+    showing a discount applied later is the later state, and one removing a discount (`removed`: the `.deleted`
+    event's object, or `previous_attributes.discount` of the update that took it away) comes after the state that
+    shows it. A state saying nothing of its discount's history (no discount, nothing removed) ranks first."""
+    applied = _timestamp(customer.discount_start)
+    removed_at = removed.get("start") if isinstance(removed, Mapping) and applied is None else None
+    if applied is not None:
+        order = 2 * applied
+    elif type(removed_at) is int and 0 <= removed_at <= MAX_UNIX_S:
+        order = 2 * removed_at + 1
+    else:
+        order = 0
+    return order * 4 + rank + 1
 
 
 def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, rank: int) -> list[CustomerDiscountRow]:

@@ -21,6 +21,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingestor.envelope.build import envelope_for_event, is_read_resource
+from projections.errors import UnknownObjectError
 from projections.handlers import customer_discounts
 from projections.handlers.customer_discounts import BASIS_UNKNOWN, DiscountState, StoredVersion, plan
 from projections.handlers.mrr import (
@@ -30,8 +32,6 @@ from projections.handlers.mrr import (
     customer_forever_coupon,
     mrr_with_customer_discount,
 )
-from ingestor.envelope.build import envelope_for_event, is_read_resource
-from projections.errors import UnknownObjectError
 from projections.handlers.writes import writes_for
 from projections.projector.customer_join import CUSTOMER_LOCK_BUCKETS, PROBLEMS_TOPIC
 from projections.projector.store import PostgresProjectionStore
@@ -333,6 +333,53 @@ async def test_the_customers_discount_events_alone_or_beside_its_updates_give_th
         tenant = f"t_dis_both_{n}"
         await projected(pool, tenant, [dataclasses.replace(e, tenant_id=tenant) for e in order])
         assert await months(pool, tenant) == EXPECTED, [e.event_id for e in order]
+        assert await current_mrr(pool, tenant) == 20_000
+
+
+def _at(given: dict[str, Any] | None, start: int) -> dict[str, Any]:
+    return {**discount(given), "start": start}  # type: ignore[dict-item]
+
+
+TWENTY_SINCE_JAN, TEN_SINCE_MAR = _at(coupon(), JAN), _at(coupon("TEN", percent_off=10), MAR)
+SAME_SECOND = {  # (first, then): two states of one second, and the subscription's MRR after them
+    "taken away, another given": (
+        ("customer.discount.deleted", TWENTY_SINCE_JAN), ("customer.discount.created", TEN_SINCE_MAR), 9_000),
+    "given and taken away": (
+        ("customer.discount.created", TEN_SINCE_MAR), ("customer.discount.deleted", TEN_SINCE_MAR), 10_000),
+    "updates: taken away, another given": (
+        ("customer.updated", {**customer(None), "previous": TWENTY_SINCE_JAN}),
+        ("customer.updated", {**customer(None), "discount": TEN_SINCE_MAR}), 9_000),
+    "updates: an e-mail changed, then taken away": (
+        ("customer.updated", {**customer(None), "discount": TWENTY_SINCE_JAN}),
+        ("customer.updated", {**customer(None), "previous": TWENTY_SINCE_JAN}), 10_000),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", list(SAME_SECOND))
+@pytest.mark.parametrize("ids", ["first_sorts_first", "first_sorts_last"])
+async def test_two_discount_states_of_one_second_end_as_stripe_left_them_whatever_their_ids(
+        pool: asyncpg.Pool, case: str, ids: str) -> None:
+    """Stripe's times are seconds and event ids are random: a discount taken away and another given in one second
+    (`DELETE …/discount`, then a coupon) left the customer without one whenever the deletion's id sorted last."""
+    (first_type, first), (then_type, then), expected = SAME_SECOND[case]
+    tenant = f"t_second_{list(SAME_SECOND).index(case)}_{ids}"
+    names = ("evt_1aaa", "evt_1zzz") if ids == "first_sorts_first" else ("evt_1zzz", "evt_1aaa")
+
+    def state(event_id: str, event_type: str, obj: dict[str, Any]) -> Envelope:
+        if event_type.startswith("customer.discount."):
+            return discount_event(event_id, event_type, MAY, obj, tenant)
+        removed = obj.pop("previous", None)
+        payload = {"id": event_id, "object": "event", "type": event_type, "created": MAY, "livemode": False,
+                   "api_version": V2019, "data": {"object": obj, **(
+                       {"previous_attributes": {"discount": removed}} if removed else {})}}
+        return Envelope(tenant, event_id, event_type, "customer", obj["id"], datetime.fromtimestamp(MAY, timezone.utc),
+                        datetime.now(timezone.utc), Source.WEBHOOK, False, V2019, None, json.dumps(payload))
+
+    await projected(pool, tenant, [envelope("evt_sub", "customer.subscription.created", JAN, subscription(), tenant),
+                                   state(names[0], first_type, dict(first)), state(names[1], then_type, dict(then))])
+    assert await current_mrr(pool, tenant) == expected
 
 
 @pytest.mark.integration

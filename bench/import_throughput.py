@@ -47,10 +47,10 @@ import aiohttp
 import asyncpg
 
 from bench.results import BenchResult, Figure, Target, peak_rss_mib, write_result
-from ingestor.connections.service import import_window
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
 from ingestor.connections.vault import MasterKeyring, generate_master_key
+from ingestor.connections.views import import_window
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.stripe_api.catalog import IMPORTED
 from plumbing.kafka import ensure_topics

@@ -21,9 +21,9 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from ingestor.connections.service import import_progress_json, import_window
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.connections.vault import MasterKeyring
+from ingestor.connections.views import import_progress_json, import_window
 from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import IngestError
 from ingestor.sources.checkpoints import PostgresCheckpoints, run_window

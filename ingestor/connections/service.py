@@ -18,13 +18,14 @@ from typing import Any
 
 from ingestor.connections.key_formats import KeyCheck, classify_key, validate_webhook_secret
 from ingestor.connections.key_test import KeyTestResult, test_key
-from ingestor.connections.status import RECOVERABLE_BY_TEST, STATUSES, docs_link
+from ingestor.connections.status import RECOVERABLE_BY_TEST, docs_link
 from ingestor.connections.store import Connection, PostgresConnectionStore
 from ingestor.connections.tenant_store import PostgresTenantStore
+from ingestor.connections.views import connection_json, import_progress_json, import_window, iso
 from ingestor.errors import IngestError, ObjectMissingError
-from ingestor.sources.checkpoints import ImportCheckpoint, PostgresCheckpoints, run_window
+from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.reconcile import Reconciler
-from ingestor.stripe_api.catalog import EVENT_TYPES, IMPORTED
+from ingestor.stripe_api.catalog import IMPORTED
 from ingestor.stripe_api.readers import StripeReaders
 from plumbing.logs import get_logger
 from plumbing.runtime import cancel_and_wait
@@ -32,7 +33,6 @@ from plumbing.settings import Settings
 
 log = get_logger(__name__)
 
-MONTH_S = 2_629_746  # the average Gregorian month, in seconds
 
 
 class ControlError(IngestError):
@@ -105,57 +105,6 @@ def clean_name(value: object, what: str) -> str:
     return name
 
 
-def import_window(now: float, months: int) -> tuple[int, int]:
-    """Returns (created[gte], created[lte]) for an import of the last `months` months ending `now`."""
-    end = int(now)
-    return end - months * MONTH_S, end
-
-
-def import_progress_json(checkpoints: list[ImportCheckpoint],
-                         read_alone_since: datetime | None = None) -> dict[str, Any]:
-    """Returns the import's progress: per resource objects published, share of the window covered, objects per
-    second since the import last stood still and an estimated time left (None while too little is known), and
-    since when its pages are read one at a time (a page of the account killed the process reading it; None: they
-    are not)."""
-    if not checkpoints:
-        return {"state": "none", "resources": {}, "read_alone_since": _iso(read_alone_since)}
-    first = checkpoints[0]
-    window_start, window_end = run_window(checkpoints)
-    paused = next((c.paused_reason for c in checkpoints if c.paused_reason and not c.done), None)
-    done = all(c.done for c in checkpoints)
-    return {
-        "run_id": first.run_id,
-        "reason": first.reason,
-        "window_start": window_start,
-        "window_end": window_end,
-        "state": "done" if done else "paused" if paused else "running",
-        "paused_reason": paused,
-        "objects_published": sum(c.objects_published for c in checkpoints),
-        "covered": min(c.covered() for c in checkpoints),
-        "read_alone_since": _iso(read_alone_since),
-        **_speed(checkpoints, running=not (done or paused)),
-        "resources": {
-            c.resource: {"objects_published": c.objects_published, "covered": round(c.covered(), 4), "done": c.done,
-                         **_speed([c], running=not (c.done or paused))}
-            for c in checkpoints
-        },
-    }
-
-
-def _speed(checkpoints: list[ImportCheckpoint], running: bool) -> dict[str, float | None]:
-    """Objects per second and seconds left for resources paged together (they share one request budget)."""
-    rates = [c.objects_per_s() for c in checkpoints if not c.done]
-    lefts = [c.objects_left() for c in checkpoints]
-    rate = sum(r for r in rates if r is not None) if rates and all(r is not None for r in rates) else None
-    left = sum(x for x in lefts if x is not None) if all(x is not None for x in lefts) else None
-    eta = left / rate if running and rate and left is not None else 0.0 if left == 0 else None
-    return {"objects_per_s": None if rate is None else round(rate, 1), "eta_s": None if eta is None else round(eta)}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 class ConnectionService:
     """The connection lifecycle of every tenant."""
 
@@ -192,7 +141,7 @@ class ConnectionService:
         connections = [await self._store.find_connection(tenant_id, live) for live in (False, True)]
         return {
             "tenant_id": tenant_id, "name": tenant["name"], "time_zone": tenant["time_zone"],
-            "created_at": _iso(tenant["created_at"]),
+            "created_at": iso(tenant["created_at"]),
             "connections": {c.mode: await self.view(c) for c in connections if c is not None},
             "unreadable_events": {**await self._tenants.unreadable_events(tenant_id),
                                   "docs": docs_link(self._settings.control.docs_url, "unreadable_events")},
@@ -468,7 +417,7 @@ class ConnectionService:
     async def reader_tokens(self, tenant_id: str) -> list[dict[str, Any]]:
         """Returns the tenant's reader tokens (never the tokens themselves)."""
         await self._require_tenant(tenant_id)
-        return [{**t, "created_at": _iso(t["created_at"]), "revoked_at": _iso(t["revoked_at"])}
+        return [{**t, "created_at": iso(t["created_at"]), "revoked_at": iso(t["revoked_at"])}
                 for t in await self._tenants.reader_tokens(tenant_id)]
 
     async def revoke_reader_token(self, actor: str, tenant_id: str, token_id: str) -> dict[str, Any]:
@@ -480,39 +429,11 @@ class ConnectionService:
 
     async def audit_log(self, tenant_id: str) -> list[dict[str, Any]]:
         """Returns the tenant's audit entries, newest first."""
-        return [{**e, "at": _iso(e["at"])} for e in await self._tenants.audit_entries(tenant_id)]
+        return [{**e, "at": iso(e["at"])} for e in await self._tenants.audit_entries(tenant_id)]
 
     async def view(self, connection: Connection) -> dict[str, Any]:
         """Returns what the connector page shows for one connection (hints only, no secret)."""
-        info = STATUSES[connection.status]
-        docs = self._settings.control.docs_url
         token = await self._store.webhook_token(connection)
-        last_error = None
-        if connection.last_error_code:
-            last_error = {"code": connection.last_error_code, "message": connection.last_error,
-                          "at": _iso(connection.last_error_at), "docs": docs_link(docs, connection.last_error_code)}
-        return {
-            "connection_id": connection.connection_id,
-            "mode": connection.mode,
-            "status": connection.status,
-            "status_title": info.title,
-            "status_meaning": info.meaning,
-            "status_reason": connection.status_reason,
-            "status_changed_at": _iso(connection.status_changed_at),
-            "recovery_steps": list(info.recovery),
-            "docs": docs_link(docs, connection.status),
-            "key": {"hint": connection.key_hint, "tested_at": _iso(connection.key_tested_at)} if connection.has_key else None,
-            "webhook": {
-                "url": f"{self._settings.http.public_base_url.rstrip('/')}/webhooks/stripe/{token}",
-                "event_types": list(EVENT_TYPES),
-                "secret_hints": list(connection.webhook_secret_hints),
-                "test_delivery_received_at": _iso(connection.webhook_verified_at),
-                "last_webhook_at": _iso(connection.last_webhook_at),
-                "over_share_at": _iso(connection.webhook_over_share_at),
-            },
-            "last_poll_at": _iso(connection.last_poll_at),
-            "last_error": last_error,
-            "catchup_needed_since": _iso(connection.catchup_needed_since),
-            "import": await self._import_progress(connection),
-            "reconcile": await self._reconcile_view(connection),
-        }
+        return connection_json(connection, f"{self._settings.http.public_base_url.rstrip('/')}/webhooks/stripe/{token}",
+                               self._settings.control.docs_url, await self._import_progress(connection),
+                               await self._reconcile_view(connection))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ingestor.connections.service import import_window
 from ingestor.connections.status import STATUSES
 from ingestor.connections.store import Connection
+from ingestor.connections.views import import_window
 from ingestor.envelope.build import check_event_shape, envelope_for_event, is_read_resource
 from ingestor.envelope.discounts import Expanded, fill_in_target, unexpanded, with_expanded
 from ingestor.errors import BadEventError, IngestError

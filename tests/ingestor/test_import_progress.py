@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from ingestor.connections.service import import_progress_json
+from ingestor.connections.views import import_progress_json
 from ingestor.sources.checkpoints import ImportCheckpoint
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from ingestor.errors import StripeRateLimitedError
-from ingestor.sources import importer as importer_module
+from ingestor.sources import import_pass
 from ingestor.sources.checkpoints import PostgresCheckpoints
 from ingestor.sources.slices import Peers
 from ingestor.stripe_api.client import RetryPolicy, StripeReader
@@ -722,7 +722,7 @@ async def test_the_process_that_pages_an_imports_last_slice_ends_it_at_once(
     import's last slice, asks again as that slice ends: the import is done then, not once a claim is tried again
     (`CLAIM_AGAIN_S`, a second; made longer than the test here, so that waiting for it fails the test). Two workers on
     a bulk migration's history ended 1.3 s after their last page in one run of five (of 18-19 s)."""
-    monkeypatch.setattr(importer_module, "CLAIM_AGAIN_S", 3_600.0)
+    monkeypatch.setattr(import_pass, "CLAIM_AGAIN_S", 3_600.0)
     account = sim.create_account(customers=5).id  # a page per resource: nothing to split
     _, _, connection_id, _ = await connect(control, sim, account)
     checkpoints = PostgresCheckpoints(control.pool)

@@ -264,7 +264,10 @@ def discount_rank(rank: int, customer: Customer, removed: Any) -> int:
     half the time the customer kept none. A discount is applied at its `start`, so of two states of a second, one
     showing a discount applied later is the later state, and one removing a discount (`removed`: the `.deleted`
     event's object, or `previous_attributes.discount` of the update that took it away) comes after the state that
-    shows it. A state saying nothing of its discount's history (no discount, nothing removed) ranks first."""
+    shows it. A state saying nothing of its discount's history (no discount, nothing removed) ranks first: an update
+    showing none without `previous_attributes.discount` left it as it was, none, before any discount of its second.
+    Ranks: a state showing a discount applied at `s` 8s to 8s + 2, removing it 8s + 4 to 8s + 6 (an import's point
+    at `s` is 8s − 1), saying nothing 0 to 2."""
     applied = _timestamp(customer.discount_start)
     removed_at = removed.get("start") if isinstance(removed, Mapping) and applied is None else None
     if applied is not None:
@@ -278,13 +281,14 @@ def discount_rank(rank: int, customer: Customer, removed: Any) -> int:
 
 def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, rank: int) -> list[CustomerDiscountRow]:
     """The customer state's discount; for a snapshot, the same from when it was applied (`discount.start`): it
-    stands for history the events API no longer has, and ranks below every state Stripe sent (as a subscription
-    snapshot's earlier points do)."""
+    stands for history the events API no longer has, and of that second's states ranks just below those showing
+    this discount (`discount_rank`), above the removal of one applied earlier (its start proves it came after) and
+    the states that say nothing of the discount's history."""
     coupon = _discount_json(customer)
     rows = [CustomerDiscountRow(envelope.tenant_id, customer.id, time_ms, rank, envelope.event_id, coupon)]
     start = _timestamp(customer.discount_start)
     if envelope.source is Source.IMPORT and coupon is not None and start is not None and start * 1000 < time_ms:
-        rows.append(CustomerDiscountRow(envelope.tenant_id, customer.id, start * 1000, rank - DERIVED_RANK_OFFSET,
+        rows.append(CustomerDiscountRow(envelope.tenant_id, customer.id, start * 1000, 8 * start - 1,
                                         envelope.event_id + ":start", coupon))
     return rows
 

@@ -383,6 +383,26 @@ async def test_two_discount_states_of_one_second_end_as_stripe_left_them_whateve
 
 @pytest.mark.integration
 @pytest.mark.asyncio
+async def test_an_imported_discount_counts_from_its_start_over_the_removal_of_an_older_one_that_second(
+        pool: asyncpg.Pool) -> None:
+    """10% off given in January and taken away in March (its `.deleted`); the discount given in that second has no
+    event left (older than the events API's 30 days), only the import's snapshot in May, with its `start`. It ranked
+    below every state Stripe sent: the customer was without a discount from March to May. Its start proves it came
+    after the removal."""
+    tenant = "t_start_over_removal"
+    ten_since_jan = _at(coupon("TEN", percent_off=10), JAN)
+    await projected(pool, tenant, [
+        envelope("evt_sub", "customer.subscription.created", JAN, subscription(), tenant),
+        envelope("evt_ten", "customer.updated", JAN, {**customer(None), "discount": ten_since_jan}, tenant),
+        discount_event("evt_gone", "customer.discount.deleted", MAR, ten_since_jan, tenant),
+        envelope("snap_may", "customer.snapshot", MAY, {**customer(None), "discount": _at(coupon(), MAR)}, tenant,
+                 Source.IMPORT)])
+    assert {m: v for m, v in (await months(pool, tenant)).items() if m <= "2025-05"} == {
+        "2025-01": 9_000.0, "2025-02": 9_000.0, "2025-03": 8_000.0, "2025-04": 8_000.0, "2025-05": 8_000.0}
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
 async def test_a_point_names_the_customers_event_that_changed_the_mrr(pool: asyncpg.Pool) -> None:
     await projected(pool, "t_lineage", history("t_lineage"))
     rows = await pool.fetch(

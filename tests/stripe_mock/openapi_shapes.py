@@ -33,7 +33,7 @@ READ_FIELDS = frozenset({
     "canceled_at", "ended_at", "start_date", "total", "amount_due", "amount_paid", "amount_remaining",
     "period_start", "period_end", "status_transitions", "paid_at", "number", "billing_reason", "subscription",
     "parent", "subscription_details", "amount_received", "email", "name", "forgiven", "closed", "date",
-    "currency_options",
+    "currency_options", "start", "applies_to", "products", "subscription_item", "invoice_item", "checkout_session",
 })
 CURRENCIES = ["usd", "eur", "jpy", "gbp", "USD"]
 MAX_ITEMS = 3

@@ -6,11 +6,16 @@ reason)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from ingestor.envelope.build import envelope_for_event, is_read_resource
+from projections.handlers.writes import writes_for
+from schemas import Source
 from schemas.stripe_objects import (
     CHARGE_STATUSES,
     Charge,
@@ -123,3 +128,23 @@ def test_a_customer_from_stripes_schema_is_read_or_refused(raw: dict[str, Any]) 
     except UnreadableObjectError:
         return
     assert record.currency is None or record.currency == raw["currency"].lower()
+
+
+@DRAWS
+@given(objects("discount"), st.sampled_from(["created", "updated", "deleted"]))
+def test_a_discount_event_from_stripes_schema_is_the_customers_discount_or_not_read(raw: dict[str, Any],
+                                                                                       change: str) -> None:
+    """A `customer.discount.*` event whose object is any discount Stripe's schema allows: read as its customer's
+    own discount only when it names a customer and nothing else it would apply to, and then written as one
+    customer state (the coupon, unreadable as such, or none once deleted), never another exception."""
+    event = {"id": "evt_1", "object": "event", "type": f"customer.discount.{change}", "created": 1_781_500_000,
+             "livemode": False, "api_version": "2026-08-26.dahlia", "data": {"object": raw}}
+    own = isinstance(raw.get("customer"), str) and raw["customer"] != "" and all(raw.get(name) is None for name in (
+        "subscription", "subscription_item", "invoice", "invoice_item", "checkout_session"))
+    assert is_read_resource(event) is own
+    if not own:
+        return
+    writes = writes_for(envelope_for_event(event, "t", Source.WEBHOOK, datetime.now(timezone.utc)))
+    assert not writes.states and [row.customer_id for row in writes.customer_discounts] == [raw["customer"]]
+    assert (writes.customer_discounts[0].coupon is None) is (change == "deleted" or raw.get("source") is None
+                                                             and raw.get("coupon") is None)

@@ -91,7 +91,7 @@ def create_ingest_app(
             targets, store, RawEventPublisher(publisher, settings.kafka.raw_topic),
             StripeDiscounts(store, stripe_readers, settings.receiver.discount_fetch_timeout_s,
                             settings.receiver.discount_fetches_per_connection),
-            settings.receiver, ReceiverMetrics(app[REGISTRY]),
+            settings.receiver, ReceiverMetrics(app[REGISTRY]), pool,
         )
         tenants = PostgresTenantStore(pool, keyring, settings.reader)
         service = ConnectionService(

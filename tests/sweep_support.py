@@ -46,7 +46,9 @@ from tests.helpers import wait_for
 
 ADMIN_TOKEN = "admin-" + "s" * 30
 RAW_PARTITIONS = 3
-Effect = Literal["nothing_changed", "published_redacted", "acknowledged_not_published"]
+# counted_in_health: a signed event whose object cannot be read, acknowledged (Stripe would send it again for days)
+# and counted in the tenant's health, not published.
+Effect = Literal["nothing_changed", "published_redacted", "acknowledged_not_published", "counted_in_health"]
 ACCEPTED_CHANGES = frozenset({"public.stripe_connections"})  # last_webhook_at / test-delivery verification
 
 
@@ -173,6 +175,8 @@ def error_of(answer: Any) -> tuple[str | None, str]:
         return answer["error"]["code"], answer["error"]["message"]
     if isinstance(answer, dict) and answer.get("outcome") in ("refused", "key_invalid"):
         return answer["key"]["code"], answer["summary"]
+    if isinstance(answer, dict) and isinstance(answer.get("unreadable"), str):
+        return "unreadable_object", answer["unreadable"]
     return None, ""
 
 

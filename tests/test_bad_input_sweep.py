@@ -15,6 +15,7 @@ checked; a UTF-8 BOM is malformed JSON; JSON nested deeper than Stripe ever nest
 from __future__ import annotations
 
 import gzip
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -155,10 +156,12 @@ def nested(depth: int) -> Callable[[], bytes]:
 
 
 def object_with(**fields: Any) -> Callable[[], dict[str, Any]]:
-    """The sweep's charge event with some of its object's fields replaced."""
+    """The sweep's charge event with some of its object's fields replaced, under an event id of its own (Stripe's
+    event ids name one content each: what is counted in health is counted once per event id)."""
     def make() -> dict[str, Any]:
         event = charge_event()
         event["data"]["object"].update(fields)
+        event["id"] += "_" + hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:8]
         return event
     return make
 
@@ -337,13 +340,20 @@ ROWS: list[Row] = [
         '"api_version"'),
     Row("account-not-a-string", delivery(event_with(account=12)), 400, "not_an_event", '"account"'),
     Row("livemode-as-string", delivery(event_with(livemode="false")), 400, "not_an_event", '"livemode"'),
-    # Signed, valid events whose money cannot be derived: refused before Kafka, never stored as 0 or "".
-    Row("charge-currency-null", delivery(object_with(currency=None)), 400, "unreadable_object", "currency"),
-    Row("charge-amount-as-text", delivery(object_with(amount="2500")), 400, "unreadable_object", "amount"),
-    Row("charge-amount-as-float", delivery(object_with(amount=25.0)), 400, "unreadable_object", "amount"),
-    Row("charge-status-unknown", delivery(object_with(status="maybe")), 400, "unreadable_object", "status"),
-    Row("charge-amount-beyond-any", delivery(object_with(amount=10**17)), 400, "unreadable_object", "amount"),
-    Row("charge-amount-negative", delivery(object_with(amount=-2500)), 400, "unreadable_object", "amount"),
+    # Signed, valid events whose money cannot be derived: kept out of Kafka, never stored as 0 or "", counted in the
+    # tenant's health and acknowledged (refused, Stripe delivered them again for days, then disabled the endpoint).
+    Row("charge-currency-null", delivery(object_with(currency=None)), 200, "unreadable_object", "currency",
+        effect="counted_in_health"),
+    Row("charge-amount-as-text", delivery(object_with(amount="2500")), 200, "unreadable_object", "amount",
+        effect="counted_in_health"),
+    Row("charge-amount-as-float", delivery(object_with(amount=25.0)), 200, "unreadable_object", "amount",
+        effect="counted_in_health"),
+    Row("charge-status-unknown", delivery(object_with(status="maybe")), 200, "unreadable_object", "status",
+        effect="counted_in_health"),
+    Row("charge-amount-beyond-any", delivery(object_with(amount=10**17)), 200, "unreadable_object", "amount",
+        effect="counted_in_health"),
+    Row("charge-amount-negative", delivery(object_with(amount=-2500)), 200, "unreadable_object", "amount",
+        effect="counted_in_health"),
     Row("test-event-to-live-connection", delivery(to="live"), 400, "livemode_mismatch", "test-mode event"),
     Row("dashboard-test-event-to-live-connection", delivery(event_with(id="evt_00000000000000"), to="live"), 400,
         "livemode_mismatch", "live-mode connection"),
@@ -474,6 +484,13 @@ async def test_bad_input(sweep: Sweep, row: Row) -> None:
     if row.effect == "nothing_changed":
         assert changed == set(), f"tables changed: {changed}"
         assert new_records[sweep.settings.kafka.raw_topic] == 0
+    elif row.effect == "counted_in_health":
+        assert "public.dead_lettered_events" in changed <= {*ACCEPTED_CHANGES, "public.dead_lettered_events"}, changed
+        assert new_records[sweep.settings.kafka.raw_topic] == 0
+        assert answer.json == {"received": True, "published": False, "unreadable": message}
+        again = await sweep.send(row.build(sweep))  # Stripe's retry, or a duplicate delivery: counted once
+        await sweep.settle(sent_at)
+        assert again.status == 200 and after.changed_tables(await sweep.state()) <= ACCEPTED_CHANGES
     else:
         assert changed <= ACCEPTED_CHANGES, f"tables changed: {changed}"
         expected_records = 1 if row.effect == "published_redacted" else 0

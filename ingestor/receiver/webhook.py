@@ -4,8 +4,9 @@ Order of checks, cheapest and safest first: content type and encoding (Stripe ne
 Content-Encoding is refused rather than decoded), body size, the endpoint's token, the connection's share of
 the work (a tenant flooding its own URL gets 429, not everyone's event loop: checked before the body is
 read, paid once it is), how many objects and arrays it holds, the signature (nothing unauthenticated is
-parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode. Only then is
-the event redacted and published, and 2xx is answered only after Kafka acknowledged the record (acks=all).
+parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode, and whether the
+canonical model reads its object (one it cannot read is counted in the tenant's health and acknowledged, not
+published: Stripe would send it again for days). Only then is the event redacted and published, and 2xx is answered only after Kafka acknowledged the record (acks=all).
 If Kafka does not acknowledge in time the answer is 503 with Retry-After, so Stripe delivers again. This is
 the only module that turns errors into HTTP responses.
 """
@@ -19,7 +20,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
+import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -37,10 +40,11 @@ from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.shares import DeliveryShares
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
+from ingestor.sources.refusals import Refused, label_of, record_refused
 from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
-from plumbing.postgres import DatabaseUnavailableError
+from plumbing.postgres import DatabaseUnavailableError, database_errors
 from plumbing.settings import ReceiverSettings
 from schemas import Source
 from schemas.stripe_objects import UnreadableObjectError, read_event_object
@@ -168,10 +172,12 @@ class WebhookReceiver:
         discounts: StripeDiscounts,
         settings: ReceiverSettings,
         metrics: ReceiverMetrics,
+        health: asyncpg.Pool,
         wall_clock: Callable[[], float] = time.time,
     ):
         self._targets = targets
         self._store = store
+        self._health = health  # where an unreadable event is counted (`public.dead_lettered_events`)
         self._publisher = publisher
         self._discounts = discounts
         self._settings = settings
@@ -272,10 +278,29 @@ class WebhookReceiver:
             event = with_expanded(event, found)
         try:
             read_event_object(event)  # as the projections will read it
-        except UnreadableObjectError as exc:  # refused: changes nothing, not even when a delivery last came
-            return "unreadable_object", error_response(400, "unreadable_object", str(exc))
+        except UnreadableObjectError as exc:
+            return await self._unreadable(event, target, exc, now)
         self.last_delivery_at[target.connection_id] = now
         return await self._publish(event, target, now)
+
+    async def _unreadable(self, event: dict[str, Any], target: WebhookTarget, exc: UnreadableObjectError,
+                          now: datetime) -> tuple[str, web.Response]:
+        """A signed event whose object no rule reads (a money, currency or interval that cannot be derived): not
+        published, counted in the tenant's health (once, however often it comes), and acknowledged. Refused with a
+        400, Stripe delivered the same object again for three days and then disabled the endpoint, every revenue
+        event of the tenant with it, and nothing showed in health."""
+        refused = Refused(target.tenant_id, "webhook", str(event["type"]), label_of(event), "unreadable_object",
+                          f"{exc}; left out of the webhooks")
+        try:
+            with database_errors():
+                await record_refused(self._health, [refused])
+        except DatabaseUnavailableError as exc_db:
+            log.warning("could not count an unreadable event in health; answering 503", error=repr(exc_db))
+            return "database_unavailable", self._unavailable()
+        self.last_delivery_at[target.connection_id] = now
+        return "unreadable_object", web.Response(
+            body=json.dumps({"received": True, "published": False, "unreadable": str(exc)}).encode(),
+            content_type="application/json")
 
     async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:
         """The body, or the refusal of one too slow or too large."""

@@ -1,5 +1,5 @@
-"""What Stripe listed that cannot become a record: an object the import cannot make a snapshot of, an event the
-poller cannot read. Each is left out alone — the rest of the page, the connection and other tenants go on — and
+"""What Stripe listed or sent that cannot become a record: an object the import cannot make a snapshot of, an event
+the poller cannot read, a webhook's event whose object the canonical model cannot read. Each is left out alone — the rest of the page, the connection and other tenants go on — and
 counted in the tenant's health with the records the projector dead-lettered (`public.dead_lettered_events`, as
 `unreadable_events`), once however often it is listed again. Nothing of its content is kept: it may hold what
 redaction would have dropped."""

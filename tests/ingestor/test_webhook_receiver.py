@@ -427,6 +427,26 @@ async def test_events_about_objects_without_an_id_are_acknowledged_not_refused(
     assert await receiver.published() == 0
 
 
+async def test_an_event_whose_money_cannot_be_read_is_counted_in_its_tenants_health_and_acknowledged(
+        receiver: Receiver, pg: asyncpg.Connection) -> None:
+    """Refused with a 400, Stripe delivered it again for three days and then disabled the endpoint (every revenue
+    event of the tenant with it), and health showed nothing. Now: not published, counted once in the sender's
+    health by its event id and why, never in another tenant's, and answered 200."""
+    tenant, other = receiver.tenants["a"], receiver.tenants["b"]
+    event = charge_event("evt_no_currency")
+    event["data"]["object"]["currency"] = None
+    body = json.dumps(event)
+    for _ in range(2):  # delivered again: counted once
+        status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+        assert status == 200 and answer["published"] is False and "currency" in answer["unreadable"], answer
+    assert await receiver.published() == 0
+    rows = await pg.fetch("SELECT tenant_id, topic, event_id, reason, message FROM public.dead_lettered_events "
+                          "WHERE tenant_id = ANY($1::text[])", [tenant.tenant_id, other.tenant_id])
+    assert [(r["tenant_id"], r["topic"], r["event_id"], r["reason"]) for r in rows] == [
+        (tenant.tenant_id, "stripe-webhook", "evt_no_currency", "unreadable_object")]
+    assert "currency" in rows[0]["message"] and PAN not in rows[0]["message"]
+
+
 async def test_a_dashboard_test_webhook_verifies_the_connection_and_is_not_revenue(receiver: Receiver, pg: asyncpg.Connection) -> None:
     tenant = receiver.tenants["a"]
     body = json.dumps(charge_event("evt_00000000000000"))

@@ -487,7 +487,13 @@ async def test_bad_input(sweep: Sweep, row: Row) -> None:
     elif row.effect == "counted_in_health":
         assert "public.dead_lettered_events" in changed <= {*ACCEPTED_CHANGES, "public.dead_lettered_events"}, changed
         assert new_records[sweep.settings.kafka.raw_topic] == 0
-        assert answer.json == {"received": True, "published": False, "unreadable": message}
+        assert set(answer.json) == {"received", "published", "unreadable"} and answer.json["published"] is False
+        sent = orjson.loads(call.data or b"")
+        row_kept = await sweep.pg.fetchrow("SELECT tenant_id, topic, reason, message FROM public.dead_lettered_events "
+                                           "WHERE event_id = $1", sent["id"])
+        assert (row_kept["tenant_id"], row_kept["topic"], row_kept["reason"]) == (
+            sweep.endpoints["test"].tenant_id, "stripe-webhook", "unreadable_object")
+        assert row.message in row_kept["message"]
         again = await sweep.send(row.build(sweep))  # Stripe's retry, or a duplicate delivery: counted once
         await sweep.settle(sent_at)
         assert again.status == 200 and after.changed_tables(await sweep.state()) <= ACCEPTED_CHANGES

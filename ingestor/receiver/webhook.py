@@ -6,9 +6,9 @@ the work (a tenant flooding its own URL gets 429, not everyone's event loop: che
 read, paid once it is), how many objects and arrays it holds, the signature (nothing unauthenticated is
 parsed), the JSON, how many digits it holds (masking card numbers works per digit), the mode, and whether the
 canonical model reads its object (one it cannot read is counted in the tenant's health and acknowledged, not
-published: Stripe would send it again for days). Only then is the event redacted and published, and 2xx is answered only after Kafka acknowledged the record (acks=all).
-If Kafka does not acknowledge in time the answer is 503 with Retry-After, so Stripe delivers again. This is
-the only module that turns errors into HTTP responses.
+published: Stripe would send it again for days). Only then is the event redacted and published, and 2xx is
+answered only after Kafka acknowledged the record (acks=all). If Kafka does not acknowledge in time the answer
+is 503 with Retry-After, so Stripe delivers again. This is the only module that turns errors into HTTP responses.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ingestor.envelope.publisher import RawEventPublisher
 from ingestor.errors import BadEventError, IngestError
 from ingestor.receiver.shares import DeliveryShares
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
-from ingestor.sources.refusals import Refused, label_of, record_refused
+from ingestor.sources.refusals import Refused, label_of, record_refused, shown_message
 from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
@@ -276,10 +276,13 @@ class WebhookReceiver:
                             error=str(exc))
                 return "discounts_unavailable", self._unavailable()
             event = with_expanded(event, found)
+        unreadable = None
         try:
             read_event_object(event)  # as the projections will read it
         except UnreadableObjectError as exc:
-            return await self._unreadable(event, target, exc, now)
+            unreadable = exc  # handled outside: an error while counting it would carry its unredacted text
+        if unreadable is not None:
+            return await self._unreadable(event, target, unreadable, now)
         self.last_delivery_at[target.connection_id] = now
         return await self._publish(event, target, now)
 
@@ -289,17 +292,18 @@ class WebhookReceiver:
         published, counted in the tenant's health (once, however often it comes), and acknowledged. Refused with a
         400, Stripe delivered the same object again for three days and then disabled the endpoint, every revenue
         event of the tenant with it, and nothing showed in health."""
+        why = shown_message(str(exc))  # the raw event's values, not redacted yet: card numbers masked, cut short
         refused = Refused(target.tenant_id, "webhook", str(event["type"]), label_of(event), "unreadable_object",
-                          f"{exc}; left out of the webhooks")
+                          shown_message(f"{why}; left out of the webhooks"))
         try:
-            with database_errors():
+            with database_errors(server_state=True):
                 await record_refused(self._health, [refused])
-        except DatabaseUnavailableError as exc_db:
-            log.warning("could not count an unreadable event in health; answering 503", error=repr(exc_db))
+        except DatabaseUnavailableError:
+            log.warning("could not count an unreadable event in health; answering 503")
             return "database_unavailable", self._unavailable()
         self.last_delivery_at[target.connection_id] = now
         return "unreadable_object", web.Response(
-            body=json.dumps({"received": True, "published": False, "unreadable": str(exc)}).encode(),
+            body=json.dumps({"received": True, "published": False, "unreadable": why}).encode(),
             content_type="application/json")
 
     async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:

@@ -1,6 +1,6 @@
 """What Stripe listed or sent that cannot become a record: an object the import cannot make a snapshot of, an event
-the poller cannot read, a webhook's event whose object the canonical model cannot read. Each is left out alone — the rest of the page, the connection and other tenants go on — and
-counted in the tenant's health with the records the projector dead-lettered (`public.dead_lettered_events`, as
+the poller cannot read, a webhook's event whose object the canonical model cannot read. Each is left out alone —
+the rest of the page, the connection and other tenants go on — and counted in the tenant's health with the records the projector dead-lettered (`public.dead_lettered_events`, as
 `unreadable_events`), once however often it is listed again. Nothing of its content is kept: it may hold what
 redaction would have dropped."""
 
@@ -40,10 +40,20 @@ class Refused:
         return stable_offset(self.reader, self.resource, self.label)
 
 
+MESSAGE_CHARS = 500  # as the projector's dead letters' (`ROW_MESSAGE_CHARS`)
+
+
 def refusal_of(tenant_id: str, reader: str, resource: str, item: object, exc: IngestError) -> Refused:
     """What is kept of an item left out: a label that names it without its content, and why."""
     return Refused(tenant_id, reader, resource, label_of(item), exc.code,
-                   f"{exc}; left out of the {reader} of {resource}")
+                   shown_message(f"{exc}; left out of the {reader} of {resource}"))
+
+
+def shown_message(text: str) -> str:
+    """Why something was left out, as it may be stored and shown: the reader quotes the value it could not read, which
+    may be anything the sender put there, unredacted (a card number in `currency`), so card numbers are masked, NUL
+    bytes (which Postgres's text refuses) dropped, and the whole cut to `MESSAGE_CHARS`."""
+    return mask_pans(text.replace("\0", ""))[:MESSAGE_CHARS]
 
 
 def label_of(item: object) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -434,17 +436,39 @@ async def test_an_event_whose_money_cannot_be_read_is_counted_in_its_tenants_hea
     health by its event id and why, never in another tenant's, and answered 200."""
     tenant, other = receiver.tenants["a"], receiver.tenants["b"]
     event = charge_event("evt_no_currency")
-    event["data"]["object"]["currency"] = None
+    event["data"]["object"]["currency"] = PAN  # quoted by the reader as it could not read it: never kept
     body = json.dumps(event)
     for _ in range(2):  # delivered again: counted once
         status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
         assert status == 200 and answer["published"] is False and "currency" in answer["unreadable"], answer
+        assert PAN not in answer["unreadable"] and mask_pans(PAN) in answer["unreadable"]
     assert await receiver.published() == 0
     rows = await pg.fetch("SELECT tenant_id, topic, event_id, reason, message FROM public.dead_lettered_events "
                           "WHERE tenant_id = ANY($1::text[])", [tenant.tenant_id, other.tenant_id])
     assert [(r["tenant_id"], r["topic"], r["event_id"], r["reason"]) for r in rows] == [
         (tenant.tenant_id, "stripe-webhook", "evt_no_currency", "unreadable_object")]
     assert "currency" in rows[0]["message"] and PAN not in rows[0]["message"]
+
+
+async def test_what_an_unreadable_event_leaves_in_health_is_short_and_storable(
+        receiver: Receiver, pg: asyncpg.Connection) -> None:
+    """The reader names every currency of items that disagree (7,000 of them here: 35 KB of message) and quotes ids
+    as sent (a NUL byte, which Postgres's text refuses: a 500 before)."""
+    tenant = receiver.tenants["a"]
+    event = charge_event("evt_long")
+    event["type"], event["data"]["object"] = "customer.subscription.created", {
+        "id": "sub_a\u0000b", "object": "subscription", "customer": "cus_1", "status": "active", "created": 1,
+        "items": {"object": "list", "has_more": False, "data": [
+            {"id": f"si_{code}", "object": "subscription_item", "quantity": 1, "plan": {
+                "id": f"plan_{code}", "object": "plan", "amount": 1, "currency": code, "interval": "month",
+                "interval_count": 1, "usage_type": "licensed", "billing_scheme": "per_unit"}}
+            for code in ("".join(letters) for letters in itertools.islice(
+                itertools.product(string.ascii_lowercase, repeat=3), 3_000))]}}
+    body = json.dumps(event)
+    status, answer, _ = await receiver.post(tenant, body, sign(body, tenant.secret))
+    assert status == 200 and 0 < len(answer["unreadable"]) <= 500, (status, answer)
+    message = await pg.fetchval("SELECT message FROM public.dead_lettered_events WHERE event_id = 'evt_long'")
+    assert message is not None and len(message) <= 500
 
 
 async def test_a_dashboard_test_webhook_verifies_the_connection_and_is_not_revenue(receiver: Receiver, pg: asyncpg.Connection) -> None:

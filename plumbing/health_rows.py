@@ -15,6 +15,7 @@ from typing import NamedTuple
 import asyncpg
 
 NOT_A_KAFKA_PARTITION = -1
+MESSAGE_CHARS = 500  # the most of a row's message kept and shown (the reason, not the record)
 
 
 class HealthRow(NamedTuple):

@@ -16,6 +16,7 @@ import orjson
 from ingestor.envelope.redaction import redacted_json
 from ingestor.errors import BadEventError
 from schemas import Envelope, Source
+from schemas.stripe_objects.reader import MAX_UNIX_S
 
 # The five resources we read; events about anything else are acknowledged but not published — but a customer's own
 # discount (`customer.discount.*`): a change of it reduces the MRR of the customer's subscriptions.
@@ -32,7 +33,7 @@ MAX_NESTING = 64
 # Stripe's ids, types and versions are far shorter; each is repeated in the envelope (and the object
 # id in the record key), so unbounded ones could make a record Kafka refuses (503 for ever).
 MAX_NAME_LENGTH = 255
-MAX_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
+MAX_CREATED = MAX_UNIX_S  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # one JSON string, escapes and all (linear: no nested repeats)
 
 

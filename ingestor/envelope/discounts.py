@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingestor.envelope.build import object_id
 from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted, discount_lists_mapped
 
 
@@ -76,10 +77,8 @@ def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
 def fill_in_target(event: Mapping[str, Any]) -> tuple[str, str]:
     """The object type and id whose retrieve fills in what the event leaves unexpanded: its subscription or
     customer, or for a customer's discount the customer (a coupon deleted since is read from its discount there)."""
-    obj = event["data"]["object"]
-    if obj.get("object") == "discount":
-        return "customer", str(obj["customer"])
-    return str(obj["object"]), str(obj["id"])
+    kind = str(event["data"]["object"]["object"])
+    return ("customer" if kind == "discount" else kind), object_id(event)
 
 
 def unexpanded_discounts(event: Mapping[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """What Stripe listed or sent that cannot become a record: an object the import cannot make a snapshot of, an event
 the poller cannot read, a webhook's event whose object the canonical model cannot read. Each is left out alone —
-the rest of the page, the connection and other tenants go on — and counted in the tenant's health with the records the projector dead-lettered (`public.dead_lettered_events`, as
-`unreadable_events`), once however often it is listed again. Nothing of its content is kept: it may hold what
+the rest of the page, the connection and other tenants go on — and counted in the tenant's health with the records
+the projector dead-lettered (`public.dead_lettered_events`, as `unreadable_events`), once however often it is listed
+again. Nothing of its content is kept: it may hold what
 redaction would have dropped."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ingestor.envelope.build import is_name
 from ingestor.envelope.card_numbers import mask_pans
 from ingestor.envelope.redaction import redacted_sorted_json
 from ingestor.errors import IngestError
-from plumbing.health_rows import NOT_A_KAFKA_PARTITION, HealthRow, count_in_health, stable_offset
+from plumbing.health_rows import MESSAGE_CHARS, NOT_A_KAFKA_PARTITION, HealthRow, count_in_health, stable_offset
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_]+")
 _SECRET_LIKE = re.compile(r"secret|^(sk|rk|whsec)_", re.IGNORECASE)
@@ -38,9 +39,6 @@ class Refused:
     def offset(self) -> int:
         """A stable 63-bit number for (reader, resource, label): the row's key among the tenant's dead letters."""
         return stable_offset(self.reader, self.resource, self.label)
-
-
-MESSAGE_CHARS = 500  # as the projector's dead letters' (`ROW_MESSAGE_CHARS`)
 
 
 def refusal_of(tenant_id: str, reader: str, resource: str, item: object, exc: IngestError) -> Refused:

@@ -33,6 +33,7 @@ from schemas.stripe_objects import (
     read_object,
     read_subscription,
 )
+from schemas.stripe_objects.reader import MAX_UNIX_S
 
 # Column order of each state table after the common (tenant_id, id, state_time, state_rank,
 # state_event_id, livemode) prefix; `data` is always last.
@@ -222,16 +223,15 @@ def writes_for(envelope: Envelope) -> Writes:
     writes = Writes()
     writes.states.append(StateRow(table, envelope.tenant_id, envelope.object_id, time_ms, rank,
                                   envelope.event_id, envelope.livemode, _values(record, deleted, orjson.dumps(obj))))
+    previous = (event.get("data") or {}).get("previous_attributes")
     if isinstance(record, Charge):
         writes.extend(_charge_history(envelope.tenant_id, record, time_ms, rank, envelope.event_id))
     elif isinstance(record, Customer) and record.discount_known:
-        previous = (event.get("data") or {}).get("previous_attributes")
         removed = previous.get("discount") if isinstance(previous, Mapping) else None
         writes.customer_discounts.extend(_customer_discounts(
             envelope, record, time_ms, discount_rank(rank, record, removed)))
     elif isinstance(record, Subscription):
         writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
-        previous = (event.get("data") or {}).get("previous_attributes")
         if isinstance(previous, Mapping) and previous:
             writes.versions.extend(_version_before(envelope, obj, record, previous, time_ms))
     return writes
@@ -250,9 +250,6 @@ def _customer_discount_change(envelope: Envelope) -> Writes:
     removed = obj if envelope.event_type.endswith(".deleted") else None
     return Writes(customer_discounts=_customer_discounts(envelope, record, state_time_ms(envelope),
                                                          discount_rank(rank, record, removed)))
-
-
-MAX_UNIX_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def discount_rank(rank: int, customer: Customer, removed: Any) -> int:
@@ -276,6 +273,15 @@ def discount_rank(rank: int, customer: Customer, removed: Any) -> int:
         order = 2 * removed_at + 1
     else:
         order = 0
+    return _in_order(order, rank)
+
+
+# An import's point at a discount's start (`_customer_discounts`): below the states Stripe sent showing it (−1 to 1).
+IMPORTED_START_RANK = -2
+
+
+def _in_order(order: int, rank: int) -> int:
+    """The rank of a customer state of discount `order` and of `rank` (−2 to 1) within it."""
     return order * 4 + rank + 1
 
 
@@ -288,8 +294,9 @@ def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, ra
     rows = [CustomerDiscountRow(envelope.tenant_id, customer.id, time_ms, rank, envelope.event_id, coupon)]
     start = _timestamp(customer.discount_start)
     if envelope.source is Source.IMPORT and coupon is not None and start is not None and start * 1000 < time_ms:
-        rows.append(CustomerDiscountRow(envelope.tenant_id, customer.id, start * 1000, 8 * start - 1,
-                                        envelope.event_id + ":start", coupon))
+        rows.append(CustomerDiscountRow(envelope.tenant_id, customer.id, start * 1000,
+                                        _in_order(2 * start, IMPORTED_START_RANK), envelope.event_id + ":start",
+                                        coupon))
     return rows
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from plumbing.health_rows import NOT_A_KAFKA_PARTITION, HealthRow, count_in_health, stable_offset
+from plumbing.health_rows import MESSAGE_CHARS, NOT_A_KAFKA_PARTITION, HealthRow, count_in_health, stable_offset
 from projections.handlers.customer_discounts import (
     DiscountState,
     StoredVersion,
@@ -58,7 +58,7 @@ MAX_CUSTOMER_VERSIONS = 50_000
 def _health_row(tenant_id: str, problem: UnreadableObjectError) -> HealthRow:
     return HealthRow(tenant_id, PROBLEMS_TOPIC, NOT_A_KAFKA_PARTITION,
                      stable_offset(problem.object_id, problem.event_id, str(problem)[:100]), problem.event_id,
-                     "UnreadableObjectError", str(problem)[:500])
+                     "UnreadableObjectError", str(problem)[:MESSAGE_CHARS])
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ import asyncpg
 from aiokafka import ConsumerRecord
 
 from plumbing.errors import error_site
+from plumbing.health_rows import MESSAGE_CHARS
 from plumbing.kafka import MAX_RECORD_BYTES
 from plumbing.postgres import refusal_text
 from projections.errors import ProjectionError
@@ -28,7 +29,6 @@ from schemas.stripe_objects import UnreadableObjectError
 LETTER_VALUE_BYTES = MAX_RECORD_BYTES // 4
 LETTER_KEY_BYTES = 1024  # a key is `<tenant_id>:<object_id>`, far shorter
 LETTER_REASON_CHARS = 1500
-ROW_MESSAGE_CHARS = 500
 
 
 def reason_text(exc: BaseException) -> str:
@@ -49,7 +49,7 @@ def letter_row(record: ConsumerRecord, exc: BaseException, event_id: str = "") -
     tenant = (record.key or b"").split(b":", 1)[0].decode("utf-8", "replace")[:255]
     return DeadLetterRow(tenant, record.topic, record.partition, record.offset,
                          event_id or str(getattr(exc, "event_id", "")), type(exc).__name__,
-                         reason_text(exc)[:ROW_MESSAGE_CHARS])
+                         reason_text(exc)[:MESSAGE_CHARS])
 
 
 def letter_for(record: ConsumerRecord, exc: BaseException, event_id: str, group: str, failed_time: datetime,

@@ -101,9 +101,9 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                              "second, one showing a discount applied later (`start`), or removing the one applied "
                              "latest (`.deleted`, or `previous_attributes.discount`), is the later. Its forever "
                              "coupon reduces, after their items' own, the MRR of the customer's subscriptions that "
-                             "have no discounts of their own (of any duration), from the customer state that shows it to the one that no longer "
-                             "does, by the subscription coupon rules (products, amount off in the subscription's "
-                             "currency)",
+                             "have no discounts of their own (of any duration), from the customer state that shows "
+                             "it to the one that no longer does, by the subscription coupon rules (products, amount "
+                             "off in the subscription's currency)",
      "the customer still counts; a state whose discount cannot be read (named by id only, no coupon, no "
      "`applies_to`) takes the coupon from another of the customer's states that reads it, else counts as not "
      "received (the discount before stays in effect), and a coupon that cannot apply to "

@@ -14,6 +14,7 @@ from typing import Any
 from schemas.stripe_objects.records import UnreadableObjectError
 
 CURRENCY = re.compile(r"^[a-z]{3}$")
+MAX_UNIX_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 MAX_MINOR_UNITS = 10**15  # far beyond any Stripe amount; keeps every amount inside a bigint with room
 # A `*_decimal` amount as Stripe writes it: plain digits, at most 12 decimal places. Checked on the text, before it
 # becomes a number: Decimal takes any exponent ("1e-1000000000" is 14 bytes) and making that a Fraction builds
@@ -76,7 +77,7 @@ class FieldReader:
 
     def when(self, value: Any, field: str) -> datetime:
         """A required time in Unix seconds (year 1970 to 9999)."""
-        if type(value) is not int or not 0 <= value <= 253_402_300_799:
+        if type(value) is not int or not 0 <= value <= MAX_UNIX_S:
             raise self.fail(field, f"must be a Unix time in seconds, got {shown(value)}")
         return datetime.fromtimestamp(value, tz=timezone.utc)
 

@@ -8,7 +8,7 @@ the same event types for the user to select on their webhook endpoint. Pure data
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Mapping
+from typing import Any, Final, Mapping, Sequence
 
 # How a subscription's discounts are asked for with their coupons, and its items' prices with their tiers (a tiered
 # price's `tiers` are included only when asked for): on a retrieve, and the discounts on a list page too. Stripe
@@ -63,6 +63,16 @@ COUPONS: Final = Resource("coupons", "coupon", "rak_coupon_read", "Coupons", {})
 TESTED: Final = (*IMPORTED, EVENTS, COUPONS)
 BY_NAME: Final = {r.name: r for r in TESTED}
 BY_PERMISSION: Final = {r.permission: r for r in TESTED}
+
+
+def in_words(labels: Sequence[str]) -> str:
+    """"A, B and C"."""
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+# What a user sets to "Read" when creating the key, as every instruction says it: the key test refuses a key without
+# one of them, so an instruction naming fewer (Coupons was left out of all of them) fails the user's first Test.
+READ_ACCESS: Final = in_words([r.dashboard_label for r in TESTED])
 
 # The event types about the five resources that revenue depends on, and a customer's own discount (it reduces the
 # MRR of its subscriptions without discounts of their own; whether Stripe also sends `customer.updated` for its

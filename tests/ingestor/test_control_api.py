@@ -88,7 +88,7 @@ async def test_keys_that_are_not_restricted_keys_are_refused_before_any_request(
     assert status == 200 and body["outcome"] == "refused" and body["key"]["code"] == code
     assert words in body["summary"]
     if code == "secret_key_refused":
-        assert "Customers, Charges, Subscriptions, Invoices, PaymentIntents and Events" in body["summary"]
+        assert "Customers, Charges, Subscriptions, Invoices, PaymentIntents, Events and Coupons" in body["summary"]
     assert no_requests_since(sim, account, before)
     status, body = await control.call("POST", f"/api/tenants/{tenant}/connections", token, {"key": key})
     assert status == 422 and body["error"]["code"] == "key_refused"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,14 @@ from ingestor.connections.key_formats import (
     mask_secrets_in_text,
     validate_webhook_secret,
 )
+from ingestor.connections.key_test import KEY_INVALID_FIX
+from ingestor.connections.status import STATUSES
 from ingestor.errors import IngestError
+from ingestor.stripe_api.catalog import TESTED
+
+# What every instruction to create a key says to set to "Read": each permission the key test requires.
+READ_ACCESS = "Customers, Charges, Subscriptions, Invoices, PaymentIntents, Events and Coupons"
+REPO = Path(__file__).resolve().parents[2]
 
 BODY = "51HxYzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789wxyz"
 RK_LIVE = "rk_live_" + BODY
@@ -76,7 +84,7 @@ def test_secret_keys_are_refused_with_instructions(key: str, mode: str) -> None:
         "moving money",
         "Developers → API keys",
         '"Create restricted key"',
-        "Customers, Charges, Subscriptions, Invoices, PaymentIntents and Events",
+        READ_ACCESS,
         '"Read"',
         '"None"',
         f"rk_{mode}_",
@@ -262,3 +270,20 @@ def test_masked_text_shows_no_more_than_last_four_and_is_stable(
 def test_glued_secrets_are_each_masked() -> None:
     assert mask_secrets_in_text("whsec_" + RK_LIVE) == "whsec_rk_live_…wxyz"
     assert mask_secrets_in_text("rk_live_ABCD" + SK_LIVE) == "rk_live_…sk_live_…wxyz"
+
+
+def test_every_instruction_to_create_a_key_names_every_permission_the_key_test_requires() -> None:
+    """A user creates the key as an instruction says, then Tests it: an instruction naming fewer permissions than the
+    Test reads fails their first Test (Coupons, read since discounts are ids, was left out of every one of them)."""
+    assert READ_ACCESS.replace(" and ", ", ").split(", ") == [r.dashboard_label for r in TESTED]
+    instructions = {
+        "the page": (REPO / "ingestor/control/static/index.html").read_text(),
+        "docs, the flow": (REPO / "docs/operating.md").read_text().split("## The flow", 1)[1].split("\n2. ", 1)[0],
+        "docs, key_invalid": (REPO / "docs/operating.md").read_text().split("### key_invalid", 1)[1].split("###")[0],
+        "a secret key refused": classify_key(SK_LIVE).message,
+        "a publishable key refused": classify_key(PK_LIVE).message,
+        "the Test of a revoked key": KEY_INVALID_FIX,
+        "the key_invalid status": " ".join(STATUSES["key_invalid"].recovery),
+    }
+    assert {where: READ_ACCESS in " ".join(text.split()) for where, text in instructions.items()} == dict.fromkeys(
+        instructions, True)

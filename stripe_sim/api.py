@@ -124,6 +124,8 @@ def _expanded(key: ApiKey, store: Store, stored: Obj, rendered: Obj, version: st
         return _with_refunds(store, rendered)
     if rendered.get("object") == "coupon" and f"{prefix}applies_to" in expand:
         return {**rendered, "applies_to": stored.get("applies_to")}
+    if rendered.get("object") == "price" and f"{prefix}tiers" in expand and "tiers" in stored:
+        return {**rendered, "tiers": stored["tiers"]}
     if rendered.get("object") == "customer":
         return _customer_expanded(key, stored, rendered, version, expand, prefix)
     if rendered.get("object") != "subscription":

@@ -20,7 +20,9 @@ PERMISSIONS = {"customers": "rak_customer_read", "charges": "rak_charge_read",
                "subscriptions": "rak_subscription_read", "invoices": "rak_invoice_read",
                "payment_intents": "rak_payment_intent_read", "events": "rak_event_read",
                # Coupons, also needed to expand a subscription's discounts (their coupons come with them).
-               "coupons": "rak_coupon_read"}
+               "coupons": "rak_coupon_read",
+               # Prices: the Dashboard's row is "Prices", its permission still named for plans.
+               "prices": "rak_plan_read"}
 
 
 def key_from_header(header: str | None) -> str | None:

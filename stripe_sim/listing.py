@@ -13,7 +13,8 @@ from stripe_sim.model import Obj, Store
 
 EVENT_WINDOW = 30 * 86400
 KINDS = {"customers": "customer", "charges": "charge", "subscriptions": "subscription",
-         "invoices": "invoice", "payment_intents": "payment_intent", "events": "event", "coupons": "coupon"}
+         "invoices": "invoice", "payment_intents": "payment_intent", "events": "event", "coupons": "coupon",
+         "prices": "price"}
 _SUB_STATUSES = {"active", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired",
                  "trialing", "paused", "all", "ended"}
 Query = Mapping[str, str]

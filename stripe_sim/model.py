@@ -19,7 +19,7 @@ Obj = dict[str, Any]
 EventListener = Callable[["Account", bool, Obj], None]
 
 # The resources the read API serves, mapped to their object kind.
-RESOURCES = ("customers", "charges", "subscriptions", "invoices", "payment_intents", "events", "coupons")
+RESOURCES = ("customers", "charges", "subscriptions", "invoices", "payment_intents", "events", "coupons", "prices")
 
 
 @dataclass

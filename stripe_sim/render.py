@@ -222,9 +222,14 @@ def _payment_intent(pi: Obj, version: str) -> Obj:
                         "url": f"/v1/charges?payment_intent={pi['id']}"}}
 
 
+def _price(price: Obj, version: str) -> Obj:
+    """A price as retrieved or listed: a tiered one's `tiers` only when asked for (`expand[]=tiers`)."""
+    return _without(price, ("tiers",))
+
+
 _RENDERERS: dict[str, Callable[[Obj, str], Obj]] = {
     "invoice": _invoice, "subscription": _subscription, "charge": _charge, "payment_intent": _payment_intent,
-    "coupon": coupon_as_shown, "customer": _customer, "discount": _discount_as_of,
+    "coupon": coupon_as_shown, "customer": _customer, "discount": _discount_as_of, "price": _price,
 }
 
 

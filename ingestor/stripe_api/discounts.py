@@ -6,7 +6,9 @@ products, its items' discounts (`expand[]=discounts&expand[]=discounts.source.co
 coupon.applies_to&expand[]=items.data.discounts`; this needs the restricted key's coupon permission), tiers with
 `expand[]=items.data.price.tiers` — then one retrieve per coupon still not there (`GET /v1/coupons/{id}?expand[]=
 applies_to`: an item's discount's coupon, five levels down, or a forever coupon embedded in an older version's event
-without its products), through the connection's reader and within its account's budget. A coupon deleted at Stripe
+without its products) and per tiered price the subscription has left since (`GET /v1/prices/{id}?expand[]=tiers`:
+an event of its time on that price; the key's Prices permission, optional), through the connection's reader and
+within its account's budget. A coupon deleted at Stripe
 since (404; deleting a coupon stops new redemptions only) is read from the subscription's discounts that still apply
 it. A discount's coupon, a coupon's products and a price's tiers never change (Stripe prices are immutable in their
 amounts), so what was fetched is kept per connection (bounded).
@@ -28,7 +30,7 @@ from typing import Any
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in
-from ingestor.errors import KeyInvalidError, ObjectMissingError, StripeUnavailableError
+from ingestor.errors import KeyInvalidError, ObjectMissingError, PermissionMissingError, StripeUnavailableError
 from ingestor.stripe_api.catalog import CUSTOMER_DISCOUNT_EXPANSION, DISCOUNT_EXPANSIONS, TIER_EXPANSIONS
 from ingestor.stripe_api.client import StripeReader
 from ingestor.stripe_api.readers import StripeReaders
@@ -41,6 +43,8 @@ COUPON_FIELDS = frozenset({"id", "object", "duration", "duration_in_months", "pe
 # The most coupons one subscription's fill-in asks Stripe for (Stripe allows 20 discounts on a subscription and on
 # each item): a tenant signs its own webhooks, and each coupon id named is a request of its budget and our time.
 MAX_COUPONS_ASKED = 40
+# The most prices one event's fill-in asks Stripe for alone (a subscription has at most 20 items).
+MAX_PRICES_ASKED = 20
 
 
 def expansions_for(wanted: Unexpanded) -> list[str]:
@@ -61,6 +65,7 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
     if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
         found = expanded_in(await reader.retrieve_raw(
             "subscriptions", object_id, {"expand": expansions_for(wanted)}))
+        found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers]))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
@@ -89,6 +94,30 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
     # A discount whose coupon is still an id (gone from Stripe) is neither laid in nor remembered: the event keeps
     # its id, and the projector refuses the subscription's MRR by name.
     found.discounts = {i: d for i, d in laid_in.items() if not _coupon_by_id(d)}
+    return found
+
+
+async def _tiers_of_prices(reader: StripeReader, price_ids: list[str]) -> dict[str, list[Any]]:
+    """The tiers of tiered prices the subscription no longer has (an event of the time before it moved to another
+    price), each asked for alone (`GET /v1/prices/{id}?expand[]=tiers`; a price's tiers never change). Without the
+    key's Prices permission, or for a plan deleted since, a price stays without them: the event is refused by name
+    (in health), and the connection goes on — the permission is optional, never a reason to stop reading."""
+    if len(price_ids) > MAX_PRICES_ASKED:
+        log.warning("a subscription event names more tiered prices than are asked for at once; the rest stay "
+                    "unknown (the event refused by name)", prices=len(price_ids))
+    found: dict[str, list[Any]] = {}
+    for price_id in price_ids[:MAX_PRICES_ASKED]:
+        try:
+            price = await reader.retrieve_raw("prices", price_id, {"expand": ["tiers"]})
+        except ObjectMissingError:
+            continue
+        except PermissionMissingError:
+            log.warning("a subscription event names a tiered price its subscription no longer has, and the key cannot "
+                        "read prices (the Prices permission): the event stays unreadable", price_id=price_id)
+            break  # none of the others would be answered either
+        tiers = price.get("tiers")
+        if price.get("id") == price_id and isinstance(tiers, list) and tiers:
+            found[price_id] = tiers
     return found
 
 

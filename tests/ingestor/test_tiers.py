@@ -21,6 +21,7 @@ from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.render import render_event
 from tests.ingestor.conftest import ControlClient, connect, projected_mrr_is_the_ground_truth
+from tests.projections.support import bind_tenant, project_until_idle
 
 DAY = 86400
 TIERED_PRICES = 3  # in `tiered_account`: one retrieve each, whatever the number of events naming them
@@ -152,6 +153,16 @@ async def test_the_receiver_fills_in_tiers_once_per_price(
     await create_topic(control.settings.kafka.dead_letter_topic, 1)
     account = tiered_account(sim, version)
     tenant, token, _, _ = await connect(control, sim, account)
+    answers = await deliver_every_event(control, sim, account, tenant, token)
+    assert [a for a in answers if a[1] != 200] == []
+    await mrr_is_the_ground_truth(control, sim, account, tenant)
+    assert len(subscription_retrieves(sim, account)) == TIERED_PRICES
+
+
+async def deliver_every_event(control: ControlClient, sim: SimServer, account: str, tenant: str,
+                              token: str) -> list[tuple[str, int, str]]:
+    """Sends the account's events to the tenant's webhook URL, newest first (as late deliveries come); returns each
+    one's (type, status, body)."""
     secret = "whsec_" + "t1ered" * 6
     status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
                                       {"secret": secret})
@@ -166,6 +177,84 @@ async def test_the_receiver_fills_in_tiers_once_per_price(
                                                                                         int(time.time()))}
         async with control.http.post(url, data=payload, headers=headers) as resp:
             answers.append((event["type"], resp.status, await resp.text()))
-    assert [a for a in answers if a[1] != 200] == []
-    await mrr_is_the_ground_truth(control, sim, account, tenant)
-    assert len(subscription_retrieves(sim, account)) == TIERED_PRICES
+    return answers
+
+
+GRADUATED_7 = 5 * 1000 + 2 * 800 + 500  # 7 seats on the graduated price of `moved_account`
+VOLUME_12 = 12 * 700 + 2000  # 12 seats on its volume price
+
+
+def moved_account(sim: SimServer, version: str) -> tuple[str, str]:
+    """An account (its events in `version`) whose one subscription moved from a graduated price to a volume one:
+    the graduated price is on no subscription any more, so no retrieve of one gives its tiers. Returns (account,
+    subscription id)."""
+    account = sim.create_account(api_version=version, customers=0).id
+    sim.set_rate_limit(account, 1000)
+    book = sim.book(account)
+    t0 = sim.clock.now() - 20 * DAY
+    graduated = book.create_tiered_price(t0, "usd", [(5, 1000, 0), (None, 800, 500)], "graduated")
+    volume = book.create_tiered_price(t0, "usd", [(10, 900, 0), (None, 700, 2000)], "volume")
+    customer = book.create_customer(t0, "moved@example.com")["id"]
+    moved = book.create_subscription(customer, [(graduated, 7)], t0 + DAY)
+    book.change_items(moved["id"], [(volume, 12)], t0 + 5 * DAY)
+    return account, moved["id"]
+
+
+async def mrr_paid(control: ControlClient, tenant: str, subscription_id: str) -> list[float]:
+    """The MRR (minor units) of the subscription's projected versions that pay, oldest first."""
+    async with control.pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        rows = await conn.fetch("SELECT mrr FROM projection.subscription_versions WHERE tenant_id = $1 "
+                                "AND subscription_id = $2 AND mrr > 0 ORDER BY state_time, state_rank", tenant,
+                                subscription_id)
+    return [float(r["mrr"]) for r in rows]
+
+
+def price_retrieves(sim: SimServer, account: str) -> int:
+    return sum(n for path, n in sim.request_counts(account).items() if path.startswith("GET /v1/prices/"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("source", ["poll", "webhooks"])
+@pytest.mark.parametrize("version", [LEGACY_VERSION, CURRENT_VERSION])
+async def test_an_event_of_a_tiered_price_the_subscription_has_left_counts_at_that_prices_tiers(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+    version: str, source: str,
+) -> None:
+    """The subscription's retrieve gives the tiers of the prices it has now: the event of its time on the earlier
+    price was unreadable (dead-lettered; its seven seats missing from every month before the move) until the
+    price itself is asked for its tiers."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account, moved = moved_account(sim, version)
+    tenant, token, connection_id, _ = await connect(control, sim, account)
+    if source == "poll":
+        outcome = await worker.poller.poll_connection(connection_id)
+        assert outcome.state == "polled", outcome
+    else:
+        assert [a for a in await deliver_every_event(control, sim, account, tenant, token) if a[1] != 200] == []
+    await projected_mrr_is_the_ground_truth(control, sim, account, tenant, {"usd": VOLUME_12})
+    assert await mrr_paid(control, tenant, moved) == [GRADUATED_7, VOLUME_12]
+    assert price_retrieves(sim, account) == 1  # the graduated price; the volume one's tiers come with its subscription
+
+
+@pytest.mark.integration
+async def test_without_the_prices_permission_only_that_event_is_unreadable_and_polling_goes_on(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+) -> None:
+    """Prices is an optional permission: a key without it connects, its connection keeps polling (a 403 is no reason
+    to stop reading), and the one event it would have read is counted in health by name, the rest projected."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account, moved = moved_account(sim, CURRENT_VERSION)
+    without_prices = {"customers", "charges", "subscriptions", "invoices", "payment_intents", "events", "coupons"}
+    tenant, _, connection_id, _ = await connect(control, sim, account, permissions=without_prices)
+    for _ in range(2):
+        outcome = await worker.poller.poll_connection(connection_id)
+        assert outcome.state == "polled", outcome
+    assert await control.pool.fetchval("SELECT status FROM stripe_connections WHERE connection_id = $1",
+                                       connection_id) not in ("permission_missing", "key_invalid")
+    await project_until_idle(control.settings, control.pool)
+    refused = await control.pool.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
+                                       tenant)
+    assert refused and {(r["reason"], "price.tiers are needed for a tiered price" in r["message"]) for r in refused} \
+        == {("UnreadableObjectError", True)}  # its states of the graduated price (incomplete, then active)
+    assert await mrr_paid(control, tenant, moved) == [VOLUME_12]

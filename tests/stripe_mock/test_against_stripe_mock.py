@@ -22,7 +22,7 @@ from ingestor.envelope.coupons import coupons_laid_in
 from ingestor.envelope.discounts import Unexpanded
 from ingestor.envelope.snapshots import snapshot_envelope
 from ingestor.stripe_api.catalog import IMPORTED, TESTED
-from ingestor.stripe_api.discounts import _coupons_on_customer, fetch_expanded
+from ingestor.stripe_api.discounts import _coupons_on_customer, _tiers_of_prices, fetch_expanded
 from ingestor.stripe_api.readers import StripeReaders
 from plumbing.settings import Settings, StripeSettings
 from projections.handlers.writes import writes_for
@@ -181,3 +181,18 @@ async def test_a_customers_discount_is_filled_in_with_requests_stripe_takes(read
     assert from_customer[coupon_id]["applies_to"] == {"products": []}
     laid_in = coupons_laid_in({**listed, "discount": {"id": "di_mock", "source": {"coupon": coupon_id}}}, found.coupons)
     assert read_customer(laid_in).coupons[0].applies_to_known
+
+
+async def test_a_price_the_subscription_has_left_is_asked_for_its_tiers_as_stripe_takes_it(
+        readers: StripeReaders) -> None:
+    """An event of a subscription's time on a tiered price it has left since: the price is asked for alone with its
+    tiers (`GET /v1/prices/{id}?expand[]=tiers`), as stripe-mock validates it against Stripe's spec, and a price that
+    answers without tiers gives none (never a guessed amount)."""
+    reader = readers.reader(KEY, "key:mock", livemode=False, quick=True)
+    try:
+        price = await reader.retrieve_raw("prices", "price_left", {"expand": ["tiers"]})
+        found = await _tiers_of_prices(reader, ["price_left"])
+    finally:
+        await reader.close()
+    assert price["object"] == "price" and price["id"] == "price_left"
+    assert found == ({"price_left": price["tiers"]} if price.get("tiers") else {})

@@ -31,6 +31,16 @@ def reader_password_aad(tenant_id: str, role_name: str) -> bytes:
     return associated_data(tenant_id=tenant_id, connection_id=role_name, purpose="reader_password")
 
 
+# A tenant's health rows, one per event (its first), each row without an event id on its own.
+_FIRST_ROW_OF_EACH_EVENT = """
+    SELECT DISTINCT ON (CASE WHEN event_id = '' THEN concat_ws(':', topic, partition, "offset") ELSE event_id END)
+           event_id, reason, message, dead_lettered_at, "offset"
+      FROM public.dead_lettered_events WHERE tenant_id = $1
+     ORDER BY CASE WHEN event_id = '' THEN concat_ws(':', topic, partition, "offset") ELSE event_id END,
+              dead_lettered_at, topic, partition, "offset"
+"""
+
+
 @translates_database_errors
 class PostgresTenantStore:
     """Tenants, their tokens' digests, reader credentials and audit log in Postgres."""
@@ -126,14 +136,16 @@ class PostgresTenantStore:
         return [{**dict(r), "detail": orjson.loads(r["detail"])} for r in rows]
 
     async def unreadable_events(self, tenant_id: str, latest: int = 5) -> dict[str, Any]:
-        """Returns how many of the tenant's events the projector dead-lettered, by reason, and the latest ones."""
+        """Returns how many of the tenant's events could not be read, by reason, and the latest ones. An event is
+        counted once, by its first row, however many rows it has: the receiver counts an unreadable delivery, the
+        poller publishes the same event and the projector dead-letters that record (a row per record: it may be
+        published again), so the rows of one event were shown as two or more "events that could not be read".
+        Rows without an event id (a record that is not an envelope) count one each."""
         rows = await self._pool.fetch(
-            "SELECT reason, count(*) AS n FROM public.dead_lettered_events WHERE tenant_id = $1 GROUP BY reason",
-            tenant_id,
-        )
+            f"SELECT reason, count(*) AS n FROM ({_FIRST_ROW_OF_EACH_EVENT}) AS firsts GROUP BY reason", tenant_id)
         recent = await self._pool.fetch(
-            """SELECT event_id, reason, message, dead_lettered_at FROM public.dead_lettered_events
-                WHERE tenant_id = $1 ORDER BY dead_lettered_at DESC, "offset" DESC LIMIT $2""",
+            f"""SELECT event_id, reason, message, dead_lettered_at FROM ({_FIRST_ROW_OF_EACH_EVENT}) AS firsts
+                ORDER BY dead_lettered_at DESC, "offset" DESC LIMIT $2""",
             tenant_id, latest,
         )
         return {

@@ -238,23 +238,33 @@ async def test_an_event_of_a_tiered_price_the_subscription_has_left_counts_at_th
 
 
 @pytest.mark.integration
-async def test_without_the_prices_permission_only_that_event_is_unreadable_and_polling_goes_on(
+@pytest.mark.parametrize("sources", [("poll",), ("webhooks", "poll")])
+async def test_without_the_prices_permission_only_those_events_are_unreadable_each_counted_once(
     control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+    sources: tuple[str, ...],
 ) -> None:
     """Prices is an optional permission: a key without it connects, its connection keeps polling (a 403 is no reason
-    to stop reading), and the one event it would have read is counted in health by name, the rest projected."""
+    to stop reading), and the events it would have read (the subscription's two states on the graduated price) are
+    counted in health by name, the rest projected. Delivered by webhook and listed by the poller too, each is still
+    one event in health (the receiver's row and the projector's dead letter of the poller's record were two)."""
     await create_topic(control.settings.kafka.dead_letter_topic, 1)
     account, moved = moved_account(sim, CURRENT_VERSION)
     without_prices = {"customers", "charges", "subscriptions", "invoices", "payment_intents", "events", "coupons"}
-    tenant, _, connection_id, _ = await connect(control, sim, account, permissions=without_prices)
+    tenant, token, connection_id, _ = await connect(control, sim, account, permissions=without_prices)
+    if "webhooks" in sources:
+        answers = await deliver_every_event(control, sim, account, tenant, token)
+        assert sorted((t, s) for t, s, body in answers if "unreadable" in body) == [
+            ("customer.subscription.created", 200), ("customer.subscription.updated", 200)]
     for _ in range(2):
         outcome = await worker.poller.poll_connection(connection_id)
         assert outcome.state == "polled", outcome
     assert await control.pool.fetchval("SELECT status FROM stripe_connections WHERE connection_id = $1",
                                        connection_id) not in ("permission_missing", "key_invalid")
     await project_until_idle(control.settings, control.pool)
-    refused = await control.pool.fetch("SELECT reason, message FROM public.dead_lettered_events WHERE tenant_id = $1",
-                                       tenant)
-    assert refused and {(r["reason"], "price.tiers are needed for a tiered price" in r["message"]) for r in refused} \
-        == {("UnreadableObjectError", True)}  # its states of the graduated price (incomplete, then active)
+    status, view = await control.call("GET", f"/api/tenants/{tenant}", token)
+    assert status == 200, view
+    unreadable = view["unreadable_events"]
+    assert unreadable["count"] == 2 and sum(unreadable["by_reason"].values()) == 2, unreadable
+    assert len({e["event_id"] for e in unreadable["latest"]}) == 2 and all(
+        "price.tiers are needed for a tiered price" in e["message"] for e in unreadable["latest"]), unreadable
     assert await mrr_paid(control, tenant, moved) == [VOLUME_12]

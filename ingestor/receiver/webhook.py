@@ -37,10 +37,11 @@ from ingestor.envelope.build import (
 from ingestor.envelope.card_numbers import holds_more_digits
 from ingestor.envelope.discounts import fill_in_target, unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
-from ingestor.errors import BadEventError, IngestError
+from ingestor.errors import BadEventError, IngestError, KeyInvalidError, PermissionMissingError
 from ingestor.receiver.shares import DeliveryShares
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
 from ingestor.sources.refusals import Refused, label_of, record_refused, shown_message
+from ingestor.stripe_api.catalog import EVENT_TYPES
 from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
@@ -50,6 +51,7 @@ from schemas import Source
 from schemas.stripe_objects import UnreadableObjectError, read_event_object
 
 log = get_logger(__name__)
+POLLED_TYPES = frozenset(EVENT_TYPES)  # what the poller lists, so reads when the receiver cannot
 
 
 class ReceiverMetrics:
@@ -271,6 +273,11 @@ class WebhookReceiver:
             try:
                 found = await self._discounts.for_object(
                     target.connection_id, target.livemode, *fill_in_target(event), wanted)
+            except (KeyInvalidError, PermissionMissingError) as exc:
+                if event["type"] not in POLLED_TYPES:
+                    log.warning("Stripe refused the connection's key for a fill-in; answering 503", error=str(exc))
+                    return "discounts_unavailable", self._unavailable()
+                return "left_to_poller", self._left_to_poller(target, exc, now)
             except (IngestError, DatabaseUnavailableError) as exc:
                 log.warning("could not fetch a subscription's or customer's discounts, coupons or tiers; answering 503",
                             error=str(exc))
@@ -304,6 +311,21 @@ class WebhookReceiver:
         self.last_delivery_at[target.connection_id] = now
         return "unreadable_object", web.Response(
             body=json.dumps({"received": True, "published": False, "unreadable": why}).encode(),
+            content_type="application/json")
+
+    def _left_to_poller(self, target: WebhookTarget, exc: IngestError, now: datetime) -> web.Response:
+        """Stripe refused the connection's key for what the event names (revoked: 401; a permission taken away: 403).
+        Answered 503, Stripe delivered it again for three days and then disabled the endpoint, every revenue event
+        of the tenant with it, while the key stayed broken. The poller meets the same refusal, puts the connection
+        in `key_invalid` or `permission_missing` (shown, with the fix) and keeps its cursor; once a working key is
+        entered it lists this event (a type it asks for) and publishes it filled in. So it is acknowledged, not
+        published."""
+        log.info("Stripe refused the connection's key for a fill-in; the event is left to the poller",
+                 connection_id=target.connection_id, code=exc.code)
+        self.last_delivery_at[target.connection_id] = now
+        return web.Response(body=json.dumps({
+            "received": True, "published": False,
+            "left_to_poller": f"{exc}: read by the poller once a working key is entered"}).encode(),
             content_type="application/json")
 
     async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:

@@ -63,8 +63,7 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
     customer (`object_type`), its discount's coupon only. Raises IngestError subclasses."""
     found = Expanded()
     if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
-        found = expanded_in(await reader.retrieve_raw(
-            "subscriptions", object_id, {"expand": expansions_for(wanted)}))
+        found = expanded_in(await _retrieved(reader, "subscriptions", object_id, {"expand": expansions_for(wanted)}))
         found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers]))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
@@ -95,6 +94,19 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
     # its id, and the projector refuses the subscription's MRR by name.
     found.discounts = {i: d for i, d in laid_in.items() if not _coupon_by_id(d)}
     return found
+
+
+async def _retrieved(reader: StripeReader, resource: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The object, or {} when Stripe no longer has it (404; a test account's data deleted, an id a tenant made up in
+    its own signed webhook): what it would have given stays unknown and the event is refused by name in health.
+    Raised, it failed the delivery (503) and every poll of the connection for good, the poller's cursor held before
+    it: asked again, it is still missing."""
+    try:
+        return await reader.retrieve_raw(resource, object_id, params)
+    except ObjectMissingError:
+        log.warning("Stripe no longer has what an event names: what it would fill in stays unknown (the event is "
+                    "refused by name in health)", resource=resource, object_id=object_id)
+        return {}
 
 
 async def _tiers_of_prices(reader: StripeReader, price_ids: list[str]) -> dict[str, list[Any]]:
@@ -149,7 +161,7 @@ async def _coupons_on_subscription(reader: StripeReader, subscription_id: str,
     the discounts that applied it): a retrieve with `expand[]=discounts.source.coupon.applies_to` (four levels,
     Stripe's most). A coupon not there (an item's discount, or one removed since) stays unknown, and the
     subscription's MRR is refused by name rather than counted on a guess."""
-    sub = await reader.retrieve_raw("subscriptions", subscription_id, {"expand": list(DISCOUNT_EXPANSIONS)})
+    sub = await _retrieved(reader, "subscriptions", subscription_id, {"expand": list(DISCOUNT_EXPANSIONS)})
     listed = sub.get("discounts")
     found = {}
     for discount in listed if isinstance(listed, list) else []:
@@ -169,7 +181,7 @@ async def _coupons_on_customer(reader: StripeReader, customer_id: str,
                                coupon_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Coupons deleted at Stripe, as the customer's discount still holds it (`expand[]=discount.source.coupon.
     applies_to`); one not there stays unknown, and the customer's discount is refused by name in health."""
-    customer = await reader.retrieve_raw("customers", customer_id, {"expand": [CUSTOMER_DISCOUNT_EXPANSION]})
+    customer = await _retrieved(reader, "customers", customer_id, {"expand": [CUSTOMER_DISCOUNT_EXPANSION]})
     discount = customer.get("discount")
     source = discount.get("source") if isinstance(discount, Mapping) else None
     coupon = source.get("coupon") if isinstance(source, Mapping) else None

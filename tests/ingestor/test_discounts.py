@@ -111,3 +111,64 @@ async def test_the_poller_fills_in_discounts_named_by_id(control: ControlClient,
     assert discounted
     for sub in discounted:
         assert_discounts_readable(sub)
+
+
+async def deliver_signed(control: ControlClient, webhook_url: str, event: dict[str, Any],
+                         secret: str) -> tuple[int, dict[str, Any]]:
+    """Delivers `event` to the connection's webhook URL signed with `secret`; returns the status and JSON answer."""
+    payload = orjson.dumps(event).decode()
+    header = stripe.WebhookSignature.generate_signature_header(payload, secret, int(time.time()))
+    url = control.server.make_url(webhook_url.replace(control.settings.http.public_base_url.rstrip("/"), ""))
+    async with control.http.post(url, data=payload,
+                                 headers={"Content-Type": "application/json", "Stripe-Signature": header}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_delivery_whose_fill_in_stripe_refuses_the_key_for_is_left_to_the_poller(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """The key revoked at Stripe: a delivery naming discounts by id was answered 503 for as long as the key stayed
+    broken; Stripe delivers again for three days, then disables the endpoint (every revenue event of the tenant with
+    it). Now it is acknowledged, not published; the poller, which stops at the same refusal with its cursor kept,
+    publishes it filled in once a working key is entered."""
+    secret = "whsec_" + "r3v0ked" * 5
+    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, connection_id, key = await connect(control, sim, account)
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
+                                      {"secret": secret})
+    assert status == 200, body
+    event = discounted_subscription_event(sim, account)
+    sim.revoke_key(key)
+    status, answer = await deliver_signed(control, body["connection"]["webhook"]["url"], event, secret)
+    assert (status, answer["published"]) == (200, False) and "poller" in answer["left_to_poller"], answer
+    assert key not in str(answer)
+    assert event["id"] not in {e.event_id for e in await published_envelopes(control.settings)}
+    stopped = await worker.poller.poll_connection(connection_id)
+    assert (stopped.state, stopped.detail) == ("stopped", "key_invalid"), stopped
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
+                                      {"key": sim.create_restricted_key(account)})
+    assert status == 200, body
+    polled = await worker.poller.poll_connection(connection_id)
+    assert polled.state == "polled", polled
+    [envelope] = [e for e in await published_envelopes(control.settings, 1) if e.event_id == event["id"]]
+    assert_discounts_readable(orjson.loads(envelope.payload)["data"]["object"])
+
+
+async def test_an_event_naming_a_subscription_stripe_no_longer_has_is_counted_and_polling_goes_on(
+    control: ControlClient, worker: Worker, sim: SimServer
+) -> None:
+    """A subscription event whose subscription Stripe answers 404 for (a test account's data deleted): the fill-in
+    failed the poll, and every poll after it (its cursor held before the event), so nothing more of the tenant was
+    polled. Now what it names stays unknown, the event goes on to be refused by name in health, and polling goes
+    on."""
+    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    event = discounted_subscription_event(sim, account)
+    del sim.state.accounts[account].store(False).objects["subscription"][event["data"]["object"]["id"]]
+    for _ in range(2):
+        outcome = await worker.poller.poll_connection(connection_id, force=True)
+        assert outcome.state == "polled", outcome
+    [envelope] = [e for e in await published_envelopes(control.settings, 1) if e.event_id == event["id"]]
+    assert read_subscription(orjson.loads(envelope.payload)["data"]["object"]).unresolved_discounts

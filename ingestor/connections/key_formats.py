@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ingestor.errors import IngestError
-from ingestor.stripe_api.catalog import READ_ACCESS
+from ingestor.stripe_api.catalog import OPTIONAL_READ_ACCESS, READ_ACCESS
 from plumbing.masking import SECRET_PATTERN, mask_key, mask_secrets_in_text
 
 __all__ = [
@@ -68,7 +68,7 @@ _WEBHOOK_SECRET: Final = re.compile(rf"whsec_[A-Za-z0-9+/=]{{{MIN_BODY_LENGTH},{
 
 _HOW_TO_MAKE_A_RESTRICTED_KEY: Final = (
     'In the Stripe Dashboard, go to Developers → API keys and click "Create restricted key". '
-    f'Give it a name, set {READ_ACCESS} to '
+    f'Give it a name, set {READ_ACCESS} (and {OPTIONAL_READ_ACCESS}) to '
     '"Read", leave everything else at "None", and create the key. Then paste the new key here: '
     "it starts with {prefix}."
 )

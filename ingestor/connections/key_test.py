@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from ingestor.connections.key_formats import KeyCheck
 from ingestor.errors import IngestError, KeyInvalidError, PermissionMissingError, StripeRateLimitedError
-from ingestor.stripe_api.catalog import READ_ACCESS, TESTED, Resource
+from ingestor.stripe_api.catalog import OPTIONAL_READ_ACCESS, READ_ACCESS, TESTED, Resource
 from ingestor.stripe_api.client import StripeReader
 
 OK: Final = "ok"
@@ -27,7 +27,8 @@ UNAVAILABLE: Final = "stripe_unavailable"
 
 KEY_INVALID_FIX: Final = (
     "The key was rotated or revoked: create a fresh restricted key in the Stripe Dashboard "
-    f"(Developers → API keys → Create restricted key, Read access to {READ_ACCESS}) and enter it here."
+    f"(Developers → API keys → Create restricted key, Read access to {READ_ACCESS}, and {OPTIONAL_READ_ACCESS}) "
+    "and enter it here."
 )
 
 

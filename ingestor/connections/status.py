@@ -15,7 +15,7 @@ from typing import Final
 
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.errors import IngestError, KeyInvalidError, PermissionMissingError, StripeRateLimitedError
-from ingestor.stripe_api.catalog import READ_ACCESS
+from ingestor.stripe_api.catalog import OPTIONAL_READ_ACCESS, READ_ACCESS
 from plumbing.logs import get_logger
 
 log = get_logger(__name__)
@@ -50,7 +50,7 @@ STATUSES: Final = {
         "Key rotated or revoked",
         "Stripe refused the key: the key was rotated or revoked. Polling and import are stopped.",
         ("Create a fresh restricted key in the Stripe Dashboard (Developers → API keys → Create restricted key) "
-         f"with Read access to {READ_ACCESS}.",
+         f"with Read access to {READ_ACCESS} (and {OPTIONAL_READ_ACCESS}).",
          "Enter it here and press Test; when it is green, it replaces the old key and the import resumes where it "
          "stopped."),
         stops_reading=True,

@@ -116,10 +116,15 @@ def _has_coupon(discount: Mapping[str, Any]) -> bool:
 
 
 def unexpanded_tiers(event: Mapping[str, Any]) -> list[str]:
-    """Returns the ids of the tiered prices (or plans) of a subscription event's object that bill a quantity
-    (not metered) and came without their tiers."""
-    obj = (event.get("data") or {}).get("object") or {}
-    return tiers_missing(obj) if obj.get("object") == "subscription" else []
+    """Returns the ids of the tiered prices (or plans) of a subscription event's object, and of its items before an
+    update (its MRR before: for an upgrade older than the events window, the only account of the price it left),
+    that bill a quantity (not metered) and came without their tiers."""
+    data = event.get("data") or {}
+    obj = data.get("object") or {}
+    if obj.get("object") != "subscription":
+        return []
+    previous = data.get("previous_attributes")
+    return list(dict.fromkeys([*tiers_missing(obj), *(tiers_missing(previous) if isinstance(previous, Mapping) else ())]))
 
 
 def tiers_missing(subscription: Mapping[str, Any]) -> list[str]:

@@ -73,6 +73,8 @@ def in_words(labels: Sequence[str]) -> str:
 # What a user sets to "Read" when creating the key, as every instruction says it: the key test refuses a key without
 # one of them, so an instruction naming fewer (Coupons was left out of all of them) fails the user's first Test.
 READ_ACCESS: Final = in_words([r.dashboard_label for r in TESTED])
+# Not tested, so optional: a tiered price a subscription has left since is read from the price (`discounts.py`).
+OPTIONAL_READ_ACCESS: Final = "Prices, if you bill with tiered prices"
 
 # The event types about the five resources that revenue depends on, and a customer's own discount (it reduces the
 # MRR of its subscriptions without discounts of their own; whether Stripe also sends `customer.updated` for its

@@ -55,16 +55,19 @@ def expansions_for(wanted: Unexpanded) -> list[str]:
 async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpanded,
                          known_coupons: Mapping[str, Any] = MappingProxyType({}),
                          on_coupon: Callable[[str, dict[str, Any]], None] | None = None,
-                         object_type: str = "subscription") -> Expanded:
+                         object_type: str = "subscription",
+                         on_tiers: Callable[[str, list[Any]], None] | None = None) -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
     tiers), its and its items' discounts by id and its tiered prices' tiers by price id; and the coupons (with their
     products) it names and its discounts name, but those `known_coupons` (coupon id → coupon) holds, laid into the
-    discounts. Each coupon is given to `on_coupon` as it comes (kept even when the caller gives up waiting). For a
-    customer (`object_type`), its discount's coupon only. Raises IngestError subclasses."""
+    discounts. Each coupon is given to `on_coupon`, and the tiers of each price asked for alone to `on_tiers`, as it
+    comes (kept even when the caller gives up waiting). For a customer (`object_type`), its discount's coupon only.
+    Raises IngestError subclasses."""
     found = Expanded()
     if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
         found = expanded_in(await _retrieved(reader, "subscriptions", object_id, {"expand": expansions_for(wanted)}))
-        found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers]))
+        found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers],
+                                                  on_tiers))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
@@ -109,7 +112,8 @@ async def _retrieved(reader: StripeReader, resource: str, object_id: str, params
         return {}
 
 
-async def _tiers_of_prices(reader: StripeReader, price_ids: list[str]) -> dict[str, list[Any]]:
+async def _tiers_of_prices(reader: StripeReader, price_ids: list[str],
+                           on_tiers: Callable[[str, list[Any]], None] | None = None) -> dict[str, list[Any]]:
     """The tiers of tiered prices the subscription no longer has (an event of the time before it moved to another
     price), each asked for alone (`GET /v1/prices/{id}?expand[]=tiers`; a price's tiers never change). Without the
     key's Prices permission, or for a plan deleted since, a price stays without them: the event is refused by name
@@ -130,6 +134,8 @@ async def _tiers_of_prices(reader: StripeReader, price_ids: list[str]) -> dict[s
         tiers = price.get("tiers")
         if price.get("id") == price_id and isinstance(tiers, list) and tiers:
             found[price_id] = tiers
+            if on_tiers is not None:  # kept as it comes: a caller that gives up waiting does not ask again
+                on_tiers(price_id, tiers)
     return found
 
 
@@ -286,7 +292,8 @@ class StripeDiscounts:
             return await fetch_expanded(
                 reader, object_id, wanted, _RememberedCoupons(self._known.get(connection_id, {})),
                 on_coupon=lambda coupon_id, coupon: self._remember(connection_id, "coupon", coupon_id, coupon),
-                object_type=object_type)
+                object_type=object_type,
+                on_tiers=lambda price_id, tiers: self._remember(connection_id, "tiers", price_id, tiers))
         finally:
             await reader.close()
 

@@ -344,8 +344,11 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
 
     Fills history the events API no longer has: the earliest update seen tells what the subscription
     looked like before it (older items before an upgrade, trialing before active). It is placed at
-    the latest point a snapshot would derive before the update (start, trial end, current period
-    start), so it overrides those snapshot guesses; real events in between are newer and win. The
+    the latest point a snapshot derives before the update (its start, trial end, or current period
+    start for a past-due one), so it overrides that snapshot guess; real events in between are newer
+    and win. (Placed at the current period's start, an active subscription's snapshot guess at its
+    start, the state after the update, stood until then: an upgrade older than the events window
+    counted the new price back to the start.) The
     state before is read by the same canonical rules; when they cannot derive it (a removed discount
     is named by id only, and nobody expands the old one), there is no point: the update itself still
     counts, and the history before it is what earlier events and snapshots show — never a guess.
@@ -355,9 +358,9 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
         mrr = subscription_mrr(before)
     except UnreadableObjectError:
         return []
-    marks = [_timestamp(sub.start_date) or _timestamp(sub.created), _timestamp(sub.trial_end),
-             _timestamp(sub.current_period_start)]
-    earlier = [m * 1000 for m in marks if m is not None and m * 1000 < time_ms]
+    start = _timestamp(sub.start_date) or _timestamp(sub.created)
+    guesses = [] if start is None else [t for t, _, _, suffix in _snapshot_points(sub, start) if suffix != ":end"]
+    earlier = [t for t in guesses if t < time_ms]
     at_ms = max(earlier) if earlier else time_ms - 1
     return [SubscriptionVersion(
         envelope.tenant_id, sub.id, at_ms, BEFORE_RANK_BASE - time_ms // 1000, envelope.event_id + ":before",

@@ -78,8 +78,10 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
      "an active subscription's MRR is unreadable while a forever coupon's `applies_to` is not included (a coupon "
      "deleted at Stripe since cannot be asked), or a restricted coupon meets an item without a product: never "
      "taken off every item on a guess"),
-    ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it, "
-                                               "read by these rules (an MRR history point before the update)",
+    ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it "
+                                               "(its tiered prices' tiers filled in as the object's), read by these "
+                                               "rules (an MRR history point before the update, from the last point "
+                                               "a snapshot derives before it)",
      "no point (the update itself still counts; a removed discount is named by id only)"),
     ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
     ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),

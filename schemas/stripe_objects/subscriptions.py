@@ -157,7 +157,8 @@ def _tiered_amount(r: FieldReader, price: Mapping[str, Any], field: str, quantit
     units at the tier the quantity falls in), with each tier's flat amount. Needs the tiers expanded."""
     tiers = price.get("tiers")
     if not isinstance(tiers, Sequence) or not tiers:
-        raise r.fail(f"{field}.price.tiers", "are needed for a tiered price and were not expanded")
+        raise r.fail(f"{field}.price.tiers", "are needed for a tiered price and were not expanded (a price the "
+                     "subscription has left since is read with the key's Prices permission)")
     mode = price.get("tiers_mode")
     total, below = Fraction(0), 0
     for i, tier in enumerate(tiers):

@@ -287,3 +287,7 @@ def test_every_instruction_to_create_a_key_names_every_permission_the_key_test_r
     }
     assert {where: READ_ACCESS in " ".join(text.split()) for where, text in instructions.items()} == dict.fromkeys(
         instructions, True)
+    # Those that say "leave everything else at None" name the optional one, Prices, too (`test_tiers.py`).
+    assert {where: "Prices, if you bill with tiered prices" in " ".join(text.split())
+            for where, text in instructions.items() if where != "docs, the flow"} == dict.fromkeys(
+        set(instructions) - {"docs, the flow"}, True)

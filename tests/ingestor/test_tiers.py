@@ -6,6 +6,7 @@ says, and one moved from a flat price to a tiered one no longer keeps its old MR
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +22,7 @@ from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.render import render_event
 from tests.ingestor.conftest import ControlClient, connect, projected_mrr_is_the_ground_truth
-from tests.projections.support import bind_tenant, project_until_idle
+from tests.projections.support import bind_tenant, mrr_figures, project_until_idle
 
 DAY = 86400
 TIERED_PRICES = 3  # in `tiered_account`: one retrieve each, whatever the number of events naming them
@@ -184,30 +185,37 @@ GRADUATED_7 = 5 * 1000 + 2 * 800 + 500  # 7 seats on the graduated price of `mov
 VOLUME_12 = 12 * 700 + 2000  # 12 seats on its volume price
 
 
-def moved_account(sim: SimServer, version: str) -> tuple[str, str]:
-    """An account (its events in `version`) whose one subscription moved from a graduated price to a volume one:
-    the graduated price is on no subscription any more, so no retrieve of one gives its tiers. Returns (account,
-    subscription id)."""
+def moved_account(sim: SimServer, version: str, started_days_ago: int = 19, moved_days_ago: int = 15,
+                  interval: str = "month") -> tuple[str, str]:
+    """An account (its events in `version`) whose one subscription moved from a graduated price to a volume one
+    (billed each `interval`, renewed until the move): the graduated price is on no subscription any more, so no
+    retrieve of one gives its tiers. Returns (account, subscription id)."""
     account = sim.create_account(api_version=version, customers=0).id
     sim.set_rate_limit(account, 1000)
     book = sim.book(account)
-    t0 = sim.clock.now() - 20 * DAY
-    graduated = book.create_tiered_price(t0, "usd", [(5, 1000, 0), (None, 800, 500)], "graduated")
-    volume = book.create_tiered_price(t0, "usd", [(10, 900, 0), (None, 700, 2000)], "volume")
+    now = sim.clock.now()
+    t0 = now - (started_days_ago + 1) * DAY
+    graduated = book.create_tiered_price(t0, "usd", [(5, 1000, 0), (None, 800, 500)], "graduated", interval)
+    volume = book.create_tiered_price(t0, "usd", [(10, 900, 0), (None, 700, 2000)], "volume", interval)
     customer = book.create_customer(t0, "moved@example.com")["id"]
     moved = book.create_subscription(customer, [(graduated, 7)], t0 + DAY)
-    book.change_items(moved["id"], [(volume, 12)], t0 + 5 * DAY)
+    moved_at = now - moved_days_ago * DAY
+    while (renewed := book.store.objects["subscription"][moved["id"]])["items"]["data"][0]["current_period_end"] \
+            < moved_at:
+        book.renew(renewed["id"])
+    book.change_items(moved["id"], [(volume, 12)], moved_at)
     return account, moved["id"]
 
 
 async def mrr_paid(control: ControlClient, tenant: str, subscription_id: str) -> list[float]:
-    """The MRR (minor units) of the subscription's projected versions that pay, oldest first."""
+    """The MRR (minor units) the subscription's projected history shows while it pays, oldest first, each change
+    once: of the versions at one time, the one that counts (the highest rank)."""
     async with control.pool.acquire() as conn:
         await bind_tenant(conn, tenant)
-        rows = await conn.fetch("SELECT mrr FROM projection.subscription_versions WHERE tenant_id = $1 "
-                                "AND subscription_id = $2 AND mrr > 0 ORDER BY state_time, state_rank", tenant,
-                                subscription_id)
-    return [float(r["mrr"]) for r in rows]
+        rows = await conn.fetch("SELECT DISTINCT ON (state_time) mrr FROM projection.subscription_versions "
+                                "WHERE tenant_id = $1 AND subscription_id = $2 ORDER BY state_time, state_rank DESC",
+                                tenant, subscription_id)
+    return [float(mrr) for mrr, _ in itertools.groupby(r["mrr"] for r in rows) if mrr > 0]
 
 
 def price_retrieves(sim: SimServer, account: str) -> int:
@@ -235,6 +243,35 @@ async def test_an_event_of_a_tiered_price_the_subscription_has_left_counts_at_th
     await projected_mrr_is_the_ground_truth(control, sim, account, tenant, {"usd": VOLUME_12})
     assert await mrr_paid(control, tenant, moved) == [GRADUATED_7, VOLUME_12]
     assert price_retrieves(sim, account) == 1  # the graduated price; the volume one's tiers come with its subscription
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("interval", "started_days_ago"), [("month", 59), ("year", 500)])
+@pytest.mark.parametrize("version", [LEGACY_VERSION, CURRENT_VERSION])
+async def test_an_upgrade_older_than_the_events_window_counts_the_tiered_price_it_left_until_then(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+    version: str, interval: str, started_days_ago: int,
+) -> None:
+    """Its creation is gone from the events API: the update's `previous_attributes` are the only account of the
+    price it left. They were not filled in, so the state before was unreadable and left out, and the import's
+    snapshot counted the new price back to the start: 3,300 a month too much for fifty days, nothing in health.
+    Yearly, renewed before the window: the state before counted from the current period's start only, the
+    snapshot's guess (the new price) standing for the year before it."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    account, moved = moved_account(sim, version, started_days_ago, moved_days_ago=10, interval=interval)
+    tenant, _, connection_id, _ = await connect(control, sim, account)
+    outcome, = await worker.importer.run_pending(among={connection_id})
+    assert outcome.state == "done", outcome
+    polled = await worker.poller.poll_connection(connection_id)
+    assert polled.state == "polled", polled
+    per_month = 1 if interval == "month" else 12
+    await projected_mrr_is_the_ground_truth(control, sim, account, tenant, {"usd": round(VOLUME_12 / per_month, 2)})
+    assert await mrr_paid(control, tenant, moved) == [round(GRADUATED_7 / per_month, 6),
+                                                      round(VOLUME_12 / per_month, 6)]
+    async with control.pool.acquire() as conn:
+        months = await mrr_figures(conn, tenant)
+    assert months == {month: mrr for month, mrr in sim.ground_truth(account)["mrr"].items() if mrr}  # every month
+    assert price_retrieves(sim, account) == 1
 
 
 @pytest.mark.integration

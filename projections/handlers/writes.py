@@ -343,29 +343,34 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     """The state before an update, from its `previous_attributes` — none when its MRR cannot be derived.
 
     Fills history the events API no longer has: the earliest update seen tells what the subscription
-    looked like before it (older items before an upgrade, trialing before active). It is placed at
-    the latest point a snapshot derives before the update (its start, trial end, or current period
-    start for a past-due one), so it overrides that snapshot guess; real events in between are newer
-    and win. (Placed at the current period's start, an active subscription's snapshot guess at its
-    start, the state after the update, stood until then: an upgrade older than the events window
-    counted the new price back to the start.) The
-    state before is read by the same canonical rules; when they cannot derive it (a removed discount
-    is named by id only, and nobody expands the old one), there is no point: the update itself still
-    counts, and the history before it is what earlier events and snapshots show — never a guess.
+    looked like before it (older items before an upgrade, trialing before active, past due before
+    paid). Taken as a snapshot of that moment, it gives the points a snapshot gives (active or
+    trialing from its start, active from its trial end, its past-due, unpaid or paused status from
+    its current period's start, canceled from its end) that come before the update; at each it
+    outranks the snapshot of now, and the earliest update outranks later ones, whose states before
+    are newer; real events in between are newer still and win. (Placed once, at the latest of these
+    times taken from the state after: an upgrade older than the events window counted the new price
+    from the start to the current period's start, a yearly one for a year; a later update's state
+    before, unpaid, outranked the earlier ones at the start.) The state before is read by the same
+    canonical rules; when they cannot derive it (a removed discount is named by id only, and nobody
+    expands the old one), there is no point: the update itself still counts, and the history before
+    it is what earlier events and snapshots show.
     """
     try:
         before = read_subscription({**obj, **previous})
-        mrr = subscription_mrr(before)
+        subscription_mrr(before)
     except UnreadableObjectError:
         return []
-    start = _timestamp(sub.start_date) or _timestamp(sub.created)
-    guesses = [] if start is None else [t for t, _, _, suffix in _snapshot_points(sub, start) if suffix != ":end"]
-    earlier = [t for t in guesses if t < time_ms]
-    at_ms = max(earlier) if earlier else time_ms - 1
+    start = _timestamp(before.start_date) or _timestamp(before.created)
+    points: list[tuple[int, str]] = []
+    if start is not None and before.status not in ("incomplete", "incomplete_expired"):
+        points = [(t, status) for t, status, _, _ in _snapshot_points(before, start) if t < time_ms]
+    if not points:  # not yet paid for (incomplete), or nothing a snapshot would derive before the update
+        points = [(start * 1000 if start is not None and start * 1000 < time_ms else time_ms - 1, before.status)]
     return [SubscriptionVersion(
         envelope.tenant_id, sub.id, at_ms, BEFORE_RANK_BASE - time_ms // 1000, envelope.event_id + ":before",
-        before.customer_id, before.currency, before.status, as_decimal(mrr), _basis(before, before.status),
-    )]
+        before.customer_id, before.currency, status, as_decimal(subscription_mrr(before, status)),
+        _basis(before, status)) for at_ms, status in points]
 
 
 def _basis(sub: Subscription, status: str) -> bytes | None:

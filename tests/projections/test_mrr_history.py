@@ -44,12 +44,12 @@ def half_off_forever() -> dict[str, Any]:
 
 
 def event(event_id: str, event_type: str, created: int, obj: dict[str, Any], tenant: str = "t",
-          previous: dict[str, Any] | None = None) -> Envelope:
+          previous: dict[str, Any] | None = None, source: Source = Source.WEBHOOK) -> Envelope:
     data: dict[str, Any] = {"object": obj} | ({"previous_attributes": previous} if previous is not None else {})
     payload = {"id": event_id, "object": "event", "type": event_type, "created": created, "livemode": False,
                "api_version": BASIL, "data": data}
     return Envelope(tenant, event_id, event_type, "subscription", obj["id"],
-                    datetime.fromtimestamp(created, timezone.utc), datetime.now(timezone.utc), Source.WEBHOOK, False,
+                    datetime.fromtimestamp(created, timezone.utc), datetime.now(timezone.utc), source, False,
                     BASIL, None, json.dumps(payload))
 
 
@@ -100,3 +100,72 @@ async def test_a_removed_discount_shows_as_expansion_and_the_full_mrr(pool: asyn
     assert (april["new_mrr"], april["closing_mrr"]) == (5_000, 5_000)
     assert (may["opening_mrr"], may["expansion_mrr"], may["closing_mrr"]) == (5_000, 5_000, 10_000)
     assert Decimal(months[max(months)]["closing_mrr"]) == 10_000
+
+
+def at(year: int, month: int, day: int) -> int:
+    return int(datetime(year, month, day, tzinfo=timezone.utc).timestamp())
+
+
+JAN_10, PERIOD = at(2025, 1, 10), (at(2025, 5, 10), at(2025, 6, 10))
+MONTH_ENDS = [at(2025, month + 1, 1) * 1000 - 1 for month in range(1, 6)]  # January to May
+
+
+def in_period(status: str, seats: int = 1, **fields: Any) -> dict[str, Any]:
+    """The subscription started on January 10th in `status` with `seats`, its current period May 10th to June 10th."""
+    sub = subscription(status=status, created=JAN_10, start_date=JAN_10, **fields)
+    sub["items"]["data"][0].update(current_period_start=PERIOD[0], current_period_end=PERIOD[1], quantity=seats)
+    return sub
+
+
+def imported(when: int, obj: dict[str, Any]) -> Envelope:
+    """The import's snapshot of the subscription (its history older than the events window derived from it)."""
+    return event("snap_1", "customer.subscription.snapshot", when, obj, source=Source.IMPORT)
+
+
+def mrr_at_month_ends(envelopes: list[Envelope]) -> list[float]:
+    """Each month end's MRR as the views read it: the latest version by time, then rank (then event id)."""
+    versions = sorted((v for e in envelopes for v in writes_for(e).versions),
+                      key=lambda v: (v.state_time, v.state_rank, v.state_event_id))
+    return [float([v for v in versions if v.state_time <= end][-1].mrr) for end in MONTH_ENDS]
+
+
+def one_seat() -> dict[str, Any]:
+    return {"object": "list", "data": [in_period("active")["items"]["data"][0]], "has_more": False}
+
+
+@pytest.mark.parametrize(("case", "envelopes", "truth"), [
+    # Renewed on May 10th unpaid (past due), then unpaid, then paid: active all along by month ends. The state before
+    # the last update (unpaid) outranked the earlier ones at the start: 0 from January to April.
+    ("unpaid, then paid", [
+        event("evt_due", "customer.subscription.updated", PERIOD[0] + 3600, in_period("past_due"),
+              previous={"status": "active"}),
+        event("evt_unpaid", "customer.subscription.updated", at(2025, 5, 20), in_period("unpaid"),
+              previous={"status": "past_due"}),
+        event("evt_paid", "customer.subscription.updated", at(2025, 5, 25), in_period("active"),
+              previous={"status": "unpaid"}),
+        imported(at(2025, 6, 1), in_period("active"))], [10_000.0] * 5),
+    # A seat added while past due: the snapshot's two seats stood from the start to the current period's start.
+    ("upgraded while past due", [
+        event("evt_due", "customer.subscription.updated", PERIOD[0] + 3600, in_period("past_due"),
+              previous={"status": "active"}),
+        event("evt_seat", "customer.subscription.updated", at(2025, 5, 15), in_period("past_due", seats=2),
+              previous={"items": one_seat()}),
+        imported(at(2025, 5, 30), in_period("past_due", seats=2))], [10_000.0] * 4 + [20_000.0]),
+    # Active: the state before counted from the current period's start only, two seats from the start until then.
+    ("upgraded while active", [
+        event("evt_seat", "customer.subscription.updated", at(2025, 5, 15), in_period("active", seats=2),
+              previous={"items": one_seat()}),
+        imported(at(2025, 5, 30), in_period("active", seats=2))], [10_000.0] * 4 + [20_000.0]),
+    # A trial until March 1st, then a seat added: nothing during the trial, one seat from its end.
+    ("upgraded after a trial", [
+        event("evt_seat", "customer.subscription.updated", at(2025, 5, 15),
+              in_period("active", seats=2, trial_start=JAN_10, trial_end=at(2025, 3, 1)),
+              previous={"items": one_seat()}),
+        imported(at(2025, 5, 30), in_period("active", seats=2, trial_start=JAN_10, trial_end=at(2025, 3, 1)))],
+     [0.0, 0.0, 10_000.0, 10_000.0, 20_000.0]),
+])
+def test_the_states_before_updates_older_than_the_events_window_give_each_month_end_its_mrr(
+        case: str, envelopes: list[Envelope], truth: list[float]) -> None:
+    """Older than the events window, a subscription's history is its snapshot (now) and the states before the
+    updates still listed: each month end's MRR is the truth, January to May."""
+    assert mrr_at_month_ends(envelopes) == truth, case

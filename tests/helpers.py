@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -79,3 +80,49 @@ class FailsFirst:
                 raise self.error()
             return await self.real(instance, *args, **kwargs)
         return method
+
+
+class LoopLateness:
+    """How late this event loop ran while open: a timer every few milliseconds notes how late it fired, beyond
+    `beyond_s`.
+
+    A loop held up (a collection of a long test session's heap, a loaded two-core machine) runs every timer late at
+    once, and the simulator sharing the loop sees what was sent meanwhile arrive in a bunch, or late. A test about
+    when requests reach Stripe allows for that much, and no more."""
+
+    TICK_S = 0.005
+
+    def __init__(self, beyond_s: float) -> None:
+        self.beyond_s = beyond_s
+        self.held_up: list[tuple[float, float]] = []  # (when the loop resumed, how long it was held up past beyond_s)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLateness:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.TICK_S)
+            late = loop.time() - before - self.TICK_S
+            if late > self.beyond_s:
+                self.held_up.append((loop.time(), late - self.beyond_s))
+
+    def tokens_due_while_held_up(self, per_second: float) -> int:
+        """The most tokens of a budget of `per_second` that came due in held-up time and went out (as the loop
+        resumed) within one second."""
+        most = max((sum(late for at, late in self.held_up if resumed <= at < resumed + 1.0)
+                    for resumed, _ in self.held_up), default=0.0)
+        return math.ceil(per_second * most)
+
+    def held_up_between(self, start: float, end: float) -> float:
+        """How long the loop was held up (past `beyond_s` a time) in what it resumed from between `start` and `end`
+        (monotonic seconds, as `time.monotonic` and the loop's clock give them)."""
+        return sum(late for at, late in self.held_up if start < at <= end)

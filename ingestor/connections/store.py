@@ -19,6 +19,7 @@ from typing import Protocol
 import asyncpg
 
 from ingestor.connections.vault import associated_data
+from ingestor.errors import KeyInvalidError
 from plumbing.masking import mask_key
 from plumbing.postgres import translates_database_errors
 
@@ -303,6 +304,20 @@ class PostgresConnectionStore:
         )
         if row is None or row["key_ciphertext"] is None:
             return None
+        return self._vault.decrypt(row["key_ciphertext"], key_aad(row["tenant_id"], connection_id)), row["key_version"]
+
+    async def load_key_unless_refused(self, connection_id: str) -> tuple[str, int] | None:
+        """Returns (restricted key, key version) like `load_key`, or raises KeyInvalidError without decrypting it
+        when Stripe already refused it (`key_invalid`): asked again, Stripe refuses it again, and many requests with
+        refused keys from our address could have Stripe refuse it for every tenant."""
+        row = await self._pool.fetchrow(
+            "SELECT tenant_id, key_ciphertext, key_version, status FROM stripe_connections WHERE connection_id = $1",
+            connection_id,
+        )
+        if row is None or row["key_ciphertext"] is None:
+            return None
+        if row["status"] == "key_invalid":
+            raise KeyInvalidError("Stripe refused the connection's key (rotated or revoked); a new one is needed")
         return self._vault.decrypt(row["key_ciphertext"], key_aad(row["tenant_id"], connection_id)), row["key_version"]
 
     async def record_error(

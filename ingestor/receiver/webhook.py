@@ -37,7 +37,7 @@ from ingestor.envelope.build import (
 from ingestor.envelope.card_numbers import holds_more_digits
 from ingestor.envelope.discounts import fill_in_target, unexpanded, with_expanded
 from ingestor.envelope.publisher import RawEventPublisher
-from ingestor.errors import BadEventError, IngestError, KeyInvalidError, PermissionMissingError
+from ingestor.errors import BadEventError, IngestError, KeyInvalidError
 from ingestor.receiver.shares import DeliveryShares
 from ingestor.receiver.signatures import BadSignatureError, spend_verification_time, verify_signature
 from ingestor.sources.refusals import Refused, label_of, record_refused, shown_message
@@ -273,7 +273,7 @@ class WebhookReceiver:
             try:
                 found = await self._discounts.for_object(
                     target.connection_id, target.livemode, *fill_in_target(event), wanted)
-            except (KeyInvalidError, PermissionMissingError) as exc:
+            except KeyInvalidError as exc:
                 if event["type"] not in POLLED_TYPES:
                     log.warning("Stripe refused the connection's key for a fill-in; answering 503", error=str(exc))
                     return "discounts_unavailable", self._unavailable()
@@ -314,12 +314,13 @@ class WebhookReceiver:
             content_type="application/json")
 
     def _left_to_poller(self, target: WebhookTarget, exc: IngestError, now: datetime) -> web.Response:
-        """Stripe refused the connection's key for what the event names (revoked: 401; a permission taken away: 403).
+        """Stripe refused the connection's key (401: rotated or revoked, never valid again) for what the event names.
         Answered 503, Stripe delivered it again for three days and then disabled the endpoint, every revenue event
         of the tenant with it, while the key stayed broken. The poller meets the same refusal, puts the connection
-        in `key_invalid` or `permission_missing` (shown, with the fix) and keeps its cursor; once a working key is
-        entered it lists this event (a type it asks for) and publishes it filled in. So it is acknowledged, not
-        published."""
+        in `key_invalid` (shown, with the fix) and keeps its cursor; once a new key is entered it lists this event
+        (a type it asks for) and publishes it filled in. So it is acknowledged, not published. A permission taken
+        away (403) is still answered 503: the key can be edited in place, and Stripe's next delivery then reads it
+        with no one pressing Test."""
         log.info("Stripe refused the connection's key for a fill-in; the event is left to the poller",
                  connection_id=target.connection_id, code=exc.code)
         self.last_delivery_at[target.connection_id] = now

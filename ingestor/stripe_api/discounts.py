@@ -30,7 +30,7 @@ from typing import Any
 from ingestor.connections.store import PostgresConnectionStore
 from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in
-from ingestor.errors import KeyInvalidError, ObjectMissingError, PermissionMissingError, StripeUnavailableError
+from ingestor.errors import ObjectMissingError, PermissionMissingError, StripeUnavailableError
 from ingestor.stripe_api.catalog import CUSTOMER_DISCOUNT_EXPANSION, DISCOUNT_EXPANSIONS, TIER_EXPANSIONS
 from ingestor.stripe_api.client import StripeReader
 from ingestor.stripe_api.readers import StripeReaders
@@ -284,9 +284,9 @@ class StripeDiscounts:
 
     async def _fetch(self, connection_id: str, livemode: bool, object_type: str, object_id: str,
                      wanted: Unexpanded) -> Expanded:
-        stored = await self._store.load_key(connection_id)
-        if stored is None:
-            raise KeyInvalidError("the connection has no key to read the discounts and tiers with")
+        stored = await self._store.load_key_unless_refused(connection_id)  # KeyInvalidError: refused already
+        if stored is None:  # a connection being set up or taken down: Stripe delivers again
+            raise StripeUnavailableError("the connection has no key to read the discounts and tiers with")
         reader = self._readers.reader(stored[0], connection_id, livemode, quick=True)
         try:
             return await fetch_expanded(

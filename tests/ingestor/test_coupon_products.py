@@ -314,7 +314,7 @@ async def test_a_discount_whose_coupon_came_without_its_products_is_asked_again_
     stripe_api = Stripe()
 
     class Store:
-        async def load_key(self, connection_id: str) -> tuple[str, str]:
+        async def load_key_unless_refused(self, connection_id: str) -> tuple[str, str]:
             return ("rk_test_x", "")
 
     class Readers:

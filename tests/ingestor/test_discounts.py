@@ -140,12 +140,18 @@ async def test_a_delivery_whose_fill_in_stripe_refuses_the_key_for_is_left_to_th
     assert status == 200, body
     event = discounted_subscription_event(sim, account)
     sim.revoke_key(key)
-    status, answer = await deliver_signed(control, body["connection"]["webhook"]["url"], event, secret)
+    url = body["connection"]["webhook"]["url"]
+    status, answer = await deliver_signed(control, url, event, secret)
     assert (status, answer["published"]) == (200, False) and "poller" in answer["left_to_poller"], answer
     assert key not in str(answer)
     assert event["id"] not in {e.event_id for e in await published_envelopes(control.settings)}
     stopped = await worker.poller.poll_connection(connection_id)
     assert (stopped.state, stopped.detail) == ("stopped", "key_invalid"), stopped
+    # Known refused, the key is not shown to Stripe again (many refused keys from our address could have Stripe
+    # refuse the address, every tenant with it).
+    asked = sim.request_counts(account)
+    status, answer = await deliver_signed(control, url, event, secret)
+    assert (status, answer["published"]) == (200, False) and sim.request_counts(account) == asked, answer
     status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/key", token,
                                       {"key": sim.create_restricted_key(account)})
     assert status == 200, body
@@ -172,3 +178,28 @@ async def test_an_event_naming_a_subscription_stripe_no_longer_has_is_counted_an
         assert outcome.state == "polled", outcome
     [envelope] = [e for e in await published_envelopes(control.settings, 1) if e.event_id == event["id"]]
     assert read_subscription(orjson.loads(envelope.payload)["data"]["object"]).unresolved_discounts
+
+
+async def test_a_permission_taken_away_is_answered_503_so_the_key_edited_in_place_reads_it_on_stripes_retry(
+    control: ControlClient, sim: SimServer
+) -> None:
+    """A restricted key's permissions can be edited in place: once Coupons is "Read" again, Stripe's next delivery
+    is read and published, with no one pressing Test (left to the poller, it waited for a Test; after 30 days it
+    was never listed again)."""
+    secret = "whsec_" + "n0c0up0ns" * 4
+    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
+    sim.set_rate_limit(account, 1000)
+    tenant, token, _, key = await connect(control, sim, account)
+    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
+                                      {"secret": secret})
+    assert status == 200, body
+    event = discounted_subscription_event(sim, account)
+    granted = sim.state.keys[key].permissions
+    sim.state.keys[key].permissions = granted - {"coupons"}
+    status, answer = await deliver_signed(control, body["connection"]["webhook"]["url"], event, secret)
+    assert (status, answer["error"]["code"]) == (503, "temporarily_unavailable"), answer
+    sim.state.keys[key].permissions = granted
+    status, answer = await deliver_signed(control, body["connection"]["webhook"]["url"], event, secret)
+    assert (status, answer) == (200, {"received": True, "published": True})
+    [envelope] = [e for e in await published_envelopes(control.settings, 1) if e.event_id == event["id"]]
+    assert_discounts_readable(orjson.loads(envelope.payload)["data"]["object"])

@@ -34,7 +34,7 @@ from schemas import Envelope
 from service.cli import main as cli
 from service.worker import Worker, import_until_done, open_worker, render_reconcile
 from stripe_sim import SimServer
-from tests.helpers import month_of, wait_for
+from tests.helpers import LoopLateness, month_of, wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
 from tests.projections.support import daily_figures, mrr_figures, project_until_idle
 
@@ -183,12 +183,14 @@ async def test_a_new_import_sends_in_stripes_first_round_trip_what_the_budget_se
     checked = {account: len(sim.request_arrivals(account)) for account in (first, second)}  # the keys' checks
 
     def first_round_trip(account: str) -> int:
-        """The import's requests that reached Stripe before its first page could have come back."""
+        """The import's requests that reached Stripe before its first page could have come back: within 0.25 s of
+        the first, and of what the loop (the worker's and the simulator's) was held up meanwhile (8 of 11 once in a
+        whole suite's run, 3 seen late by the simulator)."""
         arrivals = sim.request_arrivals(account)[checked[account]:]
-        return sum(1 for at in arrivals if at - arrivals[0] < 0.25)
+        return sum(1 for at in arrivals if at - arrivals[0] < 0.25 + lateness.held_up_between(arrivals[0], at))
 
     try:
-        async with open_worker(settings, control.keyring) as worker:
+        async with open_worker(settings, control.keyring) as worker, LoopLateness(0.01) as lateness:
             assert (await import_until_done(worker, first_id, 0.1)).state == "done"
             # Nothing timed yet: two slices each (`initial_slices`), and subscriptions' time before the window.
             assert first_round_trip(first) == control.settings.importer.initial_slices * resources + 1

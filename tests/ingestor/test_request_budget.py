@@ -32,7 +32,7 @@ from ingestor.stripe_api.request_budget import (
 from plumbing.settings import Settings
 from service.worker import Worker, open_worker
 from stripe_sim import SimServer
-from tests.helpers import wait_for
+from tests.helpers import LoopLateness, wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
 from tests.ingestor.test_importer import by_type
 
@@ -57,47 +57,6 @@ def _busiest_second(times: list[float]) -> int:
             first += 1
         busiest = max(busiest, last - first + 1)
     return busiest
-
-
-class LoopLateness:
-    """How late this event loop ran while open: a timer every few milliseconds notes how late it fired.
-
-    A loop held up (a collection of a long test session's heap, a loaded two-core machine) runs every timer late at
-    once: the tokens that came due meanwhile go out together when it resumes, on the schedule, late (a busy process
-    still gets its budget, `test_a_busy_process_still_gets_its_whole_budget`), and the simulator sharing the loop sees
-    them in a bunch. The buckets leave room for sends `LATE_S` late; a second of sends may hold more only by what came
-    due in held-up time beyond that."""
-
-    TICK_S = 0.005
-
-    def __init__(self) -> None:
-        self.held_up: list[tuple[float, float]] = []  # (when the loop resumed, how long it was held up past LATE_S)
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LoopLateness:
-        self._task = asyncio.create_task(self._watch())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _watch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(self.TICK_S)
-            late = loop.time() - before - self.TICK_S
-            if late > LATE_S:
-                self.held_up.append((loop.time(), late - LATE_S))
-
-    def tokens_due_while_held_up(self, per_second: float) -> int:
-        """The most tokens of a budget of `per_second` that came due in held-up time and went out (as the loop
-        resumed) within one second."""
-        most = max((sum(late for at, late in self.held_up if resumed <= at < resumed + 1.0)
-                    for resumed, _ in self.held_up), default=0.0)
-        return math.ceil(per_second * most)
 
 
 async def _spend(budget: AccountBudget, endpoint: str, seconds: float, into: list[float]) -> None:
@@ -565,7 +524,7 @@ async def test_two_workers_share_one_import_within_stripes_limit(
             assert outcome.state in ("more", "busy"), outcome  # "more": its pass ended while the other pages
 
     async with (open_worker(control.settings, control.keyring) as other,  # its own pool and budgets: a second process
-                LoopLateness() as lateness):
+                LoopLateness(LATE_S) as lateness):
         first, second = await asyncio.gather(import_with(worker), import_with(other))
     sim.set_faults()
     assert first > 0 and second > 0  # both paged

@@ -20,7 +20,7 @@ import orjson
 from projections.errors import UnknownObjectError
 from projections.handlers.customer_discounts import basis_json, coupon_json, unreadable_json
 from projections.handlers.mrr import as_decimal, customer_discount_basis, customer_forever_coupon, subscription_mrr
-from projections.handlers.ordering import state_rank
+from projections.handlers.ordering import STATUS_PROGRESS, state_rank
 from schemas import Envelope, Source
 from schemas.stripe_objects import (
     Canonical,
@@ -330,7 +330,7 @@ def _derived_rank(status: str) -> int:
 
 
 # "Before" points (see _version_before) rank above the snapshot-derived points and below every real
-# event; among themselves the earliest update's wins, since it describes the oldest state.
+# event; among themselves the earliest update's wins, since it describes the oldest state (`_before_rank`).
 BEFORE_RANK_BASE = -(5 * 10**14)
 
 
@@ -346,7 +346,8 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     looked like before it (older items before an upgrade, trialing before active, past due before
     paid). Taken as a snapshot of that moment, it gives the points a snapshot gives (active or
     trialing from its start, active from its trial end, its past-due, unpaid or paused status from
-    its current period's start, canceled from its end) that come before the update; at each it
+    its current period's start, canceled from its end), and its status of then from its current
+    period's start whatever it was, that come before the update; at each it
     outranks the snapshot of now, and the earliest update outranks later ones, whose states before
     are newer; real events in between are newer still and win. (Placed once, at the latest of these
     times taken from the state after: an upgrade older than the events window counted the new price
@@ -365,12 +366,25 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     points: list[tuple[int, str]] = []
     if start is not None and before.status not in ("incomplete", "incomplete_expired"):
         points = [(t, status) for t, status, _, _ in _snapshot_points(before, start) if t < time_ms]
+        period_start = _timestamp(before.current_period_start)
+        if period_start is not None and start < period_start and period_start * 1000 < time_ms \
+                and all(t != period_start * 1000 for t, _ in points):
+            # What it was since its current period began, whatever its status: a later update's state before,
+            # past due since then, would otherwise speak for the time before this update.
+            points.append((period_start * 1000, "active" if before.status == "canceled" else before.status))
     if not points:  # not yet paid for (incomplete), or nothing a snapshot would derive before the update
         points = [(start * 1000 if start is not None and start * 1000 < time_ms else time_ms - 1, before.status)]
     return [SubscriptionVersion(
-        envelope.tenant_id, sub.id, at_ms, BEFORE_RANK_BASE - time_ms // 1000, envelope.event_id + ":before",
+        envelope.tenant_id, sub.id, at_ms, _before_rank(time_ms, status), envelope.event_id + ":before",
         before.customer_id, before.currency, status, as_decimal(subscription_mrr(before, status)),
         _basis(before, status)) for at_ms, status in points]
+
+
+def _before_rank(update_ms: int, status: str) -> int:
+    """The rank of a point of the state before an update: the earliest update's first; of one update's points at
+    one time (a trial's end, where its first period also began), the one further in the lifecycle (past due after
+    active), as the snapshot's points rank. Distinct, so none is dropped as the same row as another."""
+    return BEFORE_RANK_BASE - (update_ms // 1000) * 8 + STATUS_PROGRESS["subscription"].get(status, 0)
 
 
 def _basis(sub: Subscription, status: str) -> bytes | None:

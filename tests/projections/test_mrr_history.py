@@ -70,8 +70,11 @@ def test_a_state_before_that_can_be_derived_is_still_written() -> None:
     two_seats = {"object": "list", "data": [{**subscription()["items"]["data"][0], "quantity": 2}], "has_more": False}
     writes = writes_for(event("evt_seats", "customer.subscription.updated", UPDATED, subscription(),
                               previous={"items": two_seats}))
-    assert [(v.state_event_id, v.mrr) for v in writes.versions] == [("evt_seats", Decimal(10_000)),
-                                                                        ("evt_seats:before", Decimal(20_000))]
+    period_start = subscription()["items"]["data"][0]["current_period_start"]
+    assert [(v.state_event_id, v.state_time, v.mrr) for v in writes.versions] == [
+        ("evt_seats", UPDATED * 1000, Decimal(10_000)),
+        ("evt_seats:before", START * 1000, Decimal(20_000)),  # from its start, as a snapshot of that moment
+        ("evt_seats:before", period_start * 1000, Decimal(20_000))]  # and since its period began
 
 
 def test_a_hostile_amount_in_previous_attributes_is_refused_at_once_and_the_update_still_counts() -> None:
@@ -110,10 +113,11 @@ JAN_10, PERIOD = at(2025, 1, 10), (at(2025, 5, 10), at(2025, 6, 10))
 MONTH_ENDS = [at(2025, month + 1, 1) * 1000 - 1 for month in range(1, 6)]  # January to May
 
 
-def in_period(status: str, seats: int = 1, **fields: Any) -> dict[str, Any]:
-    """The subscription started on January 10th in `status` with `seats`, its current period May 10th to June 10th."""
+def in_period(status: str, seats: int = 1, period: tuple[int, int] = PERIOD, **fields: Any) -> dict[str, Any]:
+    """The subscription started on January 10th in `status` with `seats`, its current period `period` (May 10th to
+    June 10th)."""
     sub = subscription(status=status, created=JAN_10, start_date=JAN_10, **fields)
-    sub["items"]["data"][0].update(current_period_start=PERIOD[0], current_period_end=PERIOD[1], quantity=seats)
+    sub["items"]["data"][0].update(current_period_start=period[0], current_period_end=period[1], quantity=seats)
     return sub
 
 
@@ -123,14 +127,21 @@ def imported(when: int, obj: dict[str, Any]) -> Envelope:
 
 
 def mrr_at_month_ends(envelopes: list[Envelope]) -> list[float]:
-    """Each month end's MRR as the views read it: the latest version by time, then rank (then event id)."""
-    versions = sorted((v for e in envelopes for v in writes_for(e).versions),
-                      key=lambda v: (v.state_time, v.state_rank, v.state_event_id))
+    """Each month end's MRR as the views read it: the latest version by time, then rank (then event id); of versions
+    with one key (time, rank, event id), the first written, as `ON CONFLICT DO NOTHING` keeps it."""
+    stored: dict[tuple[int, int, str], Any] = {}
+    for version in (v for e in envelopes for v in writes_for(e).versions):
+        stored.setdefault((version.state_time, version.state_rank, version.state_event_id), version)
+    versions = [stored[key] for key in sorted(stored)]
     return [float([v for v in versions if v.state_time <= end][-1].mrr) for end in MONTH_ENDS]
 
 
-def one_seat() -> dict[str, Any]:
-    return {"object": "list", "data": [in_period("active")["items"]["data"][0]], "has_more": False}
+def one_seat(seats: int = 1, period: tuple[int, int] = PERIOD) -> dict[str, Any]:
+    return {"object": "list", "data": [in_period("active", seats, period)["items"]["data"][0]], "has_more": False}
+
+
+TRIAL = {"trial_start": JAN_10, "trial_end": at(2025, 3, 1)}
+SINCE_APRIL_20 = (at(2025, 4, 20), at(2025, 5, 20))
 
 
 @pytest.mark.parametrize(("case", "envelopes", "truth"), [
@@ -163,9 +174,36 @@ def one_seat() -> dict[str, Any]:
               previous={"items": one_seat()}),
         imported(at(2025, 5, 30), in_period("active", seats=2, trial_start=JAN_10, trial_end=at(2025, 3, 1)))],
      [0.0, 0.0, 10_000.0, 10_000.0, 20_000.0]),
+    # A trial until March 1st, its first invoice unpaid (past due, then unpaid), paid on May 15th, only that event
+    # left: at March 1st the state before gives "active from the trial end" and "unpaid since the period began",
+    # which were one row (same time, rank and id): the database kept the first, active.
+    ("unpaid from the trial's end, then paid", [
+        event("evt_paid", "customer.subscription.updated", at(2025, 5, 15),
+              in_period("active", period=(at(2025, 3, 1), at(2025, 6, 1)), **TRIAL), previous={"status": "unpaid"}),
+        imported(at(2025, 5, 30), in_period("active", period=(at(2025, 3, 1), at(2025, 6, 1)), **TRIAL))],
+     [0.0, 0.0, 0.0, 0.0, 10_000.0]),
+    # Its period began April 20th; a seat added May 5th whose proration failed (past due), paid May 8th: the state
+    # before the payment, past due with two seats since April 20th, spoke for April.
+    ("a seat added, its proration paid late", [
+        event("evt_seat", "customer.subscription.updated", at(2025, 5, 5),
+              in_period("past_due", 2, SINCE_APRIL_20), previous={"items": one_seat(1, SINCE_APRIL_20), "status": "active"}),
+        event("evt_paid", "customer.subscription.updated", at(2025, 5, 8), in_period("active", 2, SINCE_APRIL_20),
+              previous={"status": "past_due"}),
+        imported(at(2025, 5, 15), in_period("active", 2, SINCE_APRIL_20))], [10_000.0] * 4 + [20_000.0]),
+    ("seats cut, then past due, then paid", [
+        event("evt_cut", "customer.subscription.updated", at(2025, 5, 5), in_period("active", 1, SINCE_APRIL_20),
+              previous={"items": one_seat(3, SINCE_APRIL_20)}),
+        event("evt_due", "customer.subscription.updated", at(2025, 5, 6), in_period("past_due", 1, SINCE_APRIL_20),
+              previous={"status": "active"}),
+        event("evt_paid", "customer.subscription.updated", at(2025, 5, 12), in_period("active", 1, SINCE_APRIL_20),
+              previous={"status": "past_due"}),
+        imported(at(2025, 5, 15), in_period("active", 1, SINCE_APRIL_20))], [30_000.0] * 4 + [10_000.0]),
 ])
 def test_the_states_before_updates_older_than_the_events_window_give_each_month_end_its_mrr(
         case: str, envelopes: list[Envelope], truth: list[float]) -> None:
     """Older than the events window, a subscription's history is its snapshot (now) and the states before the
     updates still listed: each month end's MRR is the truth, January to May."""
+    for envelope in envelopes:  # no two rows one key: the database would keep the first alone
+        keys = [(v.state_time, v.state_rank, v.state_event_id) for v in writes_for(envelope).versions]
+        assert len(keys) == len(set(keys)), (case, envelope.event_id)
     assert mrr_at_month_ends(envelopes) == truth, case

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -38,21 +38,31 @@ def assert_discounts_readable(obj: dict[str, Any]) -> None:
     assert sub.unresolved_discounts == () and sub.coupons, obj.get("discounts")
 
 
-async def connected_with_webhooks(control: ControlClient, sim: SimServer, secret: str) -> tuple[str, str]:
-    """Connects an account whose subscriptions have discounts, with a webhook signing secret; returns the account
-    and the connection's webhook URL."""
+class Connected(NamedTuple):
+    """An account connected with its webhook signing secret."""
+
+    account: str
+    webhook_url: str
+    connection_id: str
+    key: str
+    tenant: str
+    token: str
+
+
+async def connected_with_webhooks(control: ControlClient, sim: SimServer, secret: str) -> Connected:
+    """Connects an account whose subscriptions have discounts, with a webhook signing secret."""
     account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
     sim.set_rate_limit(account, 1000)
-    tenant, token, _, _ = await connect(control, sim, account)
+    tenant, token, connection_id, key = await connect(control, sim, account)
     status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
                                       {"secret": secret})
     assert status == 200, body
-    return account, body["connection"]["webhook"]["url"]
+    return Connected(account, body["connection"]["webhook"]["url"], connection_id, key, tenant, token)
 
 
 async def test_the_receiver_fills_in_discounts_named_by_id(control: ControlClient, sim: SimServer) -> None:
     secret = "whsec_" + "d1sc0unt5" * 4
-    account, webhook_url = await connected_with_webhooks(control, sim, secret)
+    account, webhook_url, *_ = await connected_with_webhooks(control, sim, secret)
     event = discounted_subscription_event(sim, account)
     assert all(isinstance(d, str) for d in event["data"]["object"]["discounts"])  # ids only, as Stripe sends them
     payload = orjson.dumps(event).decode()
@@ -73,7 +83,7 @@ async def test_deliveries_waiting_for_discounts_get_503_instead_of_queueing_behi
     connection has at most `discount_fetches_per_connection` fetches waiting, each given up after
     `discount_fetch_timeout_s`: 503, and Stripe delivers again later."""
     secret = "whsec_" + "sl0wstr1pe" * 4
-    account, webhook_url = await connected_with_webhooks(control, sim, secret)
+    account, webhook_url, *_ = await connected_with_webhooks(control, sim, secret)
     payload = orjson.dumps(discounted_subscription_event(sim, account)).decode()
     headers = {"Content-Type": "application/json",
                "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(payload, secret, int(time.time()))}
@@ -132,15 +142,9 @@ async def test_a_delivery_whose_fill_in_stripe_refuses_the_key_for_is_left_to_th
     it). Now it is acknowledged, not published; the poller, which stops at the same refusal with its cursor kept,
     publishes it filled in once a working key is entered."""
     secret = "whsec_" + "r3v0ked" * 5
-    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
-    sim.set_rate_limit(account, 1000)
-    tenant, token, connection_id, key = await connect(control, sim, account)
-    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
-                                      {"secret": secret})
-    assert status == 200, body
+    account, url, connection_id, key, tenant, token = await connected_with_webhooks(control, sim, secret)
     event = discounted_subscription_event(sim, account)
     sim.revoke_key(key)
-    url = body["connection"]["webhook"]["url"]
     status, answer = await deliver_signed(control, url, event, secret)
     assert (status, answer["published"]) == (200, False) and "poller" in answer["left_to_poller"], answer
     assert key not in str(answer)
@@ -187,19 +191,14 @@ async def test_a_permission_taken_away_is_answered_503_so_the_key_edited_in_plac
     is read and published, with no one pressing Test (left to the poller, it waited for a Test; after 30 days it
     was never listed again)."""
     secret = "whsec_" + "n0c0up0ns" * 4
-    account = sim.create_account(api_version=CURRENT_VERSION, customers=40).id
-    sim.set_rate_limit(account, 1000)
-    tenant, token, _, key = await connect(control, sim, account)
-    status, body = await control.call("PUT", f"/api/tenants/{tenant}/connections/test/webhook-secret", token,
-                                      {"secret": secret})
-    assert status == 200, body
+    account, url, _, key, *_ = await connected_with_webhooks(control, sim, secret)
     event = discounted_subscription_event(sim, account)
     granted = sim.state.keys[key].permissions
     sim.state.keys[key].permissions = granted - {"coupons"}
-    status, answer = await deliver_signed(control, body["connection"]["webhook"]["url"], event, secret)
+    status, answer = await deliver_signed(control, url, event, secret)
     assert (status, answer["error"]["code"]) == (503, "temporarily_unavailable"), answer
     sim.state.keys[key].permissions = granted
-    status, answer = await deliver_signed(control, body["connection"]["webhook"]["url"], event, secret)
+    status, answer = await deliver_signed(control, url, event, secret)
     assert (status, answer) == (200, {"received": True, "published": True})
     [envelope] = [e for e in await published_envelopes(control.settings, 1) if e.event_id == event["id"]]
     assert_discounts_readable(orjson.loads(envelope.payload)["data"]["object"])

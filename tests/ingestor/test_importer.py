@@ -724,7 +724,9 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
     try:
         await wait_for(lambda: _imported(control, healthy_connection), 60, "the other tenant's import, meanwhile")
         assert not await _imported(control, blocked_connection)
-        assert sum(o.connection_id == healthy_connection for o in passes) >= 3  # it took several passes
+        # More than one pass: its next ones ran while the blocked tenant's first still did (a whole suite's load made
+        # its passes longer, two where three were asserted, once).
+        assert sum(o.connection_id == healthy_connection for o in passes) >= 2
         assert not any(o.connection_id == blocked_connection for o in passes)  # the blocked one's first still runs
     finally:
         sim.set_faults()

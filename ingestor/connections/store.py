@@ -298,25 +298,22 @@ class PostgresConnectionStore:
 
     async def load_key(self, connection_id: str) -> tuple[str, int] | None:
         """Returns (restricted key, key version), decrypted just now, or None if there is no key."""
-        row = await self._pool.fetchrow(
-            "SELECT tenant_id, key_ciphertext, key_version FROM stripe_connections WHERE connection_id = $1",
-            connection_id,
-        )
-        if row is None or row["key_ciphertext"] is None:
-            return None
-        return self._vault.decrypt(row["key_ciphertext"], key_aad(row["tenant_id"], connection_id)), row["key_version"]
+        return await self._stored_key(connection_id, unless_refused=False)
 
     async def load_key_unless_refused(self, connection_id: str) -> tuple[str, int] | None:
         """Returns (restricted key, key version) like `load_key`, or raises KeyInvalidError without decrypting it
         when Stripe already refused it (`key_invalid`): asked again, Stripe refuses it again, and many requests with
         refused keys from our address could have Stripe refuse it for every tenant."""
+        return await self._stored_key(connection_id, unless_refused=True)
+
+    async def _stored_key(self, connection_id: str, unless_refused: bool) -> tuple[str, int] | None:
         row = await self._pool.fetchrow(
             "SELECT tenant_id, key_ciphertext, key_version, status FROM stripe_connections WHERE connection_id = $1",
             connection_id,
         )
         if row is None or row["key_ciphertext"] is None:
             return None
-        if row["status"] == "key_invalid":
+        if unless_refused and row["status"] == "key_invalid":
             raise KeyInvalidError("Stripe refused the connection's key (rotated or revoked); a new one is needed")
         return self._vault.decrypt(row["key_ciphertext"], key_aad(row["tenant_id"], connection_id)), row["key_version"]
 

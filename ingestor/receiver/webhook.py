@@ -117,6 +117,11 @@ def _ok(body: dict[str, bool]) -> Callable[[], web.Response]:
     return lambda: web.Response(body=encoded, content_type="application/json")
 
 
+def _acknowledged(body: dict[str, Any]) -> web.Response:
+    """A 200 with a JSON body said of this delivery alone (left out, and why)."""
+    return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+
 PUBLISHED = _ok({"received": True, "published": True})
 IGNORED = _ok({"received": True, "published": False})
 TEST_RECEIVED = _ok({"received": True, "test": True})
@@ -309,9 +314,7 @@ class WebhookReceiver:
             log.warning("could not count an unreadable event in health; answering 503")
             return "database_unavailable", self._unavailable()
         self.last_delivery_at[target.connection_id] = now
-        return "unreadable_object", web.Response(
-            body=json.dumps({"received": True, "published": False, "unreadable": why}).encode(),
-            content_type="application/json")
+        return "unreadable_object", _acknowledged({"received": True, "published": False, "unreadable": why})
 
     def _left_to_poller(self, target: WebhookTarget, exc: IngestError, now: datetime) -> web.Response:
         """Stripe refused the connection's key (401: rotated or revoked, never valid again) for what the event names.
@@ -324,10 +327,8 @@ class WebhookReceiver:
         log.info("Stripe refused the connection's key for a fill-in; the event is left to the poller",
                  connection_id=target.connection_id, code=exc.code)
         self.last_delivery_at[target.connection_id] = now
-        return web.Response(body=json.dumps({
-            "received": True, "published": False,
-            "left_to_poller": f"{exc}: read by the poller once a working key is entered"}).encode(),
-            content_type="application/json")
+        return _acknowledged({"received": True, "published": False,
+                              "left_to_poller": f"{exc}: read by the poller once a working key is entered"})
 
     async def _read_body(self, request: web.Request) -> tuple[bytes, tuple[str, web.Response] | None]:
         """The body, or the refusal of one too slow or too large."""

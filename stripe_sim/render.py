@@ -62,19 +62,28 @@ def render(obj: Obj, version: str) -> Obj:
 def render_event(evt: Obj, version: str | None = None) -> Obj:
     """Return an event with `data.object` rendered in the event's own API version (or `version`)."""
     at = version or evt["api_version"]
-    data = {**evt["data"], "object": _as_of(evt["data"]["object"], at)}
+    stored = evt["data"]["object"]
+    data = {**evt["data"], "object": _as_of(stored, at)}
     previous = data.get("previous_attributes")
-    if isinstance(previous, dict) and isinstance(previous.get("items"), dict) and _tiered(previous["items"]["data"]):
-        previous = data["previous_attributes"] = {**previous, "items": _untiered_list(previous["items"])}
-    if isinstance(previous, dict) and isinstance(previous.get("items"), dict) \
-            and any(it.get("discounts") for it in previous["items"]["data"]):
-        previous = data["previous_attributes"] = {**previous, "items": _item_discounts_named(previous["items"], at)}
+    if isinstance(previous, dict) and stored.get("object") == "subscription":
+        data["previous_attributes"] = _changed(_subscription({**stored, **previous}, at), data["object"])
+        return {**evt, "api_version": at, "data": data}
     before = previous.get("discount") if isinstance(previous, dict) else None
-    if isinstance(previous, dict) and isinstance(before, dict):
+    if isinstance(previous, dict) and isinstance(before, dict):  # a customer's discount taken away or changed
         data["previous_attributes"] = {**previous, "discount": _discount_as_of(before, at)}
     elif isinstance(previous, dict) and evt["data"]["object"].get("object") == "discount":
         data["previous_attributes"] = _discount_as_of(previous, at)  # a customer switched coupons
     return {**evt, "api_version": at, "data": data}
+
+
+def _changed(before: Obj, after: Obj) -> Obj:
+    """An update's `previous_attributes` as Stripe builds them: the top-level fields of the object as shown before
+    that differ from the object as shown now, with their values before. So a subscription's renewal names its old
+    period at the top before basil (`current_period_start/end`, its items unchanged and left out) and on the items
+    from basil on; an upgrade before Prices names the old `plan` and `quantity` too; a field a version does not
+    show (basil's `discount`) is never named."""
+    return {name: before.get(name) for name in [*before, *(n for n in after if n not in before)]
+            if before.get(name) != after.get(name)}
 
 
 def _as_of(obj: Obj, version: str) -> Obj:

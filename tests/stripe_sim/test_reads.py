@@ -9,6 +9,7 @@ import pytest
 import stripe
 
 from stripe_sim import CURRENT_VERSION, AccountInfo, SimServer
+from stripe_sim.render import VERSIONS
 from tests.stripe_sim.conftest import NOW
 
 Make = Callable[..., stripe.StripeClient]
@@ -258,3 +259,39 @@ async def test_an_items_own_discounts_are_ids_unless_expanded_like_stripe(
     assert discount["source"]["coupon"] == coupon["id"]  # the library's version: clover on
     listed = (await client.v1.subscriptions.list_async({"expand": ["data.items.data.discounts"]})).data[0].to_dict()
     assert listed["items"]["data"][0]["discounts"] == [discount]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_an_updates_previous_attributes_name_what_changed_as_its_version_shows_it_like_stripe(
+        sim: SimServer, make_client: Make, version: str) -> None:
+    """Stripe's `previous_attributes` are the top-level fields that changed, as the event's version shows them: a
+    renewal names the old period at the top before basil (its items, unchanged there, left out) and on the items
+    from basil on; an upgrade before Prices (2020-04-28) names the old `plan` and `quantity` beside the items."""
+    info = sim.create_account(api_version=version, customers=0, seed=4720 + VERSIONS.index(version))
+    book = sim.book(info.id)
+    cheap, dear = book.create_price(NOW - 60 * 86400, "usd", 1000), book.create_price(NOW - 60 * 86400, "usd", 3000)
+    cus = book.create_customer(at=NOW - 45 * 86400)
+    sub = book.create_subscription(cus["id"], [(cheap, 1)], NOW - 45 * 86400)
+    old_period = (sub["items"]["data"][0]["current_period_start"], sub["items"]["data"][0]["current_period_end"])
+    book.renew(sub["id"])
+    book.change_items(sub["id"], [(dear, 2)], NOW - 5 * 86400)
+    client = make_client(info.restricted_key)
+    updates = [e.to_dict()["data"] for e in (await client.v1.events.list_async(
+        {"type": "customer.subscription.updated", "limit": 10})).data]
+    upgrade, renewal = updates
+    basil = version >= "2025-03-31"
+    if basil:
+        assert list(renewal["previous_attributes"]) == ["items"]
+        assert [(it["current_period_start"], it["current_period_end"])
+                for it in renewal["previous_attributes"]["items"]["data"]] == [old_period]
+    else:
+        assert renewal["previous_attributes"] == {"current_period_start": old_period[0],
+                                                  "current_period_end": old_period[1]}
+        assert renewal["object"]["current_period_start"] == old_period[1]
+    before_prices = version < "2020-04-28"
+    assert sorted(upgrade["previous_attributes"]) == (["items", "plan", "quantity"] if before_prices else ["items"])
+    (old_item,) = upgrade["previous_attributes"]["items"]["data"]
+    assert (old_item["plan"]["amount"], old_item["quantity"]) == (1000, 1)
+    assert ("price" in old_item) is not before_prices and ("current_period_end" in old_item) is basil
+    if before_prices:
+        assert (upgrade["previous_attributes"]["plan"]["amount"], upgrade["previous_attributes"]["quantity"]) == (1000, 1)

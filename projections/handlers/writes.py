@@ -346,7 +346,8 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     looked like before it (older items before an upgrade, trialing before active, past due before
     paid). Taken as a snapshot of that moment, it gives the points a snapshot gives (active or
     trialing from its start, active from its trial end, its past-due, unpaid or paused status from
-    its current period's start, canceled from its end) that come before the update; at each it
+    its current period's start, canceled from its end), and its status of then from its current
+    period's start whatever it was, that come before the update; at each it
     outranks the snapshot of now, and the earliest update outranks later ones, whose states before
     are newer; real events in between are newer still and win. (Placed once, at the latest of these
     times taken from the state after: an upgrade older than the events window counted the new price
@@ -365,6 +366,12 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     points: list[tuple[int, str]] = []
     if start is not None and before.status not in ("incomplete", "incomplete_expired"):
         points = [(t, status) for t, status, _, _ in _snapshot_points(before, start) if t < time_ms]
+        period_start = _timestamp(before.current_period_start)
+        if period_start is not None and start < period_start and period_start * 1000 < time_ms \
+                and all(t != period_start * 1000 for t, _ in points):
+            # What it was since its current period began, whatever its status: a later update's state before,
+            # past due since then, would otherwise speak for the time before this update.
+            points.append((period_start * 1000, "active" if before.status == "canceled" else before.status))
     if not points:  # not yet paid for (incomplete), or nothing a snapshot would derive before the update
         points = [(start * 1000 if start is not None and start * 1000 < time_ms else time_ms - 1, before.status)]
     return [SubscriptionVersion(

@@ -81,8 +81,8 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it "
                                                "(its tiered prices' tiers filled in as the object's), read by these "
                                                "rules (MRR history points before the update, where a snapshot of "
-                                               "that state would put them: its start, trial end, a past-due, "
-                                               "unpaid or paused period's start, end)",
+                                               "that state would put them: its start, trial end, current period "
+                                               "start, end)",
      "no point (the update itself still counts; a removed discount is named by id only)"),
     ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
     ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import date, datetime, timezone
@@ -16,6 +17,7 @@ from projections.handlers.writes import STATE_COLUMNS, writes_for
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
 from stripe_sim.objects import template
+from stripe_sim.render import VERSIONS, render_event
 from tests.projections.support import bind_tenant
 
 BASIL = "2025-03-31.basil"
@@ -27,7 +29,9 @@ MRR = STATE_COLUMNS["subscriptions"].index("mrr")
 def subscription(**fields: Any) -> dict[str, Any]:
     """An active $100/month basil subscription (Stripe's example subscription and item), periods on the item."""
     price = {**template("price"), "unit_amount": 10_000, "unit_amount_decimal": "10000"}
-    item = {**template("subscription_item"), "price": price, "quantity": 1, "discounts": [],
+    plan = {"id": price["id"], "object": "plan", "amount": 10_000, "amount_decimal": "10000", "currency": "usd",
+            "interval": "month", "interval_count": 1, "billing_scheme": "per_unit", "usage_type": "licensed"}
+    item = {**template("subscription_item"), "price": price, "plan": plan, "quantity": 1, "discounts": [],
             "current_period_start": UPDATED - 2 * 86_400, "current_period_end": UPDATED + 28 * 86_400}
     return {**template("subscription"), "id": "sub_hist", "customer": "cus_hist", "status": "active",
             "created": START, "start_date": START, "trial_end": None, "trial_start": None, "cancel_at": None,
@@ -70,9 +74,11 @@ def test_a_state_before_that_can_be_derived_is_still_written() -> None:
     two_seats = {"object": "list", "data": [{**subscription()["items"]["data"][0], "quantity": 2}], "has_more": False}
     writes = writes_for(event("evt_seats", "customer.subscription.updated", UPDATED, subscription(),
                               previous={"items": two_seats}))
+    period_start = subscription()["items"]["data"][0]["current_period_start"]
     assert [(v.state_event_id, v.state_time, v.mrr) for v in writes.versions] == [
         ("evt_seats", UPDATED * 1000, Decimal(10_000)),
-        ("evt_seats:before", START * 1000, Decimal(20_000))]  # from its start, as a snapshot of that moment
+        ("evt_seats:before", START * 1000, Decimal(20_000)),  # from its start, as a snapshot of that moment
+        ("evt_seats:before", period_start * 1000, Decimal(20_000))]  # and since its period began
 
 
 def test_a_hostile_amount_in_previous_attributes_is_refused_at_once_and_the_update_still_counts() -> None:
@@ -124,6 +130,13 @@ def imported(when: int, obj: dict[str, Any]) -> Envelope:
     return event("snap_1", "customer.subscription.snapshot", when, obj, source=Source.IMPORT)
 
 
+def as_of(envelope: Envelope, version: str) -> Envelope:
+    """The envelope as an account pinned to `version` is sent it: the object and its `previous_attributes` as the
+    simulator renders that version (the events above are written in its stored shape, periods on the items)."""
+    payload = render_event(json.loads(envelope.payload), version)
+    return dataclasses.replace(envelope, api_version=version, payload=json.dumps(payload))
+
+
 def mrr_at_month_ends(envelopes: list[Envelope]) -> list[float]:
     """Each month end's MRR as the views read it: the latest version by time, then rank (then event id); of versions
     with one key (time, rank, event id), the first written, as `ON CONFLICT DO NOTHING` keeps it."""
@@ -134,11 +147,12 @@ def mrr_at_month_ends(envelopes: list[Envelope]) -> list[float]:
     return [float([v for v in versions if v.state_time <= end][-1].mrr) for end in MONTH_ENDS]
 
 
-def one_seat() -> dict[str, Any]:
-    return {"object": "list", "data": [in_period("active")["items"]["data"][0]], "has_more": False}
+def one_seat(seats: int = 1, period: tuple[int, int] = PERIOD) -> dict[str, Any]:
+    return {"object": "list", "data": [in_period("active", seats, period)["items"]["data"][0]], "has_more": False}
 
 
 TRIAL = {"trial_start": JAN_10, "trial_end": at(2025, 3, 1)}
+SINCE_APRIL_20 = (at(2025, 4, 20), at(2025, 5, 20))
 
 
 @pytest.mark.parametrize(("case", "envelopes", "truth"), [
@@ -179,11 +193,30 @@ TRIAL = {"trial_start": JAN_10, "trial_end": at(2025, 3, 1)}
               in_period("active", period=(at(2025, 3, 1), at(2025, 6, 1)), **TRIAL), previous={"status": "unpaid"}),
         imported(at(2025, 5, 30), in_period("active", period=(at(2025, 3, 1), at(2025, 6, 1)), **TRIAL))],
      [0.0, 0.0, 0.0, 0.0, 10_000.0]),
+    # Its period began April 20th; a seat added May 5th whose proration failed (past due), paid May 8th: the state
+    # before the payment, past due with two seats since April 20th, spoke for April.
+    ("a seat added, its proration paid late", [
+        event("evt_seat", "customer.subscription.updated", at(2025, 5, 5),
+              in_period("past_due", 2, SINCE_APRIL_20), previous={"items": one_seat(1, SINCE_APRIL_20), "status": "active"}),
+        event("evt_paid", "customer.subscription.updated", at(2025, 5, 8), in_period("active", 2, SINCE_APRIL_20),
+              previous={"status": "past_due"}),
+        imported(at(2025, 5, 15), in_period("active", 2, SINCE_APRIL_20))], [10_000.0] * 4 + [20_000.0]),
+    ("seats cut, then past due, then paid", [
+        event("evt_cut", "customer.subscription.updated", at(2025, 5, 5), in_period("active", 1, SINCE_APRIL_20),
+              previous={"items": one_seat(3, SINCE_APRIL_20)}),
+        event("evt_due", "customer.subscription.updated", at(2025, 5, 6), in_period("past_due", 1, SINCE_APRIL_20),
+              previous={"status": "active"}),
+        event("evt_paid", "customer.subscription.updated", at(2025, 5, 12), in_period("active", 1, SINCE_APRIL_20),
+              previous={"status": "past_due"}),
+        imported(at(2025, 5, 15), in_period("active", 1, SINCE_APRIL_20))], [30_000.0] * 4 + [10_000.0]),
 ])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_the_states_before_updates_older_than_the_events_window_give_each_month_end_its_mrr(
-        case: str, envelopes: list[Envelope], truth: list[float]) -> None:
+        case: str, envelopes: list[Envelope], truth: list[float], version: str) -> None:
     """Older than the events window, a subscription's history is its snapshot (now) and the states before the
-    updates still listed: each month end's MRR is the truth, January to May."""
+    updates still listed: each month end's MRR is the truth, January to May, whatever the account's API version
+    (a state before names its period at the top before basil, on the items since)."""
+    envelopes = [as_of(envelope, version) for envelope in envelopes]
     for envelope in envelopes:  # no two rows one key: the database would keep the first alone
         keys = [(v.state_time, v.state_rank, v.state_event_id) for v in writes_for(envelope).versions]
         assert len(keys) == len(set(keys)), (case, envelope.event_id)

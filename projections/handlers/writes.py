@@ -12,15 +12,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
 
+from plumbing.health_rows import HealthRow
 from projections.errors import UnknownObjectError
-from projections.handlers.customer_discounts import basis_json, coupon_json, unreadable_json
-from projections.handlers.mrr import as_decimal, customer_discount_basis, customer_forever_coupon, subscription_mrr
-from projections.handlers.ordering import STATUS_PROGRESS, state_rank
+from projections.handlers.customer_discounts import coupon_json, unreadable_json
+from projections.handlers.mrr import as_decimal, customer_forever_coupon, subscription_mrr
+from projections.handlers.ordering import state_rank
+from projections.handlers.subscription_history import (
+    SubscriptionVersion,
+    epoch_seconds,
+    subscription_versions,
+    versions_before,
+)
 from schemas import Envelope, Source
 from schemas.stripe_objects import (
     Canonical,
@@ -31,7 +37,6 @@ from schemas.stripe_objects import (
     UnreadableObjectError,
     read_event_object,
     read_object,
-    read_subscription,
 )
 from schemas.stripe_objects.reader import MAX_UNIX_S
 
@@ -108,21 +113,6 @@ class RefundState(NamedTuple):
     event_id: str
 
 
-class SubscriptionVersion(NamedTuple):
-    """One point of a subscription's MRR history."""
-
-    tenant_id: str
-    subscription_id: str
-    state_time: int
-    state_rank: int
-    state_event_id: str
-    customer_id: str
-    currency: str
-    status: str
-    mrr: Decimal  # without the customer's discount: the store joins it in (`customer_discounts`)
-    customer_discount_basis: bytes | None = None  # what the customer's discount would reduce (JSON), None: nothing
-
-
 class CustomerDiscountRow(NamedTuple):
     """One customer state's discount: its forever coupon (JSON; or why it cannot be read), or None."""
 
@@ -143,6 +133,7 @@ class Writes:
     refund_states: list[RefundState] = field(default_factory=list)
     versions: list[SubscriptionVersion] = field(default_factory=list)
     customer_discounts: list[CustomerDiscountRow] = field(default_factory=list)
+    health: list[HealthRow] = field(default_factory=list)  # what of an applied event could not be derived
 
     def extend(self, other: Writes) -> None:
         """Adds `other`'s writes to these."""
@@ -151,6 +142,7 @@ class Writes:
         self.refund_states.extend(other.refund_states)
         self.versions.extend(other.versions)
         self.customer_discounts.extend(other.customer_discounts)
+        self.health.extend(other.health)
 
     def customers(self) -> set[tuple[str, str]]:
         """The (tenant, customer) pairs whose subscriptions' MRR these writes may change."""
@@ -231,9 +223,11 @@ def writes_for(envelope: Envelope) -> Writes:
         writes.customer_discounts.extend(_customer_discounts(
             envelope, record, time_ms, discount_rank(rank, record, removed)))
     elif isinstance(record, Subscription):
-        writes.versions.extend(_subscription_versions(envelope, record, time_ms, rank))
+        writes.versions.extend(subscription_versions(envelope, record, time_ms, rank))
         if isinstance(previous, Mapping) and previous:
-            writes.versions.extend(_version_before(envelope, obj, record, previous, time_ms))
+            versions, health = versions_before(envelope, obj, record, previous, time_ms)
+            writes.versions.extend(versions)
+            writes.health.extend(health)
     return writes
 
 
@@ -265,7 +259,7 @@ def discount_rank(rank: int, customer: Customer, removed: Any) -> int:
     showing none without `previous_attributes.discount` left it as it was, none, before any discount of its second.
     Ranks: a state showing a discount applied at `s` 8s to 8s + 2, removing it 8s + 4 to 8s + 6 (an import's point
     at `s` is 8s − 1), saying nothing 0 to 2."""
-    applied = _timestamp(customer.discount_start)
+    applied = epoch_seconds(customer.discount_start)
     removed_at = removed.get("start") if isinstance(removed, Mapping) and applied is None else None
     if applied is not None:
         order = 2 * applied
@@ -292,7 +286,7 @@ def _customer_discounts(envelope: Envelope, customer: Customer, time_ms: int, ra
     the states that say nothing of the discount's history."""
     coupon = _discount_json(customer)
     rows = [CustomerDiscountRow(envelope.tenant_id, customer.id, time_ms, rank, envelope.event_id, coupon)]
-    start = _timestamp(customer.discount_start)
+    start = epoch_seconds(customer.discount_start)
     if envelope.source is Source.IMPORT and coupon is not None and start is not None and start * 1000 < time_ms:
         rows.append(CustomerDiscountRow(envelope.tenant_id, customer.id, start * 1000,
                                         _in_order(2 * start, IMPORTED_START_RANK), envelope.event_id + ":start",
@@ -318,118 +312,3 @@ def _charge_history(tenant_id: str, charge: Charge, time_ms: int, rank: int, eve
         writes.refunds.append(RefundRow(tenant_id, refund.id, charge.id, refund.currency, refund.amount,
                                         refund.status, refund.created, time_ms, event_id, rank))
     return writes
-
-
-# Points derived from a snapshot rank below every real state of the same second (see ordering.py):
-# they only fill history the events API no longer has, and never overrule an event.
-DERIVED_RANK_OFFSET = 10**15
-
-
-def _derived_rank(status: str) -> int:
-    return state_rank("subscription", {"status": status}, False, False) - DERIVED_RANK_OFFSET
-
-
-# "Before" points (see _version_before) rank above the snapshot-derived points and below every real
-# event; among themselves the earliest update's wins, since it describes the oldest state (`_before_rank`).
-BEFORE_RANK_BASE = -(5 * 10**14)
-
-
-def _timestamp(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
-def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscription, previous: Mapping[str, Any],
-                    time_ms: int) -> list[SubscriptionVersion]:
-    """The state before an update, from its `previous_attributes` — none when its MRR cannot be derived.
-
-    Fills history the events API no longer has: the earliest update seen tells what the subscription
-    looked like before it (older items before an upgrade, trialing before active, past due before
-    paid). Taken as a snapshot of that moment, it gives the points a snapshot gives (active or
-    trialing from its start, active from its trial end, its past-due, unpaid or paused status from
-    its current period's start, canceled from its end), and its status of then from its current
-    period's start whatever it was, that come before the update; at each it
-    outranks the snapshot of now, and the earliest update outranks later ones, whose states before
-    are newer; real events in between are newer still and win. (Placed once, at the latest of these
-    times taken from the state after: an upgrade older than the events window counted the new price
-    from the start to the current period's start, a yearly one for a year; a later update's state
-    before, unpaid, outranked the earlier ones at the start.) The state before is read by the same
-    canonical rules; when they cannot derive it (a removed discount is named by id only, and nobody
-    expands the old one), there is no point: the update itself still counts, and the history before
-    it is what earlier events and snapshots show.
-    """
-    try:
-        before = read_subscription({**obj, **previous})
-        subscription_mrr(before)
-    except UnreadableObjectError:
-        return []
-    start = _timestamp(before.start_date) or _timestamp(before.created)
-    points: list[tuple[int, str]] = []
-    if start is not None and before.status not in ("incomplete", "incomplete_expired"):
-        points = [(t, status) for t, status, _, _ in _snapshot_points(before, start) if t < time_ms]
-        period_start = _timestamp(before.current_period_start)
-        if period_start is not None and start < period_start and period_start * 1000 < time_ms \
-                and all(t != period_start * 1000 for t, _ in points):
-            # What it was since its current period began, whatever its status: a later update's state before,
-            # past due since then, would otherwise speak for the time before this update.
-            points.append((period_start * 1000, "active" if before.status == "canceled" else before.status))
-    if not points:  # not yet paid for (incomplete), or nothing a snapshot would derive before the update
-        points = [(start * 1000 if start is not None and start * 1000 < time_ms else time_ms - 1, before.status)]
-    return [SubscriptionVersion(
-        envelope.tenant_id, sub.id, at_ms, _before_rank(time_ms, status), envelope.event_id + ":before",
-        before.customer_id, before.currency, status, as_decimal(subscription_mrr(before, status)),
-        _basis(before, status)) for at_ms, status in points]
-
-
-def _before_rank(update_ms: int, status: str) -> int:
-    """The rank of a point of the state before an update: the earliest update's first; of one update's points at
-    one time (a trial's end, where its first period also began), the one further in the lifecycle (past due after
-    active), as the snapshot's points rank. Distinct, so none is dropped as the same row as another."""
-    return BEFORE_RANK_BASE - (update_ms // 1000) * 8 + STATUS_PROGRESS["subscription"].get(status, 0)
-
-
-def _basis(sub: Subscription, status: str) -> bytes | None:
-    basis = customer_discount_basis(sub, status)
-    return basis_json(basis) if basis is not None else None
-
-
-def _version(envelope: Envelope, sub: Subscription, at_ms: int, status: str, rank: int,
-             suffix: str) -> SubscriptionVersion:
-    return SubscriptionVersion(envelope.tenant_id, sub.id, at_ms, rank, envelope.event_id + suffix, sub.customer_id,
-                               sub.currency, status, as_decimal(subscription_mrr(sub, status)), _basis(sub, status))
-
-
-def _subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:
-    """The version this state is, plus — for a snapshot — the earlier points it implies.
-
-    A snapshot stands for history older than the events API's 30 days: active (or trialing until
-    the trial end) from the start date with the current items, the current status (past_due,
-    unpaid, paused) from the start of the current period, and canceled from `ended_at`. Upgrades
-    and downgrades older than 30 days are not visible through Stripe's API and are not guessed.
-    """
-    points: list[tuple[int, str, int, str]] = [(time_ms, sub.status, rank, "")]  # (time, status, rank, id suffix)
-    start = _timestamp(sub.start_date) or _timestamp(sub.created)
-    if envelope.source is Source.IMPORT and start is not None \
-            and sub.status not in ("incomplete", "incomplete_expired"):
-        points += _snapshot_points(sub, start)
-    # The MRR of the points kept only: a point after the snapshot (a trial ending later) is not computed.
-    return [_version(envelope, sub, *point) for point in points if point[0] <= time_ms]
-
-
-def _snapshot_points(sub: Subscription, start: int) -> list[tuple[int, str, int, str]]:
-    """The earlier points a snapshot implies, as (time, status, rank, id suffix)."""
-    points = []
-    ended = _timestamp(sub.ended_at)
-    trial_end = _timestamp(sub.trial_end)
-    if trial_end is not None and trial_end > start:
-        points.append((start * 1000, "trialing", _derived_rank("trialing"), ":start"))
-        if ended is None or trial_end < ended:
-            points.append((trial_end * 1000, "active", _derived_rank("active"), ":trial_end"))
-    else:
-        points.append((start * 1000, "active", _derived_rank("active"), ":start"))
-    period_start = _timestamp(sub.current_period_start)
-    if sub.status in ("past_due", "unpaid", "paused") and ended is None and period_start is not None:
-        if period_start > start:
-            points.append((period_start * 1000, sub.status, _derived_rank(sub.status), ":since_period_start"))
-    if ended is not None:
-        points.append((ended * 1000, "canceled", _derived_rank("canceled"), ":end"))
-    return points

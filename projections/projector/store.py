@@ -192,6 +192,7 @@ class PostgresProjectionStore:
     async def _write(self, conn: asyncpg.Connection, writes: Writes) -> None:
         for table, rows in sorted(newest_per_object(writes.states).items()):
             await conn.execute(self._upserts[table], *_columns(rows))
+        await count_in_health(conn, writes.health)
         s = self._schema
         if writes.refunds:
             # One row per refund: its newest state by the listing charge state's order (seen_at, rank, event id),

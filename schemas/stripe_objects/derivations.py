@@ -83,7 +83,8 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                                "rules (MRR history points before the update, where a snapshot of "
                                                "that state would put them: its start, trial end, current period "
                                                "start, end)",
-     "no point (the update itself still counts; a removed discount is named by id only)"),
+     "no point, the update named in health (the update itself still counts); not named when a discount is known "
+     "by id only, as every removal of a discount leaves it"),
     ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
     ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),
     ("invoice", "amount_paid", "`amount_paid` (2018-04-04 on) → `amount_due` if `paid`, else 0", "unreadable"),

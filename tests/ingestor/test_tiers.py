@@ -274,6 +274,38 @@ async def test_an_upgrade_older_than_the_events_window_counts_the_tiered_price_i
     assert price_retrieves(sim, account) == 1
 
 
+WITHOUT_PRICES = {"customers", "charges", "subscriptions", "invoices", "payment_intents", "events", "coupons"}
+
+
+@pytest.mark.integration
+async def test_without_the_prices_permission_the_months_before_an_upgrade_older_than_the_window_are_named_in_health(
+    control: ControlClient, worker: Worker, sim: SimServer, create_topic: Callable[[str, int], Awaitable[None]],
+) -> None:
+    """The update's `previous_attributes` are the only account of the tiered price it left, and without the key's
+    Prices permission its tiers cannot be read: the months before the update show the import's snapshot (the new
+    price from the start). That was silent — nothing in health, 3,300 a month too much; the update is now named
+    there, and the update itself still counts."""
+    await create_topic(control.settings.kafka.dead_letter_topic, 1)
+    # Yearly, renewed before the window: the upgrade is its only event there (a renewal on the price it left would
+    # be unreadable itself).
+    account, moved = moved_account(sim, CURRENT_VERSION, started_days_ago=500, moved_days_ago=10, interval="year")
+    tenant, token, connection_id, _ = await connect(control, sim, account, permissions=WITHOUT_PRICES)
+    outcome, = await worker.importer.run_pending(among={connection_id})
+    assert outcome.state == "done", outcome
+    polled = await worker.poller.poll_connection(connection_id)
+    assert polled.state == "polled", polled
+    await project_until_idle(control.settings, control.pool)
+    status, view = await control.call("GET", f"/api/tenants/{tenant}", token)
+    assert status == 200, view
+    upgrade = next(e["id"] for e in sim.state.accounts[account].test.all("event")  # newest first: the move
+                   if e["type"] == "customer.subscription.updated")
+    unreadable = view["unreadable_events"]
+    assert unreadable["count"] == 1 and [e["event_id"] for e in unreadable["latest"]] == [upgrade], unreadable
+    message = unreadable["latest"][0]["message"]
+    assert "the state before this update cannot be read" in message and "price.tiers are needed" in message
+    assert await mrr_paid(control, tenant, moved) == [round(VOLUME_12 / 12, 6)]  # the update counts
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("sources", [("poll",), ("webhooks", "poll")])
 async def test_without_the_prices_permission_only_those_events_are_unreadable_each_counted_once(
@@ -282,12 +314,12 @@ async def test_without_the_prices_permission_only_those_events_are_unreadable_ea
 ) -> None:
     """Prices is an optional permission: a key without it connects, its connection keeps polling (a 403 is no reason
     to stop reading), and the events it would have read (the subscription's two states on the graduated price) are
-    counted in health by name, the rest projected. Delivered by webhook and listed by the poller too, each is still
-    one event in health (the receiver's row and the projector's dead letter of the poller's record were two)."""
+    counted in health by name, the rest projected (the move itself counts; the state before it is named). Delivered by
+    webhook and listed by the poller too, each is still one event in health (the receiver's row and the projector's
+    dead letter of the poller's record were two)."""
     await create_topic(control.settings.kafka.dead_letter_topic, 1)
     account, moved = moved_account(sim, CURRENT_VERSION)
-    without_prices = {"customers", "charges", "subscriptions", "invoices", "payment_intents", "events", "coupons"}
-    tenant, token, connection_id, _ = await connect(control, sim, account, permissions=without_prices)
+    tenant, token, connection_id, _ = await connect(control, sim, account, permissions=WITHOUT_PRICES)
     if "webhooks" in sources:
         answers = await deliver_every_event(control, sim, account, tenant, token)
         assert sorted((t, s) for t, s, body in answers if "unreadable" in body) == [
@@ -301,7 +333,10 @@ async def test_without_the_prices_permission_only_those_events_are_unreadable_ea
     status, view = await control.call("GET", f"/api/tenants/{tenant}", token)
     assert status == 200, view
     unreadable = view["unreadable_events"]
-    assert unreadable["count"] == 2 and sum(unreadable["by_reason"].values()) == 2, unreadable
-    assert len({e["event_id"] for e in unreadable["latest"]}) == 2 and all(
-        "price.tiers are needed for a tiered price" in e["message"] for e in unreadable["latest"]), unreadable
+    assert unreadable["count"] == 3 and sum(unreadable["by_reason"].values()) == 3, unreadable
+    named = {e["event_id"]: e["message"] for e in unreadable["latest"]}
+    upgrade = next(e["id"] for e in sim.state.accounts[account].test.all("event")  # newest first: the move
+                   if e["type"] == "customer.subscription.updated")
+    assert "the state before this update cannot be read" in named.pop(upgrade), unreadable  # it counts; before not
+    assert len(named) == 2 and all("price.tiers are needed for a tiered price" in m for m in named.values()), named
     assert await mrr_paid(control, tenant, moved) == [VOLUME_12]

@@ -68,6 +68,7 @@ def test_removing_a_discount_writes_the_new_state_and_no_guessed_state_before() 
     writes = writes_for(removal())
     assert writes.states[0].values[MRR] == 10_000
     assert [(v.state_event_id, v.mrr) for v in writes.versions] == [("evt_removed", Decimal(10_000))]
+    assert writes.health == []  # what every removal leaves (Stripe never shows a removed discount again): not named
 
 
 def test_a_state_before_that_can_be_derived_is_still_written() -> None:
@@ -87,6 +88,24 @@ def test_a_hostile_amount_in_previous_attributes_is_refused_at_once_and_the_upda
     writes = writes_for(event("evt_evil", "customer.subscription.updated", UPDATED, subscription(),
                               previous={"items": {"object": "list", "data": [item]}}))
     assert [(v.state_event_id, v.mrr) for v in writes.versions] == [("evt_evil", Decimal(10_000))]
+    assert [(row.event_id, row.reason) for row in writes.health] == [("evt_evil", "UnreadableObjectError")]
+
+
+def test_a_state_before_whose_tiered_price_cannot_be_read_is_named_in_health_not_left_to_the_snapshot() -> None:
+    """An upgrade from a tiered price whose tiers were not filled in (read without the key's Prices permission):
+    the months before it showed the import's snapshot, the new price from the start, and health said nothing."""
+    item = {**subscription()["items"]["data"][0]}
+    item["price"] = {**item["price"], "id": "price_left", "billing_scheme": "tiered", "tiers_mode": "graduated",
+                     "unit_amount": None, "unit_amount_decimal": None}
+    writes = writes_for(event("evt_moved", "customer.subscription.updated", UPDATED, subscription(),
+                              previous={"items": {"object": "list", "data": [item]}}))
+    assert [(v.state_event_id, v.mrr) for v in writes.versions] == [("evt_moved", Decimal(10_000))]  # it counts
+    row, = writes.health
+    assert (row.tenant_id, row.event_id) == ("t", "evt_moved")
+    assert "the state before this update cannot be read" in row.message and "price.tiers are needed" in row.message
+    again, = writes_for(event("evt_moved", "customer.subscription.updated", UPDATED, subscription(),
+                              previous={"items": {"object": "list", "data": [item]}})).health
+    assert again == row  # the same key: counted once, however often the event is applied or replayed
 
 
 @pytest.mark.integration

@@ -16,6 +16,7 @@ from projections.handlers.mrr import as_decimal, customer_discount_basis, subscr
 from projections.handlers.ordering import STATUS_PROGRESS, state_rank
 from schemas import Envelope, Source
 from schemas.stripe_objects import Subscription, UnreadableObjectError, read_subscription
+from schemas.stripe_objects.reader import MAX_UNIX_S
 
 
 class SubscriptionVersion(NamedTuple):
@@ -51,6 +52,9 @@ def epoch_seconds(value: datetime | None) -> int | None:
     """A time as whole seconds since the epoch (Stripe's unit), or None."""
     return int(value.timestamp()) if value is not None else None
 
+
+# The most items a subscription has (Stripe's limit): the most period starts one state before is placed at.
+MAX_ITEMS = 20
 
 # Where a state before an update that cannot be read is counted in the tenant's health (not a Kafka record).
 STATES_BEFORE_TOPIC = "projection-states-before"
@@ -102,24 +106,45 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     canonical rules; when they cannot derive it there is no point: the update itself still counts, the
     history before it is what earlier events and snapshots show, and health names it (`_unreadable_before`).
     """
-    before = read_subscription({**obj, **previous})
+    raw = {**obj, **previous}
+    before = read_subscription(raw)
     subscription_mrr(before)
     start = epoch_seconds(before.start_date) or epoch_seconds(before.created)
     points: list[tuple[int, str]] = []
     if start is not None and before.status not in ("incomplete", "incomplete_expired"):
-        points = [(t, status) for t, status, _, _ in _snapshot_points(before, start) if t < time_ms]
-        period_start = epoch_seconds(before.current_period_start)
-        if period_start is not None and start < period_start and period_start * 1000 < time_ms \
-                and all(t != period_start * 1000 for t, _ in points):
-            # What it was since its current period began, whatever its status: a later update's state before,
-            # past due since then, would otherwise speak for the time before this update.
-            points.append((period_start * 1000, "active" if before.status == "canceled" else before.status))
+        period_starts = _period_starts(before, raw)
+        points = [(t, status) for t, status, _, _ in _snapshot_points(before, start, period_starts) if t < time_ms]
+        taken = {t for t, _ in points}
+        for period_start in period_starts:
+            if start < period_start and period_start * 1000 < time_ms and period_start * 1000 not in taken:
+                # What it was since its current period began, whatever its status: a later update's state before,
+                # past due since then, would otherwise speak for the time before this update. An item's earlier
+                # period (a yearly one beside a monthly) began before the latest renewal, whose invoice decides a
+                # past-due, unpaid or paused status.
+                latest = period_start == period_starts[-1]
+                points.append((period_start * 1000, before.status if latest and before.status != "canceled" else
+                               "trialing" if before.status == "trialing" else "active"))
     if not points:  # not yet paid for (incomplete), or nothing a snapshot would derive before the update
         points = [(start * 1000 if start is not None and start * 1000 < time_ms else time_ms - 1, before.status)]
     return [SubscriptionVersion(
         envelope.tenant_id, sub.id, at_ms, _before_rank(time_ms, status), envelope.event_id + ":before",
         before.customer_id, before.currency, status, as_decimal(subscription_mrr(before, status)),
         _basis(before, status)) for at_ms, status in points]
+
+
+def _period_starts(sub: Subscription, raw: Mapping[str, Any]) -> list[int]:
+    """When each of the state's current periods began: the subscription's (the earliest item's since basil) and each
+    item's — since basil a subscription's items may renew at different times (a monthly item beside a yearly one),
+    and a later update's state before at a monthly item's period start would outrank an earlier update whose only
+    period start is the yearly item's. Whole seconds within the reader's range only (a tenant signs its own
+    webhooks); at most one per item."""
+    starts = [epoch_seconds(sub.current_period_start)]
+    items = raw.get("items")
+    listed = items.get("data") if isinstance(items, Mapping) else None
+    for item in listed[:MAX_ITEMS] if isinstance(listed, list) else ():
+        value = item.get("current_period_start") if isinstance(item, Mapping) else None
+        starts.append(value if type(value) is int and 0 <= value <= MAX_UNIX_S else None)
+    return sorted({t for t in starts if t is not None})
 
 
 def _before_rank(update_ms: int, status: str) -> int:
@@ -140,7 +165,8 @@ def _version(envelope: Envelope, sub: Subscription, at_ms: int, status: str, ran
                                sub.currency, status, as_decimal(subscription_mrr(sub, status)), _basis(sub, status))
 
 
-def subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:
+def subscription_versions(envelope: Envelope, sub: Subscription, raw: Mapping[str, Any], time_ms: int,
+                          rank: int) -> list[SubscriptionVersion]:
     """The version this state is, plus — for a snapshot — the earlier points it implies.
 
     A snapshot stands for history older than the events API's 30 days: active (or trialing until
@@ -152,13 +178,15 @@ def subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, r
     start = epoch_seconds(sub.start_date) or epoch_seconds(sub.created)
     if envelope.source is Source.IMPORT and start is not None \
             and sub.status not in ("incomplete", "incomplete_expired"):
-        points += _snapshot_points(sub, start)
+        points += _snapshot_points(sub, start, _period_starts(sub, raw))
     # The MRR of the points kept only: a point after the snapshot (a trial ending later) is not computed.
     return [_version(envelope, sub, *point) for point in points if point[0] <= time_ms]
 
 
-def _snapshot_points(sub: Subscription, start: int) -> list[tuple[int, str, int, str]]:
-    """The earlier points a snapshot implies, as (time, status, rank, id suffix)."""
+def _snapshot_points(sub: Subscription, start: int, period_starts: list[int]) -> list[tuple[int, str, int, str]]:
+    """The earlier points a snapshot implies, as (time, status, rank, id suffix); a past-due, unpaid or paused status
+    from the latest of `period_starts` (the latest renewal's invoice decides it; since basil a yearly item's period
+    may have begun long before a monthly item's)."""
     points = []
     ended = epoch_seconds(sub.ended_at)
     trial_end = epoch_seconds(sub.trial_end)
@@ -168,7 +196,7 @@ def _snapshot_points(sub: Subscription, start: int) -> list[tuple[int, str, int,
             points.append((trial_end * 1000, "active", _derived_rank("active"), ":trial_end"))
     else:
         points.append((start * 1000, "active", _derived_rank("active"), ":start"))
-    period_start = epoch_seconds(sub.current_period_start)
+    period_start = period_starts[-1] if period_starts else None
     if sub.status in ("past_due", "unpaid", "paused") and ended is None and period_start is not None:
         if period_start > start:
             points.append((period_start * 1000, sub.status, _derived_rank(sub.status), ":since_period_start"))

@@ -52,7 +52,9 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                       "`interval_count` (never defaulted to month)", "unreadable"),
     ("subscription", "currency", "`currency` (2022-07-07 on) → the items' price or plan currency (all alike) → "
                                  "the legacy `plan.currency`", "unreadable (missing, or items disagree)"),
-    ("subscription", "current period", "`current_period_start/end` (until basil) → the span of the items' periods",
+    ("subscription", "current period", "`current_period_start/end` (until basil) → the span of the items' periods "
+                                       "(a snapshot's past-due, unpaid or paused status from the latest item's "
+                                       "start: items may renew at different times since basil)",
      "none"),
     ("subscription", "coupons", "`discount.coupon` (until basil) → `discounts[]` expanded: `coupon`, or "
                                 "`source.coupon` (clover on); ids are filled in by the write path (a retrieve with "
@@ -82,7 +84,7 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                                "(its tiered prices' tiers filled in as the object's), read by these "
                                                "rules (MRR history points before the update, where a snapshot of "
                                                "that state would put them: its start, trial end, current period "
-                                               "start, end)",
+                                               "start and each item's, end)",
      "no point, the update named in health (the update itself still counts); not named when a discount is known "
      "by id only, as every removal of a discount leaves it"),
     ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),

@@ -240,3 +240,41 @@ def test_the_states_before_updates_older_than_the_events_window_give_each_month_
         keys = [(v.state_time, v.state_rank, v.state_event_id) for v in writes_for(envelope).versions]
         assert len(keys) == len(set(keys)), (case, envelope.event_id)
     assert mrr_at_month_ends(envelopes) == truth, case
+
+
+def with_yearly_item(sub: dict[str, Any], since: int = JAN_10) -> dict[str, Any]:
+    """`sub` with a $1,200 a year item beside its monthly one (basil: items may renew at different times), its year
+    begun `since`."""
+    price = {**template("price"), "id": "price_year", "unit_amount": 120_000, "unit_amount_decimal": "120000",
+             "recurring": {**template("price")["recurring"], "interval": "year"}}
+    plan = {"id": "price_year", "object": "plan", "amount": 120_000, "amount_decimal": "120000", "currency": "usd",
+            "interval": "year", "interval_count": 1, "billing_scheme": "per_unit", "usage_type": "licensed"}
+    year = {**template("subscription_item"), "id": "si_year", "price": price, "plan": plan, "quantity": 1,
+            "discounts": [], "current_period_start": since, "current_period_end": since + 365 * 86_400}
+    return {**sub, "items": {**sub["items"], "data": [*sub["items"]["data"], year]}}
+
+
+APRIL_10 = (at(2025, 4, 10), at(2025, 5, 10))
+
+
+@pytest.mark.parametrize(("case", "envelopes", "truth"), [
+    # The yearly item removed May 5th, the monthly one renewed May 10th: the removal's state before (both items) had
+    # no point at the monthly period's start (its period start is its earliest item's), the renewal's did, and spoke
+    # for April with the monthly item alone.
+    ("a yearly item removed, then the monthly renewed", [
+        event("evt_drop", "customer.subscription.updated", at(2025, 5, 5), in_period("active", period=APRIL_10),
+              previous={"items": with_yearly_item(in_period("active", period=APRIL_10))["items"]}),
+        event("evt_renew", "customer.subscription.updated", at(2025, 5, 10) + 16, in_period("active"),
+              previous={"items": in_period("active", period=APRIL_10)["items"]}),
+        imported(at(2025, 6, 1) - 3600, in_period("active"))], [20_000.0] * 4 + [10_000.0]),
+    # Unpaid since the monthly item's renewal on May 10th: a snapshot said unpaid since its earliest item's period
+    # began (the yearly one's, January 20th): nothing from January to April.
+    ("unpaid since the monthly renewal", [
+        imported(at(2025, 6, 1) - 3600, with_yearly_item(in_period("unpaid"), since=at(2025, 1, 20)))],
+     [20_000.0] * 4 + [0.0]),
+])
+def test_a_monthly_item_beside_a_yearly_one_gives_each_month_end_its_mrr(
+        case: str, envelopes: list[Envelope], truth: list[float]) -> None:
+    """Since basil a subscription's items may renew at different times: its period start (the earliest item's) is
+    not when its latest renewal was."""
+    assert mrr_at_month_ends(envelopes) == truth, case

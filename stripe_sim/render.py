@@ -65,25 +65,27 @@ def render_event(evt: Obj, version: str | None = None) -> Obj:
     stored = evt["data"]["object"]
     data = {**evt["data"], "object": _as_of(stored, at)}
     previous = data.get("previous_attributes")
-    if isinstance(previous, dict) and stored.get("object") == "subscription":
-        data["previous_attributes"] = _changed(_subscription({**stored, **previous}, at), data["object"])
-        return {**evt, "api_version": at, "data": data}
-    before = previous.get("discount") if isinstance(previous, dict) else None
-    if isinstance(previous, dict) and isinstance(before, dict):  # a customer's discount taken away or changed
-        data["previous_attributes"] = {**previous, "discount": _discount_as_of(before, at)}
-    elif isinstance(previous, dict) and evt["data"]["object"].get("object") == "discount":
+    if isinstance(previous, dict) and stored.get("object") in ("subscription", "customer"):
+        data["previous_attributes"] = _changed(_as_of({**stored, **previous}, at), data["object"])
+    elif isinstance(previous, dict) and stored.get("object") == "discount":
         data["previous_attributes"] = _discount_as_of(previous, at)  # a customer switched coupons
     return {**evt, "api_version": at, "data": data}
 
 
 def _changed(before: Obj, after: Obj) -> Obj:
-    """An update's `previous_attributes` as Stripe builds them: the top-level fields of the object as shown before
-    that differ from the object as shown now, with their values before. So a subscription's renewal names its old
-    period at the top before basil (`current_period_start/end`, its items unchanged and left out) and on the items
-    from basil on; an upgrade before Prices names the old `plan` and `quantity` too; a field a version does not
-    show (basil's `discount`) is never named."""
-    return {name: before.get(name) for name in [*before, *(n for n in after if n not in before)]
-            if before.get(name) != after.get(name)}
+    """An update's `previous_attributes` as Stripe builds them: the fields of the object as shown before that differ
+    from the object as shown now, with their values before; in a hash on both sides only the keys that changed
+    (since 2015-01-26), an array whole (since 2017-05-25). So a subscription's renewal names its old period at the
+    top before basil (`current_period_start/end`, its items unchanged and left out) and on the items from basil on
+    (`items: {data: [...]}`); an upgrade before Prices names the old `plan` (what changed of it) and `quantity`; a
+    coupon switched for one of the same duration names the old one's id and terms; a field a version does not show
+    (basil's `discount`) is never named."""
+    out: Obj = {}
+    for name in [*before, *(n for n in after if n not in before)]:
+        was, now = before.get(name), after.get(name)
+        if was != now:
+            out[name] = _changed(was, now) if isinstance(was, dict) and isinstance(now, dict) else was
+    return out
 
 
 def _as_of(obj: Obj, version: str) -> Obj:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ingestor.envelope.build import object_id
 from ingestor.envelope.coupons import coupons_laid_in, coupons_wanted, discount_lists_mapped
+from schemas.stripe_objects.previous import laid_over
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,8 @@ def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
     if obj.get("object") not in ("subscription", "customer"):
         return Unexpanded()
     previous = data.get("previous_attributes") if obj.get("object") == "subscription" else None  # (its MRR before)
-    coupons = [*coupons_wanted(obj), *(coupons_wanted(previous) if isinstance(previous, Mapping) else ())]
+    coupons = [*coupons_wanted(obj), *(coupons_wanted(laid_over(obj, previous)) if isinstance(previous, Mapping)
+                                       else ())]
     return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
                       tuple(dict.fromkeys(coupons)))
 
@@ -124,7 +126,8 @@ def unexpanded_tiers(event: Mapping[str, Any]) -> list[str]:
     if obj.get("object") != "subscription":
         return []
     previous = data.get("previous_attributes")
-    return list(dict.fromkeys([*tiers_missing(obj), *(tiers_missing(previous) if isinstance(previous, Mapping) else ())]))
+    before = laid_over(obj, previous) if isinstance(previous, Mapping) else {}
+    return list(dict.fromkeys([*tiers_missing(obj), *tiers_missing(before)]))
 
 
 def tiers_missing(subscription: Mapping[str, Any]) -> list[str]:

@@ -16,6 +16,7 @@ from projections.handlers.mrr import as_decimal, customer_discount_basis, subscr
 from projections.handlers.ordering import STATUS_PROGRESS, state_rank
 from schemas import Envelope, Source
 from schemas.stripe_objects import Subscription, UnreadableObjectError, read_subscription
+from schemas.stripe_objects.previous import state_before
 from schemas.stripe_objects.reader import MAX_UNIX_S
 
 
@@ -78,19 +79,19 @@ def _unreadable_before(envelope: Envelope, problem: UnreadableObjectError) -> li
 
 
 def versions_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscription, previous: Mapping[str, Any],
-                    time_ms: int) -> tuple[list[SubscriptionVersion], list[HealthRow]]:
+                    time_ms: int, api_version: str | None) -> tuple[list[SubscriptionVersion], list[HealthRow]]:
     """The points of the state before an update (`_version_before`), or none and its health row when it cannot be
     read: the update itself still counts."""
     try:
-        return _version_before(envelope, obj, sub, previous, time_ms), []
+        return _version_before(envelope, state_before(obj, previous, api_version), sub, time_ms), []
     except UnreadableObjectError as exc:
         return [], _unreadable_before(envelope, exc)
 
 
-def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscription, previous: Mapping[str, Any],
+def _version_before(envelope: Envelope, raw: Mapping[str, Any], sub: Subscription,
                     time_ms: int) -> list[SubscriptionVersion]:
-    """The state before an update, from its `previous_attributes`. Raises UnreadableObjectError when its MRR cannot
-    be derived (the update itself still counts).
+    """The state before an update (`raw`: the object with its `previous_attributes` laid over it). Raises
+    UnreadableObjectError when its MRR cannot be derived (the update itself still counts).
 
     Fills history the events API no longer has: the earliest update seen tells what the subscription
     looked like before it (older items before an upgrade, trialing before active, past due before
@@ -106,7 +107,6 @@ def _version_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     canonical rules; when they cannot derive it there is no point: the update itself still counts, the
     history before it is what earlier events and snapshots show, and health names it (`_unreadable_before`).
     """
-    raw = {**obj, **previous}
     before = read_subscription(raw)
     subscription_mrr(before)
     start = epoch_seconds(before.start_date) or epoch_seconds(before.created)

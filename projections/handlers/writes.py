@@ -225,7 +225,7 @@ def writes_for(envelope: Envelope) -> Writes:
     elif isinstance(record, Subscription):
         writes.versions.extend(subscription_versions(envelope, record, obj, time_ms, rank))
         if isinstance(previous, Mapping) and previous:
-            versions, health = versions_before(envelope, obj, record, previous, time_ms)
+            versions, health = versions_before(envelope, obj, record, previous, time_ms, event.get("api_version"))
             writes.versions.extend(versions)
             writes.health.extend(health)
     return writes

@@ -81,7 +81,11 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
      "deleted at Stripe since cannot be asked), or a restricted coupon meets an item without a product: never "
      "taken off every item on a guess"),
     ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it "
-                                               "(its tiered prices' tiers filled in as the object's), read by these "
+                                               "(a nested hash key by key: Stripe names only its changed keys; an "
+                                               "array whole, unreadable before 2017-05-25 when Stripe named only its "
+                                               "changed elements; a coupon's products or a price's tiers never lent "
+                                               "to another id; "
+                                               "its tiered prices' tiers filled in as the object's), read by these "
                                                "rules (MRR history points before the update, where a snapshot of "
                                                "that state would put them: its start, trial end, current period "
                                                "start and each item's, end)",

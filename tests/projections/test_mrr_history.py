@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingestor.envelope.discounts import Expanded, with_expanded
 from projections.handlers.writes import STATE_COLUMNS, writes_for
 from projections.projector.store import PostgresProjectionStore
 from schemas import Envelope, Source
@@ -278,3 +279,36 @@ def test_a_monthly_item_beside_a_yearly_one_gives_each_month_end_its_mrr(
     """Since basil a subscription's items may renew at different times: its period start (the earliest item's) is
     not when its latest renewal was."""
     assert mrr_at_month_ends(envelopes) == truth, case
+
+
+def forever(coupon_id: str, percent_off: int) -> dict[str, Any]:
+    return {**template("coupon"), "id": coupon_id, "name": coupon_id, "duration": "forever",
+            "percent_off": percent_off, "amount_off": None, "currency": None, "applies_to": None}
+
+
+def discount_of(discount_id: str, coupon: dict[str, Any], start: int) -> dict[str, Any]:
+    return {**{k: v for k, v in template("discount").items() if k != "source"}, "id": discount_id,
+            "subscription": "sub_hist", "coupon": coupon, "start": start, "end": None}
+
+
+@pytest.mark.parametrize("version", ["2019-02-19", "2022-11-15", "2024-06-20"])
+def test_a_coupon_switched_before_the_window_names_only_what_changed_and_the_months_before_keep_the_old_one(
+        version: str) -> None:
+    """Stripe names a nested hash by its changed keys only: the coupon left (half off, forever) comes as its id and
+    percent_off, its duration the new one's. Laid over whole, the state before had half a coupon — unreadable, and the
+    months before showed the new coupon (7,500 a month, not 5,000)."""
+    half, quarter = forever("HALF", 50), forever("QUARTER", 25)
+    old, new = discount_of("di_A", half, JAN_10), discount_of("di_B", quarter, at(2025, 5, 15))
+    now = {**in_period("active"), "discount": new, "discounts": ["di_B"]}
+    switch = as_of(event("evt_switch", "customer.subscription.updated", at(2025, 5, 15), now,
+                         previous={"discount": old, "discounts": ["di_A"]}), version)
+    payload = json.loads(switch.payload)
+    named = payload["data"]["previous_attributes"]["discount"]
+    assert named["coupon"] == {"id": "HALF", "name": "HALF", "percent_off": 50}  # as Stripe sends it
+    filled = with_expanded(payload, Expanded(coupons={"HALF": half, "QUARTER": quarter}))  # as the write path does
+    switch = dataclasses.replace(switch, payload=json.dumps(filled))
+    snapshot = as_of(imported(at(2025, 5, 30), now), version)
+    snapshot = dataclasses.replace(snapshot, payload=json.dumps(with_expanded(json.loads(snapshot.payload),
+                                                                              Expanded(coupons={"QUARTER": quarter}))))
+    assert writes_for(switch).health == []
+    assert mrr_at_month_ends([switch, snapshot]) == [5_000.0] * 4 + [7_500.0]

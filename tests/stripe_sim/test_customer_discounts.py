@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import stripe
 
+from schemas.stripe_objects.previous import laid_over
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, OLD_VERSION, SimClock, SimServer, ground_truth
 from stripe_sim.billing import Book
 from stripe_sim.generator import GeneratorConfig, generate
@@ -90,7 +91,8 @@ async def test_a_customers_discount_coupon_and_its_products_show_only_when_expan
 def test_each_change_emits_the_discount_events_and_customer_updated_with_the_previous_discount(version: str) -> None:
     """Applying emits `customer.discount.created`, switching `customer.discount.updated`, removing
     `customer.discount.deleted`, each followed by `customer.updated` whose `previous_attributes` is the
-    previous discount as the version shows it (or null); the state history keeps every step."""
+    previous discount as the version shows it (or null; of a switched one, what changed, as Stripe diffs a hash);
+    the state history keeps every step."""
     book, store = hand_built(version)
     t0 = NOW - 9000
     first, coupon, _ = customer_with_discount(book, t0)
@@ -104,8 +106,11 @@ def test_each_change_emits_the_discount_events_and_customer_updated_with_the_pre
         "customer.updated", "customer.discount.deleted", "customer.updated"]
     updates = [e["data"] for e in events if e["type"] == "customer.updated"]
     shown = [render(c, version)["discount"] for c in (first, second)]
-    assert [u["previous_attributes"] for u in updates] == [{"discount": None}, {"discount": shown[0]},
-                                                          {"discount": shown[1]}]
+    assert [updates[0]["previous_attributes"], updates[2]["previous_attributes"]] == [{"discount": None},
+                                                                                      {"discount": shown[1]}]
+    switched = updates[1]["previous_attributes"]["discount"]  # what changed of the discount and its coupon only
+    assert laid_over({"discount": shown[1]}, {"discount": switched}) == {"discount": shown[0]}
+    assert "customer" not in switched and "object" not in switched  # the same on both: not named
     assert [u["object"]["discount"] for u in updates] == [shown[0], shown[1], None]
     if version < "2025":
         assert shown[0]["coupon"]["id"] == coupon["id"] and "applies_to" not in shown[0]["coupon"]

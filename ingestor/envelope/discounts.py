@@ -35,9 +35,9 @@ class Unexpanded:
         return bool(self.discounts or self.tiered_prices or self.coupons)
 
     def beyond(self, known: Expanded) -> Unexpanded:
-        """Returns what of this `known` does not hold."""
+        """Returns what of this `known` does not hold, nor knows Stripe will not give."""
         return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts),
-                          tuple(p for p in self.tiered_prices if p not in known.tiers),
+                          tuple(p for p in self.tiered_prices if p not in known.tiers and p not in known.no_tiers),
                           tuple(c for c in self.coupons if c not in known.coupons))
 
 
@@ -49,12 +49,16 @@ class Expanded:
     discounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     tiers: dict[str, list[Any]] = field(default_factory=dict)
     coupons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Tiered prices asked for alone that Stripe refused: price id → "missing" (404: a plan deleted, an id made up) or
+    # "forbidden" (403: the key lacks the Prices permission). Not asked again while known.
+    no_tiers: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: Expanded) -> None:
         """Adds what `other` holds."""
         self.discounts.update(other.discounts)
         self.tiers.update(other.tiers)
         self.coupons.update(other.coupons)
+        self.no_tiers.update(other.no_tiers)
 
 
 def unexpanded(event: Mapping[str, Any]) -> Unexpanded:

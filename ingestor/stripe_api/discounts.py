@@ -11,7 +11,8 @@ an event of its time on that price; the key's Prices permission, optional), thro
 within its account's budget. A coupon deleted at Stripe
 since (404; deleting a coupon stops new redemptions only) is read from the subscription's discounts that still apply
 it. A discount's coupon, a coupon's products and a price's tiers never change (Stripe prices are immutable in their
-amounts), so what was fetched is kept per connection (bounded).
+amounts), so what was fetched is kept per connection (bounded); so is a price Stripe refused (404 for good, 403
+for `REFUSED_PRICE_FORGOTTEN_S`), which each event naming it asked for again.
 
 The receiver waits for it while Stripe waits for our answer, and a tenant signs its own webhooks: it can send
 discounts or prices nobody fetched yet, as fast as it likes. So a fetch is given up after `timeout_s`, and a
@@ -22,6 +23,8 @@ delivers it again later), rather than queueing behind the account's budget with 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
@@ -45,6 +48,10 @@ COUPON_FIELDS = frozenset({"id", "object", "duration", "duration_in_months", "pe
 MAX_COUPONS_ASKED = 40
 # The most prices one event's fill-in asks Stripe for alone (a subscription has at most 20 items).
 MAX_PRICES_ASKED = 20
+# How long the receiver believes a price refused for want of the key's Prices permission (403): the permission can
+# be given to the same key in Stripe's Dashboard, and events read after that should count. A price Stripe does not
+# have (404: a plan deleted, or an id a tenant's own webhook made up) is not asked for again.
+REFUSED_PRICE_FORGOTTEN_S = 300.0
 
 
 def expansions_for(wanted: Unexpanded) -> list[str]:
@@ -67,7 +74,7 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
     if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
         found = expanded_in(await _retrieved(reader, "subscriptions", object_id, {"expand": expansions_for(wanted)}))
         found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers],
-                                                  on_tiers))
+                                                  found.no_tiers, on_tiers))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
@@ -112,24 +119,28 @@ async def _retrieved(reader: StripeReader, resource: str, object_id: str, params
         return {}
 
 
-async def _tiers_of_prices(reader: StripeReader, price_ids: list[str],
+async def _tiers_of_prices(reader: StripeReader, price_ids: list[str], refused: dict[str, str],
                            on_tiers: Callable[[str, list[Any]], None] | None = None) -> dict[str, list[Any]]:
     """The tiers of tiered prices the subscription no longer has (an event of the time before it moved to another
     price), each asked for alone (`GET /v1/prices/{id}?expand[]=tiers`; a price's tiers never change). Without the
     key's Prices permission, or for a plan deleted since, a price stays without them: the event is refused by name
-    (in health), and the connection goes on — the permission is optional, never a reason to stop reading."""
+    (in health), and the connection goes on — the permission is optional, never a reason to stop reading. Those
+    Stripe refused go into `refused` (price id → "missing" or "forbidden"), so the caller does not ask again for
+    each event naming them."""
     if len(price_ids) > MAX_PRICES_ASKED:
         log.warning("a subscription event names more tiered prices than are asked for at once; the rest stay "
                     "unknown (the event refused by name)", prices=len(price_ids))
     found: dict[str, list[Any]] = {}
-    for price_id in price_ids[:MAX_PRICES_ASKED]:
+    for i, price_id in enumerate(price_ids[:MAX_PRICES_ASKED]):
         try:
             price = await reader.retrieve_raw("prices", price_id, {"expand": ["tiers"]})
         except ObjectMissingError:
+            refused[price_id] = "missing"
             continue
         except PermissionMissingError:
             log.warning("a subscription event names a tiered price its subscription no longer has, and the key cannot "
                         "read prices (the Prices permission): the event stays unreadable", price_id=price_id)
+            refused.update(dict.fromkeys(price_ids[i:MAX_PRICES_ASKED], "forbidden"))
             break  # none of the others would be answered either
         tiers = price.get("tiers")
         if price.get("id") == price_id and isinstance(tiers, list) and tiers:
@@ -205,15 +216,18 @@ class StripeDiscounts:
     used connection's first)."""
 
     def __init__(self, store: PostgresConnectionStore, readers: StripeReaders, timeout_s: float = 5.0,
-                 per_connection: int = 16, max_remembered: int = 10_000, max_per_connection: int = 1_000):
+                 per_connection: int = 16, max_remembered: int = 10_000, max_per_connection: int = 1_000,
+                 clock: Callable[[], float] = time.monotonic):
         self._store = store
+        self._clock = clock
         self._readers = readers
         self._timeout_s = timeout_s
         self._per_connection = per_connection
         self._max = max_remembered
         self._max_per_connection = max_per_connection
-        # connection → (kind: "discount", "tiers" or "coupon"; discount, price or coupon id) → the discount, the
-        # price's tiers or the coupon (with its products); least recently used first, on both levels
+        # connection → (kind: "discount", "tiers", "coupon" or "no_tiers"; discount, price or coupon id) → the
+        # discount, the price's tiers, the coupon (with its products), or why Stripe refused the price and until when
+        # that is believed; least recently used first, on both levels
         self._known: OrderedDict[str, OrderedDict[tuple[str, str], Any]] = OrderedDict()
         self._size = 0
         self._waiting: Counter[str] = Counter()  # fetches under way, per connection
@@ -247,6 +261,9 @@ class StripeDiscounts:
         for kind, by_id in (("discount", complete), ("tiers", found.tiers), ("coupon", found.coupons)):
             for found_id, value in by_id.items():
                 self._remember(connection_id, kind, found_id, value)
+        for price_id, reason in found.no_tiers.items():  # a key given the Prices permission is believed in a while
+            until = self._clock() + (REFUSED_PRICE_FORGOTTEN_S if reason == "forbidden" else math.inf)
+            self._remember(connection_id, "no_tiers", price_id, (reason, until))
         known.add(found)
         return known
 
@@ -263,6 +280,11 @@ class StripeDiscounts:
                 if (kind, found_id) in entries:
                     into[found_id] = entries[(kind, found_id)]
                     entries.move_to_end((kind, found_id))
+        now = self._clock()
+        for price_id in wanted.tiered_prices:
+            refused = entries.get(("no_tiers", price_id))
+            if refused is not None and refused[1] > now:
+                known.no_tiers[price_id] = refused[0]
         return known
 
     def _remember(self, connection_id: str, kind: str, found_id: str, value: Any) -> None:

@@ -16,7 +16,8 @@ import pytest
 import stripe
 
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in, unexpanded, with_expanded
-from ingestor.stripe_api.discounts import expansions_for
+from ingestor.errors import ObjectMissingError, PermissionMissingError
+from ingestor.stripe_api.discounts import REFUSED_PRICE_FORGOTTEN_S, StripeDiscounts, expansions_for
 from schemas.stripe_objects import read_subscription
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
@@ -339,4 +340,59 @@ async def test_without_the_prices_permission_only_those_events_are_unreadable_ea
                    if e["type"] == "customer.subscription.updated")
     assert "the state before this update cannot be read" in named.pop(upgrade), unreadable  # it counts; before not
     assert len(named) == 2 and all("price.tiers are needed for a tiered price" in m for m in named.values()), named
+    # The refused price asked for once by the receiver and once by the poller's cycle, not once per event naming it.
+    assert price_retrieves(sim, account) == len(sources)
     assert await mrr_paid(control, tenant, moved) == [VOLUME_12]
+
+
+async def test_a_price_stripe_refuses_is_not_asked_again_for_each_event_naming_it() -> None:
+    """Each delivery naming a tiered price the subscription has left asked Stripe again (the subscription's
+    retrieve, then the price) when Stripe refused it: 403 without the key's Prices permission, 404 for a plan
+    deleted or an id a tenant's own webhook made up (up to 21 requests an event, from its own budget). Now a 404 is
+    believed for good and a 403 for REFUSED_PRICE_FORGOTTEN_S: the permission can be given to the same key."""
+    left, gone = tiered("price_left"), tiered("price_gone")
+
+    class Stripe:
+        asked: list[str] = []
+        forbidden = True
+
+        async def retrieve_raw(self, resource: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            self.asked.append(object_id)
+            if object_id == "price_gone":
+                raise ObjectMissingError("No such price: 'price_gone'")
+            if resource == "prices" and self.forbidden:
+                raise PermissionMissingError("The provided key does not have the required permissions", "rak_plan_read")
+            if resource == "prices":
+                return {**left, "tiers": TIERS}
+            return {"id": "sub_1", "object": "subscription", "items": {"data": []}}
+
+        async def close(self) -> None:
+            pass
+
+    stripe_api = Stripe()
+
+    class Store:
+        async def load_key_unless_refused(self, connection_id: str) -> tuple[str, str]:
+            return ("rk_test_x", "")
+
+    class Readers:
+        def reader(self, *args: Any, **kwargs: Any) -> Stripe:
+            return stripe_api
+
+    now = [0.0]
+    discounts = StripeDiscounts(Store(), Readers(), clock=lambda: now[0])  # type: ignore[arg-type]
+    event = subscription_event(tiered("price_now", tiers=TIERS))
+    event["data"]["previous_attributes"] = {"items": {"object": "list", "data": [
+        {"id": "si_1", "price": gone, "quantity": 3}, {"id": "si_2", "price": left, "quantity": 1}]}}
+    wanted = unexpanded(event)
+    assert set(wanted.tiered_prices) == {"price_gone", "price_left"}
+    for _ in range(3):  # three deliveries naming them: one retrieve of the subscription and one of each price
+        found = await discounts.for_object("conn", False, "subscription", "sub_1", wanted)
+        assert found.tiers == {} and found.no_tiers == {"price_gone": "missing", "price_left": "forbidden"}
+    assert stripe_api.asked == ["sub_1", "price_gone", "price_left"]
+    stripe_api.forbidden, stripe_api.asked = False, []
+    now[0] += REFUSED_PRICE_FORGOTTEN_S + 1  # the Prices permission given to the key meanwhile
+    found = await discounts.for_object("conn", False, "subscription", "sub_1", wanted)
+    assert found.tiers == {"price_left": TIERS} and stripe_api.asked == ["sub_1", "price_left"]  # not the 404 again
+    other = await discounts.for_object("conn_other", False, "subscription", "sub_1", wanted)
+    assert other.no_tiers == {"price_gone": "missing"}  # another connection's memory is its own

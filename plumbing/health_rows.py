@@ -38,7 +38,8 @@ def stable_offset(*parts: str) -> int:
 
 async def count_in_health(db: asyncpg.Pool | asyncpg.Connection, rows: Iterable[HealthRow]) -> None:
     """Counts `rows` in their tenants' health, each once: counted again, they change nothing."""
-    rows = list(rows)
+    rows = [row._replace(event_id=_text(row.event_id), reason=_text(row.reason), message=_text(row.message))
+            for row in rows]
     if rows:
         await db.execute(
             "INSERT INTO public.dead_lettered_events "
@@ -46,3 +47,9 @@ async def count_in_health(db: asyncpg.Pool | asyncpg.Connection, rows: Iterable[
             "SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int8[], $5::text[], $6::text[], $7::text[]) "
             "ON CONFLICT DO NOTHING",
             *map(list, zip(*rows)))
+
+
+def _text(value: str) -> str:
+    """`value` as PostgreSQL `text` takes it: a NUL (which a tenant's own signed webhook may put in an id a message
+    quotes) refused the whole batch, and the event it named was dead-lettered whole."""
+    return value.replace("\x00", "\\x00")

@@ -61,15 +61,21 @@ MAX_ITEMS = 20
 STATES_BEFORE_TOPIC = "projection-states-before"
 
 
-def _unreadable_before(envelope: Envelope, problem: UnreadableObjectError) -> list[HealthRow]:
-    """The health row of a state before an update that cannot be read, but for discounts named by id only.
+# What an update that only takes a discount away (or switches it) names: Stripe never shows a removed discount again,
+# so its state before names the discount by id only — every ordinary removal, a repeating coupon's end among them.
+DISCOUNT_FIELDS = frozenset({"discount", "discounts"})
+
+
+def _unreadable_before(envelope: Envelope, previous: Mapping[str, Any], problem: Exception) -> list[HealthRow]:
+    """The health row of a state before an update that cannot be read, but for an update of its discounts alone
+    whose removed discount is named by id only (documented; naming it would name every ordinary removal).
 
     Without it, the subscription's history before the update (older than the events window: the update's
     `previous_attributes` are the only account of it) silently showed what the import's snapshot of now says — a
-    tiered price left since, read without the key's Prices permission, counted at the new price back to the start.
-    A discount named by id only is what every discount removal leaves (Stripe never shows a removed discount again;
-    documented): counting it would name every ordinary removal."""
-    if problem.field.endswith("discounts"):
+    tiered price left since, read without the key's Prices permission, counted at the new price back to the start;
+    seats cut in the update that also took a discount away, the new seats from the start."""
+    field = problem.field if isinstance(problem, UnreadableObjectError) else ""
+    if field.endswith("discounts") and set(previous) <= DISCOUNT_FIELDS:
         return []
     message = (f"the state before this update cannot be read, so the subscription's MRR before it shows what earlier "
                f"events and the import's snapshot of now say: {problem}")
@@ -85,7 +91,12 @@ def versions_before(envelope: Envelope, obj: Mapping[str, Any], sub: Subscriptio
     try:
         return _version_before(envelope, state_before(obj, previous, api_version), sub, time_ms), []
     except UnreadableObjectError as exc:
-        return [], _unreadable_before(envelope, exc)
+        return [], _unreadable_before(envelope, previous, exc)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # A shape the reader did not foresee, in attributes a tenant's own webhook can make up: the update itself is
+        # read and counts, only the state before is lost (named, by the error's kind: its text may quote the input).
+        return [], _unreadable_before(envelope, previous, UnreadableObjectError(
+            "subscription", sub.id, "previous_attributes", f"are malformed ({type(exc).__name__})"))
 
 
 def _version_before(envelope: Envelope, raw: Mapping[str, Any], sub: Subscription,

@@ -83,14 +83,15 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
     ("subscription", "state before an update", "the object with the event's `previous_attributes` laid over it "
                                                "(a nested hash key by key: Stripe names only its changed keys; an "
                                                "array whole, unreadable before 2017-05-25 when Stripe named only its "
-                                               "changed elements; a coupon's products or a price's tiers never lent "
+                                               "changed elements, but for one item, read from the legacy `plan` and "
+                                               "`quantity`; a coupon's products or a price's tiers never lent "
                                                "to another id; "
                                                "its tiered prices' tiers filled in as the object's), read by these "
                                                "rules (MRR history points before the update, where a snapshot of "
                                                "that state would put them: its start, trial end, current period "
                                                "start and each item's, end)",
-     "no point, the update named in health (the update itself still counts); not named when a discount is known "
-     "by id only, as every removal of a discount leaves it"),
+     "no point, the update named in health (the update itself still counts); not named for an update of its "
+     "discounts alone whose removed discount is known by id only, as every removal of a discount leaves it"),
     ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
     ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),
     ("invoice", "amount_paid", "`amount_paid` (2018-04-04 on) → `amount_due` if `paid`, else 0", "unreadable"),

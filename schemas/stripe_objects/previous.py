@@ -3,7 +3,8 @@
 Stripe names the top-level fields an update changed, with their values before — and, since 2015-01-26, a nested
 hash only by the keys that changed in it (`{discount: {coupon: {id, percent_off}}}` when a coupon was switched for
 one of the same duration). An array is named whole since 2017-05-25; up to 2017-04-06 it held only its changed
-elements, which cannot be laid over (which of the items changed is not said). Laying the update over the object key
+elements, which cannot be laid over (which of the items changed is not said) — but for one item, which the legacy
+`plan` and `quantity` beside it hold whole. Laying the update over the object key
 by key gives the state before; a shallow copy gave a discount with half a coupon (unreadable) or, on basil, an
 `items` without its `object`.
 
@@ -45,11 +46,23 @@ def state_before(obj: Mapping[str, Any], previous: Mapping[str, Any], api_versio
     UnreadableObjectError when they cannot be laid over: an array named in a version that names only its changed
     elements."""
     if api_version is not None and api_version[:10] < WHOLE_ARRAYS_SINCE and _holds_array(previous):
+        rest = {name: value for name, value in previous.items() if name != "items"}
+        if _single_plan(obj) and not _holds_array(rest):
+            # One item: the subscription's own `plan` and `quantity` (named here when they changed) are that item
+            # whole, so the state before is read from them, without the items (every seat change names them).
+            return laid_over({name: value for name, value in obj.items() if name != "items"}, rest)
         raise UnreadableObjectError(
             str(obj.get("object") or "object"), str(obj.get("id") or "?"), "previous_attributes",
             f"name an array by its changed elements only (API version {api_version[:10]}, before "
             f"{WHOLE_ARRAYS_SINCE}): the state before cannot be laid out")
     return laid_over(obj, previous)
+
+
+def _single_plan(obj: Mapping[str, Any]) -> bool:
+    """Whether a subscription shows its one item as its own `plan` (the legacy shape, with `quantity`)."""
+    items = obj.get("items")
+    listed = items.get("data") if isinstance(items, Mapping) else None
+    return isinstance(obj.get("plan"), Mapping) and isinstance(listed, list) and len(listed) == 1
 
 
 def _holds_array(value: Any, depth: int = 0) -> bool:

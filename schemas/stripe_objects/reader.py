@@ -90,7 +90,7 @@ class FieldReader:
 
     def status(self, value: Any, allowed: frozenset[str], aliases: Mapping[str, str] | None = None) -> str:
         status = (aliases or {}).get(value, value) if isinstance(value, str) else value
-        if status not in allowed:
+        if not isinstance(status, str) or status not in allowed:  # a list or an object is unhashable: no lookup
             raise self.fail("status", f"must be one of {', '.join(sorted(allowed))}, got {shown(value)}")
         return str(status)
 

@@ -213,7 +213,7 @@ def _period(r: FieldReader, obj: Mapping[str, Any]) -> tuple[datetime | None, da
                 r.time(obj.get("current_period_end"), "current_period_end"))
     data = (obj.get("items") or {}).get("data") if isinstance(obj.get("items"), Mapping) else None
     starts, ends = [], []
-    for i, item in enumerate(data or []):
+    for i, item in enumerate(data if isinstance(data, list) else []):
         if isinstance(item, Mapping):
             start = r.time(item.get("current_period_start"), f"items.data[{i}].current_period_start")
             end = r.time(item.get("current_period_end"), f"items.data[{i}].current_period_end")

@@ -312,3 +312,68 @@ def test_a_coupon_switched_before_the_window_names_only_what_changed_and_the_mon
                                                                               Expanded(coupons={"QUARTER": quarter}))))
     assert writes_for(switch).health == []
     assert mrr_at_month_ends([switch, snapshot]) == [5_000.0] * 4 + [7_500.0]
+
+
+def test_seats_cut_in_the_update_that_took_a_discount_away_are_named_in_health() -> None:
+    """Basil names a removed discount by id only, and Stripe never shows it again: an update of the discounts alone
+    is not named (every ordinary removal would be), but one that also cut seats lost them from the months before
+    silently (the state before, three seats, unreadable for its discount)."""
+    three = {"object": "list", "data": [{**subscription()["items"]["data"][0], "quantity": 3}], "has_more": False}
+    cut = writes_for(event("evt_cut", "customer.subscription.updated", UPDATED, subscription(),
+                           previous={"items": three, "discounts": ["di_old"]}))
+    assert [(v.state_event_id, v.mrr) for v in cut.versions] == [("evt_cut", Decimal(10_000))]  # it counts
+    row, = cut.health
+    assert row.event_id == "evt_cut" and "di_old by id only" in row.message
+    assert writes_for(removal()).health == []  # the discount alone: not named (documented)
+
+
+@pytest.mark.parametrize("previous", [{"status": ["active"]}, {"status": {"a": 1}}, {"items": {"data": [5]}},
+                                      {"trial_end": "soon"}])
+def test_a_malformed_state_before_loses_only_itself_and_is_named(previous: dict[str, Any]) -> None:
+    """A tenant signs its own webhooks: attributes before an update the reader did not foresee (a list for a status)
+    raised TypeError, and the update itself was dead-lettered."""
+    sub = subscription()
+    obj = {**sub, "plan": sub["items"]["data"][0]["plan"], "quantity": 1}
+    writes = writes_for(event("evt_odd", "customer.subscription.updated", UPDATED, obj, previous=previous))
+    assert [(v.state_event_id, v.mrr) for v in writes.versions] == [("evt_odd", Decimal(10_000))]
+    assert [row.event_id for row in writes.health] == ["evt_odd"]
+    items_a_number = writes_for(event("evt_odd", "customer.subscription.updated", UPDATED, obj,
+                                      previous={"items": {"data": 5}}))  # TypeError in the period's reading before
+    assert items_a_number.versions[0].mrr == 10_000  # the legacy plan beside it is the state before
+
+
+@pytest.mark.integration
+async def test_a_nul_a_tenant_put_in_an_id_is_kept_in_health_and_the_update_still_counts(pool: asyncpg.Pool) -> None:
+    """PostgreSQL `text` refuses NUL: a coupon id with one, quoted by the health row of the state before, failed the
+    batch, and the update was dead-lettered whole."""
+    tenant = f"hist_{uuid.uuid4().hex[:8]}"
+    coupon = {"id": "EVIL\x00", "object": "coupon", "duration": "forever", "percent_off": 50}
+    update = event("evt_nul", "customer.subscription.updated", UPDATED, subscription(), tenant,
+                   previous={"status": "past_due", "discounts": [{"id": "di_x", "object": "discount",
+                                                                   "coupon": coupon}]})
+    await PostgresProjectionStore(pool, "history-test").apply([(tenant, update.event_id, writes_for(update))], {})
+    async with pool.acquire() as conn:
+        await bind_tenant(conn, tenant)
+        mrr = await conn.fetchval("SELECT mrr FROM projection.subscriptions WHERE tenant_id = $1", tenant)
+    message = await pool.fetchval("SELECT message FROM public.dead_lettered_events WHERE tenant_id = $1", tenant)
+    assert mrr == 10_000 and "EVIL\\x00" in message
+
+
+def test_a_seat_change_on_an_account_pinned_before_2017_05_25_is_read_from_its_legacy_plan_and_quantity() -> None:
+    """Up to 2017-04-06 Stripe named an array by its changed elements only (`items: {data: [{id, quantity}]}`), which
+    cannot be laid over: every seat change was refused, named in health, and the months before it showed the
+    import's two seats from the start. The subscription's own `plan` and `quantity` beside it hold its one item."""
+    legacy = "2016-07-06"
+    seat = as_of(event("evt_seat", "customer.subscription.updated", at(2025, 5, 15), in_period("active", seats=2)),
+                 legacy)
+    payload = json.loads(seat.payload)
+    assert payload["data"]["object"]["quantity"] == 2  # the legacy shape: plan and quantity at the top
+    item_id = payload["data"]["object"]["items"]["data"][0]["id"]
+    payload["data"]["previous_attributes"] = {"quantity": 1, "items": {"data": [{"id": item_id, "quantity": 1}]}}
+    seat = dataclasses.replace(seat, payload=json.dumps(payload))
+    assert writes_for(seat).health == []
+    snapshot = as_of(imported(at(2025, 5, 30), in_period("active", seats=2)), legacy)
+    assert mrr_at_month_ends([seat, snapshot]) == [10_000.0] * 4 + [20_000.0]
+    two_items = {**payload, "data": {**payload["data"], "object": {**payload["data"]["object"], "plan": None}}}
+    refused = writes_for(dataclasses.replace(seat, payload=json.dumps(two_items))).health  # no plan: not one item
+    assert len(refused) == 1 and "changed elements only" in refused[0].message

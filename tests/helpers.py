@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from ingestor.stripe_api.discounts import StripeDiscounts
 from plumbing.kafka import consumer_config, topic_end_offsets
 from plumbing.settings import KafkaSettings
 from stripe_sim import SimClock
@@ -126,3 +127,18 @@ class LoopLateness:
         """How long the loop was held up (past `beyond_s` a time) in what it resumed from between `start` and `end`
         (monotonic seconds, as `time.monotonic` and the loop's clock give them)."""
         return sum(late for at, late in self.held_up if start < at <= end)
+
+
+def discounts_reading_from(stripe_api: Any, **options: Any) -> StripeDiscounts:
+    """The receiver's fill-in over a stand-in for Stripe (its `retrieve_raw` and `close`): every connection's key
+    stored and not refused."""
+
+    class Store:
+        async def load_key_unless_refused(self, connection_id: str) -> tuple[str, str]:
+            return ("rk_test_x", "")
+
+    class Readers:
+        def reader(self, *args: Any, **kwargs: Any) -> Any:
+            return stripe_api
+
+    return StripeDiscounts(Store(), Readers(), **options)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.billing import Book
 from stripe_sim.render import render_event
-from tests.helpers import month_of
+from tests.helpers import discounts_reading_from, month_of
 from tests.ingestor.conftest import ControlClient, connect, projected_mrr_is_the_ground_truth, published_envelopes
 from tests.projections.support import mrr_figures, project_until_idle
 
@@ -312,16 +312,7 @@ async def test_a_discount_whose_coupon_came_without_its_products_is_asked_again_
             pass
 
     stripe_api = Stripe()
-
-    class Store:
-        async def load_key_unless_refused(self, connection_id: str) -> tuple[str, str]:
-            return ("rk_test_x", "")
-
-    class Readers:
-        def reader(self, *args: Any, **kwargs: Any) -> Stripe:
-            return stripe_api
-
-    discounts = StripeDiscounts(Store(), Readers())  # type: ignore[arg-type]
+    discounts = discounts_reading_from(stripe_api)
     event = {"id": "evt_1", "type": "customer.subscription.updated", "data": {"object": subscription}}
     first = await discounts.for_object("conn", False, "subscription", "sub_1", unexpanded(event))
     with pytest.raises(UnreadableObjectError, match="without applies_to"):

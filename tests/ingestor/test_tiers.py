@@ -17,11 +17,12 @@ import stripe
 
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in, unexpanded, with_expanded
 from ingestor.errors import ObjectMissingError, PermissionMissingError
-from ingestor.stripe_api.discounts import REFUSED_PRICE_FORGOTTEN_S, StripeDiscounts, expansions_for
+from ingestor.stripe_api.discounts import REFUSED_PRICE_FORGOTTEN_S, expansions_for
 from schemas.stripe_objects import read_subscription
 from service.worker import Worker
 from stripe_sim import CURRENT_VERSION, LEGACY_VERSION, SimServer
 from stripe_sim.render import render_event
+from tests.helpers import discounts_reading_from
 from tests.ingestor.conftest import ControlClient, connect, projected_mrr_is_the_ground_truth
 from tests.projections.support import bind_tenant, mrr_figures, project_until_idle
 
@@ -370,17 +371,8 @@ async def test_a_price_stripe_refuses_is_not_asked_again_for_each_event_naming_i
             pass
 
     stripe_api = Stripe()
-
-    class Store:
-        async def load_key_unless_refused(self, connection_id: str) -> tuple[str, str]:
-            return ("rk_test_x", "")
-
-    class Readers:
-        def reader(self, *args: Any, **kwargs: Any) -> Stripe:
-            return stripe_api
-
     now = [0.0]
-    discounts = StripeDiscounts(Store(), Readers(), clock=lambda: now[0])  # type: ignore[arg-type]
+    discounts = discounts_reading_from(stripe_api, clock=lambda: now[0])
     event = subscription_event(tiered("price_now", tiers=TIERS))
     event["data"]["previous_attributes"] = {"items": {"object": "list", "data": [
         {"id": "si_1", "price": gone, "quantity": 3}, {"id": "si_2", "price": left, "quantity": 1}]}}

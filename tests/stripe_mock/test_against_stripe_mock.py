@@ -194,8 +194,10 @@ async def test_a_price_the_subscription_has_left_is_asked_for_its_tiers_as_strip
     reader = readers.reader(KEY, "key:mock", livemode=False, quick=True)
     try:
         price = await reader.retrieve_raw("prices", "price_left", {"expand": ["tiers"]})
-        found = await _tiers_of_prices(reader, ["price_left"])
+        refused: dict[str, str] = {}
+        found = await _tiers_of_prices(reader, ["price_left"], refused)
     finally:
         await reader.close()
     assert price["object"] == "price" and price["id"] == "price_left"
     assert found == ({"price_left": price["tiers"]} if price.get("tiers") else {})
+    assert refused == {}  # answered: not taken for refused (asked again when an event names it)

@@ -5,8 +5,9 @@ version it asks for), so the simulator renders five eras of the five objects we 
 
 - `LEGACY_VERSION` (2019-02-19): charges with a `source` card (brand "Visa"), their refunds listed and no
   `amount_captured` or `payment_method_details`; subscriptions with a single legacy `plan` and `quantity`
-  at the top, items carrying `plan` (no `price`), no `currency`, one `discount` (coupon embedded); invoices
-  with `subscription`, `paid`, `charge`; payment intents listing their `charges`.
+  at the top, `start` (when the current plan configuration began) for `start_date`, items carrying `plan`
+  (no `price`), no `currency`, one `discount` (coupon embedded); invoices with `subscription`, `paid`,
+  `charge`; payment intents listing their `charges`.
 - `V2022` (2022-11-15): today's charge card details and `amount_captured`, refunds no longer included;
   subscriptions with `currency`, prices, one `discount`; payment intents with `latest_charge`.
 - `OLD_VERSION` (2024-06-20): as 2022, plus `discounts` (ids).
@@ -42,6 +43,7 @@ VERSIONS = (LEGACY_VERSION, V2022, OLD_VERSION, BASIL_VERSION, CURRENT_VERSION)
 BASIL = "2025-03-31"
 CLOVER = "2025-09-30"
 ITEM_DISCOUNTS = "2024-04-03"  # subscriptions' and items' `discounts` (ids) from this version on
+START_DATE = "2019-10-17"  # a subscription's `start_date` from this version on; before, `start` (its current plan's)
 
 
 def is_basil(version: str) -> bool:
@@ -153,6 +155,9 @@ def _subscription(sub: Obj, version: str) -> Obj:
            "current_period_start": first.get("current_period_start"),
            "current_period_end": first.get("current_period_end"),
            "items": {**sub["items"], "data": old_items}}
+    if version[:10] < START_DATE:  # `start`: when the current plan configuration began (its items were made)
+        out = _without(out, ("start_date",))
+        out["start"] = max((it["created"] for it in items), default=sub["start_date"])
     if version[:10] < "2020-04-28":  # before Prices: items and the subscription name a plan
         out = _without(out, ("currency",))
         out["items"] = {**sub["items"], "data": [_without(it, ("price",)) for it in old_items]}

@@ -92,7 +92,8 @@ DERIVATIONS: tuple[tuple[str, str, str, str], ...] = (
                                                "start and each item's, end)",
      "no point, the update named in health (the update itself still counts); not named for an update of its "
      "discounts alone whose removed discount is known by id only, as every removal of a discount leaves it"),
-    ("subscription", "start date", "`start_date` → `start` (before 2019-10-17)", "none"),
+    ("subscription", "start date", "`start_date` → `created` (before 2019-10-17; `start` then is when the current "
+                                   "plan configuration began, not the subscription)", "none"),
     ("invoice", "total, amount_due", "`total`, `amount_due`", "unreadable"),
     ("invoice", "amount_paid", "`amount_paid` (2018-04-04 on) → `amount_due` if `paid`, else 0", "unreadable"),
     ("invoice", "amount_remaining", "`amount_remaining` → `amount_due` − `amount_paid` (never below 0)", "—"),

@@ -37,7 +37,9 @@ def read_subscription(obj: Mapping[str, Any]) -> Subscription:
     return Subscription(
         id=r.id, customer_id=customer, status=status, currency=currency,
         created=r.when(obj.get("created"), "created"),
-        start_date=r.time(obj.get("start_date", obj.get("start")), "start_date"),
+        # Before 2019-10-17 there is no `start_date`, and `start` is when the current plan configuration began, not
+        # the subscription (Stripe's changelog): read as the start, a plan changed once hid every month before it.
+        start_date=r.time(obj.get("start_date", obj.get("created")), "start_date"),
         trial_end=r.time(obj.get("trial_end"), "trial_end"), current_period_start=start, current_period_end=end,
         cancel_at_period_end=bool(cancel) if isinstance(cancel, bool) else False,
         canceled_at=r.time(obj.get("canceled_at"), "canceled_at"), ended_at=r.time(obj.get("ended_at"), "ended_at"),

@@ -377,3 +377,16 @@ def test_a_seat_change_on_an_account_pinned_before_2017_05_25_is_read_from_its_l
     two_items = {**payload, "data": {**payload["data"], "object": {**payload["data"]["object"], "plan": None}}}
     refused = writes_for(dataclasses.replace(seat, payload=json.dumps(two_items))).health  # no plan: not one item
     assert len(refused) == 1 and "changed elements only" in refused[0].message
+
+
+@pytest.mark.parametrize("version", ["2019-02-19", "2019-10-17", BASIL])
+def test_a_snapshot_counts_from_the_subscriptions_start_not_its_current_plans(version: str) -> None:
+    """Before 2019-10-17 Stripe shows no `start_date`, and its `start` is when the current plan configuration began
+    (a plan changed on March 15th): read as the subscription's start, January and February showed nothing."""
+    sub = in_period("active")
+    sub["items"]["data"][0]["created"] = at(2025, 3, 15)  # its plan last changed then
+    snapshot = as_of(imported(at(2025, 5, 30), sub), version)
+    shown = json.loads(snapshot.payload)["data"]["object"]
+    assert ("start_date" in shown) is (version >= "2019-10-17")
+    assert shown.get("start", at(2025, 3, 15)) == at(2025, 3, 15)
+    assert mrr_at_month_ends([snapshot]) == [10_000.0] * 5

@@ -266,7 +266,8 @@ async def test_an_updates_previous_attributes_name_what_changed_as_its_version_s
         sim: SimServer, make_client: Make, version: str) -> None:
     """Stripe's `previous_attributes` are the top-level fields that changed, as the event's version shows them: a
     renewal names the old period at the top before basil (its items, unchanged there, left out) and on the items
-    from basil on; an upgrade before Prices (2020-04-28) names the old `plan` and `quantity` beside the items."""
+    from basil on; an upgrade before Prices (2020-04-28) names the old `plan` and `quantity` beside the items, and
+    before 2019-10-17 the old `start` (when the plan configuration began)."""
     info = sim.create_account(api_version=version, customers=0, seed=4720 + VERSIONS.index(version))
     book = sim.book(info.id)
     cheap, dear = book.create_price(NOW - 60 * 86400, "usd", 1000), book.create_price(NOW - 60 * 86400, "usd", 3000)
@@ -289,9 +290,14 @@ async def test_an_updates_previous_attributes_name_what_changed_as_its_version_s
                                                   "current_period_end": old_period[1]}
         assert renewal["object"]["current_period_start"] == old_period[1]
     before_prices = version < "2020-04-28"
-    assert sorted(upgrade["previous_attributes"]) == (["items", "plan", "quantity"] if before_prices else ["items"])
+    # (`start`: the current plan configuration's, before 2019-10-17)
+    assert sorted(upgrade["previous_attributes"]) == (["items", "plan", "quantity", "start"] if before_prices
+                                                      else ["items"])
     (old_item,) = upgrade["previous_attributes"]["items"]["data"]
     assert (old_item["plan"]["amount"], old_item["quantity"]) == (1000, 1)
     assert ("price" in old_item) is not before_prices and ("current_period_end" in old_item) is basil
     if before_prices:
         assert (upgrade["previous_attributes"]["plan"]["amount"], upgrade["previous_attributes"]["quantity"]) == (1000, 1)
+    # Before 2019-10-17 no `start_date`: `start` is when the current plan configuration began (the upgrade's time).
+    started = {name: upgrade["object"][name] for name in ("start", "start_date") if name in upgrade["object"]}
+    assert started == ({"start": NOW - 5 * 86400} if version < "2019-10-17" else {"start_date": sub["start_date"]})

@@ -38,8 +38,8 @@ def stable_offset(*parts: str) -> int:
 
 async def count_in_health(db: asyncpg.Pool | asyncpg.Connection, rows: Iterable[HealthRow]) -> None:
     """Counts `rows` in their tenants' health, each once: counted again, they change nothing."""
-    rows = [row._replace(event_id=_text(row.event_id), reason=_text(row.reason), message=_text(row.message))
-            for row in rows]
+    rows = [row._replace(event_id=_text(row.event_id), reason=_text(row.reason),
+                         message=_text(row.message)[:MESSAGE_CHARS]) for row in rows]
     if rows:
         await db.execute(
             "INSERT INTO public.dead_lettered_events "
@@ -51,5 +51,6 @@ async def count_in_health(db: asyncpg.Pool | asyncpg.Connection, rows: Iterable[
 
 def _text(value: str) -> str:
     """`value` as PostgreSQL `text` takes it: a NUL (which a tenant's own signed webhook may put in an id a message
-    quotes) refused the whole batch, and the event it named was dead-lettered whole."""
-    return value.replace("\x00", "\\x00")
+    quotes) refused the whole batch, and the event it named was dead-lettered whole. Dropped, as the readers' refusals
+    drop it (`ingestor/sources/refusals.py`)."""
+    return value.replace("\0", "")

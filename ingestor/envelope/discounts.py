@@ -30,15 +30,21 @@ class Unexpanded:
     discounts: tuple[str, ...] = ()
     tiered_prices: tuple[str, ...] = ()
     coupons: tuple[str, ...] = ()
+    # Of `tiered_prices`, those only the state before an update names (a price the subscription has left): asked for
+    # alone, which Stripe may refuse. A price on the object's items comes with the subscription's retrieve, which
+    # needs no Prices permission and answers for a plan deleted since, whatever a lone ask for it got.
+    left_prices: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.discounts or self.tiered_prices or self.coupons)
 
     def beyond(self, known: Expanded) -> Unexpanded:
-        """Returns what of this `known` does not hold, nor knows Stripe will not give."""
-        return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts),
-                          tuple(p for p in self.tiered_prices if p not in known.tiers and p not in known.no_tiers),
-                          tuple(c for c in self.coupons if c not in known.coupons))
+        """Returns what of this `known` does not hold, nor knows Stripe will not give alone."""
+        prices = tuple(p for p in self.tiered_prices
+                       if p not in known.tiers and not (p in self.left_prices and p in known.no_tiers))
+        return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts), prices,
+                          tuple(c for c in self.coupons if c not in known.coupons),
+                          tuple(p for p in self.left_prices if p in prices))
 
 
 @dataclass(slots=True)
@@ -76,8 +82,10 @@ def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
     previous = data.get("previous_attributes") if obj.get("object") == "subscription" else None  # (its MRR before)
     coupons = [*coupons_wanted(obj), *(coupons_wanted(laid_over(obj, previous)) if isinstance(previous, Mapping)
                                        else ())]
-    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
-                      tuple(dict.fromkeys(coupons)))
+    tiered = unexpanded_tiers(event)
+    current = {p.get("id") for p in _prices(obj)}
+    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(tiered), tuple(dict.fromkeys(coupons)),
+                      tuple(p for p in tiered if p not in current))
 
 
 def fill_in_target(event: Mapping[str, Any]) -> tuple[str, str]:
@@ -130,6 +138,7 @@ def unexpanded_tiers(event: Mapping[str, Any]) -> list[str]:
     if obj.get("object") != "subscription":
         return []
     previous = data.get("previous_attributes")
+    # (Before 2017-05-25 an items array there names changed elements only: laid over, it asks for nothing more.)
     before = laid_over(obj, previous) if isinstance(previous, Mapping) else {}
     return list(dict.fromkeys([*tiers_missing(obj), *tiers_missing(before)]))
 

@@ -11,8 +11,9 @@ an event of its time on that price; the key's Prices permission, optional), thro
 within its account's budget. A coupon deleted at Stripe
 since (404; deleting a coupon stops new redemptions only) is read from the subscription's discounts that still apply
 it. A discount's coupon, a coupon's products and a price's tiers never change (Stripe prices are immutable in their
-amounts), so what was fetched is kept per connection (bounded); so is a price Stripe refused (404 for good, 403
-for `REFUSED_PRICE_FORGOTTEN_S`), which each event naming it asked for again.
+amounts), so what was fetched is kept per connection (bounded); so is a price a subscription has left that Stripe
+refused alone (a 404 until forgotten, a 403 for `REFUSED_PRICE_FORGOTTEN_S`), which each event naming it asked for
+again.
 
 The receiver waits for it while Stripe waits for our answer, and a tenant signs its own webhooks: it can send
 discounts or prices nobody fetched yet, as fast as it likes. So a fetch is given up after `timeout_s`, and a
@@ -63,7 +64,8 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
                          known_coupons: Mapping[str, Any] = MappingProxyType({}),
                          on_coupon: Callable[[str, dict[str, Any]], None] | None = None,
                          object_type: str = "subscription",
-                         on_tiers: Callable[[str, list[Any]], None] | None = None) -> Expanded:
+                         on_tiers: Callable[[str, list[Any]], None] | None = None,
+                         on_refused: Callable[[str, str], None] | None = None) -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
     tiers), its and its items' discounts by id and its tiered prices' tiers by price id; and the coupons (with their
     products) it names and its discounts name, but those `known_coupons` (coupon id → coupon) holds, laid into the
@@ -73,8 +75,13 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
     found = Expanded()
     if object_type == "subscription" and (wanted.discounts or wanted.tiered_prices):
         found = expanded_in(await _retrieved(reader, "subscriptions", object_id, {"expand": expansions_for(wanted)}))
+        def refused(price_id: str, reason: str) -> None:
+            found.no_tiers[price_id] = reason
+            if on_refused is not None:
+                on_refused(price_id, reason)
+
         found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers],
-                                                  found.no_tiers, on_tiers))
+                                                  refused, on_tiers))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
@@ -119,14 +126,14 @@ async def _retrieved(reader: StripeReader, resource: str, object_id: str, params
         return {}
 
 
-async def _tiers_of_prices(reader: StripeReader, price_ids: list[str], refused: dict[str, str],
+async def _tiers_of_prices(reader: StripeReader, price_ids: list[str], on_refused: Callable[[str, str], None],
                            on_tiers: Callable[[str, list[Any]], None] | None = None) -> dict[str, list[Any]]:
     """The tiers of tiered prices the subscription no longer has (an event of the time before it moved to another
     price), each asked for alone (`GET /v1/prices/{id}?expand[]=tiers`; a price's tiers never change). Without the
     key's Prices permission, or for a plan deleted since, a price stays without them: the event is refused by name
-    (in health), and the connection goes on — the permission is optional, never a reason to stop reading. Those
-    Stripe refused go into `refused` (price id → "missing" or "forbidden"), so the caller does not ask again for
-    each event naming them."""
+    (in health), and the connection goes on — the permission is optional, never a reason to stop reading. Each
+    Stripe refused is given to `on_refused` (price id, "missing" or "forbidden") as it comes, so the caller does not
+    ask again for each event naming it, even when it gives up waiting."""
     if len(price_ids) > MAX_PRICES_ASKED:
         log.warning("a subscription event names more tiered prices than are asked for at once; the rest stay "
                     "unknown (the event refused by name)", prices=len(price_ids))
@@ -135,12 +142,13 @@ async def _tiers_of_prices(reader: StripeReader, price_ids: list[str], refused: 
         try:
             price = await reader.retrieve_raw("prices", price_id, {"expand": ["tiers"]})
         except ObjectMissingError:
-            refused[price_id] = "missing"
+            on_refused(price_id, "missing")
             continue
         except PermissionMissingError:
             log.warning("a subscription event names a tiered price its subscription no longer has, and the key cannot "
                         "read prices (the Prices permission): the event stays unreadable", price_id=price_id)
-            refused.update(dict.fromkeys(price_ids[i:MAX_PRICES_ASKED], "forbidden"))
+            for unasked in price_ids[i:MAX_PRICES_ASKED]:
+                on_refused(unasked, "forbidden")
             break  # none of the others would be answered either
         tiers = price.get("tiers")
         if price.get("id") == price_id and isinstance(tiers, list) and tiers:
@@ -261,9 +269,6 @@ class StripeDiscounts:
         for kind, by_id in (("discount", complete), ("tiers", found.tiers), ("coupon", found.coupons)):
             for found_id, value in by_id.items():
                 self._remember(connection_id, kind, found_id, value)
-        for price_id, reason in found.no_tiers.items():  # a key given the Prices permission is believed in a while
-            until = self._clock() + (REFUSED_PRICE_FORGOTTEN_S if reason == "forbidden" else math.inf)
-            self._remember(connection_id, "no_tiers", price_id, (reason, until))
         known.add(found)
         return known
 
@@ -281,11 +286,18 @@ class StripeDiscounts:
                     into[found_id] = entries[(kind, found_id)]
                     entries.move_to_end((kind, found_id))
         now = self._clock()
-        for price_id in wanted.tiered_prices:
+        for price_id in wanted.left_prices:
             refused = entries.get(("no_tiers", price_id))
             if refused is not None and refused[1] > now:
                 known.no_tiers[price_id] = refused[0]
+                entries.move_to_end(("no_tiers", price_id))
         return known
+
+    def _remember_refused(self, connection_id: str, price_id: str, reason: str) -> None:
+        """A price Stripe refused: a 404 believed until forgotten (bounded, least recently used first), a 403 for
+        `REFUSED_PRICE_FORGOTTEN_S` (the Prices permission can be given to the same key)."""
+        until = self._clock() + (REFUSED_PRICE_FORGOTTEN_S if reason == "forbidden" else math.inf)
+        self._remember(connection_id, "no_tiers", price_id, (reason, until))
 
     def _remember(self, connection_id: str, kind: str, found_id: str, value: Any) -> None:
         entries = self._known.setdefault(connection_id, OrderedDict())
@@ -315,7 +327,8 @@ class StripeDiscounts:
                 reader, object_id, wanted, _RememberedCoupons(self._known.get(connection_id, {})),
                 on_coupon=lambda coupon_id, coupon: self._remember(connection_id, "coupon", coupon_id, coupon),
                 object_type=object_type,
-                on_tiers=lambda price_id, tiers: self._remember(connection_id, "tiers", price_id, tiers))
+                on_tiers=lambda price_id, tiers: self._remember(connection_id, "tiers", price_id, tiers),
+                on_refused=lambda price_id, reason: self._remember_refused(connection_id, price_id, reason))
         finally:
             await reader.close()
 

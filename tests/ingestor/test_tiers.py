@@ -6,6 +6,7 @@ says, and one moved from a flat price to a tiered one no longer keeps its old MR
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ import pytest
 import stripe
 
 from ingestor.envelope.discounts import Expanded, Unexpanded, expanded_in, unexpanded, with_expanded
-from ingestor.errors import ObjectMissingError, PermissionMissingError
+from ingestor.errors import ObjectMissingError, PermissionMissingError, StripeUnavailableError
 from ingestor.stripe_api.discounts import REFUSED_PRICE_FORGOTTEN_S, expansions_for
 from schemas.stripe_objects import read_subscription
 from service.worker import Worker
@@ -388,3 +389,74 @@ async def test_a_price_stripe_refuses_is_not_asked_again_for_each_event_naming_i
     assert found.tiers == {"price_left": TIERS} and stripe_api.asked == ["sub_1", "price_left"]  # not the 404 again
     other = await discounts.for_object("conn_other", False, "subscription", "sub_1", wanted)
     assert other.no_tiers == {"price_gone": "missing"}  # another connection's memory is its own
+
+
+async def test_a_price_refused_alone_still_comes_with_a_subscription_on_it_now() -> None:
+    """A price one subscription left and Stripe refused alone (a plan deleted, which another subscription still
+    bills; or no Prices permission) comes with the other subscription's retrieve, which needs neither: remembered as
+    refused, it kept that subscription's events without tiers (unreadable, dead-lettered for good)."""
+    plan = tiered("price_p")
+
+    class Stripe:
+        asked: list[str] = []
+
+        async def retrieve_raw(self, resource: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            self.asked.append(object_id)
+            if resource == "prices":
+                raise ObjectMissingError("No such price: 'price_p'")
+            on_it = object_id == "sub_2"
+            return {"id": object_id, "object": "subscription",
+                    "items": {"data": [{"price": {**plan, "tiers": TIERS}}] if on_it else []}}
+
+        async def close(self) -> None:
+            pass
+
+    stripe_api = Stripe()
+    discounts = discounts_reading_from(stripe_api)
+    left = subscription_event(tiered("price_now", tiers=TIERS))  # sub_1, which left price_p
+    left["data"]["previous_attributes"] = {"items": {"object": "list", "data": [
+        {"id": "si_1", "price": plan, "quantity": 3}]}}
+    assert unexpanded(left).left_prices == ("price_p",)
+    assert (await discounts.for_object("conn", False, "subscription", "sub_1", unexpanded(left))).no_tiers == {
+        "price_p": "missing"}
+    on_it = subscription_event(plan, id="sub_2")
+    assert unexpanded(on_it).left_prices == ()
+    cycle = Expanded(no_tiers={"price_p": "missing"})  # the poller's (or the import's) memory for its cycle
+    assert (unexpanded(on_it).beyond(cycle).tiered_prices, unexpanded(left).beyond(cycle).tiered_prices) == (
+        ("price_p",), ())
+    found = await discounts.for_object("conn", False, "subscription", "sub_2", unexpanded(on_it))
+    assert found.tiers == {"price_p": TIERS} and stripe_api.asked == ["sub_1", "price_p", "sub_2"]
+
+
+async def test_a_refusal_is_remembered_even_when_the_receiver_gives_up_waiting() -> None:
+    """The slow case the memory is for: a fill-in cut off by the receiver's bound kept the tiers found by then but
+    not the refusals, and the next delivery asked again."""
+    release = asyncio.Event()
+
+    class Stripe:
+        asked: list[str] = []
+
+        async def retrieve_raw(self, resource: str, object_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            self.asked.append(object_id)
+            if object_id == "price_gone":
+                raise ObjectMissingError("No such price: 'price_gone'")
+            if object_id == "price_slow":
+                await release.wait()  # Stripe (or the budget) slower than the receiver's bound
+            return {"id": object_id, "object": "subscription", "items": {"data": []}}
+
+        async def close(self) -> None:
+            pass
+
+    stripe_api = Stripe()
+    discounts = discounts_reading_from(stripe_api, timeout_s=0.05)
+    event = subscription_event(tiered("price_now", tiers=TIERS))
+    event["data"]["previous_attributes"] = {"items": {"object": "list", "data": [
+        {"id": "si_1", "price": tiered("price_gone"), "quantity": 3},
+        {"id": "si_2", "price": tiered("price_slow"), "quantity": 1}]}}
+    with pytest.raises(StripeUnavailableError):
+        await discounts.for_object("conn", False, "subscription", "sub_1", unexpanded(event))
+    stripe_api.asked = []
+    with pytest.raises(StripeUnavailableError):
+        await discounts.for_object("conn", False, "subscription", "sub_1", unexpanded(event))
+    assert "price_gone" not in stripe_api.asked and "price_slow" in stripe_api.asked
+    release.set()

@@ -343,7 +343,7 @@ def test_a_malformed_state_before_loses_only_itself_and_is_named(previous: dict[
 
 
 @pytest.mark.integration
-async def test_a_nul_a_tenant_put_in_an_id_is_kept_in_health_and_the_update_still_counts(pool: asyncpg.Pool) -> None:
+async def test_a_nul_a_tenant_put_in_an_id_is_dropped_from_health_and_the_update_still_counts(pool: asyncpg.Pool) -> None:
     """PostgreSQL `text` refuses NUL: a coupon id with one, quoted by the health row of the state before, failed the
     batch, and the update was dead-lettered whole."""
     tenant = f"hist_{uuid.uuid4().hex[:8]}"
@@ -356,7 +356,7 @@ async def test_a_nul_a_tenant_put_in_an_id_is_kept_in_health_and_the_update_stil
         await bind_tenant(conn, tenant)
         mrr = await conn.fetchval("SELECT mrr FROM projection.subscriptions WHERE tenant_id = $1", tenant)
     message = await pool.fetchval("SELECT message FROM public.dead_lettered_events WHERE tenant_id = $1", tenant)
-    assert mrr == 10_000 and "EVIL\\x00" in message
+    assert mrr == 10_000 and "EVIL" in message and "\x00" not in message
 
 
 def test_a_seat_change_on_an_account_pinned_before_2017_05_25_is_read_from_its_legacy_plan_and_quantity() -> None:

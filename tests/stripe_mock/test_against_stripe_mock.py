@@ -195,7 +195,7 @@ async def test_a_price_the_subscription_has_left_is_asked_for_its_tiers_as_strip
     try:
         price = await reader.retrieve_raw("prices", "price_left", {"expand": ["tiers"]})
         refused: dict[str, str] = {}
-        found = await _tiers_of_prices(reader, ["price_left"], refused)
+        found = await _tiers_of_prices(reader, ["price_left"], refused.__setitem__)
     finally:
         await reader.close()
     assert price["object"] == "price" and price["id"] == "price_left"

@@ -30,21 +30,16 @@ class Unexpanded:
     discounts: tuple[str, ...] = ()
     tiered_prices: tuple[str, ...] = ()
     coupons: tuple[str, ...] = ()
-    # Of `tiered_prices`, those only the state before an update names (a price the subscription has left): asked for
-    # alone, which Stripe may refuse. A price on the object's items comes with the subscription's retrieve, which
-    # needs no Prices permission and answers for a plan deleted since, whatever a lone ask for it got.
-    left_prices: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.discounts or self.tiered_prices or self.coupons)
 
     def beyond(self, known: Expanded) -> Unexpanded:
-        """Returns what of this `known` does not hold, nor knows Stripe will not give alone."""
-        prices = tuple(p for p in self.tiered_prices
-                       if p not in known.tiers and not (p in self.left_prices and p in known.no_tiers))
-        return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts), prices,
-                          tuple(c for c in self.coupons if c not in known.coupons),
-                          tuple(p for p in self.left_prices if p in prices))
+        """Returns what of this `known` does not hold. (A price Stripe refused alone is still wanted: the
+        subscription's retrieve gives it if the subscription is on it now, with no Prices permission needed.)"""
+        return Unexpanded(tuple(d for d in self.discounts if d not in known.discounts),
+                          tuple(p for p in self.tiered_prices if p not in known.tiers),
+                          tuple(c for c in self.coupons if c not in known.coupons))
 
 
 @dataclass(slots=True)
@@ -56,7 +51,7 @@ class Expanded:
     tiers: dict[str, list[Any]] = field(default_factory=dict)
     coupons: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Tiered prices asked for alone that Stripe refused: price id → "missing" (404: a plan deleted, an id made up) or
-    # "forbidden" (403: the key lacks the Prices permission). Not asked again while known.
+    # "forbidden" (403: the key lacks the Prices permission). Not asked for alone again while known.
     no_tiers: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: Expanded) -> None:
@@ -82,10 +77,8 @@ def unexpanded(event: Mapping[str, Any]) -> Unexpanded:
     previous = data.get("previous_attributes") if obj.get("object") == "subscription" else None  # (its MRR before)
     coupons = [*coupons_wanted(obj), *(coupons_wanted(laid_over(obj, previous)) if isinstance(previous, Mapping)
                                        else ())]
-    tiered = unexpanded_tiers(event)
-    current = {p.get("id") for p in _prices(obj)}
-    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(tiered), tuple(dict.fromkeys(coupons)),
-                      tuple(p for p in tiered if p not in current))
+    return Unexpanded(tuple(unexpanded_discounts(event)), tuple(unexpanded_tiers(event)),
+                      tuple(dict.fromkeys(coupons)))
 
 
 def fill_in_target(event: Mapping[str, Any]) -> tuple[str, str]:

@@ -78,7 +78,8 @@ async def _filled_in(session: KeySession, page: Page, known: Expanded) -> Page:
         if missing:
             async def retrieve(reader: StripeReader, owner: str = obj["id"], wanted: Unexpanded = missing,
                                object_type: str = str(kind)) -> Expanded:
-                return await fetch_expanded(reader, owner, wanted, known.coupons, object_type=object_type)
+                return await fetch_expanded(reader, owner, wanted, known.coupons, object_type=object_type,
+                                            known_refused=known.no_tiers)
 
             known.add(await session.call(retrieve))
     filled = [coupons_laid_in(tiers_laid_in(o, known.tiers), known.coupons) if isinstance(o, dict) else o

@@ -338,7 +338,8 @@ class StripeEventsPoller:
             object_type, object_id = fill_in_target(event)
 
             async def request(reader: StripeReader) -> Expanded:
-                return await fetch_expanded(reader, object_id, missing, known.coupons, object_type=object_type)
+                return await fetch_expanded(reader, object_id, missing, known.coupons, object_type=object_type,
+                                            known_refused=known.no_tiers)
 
             known.add(await session.call(request))
         return with_expanded(event, known)

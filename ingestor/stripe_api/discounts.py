@@ -65,9 +65,11 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
                          on_coupon: Callable[[str, dict[str, Any]], None] | None = None,
                          object_type: str = "subscription",
                          on_tiers: Callable[[str, list[Any]], None] | None = None,
-                         on_refused: Callable[[str, str], None] | None = None) -> Expanded:
+                         on_refused: Callable[[str, str], None] | None = None,
+                         known_refused: Mapping[str, str] = MappingProxyType({})) -> Expanded:
     """Returns what `wanted` names: from a retrieve of the subscription expanded for it (when it wants discounts or
-    tiers), its and its items' discounts by id and its tiered prices' tiers by price id; and the coupons (with their
+    tiers), its and its items' discounts by id and its tiered prices' tiers by price id (a price the retrieve does not
+    give asked for alone, unless `known_refused` says Stripe refused it alone); and the coupons (with their
     products) it names and its discounts name, but those `known_coupons` (coupon id → coupon) holds, laid into the
     discounts. Each coupon is given to `on_coupon`, and the tiers of each price asked for alone to `on_tiers`, as it
     comes (kept even when the caller gives up waiting). For a customer (`object_type`), its discount's coupon only.
@@ -80,8 +82,10 @@ async def fetch_expanded(reader: StripeReader, object_id: str, wanted: Unexpande
             if on_refused is not None:
                 on_refused(price_id, reason)
 
-        found.tiers.update(await _tiers_of_prices(reader, [p for p in wanted.tiered_prices if p not in found.tiers],
-                                                  refused, on_tiers))
+        alone = [p for p in wanted.tiered_prices if p not in found.tiers]
+        found.no_tiers.update({p: known_refused[p] for p in alone if p in known_refused})  # not asked alone again
+        found.tiers.update(await _tiers_of_prices(reader, [p for p in alone if p not in known_refused], refused,
+                                                  on_tiers))
     asked = list(dict.fromkeys((*wanted.coupons, *coupons_wanted({"discounts": list(found.discounts.values())}))))
     had = {c: known_coupons[c] for c in asked if c in known_coupons}  # read now: the memory may forget meanwhile
     missing = [c for c in asked if c not in had]
@@ -255,7 +259,7 @@ class StripeDiscounts:
         self._waiting[connection_id] += 1
         try:
             async with asyncio.timeout(self._timeout_s):
-                found = await self._fetch(connection_id, livemode, object_type, object_id, missing)
+                found = await self._fetch(connection_id, livemode, object_type, object_id, missing, known.no_tiers)
         except TimeoutError:
             raise StripeUnavailableError(f"Stripe did not return the subscription's discounts or tiers within "
                                          f"{self._timeout_s:g} s") from None
@@ -286,7 +290,7 @@ class StripeDiscounts:
                     into[found_id] = entries[(kind, found_id)]
                     entries.move_to_end((kind, found_id))
         now = self._clock()
-        for price_id in wanted.left_prices:
+        for price_id in wanted.tiered_prices:
             refused = entries.get(("no_tiers", price_id))
             if refused is not None and refused[1] > now:
                 known.no_tiers[price_id] = refused[0]
@@ -317,7 +321,7 @@ class StripeDiscounts:
                 del self._known[oldest_connection]
 
     async def _fetch(self, connection_id: str, livemode: bool, object_type: str, object_id: str,
-                     wanted: Unexpanded) -> Expanded:
+                     wanted: Unexpanded, known_refused: Mapping[str, str]) -> Expanded:
         stored = await self._store.load_key_unless_refused(connection_id)  # KeyInvalidError: refused already
         if stored is None:  # a connection being set up or taken down: Stripe delivers again
             raise StripeUnavailableError("the connection has no key to read the discounts and tiers with")
@@ -328,7 +332,8 @@ class StripeDiscounts:
                 on_coupon=lambda coupon_id, coupon: self._remember(connection_id, "coupon", coupon_id, coupon),
                 object_type=object_type,
                 on_tiers=lambda price_id, tiers: self._remember(connection_id, "tiers", price_id, tiers),
-                on_refused=lambda price_id, reason: self._remember_refused(connection_id, price_id, reason))
+                on_refused=lambda price_id, reason: self._remember_refused(connection_id, price_id, reason),
+                known_refused=known_refused)
         finally:
             await reader.close()
 

@@ -30,7 +30,7 @@ from ingestor.sources.checkpoints import PollCursor, claimant_id, run_window
 from ingestor.sources.deps import SourceDeps
 from ingestor.sources.key_session import KeySession, StopReading
 from ingestor.sources.refusals import last_usable_id, refusal_of
-from ingestor.stripe_api.catalog import EVENT_TYPE_LISTS, IMPORTED
+from ingestor.stripe_api.catalog import EVENT_TYPE_LISTS, EVENT_TYPES, IMPORTED
 from ingestor.stripe_api.client import RawPage, StripeReader
 from ingestor.stripe_api.discounts import fetch_expanded
 from plumbing.errors import error_site, is_retriable
@@ -45,6 +45,7 @@ log = get_logger(__name__)
 EVENTS_WINDOW_S = 30 * 86400
 # Resume this far inside the 30-day window after a gap, so the window does not move under the read.
 WINDOW_MARGIN_S = 3600
+POLLED_TYPES = frozenset(EVENT_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,14 @@ class PollOutcome:
     published: int = 0
     seen: int = 0
     detail: str = ""
+
+
+def lists_in_time(event_type: str, created: int, now: float) -> bool:
+    """Whether the poller lists an event (or has listed it already): a type it asks for, created no earlier than any
+    connection's polling reaches back to (a new connection's first poll starts `EVENTS_WINDOW_S` less
+    `WINDOW_MARGIN_S` ago; a cursor moves only forward, over what it listed). An older event reaching a webhook (a
+    delivery resent from the Dashboard; a simulator's history delivered as it is made) is never listed by it."""
+    return event_type in POLLED_TYPES and created >= now - EVENTS_WINDOW_S + WINDOW_MARGIN_S
 
 
 def next_cursor(seen: dict[str, int], started_at: int, overlap_s: int, previous: int) -> PollCursor:

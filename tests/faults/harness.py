@@ -237,7 +237,18 @@ class Product:
         over = sum(1 for kind in ("daily",) for day, per in daily.items() for cur, v in per.items()
                    if v["gross"] > truth["daily"].get(day, {}).get(cur, {}).get("gross", 0))
         return {"events": len(expected), "lost": len(expected - applied), "double_applied": over,
-                "mismatched": {k: v for k, v in mismatched.items() if v}}
+                "mismatched": {k: v for k, v in mismatched.items() if v}, "lost_ids": sorted(expected - applied)}
+
+    def what_became_of(self, event_ids: list[str]) -> str:
+        """For a failure message: each lost event's type, when it was made, and the answers its deliveries got."""
+        events = {e["id"]: e for account in self.sim.state.accounts.values() for e in account.store(False).all("event")}
+        lines = []
+        for event_id in event_ids[:10]:
+            event = events.get(event_id, {})
+            answers = [f"{a.status}:{a.error}" for d in self.sim.deliveries() if d.event_id == event_id
+                       for a in d.attempts]
+            lines.append(f"{event_id} {event.get('type')} created {event.get('created')}: deliveries {answers}")
+        return "\n".join(lines)
 
 
 def _diff(ours: dict[str, Any], truth: dict[str, Any]) -> list[str]:

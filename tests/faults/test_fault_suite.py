@@ -161,9 +161,10 @@ async def test_nothing_lost_nothing_doubled_under_fault(product: Product, index:
     await product.sim.stop_live_activity()
     recover_s = await product.idle(tenant)
     result = await product.check(tenant)
+    lost_ids = result.pop("lost_ids")
     RESULTS.append({"fault": name, "in_flight": in_flight, "recover_s": recover_s, **result})
     assert result["events"] > 100
-    assert result["lost"] == 0, failed_deliveries(product)
+    assert result["lost"] == 0, f"{failed_deliveries(product)}\n{product.what_became_of(lost_ids)}"
     assert result["double_applied"] == 0
     assert result["mismatched"] == {}
 

@@ -17,7 +17,6 @@ from projections.handlers.ordering import STATUS_PROGRESS, state_rank
 from schemas import Envelope, Source
 from schemas.stripe_objects import Subscription, UnreadableObjectError, read_subscription
 from schemas.stripe_objects.previous import state_before
-from schemas.stripe_objects.reader import MAX_UNIX_S
 
 
 class SubscriptionVersion(NamedTuple):
@@ -53,9 +52,6 @@ def epoch_seconds(value: datetime | None) -> int | None:
     """A time as whole seconds since the epoch (Stripe's unit), or None."""
     return int(value.timestamp()) if value is not None else None
 
-
-# The most items a subscription has (Stripe's limit): the most period starts one state before is placed at.
-MAX_ITEMS = 20
 
 # Where a state before an update that cannot be read is counted in the tenant's health (not a Kafka record).
 STATES_BEFORE_TOPIC = "projection-states-before"
@@ -123,7 +119,7 @@ def _version_before(envelope: Envelope, raw: Mapping[str, Any], sub: Subscriptio
     start = epoch_seconds(before.start_date) or epoch_seconds(before.created)
     points: list[tuple[int, str]] = []
     if start is not None and before.status not in ("incomplete", "incomplete_expired"):
-        period_starts = _period_starts(before, raw)
+        period_starts = _period_starts(before)
         points = [(t, status) for t, status, _, _ in _snapshot_points(before, start, period_starts) if t < time_ms]
         taken = {t for t, _ in points}
         for period_start in period_starts:
@@ -143,18 +139,12 @@ def _version_before(envelope: Envelope, raw: Mapping[str, Any], sub: Subscriptio
         _basis(before, status)) for at_ms, status in points]
 
 
-def _period_starts(sub: Subscription, raw: Mapping[str, Any]) -> list[int]:
+def _period_starts(sub: Subscription) -> list[int]:
     """When each of the state's current periods began: the subscription's (the earliest item's since basil) and each
     item's — since basil a subscription's items may renew at different times (a monthly item beside a yearly one),
     and a later update's state before at a monthly item's period start would outrank an earlier update whose only
-    period start is the yearly item's. Whole seconds within the reader's range only (a tenant signs its own
-    webhooks); at most one per item."""
-    starts = [epoch_seconds(sub.current_period_start)]
-    items = raw.get("items")
-    listed = items.get("data") if isinstance(items, Mapping) else None
-    for item in listed[:MAX_ITEMS] if isinstance(listed, list) else ():
-        value = item.get("current_period_start") if isinstance(item, Mapping) else None
-        starts.append(value if type(value) is int and 0 <= value <= MAX_UNIX_S else None)
+    period start is the yearly item's."""
+    starts = [epoch_seconds(sub.current_period_start), *map(epoch_seconds, sub.item_period_starts)]
     return sorted({t for t in starts if t is not None})
 
 
@@ -176,8 +166,7 @@ def _version(envelope: Envelope, sub: Subscription, at_ms: int, status: str, ran
                                sub.currency, status, as_decimal(subscription_mrr(sub, status)), _basis(sub, status))
 
 
-def subscription_versions(envelope: Envelope, sub: Subscription, raw: Mapping[str, Any], time_ms: int,
-                          rank: int) -> list[SubscriptionVersion]:
+def subscription_versions(envelope: Envelope, sub: Subscription, time_ms: int, rank: int) -> list[SubscriptionVersion]:
     """The version this state is, plus — for a snapshot — the earlier points it implies.
 
     A snapshot stands for history older than the events API's 30 days: active (or trialing until
@@ -189,7 +178,7 @@ def subscription_versions(envelope: Envelope, sub: Subscription, raw: Mapping[st
     start = epoch_seconds(sub.start_date) or epoch_seconds(sub.created)
     if envelope.source is Source.IMPORT and start is not None \
             and sub.status not in ("incomplete", "incomplete_expired"):
-        points += _snapshot_points(sub, start, _period_starts(sub, raw))
+        points += _snapshot_points(sub, start, _period_starts(sub))
     # The MRR of the points kept only: a point after the snapshot (a trial ending later) is not computed.
     return [_version(envelope, sub, *point) for point in points if point[0] <= time_ms]
 

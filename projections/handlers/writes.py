@@ -223,7 +223,7 @@ def writes_for(envelope: Envelope) -> Writes:
         writes.customer_discounts.extend(_customer_discounts(
             envelope, record, time_ms, discount_rank(rank, record, removed)))
     elif isinstance(record, Subscription):
-        writes.versions.extend(subscription_versions(envelope, record, obj, time_ms, rank))
+        writes.versions.extend(subscription_versions(envelope, record, time_ms, rank))
         if isinstance(previous, Mapping) and previous:
             versions, health = versions_before(envelope, obj, record, previous, time_ms, event.get("api_version"))
             writes.versions.extend(versions)

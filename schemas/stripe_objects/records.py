@@ -104,6 +104,8 @@ class Subscription:
     # Discounts named only by id (API versions since 2024-04 list ids; clover names coupons by id):
     # their terms are unknown here, so MRR cannot be derived from this state alone. An item's own are on the item.
     unresolved_discounts: tuple[str, ...]
+    # When each item's current period began (since basil, where items may renew at different times; before, none).
+    item_period_starts: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ def read_subscription(obj: Mapping[str, Any]) -> Subscription:
     top = r.currency(obj["currency"]) if obj.get("currency") is not None else None
     items = _items(r, obj, top)
     currency = top or _subscription_currency(r, obj, items)
-    start, end = _period(r, obj)
+    start, end, item_starts = _period(r, obj)
     coupons, unresolved = _discounts(r, obj)
     cancel = obj.get("cancel_at_period_end")
     customer = ref(obj.get("customer"))
@@ -43,7 +43,7 @@ def read_subscription(obj: Mapping[str, Any]) -> Subscription:
         trial_end=r.time(obj.get("trial_end"), "trial_end"), current_period_start=start, current_period_end=end,
         cancel_at_period_end=bool(cancel) if isinstance(cancel, bool) else False,
         canceled_at=r.time(obj.get("canceled_at"), "canceled_at"), ended_at=r.time(obj.get("ended_at"), "ended_at"),
-        items=items, coupons=coupons, unresolved_discounts=unresolved,
+        items=items, coupons=coupons, unresolved_discounts=unresolved, item_period_starts=item_starts,
     )
 
 
@@ -208,11 +208,12 @@ def _subscription_currency(r: FieldReader, obj: Mapping[str, Any], items: tuple[
     raise r.fail("currency", "is missing and no item or plan has one")
 
 
-def _period(r: FieldReader, obj: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
-    """The current period: on the subscription (before 2025-03-31), else the span of its items' periods."""
+def _period(r: FieldReader, obj: Mapping[str, Any]) -> tuple[datetime | None, datetime | None, tuple[datetime, ...]]:
+    """The current period: on the subscription (before 2025-03-31), else the span of its items' periods; and when
+    each item's began (since basil)."""
     if obj.get("current_period_start") is not None:
         return (r.time(obj.get("current_period_start"), "current_period_start"),
-                r.time(obj.get("current_period_end"), "current_period_end"))
+                r.time(obj.get("current_period_end"), "current_period_end"), ())
     data = (obj.get("items") or {}).get("data") if isinstance(obj.get("items"), Mapping) else None
     starts, ends = [], []
     for i, item in enumerate(data if isinstance(data, list) else []):
@@ -221,7 +222,7 @@ def _period(r: FieldReader, obj: Mapping[str, Any]) -> tuple[datetime | None, da
             end = r.time(item.get("current_period_end"), f"items.data[{i}].current_period_end")
             starts += [start] if start else []
             ends += [end] if end else []
-    return (min(starts) if starts else None, max(ends) if ends else None)
+    return (min(starts) if starts else None, max(ends) if ends else None, tuple(starts))
 
 
 def _discounts(r: FieldReader, obj: Mapping[str, Any]) -> tuple[tuple[Coupon, ...], tuple[str, ...]]:

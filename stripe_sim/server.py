@@ -197,6 +197,14 @@ class SimServer:
         """Roll an endpoint's secret; old secrets keep signing for the grace period."""
         return self.hub.roll_secret(endpoint_id, grace_seconds)
 
+    def resend_events(self, endpoint_id: str) -> list[Delivery]:
+        """Deliver every event its account already holds (of the endpoint's mode) to one endpoint, oldest first, as the
+        Dashboard's "Resend" would: history made before an endpoint existed reaches it without being backdated behind
+        a poll that already read past it."""
+        ep = self.hub.endpoints[endpoint_id]
+        store = self.state.accounts[ep.account_id].store(ep.livemode)
+        return self.hub.resend(endpoint_id, sorted(store.all("event"), key=lambda e: (e["created"], e["id"])))
+
     def send_test_webhook(self, endpoint_id: str,
                           event_type: str = "charge.succeeded") -> Delivery:
         """Send a dashboard-style test event to one endpoint."""

@@ -145,6 +145,12 @@ class WebhookHub:
         for ep in targets:
             self._queue(ep, event)
 
+    def resend(self, endpoint_id: str, events: list[Obj]) -> list[Delivery]:
+        """Deliver existing events to one endpoint, as the Dashboard's "Resend" does (each in the version it was
+        created in), with this hub's duplicates, shuffling and retries."""
+        ep = self.endpoints[endpoint_id]
+        return [self._queue(ep, event) for event in events]
+
     def send_test(self, endpoint_id: str, event_type: str = "charge.succeeded") -> Delivery:
         """Send a dashboard-style test event (`evt_00000000000000`) to one endpoint."""
         ep = self.endpoints[endpoint_id]

@@ -320,8 +320,9 @@ class WebhookReceiver:
         """Stripe refused the connection's key (401: rotated or revoked, never valid again) for what the event names.
         Answered 503, Stripe delivered it again for three days and then disabled the endpoint, every revenue event
         of the tenant with it, while the key stayed broken. The poller meets the same refusal, puts the connection
-        in `key_invalid` (shown, with the fix) and keeps its cursor; once a new key is entered it lists this event
-        (a type it asks for) and publishes it filled in. So it is acknowledged, not published. A permission taken
+        in `key_invalid` (shown, with the fix) and keeps its cursor; once a new key is entered it lists from there
+        (within 30 days) and publishes what it lists filled in, this event too if the cursor had not passed it (if
+        it had, it was listed and published then). So it is acknowledged, not published. A permission taken
         away (403) is still answered 503: the key can be edited in place, and Stripe's next delivery then reads it
         with no one pressing Test. So is an event the poller never lists (`lists_in_time`: a type it does not ask
         for, or older than any poll reaches back, as a delivery resent from the Dashboard): acknowledged, it was

@@ -4,6 +4,7 @@ simulator, with the faults the suite injects and the checks it makes afterwards.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +153,15 @@ class Product:
         await self.wait("the web process", up, 60)
 
     async def connect(self, customers: int, seed: int, webhook: bool = True) -> Tenant:
-        """A new account connected through the control API, its webhook set up (unless `webhook` is False:
-        then only the poller and the import read it), then its 12-month history generated (so every event
-        is delivered by webhook) and the import started."""
+        """A new account with its 12-month history, connected through the control API, its webhook set up (unless
+        `webhook` is False: then only the poller and the import read it) and every event of the history delivered
+        to it (a Dashboard resend), then the import started. Generated after the connection, the history's last 30
+        days were backdated behind the first poll, which had read past them: no poll would list them, which Stripe's
+        own events (made as they happen) never are."""
         account = self.sim.create_account(customers=0, seed=seed)
         self.sim.set_rate_limit(account.id, 1000)
+        book = Book(self.sim.state, self.sim.state.accounts[account.id], False)
+        generate(book, GeneratorConfig(customers, 12, ("usd", "eur", "jpy"), False), self.sim.clock.now())
         created = await self.api("POST", "/api/tenants", ADMIN, {"name": f"Fault Co {seed}"})
         tenant = Tenant(created["tenant_id"], created["api_token"], account.id, self.sim.create_restricted_key(account.id))
         t = f"/api/tenants/{tenant.tenant_id}"
@@ -164,8 +170,7 @@ class Product:
             url = connected["connection"]["webhook"]["url"]
             tenant.endpoint_id, secret = self.sim.add_webhook_endpoint(account.id, url)
             await self.api("PUT", f"{t}/connections/test/webhook-secret", tenant.token, {"secret": secret})
-        book = Book(self.sim.state, self.sim.state.accounts[account.id], False)
-        generate(book, GeneratorConfig(customers, 12, ("usd", "eur", "jpy"), False), self.sim.clock.now())
+            self.sim.resend_events(tenant.endpoint_id)
         await self.api("POST", f"{t}/connections/test/import", tenant.token, {})
         return tenant
 
@@ -201,11 +206,20 @@ class Product:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{await self.why_no_progress(tenant)}") from None
 
-    async def idle(self, tenant: Tenant, timeout_s: float = 240) -> float:
-        """Waits until webhooks, the import and the projector are all done; returns how long it took."""
+    async def idle(self, tenant: Tenant, timeout_s: float = 240, polled: bool = True) -> float:
+        """Waits until webhooks, the import, the poller (unless not `polled`) and the projector are all done; returns
+        how long it took. The poller is done once a cycle that began after the last delivery ended: an event the
+        receiver left to it (the key refused for its fill-in) is listed by then."""
         started = time.monotonic()
         await self.sim.wait_deliveries_idle(timeout_s)
+        deliveries_done = datetime.fromtimestamp(math.ceil(time.time()), tz=timezone.utc)  # a cycle's start is whole
         await self.wait_or_explain("the import", lambda: self.import_done(tenant), timeout_s, tenant)
+        if polled:
+            async def polled_since() -> bool:  # every connection of the tenant
+                return bool(await self.pool.fetchval(
+                    "SELECT bool_and(last_poll_at IS NOT NULL AND last_poll_at >= $2) FROM stripe_connections "
+                    "WHERE tenant_id = $1", tenant.tenant_id, deliveries_done))
+            await self.wait_or_explain("a poll begun after the last delivery", polled_since, timeout_s, tenant)
 
         async def projected() -> bool:
             end = sum((await topic_end_offsets(self.settings.kafka, self.settings.kafka.raw_topic)).values())

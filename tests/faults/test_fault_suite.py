@@ -189,7 +189,7 @@ async def test_with_polling_off_every_acknowledged_webhook_is_applied(product: P
         product.sim.start_live_activity(2.0)
         await webhook_path_faults(product, tenant)
         await product.sim.stop_live_activity()
-        recover_s = await product.idle(tenant)
+        recover_s = await product.idle(tenant, polled=False)
         acknowledged = product.acknowledged_deliveries(tenant)
         applied = await product.applied_event_ids(tenant)
         result = await product.check(tenant)

@@ -708,7 +708,9 @@ async def test_a_pass_held_up_by_a_tenants_rate_limit_does_not_hold_up_another_t
         "UPDATE SET blocked_until = excluded.blocked_until", blocked_connection)
     importer = worker.importer
     monkeypatch.setattr(importer, "_settings", importer._settings.model_copy(
-        update={"pass_s": 0.2, "scan_interval_s": 0.1}))
+        # The blocked tenant's page waits out its block (not given up `page_overrun_s` after its pass: on a loaded CI
+        # machine the other import can take longer than the default 30 s, and the blocked pass then ends meanwhile).
+        update={"pass_s": 0.2, "scan_interval_s": 0.1, "page_overrun_s": 120.0}))
     passes: list[ImportOutcome] = []
     run_connection = importer.run_connection
 

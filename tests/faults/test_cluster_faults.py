@@ -153,10 +153,11 @@ async def test_nothing_lost_nothing_doubled_when_nodes_fail(product: Product, cl
     recover_s = await product.idle(tenant)
     await all_in_sync(product, cluster)
     result = await product.check(tenant)
+    lost_ids = result.pop("lost_ids")
     refused = answers_503(product, tenant, since)
     RESULTS.append({"fault": name, "recover_s": recover_s, "answers_503": refused, **result})
     assert result["events"] > 100
-    assert result["lost"] == 0, failed_deliveries(product)
+    assert result["lost"] == 0, f"{failed_deliveries(product)}\n{product.what_became_of(lost_ids)}"
     assert result["double_applied"] == 0
     assert result["mismatched"] == {}
     if writes_stop:

@@ -357,6 +357,11 @@ class PostgresConnectionStore:
             connection_id,
         )
 
+    async def has_polled(self, connection_id: str) -> bool:
+        """Whether a poll of the connection has stored its cursor (what it reads next starts from there)."""
+        return bool(await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM poll_cursors WHERE connection_id = $1)", connection_id))
+
     async def record_poll(self, connection_id: str, at: datetime) -> None:
         """Stores when the connection was last polled successfully."""
         await self._pool.execute(

@@ -278,9 +278,13 @@ class WebhookReceiver:
                 found = await self._discounts.for_object(
                     target.connection_id, target.livemode, *fill_in_target(event), wanted)
             except KeyInvalidError as exc:
-                if not lists_in_time(str(event["type"]), int(event["created"]), now.timestamp()):
-                    log.warning("Stripe refused the connection's key for a fill-in of an event the poller does not "
-                                "list; answering 503", error=str(exc))
+                try:
+                    polled = await self._store.has_polled(target.connection_id)
+                except DatabaseUnavailableError:
+                    return "database_unavailable", self._unavailable()
+                if not lists_in_time(str(event["type"]), int(event["created"]), now.timestamp(), polled):
+                    log.warning("Stripe refused the connection's key for a fill-in of an event the poller is not sure "
+                                "to list; answering 503", error=str(exc))
                     return "discounts_unavailable", self._unavailable()
                 return "left_to_poller", self._left_to_poller(target, exc, now)
             except (IngestError, DatabaseUnavailableError) as exc:
@@ -324,9 +328,10 @@ class WebhookReceiver:
         (within 30 days) and publishes what it lists filled in, this event too if the cursor had not passed it (if
         it had, it was listed and published then). So it is acknowledged, not published. A permission taken
         away (403) is still answered 503: the key can be edited in place, and Stripe's next delivery then reads it
-        with no one pressing Test. So is an event the poller never lists (`lists_in_time`: a type it does not ask
-        for, or older than any poll reaches back, as a delivery resent from the Dashboard): acknowledged, it was
-        lost (the fault suite's history, delivered as it is made, lost up to five subscription events a run)."""
+        with no one pressing Test. So is an event the poller is not sure to list (`lists_in_time`: a type it does
+        not ask for, one older than any poll reaches back, as a delivery resent from the Dashboard, or any event of a
+        connection never polled, whose first poll reads from whenever a key works less 30 days): acknowledged, it
+        was lost (the fault suite's history, delivered as it is made, lost up to five subscription events a run)."""
         log.info("Stripe refused the connection's key for a fill-in; the event is left to the poller",
                  connection_id=target.connection_id, code=exc.code)
         self.last_delivery_at[target.connection_id] = now

@@ -59,12 +59,14 @@ class PollOutcome:
     detail: str = ""
 
 
-def lists_in_time(event_type: str, created: int, now: float) -> bool:
-    """Whether the poller lists an event (or has listed it already): a type it asks for, created no earlier than any
-    connection's polling reaches back to (a new connection's first poll starts `EVENTS_WINDOW_S` less
-    `WINDOW_MARGIN_S` ago; a cursor moves only forward, over what it listed). An older event reaching a webhook (a
-    delivery resent from the Dashboard; a simulator's history delivered as it is made) is never listed by it."""
-    return event_type in POLLED_TYPES and created >= now - EVENTS_WINDOW_S + WINDOW_MARGIN_S
+def lists_in_time(event_type: str, created: int, now: float, polled: bool) -> bool:
+    """Whether the poller lists an event whatever happens meanwhile (or has listed it already): a type it asks for,
+    on a connection it has `polled` (its cursor stored), created no earlier than its polling reaches back. What it has
+    read without a gap starts at its first poll or its last gap reset, less `EVENTS_WINDOW_S` and plus
+    `WINDOW_MARGIN_S`, both before `now`; from the cursor on it lists once a key works (within 30 days). An older
+    event reaching a webhook (a delivery resent from the Dashboard) is never listed. A connection never polled reads,
+    once a key works, from that moment less 30 days: no event is sure to be listed then."""
+    return polled and event_type in POLLED_TYPES and created >= now - EVENTS_WINDOW_S + WINDOW_MARGIN_S
 
 
 def next_cursor(seen: dict[str, int], started_at: int, overlap_s: int, previous: int) -> PollCursor:

@@ -190,17 +190,19 @@ async def test_a_payment_captured_after_its_authorisation_counts_in_gross_when_p
 
 
 def test_the_receiver_leaves_to_the_poller_only_events_a_poll_reaches() -> None:
-    """An event the receiver cannot fill in (the key refused) is acknowledged only if a poll lists it: a type the poller
-    asks for, created no earlier than a new connection's first poll reads (30 days less an hour); one an hour older
-    (a resend from the Dashboard) is answered 503, or it was lost."""
+    """An event the receiver cannot fill in (the key refused) is acknowledged only if a poll is sure to list it: a type
+    the poller asks for, on a connection polled before (a cursor stored), created no earlier than a first poll reads
+    (30 days less an hour); one an hour older (a resend from the Dashboard), or any of a connection never polled, is
+    answered 503, or it was lost."""
     now = 1_800_000_000.0
     first_read = int(now) - EVENTS_WINDOW_S + WINDOW_MARGIN_S
-    assert lists_in_time("customer.subscription.updated", first_read, now)
-    assert lists_in_time("customer.subscription.updated", int(now) + 60, now)  # Stripe's clock a minute ahead
-    assert not lists_in_time("customer.subscription.updated", first_read - 1, now)
-    assert not lists_in_time("customer.subscription.updated", int(now) - EVENTS_WINDOW_S, now)
+    updated = "customer.subscription.updated"
+    assert lists_in_time(updated, first_read, now, polled=True)
+    assert lists_in_time(updated, int(now) + 60, now, polled=True)  # Stripe's clock a minute ahead
+    assert not lists_in_time(updated, first_read - 1, now, polled=True)
+    assert not lists_in_time(updated, int(now), now, polled=False)  # its first poll reads from whenever a key works
     unpolled = "customer.source.updated"
-    assert unpolled not in EVENT_TYPES and not lists_in_time(unpolled, int(now), now)
+    assert unpolled not in EVENT_TYPES and not lists_in_time(unpolled, int(now), now, polled=True)
 
 
 def test_polls_fall_due_on_each_connections_own_cadence_most_overdue_first() -> None:

@@ -101,6 +101,14 @@ class StripeImporter:
         self._stripe_s: float | None = None
         self._page_s: dict[str, float] = {}  # per connection being imported: how long its last pass's pages took
         self._marks = ReadAloneMarks()  # the tenants' read-alone marks as this worker last learnt them
+        self._published_unsaved = 0  # `objects_published_unsaved`
+
+    @property
+    def objects_published_unsaved(self) -> int:
+        """Objects this process published in pages whose save found their slice no longer its own (the claim lapsed
+        and another process took it, or a newer run replaced the run): the slice's new holder may publish them again
+        (deduplicated downstream). Counted since the process started."""
+        return self._published_unsaved
 
     async def run_pending(self, stop: asyncio.Event | None = None,
                           among: Set[str] | None = None) -> list[ImportOutcome]:
@@ -504,6 +512,12 @@ class StripeImporter:
             piece.counted(published)
             if not await self._checkpoints.save_slice_page(piece, published, self._worker_id,
                                                            self._settings.slice_lease_s, refused):
+                self._published_unsaved += published
+                log.warning("an import page was published after its slice stopped being this process's (its claim "
+                            "lapsed and was taken, or a newer run began): its objects may be listed again, "
+                            "deduplicated downstream; many of these say the slice lease is short for this machine",
+                            connection_id=connection.connection_id, resource=resource.name, objects=published,
+                            lease_s=self._settings.slice_lease_s)
                 piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it
                 return
             run.page_took(stripe_s + time.monotonic() - fetched)  # Stripe's time and ours, not the budget's

@@ -330,6 +330,45 @@ async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice
     await published_each_object_once(control, sim, account)
 
 
+async def test_a_page_published_after_its_slice_was_taken_is_said_and_counted(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch, log_stream: Any
+) -> None:
+    """A lease that lapsed while a page was out (the process held up past it) lets another process take the slice:
+    the page, published already, fails its save, and the slice's new holder lists those objects again. The process
+    says so and counts them (`objects_published_unsaved`): a lapse is told apart from a bug that pages twice."""
+    account = sim.create_account(customers=60).id
+    sim.set_rate_limit(account, 1000)
+    _, _, connection_id, _ = await connect(control, sim, account)
+    real_save = PostgresCheckpoints.save_slice_page
+    taken: list[int] = []  # objects of the page whose slice was taken
+
+    async def taken_while_published(self: PostgresCheckpoints, piece: ImportSlice, published: int,
+                                    *args: Any, **kwargs: Any) -> bool:
+        if published and not taken:  # the fault: another process took the slice while its page was published
+            taken.append(published)  # before the await: the pass's other slices save meanwhile
+            await control.pool.execute(
+                "UPDATE import_slices SET claimed_by = 'another-process', claimed_until = now() + interval '1 hour' "
+                "WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4",
+                piece.connection_id, piece.resource, piece.run_id, piece.slice_id)
+        return await real_save(self, piece, published, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresCheckpoints, "save_slice_page", taken_while_published)
+    before = worker.importer.objects_published_unsaved
+    assert (await worker.importer.run_connection(connection_id)).state == "more"  # that slice is the other's
+    assert worker.importer.objects_published_unsaved - before == taken[0] > 0
+    said = [orjson.loads(line) for line in log_stream.getvalue().splitlines() if "stopped being this process" in line]
+    assert [(line["connection_id"], line["objects"]) for line in said] == [(connection_id, taken[0])]
+    # The other process let the slice go unpaged (it died): this one lists the page again.
+    await control.pool.execute("UPDATE import_slices SET claimed_by = NULL, claimed_until = NULL "
+                               "WHERE claimed_by = 'another-process'")
+    assert (await import_until_done(worker, connection_id, 0.1)).state == "done"
+    expected = sim_objects(sim, account)
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()) + taken[0])
+    assert by_type(envelopes) == {kind: ids for kind, ids in expected.items() if ids}
+    twice = [key for key, count in Counter((e.object_type, e.object_id) for e in envelopes).items() if count > 1]
+    assert len(twice) == taken[0]  # that page's objects, and no other
+
+
 async def test_a_split_held_up_by_a_slow_postgres_publishes_nothing_twice(
     control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -278,11 +278,14 @@ class WebhookReceiver:
                 found = await self._discounts.for_object(
                     target.connection_id, target.livemode, *fill_in_target(event), wanted)
             except KeyInvalidError as exc:
-                try:
-                    polled = await self._store.has_polled(target.connection_id)
-                except DatabaseUnavailableError:
-                    return "database_unavailable", self._unavailable()
-                if not lists_in_time(str(event["type"]), int(event["created"]), now.timestamp(), polled):
+                # Its type and age first: Postgres is asked whether the connection has polled only if they pass.
+                listed = lists_in_time(str(event["type"]), int(event["created"]), now.timestamp(), polled=True)
+                if listed:
+                    try:
+                        listed = await self._store.has_polled(target.connection_id)
+                    except DatabaseUnavailableError:
+                        return "database_unavailable", self._unavailable()
+                if not listed:
                     log.warning("Stripe refused the connection's key for a fill-in of an event the poller is not sure "
                                 "to list; answering 503", error=str(exc))
                     return "discounts_unavailable", self._unavailable()

@@ -330,6 +330,15 @@ class PostgresCheckpoints:
         piece.range_start = at
         return split_off
 
+    async def slice_holder(self, piece: ImportSlice) -> tuple[bool, str | None]:
+        """Why a save of the slice's page found it not `worker`'s: whether the slice is still of its resource's running
+        import (False: a newer run replaced that one), and who holds its claim now (None: nobody)."""
+        row = await self._pool.fetchrow(
+            """SELECT s.claimed_by FROM import_slices s JOIN import_runs r USING (connection_id, resource, run_id)
+                WHERE s.connection_id = $1 AND s.resource = $2 AND s.run_id = $3 AND s.slice_id = $4""",
+            piece.connection_id, piece.resource, piece.run_id, piece.slice_id)
+        return row is not None, None if row is None else row["claimed_by"]
+
     async def forget_cursor(self, piece: ImportSlice, worker: str) -> bool:
         """The slice's cursor object is gone at Stripe: it goes on from the top of its oldest second (read again,
         deduplicated downstream). Returns False if the claim was lost."""

@@ -53,6 +53,7 @@ from ingestor.stripe_api.request_budget import Priority
 from plumbing.errors import error_site, is_retriable
 from plumbing.kafka import PublishError
 from plumbing.logs import get_logger
+from plumbing.postgres import DatabaseUnavailableError
 from plumbing.runtime import LoopLag
 from plumbing.settings import ImporterSettings
 
@@ -105,9 +106,10 @@ class StripeImporter:
 
     @property
     def objects_published_unsaved(self) -> int:
-        """Objects this process published in pages whose save found their slice no longer its own (the claim lapsed
-        and another process took it, or a newer run replaced the run): the slice's new holder may publish them again
-        (deduplicated downstream). Counted since the process started."""
+        """Objects this process published in pages it never saved as its own: the claim lapsed and another process
+        took the slice, or the pass failed between a page's publish and its save. The slice's next holder publishes
+        them again (deduplicated downstream); each such page is logged as a warning. A page of a run a newer one
+        replaced is not counted (the new run lists everything again). Counted since the process started."""
         return self._published_unsaved
 
     async def run_pending(self, stop: asyncio.Event | None = None,
@@ -310,8 +312,11 @@ class StripeImporter:
                 await run.changed()  # room for one more, perhaps
                 try:
                     await self._page_slice(session, piece, run)
-                except BaseException:
+                except BaseException as exc:
                     run.stop.set()
+                    if piece.published_unsaved:
+                        self._unsaved(piece, "the pass failed between its publish and its save",
+                                      error=type(exc).__name__)
                     raise
                 finally:
                     try:  # let go in the database first: until then, no worker here may claim it again
@@ -502,7 +507,7 @@ class StripeImporter:
                                 connection_id=connection.connection_id, resource=resource.name, count=len(refused),
                                 code=refused[0].code)
                 await self._publisher.publish_records(records, key_hashes=key_hashes)
-                published = len(records)
+                published = piece.published_unsaved = len(records)
                 del records, key_hashes  # not held while the next request waits for the budget
             piece.done = done
             if cursor is not None:
@@ -512,20 +517,42 @@ class StripeImporter:
             piece.counted(published)
             if not await self._checkpoints.save_slice_page(piece, published, self._worker_id,
                                                            self._settings.slice_lease_s, refused):
-                self._published_unsaved += published
-                log.warning("an import page was published after its slice stopped being this process's (its claim "
-                            "lapsed and was taken, or a newer run began): its objects may be listed again, "
-                            "deduplicated downstream; many of these say the slice lease is short for this machine",
-                            connection_id=connection.connection_id, resource=resource.name, objects=published,
-                            lease_s=self._settings.slice_lease_s)
+                await self._not_saved(piece)
                 piece.done = True  # not ours any more (claim lost, or a newer run): stop paging it
                 return
+            piece.published_unsaved = 0
             run.page_took(stripe_s + time.monotonic() - fetched)  # Stripe's time and ours, not the budget's
             await run.changed()
             if piece.done or run.over_share():
                 return  # done, or let go at its checkpoint for another process importing the connection to page
             if run.peers.wants_more and not await self._give_a_split(piece, run):
                 return  # the claim was lost
+
+    async def _not_saved(self, piece: ImportSlice) -> None:
+        """A page published, then its save found the slice no longer this process's: a newer run (which lists
+        everything again anyway), or its claim lapsed and another process took it (that process lists the page
+        again): said, and counted (`objects_published_unsaved`)."""
+        try:
+            still_the_run, holder = await self._checkpoints.slice_holder(piece)
+        except DatabaseUnavailableError:
+            still_the_run, holder = True, "unknown (Postgres unavailable)"
+        if not still_the_run:
+            piece.published_unsaved = 0
+            log.info("a newer import run replaced the one a page was published for; it lists everything again",
+                     connection_id=piece.connection_id, resource=piece.resource, run_id=piece.run_id)
+            return
+        self._unsaved(piece, "its claim lapsed (the process held up longer than importer.slice_lease_s) and "
+                             "another process took the slice", holder=holder)
+
+    def _unsaved(self, piece: ImportSlice, why: str, **detail: Any) -> None:
+        """Says and counts a page published and never saved as this process's: the slice's next holder goes on from
+        its last checkpoint, before that page, and publishes it again (deduplicated downstream)."""
+        self._published_unsaved += piece.published_unsaved
+        log.warning(f"an import page was published and not saved: {why}; the slice's next holder publishes it again "
+                    "(deduplicated downstream)", connection_id=piece.connection_id, resource=piece.resource,
+                    run_id=piece.run_id, slice_id=piece.slice_id, objects=piece.published_unsaved,
+                    lease_s=self._settings.slice_lease_s, **detail)
+        piece.published_unsaved = 0
 
     async def _give_a_split(self, piece: ImportSlice, run: ImportPass) -> bool:
         """Splits the older half off a slice at its checkpoint, unclaimed, for another process that wants more than

@@ -89,6 +89,7 @@ class ImportSlice:
     published_above: int = 0  # objects published before that page, over the seconds above it (`reference_density`)
     seconds_above: int = 0
     objects_read: int = 0  # of that page, not yet counted in `objects_published` (it is being published)
+    published_unsaved: int = 0  # of that page, published and not yet saved (`StripeImporter.objects_published_unsaved`)
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -330,43 +330,62 @@ async def test_leases_running_out_under_slices_still_paged_publish_nothing_twice
     await published_each_object_once(control, sim, account)
 
 
-async def test_a_page_published_after_its_slice_was_taken_is_said_and_counted(
-    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch, log_stream: Any
+@pytest.mark.parametrize("fault", ["taken", "failed", "replaced"])
+async def test_a_page_published_and_not_saved_is_said_and_counted(
+    control: ControlClient, worker: Worker, sim: SimServer, monkeypatch: pytest.MonkeyPatch, log_stream: Any,
+    fault: str
 ) -> None:
-    """A lease that lapsed while a page was out (the process held up past it) lets another process take the slice:
-    the page, published already, fails its save, and the slice's new holder lists those objects again. The process
-    says so and counts them (`objects_published_unsaved`): a lapse is told apart from a bug that pages twice."""
+    """A page published and then not saved is published again by the slice's next holder: a lease that lapsed while
+    it was out (the process held up past it) let another process take the slice, or the pass failed between the
+    publish and the save. The process says so and counts its objects (`objects_published_unsaved`), so a sharing
+    test (or an operator) tells those apart from a bug that pages twice. A page of a run a newer one replaced is
+    neither (that run lists everything again)."""
     account = sim.create_account(customers=60).id
     sim.set_rate_limit(account, 1000)
     _, _, connection_id, _ = await connect(control, sim, account)
     real_save = PostgresCheckpoints.save_slice_page
-    taken: list[int] = []  # objects of the page whose slice was taken
+    hit: list[int] = []  # objects of the page the fault hit
 
-    async def taken_while_published(self: PostgresCheckpoints, piece: ImportSlice, published: int,
+    async def fault_while_published(self: PostgresCheckpoints, piece: ImportSlice, published: int,
                                     *args: Any, **kwargs: Any) -> bool:
-        if published and not taken:  # the fault: another process took the slice while its page was published
-            taken.append(published)  # before the await: the pass's other slices save meanwhile
+        if not published or hit:
+            return await real_save(self, piece, published, *args, **kwargs)
+        hit.append(published)  # before any await: the pass's other slices save meanwhile
+        if fault == "failed":
+            raise DatabaseUnavailableError("Postgres unavailable: ConnectionDoesNotExistError")
+        if fault == "taken":
             await control.pool.execute(
                 "UPDATE import_slices SET claimed_by = 'another-process', claimed_until = now() + interval '1 hour' "
                 "WHERE connection_id = $1 AND resource = $2 AND run_id = $3 AND slice_id = $4",
                 piece.connection_id, piece.resource, piece.run_id, piece.slice_id)
+        else:  # an import on demand, started meanwhile
+            window = run_window(await control.checkpoints.import_checkpoints(connection_id))
+            await control.checkpoints.start_import(connection_id, [piece.resource], *window, "on_demand")
         return await real_save(self, piece, published, *args, **kwargs)
 
-    monkeypatch.setattr(PostgresCheckpoints, "save_slice_page", taken_while_published)
+    monkeypatch.setattr(PostgresCheckpoints, "save_slice_page", fault_while_published)
     before = worker.importer.objects_published_unsaved
-    assert (await worker.importer.run_connection(connection_id)).state == "more"  # that slice is the other's
-    assert worker.importer.objects_published_unsaved - before == taken[0] > 0
-    said = [orjson.loads(line) for line in log_stream.getvalue().splitlines() if "stopped being this process" in line]
-    assert [(line["connection_id"], line["objects"]) for line in said] == [(connection_id, taken[0])]
+    if fault == "failed":
+        with pytest.raises(DatabaseUnavailableError):  # the pass fails (the worker logs it and tries again later)
+            await worker.importer.run_connection(connection_id)
+    else:
+        outcome = await worker.importer.run_connection(connection_id)
+        assert outcome.state == "more", outcome  # the slice taken is the other process's; the new run goes on
+    said = [orjson.loads(line) for line in log_stream.getvalue().splitlines() if "published and not saved" in line]
+    if fault == "replaced":
+        assert worker.importer.objects_published_unsaved == before and not said, said
+        return
+    assert worker.importer.objects_published_unsaved - before == hit[0] > 0
+    assert [(line["connection_id"], line["objects"]) for line in said] == [(connection_id, hit[0])]
     # The other process let the slice go unpaged (it died): this one lists the page again.
     await control.pool.execute("UPDATE import_slices SET claimed_by = NULL, claimed_until = NULL "
                                "WHERE claimed_by = 'another-process'")
     assert (await import_until_done(worker, connection_id, 0.1)).state == "done"
     expected = sim_objects(sim, account)
-    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()) + taken[0])
+    envelopes = await published_envelopes(control.settings, sum(len(ids) for ids in expected.values()) + hit[0])
     assert by_type(envelopes) == {kind: ids for kind, ids in expected.items() if ids}
     twice = [key for key, count in Counter((e.object_type, e.object_id) for e in envelopes).items() if count > 1]
-    assert len(twice) == taken[0]  # that page's objects, and no other
+    assert len(twice) == hit[0]  # that page's objects, and no other
 
 
 async def test_a_split_held_up_by_a_slow_postgres_publishes_nothing_twice(

@@ -33,7 +33,7 @@ from plumbing.settings import Settings
 from schemas import Envelope
 from service.worker import Worker, open_worker
 from stripe_sim import SimServer
-from tests.helpers import LoopLateness, wait_for
+from tests.helpers import LoopLateness, topic_size, wait_for
 from tests.ingestor.conftest import ControlClient, connect, published_envelopes, sim_objects
 from tests.ingestor.test_importer import by_type
 
@@ -529,13 +529,25 @@ def sharing(settings: Settings, **importer: Any) -> Settings:
     return settings.model_copy(update={"importer": settings.importer.model_copy(update=update)})
 
 
-def assert_no_page_published_twice(envelopes: list[Envelope], total: int, *workers: Worker) -> None:
-    """Every object once: a failure names the objects published twice, and what the workers published in pages
-    whose slice had been taken by the other meanwhile (a lease lapsed: the one way sharing doubles a page)."""
+async def import_shared(worker: Worker, connection_id: str) -> int:
+    """Runs passes until the import is done (by whichever worker); returns the slices this one paged."""
+    slices = 0
+    while True:
+        outcome = await worker.importer.run_connection(connection_id)
+        slices += outcome.slices
+        if outcome.state == "done":
+            return slices
+        assert outcome.state in ("more", "busy"), outcome  # "more": its pass ended while the other pages
+
+
+def assert_no_page_published_twice(envelopes: list[Envelope], total: int, *workers: Worker,
+                                   held_up: object = None) -> None:
+    """Every object once: a failure names the objects published twice, what the workers published and never saved
+    (a lease lapsed under a page out: how sharing doubles a page) and how long the loop was held up."""
     doubled = sorted(key for key, count in Counter((e.object_type, e.object_id) for e in envelopes).items()
                      if count > 1)
     unsaved = [w.importer.objects_published_unsaved for w in workers]
-    assert len(envelopes) == total and not doubled, (len(envelopes), total, doubled[:10], unsaved)
+    assert len(envelopes) == total and not doubled, (len(envelopes), total, doubled[:10], unsaved, held_up)
 
 
 @pytest.mark.parametrize("history, latency_ms", [
@@ -550,20 +562,10 @@ async def test_two_workers_share_one_import_within_stripes_limit(
     account = sim.create_account(**history).id  # Stripe's test-mode limits: 25/s, 25/s per endpoint
     sim.set_faults({"kind": "latency", "latency_ms": latency_ms})
     _, _, connection_id, _ = await connect(control, sim, account)
-    async def import_with(w: Worker) -> int:
-        """Runs passes until the import is done (by either worker); returns the slices this one paged."""
-        slices = 0
-        while True:
-            outcome = await w.importer.run_connection(connection_id)
-            slices += outcome.slices
-            if outcome.state == "done":
-                return slices
-            assert outcome.state in ("more", "busy"), outcome  # "more": its pass ended while the other pages
-
-    async with (open_worker(sharing(control.settings), control.keyring) as worker,
+    async with (open_worker(sharing(control.settings), control.keyring, control.readers) as worker,  # the web app's
                 open_worker(sharing(control.settings), control.keyring) as other,  # its own pool and budgets
                 LoopLateness(LATE_S) as lateness):
-        first, second = await asyncio.gather(import_with(worker), import_with(other))
+        first, second = await asyncio.gather(import_shared(worker, connection_id), import_shared(other, connection_id))
     sim.set_faults()
     assert first > 0 and second > 0  # both paged
     seen = sim.request_rate(account, livemode=False)
@@ -576,7 +578,34 @@ async def test_two_workers_share_one_import_within_stripes_limit(
     total = sum(len(v) for v in expected.values())
     envelopes = await published_envelopes(control.settings, total)
     assert by_type(envelopes) == expected
-    assert_no_page_published_twice(envelopes, total, worker, other)
+    assert_no_page_published_twice(envelopes, total, worker, other, held_up=lateness.held_up)
+
+
+async def test_a_lease_that_lapses_under_a_page_out_is_how_sharing_publishes_a_page_twice(
+    control: ControlClient, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker's leases lapse while its pages are out (a lease shorter than a page, its renewals stopped: a process
+    held up past its lease), and the other takes those slices and pages them too. Every object still arrives, and
+    what arrives twice is what the held-up worker counted as published and not saved."""
+    account = sim.create_account(customers=200).id
+    sim.set_faults({"kind": "latency", "latency_ms": 400})
+    _, _, connection_id, _ = await connect(control, sim, account)
+    async with (open_worker(sharing(control.settings, slice_lease_s=0.3), control.keyring) as held_up,
+                open_worker(sharing(control.settings), control.keyring) as other):
+        async def renewals_stopped(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        monkeypatch.setattr(held_up.importer._checkpoints, "renew_claims", renewals_stopped)  # that worker's only
+        await asyncio.gather(import_shared(held_up, connection_id), import_shared(other, connection_id))
+    sim.set_faults()
+    expected = sim_objects(sim, account)
+    total = sum(len(v) for v in expected.values())
+    unsaved = held_up.importer.objects_published_unsaved
+    envelopes = await published_envelopes(control.settings, await topic_size(control.settings.kafka,
+                                                                             control.settings.kafka.raw_topic))
+    assert by_type(envelopes) == expected
+    assert unsaved > 0 and other.importer.objects_published_unsaved == 0  # the fault happened, to that worker only
+    assert len(envelopes) == total + unsaved  # each object twice is one counted (its page listed again, as it was)
 
 
 @pytest.mark.parametrize("latency_ms, first_cap", [

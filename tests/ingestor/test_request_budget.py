@@ -596,7 +596,18 @@ async def test_a_lease_that_lapses_under_a_page_out_is_how_sharing_publishes_a_p
             return None
 
         monkeypatch.setattr(held_up.importer._checkpoints, "renew_claims", renewals_stopped)  # that worker's only
-        await asyncio.gather(import_shared(held_up, connection_id), import_shared(other, connection_id))
+        first = asyncio.create_task(import_shared(held_up, connection_id))
+
+        async def held_up_pages_several() -> bool:
+            return bool(await control.pool.fetchval(
+                "SELECT count(*) >= 4 FROM import_slices WHERE connection_id = $1 AND claimed_by = $2 AND NOT done",
+                connection_id, held_up.importer._worker_id))
+
+        # The other joins once the held-up one pages several slices (each lapses while its page is out): with room
+        # for all of them, its first claims take some (started together, its own slices kept its workers busy, and
+        # on a loaded machine it took none of the other's).
+        await wait_for(held_up_pages_several, timeout_s=20)
+        await asyncio.gather(first, import_shared(other, connection_id))
     sim.set_faults()
     expected = sim_objects(sim, account)
     total = sum(len(v) for v in expected.values())

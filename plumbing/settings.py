@@ -241,7 +241,8 @@ class ImporterSettings(BaseModel):
     initial_slices: int = Field(default=2, ge=1, le=256)
     min_slice_s: int = Field(default=1, ge=1)
     # A slice's claim by one process lasts this long unless renewed: how soon another process (or this one,
-    # restarted) takes over the slices of a worker that died.
+    # restarted) takes over the slices of a worker that died. A worker held up longer loses its slices to another
+    # process and the pages it had out are published twice (warned: docs/operating.md).
     slice_lease_s: float = Field(default=15.0, gt=0)
     pass_s: float = Field(default=30.0, gt=0)
     # A page still waiting for Stripe this long after its pass's time (429s retried with backoff, a block's wait) is
